@@ -453,6 +453,12 @@ impl<'a> AsapMessage<'a> {
                 policy,
                 pool_elements,
             } => {
+                if pool_elements.is_empty() {
+                    return Err(EncodeError::InvalidValue {
+                        what: "business card",
+                        reason: "a business card needs at least one PE",
+                    });
+                }
                 encode_pool_handle(&mut w, *pool_handle)?;
                 if let Some(p) = policy {
                     encode_policy(&mut w, p)?;

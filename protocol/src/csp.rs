@@ -58,8 +58,8 @@ pub struct CspReport<'a> {
     pub sender_id: u64,
     /// Microseconds since the reporter started.
     pub timestamp_us: u64,
-    /// Report interval in milliseconds.
-    pub report_interval_ms: u32,
+    /// Report interval in microseconds (RSPLIB sends 1 000 000 for its 1 s default; Wireshark agrees).
+    pub report_interval_us: u32,
     /// Location text (host name and addresses), without its trailing NUL padding.
     pub location: &'a [u8],
     /// Status text, without its trailing NUL padding.
@@ -116,7 +116,7 @@ impl<'a> CspReport<'a> {
         }
         let sender_id = cur.u64("CSP sender ID")?;
         let timestamp_us = cur.u64("CSP timestamp")?;
-        let report_interval_ms = cur.u32("CSP report interval")?;
+        let report_interval_us = cur.u32("CSP report interval")?;
         let location = trim_nul(cur.take(CSP_TEXT_LEN, "CSP location")?);
         let status = trim_nul(cur.take(CSP_TEXT_LEN, "CSP status")?);
         let workload = cur.u16("CSP workload")?;
@@ -138,7 +138,7 @@ impl<'a> CspReport<'a> {
             final_report: flags & CSP_FLAG_FINAL != 0,
             sender_id,
             timestamp_us,
-            report_interval_ms,
+            report_interval_us,
             location,
             status,
             workload,
@@ -160,7 +160,7 @@ impl<'a> CspReport<'a> {
         w.u32(CSP_VERSION)?;
         w.u64(self.sender_id)?;
         w.u64(self.timestamp_us)?;
-        w.u32(self.report_interval_ms)?;
+        w.u32(self.report_interval_us)?;
         for text in [self.location, self.status] {
             let mut field = [0u8; CSP_TEXT_LEN];
             let n = text.len().min(CSP_TEXT_LEN - 1);

@@ -235,7 +235,8 @@ impl<'a> EnrpMessage<'a> {
                         return Err(DecodeError::InvalidValue {
                             what: "update action",
                             reason: "neither ADD_PE nor DEL_PE",
-                            tlv: action_at..action_at + 2,
+                            // A fixed field, not a TLV: the cause carries no info.
+                            tlv: action_at..action_at,
                         });
                     }
                 };

@@ -157,7 +157,13 @@ impl DecodeError {
     /// whole message. `message` must be the buffer that was decoded.
     pub fn cause_info<'m>(&self, message: &'m [u8]) -> &'m [u8] {
         let range = match self {
-            Self::UnknownMessageType { .. } => 0..message.len(),
+            // The message without its padding: the header's length when it is plausible.
+            Self::UnknownMessageType { .. } => match message {
+                [_, _, hi, lo, ..] => {
+                    0..usize::from(u16::from_be_bytes([*hi, *lo])).min(message.len())
+                }
+                _ => 0..message.len(),
+            },
             Self::UnrecognizedParameter { tlv, .. }
             | Self::UnexpectedParameter { tlv, .. }
             | Self::InvalidValue { tlv, .. }

@@ -301,75 +301,127 @@ pub mod policy_type {
 /// has no wire encoding for them; ours carries load, load degradation, load DPF and distance (24
 /// bytes), the field set of 0xb0002003.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[allow(missing_docs)] // the field names are the RFC 5356 names
 pub enum Policy {
+    /// Round Robin, 0x00000001 (RFC 5356 §4.1).
     RoundRobin,
+    /// Weighted Round Robin, 0x00000002 (RFC 5356 §4.2).
     WeightedRoundRobin {
+        /// Relative capacity; 0 = cannot serve.
         weight: u32,
     },
+    /// Random, 0x00000003 (RFC 5356 §4.3).
     Random,
+    /// Weighted Random, 0x00000004 (RFC 5356 §4.4).
     WeightedRandom {
+        /// Relative capacity; 0 = cannot serve.
         weight: u32,
     },
+    /// Priority, 0x00000005 (RFC 5356 §4.5).
     Priority {
+        /// Priority; larger is preferred.
         priority: u32,
     },
+    /// Least Used, 0x40000001 (RFC 5356 §5.1).
     LeastUsed {
+        /// Current load, 0 = idle to 0xffffffff = full.
         load: u32,
     },
+    /// Least Used with Degradation, 0x40000002 (RFC 5356 §5.2).
     LeastUsedDegradation {
+        /// Current load, 0 = idle to 0xffffffff = full.
         load: u32,
+        /// Load added by each new session, same scale as the load.
         load_degradation: u32,
     },
+    /// Priority Least Used, 0x40000003 (RFC 5356 §5.3).
     PriorityLeastUsed {
+        /// Current load, 0 = idle to 0xffffffff = full.
         load: u32,
+        /// Load added by each new session, same scale as the load.
         load_degradation: u32,
     },
+    /// Randomized Least Used, 0x40000004 (RFC 5356 §5.4).
     RandomizedLeastUsed {
+        /// Current load, 0 = idle to 0xffffffff = full.
         load: u32,
     },
+    /// Randomized Priority Least Used, 0xb0001001 (RSPLIB).
     RandomizedPriorityLeastUsed {
+        /// Current load, 0 = idle to 0xffffffff = full.
         load: u32,
+        /// Load added by each new session, same scale as the load.
         load_degradation: u32,
     },
+    /// Randomized Least Used with Degradation, 0xb0001002 (RSPLIB).
     RandomizedLeastUsedDegradation {
+        /// Current load, 0 = idle to 0xffffffff = full.
         load: u32,
+        /// Load added by each new session, same scale as the load.
         load_degradation: u32,
     },
+    /// Priority Least Used with Degradation, 0xb0001003 (RSPLIB).
     PriorityLeastUsedDegradation {
+        /// Current load, 0 = idle to 0xffffffff = full.
         load: u32,
+        /// Load added by each new session, same scale as the load.
         load_degradation: u32,
     },
+    /// Randomized Priority Least Used with Degradation, 0xb0001004 (RSPLIB).
     RandomizedPriorityLeastUsedDegradation {
+        /// Current load, 0 = idle to 0xffffffff = full.
         load: u32,
+        /// Load added by each new session, same scale as the load.
         load_degradation: u32,
     },
+    /// Weighted Random with Distance Penalty Factor, 0xb0002001 (RSPLIB).
     WeightedRandomDpf {
+        /// Relative capacity; 0 = cannot serve.
         weight: u32,
+        /// Fraction of the weight removed per millisecond of distance.
         weight_dpf: u32,
+        /// Distance in milliseconds (the PR overwrites what the PE sends).
         distance: u32,
     },
+    /// Least Used with Distance Penalty Factor, 0xb0002002 (RSPLIB).
     LeastUsedDpf {
+        /// Current load, 0 = idle to 0xffffffff = full.
         load: u32,
+        /// Load penalty per millisecond of distance, as a fraction of full load.
         load_dpf: u32,
+        /// Distance in milliseconds (the PR overwrites what the PE sends).
         distance: u32,
     },
+    /// Least Used with Degradation and Distance Penalty Factor, 0xb0002003 (RSPLIB).
     LeastUsedDegradationDpf {
+        /// Current load, 0 = idle to 0xffffffff = full.
         load: u32,
+        /// Load added by each new session, same scale as the load.
         load_degradation: u32,
+        /// Load penalty per millisecond of distance, as a fraction of full load.
         load_dpf: u32,
+        /// Distance in milliseconds (the PR overwrites what the PE sends).
         distance: u32,
     },
+    /// Priority Least Used with Distance Penalty Factor, 0xb0002004 (RSPLIB code; our encoding).
     PriorityLeastUsedDpf {
+        /// Current load, 0 = idle to 0xffffffff = full.
         load: u32,
+        /// Load added by each new session, same scale as the load.
         load_degradation: u32,
+        /// Load penalty per millisecond of distance, as a fraction of full load.
         load_dpf: u32,
+        /// Distance in milliseconds (the PR overwrites what the PE sends).
         distance: u32,
     },
+    /// Priority Least Used with Degradation and Distance Penalty Factor, 0xb0002005 (RSPLIB code; our encoding).
     PriorityLeastUsedDegradationDpf {
+        /// Current load, 0 = idle to 0xffffffff = full.
         load: u32,
+        /// Load added by each new session, same scale as the load.
         load_degradation: u32,
+        /// Load penalty per millisecond of distance, as a fraction of full load.
         load_dpf: u32,
+        /// Distance in milliseconds (the PR overwrites what the PE sends).
         distance: u32,
     },
 }

@@ -183,11 +183,14 @@ impl<'a> Cursor<'a> {
         })
     }
 
-    /// The next parameter this codec knows, without consuming it. Unknown parameters in front of
-    /// it are handled by their upper two bits (RFC 5354 §3): skipped (and remembered for a report)
-    /// or turned into [`DecodeError::UnrecognizedParameter`].
-    pub fn peek(
+    /// The next parameter that is `wanted` or that this codec knows and must not skip, without
+    /// consuming it. Everything in front of it is handled by its upper two bits (RFC 5354 §3):
+    /// skipped (and remembered for a report), or turned into
+    /// [`DecodeError::UnrecognizedParameter`]. A known parameter whose bits say skip (the
+    /// handle-resolution option 0x803f) is skipped like an unknown one unless it is `wanted`.
+    fn next_relevant(
         &mut self,
+        wanted: Option<u16>,
         unrecognized: &mut Unrecognized,
     ) -> Result<Option<Tlv<'a>>, DecodeError> {
         loop {
@@ -195,11 +198,22 @@ impl<'a> Cursor<'a> {
                 return Ok(None);
             }
             let tlv = self.tlv_here()?;
-            if param_type::is_known(tlv.ty) {
+            if Some(tlv.ty) == wanted
+                || (param_type::is_known(tlv.ty) && !ParameterAction::of(tlv.ty).skips())
+            {
                 return Ok(Some(tlv));
             }
             self.skip_or_stop(&tlv, unrecognized)?;
         }
+    }
+
+    /// The next parameter that cannot be skipped here, without consuming it (see
+    /// [`Self::next_relevant`]); `None` at the end of the region.
+    pub fn peek(
+        &mut self,
+        unrecognized: &mut Unrecognized,
+    ) -> Result<Option<Tlv<'a>>, DecodeError> {
+        self.next_relevant(None, unrecognized)
     }
 
     /// Consumes a parameter that is not wanted here if its upper bits allow skipping it.
@@ -231,37 +245,34 @@ impl<'a> Cursor<'a> {
         expected: &'static str,
         unrecognized: &mut Unrecognized,
     ) -> Result<Tlv<'a>, DecodeError> {
-        match self.optional(ty, unrecognized)? {
-            Some(tlv) => Ok(tlv),
-            None => match self.peek(unrecognized)? {
-                None => Err(DecodeError::MissingParameter { within, expected }),
-                Some(tlv) => Err(DecodeError::UnexpectedParameter {
-                    within,
-                    parameter_type: tlv.ty,
-                    tlv: tlv.range(),
-                }),
-            },
+        match self.next_relevant(Some(ty), unrecognized)? {
+            Some(tlv) if tlv.ty == ty => {
+                self.pos = tlv.next;
+                Ok(tlv)
+            }
+            Some(tlv) => Err(DecodeError::UnexpectedParameter {
+                within,
+                parameter_type: tlv.ty,
+                tlv: tlv.range(),
+            }),
+            None => Err(DecodeError::MissingParameter { within, expected }),
         }
     }
 
-    /// The parameter of type `ty` if it comes next. A known parameter that may be skipped (such as
-    /// the handle-resolution option outside a handle resolution) is skipped by its upper bits.
+    /// The parameter of type `ty` if it comes next; otherwise nothing is consumed but skippable
+    /// parameters in front.
     pub fn optional(
         &mut self,
         ty: u16,
         unrecognized: &mut Unrecognized,
     ) -> Result<Option<Tlv<'a>>, DecodeError> {
-        while let Some(tlv) = self.peek(unrecognized)? {
-            if tlv.ty == ty {
+        match self.next_relevant(Some(ty), unrecognized)? {
+            Some(tlv) if tlv.ty == ty => {
                 self.pos = tlv.next;
-                return Ok(Some(tlv));
+                Ok(Some(tlv))
             }
-            if !ParameterAction::of(tlv.ty).skips() {
-                return Ok(None);
-            }
-            self.skip_or_stop(&tlv, unrecognized)?;
+            _ => Ok(None),
         }
-        Ok(None)
     }
 
     /// Checks that only skippable parameters remain in the region.
@@ -270,17 +281,14 @@ impl<'a> Cursor<'a> {
         within: &'static str,
         unrecognized: &mut Unrecognized,
     ) -> Result<(), DecodeError> {
-        while let Some(tlv) = self.peek(unrecognized)? {
-            if !ParameterAction::of(tlv.ty).skips() {
-                return Err(DecodeError::UnexpectedParameter {
-                    within,
-                    parameter_type: tlv.ty,
-                    tlv: tlv.range(),
-                });
-            }
-            self.skip_or_stop(&tlv, unrecognized)?;
+        match self.peek(unrecognized)? {
+            Some(tlv) => Err(DecodeError::UnexpectedParameter {
+                within,
+                parameter_type: tlv.ty,
+                tlv: tlv.range(),
+            }),
+            None => Ok(()),
         }
-        Ok(())
     }
 }
 
@@ -408,9 +416,11 @@ pub struct Seq<'a, T> {
 }
 
 enum Repr<'a, T> {
+    /// A validated region of a message; items are decoded again while iterating, with offsets
+    /// relative to the region (they cannot fail).
     Wire {
-        cursor: Cursor<'a>,
-        count: usize,
+        region: &'a [u8],
+        count: u32,
         generation: Generation,
     },
     Items(&'a [T]),
@@ -428,8 +438,9 @@ impl<'a, T> Seq<'a, T> {
     pub(crate) fn validated(cursor: Cursor<'a>, count: usize, generation: Generation) -> Self {
         Self {
             repr: Repr::Wire {
-                cursor,
-                count,
+                region: &cursor.msg[cursor.pos..cursor.end],
+                // A region is at most 64 KiB and every item takes at least 4 bytes.
+                count: count as u32,
                 generation,
             },
         }
@@ -438,7 +449,7 @@ impl<'a, T> Seq<'a, T> {
     /// Number of items.
     pub fn len(&self) -> usize {
         match &self.repr {
-            Repr::Wire { count, .. } => *count,
+            Repr::Wire { count, .. } => *count as usize,
             Repr::Items(items) => items.len(),
         }
     }
@@ -466,7 +477,20 @@ impl<'a, T: SeqItem<'a>> Seq<'a, T> {
 
     /// The items in wire order.
     pub fn iter(&self) -> SeqIter<'a, T> {
-        SeqIter { repr: self.repr }
+        SeqIter {
+            state: match self.repr {
+                Repr::Items(items) => IterState::Items(items),
+                Repr::Wire {
+                    region,
+                    count,
+                    generation,
+                } => IterState::Wire {
+                    cursor: Cursor::new(region, 0, region.len()),
+                    count,
+                    generation,
+                },
+            },
+        }
     }
 
     /// The first item.
@@ -515,20 +539,29 @@ impl<'a, T: SeqItem<'a> + fmt::Debug> fmt::Debug for Seq<'a, T> {
 
 /// Iterator over a [`Seq`].
 pub struct SeqIter<'a, T> {
-    repr: Repr<'a, T>,
+    state: IterState<'a, T>,
+}
+
+enum IterState<'a, T> {
+    Wire {
+        cursor: Cursor<'a>,
+        count: u32,
+        generation: Generation,
+    },
+    Items(&'a [T]),
 }
 
 impl<'a, T: SeqItem<'a>> Iterator for SeqIter<'a, T> {
     type Item = T;
 
     fn next(&mut self) -> Option<T> {
-        match &mut self.repr {
-            Repr::Items(items) => {
+        match &mut self.state {
+            IterState::Items(items) => {
                 let (first, rest) = items.split_first()?;
                 *items = rest;
                 Some(*first)
             }
-            Repr::Wire {
+            IterState::Wire {
                 cursor,
                 generation,
                 count,
@@ -543,9 +576,9 @@ impl<'a, T: SeqItem<'a>> Iterator for SeqIter<'a, T> {
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        let n = match &self.repr {
-            Repr::Items(items) => items.len(),
-            Repr::Wire { count, .. } => *count,
+        let n = match &self.state {
+            IterState::Items(items) => items.len(),
+            IterState::Wire { count, .. } => *count as usize,
         };
         (n, Some(n))
     }
