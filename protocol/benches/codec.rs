@@ -2,6 +2,9 @@
 //! handle resolution, handle resolution response with 3 PEs), RFC and NG generations. Targets on
 //! one core: ≥ 20 M handle-resolution decodes/s, ≥ 5 M encodes/s of a 3-PE response.
 //!
+//! Each message is also copied as raw bytes (`copy/...`), the floor the codec is compared with in
+//! the same run.
+//!
 //! Run: `cargo bench -p rserpool-protocol --bench codec`.
 
 use std::hint::black_box;
@@ -113,6 +116,15 @@ fn bench(c: &mut Criterion) {
                 b.iter(|| {
                     let d = AsapMessage::decode(black_box(&wire), generation).unwrap();
                     consume(&d.message)
+                })
+            });
+            // The floor both are measured against in the same run: copying the message's bytes.
+            group.bench_function(format!("copy/{name}"), |b| {
+                let mut out = [0u8; 512];
+                b.iter(|| {
+                    let src = black_box(&wire[..]);
+                    out[..src.len()].copy_from_slice(src);
+                    black_box(&out);
                 })
             });
             group.bench_function(format!("encode/{name}"), |b| {
