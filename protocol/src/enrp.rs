@@ -389,10 +389,9 @@ fn next_pool_entry<'a>(
     u: &mut Unrecognized,
 ) -> Result<Option<PoolEntry<'a>>, DecodeError> {
     const W: &str = "ENRP_HANDLE_TABLE_RESPONSE";
-    if cur.peek(u)?.is_none() {
+    let Some(h) = cur.list_item(pt::POOL_HANDLE, W, "pool handle", u)? else {
         return Ok(None);
-    }
-    let h = cur.expect(pt::POOL_HANDLE, W, "pool handle", u)?;
+    };
     let pool_handle = decode_pool_handle(&h)?;
     let start = cur.pos;
     let mut count = 0usize;

@@ -709,17 +709,14 @@ pub(crate) fn next_pool_element<'a>(
     generation: Generation,
     unrecognized: &mut Unrecognized,
 ) -> Result<Option<PoolElement<'a>>, DecodeError> {
-    match cur.peek(unrecognized)? {
+    match cur.list_item(
+        pt::POOL_ELEMENT,
+        "pool element list",
+        "pool element",
+        unrecognized,
+    )? {
+        Some(tlv) => decode_pool_element(&tlv, cur.msg, generation, unrecognized).map(Some),
         None => Ok(None),
-        Some(_) => {
-            let tlv = cur.expect(
-                pt::POOL_ELEMENT,
-                "pool element list",
-                "pool element",
-                unrecognized,
-            )?;
-            decode_pool_element(&tlv, cur.msg, generation, unrecognized).map(Some)
-        }
     }
 }
 
@@ -814,17 +811,14 @@ pub(crate) fn next_server_information<'a>(
     generation: Generation,
     unrecognized: &mut Unrecognized,
 ) -> Result<Option<ServerInformation<'a>>, DecodeError> {
-    match cur.peek(unrecognized)? {
+    match cur.list_item(
+        pt::SERVER_INFORMATION,
+        "server information list",
+        "server information",
+        unrecognized,
+    )? {
+        Some(tlv) => decode_server_information(&tlv, cur.msg, generation, unrecognized).map(Some),
         None => Ok(None),
-        Some(_) => {
-            let tlv = cur.expect(
-                pt::SERVER_INFORMATION,
-                "server information list",
-                "server information",
-                unrecognized,
-            )?;
-            decode_server_information(&tlv, cur.msg, generation, unrecognized).map(Some)
-        }
     }
 }
 

@@ -275,6 +275,21 @@ impl<'a> Cursor<'a> {
         }
     }
 
+    /// The next parameter of a list that holds only parameters of type `ty`; `None` at the end of
+    /// the region.
+    pub fn list_item(
+        &mut self,
+        ty: u16,
+        within: &'static str,
+        expected: &'static str,
+        unrecognized: &mut Unrecognized,
+    ) -> Result<Option<Tlv<'a>>, DecodeError> {
+        if self.peek(unrecognized)?.is_none() {
+            return Ok(None);
+        }
+        self.expect(ty, within, expected, unrecognized).map(Some)
+    }
+
     /// Checks that only skippable parameters remain in the region.
     pub fn finish(
         &mut self,
