@@ -1,5 +1,138 @@
-//! The RSerPool handlespace: pools, pool elements (PEs), member-selection policies, registration
-//! lifetimes, ownership by home PR and audit checksums. Not built yet: this crate is a placeholder
-//! until the handlespace issue lands; today it only re-exports the codec's plain data types.
+//! `rserpool-handlespace` owns the RSerPool handlespace: pools keyed by pool handle, their pool
+//! elements (PEs) keyed by PE ID, the member-selection policies of RFC 5356 and RSPLIB, registration
+//! lifetimes, ownership by home PR with takeover, and the per-owner audit checksums (Internet-16
+//! and the NG digest). No I/O and no clock: time comes in as an argument.
+//!
+//! The handlespace is split into shards by a hash of the pool handle ([`Handlespace::shard_of`]);
+//! each shard has one writer. Handle resolutions read a pool's published [`PoolSnapshot`]; the
+//! selection state a resolution advances is atomic.
 
+pub mod entry;
+pub mod error;
+pub mod policy;
+mod pool;
+pub mod rng;
+pub mod shard;
+pub mod timer;
+
+use std::sync::Arc;
+
+pub use entry::{
+    AssociationId, Millis, OwnedTransport, OwnedUserTransport, PeRegistration, PoolElementEntry,
+    TransportShape,
+};
+pub use error::RegistrationError;
+pub use pool::PoolSnapshot;
+pub use rng::Rng;
 pub use rserpool_protocol::{Generation, PeId, PrId};
+pub use shard::{Limits, OwnerChecksums, Registered, Removed, Shard};
+
+/// The whole handlespace of one PR: `N` shards by hash of the pool handle.
+#[derive(Debug)]
+pub struct Handlespace {
+    shards: Vec<Shard>,
+}
+
+impl Handlespace {
+    /// A handlespace of `shards` shards (at least 1) with the given limits per shard.
+    pub fn new(shards: usize, limits: Limits) -> Self {
+        Self {
+            shards: (0..shards.max(1)).map(|_| Shard::new(limits)).collect(),
+        }
+    }
+
+    /// The shard that owns a pool handle: XXH3-64 of the handle modulo the shard count, so every
+    /// thread routes a handle the same way.
+    pub fn shard_of(&self, pool_handle: &[u8]) -> usize {
+        (xxhash_rust::xxh3::xxh3_64(pool_handle) % self.shards.len() as u64) as usize
+    }
+
+    /// The shards.
+    pub fn shards(&self) -> &[Shard] {
+        &self.shards
+    }
+
+    /// The shard owning `pool_handle`, for its writer.
+    pub fn shard_mut(&mut self, pool_handle: &[u8]) -> &mut Shard {
+        let i = self.shard_of(pool_handle);
+        &mut self.shards[i]
+    }
+
+    /// The shard owning `pool_handle`, for readers.
+    pub fn shard(&self, pool_handle: &[u8]) -> &Shard {
+        &self.shards[self.shard_of(pool_handle)]
+    }
+
+    /// See [`Shard::register`].
+    pub fn register(
+        &mut self,
+        pool_handle: &[u8],
+        registration: PeRegistration,
+        home_pr: PrId,
+        association: Option<AssociationId>,
+        now: Millis,
+    ) -> Result<Registered, RegistrationError> {
+        self.shard_mut(pool_handle)
+            .register(pool_handle, registration, home_pr, association, now)
+    }
+
+    /// See [`Shard::deregister`].
+    pub fn deregister(
+        &mut self,
+        pool_handle: &[u8],
+        id: PeId,
+        association: Option<AssociationId>,
+    ) -> Result<Option<Removed>, RegistrationError> {
+        self.shard_mut(pool_handle)
+            .deregister(pool_handle, id, association)
+    }
+
+    /// Handle resolution (RFC 5352 §3.3): selects up to `out.len()` PEs of the pool by its policy
+    /// and returns the snapshot they index into with their count; `None` for an unknown pool.
+    pub fn resolve(
+        &self,
+        pool_handle: &[u8],
+        rng: &mut Rng,
+        out: &mut [u32],
+    ) -> Option<(Arc<PoolSnapshot>, usize)> {
+        let snapshot = self.shard(pool_handle).snapshot(pool_handle)?;
+        let n = snapshot.select(rng, out);
+        Some((snapshot, n))
+    }
+
+    /// Removes every PE whose registration life ran out, in every shard.
+    pub fn expire(&mut self, now: Millis) -> Vec<Removed> {
+        self.shards.iter_mut().flat_map(|s| s.expire(now)).collect()
+    }
+
+    /// Moves every PE of `dead` to `new_home` in every shard (RFC 5353 §3.5).
+    pub fn take_over(
+        &mut self,
+        dead: PrId,
+        new_home: PrId,
+    ) -> Vec<(Arc<[u8]>, Arc<PoolElementEntry>)> {
+        self.shards
+            .iter_mut()
+            .flat_map(|s| s.take_over(dead, new_home))
+            .collect()
+    }
+
+    /// The audit checksums of everything `owner` owns (RFC 5353 §3.6).
+    pub fn checksums(&self, owner: PrId) -> OwnerChecksums {
+        let mut c = OwnerChecksums::default();
+        for s in &self.shards {
+            c.merge(&s.checksums(owner));
+        }
+        c
+    }
+
+    /// Number of pools.
+    pub fn pool_count(&self) -> usize {
+        self.shards.iter().map(Shard::pool_count).sum()
+    }
+
+    /// Number of PEs.
+    pub fn pe_count(&self) -> usize {
+        self.shards.iter().map(Shard::pe_count).sum()
+    }
+}

@@ -84,6 +84,13 @@ impl Internet16 {
         self.acc = self.acc.wrapping_sub(Self::entry_sum(pool_handle, pe_id));
     }
 
+    /// Adds all entries of `other`, a set disjoint from this one (e.g. another shard's share of
+    /// the same owner's PEs).
+    #[inline]
+    pub fn merge(&mut self, other: &Self) {
+        self.acc = self.acc.wrapping_add(other.acc);
+    }
+
     /// The 16-bit value for the PE Checksum parameter (RFC 5353 §3.6.2,
     /// procedures.md §14.2): the accumulator folded with end-around carry
     /// until it fits 16 bits, then complemented (rsplib
@@ -159,6 +166,12 @@ impl NgDigest {
         self.sum = self.sum.wrapping_sub(Self::entry_hash(pool_handle, pe_id));
     }
 
+    /// Adds all entries of `other`, a set disjoint from this one.
+    #[inline]
+    pub fn merge(&mut self, other: &Self) {
+        self.sum = self.sum.wrapping_add(other.sum);
+    }
+
     /// The 64-bit digest for the NG PE Checksum parameter (nextgen.md, "The
     /// NG digest"). Send it big-endian.
     #[must_use]
@@ -173,6 +186,31 @@ mod tests {
     use super::*;
 
     const ECHO: &[u8] = b"EchoPool";
+
+    #[test]
+    fn merge_equals_adding_both_sets() {
+        let mut a = Internet16::new();
+        let mut b = Internet16::new();
+        let mut both = Internet16::new();
+        let mut na = NgDigest::new();
+        let mut nb = NgDigest::new();
+        let mut nboth = NgDigest::new();
+        for id in 1..50u32 {
+            let (c, n) = if id % 3 == 0 {
+                (&mut a, &mut na)
+            } else {
+                (&mut b, &mut nb)
+            };
+            c.add(ECHO, id);
+            n.add(ECHO, u64::from(id));
+            both.add(ECHO, id);
+            nboth.add(ECHO, u64::from(id));
+        }
+        a.merge(&b);
+        na.merge(&nb);
+        assert_eq!(a.value(), both.value());
+        assert_eq!(na.value(), nboth.value());
+    }
 
     /// Straightforward model of rsplib: build each entry's padded block,
     /// sum its big-endian words in a `u32` (wrapping), add the per-entry sums

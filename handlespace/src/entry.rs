@@ -1,0 +1,185 @@
+//! The owned form of what the handlespace stores per pool element (PE): identity, transports,
+//! policy parameters, registration life, home PR, timestamps and counters; converted from and to
+//! the codec's borrowed views.
+
+use std::net::IpAddr;
+
+use rserpool_protocol::{
+    Generation, PeId, Policy, PoolElement, PrId, Seq, Transport, TransportKind, UserTransport,
+};
+
+/// Milliseconds since an epoch the caller chooses; the handlespace never reads a clock.
+pub type Millis = u64;
+
+/// Identifies the transport association (SCTP association, TCP connection) a local PE registered
+/// over. Only that association may change or deregister the PE (RFC 5352 §2.2.2, RFC 5355 §2.3.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AssociationId(pub u64);
+
+/// An owned transport parameter (RFC 5354 §3.3-§3.7).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct OwnedTransport {
+    /// The transport protocol.
+    pub kind: TransportKind,
+    /// The port.
+    pub port: u16,
+    /// Transport use (SCTP, TCP as RSPLIB reads it) or the reserved word.
+    pub transport_use: u16,
+    /// DCCP service code (0 otherwise).
+    pub service_code: u32,
+    /// The addresses.
+    pub addresses: Box<[IpAddr]>,
+}
+
+impl OwnedTransport {
+    /// Copies a decoded transport.
+    pub fn from_view(t: &Transport<'_>) -> Self {
+        Self {
+            kind: t.kind,
+            port: t.port,
+            transport_use: t.transport_use,
+            service_code: t.service_code,
+            addresses: t.addresses.iter().collect(),
+        }
+    }
+
+    /// A view to encode.
+    pub fn view(&self) -> Transport<'_> {
+        Transport {
+            kind: self.kind,
+            port: self.port,
+            transport_use: self.transport_use,
+            service_code: self.service_code,
+            addresses: Seq::from_items(&self.addresses),
+        }
+    }
+}
+
+/// An owned user transport: a transport parameter or opaque bytes (RFC 5354 §3.16).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum OwnedUserTransport {
+    /// SCTP, TCP, UDP, UDP-Lite or DCCP.
+    Transport(OwnedTransport),
+    /// Opaque Transport.
+    Opaque(Box<[u8]>),
+}
+
+impl OwnedUserTransport {
+    /// Copies a decoded user transport.
+    pub fn from_view(t: &UserTransport<'_>) -> Self {
+        match t {
+            UserTransport::Transport(t) => Self::Transport(OwnedTransport::from_view(t)),
+            UserTransport::Opaque(b) => Self::Opaque((*b).into()),
+        }
+    }
+
+    /// A view to encode.
+    pub fn view(&self) -> UserTransport<'_> {
+        match self {
+            Self::Transport(t) => UserTransport::Transport(t.view()),
+            Self::Opaque(b) => UserTransport::Opaque(b),
+        }
+    }
+
+    /// What must agree among the PEs of a pool (RFC 5352 §3.1 rules 1-2): the transport type and
+    /// whether it carries data only or data plus control.
+    pub fn shape(&self) -> TransportShape {
+        match self {
+            Self::Transport(t) => TransportShape {
+                parameter_type: t.kind.parameter_type(),
+                transport_use: if t.kind == TransportKind::Sctp || t.kind == TransportKind::Tcp {
+                    t.transport_use
+                } else {
+                    0
+                },
+            },
+            Self::Opaque(_) => TransportShape {
+                parameter_type: rserpool_protocol::param_type::OPAQUE_TRANSPORT,
+                transport_use: 0,
+            },
+        }
+    }
+}
+
+/// The transport type and data/control use a pool's first PE fixes (RFC 5352 §3.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TransportShape {
+    /// The user transport's parameter type.
+    pub parameter_type: u16,
+    /// Data only (0) or data plus control (1).
+    pub transport_use: u16,
+}
+
+/// What a PE (over ASAP) or a peer PR (over ENRP) asks the handlespace to store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeRegistration {
+    /// The PE identifier (never 0).
+    pub id: PeId,
+    /// Registration life in milliseconds; -1 = infinite.
+    pub registration_life: i32,
+    /// Where PUs reach the PE.
+    pub user_transport: OwnedUserTransport,
+    /// Its policy and policy parameters.
+    pub policy: Policy,
+    /// Its ASAP transport: the association's addresses as the home PR saw them.
+    pub asap_transport: Option<OwnedTransport>,
+}
+
+impl PeRegistration {
+    /// Copies a decoded Pool Element parameter.
+    pub fn from_view(pe: &PoolElement<'_>) -> Self {
+        Self {
+            id: pe.id,
+            registration_life: pe.registration_life,
+            user_transport: OwnedUserTransport::from_view(&pe.user_transport),
+            policy: pe.policy,
+            asap_transport: pe.asap_transport.as_ref().map(OwnedTransport::from_view),
+        }
+    }
+}
+
+/// A PE as the handlespace publishes it to readers: immutable once published (the writer replaces
+/// it on re-registration), shared between the writer and the pool snapshots.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolElementEntry {
+    /// What was registered.
+    pub registration: PeRegistration,
+    /// The home PR, which owns the PE (RFC 5353 §1.1).
+    pub home_pr: PrId,
+    /// The local association the PE registered over; `None` for PEs learnt via ENRP.
+    pub association: Option<AssociationId>,
+    /// When the PE first registered (kept across re-registrations).
+    pub registered_at: Millis,
+}
+
+impl PoolElementEntry {
+    /// The PE identifier.
+    pub fn id(&self) -> PeId {
+        self.registration.id
+    }
+
+    /// A Pool Element view for encoding; `with_asap_transport` as ENRP needs it (RSPLIB's
+    /// `includeRegistratorTransport`: yes in ENRP updates and table responses, no in ASAP).
+    pub fn view(&self, with_asap_transport: bool) -> PoolElement<'_> {
+        let r = &self.registration;
+        PoolElement {
+            id: r.id,
+            home_pr: self.home_pr,
+            registration_life: r.registration_life,
+            user_transport: r.user_transport.view(),
+            policy: r.policy,
+            asap_transport: if with_asap_transport {
+                r.asap_transport.as_ref().map(OwnedTransport::view)
+            } else {
+                None
+            },
+        }
+    }
+
+    /// Whether the entry can be told to a peer of `generation` (identifiers fit its width).
+    pub fn fits(&self, generation: Generation) -> bool {
+        generation == Generation::Ng
+            || (self.registration.id.0 <= u64::from(u32::MAX)
+                && self.home_pr.0 <= u64::from(u32::MAX))
+    }
+}

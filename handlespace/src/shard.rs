@@ -1,0 +1,492 @@
+//! One shard of the handlespace: the pools whose handles hash to it, the audit checksums of the
+//! PEs each home PR owns in it, and its timer wheel. Exactly one writer (the owning worker) calls
+//! the `&mut self` operations; handle resolutions read published pool snapshots through `&self`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rserpool_protocol::checksum::{Internet16, NgDigest};
+use rserpool_protocol::{PeId, PrId};
+
+use crate::entry::{AssociationId, Millis, PeRegistration, PoolElementEntry};
+use crate::error::RegistrationError;
+use crate::pool::{Change, PeSlot, Pool, PoolSnapshot};
+use crate::timer::TimerWheel;
+
+/// Limits the handlespace enforces (answered with "lack of resources", RFC 5354 §3.12.7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest pool handle accepted, in bytes (RSPLIB: 32).
+    pub max_pool_handle_len: usize,
+    /// Most pools per shard.
+    pub max_pools: usize,
+    /// Most PEs per pool.
+    pub max_pes_per_pool: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_pool_handle_len: 32,
+            max_pools: 1 << 20,
+            max_pes_per_pool: 1 << 16,
+        }
+    }
+}
+
+/// The audit checksums of the PEs one home PR owns (RFC 5353 §3.6; NG digest).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OwnerChecksums {
+    /// Internet-16 over the owned PEs whose identifiers fit the RFC generation.
+    pub internet16: Internet16,
+    /// NG digest over all owned PEs.
+    pub ng: NgDigest,
+    /// Number of owned PEs.
+    pub pes: u64,
+}
+
+impl OwnerChecksums {
+    fn add(&mut self, handle: &[u8], id: PeId) {
+        if let Ok(narrow) = u32::try_from(id.0) {
+            self.internet16.add(handle, narrow);
+        }
+        self.ng.add(handle, id.0);
+        self.pes += 1;
+    }
+
+    fn remove(&mut self, handle: &[u8], id: PeId) {
+        if let Ok(narrow) = u32::try_from(id.0) {
+            self.internet16.remove(handle, narrow);
+        }
+        self.ng.remove(handle, id.0);
+        self.pes -= 1;
+    }
+
+    /// Combines the checksums of two disjoint sets (used to sum shards).
+    pub fn merge(&mut self, other: &Self) {
+        self.internet16.merge(&other.internet16);
+        self.ng.merge(&other.ng);
+        self.pes += other.pes;
+    }
+}
+
+/// What a granted registration did (RFC 5352 §3.1 rules 1-4).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Registered {
+    /// The stored entry (to announce with ENRP ADD_PE).
+    pub entry: Arc<PoolElementEntry>,
+    /// `false` for a re-registration or update of a known PE.
+    pub added: bool,
+    /// The pool was created by this registration.
+    pub pool_created: bool,
+    /// The home PR before, when ownership moved.
+    pub previous_home: Option<PrId>,
+}
+
+/// A PE removed from the handlespace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Removed {
+    /// The pool handle.
+    pub pool_handle: Arc<[u8]>,
+    /// The removed entry (to announce with ENRP DEL_PE).
+    pub entry: Arc<PoolElementEntry>,
+    /// The pool became empty and was removed.
+    pub pool_removed: bool,
+}
+
+/// Timer payload: which PE's registration life runs out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Expiry {
+    pool: u32,
+    pe: PeId,
+}
+
+/// One shard of the handlespace.
+#[derive(Debug)]
+pub struct Shard {
+    limits: Limits,
+    index: HashMap<Arc<[u8]>, u32>,
+    pools: Vec<Option<Pool>>,
+    free: Vec<u32>,
+    owners: HashMap<PrId, OwnerChecksums>,
+    timers: TimerWheel<Expiry>,
+}
+
+impl Shard {
+    /// An empty shard.
+    pub fn new(limits: Limits) -> Self {
+        Self {
+            limits,
+            index: HashMap::new(),
+            pools: Vec::new(),
+            free: Vec::new(),
+            owners: HashMap::new(),
+            timers: TimerWheel::new(),
+        }
+    }
+
+    fn pool(&self, handle: &[u8]) -> Option<&Pool> {
+        let &slot = self.index.get(handle)?;
+        self.pools[slot as usize].as_ref()
+    }
+
+    /// Number of pools.
+    pub fn pool_count(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Number of PEs.
+    pub fn pe_count(&self) -> usize {
+        self.pools.iter().flatten().map(|p| p.slots.len()).sum()
+    }
+
+    /// The published snapshot of a pool, for handle resolution.
+    pub fn snapshot(&self, handle: &[u8]) -> Option<Arc<PoolSnapshot>> {
+        self.pool(handle).map(|p| Arc::clone(&p.snapshot))
+    }
+
+    /// The entry of one PE.
+    pub fn entry(&self, handle: &[u8], id: PeId) -> Option<Arc<PoolElementEntry>> {
+        let pool = self.pool(handle)?;
+        pool.slot(id).map(|i| Arc::clone(&pool.slots[i].entry))
+    }
+
+    /// Every pool with its snapshot (ENRP handle table transfer, audits).
+    pub fn pools(&self) -> impl Iterator<Item = (&Arc<[u8]>, &Arc<PoolSnapshot>)> {
+        self.pools
+            .iter()
+            .flatten()
+            .map(|p| (&p.handle, &p.snapshot))
+    }
+
+    /// The audit checksums of the PEs `owner` owns in this shard.
+    pub fn checksums(&self, owner: PrId) -> OwnerChecksums {
+        self.owners.get(&owner).copied().unwrap_or_default()
+    }
+
+    /// Registers or re-registers a PE (RFC 5352 §3.1; RFC 5353 §3.3.1 for ENRP ADD_PE with
+    /// `association = None`).
+    ///
+    /// Rules: the first PE of a pool fixes its policy type, transport type and data/control use;
+    /// later PEs must match (causes 0x5, 0x7, 0x8). A known PE ID is a re-registration: its
+    /// attributes are replaced, its degradation counter restarts, it keeps its first registration
+    /// time. A PE registered over an association can only be changed over that association
+    /// (cause 0xa); one learnt via ENRP may re-register locally, and its ownership moves to
+    /// `home_pr` (rule 4).
+    pub fn register(
+        &mut self,
+        pool_handle: &[u8],
+        registration: PeRegistration,
+        home_pr: PrId,
+        association: Option<AssociationId>,
+        now: Millis,
+    ) -> Result<Registered, RegistrationError> {
+        if registration.id.0 == 0 {
+            return Err(RegistrationError::InvalidValue {
+                reason: "PE identifier 0",
+            });
+        }
+        if pool_handle.is_empty() || pool_handle.len() > self.limits.max_pool_handle_len {
+            return Err(RegistrationError::InvalidValue {
+                reason: "pool handle empty or longer than the configured maximum",
+            });
+        }
+        let shape = registration.user_transport.shape();
+        let policy_type = registration.policy.policy_type();
+        let (slot_index, pool_created) = match self.index.get(pool_handle) {
+            Some(&s) => (s, false),
+            None => {
+                if self.index.len() >= self.limits.max_pools {
+                    return Err(RegistrationError::LackOfResources {
+                        limit: "pools per shard",
+                    });
+                }
+                (u32::MAX, true)
+            }
+        };
+        if !pool_created {
+            let pool = self.pools[slot_index as usize]
+                .as_ref()
+                .expect("indexed pool");
+            check_consistency(pool, &registration)?;
+            if let Some(i) = pool.slot(registration.id) {
+                let current = &pool.slots[i].entry;
+                if let Some(owner) = current.association
+                    && association.is_some_and(|a| a != owner)
+                {
+                    return Err(RegistrationError::NotOwner);
+                }
+            } else if pool.slots.len() >= self.limits.max_pes_per_pool {
+                return Err(RegistrationError::LackOfResources {
+                    limit: "PEs per pool",
+                });
+            }
+        }
+        let slot_index = if pool_created {
+            let handle: Arc<[u8]> = pool_handle.into();
+            let pool = Pool::new(Arc::clone(&handle), policy_type, shape);
+            let s = match self.free.pop() {
+                Some(s) => {
+                    self.pools[s as usize] = Some(pool);
+                    s
+                }
+                None => {
+                    self.pools.push(Some(pool));
+                    (self.pools.len() - 1) as u32
+                }
+            };
+            self.index.insert(handle, s);
+            s
+        } else {
+            slot_index
+        };
+        let pool = self.pools[slot_index as usize].as_mut().expect("live pool");
+        let id = registration.id;
+        let deadline = expiry_deadline(&registration, now);
+        let existing = pool.slot(id);
+        let (registered_at, previous, change) = match existing {
+            Some(i) => {
+                let old = &pool.slots[i];
+                if let Some(t) = old.expiry {
+                    self.timers.cancel(t);
+                }
+                (
+                    old.entry.registered_at,
+                    Some(old.entry.home_pr),
+                    Change::Replaced(i),
+                )
+            }
+            None => (now, None, Change::Added),
+        };
+        let entry = Arc::new(PoolElementEntry {
+            registration,
+            home_pr,
+            association,
+            registered_at,
+        });
+        let expiry = deadline.map(|d| {
+            self.timers.arm(
+                d,
+                Expiry {
+                    pool: slot_index,
+                    pe: id,
+                },
+            )
+        });
+        let slot = PeSlot {
+            entry: Arc::clone(&entry),
+            last_refresh: now,
+            expiry,
+            unreachable_reports: 0,
+        };
+        match existing {
+            Some(i) => pool.slots[i] = slot,
+            None => pool.push(slot),
+        }
+        pool.publish(change);
+        if let Some(old_home) = previous {
+            self.owners
+                .entry(old_home)
+                .or_default()
+                .remove(&pool.handle, id);
+        }
+        self.owners
+            .entry(home_pr)
+            .or_default()
+            .add(&pool.handle, id);
+        self.drop_empty_owner(previous);
+        Ok(Registered {
+            entry,
+            added: existing.is_none(),
+            pool_created,
+            previous_home: previous.filter(|&p| p != home_pr),
+        })
+    }
+
+    /// Deregisters a PE (RFC 5352 §3.2; RFC 5353 §3.3.2 for ENRP DEL_PE with
+    /// `association = None`). An unknown PE is not an error (`Ok(None)`). A PE registered over an
+    /// association can only be deregistered over it (cause 0xa; no deregistration by proxy).
+    pub fn deregister(
+        &mut self,
+        pool_handle: &[u8],
+        id: PeId,
+        association: Option<AssociationId>,
+    ) -> Result<Option<Removed>, RegistrationError> {
+        let Some(&slot_index) = self.index.get(pool_handle) else {
+            return Ok(None);
+        };
+        let pool = self.pools[slot_index as usize].as_ref().expect("live pool");
+        let Some(i) = pool.slot(id) else {
+            return Ok(None);
+        };
+        if let (Some(asking), Some(owner)) = (association, pool.slots[i].entry.association)
+            && asking != owner
+        {
+            return Err(RegistrationError::NotOwner);
+        }
+        Ok(Some(self.remove_at(slot_index, i)))
+    }
+
+    /// Removes slot `i` of pool `slot_index`, its timer and checksum contribution, and the pool
+    /// if it became empty.
+    fn remove_at(&mut self, slot_index: u32, i: usize) -> Removed {
+        let pool = self.pools[slot_index as usize].as_mut().expect("live pool");
+        let slot = pool.swap_remove(i);
+        if let Some(t) = slot.expiry {
+            self.timers.cancel(t);
+        }
+        let home = slot.entry.home_pr;
+        self.owners
+            .entry(home)
+            .or_default()
+            .remove(&pool.handle, slot.entry.id());
+        let pool_handle = Arc::clone(&pool.handle);
+        let pool_removed = pool.slots.is_empty();
+        if pool_removed {
+            self.index.remove(&pool_handle);
+            self.pools[slot_index as usize] = None;
+            self.free.push(slot_index);
+        } else {
+            pool.publish(Change::Removed(i));
+        }
+        self.drop_empty_owner(Some(home));
+        Removed {
+            pool_handle,
+            entry: slot.entry,
+            pool_removed,
+        }
+    }
+
+    fn drop_empty_owner(&mut self, owner: Option<PrId>) {
+        if let Some(o) = owner
+            && self.owners.get(&o).is_some_and(|c| c.pes == 0)
+        {
+            self.owners.remove(&o);
+        }
+    }
+
+    /// Removes every PE whose registration life ran out by `now` (RFC 5352 §3.2; RSPLIB's expiry
+    /// of PEs learnt via ENRP) and returns them.
+    pub fn expire(&mut self, now: Millis) -> Vec<Removed> {
+        let mut due = Vec::new();
+        self.timers.expire(now, |_, e| due.push(e));
+        let mut removed = Vec::with_capacity(due.len());
+        for Expiry { pool, pe } in due {
+            let Some(p) = self.pools.get_mut(pool as usize).and_then(Option::as_mut) else {
+                continue;
+            };
+            let Some(i) = p.slot(pe) else { continue };
+            // The timer fired, so it is no longer armed.
+            p.slots[i].expiry = None;
+            removed.push(self.remove_at(pool, i));
+        }
+        removed
+    }
+
+    /// The earliest time [`Self::expire`] may remove something.
+    pub fn next_deadline(&self) -> Option<Millis> {
+        self.timers.next_deadline()
+    }
+
+    /// Notes a keep-alive ack (or another sign of life) from a PE; clears its unreachable
+    /// reports. Returns `false` if the PE is unknown.
+    pub fn refresh(&mut self, pool_handle: &[u8], id: PeId, now: Millis) -> bool {
+        let Some(&s) = self.index.get(pool_handle) else {
+            return false;
+        };
+        let pool = self.pools[s as usize].as_mut().expect("live pool");
+        let Some(i) = pool.slot(id) else { return false };
+        let slot = &mut pool.slots[i];
+        slot.last_refresh = now;
+        slot.unreachable_reports = 0;
+        true
+    }
+
+    /// Counts an ASAP_ENDPOINT_UNREACHABLE report (RFC 5352 §3.5) and removes the PE once
+    /// `max_reports` (MAX-BAD-PE-REPORT; RSPLIB: 3) reports arrived.
+    pub fn report_unreachable(
+        &mut self,
+        pool_handle: &[u8],
+        id: PeId,
+        max_reports: u32,
+    ) -> Option<Removed> {
+        let &s = self.index.get(pool_handle)?;
+        let pool = self.pools[s as usize].as_mut().expect("live pool");
+        let i = pool.slot(id)?;
+        let slot = &mut pool.slots[i];
+        slot.unreachable_reports += 1;
+        (slot.unreachable_reports >= max_reports).then(|| self.remove_at(s, i))
+    }
+
+    /// Moves every PE owned by `dead` to `new_home` (RFC 5353 §3.5 takeover) and returns the
+    /// moved entries.
+    pub fn take_over(
+        &mut self,
+        dead: PrId,
+        new_home: PrId,
+    ) -> Vec<(Arc<[u8]>, Arc<PoolElementEntry>)> {
+        let mut moved = Vec::new();
+        if dead == new_home {
+            return moved;
+        }
+        for pool in self.pools.iter_mut().flatten() {
+            let mut changed = false;
+            for slot in &mut pool.slots {
+                if slot.entry.home_pr == dead {
+                    let mut e = PoolElementEntry::clone(&slot.entry);
+                    e.home_pr = new_home;
+                    slot.entry = Arc::new(e);
+                    moved.push((Arc::clone(&pool.handle), Arc::clone(&slot.entry)));
+                    changed = true;
+                }
+            }
+            if changed {
+                pool.publish(Change::Kept);
+            }
+        }
+        if let Some(c) = self.owners.remove(&dead) {
+            self.owners.entry(new_home).or_default().merge(&c);
+        }
+        moved
+    }
+
+    /// The PEs `owner` owns, with their pool handles (ENRP handle table request with W = 1).
+    pub fn owned_by(
+        &self,
+        owner: PrId,
+    ) -> impl Iterator<Item = (&Arc<[u8]>, &Arc<PoolElementEntry>)> {
+        self.pools
+            .iter()
+            .flatten()
+            .flat_map(|p| p.slots.iter().map(move |s| (&p.handle, &s.entry)))
+            .filter(move |(_, e)| e.home_pr == owner)
+    }
+}
+
+/// The time a PE's registration life runs out, or `None` for an infinite life (-1).
+fn expiry_deadline(registration: &PeRegistration, now: Millis) -> Option<Millis> {
+    u64::try_from(registration.registration_life)
+        .ok()
+        .map(|life| now.saturating_add(life))
+}
+
+/// RFC 5352 §3.1 rule 2: the PE must use the pool's policy type, transport type and
+/// data/control configuration.
+fn check_consistency(pool: &Pool, r: &PeRegistration) -> Result<(), RegistrationError> {
+    let first = &pool.slots[0].entry.registration;
+    if r.policy.policy_type() != pool.policy_type {
+        return Err(RegistrationError::InconsistentPolicy {
+            pool_policy: first.policy,
+        });
+    }
+    let shape = r.user_transport.shape();
+    if shape.parameter_type != pool.shape.parameter_type {
+        return Err(RegistrationError::InconsistentTransport {
+            pool_transport: first.user_transport.clone(),
+        });
+    }
+    if shape.transport_use != pool.shape.transport_use {
+        return Err(RegistrationError::InconsistentDataControl);
+    }
+    Ok(())
+}
