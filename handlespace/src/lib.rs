@@ -9,6 +9,7 @@
 
 pub mod entry;
 pub mod error;
+pub mod mailbox;
 pub mod policy;
 mod pool;
 pub mod rng;
@@ -25,28 +26,80 @@ pub use error::RegistrationError;
 pub use pool::PoolSnapshot;
 pub use rng::Rng;
 pub use rserpool_protocol::{Generation, PeId, PrId};
-pub use shard::{Limits, OwnerChecksums, Registered, Removed, Shard};
+pub use shard::{Limits, OwnerChecksums, Registered, Removed, Shard, ShardView};
 
-/// The whole handlespace of one PR: `N` shards by hash of the pool handle.
+/// The shard that owns a pool handle among `shards`: XXH3-64 of the handle modulo the shard
+/// count, so every thread routes a handle the same way.
+pub fn shard_index(pool_handle: &[u8], shards: usize) -> usize {
+    (xxhash_rust::xxh3::xxh3_64(pool_handle) % shards.max(1) as u64) as usize
+}
+
+/// The read side of a whole handlespace: cheap to clone, `Send + Sync`, for handle resolution on
+/// any thread without locks.
+#[derive(Clone, Debug)]
+pub struct HandlespaceReader {
+    views: Arc<[Arc<ShardView>]>,
+}
+
+impl HandlespaceReader {
+    /// The current snapshot of a pool.
+    pub fn snapshot(&self, pool_handle: &[u8]) -> Option<Arc<PoolSnapshot>> {
+        self.views[shard_index(pool_handle, self.views.len())].snapshot(pool_handle)
+    }
+
+    /// Handle resolution (RFC 5352 §3.3): selects up to `out.len()` PEs of the pool by its policy
+    /// and returns the snapshot they index into with their count; `None` for an unknown pool.
+    pub fn resolve(
+        &self,
+        pool_handle: &[u8],
+        rng: &mut Rng,
+        out: &mut [u32],
+    ) -> Option<(Arc<PoolSnapshot>, usize)> {
+        let snapshot = self.snapshot(pool_handle)?;
+        let n = snapshot.select(rng, out);
+        Some((snapshot, n))
+    }
+
+    /// The shards' read sides.
+    pub fn shards(&self) -> &[Arc<ShardView>] {
+        &self.views
+    }
+}
+
+/// The whole handlespace of one PR: `N` shards by hash of the pool handle. This type drives all
+/// shards from one thread (tests, simulation); a multi-threaded registrar splits it with
+/// [`Handlespace::into_shards`] so that each worker owns one shard.
 #[derive(Debug)]
 pub struct Handlespace {
     shards: Vec<Shard>,
+    reader: HandlespaceReader,
 }
 
 impl Handlespace {
     /// A handlespace of `shards` shards (at least 1) with the given limits per shard.
     pub fn new(shards: usize, limits: Limits) -> Self {
-        Self {
-            shards: (0..shards.max(1)).map(|_| Shard::new(limits)).collect(),
-        }
+        let shards: Vec<Shard> = (0..shards.max(1)).map(|_| Shard::new(limits)).collect();
+        let reader = HandlespaceReader {
+            views: shards.iter().map(|s| Arc::clone(s.view())).collect(),
+        };
+        Self { shards, reader }
     }
 
-    /// The shard that owns a pool handle: XXH3-64 of the handle modulo the shard count, so every
-    /// thread routes a handle the same way.
+    /// Splits into the shards, one per writer thread (route with [`shard_index`]), and the read
+    /// side.
+    pub fn into_shards(self) -> (Vec<Shard>, HandlespaceReader) {
+        (self.shards, self.reader)
+    }
+
+    /// The read side.
+    pub fn reader(&self) -> &HandlespaceReader {
+        &self.reader
+    }
+
+    /// The shard that owns a pool handle ([`shard_index`]).
     pub fn shard_of(&self, pool_handle: &[u8]) -> usize {
-        (xxhash_rust::xxh3::xxh3_64(pool_handle) % self.shards.len() as u64) as usize
+        shard_index(pool_handle, self.shards.len())
     }
-
     /// The shards.
     pub fn shards(&self) -> &[Shard] {
         &self.shards
@@ -87,17 +140,14 @@ impl Handlespace {
             .deregister(pool_handle, id, association)
     }
 
-    /// Handle resolution (RFC 5352 §3.3): selects up to `out.len()` PEs of the pool by its policy
-    /// and returns the snapshot they index into with their count; `None` for an unknown pool.
+    /// Handle resolution through the read side (see [`HandlespaceReader::resolve`]).
     pub fn resolve(
         &self,
         pool_handle: &[u8],
         rng: &mut Rng,
         out: &mut [u32],
     ) -> Option<(Arc<PoolSnapshot>, usize)> {
-        let snapshot = self.shard(pool_handle).snapshot(pool_handle)?;
-        let n = snapshot.select(rng, out);
-        Some((snapshot, n))
+        self.reader.resolve(pool_handle, rng, out)
     }
 
     /// Removes every PE whose registration life ran out, in every shard.

@@ -5,6 +5,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use arc_swap::ArcSwap;
+
 use rserpool_protocol::{PeId, Policy};
 
 use crate::entry::{Millis, PoolElementEntry, TransportShape};
@@ -70,6 +72,18 @@ impl PoolSnapshot {
     }
 }
 
+/// Where a pool's current snapshot is published: readers on any thread load it without locks
+/// (RCU through `arc-swap`), the pool's writer replaces it.
+#[derive(Debug)]
+pub struct PoolCell(ArcSwap<PoolSnapshot>);
+
+impl PoolCell {
+    /// The current snapshot.
+    pub fn load(&self) -> Arc<PoolSnapshot> {
+        self.0.load_full()
+    }
+}
+
 /// How the slots changed since the last snapshot, to carry the degradation counters over.
 pub(crate) enum Change {
     /// A PE was appended.
@@ -90,25 +104,30 @@ pub(crate) struct Pool {
     pub policy_type: u32,
     pub shape: TransportShape,
     pub slots: Vec<PeSlot>,
-    pub by_id: HashMap<PeId, u32>,
+    pub by_id: HashMap<PeId, u32, foldhash::fast::RandomState>,
+    /// The writer's copy of the published snapshot.
     pub snapshot: Arc<PoolSnapshot>,
+    /// Where readers find it.
+    pub cell: Arc<PoolCell>,
 }
 
 impl Pool {
     pub fn new(handle: Arc<[u8]>, policy_type: u32, shape: TransportShape) -> Self {
+        let snapshot = Arc::new(PoolSnapshot {
+            entries: Box::new([]),
+            policies: Box::new([]),
+            index: SelectionIndex::build(&[]),
+            degradation: Box::new([]),
+            state: Arc::new(SelectionState::default()),
+        });
         Self {
             handle,
             policy_type,
             shape,
             slots: Vec::new(),
-            by_id: HashMap::new(),
-            snapshot: Arc::new(PoolSnapshot {
-                entries: Box::new([]),
-                policies: Box::new([]),
-                index: SelectionIndex::build(&[]),
-                degradation: Box::new([]),
-                state: Arc::new(SelectionState::default()),
-            }),
+            by_id: HashMap::default(),
+            cell: Arc::new(PoolCell(ArcSwap::new(Arc::clone(&snapshot)))),
+            snapshot,
         }
     }
 
@@ -165,5 +184,6 @@ impl Pool {
             degradation,
             state: Arc::clone(&old.state),
         });
+        self.cell.0.store(Arc::clone(&self.snapshot));
     }
 }

@@ -10,8 +10,44 @@ use rserpool_protocol::{PeId, PrId};
 
 use crate::entry::{AssociationId, Millis, PeRegistration, PoolElementEntry};
 use crate::error::RegistrationError;
-use crate::pool::{Change, PeSlot, Pool, PoolSnapshot};
+use crate::pool::{Change, PeSlot, Pool, PoolCell, PoolSnapshot};
 use crate::timer::TimerWheel;
+
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// The read side of a shard, shared with every thread: pool handle to the pool's published
+/// snapshot, in a lock-free hash map (`papaya`); each snapshot is replaced by RCU. Readers never
+/// wait for the writer and the writer never waits for readers.
+#[derive(Debug, Default)]
+pub struct ShardView {
+    pools: papaya::HashMap<Arc<[u8]>, Arc<PoolCell>, foldhash::fast::RandomState>,
+}
+
+impl ShardView {
+    /// The current snapshot of a pool.
+    pub fn snapshot(&self, pool_handle: &[u8]) -> Option<Arc<PoolSnapshot>> {
+        self.pools.pin().get(pool_handle).map(|cell| cell.load())
+    }
+
+    /// Number of pools.
+    pub fn len(&self) -> usize {
+        self.pools.len()
+    }
+
+    /// Whether the shard has no pool.
+    pub fn is_empty(&self) -> bool {
+        self.pools.is_empty()
+    }
+
+    /// Calls `f` for every pool with its current snapshot (ENRP handle table transfer). Runs
+    /// concurrently with the writer: each pool is seen in one consistent state, pools created or
+    /// removed meanwhile may or may not be seen.
+    pub fn for_each_pool(&self, mut f: impl FnMut(&[u8], &PoolSnapshot)) {
+        for (handle, cell) in self.pools.pin().iter() {
+            f(handle, &cell.load());
+        }
+    }
+}
 
 /// Limits the handlespace enforces (answered with "lack of resources", RFC 5354 §3.12.7).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,11 +141,12 @@ struct Expiry {
 #[derive(Debug)]
 pub struct Shard {
     limits: Limits,
-    index: HashMap<Arc<[u8]>, u32>,
+    index: FastMap<Arc<[u8]>, u32>,
     pools: Vec<Option<Pool>>,
     free: Vec<u32>,
-    owners: HashMap<PrId, OwnerChecksums>,
+    owners: FastMap<PrId, OwnerChecksums>,
     timers: TimerWheel<Expiry>,
+    view: Arc<ShardView>,
 }
 
 impl Shard {
@@ -117,12 +154,18 @@ impl Shard {
     pub fn new(limits: Limits) -> Self {
         Self {
             limits,
-            index: HashMap::new(),
+            index: FastMap::default(),
             pools: Vec::new(),
             free: Vec::new(),
-            owners: HashMap::new(),
+            owners: FastMap::default(),
             timers: TimerWheel::new(),
+            view: Arc::new(ShardView::default()),
         }
+    }
+
+    /// The read side, to hand to reader threads.
+    pub fn view(&self) -> &Arc<ShardView> {
+        &self.view
     }
 
     fn pool(&self, handle: &[u8]) -> Option<&Pool> {
@@ -284,6 +327,11 @@ impl Shard {
             None => pool.push(slot),
         }
         pool.publish(change);
+        if pool_created {
+            // Readers see the pool only once it holds its first PE.
+            let cell = Arc::clone(&pool.cell);
+            self.view.pools.pin().insert(Arc::clone(&pool.handle), cell);
+        }
         if let Some(old_home) = previous {
             self.owners
                 .entry(old_home)
@@ -344,6 +392,7 @@ impl Shard {
         let pool_removed = pool.slots.is_empty();
         if pool_removed {
             self.index.remove(&pool_handle);
+            self.view.pools.pin().remove(&pool_handle[..]);
             self.pools[slot_index as usize] = None;
             self.free.push(slot_index);
         } else {

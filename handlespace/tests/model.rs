@@ -210,10 +210,11 @@ fn check_same(hs: &Handlespace, model: &Model, step: usize) {
     let total: usize = model.pools.values().map(BTreeMap::len).sum();
     assert_eq!(hs.pe_count(), total, "step {step}: PE count");
     for (h, pool) in &model.pools {
+        // What readers on other threads see: the published snapshot.
         let snap = hs
-            .shard(h)
+            .reader()
             .snapshot(h)
-            .unwrap_or_else(|| panic!("step {step}: pool {h:?} missing"));
+            .unwrap_or_else(|| panic!("step {step}: pool {h:?} not published"));
         let mut got: Vec<_> = snap
             .entries()
             .iter()
