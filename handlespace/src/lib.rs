@@ -34,6 +34,60 @@ pub fn shard_index(pool_handle: &[u8], shards: usize) -> usize {
     (xxhash_rust::xxh3::xxh3_64(pool_handle) % shards.max(1) as u64) as usize
 }
 
+/// How many PEs a handle resolution returns (procedures.md §7): the request's handle-resolution
+/// option (RSPLIB's 0x803f) if present, else a configured default; never more than a configured
+/// maximum (at most [`policy::MAX_SELECTION`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ItemCount {
+    /// Items returned when the request carries no option (RSPLIB: 3).
+    pub default: usize,
+    /// Most items returned (RSPLIB: 128).
+    pub max: usize,
+}
+
+impl Default for ItemCount {
+    fn default() -> Self {
+        Self {
+            default: 3,
+            max: policy::MAX_SELECTION,
+        }
+    }
+}
+
+impl ItemCount {
+    /// The number of PEs to select for a request asking for `requested` items. `0xffffffff`
+    /// means "as many as possible"; 0 is read as 1, since a resolution answers with at least one
+    /// PE (RFC 5352 §2.2.6).
+    pub fn for_request(&self, requested: Option<u32>) -> usize {
+        let max = self.max.clamp(1, policy::MAX_SELECTION);
+        match requested {
+            None => self.default.clamp(1, max),
+            Some(n) => usize::try_from(n).unwrap_or(usize::MAX).clamp(1, max),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn item_count_follows_the_option_the_default_and_the_cap() {
+        let c = ItemCount::default();
+        assert_eq!(c.for_request(None), 3);
+        assert_eq!(c.for_request(Some(5)), 5);
+        assert_eq!(c.for_request(Some(0)), 1);
+        assert_eq!(c.for_request(Some(500)), 128);
+        assert_eq!(c.for_request(Some(u32::MAX)), 128);
+        let tight = ItemCount {
+            default: 10,
+            max: 4,
+        };
+        assert_eq!(tight.for_request(None), 4);
+        assert_eq!(tight.for_request(Some(2)), 2);
+    }
+}
+
 /// The read side of a whole handlespace: cheap to clone, `Send + Sync`, for handle resolution on
 /// any thread without locks.
 #[derive(Clone, Debug)]

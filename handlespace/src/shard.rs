@@ -52,7 +52,8 @@ impl ShardView {
 /// Limits the handlespace enforces (answered with "lack of resources", RFC 5354 §3.12.7).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
-    /// Longest pool handle accepted, in bytes (RSPLIB: 32).
+    /// Longest pool handle accepted, in bytes: the NG maximum. The RFC generation's 32 bytes
+    /// (RSPLIB's `MAX_POOLHANDLESIZE`) are enforced by the registrar on RFC listeners.
     pub max_pool_handle_len: usize,
     /// Most pools per shard.
     pub max_pools: usize,
