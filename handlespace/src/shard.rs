@@ -39,12 +39,18 @@ impl ShardView {
         self.pools.is_empty()
     }
 
-    /// Calls `f` for every pool with its current snapshot (ENRP handle table transfer). Runs
-    /// concurrently with the writer: each pool is seen in one consistent state, pools created or
-    /// removed meanwhile may or may not be seen.
+    /// Calls `f` once for every pool with its current snapshot (ENRP handle table transfer). Runs
+    /// concurrently with the writer: each pool is seen once, in one consistent state; pools
+    /// created or removed meanwhile may or may not be seen. (A pool removed and created again
+    /// during the scan sits in a new slot of the lock-free map, where the iterator could meet it a
+    /// second time; the scan skips handles it has already reported.)
     pub fn for_each_pool(&self, mut f: impl FnMut(&[u8], &PoolSnapshot)) {
+        let mut seen: std::collections::HashSet<Arc<[u8]>, foldhash::fast::RandomState> =
+            std::collections::HashSet::default();
         for (handle, cell) in self.pools.pin().iter() {
-            f(handle, &cell.load());
+            if seen.insert(Arc::clone(handle)) {
+                f(handle, &cell.load());
+            }
         }
     }
 }
