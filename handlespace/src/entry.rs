@@ -16,6 +16,53 @@ pub type Millis = u64;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct AssociationId(pub u64);
 
+/// The addresses of a transport: one address (the common case) is stored inline, so copying a
+/// PE into a new pool snapshot allocates nothing; more (SCTP multi-homing) are boxed.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Addresses {
+    /// Exactly one address, inline.
+    One(IpAddr),
+    /// Zero or several addresses.
+    Many(Box<[IpAddr]>),
+}
+
+impl std::ops::Deref for Addresses {
+    type Target = [IpAddr];
+
+    fn deref(&self) -> &[IpAddr] {
+        match self {
+            Self::One(a) => std::slice::from_ref(a),
+            Self::Many(b) => b,
+        }
+    }
+}
+
+impl FromIterator<IpAddr> for Addresses {
+    fn from_iter<I: IntoIterator<Item = IpAddr>>(iter: I) -> Self {
+        let mut iter = iter.into_iter();
+        match (iter.next(), iter.next()) {
+            (Some(a), None) => Self::One(a),
+            (None, _) => Self::Many(Box::new([])),
+            (Some(a), Some(b)) => Self::Many([a, b].into_iter().chain(iter).collect()),
+        }
+    }
+}
+
+impl From<Vec<IpAddr>> for Addresses {
+    fn from(v: Vec<IpAddr>) -> Self {
+        v.into_iter().collect()
+    }
+}
+
+impl From<Box<[IpAddr]>> for Addresses {
+    fn from(b: Box<[IpAddr]>) -> Self {
+        match *b {
+            [a] => Self::One(a),
+            _ => Self::Many(b),
+        }
+    }
+}
+
 /// An owned transport parameter (RFC 5354 §3.3-§3.7).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct OwnedTransport {
@@ -28,7 +75,7 @@ pub struct OwnedTransport {
     /// DCCP service code (0 otherwise).
     pub service_code: u32,
     /// The addresses.
-    pub addresses: Box<[IpAddr]>,
+    pub addresses: Addresses,
 }
 
 impl OwnedTransport {

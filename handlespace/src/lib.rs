@@ -19,8 +19,8 @@ pub mod timer;
 use std::sync::Arc;
 
 pub use entry::{
-    AssociationId, Millis, OwnedTransport, OwnedUserTransport, PeRegistration, PoolElementEntry,
-    TransportShape,
+    Addresses, AssociationId, Millis, OwnedTransport, OwnedUserTransport, PeRegistration,
+    PoolElementEntry, TransportShape,
 };
 pub use error::RegistrationError;
 pub use pool::PoolSnapshot;
@@ -210,11 +210,7 @@ impl Handlespace {
     }
 
     /// Moves every PE of `dead` to `new_home` in every shard (RFC 5353 §3.5).
-    pub fn take_over(
-        &mut self,
-        dead: PrId,
-        new_home: PrId,
-    ) -> Vec<(Arc<[u8]>, Arc<PoolElementEntry>)> {
+    pub fn take_over(&mut self, dead: PrId, new_home: PrId) -> Vec<(Arc<[u8]>, PoolElementEntry)> {
         self.shards
             .iter_mut()
             .flat_map(|s| s.take_over(dead, new_home))

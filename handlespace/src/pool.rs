@@ -15,10 +15,10 @@ use crate::rng::Rng;
 use crate::timer::TimerId;
 
 /// What the writer keeps per PE beside the published entry: the fields that change without a
-/// re-registration (refresh time, expiry timer, reports), so that refreshing never copies the entry.
+/// re-registration (refresh time, expiry timer, reports), so that refreshing never republishes.
+/// `Pool::meta[i]` belongs to `snapshot.entries[i]`.
 #[derive(Debug)]
-pub(crate) struct PeSlot {
-    pub entry: Arc<PoolElementEntry>,
+pub(crate) struct PeMeta {
     pub last_refresh: Millis,
     pub expiry: Option<TimerId>,
     pub unreachable_reports: u32,
@@ -28,7 +28,7 @@ pub(crate) struct PeSlot {
 /// state that a resolution advances (round-robin cursor, degradation counters) is atomic.
 #[derive(Debug)]
 pub struct PoolSnapshot {
-    entries: Box<[Arc<PoolElementEntry>]>,
+    entries: Box<[PoolElementEntry]>,
     policies: Box<[Policy]>,
     index: SelectionIndex,
     degradation: Box<[AtomicU32]>,
@@ -36,8 +36,8 @@ pub struct PoolSnapshot {
 }
 
 impl PoolSnapshot {
-    /// The pool's PEs, in the writer's slot order.
-    pub fn entries(&self) -> &[Arc<PoolElementEntry>] {
+    /// The pool's PEs, stored contiguously in the writer's slot order.
+    pub fn entries(&self) -> &[PoolElementEntry] {
         &self.entries
     }
 
@@ -84,8 +84,9 @@ impl PoolCell {
     }
 }
 
-/// How the slots changed since the last snapshot, to carry the degradation counters over.
-pub(crate) enum Change {
+/// How the entries changed since the last snapshot, to carry the degradation counters over.
+#[derive(Clone, Copy)]
+enum Change {
     /// A PE was appended.
     Added,
     /// PE `i` re-registered: its counter restarts at 0 (RFC 5356 §5.2.2).
@@ -96,14 +97,16 @@ pub(crate) enum Change {
     Kept,
 }
 
-/// A pool as its writer holds it.
+/// A pool as its writer holds it. The PEs themselves live only in the published snapshot; a
+/// change builds the next snapshot from the current one.
 #[derive(Debug)]
 pub(crate) struct Pool {
     pub handle: Arc<[u8]>,
     /// Policy type and transport shape fixed by the first PE (RFC 5352 §3.1 rule 1).
     pub policy_type: u32,
     pub shape: TransportShape,
-    pub slots: Vec<PeSlot>,
+    /// Writer-only state of each PE, parallel to the snapshot's entries.
+    pub meta: Vec<PeMeta>,
     pub by_id: HashMap<PeId, u32, foldhash::fast::RandomState>,
     /// The writer's copy of the published snapshot.
     pub snapshot: Arc<PoolSnapshot>,
@@ -124,61 +127,104 @@ impl Pool {
             handle,
             policy_type,
             shape,
-            slots: Vec::new(),
+            meta: Vec::new(),
             by_id: HashMap::default(),
             cell: Arc::new(PoolCell(ArcSwap::new(Arc::clone(&snapshot)))),
             snapshot,
         }
     }
 
+    /// The current entries.
+    pub fn entries(&self) -> &[PoolElementEntry] {
+        &self.snapshot.entries
+    }
+
     pub fn slot(&self, id: PeId) -> Option<usize> {
         self.by_id.get(&id).map(|&i| i as usize)
     }
 
-    /// Adds a slot and indexes it.
-    pub fn push(&mut self, slot: PeSlot) {
-        self.by_id.insert(slot.entry.id(), self.slots.len() as u32);
-        self.slots.push(slot);
+    pub fn len(&self) -> usize {
+        self.meta.len()
     }
 
-    /// Removes slot `i` (the last slot moves into its place).
-    pub fn swap_remove(&mut self, i: usize) -> PeSlot {
-        let slot = self.slots.swap_remove(i);
-        self.by_id.remove(&slot.entry.id());
-        if let Some(moved) = self.slots.get(i) {
-            self.by_id.insert(moved.entry.id(), i as u32);
+    /// Appends a PE and publishes.
+    pub fn push(&mut self, entry: PoolElementEntry, meta: PeMeta) {
+        self.by_id.insert(entry.id(), self.meta.len() as u32);
+        self.meta.push(meta);
+        let mut entries = Vec::with_capacity(self.meta.len());
+        entries.extend_from_slice(self.entries());
+        entries.push(entry);
+        self.publish(entries, Change::Added);
+    }
+
+    /// Replaces PE `i` (a re-registration) and publishes; returns the old writer state.
+    pub fn replace(&mut self, i: usize, entry: PoolElementEntry, meta: PeMeta) -> PeMeta {
+        let old = std::mem::replace(&mut self.meta[i], meta);
+        let mut entries = self.entries().to_vec();
+        entries[i] = entry;
+        self.publish(entries, Change::Replaced(i));
+        old
+    }
+
+    /// Removes PE `i` (the last one moves into its place) and publishes, unless the pool became
+    /// empty (the caller drops it).
+    pub fn swap_remove(&mut self, i: usize) -> (PoolElementEntry, PeMeta) {
+        let meta = self.meta.swap_remove(i);
+        let mut entries = self.entries().to_vec();
+        let entry = entries.swap_remove(i);
+        self.by_id.remove(&entry.id());
+        if let Some(moved) = entries.get(i) {
+            self.by_id.insert(moved.id(), i as u32);
         }
-        slot
+        if !entries.is_empty() {
+            self.publish(entries, Change::Removed(i));
+        }
+        (entry, meta)
     }
 
-    /// Publishes a new snapshot after `change`, carrying degradation counters over.
-    pub fn publish(&mut self, change: Change) {
+    /// Applies `f` to every entry; publishes if it changed any. Returns the changed entries.
+    pub fn update_all(
+        &mut self,
+        mut f: impl FnMut(&mut PoolElementEntry) -> bool,
+    ) -> Vec<PoolElementEntry> {
+        let mut entries = self.entries().to_vec();
+        let changed: Vec<PoolElementEntry> = entries
+            .iter_mut()
+            .filter_map(|e| f(e).then(|| e.clone()))
+            .collect();
+        if !changed.is_empty() {
+            self.publish(entries, Change::Kept);
+        }
+        changed
+    }
+
+    /// Publishes `entries` as the next snapshot after `change`, carrying degradation counters
+    /// over.
+    fn publish(&mut self, entries: Vec<PoolElementEntry>, change: Change) {
         let old = &self.snapshot;
         let counter = |i: usize| {
             old.degradation
                 .get(i)
                 .map_or(0, |c| c.load(Ordering::Relaxed))
         };
-        let n = self.slots.len();
+        let n = entries.len();
         let degradation: Box<[AtomicU32]> = (0..n)
             .map(|i| {
                 let v = match change {
                     Change::Added | Change::Kept => counter(i),
                     Change::Replaced(r) if r == i => 0,
                     Change::Replaced(_) => counter(i),
-                    // The slot that moved into `r` was the old last one.
+                    // The entry that moved into `r` was the old last one.
                     Change::Removed(r) if r == i => counter(n),
                     Change::Removed(_) => counter(i),
                 };
                 AtomicU32::new(v)
             })
             .collect();
-        let entries: Box<[Arc<PoolElementEntry>]> =
-            self.slots.iter().map(|s| Arc::clone(&s.entry)).collect();
         let policies: Box<[Policy]> = entries.iter().map(|e| e.registration.policy).collect();
         let index = SelectionIndex::build(&policies);
         self.snapshot = Arc::new(PoolSnapshot {
-            entries,
+            entries: entries.into_boxed_slice(),
             policies,
             index,
             degradation,

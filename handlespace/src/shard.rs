@@ -10,7 +10,7 @@ use rserpool_protocol::{PeId, PrId};
 
 use crate::entry::{AssociationId, Millis, PeRegistration, PoolElementEntry};
 use crate::error::RegistrationError;
-use crate::pool::{Change, PeSlot, Pool, PoolCell, PoolSnapshot};
+use crate::pool::{PeMeta, Pool, PoolCell, PoolSnapshot};
 use crate::timer::TimerWheel;
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
@@ -117,7 +117,7 @@ impl OwnerChecksums {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Registered {
     /// The stored entry (to announce with ENRP ADD_PE).
-    pub entry: Arc<PoolElementEntry>,
+    pub entry: PoolElementEntry,
     /// `false` for a re-registration or update of a known PE.
     pub added: bool,
     /// The pool was created by this registration.
@@ -132,7 +132,7 @@ pub struct Removed {
     /// The pool handle.
     pub pool_handle: Arc<[u8]>,
     /// The removed entry (to announce with ENRP DEL_PE).
-    pub entry: Arc<PoolElementEntry>,
+    pub entry: PoolElementEntry,
     /// The pool became empty and was removed.
     pub pool_removed: bool,
 }
@@ -187,7 +187,7 @@ impl Shard {
 
     /// Number of PEs.
     pub fn pe_count(&self) -> usize {
-        self.pools.iter().flatten().map(|p| p.slots.len()).sum()
+        self.pools.iter().flatten().map(Pool::len).sum()
     }
 
     /// The published snapshot of a pool, for handle resolution.
@@ -196,9 +196,9 @@ impl Shard {
     }
 
     /// The entry of one PE.
-    pub fn entry(&self, handle: &[u8], id: PeId) -> Option<Arc<PoolElementEntry>> {
+    pub fn entry(&self, handle: &[u8], id: PeId) -> Option<&PoolElementEntry> {
         let pool = self.pool(handle)?;
-        pool.slot(id).map(|i| Arc::clone(&pool.slots[i].entry))
+        pool.slot(id).map(|i| &pool.entries()[i])
     }
 
     /// Every pool with its snapshot (ENRP handle table transfer, audits).
@@ -260,13 +260,13 @@ impl Shard {
                 .expect("indexed pool");
             check_consistency(pool, &registration)?;
             if let Some(i) = pool.slot(registration.id) {
-                let current = &pool.slots[i].entry;
+                let current = &pool.entries()[i];
                 if let Some(owner) = current.association
                     && association.is_some_and(|a| a != owner)
                 {
                     return Err(RegistrationError::NotOwner);
                 }
-            } else if pool.slots.len() >= self.limits.max_pes_per_pool {
+            } else if pool.len() >= self.limits.max_pes_per_pool {
                 return Err(RegistrationError::LackOfResources {
                     limit: "PEs per pool",
                 });
@@ -294,26 +294,22 @@ impl Shard {
         let id = registration.id;
         let deadline = expiry_deadline(&registration, now);
         let existing = pool.slot(id);
-        let (registered_at, previous, change) = match existing {
+        let (registered_at, previous) = match existing {
             Some(i) => {
-                let old = &pool.slots[i];
-                if let Some(t) = old.expiry {
+                if let Some(t) = pool.meta[i].expiry {
                     self.timers.cancel(t);
                 }
-                (
-                    old.entry.registered_at,
-                    Some(old.entry.home_pr),
-                    Change::Replaced(i),
-                )
+                let old = &pool.entries()[i];
+                (old.registered_at, Some(old.home_pr))
             }
-            None => (now, None, Change::Added),
+            None => (now, None),
         };
-        let entry = Arc::new(PoolElementEntry {
+        let entry = PoolElementEntry {
             registration,
             home_pr,
             association,
             registered_at,
-        });
+        };
         let expiry = deadline.map(|d| {
             self.timers.arm(
                 d,
@@ -323,17 +319,17 @@ impl Shard {
                 },
             )
         });
-        let slot = PeSlot {
-            entry: Arc::clone(&entry),
+        let meta = PeMeta {
             last_refresh: now,
             expiry,
             unreachable_reports: 0,
         };
         match existing {
-            Some(i) => pool.slots[i] = slot,
-            None => pool.push(slot),
+            Some(i) => {
+                pool.replace(i, entry.clone(), meta);
+            }
+            None => pool.push(entry.clone(), meta),
         }
-        pool.publish(change);
         if pool_created {
             // Readers see the pool only once it holds its first PE.
             let cell = Arc::clone(&pool.cell);
@@ -374,7 +370,7 @@ impl Shard {
         let Some(i) = pool.slot(id) else {
             return Ok(None);
         };
-        if let (Some(asking), Some(owner)) = (association, pool.slots[i].entry.association)
+        if let (Some(asking), Some(owner)) = (association, pool.entries()[i].association)
             && asking != owner
         {
             return Err(RegistrationError::NotOwner);
@@ -386,29 +382,27 @@ impl Shard {
     /// if it became empty.
     fn remove_at(&mut self, slot_index: u32, i: usize) -> Removed {
         let pool = self.pools[slot_index as usize].as_mut().expect("live pool");
-        let slot = pool.swap_remove(i);
-        if let Some(t) = slot.expiry {
+        let (entry, meta) = pool.swap_remove(i);
+        if let Some(t) = meta.expiry {
             self.timers.cancel(t);
         }
-        let home = slot.entry.home_pr;
+        let home = entry.home_pr;
         self.owners
             .entry(home)
             .or_default()
-            .remove(&pool.handle, slot.entry.id());
+            .remove(&pool.handle, entry.id());
         let pool_handle = Arc::clone(&pool.handle);
-        let pool_removed = pool.slots.is_empty();
+        let pool_removed = pool.len() == 0;
         if pool_removed {
             self.index.remove(&pool_handle);
             self.view.pools.pin().remove(&pool_handle[..]);
             self.pools[slot_index as usize] = None;
             self.free.push(slot_index);
-        } else {
-            pool.publish(Change::Removed(i));
         }
         self.drop_empty_owner(Some(home));
         Removed {
             pool_handle,
-            entry: slot.entry,
+            entry,
             pool_removed,
         }
     }
@@ -433,7 +427,7 @@ impl Shard {
             };
             let Some(i) = p.slot(pe) else { continue };
             // The timer fired, so it is no longer armed.
-            p.slots[i].expiry = None;
+            p.meta[i].expiry = None;
             removed.push(self.remove_at(pool, i));
         }
         removed
@@ -452,9 +446,9 @@ impl Shard {
         };
         let pool = self.pools[s as usize].as_mut().expect("live pool");
         let Some(i) = pool.slot(id) else { return false };
-        let slot = &mut pool.slots[i];
-        slot.last_refresh = now;
-        slot.unreachable_reports = 0;
+        let meta = &mut pool.meta[i];
+        meta.last_refresh = now;
+        meta.unreachable_reports = 0;
         true
     }
 
@@ -469,36 +463,27 @@ impl Shard {
         let &s = self.index.get(pool_handle)?;
         let pool = self.pools[s as usize].as_mut().expect("live pool");
         let i = pool.slot(id)?;
-        let slot = &mut pool.slots[i];
-        slot.unreachable_reports += 1;
-        (slot.unreachable_reports >= max_reports).then(|| self.remove_at(s, i))
+        let meta = &mut pool.meta[i];
+        meta.unreachable_reports += 1;
+        (meta.unreachable_reports >= max_reports).then(|| self.remove_at(s, i))
     }
 
     /// Moves every PE owned by `dead` to `new_home` (RFC 5353 §3.5 takeover) and returns the
     /// moved entries.
-    pub fn take_over(
-        &mut self,
-        dead: PrId,
-        new_home: PrId,
-    ) -> Vec<(Arc<[u8]>, Arc<PoolElementEntry>)> {
+    pub fn take_over(&mut self, dead: PrId, new_home: PrId) -> Vec<(Arc<[u8]>, PoolElementEntry)> {
         let mut moved = Vec::new();
         if dead == new_home {
             return moved;
         }
         for pool in self.pools.iter_mut().flatten() {
-            let mut changed = false;
-            for slot in &mut pool.slots {
-                if slot.entry.home_pr == dead {
-                    let mut e = PoolElementEntry::clone(&slot.entry);
+            let changed = pool.update_all(|e| {
+                let owned = e.home_pr == dead;
+                if owned {
                     e.home_pr = new_home;
-                    slot.entry = Arc::new(e);
-                    moved.push((Arc::clone(&pool.handle), Arc::clone(&slot.entry)));
-                    changed = true;
                 }
-            }
-            if changed {
-                pool.publish(Change::Kept);
-            }
+                owned
+            });
+            moved.extend(changed.into_iter().map(|e| (Arc::clone(&pool.handle), e)));
         }
         if let Some(c) = self.owners.remove(&dead) {
             self.owners.entry(new_home).or_default().merge(&c);
@@ -507,14 +492,11 @@ impl Shard {
     }
 
     /// The PEs `owner` owns, with their pool handles (ENRP handle table request with W = 1).
-    pub fn owned_by(
-        &self,
-        owner: PrId,
-    ) -> impl Iterator<Item = (&Arc<[u8]>, &Arc<PoolElementEntry>)> {
+    pub fn owned_by(&self, owner: PrId) -> impl Iterator<Item = (&Arc<[u8]>, &PoolElementEntry)> {
         self.pools
             .iter()
             .flatten()
-            .flat_map(|p| p.slots.iter().map(move |s| (&p.handle, &s.entry)))
+            .flat_map(|p| p.entries().iter().map(move |e| (&p.handle, e)))
             .filter(move |(_, e)| e.home_pr == owner)
     }
 }
@@ -529,7 +511,7 @@ fn expiry_deadline(registration: &PeRegistration, now: Millis) -> Option<Millis>
 /// RFC 5352 §3.1 rule 2: the PE must use the pool's policy type, transport type and
 /// data/control configuration.
 fn check_consistency(pool: &Pool, r: &PeRegistration) -> Result<(), RegistrationError> {
-    let first = &pool.slots[0].entry.registration;
+    let first = &pool.entries()[0].registration;
     if r.policy.policy_type() != pool.policy_type {
         return Err(RegistrationError::InconsistentPolicy {
             pool_policy: first.policy,

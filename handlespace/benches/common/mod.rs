@@ -73,7 +73,7 @@ pub fn sctp_transport(id: PeId) -> OwnedTransport {
         port: 9000 + (id.0 % 1000) as u16,
         transport_use: 0,
         service_code: 0,
-        addresses: Box::new([address(id)]),
+        addresses: rserpool_handlespace::Addresses::One(address(id)),
     }
 }
 
