@@ -29,7 +29,6 @@ pub(crate) struct PeMeta {
 #[derive(Debug)]
 pub struct PoolSnapshot {
     entries: Box<[PoolElementEntry]>,
-    policies: Box<[Policy]>,
     index: SelectionIndex,
     degradation: Box<[AtomicU32]>,
     state: Arc<SelectionState>,
@@ -55,20 +54,16 @@ impl PoolSnapshot {
     /// [`crate::policy`]) and writes their indices into [`Self::entries`]; returns how many.
     pub fn select(&self, rng: &mut Rng, out: &mut [u32]) -> usize {
         let n = out.len();
-        crate::policy::select(
-            &self.index,
-            &self.policies,
-            &self.degradation,
-            &self.state,
-            n,
-            rng,
-            out,
-        )
+        self.index
+            .select(&self.degradation, &self.state, n, rng, out)
     }
 
-    /// The degradation counter of PE `i` (selections since its last registration).
+    /// The degradation counter of PE `i` (selections since its last registration; always 0 for
+    /// policies without degradation, which keep no counters).
     pub fn degradation(&self, i: usize) -> u32 {
-        self.degradation[i].load(Ordering::Relaxed)
+        self.degradation
+            .get(i)
+            .map_or(0, |c| c.load(Ordering::Relaxed))
     }
 }
 
@@ -118,7 +113,6 @@ impl Pool {
     pub fn new(handle: Arc<[u8]>, policy_type: u32, shape: TransportShape) -> Self {
         let snapshot = Arc::new(PoolSnapshot {
             entries: Box::new([]),
-            policies: Box::new([]),
             index: SelectionIndex::build(&[]),
             degradation: Box::new([]),
             state: Arc::new(SelectionState::default()),
@@ -208,7 +202,8 @@ impl Pool {
                 .map_or(0, |c| c.load(Ordering::Relaxed))
         };
         let n = entries.len();
-        let degradation: Box<[AtomicU32]> = (0..n)
+        let counted = crate::policy::uses_degradation(self.policy_type);
+        let degradation: Box<[AtomicU32]> = (0..if counted { n } else { 0 })
             .map(|i| {
                 let v = match change {
                     Change::Added | Change::Kept => counter(i),
@@ -221,11 +216,10 @@ impl Pool {
                 AtomicU32::new(v)
             })
             .collect();
-        let policies: Box<[Policy]> = entries.iter().map(|e| e.registration.policy).collect();
+        let policies: Vec<Policy> = entries.iter().map(|e| e.registration.policy).collect();
         let index = SelectionIndex::build(&policies);
         self.snapshot = Arc::new(PoolSnapshot {
             entries: entries.into_boxed_slice(),
-            policies,
             index,
             degradation,
             state: Arc::clone(&old.state),
