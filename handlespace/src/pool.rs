@@ -92,6 +92,9 @@ enum Change {
     Kept,
 }
 
+/// Pools with at most this many PEs find a PE by scanning instead of through an ID map.
+const SCAN_LIMIT: usize = 16;
+
 /// A pool as its writer holds it. The PEs themselves live only in the published snapshot; a
 /// change builds the next snapshot from the current one.
 #[derive(Debug)]
@@ -102,7 +105,9 @@ pub(crate) struct Pool {
     pub shape: TransportShape,
     /// Writer-only state of each PE, parallel to the snapshot's entries.
     pub meta: Vec<PeMeta>,
-    pub by_id: HashMap<PeId, u32, foldhash::fast::RandomState>,
+    /// PE ID to position, kept only for pools larger than [`SCAN_LIMIT`]; smaller pools are
+    /// scanned (a hash map costs ~200 bytes per pool, 20 per PE in a pool of 10).
+    by_id: Option<HashMap<PeId, u32, foldhash::fast::RandomState>>,
     /// The writer's copy of the published snapshot.
     pub snapshot: Arc<PoolSnapshot>,
     /// Where readers find it.
@@ -122,7 +127,7 @@ impl Pool {
             policy_type,
             shape,
             meta: Vec::new(),
-            by_id: HashMap::default(),
+            by_id: None,
             cell: Arc::new(PoolCell(ArcSwap::new(Arc::clone(&snapshot)))),
             snapshot,
         }
@@ -134,7 +139,10 @@ impl Pool {
     }
 
     pub fn slot(&self, id: PeId) -> Option<usize> {
-        self.by_id.get(&id).map(|&i| i as usize)
+        match &self.by_id {
+            Some(map) => map.get(&id).map(|&i| i as usize),
+            None => self.entries().iter().position(|e| e.id() == id),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -143,12 +151,23 @@ impl Pool {
 
     /// Appends a PE and publishes.
     pub fn push(&mut self, entry: PoolElementEntry, meta: PeMeta) {
-        self.by_id.insert(entry.id(), self.meta.len() as u32);
+        if let Some(map) = &mut self.by_id {
+            map.insert(entry.id(), self.meta.len() as u32);
+        }
         self.meta.push(meta);
         let mut entries = Vec::with_capacity(self.meta.len());
         entries.extend_from_slice(self.entries());
         entries.push(entry);
         self.publish(entries, Change::Added);
+        if self.by_id.is_none() && self.len() > SCAN_LIMIT {
+            self.by_id = Some(
+                self.entries()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, e)| (e.id(), i as u32))
+                    .collect(),
+            );
+        }
     }
 
     /// Replaces PE `i` (a re-registration) and publishes; returns the old writer state.
@@ -166,9 +185,11 @@ impl Pool {
         let meta = self.meta.swap_remove(i);
         let mut entries = self.entries().to_vec();
         let entry = entries.swap_remove(i);
-        self.by_id.remove(&entry.id());
-        if let Some(moved) = entries.get(i) {
-            self.by_id.insert(moved.id(), i as u32);
+        if let Some(map) = &mut self.by_id {
+            map.remove(&entry.id());
+            if let Some(moved) = entries.get(i) {
+                map.insert(moved.id(), i as u32);
+            }
         }
         if !entries.is_empty() {
             self.publish(entries, Change::Removed(i));

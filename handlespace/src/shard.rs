@@ -528,3 +528,73 @@ fn check_consistency(pool: &Pool, r: &PeRegistration) -> Result<(), Registration
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use rserpool_protocol::{Policy, TransportKind};
+
+    use super::*;
+    use crate::entry::{OwnedTransport, OwnedUserTransport};
+
+    fn pe(id: u64, load: u32) -> PeRegistration {
+        PeRegistration {
+            id: PeId(id),
+            registration_life: -1,
+            user_transport: OwnedUserTransport::Transport(OwnedTransport {
+                kind: TransportKind::Tcp,
+                port: 80,
+                transport_use: 0,
+                service_code: 0,
+                addresses: vec![IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))].into(),
+            }),
+            policy: Policy::LeastUsed { load },
+            asap_transport: None,
+        }
+    }
+
+    /// Pools switch from scanning to an ID map past 16 PEs; lookups, updates and removals must
+    /// stay right on both sides of the switch.
+    #[test]
+    fn lookups_stay_right_when_a_pool_grows_past_the_scan_limit() {
+        let mut shard = Shard::new(Limits::default());
+        let h = b"big";
+        for id in 1..=40 {
+            shard.register(h, pe(id, 0), PrId(1), None, 0).unwrap();
+        }
+        // Remove every third PE (the last one moves into each hole), then update the rest.
+        for id in (1..=40).step_by(3) {
+            assert!(shard.deregister(h, PeId(id), None).unwrap().is_some());
+        }
+        for id in 1..=40u64 {
+            let present = (id - 1) % 3 != 0;
+            assert_eq!(shard.entry(h, PeId(id)).is_some(), present, "PE {id}");
+            if present {
+                let r = shard
+                    .register(h, pe(id, id as u32), PrId(2), None, 1)
+                    .unwrap();
+                assert!(!r.added, "PE {id} re-registered");
+                assert_eq!(shard.entry(h, PeId(id)).unwrap().home_pr, PrId(2));
+            }
+        }
+        let snapshot = shard.snapshot(h).unwrap();
+        assert_eq!(snapshot.len(), 26);
+        assert_eq!(shard.checksums(PrId(2)).pes, 26);
+        assert_eq!(shard.checksums(PrId(1)).pes, 0);
+        // Shrink back below the limit: every remaining PE is still found.
+        for id in (2..=40).filter(|id| (id - 1) % 3 != 0).take(20) {
+            assert!(
+                shard.deregister(h, PeId(id), None).unwrap().is_some(),
+                "PE {id}"
+            );
+        }
+        assert_eq!(shard.snapshot(h).unwrap().len(), 6);
+        for e in shard.snapshot(h).unwrap().entries() {
+            assert_eq!(
+                shard.entry(h, e.id()).map(PoolElementEntry::id),
+                Some(e.id())
+            );
+        }
+    }
+}

@@ -84,10 +84,10 @@ fn user_transport(shape: usize, id: u64) -> OwnedUserTransport {
     })
 }
 
-fn op() -> impl Strategy<Value = Op> {
+fn op(max_id: u64) -> impl Strategy<Value = Op> {
     let handle = 0..HANDLES.len();
     // Mostly small IDs so that operations collide; sometimes 0 (invalid) or a 64-bit one.
-    let id = prop_oneof![8 => 1u64..12, 1 => Just(0u64), 1 => Just(0x1_0000_0001u64)];
+    let id = prop_oneof![8 => 1u64..max_id, 1 => Just(0u64), 1 => Just(0x1_0000_0001u64)];
     let association = prop_oneof![2 => Just(None), 3 => (1u64..4).prop_map(Some)];
     prop_oneof![
         6 => (handle.clone(), id.clone(), 0..5usize, 0..3usize,
@@ -415,7 +415,17 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
 
     #[test]
-    fn handlespace_agrees_with_the_model(ops in prop::collection::vec(op(), 1..80), shards in 1usize..4, seed: u64) {
+    fn handlespace_agrees_with_the_model(ops in prop::collection::vec(op(12), 1..80), shards in 1usize..4, seed: u64) {
+        run(&ops, shards, seed);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    /// Pools grow past the size where a pool switches from scanning to an ID map.
+    #[test]
+    fn large_pools_agree_with_the_model(ops in prop::collection::vec(op(48), 100..400), shards in 1usize..3, seed: u64) {
         run(&ops, shards, seed);
     }
 }
