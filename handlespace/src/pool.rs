@@ -154,6 +154,10 @@ impl Pool {
         if let Some(map) = &mut self.by_id {
             map.insert(entry.id(), self.meta.len() as u32);
         }
+        if self.meta.len() < SCAN_LIMIT {
+            // Small pools grow one PE at a time without slack capacity (memory per PE).
+            self.meta.reserve_exact(1);
+        }
         self.meta.push(meta);
         let mut entries = Vec::with_capacity(self.meta.len());
         entries.extend_from_slice(self.entries());
