@@ -254,22 +254,28 @@ impl Shard {
                 (u32::MAX, true)
             }
         };
+        // The PE's position if it is already in the pool (a re-registration).
+        let mut existing = None;
         if !pool_created {
             let pool = self.pools[slot_index as usize]
                 .as_ref()
                 .expect("indexed pool");
             check_consistency(pool, &registration)?;
-            if let Some(i) = pool.slot(registration.id) {
-                let current = &pool.entries()[i];
-                if let Some(owner) = current.association
-                    && association.is_some_and(|a| a != owner)
-                {
-                    return Err(RegistrationError::NotOwner);
+            existing = pool.slot(registration.id);
+            match existing {
+                Some(i) => {
+                    if let Some(owner) = pool.entries()[i].association
+                        && association.is_some_and(|a| a != owner)
+                    {
+                        return Err(RegistrationError::NotOwner);
+                    }
                 }
-            } else if pool.len() >= self.limits.max_pes_per_pool {
-                return Err(RegistrationError::LackOfResources {
-                    limit: "PEs per pool",
-                });
+                None if pool.len() >= self.limits.max_pes_per_pool => {
+                    return Err(RegistrationError::LackOfResources {
+                        limit: "PEs per pool",
+                    });
+                }
+                None => {}
             }
         }
         let slot_index = if pool_created {
@@ -293,7 +299,6 @@ impl Shard {
         let pool = self.pools[slot_index as usize].as_mut().expect("live pool");
         let id = registration.id;
         let deadline = expiry_deadline(&registration, now);
-        let existing = pool.slot(id);
         let (registered_at, previous) = match existing {
             Some(i) => {
                 if let Some(t) = pool.meta[i].expiry {
