@@ -3,6 +3,7 @@
 //! the codec's borrowed views.
 
 use std::net::IpAddr;
+use std::num::NonZeroU64;
 
 use rserpool_protocol::{
     Generation, PeId, Policy, PoolElement, PrId, Seq, Transport, TransportKind, UserTransport,
@@ -13,8 +14,24 @@ pub type Millis = u64;
 
 /// Identifies the transport association (SCTP association, TCP connection) a local PE registered
 /// over. Only that association may change or deregister the PE (RFC 5352 §2.2.2, RFC 5355 §2.3.3).
+/// Never 0, so that `Option<AssociationId>` takes no more room than the ID.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct AssociationId(pub u64);
+pub struct AssociationId(NonZeroU64);
+
+impl AssociationId {
+    /// The association with this raw ID; `None` for 0.
+    pub const fn new(raw: u64) -> Option<Self> {
+        match NonZeroU64::new(raw) {
+            Some(id) => Some(Self(id)),
+            None => None,
+        }
+    }
+
+    /// The raw ID.
+    pub const fn get(self) -> u64 {
+        self.0.get()
+    }
+}
 
 /// The addresses of a transport: one address (the common case) is stored inline, so copying a
 /// PE into a new pool snapshot allocates nothing; more (SCTP multi-homing) are boxed.

@@ -340,17 +340,21 @@ impl Shard {
             let cell = Arc::clone(&pool.cell);
             self.view.pools.pin().insert(Arc::clone(&pool.handle), cell);
         }
-        if let Some(old_home) = previous {
+        // The checksums cover (pool handle, PE ID) per owner: only a new PE or a change of home
+        // PR changes them.
+        if previous != Some(home_pr) {
+            if let Some(old_home) = previous {
+                self.owners
+                    .entry(old_home)
+                    .or_default()
+                    .remove(&pool.handle, id);
+            }
             self.owners
-                .entry(old_home)
+                .entry(home_pr)
                 .or_default()
-                .remove(&pool.handle, id);
+                .add(&pool.handle, id);
+            self.drop_empty_owner(previous);
         }
-        self.owners
-            .entry(home_pr)
-            .or_default()
-            .add(&pool.handle, id);
-        self.drop_empty_owner(previous);
         Ok(Registered {
             entry,
             added: existing.is_none(),

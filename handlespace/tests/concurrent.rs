@@ -726,7 +726,7 @@ fn apply(shard: &mut Shard, handles: &[Vec<u8>], op: &Op) -> Outcome {
             &handles[pool],
             registration(id, policy),
             PrId(home),
-            association.map(AssociationId),
+            association.and_then(AssociationId::new),
             0,
         ) {
             Ok(r) => {
@@ -744,7 +744,11 @@ fn apply(shard: &mut Shard, handles: &[Vec<u8>], op: &Op) -> Outcome {
             pool,
             id,
             association,
-        } => match shard.deregister(&handles[pool], PeId(id), association.map(AssociationId)) {
+        } => match shard.deregister(
+            &handles[pool],
+            PeId(id),
+            association.and_then(AssociationId::new),
+        ) {
             Ok(r) => Outcome::Deregistered(r.map(|r| {
                 assert_eq!(&*r.pool_handle, handles[pool].as_slice());
                 (r.entry.id().0, r.pool_removed)
@@ -864,7 +868,7 @@ fn pool_state(snapshot: Option<Arc<PoolSnapshot>>) -> Vec<(u64, u64, Policy, Opt
                 e.id().0,
                 e.home_pr.0,
                 e.registration.policy,
-                e.association.map(|a| a.0),
+                e.association.map(AssociationId::get),
             )
         })
         .collect();

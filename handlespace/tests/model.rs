@@ -222,7 +222,7 @@ fn check_same(hs: &Handlespace, model: &Model, step: usize) {
                 (
                     e.id().0,
                     e.home_pr.0,
-                    e.association.map(|a| a.0),
+                    e.association.map(AssociationId::get),
                     e.registration.clone(),
                 )
             })
@@ -273,7 +273,7 @@ fn run(ops: &[Op], shards: usize, seed: u64) {
                         h,
                         r.clone(),
                         PrId(home),
-                        association.map(AssociationId),
+                        association.and_then(AssociationId::new),
                         model.now,
                     )
                     .map(|_| ())
@@ -287,7 +287,7 @@ fn run(ops: &[Op], shards: usize, seed: u64) {
                 association,
             } => {
                 let h = HANDLES[handle];
-                let got = hs.deregister(h, PeId(id), association.map(AssociationId));
+                let got = hs.deregister(h, PeId(id), association.and_then(AssociationId::new));
                 let owner = model
                     .pools
                     .get(h)

@@ -268,7 +268,7 @@ fn run_plan(
         let start = Instant::now();
         for _ in 0..k {
             let (p, reg) = items.next().expect("planned");
-            let assoc = Some(AssociationId(reg.id.0));
+            let assoc = AssociationId::new(reg.id.0);
             black_box(
                 shard
                     .register(&handles[p as usize], reg, HOME, assoc, now)
@@ -351,7 +351,7 @@ pub fn register(c: &mut Criterion, prefix: &str) {
                     h,
                     registration(id, Policy::RoundRobin, false),
                     HOME,
-                    Some(AssociationId(id.0)),
+                    AssociationId::new(id.0),
                     0,
                 )
                 .expect("valid");
