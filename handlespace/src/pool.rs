@@ -20,6 +20,10 @@ use crate::timer::TimerId;
 #[derive(Debug)]
 pub(crate) struct PeMeta {
     pub last_refresh: Millis,
+    /// When the registration life runs out (`Millis::MAX`: never).
+    pub deadline: Millis,
+    /// The expiry timer. It may be armed earlier than `deadline` (a re-registration moves only
+    /// the deadline; the timer re-arms itself when it fires early), never later.
     pub expiry: Option<TimerId>,
     pub unreachable_reports: u32,
 }

@@ -299,15 +299,24 @@ impl Shard {
         let pool = self.pools[slot_index as usize].as_mut().expect("live pool");
         let id = registration.id;
         let deadline = expiry_deadline(&registration, now);
-        let (registered_at, previous) = match existing {
+        let new_deadline = deadline.unwrap_or(Millis::MAX);
+        let (registered_at, previous, kept_timer) = match existing {
             Some(i) => {
-                if let Some(t) = pool.meta[i].expiry {
-                    self.timers.cancel(t);
-                }
+                let meta = &pool.meta[i];
+                // Lazy expiry: a timer armed no later than the new deadline stays; it re-arms
+                // itself at the real deadline when it fires (see `expire`).
+                let kept = match meta.expiry {
+                    Some(t) if deadline.is_some() && new_deadline >= meta.deadline => Some(t),
+                    Some(t) => {
+                        self.timers.cancel(t);
+                        None
+                    }
+                    None => None,
+                };
                 let old = &pool.entries()[i];
-                (old.registered_at, Some(old.home_pr))
+                (old.registered_at, Some(old.home_pr), kept)
             }
-            None => (now, None),
+            None => (now, None, None),
         };
         let entry = PoolElementEntry {
             registration,
@@ -315,17 +324,20 @@ impl Shard {
             association,
             registered_at,
         };
-        let expiry = deadline.map(|d| {
-            self.timers.arm(
-                d,
-                Expiry {
-                    pool: slot_index,
-                    pe: id,
-                },
-            )
+        let expiry = kept_timer.or_else(|| {
+            deadline.map(|d| {
+                self.timers.arm(
+                    d,
+                    Expiry {
+                        pool: slot_index,
+                        pe: id,
+                    },
+                )
+            })
         });
         let meta = PeMeta {
             last_refresh: now,
+            deadline: new_deadline,
             expiry,
             unreachable_reports: 0,
         };
@@ -428,15 +440,26 @@ impl Shard {
     /// of PEs learnt via ENRP) and returns them.
     pub fn expire(&mut self, now: Millis) -> Vec<Removed> {
         let mut due = Vec::new();
-        self.timers.expire(now, |_, e| due.push(e));
-        let mut removed = Vec::with_capacity(due.len());
-        for Expiry { pool, pe } in due {
+        self.timers.expire(now, |id, e| due.push((id, e)));
+        let mut removed = Vec::new();
+        for (id, Expiry { pool, pe }) in due {
             let Some(p) = self.pools.get_mut(pool as usize).and_then(Option::as_mut) else {
                 continue;
             };
             let Some(i) = p.slot(pe) else { continue };
+            let meta = &mut p.meta[i];
+            if meta.expiry != Some(id) {
+                continue;
+            }
             // The timer fired, so it is no longer armed.
-            p.meta[i].expiry = None;
+            meta.expiry = None;
+            if meta.deadline > now {
+                // Re-registered since the timer was armed: wait for the real deadline.
+                let deadline = meta.deadline;
+                meta.expiry = (deadline != Millis::MAX)
+                    .then(|| self.timers.arm(deadline, Expiry { pool, pe }));
+                continue;
+            }
             removed.push(self.remove_at(pool, i));
         }
         removed
