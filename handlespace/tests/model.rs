@@ -84,16 +84,18 @@ fn user_transport(shape: usize, id: u64) -> OwnedUserTransport {
     })
 }
 
-fn op(max_id: u64) -> impl Strategy<Value = Op> {
-    let handle = 0..HANDLES.len();
+fn op(max_id: u64, handles: usize) -> impl Strategy<Value = Op> {
+    let handle = 0..handles;
     // Mostly small IDs so that operations collide; sometimes 0 (invalid) or a 64-bit one.
     let id = prop_oneof![8 => 1u64..max_id, 1 => Just(0u64), 1 => Just(0x1_0000_0001u64)];
     let association = prop_oneof![2 => Just(None), 3 => (1u64..4).prop_map(Some)];
     prop_oneof![
-        6 => (handle.clone(), id.clone(), 0..5usize, 0..3usize,
+        // Usually the pool's own policy and transport (so pools grow), sometimes another one.
+        6 => (handle.clone(), id.clone(), prop_oneof![3 => Just(None), 1 => (0..5usize, 0..3usize).prop_map(Some)],
               prop_oneof![1 => Just(-1i32), 4 => 1i32..20_000], 1u64..5, association.clone())
-            .prop_map(|(handle, id, policy, shape, life, home, association)| Op::Register {
-                handle, id, policy, shape, life, home, association
+            .prop_map(|(handle, id, other, life, home, association)| {
+                let (policy, shape) = other.unwrap_or((handle % 5, handle % 3));
+                Op::Register { handle, id, policy, shape, life, home, association }
             }),
         2 => (handle.clone(), id.clone(), association).prop_map(|(handle, id, association)| {
             Op::Deregister { handle, id, association }
@@ -415,7 +417,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
 
     #[test]
-    fn handlespace_agrees_with_the_model(ops in prop::collection::vec(op(12), 1..80), shards in 1usize..4, seed: u64) {
+    fn handlespace_agrees_with_the_model(ops in prop::collection::vec(op(12, HANDLES.len()), 1..80), shards in 1usize..4, seed: u64) {
         run(&ops, shards, seed);
     }
 }
@@ -425,7 +427,7 @@ proptest! {
 
     /// Pools grow past the size where a pool switches from scanning to an ID map.
     #[test]
-    fn large_pools_agree_with_the_model(ops in prop::collection::vec(op(48), 100..400), shards in 1usize..3, seed: u64) {
+    fn large_pools_agree_with_the_model(ops in prop::collection::vec(op(48, 2), 100..400), shards in 1usize..3, seed: u64) {
         run(&ops, shards, seed);
     }
 }
