@@ -23,7 +23,7 @@ pub use entry::{
     PoolElementEntry, TransportShape,
 };
 pub use error::RegistrationError;
-pub use pool::PoolSnapshot;
+pub use pool::{PoolSnapshot, SnapshotGuard};
 pub use rng::Rng;
 pub use rserpool_protocol::{Generation, PeId, PrId};
 pub use shard::{Limits, OwnerChecksums, Registered, Removed, Shard, ShardView};
@@ -97,7 +97,7 @@ pub struct HandlespaceReader {
 
 impl HandlespaceReader {
     /// The current snapshot of a pool.
-    pub fn snapshot(&self, pool_handle: &[u8]) -> Option<Arc<PoolSnapshot>> {
+    pub fn snapshot(&self, pool_handle: &[u8]) -> Option<SnapshotGuard> {
         self.views[shard_index(pool_handle, self.views.len())].snapshot(pool_handle)
     }
 
@@ -108,7 +108,7 @@ impl HandlespaceReader {
         pool_handle: &[u8],
         rng: &mut Rng,
         out: &mut [u32],
-    ) -> Option<(Arc<PoolSnapshot>, usize)> {
+    ) -> Option<(SnapshotGuard, usize)> {
         let snapshot = self.snapshot(pool_handle)?;
         let n = snapshot.select(rng, out);
         Some((snapshot, n))
@@ -200,7 +200,7 @@ impl Handlespace {
         pool_handle: &[u8],
         rng: &mut Rng,
         out: &mut [u32],
-    ) -> Option<(Arc<PoolSnapshot>, usize)> {
+    ) -> Option<(SnapshotGuard, usize)> {
         self.reader.resolve(pool_handle, rng, out)
     }
 

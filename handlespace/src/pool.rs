@@ -76,10 +76,15 @@ impl PoolSnapshot {
 #[derive(Debug)]
 pub struct PoolCell(ArcSwap<PoolSnapshot>);
 
+/// A reader's hold on a pool snapshot: the snapshot stays alive while it is held, without
+/// touching the snapshot's reference count (arc-swap's per-thread debt slots), so readers on
+/// many cores do not contend on one counter. Hold it briefly (one resolution).
+pub type SnapshotGuard = arc_swap::Guard<Arc<PoolSnapshot>>;
+
 impl PoolCell {
     /// The current snapshot.
-    pub fn load(&self) -> Arc<PoolSnapshot> {
-        self.0.load_full()
+    pub fn load(&self) -> SnapshotGuard {
+        self.0.load()
     }
 }
 

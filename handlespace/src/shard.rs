@@ -10,7 +10,7 @@ use rserpool_protocol::{PeId, PrId};
 
 use crate::entry::{AssociationId, Millis, PeRegistration, PoolElementEntry};
 use crate::error::RegistrationError;
-use crate::pool::{PeMeta, Pool, PoolCell, PoolSnapshot};
+use crate::pool::{PeMeta, Pool, PoolCell, PoolSnapshot, SnapshotGuard};
 use crate::timer::TimerWheel;
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
@@ -25,7 +25,7 @@ pub struct ShardView {
 
 impl ShardView {
     /// The current snapshot of a pool.
-    pub fn snapshot(&self, pool_handle: &[u8]) -> Option<Arc<PoolSnapshot>> {
+    pub fn snapshot(&self, pool_handle: &[u8]) -> Option<SnapshotGuard> {
         self.pools.pin().get(pool_handle).map(|cell| cell.load())
     }
 

@@ -1151,7 +1151,7 @@ fn forwarded_writes_are_applied_once_and_match_a_replay() {
         let concurrent = pool_state(reports[s].shard.snapshot(h));
         assert_eq!(
             concurrent,
-            pool_state(reader.snapshot(h)),
+            pool_state(reader.snapshot(h).map(|g| Arc::clone(&g))),
             "pool {p} published"
         );
         assert_eq!(
