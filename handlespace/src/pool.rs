@@ -183,6 +183,15 @@ impl Pool {
         }
     }
 
+    /// Re-registration of PE `i` with unchanged attributes: new writer state, degradation counter
+    /// back to 0 (RFC 5356 §5.2.2), nothing republished.
+    pub fn refresh(&mut self, i: usize, meta: PeMeta) {
+        self.meta[i] = meta;
+        if let Some(c) = self.snapshot.degradation.get(i) {
+            c.store(0, Ordering::Relaxed);
+        }
+    }
+
     /// Replaces PE `i` (a re-registration) and publishes; returns the old writer state.
     pub fn replace(&mut self, i: usize, entry: PoolElementEntry, meta: PeMeta) -> PeMeta {
         let old = std::mem::replace(&mut self.meta[i], meta);

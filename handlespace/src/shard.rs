@@ -342,6 +342,9 @@ impl Shard {
             unreachable_reports: 0,
         };
         match existing {
+            // A periodic re-registration with nothing changed (the common case) publishes
+            // nothing: readers already see this entry; only its degradation counter restarts.
+            Some(i) if pool.entries()[i] == entry => pool.refresh(i, meta),
             Some(i) => {
                 pool.replace(i, entry.clone(), meta);
             }

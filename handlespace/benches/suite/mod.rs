@@ -371,6 +371,24 @@ pub fn register(c: &mut Criterion, prefix: &str) {
             .into_iter();
     };
 
+    // Re-registrations that change an attribute (here the registration life), so that the pool's
+    // snapshot is rebuilt; `update` above re-registers unchanged PEs.
+    let mut changed_plan = empty_plan(1);
+    let mut changed_rng = Rng::seed(6);
+    let mut changed_refill = |plan: &mut Plan| {
+        plan.items = (0..batch)
+            .map(|_| {
+                let p = changed_rng.below(handles.len() as u64) as usize;
+                let j = changed_rng.below(PES_PER_POOL as u64) as usize;
+                let id: PeId = pe_id(p, PES_PER_POOL, j);
+                let mut r = registration(id, Policy::RoundRobin, false);
+                r.registration_life += 1 + changed_rng.below(1000) as i32;
+                (p as u32, r)
+            })
+            .collect::<Vec<_>>()
+            .into_iter();
+    };
+
     let mut g = c.benchmark_group(format!("{prefix}register"));
     g.throughput(Throughput::Elements(1));
     g.sampling_mode(SamplingMode::Flat);
@@ -390,6 +408,9 @@ pub fn register(c: &mut Criterion, prefix: &str) {
     });
     g.bench_function("update", |b| {
         b.iter_custom(|iters| run_plan(iters, &mut update_plan, &handles, &mut update_refill));
+    });
+    g.bench_function("update_changed", |b| {
+        b.iter_custom(|iters| run_plan(iters, &mut changed_plan, &handles, &mut changed_refill));
     });
     g.finish();
 }
