@@ -718,28 +718,6 @@ impl SelectionIndex {
     }
 }
 
-/// [`SelectionIndex::select`] as a free function taking the snapshot's policies alongside.
-///
-/// `policies` must be the slice `index` was built from (PE `i` = `policies[i]`); the index
-/// already holds everything selection needs, so the slice is only checked (its length, in
-/// debug builds).
-pub fn select(
-    index: &SelectionIndex,
-    policies: &[Policy],
-    degradation: &[AtomicU32],
-    state: &SelectionState,
-    n: usize,
-    rng: &mut Rng,
-    out: &mut [u32],
-) -> usize {
-    debug_assert_eq!(
-        policies.len(),
-        index.len(),
-        "index built from another policy slice"
-    );
-    index.select(degradation, state, n, rng, out)
-}
-
 /// Reads PE `i`'s degradation counter (0 if the caller's slice has no entry).
 #[inline]
 fn counter(degradation: &[AtomicU32], i: u32) -> u32 {
@@ -1940,20 +1918,6 @@ mod tests {
             // n = 1 always yields one PE.
             assert_eq!(p.pick(1).len(), 1, "{ty:#x}");
         }
-    }
-
-    #[test]
-    fn free_function_matches_method() {
-        let policies = lud(&[0, 25, 3], 10);
-        let mut a = Pool::new(&policies);
-        let b = Pool::new(&policies);
-        let mut rng = Rng::seed(0x5eed);
-        for _ in 0..10 {
-            let mut out = [0u32; 2];
-            let k = select(&b.index, &policies, &b.deg, &b.state, 2, &mut rng, &mut out);
-            assert_eq!(out[..k], a.pick(2)[..]);
-        }
-        assert_eq!(a.counters(), b.counters());
     }
 
     #[test]

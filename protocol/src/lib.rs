@@ -142,11 +142,6 @@ pub struct Decoded<M> {
     pub unrecognized: Unrecognized,
 }
 
-/// The ASAP or ENRP message type byte of a buffer, if it has one.
-pub fn peek_message_type(msg: &[u8]) -> Option<u8> {
-    msg.first().copied()
-}
-
 /// Validates the common header (RFC 5354 §4) and returns type, flags and a cursor over the value.
 fn header(msg: &[u8]) -> Result<(u8, u8, wire::Cursor<'_>), DecodeError> {
     if msg.len() < 4 {
