@@ -316,8 +316,7 @@ impl<'a> AsapMessage<'a> {
             }
             t::SERVER_ANNOUNCE => {
                 let server_id = PrId(cur.id(generation, "server identifier")?);
-                let transports = Seq::decode(cur, generation, u)?;
-                cur.pos = cur.end;
+                let transports = Seq::decode(&mut cur, generation, u)?;
                 Self::ServerAnnounce {
                     server_id,
                     transports,
@@ -542,13 +541,12 @@ fn pool_elements<'a>(
     generation: Generation,
     u: &mut Unrecognized,
 ) -> Result<Seq<'a, PoolElement<'a>>, DecodeError> {
-    let pes = Seq::decode(*cur, generation, u)?;
+    let pes = Seq::decode(cur, generation, u)?;
     if pes.is_empty() {
         return Err(DecodeError::MissingParameter {
             within,
             expected: "pool element",
         });
     }
-    cur.pos = cur.end;
     Ok(pes)
 }

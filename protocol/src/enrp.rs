@@ -217,8 +217,7 @@ impl<'a> EnrpMessage<'a> {
                 own_children_only: bit0,
             },
             t::HANDLE_TABLE_RESPONSE => {
-                let entries = Seq::decode(cur, generation, u)?;
-                cur.pos = cur.end;
+                let entries = Seq::decode(&mut cur, generation, u)?;
                 EnrpBody::HandleTableResponse {
                     reject: bit0,
                     more_to_send: flags & FLAG_BIT1 != 0,
@@ -254,8 +253,7 @@ impl<'a> EnrpMessage<'a> {
             }
             t::LIST_REQUEST => EnrpBody::ListRequest,
             t::LIST_RESPONSE => {
-                let servers = Seq::decode(cur, generation, u)?;
-                cur.pos = cur.end;
+                let servers = Seq::decode(&mut cur, generation, u)?;
                 EnrpBody::ListResponse {
                     reject: bit0,
                     servers,

@@ -168,7 +168,7 @@ fn decode_transport<'a>(
     } else {
         0
     };
-    let addresses = Seq::decode(cur, generation, unrecognized)?;
+    let addresses = Seq::decode(&mut cur, generation, unrecognized)?;
     match (kind, addresses.len()) {
         (_, 0) => Err(tlv.invalid("transport", "no address")),
         (TransportKind::Sctp, _) | (_, 1) => Ok(Transport {
@@ -890,7 +890,7 @@ pub(crate) fn decode_operation_error<'a>(
     msg: &'a [u8],
 ) -> Result<OperationError<'a>, DecodeError> {
     let seq = Seq::decode(
-        tlv.cursor(msg),
+        &mut tlv.cursor(msg),
         Generation::Rfc,
         &mut Unrecognized::default(),
     )?;

@@ -476,18 +476,19 @@ impl<'a, T> Seq<'a, T> {
 }
 
 impl<'a, T: SeqItem<'a>> Seq<'a, T> {
-    /// Validates every item of the region `cursor` and returns the list over it.
+    /// Validates every item from the cursor to the end of its region, returns the list over them
+    /// and leaves the cursor at the end.
     pub(crate) fn decode(
-        cursor: Cursor<'a>,
+        cursor: &mut Cursor<'a>,
         generation: Generation,
         unrecognized: &mut Unrecognized,
     ) -> Result<Self, DecodeError> {
-        let mut probe = cursor;
+        let region = *cursor;
         let mut count = 0;
-        while T::next_item(&mut probe, generation, unrecognized)?.is_some() {
+        while T::next_item(cursor, generation, unrecognized)?.is_some() {
             count += 1;
         }
-        Ok(Self::validated(cursor, count, generation))
+        Ok(Self::validated(region, count, generation))
     }
 
     /// The items in wire order.
