@@ -185,7 +185,7 @@ impl Pool {
 
     /// Re-registration of PE `i` with unchanged attributes: new writer state, degradation counter
     /// back to 0 (RFC 5356 §5.2.2), nothing republished.
-    pub fn refresh(&mut self, i: usize, meta: PeMeta) {
+    pub fn reregister_unchanged(&mut self, i: usize, meta: PeMeta) {
         self.meta[i] = meta;
         if let Some(c) = self.snapshot.degradation.get(i) {
             c.store(0, Ordering::Relaxed);

@@ -344,7 +344,7 @@ impl Shard {
         match existing {
             // A periodic re-registration with nothing changed (the common case) publishes
             // nothing: readers already see this entry; only its degradation counter restarts.
-            Some(i) if pool.entries()[i] == entry => pool.refresh(i, meta),
+            Some(i) if pool.entries()[i] == entry => pool.reregister_unchanged(i, meta),
             Some(i) => {
                 pool.replace(i, entry.clone(), meta);
             }
@@ -471,6 +471,12 @@ impl Shard {
     /// The earliest time [`Self::expire`] may remove something.
     pub fn next_deadline(&self) -> Option<Millis> {
         self.timers.next_deadline()
+    }
+
+    /// When a PE last registered, re-registered or answered a keep-alive ([`Self::refresh`]).
+    pub fn last_refresh(&self, pool_handle: &[u8], id: PeId) -> Option<Millis> {
+        let pool = self.pool(pool_handle)?;
+        pool.slot(id).map(|i| pool.meta[i].last_refresh)
     }
 
     /// Notes a keep-alive ack (or another sign of life) from a PE; clears its unreachable
@@ -613,6 +619,10 @@ mod tests {
                 assert_eq!(shard.entry(h, PeId(id)).unwrap().home_pr, PrId(2));
             }
         }
+        assert_eq!(shard.last_refresh(h, PeId(2)), Some(1));
+        assert!(shard.refresh(h, PeId(2), 7));
+        assert_eq!(shard.last_refresh(h, PeId(2)), Some(7));
+        assert_eq!(shard.last_refresh(h, PeId(1)), None);
         let snapshot = shard.snapshot(h).unwrap();
         assert_eq!(snapshot.len(), 26);
         assert_eq!(shard.checksums(PrId(2)).pes, 26);
