@@ -1,3 +1,5 @@
-//! The Pool Registrar (PR): the ASAP server side and ENRP peer side as a sans-I/O state machine, its
-//! I/O drivers and the daemon. Not built yet: this crate is a placeholder until the registrar issue
-//! lands.
+//! `rserpool-registrar` owns the Pool Registrar (PR): the ASAP server side (and, later, the ENRP
+//! peer side) as a sans-I/O state machine fed with messages and time, the I/O drivers that feed it
+//! (io_uring, epoll), configuration and tuning profiles, metrics, and the daemon.
+
+pub mod url;

@@ -1,0 +1,3 @@
+//! `rserpool-registrar`: the Pool Registrar daemon.
+
+fn main() {}
