@@ -1,0 +1,941 @@
+//! The ASAP procedures of a PR (RFC 5352): registration, deregistration, handle resolution,
+//! endpoint keep-alive, endpoint unreachable, server announce, error replies; plus RSPLIB's
+//! component status reports.
+
+use std::net::SocketAddr;
+
+use rserpool_handlespace::{
+    AssociationId, Millis, OwnedTransport, OwnedUserTransport, PeId, PeRegistration,
+    RegistrationError,
+};
+use rserpool_protocol::asap::message_type;
+use rserpool_protocol::csp::{CSP_GROUP_REGISTRAR, CspReport, component_id};
+use rserpool_protocol::{
+    AsapMessage, DecodeError, EncodeError, ErrorCause, Generation, PoolElement, PoolHandle,
+    Resolution, Seq, Transport as WireTransport, TransportKind, Unrecognized, cause,
+    encode_policy_parameter, encode_transport_parameter,
+};
+
+use super::{
+    Forward, Output, RFC_MAX_POOL_HANDLE, RegisterRequest, Target, TrackedKey, Worker, encode_into,
+    handle_hash, jitter,
+};
+use crate::metrics::{Protocol, RemovalReason, RequestKind};
+use crate::url::Transport;
+
+/// Why a request was refused before it reached the handlespace.
+enum Refusal {
+    /// Cause 0x6 (rate or limit).
+    LackOfResources,
+    /// Cause 0xa.
+    Rejected,
+    /// Cause 0x3.
+    InvalidValues,
+}
+
+impl Refusal {
+    fn cause(&self) -> u16 {
+        match self {
+            Self::LackOfResources => cause::LACK_OF_RESOURCES,
+            Self::Rejected => cause::REJECTED_SECURITY,
+            Self::InvalidValues => cause::INVALID_VALUES,
+        }
+    }
+}
+
+impl Worker {
+    /// Handles one ASAP message received on an association (one SCTP user message, or one
+    /// frame of a TCP/MPTCP stream). Returns the kind of request, for latency metrics.
+    pub fn on_message(
+        &mut self,
+        association: AssociationId,
+        msg: &[u8],
+        now: Millis,
+        out: &mut Output,
+    ) -> RequestKind {
+        let Some(a) = self.associations.get(&association) else {
+            return RequestKind::Other;
+        };
+        let generation = a.info.generation;
+        let target = Target::Association(association);
+        self.metrics
+            .message_in(Protocol::Asap, msg.first().copied().unwrap_or(0));
+        let decoded = match AsapMessage::decode(msg, generation) {
+            Ok(d) => d,
+            Err(e) => {
+                self.reply_decode_error(target, generation, &e, msg, out);
+                return RequestKind::Other;
+            }
+        };
+        self.report_unrecognized(target, generation, &decoded.unrecognized, msg, out);
+        match decoded.message {
+            AsapMessage::Registration {
+                pool_handle,
+                pool_element,
+            } => {
+                self.on_registration(
+                    association,
+                    generation,
+                    pool_handle,
+                    &pool_element,
+                    now,
+                    out,
+                );
+                RequestKind::Registration
+            }
+            AsapMessage::Deregistration { pool_handle, pe_id } => {
+                self.on_deregistration(association, generation, pool_handle, pe_id, now, out);
+                RequestKind::Deregistration
+            }
+            AsapMessage::HandleResolution {
+                pool_handle, items, ..
+            } => {
+                if self.take_token(association, now) {
+                    self.resolve(target, generation, pool_handle, items, out);
+                } else {
+                    self.metrics.rate_limited();
+                    self.resolution_failed(
+                        target,
+                        generation,
+                        pool_handle,
+                        cause::LACK_OF_RESOURCES,
+                        out,
+                    );
+                }
+                RequestKind::Resolution
+            }
+            AsapMessage::EndpointKeepAliveAck { pool_handle, pe_id } => {
+                self.on_keep_alive_ack(association, pool_handle.0, pe_id, now, out);
+                RequestKind::Other
+            }
+            AsapMessage::EndpointUnreachable { pool_handle, pe_id } => {
+                // RFC 5355 §2.13 threat 8: reports beyond the association's rate are ignored.
+                if self.take_token(association, now) {
+                    self.metrics.unreachable_report();
+                    self.route(
+                        pool_handle.0,
+                        Forward::Unreachable {
+                            pool_handle: pool_handle.0.into(),
+                            pe_id,
+                        },
+                        now,
+                        out,
+                    );
+                } else {
+                    self.metrics.rate_limited();
+                }
+                RequestKind::Other
+            }
+            AsapMessage::Error(causes) => {
+                tracing::debug!(?association, ?causes, "ASAP_ERROR received");
+                RequestKind::Other
+            }
+            // Messages a PR never receives from PEs or PUs (responses, keep-alives, announces,
+            // PU-PE control channel messages): ignored.
+            other => {
+                tracing::debug!(
+                    ?association,
+                    message_type = other.message_type(),
+                    "ASAP message not meant for a PR, ignored"
+                );
+                RequestKind::Other
+            }
+        }
+    }
+
+    /// Handles one datagram of a UDP ASAP listener: stateless handle resolution for PUs.
+    /// Registrations need an association (RFC 5352 §3.1: SCTP) and are refused with cause 0xa;
+    /// everything else is dropped.
+    #[allow(clippy::too_many_arguments)]
+    pub fn on_datagram(
+        &mut self,
+        listener: u32,
+        generation: Generation,
+        from: SocketAddr,
+        msg: &[u8],
+        _now: Millis,
+        out: &mut Output,
+    ) -> RequestKind {
+        let target = Target::UdpReply { listener, to: from };
+        self.metrics
+            .message_in(Protocol::Asap, msg.first().copied().unwrap_or(0));
+        let decoded = match AsapMessage::decode(msg, generation) {
+            Ok(d) => d,
+            Err(e) => {
+                self.reply_decode_error(target, generation, &e, msg, out);
+                return RequestKind::Other;
+            }
+        };
+        self.report_unrecognized(target, generation, &decoded.unrecognized, msg, out);
+        match decoded.message {
+            AsapMessage::HandleResolution {
+                pool_handle, items, ..
+            } => {
+                self.resolve(target, generation, pool_handle, items, out);
+                RequestKind::Resolution
+            }
+            AsapMessage::Registration {
+                pool_handle,
+                pool_element,
+            } => {
+                self.metrics.registration(Some(cause::REJECTED_SECURITY));
+                self.send_registration_refusal(
+                    target,
+                    generation,
+                    pool_handle.0,
+                    pool_element.id,
+                    &Refusal::Rejected,
+                    out,
+                );
+                RequestKind::Registration
+            }
+            _ => RequestKind::Other,
+        }
+    }
+
+    /// RFC 5352 §3.1: checks what the handlespace cannot know (handle length for the
+    /// generation, rate, PEs per association, addresses on the association), records the ASAP
+    /// transport (rule 4) and passes the registration to the pool's shard owner.
+    fn on_registration(
+        &mut self,
+        association: AssociationId,
+        generation: Generation,
+        pool_handle: PoolHandle<'_>,
+        pe: &PoolElement<'_>,
+        now: Millis,
+        out: &mut Output,
+    ) {
+        let target = Target::Association(association);
+        let handle = pool_handle.0;
+        let key = TrackedKey {
+            association,
+            pe_id: pe.id,
+            handle_hash: handle_hash(handle),
+        };
+        let max_handle = match generation {
+            Generation::Rfc => RFC_MAX_POOL_HANDLE,
+            Generation::Ng => self.config.max_pool_handle_len_ng,
+        };
+        let refusal = if handle.is_empty() || handle.len() > max_handle || pe.id.0 == 0 {
+            Some(Refusal::InvalidValues)
+        } else if !self.take_token(association, now) {
+            self.metrics.rate_limited();
+            Some(Refusal::LackOfResources)
+        } else {
+            let a = &self.associations[&association];
+            (!self.tracked.contains_key(&key)
+                && a.pes.len() + a.pending >= self.config.max_pes_per_association)
+                .then(|| {
+                    self.metrics
+                        .limit_refused(crate::metrics::Limit::PesPerAssociation);
+                    Refusal::LackOfResources
+                })
+        };
+        if let Some(refusal) = refusal {
+            self.metrics.registration(Some(refusal.cause()));
+            self.send_registration_refusal(target, generation, handle, pe.id, &refusal, out);
+            return;
+        }
+        let a = self
+            .associations
+            .get_mut(&association)
+            .expect("checked above");
+        let mut registration = PeRegistration::from_view(pe);
+        // RFC 5352 §2.2.1: the registered addresses must belong to the association; RSPLIB
+        // keeps those that do and refuses the PE when none is left.
+        if let OwnedUserTransport::Transport(t) = &mut registration.user_transport {
+            let peer: Vec<_> = a.info.peer_addresses.iter().map(SocketAddr::ip).collect();
+            let kept: Vec<_> = t
+                .addresses
+                .iter()
+                .copied()
+                .filter(|ip| peer.contains(ip))
+                .collect();
+            if kept.is_empty() {
+                self.metrics.registration(Some(cause::REJECTED_SECURITY));
+                self.send_registration_refusal(
+                    target,
+                    generation,
+                    handle,
+                    pe.id,
+                    &Refusal::Rejected,
+                    out,
+                );
+                return;
+            }
+            if kept.len() != t.addresses.len() {
+                t.addresses = kept.into();
+            }
+        }
+        registration.asap_transport = Some(asap_transport(&a.info));
+        a.pending += 1;
+        self.route(
+            handle,
+            Forward::Register(Box::new(RegisterRequest {
+                association,
+                generation,
+                pool_handle: handle.into(),
+                registration,
+            })),
+            now,
+            out,
+        );
+    }
+
+    /// At the shard owner: RFC 5352 §3.1 rules 1-5 in the handlespace, then the response back
+    /// to the association's worker.
+    pub(super) fn apply_registration(
+        &mut self,
+        request: RegisterRequest,
+        now: Millis,
+        out: &mut Output,
+    ) {
+        let RegisterRequest {
+            association,
+            generation,
+            pool_handle,
+            registration,
+        } = request;
+        let pe_id = registration.id;
+        let result = self.shard.register(
+            &pool_handle,
+            registration,
+            self.config.pr_id,
+            Some(association),
+            now,
+        );
+        let mut response = Vec::new();
+        let accepted = result.is_ok();
+        if let Err(e) = &result {
+            tracing::debug!(?association, %e, "registration refused");
+        }
+        self.metrics
+            .registration(result.as_ref().err().map(RegistrationError::cause));
+        let encoded = encode_into(&mut response, |buf| {
+            registration_response(generation, &pool_handle, pe_id, result.as_ref().err(), buf)
+        });
+        if encoded.is_err() {
+            response.clear();
+        }
+        self.deliver(
+            Forward::Registered {
+                association,
+                pool_handle,
+                pe_id,
+                accepted,
+                response: response.into(),
+            },
+            now,
+            out,
+        );
+    }
+
+    /// At the association's worker: send the response, monitor the PE.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn registration_done(
+        &mut self,
+        association: AssociationId,
+        pool_handle: Box<[u8]>,
+        pe_id: PeId,
+        accepted: bool,
+        response: &[u8],
+        now: Millis,
+        out: &mut Output,
+    ) {
+        let Some(a) = self.associations.get_mut(&association) else {
+            // The association closed while the registration was on its way: undo it.
+            if accepted {
+                self.route(
+                    &pool_handle.clone(),
+                    Forward::Remove {
+                        association,
+                        pool_handle,
+                        pe_id,
+                        reason: RemovalReason::AssociationClosed,
+                    },
+                    now,
+                    out,
+                );
+            }
+            return;
+        };
+        a.pending = a.pending.saturating_sub(1);
+        if !response.is_empty() {
+            self.metrics
+                .message_out(Protocol::Asap, message_type::REGISTRATION_RESPONSE);
+            out.transmit_bytes(Target::Association(association), response);
+        }
+        if accepted {
+            let key = TrackedKey {
+                association,
+                pe_id,
+                handle_hash: handle_hash(&pool_handle),
+            };
+            // A re-registration is a sign of life: the next keep-alive waits a full interval.
+            self.untrack(key);
+            self.track(key, pool_handle, now);
+        }
+    }
+
+    /// RFC 5352 §3.2: a PE deregisters itself, over the association it registered over.
+    fn on_deregistration(
+        &mut self,
+        association: AssociationId,
+        generation: Generation,
+        pool_handle: PoolHandle<'_>,
+        pe_id: PeId,
+        now: Millis,
+        out: &mut Output,
+    ) {
+        self.route(
+            pool_handle.0,
+            Forward::Deregister {
+                association,
+                generation,
+                pool_handle: pool_handle.0.into(),
+                pe_id,
+            },
+            now,
+            out,
+        );
+    }
+
+    /// At the shard owner: remove the PE if the association owns it. An unknown PE is answered
+    /// as a success (RFC 5352 §3.2); another association's PE with cause 0xa (no
+    /// deregistration by proxy, RFC 5355 §2.3.3).
+    pub(super) fn apply_deregistration(
+        &mut self,
+        association: AssociationId,
+        generation: Generation,
+        pool_handle: Box<[u8]>,
+        pe_id: PeId,
+        now: Millis,
+        out: &mut Output,
+    ) {
+        let result = self
+            .shard
+            .deregister(&pool_handle, pe_id, Some(association));
+        let refused = match result {
+            Ok(Some(_)) => {
+                self.metrics.pe_removed(RemovalReason::Deregistered);
+                None
+            }
+            Ok(None) => None,
+            Err(e) => Some(e.cause()),
+        };
+        self.metrics.deregistration(refused);
+        let mut response = Vec::new();
+        let causes = refused.map(|code| [ErrorCause { code, info: &[] }]);
+        let message = AsapMessage::DeregistrationResponse {
+            pool_handle: PoolHandle(&pool_handle),
+            pe_id,
+            error: causes.as_ref().map(|c| Seq::from_items(c)),
+        };
+        if encode_into(&mut response, |buf| message.encode(generation, buf)).is_err() {
+            response.clear();
+        }
+        self.deliver(
+            Forward::Deregistered {
+                association,
+                pool_handle,
+                pe_id,
+                response: response.into(),
+            },
+            now,
+            out,
+        );
+    }
+
+    /// At the association's worker: send the response, stop monitoring the PE.
+    pub(super) fn deregistration_done(
+        &mut self,
+        association: AssociationId,
+        pool_handle: &[u8],
+        pe_id: PeId,
+        response: &[u8],
+        out: &mut Output,
+    ) {
+        if !self.associations.contains_key(&association) {
+            return;
+        }
+        self.untrack(TrackedKey {
+            association,
+            pe_id,
+            handle_hash: handle_hash(pool_handle),
+        });
+        if !response.is_empty() {
+            self.metrics
+                .message_out(Protocol::Asap, message_type::DEREGISTRATION_RESPONSE);
+            out.transmit_bytes(Target::Association(association), response);
+        }
+    }
+
+    /// At the association's worker: the shard removed a PE of this association. After an
+    /// expiry the PE learns it from an unsolicited ASAP_DEREGISTRATION_RESPONSE (RFC 5352 §3.2).
+    pub(super) fn forget(
+        &mut self,
+        association: AssociationId,
+        pool_handle: &[u8],
+        pe_id: PeId,
+        reason: RemovalReason,
+        out: &mut Output,
+    ) {
+        let key = TrackedKey {
+            association,
+            pe_id,
+            handle_hash: handle_hash(pool_handle),
+        };
+        if !self.untrack(key) {
+            return;
+        }
+        if matches!(reason, RemovalReason::Expired) {
+            let generation = self.associations[&association].info.generation;
+            let message = AsapMessage::DeregistrationResponse {
+                pool_handle: PoolHandle(pool_handle),
+                pe_id,
+                error: None,
+            };
+            self.send(Target::Association(association), generation, &message, out);
+        }
+    }
+
+    /// RFC 5352 §3.3: select PEs by the pool policy and answer; the overall policy TLV is always
+    /// included (RSPLIB's PUs need it): the policy of the first selected PE, as RSPLIB does.
+    /// Unknown pool: an Operation Error with cause 0x9.
+    fn resolve(
+        &mut self,
+        target: Target,
+        generation: Generation,
+        pool_handle: PoolHandle<'_>,
+        items: Option<u32>,
+        out: &mut Output,
+    ) {
+        let n = self.config.items.for_request(items);
+        let selection = &mut self.selection[..n];
+        let Some((snapshot, count)) = self.reader.resolve(pool_handle.0, &mut self.rng, selection)
+        else {
+            self.metrics.resolution(false, 0);
+            self.resolution_failed(
+                target,
+                generation,
+                pool_handle,
+                cause::UNKNOWN_POOL_HANDLE,
+                out,
+            );
+            return;
+        };
+        let entries = snapshot.entries();
+        let pool_elements: Vec<PoolElement<'_>> = self.selection[..count]
+            .iter()
+            .map(|&i| &entries[i as usize])
+            .filter(|e| e.fits(generation))
+            .map(|e| e.view(false))
+            .collect();
+        if pool_elements.is_empty() {
+            // Only PEs this generation cannot carry (64-bit identifiers on an RFC listener).
+            self.metrics.resolution(false, 0);
+            self.resolution_failed(
+                target,
+                generation,
+                pool_handle,
+                cause::UNKNOWN_POOL_HANDLE,
+                out,
+            );
+            return;
+        }
+        self.metrics.resolution(true, pool_elements.len());
+        let message = AsapMessage::HandleResolutionResponse {
+            accepted: false,
+            pool_handle,
+            resolution: Resolution::Found {
+                policy: Some(pool_elements[0].policy),
+                pool_elements: Seq::from_items(&pool_elements),
+            },
+        };
+        self.send(target, generation, &message, out);
+    }
+
+    fn resolution_failed(
+        &mut self,
+        target: Target,
+        generation: Generation,
+        pool_handle: PoolHandle<'_>,
+        code: u16,
+        out: &mut Output,
+    ) {
+        let causes = [ErrorCause { code, info: &[] }];
+        let message = AsapMessage::HandleResolutionResponse {
+            accepted: false,
+            pool_handle,
+            resolution: Resolution::Failed(Seq::from_items(&causes)),
+        };
+        self.send(target, generation, &message, out);
+    }
+
+    /// A keep-alive of a monitored PE is due, or its ack is overdue (RSPLIB's keep-alive cycle;
+    /// RFC 5352 §3.4-3.5).
+    pub(super) fn keep_alive_due(&mut self, key: TrackedKey, now: Millis, out: &mut Output) {
+        let Some(t) = self.tracked.get(&key) else {
+            return;
+        };
+        if t.awaiting_ack {
+            // No ack within the timeout: the PE is gone.
+            let pool_handle = t.pool_handle.clone();
+            self.untrack(key);
+            self.metrics.pe_removed(RemovalReason::KeepAliveTimeout);
+            tracing::debug!(association = ?key.association, pe_id = key.pe_id.0, "keep-alive timeout");
+            self.route(
+                &pool_handle.clone(),
+                Forward::Remove {
+                    association: key.association,
+                    pool_handle,
+                    pe_id: key.pe_id,
+                    reason: RemovalReason::KeepAliveTimeout,
+                },
+                now,
+                out,
+            );
+            return;
+        }
+        let Some(a) = self.associations.get(&key.association) else {
+            return;
+        };
+        let generation = a.info.generation;
+        let message = AsapMessage::EndpointKeepAlive {
+            home: false,
+            server_id: self.config.pr_id,
+            pool_handle: PoolHandle(&t.pool_handle),
+            pe_id: Some(key.pe_id),
+        };
+        // Encoded in place: `t` borrows the tracked PE's handle.
+        match out.transmit(Target::Association(key.association), |buf| {
+            message.encode(generation, buf)
+        }) {
+            Ok(()) => {
+                self.metrics
+                    .message_out(Protocol::Asap, message_type::ENDPOINT_KEEP_ALIVE);
+                self.metrics.keep_alive_sent();
+            }
+            Err(e) => tracing::warn!(%e, "cannot encode a keep-alive"),
+        }
+        let timer = self.timers.arm(
+            now + self.config.keep_alive_timeout,
+            super::CoreTimer::KeepAlive(key),
+        );
+        let t = self.tracked.get_mut(&key).expect("checked above");
+        t.timer = timer;
+        t.awaiting_ack = true;
+    }
+
+    /// RFC 5352 §3.4: the PE answered; the next keep-alive follows after the interval.
+    fn on_keep_alive_ack(
+        &mut self,
+        association: AssociationId,
+        pool_handle: &[u8],
+        pe_id: PeId,
+        now: Millis,
+        out: &mut Output,
+    ) {
+        let key = TrackedKey {
+            association,
+            pe_id,
+            handle_hash: handle_hash(pool_handle),
+        };
+        let delay = self.keep_alive_delay();
+        let Some(t) = self.tracked.get_mut(&key) else {
+            return;
+        };
+        if *t.pool_handle != *pool_handle {
+            return;
+        }
+        self.metrics.keep_alive_ack();
+        t.awaiting_ack = false;
+        self.timers.cancel(t.timer);
+        t.timer = self
+            .timers
+            .arm(now + delay, super::CoreTimer::KeepAlive(key));
+        self.route(
+            pool_handle,
+            Forward::Refresh {
+                pool_handle: pool_handle.into(),
+                pe_id,
+            },
+            now,
+            out,
+        );
+    }
+
+    /// At the shard owner: count an ASAP_ENDPOINT_UNREACHABLE report; MAX-BAD-PE-REPORT reports
+    /// remove the PE (RFC 5352 §3.5, RSPLIB's threshold without the immediate probe).
+    pub(super) fn apply_unreachable(
+        &mut self,
+        pool_handle: &[u8],
+        pe_id: PeId,
+        now: Millis,
+        out: &mut Output,
+    ) {
+        let Some(removed) =
+            self.shard
+                .report_unreachable(pool_handle, pe_id, self.config.max_bad_pe_reports)
+        else {
+            return;
+        };
+        self.metrics.pe_removed(RemovalReason::Unreachable);
+        if let Some(association) = removed.entry.association {
+            self.deliver(
+                Forward::Forget {
+                    association,
+                    pool_handle: pool_handle.into(),
+                    pe_id,
+                    reason: RemovalReason::Unreachable,
+                },
+                now,
+                out,
+            );
+        }
+    }
+
+    /// RFC 5352 §3.6: ASAP_SERVER_ANNOUNCE to every target, listing this PR's SCTP and TCP
+    /// listeners of the target's generation that have a concrete address (none: the receiver
+    /// uses the packet's source address).
+    pub(super) fn announce(&mut self, now: Millis, out: &mut Output) {
+        let config = std::sync::Arc::clone(&self.config);
+        for target in &config.announce_targets {
+            let addresses: Vec<(TransportKind, SocketAddr)> = config
+                .listeners
+                .iter()
+                .filter(|l| l.generation == target.generation && !l.address.ip().is_unspecified())
+                .filter_map(|l| match l.transport {
+                    Transport::Sctp => Some((TransportKind::Sctp, l.address)),
+                    Transport::Tcp | Transport::Mptcp => Some((TransportKind::Tcp, l.address)),
+                    Transport::Udp => None,
+                })
+                .collect();
+            let ips: Vec<std::net::IpAddr> = addresses.iter().map(|(_, a)| a.ip()).collect();
+            let transports: Vec<WireTransport<'_>> = addresses
+                .iter()
+                .zip(&ips)
+                .map(|((kind, a), ip)| WireTransport {
+                    kind: *kind,
+                    port: a.port(),
+                    transport_use: 0,
+                    service_code: 0,
+                    addresses: Seq::from_items(std::slice::from_ref(ip)),
+                })
+                .collect();
+            let message = AsapMessage::ServerAnnounce {
+                server_id: config.pr_id,
+                transports: Seq::from_items(&transports),
+            };
+            self.send(
+                Target::UdpSend(target.address),
+                target.generation,
+                &message,
+                out,
+            );
+        }
+        let next = now + jitter(&mut self.rng, config.announce_interval.max(1));
+        self.timers.arm(next, super::CoreTimer::Announce);
+    }
+
+    /// RSPLIB's component status report to its `cspmonitor`.
+    pub(super) fn csp_report(&mut self, now: Millis, out: &mut Output) {
+        let Some((monitor, interval)) = self.config.csp else {
+            return;
+        };
+        let started = self.started.unwrap_or(now);
+        let location = format!("rserpool-registrar {:#x}", self.config.pr_id.0);
+        let status = format!(
+            "{} pools, {} PEs in shard 0 of {}",
+            self.shard.pool_count(),
+            self.shard.pe_count(),
+            self.workers
+        );
+        let report = CspReport {
+            final_report: false,
+            sender_id: component_id(CSP_GROUP_REGISTRAR, self.config.pr_id.0),
+            timestamp_us: now.saturating_sub(started).saturating_mul(1000),
+            report_interval_us: u32::try_from(interval.saturating_mul(1000)).unwrap_or(u32::MAX),
+            location: location.as_bytes(),
+            status: status.as_bytes(),
+            workload: 0xffff,
+            associations: Seq::from_items(&[]),
+        };
+        if out
+            .transmit(Target::UdpSend(monitor), |buf| report.encode(buf))
+            .is_err()
+        {
+            tracing::warn!("cannot encode a CSP report");
+        }
+        self.timers
+            .arm(now + interval.max(1), super::CoreTimer::Csp);
+    }
+
+    /// Answers a message the codec refused with the RFC 5354 cause it maps to, or drops it
+    /// where the RFC says so. Errors are never answered with errors.
+    fn reply_decode_error(
+        &mut self,
+        target: Target,
+        generation: Generation,
+        error: &DecodeError,
+        msg: &[u8],
+        out: &mut Output,
+    ) {
+        let code = error.reply_cause();
+        self.metrics.decode_error(code);
+        tracing::debug!(?target, %error, "undecodable ASAP message");
+        let Some(code) = code else { return };
+        if msg.first() == Some(&message_type::ERROR) {
+            return;
+        }
+        let causes = [ErrorCause {
+            code,
+            info: error.cause_info(msg),
+        }];
+        self.send(
+            target,
+            generation,
+            &AsapMessage::Error(Seq::from_items(&causes)),
+            out,
+        );
+    }
+
+    /// RFC 5354 §3: parameters with type bits `11` were skipped; report them, one cause each.
+    fn report_unrecognized(
+        &mut self,
+        target: Target,
+        generation: Generation,
+        unrecognized: &Unrecognized,
+        msg: &[u8],
+        out: &mut Output,
+    ) {
+        if unrecognized.is_empty() || msg.first() == Some(&message_type::ERROR) {
+            return;
+        }
+        let causes: Vec<ErrorCause<'_>> = unrecognized
+            .ranges()
+            .map(|r| ErrorCause {
+                code: cause::UNRECOGNIZED_PARAMETER,
+                info: &msg[r],
+            })
+            .collect();
+        self.send(
+            target,
+            generation,
+            &AsapMessage::Error(Seq::from_items(&causes)),
+            out,
+        );
+    }
+
+    fn send_registration_refusal(
+        &mut self,
+        target: Target,
+        generation: Generation,
+        pool_handle: &[u8],
+        pe_id: PeId,
+        refusal: &Refusal,
+        out: &mut Output,
+    ) {
+        let causes = [ErrorCause {
+            code: refusal.cause(),
+            info: &[],
+        }];
+        let message = AsapMessage::RegistrationResponse {
+            rejected: true,
+            pool_handle: PoolHandle(pool_handle),
+            pe_id,
+            error: Some(Seq::from_items(&causes)),
+        };
+        self.send(target, generation, &message, out);
+    }
+
+    /// Encodes and queues one message.
+    fn send(
+        &mut self,
+        target: Target,
+        generation: Generation,
+        message: &AsapMessage<'_>,
+        out: &mut Output,
+    ) {
+        match out.transmit(target, |buf| message.encode(generation, buf)) {
+            Ok(()) => self
+                .metrics
+                .message_out(Protocol::Asap, message.message_type()),
+            Err(e) => tracing::warn!(?target, %e, "cannot encode an ASAP message; not sent"),
+        }
+    }
+
+    /// Takes one request token of the association's rate limit; `false` when it is exhausted.
+    fn take_token(&mut self, association: AssociationId, now: Millis) -> bool {
+        let rate = self.config.max_requests_per_second;
+        if rate == 0 {
+            return true;
+        }
+        let Some(a) = self.associations.get_mut(&association) else {
+            return false;
+        };
+        let r = &mut a.rate;
+        let elapsed = now.saturating_sub(r.refilled);
+        let refill = elapsed.saturating_mul(u64::from(rate)) / 1000;
+        if refill > 0 {
+            r.tokens = u32::try_from(u64::from(r.tokens) + refill)
+                .unwrap_or(u32::MAX)
+                .min(rate);
+            r.refilled = now;
+        }
+        if r.tokens == 0 {
+            return false;
+        }
+        r.tokens -= 1;
+        true
+    }
+}
+
+/// The ASAP transport of a PE (RFC 5352 §3.1 rule 4): the association's addresses and port.
+fn asap_transport(info: &super::AssociationInfo) -> OwnedTransport {
+    let kind = match info.transport {
+        Transport::Sctp => TransportKind::Sctp,
+        Transport::Tcp | Transport::Mptcp | Transport::Udp => TransportKind::Tcp,
+    };
+    OwnedTransport {
+        kind,
+        port: info.peer_addresses.first().map_or(0, SocketAddr::port),
+        transport_use: 0,
+        service_code: 0,
+        addresses: info.peer_addresses.iter().map(SocketAddr::ip).collect(),
+    }
+}
+
+/// ASAP_REGISTRATION_RESPONSE (RFC 5352 §2.2.3) with the cause and, for causes 0x5 and 0x7, the
+/// pool's policy or transport parameter as cause info (RFC 5354 §3.12.6, §3.12.8).
+fn registration_response(
+    generation: Generation,
+    pool_handle: &[u8],
+    pe_id: PeId,
+    error: Option<&RegistrationError>,
+    buf: &mut [u8],
+) -> Result<usize, EncodeError> {
+    let mut info = [0u8; 512];
+    let info_len = match error {
+        Some(RegistrationError::InconsistentPolicy { pool_policy }) => {
+            encode_policy_parameter(pool_policy, &mut info).unwrap_or(0)
+        }
+        Some(RegistrationError::InconsistentTransport {
+            pool_transport: OwnedUserTransport::Transport(t),
+        }) => encode_transport_parameter(&t.view(), &mut info).unwrap_or(0),
+        _ => 0,
+    };
+    let causes = error.map(|e| {
+        [ErrorCause {
+            code: e.cause(),
+            info: &info[..info_len],
+        }]
+    });
+    AsapMessage::RegistrationResponse {
+        rejected: error.is_some(),
+        pool_handle: PoolHandle(pool_handle),
+        pe_id,
+        error: causes.as_ref().map(|c| Seq::from_items(c)),
+    }
+    .encode(generation, buf)
+}

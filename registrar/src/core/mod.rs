@@ -1,0 +1,663 @@
+//! The PR's ASAP server side (RFC 5352) as a sans-I/O state machine: one [`Worker`] per core, fed
+//! with (association, message, now), timer ticks and messages forwarded by other workers; it
+//! answers with an [`Output`] of messages to transmit, associations to abort and writes to forward
+//! to the worker owning a pool's shard. No clock, no socket, no blocking (design §2, §7).
+//!
+//! Ownership (design §3): each worker is the single writer of one handlespace shard; any worker
+//! resolves handles lock-free through the shared read side. A registration or deregistration
+//! received by one worker for a pool in another worker's shard is forwarded there
+//! ([`Forward`]); the owner applies it, encodes the response and forwards it back to the worker
+//! holding the association, which sends it. Keep-alive monitoring of a PE lives with its
+//! association's worker, expiry by registration life with the pool's shard.
+
+mod asap;
+pub mod cluster;
+
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::sync::Arc;
+
+use rserpool_handlespace::timer::{TimerId, TimerWheel};
+use rserpool_handlespace::{
+    AssociationId, HandlespaceReader, ItemCount, Millis, PeId, PeRegistration, PrId, Rng, Shard,
+};
+use rserpool_protocol::{EncodeError, Generation};
+
+use crate::metrics::{RemovalReason, WorkerMetrics};
+use crate::url::{Transport, TransportUrl};
+
+type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
+/// Longest pool handle of the RFC generation (RSPLIB's `MAX_POOLHANDLESIZE`).
+pub const RFC_MAX_POOL_HANDLE: usize = 32;
+
+/// What the state machine needs to know of the configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CoreConfig {
+    /// This PR's identifier (non-zero; at most 32 bits when RFC listeners exist).
+    pub pr_id: PrId,
+    /// Time from a PE's registration or last keep-alive ack to the next keep-alive
+    /// (RSPLIB's EndpointKeepAliveTransmissionInterval, 5 s); jittered by ±12.5 %.
+    pub keep_alive_interval: Millis,
+    /// Time a PE has to answer a keep-alive before it is removed (RSPLIB: 5 s).
+    pub keep_alive_timeout: Millis,
+    /// ASAP_ENDPOINT_UNREACHABLE reports that remove a PE (MAX-BAD-PE-REPORT; RSPLIB: 3).
+    pub max_bad_pe_reports: u32,
+    /// PEs per handle resolution.
+    pub items: ItemCount,
+    /// Most PEs registered over one association.
+    pub max_pes_per_association: usize,
+    /// Requests per second one association may send (0 = unlimited); excess requests are
+    /// answered with "lack of resources".
+    pub max_requests_per_second: u32,
+    /// Longest pool handle accepted on NG listeners.
+    pub max_pool_handle_len_ng: usize,
+    /// Where to send ASAP_SERVER_ANNOUNCE (UDP, multicast or unicast) and in which generation.
+    pub announce_targets: Vec<TransportUrl>,
+    /// Gap between announces (T6; RSPLIB 1 s, jittered by ±12.5 %).
+    pub announce_interval: Millis,
+    /// The ASAP listeners, listed in announces (SCTP and TCP; MPTCP as TCP).
+    pub listeners: Vec<TransportUrl>,
+    /// RSPLIB's component status monitor and the report interval.
+    pub csp: Option<(SocketAddr, Millis)>,
+}
+
+impl CoreConfig {
+    /// RSPLIB's defaults for a PR with this identifier and no announces.
+    pub fn new(pr_id: PrId) -> Self {
+        Self {
+            pr_id,
+            keep_alive_interval: 5_000,
+            keep_alive_timeout: 5_000,
+            max_bad_pe_reports: 3,
+            items: ItemCount::default(),
+            max_pes_per_association: 1 << 16,
+            max_requests_per_second: 0,
+            max_pool_handle_len_ng: 256,
+            announce_targets: Vec::new(),
+            announce_interval: 1_000,
+            listeners: Vec::new(),
+            csp: None,
+        }
+    }
+}
+
+/// What the driver tells the core about a new association (SCTP association, TCP or MPTCP
+/// connection).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AssociationInfo {
+    /// The transport it runs on.
+    pub transport: Transport,
+    /// The wire generation of its listener.
+    pub generation: Generation,
+    /// The peer's transport addresses (several for a multi-homed SCTP peer), with its port: the
+    /// ASAP transport recorded for PEs registering over it (RFC 5352 §3.1 rule 4).
+    pub peer_addresses: Vec<SocketAddr>,
+}
+
+/// Where a message goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// An association of this worker.
+    Association(AssociationId),
+    /// A datagram back through the UDP listener `listener` (the driver's index) to `to`.
+    UdpReply {
+        /// The UDP listener the request came in on.
+        listener: u32,
+        /// The requester.
+        to: SocketAddr,
+    },
+    /// A datagram from the worker's own UDP sending socket (announces, CSP reports).
+    UdpSend(SocketAddr),
+}
+
+/// One message to transmit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// Where it goes.
+    pub target: Target,
+    range: Range<usize>,
+}
+
+/// What one call into a [`Worker`] asks the driver to do. Reused across calls: the driver
+/// consumes it and calls [`Output::clear`].
+#[derive(Debug, Default)]
+pub struct Output {
+    bytes: Vec<u8>,
+    transmits: Vec<Transmit>,
+    aborts: Vec<AssociationId>,
+    forwards: Vec<(usize, Forward)>,
+}
+
+impl Output {
+    /// Messages to transmit, in order.
+    pub fn transmits(&self) -> impl Iterator<Item = (Target, &[u8])> + '_ {
+        self.transmits
+            .iter()
+            .map(|t| (t.target, &self.bytes[t.range.clone()]))
+    }
+
+    /// Associations to abort (after their pending transmits).
+    pub fn aborts(&self) -> &[AssociationId] {
+        &self.aborts
+    }
+
+    /// Takes the writes to forward to other workers: (worker index, message).
+    pub fn take_forwards(&mut self) -> std::vec::Drain<'_, (usize, Forward)> {
+        self.forwards.drain(..)
+    }
+
+    /// Whether there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.transmits.is_empty() && self.aborts.is_empty() && self.forwards.is_empty()
+    }
+
+    /// Forgets everything, keeping the allocations.
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.transmits.clear();
+        self.aborts.clear();
+        self.forwards.clear();
+    }
+
+    /// Encodes one message with `encode` straight into the output buffer.
+    fn transmit(
+        &mut self,
+        target: Target,
+        encode: impl Fn(&mut [u8]) -> Result<usize, EncodeError>,
+    ) -> Result<(), EncodeError> {
+        let range = encode_into(&mut self.bytes, encode)?;
+        self.transmits.push(Transmit { target, range });
+        Ok(())
+    }
+
+    /// Queues bytes encoded elsewhere (a response a shard owner sent back).
+    fn transmit_bytes(&mut self, target: Target, message: &[u8]) {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(message);
+        self.transmits.push(Transmit {
+            target,
+            range: start..self.bytes.len(),
+        });
+    }
+}
+
+/// Encodes a message at the end of `buf`, growing it as needed; returns the message's range.
+fn encode_into(
+    buf: &mut Vec<u8>,
+    encode: impl Fn(&mut [u8]) -> Result<usize, EncodeError>,
+) -> Result<Range<usize>, EncodeError> {
+    let start = buf.len();
+    // Nearly every ASAP message fits the first try; the second holds any message.
+    for room in [1024, usize::from(u16::MAX) + 4] {
+        buf.resize(start + room, 0);
+        match encode(&mut buf[start..]) {
+            Ok(n) => {
+                buf.truncate(start + n);
+                return Ok(start..start + n);
+            }
+            Err(EncodeError::BufferTooSmall { .. }) if room == 1024 => {}
+            Err(e) => {
+                buf.truncate(start);
+                return Err(e);
+            }
+        }
+    }
+    buf.truncate(start);
+    Err(EncodeError::BufferTooSmall {
+        needed: usize::from(u16::MAX) + 4,
+    })
+}
+
+/// A write one worker passes to another (design §3 mailboxes): requests to a pool's shard owner,
+/// and completions back to the worker holding the association.
+#[derive(Debug)]
+pub enum Forward {
+    /// Apply a registration (to the shard owner).
+    Register(Box<RegisterRequest>),
+    /// Apply a deregistration (to the shard owner).
+    Deregister {
+        /// The PE's association.
+        association: AssociationId,
+        /// Its generation, for the response.
+        generation: Generation,
+        /// The pool.
+        pool_handle: Box<[u8]>,
+        /// The PE.
+        pe_id: PeId,
+    },
+    /// Remove a PE because its association closed or it missed a keep-alive (to the shard
+    /// owner; only if it is still bound to `association`).
+    Remove {
+        /// The association the PE registered over.
+        association: AssociationId,
+        /// The pool.
+        pool_handle: Box<[u8]>,
+        /// The PE.
+        pe_id: PeId,
+        /// Why.
+        reason: RemovalReason,
+    },
+    /// A PE answered a keep-alive (to the shard owner).
+    Refresh {
+        /// The pool.
+        pool_handle: Box<[u8]>,
+        /// The PE.
+        pe_id: PeId,
+    },
+    /// A PU reported a PE unreachable (to the shard owner).
+    Unreachable {
+        /// The pool.
+        pool_handle: Box<[u8]>,
+        /// The PE.
+        pe_id: PeId,
+    },
+    /// The outcome of a registration (to the association's worker).
+    Registered {
+        /// The PE's association.
+        association: AssociationId,
+        /// The pool.
+        pool_handle: Box<[u8]>,
+        /// The PE.
+        pe_id: PeId,
+        /// Whether the handlespace took it.
+        accepted: bool,
+        /// The encoded ASAP_REGISTRATION_RESPONSE.
+        response: Box<[u8]>,
+    },
+    /// The outcome of a deregistration (to the association's worker).
+    Deregistered {
+        /// The PE's association.
+        association: AssociationId,
+        /// The pool.
+        pool_handle: Box<[u8]>,
+        /// The PE.
+        pe_id: PeId,
+        /// The encoded ASAP_DEREGISTRATION_RESPONSE.
+        response: Box<[u8]>,
+    },
+    /// The shard removed a PE bound to `association` (expiry, unreachable reports): stop
+    /// monitoring it (to the association's worker).
+    Forget {
+        /// The PE's association.
+        association: AssociationId,
+        /// The pool.
+        pool_handle: Box<[u8]>,
+        /// The PE.
+        pe_id: PeId,
+        /// Why it was removed.
+        reason: RemovalReason,
+    },
+}
+
+/// A registration on its way to the pool's shard owner.
+#[derive(Debug)]
+pub struct RegisterRequest {
+    /// The association it came over.
+    pub association: AssociationId,
+    /// Its generation, for the response.
+    pub generation: Generation,
+    /// The pool.
+    pub pool_handle: Box<[u8]>,
+    /// What to store (ASAP transport filled in).
+    pub registration: PeRegistration,
+}
+
+/// The worker that holds an association (the driver's worker index is in the ID's top bits).
+pub fn worker_of(association: AssociationId) -> usize {
+    ((association.get() >> ASSOCIATION_WORKER_SHIFT) as usize).saturating_sub(1)
+}
+
+const ASSOCIATION_WORKER_SHIFT: u32 = 48;
+
+/// A PE monitored by keep-alives, by association, PE ID and a hash of its pool handle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct TrackedKey {
+    association: AssociationId,
+    pe_id: PeId,
+    handle_hash: u64,
+}
+
+#[derive(Debug)]
+struct Tracked {
+    pool_handle: Box<[u8]>,
+    timer: TimerId,
+    awaiting_ack: bool,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum CoreTimer {
+    KeepAlive(TrackedKey),
+    Announce,
+    Csp,
+}
+
+/// A token bucket per association (RFC 5355 §2.13-2.14 threats: floods of requests).
+#[derive(Debug)]
+struct RateLimit {
+    tokens: u32,
+    refilled: Millis,
+}
+
+#[derive(Debug)]
+struct Association {
+    info: AssociationInfo,
+    /// PEs registered over it and monitored here.
+    pes: Vec<TrackedKey>,
+    /// Registrations forwarded and not yet answered.
+    pending: usize,
+    rate: RateLimit,
+}
+
+/// One worker's state machine: the writer of one handlespace shard, the holder of its own
+/// associations, and a reader of the whole handlespace.
+#[derive(Debug)]
+pub struct Worker {
+    index: usize,
+    workers: usize,
+    config: Arc<CoreConfig>,
+    shard: Shard,
+    reader: HandlespaceReader,
+    associations: FastMap<AssociationId, Association>,
+    next_association: u64,
+    tracked: FastMap<TrackedKey, Tracked>,
+    timers: TimerWheel<CoreTimer>,
+    rng: Rng,
+    metrics: Arc<WorkerMetrics>,
+    selection: Vec<u32>,
+    started: Option<Millis>,
+}
+
+impl Worker {
+    /// Worker `index` of `workers`, owning `shard` (shard `index` of a handlespace split with
+    /// `into_shards`) and reading through `reader`. `seed` seeds its random source (keep-alive
+    /// jitter, random policies).
+    pub fn new(
+        index: usize,
+        workers: usize,
+        config: Arc<CoreConfig>,
+        shard: Shard,
+        reader: HandlespaceReader,
+        metrics: Arc<WorkerMetrics>,
+        seed: u64,
+    ) -> Self {
+        Self {
+            index,
+            workers: workers.max(1),
+            config,
+            shard,
+            reader,
+            associations: FastMap::default(),
+            next_association: 0,
+            tracked: FastMap::default(),
+            timers: TimerWheel::new(),
+            rng: Rng::seed(seed),
+            metrics,
+            selection: vec![0; rserpool_handlespace::policy::MAX_SELECTION],
+            started: None,
+        }
+    }
+
+    /// This worker's index.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// The shard this worker writes.
+    pub fn shard(&self) -> &Shard {
+        &self.shard
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &CoreConfig {
+        &self.config
+    }
+
+    /// Replaces the configuration (SIGHUP); timers already armed keep their deadlines.
+    pub fn reconfigure(&mut self, config: Arc<CoreConfig>) {
+        self.config = config;
+    }
+
+    /// Number of open associations.
+    pub fn association_count(&self) -> usize {
+        self.associations.len()
+    }
+
+    /// Number of PEs monitored by keep-alives on this worker's associations.
+    pub fn monitored_pes(&self) -> usize {
+        self.tracked.len()
+    }
+
+    /// Starts the periodic work (announces and CSP reports, on worker 0 only).
+    pub fn start(&mut self, now: Millis) {
+        self.started = Some(now);
+        if self.index != 0 {
+            return;
+        }
+        if !self.config.announce_targets.is_empty() {
+            self.timers.arm(now, CoreTimer::Announce);
+        }
+        if self.config.csp.is_some() {
+            self.timers.arm(now, CoreTimer::Csp);
+        }
+    }
+
+    /// A new association; returns the ID the driver uses for it from now on.
+    pub fn open_association(&mut self, info: AssociationInfo, now: Millis) -> AssociationId {
+        self.next_association += 1;
+        let raw = ((self.index as u64 + 1) << ASSOCIATION_WORKER_SHIFT)
+            | (self.next_association & ((1 << ASSOCIATION_WORKER_SHIFT) - 1));
+        let id = AssociationId::new(raw).expect("worker bits make the ID non-zero");
+        self.associations.insert(
+            id,
+            Association {
+                info,
+                pes: Vec::new(),
+                pending: 0,
+                rate: RateLimit {
+                    tokens: self.config.max_requests_per_second,
+                    refilled: now,
+                },
+            },
+        );
+        id
+    }
+
+    /// The association closed (shutdown, abort, connection loss): every PE registered over it is
+    /// removed (RSPLIB's behaviour PEs expect; checklist PA-18).
+    pub fn close_association(&mut self, association: AssociationId, now: Millis, out: &mut Output) {
+        let Some(a) = self.associations.remove(&association) else {
+            return;
+        };
+        for key in a.pes {
+            if let Some(t) = self.tracked.remove(&key) {
+                self.timers.cancel(t.timer);
+                self.route(
+                    &t.pool_handle,
+                    Forward::Remove {
+                        association,
+                        pool_handle: t.pool_handle.clone(),
+                        pe_id: key.pe_id,
+                        reason: RemovalReason::AssociationClosed,
+                    },
+                    now,
+                    out,
+                );
+            }
+        }
+    }
+
+    /// The earliest time [`Self::on_timer`] has work (a lower bound).
+    pub fn next_timeout(&self) -> Option<Millis> {
+        match (self.timers.next_deadline(), self.shard.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Runs every timer due by `now`: registration expiry in this worker's shard, keep-alives
+    /// and their timeouts, announces, CSP reports.
+    pub fn on_timer(&mut self, now: Millis, out: &mut Output) {
+        for removed in self.shard.expire(now) {
+            self.metrics.pe_removed(RemovalReason::Expired);
+            if let Some(association) = removed.entry.association {
+                self.deliver(
+                    Forward::Forget {
+                        association,
+                        pool_handle: removed.pool_handle[..].into(),
+                        pe_id: removed.entry.id(),
+                        reason: RemovalReason::Expired,
+                    },
+                    now,
+                    out,
+                );
+            }
+        }
+        let mut due = Vec::new();
+        self.timers.expire(now, |_, t| due.push(t));
+        for timer in due {
+            match timer {
+                CoreTimer::KeepAlive(key) => self.keep_alive_due(key, now, out),
+                CoreTimer::Announce => self.announce(now, out),
+                CoreTimer::Csp => self.csp_report(now, out),
+            }
+        }
+        self.metrics
+            .set_shard(self.shard.pool_count() as u64, self.shard.pe_count() as u64);
+    }
+
+    /// Handles a write forwarded by another worker (or by this one).
+    pub fn on_forward(&mut self, forward: Forward, now: Millis, out: &mut Output) {
+        match forward {
+            Forward::Register(request) => self.apply_registration(*request, now, out),
+            Forward::Deregister {
+                association,
+                generation,
+                pool_handle,
+                pe_id,
+            } => self.apply_deregistration(association, generation, pool_handle, pe_id, now, out),
+            Forward::Remove {
+                association,
+                pool_handle,
+                pe_id,
+                reason,
+            } => {
+                if let Ok(Some(_)) = self
+                    .shard
+                    .deregister(&pool_handle, pe_id, Some(association))
+                {
+                    self.metrics.pe_removed(reason);
+                }
+            }
+            Forward::Refresh { pool_handle, pe_id } => {
+                self.shard.refresh(&pool_handle, pe_id, now);
+            }
+            Forward::Unreachable { pool_handle, pe_id } => {
+                self.apply_unreachable(&pool_handle, pe_id, now, out)
+            }
+            Forward::Registered {
+                association,
+                pool_handle,
+                pe_id,
+                accepted,
+                response,
+            } => self.registration_done(
+                association,
+                pool_handle,
+                pe_id,
+                accepted,
+                &response,
+                now,
+                out,
+            ),
+            Forward::Deregistered {
+                association,
+                pool_handle,
+                pe_id,
+                response,
+            } => self.deregistration_done(association, &pool_handle, pe_id, &response, out),
+            Forward::Forget {
+                association,
+                pool_handle,
+                pe_id,
+                reason,
+            } => self.forget(association, &pool_handle, pe_id, reason, out),
+        }
+    }
+
+    /// Sends `forward` to the worker owning the shard of `pool_handle`, or applies it here.
+    fn route(&mut self, pool_handle: &[u8], forward: Forward, now: Millis, out: &mut Output) {
+        let owner = rserpool_handlespace::shard_index(pool_handle, self.workers);
+        self.send_to(owner, forward, now, out);
+    }
+
+    /// Sends a completion to the worker holding `association`.
+    fn deliver(&mut self, forward: Forward, now: Millis, out: &mut Output) {
+        let association = match &forward {
+            Forward::Registered { association, .. }
+            | Forward::Deregistered { association, .. }
+            | Forward::Forget { association, .. } => *association,
+            _ => unreachable!("only completions are delivered"),
+        };
+        self.send_to(worker_of(association), forward, now, out);
+    }
+
+    fn send_to(&mut self, worker: usize, forward: Forward, now: Millis, out: &mut Output) {
+        if worker == self.index {
+            self.on_forward(forward, now, out);
+        } else {
+            self.metrics.mailbox_forwarded();
+            out.forwards.push((worker, forward));
+        }
+    }
+
+    /// Starts monitoring a PE registered over `association` (keep-alive after the interval).
+    fn track(&mut self, key: TrackedKey, pool_handle: Box<[u8]>, now: Millis) {
+        let delay = self.keep_alive_delay();
+        let timer = self.timers.arm(now + delay, CoreTimer::KeepAlive(key));
+        self.tracked.insert(
+            key,
+            Tracked {
+                pool_handle,
+                timer,
+                awaiting_ack: false,
+            },
+        );
+        if let Some(a) = self.associations.get_mut(&key.association) {
+            a.pes.push(key);
+        }
+    }
+
+    /// Stops monitoring a PE; returns whether it was monitored.
+    fn untrack(&mut self, key: TrackedKey) -> bool {
+        let Some(t) = self.tracked.remove(&key) else {
+            return false;
+        };
+        self.timers.cancel(t.timer);
+        if let Some(a) = self.associations.get_mut(&key.association)
+            && let Some(i) = a.pes.iter().position(|k| *k == key)
+        {
+            a.pes.swap_remove(i);
+        }
+        true
+    }
+
+    /// The keep-alive interval with RSPLIB's ±12.5 % jitter (RFC 5352 §3.5 asks to spread
+    /// keep-alives to avoid bursts).
+    fn keep_alive_delay(&mut self) -> Millis {
+        jitter(&mut self.rng, self.config.keep_alive_interval)
+    }
+}
+
+/// `interval - 12.5 % + random(0 .. 25 %)`, as RSPLIB's `registrarRandomizeCycle`.
+fn jitter(rng: &mut Rng, interval: Millis) -> Millis {
+    let spread = interval / 4;
+    interval - interval / 8 + rng.below(spread.max(1))
+}
+
+fn handle_hash(pool_handle: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(pool_handle)
+}
+
+#[cfg(test)]
+mod tests;
