@@ -4,4 +4,5 @@
 
 pub mod core;
 pub mod metrics;
+pub mod net;
 pub mod url;

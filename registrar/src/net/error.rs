@@ -1,0 +1,230 @@
+//! The socket layer's error: what failed, the kernel's answer, and what the user can do about it.
+
+use std::{fmt, fs, io};
+
+/// Why a socket could not be opened or set up.
+#[derive(Debug)]
+pub enum NetError {
+    /// The kernel cannot create SCTP sockets.
+    SctpUnavailable {
+        /// The `socket()` call that failed, e.g. `socket(AF_INET, SOCK_SEQPACKET, IPPROTO_SCTP)`.
+        call: &'static str,
+        /// The kernel's answer.
+        source: io::Error,
+    },
+    /// The kernel refuses MPTCP sockets (no MPTCP support, or `net.mptcp.enabled = 0`).
+    MptcpUnavailable {
+        /// The `socket()` call that failed.
+        call: &'static str,
+        /// Whether MPTCP is switched off by the sysctl `net.mptcp.enabled = 0` (rather than absent).
+        disabled: bool,
+        /// The kernel's answer.
+        source: io::Error,
+    },
+    /// io_uring cannot be used by this process.
+    IoUringUnavailable {
+        /// The likely cause and the remedy, in words.
+        cause: String,
+        /// The error of `io_uring_setup`.
+        source: io::Error,
+    },
+    /// A socket call failed.
+    Io {
+        /// What was being done, e.g. `bind tcp://127.0.0.1:3863`.
+        action: String,
+        /// The kernel's answer.
+        source: io::Error,
+    },
+    /// The request cannot be carried out as given (a transport the function does not open, no
+    /// address); the text says what to give instead.
+    InvalidRequest(String),
+}
+
+impl NetError {
+    /// Wraps a failed socket call with what was being done.
+    pub(crate) fn io(action: impl Into<String>, source: io::Error) -> Self {
+        Self::Io {
+            action: action.into(),
+            source,
+        }
+    }
+
+    /// The error for a refused MPTCP `socket()` call; reads `net.mptcp.enabled` to tell a switched
+    /// off MPTCP from a missing one.
+    pub(crate) fn mptcp_unavailable(call: &'static str, source: io::Error) -> Self {
+        let disabled = source.raw_os_error() == Some(libc::ENOPROTOOPT)
+            || fs::read_to_string("/proc/sys/net/mptcp/enabled").is_ok_and(|v| v.trim() == "0");
+        Self::MptcpUnavailable {
+            call,
+            disabled,
+            source,
+        }
+    }
+}
+
+/// What to do about a failed socket call, by errno; empty when there is nothing specific to say.
+fn hint(source: &io::Error) -> &'static str {
+    match source.raw_os_error() {
+        Some(libc::EADDRINUSE) => {
+            "; another socket already uses this address and port: stop the other process, choose \
+             another port, or open every listener on it with reuse_port"
+        }
+        Some(libc::EADDRNOTAVAIL) => {
+            "; the address is not assigned to a local interface: use one that `ip address` lists, \
+             or 0.0.0.0 / [::]"
+        }
+        Some(libc::EACCES) => {
+            "; ports below 1024 need root or CAP_NET_BIND_SERVICE, and a security policy may \
+             forbid the call: use a port of 1024 or above, or grant the capability"
+        }
+        Some(libc::EMFILE | libc::ENFILE) => {
+            "; too many open files: raise the limit (`ulimit -n`, systemd LimitNOFILE=)"
+        }
+        Some(libc::ENOBUFS | libc::ENOMEM) => "; the kernel is out of memory for sockets",
+        Some(libc::EEXIST) => {
+            "; SCTP sockets that share a port through SO_REUSEPORT must all be bound to the same \
+             set of addresses: give every listener on the port the same addresses"
+        }
+        _ => "",
+    }
+}
+
+impl fmt::Display for NetError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::SctpUnavailable { call, source } => {
+                let (why, remedy) = match source.raw_os_error() {
+                    Some(libc::EACCES | libc::EPERM) => (
+                        "a security policy (seccomp, SELinux, AppArmor) forbids SCTP sockets",
+                        "allow SCTP sockets for this process",
+                    ),
+                    Some(libc::EAFNOSUPPORT) => (
+                        "the kernel has no support for this address family",
+                        "enable IPv6 in the kernel or use an IPv4 address",
+                    ),
+                    _ => (
+                        "the kernel has no SCTP support",
+                        "load the sctp module (modprobe sctp; check that it is not blacklisted in \
+                         /etc/modprobe.d)",
+                    ),
+                };
+                write!(
+                    f,
+                    "SCTP is not available: {why} ({call} failed with {source}); {remedy}, or \
+                     remove the sctp:// listener"
+                )
+            }
+            Self::MptcpUnavailable {
+                call,
+                disabled,
+                source,
+            } => {
+                let why = if *disabled {
+                    "MPTCP is disabled (sysctl net.mptcp.enabled = 0); enable it with \
+                     `sysctl -w net.mptcp.enabled=1`"
+                } else {
+                    "the kernel has no MPTCP support (it needs Linux 5.6 or later built with \
+                     CONFIG_MPTCP); use such a kernel"
+                };
+                write!(
+                    f,
+                    "MPTCP is not available: {call} failed with {source}: {why}, or use a \
+                     tcp:// listener instead"
+                )
+            }
+            Self::IoUringUnavailable { cause, source } => write!(
+                f,
+                "io_uring is not available: io_uring_setup failed with {source}: {cause}"
+            ),
+            Self::Io { action, source } => write!(f, "cannot {action}: {source}{}", hint(source)),
+            Self::InvalidRequest(what) => f.write_str(what),
+        }
+    }
+}
+
+impl std::error::Error for NetError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::SctpUnavailable { source, .. }
+            | Self::MptcpUnavailable { source, .. }
+            | Self::IoUringUnavailable { source, .. }
+            | Self::Io { source, .. } => Some(source),
+            Self::InvalidRequest(_) => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os(errno: i32) -> io::Error {
+        io::Error::from_raw_os_error(errno)
+    }
+
+    #[test]
+    fn mptcp_messages_tell_disabled_from_absent() {
+        let call = "socket(AF_INET, SOCK_STREAM, IPPROTO_MPTCP)";
+        let disabled = NetError::MptcpUnavailable {
+            call,
+            disabled: true,
+            source: os(libc::ENOPROTOOPT),
+        }
+        .to_string();
+        assert!(
+            disabled.starts_with("MPTCP is not available: socket(AF_INET"),
+            "{disabled}"
+        );
+        assert!(
+            disabled.contains("sysctl -w net.mptcp.enabled=1"),
+            "{disabled}"
+        );
+        assert!(
+            disabled.ends_with("or use a tcp:// listener instead"),
+            "{disabled}"
+        );
+        let absent = NetError::MptcpUnavailable {
+            call,
+            disabled: false,
+            source: os(libc::EPROTONOSUPPORT),
+        }
+        .to_string();
+        assert!(absent.contains("CONFIG_MPTCP"), "{absent}");
+        assert!(matches!(
+            NetError::mptcp_unavailable(call, os(libc::ENOPROTOOPT)),
+            NetError::MptcpUnavailable { disabled: true, .. }
+        ));
+    }
+
+    #[test]
+    fn sctp_messages_name_the_cause_and_the_remedy() {
+        let call = "socket(AF_INET, SOCK_SEQPACKET, IPPROTO_SCTP)";
+        let text = |errno| {
+            NetError::SctpUnavailable {
+                call,
+                source: os(errno),
+            }
+            .to_string()
+        };
+        assert!(text(libc::ESOCKTNOSUPPORT).contains("no SCTP support"));
+        assert!(text(libc::EPERM).contains("seccomp"));
+        assert!(text(libc::EAFNOSUPPORT).contains("address family"));
+        assert!(text(libc::EPROTONOSUPPORT).ends_with("or remove the sctp:// listener"));
+    }
+
+    #[test]
+    fn socket_errors_carry_the_action_and_a_hint() {
+        let e = NetError::io("bind tcp://127.0.0.1:80", os(libc::EACCES));
+        let text = e.to_string();
+        assert!(
+            text.starts_with("cannot bind tcp://127.0.0.1:80: "),
+            "{text}"
+        );
+        assert!(text.contains("CAP_NET_BIND_SERVICE"), "{text}");
+        assert!(std::error::Error::source(&e).is_some());
+        let text = NetError::io("listen on sctp://127.0.0.1:1", os(libc::EEXIST)).to_string();
+        assert!(text.contains("same set of addresses"), "{text}");
+        let text = NetError::io("bind udp://[::1]:1", os(libc::EINTR)).to_string();
+        assert!(text.ends_with("(os error 4)"), "{text}");
+    }
+}

@@ -1,0 +1,181 @@
+//! TCP and MPTCP listeners, and the options of the connections they accept.
+
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+use super::NetError;
+use crate::url::{Transport, TransportUrl};
+
+/// Opens a non-blocking, close-on-exec listener for a `tcp://` or `mptcp://` URL.
+///
+/// Sets `SO_REUSEADDR`, `SO_REUSEPORT` when `reuse_port` (one listener per worker, the kernel
+/// spreads connections over them), `TCP_NODELAY` (which accepted sockets inherit), `IPV6_V6ONLY`
+/// for IPv6 addresses, and `SO_RCVBUF`/`SO_SNDBUF` to `buffer_bytes` unless it is 0 (the kernel
+/// caps them at `net.core.rmem_max`/`wmem_max`). MPTCP uses `IPPROTO_MPTCP` (262); a kernel that
+/// refuses it gives [`NetError::MptcpUnavailable`].
+pub fn listen_stream(
+    url: &TransportUrl,
+    reuse_port: bool,
+    backlog: u32,
+    buffer_bytes: usize,
+) -> Result<Socket, NetError> {
+    let addr = url.address;
+    let protocol = match url.transport {
+        Transport::Tcp => Protocol::TCP,
+        Transport::Mptcp => Protocol::MPTCP,
+        Transport::Sctp | Transport::Udp => {
+            return Err(NetError::InvalidRequest(format!(
+                "{url} is not a stream listener: listen_stream opens tcp:// and mptcp:// \
+                 listeners; open sctp:// with SctpSocket::listen and udp:// with bind_udp"
+            )));
+        }
+    };
+    let sock = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.nonblocking().cloexec(),
+        Some(protocol),
+    )
+    .map_err(|e| match (url.transport, e.raw_os_error()) {
+        (Transport::Mptcp, Some(libc::EPROTONOSUPPORT | libc::ENOPROTOOPT)) => {
+            let call = if addr.is_ipv6() {
+                "socket(AF_INET6, SOCK_STREAM, IPPROTO_MPTCP)"
+            } else {
+                "socket(AF_INET, SOCK_STREAM, IPPROTO_MPTCP)"
+            };
+            NetError::mptcp_unavailable(call, e)
+        }
+        _ => NetError::io(format!("create a socket for {url}"), e),
+    })?;
+    let set = |what: &str, r: std::io::Result<()>| {
+        r.map_err(|e| NetError::io(format!("set {what} on the listener for {url}"), e))
+    };
+    set("SO_REUSEADDR", sock.set_reuse_address(true))?;
+    if reuse_port {
+        set("SO_REUSEPORT", sock.set_reuse_port(true))?;
+    }
+    if addr.is_ipv6() {
+        set("IPV6_V6ONLY", sock.set_only_v6(true))?;
+    }
+    set("TCP_NODELAY", sock.set_tcp_nodelay(true))?;
+    if buffer_bytes > 0 {
+        set("SO_RCVBUF", sock.set_recv_buffer_size(buffer_bytes))?;
+        set("SO_SNDBUF", sock.set_send_buffer_size(buffer_bytes))?;
+    }
+    sock.bind(&SockAddr::from(addr))
+        .map_err(|e| NetError::io(format!("bind {url}"), e))?;
+    let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
+    sock.listen(backlog)
+        .map_err(|e| NetError::io(format!("listen on {url}"), e))?;
+    Ok(sock)
+}
+
+/// Sets up a connection accepted from a [`listen_stream`] listener: non-blocking (accepted sockets
+/// do not inherit it) and `TCP_NODELAY` (inherited on Linux; set again so the guarantee does not
+/// rest on that).
+pub fn configure_accepted(sock: &Socket) -> std::io::Result<()> {
+    sock.set_nonblocking(true)?;
+    sock.set_tcp_nodelay(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{ErrorKind, Read, Write};
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant};
+
+    fn url(s: &str) -> TransportUrl {
+        s.parse().unwrap()
+    }
+
+    /// The first connection any of `listeners` accepts, waiting up to 10 s.
+    fn accept_any(listeners: &[&Socket]) -> Socket {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            for l in listeners {
+                match l.accept() {
+                    Ok((s, _)) => return s,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                    Err(e) => panic!("accept: {e}"),
+                }
+            }
+            assert!(Instant::now() < deadline, "no connection arrived");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    fn round_trip(transport: &str) {
+        let a = listen_stream(&url(&format!("{transport}://127.0.0.1:0")), true, 16, 0).unwrap();
+        let port = a.local_addr().unwrap().as_socket().unwrap().port();
+        // a second listener on the same port: one listener per worker
+        let b = listen_stream(
+            &url(&format!("{transport}://127.0.0.1:{port}")),
+            true,
+            16,
+            1 << 16,
+        )
+        .unwrap();
+        for l in [&a, &b] {
+            assert!(l.nonblocking().unwrap());
+            assert!(l.reuse_port().unwrap());
+            assert!(l.tcp_nodelay().unwrap());
+        }
+        let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        client.write_all(b"ping").unwrap();
+        let s = accept_any(&[&a, &b]);
+        assert!(s.tcp_nodelay().unwrap(), "TCP_NODELAY is inherited");
+        configure_accepted(&s).unwrap();
+        assert!(s.nonblocking().unwrap());
+        s.set_nonblocking(false).unwrap();
+        let mut s = TcpStream::from(s);
+        let mut buf = [0; 4];
+        s.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"ping");
+    }
+
+    #[test]
+    fn tcp_listeners_share_a_port_and_accepted_sockets_have_nodelay() {
+        round_trip("tcp");
+    }
+
+    #[test]
+    fn mptcp_listeners_share_a_port_or_say_why_not() {
+        match listen_stream(&url("mptcp://127.0.0.1:0"), false, 1, 0) {
+            Ok(_) => round_trip("mptcp"),
+            // only acceptable where the kernel really refuses MPTCP, and then the message says so
+            Err(e @ NetError::MptcpUnavailable { .. }) => {
+                assert!(e.to_string().contains("tcp:// listener instead"), "{e}");
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn ipv6_listener_is_v6_only() {
+        let l = listen_stream(&url("tcp://[::1]:0"), false, 1, 0).unwrap();
+        assert!(l.only_v6().unwrap());
+        let port = l.local_addr().unwrap().as_socket().unwrap().port();
+        let _c = TcpStream::connect(("::1", port)).unwrap();
+        accept_any(&[&l]);
+    }
+
+    #[test]
+    fn busy_port_without_reuse_port_names_the_remedy() {
+        let a = listen_stream(&url("tcp://127.0.0.1:0"), false, 1, 0).unwrap();
+        let port = a.local_addr().unwrap().as_socket().unwrap().port();
+        let e = listen_stream(&url(&format!("tcp://127.0.0.1:{port}")), false, 1, 0).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains(&format!("bind tcp://127.0.0.1:{port}")),
+            "{text}"
+        );
+        assert!(text.contains("choose another port"), "{text}");
+    }
+
+    #[test]
+    fn refuses_datagram_urls() {
+        let e = listen_stream(&url("udp://127.0.0.1:0"), false, 1, 0).unwrap_err();
+        assert!(e.to_string().contains("bind_udp"), "{e}");
+        let e = listen_stream(&url("sctp://127.0.0.1:0"), false, 1, 0).unwrap_err();
+        assert!(e.to_string().contains("SctpSocket::listen"), "{e}");
+    }
+}

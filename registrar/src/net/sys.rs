@@ -1,0 +1,161 @@
+//! The raw system calls the socket layer needs and socket2 does not wrap: socket options as byte
+//! buffers, `sendmsg`/`recvmsg` with ancillary data, thread affinity and the online CPU count.
+//! This is the only place of the crate with `unsafe` code; callers pass and get plain slices.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+/// A buffer length as `socklen_t`, refused when it does not fit.
+fn socklen(len: usize) -> io::Result<libc::socklen_t> {
+    libc::socklen_t::try_from(len)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "buffer too long for socklen_t"))
+}
+
+/// `setsockopt(fd, level, name, value)`.
+pub(super) fn set_option(
+    fd: BorrowedFd<'_>,
+    level: i32,
+    name: i32,
+    value: &[u8],
+) -> io::Result<()> {
+    let len = socklen(value.len())?;
+    // SAFETY: `value` is a live buffer of `len` bytes that the kernel only reads.
+    let rc = unsafe { libc::setsockopt(fd.as_raw_fd(), level, name, value.as_ptr().cast(), len) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// `getsockopt(fd, level, name, buf)`: `buf` goes in (some options read an argument from it, such as
+/// an association id) and comes back with the option's value; returns how many bytes are valid.
+pub(super) fn get_option(
+    fd: BorrowedFd<'_>,
+    level: i32,
+    name: i32,
+    buf: &mut [u8],
+) -> io::Result<usize> {
+    let mut len = socklen(buf.len())?;
+    // SAFETY: `buf` is a live, writable buffer of `len` bytes; the kernel writes at most `len` bytes
+    // into it and the written length into `len`, which outlives the call.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            buf.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if rc == 0 {
+        Ok((len as usize).min(buf.len()))
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// An empty `msghdr`: no address, no data, no ancillary data.
+fn empty_msghdr() -> libc::msghdr {
+    // SAFETY: `msghdr` is plain old data (pointers, lengths and flags); all zeroes is the valid
+    // "nothing" value, and the private padding some C libraries add is zeroed too.
+    unsafe { std::mem::zeroed() }
+}
+
+/// What `recv_msg` received.
+pub(super) struct Received {
+    /// Bytes of data written to the data buffer.
+    pub len: usize,
+    /// Bytes of ancillary data written to the control buffer.
+    pub control_len: usize,
+    /// The message flags (`MSG_EOR`, `MSG_NOTIFICATION`, `MSG_CTRUNC`, ...).
+    pub flags: i32,
+}
+
+/// `recvmsg(fd, ...)` of one message into `buf`, with its ancillary data into `control`.
+pub(super) fn recv_msg(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    control: &mut [u8],
+    flags: i32,
+) -> io::Result<Received> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let mut msg = empty_msghdr();
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = control.len() as _;
+    // SAFETY: `msg` points at `iov`, which points at `buf`, and at `control`: live, writable buffers
+    // of the lengths given, all outliving the call; the kernel writes only within them.
+    let n = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, flags) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // `msg_controllen` is a `size_t` in glibc and a `socklen_t` in musl
+    #[allow(clippy::unnecessary_cast)]
+    let control_len = (msg.msg_controllen as usize).min(control.len());
+    Ok(Received {
+        len: (n as usize).min(buf.len()),
+        control_len,
+        flags: msg.msg_flags,
+    })
+}
+
+/// `sendmsg(fd, ...)` of `data` as one message with the ancillary data `control`.
+pub(super) fn send_msg(
+    fd: BorrowedFd<'_>,
+    data: &[u8],
+    control: &[u8],
+    flags: i32,
+) -> io::Result<usize> {
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr().cast_mut().cast(),
+        iov_len: data.len(),
+    };
+    let mut msg = empty_msghdr();
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_ptr().cast_mut().cast();
+    msg.msg_controllen = control.len() as _;
+    // SAFETY: `msg` points at `iov`, which points at `data`, and at `control`: live buffers of the
+    // lengths given, outliving the call; `sendmsg` only reads them (the `*mut` is the C signature).
+    let n = unsafe { libc::sendmsg(fd.as_raw_fd(), &msg, flags) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// Binds the calling thread to CPU `core` (`sched_setaffinity`).
+pub(super) fn set_thread_affinity(core: usize) -> io::Result<()> {
+    const WORD_BITS: usize = libc::c_ulong::BITS as usize;
+    // glibc's cpu_set_t: 1024 bits in words of `unsigned long`
+    let mut mask = [0 as libc::c_ulong; 1024 / WORD_BITS];
+    let word = mask.get_mut(core / WORD_BITS).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("core {core} is beyond the 1024 CPUs a cpu_set_t can name"),
+        )
+    })?;
+    *word |= 1 << (core % WORD_BITS);
+    // SAFETY: `mask` is a live buffer with the size and layout of `cpu_set_t`, passed with its
+    // length; the kernel only reads it. Pid 0 names the calling thread.
+    let rc = unsafe { libc::sched_setaffinity(0, size_of_val(&mask), mask.as_ptr().cast()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The number of online CPUs (`sysconf(_SC_NPROCESSORS_ONLN)`), or `None` if it is unknown.
+pub(super) fn online_cpus() -> Option<usize> {
+    // SAFETY: `sysconf` takes no pointers and has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    usize::try_from(n).ok().filter(|&n| n > 0)
+}

@@ -1,0 +1,138 @@
+//! UDP sockets: bound ones for requests and presence, and the unbound one that sends
+//! ASAP_SERVER_ANNOUNCE to multicast and unicast targets.
+
+use std::net::SocketAddr;
+
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+use super::NetError;
+
+/// A non-blocking, close-on-exec UDP socket of `domain`.
+fn udp_socket(domain: Domain, what: &str) -> Result<Socket, NetError> {
+    Socket::new(
+        domain,
+        Type::DGRAM.nonblocking().cloexec(),
+        Some(Protocol::UDP),
+    )
+    .map_err(|e| NetError::io(format!("create a UDP socket for {what}"), e))
+}
+
+/// Opens a non-blocking, close-on-exec UDP socket bound to `addr`.
+///
+/// Sets `SO_REUSEPORT` when `reuse_port` (one socket per worker, the kernel spreads datagrams over
+/// them by flow), `IPV6_V6ONLY` for IPv6 addresses, and `SO_RCVBUF`/`SO_SNDBUF` to `buffer_bytes`
+/// unless it is 0 (the kernel caps them at `net.core.rmem_max`/`wmem_max`).
+pub fn bind_udp(
+    addr: SocketAddr,
+    reuse_port: bool,
+    buffer_bytes: usize,
+) -> Result<Socket, NetError> {
+    let what = format!("udp://{addr}");
+    let sock = udp_socket(Domain::for_address(addr), &what)?;
+    let set = |opt: &str, r: std::io::Result<()>| {
+        r.map_err(|e| NetError::io(format!("set {opt} on the socket for {what}"), e))
+    };
+    if reuse_port {
+        set("SO_REUSEPORT", sock.set_reuse_port(true))?;
+    }
+    if addr.is_ipv6() {
+        set("IPV6_V6ONLY", sock.set_only_v6(true))?;
+    }
+    if buffer_bytes > 0 {
+        set("SO_RCVBUF", sock.set_recv_buffer_size(buffer_bytes))?;
+        set("SO_SNDBUF", sock.set_send_buffer_size(buffer_bytes))?;
+    }
+    sock.bind(&SockAddr::from(addr))
+        .map_err(|e| NetError::io(format!("bind {what}"), e))?;
+    Ok(sock)
+}
+
+/// Opens the non-blocking, close-on-exec UDP socket that sends ASAP_SERVER_ANNOUNCE to `targets`
+/// (multicast groups and unicast addresses, IPv4 and IPv6 mixed).
+///
+/// It is not bound: the kernel picks the source address and an ephemeral port at the first send.
+/// Multicast leaves with `ttl` as `IP_MULTICAST_TTL` and `IPV6_MULTICAST_HOPS`, and loops back to
+/// this host (`IP_MULTICAST_LOOP`, `IPV6_MULTICAST_LOOP`), so PEs on the same machine hear it.
+/// With any IPv6 target the socket is a dual-stack IPv6 socket that also sends to IPv4 targets.
+pub fn announce_socket(targets: &[SocketAddr], ttl: u32) -> Result<Socket, NetError> {
+    if targets.is_empty() {
+        return Err(NetError::InvalidRequest(
+            "no announce targets: give at least one udp:// multicast or unicast address to \
+             announce to"
+                .to_owned(),
+        ));
+    }
+    let v6 = targets.iter().any(SocketAddr::is_ipv6);
+    let v4 = targets.iter().any(SocketAddr::is_ipv4);
+    let what = "the announce socket";
+    let sock = udp_socket(if v6 { Domain::IPV6 } else { Domain::IPV4 }, what)?;
+    let set = |opt: &str, r: std::io::Result<()>| {
+        r.map_err(|e| NetError::io(format!("set {opt} on {what}"), e))
+    };
+    if v6 {
+        set("IPV6_V6ONLY", sock.set_only_v6(false))?;
+        set("IPV6_MULTICAST_HOPS", sock.set_multicast_hops_v6(ttl))?;
+        set("IPV6_MULTICAST_LOOP", sock.set_multicast_loop_v6(true))?;
+    }
+    if v4 {
+        set("IP_MULTICAST_TTL", sock.set_multicast_ttl_v4(ttl))?;
+        set("IP_MULTICAST_LOOP", sock.set_multicast_loop_v4(true))?;
+    }
+    Ok(sock)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::UdpSocket;
+    use std::time::Duration;
+
+    /// Receives one datagram on `sock`, waiting up to 10 s.
+    fn receive(sock: Socket) -> (Vec<u8>, SocketAddr) {
+        sock.set_nonblocking(false).unwrap();
+        let sock = UdpSocket::from(sock);
+        sock.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut buf = [0; 64];
+        let (n, from) = sock.recv_from(&mut buf).unwrap();
+        (buf[..n].to_vec(), from)
+    }
+
+    #[test]
+    fn announce_reaches_a_bound_unicast_target() {
+        let rx = bind_udp("127.0.0.1:0".parse().unwrap(), true, 1 << 16).unwrap();
+        assert!(rx.nonblocking().unwrap());
+        assert!(rx.reuse_port().unwrap());
+        let target = rx.local_addr().unwrap().as_socket().unwrap();
+        let tx = announce_socket(&[target], 4).unwrap();
+        assert_eq!(tx.multicast_ttl_v4().unwrap(), 4);
+        assert!(tx.multicast_loop_v4().unwrap());
+        assert!(tx.nonblocking().unwrap());
+        assert_eq!(tx.send_to(b"announce", &target.into()).unwrap(), 8);
+        let (data, from) = receive(rx);
+        assert_eq!(data, b"announce");
+        assert_eq!(from.ip(), target.ip());
+    }
+
+    #[test]
+    fn dual_stack_announce_reaches_ipv4_and_ipv6_targets() {
+        let rx4 = bind_udp("127.0.0.1:0".parse().unwrap(), false, 0).unwrap();
+        let rx6 = bind_udp("[::1]:0".parse().unwrap(), false, 0).unwrap();
+        assert!(rx6.only_v6().unwrap());
+        let t4 = rx4.local_addr().unwrap().as_socket().unwrap();
+        let t6 = rx6.local_addr().unwrap().as_socket().unwrap();
+        let tx = announce_socket(&[t4, t6, "[ff02::1:3863]:3863".parse().unwrap()], 1).unwrap();
+        assert_eq!(tx.multicast_hops_v6().unwrap(), 1);
+        assert_eq!(tx.multicast_ttl_v4().unwrap(), 1);
+        assert_eq!(tx.send_to(b"v4", &t4.into()).unwrap(), 2);
+        assert_eq!(tx.send_to(b"v6", &t6.into()).unwrap(), 2);
+        assert_eq!(receive(rx4).0, b"v4");
+        assert_eq!(receive(rx6).0, b"v6");
+    }
+
+    #[test]
+    fn announce_needs_a_target() {
+        let e = announce_socket(&[], 1).unwrap_err();
+        assert!(e.to_string().contains("at least one"), "{e}");
+    }
+}
