@@ -79,7 +79,9 @@ impl FromStr for TransportUrl {
             url: s.to_owned(),
             reason: reason.to_owned(),
         };
-        let (scheme, rest) = s.split_once("://").ok_or_else(|| err("missing `scheme://`"))?;
+        let (scheme, rest) = s
+            .split_once("://")
+            .ok_or_else(|| err("missing `scheme://`"))?;
         let transport = match scheme.to_ascii_lowercase().as_str() {
             "sctp" => Transport::Sctp,
             "tcp" => Transport::Tcp,
@@ -157,11 +159,17 @@ mod tests {
         assert_eq!(u.generation, Generation::Ng);
         assert_eq!(u.to_string(), "sctp://[::1]:9901?generation=ng");
         assert_eq!(
-            "MPTCP://localhost:1/".parse::<TransportUrl>().unwrap().transport,
+            "MPTCP://localhost:1/"
+                .parse::<TransportUrl>()
+                .unwrap()
+                .transport,
             Transport::Mptcp
         );
         assert_eq!(
-            "udp://239.0.0.50:3863".parse::<TransportUrl>().unwrap().transport,
+            "udp://239.0.0.50:3863"
+                .parse::<TransportUrl>()
+                .unwrap()
+                .transport,
             Transport::Udp
         );
     }
