@@ -281,37 +281,31 @@ fn apply_toml(
     problems
 }
 
+/// The sections that have a key `name`, as "`[asap]` or `[enrp]`"; `None` if none has.
+fn home_of(name: &str) -> Option<String> {
+    let homes: Vec<String> = keys::sections_with(name)
+        .iter()
+        .map(|s| format!("`[{s}]`"))
+        .collect();
+    (!homes.is_empty()).then(|| homes.join(" or "))
+}
+
 /// The message for a key outside any section.
 fn stray_key(name: &str, sections: &[&str]) -> String {
-    match keys::sections_with(name).as_slice() {
-        [] => format!(
+    match home_of(name) {
+        Some(home) => format!("`{name}` is outside any section; it belongs under {home}"),
+        None => format!(
             "unknown key `{name}` outside any section (known sections: {})",
             sections.join(", ")
-        ),
-        homes => format!(
-            "`{name}` is outside any section; it belongs under {}",
-            homes
-                .iter()
-                .map(|s| format!("`[{s}]`"))
-                .collect::<Vec<_>>()
-                .join(" or ")
         ),
     }
 }
 
 /// The message for a key its section does not have.
 fn unknown_key(section: &str, name: &str) -> String {
-    let elsewhere = match keys::sections_with(name).as_slice() {
-        [] => String::new(),
-        homes => format!(
-            "; `{name}` belongs under {}",
-            homes
-                .iter()
-                .map(|s| format!("`[{s}]`"))
-                .collect::<Vec<_>>()
-                .join(" or ")
-        ),
-    };
+    let elsewhere = home_of(name)
+        .map(|home| format!("; `{name}` belongs under {home}"))
+        .unwrap_or_default();
     format!(
         "unknown key `{section}.{name}`{elsewhere} (known keys in [{section}]: {})",
         keys::names_in(section)
