@@ -2,6 +2,8 @@
 //! peer side) as a sans-I/O state machine fed with messages and time, the I/O drivers that feed it
 //! (io_uring, epoll), configuration and tuning profiles, metrics, and the daemon.
 
+pub mod cli;
+pub mod config;
 pub mod core;
 pub mod metrics;
 pub mod net;

@@ -1,0 +1,339 @@
+//! Configuration of the registrar: the typed [`Config`], the embedded tuning profiles, loading and
+//! layering (profile, then configuration file, then command-line flags), validation with errors
+//! that name the key, the file and the line, and printing the effective configuration.
+//!
+//! Every key is documented in `docs/configuration.md`; the profiles are `tuning/*.toml`.
+//!
+//! ```
+//! use rserpool_registrar::config::{Config, Overrides};
+//!
+//! let file = "[timers]\nkeep_alive_interval_ms = 2000\n";
+//! let overrides = Overrides { workers: Some(2), ..Overrides::default() };
+//! let config = Config::from_layers(
+//!     "default",
+//!     Some((std::path::Path::new("registrar.toml"), file)),
+//!     &overrides,
+//! )?;
+//! assert_eq!(config.timers.keep_alive_interval_ms, 2000);
+//! assert_eq!(config.registrar.workers, 2);
+//! # Ok::<(), rserpool_registrar::config::ConfigError>(())
+//! ```
+
+mod error;
+mod keys;
+mod layers;
+#[cfg(test)]
+mod tests;
+mod validate;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::str::FromStr;
+
+pub use error::{ConfigError, Origin, Problem, Source};
+
+use crate::cli::Cli;
+use crate::url::TransportUrl;
+
+/// The embedded tuning profiles, by name, in the order `--help` lists them.
+const PROFILES: &[(&str, &str)] = &[
+    ("default", include_str!("../../../tuning/default.toml")),
+    ("carrier", include_str!("../../../tuning/carrier.toml")),
+    (
+        "low-latency",
+        include_str!("../../../tuning/low-latency.toml"),
+    ),
+];
+
+/// The names of [`PROFILES`], for [`profile_names`].
+const PROFILE_NAMES: [&str; PROFILES.len()] = {
+    let mut names = [""; PROFILES.len()];
+    let mut i = 0;
+    while i < PROFILES.len() {
+        names[i] = PROFILES[i].0;
+        i += 1;
+    }
+    names
+};
+
+/// The names of the embedded tuning profiles (`--profile`).
+pub fn profile_names() -> &'static [&'static str] {
+    &PROFILE_NAMES
+}
+
+/// The TOML text of an embedded profile.
+fn profile_text(name: &str) -> Option<(&'static str, &'static str)> {
+    PROFILES.iter().copied().find(|(n, _)| *n == name)
+}
+
+/// The registrar's whole configuration, one field per TOML section.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// `[registrar]`: identity, threads and the I/O driver.
+    pub registrar: RegistrarConfig,
+    /// `[asap]`: where PEs and PUs reach the registrar.
+    pub asap: AsapConfig,
+    /// `[enrp]`: reserved for ENRP (parsed and validated; not used yet).
+    pub enrp: EnrpConfig,
+    /// `[announce]`: ASAP_SERVER_ANNOUNCE over UDP.
+    pub announce: AnnounceConfig,
+    /// `[timers]`: PE keep-alive supervision.
+    pub timers: TimerConfig,
+    /// `[resolution]`: how many PEs a handle resolution returns.
+    pub resolution: ResolutionConfig,
+    /// `[limits]`: bounds on state and input.
+    pub limits: LimitsConfig,
+    /// `[io]`: rings, buffers and sockets of the I/O drivers.
+    pub io: IoConfig,
+    /// `[metrics]`: the metrics endpoint.
+    pub metrics: MetricsConfig,
+    /// `[log]`: log filter and format.
+    pub log: LogConfig,
+    /// `[csp]`: reports to RSPLIB's component status monitor.
+    pub csp: CspConfig,
+}
+
+/// `[registrar]`: identity, threads and the I/O driver.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegistrarConfig {
+    /// The PR identifier; `None` draws a random non-zero 32-bit id at start. Never 0. RFC peers
+    /// only accept ids up to `u32::MAX`, so a larger id needs NG-only listeners.
+    pub id: Option<u64>,
+    /// Worker threads; 0 = one per online core.
+    pub workers: usize,
+    /// The I/O driver.
+    pub driver: DriverChoice,
+    /// Pin each worker to its own core.
+    pub pin_workers: bool,
+    /// Microseconds an idle worker spins before it sleeps in the kernel; 0 = sleep at once.
+    pub busy_poll_us: u64,
+}
+
+/// The I/O driver the workers use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DriverChoice {
+    /// io_uring when the kernel allows it, else epoll.
+    Auto,
+    /// io_uring only; start fails if the kernel refuses it.
+    IoUring,
+    /// epoll only.
+    Epoll,
+}
+
+/// `[asap]`: where PEs and PUs reach the registrar.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AsapConfig {
+    /// ASAP listeners (sctp, tcp, mptcp or udp), each with its wire generation.
+    pub listen: Vec<TransportUrl>,
+    /// Skip, with a warning, listeners whose transport the kernel lacks (SCTP, MPTCP) instead of
+    /// failing at start.
+    pub skip_unavailable: bool,
+}
+
+/// `[enrp]`: reserved for ENRP, which a later version speaks; parsed and validated only.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EnrpConfig {
+    /// ENRP listeners.
+    pub listen: Vec<TransportUrl>,
+    /// Peer registrars.
+    pub peers: Vec<TransportUrl>,
+}
+
+/// `[announce]`: ASAP_SERVER_ANNOUNCE over UDP.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnnounceConfig {
+    /// Where announces go: `udp://` multicast groups or unicast addresses; empty = no announces.
+    pub targets: Vec<TransportUrl>,
+    /// Milliseconds between announces (T6; RSPLIB 1000).
+    pub interval_ms: u64,
+    /// Multicast TTL (hops).
+    pub ttl: u32,
+}
+
+/// `[timers]`: PE keep-alive supervision.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimerConfig {
+    /// Milliseconds from a PE's last keep-alive ack to the next ENDPOINT_KEEP_ALIVE (RSPLIB 5000).
+    pub keep_alive_interval_ms: u64,
+    /// Milliseconds a keep-alive may stay unanswered before the PE is removed (RSPLIB 5000).
+    pub keep_alive_timeout_ms: u64,
+    /// ENDPOINT_UNREACHABLE reports after which a PE is removed (RSPLIB 3).
+    pub max_bad_pe_reports: u32,
+}
+
+/// `[resolution]`: how many PEs a handle resolution returns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResolutionConfig {
+    /// PEs returned when the request names no count (RSPLIB 3).
+    pub default_items: usize,
+    /// Most PEs returned, at most 128 (RSPLIB 128).
+    pub max_items: usize,
+}
+
+/// `[limits]`: bounds on state and input.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LimitsConfig {
+    /// Most pools in the handlespace.
+    pub max_pools: usize,
+    /// Most PEs in one pool.
+    pub max_pes_per_pool: usize,
+    /// Most PEs registered over one association.
+    pub max_pes_per_association: usize,
+    /// Longest pool handle on NG listeners, in bytes; RFC listeners always allow 32.
+    pub max_pool_handle_len: usize,
+    /// Largest message accepted, in bytes.
+    pub max_message_size: usize,
+    /// Most open associations and connections per worker.
+    pub max_connections: usize,
+    /// Most requests per second on one association; 0 = unlimited.
+    pub max_requests_per_second: u32,
+}
+
+/// `[io]`: rings, buffers and sockets of the I/O drivers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IoConfig {
+    /// io_uring submission queue entries per worker (a power of two).
+    pub ring_entries: u32,
+    /// Bytes per receive buffer.
+    pub buffer_size: usize,
+    /// Receive buffers per worker (a power of two, at most 32768).
+    pub buffer_count: u32,
+    /// SO_RCVBUF and SO_SNDBUF in bytes; 0 = the kernel's default.
+    pub socket_buffer_bytes: usize,
+    /// Backlog of stream listeners.
+    pub listen_backlog: u32,
+    /// Most completions or events handled per loop turn.
+    pub max_batch: usize,
+}
+
+/// `[metrics]`: the metrics endpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricsConfig {
+    /// Where the HTTP metrics endpoint listens; `None` = no endpoint.
+    pub address: Option<SocketAddr>,
+}
+
+/// `[log]`: log filter and format.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogConfig {
+    /// The filter, in `tracing_subscriber::EnvFilter` syntax (e.g. `info,rserpool_registrar=debug`).
+    pub level: String,
+    /// The line format.
+    pub format: LogFormat,
+}
+
+/// The format of log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable text.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[csp]`: reports to RSPLIB's component status monitor (`cspmonitor`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CspConfig {
+    /// The monitor's UDP address (usually 127.0.0.1:2960); `None` = no reports.
+    pub monitor: Option<SocketAddr>,
+    /// Milliseconds between reports.
+    pub interval_ms: u64,
+}
+
+/// A socket address or `off`: how the configuration and `--metrics` spell an optional address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AddressOrOff(pub Option<SocketAddr>);
+
+impl FromStr for AddressOrOff {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "off" {
+            return Ok(Self(None));
+        }
+        s.parse().map(|a| Self(Some(a))).map_err(|_| {
+            format!("`{s}` is not an IP address with a port (e.g. 127.0.0.1:9863) nor `off`")
+        })
+    }
+}
+
+impl fmt::Display for AddressOrOff {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(a) => a.fmt(f),
+            None => f.write_str("off"),
+        }
+    }
+}
+
+/// Values from the command line, applied over the profile and the file. `None` leaves a key as
+/// the lower layers set it; a list, when given, replaces the configured list.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Overrides {
+    /// `--asap`: replaces `asap.listen` and turns `asap.skip_unavailable` off.
+    pub asap: Option<Vec<TransportUrl>>,
+    /// `--enrp`: replaces `enrp.listen`.
+    pub enrp: Option<Vec<TransportUrl>>,
+    /// `--announce`: replaces `announce.targets`.
+    pub announce: Option<Vec<TransportUrl>>,
+    /// `--id`: sets `registrar.id`.
+    pub id: Option<u64>,
+    /// `--workers`: sets `registrar.workers`.
+    pub workers: Option<usize>,
+    /// `--metrics`: sets `metrics.address` (`off` for none).
+    pub metrics: Option<AddressOrOff>,
+    /// `--driver`: sets `registrar.driver`.
+    pub driver: Option<DriverChoice>,
+    /// `--log-level`: sets `log.level`.
+    pub log_level: Option<String>,
+}
+
+impl Config {
+    /// Loads the configuration the command line asks for: its profile, its `--config` file (read
+    /// here) and its flags, then validates it.
+    pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
+        layers::load(cli).map(|(config, _)| config)
+    }
+
+    /// Layers a profile, an optional file (its path, for messages, and its contents) and
+    /// overrides, then validates the result. Touches no file system.
+    pub fn from_layers(
+        profile_name: &str,
+        file: Option<(&Path, &str)>,
+        overrides: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        layers::build(profile_name, file, overrides).map(|(config, _)| config)
+    }
+
+    /// The configuration as complete TOML: every key with its value, so that loading it as a
+    /// configuration file over any profile gives this configuration back.
+    pub fn to_toml(&self) -> String {
+        keys::render(self, None)
+    }
+
+    /// The keys whose value differs in `new` but which only take effect at a restart: the keys
+    /// that a SIGHUP reload cannot apply (see `docs/configuration.md`).
+    pub fn changes_needing_restart(&self, new: &Config) -> Vec<&'static str> {
+        keys::changes_needing_restart(self, new)
+    }
+}
+
+/// The text `--check-config` prints (see [`crate::cli::check_config`]).
+pub(crate) fn check(cli: &Cli) -> Result<String, ConfigError> {
+    let (config, origins) = layers::load(cli)?;
+    let mut layers = format!("profile `{}`", cli.profile);
+    if let Some(path) = &cli.config {
+        layers.push_str(&format!(", then file {}", path.display()));
+    }
+    let flags = origins.flags();
+    if !flags.is_empty() {
+        layers.push_str(&format!(", then flags {}", flags.join(" ")));
+    }
+    Ok(format!(
+        "# rserpool-registrar: the configuration is valid.\n\
+         # Layers: {layers}.\n\
+         # A value without a comment comes from the profile.\n\n{}",
+        keys::render(&config, Some(&origins))
+    ))
+}
