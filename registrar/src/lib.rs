@@ -5,6 +5,8 @@
 pub mod cli;
 pub mod config;
 pub mod core;
+pub mod daemon;
+pub mod driver;
 pub mod metrics;
 pub mod net;
 pub mod url;

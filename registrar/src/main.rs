@@ -1,3 +1,64 @@
-//! `rserpool-registrar`: the Pool Registrar daemon.
+//! `rserpool-registrar`: the Pool Registrar daemon. Parses the command line, loads the layered
+//! configuration (profile, file, flags), sets up logging and runs the daemon until SIGTERM or
+//! SIGINT.
 
-fn main() {}
+use std::process::ExitCode;
+
+use clap::Parser;
+use rserpool_registrar::cli::{self, Cli};
+use rserpool_registrar::config::{Config, LogFormat};
+use rserpool_registrar::daemon;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, reload};
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if cli.check_config {
+        return match cli::check_config(&cli) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("rserpool-registrar: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    let config = match Config::load(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("rserpool-registrar: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let filter = EnvFilter::try_new(&config.log.level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let (filter, handle) = reload::Layer::new(filter);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry().with(filter);
+    match config.log.format {
+        LogFormat::Json => registry.with(fmt.json()).init(),
+        LogFormat::Text => registry.with(fmt).init(),
+    }
+    let reload_cli = cli.clone();
+    let result = daemon::run(
+        config,
+        Box::new(move || Config::load(&reload_cli).map_err(|e| e.to_string())),
+        Box::new(move |level| {
+            let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+            handle.reload(filter).map_err(|e| e.to_string())
+        }),
+    );
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("rserpool-registrar: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,373 @@
+//! The daemon: from a validated configuration to running workers. Picks the PR identifier, opens
+//! every listener on every worker (`SO_REUSEPORT`), splits the handlespace into one shard per
+//! worker, starts the worker threads and the metrics endpoint, then waits for signals: SIGTERM
+//! or SIGINT drain and stop, SIGHUP reloads what can change live.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rserpool_handlespace::{Handlespace, ItemCount, Limits, PrId, Rng};
+use rserpool_protocol::Generation;
+
+use crate::config::{Config, DriverChoice};
+use crate::core::{CoreConfig, Worker};
+use crate::driver::{IoSettings, Listener, Shared, WorkerSetup, sys};
+use crate::metrics::{MetricsServer, ProcessInfo, WorkerMetrics};
+use crate::net::{self, NetError, SctpSocket};
+use crate::url::{Transport, TransportUrl};
+
+/// Why the daemon could not start or stopped with an error.
+#[derive(Debug)]
+pub enum DaemonError {
+    /// A listener or socket could not be opened.
+    Net(NetError),
+    /// The configuration cannot work on this machine.
+    Config(String),
+    /// A system call of the daemon itself failed.
+    Io(&'static str, std::io::Error),
+    /// A worker thread ended with an error or a panic.
+    Worker(usize, String),
+}
+
+impl fmt::Display for DaemonError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Net(e) => write!(f, "{e}"),
+            Self::Config(e) => write!(f, "{e}"),
+            Self::Io(what, e) => write!(f, "{what}: {e}"),
+            Self::Worker(i, e) => write!(f, "worker {i} failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for DaemonError {}
+
+impl From<NetError> for DaemonError {
+    fn from(e: NetError) -> Self {
+        Self::Net(e)
+    }
+}
+
+/// Reloads the configuration on SIGHUP (the same layers as at start-up).
+pub type Reload = Box<dyn Fn() -> Result<Config, String> + Send>;
+
+/// Applies a new log filter on SIGHUP.
+pub type SetLogLevel = Box<dyn Fn(&str) -> Result<(), String> + Send>;
+
+/// Runs the registrar until SIGTERM or SIGINT. `reload` and `set_log_level` serve SIGHUP.
+pub fn run(config: Config, reload: Reload, set_log_level: SetLogLevel) -> Result<(), DaemonError> {
+    let pr_id = pr_id(&config)?;
+    let workers = match config.registrar.workers {
+        0 => net::online_cores(),
+        n => n,
+    };
+    let driver = choose_driver(config.registrar.driver)?;
+    let io = IoSettings {
+        max_message_size: config.limits.max_message_size,
+        max_connections: config.limits.max_connections,
+        buffer_size: config.io.buffer_size,
+        max_batch: config.io.max_batch,
+        busy_poll_us: config.registrar.busy_poll_us,
+    };
+    if !config.enrp.listen.is_empty() || !config.enrp.peers.is_empty() {
+        tracing::warn!(
+            "ENRP is not implemented in this version: the enrp listeners and peers are ignored \
+             and this PR serves alone"
+        );
+    }
+    let (mut listeners, bound) = open_listeners(&config, workers)?;
+    let mut sender = if config.announce.targets.is_empty() && config.csp.monitor.is_none() {
+        None
+    } else {
+        let targets: Vec<_> = config.announce.targets.iter().map(|u| u.address).collect();
+        let targets = if targets.is_empty() {
+            config.csp.monitor.into_iter().collect()
+        } else {
+            targets
+        };
+        Some(net::announce_socket(&targets, config.announce.ttl)?.into())
+    };
+    let core_config = Arc::new(core_config(&config, pr_id, &bound));
+    let limits = Limits {
+        max_pool_handle_len: config.limits.max_pool_handle_len.max(32),
+        max_pools: config.limits.max_pools.div_ceil(workers).max(1),
+        max_pes_per_pool: config.limits.max_pes_per_pool,
+    };
+    let (shards, reader) = Handlespace::new(workers, limits).into_shards();
+    let metrics: Vec<Arc<WorkerMetrics>> = (0..workers)
+        .map(|i| Arc::new(WorkerMetrics::new(i)))
+        .collect();
+    let shared = Arc::new(
+        Shared::new(workers, 1 << 16, Arc::clone(&core_config))
+            .map_err(|e| DaemonError::Io("cannot create the workers' wake-up eventfds", e))?,
+    );
+    let started_unix_secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let metrics_server = match config.metrics.address {
+        Some(address) => {
+            let server = MetricsServer::start(
+                address,
+                metrics.clone(),
+                ProcessInfo {
+                    pr_id: pr_id.0,
+                    version: env!("CARGO_PKG_VERSION"),
+                    started_unix_secs,
+                    driver,
+                },
+            )
+            .map_err(|e| {
+                DaemonError::Config(format!(
+                    "cannot serve metrics on {address}: {e}; choose another `metrics.address` \
+                     or `--metrics` address"
+                ))
+            })?;
+            println!("metrics http://{}/metrics", server.local_addr());
+            Some(server)
+        }
+        None => None,
+    };
+    sys::block_signals().map_err(|e| DaemonError::Io("cannot block signals", e))?;
+    let mut threads = Vec::with_capacity(workers);
+    for (index, shard) in shards.into_iter().enumerate() {
+        let worker = Worker::new(
+            index,
+            workers,
+            Arc::clone(&core_config),
+            shard,
+            reader.clone(),
+            Arc::clone(&metrics[index]),
+            Rng::from_entropy().next_u64(),
+        );
+        let setup = WorkerSetup {
+            worker,
+            metrics: Arc::clone(&metrics[index]),
+            shared: Arc::clone(&shared),
+            listeners: std::mem::take(&mut listeners[index]),
+            sender: if index == 0 { sender.take() } else { None },
+            io,
+        };
+        let pin = config.registrar.pin_workers;
+        let thread = std::thread::Builder::new()
+            .name(format!("worker-{index}"))
+            .spawn(move || {
+                if pin && let Err(e) = net::pin_current_thread(index) {
+                    tracing::warn!(worker = index, %e, "cannot pin the worker to its core");
+                }
+                crate::driver::run_epoll(setup)
+            })
+            .map_err(|e| DaemonError::Io("cannot start a worker thread", e))?;
+        threads.push(thread);
+    }
+    for url in &bound {
+        println!("listening asap {url}");
+    }
+    tracing::info!(
+        pr_id = format_args!("{:#x}", pr_id.0),
+        workers,
+        driver,
+        listeners = bound.len(),
+        "registrar ready"
+    );
+    let result = supervise(&shared, &threads, pr_id, &bound, reload, set_log_level);
+    shared.request_stop();
+    let mut failure = result.err();
+    for (i, t) in threads.into_iter().enumerate() {
+        match t.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => failure = failure.or(Some(DaemonError::Worker(i, e.to_string()))),
+            Err(_) => failure = failure.or(Some(DaemonError::Worker(i, "panicked".into()))),
+        }
+    }
+    if let Some(server) = metrics_server {
+        server.stop();
+    }
+    tracing::info!("registrar stopped");
+    failure.map_or(Ok(()), Err)
+}
+
+/// Waits for signals and watches the workers.
+fn supervise(
+    shared: &Shared,
+    threads: &[std::thread::JoinHandle<std::io::Result<()>>],
+    pr_id: PrId,
+    bound: &[TransportUrl],
+    reload: Reload,
+    set_log_level: SetLogLevel,
+) -> Result<(), DaemonError> {
+    loop {
+        match sys::wait_signal(Duration::from_millis(200)) {
+            Ok(Some(sys::Signal::Stop)) => {
+                tracing::info!("stop requested: draining");
+                return Ok(());
+            }
+            Ok(Some(sys::Signal::Reload)) => match reload() {
+                Ok(config) => {
+                    let live = core_config(&config, pr_id, bound);
+                    shared.reconfigure(Arc::new(live));
+                    if let Err(e) = set_log_level(&config.log.level) {
+                        tracing::warn!(%e, "log level not changed");
+                    }
+                    tracing::info!(
+                        "configuration reloaded (timers, limits per association, resolution \
+                         items, announces, CSP, log level; listeners, workers and the PR ID \
+                         need a restart)"
+                    );
+                }
+                Err(e) => tracing::error!("configuration not reloaded, the old one stays: {e}"),
+            },
+            Ok(None) => {}
+            Err(e) => return Err(DaemonError::Io("waiting for signals failed", e)),
+        }
+        if let Some(i) = threads.iter().position(|t| t.is_finished()) {
+            return Err(DaemonError::Worker(i, "stopped unexpectedly".into()));
+        }
+    }
+}
+
+/// The configured PR ID, or a random non-zero 32-bit one (RFC 5353 §3.2.1).
+fn pr_id(config: &Config) -> Result<PrId, DaemonError> {
+    let rfc = config
+        .asap
+        .listen
+        .iter()
+        .chain(&config.announce.targets)
+        .any(|u| u.generation == Generation::Rfc);
+    match config.registrar.id {
+        Some(id) if rfc && id > u64::from(u32::MAX) => Err(DaemonError::Config(format!(
+            "registrar.id {id:#x} does not fit the 32 bits of the RFC generation, which a \
+             listener uses; choose an ID below 2^32 or serve only ?generation=ng"
+        ))),
+        Some(0) => Err(DaemonError::Config(
+            "registrar.id must not be 0 (0 means \"no PR\" on the wire)".into(),
+        )),
+        Some(id) => Ok(PrId(id)),
+        None => {
+            let mut rng = Rng::from_entropy();
+            Ok(PrId(1 + rng.below(u64::from(u32::MAX))))
+        }
+    }
+}
+
+fn choose_driver(choice: DriverChoice) -> Result<&'static str, DaemonError> {
+    match choice {
+        DriverChoice::Epoll => Ok("epoll"),
+        DriverChoice::Auto => {
+            tracing::info!("using the epoll driver");
+            Ok("epoll")
+        }
+        DriverChoice::IoUring => Err(DaemonError::Config(
+            "registrar.driver = \"io_uring\" is not available in this build yet; use \"auto\" \
+             or \"epoll\""
+                .into(),
+        )),
+    }
+}
+
+/// Opens every ASAP listener once per worker (`SO_REUSEPORT` spreads associations over them).
+/// A port of 0 is chosen by the kernel for worker 0 and reused for the others. Returns the listeners per worker and the bound URLs.
+fn open_listeners(
+    config: &Config,
+    workers: usize,
+) -> Result<(Vec<Vec<Listener>>, Vec<TransportUrl>), DaemonError> {
+    let mut per_worker: Vec<Vec<Listener>> = (0..workers).map(|_| Vec::new()).collect();
+    let mut bound = Vec::new();
+    let skip = config.asap.skip_unavailable;
+    let buffer = config.io.socket_buffer_bytes;
+    let backlog = config.io.listen_backlog;
+    for url in &config.asap.listen {
+        let mut url = *url;
+        match url.transport {
+            Transport::Sctp => {
+                if let Err(e) = net::sctp_support() {
+                    if skip {
+                        tracing::warn!("skipping {url}: {e}");
+                        continue;
+                    }
+                    return Err(e.into());
+                }
+                // SO_REUSEPORT spreads SCTP associations over the workers' one-to-many
+                // sockets as it does TCP connections (checked in user-mode Linux).
+                for listeners in per_worker.iter_mut() {
+                    let socket = SctpSocket::listen(&[url.address], true, backlog, buffer)?;
+                    if url.address.port() == 0 {
+                        url.address = local_addr(socket.socket())?;
+                    }
+                    listeners.push(Listener::Sctp { socket, url });
+                }
+            }
+            Transport::Tcp | Transport::Mptcp => {
+                let mut skipped = false;
+                for (i, listeners) in per_worker.iter_mut().enumerate() {
+                    let socket = match net::listen_stream(&url, true, backlog, buffer) {
+                        Ok(s) => s,
+                        Err(e @ NetError::MptcpUnavailable { .. }) if skip && i == 0 => {
+                            tracing::warn!("skipping {url}: {e}");
+                            skipped = true;
+                            break;
+                        }
+                        Err(e) => return Err(e.into()),
+                    };
+                    if url.address.port() == 0 {
+                        url.address = local_addr(&socket)?;
+                    }
+                    listeners.push(Listener::Stream { socket, url });
+                }
+                if skipped {
+                    continue;
+                }
+            }
+            Transport::Udp => {
+                for listeners in per_worker.iter_mut() {
+                    let socket = net::bind_udp(url.address, true, buffer)?;
+                    if url.address.port() == 0 {
+                        url.address = local_addr(&socket)?;
+                    }
+                    listeners.push(Listener::Udp {
+                        socket: socket.into(),
+                        url,
+                    });
+                }
+            }
+        }
+        bound.push(url);
+    }
+    if bound.is_empty() {
+        return Err(DaemonError::Config(
+            "no ASAP listener could be opened; give at least one with --asap \
+             (e.g. --asap tcp://127.0.0.1:3863)"
+                .into(),
+        ));
+    }
+    Ok((per_worker, bound))
+}
+
+fn local_addr(socket: &socket2::Socket) -> Result<std::net::SocketAddr, DaemonError> {
+    socket
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .ok_or_else(|| DaemonError::Io("getsockname", std::io::Error::other("no address")))
+}
+
+/// The state machine's configuration from the daemon's.
+fn core_config(config: &Config, pr_id: PrId, listeners: &[TransportUrl]) -> CoreConfig {
+    CoreConfig {
+        pr_id,
+        keep_alive_interval: config.timers.keep_alive_interval_ms,
+        keep_alive_timeout: config.timers.keep_alive_timeout_ms,
+        max_bad_pe_reports: config.timers.max_bad_pe_reports,
+        items: ItemCount {
+            default: config.resolution.default_items,
+            max: config.resolution.max_items,
+        },
+        max_pes_per_association: config.limits.max_pes_per_association,
+        max_requests_per_second: config.limits.max_requests_per_second,
+        max_pool_handle_len_ng: config.limits.max_pool_handle_len,
+        announce_targets: config.announce.targets.clone(),
+        announce_interval: config.announce.interval_ms,
+        listeners: listeners.to_vec(),
+        csp: config.csp.monitor.map(|m| (m, config.csp.interval_ms)),
+    }
+}

@@ -1,0 +1,154 @@
+//! The I/O drivers: one event loop per worker thread that feeds the sans-I/O [`Worker`] with what
+//! its sockets receive, the time and the writes other workers forward, and carries out what it
+//! answers. The epoll driver is the portable one; what both drivers share (sockets to listen on,
+//! mailboxes, the stop flag, settings) lives here.
+
+pub mod conn;
+mod epoll;
+pub mod sys;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use rserpool_handlespace::Millis;
+use rserpool_handlespace::mailbox::Mailbox;
+
+use crate::core::{CoreConfig, Forward, Worker};
+use crate::metrics::WorkerMetrics;
+use crate::net::SctpSocket;
+use crate::url::TransportUrl;
+
+pub use epoll::run as run_epoll;
+
+/// What all workers share: mailboxes, wake-ups, the stop flag, the live configuration.
+#[derive(Debug)]
+pub struct Shared {
+    /// One mailbox per worker for writes forwarded to its shard and completions back.
+    pub mailboxes: Vec<Mailbox<Forward>>,
+    /// One eventfd per worker to wake it when its mailbox fills.
+    pub wakers: Vec<sys::EventFd>,
+    /// Set to drain and stop.
+    pub stop: AtomicBool,
+    /// The configuration the state machines run with; replaced on SIGHUP.
+    pub core_config: ArcSwap<CoreConfig>,
+    /// Where time starts for every worker (the state machines count milliseconds from it).
+    pub epoch: Instant,
+}
+
+impl Shared {
+    /// Shared state for `workers` workers with mailboxes of `mailbox_capacity` messages.
+    pub fn new(
+        workers: usize,
+        mailbox_capacity: usize,
+        config: Arc<CoreConfig>,
+    ) -> std::io::Result<Self> {
+        Ok(Self {
+            mailboxes: (0..workers)
+                .map(|_| Mailbox::new(mailbox_capacity))
+                .collect(),
+            wakers: (0..workers)
+                .map(|_| sys::EventFd::new())
+                .collect::<std::io::Result<_>>()?,
+            stop: AtomicBool::new(false),
+            core_config: ArcSwap::new(config),
+            epoch: Instant::now(),
+        })
+    }
+
+    /// Milliseconds since the epoch.
+    pub fn now(&self) -> Millis {
+        self.epoch.elapsed().as_millis() as Millis
+    }
+
+    /// Asks every worker to drain and stop.
+    pub fn request_stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        for w in &self.wakers {
+            w.wake();
+        }
+    }
+
+    /// Whether a stop was requested.
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+
+    /// Publishes a new configuration and wakes the workers to pick it up.
+    pub fn reconfigure(&self, config: Arc<CoreConfig>) {
+        self.core_config.store(config);
+        for w in &self.wakers {
+            w.wake();
+        }
+    }
+}
+
+/// A socket a worker serves.
+#[derive(Debug)]
+pub enum Listener {
+    /// TCP or MPTCP: accepts associations.
+    Stream {
+        /// The listening socket.
+        socket: socket2::Socket,
+        /// What it listens on.
+        url: TransportUrl,
+    },
+    /// UDP: stateless handle resolution.
+    Udp {
+        /// The bound socket.
+        socket: std::net::UdpSocket,
+        /// What it listens on.
+        url: TransportUrl,
+    },
+    /// SCTP one-to-many: every association on one socket.
+    Sctp {
+        /// The socket.
+        socket: SctpSocket,
+        /// What it listens on.
+        url: TransportUrl,
+    },
+}
+
+/// Driver settings from the configuration's `[io]` and `[limits]` sections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IoSettings {
+    /// Largest ASAP message accepted, in bytes.
+    pub max_message_size: usize,
+    /// Most open associations per worker.
+    pub max_connections: usize,
+    /// Read buffer per stream association, in bytes.
+    pub buffer_size: usize,
+    /// Most reads (or datagrams) handled per socket per loop turn, so that one busy client
+    /// cannot starve the others.
+    pub max_batch: usize,
+    /// Spin this long before sleeping in the kernel when idle (0 = never spin).
+    pub busy_poll_us: u64,
+}
+
+/// Everything one worker thread runs with.
+#[derive(Debug)]
+pub struct WorkerSetup {
+    /// The state machine.
+    pub worker: Worker,
+    /// Its metrics.
+    pub metrics: Arc<WorkerMetrics>,
+    /// What all workers share.
+    pub shared: Arc<Shared>,
+    /// The sockets this worker serves.
+    pub listeners: Vec<Listener>,
+    /// The socket announces and CSP reports leave from (worker 0).
+    pub sender: Option<std::net::UdpSocket>,
+    /// Driver settings.
+    pub io: IoSettings,
+}
+
+/// Sends a datagram, counting nothing: UDP is best effort, and a full socket buffer drops it.
+fn send_datagram(socket: &std::net::UdpSocket, to: SocketAddr, bytes: &[u8]) {
+    if let Err(e) = socket.send_to(bytes, to)
+        && e.kind() != std::io::ErrorKind::WouldBlock
+    {
+        tracing::debug!(%to, %e, "datagram not sent");
+    }
+}

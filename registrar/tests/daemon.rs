@@ -1,0 +1,309 @@
+//! The registrar daemon as a real process over TCP, MPTCP and UDP on loopback: registration,
+//! resolution on every transport and generation, keep-alives, removal on connection loss,
+//! metrics, hostile input, reload and clean stop.
+
+mod common;
+
+use std::io::Write;
+use std::time::Duration;
+
+use common::*;
+use rserpool_protocol::{AsapMessage, Generation, PeId, PoolHandle, cause};
+
+const RFC: Generation = Generation::Rfc;
+const NG: Generation = Generation::Ng;
+
+/// A daemon on ephemeral loopback ports with every transport and two workers, sending
+/// keep-alives every `keep_alive_ms` and waiting as long for the ack.
+fn daemon(keep_alive_ms: u64) -> Daemon {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let config =
+        std::env::temp_dir().join(format!("rserpool-test-{}-{n}.toml", std::process::id()));
+    std::fs::write(
+        &config,
+        format!(
+            "[timers]\nkeep_alive_interval_ms = {keep_alive_ms}\nkeep_alive_timeout_ms = {keep_alive_ms}\n"
+        ),
+    )
+    .unwrap();
+    let args = vec![
+        "--profile",
+        "default",
+        "--config",
+        config.to_str().unwrap(),
+        "--workers",
+        "2",
+        "--asap",
+        "tcp://127.0.0.1:0",
+        "--asap",
+        "mptcp://127.0.0.1:0",
+        "--asap",
+        "udp://127.0.0.1:0",
+        "--asap",
+        "tcp://127.0.0.1:0?generation=ng",
+        "--metrics",
+        "127.0.0.1:0",
+    ];
+    Daemon::start(&args)
+}
+
+#[test]
+fn pes_register_over_tcp_and_mptcp_and_resolve_everywhere() {
+    let d = daemon(300);
+    let tcp = d.address("tcp://", false);
+    let mptcp = d.address("mptcp://", false);
+    let udp = d.address("udp://", false);
+    let ng = d.address("tcp://", true);
+
+    let mut pe1 = StreamClient::tcp(tcp, RFC);
+    pe1.send_raw(&registration(b"echo", 1, 60_000, RFC));
+    assert!(accepted(&pe1.recv_answering_keep_alives(), RFC));
+    let mut pe2 = StreamClient::mptcp(mptcp, RFC);
+    pe2.send_raw(&registration(b"echo", 2, 60_000, RFC));
+    assert!(accepted(&pe2.recv_answering_keep_alives(), RFC));
+    let mut pe3 = StreamClient::tcp(ng, NG);
+    pe3.send_raw(&registration(b"echo", 0x1_0000_0003, 60_000, NG));
+    assert!(accepted(&pe3.recv_answering_keep_alives(), NG));
+
+    // Many PU connections, spread by SO_REUSEPORT over both workers: all see the same pool.
+    for _ in 0..8 {
+        let mut pu = StreamClient::tcp(tcp, RFC);
+        pu.send_raw(&resolution(b"echo", Some(10), RFC));
+        assert_eq!(
+            resolved(&pu.recv_bytes(), RFC),
+            Ok(vec![1, 2]),
+            "RFC PUs do not see 64-bit PE IDs"
+        );
+    }
+    let mut pu = StreamClient::mptcp(mptcp, RFC);
+    pu.send_raw(&resolution(b"echo", Some(10), RFC));
+    assert_eq!(resolved(&pu.recv_bytes(), RFC), Ok(vec![1, 2]));
+    let mut pu = StreamClient::tcp(ng, NG);
+    pu.send_raw(&resolution(b"echo", Some(10), NG));
+    assert_eq!(
+        resolved(&pu.recv_bytes(), NG),
+        Ok(vec![1, 2, 0x1_0000_0003])
+    );
+    assert_eq!(resolve_udp(udp, b"echo", RFC), Ok(vec![1, 2]));
+    assert_eq!(
+        resolve_udp(udp, b"nothing", RFC),
+        Err(cause::UNKNOWN_POOL_HANDLE)
+    );
+
+    // Pipelined requests on one connection are all answered, in order.
+    let mut batch = Vec::new();
+    for _ in 0..100 {
+        batch.extend_from_slice(&resolution(b"echo", None, RFC));
+    }
+    pu = StreamClient::tcp(tcp, RFC);
+    pu.send_raw(&batch);
+    for _ in 0..100 {
+        assert_eq!(resolved(&pu.recv_bytes(), RFC), Ok(vec![1, 2]));
+    }
+
+    // Deregistration.
+    let dereg = encode(
+        &AsapMessage::Deregistration {
+            pool_handle: PoolHandle(b"echo"),
+            pe_id: PeId(2),
+        },
+        RFC,
+    );
+    pe2.send_raw(&dereg);
+    let bytes = pe2.recv_answering_keep_alives();
+    assert!(matches!(
+        AsapMessage::decode(&bytes, RFC).unwrap().message,
+        AsapMessage::DeregistrationResponse { error: None, .. }
+    ));
+    assert_eq!(resolve_udp(udp, b"echo", RFC), Ok(vec![1]));
+
+    // Closing a PE's connection removes it (checklist PA-18).
+    drop(pe1);
+    assert!(eventually(Duration::from_secs(5), || resolve_udp(
+        udp, b"echo", RFC
+    ) == Err(
+        cause::UNKNOWN_POOL_HANDLE
+    )));
+
+    let registrations = d.metric("rserpool_registrations_total{result=\"accepted\"}");
+    assert_eq!(registrations, 3.0);
+    assert!(d.metric("rserpool_resolutions_total") >= 112.0);
+    drop(pe3);
+}
+
+#[test]
+fn pes_that_stop_answering_keep_alives_are_removed() {
+    let d = daemon(300);
+    let tcp = d.address("tcp://", false);
+    let udp = d.address("udp://", false);
+    let mut live = StreamClient::tcp(tcp, RFC);
+    live.send_raw(&registration(b"ka", 1, 60_000, RFC));
+    assert!(accepted(&live.recv_answering_keep_alives(), RFC));
+    let mut silent = StreamClient::tcp(tcp, RFC);
+    silent.send_raw(&registration(b"ka", 2, 60_000, RFC));
+    assert!(accepted(&silent.recv_bytes(), RFC));
+    // The live PE answers keep-alives in the background.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = std::sync::Arc::clone(&stop);
+    let keeper = std::thread::spawn(move || {
+        live.stream
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let mut acks = 0;
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            let mut buf = [0u8; 4096];
+            if let Ok(n) = std::io::Read::read(&mut live.stream, &mut buf)
+                && n > 0
+            {
+                let msg = AsapMessage::decode(&buf[..n], RFC).unwrap().message;
+                if let AsapMessage::EndpointKeepAlive {
+                    pe_id: Some(id), ..
+                } = msg
+                {
+                    live.send_raw(&encode(
+                        &AsapMessage::EndpointKeepAliveAck {
+                            pool_handle: PoolHandle(b"ka"),
+                            pe_id: id,
+                        },
+                        RFC,
+                    ));
+                    acks += 1;
+                }
+            }
+        }
+        acks
+    });
+    assert!(eventually(Duration::from_secs(5), || resolve_udp(
+        udp, b"ka", RFC
+    ) == Ok(vec![1])));
+    std::thread::sleep(Duration::from_millis(1_000));
+    assert_eq!(
+        resolve_udp(udp, b"ka", RFC),
+        Ok(vec![1]),
+        "the answering PE stays"
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        keeper.join().unwrap() >= 2,
+        "keep-alives every ~300 ms were answered"
+    );
+    assert!(d.metric("rserpool_pe_removals_total{reason=\"keep_alive_timeout\"}") >= 1.0);
+}
+
+#[test]
+fn hostile_input_on_every_transport_leaves_the_daemon_serving_and_pes_intact() {
+    let d = daemon(60_000);
+    let tcp = d.address("tcp://", false);
+    let mptcp = d.address("mptcp://", false);
+    let udp = d.address("udp://", false);
+    let mut pe = StreamClient::tcp(tcp, RFC);
+    pe.send_raw(&registration(b"victim", 7, 600_000, RFC));
+    assert!(accepted(&pe.recv_answering_keep_alives(), RFC));
+
+    let valid = [
+        registration(b"victim", 7, 600_000, RFC),
+        resolution(b"victim", None, RFC),
+        encode(
+            &AsapMessage::Deregistration {
+                pool_handle: PoolHandle(b"victim"),
+                pe_id: PeId(7),
+            },
+            RFC,
+        ),
+    ];
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    // Mutated and random messages: one connection per burst, a fresh one when the registrar
+    // closes a connection whose stream cannot be framed.
+    let mut sent = 0;
+    for round in 0..60 {
+        let mut stream = if round % 2 == 0 {
+            StreamClient::tcp(tcp, RFC)
+        } else {
+            StreamClient::mptcp(mptcp, RFC)
+        };
+        let udp_socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for i in 0..50 {
+            let mut m = valid[(i + round) % valid.len()].clone();
+            match next() % 4 {
+                0 => {
+                    let at = (next() as usize) % m.len();
+                    m[at] ^= (next() as u8) | 1;
+                }
+                1 => m.truncate((next() as usize) % m.len()),
+                2 => {
+                    m = (0..(next() % 80) as usize).map(|_| next() as u8).collect();
+                }
+                _ => {
+                    // A syntactically framed message of a random type with random content.
+                    let len = 4 + (next() % 60) as usize;
+                    m = (0..len).map(|_| next() as u8).collect();
+                    m[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+                }
+            }
+            let _ = udp_socket.send_to(&m, udp);
+            let _ = stream.stream.write_all(&m);
+            sent += 2;
+        }
+    }
+    assert_eq!(sent, 6_000);
+    // Alive, answering, and the PE registered by its owner is still there (PEs the attackers'
+    // mutated registrations added leave with their connections).
+    assert!(eventually(Duration::from_secs(5), || resolve_udp(
+        udp, b"victim", RFC
+    ) == Ok(vec![7])));
+    let mut pu = StreamClient::tcp(tcp, RFC);
+    pu.send_raw(&resolution(b"victim", Some(128), RFC));
+    assert_eq!(resolved(&pu.recv_bytes(), RFC), Ok(vec![7]));
+    pe.send_raw(&resolution(b"victim", Some(128), RFC));
+    assert_eq!(resolved(&pe.recv_answering_keep_alives(), RFC), Ok(vec![7]));
+    assert!(d.metric("rserpool_decode_errors_total") > 100.0);
+}
+
+#[test]
+fn sigterm_stops_cleanly_and_sighup_reloads() {
+    let d = daemon(5_000);
+    let tcp = d.address("tcp://", false);
+    d.signal("HUP");
+    // Still serving after the reload.
+    let mut pu = StreamClient::tcp(tcp, RFC);
+    pu.send_raw(&resolution(b"x", None, RFC));
+    assert_eq!(
+        resolved(&pu.recv_bytes(), RFC),
+        Err(cause::UNKNOWN_POOL_HANDLE)
+    );
+    d.signal("TERM");
+    let (code, stderr) = d.wait(Duration::from_secs(10));
+    assert_eq!(code, Some(0), "stderr:\n{stderr}");
+    assert!(
+        stderr.contains("configuration reloaded"),
+        "stderr:\n{stderr}"
+    );
+    assert!(stderr.contains("registrar stopped"), "stderr:\n{stderr}");
+}
+
+#[test]
+fn bad_configuration_is_refused_with_the_key_file_and_line() {
+    let path = std::env::temp_dir().join(format!("rserpool-bad-{}.toml", std::process::id()));
+    std::fs::write(&path, "[timers]\n\nkeep_alive_intervall_ms = 5\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rserpool-registrar"))
+        .args(["--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("keep_alive_intervall_ms"), "{err}");
+    assert!(err.contains(&format!("{}:3", path.display())), "{err}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rserpool-registrar"))
+        .args(["--profile", "carrier", "--check-config"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("keep_alive_interval_ms"));
+}
