@@ -745,12 +745,8 @@ impl Worker {
         };
         let started = self.started.unwrap_or(now);
         let location = format!("rserpool-registrar {:#x}", self.config.pr_id.0);
-        let status = format!(
-            "{} pools, {} PEs in shard 0 of {}",
-            self.shard.pool_count(),
-            self.shard.pe_count(),
-            self.workers
-        );
+        let pools: usize = self.reader.shards().iter().map(|v| v.len()).sum();
+        let status = format!("{pools} pools, {} workers", self.workers);
         let report = CspReport {
             final_report: false,
             sender_id: component_id(CSP_GROUP_REGISTRAR, self.config.pr_id.0),

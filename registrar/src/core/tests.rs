@@ -931,3 +931,31 @@ proptest::proptest! {
         proptest::prop_assert!(ids.contains(&1));
     }
 }
+
+#[test]
+fn csp_reports_reach_the_monitor_every_interval() {
+    use rserpool_protocol::csp::{CSP_GROUP_REGISTRAR, CspReport, component_id};
+    let monitor: SocketAddr = "127.0.0.1:2960".parse().unwrap();
+    let mut config = config();
+    config.csp = Some((monitor, 1_000));
+    let mut pr = Cluster::new(2, config, Limits::default(), 5);
+    let pe = pr.open(1, info(Generation::Rfc), 0);
+    pr.message(pe, &registration(b"csp", 1, Policy::RoundRobin), 0);
+    let mut sent: Vec<(u64, Sent)> = pr.start(0).into_iter().map(|s| (0, s)).collect();
+    sent.extend(run(&mut pr, 1, 3_000));
+    let reports: Vec<_> = sent
+        .iter()
+        .filter(|(_, s)| s.target == Target::UdpSend(monitor))
+        .collect();
+    assert_eq!(
+        reports.iter().map(|(t, _)| *t).collect::<Vec<_>>(),
+        [0, 1_000, 2_000, 3_000]
+    );
+    for (t, s) in reports {
+        let report = CspReport::decode(&s.bytes).expect("RSPLIB's CSP format");
+        assert_eq!(report.sender_id, component_id(CSP_GROUP_REGISTRAR, PR.0));
+        assert_eq!(report.report_interval_us, 1_000_000);
+        assert_eq!(report.timestamp_us, t * 1_000);
+        assert!(!report.final_report);
+    }
+}
