@@ -151,6 +151,8 @@ pub struct Shard {
     index: FastMap<Arc<[u8]>, u32>,
     pools: Vec<Option<Pool>>,
     free: Vec<u32>,
+    /// Number of PEs in all pools, kept up to date by every insert and removal.
+    pes: usize,
     owners: FastMap<PrId, OwnerChecksums>,
     timers: TimerWheel<Expiry>,
     view: Arc<ShardView>,
@@ -164,6 +166,7 @@ impl Shard {
             index: FastMap::default(),
             pools: Vec::new(),
             free: Vec::new(),
+            pes: 0,
             owners: FastMap::default(),
             timers: TimerWheel::new(),
             view: Arc::new(ShardView::default()),
@@ -185,9 +188,9 @@ impl Shard {
         self.index.len()
     }
 
-    /// Number of PEs.
+    /// Number of PEs (O(1)).
     pub fn pe_count(&self) -> usize {
-        self.pools.iter().flatten().map(Pool::len).sum()
+        self.pes
     }
 
     /// The published snapshot of a pool, for handle resolution.
@@ -348,7 +351,10 @@ impl Shard {
             Some(i) => {
                 pool.replace(i, entry.clone(), meta);
             }
-            None => pool.push(entry.clone(), meta),
+            None => {
+                pool.push(entry.clone(), meta);
+                self.pes += 1;
+            }
         }
         if pool_created {
             // Readers see the pool only once it holds its first PE.
@@ -407,6 +413,7 @@ impl Shard {
     fn remove_at(&mut self, slot_index: u32, i: usize) -> Removed {
         let pool = self.pools[slot_index as usize].as_mut().expect("live pool");
         let (entry, meta) = pool.swap_remove(i);
+        self.pes -= 1;
         if let Some(t) = meta.expiry {
             self.timers.cancel(t);
         }

@@ -522,6 +522,12 @@ impl Worker {
                 CoreTimer::Csp => self.csp_report(now, out),
             }
         }
+        self.publish_gauges();
+    }
+
+    /// Publishes the shard's pool and PE counts to the metrics (O(1); drivers call it once per
+    /// loop turn).
+    pub fn publish_gauges(&self) {
         self.metrics
             .set_shard(self.shard.pool_count() as u64, self.shard.pe_count() as u64);
     }

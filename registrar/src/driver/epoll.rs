@@ -142,6 +142,7 @@ impl Loop {
                 self.worker.on_timer(now, &mut self.out);
             }
             self.flush_output(now);
+            self.worker.publish_gauges();
             let elapsed = busy_start.elapsed();
             for kind in self.kinds.drain(..) {
                 self.metrics.latency(kind, elapsed.as_nanos() as u64);
