@@ -187,26 +187,26 @@ fn encode_into(
     buf: &mut Vec<u8>,
     encode: impl Fn(&mut [u8]) -> Result<usize, EncodeError>,
 ) -> Result<Range<usize>, EncodeError> {
+    const MAX: usize = u16::MAX as usize + 4;
     let start = buf.len();
-    // Nearly every ASAP message fits the first try; the second holds any message.
-    for room in [1024, usize::from(u16::MAX) + 4] {
+    // Nearly every ASAP message fits the first try; each retry offers four times the room (the
+    // room is zero-filled first, so offering the largest message's room at once would cost a
+    // 64 KiB fill for a 2 KB message), and the last holds any message.
+    let mut room = 1024;
+    loop {
         buf.resize(start + room, 0);
         match encode(&mut buf[start..]) {
             Ok(n) => {
                 buf.truncate(start + n);
                 return Ok(start..start + n);
             }
-            Err(EncodeError::BufferTooSmall { .. }) if room == 1024 => {}
+            Err(EncodeError::BufferTooSmall { .. }) if room < MAX => room = (room * 4).min(MAX),
             Err(e) => {
                 buf.truncate(start);
                 return Err(e);
             }
         }
     }
-    buf.truncate(start);
-    Err(EncodeError::BufferTooSmall {
-        needed: usize::from(u16::MAX) + 4,
-    })
 }
 
 /// A write one worker passes to another (design §3 mailboxes): requests to a pool's shard owner,
