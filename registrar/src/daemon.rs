@@ -12,7 +12,7 @@ use rserpool_protocol::Generation;
 
 use crate::config::{Config, DriverChoice};
 use crate::core::{CoreConfig, Worker};
-use crate::driver::{IoSettings, Listener, Shared, WorkerSetup, sys};
+use crate::driver::{Driver, IoSettings, Listener, Shared, WorkerSetup, sys};
 use crate::metrics::{MetricsServer, ProcessInfo, WorkerMetrics};
 use crate::net::{self, NetError, SctpSocket};
 use crate::url::{Transport, TransportUrl};
@@ -67,6 +67,8 @@ pub fn run(config: Config, reload: Reload, set_log_level: SetLogLevel) -> Result
         max_message_size: config.limits.max_message_size,
         max_connections: config.limits.max_connections,
         buffer_size: config.io.buffer_size,
+        buffer_count: config.io.buffer_count,
+        ring_entries: config.io.ring_entries,
         max_batch: config.io.max_batch,
         busy_poll_us: config.registrar.busy_poll_us,
     };
@@ -117,7 +119,7 @@ pub fn run(config: Config, reload: Reload, set_log_level: SetLogLevel) -> Result
                     pr_id: pr_id.0,
                     version: env!("CARGO_PKG_VERSION"),
                     started_unix_secs,
-                    driver,
+                    driver: driver.name(),
                 },
             )
             .map_err(|e| {
@@ -157,7 +159,7 @@ pub fn run(config: Config, reload: Reload, set_log_level: SetLogLevel) -> Result
                 if pin && let Err(e) = net::pin_current_thread(index) {
                     tracing::warn!(worker = index, %e, "cannot pin the worker to its core");
                 }
-                crate::driver::run_epoll(setup)
+                driver.run(setup)
             })
             .map_err(|e| DaemonError::Io("cannot start a worker thread", e))?;
         threads.push(thread);
@@ -168,7 +170,7 @@ pub fn run(config: Config, reload: Reload, set_log_level: SetLogLevel) -> Result
     tracing::info!(
         pr_id = format_args!("{:#x}", pr_id.0),
         workers,
-        driver,
+        driver = driver.name(),
         listeners = bound.len(),
         "registrar ready"
     );
@@ -252,18 +254,25 @@ fn pr_id(config: &Config) -> Result<PrId, DaemonError> {
     }
 }
 
-fn choose_driver(choice: DriverChoice) -> Result<&'static str, DaemonError> {
+/// The driver for `choice`: io_uring where the kernel allows it (`auto` falls back to epoll with
+/// a warning naming why it cannot be used; `io-uring` fails with that reason), or epoll.
+fn choose_driver(choice: DriverChoice) -> Result<Driver, DaemonError> {
     match choice {
-        DriverChoice::Epoll => Ok("epoll"),
-        DriverChoice::Auto => {
-            tracing::info!("using the epoll driver");
-            Ok("epoll")
-        }
-        DriverChoice::IoUring => Err(DaemonError::Config(
-            "registrar.driver = \"io_uring\" is not available in this build yet; use \"auto\" \
-             or \"epoll\""
-                .into(),
-        )),
+        DriverChoice::Epoll => Ok(Driver::Epoll),
+        DriverChoice::Auto => match net::io_uring_support() {
+            Ok(()) => Ok(Driver::IoUring),
+            Err(e) => {
+                tracing::warn!("using the epoll driver: {e}");
+                Ok(Driver::Epoll)
+            }
+        },
+        DriverChoice::IoUring => net::io_uring_support()
+            .map(|()| Driver::IoUring)
+            .map_err(|e| {
+                DaemonError::Config(format!(
+                    "registrar.driver = \"io-uring\" cannot be used: {e}"
+                ))
+            }),
     }
 }
 

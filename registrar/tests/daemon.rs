@@ -1,6 +1,7 @@
 //! The registrar daemon as a real process over TCP, MPTCP and UDP on loopback: registration,
 //! resolution on every transport and generation, keep-alives, removal on connection loss,
-//! metrics, hostile input, reload and clean stop.
+//! metrics, hostile input, a client that never reads its replies, reload and clean stop. Every
+//! scenario runs once on each I/O driver (`io_uring::*` and `epoll::*`).
 
 mod common;
 
@@ -13,27 +14,63 @@ use rserpool_protocol::{AsapMessage, Generation, PeId, PoolHandle, cause};
 const RFC: Generation = Generation::Rfc;
 const NG: Generation = Generation::Ng;
 
-/// A daemon on ephemeral loopback ports with every transport and two workers, sending
-/// keep-alives every `keep_alive_ms` and waiting as long for the ack.
-fn daemon(keep_alive_ms: u64) -> Daemon {
+/// Runs each scenario (a function of the `--driver` value) as one test per driver.
+macro_rules! on_both_drivers {
+    ($($scenario:ident),* $(,)?) => {
+        mod io_uring {
+            $(#[test]
+            fn $scenario() {
+                super::$scenario("io-uring");
+            })*
+        }
+        mod epoll {
+            $(#[test]
+            fn $scenario() {
+                super::$scenario("epoll");
+            })*
+        }
+    };
+}
+
+on_both_drivers!(
+    pes_register_over_tcp_and_mptcp_and_resolve_everywhere,
+    pes_that_stop_answering_keep_alives_are_removed,
+    hostile_input_on_every_transport_leaves_the_daemon_serving_and_pes_intact,
+    a_client_that_never_reads_its_replies_does_not_hold_up_others,
+    metrics_name_the_driver,
+    busy_polling_workers_answer,
+    sigterm_stops_cleanly_and_sighup_reloads,
+);
+
+/// A daemon on `driver` with two workers, on ephemeral loopback ports with every transport,
+/// sending keep-alives every `keep_alive_ms` and waiting as long for the ack.
+fn daemon(driver: &str, keep_alive_ms: u64) -> Daemon {
+    daemon_with(
+        driver,
+        2,
+        &format!(
+            "[timers]\nkeep_alive_interval_ms = {keep_alive_ms}\nkeep_alive_timeout_ms = {keep_alive_ms}\n"
+        ),
+    )
+}
+
+/// A daemon on `driver` with `workers` workers and the configuration file `config`.
+fn daemon_with(driver: &str, workers: usize, config_file: &str) -> Daemon {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let config =
         std::env::temp_dir().join(format!("rserpool-test-{}-{n}.toml", std::process::id()));
-    std::fs::write(
-        &config,
-        format!(
-            "[timers]\nkeep_alive_interval_ms = {keep_alive_ms}\nkeep_alive_timeout_ms = {keep_alive_ms}\n"
-        ),
-    )
-    .unwrap();
+    std::fs::write(&config, config_file).unwrap();
+    let workers = workers.to_string();
     let args = vec![
         "--profile",
         "default",
         "--config",
         config.to_str().unwrap(),
+        "--driver",
+        driver,
         "--workers",
-        "2",
+        &workers,
         "--asap",
         "tcp://127.0.0.1:0",
         "--asap",
@@ -48,9 +85,8 @@ fn daemon(keep_alive_ms: u64) -> Daemon {
     Daemon::start(&args)
 }
 
-#[test]
-fn pes_register_over_tcp_and_mptcp_and_resolve_everywhere() {
-    let d = daemon(300);
+fn pes_register_over_tcp_and_mptcp_and_resolve_everywhere(driver: &str) {
+    let d = daemon(driver, 300);
     let tcp = d.address("tcp://", false);
     let mptcp = d.address("mptcp://", false);
     let udp = d.address("udp://", false);
@@ -132,9 +168,8 @@ fn pes_register_over_tcp_and_mptcp_and_resolve_everywhere() {
     drop(pe3);
 }
 
-#[test]
-fn pes_that_stop_answering_keep_alives_are_removed() {
-    let d = daemon(300);
+fn pes_that_stop_answering_keep_alives_are_removed(driver: &str) {
+    let d = daemon(driver, 300);
     let tcp = d.address("tcp://", false);
     let udp = d.address("udp://", false);
     let mut live = StreamClient::tcp(tcp, RFC);
@@ -191,9 +226,8 @@ fn pes_that_stop_answering_keep_alives_are_removed() {
     assert!(d.metric("rserpool_pe_removals_total{reason=\"keep_alive_timeout\"}") >= 1.0);
 }
 
-#[test]
-fn hostile_input_on_every_transport_leaves_the_daemon_serving_and_pes_intact() {
-    let d = daemon(60_000);
+fn hostile_input_on_every_transport_leaves_the_daemon_serving_and_pes_intact(driver: &str) {
+    let d = daemon(driver, 60_000);
     let tcp = d.address("tcp://", false);
     let mptcp = d.address("mptcp://", false);
     let udp = d.address("udp://", false);
@@ -266,9 +300,8 @@ fn hostile_input_on_every_transport_leaves_the_daemon_serving_and_pes_intact() {
     assert!(d.metric("rserpool_decode_errors_total") > 100.0);
 }
 
-#[test]
-fn sigterm_stops_cleanly_and_sighup_reloads() {
-    let d = daemon(5_000);
+fn sigterm_stops_cleanly_and_sighup_reloads(driver: &str) {
+    let d = daemon(driver, 5_000);
     let tcp = d.address("tcp://", false);
     d.signal("HUP");
     // Still serving after the reload.
@@ -286,6 +319,103 @@ fn sigterm_stops_cleanly_and_sighup_reloads() {
         "stderr:\n{stderr}"
     );
     assert!(stderr.contains("registrar stopped"), "stderr:\n{stderr}");
+}
+
+/// A client that pipelines 20,000 resolutions and never reads the replies (about 1.6 KB each,
+/// 32 MB in all) does not hold up another client on the same worker, and the registrar stops
+/// reading it once the replies pass the high-water mark instead of buffering them all. When the
+/// client reads at last, every request is answered. Socket buffers are small on both ends, so
+/// that what the kernel absorbs does not depend on the host's TCP autotuning.
+fn a_client_that_never_reads_its_replies_does_not_hold_up_others(driver: &str) {
+    const FLOOD: usize = 20_000;
+    let d = daemon_with(
+        driver,
+        1,
+        "[io]\nsocket_buffer_bytes = 65536\n\n[timers]\nkeep_alive_interval_ms = 600000\n",
+    );
+    let tcp = d.address("tcp://", false);
+    let mut pe = StreamClient::tcp(tcp, RFC);
+    for id in 1..=32 {
+        pe.send_raw(&registration(b"big", id, 600_000, RFC));
+        assert!(accepted(&pe.recv_answering_keep_alives(), RFC));
+    }
+    let one = resolution(b"big", Some(32), RFC);
+    let flood: Vec<u8> = one
+        .iter()
+        .copied()
+        .cycle()
+        .take(one.len() * FLOOD)
+        .collect();
+    let mut flooder = StreamClient::tcp_with_buffers(tcp, RFC, 65_536);
+    let mut writer = flooder.stream.try_clone().unwrap();
+    let writing = std::thread::spawn(move || writer.write_all(&flood).is_ok());
+
+    // The registrar handles what fits under the high-water mark and the kernel's buffers, then
+    // stops: wait until the count of resolutions holds still for half a second.
+    let mut samples = Vec::new();
+    let settled = eventually(Duration::from_secs(30), || {
+        std::thread::sleep(Duration::from_millis(80));
+        samples.push(d.metric("rserpool_resolutions_total"));
+        let n = samples.len();
+        n > 6 && samples[n - 6..].iter().all(|&v| v == samples[n - 1])
+    });
+    assert!(settled, "the resolutions never settled: {samples:?}");
+    let handled = samples.last().copied().unwrap();
+    assert!(
+        handled > 0.0 && handled < FLOOD as f64 / 2.0,
+        "the registrar handled {handled} of {FLOOD} requests from a client that does not read"
+    );
+
+    let start = std::time::Instant::now();
+    let mut other = StreamClient::tcp(tcp, RFC);
+    other.send_raw(&resolution(b"big", Some(3), RFC));
+    assert_eq!(
+        resolved(&other.recv_bytes(), RFC).map(|ids| ids.len()),
+        Ok(3)
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "another client waited {:?}",
+        start.elapsed()
+    );
+
+    for i in 0..FLOOD {
+        let ids =
+            resolved(&flooder.recv_bytes(), RFC).unwrap_or_else(|e| panic!("reply {i}: cause {e}"));
+        assert_eq!(ids.len(), 32, "reply {i}");
+    }
+    assert!(writing.join().unwrap(), "the whole flood was written");
+    assert!(d.metric("rserpool_resolutions_total") >= (FLOOD + 1) as f64);
+}
+
+/// Workers that spin before they sleep (`registrar.busy_poll_us`) answer over TCP and UDP, also
+/// after idling.
+fn busy_polling_workers_answer(driver: &str) {
+    let d = daemon_with(driver, 2, "[registrar]\nbusy_poll_us = 300\n");
+    let tcp = d.address("tcp://", false);
+    let udp = d.address("udp://", false);
+    let mut pe = StreamClient::tcp(tcp, RFC);
+    pe.send_raw(&registration(b"spin", 4, 60_000, RFC));
+    assert!(accepted(&pe.recv_answering_keep_alives(), RFC));
+    for _ in 0..3 {
+        assert_eq!(resolve_udp(udp, b"spin", RFC), Ok(vec![4]));
+        let mut pu = StreamClient::tcp(tcp, RFC);
+        pu.send_raw(&resolution(b"spin", None, RFC));
+        assert_eq!(resolved(&pu.recv_bytes(), RFC), Ok(vec![4]));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The metrics name the driver the registrar runs on.
+fn metrics_name_the_driver(driver: &str) {
+    let d = daemon(driver, 60_000);
+    let name = driver.replace('-', "_");
+    let info = d.scrape();
+    let line = info
+        .lines()
+        .find(|l| l.starts_with("rserpool_registrar_info{"))
+        .unwrap_or_else(|| panic!("no info line in:\n{info}"));
+    assert!(line.contains(&format!("driver=\"{name}\"")), "{line}");
 }
 
 #[test]

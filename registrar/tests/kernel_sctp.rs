@@ -1,11 +1,14 @@
 //! The socket layer's SCTP against a real kernel SCTP stack: the registrar's one-to-many listener
 //! with a one-to-one client acting as a PE (PPID 11), notifications, peer addresses, abort,
-//! multihomed binding, and SO_REUSEPORT over several one-to-many sockets.
+//! multihomed binding, and SO_REUSEPORT over several one-to-many sockets. Then the daemon itself
+//! serving PEs and PUs over SCTP on each I/O driver.
 //!
 //! The build host has no kernel SCTP, so this target is `test = false` (a plain `cargo test` does
 //! not run it) and CI runs it in user-mode Linux:
 //! `CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER=$PWD/ci/uml-run.sh cargo test -p rserpool-registrar --test kernel_sctp`.
 //! Without kernel SCTP every test fails with the reason; none skips.
+
+mod common;
 
 use std::io;
 use std::net::SocketAddr;
@@ -259,4 +262,59 @@ fn mixed_family_listener_takes_ipv6_and_ipv4_associations() {
         // kept open, so that its shutdown does not come before the next association
         pes.push(pe);
     }
+}
+
+/// The daemon on `driver` (two workers) registers a PE over SCTP, resolves for a PU over SCTP and
+/// UDP, aborts an association that sends ENRP's PPID to the ASAP port (checklist PA-21), and
+/// removes the PE when its association closes (PA-18).
+fn daemon_serves_sctp(driver: &str) {
+    use common::{Daemon, accepted, eventually, registration, resolution, resolve_udp, resolved};
+    use rserpool_protocol::{Generation, cause};
+    const RFC: Generation = Generation::Rfc;
+    let d = Daemon::start(&[
+        "--driver",
+        driver,
+        "--workers",
+        "2",
+        "--asap",
+        "sctp://127.0.0.1:0",
+        "--asap",
+        "udp://127.0.0.1:0",
+        "--metrics",
+        "off",
+    ]);
+    let sctp = d.address("sctp://", false);
+    let udp = d.address("udp://", false);
+    let mut buf = [0; 4096];
+    let request = |socket: &Socket, message: &[u8], buf: &mut [u8]| {
+        send_ppid(socket, PPID_ASAP, 0, message).unwrap();
+        let (len, ppid) = wait_for("the registrar to answer", || recv_ppid(socket, buf)).unwrap();
+        assert_eq!(ppid, PPID_ASAP);
+        len
+    };
+    let pe = connect(sctp.to_string());
+    let len = request(&pe, &registration(b"sctp", 5, 60_000, RFC), &mut buf);
+    assert!(accepted(&buf[..len], RFC));
+    let pu = connect(sctp.to_string());
+    let len = request(&pu, &resolution(b"sctp", None, RFC), &mut buf);
+    assert_eq!(resolved(&buf[..len], RFC), Ok(vec![5]));
+    assert_eq!(resolve_udp(udp, b"sctp", RFC), Ok(vec![5]));
+
+    send_ppid(&pu, 12, 0, &resolution(b"sctp", None, RFC)).unwrap();
+    let e = wait_for("the abort", || recv_ppid(&pu, &mut buf)).unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::ConnectionReset, "{e}");
+
+    drop(pe);
+    assert!(eventually(WAIT, || resolve_udp(udp, b"sctp", RFC)
+        == Err(cause::UNKNOWN_POOL_HANDLE)));
+}
+
+#[test]
+fn daemon_serves_sctp_on_io_uring() {
+    daemon_serves_sctp("io-uring");
+}
+
+#[test]
+fn daemon_serves_sctp_on_epoll() {
+    daemon_serves_sctp("epoll");
 }

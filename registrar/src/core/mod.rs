@@ -152,6 +152,11 @@ impl Output {
         self.transmits.is_empty() && self.aborts.is_empty() && self.forwards.is_empty()
     }
 
+    /// Bytes of the messages to transmit (drivers weigh a connection's replies with it).
+    pub fn pending_bytes(&self) -> usize {
+        self.bytes.len()
+    }
+
     /// Forgets everything, keeping the allocations.
     pub fn clear(&mut self) {
         self.bytes.clear();

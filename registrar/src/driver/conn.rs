@@ -1,18 +1,24 @@
 //! A TCP or MPTCP association as the drivers hold it: the socket, a read buffer split into ASAP
 //! messages by the header's length field (design §4), and a write buffer that collects every reply
-//! of a batch so that they leave in one `write` (research: batching replies per read is what lifts
-//! the stream ceiling).
+//! of a batch so that they leave in one `write` or one io_uring send (research: batching replies
+//! per read is what lifts the stream ceiling).
+//!
+//! Both drivers share the framing loop and the backpressure rule here. The epoll driver reads the
+//! socket itself ([`StreamConn::read_and_dispatch`]) and writes with [`StreamConn::flush`]; the
+//! io_uring driver hands in what the kernel received ([`StreamConn::receive`]) and lends the write
+//! buffer to a kernel send ([`StreamConn::take_unsent`], [`StreamConn::give_back`]).
 
 use std::io::{self, Read, Write};
 
 use rserpool_handlespace::{AssociationId, Millis};
-use rserpool_protocol::framing::Frames;
+use rserpool_protocol::framing::{Frame, Frames, next_frame};
 
 use crate::core::{Output, Worker};
 use crate::metrics::RequestKind;
 
-/// Above this many unsent bytes the connection is not read until the peer catches up, so that a
-/// client that does not read its replies cannot make the registrar buffer without bound.
+/// Above this many unsent bytes (queued replies plus those the current batch produced) a
+/// connection's messages are not handled, and its socket not read, until the peer catches up, so
+/// that a client that does not read its replies cannot make the registrar buffer without bound.
 pub const WRITE_HIGH_WATER: usize = 4 << 20;
 
 /// Why a connection must be closed.
@@ -26,6 +32,45 @@ pub enum Closed {
     Io(io::Error),
 }
 
+/// What handing received messages to the state machine needs. Made once per event: the replies
+/// produced since then count against the connection's high-water mark before they are queued.
+#[derive(Debug)]
+pub struct Dispatch<'a> {
+    worker: &'a mut Worker,
+    out: &'a mut Output,
+    kinds: &'a mut Vec<RequestKind>,
+    now: Millis,
+    max_message: usize,
+    mark: usize,
+}
+
+impl<'a> Dispatch<'a> {
+    /// Messages go to `worker` at time `now`, replies into `out`, the kinds of the requests handled
+    /// into `kinds`; messages longer than `max_message` bytes break the stream.
+    pub fn new(
+        worker: &'a mut Worker,
+        out: &'a mut Output,
+        kinds: &'a mut Vec<RequestKind>,
+        now: Millis,
+        max_message: usize,
+    ) -> Self {
+        let mark = out.pending_bytes();
+        Self {
+            worker,
+            out,
+            kinds,
+            now,
+            max_message,
+            mark,
+        }
+    }
+
+    /// Reply bytes produced since this dispatch began.
+    fn produced(&self) -> usize {
+        self.out.pending_bytes().saturating_sub(self.mark)
+    }
+}
+
 /// One stream association.
 #[derive(Debug)]
 pub struct StreamConn<S> {
@@ -33,84 +78,128 @@ pub struct StreamConn<S> {
     pub socket: S,
     /// The core's ID of this association.
     pub association: AssociationId,
+    /// Received bytes; `read[start..end]` are not handled yet. Allocated on first use: the
+    /// io_uring driver frames in the kernel's buffers and keeps only what is left over here.
     read: Vec<u8>,
-    read_len: usize,
+    start: usize,
+    end: usize,
+    /// The read buffer's size for the epoll driver's reads; beyond it the buffer grows only to
+    /// hold what io_uring received while the connection was above the high-water mark.
+    read_size: usize,
+    /// Messages wait in the read buffer because the replies passed the high-water mark.
+    held: bool,
+    /// Queued replies; `write[written..]` are not sent yet.
     write: Vec<u8>,
     written: usize,
+    /// Unsent bytes of a write buffer lent to a kernel send (io_uring), if one is in flight.
+    lent: Option<usize>,
+    /// An empty buffer to queue into while the other one is lent.
+    spare: Vec<u8>,
 }
 
-impl<S: Read + Write> StreamConn<S> {
-    /// A connection with a read buffer of `buffer_size` bytes (at least one message of
-    /// `max_message` bytes fits).
+impl<S> StreamConn<S> {
+    /// A connection whose socket reads take up to `buffer_size` bytes (at least one message of
+    /// `max_message` bytes).
     pub fn new(
         socket: S,
         association: AssociationId,
         buffer_size: usize,
         max_message: usize,
     ) -> Self {
+        let read_size = buffer_size.max(max_message + 4);
         Self {
             socket,
             association,
-            read: vec![0; buffer_size.max(max_message + 4)],
-            read_len: 0,
+            read: Vec::new(),
+            start: 0,
+            end: 0,
+            read_size,
+            held: false,
             write: Vec::new(),
             written: 0,
+            lent: None,
+            spare: Vec::new(),
         }
     }
 
-    /// Whether replies are waiting to be written.
+    /// Whether replies are waiting to be written (not counting a buffer lent to a send).
     pub fn wants_write(&self) -> bool {
         self.written < self.write.len()
     }
 
-    /// Whether the connection should not be read until its replies drain.
-    pub fn paused(&self) -> bool {
-        self.write.len() - self.written > WRITE_HIGH_WATER
+    /// Reply bytes not yet sent, including those of a lent buffer.
+    pub fn unsent(&self) -> usize {
+        self.write.len() - self.written + self.lent.unwrap_or(0)
     }
 
-    /// Reads what the socket has (at most `budget` reads) and hands every complete message to
-    /// the worker; `kinds` collects the requests handled. Returns the number of messages.
-    #[allow(clippy::too_many_arguments)]
-    pub fn read_and_dispatch(
-        &mut self,
-        worker: &mut Worker,
-        now: Millis,
-        out: &mut Output,
-        max_message: usize,
-        budget: usize,
-        kinds: &mut Vec<RequestKind>,
-    ) -> Result<usize, Closed> {
-        let mut messages = 0;
-        for _ in 0..budget.max(1) {
-            if self.paused() {
-                break;
-            }
-            let room = self.read.len() - self.read_len;
-            let n = match self.socket.read(&mut self.read[self.read_len..]) {
-                Ok(0) => return Err(Closed::Eof),
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(Closed::Io(e)),
-            };
-            self.read_len += n;
-            let mut frames = Frames::new(&self.read[..self.read_len], max_message);
-            for message in frames.by_ref() {
-                kinds.push(worker.on_message(self.association, message, now, out));
-                messages += 1;
-            }
-            if let Some(e) = frames.error() {
-                return Err(Closed::Framing(e));
-            }
-            let consumed = frames.consumed();
-            self.read.copy_within(consumed..self.read_len, 0);
-            self.read_len -= consumed;
-            if n < room {
-                // A short read: the socket is drained.
-                break;
+    /// Whether the connection should not be read until its replies drain.
+    pub fn paused(&self) -> bool {
+        self.unsent() > WRITE_HIGH_WATER
+    }
+
+    /// Whether received messages wait for the replies to drain (call
+    /// [`Self::dispatch_buffered`] once the connection is no longer [`Self::paused`]).
+    pub fn holds_input(&self) -> bool {
+        self.held
+    }
+
+    fn over_high_water(&self, cx: &Dispatch<'_>) -> bool {
+        self.unsent() + cx.produced() > WRITE_HIGH_WATER
+    }
+
+    /// Hands the complete messages in the read buffer to the worker, as far as the high-water mark
+    /// allows. Returns the number of messages.
+    pub fn dispatch_buffered(&mut self, cx: &mut Dispatch<'_>) -> Result<usize, Closed> {
+        let unsent = self.unsent();
+        let (consumed, messages, held) = frame(
+            self.association,
+            &self.read[self.start..self.end],
+            unsent,
+            cx,
+        )?;
+        self.held = held;
+        self.start += consumed;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+            if self.read.len() > self.read_size {
+                // It held messages back: give the memory back.
+                self.read = Vec::new();
             }
         }
         Ok(messages)
+    }
+
+    /// Handles bytes the kernel received for this connection (io_uring): frames them in place when
+    /// nothing is buffered, and keeps what is left (a partial message, or messages held back by
+    /// the high-water mark) in the read buffer. Returns the number of messages.
+    pub fn receive(&mut self, bytes: &[u8], cx: &mut Dispatch<'_>) -> Result<usize, Closed> {
+        if self.start == self.end {
+            let (consumed, messages, held) = frame(self.association, bytes, self.unsent(), cx)?;
+            self.held = held;
+            self.buffer(&bytes[consumed..]);
+            Ok(messages)
+        } else {
+            self.buffer(bytes);
+            self.dispatch_buffered(cx)
+        }
+    }
+
+    /// Appends to the read buffer, moving what is there to the front or growing it if needed.
+    fn buffer(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        if self.read.len() - self.end < bytes.len() && self.start > 0 {
+            self.read.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.read.len() - self.end < bytes.len() {
+            self.read.resize(self.end + bytes.len(), 0);
+        }
+        self.read[self.end..self.end + bytes.len()].copy_from_slice(bytes);
+        self.end += bytes.len();
     }
 
     /// Appends a reply to the write buffer.
@@ -122,6 +211,82 @@ impl<S: Read + Write> StreamConn<S> {
         self.write.extend_from_slice(message);
     }
 
+    /// Lends the unsent replies to a kernel send (io_uring): the buffer and the offset of its
+    /// first unsent byte. `None` while a buffer is lent or when nothing waits. Replies queued
+    /// meanwhile go to another buffer; [`Self::give_back`] returns this one.
+    pub fn take_unsent(&mut self) -> Option<(Vec<u8>, usize)> {
+        if self.lent.is_some() || !self.wants_write() {
+            return None;
+        }
+        let buf = std::mem::replace(&mut self.write, std::mem::take(&mut self.spare));
+        let from = std::mem::take(&mut self.written);
+        self.lent = Some(buf.len() - from);
+        Some((buf, from))
+    }
+
+    /// Takes back the buffer lent by [`Self::take_unsent`] after the kernel sent `sent` bytes
+    /// from `from` on. What it did not send goes out before the replies queued meanwhile.
+    pub fn give_back(&mut self, mut buf: Vec<u8>, from: usize, sent: usize) {
+        self.lent = None;
+        let from = (from + sent).min(buf.len());
+        if from == buf.len() {
+            buf.clear();
+            self.spare = buf;
+        } else {
+            buf.extend_from_slice(&self.write[self.written..]);
+            self.write.clear();
+            self.written = 0;
+            self.spare = std::mem::replace(&mut self.write, buf);
+            self.written = from;
+        }
+    }
+}
+
+impl<S: Read> StreamConn<S> {
+    /// Handles the messages the read buffer holds, then reads what the socket has (at most
+    /// `budget` reads) and hands every complete message to the worker, stopping at the
+    /// high-water mark. Returns the number of messages.
+    pub fn read_and_dispatch(
+        &mut self,
+        cx: &mut Dispatch<'_>,
+        budget: usize,
+    ) -> Result<usize, Closed> {
+        let mut messages = self.dispatch_buffered(cx)?;
+        if self.read.len() < self.read_size {
+            self.read.resize(self.read_size, 0);
+        }
+        for _ in 0..budget.max(1) {
+            if self.over_high_water(cx) {
+                break;
+            }
+            if self.start > 0 {
+                self.read.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            }
+            let room = self.read.len() - self.end;
+            if room == 0 {
+                break;
+            }
+            let n = match self.socket.read(&mut self.read[self.end..]) {
+                Ok(0) => return Err(Closed::Eof),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Closed::Io(e)),
+            };
+            self.end += n;
+            messages += self.dispatch_buffered(cx)?;
+            if n < room {
+                // A short read: the socket is drained.
+                break;
+            }
+        }
+        Ok(messages)
+    }
+}
+
+impl<S: Write> StreamConn<S> {
     /// Writes as much of the write buffer as the socket takes; `Ok(true)` when all is written.
     pub fn flush(&mut self) -> io::Result<bool> {
         while self.written < self.write.len() {
@@ -136,5 +301,176 @@ impl<S: Read + Write> StreamConn<S> {
         self.write.clear();
         self.written = 0;
         Ok(true)
+    }
+}
+
+/// The framing loop of both drivers: hands every complete message at the front of `bytes` to the
+/// worker, and stops early once the connection's replies (`unsent`, plus what this dispatch
+/// produced) pass [`WRITE_HIGH_WATER`]. Returns the bytes consumed, the messages handled and
+/// whether it stopped at the high-water mark.
+fn frame(
+    association: AssociationId,
+    bytes: &[u8],
+    unsent: usize,
+    cx: &mut Dispatch<'_>,
+) -> Result<(usize, usize, bool), Closed> {
+    let mut frames = Frames::new(bytes, cx.max_message);
+    let mut messages = 0;
+    let mut held = false;
+    loop {
+        if unsent + cx.produced() > WRITE_HIGH_WATER {
+            let rest = &bytes[frames.consumed()..];
+            held = matches!(next_frame(rest, cx.max_message), Ok(Frame::Complete { .. }));
+            break;
+        }
+        let Some(message) = frames.next() else {
+            break;
+        };
+        cx.kinds
+            .push(cx.worker.on_message(association, message, cx.now, cx.out));
+        messages += 1;
+    }
+    if let Some(e) = frames.error() {
+        return Err(Closed::Framing(e));
+    }
+    Ok((frames.consumed(), messages, held))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+    use std::os::unix::net::UnixStream;
+
+    use rserpool_handlespace::{Limits, PrId};
+    use rserpool_protocol::{AsapMessage, Generation, PoolHandle};
+
+    use super::*;
+    use crate::core::cluster::Cluster;
+    use crate::core::{AssociationInfo, CoreConfig};
+    use crate::url::Transport;
+
+    /// A one-worker PR with one TCP association open; its ID.
+    fn worker() -> (Cluster, AssociationId) {
+        let mut pr = Cluster::new(1, CoreConfig::new(PrId(1)), Limits::default(), 1);
+        let info = AssociationInfo {
+            transport: Transport::Tcp,
+            generation: Generation::Rfc,
+            peer_addresses: vec!["127.0.0.1:9".parse().unwrap()],
+        };
+        let association = pr.workers_mut()[0].open_association(info, 0);
+        (pr, association)
+    }
+
+    fn resolutions(n: usize) -> Vec<u8> {
+        let mut buf = vec![0; 256];
+        let len = AsapMessage::HandleResolution {
+            subscribe: false,
+            pool_handle: PoolHandle(b"none"),
+            items: None,
+        }
+        .encode(Generation::Rfc, &mut buf)
+        .unwrap();
+        buf[..len].repeat(n)
+    }
+
+    #[test]
+    fn messages_cut_anywhere_are_handled_once_whole() {
+        let (mut pr, association) = worker();
+        let mut conn = StreamConn::new((), association, 64, 64);
+        let (mut out, mut kinds) = (Output::default(), Vec::new());
+        let stream = resolutions(5);
+        let mut handled = 0;
+        for chunk in stream.chunks(7) {
+            let mut cx = Dispatch::new(&mut pr.workers_mut()[0], &mut out, &mut kinds, 0, 64);
+            handled += conn.receive(chunk, &mut cx).unwrap();
+        }
+        assert_eq!(handled, 5);
+        assert_eq!(kinds.len(), 5);
+        assert_eq!(out.transmits().count(), 5, "every request answered");
+        assert!(!conn.holds_input());
+
+        let mut cx = Dispatch::new(&mut pr.workers_mut()[0], &mut out, &mut kinds, 0, 64);
+        let broken = conn.receive(&[0, 0, 0, 2], &mut cx);
+        assert!(matches!(broken, Err(Closed::Framing(_))), "{broken:?}");
+    }
+
+    #[test]
+    fn messages_wait_while_the_replies_are_over_the_high_water_mark() {
+        let (mut pr, association) = worker();
+        let mut conn = StreamConn::new((), association, 64, 64);
+        let (mut out, mut kinds) = (Output::default(), Vec::new());
+        conn.queue(&vec![0; WRITE_HIGH_WATER + 1]);
+        assert!(conn.paused());
+        let mut cx = Dispatch::new(&mut pr.workers_mut()[0], &mut out, &mut kinds, 0, 64);
+        assert_eq!(conn.receive(&resolutions(3), &mut cx).unwrap(), 0);
+        assert!(conn.holds_input());
+
+        let (buf, from) = conn.take_unsent().unwrap();
+        assert!(conn.paused(), "a lent buffer still counts as unsent");
+        conn.give_back(buf, from, WRITE_HIGH_WATER + 1);
+        assert!(!conn.paused() && !conn.wants_write());
+        let mut cx = Dispatch::new(&mut pr.workers_mut()[0], &mut out, &mut kinds, 0, 64);
+        assert_eq!(conn.dispatch_buffered(&mut cx).unwrap(), 3);
+        assert!(!conn.holds_input());
+        assert_eq!(out.transmits().count(), 3);
+    }
+
+    #[test]
+    fn a_batch_stops_once_its_own_replies_pass_the_high_water_mark() {
+        let (mut pr, association) = worker();
+        let mut conn = StreamConn::new((), association, 64, 64);
+        let (mut out, mut kinds) = (Output::default(), Vec::new());
+        conn.queue(&vec![0; WRITE_HIGH_WATER - 10]);
+        let mut cx = Dispatch::new(&mut pr.workers_mut()[0], &mut out, &mut kinds, 0, 64);
+        // The first reply passes the mark: the other messages wait.
+        assert_eq!(conn.receive(&resolutions(4), &mut cx).unwrap(), 1);
+        assert!(conn.holds_input());
+    }
+
+    #[test]
+    fn what_a_short_send_leaves_goes_before_replies_queued_meanwhile() {
+        let (_, association) = worker();
+        let mut conn = StreamConn::new((), association, 64, 64);
+        conn.queue(b"abc");
+        let (buf, from) = conn.take_unsent().unwrap();
+        assert_eq!(&buf[from..], b"abc");
+        assert_eq!(conn.take_unsent(), None, "one send in flight at most");
+        conn.queue(b"de");
+        assert_eq!(conn.unsent(), 5);
+        conn.give_back(buf, from, 1);
+        let (buf, from) = conn.take_unsent().unwrap();
+        assert_eq!(&buf[from..], b"bcde");
+        conn.give_back(buf, from, 4);
+        assert_eq!(conn.unsent(), 0);
+        conn.queue(b"f");
+        let (buf, from) = conn.take_unsent().unwrap();
+        assert_eq!(&buf[from..], b"f");
+    }
+
+    #[test]
+    fn epoll_reads_frame_the_socket_and_see_its_end() {
+        let (mut pr, association) = worker();
+        let (mut peer, socket) = UnixStream::pair().unwrap();
+        socket.set_nonblocking(true).unwrap();
+        let mut conn = StreamConn::new(socket, association, 64, 64);
+        let (mut out, mut kinds) = (Output::default(), Vec::new());
+        peer.write_all(&resolutions(10)).unwrap();
+        let mut cx = Dispatch::new(&mut pr.workers_mut()[0], &mut out, &mut kinds, 0, 64);
+        assert_eq!(conn.read_and_dispatch(&mut cx, 64).unwrap(), 10);
+        let mut replies = Vec::new();
+        for (_, bytes) in out.transmits() {
+            conn.queue(bytes);
+            replies.extend_from_slice(bytes);
+        }
+        assert!(conn.flush().unwrap(), "all written");
+        let mut written = vec![0; replies.len()];
+        std::io::Read::read_exact(&mut peer, &mut written).unwrap();
+        assert_eq!(written, replies);
+        drop(peer);
+        let mut cx = Dispatch::new(&mut pr.workers_mut()[0], &mut out, &mut kinds, 0, 64);
+        assert!(matches!(
+            conn.read_and_dispatch(&mut cx, 64),
+            Err(Closed::Eof)
+        ));
     }
 }

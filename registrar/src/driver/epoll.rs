@@ -2,20 +2,17 @@
 //! associations, its mailbox wake-up and its timers. Used where io_uring is unavailable (Docker's
 //! default seccomp profile, `kernel.io_uring_disabled`) or when configured.
 
-use std::collections::HashMap;
-use std::os::fd::AsRawFd;
-use std::sync::Arc;
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use rserpool_handlespace::{AssociationId, Millis};
-use rserpool_protocol::PPID_ASAP;
 
 use super::conn::{Closed, StreamConn};
+use super::state::{LoopState, Route};
 use super::sys::{Epoll, Event};
-use super::{IoSettings, Listener, Shared, WorkerSetup, send_datagram};
-use crate::core::{AssociationInfo, Forward, Output, Target, Worker};
-use crate::metrics::{Limit, RequestKind, TransportLabel, WorkerMetrics};
-use crate::net::{AssocState, SctpAssocId, SctpRecv, configure_accepted};
+use super::{Listener, WorkerSetup, send_datagram};
+use crate::core::Target;
+use crate::net::configure_accepted;
 use crate::url::Transport;
 
 const TOKEN_WAKE: u64 = 0;
@@ -23,106 +20,52 @@ const TAG_LISTENER: u64 = 1 << 60;
 const TAG_CONN: u64 = 2 << 60;
 const TAG_MASK: u64 = 0xf << 60;
 
-/// Where the core's association lives in this driver.
-#[derive(Clone, Copy, Debug)]
-enum Route {
-    Stream(usize),
-    Sctp { listener: usize, assoc: SctpAssocId },
-}
-
 struct Loop {
-    worker: Worker,
-    metrics: Arc<WorkerMetrics>,
-    shared: Arc<Shared>,
-    listeners: Vec<Listener>,
-    sender: Option<std::net::UdpSocket>,
-    io: IoSettings,
+    state: LoopState,
     epoll: Epoll,
     conns: Vec<Option<(StreamConn<socket2::Socket>, Transport)>>,
     free: Vec<usize>,
-    routes: HashMap<AssociationId, Route, foldhash::fast::RandomState>,
-    sctp: HashMap<(usize, SctpAssocId), AssociationId, foldhash::fast::RandomState>,
-    out: Output,
-    backlog: Vec<(usize, Forward)>,
-    wake: Vec<bool>,
     dirty: Vec<usize>,
-    kinds: Vec<RequestKind>,
-    buf: Vec<u8>,
+    /// Connections whose held messages may be handled again (their replies drained).
+    resume: Vec<usize>,
 }
 
 /// Runs one worker on epoll until a stop is requested and the replies are flushed.
 pub fn run(setup: WorkerSetup) -> std::io::Result<()> {
-    let WorkerSetup {
-        worker,
-        metrics,
-        shared,
-        listeners,
-        sender,
-        io,
-    } = setup;
     let epoll = Epoll::new(1024)?;
-    let index = worker.index();
-    epoll.add(&shared.wakers[index], TOKEN_WAKE, true, false)?;
-    for (i, l) in listeners.iter().enumerate() {
-        let fd = match l {
-            Listener::Stream { socket, .. } => socket.as_raw_fd(),
-            Listener::Udp { socket, .. } => socket.as_raw_fd(),
-            Listener::Sctp { socket, .. } => socket.as_raw_fd(),
-        };
-        epoll.add(&RawFdRef(fd), TAG_LISTENER | i as u64, true, false)?;
+    let index = setup.worker.index();
+    epoll.add(&setup.shared.wakers[index], TOKEN_WAKE, true, false)?;
+    for (i, l) in setup.listeners.iter().enumerate() {
+        epoll.add(&l.as_fd(), TAG_LISTENER | i as u64, true, false)?;
     }
-    let workers = shared.wakers.len();
     let mut l = Loop {
-        worker,
-        metrics,
-        shared,
-        listeners,
-        sender,
-        io,
+        state: LoopState::start(setup),
         epoll,
         conns: Vec::new(),
         free: Vec::new(),
-        routes: HashMap::default(),
-        sctp: HashMap::default(),
-        out: Output::default(),
-        backlog: Vec::new(),
-        wake: vec![false; workers],
         dirty: Vec::new(),
-        kinds: Vec::new(),
-        buf: vec![0; io.max_message_size.max(64) + 64],
+        resume: Vec::new(),
     };
-    let now = l.shared.now();
-    l.worker.start(now);
     l.run()
-}
-
-/// A borrowed raw fd, to register sockets of different types with epoll.
-struct RawFdRef(std::os::fd::RawFd);
-
-impl AsRawFd for RawFdRef {
-    fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        self.0
-    }
 }
 
 impl Loop {
     fn run(&mut self) -> std::io::Result<()> {
         let mut events = Vec::with_capacity(1024);
-        let mut config = self.shared.core_config.load_full();
         loop {
-            if self.shared.stopping() {
+            if self.state.shared.stopping() {
                 self.drain_and_stop();
                 return Ok(());
             }
-            let latest = self.shared.core_config.load_full();
-            if !Arc::ptr_eq(&latest, &config) {
-                config = latest;
-                self.worker.reconfigure(Arc::clone(&config));
-            }
+            self.state.reload_config();
             let idle_start = Instant::now();
-            let timeout = self.timeout();
+            let timeout = if self.resume.is_empty() {
+                self.state.timeout()
+            } else {
+                Duration::ZERO
+            };
             events.clear();
-            let spin = Duration::from_micros(self.io.busy_poll_us);
+            let spin = Duration::from_micros(self.state.io.busy_poll_us);
             let mut n = 0;
             if !spin.is_zero() {
                 while n == 0 && idle_start.elapsed() < spin.min(timeout) {
@@ -133,60 +76,42 @@ impl Loop {
                 self.epoll.wait(Some(timeout), |e| events.push(e))?;
             }
             let busy_start = Instant::now();
-            let now = self.shared.now();
+            let now = self.state.shared.now();
+            for slot in std::mem::take(&mut self.resume) {
+                self.dispatch(slot, now);
+            }
             for &e in &events {
                 self.handle(e, now);
             }
-            self.drain_mailbox(now);
-            if self.worker.next_timeout().is_some_and(|t| t <= now) {
-                self.worker.on_timer(now, &mut self.out);
-            }
+            self.state.drain_mailbox(now);
+            self.state.run_timers(now);
             self.flush_output(now);
-            self.worker.publish_gauges();
-            let elapsed = busy_start.elapsed();
-            for kind in self.kinds.drain(..) {
-                self.metrics.latency(kind, elapsed.as_nanos() as u64);
-            }
-            self.metrics.loop_turn(
-                elapsed.as_nanos() as u64,
-                (busy_start - idle_start).as_nanos() as u64,
-                events.len() as u64,
-            );
+            self.state.finish_turn(idle_start, busy_start, events.len());
         }
-    }
-
-    /// How long to sleep: until the next timer, at most a second.
-    fn timeout(&self) -> Duration {
-        if !self.backlog.is_empty() {
-            return Duration::from_millis(1);
-        }
-        let now = self.shared.now();
-        let ms = self
-            .worker
-            .next_timeout()
-            .map_or(1_000, |t| t.saturating_sub(now).min(1_000));
-        Duration::from_millis(ms)
     }
 
     fn handle(&mut self, e: Event, now: Millis) {
         match e.token & TAG_MASK {
             TAG_LISTENER => self.listener_ready((e.token & !TAG_MASK) as usize, now),
             TAG_CONN => self.conn_ready((e.token & !TAG_MASK) as usize, e, now),
-            _ => self.shared.wakers[self.worker.index()].reset(),
+            _ => self.state.shared.wakers[self.state.worker.index()].reset(),
         }
     }
 
     fn listener_ready(&mut self, i: usize, now: Millis) {
-        match &self.listeners[i] {
+        match &self.state.listeners[i] {
             Listener::Stream { .. } => self.accept(i, now),
-            Listener::Udp { .. } => self.receive_datagrams(i, now),
-            Listener::Sctp { .. } => self.receive_sctp(i, now),
+            Listener::Udp { .. } => self.state.receive_datagrams(i, now),
+            Listener::Sctp { .. } => {
+                // Level-triggered: what the budget left is reported again next turn.
+                self.state.receive_sctp(i, now);
+            }
         }
     }
 
     fn accept(&mut self, i: usize, now: Millis) {
-        for _ in 0..self.io.max_batch.max(1) {
-            let Listener::Stream { socket, url } = &self.listeners[i] else {
+        for _ in 0..self.state.io.max_batch.max(1) {
+            let Listener::Stream { socket, url } = &self.state.listeners[i] else {
                 return;
             };
             let (url, accepted) = (*url, socket.accept());
@@ -198,8 +123,7 @@ impl Loop {
                     return;
                 }
             };
-            if self.routes.len() >= self.io.max_connections {
-                self.metrics.limit_refused(Limit::Connections);
+            if !self.state.admits_association() {
                 tracing::debug!(%url, "connection refused: the worker's connection limit is reached");
                 continue;
             }
@@ -210,18 +134,6 @@ impl Loop {
             let Some(peer) = peer.as_socket() else {
                 continue;
             };
-            let info = AssociationInfo {
-                transport: url.transport,
-                generation: url.generation,
-                peer_addresses: vec![peer],
-            };
-            let association = self.worker.open_association(info, now);
-            let conn = StreamConn::new(
-                socket,
-                association,
-                self.io.buffer_size,
-                self.io.max_message_size,
-            );
             let slot = match self.free.pop() {
                 Some(s) => s,
                 None => {
@@ -229,19 +141,19 @@ impl Loop {
                     self.conns.len() - 1
                 }
             };
-            if let Err(e) = self
-                .epoll
-                .add(&conn.socket, TAG_CONN | slot as u64, true, false)
-            {
+            if let Err(e) = self.epoll.add(&socket, TAG_CONN | slot as u64, true, false) {
                 tracing::warn!(%e, "cannot watch a connection");
                 self.free.push(slot);
-                self.worker
-                    .close_association(association, now, &mut self.out);
                 continue;
             }
+            let association = self.state.open_stream(url, peer, slot, now);
+            let conn = StreamConn::new(
+                socket,
+                association,
+                self.state.io.buffer_size,
+                self.state.io.max_message_size,
+            );
             self.conns[slot] = Some((conn, url.transport));
-            self.routes.insert(association, Route::Stream(slot));
-            self.metrics.connection_opened(label(url.transport));
         }
     }
 
@@ -256,22 +168,20 @@ impl Loop {
             }
             self.update_interest(slot);
         }
+        if e.readable || e.closed {
+            self.dispatch(slot, now);
+        }
+    }
+
+    /// Handles what the connection holds and what its socket has.
+    fn dispatch(&mut self, slot: usize, now: Millis) {
         let Some((conn, _)) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
             return;
         };
-        if e.readable || e.closed {
-            let result = conn.read_and_dispatch(
-                &mut self.worker,
-                now,
-                &mut self.out,
-                self.io.max_message_size,
-                self.io.max_batch,
-                &mut self.kinds,
-            );
-            match result {
-                Ok(_) => {}
-                Err(closed) => self.close_conn(slot, closed, now),
-            }
+        let budget = self.state.io.max_batch;
+        let result = conn.read_and_dispatch(&mut self.state.dispatch(now), budget);
+        if let Err(closed) = result {
+            self.close_conn(slot, closed, now);
         }
     }
 
@@ -279,22 +189,14 @@ impl Loop {
         let Some((conn, transport)) = self.conns.get_mut(slot).and_then(Option::take) else {
             return;
         };
-        match &why {
-            Closed::Eof => {}
-            Closed::Framing(e) => {
-                self.metrics.decode_error(None);
-                tracing::debug!(%e, "closing a connection whose stream cannot be framed");
-            }
-            Closed::Io(e) => tracing::debug!(%e, "connection failed"),
-        }
         let _ = self.epoll.delete(&conn.socket);
         self.free.push(slot);
-        self.routes.remove(&conn.association);
-        self.worker
-            .close_association(conn.association, now, &mut self.out);
-        self.metrics.connection_closed(label(transport));
+        self.state
+            .close_stream(conn.association, transport, &why, now);
     }
 
+    /// Watches the connection for what it can do now; one whose held messages may go on is
+    /// handled next turn.
     fn update_interest(&mut self, slot: usize) {
         if let Some((conn, _)) = self.conns.get(slot).and_then(Option::as_ref) {
             let _ = self.epoll.modify(
@@ -303,154 +205,20 @@ impl Loop {
                 !conn.paused(),
                 conn.wants_write(),
             );
-        }
-    }
-
-    fn receive_datagrams(&mut self, i: usize, now: Millis) {
-        let Listener::Udp { socket, url } = &self.listeners[i] else {
-            return;
-        };
-        let generation = url.generation;
-        for _ in 0..self.io.max_batch.max(1) {
-            match socket.recv_from(&mut self.buf) {
-                Ok((n, from)) => {
-                    let kind = self.worker.on_datagram(
-                        i as u32,
-                        generation,
-                        from,
-                        &self.buf[..n],
-                        now,
-                        &mut self.out,
-                    );
-                    self.kinds.push(kind);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
-                Err(e) => {
-                    tracing::debug!(%e, "UDP receive failed");
-                    return;
-                }
+            if conn.holds_input() && !conn.paused() {
+                self.resume.push(slot);
             }
         }
-    }
-
-    fn receive_sctp(&mut self, i: usize, now: Millis) {
-        for _ in 0..self.io.max_batch.max(1) {
-            let Listener::Sctp { socket, url } = &self.listeners[i] else {
-                return;
-            };
-            let url = *url;
-            let received = socket.recv(&mut self.buf);
-            match received {
-                Ok(SctpRecv::Data {
-                    assoc,
-                    ppid,
-                    len,
-                    complete,
-                    ..
-                }) => {
-                    let Some(&association) = self.sctp.get(&(i, assoc)) else {
-                        continue;
-                    };
-                    if !complete {
-                        // Larger than the largest message we accept: not ASAP.
-                        self.metrics.limit_refused(Limit::MessageSize);
-                        continue;
-                    }
-                    if ppid != PPID_ASAP {
-                        // Checklist PA-21: ENRP (or anything else) on the ASAP port.
-                        tracing::debug!(
-                            ppid,
-                            "SCTP message with a foreign PPID on an ASAP listener; aborting"
-                        );
-                        if let Listener::Sctp { socket, .. } = &self.listeners[i] {
-                            let _ = socket.abort(assoc);
-                        }
-                        self.forget_sctp(i, assoc, now);
-                        continue;
-                    }
-                    let kind =
-                        self.worker
-                            .on_message(association, &self.buf[..len], now, &mut self.out);
-                    self.kinds.push(kind);
-                }
-                Ok(SctpRecv::AssocChange { assoc, state }) => match state {
-                    AssocState::CommUp | AssocState::Restart => {
-                        if self.sctp.contains_key(&(i, assoc)) {
-                            continue;
-                        }
-                        if self.routes.len() >= self.io.max_connections {
-                            self.metrics.limit_refused(Limit::Connections);
-                            if let Listener::Sctp { socket, .. } = &self.listeners[i] {
-                                let _ = socket.abort(assoc);
-                            }
-                            continue;
-                        }
-                        let peer_addresses = match &self.listeners[i] {
-                            Listener::Sctp { socket, .. } => {
-                                socket.peer_addresses(assoc).unwrap_or_default()
-                            }
-                            _ => Vec::new(),
-                        };
-                        let info = AssociationInfo {
-                            transport: Transport::Sctp,
-                            generation: url.generation,
-                            peer_addresses,
-                        };
-                        let association = self.worker.open_association(info, now);
-                        self.sctp.insert((i, assoc), association);
-                        self.routes
-                            .insert(association, Route::Sctp { listener: i, assoc });
-                        self.metrics.connection_opened(TransportLabel::Sctp);
-                    }
-                    _ => self.forget_sctp(i, assoc, now),
-                },
-                Ok(SctpRecv::Shutdown { assoc }) => self.forget_sctp(i, assoc, now),
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
-                Err(e) => {
-                    tracing::debug!(%e, "SCTP receive failed");
-                    return;
-                }
-            }
-        }
-    }
-
-    fn forget_sctp(&mut self, listener: usize, assoc: SctpAssocId, now: Millis) {
-        if let Some(association) = self.sctp.remove(&(listener, assoc)) {
-            self.routes.remove(&association);
-            self.worker
-                .close_association(association, now, &mut self.out);
-            self.metrics.connection_closed(TransportLabel::Sctp);
-        }
-    }
-
-    fn drain_mailbox(&mut self, now: Millis) {
-        let index = self.worker.index();
-        let shared = Arc::clone(&self.shared);
-        shared.mailboxes[index].drain(self.io.max_batch.max(64) * 4, |f| {
-            self.worker.on_forward(f, now, &mut self.out);
-        });
     }
 
     /// Carries out what the worker asked for: replies into write buffers (one write per
     /// connection per turn), datagrams, aborts, forwards into other workers' mailboxes.
     fn flush_output(&mut self, now: Millis) {
         // Forwards first: completions may be waiting on them.
-        let retry = std::mem::take(&mut self.backlog);
-        for (to, f) in retry.into_iter().chain(self.out.take_forwards()) {
-            match self.shared.mailboxes[to].post(f) {
-                Ok(()) => self.wake[to] = true,
-                Err(f) => self.backlog.push((to, f)),
-            }
-        }
-        for (to, wake) in self.wake.iter_mut().enumerate() {
-            if std::mem::take(wake) {
-                self.shared.wakers[to].wake();
-            }
-        }
-        for (target, bytes) in self.out.transmits() {
+        self.state.post_forwards();
+        for (target, bytes) in self.state.out.transmits() {
             match target {
-                Target::Association(a) => match self.routes.get(&a) {
+                Target::Association(a) => match self.state.routes.get(&a) {
                     Some(&Route::Stream(slot)) => {
                         if let Some((conn, _)) = self.conns[slot].as_mut() {
                             if !conn.wants_write() {
@@ -460,30 +228,26 @@ impl Loop {
                         }
                     }
                     Some(&Route::Sctp { listener, assoc }) => {
-                        if let Listener::Sctp { socket, .. } = &self.listeners[listener]
-                            && let Err(e) = socket.send(assoc, PPID_ASAP, 0, bytes)
-                        {
-                            tracing::debug!(%e, "SCTP send failed");
-                        }
+                        self.state.send_sctp(listener, assoc, bytes);
                     }
                     None => {}
                 },
                 Target::UdpReply { listener, to } => {
                     if let Some(Listener::Udp { socket, .. }) =
-                        self.listeners.get(listener as usize)
+                        self.state.listeners.get(listener as usize)
                     {
                         send_datagram(socket, to, bytes);
                     }
                 }
                 Target::UdpSend(to) => {
-                    if let Some(sender) = &self.sender {
+                    if let Some(sender) = &self.state.sender {
                         send_datagram(sender, to, bytes);
                     }
                 }
             }
         }
-        let aborts: Vec<AssociationId> = self.out.aborts().to_vec();
-        self.out.clear();
+        let aborts: Vec<AssociationId> = self.state.out.aborts().to_vec();
+        self.state.out.clear();
         let dirty = std::mem::take(&mut self.dirty);
         for slot in dirty {
             let result = match self.conns[slot].as_mut() {
@@ -496,38 +260,25 @@ impl Loop {
             }
         }
         for a in aborts {
-            match self.routes.get(&a).copied() {
+            match self.state.routes.get(&a).copied() {
                 Some(Route::Stream(slot)) => self.close_conn(slot, Closed::Eof, now),
                 Some(Route::Sctp { listener, assoc }) => {
-                    if let Listener::Sctp { socket, .. } = &self.listeners[listener] {
-                        let _ = socket.abort(assoc);
-                    }
-                    self.forget_sctp(listener, assoc, now);
+                    self.state.abort_sctp(listener, assoc, now);
                 }
                 None => {}
             }
         }
         // Closing connections may have produced forwards (their PEs' removal).
-        if !self.out.is_empty() {
-            for (to, f) in self.out.take_forwards() {
-                match self.shared.mailboxes[to].post(f) {
-                    Ok(()) => self.shared.wakers[to].wake(),
-                    Err(f) => self.backlog.push((to, f)),
-                }
-            }
-            self.out.clear();
+        if !self.state.out.is_empty() {
+            self.state.post_forwards();
+            self.state.out.clear();
         }
     }
 
     /// Stop: no new work; flush what is queued for up to half a second.
     fn drain_and_stop(&mut self) {
-        for l in &self.listeners {
-            let fd = match l {
-                Listener::Stream { socket, .. } => socket.as_raw_fd(),
-                Listener::Udp { socket, .. } => socket.as_raw_fd(),
-                Listener::Sctp { socket, .. } => socket.as_raw_fd(),
-            };
-            let _ = self.epoll.delete(&RawFdRef(fd));
+        for l in &self.state.listeners {
+            let _ = self.epoll.delete(&l.as_fd());
         }
         let deadline = Instant::now() + Duration::from_millis(500);
         while Instant::now() < deadline {
@@ -542,14 +293,5 @@ impl Loop {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-    }
-}
-
-fn label(transport: Transport) -> TransportLabel {
-    match transport {
-        Transport::Sctp => TransportLabel::Sctp,
-        Transport::Tcp => TransportLabel::Tcp,
-        Transport::Mptcp => TransportLabel::Mptcp,
-        Transport::Udp => TransportLabel::Udp,
     }
 }

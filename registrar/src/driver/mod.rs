@@ -1,11 +1,15 @@
 //! The I/O drivers: one event loop per worker thread that feeds the sans-I/O [`Worker`] with what
 //! its sockets receive, the time and the writes other workers forward, and carries out what it
-//! answers. The epoll driver is the portable one; what both drivers share (sockets to listen on,
-//! mailboxes, the stop flag, settings) lives here.
+//! answers. The io_uring driver is the default where the kernel allows it; the epoll driver is the
+//! portable one. What both share lives here (sockets to listen on, mailboxes, the stop flag,
+//! settings), in `state` (the loop work that does not depend on the driver) and in `conn` (stream
+//! framing, write buffers and backpressure).
 
 pub mod conn;
 mod epoll;
+mod state;
 pub mod sys;
+mod uring;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,7 +25,32 @@ use crate::metrics::WorkerMetrics;
 use crate::net::SctpSocket;
 use crate::url::TransportUrl;
 
-pub use epoll::run as run_epoll;
+/// The I/O driver the workers run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Driver {
+    /// One io_uring per worker: multishot receives into provided buffers, batched sends.
+    IoUring,
+    /// One level-triggered epoll instance per worker.
+    Epoll,
+}
+
+impl Driver {
+    /// The name metrics and logs use: `"io_uring"` or `"epoll"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::IoUring => "io_uring",
+            Self::Epoll => "epoll",
+        }
+    }
+
+    /// Runs one worker on this driver until a stop is requested and its replies are flushed.
+    pub fn run(self, setup: WorkerSetup) -> std::io::Result<()> {
+        match self {
+            Self::IoUring => uring::run(setup),
+            Self::Epoll => epoll::run(setup),
+        }
+    }
+}
 
 /// What all workers share: mailboxes, wake-ups, the stop flag, the live configuration.
 #[derive(Debug)]
@@ -111,6 +140,16 @@ pub enum Listener {
     },
 }
 
+impl std::os::fd::AsFd for Listener {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        match self {
+            Self::Stream { socket, .. } => socket.as_fd(),
+            Self::Udp { socket, .. } => socket.as_fd(),
+            Self::Sctp { socket, .. } => socket.as_fd(),
+        }
+    }
+}
+
 /// Driver settings from the configuration's `[io]` and `[limits]` sections.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IoSettings {
@@ -118,8 +157,12 @@ pub struct IoSettings {
     pub max_message_size: usize,
     /// Most open associations per worker.
     pub max_connections: usize,
-    /// Read buffer per stream association, in bytes.
+    /// Read buffer per stream association, and size of each io_uring receive buffer, in bytes.
     pub buffer_size: usize,
+    /// io_uring receive buffers per worker (a power of two, at most 32768).
+    pub buffer_count: u32,
+    /// io_uring submission queue entries per worker (a power of two).
+    pub ring_entries: u32,
     /// Most reads (or datagrams) handled per socket per loop turn, so that one busy client
     /// cannot starve the others.
     pub max_batch: usize,

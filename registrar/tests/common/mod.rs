@@ -157,6 +157,20 @@ impl StreamClient {
         Self::from(stream, generation)
     }
 
+    /// Connects over TCP with `SO_RCVBUF` and `SO_SNDBUF` of `bytes` (no autotuning).
+    pub fn tcp_with_buffers(addr: SocketAddr, generation: Generation, bytes: usize) -> Self {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            None,
+        )
+        .expect("TCP socket");
+        socket.set_recv_buffer_size(bytes).unwrap();
+        socket.set_send_buffer_size(bytes).unwrap();
+        socket.connect(&addr.into()).expect("connect");
+        Self::from(socket.into(), generation)
+    }
+
     /// Connects over MPTCP.
     pub fn mptcp(addr: SocketAddr, generation: Generation) -> Self {
         let socket = socket2::Socket::new(

@@ -1,0 +1,395 @@
+//! What both event loops keep besides their event source and their stream connections: the state
+//! machine and its output, the listeners, where each association lives, the mailbox traffic, and
+//! the work every loop turn does the same way whatever the driver (configuration reload, timers,
+//! mailbox, forwards, the SCTP receive loop, metrics of the turn).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rserpool_handlespace::{AssociationId, Millis};
+use rserpool_protocol::PPID_ASAP;
+
+use super::conn::{Closed, Dispatch};
+use super::{IoSettings, Listener, Shared, WorkerSetup};
+use crate::core::{AssociationInfo, CoreConfig, Forward, Output, Worker};
+use crate::metrics::{Limit, RequestKind, TransportLabel, WorkerMetrics};
+use crate::net::{AssocState, SctpAssocId, SctpRecv};
+use crate::url::{Transport, TransportUrl};
+
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// Where the core's association lives in a driver.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Route {
+    /// A stream connection in the driver's slot.
+    Stream(usize),
+    /// An association of an SCTP one-to-many listener.
+    Sctp {
+        /// The listener's index.
+        listener: usize,
+        /// The kernel's association id on it.
+        assoc: SctpAssocId,
+    },
+}
+
+/// The driver-independent part of a worker's event loop.
+pub(super) struct LoopState {
+    /// The state machine.
+    pub worker: Worker,
+    /// Its metrics.
+    pub metrics: Arc<WorkerMetrics>,
+    /// What all workers share.
+    pub shared: Arc<Shared>,
+    /// The sockets this worker serves, indexed as the core's `UdpReply::listener`.
+    pub listeners: Vec<Listener>,
+    /// The socket announces and CSP reports leave from (worker 0).
+    pub sender: Option<std::net::UdpSocket>,
+    /// Driver settings.
+    pub io: IoSettings,
+    /// Where each open association lives.
+    pub routes: FastMap<AssociationId, Route>,
+    /// What the worker asked for since the driver last carried it out.
+    pub out: Output,
+    /// The kinds of the requests handled this turn (for the latency histogram).
+    pub kinds: Vec<RequestKind>,
+    sctp: FastMap<(usize, SctpAssocId), AssociationId>,
+    backlog: Vec<(usize, Forward)>,
+    wake: Vec<bool>,
+    buf: Vec<u8>,
+    config: Arc<CoreConfig>,
+}
+
+impl LoopState {
+    /// Takes the worker's setup (the driver keeps nothing else of it) and starts the worker.
+    pub fn start(setup: WorkerSetup) -> Self {
+        let WorkerSetup {
+            mut worker,
+            metrics,
+            shared,
+            listeners,
+            sender,
+            io,
+        } = setup;
+        let workers = shared.wakers.len();
+        let config = shared.core_config.load_full();
+        worker.start(shared.now());
+        Self {
+            worker,
+            metrics,
+            shared,
+            listeners,
+            sender,
+            io,
+            routes: HashMap::default(),
+            out: Output::default(),
+            kinds: Vec::new(),
+            sctp: HashMap::default(),
+            backlog: Vec::new(),
+            wake: vec![false; workers],
+            buf: vec![0; io.max_message_size.max(64) + 64],
+            config,
+        }
+    }
+
+    /// Hands a configuration published since the last turn (SIGHUP) to the worker.
+    pub fn reload_config(&mut self) {
+        let latest = self.shared.core_config.load_full();
+        if !Arc::ptr_eq(&latest, &self.config) {
+            self.config = latest;
+            self.worker.reconfigure(Arc::clone(&self.config));
+        }
+    }
+
+    /// How long to sleep: until the next timer, at most a second (a millisecond while forwards
+    /// wait for room in a full mailbox).
+    pub fn timeout(&self) -> Duration {
+        if !self.backlog.is_empty() {
+            return Duration::from_millis(1);
+        }
+        let now = self.shared.now();
+        let ms = self
+            .worker
+            .next_timeout()
+            .map_or(1_000, |t| t.saturating_sub(now).min(1_000));
+        Duration::from_millis(ms)
+    }
+
+    /// What a stream connection's received messages are handed to.
+    pub fn dispatch(&mut self, now: Millis) -> Dispatch<'_> {
+        Dispatch::new(
+            &mut self.worker,
+            &mut self.out,
+            &mut self.kinds,
+            now,
+            self.io.max_message_size,
+        )
+    }
+
+    /// Whether one more association fits the worker's limit; counts a refusal if not.
+    pub fn admits_association(&self) -> bool {
+        if self.routes.len() >= self.io.max_connections {
+            self.metrics.limit_refused(Limit::Connections);
+            return false;
+        }
+        true
+    }
+
+    /// Opens the association of a stream connection accepted on `url` from `peer`, held in the
+    /// driver's `slot`.
+    pub fn open_stream(
+        &mut self,
+        url: TransportUrl,
+        peer: SocketAddr,
+        slot: usize,
+        now: Millis,
+    ) -> AssociationId {
+        let info = AssociationInfo {
+            transport: url.transport,
+            generation: url.generation,
+            peer_addresses: vec![peer],
+        };
+        let association = self.worker.open_association(info, now);
+        self.routes.insert(association, Route::Stream(slot));
+        self.metrics.connection_opened(label(url.transport));
+        association
+    }
+
+    /// Closes the association of a stream connection that ended for `why`.
+    pub fn close_stream(
+        &mut self,
+        association: AssociationId,
+        transport: Transport,
+        why: &Closed,
+        now: Millis,
+    ) {
+        match why {
+            Closed::Eof => {}
+            Closed::Framing(e) => {
+                self.metrics.decode_error(None);
+                tracing::debug!(%e, "closing a connection whose stream cannot be framed");
+            }
+            Closed::Io(e) => tracing::debug!(%e, "connection failed"),
+        }
+        self.routes.remove(&association);
+        self.worker
+            .close_association(association, now, &mut self.out);
+        self.metrics.connection_closed(label(transport));
+    }
+
+    /// Receives from UDP listener `i` with `recv_from` (at most `io.max_batch` datagrams) and
+    /// hands each datagram to the worker.
+    pub fn receive_datagrams(&mut self, i: usize, now: Millis) {
+        for _ in 0..self.io.max_batch.max(1) {
+            let Listener::Udp { socket, url } = &self.listeners[i] else {
+                return;
+            };
+            match socket.recv_from(&mut self.buf) {
+                Ok((n, from)) => {
+                    let kind = self.worker.on_datagram(
+                        i as u32,
+                        url.generation,
+                        from,
+                        &self.buf[..n],
+                        now,
+                        &mut self.out,
+                    );
+                    self.kinds.push(kind);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    tracing::debug!(%e, "UDP receive failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Hands a datagram received on UDP listener `listener` to the worker.
+    pub fn on_datagram(&mut self, listener: usize, from: SocketAddr, bytes: &[u8], now: Millis) {
+        let Some(Listener::Udp { url, .. }) = self.listeners.get(listener) else {
+            return;
+        };
+        let kind = self.worker.on_datagram(
+            listener as u32,
+            url.generation,
+            from,
+            bytes,
+            now,
+            &mut self.out,
+        );
+        self.kinds.push(kind);
+    }
+
+    /// Receives from SCTP listener `i` (at most `io.max_batch` messages and notifications):
+    /// messages go to the worker, notifications open and close associations. Returns whether the
+    /// socket is drained (false: the budget ran out first).
+    pub fn receive_sctp(&mut self, i: usize, now: Millis) -> bool {
+        for _ in 0..self.io.max_batch.max(1) {
+            let Listener::Sctp { socket, url } = &self.listeners[i] else {
+                return true;
+            };
+            let url = *url;
+            let received = socket.recv(&mut self.buf);
+            match received {
+                Ok(SctpRecv::Data {
+                    assoc,
+                    ppid,
+                    len,
+                    complete,
+                    ..
+                }) => {
+                    let Some(&association) = self.sctp.get(&(i, assoc)) else {
+                        continue;
+                    };
+                    if !complete {
+                        // Larger than the largest message we accept: not ASAP.
+                        self.metrics.limit_refused(Limit::MessageSize);
+                        continue;
+                    }
+                    if ppid != PPID_ASAP {
+                        // Checklist PA-21: ENRP (or anything else) on the ASAP port.
+                        tracing::debug!(
+                            ppid,
+                            "SCTP message with a foreign PPID on an ASAP listener; aborting"
+                        );
+                        self.abort_sctp(i, assoc, now);
+                        continue;
+                    }
+                    let kind =
+                        self.worker
+                            .on_message(association, &self.buf[..len], now, &mut self.out);
+                    self.kinds.push(kind);
+                }
+                Ok(SctpRecv::AssocChange { assoc, state }) => match state {
+                    AssocState::CommUp | AssocState::Restart => {
+                        if self.sctp.contains_key(&(i, assoc)) {
+                            continue;
+                        }
+                        if !self.admits_association() {
+                            if let Listener::Sctp { socket, .. } = &self.listeners[i] {
+                                let _ = socket.abort(assoc);
+                            }
+                            continue;
+                        }
+                        let peer_addresses = match &self.listeners[i] {
+                            Listener::Sctp { socket, .. } => {
+                                socket.peer_addresses(assoc).unwrap_or_default()
+                            }
+                            _ => Vec::new(),
+                        };
+                        let info = AssociationInfo {
+                            transport: Transport::Sctp,
+                            generation: url.generation,
+                            peer_addresses,
+                        };
+                        let association = self.worker.open_association(info, now);
+                        self.sctp.insert((i, assoc), association);
+                        self.routes
+                            .insert(association, Route::Sctp { listener: i, assoc });
+                        self.metrics.connection_opened(TransportLabel::Sctp);
+                    }
+                    _ => self.forget_sctp(i, assoc, now),
+                },
+                Ok(SctpRecv::Shutdown { assoc }) => self.forget_sctp(i, assoc, now),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
+                Err(e) => {
+                    tracing::debug!(%e, "SCTP receive failed");
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// Sends a message on an SCTP association (one `sendmsg` with PPID 11).
+    pub fn send_sctp(&self, listener: usize, assoc: SctpAssocId, bytes: &[u8]) {
+        if let Listener::Sctp { socket, .. } = &self.listeners[listener]
+            && let Err(e) = socket.send(assoc, PPID_ASAP, 0, bytes)
+        {
+            tracing::debug!(%e, "SCTP send failed");
+        }
+    }
+
+    /// Aborts an SCTP association and closes it in the worker.
+    pub fn abort_sctp(&mut self, listener: usize, assoc: SctpAssocId, now: Millis) {
+        if let Listener::Sctp { socket, .. } = &self.listeners[listener] {
+            let _ = socket.abort(assoc);
+        }
+        self.forget_sctp(listener, assoc, now);
+    }
+
+    fn forget_sctp(&mut self, listener: usize, assoc: SctpAssocId, now: Millis) {
+        if let Some(association) = self.sctp.remove(&(listener, assoc)) {
+            self.routes.remove(&association);
+            self.worker
+                .close_association(association, now, &mut self.out);
+            self.metrics.connection_closed(TransportLabel::Sctp);
+        }
+    }
+
+    /// Handles what other workers forwarded (a bounded batch).
+    pub fn drain_mailbox(&mut self, now: Millis) {
+        let index = self.worker.index();
+        let shared = Arc::clone(&self.shared);
+        shared.mailboxes[index].drain(self.io.max_batch.max(64) * 4, |f| {
+            self.worker.on_forward(f, now, &mut self.out);
+        });
+    }
+
+    /// Runs the worker's timers if one is due.
+    pub fn run_timers(&mut self, now: Millis) {
+        if self.worker.next_timeout().is_some_and(|t| t <= now) {
+            self.worker.on_timer(now, &mut self.out);
+        }
+    }
+
+    /// Keeps the output's forwards for the next [`Self::post_forwards`], so that the output can
+    /// be cleared in the middle of a turn.
+    pub fn keep_forwards(&mut self) {
+        self.backlog.extend(self.out.take_forwards());
+    }
+
+    /// Posts the output's forwards (and those a full mailbox refused before) to the other
+    /// workers' mailboxes and wakes each receiver once.
+    pub fn post_forwards(&mut self) {
+        let retry = std::mem::take(&mut self.backlog);
+        for (to, f) in retry.into_iter().chain(self.out.take_forwards()) {
+            match self.shared.mailboxes[to].post(f) {
+                Ok(()) => self.wake[to] = true,
+                Err(f) => self.backlog.push((to, f)),
+            }
+        }
+        for (to, wake) in self.wake.iter_mut().enumerate() {
+            if std::mem::take(wake) {
+                self.shared.wakers[to].wake();
+            }
+        }
+    }
+
+    /// Ends a loop turn: shard gauges, the latency of the requests handled, the turn's timing.
+    pub fn finish_turn(&mut self, idle_start: Instant, busy_start: Instant, events: usize) {
+        self.worker.publish_gauges();
+        let elapsed = busy_start.elapsed();
+        for kind in self.kinds.drain(..) {
+            self.metrics.latency(kind, elapsed.as_nanos() as u64);
+        }
+        self.metrics.loop_turn(
+            elapsed.as_nanos() as u64,
+            (busy_start - idle_start).as_nanos() as u64,
+            events as u64,
+        );
+    }
+}
+
+/// The metrics label of a transport.
+pub(super) fn label(transport: Transport) -> TransportLabel {
+    match transport {
+        Transport::Sctp => TransportLabel::Sctp,
+        Transport::Tcp => TransportLabel::Tcp,
+        Transport::Mptcp => TransportLabel::Mptcp,
+        Transport::Udp => TransportLabel::Udp,
+    }
+}

@@ -1,0 +1,582 @@
+//! The io_uring driver: one ring per worker thread (`SINGLE_ISSUER | DEFER_TASKRUN`), with the
+//! same contract as the epoll driver. It owns how each socket is served on the ring:
+//!
+//! - TCP and MPTCP listeners: a multishot accept, submitted again when a completion comes without
+//!   `F_MORE`.
+//! - Connections: a multishot receive into the worker's provided-buffer ring (`io.buffer_count`
+//!   buffers of `io.buffer_size` bytes); every buffer goes back to the ring as soon as its bytes
+//!   are framed or copied, and a receive that ran out of buffers (`ENOBUFS`) is submitted again.
+//!   The replies of a loop turn leave in one send per connection, from the connection's write
+//!   buffer lent to the kernel until the send completes; at most one send per connection is in
+//!   flight, and what a short send leaves goes first in the next.
+//! - Backpressure: a connection whose replies pass `conn::WRITE_HIGH_WATER` has its receive
+//!   cancelled and its remaining messages held until the replies drain, then it is read again.
+//! - UDP listeners: a multishot `recvmsg` into the same buffer ring; replies are io_uring sends
+//!   with a destination address, batched into the loop's one `io_uring_enter` (rather than one
+//!   `sendto` system call each), and dropped when the socket buffer is full, as epoll's
+//!   non-blocking `sendto` drops them. Announces and CSP reports (a few a second) keep `sendto`.
+//! - SCTP listeners: notifications, PPIDs and association ids need `msg_flags` and ancillary
+//!   data, so a multishot poll reports readiness and the SCTP receive loop the epoll driver uses
+//!   (`recvmsg`) reads them; replies use `sendmsg`. SCTP traffic is small (registrations,
+//!   keep-alives), so this costs little.
+//! - The worker's eventfd (woken by other workers' mailbox posts) and the stop flag: a multishot
+//!   poll. Timers: the wait's timeout (`IORING_ENTER_EXT_ARG`), at most one second.
+//!
+//! A connection that closes leaves the core at once (as with epoll); its slot and socket are kept
+//! until the kernel reported the last completion of its operations, so a descriptor number is
+//! never reused while an operation may still name it.
+
+mod ring;
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use rserpool_handlespace::{AssociationId, Millis};
+
+use super::conn::{Closed, StreamConn};
+use super::state::{LoopState, Route};
+use super::{Listener, WorkerSetup, send_datagram};
+use crate::core::Target;
+use crate::net::configure_accepted;
+use crate::url::Transport;
+use ring::{Completion, Ring, SendId};
+
+/// The token of the poll on the worker's eventfd (listeners and connections use their index).
+const WAKE: u64 = ring::MAX_TOKEN;
+/// Room in each receive buffer for the `recvmsg` header and source address of a datagram.
+const DATAGRAM_HEADROOM: usize = 64;
+
+/// Where a connection's multishot receive stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Receiving {
+    Armed,
+    Cancelling,
+    Off,
+}
+
+struct Conn {
+    stream: StreamConn<socket2::Socket>,
+    transport: Transport,
+    recv: Receiving,
+    send: Option<SendId>,
+    /// Closed in the core; the slot waits for the last completions.
+    closed: bool,
+}
+
+struct Loop {
+    ring: Ring,
+    state: LoopState,
+    conns: Vec<Option<Conn>>,
+    free: Vec<usize>,
+    /// Connections with replies queued this turn.
+    dirty: Vec<usize>,
+    /// Associations the core asked to abort, after this turn's replies.
+    aborts: Vec<AssociationId>,
+    /// SCTP listeners whose receive budget ran out: served again next turn.
+    sctp_ready: Vec<usize>,
+    stopping: bool,
+}
+
+/// Runs one worker on io_uring until a stop is requested and the replies are flushed.
+pub fn run(setup: WorkerSetup) -> io::Result<()> {
+    let io = setup.io;
+    let mut ring = Ring::new(
+        io.ring_entries,
+        io.buffer_count,
+        io.buffer_size.max(io.max_message_size) + DATAGRAM_HEADROOM,
+    )?;
+    if !ring.deferred_taskrun() {
+        tracing::info!(
+            worker = setup.worker.index(),
+            "the kernel refuses IORING_SETUP_DEFER_TASKRUN; the ring uses COOP_TASKRUN"
+        );
+    }
+    ring.poll_readable(setup.shared.wakers[setup.worker.index()].as_fd(), WAKE)?;
+    for (i, l) in setup.listeners.iter().enumerate() {
+        arm_listener(&mut ring, l, i)?;
+    }
+    let mut l = Loop {
+        ring,
+        state: LoopState::start(setup),
+        conns: Vec::new(),
+        free: Vec::new(),
+        dirty: Vec::new(),
+        aborts: Vec::new(),
+        sctp_ready: Vec::new(),
+        stopping: false,
+    };
+    l.run()
+}
+
+/// Submits the multishot operation that serves listener `i`.
+fn arm_listener(ring: &mut Ring, listener: &Listener, i: usize) -> io::Result<()> {
+    match listener {
+        Listener::Stream { socket, .. } => ring.accept(socket.as_fd(), i as u64),
+        Listener::Udp { socket, .. } => ring.recv_datagrams(socket.as_fd(), i as u64),
+        Listener::Sctp { socket, .. } => ring.poll_readable(socket.as_fd(), i as u64),
+    }
+}
+
+/// Whether an error only says that an operation ended (cancelled, or out of buffers): it is
+/// submitted again if still wanted.
+fn ended(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ECANCELED | libc::ENOBUFS))
+}
+
+impl Loop {
+    fn run(&mut self) -> io::Result<()> {
+        loop {
+            if self.state.shared.stopping() {
+                return self.drain_and_stop();
+            }
+            self.state.reload_config();
+            let idle_start = Instant::now();
+            self.wait(idle_start)?;
+            let busy_start = Instant::now();
+            let now = self.state.shared.now();
+            let mut events = 0;
+            while events < self.state.io.max_batch.max(1) {
+                let Some(c) = self.ring.next() else {
+                    break;
+                };
+                self.complete(c, now)?;
+                events += 1;
+            }
+            for i in std::mem::take(&mut self.sctp_ready) {
+                self.receive_sctp(i, now)?;
+            }
+            self.state.drain_mailbox(now);
+            self.state.run_timers(now);
+            self.route_output()?;
+            self.finish_output(now)?;
+            self.state.finish_turn(idle_start, busy_start, events);
+        }
+    }
+
+    /// Submits this turn's operations and waits for completions: not at all when some wait,
+    /// spinning first when busy polling is on, else until the next timer.
+    fn wait(&mut self, idle_start: Instant) -> io::Result<()> {
+        if self.ring.has_completions() || !self.sctp_ready.is_empty() {
+            return self.ring.submit();
+        }
+        let timeout = self.state.timeout();
+        let spin = Duration::from_micros(self.state.io.busy_poll_us).min(timeout);
+        while idle_start.elapsed() < spin {
+            self.ring.submit_and_wait(Duration::ZERO)?;
+            if self.ring.has_completions() {
+                return Ok(());
+            }
+        }
+        self.ring.submit_and_wait(timeout)
+    }
+
+    fn complete(&mut self, c: Completion, now: Millis) -> io::Result<()> {
+        match c {
+            Completion::Accept {
+                token,
+                result,
+                more,
+            } => {
+                let i = token as usize;
+                if !more && !self.stopping {
+                    arm_listener(&mut self.ring, &self.state.listeners[i], i)?;
+                }
+                match result {
+                    Ok(fd) => self.accepted(i, fd, now)?,
+                    Err(e) if ended(&e) => {}
+                    Err(e) => {
+                        if let Listener::Stream { url, .. } = &self.state.listeners[i] {
+                            tracing::warn!(listener = %url, %e, "accept failed");
+                        }
+                    }
+                }
+            }
+            Completion::Recv {
+                token,
+                result,
+                more,
+            } => self.received(token as usize, result, more, now)?,
+            Completion::Datagram {
+                token,
+                result,
+                more,
+            } => {
+                let i = token as usize;
+                if !more && !self.stopping {
+                    arm_listener(&mut self.ring, &self.state.listeners[i], i)?;
+                }
+                match result {
+                    Ok(buf) => {
+                        if let Some((from, payload)) = self.ring.datagram(&buf) {
+                            self.state.on_datagram(i, from, payload, now);
+                        }
+                        self.ring.recycle(buf);
+                        self.route_output()?;
+                    }
+                    Err(e) if ended(&e) => {}
+                    Err(e) => tracing::debug!(%e, "UDP receive failed"),
+                }
+            }
+            Completion::Poll {
+                token,
+                result,
+                more,
+            } => {
+                if token == WAKE {
+                    let index = self.state.worker.index();
+                    self.state.shared.wakers[index].reset();
+                    if !more {
+                        self.ring
+                            .poll_readable(self.state.shared.wakers[index].as_fd(), WAKE)?;
+                    }
+                } else {
+                    let i = token as usize;
+                    if !more && !self.stopping {
+                        arm_listener(&mut self.ring, &self.state.listeners[i], i)?;
+                    }
+                    match result {
+                        Ok(_) => self.receive_sctp(i, now)?,
+                        Err(e) if ended(&e) => {}
+                        Err(e) => tracing::debug!(%e, "SCTP poll failed"),
+                    }
+                }
+            }
+            Completion::Sent {
+                token,
+                result,
+                buf,
+                from,
+            } => self.sent(token as usize, result, buf, from, now)?,
+            Completion::SentTo { result } => {
+                if let Err(e) = result {
+                    tracing::debug!(%e, "datagram not sent");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn accepted(&mut self, i: usize, fd: OwnedFd, now: Millis) -> io::Result<()> {
+        let socket = socket2::Socket::from(fd);
+        let Listener::Stream { url, .. } = &self.state.listeners[i] else {
+            return Ok(());
+        };
+        let url = *url;
+        if !self.state.admits_association() {
+            tracing::debug!(%url, "connection refused: the worker's connection limit is reached");
+            return Ok(());
+        }
+        if let Err(e) = configure_accepted(&socket) {
+            tracing::debug!(%e, "cannot set up an accepted connection");
+            return Ok(());
+        }
+        let Some(peer) = socket.peer_addr().ok().and_then(|a| a.as_socket()) else {
+            return Ok(());
+        };
+        let slot = match self.free.pop() {
+            Some(s) => s,
+            None => {
+                self.conns.push(None);
+                self.conns.len() - 1
+            }
+        };
+        self.ring.recv(socket.as_fd(), slot as u64)?;
+        let association = self.state.open_stream(url, peer, slot, now);
+        self.conns[slot] = Some(Conn {
+            stream: StreamConn::new(
+                socket,
+                association,
+                self.state.io.buffer_size,
+                self.state.io.max_message_size,
+            ),
+            transport: url.transport,
+            recv: Receiving::Armed,
+            send: None,
+            closed: false,
+        });
+        Ok(())
+    }
+
+    fn received(
+        &mut self,
+        slot: usize,
+        result: io::Result<Option<ring::Buf>>,
+        more: bool,
+        now: Millis,
+    ) -> io::Result<()> {
+        let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
+            if let Ok(Some(buf)) = result {
+                self.ring.recycle(buf);
+            }
+            return Ok(());
+        };
+        if !more {
+            conn.recv = Receiving::Off;
+        }
+        match result {
+            Ok(Some(buf)) => {
+                let handled = if conn.closed {
+                    Ok(0)
+                } else {
+                    conn.stream
+                        .receive(self.ring.bytes(&buf), &mut self.state.dispatch(now))
+                };
+                self.ring.recycle(buf);
+                match handled {
+                    Ok(_) => {
+                        self.route_output()?;
+                        self.hold_back(slot)?;
+                    }
+                    Err(closed) => self.close_conn(slot, closed, now)?,
+                }
+            }
+            Ok(None) => self.close_conn(slot, Closed::Eof, now)?,
+            Err(e) if ended(&e) => {}
+            Err(e) => self.close_conn(slot, Closed::Io(e), now)?,
+        }
+        self.rearm_recv(slot)?;
+        self.release_if_done(slot);
+        Ok(())
+    }
+
+    fn sent(
+        &mut self,
+        slot: usize,
+        result: io::Result<usize>,
+        buf: Vec<u8>,
+        from: usize,
+        now: Millis,
+    ) -> io::Result<()> {
+        let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
+            return Ok(());
+        };
+        conn.send = None;
+        conn.stream
+            .give_back(buf, from, *result.as_ref().unwrap_or(&0));
+        if conn.closed {
+            self.release_if_done(slot);
+            return Ok(());
+        }
+        if let Err(e) = result {
+            return self.close_conn(slot, Closed::Io(e), now);
+        }
+        if conn.stream.wants_write() {
+            self.dirty.push(slot);
+        }
+        if conn.stream.holds_input() && !conn.stream.paused() {
+            // The replies drained: handle the messages held back, then read again.
+            let handled = conn.stream.dispatch_buffered(&mut self.state.dispatch(now));
+            if let Err(closed) = handled {
+                return self.close_conn(slot, closed, now);
+            }
+            self.route_output()?;
+        }
+        self.rearm_recv(slot)
+    }
+
+    /// Stops receiving on a connection whose replies passed the high-water mark.
+    fn hold_back(&mut self, slot: usize) -> io::Result<()> {
+        if let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut)
+            && conn.recv == Receiving::Armed
+            && !conn.closed
+            && (conn.stream.paused() || conn.stream.holds_input())
+        {
+            self.ring.cancel_recv(slot as u64)?;
+            conn.recv = Receiving::Cancelling;
+        }
+        Ok(())
+    }
+
+    /// Receives again on a connection whose receive ended, unless it is closed or held back.
+    fn rearm_recv(&mut self, slot: usize) -> io::Result<()> {
+        if let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut)
+            && conn.recv == Receiving::Off
+            && !conn.closed
+            && !self.stopping
+            && !conn.stream.paused()
+            && !conn.stream.holds_input()
+        {
+            self.ring.recv(conn.stream.socket.as_fd(), slot as u64)?;
+            conn.recv = Receiving::Armed;
+        }
+        Ok(())
+    }
+
+    /// Closes the association in the core and cancels the connection's operations; the slot is
+    /// released once they completed.
+    fn close_conn(&mut self, slot: usize, why: Closed, now: Millis) -> io::Result<()> {
+        let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
+            return Ok(());
+        };
+        if conn.closed {
+            return Ok(());
+        }
+        conn.closed = true;
+        if conn.recv == Receiving::Armed {
+            self.ring.cancel_recv(slot as u64)?;
+            conn.recv = Receiving::Cancelling;
+        }
+        if let Some(id) = conn.send {
+            self.ring.cancel_send(id)?;
+        }
+        let (association, transport) = (conn.stream.association, conn.transport);
+        self.state.close_stream(association, transport, &why, now);
+        self.release_if_done(slot);
+        Ok(())
+    }
+
+    fn release_if_done(&mut self, slot: usize) {
+        if let Some(conn) = self.conns.get(slot).and_then(Option::as_ref)
+            && conn.closed
+            && conn.recv == Receiving::Off
+            && conn.send.is_none()
+        {
+            self.conns[slot] = None;
+            self.free.push(slot);
+        }
+    }
+
+    fn receive_sctp(&mut self, i: usize, now: Millis) -> io::Result<()> {
+        if !self.state.receive_sctp(i, now) {
+            // A poll reports readiness once: what the budget left is served next turn.
+            self.sctp_ready.push(i);
+        }
+        self.route_output()
+    }
+
+    /// Carries out what the worker asked for so far: replies queued on their connections (sent
+    /// at the end of the turn), datagrams submitted, SCTP messages sent, forwards kept for the
+    /// end of the turn, aborts noted.
+    fn route_output(&mut self) -> io::Result<()> {
+        if self.state.out.is_empty() {
+            return Ok(());
+        }
+        self.state.keep_forwards();
+        for (target, bytes) in self.state.out.transmits() {
+            match target {
+                Target::Association(a) => match self.state.routes.get(&a) {
+                    Some(&Route::Stream(slot)) => {
+                        if let Some(conn) = self.conns[slot].as_mut() {
+                            if !conn.stream.wants_write() {
+                                self.dirty.push(slot);
+                            }
+                            conn.stream.queue(bytes);
+                        }
+                    }
+                    Some(&Route::Sctp { listener, assoc }) => {
+                        self.state.send_sctp(listener, assoc, bytes);
+                    }
+                    None => {}
+                },
+                Target::UdpReply { listener, to } => {
+                    if let Some(Listener::Udp { socket, .. }) =
+                        self.state.listeners.get(listener as usize)
+                    {
+                        self.ring.send_to(socket.as_fd(), bytes, to)?;
+                    }
+                }
+                Target::UdpSend(to) => {
+                    if let Some(sender) = &self.state.sender {
+                        send_datagram(sender, to, bytes);
+                    }
+                }
+            }
+        }
+        self.aborts.extend_from_slice(self.state.out.aborts());
+        self.state.out.clear();
+        Ok(())
+    }
+
+    /// Ends a turn's output: forwards into the mailboxes, one send per connection with replies,
+    /// then the aborts.
+    fn finish_output(&mut self, now: Millis) -> io::Result<()> {
+        self.state.post_forwards();
+        for slot in std::mem::take(&mut self.dirty) {
+            self.start_send(slot)?;
+            self.hold_back(slot)?;
+        }
+        for a in std::mem::take(&mut self.aborts) {
+            match self.state.routes.get(&a).copied() {
+                Some(Route::Stream(slot)) => self.close_conn(slot, Closed::Eof, now)?,
+                Some(Route::Sctp { listener, assoc }) => {
+                    self.state.abort_sctp(listener, assoc, now);
+                }
+                None => {}
+            }
+        }
+        // Closing connections may have produced forwards (their PEs' removal).
+        if !self.state.out.is_empty() {
+            self.state.post_forwards();
+            self.state.out.clear();
+        }
+        Ok(())
+    }
+
+    /// Lends a connection's unsent replies to a send, unless one is in flight.
+    fn start_send(&mut self, slot: usize) -> io::Result<()> {
+        let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
+            return Ok(());
+        };
+        if conn.closed || conn.send.is_some() {
+            return Ok(());
+        }
+        if let Some((buf, from)) = conn.stream.take_unsent() {
+            let id = self
+                .ring
+                .send(conn.stream.socket.as_fd(), buf, from, slot as u64)?;
+            conn.send = Some(id);
+        }
+        Ok(())
+    }
+
+    /// Stop: no new connections or requests; flush what is queued for up to half a second. The
+    /// ring cancels and reaps what is left when it is dropped.
+    fn drain_and_stop(&mut self) -> io::Result<()> {
+        self.stopping = true;
+        for l in &self.state.listeners {
+            self.ring.cancel_fd(l.as_fd())?;
+        }
+        let deadline = Instant::now() + Duration::from_millis(500);
+        loop {
+            let mut pending = false;
+            for slot in 0..self.conns.len() {
+                self.start_send(slot)?;
+                pending |= self.conns[slot]
+                    .as_ref()
+                    .is_some_and(|c| !c.closed && c.send.is_some());
+            }
+            if !pending || Instant::now() >= deadline {
+                return Ok(());
+            }
+            self.ring.submit_and_wait(Duration::from_millis(5))?;
+            while let Some(c) = self.ring.next() {
+                match c {
+                    Completion::Sent {
+                        token,
+                        result,
+                        buf,
+                        from,
+                    } => {
+                        if let Some(conn) =
+                            self.conns.get_mut(token as usize).and_then(Option::as_mut)
+                        {
+                            conn.send = None;
+                            conn.stream
+                                .give_back(buf, from, *result.as_ref().unwrap_or(&0));
+                            conn.closed |= result.is_err();
+                        }
+                    }
+                    Completion::Recv {
+                        result: Ok(Some(buf)),
+                        ..
+                    }
+                    | Completion::Datagram {
+                        result: Ok(buf), ..
+                    } => self.ring.recycle(buf),
+                    _ => {}
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,849 @@
+//! The unsafe boundary of the io_uring driver: one worker's ring, its provided-buffer ring and the
+//! operations the driver submits, behind a safe interface.
+//!
+//! Every piece of memory the kernel reads or writes for an operation is owned here and stays in
+//! place until that operation's last completion: the receive buffers (an `mmap`ed buffer ring and
+//! buffer area), the buffer and address of every send (boxed in `sends`), the `msghdr` of the
+//! multishot `recvmsg`. A receive buffer the kernel filled is handed out as a [`Buf`] token that
+//! must come back through [`Ring::recycle`] before the kernel may use it again. Dropping the ring
+//! cancels and reaps every operation in flight before anything is freed, and leaks that memory
+//! instead if the kernel does not finish in time.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::mem::size_of;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+use io_uring::types::{CancelBuilder, Fd, RecvMsgOut, SubmitArgs, Timespec};
+use io_uring::{IoUring, cqueue, opcode, squeue};
+use socket2::SockAddr;
+
+/// The buffer group of the provided-buffer ring (one ring per worker, so one group each).
+const BUFFER_GROUP: u16 = 0;
+/// The operation kind sits in the top byte of the user data, the driver's token below it.
+const KIND_SHIFT: u32 = 56;
+const TOKEN_MASK: u64 = (1 << KIND_SHIFT) - 1;
+/// How long dropping the ring waits for cancelled operations to finish.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The largest token the driver may give an operation.
+pub(super) const MAX_TOKEN: u64 = TOKEN_MASK;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Accept = 1,
+    Recv,
+    RecvMsg,
+    Poll,
+    Send,
+    SendTo,
+    Cancel,
+}
+
+impl Kind {
+    fn of(user_data: u64) -> Option<Self> {
+        Some(match user_data >> KIND_SHIFT {
+            1 => Self::Accept,
+            2 => Self::Recv,
+            3 => Self::RecvMsg,
+            4 => Self::Poll,
+            5 => Self::Send,
+            6 => Self::SendTo,
+            7 => Self::Cancel,
+            _ => return None,
+        })
+    }
+
+    fn user_data(self, token: u64) -> u64 {
+        ((self as u64) << KIND_SHIFT) | (token & TOKEN_MASK)
+    }
+}
+
+/// A receive buffer the kernel filled and handed over. Read it with [`Ring::bytes`] or
+/// [`Ring::datagram`]; give it back with [`Ring::recycle`] (until then the kernel cannot reuse it).
+#[must_use = "a buffer not recycled is lost to the ring"]
+#[derive(Debug)]
+pub(super) struct Buf {
+    bid: u16,
+    len: usize,
+}
+
+/// A send in flight, to cancel it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct SendId(usize);
+
+/// What one completion reports. `more`: a multishot operation stays armed (without it, it ended
+/// and must be submitted again to go on).
+#[derive(Debug)]
+pub(super) enum Completion {
+    /// A multishot accept: a new connection, or why none came.
+    Accept {
+        token: u64,
+        result: io::Result<OwnedFd>,
+        more: bool,
+    },
+    /// A multishot stream receive: bytes, the end of the stream (`None`), or an error
+    /// (`ENOBUFS` when the buffer ring ran dry).
+    Recv {
+        token: u64,
+        result: io::Result<Option<Buf>>,
+        more: bool,
+    },
+    /// A multishot `recvmsg`: one datagram (read it with [`Ring::datagram`]) or an error.
+    Datagram {
+        token: u64,
+        result: io::Result<Buf>,
+        more: bool,
+    },
+    /// A multishot poll: the ready events.
+    Poll {
+        token: u64,
+        result: io::Result<u32>,
+        more: bool,
+    },
+    /// A stream send ended: its buffer comes back with the offset the send started at.
+    Sent {
+        token: u64,
+        result: io::Result<usize>,
+        buf: Vec<u8>,
+        from: usize,
+    },
+    /// A datagram send ended.
+    SentTo { result: io::Result<usize> },
+}
+
+/// A send's memory: the bytes, where they start, and for a datagram the destination.
+#[derive(Debug, Default)]
+struct Outgoing {
+    buf: Vec<u8>,
+    from: usize,
+    to: Option<SockAddr>,
+    token: u64,
+}
+
+/// One worker's io_uring.
+pub(super) struct Ring {
+    ring: IoUring,
+    bufs: Option<BufRing>,
+    /// Sends in flight by [`SendId`]; boxed so that the address the kernel reads stays put.
+    sends: Vec<Option<Box<Outgoing>>>,
+    free_sends: Vec<usize>,
+    #[allow(
+        clippy::vec_box,
+        reason = "boxes of finished sends, reused so that a send allocates nothing"
+    )]
+    spare_sends: Vec<Box<Outgoing>>,
+    spare_datagrams: Vec<Vec<u8>>,
+    /// The header of the multishot `recvmsg`: room for an IPv4 or IPv6 source address.
+    msghdr: Box<libc::msghdr>,
+    /// Operations submitted (or queued) whose last completion has not been reaped.
+    in_flight: usize,
+    deferred: bool,
+}
+
+impl Ring {
+    /// A ring of `sq_entries` submission entries (and a completion queue at least four times as
+    /// large) with `buffer_count` provided receive buffers of `buffer_size` bytes.
+    ///
+    /// Sets `IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN` (completions are produced
+    /// only when this thread waits for them), or `IORING_SETUP_COOP_TASKRUN` where the kernel
+    /// refuses those.
+    pub fn new(sq_entries: u32, buffer_count: u32, buffer_size: usize) -> io::Result<Self> {
+        let count = u16::try_from(buffer_count)
+            .ok()
+            .filter(|c| c.is_power_of_two())
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{buffer_count} receive buffers: a power of two up to 32768 is needed"),
+                )
+            })?;
+        let cq_entries = sq_entries
+            .saturating_mul(4)
+            .max(buffer_count.saturating_mul(2))
+            .next_power_of_two()
+            .min(1 << 16);
+        let mut builder: io_uring::Builder = IoUring::builder();
+        builder
+            .setup_cqsize(cq_entries)
+            .setup_single_issuer()
+            .setup_defer_taskrun();
+        let (ring, deferred) = match builder.build(sq_entries) {
+            Ok(ring) => (ring, true),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                let mut builder: io_uring::Builder = IoUring::builder();
+                builder
+                    .setup_cqsize(cq_entries)
+                    .setup_coop_taskrun()
+                    .setup_taskrun_flag();
+                (builder.build(sq_entries)?, false)
+            }
+            Err(e) => return Err(e),
+        };
+        let bufs = BufRing::new(&ring, count, buffer_size)?;
+        // SAFETY: msghdr is plain old data; all zeroes is "no name, no control, no data".
+        let mut msghdr: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
+        msghdr.msg_namelen = size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+        Ok(Self {
+            ring,
+            bufs: Some(bufs),
+            sends: Vec::new(),
+            free_sends: Vec::new(),
+            spare_sends: Vec::new(),
+            spare_datagrams: Vec::new(),
+            msghdr,
+            in_flight: 0,
+            deferred,
+        })
+    }
+
+    /// Whether the ring runs with `IORING_SETUP_DEFER_TASKRUN` (else the cooperative fallback).
+    pub fn deferred_taskrun(&self) -> bool {
+        self.deferred
+    }
+
+    fn push(&mut self, entry: squeue::Entry) -> io::Result<()> {
+        loop {
+            // SAFETY: every entry comes from this module's methods, and all the memory it names
+            // (receive buffers, a boxed send buffer and address, the boxed msghdr) belongs to this
+            // ring and stays in place until the operation's last completion is reaped; `Drop`
+            // reaps every operation (or leaks that memory) before freeing it.
+            if unsafe { self.ring.submission().push(&entry) }.is_ok() {
+                self.in_flight += 1;
+                return Ok(());
+            }
+            // The submission queue is full: hand it to the kernel, then queue again.
+            if self.ring.submit()? == 0 {
+                return Err(io::Error::other(
+                    "the io_uring submission queue does not drain",
+                ));
+            }
+        }
+    }
+
+    /// Accepts connections on a listening socket until cancelled (multishot accept; new sockets
+    /// are close-on-exec). The socket must stay open until the last completion.
+    pub fn accept(&mut self, fd: BorrowedFd<'_>, token: u64) -> io::Result<()> {
+        let entry = opcode::AcceptMulti::new(Fd(fd.as_raw_fd()))
+            .flags(libc::SOCK_CLOEXEC)
+            .build()
+            .user_data(Kind::Accept.user_data(token));
+        self.push(entry)
+    }
+
+    /// Receives on a stream socket into provided buffers until the end of the stream, an error,
+    /// or a cancel (multishot receive).
+    pub fn recv(&mut self, fd: BorrowedFd<'_>, token: u64) -> io::Result<()> {
+        let entry = opcode::RecvMulti::new(Fd(fd.as_raw_fd()), BUFFER_GROUP)
+            .build()
+            .user_data(Kind::Recv.user_data(token));
+        self.push(entry)
+    }
+
+    /// Receives datagrams with their source addresses into provided buffers (multishot
+    /// `recvmsg`).
+    pub fn recv_datagrams(&mut self, fd: BorrowedFd<'_>, token: u64) -> io::Result<()> {
+        let entry = opcode::RecvMsgMulti::new(Fd(fd.as_raw_fd()), &*self.msghdr, BUFFER_GROUP)
+            .build()
+            .user_data(Kind::RecvMsg.user_data(token));
+        self.push(entry)
+    }
+
+    /// Reports each time `fd` becomes readable (multishot poll).
+    pub fn poll_readable(&mut self, fd: BorrowedFd<'_>, token: u64) -> io::Result<()> {
+        let entry = opcode::PollAdd::new(Fd(fd.as_raw_fd()), libc::POLLIN as u32)
+            .multi(true)
+            .build()
+            .user_data(Kind::Poll.user_data(token));
+        self.push(entry)
+    }
+
+    /// Cancels the stream receive armed with `token`.
+    pub fn cancel_recv(&mut self, token: u64) -> io::Result<()> {
+        self.cancel(CancelBuilder::user_data(Kind::Recv.user_data(token)))
+    }
+
+    /// Cancels a send in flight.
+    pub fn cancel_send(&mut self, id: SendId) -> io::Result<()> {
+        self.cancel(CancelBuilder::user_data(Kind::Send.user_data(id.0 as u64)))
+    }
+
+    /// Cancels every operation on `fd`.
+    pub fn cancel_fd(&mut self, fd: BorrowedFd<'_>) -> io::Result<()> {
+        self.cancel(CancelBuilder::fd(Fd(fd.as_raw_fd())).all())
+    }
+
+    fn cancel(&mut self, what: CancelBuilder) -> io::Result<()> {
+        let entry = opcode::AsyncCancel2::new(what)
+            .build()
+            .user_data(Kind::Cancel.user_data(0));
+        self.push(entry)
+    }
+
+    fn store_send(&mut self, out: Box<Outgoing>) -> (usize, *const u8, u32, &Outgoing) {
+        let id = match self.free_sends.pop() {
+            Some(id) => id,
+            None => {
+                self.sends.push(None);
+                self.sends.len() - 1
+            }
+        };
+        let out = &**self.sends[id].insert(out);
+        let bytes = &out.buf[out.from.min(out.buf.len())..];
+        let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+        (id, bytes.as_ptr(), len, out)
+    }
+
+    /// Sends `buf[from..]` on a stream socket; the buffer comes back with the completion. Like a
+    /// non-blocking `send`, it takes what fits now and reports that count; unlike one, when
+    /// nothing fits it waits for room instead of failing with `EAGAIN`.
+    pub fn send(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        buf: Vec<u8>,
+        from: usize,
+        token: u64,
+    ) -> io::Result<SendId> {
+        let mut out = self.spare_sends.pop().unwrap_or_default();
+        out.buf = buf;
+        out.from = from;
+        out.to = None;
+        out.token = token;
+        let (id, ptr, len, _) = self.store_send(out);
+        let entry = opcode::Send::new(Fd(fd.as_raw_fd()), ptr, len)
+            .flags(libc::MSG_NOSIGNAL)
+            .build()
+            .user_data(Kind::Send.user_data(id as u64));
+        self.push(entry)?;
+        Ok(SendId(id))
+    }
+
+    /// Sends a copy of `bytes` as one datagram to `to` from an unbound-peer UDP socket. Never
+    /// waits for room: a full socket buffer drops it (UDP is best effort), as a non-blocking
+    /// `sendto` would.
+    pub fn send_to(&mut self, fd: BorrowedFd<'_>, bytes: &[u8], to: SocketAddr) -> io::Result<()> {
+        let mut out = self.spare_sends.pop().unwrap_or_default();
+        let mut buf = self.spare_datagrams.pop().unwrap_or_default();
+        buf.clear();
+        buf.extend_from_slice(bytes);
+        out.buf = buf;
+        out.from = 0;
+        out.to = Some(SockAddr::from(to));
+        out.token = 0;
+        let (id, ptr, len, out) = self.store_send(out);
+        let (addr, addr_len) = match &out.to {
+            Some(a) => (a.as_ptr().cast::<libc::sockaddr>(), a.len()),
+            None => (std::ptr::null(), 0),
+        };
+        let entry = opcode::Send::new(Fd(fd.as_raw_fd()), ptr, len)
+            .flags(libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+            .dest_addr(addr)
+            .dest_addr_len(addr_len)
+            .build()
+            .user_data(Kind::SendTo.user_data(id as u64));
+        self.push(entry)
+    }
+
+    /// Submits what is queued without waiting.
+    pub fn submit(&mut self) -> io::Result<()> {
+        if self.ring.submission().is_empty() {
+            return Ok(());
+        }
+        self.ring.submit().map(drop)
+    }
+
+    /// Submits what is queued and waits up to `timeout` for a completion (not at all when one is
+    /// there). One system call; with deferred task running, this is where completions appear.
+    pub fn submit_and_wait(&mut self, timeout: Duration) -> io::Result<()> {
+        let ts = Timespec::from(timeout);
+        let args = SubmitArgs::new().timespec(&ts);
+        match self.ring.submitter().submit_with_args(1, &args) {
+            Ok(_) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME | libc::EINTR | libc::EAGAIN | libc::EBUSY)
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether completions wait to be reaped.
+    pub fn has_completions(&mut self) -> bool {
+        !self.ring.completion().is_empty()
+    }
+
+    /// The next completion, if any.
+    pub fn next(&mut self) -> Option<Completion> {
+        loop {
+            let cqe = self.ring.completion().next()?;
+            let (user_data, res, flags) = (cqe.user_data(), cqe.result(), cqe.flags());
+            let more = cqueue::more(flags);
+            if !more {
+                self.in_flight -= 1;
+            }
+            let token = user_data & TOKEN_MASK;
+            let buf = cqueue::buffer_select(flags).map(|bid| Buf {
+                bid,
+                len: usize::try_from(res).unwrap_or(0),
+            });
+            let Some(kind) = Kind::of(user_data) else {
+                continue;
+            };
+            return Some(match kind {
+                Kind::Accept => Completion::Accept {
+                    token,
+                    // SAFETY: a non-negative result of accept is a file descriptor the kernel
+                    // just installed in this process for the new connection; nothing else owns
+                    // it.
+                    result: outcome(res).map(|fd| unsafe { OwnedFd::from_raw_fd(fd as i32) }),
+                    more,
+                },
+                Kind::Recv => Completion::Recv {
+                    token,
+                    result: match (outcome(res), buf) {
+                        (Ok(n), Some(buf)) if n > 0 => Ok(Some(buf)),
+                        (result, buf) => {
+                            if let Some(buf) = buf {
+                                self.recycle(buf);
+                            }
+                            result.map(|_| None)
+                        }
+                    },
+                    more,
+                },
+                Kind::RecvMsg => Completion::Datagram {
+                    token,
+                    result: match (outcome(res), buf) {
+                        (Ok(_), Some(buf)) => Ok(buf),
+                        (result, buf) => {
+                            if let Some(buf) = buf {
+                                self.recycle(buf);
+                            }
+                            result.and(Err(io::Error::other("a datagram without a buffer")))
+                        }
+                    },
+                    more,
+                },
+                Kind::Poll => Completion::Poll {
+                    token,
+                    result: outcome(res).map(|events| events as u32),
+                    more,
+                },
+                Kind::Send | Kind::SendTo => {
+                    let id = token as usize;
+                    let Some(mut out) = self.sends.get_mut(id).and_then(Option::take) else {
+                        continue;
+                    };
+                    self.free_sends.push(id);
+                    let buf = std::mem::take(&mut out.buf);
+                    let (from, token) = (out.from, out.token);
+                    out.to = None;
+                    self.spare_sends.push(out);
+                    if kind == Kind::SendTo {
+                        self.spare_datagrams.push(buf);
+                        Completion::SentTo {
+                            result: outcome(res),
+                        }
+                    } else {
+                        Completion::Sent {
+                            token,
+                            result: outcome(res),
+                            buf,
+                            from,
+                        }
+                    }
+                }
+                Kind::Cancel => continue,
+            });
+        }
+    }
+
+    /// The bytes the kernel received into `buf`.
+    pub fn bytes(&self, buf: &Buf) -> &[u8] {
+        match &self.bufs {
+            Some(bufs) => bufs.bytes(buf),
+            None => &[],
+        }
+    }
+
+    /// The source and payload of a datagram received into `buf` by [`Ring::recv_datagrams`];
+    /// `None` if the source is not an IP address.
+    pub fn datagram(&self, buf: &Buf) -> Option<(SocketAddr, &[u8])> {
+        let bytes = self.bytes(buf);
+        let out = RecvMsgOut::parse(bytes, &self.msghdr).ok()?;
+        let from = socket_addr(out.name_data())?;
+        // `RecvMsgOut` lends the payload only for its own lifetime: find it in `bytes` again.
+        let payload = out.payload_data();
+        let start = payload.as_ptr() as usize - bytes.as_ptr() as usize;
+        Some((from, &bytes[start..start + payload.len()]))
+    }
+
+    /// Gives a buffer back to the kernel.
+    pub fn recycle(&mut self, buf: Buf) {
+        if let Some(bufs) = &mut self.bufs {
+            bufs.recycle(buf);
+        }
+    }
+
+    /// Cancels everything in flight and reaps it; false if the kernel did not finish in time.
+    fn drain(&mut self) -> bool {
+        if self.cancel(CancelBuilder::any()).is_err() {
+            return false;
+        }
+        let deadline = Instant::now() + DRAIN_TIMEOUT;
+        while self.in_flight > 0 && Instant::now() < deadline {
+            if self.submit_and_wait(Duration::from_millis(10)).is_err() {
+                return false;
+            }
+            while let Some(c) = self.next() {
+                match c {
+                    Completion::Recv {
+                        result: Ok(Some(buf)),
+                        ..
+                    }
+                    | Completion::Datagram {
+                        result: Ok(buf), ..
+                    } => self.recycle(buf),
+                    _ => {}
+                }
+            }
+        }
+        self.in_flight == 0
+    }
+}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        if self.drain() {
+            let _ = self.ring.submitter().unregister_buf_ring(BUFFER_GROUP);
+            return;
+        }
+        tracing::warn!(
+            operations = self.in_flight,
+            "io_uring operations did not finish after a cancel; leaking their buffers"
+        );
+        std::mem::forget(self.bufs.take());
+        std::mem::forget(std::mem::take(&mut self.sends));
+        std::mem::forget(std::mem::replace(
+            &mut self.msghdr,
+            // SAFETY: msghdr is plain old data; all zeroes is a valid value.
+            Box::new(unsafe { std::mem::zeroed() }),
+        ));
+    }
+}
+
+/// A completion's result: a count (or file descriptor), or the error the kernel reported.
+fn outcome(res: i32) -> io::Result<usize> {
+    usize::try_from(res).map_err(|_| io::Error::from_raw_os_error(-res))
+}
+
+/// A socket address from the bytes of a `sockaddr_in` or `sockaddr_in6`.
+fn socket_addr(name: &[u8]) -> Option<SocketAddr> {
+    let family = i32::from(u16::from_ne_bytes(name.get(0..2)?.try_into().ok()?));
+    let port = u16::from_be_bytes(name.get(2..4)?.try_into().ok()?);
+    match family {
+        libc::AF_INET => {
+            let ip: [u8; 4] = name.get(4..8)?.try_into().ok()?;
+            Some(SocketAddrV4::new(Ipv4Addr::from(ip), port).into())
+        }
+        libc::AF_INET6 => {
+            let flow = u32::from_be_bytes(name.get(4..8)?.try_into().ok()?);
+            let ip: [u8; 16] = name.get(8..24)?.try_into().ok()?;
+            let scope = u32::from_ne_bytes(name.get(24..28)?.try_into().ok()?);
+            Some(SocketAddrV6::new(Ipv6Addr::from(ip), port, flow, scope).into())
+        }
+        _ => None,
+    }
+}
+
+/// `struct io_uring_buf`: one entry of a provided-buffer ring. The `resv` field of entry 0 is the
+/// ring's tail.
+#[repr(C)]
+struct RawBuf {
+    addr: u64,
+    len: u32,
+    bid: u16,
+    resv: u16,
+}
+
+const _: () = assert!(size_of::<RawBuf>() == size_of::<io_uring::types::BufRingEntry>());
+
+/// An anonymous private mapping, unmapped on drop.
+struct Mapping {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+impl Mapping {
+    fn new(len: usize, populate: bool) -> io::Result<Self> {
+        let flags =
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | if populate { libc::MAP_POPULATE } else { 0 };
+        // SAFETY: an anonymous mapping at an address the kernel picks aliases no Rust memory.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                flags,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = NonNull::new(ptr.cast()).ok_or_else(|| io::Error::other("mmap returned null"))?;
+        Ok(Self { ptr, len })
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: `ptr` and `len` describe a mapping this value created and nobody else unmaps.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+/// The provided-buffer ring of one buffer group: `count` entries, and `count` buffers of `size`
+/// bytes in one mapping. The kernel takes buffers from the head; recycled ones go in at the tail.
+struct BufRing {
+    entries: Mapping,
+    memory: Mapping,
+    count: u16,
+    size: usize,
+    tail: u16,
+}
+
+impl BufRing {
+    /// Maps the entries and the buffers, hands every buffer to the kernel and registers the ring
+    /// with `ring` as [`BUFFER_GROUP`].
+    fn new(ring: &IoUring, count: u16, size: usize) -> io::Result<Self> {
+        let entries = Mapping::new(usize::from(count) * size_of::<RawBuf>(), true)?;
+        let memory = Mapping::new(usize::from(count) * size, false)?;
+        let mut bufs = Self {
+            entries,
+            memory,
+            count,
+            size,
+            tail: 0,
+        };
+        for bid in 0..count {
+            bufs.put(bid);
+        }
+        bufs.publish();
+        let len = u32::try_from(size).map_err(|_| {
+            io::Error::new(io::ErrorKind::InvalidInput, "receive buffers over 4 GiB")
+        })?;
+        debug_assert!(len > 0);
+        // SAFETY: the entries mapping holds `count` entries, is page-aligned (mmap), and lives as
+        // long as the registration: `Ring` unregisters the group, or leaks this value, before it
+        // is dropped.
+        unsafe {
+            ring.submitter().register_buf_ring_with_flags(
+                bufs.entries.ptr.as_ptr() as u64,
+                count,
+                BUFFER_GROUP,
+                0,
+            )?;
+        }
+        Ok(bufs)
+    }
+
+    /// Writes buffer `bid` into the entry at the local tail (not yet visible to the kernel).
+    fn put(&mut self, bid: u16) {
+        let index = usize::from(self.tail & (self.count - 1));
+        let addr = self.memory.ptr.as_ptr() as u64 + u64::from(bid) * self.size as u64;
+        let entry = self.entries.ptr.as_ptr().cast::<RawBuf>();
+        // SAFETY: `index < count`, so the entry lies inside the mapping. The kernel reads only
+        // entries between its head and the published tail; this one is past the tail (the kernel
+        // has consumed it, since at most `count` buffers exist). The fields are written through
+        // raw pointers so that entry 0's `resv`, the tail the kernel reads, is not touched.
+        unsafe {
+            let e = entry.add(index);
+            std::ptr::addr_of_mut!((*e).addr).write(addr);
+            std::ptr::addr_of_mut!((*e).len).write(self.size as u32);
+            std::ptr::addr_of_mut!((*e).bid).write(bid);
+        }
+        self.tail = self.tail.wrapping_add(1);
+    }
+
+    /// Makes the entries written so far visible to the kernel.
+    fn publish(&self) {
+        let entry = self.entries.ptr.as_ptr().cast::<RawBuf>();
+        // SAFETY: entry 0's `resv` field is the ring's tail, a naturally aligned u16 inside the
+        // mapping that the kernel reads atomically; the Release store orders the entries written
+        // before it.
+        let tail = unsafe { AtomicU16::from_ptr(std::ptr::addr_of_mut!((*entry).resv)) };
+        tail.store(self.tail, Ordering::Release);
+    }
+
+    fn bytes(&self, buf: &Buf) -> &[u8] {
+        assert!(buf.bid < self.count, "buffer id {} out of range", buf.bid);
+        let len = buf.len.min(self.size);
+        // SAFETY: buffer `bid` lies inside the mapping and `len` within the buffer. The kernel
+        // handed it over in a completion and does not write it until `recycle` consumes the
+        // `Buf`, which needs `&mut self` and so cannot happen while this borrow lives.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.memory
+                    .ptr
+                    .as_ptr()
+                    .add(usize::from(buf.bid) * self.size),
+                len,
+            )
+        }
+    }
+
+    fn recycle(&mut self, buf: Buf) {
+        self.put(buf.bid);
+        self.publish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_addresses_parse_from_kernel_bytes() {
+        let v4: SocketAddr = "192.0.2.7:3863".parse().unwrap();
+        let v6: SocketAddr = "[2001:db8::1]:9".parse().unwrap();
+        for addr in [v4, v6] {
+            let raw = SockAddr::from(addr);
+            // SAFETY: `raw` holds `len` initialised bytes of its storage.
+            let bytes = unsafe {
+                std::slice::from_raw_parts(raw.as_ptr().cast::<u8>(), raw.len() as usize)
+            };
+            assert_eq!(socket_addr(bytes), Some(addr));
+        }
+        assert_eq!(socket_addr(&[0; 3]), None);
+    }
+
+    #[test]
+    fn buffers_received_come_back_and_sends_return_their_buffer() {
+        let mut ring = Ring::new(8, 4, 256).unwrap();
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        use std::os::fd::AsFd;
+        ring.recv(b.as_fd(), 7).unwrap();
+        // More messages than buffers: each is recycled before the next arrives.
+        for round in 0..10u8 {
+            let id = ring.send(a.as_fd(), vec![round; 100], 40, 3).unwrap();
+            assert!(id.0 < 2, "send slots are reused");
+            let mut sent = false;
+            let mut received = Vec::new();
+            while !(sent && received.len() == 60) {
+                ring.submit_and_wait(Duration::from_secs(5)).unwrap();
+                while let Some(c) = ring.next() {
+                    match c {
+                        Completion::Sent {
+                            token,
+                            result,
+                            buf,
+                            from,
+                        } => {
+                            assert_eq!((token, result.unwrap(), buf.len(), from), (3, 60, 100, 40));
+                            sent = true;
+                        }
+                        Completion::Recv {
+                            token,
+                            result: Ok(Some(buf)),
+                            more,
+                        } => {
+                            assert_eq!(token, 7);
+                            assert!(more);
+                            received.extend_from_slice(ring.bytes(&buf));
+                            ring.recycle(buf);
+                        }
+                        other => panic!("unexpected {other:?}"),
+                    }
+                }
+            }
+            assert_eq!(received, vec![round; 60]);
+        }
+        drop(a);
+        let mut end = None;
+        while end.is_none() {
+            ring.submit_and_wait(Duration::from_secs(5)).unwrap();
+            if let Some(Completion::Recv { result, more, .. }) = ring.next() {
+                end = Some((result.unwrap().is_none(), more));
+            }
+        }
+        assert_eq!(
+            end,
+            Some((true, false)),
+            "the end of the stream ends the receive"
+        );
+        assert_eq!(ring.in_flight, 0);
+    }
+
+    /// The driver's sockets are non-blocking: a send takes what fits (a short count, as a
+    /// non-blocking `send` would), and a send to a full socket waits for room instead of failing
+    /// with `EAGAIN`.
+    #[test]
+    fn a_send_to_a_full_non_blocking_socket_waits_for_the_peer() {
+        use socket2::{Domain, Socket, Type};
+        use std::io::Read;
+        use std::os::fd::AsFd;
+        let small = |s: &Socket| {
+            s.set_recv_buffer_size(1 << 16).unwrap();
+            s.set_send_buffer_size(1 << 16).unwrap();
+        };
+        let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        small(&listener);
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        listener.bind(&any.into()).unwrap();
+        listener.listen(1).unwrap();
+        let sender = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        small(&sender);
+        sender.connect(&listener.local_addr().unwrap()).unwrap();
+        sender.set_nonblocking(true).unwrap();
+        let (peer, _) = listener.accept().unwrap();
+        let mut ring = Ring::new(8, 4, 256).unwrap();
+        const LEN: usize = 8 << 20;
+        let mut sent = 0;
+        let mut rounds = 0;
+        // Short sends fill the buffers; then one stays in flight.
+        let waiting = loop {
+            rounds += 1;
+            assert!(rounds < 100, "the sends never filled the socket");
+            ring.send(sender.as_fd(), vec![7; LEN], sent, 1).unwrap();
+            ring.submit_and_wait(Duration::from_millis(300)).unwrap();
+            match ring.next() {
+                None => break LEN - sent,
+                Some(Completion::Sent { result, .. }) => {
+                    let n = result.expect("a send to a full socket fails");
+                    assert!(n > 0 && sent + n < LEN, "{n} bytes sent after {sent}");
+                    sent += n;
+                }
+                Some(other) => panic!("unexpected {other:?}"),
+            }
+        };
+        assert!(waiting > 0);
+        let reader = std::thread::spawn(move || {
+            let mut peer = std::net::TcpStream::from(peer);
+            let mut all = Vec::new();
+            peer.read_to_end(&mut all).unwrap();
+            all.len()
+        });
+        loop {
+            ring.submit_and_wait(Duration::from_secs(5)).unwrap();
+            if let Some(Completion::Sent { result, .. }) = ring.next() {
+                let n = result.unwrap();
+                assert!(n > 0 && n <= waiting, "{n} of {waiting}");
+                sent += n;
+                break;
+            }
+        }
+        drop(ring);
+        drop(sender);
+        assert_eq!(reader.join().unwrap(), sent);
+    }
+}
