@@ -386,10 +386,10 @@ impl PoolElement {
     }
 
     /// A connection attempt failed (`error`: the OS error as text).
-    pub fn on_connect_failed(&mut self, conn: ConnId, error: String, now: Millis) {
+    pub fn on_connect_failed(&mut self, conn: ConnId, error: String) {
         if let Some((failure, outcome)) = self.hunt.on_connect_failed(conn, error, &mut self.out) {
             self.emit(PeEvent::ConnectFailed(failure));
-            self.on_hunt(outcome, now);
+            self.on_hunt(outcome);
         }
     }
 
@@ -423,13 +423,13 @@ impl PoolElement {
         let outcome = self
             .hunt
             .on_announce(from, datagram, now, &settings, &mut self.out);
-        self.on_hunt(outcome, now);
+        self.on_hunt(outcome);
     }
 
     /// Timers: T2, T3, T4, T5, T7.
     pub fn handle_timeout(&mut self, now: Millis) {
         let outcome = self.hunt.on_timeout(now, &mut self.out);
-        self.on_hunt(outcome, now);
+        self.on_hunt(outcome);
         if self.request.is_some_and(|r| r.deadline <= now) {
             // T2/T3 expiry: server hunt, then the procedure again (RFC 5352 §3.1, §3.2).
             self.request = None;
@@ -616,7 +616,7 @@ impl PoolElement {
         };
         let Some(c) = self.conn else {
             let outcome = self.hunt.start(now, self.last_registrar, &mut self.out);
-            self.on_hunt(outcome, now);
+            self.on_hunt(outcome);
             return;
         };
         let (message, timeout) = match wanted {
@@ -688,7 +688,7 @@ impl PoolElement {
     }
 
     /// A hunt outcome that matters here: a failed round.
-    fn on_hunt(&mut self, outcome: HuntOutcome, _now: Millis) {
+    fn on_hunt(&mut self, outcome: HuntOutcome) {
         if let HuntOutcome::RoundFailed(failures) = outcome {
             if self.phase == Phase::Leaving {
                 // Nobody to deregister at: the registrations expire by their life.

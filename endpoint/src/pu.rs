@@ -325,11 +325,11 @@ impl PoolUser {
     }
 
     /// A connection attempt failed (`error`: the OS error as text).
-    pub fn on_connect_failed(&mut self, conn: ConnId, error: String, now: Millis) {
+    pub fn on_connect_failed(&mut self, conn: ConnId, error: String) {
         if let Some((failure, outcome)) = self.hunt.on_connect_failed(conn, error, &mut self.out) {
             self.out
                 .push_back(Action::Event(PuEvent::ConnectFailed(failure)));
-            self.on_hunt(outcome, now);
+            self.on_hunt(outcome);
         }
     }
 
@@ -345,7 +345,7 @@ impl PoolUser {
         }
         if !self.pending.is_empty() || !self.reports.is_empty() {
             let outcome = self.hunt.start(now, Some(registrar), &mut self.out);
-            self.on_hunt(outcome, now);
+            self.on_hunt(outcome);
         }
     }
 
@@ -359,14 +359,14 @@ impl PoolUser {
         let outcome = self
             .hunt
             .on_announce(from, datagram, now, &settings, &mut self.out);
-        self.on_hunt(outcome, now);
+        self.on_hunt(outcome);
     }
 
     /// Timers: T1 (RFC 5352 §3.7.2: resend, restart T1 and hunt in parallel, up to
     /// MAX-REQUEST-RETRANSMIT times, then an error), T5, T7.
     pub fn handle_timeout(&mut self, now: Millis) {
         let outcome = self.hunt.on_timeout(now, &mut self.out);
-        self.on_hunt(outcome, now);
+        self.on_hunt(outcome);
         let max = self.config.timers.max_request_retransmit;
         let mut hunt = false;
         let mut i = 0;
@@ -397,7 +397,7 @@ impl PoolUser {
         if hunt {
             let after = self.conn.map(|(_, r)| r);
             let outcome = self.hunt.start(now, after, &mut self.out);
-            self.on_hunt(outcome, now);
+            self.on_hunt(outcome);
         }
     }
 
@@ -483,12 +483,12 @@ impl PoolUser {
 
     fn start_hunt(&mut self, now: Millis) {
         let outcome = self.hunt.start(now, None, &mut self.out);
-        self.on_hunt(outcome, now);
+        self.on_hunt(outcome);
     }
 
     /// Every registrar failed in a hunt round: requests that have no registrar to go to fail
     /// now, and the hunt stops until the next request.
-    fn on_hunt(&mut self, outcome: HuntOutcome, _now: Millis) {
+    fn on_hunt(&mut self, outcome: HuntOutcome) {
         let HuntOutcome::RoundFailed(failures) = outcome else {
             return;
         };

@@ -106,7 +106,7 @@ trait Core {
     fn poll_timeout(&self) -> Option<Millis>;
     fn handle_timeout(&mut self, now: Millis);
     fn on_connected(&mut self, conn: ConnId, local: Option<SocketAddr>, now: Millis);
-    fn on_connect_failed(&mut self, conn: ConnId, error: String, now: Millis);
+    fn on_connect_failed(&mut self, conn: ConnId, error: String);
     fn on_message(&mut self, conn: ConnId, message: &[u8], now: Millis);
     fn on_closed(&mut self, conn: ConnId, now: Millis);
     fn on_announce(&mut self, from: SocketAddr, datagram: &[u8], now: Millis);
@@ -128,8 +128,8 @@ macro_rules! core_impl {
             fn on_connected(&mut self, conn: ConnId, local: Option<SocketAddr>, now: Millis) {
                 <$ty>::on_connected(self, conn, local, now)
             }
-            fn on_connect_failed(&mut self, conn: ConnId, error: String, now: Millis) {
-                <$ty>::on_connect_failed(self, conn, error, now)
+            fn on_connect_failed(&mut self, conn: ConnId, error: String) {
+                <$ty>::on_connect_failed(self, conn, error)
             }
             fn on_message(&mut self, conn: ConnId, message: &[u8], now: Millis) {
                 <$ty>::on_message(self, conn, message, now)
@@ -192,14 +192,9 @@ impl Runner {
         self.tx.clone()
     }
 
-    /// Waits for one input or the core's next timeout (at most `limit`), feeds it to the core,
-    /// carries out the core's actions and collects its events. Returns a command for the caller.
-    fn turn<C: Core>(
-        &mut self,
-        core: &mut C,
-        limit: Option<Duration>,
-        events: &mut Vec<C::Event>,
-    ) -> Option<Command> {
+    /// Waits for one input or the core's next timeout, feeds it to the core, carries out the
+    /// core's actions and collects its events. Returns a command for the caller.
+    fn turn<C: Core>(&mut self, core: &mut C, events: &mut Vec<C::Event>) -> Option<Command> {
         self.flush(core, events);
         let now = self.now();
         let due = core.poll_timeout();
@@ -208,11 +203,10 @@ impl Runner {
             self.flush(core, events);
             return None;
         }
-        let until_due = due.map(|t| Duration::from_millis(t - now));
-        let wait = match (until_due, limit) {
-            (Some(a), Some(b)) => a.min(b),
-            (a, b) => a.or(b).unwrap_or(Duration::from_secs(3600)),
-        };
+        // Without a timer the core waits for input only; an hour is as good as forever.
+        let wait = due.map_or(Duration::from_secs(3600), |t| {
+            Duration::from_millis(t - now)
+        });
         let command = match self.rx.recv_timeout(wait) {
             Ok(input) => self.dispatch(core, input),
             Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
@@ -252,12 +246,12 @@ impl Runner {
                         self.streams.insert(conn, stream);
                         core.on_connected(conn, local, now);
                     }
-                    Err(e) => core.on_connect_failed(conn, e.to_string(), now),
+                    Err(e) => core.on_connect_failed(conn, e.to_string()),
                 }
             }
             Input::ConnectFailed { conn, error } => {
                 if !self.cancelled.remove(&conn) {
-                    core.on_connect_failed(conn, error.to_string(), now);
+                    core.on_connect_failed(conn, error.to_string());
                 }
             }
             Input::Message { conn, bytes } => {

@@ -48,7 +48,7 @@ impl Pe {
         let mut events = Vec::new();
         let mut backlog = Vec::new();
         loop {
-            runner.turn(&mut core, None, &mut events);
+            runner.turn(&mut core, &mut events);
             let mut registered = false;
             for event in events.drain(..) {
                 match event {
@@ -119,7 +119,7 @@ fn run(
     let mut events = Vec::new();
     let mut outcome = Err(Error::Stopped);
     loop {
-        let command = runner.turn(&mut core, None, &mut events);
+        let command = runner.turn(&mut core, &mut events);
         let now = runner.now();
         match command {
             Some(Command::SetPolicy(policy)) => core.set_policy(policy, now),

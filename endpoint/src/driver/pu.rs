@@ -51,7 +51,7 @@ impl Pu {
         self.runner.drain(&mut self.core, &mut events);
         let id = self.core.resolve(handle, items, self.runner.now());
         loop {
-            self.runner.turn(&mut self.core, None, &mut events);
+            self.runner.turn(&mut self.core, &mut events);
             for event in events.drain(..) {
                 match event {
                     PuEvent::Resolved {

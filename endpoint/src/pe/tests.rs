@@ -632,7 +632,7 @@ fn a_dead_association_fails_over_to_the_next_registrar() {
     assert_eq!(registrar, reg(2));
     assert_eq!(sim.pe.registrar(), None);
     sim.pe
-        .on_connect_failed(next, "Connection refused (os error 111)".into(), 1_001);
+        .on_connect_failed(next, "Connection refused (os error 111)".into());
     let actions = sim.take();
     assert!(matches!(
         &events(&actions)[..],
@@ -685,7 +685,7 @@ fn a_round_of_failed_connections_is_reported_with_every_error() {
     let attempts = sim.connects();
     assert_eq!(attempts.len(), 2, "both at once (SH1 allows three)");
     for (conn, _) in &attempts {
-        sim.pe.on_connect_failed(*conn, "refused".into(), 1);
+        sim.pe.on_connect_failed(*conn, "refused".into());
     }
     let ev = events(&sim.take());
     assert_eq!(ev.len(), 3);

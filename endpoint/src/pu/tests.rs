@@ -220,10 +220,9 @@ fn pu03_t1_expiry_resends_with_a_parallel_hunt_then_fails() {
     assert_eq!(resent.len(), 1);
     assert_eq!(resent[0].0, conn, "resent to the home PR");
     assert!(!connects(&actions).is_empty(), "a server hunt in parallel");
-    sim.pu
-        .on_connect_failed(ConnId(99), "unrelated".into(), 16_001);
+    sim.pu.on_connect_failed(ConnId(99), "unrelated".into());
     for (c, _) in connects(&actions) {
-        sim.pu.on_connect_failed(c, "refused".into(), 16_002);
+        sim.pu.on_connect_failed(c, "refused".into());
     }
     sim.take();
     sim.pu.handle_timeout(31_000);
