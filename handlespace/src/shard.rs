@@ -223,9 +223,10 @@ impl Shard {
     /// Rules: the first PE of a pool fixes its policy type, transport type and data/control use;
     /// later PEs must match (causes 0x5, 0x7, 0x8). A known PE ID is a re-registration: its
     /// attributes are replaced, its degradation counter restarts, it keeps its first registration
-    /// time. A PE registered over an association can only be changed over that association
-    /// (cause 0xa); one learnt via ENRP may re-register locally, and its ownership moves to
-    /// `home_pr` (rule 4).
+    /// time. A PE registered over an association can only be changed over that association, or
+    /// over another one from the same host (its ASAP transports share an address: a PE
+    /// re-registering after its association broke), else cause 0xa; one learnt via ENRP may
+    /// re-register locally, and its ownership moves to `home_pr` (rule 4).
     pub fn register(
         &mut self,
         pool_handle: &[u8],
@@ -267,8 +268,10 @@ impl Shard {
             existing = pool.slot(registration.id);
             match existing {
                 Some(i) => {
-                    if let Some(owner) = pool.entries()[i].association
+                    let old = &pool.entries()[i];
+                    if let Some(owner) = old.association
                         && association.is_some_and(|a| a != owner)
+                        && !same_host(&old.registration, &registration)
                     {
                         return Err(RegistrationError::NotOwner);
                     }
@@ -546,6 +549,17 @@ impl Shard {
             .flatten()
             .flat_map(|p| p.entries().iter().map(move |e| (&p.handle, e)))
             .filter(move |(_, e)| e.home_pr == owner)
+    }
+}
+
+/// Whether two registrations of one PE came from the same host: their ASAP transports (the
+/// addresses of the associations they arrived over) share an address. A PE whose association
+/// broke re-registers over a new one from the same host (RFC 5352 §3.1 rules 3-4 move the PE to
+/// it); another host cannot take it over (RFC 5352 §2.2.2, RFC 5355 §2.3.3).
+fn same_host(old: &PeRegistration, new: &PeRegistration) -> bool {
+    match (&old.asap_transport, &new.asap_transport) {
+        (Some(a), Some(b)) => a.addresses.iter().any(|x| b.addresses.contains(x)),
+        _ => false,
     }
 }
 

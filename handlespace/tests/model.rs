@@ -84,6 +84,22 @@ fn user_transport(shape: usize, id: u64) -> OwnedUserTransport {
     })
 }
 
+/// The host an association comes from: associations 1 and 3 share one, 2 is another.
+fn host(association: u64) -> u8 {
+    (association % 2) as u8
+}
+
+/// The ASAP transport the registrar records for a PE registering over `association`.
+fn asap_transport(association: u64) -> OwnedTransport {
+    OwnedTransport {
+        kind: TransportKind::Sctp,
+        port: 4000 + association as u16,
+        transport_use: 0,
+        service_code: 0,
+        addresses: vec![IpAddr::V4(Ipv4Addr::new(198, 51, 100, host(association)))].into(),
+    }
+}
+
 fn op(max_id: u64, handles: usize) -> impl Strategy<Value = Op> {
     let handle = 0..handles;
     // Mostly small IDs so that operations collide; sometimes 0 (invalid) or a 64-bit one.
@@ -153,6 +169,7 @@ impl Model {
             if let Some(pe) = pool.get(&r.id.0)
                 && let (Some(owner), Some(asking)) = (pe.association, association)
                 && owner != asking
+                && host(owner) != host(asking)
             {
                 return Err(cause::REJECTED_SECURITY);
             }
@@ -267,7 +284,7 @@ fn run(ops: &[Op], shards: usize, seed: u64) {
                     registration_life: life,
                     user_transport: user_transport(shape, id),
                     policy: policy(p, (id as u32).wrapping_mul(2_654_435_761)),
-                    asap_transport: None,
+                    asap_transport: association.map(asap_transport),
                 };
                 let h = HANDLES[handle];
                 let got = hs

@@ -79,17 +79,7 @@ pub fn run(config: Config, reload: Reload, set_log_level: SetLogLevel) -> Result
         );
     }
     let (mut listeners, bound) = open_listeners(&config, workers)?;
-    let mut sender = if config.announce.targets.is_empty() && config.csp.monitor.is_none() {
-        None
-    } else {
-        let targets: Vec<_> = config.announce.targets.iter().map(|u| u.address).collect();
-        let targets = if targets.is_empty() {
-            config.csp.monitor.into_iter().collect()
-        } else {
-            targets
-        };
-        Some(net::announce_socket(&targets, config.announce.ttl)?.into())
-    };
+    let mut sender = announce_sender(&config, &listeners[0], &bound)?;
     let core_config = Arc::new(core_config(&config, pr_id, &bound));
     let limits = Limits {
         max_pool_handle_len: config.limits.max_pool_handle_len.max(32),
@@ -273,6 +263,62 @@ fn choose_driver(choice: DriverChoice) -> Result<Driver, DaemonError> {
                     "registrar.driver = \"io-uring\" cannot be used: {e}"
                 ))
             }),
+    }
+}
+
+/// The UDP socket worker 0 sends announces and CSP reports from. Announces leave from the ASAP
+/// port, so that a PU reaches the PR at their source address and port when they list no transport
+/// (wildcard listeners; RSPLIB's PUs read the source port, RFC 5352 §3.6): through worker 0's UDP
+/// listener on that port if there is one, else from a socket bound to it.
+fn announce_sender(
+    config: &Config,
+    worker0: &[Listener],
+    bound: &[TransportUrl],
+) -> Result<Option<std::net::UdpSocket>, DaemonError> {
+    let mut targets: Vec<_> = config.announce.targets.iter().map(|u| u.address).collect();
+    if targets.is_empty() {
+        match config.csp.monitor {
+            Some(monitor) => targets.push(monitor),
+            None => return Ok(None),
+        }
+    }
+    let Some(asap) = bound.iter().find(|u| u.transport != Transport::Udp) else {
+        return Ok(Some(
+            net::announce_socket(&targets, config.announce.ttl, 0)?.into(),
+        ));
+    };
+    let port = asap.address.port();
+    let family_fits = |a: std::net::SocketAddr| targets.iter().all(|t| t.is_ipv4() == a.is_ipv4());
+    let udp = worker0.iter().find_map(|l| match l {
+        Listener::Udp { socket, url } if url.address.port() == port && family_fits(url.address) => {
+            Some(socket)
+        }
+        _ => None,
+    });
+    if let Some(listener) = udp {
+        let sender = listener
+            .try_clone()
+            .map_err(|e| DaemonError::Io("cannot share the UDP listener for announces", e))?;
+        let s = socket2::SockRef::from(&sender);
+        let ttl = config.announce.ttl;
+        let set = if asap.address.is_ipv4() {
+            s.set_multicast_ttl_v4(ttl)
+                .and(s.set_multicast_loop_v4(true))
+        } else {
+            s.set_multicast_hops_v6(ttl)
+                .and(s.set_multicast_loop_v6(true))
+        };
+        set.map_err(|e| DaemonError::Io("cannot set the multicast TTL for announces", e))?;
+        return Ok(Some(sender));
+    }
+    match net::announce_socket(&targets, config.announce.ttl, port) {
+        Ok(s) => Ok(Some(s.into())),
+        Err(e) => {
+            tracing::warn!("announces leave from an ephemeral port: {e}");
+            Ok(Some(
+                net::announce_socket(&targets, config.announce.ttl, 0)?.into(),
+            ))
+        }
     }
 }
 

@@ -13,6 +13,7 @@ use rserpool_protocol::{AsapMessage, Generation, PeId, PoolHandle, cause};
 
 const RFC: Generation = Generation::Rfc;
 const NG: Generation = Generation::Ng;
+const ATTACKER: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2));
 
 /// Runs each scenario (a function of the `--driver` value) as one test per driver.
 macro_rules! on_both_drivers {
@@ -257,12 +258,14 @@ fn hostile_input_on_every_transport_leaves_the_daemon_serving_and_pes_intact(dri
     // closes a connection whose stream cannot be framed.
     let mut sent = 0;
     for round in 0..60 {
+        // From another host (127.0.0.2): a host may move its own PEs between its associations,
+        // another cannot touch them.
         let mut stream = if round % 2 == 0 {
-            StreamClient::tcp(tcp, RFC)
+            StreamClient::connect_from(tcp, Some(ATTACKER), 6, RFC)
         } else {
-            StreamClient::mptcp(mptcp, RFC)
+            StreamClient::connect_from(mptcp, Some(ATTACKER), MPTCP, RFC)
         };
-        let udp_socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let udp_socket = std::net::UdpSocket::bind((ATTACKER, 0)).unwrap();
         for i in 0..50 {
             let mut m = valid[(i + round) % valid.len()].clone();
             match next() % 4 {

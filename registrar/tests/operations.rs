@@ -47,7 +47,12 @@ fn announces_and_csp_reports_reach_their_udp_targets() {
     let start = Instant::now();
     let mut announces = 0;
     while announces < 3 {
-        let (n, _) = announce.recv_from(&mut buf).expect("an announce");
+        let (n, from) = announce.recv_from(&mut buf).expect("an announce");
+        assert_eq!(
+            from.port(),
+            tcp.port(),
+            "announces leave from the ASAP port"
+        );
         let AsapMessage::ServerAnnounce {
             server_id,
             transports,
@@ -65,6 +70,26 @@ fn announces_and_csp_reports_reach_their_udp_targets() {
     }
     // Three announces 200 ms (±12.5 %) apart, the first at start-up.
     assert!(start.elapsed() < Duration::from_secs(3));
+    drop(d);
+    // With a UDP listener on the ASAP port, announces leave through it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let d = Daemon::start(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--asap",
+        &format!("tcp://127.0.0.1:{port}"),
+        "--asap",
+        &format!("udp://127.0.0.1:{port}"),
+        "--announce",
+        &target,
+    ]);
+    let udp = d.address("udp://", false);
+    let (_, from) = announce.recv_from(&mut buf).expect("an announce");
+    assert_eq!(from, udp);
     let (n, _) = monitor.recv_from(&mut buf).expect("a CSP report");
     let report = CspReport::decode(&buf[..n]).expect("RSPLIB's CSP format");
     assert_eq!(report.report_interval_us, 200_000);

@@ -903,7 +903,16 @@ proptest::proptest! {
     ) {
         let mut pr = cluster(2);
         let pe = pr.open(0, info(Generation::Rfc), 0);
-        let attacker = pr.open(1, info(Generation::Rfc), 0);
+        // Another host (a host may move its own PEs between its associations).
+        let attacker = pr.open(
+            1,
+            AssociationInfo {
+                transport: UrlTransport::Tcp,
+                generation: Generation::Rfc,
+                peer_addresses: vec!["203.0.113.66:5000".parse().unwrap()],
+            },
+            0,
+        );
         pr.message(pe, &registration(b"safe", 1, Policy::RoundRobin), 0);
         let before = pr
             .workers()
@@ -957,5 +966,62 @@ fn csp_reports_reach_the_monitor_every_interval() {
         assert_eq!(report.report_interval_us, 1_000_000);
         assert_eq!(report.timestamp_us, t * 1_000);
         assert!(!report.final_report);
+    }
+}
+
+#[test]
+fn a_pe_reconnecting_from_its_host_takes_its_registration_along_and_others_cannot() {
+    for workers in [1, 3] {
+        let mut pr = cluster(workers);
+        let old = pr.open(0, info(Generation::Rfc), 0);
+        let new = pr.open(workers - 1, info(Generation::Rfc), 0);
+        pr.message(old, &registration(b"move", 4, Policy::RoundRobin), 0);
+        // The PE's association broke; it re-registers over a new one before the registrar has
+        // noticed (RFC 5352 §3.1 rules 3-4).
+        assert_eq!(
+            registration_outcome(&pr.message(
+                new,
+                &registration(b"move", 4, Policy::RoundRobin),
+                1
+            )),
+            (false, None)
+        );
+        pr.close(old, 2);
+        assert_eq!(
+            resolved(&pr.message(new, &resolution(b"move", None), 2)),
+            Ok((vec![4], Some(Policy::RoundRobin))),
+            "the old association's close does not remove the moved PE"
+        );
+        // Another host, even one that lists itself as the PE's address, cannot take it.
+        let stranger_ip: IpAddr = "203.0.113.9".parse().unwrap();
+        let stranger = pr.open(
+            0,
+            AssociationInfo {
+                transport: UrlTransport::Tcp,
+                generation: Generation::Rfc,
+                peer_addresses: vec![SocketAddr::new(stranger_ip, 1)],
+            },
+            3,
+        );
+        let hijack = registration_with(
+            b"move",
+            4,
+            Policy::RoundRobin,
+            TransportKind::Sctp,
+            0,
+            &[stranger_ip],
+            30_000,
+            Generation::Rfc,
+        );
+        assert_eq!(
+            registration_outcome(&pr.message(stranger, &hijack, 3)),
+            (true, Some(cause::REJECTED_SECURITY))
+        );
+        pr.close(new, 4);
+        assert_eq!(
+            resolved(&pr.message(stranger, &resolution(b"move", None), 4)),
+            Err(cause::UNKNOWN_POOL_HANDLE),
+            "the new association's close removes it"
+        );
     }
 }

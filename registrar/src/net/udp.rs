@@ -50,11 +50,17 @@ pub fn bind_udp(
 /// Opens the non-blocking, close-on-exec UDP socket that sends ASAP_SERVER_ANNOUNCE to `targets`
 /// (multicast groups and unicast addresses, IPv4 and IPv6 mixed).
 ///
-/// It is not bound: the kernel picks the source address and an ephemeral port at the first send.
-/// Multicast leaves with `ttl` as `IP_MULTICAST_TTL` and `IPV6_MULTICAST_HOPS`, and loops back to
+/// It is bound to `source_port` on the unspecified address (0: an ephemeral port the kernel picks
+/// at the first send): a PU that finds no transport parameter in an announce reaches the PR at the
+/// datagram's source address and, as RSPLIB reads it, its source port (RFC 5352 §3.6), so the
+/// daemon sends from its ASAP port. Multicast leaves with `ttl` as `IP_MULTICAST_TTL` and `IPV6_MULTICAST_HOPS`, and loops back to
 /// this host (`IP_MULTICAST_LOOP`, `IPV6_MULTICAST_LOOP`), so PEs on the same machine hear it.
 /// With any IPv6 target the socket is a dual-stack IPv6 socket that also sends to IPv4 targets.
-pub fn announce_socket(targets: &[SocketAddr], ttl: u32) -> Result<Socket, NetError> {
+pub fn announce_socket(
+    targets: &[SocketAddr],
+    ttl: u32,
+    source_port: u16,
+) -> Result<Socket, NetError> {
     if targets.is_empty() {
         return Err(NetError::InvalidRequest(
             "no announce targets: give at least one udp:// multicast or unicast address to \
@@ -77,6 +83,16 @@ pub fn announce_socket(targets: &[SocketAddr], ttl: u32) -> Result<Socket, NetEr
     if v4 {
         set("IP_MULTICAST_TTL", sock.set_multicast_ttl_v4(ttl))?;
         set("IP_MULTICAST_LOOP", sock.set_multicast_loop_v4(true))?;
+    }
+    if source_port != 0 {
+        let ip = if v6 {
+            std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+        } else {
+            std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
+        };
+        let addr = SocketAddr::new(ip, source_port);
+        sock.bind(&addr.into())
+            .map_err(|e| NetError::io(format!("bind {what} to udp://{addr}"), e))?;
     }
     Ok(sock)
 }
@@ -104,7 +120,7 @@ mod tests {
         assert!(rx.nonblocking().unwrap());
         assert!(rx.reuse_port().unwrap());
         let target = rx.local_addr().unwrap().as_socket().unwrap();
-        let tx = announce_socket(&[target], 4).unwrap();
+        let tx = announce_socket(&[target], 4, 0).unwrap();
         assert_eq!(tx.multicast_ttl_v4().unwrap(), 4);
         assert!(tx.multicast_loop_v4().unwrap());
         assert!(tx.nonblocking().unwrap());
@@ -115,13 +131,28 @@ mod tests {
     }
 
     #[test]
+    fn announce_leaves_from_the_asked_source_port() {
+        let rx = bind_udp("127.0.0.1:0".parse().unwrap(), false, 1 << 16).unwrap();
+        let target = rx.local_addr().unwrap().as_socket().unwrap();
+        let port = UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let tx = announce_socket(&[target], 1, port).unwrap();
+        assert_eq!(tx.send_to(b"a", &target.into()).unwrap(), 1);
+        let (_, from) = receive(rx);
+        assert_eq!(from.port(), port);
+    }
+
+    #[test]
     fn dual_stack_announce_reaches_ipv4_and_ipv6_targets() {
         let rx4 = bind_udp("127.0.0.1:0".parse().unwrap(), false, 0).unwrap();
         let rx6 = bind_udp("[::1]:0".parse().unwrap(), false, 0).unwrap();
         assert!(rx6.only_v6().unwrap());
         let t4 = rx4.local_addr().unwrap().as_socket().unwrap();
         let t6 = rx6.local_addr().unwrap().as_socket().unwrap();
-        let tx = announce_socket(&[t4, t6, "[ff02::1:3863]:3863".parse().unwrap()], 1).unwrap();
+        let tx = announce_socket(&[t4, t6, "[ff02::1:3863]:3863".parse().unwrap()], 1, 0).unwrap();
         assert_eq!(tx.multicast_hops_v6().unwrap(), 1);
         assert_eq!(tx.multicast_ttl_v4().unwrap(), 1);
         assert_eq!(tx.send_to(b"v4", &t4.into()).unwrap(), 2);
@@ -132,7 +163,7 @@ mod tests {
 
     #[test]
     fn announce_needs_a_target() {
-        let e = announce_socket(&[], 1).unwrap_err();
+        let e = announce_socket(&[], 1, 0).unwrap_err();
         assert!(e.to_string().contains("at least one"), "{e}");
     }
 }

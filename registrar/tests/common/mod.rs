@@ -173,13 +173,29 @@ impl StreamClient {
 
     /// Connects over MPTCP.
     pub fn mptcp(addr: SocketAddr, generation: Generation) -> Self {
+        Self::connect_from(addr, None, MPTCP, generation)
+    }
+
+    /// Connects over TCP (`protocol` 6) or MPTCP (262) from `source` (e.g. 127.0.0.2: another
+    /// host as far as the registrar can tell).
+    pub fn connect_from(
+        addr: SocketAddr,
+        source: Option<IpAddr>,
+        protocol: i32,
+        generation: Generation,
+    ) -> Self {
         let socket = socket2::Socket::new(
             socket2::Domain::for_address(addr),
             socket2::Type::STREAM,
-            Some(socket2::Protocol::from(MPTCP)),
+            Some(socket2::Protocol::from(protocol)),
         )
-        .expect("MPTCP socket");
-        socket.connect(&addr.into()).expect("MPTCP connect");
+        .expect("stream socket");
+        if let Some(ip) = source {
+            socket
+                .bind(&SocketAddr::new(ip, 0).into())
+                .expect("bind the source address");
+        }
+        socket.connect(&addr.into()).expect("connect");
         Self::from(socket.into(), generation)
     }
 

@@ -1,0 +1,169 @@
+//! The errors an endpoint surfaces to its application: unreachable registrars (with the OS error
+//! of each attempt), refused requests with their RFC 5354 §3.12 cause, timeouts.
+
+use core::fmt;
+
+use rserpool_protocol::cause;
+
+use crate::Registrar;
+
+/// An Operation Error cause code (RFC 5354 §3.12) as a registrar sent it. Codes outside the RFC
+/// (RSPLIB sends 0x1xxx and 0xfxxx) are kept and named generically (checklist PU-09).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Cause(pub u16);
+
+impl Cause {
+    /// The RFC 5354 name of the cause, or a generic name for codes the RFC does not define.
+    pub const fn name(self) -> &'static str {
+        match self.0 {
+            cause::UNSPECIFIED => "Unspecified Error",
+            cause::UNRECOGNIZED_PARAMETER => "Unrecognized Parameter",
+            cause::UNRECOGNIZED_MESSAGE => "Unrecognized Message",
+            cause::INVALID_VALUES => "Invalid Values",
+            cause::NON_UNIQUE_PE_ID => "Non-unique PE Identifier",
+            cause::INCONSISTENT_POLICY => "Inconsistent Pooling Policy",
+            cause::LACK_OF_RESOURCES => "Lack of Resources",
+            cause::INCONSISTENT_TRANSPORT => "Inconsistent Transport Type",
+            cause::INCONSISTENT_DATA_CONTROL => "Inconsistent Data/Control Configuration",
+            cause::UNKNOWN_POOL_HANDLE => "Unknown Pool Handle",
+            cause::REJECTED_SECURITY => "Rejected due to security considerations",
+            _ => "implementation-specific error",
+        }
+    }
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (cause {:#06x})", self.name(), self.0)
+    }
+}
+
+/// One failed connection attempt of a server hunt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectFailure {
+    /// The registrar tried.
+    pub registrar: Registrar,
+    /// What the operating system said (e.g. "Connection refused (os error 111)").
+    pub error: String,
+}
+
+impl fmt::Display for ConnectFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.registrar, self.error)
+    }
+}
+
+/// Why an endpoint operation failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Error {
+    /// No registrar could be reached: every configured or learnt address failed (RFC 5352
+    /// §3.6 server hunt). Empty when no registrar is known at all.
+    Unreachable(Vec<ConnectFailure>),
+    /// A registrar refused the registration (R=1, RFC 5352 §3.1). Never retried unchanged.
+    Rejected {
+        /// The first cause it gave ([`Cause`]`(0)` when it gave none).
+        cause: Cause,
+    },
+    /// The pool does not exist (cause 0x9, RFC 5352 §3.3).
+    UnknownPool {
+        /// The pool handle asked for, printable.
+        pool_handle: String,
+    },
+    /// A registrar answered a request with another Operation Error (RFC 5354 §3.12).
+    Operation {
+        /// The request.
+        request: &'static str,
+        /// The first cause.
+        cause: Cause,
+    },
+    /// No answer after every allowed attempt (T1/T2/T3 with MAX-REQUEST-RETRANSMIT or
+    /// MAX-REG-ATTEMPT, RFC 5352 §3.1, §3.2, §3.7.2).
+    Timeout {
+        /// The request.
+        request: &'static str,
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// The configuration cannot work (e.g. a PE ID too wide for the RFC generation).
+    Config(String),
+    /// The driver stopped (its thread ended).
+    Stopped,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unreachable(failures) if failures.is_empty() => {
+                write!(
+                    f,
+                    "no registrar is known (configure one or listen for announces)"
+                )
+            }
+            Self::Unreachable(failures) => {
+                write!(f, "no registrar reachable: ")?;
+                for (i, failure) in failures.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str("; ")?;
+                    }
+                    write!(f, "{failure}")?;
+                }
+                Ok(())
+            }
+            Self::Rejected { cause } => write!(f, "registration refused by the registrar: {cause}"),
+            Self::UnknownPool { pool_handle } => {
+                write!(
+                    f,
+                    "unknown pool `{pool_handle}` (cause {:#06x})",
+                    cause::UNKNOWN_POOL_HANDLE
+                )
+            }
+            Self::Operation { request, cause } => write!(f, "{request} refused: {cause}"),
+            Self::Timeout { request, attempts } => write!(
+                f,
+                "{request}: no answer from any registrar after {attempts} attempt(s)"
+            ),
+            Self::Config(reason) => write!(f, "invalid configuration: {reason}"),
+            Self::Stopped => write!(f, "the endpoint's driver thread stopped"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_rfc_causes_and_keeps_unknown_codes() {
+        assert_eq!(Cause(0x9).name(), "Unknown Pool Handle");
+        assert_eq!(
+            Cause(0x5).to_string(),
+            "Inconsistent Pooling Policy (cause 0x0005)"
+        );
+        assert_eq!(Cause(0xf005).name(), "implementation-specific error");
+        assert!(Cause(0x1003).to_string().contains("0x1003"));
+    }
+
+    #[test]
+    fn unreachable_names_every_address_and_its_os_error() {
+        let e = Error::Unreachable(vec![
+            ConnectFailure {
+                registrar: Registrar::tcp("127.0.0.1:1".parse().unwrap()),
+                error: "Connection refused (os error 111)".into(),
+            },
+            ConnectFailure {
+                registrar: Registrar::mptcp("127.0.0.1:2".parse().unwrap()),
+                error: "timed out".into(),
+            },
+        ]);
+        let text = e.to_string();
+        assert!(text.contains("tcp://127.0.0.1:1: Connection refused (os error 111)"));
+        assert!(text.contains("mptcp://127.0.0.1:2: timed out"));
+        assert!(
+            Error::Unreachable(vec![])
+                .to_string()
+                .contains("no registrar is known")
+        );
+    }
+}
