@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 
 use crate::echo::{MAX_REPLY, MIN_REPLY};
-use crate::load::LoadSpec;
+use crate::load::{LoadSpec, Poll};
 use crate::net::{Endpoint, Transport};
 
 /// What to measure.
@@ -64,6 +64,10 @@ pub struct Cli {
     /// (the pipeline still caps what is in flight).
     #[arg(long)]
     pub rate: Option<f64>,
+    /// How client threads wait for replies: spin (poll non-blocking sockets) or block (read each
+    /// connection in turn; closed loop only).
+    #[arg(long, value_enum, default_value_t = Poll::Spin)]
+    pub poll: Poll,
 
     /// Pools (resolve: registered and resolved; register: the connections' PEs spread over them).
     #[arg(long, default_value_t = 100)]
@@ -134,10 +138,13 @@ impl Cli {
         if !(self.warmup.is_finite() && self.warmup >= 0.0) {
             return Err("--warmup must be zero or a positive number of seconds".into());
         }
-        if let Some(r) = self.rate
-            && !(r.is_finite() && r > 0.0)
-        {
-            return Err("--rate must be a positive number of requests per second".into());
+        if let Some(r) = self.rate {
+            if !(r.is_finite() && r > 0.0) {
+                return Err("--rate must be a positive number of requests per second".into());
+            }
+            if self.poll == Poll::Block {
+                return Err("--rate sends on a schedule: it needs --poll spin".into());
+            }
         }
         if let Some(size) = self.reply_size {
             if self.scenario != ScenarioKind::Echo {
@@ -179,6 +186,7 @@ impl Cli {
             warmup: Duration::from_secs_f64(self.warmup),
             duration: Duration::from_secs_f64(self.duration),
             rate: self.rate,
+            poll: self.poll,
             progress: !self.quiet,
             label: label.to_owned(),
         }

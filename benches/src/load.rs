@@ -5,12 +5,13 @@
 //! (open loop) to reply, into an HDR histogram.
 
 use std::collections::VecDeque;
-use std::io::{ErrorKind, Read, Write};
+use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use clap::ValueEnum;
 use hdrhistogram::Histogram;
 use rserpool_protocol::Generation;
 use rserpool_protocol::framing::Frames;
@@ -22,6 +23,20 @@ use crate::workload::{self, Check, ConnWork, MAX_FRAME, Pick, Reply, Table};
 
 /// Largest latency the histogram holds (larger ones are clamped).
 const MAX_LATENCY: Duration = Duration::from_secs(60);
+/// With [`Poll::Block`], the longest a read waits before the thread looks at the clock again.
+const BLOCK_TIMEOUT: Duration = Duration::from_millis(20);
+
+/// How a client thread waits for replies.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Poll {
+    /// Non-blocking sockets polled in a loop, `sched_yield` when a pass moved nothing: never
+    /// sleeps on the request path, and keeps its core busy. Needed for the open loop.
+    #[default]
+    Spin,
+    /// Blocking sockets visited in turn: a read waits for that connection's replies (up to 20 ms).
+    /// Leaves idle CPU to the server; closed loop only.
+    Block,
+}
 
 /// The shape of the load.
 #[derive(Clone, Debug)]
@@ -36,6 +51,8 @@ pub struct LoadSpec {
     pub duration: Duration,
     /// Open loop: requests per second over all connections; `None` = closed loop.
     pub rate: Option<f64>,
+    /// How threads wait for replies.
+    pub poll: Poll,
     /// Print ops/s on stderr every second.
     pub progress: bool,
     /// What the progress lines are prefixed with.
@@ -144,6 +161,7 @@ struct Plan {
     rate: Option<(f64, usize)>,
     check: Check,
     generation: Generation,
+    poll: Poll,
 }
 
 impl Plan {
@@ -172,11 +190,15 @@ struct Conn {
 }
 
 impl Conn {
-    fn new(stream: TcpStream, work: ConnWork, index: usize, pipeline: usize) -> Result<Self> {
+    fn new(stream: TcpStream, work: ConnWork, index: usize, spec: &LoadSpec) -> Result<Self> {
         if work.requests.is_empty() {
             return Err(Error::new("a connection has no request to send"));
         }
-        stream.set_nonblocking(true)?;
+        let pipeline = spec.pipeline;
+        match spec.poll {
+            Poll::Spin => stream.set_nonblocking(true)?,
+            Poll::Block => stream.set_read_timeout(Some(BLOCK_TIMEOUT))?,
+        }
         Ok(Self {
             stream,
             work,
@@ -196,15 +218,16 @@ impl Conn {
     /// One read; every whole frame is accounted. Returns the replies seen (warm-up included), or
     /// `None` when nothing was read.
     fn receive(&mut self, plan: &Plan, stats: &mut Stats) -> Option<u64> {
+        if plan.poll == Poll::Block && self.sent.is_empty() {
+            return None;
+        }
         let n = match self.stream.read(&mut self.inbuf[self.in_len..]) {
             Ok(0) => {
                 self.close(stats);
                 return Some(0);
             }
             Ok(n) => n,
-            Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::Interrupted => {
-                return None;
-            }
+            Err(e) if retry(&e) => return None,
             Err(_) => {
                 self.close(stats);
                 return Some(0);
@@ -307,9 +330,7 @@ impl Conn {
                 self.out_pos += n;
                 n > 0
             }
-            Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::Interrupted => {
-                false
-            }
+            Err(e) if retry(&e) => false,
             Err(_) => {
                 self.close(stats);
                 true
@@ -379,6 +400,14 @@ impl Conn {
     }
 }
 
+/// Whether an I/O error only means "not now": no data yet, a read timeout, a signal.
+fn retry(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+    )
+}
+
 /// Per-thread progress counter on its own cache line.
 #[repr(align(64))]
 #[derive(Default)]
@@ -424,6 +453,11 @@ pub fn run(
     check: Check,
 ) -> Result<Outcome> {
     let connections = work.len();
+    if spec.rate.is_some() && spec.poll == Poll::Block {
+        return Err(Error::new(
+            "the open loop (--rate) sends on a schedule: it needs --poll spin",
+        ));
+    }
     if connections == 0 || spec.pipeline == 0 || spec.threads == 0 || spec.threads > connections {
         return Err(Error::new(format!(
             "need at least one connection, a pipeline of at least 1 and 1..={connections} threads"
@@ -432,7 +466,7 @@ pub fn run(
     let mut groups: Vec<Vec<Conn>> = (0..spec.threads).map(|_| Vec::new()).collect();
     for (index, w) in work.into_iter().enumerate() {
         let stream = net::connect(endpoint).context(|| format!("connect to {endpoint}"))?;
-        groups[index % spec.threads].push(Conn::new(stream, w, index, spec.pipeline)?);
+        groups[index % spec.threads].push(Conn::new(stream, w, index, spec)?);
     }
     let start = Instant::now();
     let plan = Plan {
@@ -443,6 +477,7 @@ pub fn run(
         rate: spec.rate.map(|r| (r, connections)),
         check,
         generation: endpoint.generation,
+        poll: spec.poll,
     };
     let lives: Vec<Live> = (0..spec.threads).map(|_| Live::default()).collect();
     let mut totals = Stats::new();

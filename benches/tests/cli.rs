@@ -1,6 +1,7 @@
 //! Command-line parsing and validation of `rserpool-bench`.
 
 use clap::Parser;
+use rserpool_bench::load::Poll;
 use rserpool_bench::net::Transport;
 use rserpool_bench::{Cli, ScenarioKind};
 
@@ -20,6 +21,7 @@ fn defaults_match_the_documentation() {
     assert_eq!((cli.pools, cli.pool_elements, cli.workers), (100, 10, 1));
     assert_eq!(cli.rate, None);
     assert_eq!(cli.transport, Transport::Tcp);
+    assert_eq!(cli.poll, Poll::Spin);
     assert!(!cli.json && !cli.compare_echo && !cli.spawn && !cli.quiet);
 }
 
@@ -73,12 +75,15 @@ fn every_option_is_read() {
         "mptcp",
         "--pes-per-connection",
         "5",
+        "--poll",
+        "block",
     ])
     .unwrap();
     assert!(spawn.spawn);
     assert_eq!(spawn.registrar_bin.unwrap().to_str(), Some("/opt/pr"));
     assert_eq!((spawn.workers, spawn.pes_per_connection), (2, 5));
     assert_eq!(spawn.transport, Transport::Mptcp);
+    assert_eq!(spawn.poll, Poll::Block);
 
     let echo = parse(&["echo", "--reply-size", "197"]).unwrap();
     assert_eq!(echo.echo_reply_size(), Some(200));
@@ -104,6 +109,10 @@ fn contradictions_are_refused_with_a_reason() {
         (&["echo", "--duration", "0"][..], "--duration"),
         (&["echo", "--rate", "0"][..], "--rate"),
         (&["echo", "--reply-size", "8"][..], "--reply-size"),
+        (
+            &["echo", "--rate", "100", "--poll", "block"][..],
+            "--poll spin",
+        ),
         (
             &["resolve", "--spawn", "--reply-size", "64"][..],
             "echo scenario only",

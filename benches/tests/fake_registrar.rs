@@ -245,7 +245,15 @@ fn resolving_unknown_pools_counts_errors() {
 #[test]
 fn register_counts_responses_and_answers_keep_alives() {
     let (url, c) = start();
-    let mut args = vec!["register", "--registrar", &url, "--pes-per-connection", "2"];
+    let mut args = vec![
+        "register",
+        "--registrar",
+        &url,
+        "--pes-per-connection",
+        "2",
+        "--poll",
+        "block",
+    ];
     args.extend(SHORT);
     let RunReport::Single(s) = app::run(&cli(&args)).unwrap() else {
         panic!("one summary expected");

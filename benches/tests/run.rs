@@ -81,6 +81,29 @@ fn sized_echo_replies_with_two_threads_and_json() {
 }
 
 #[test]
+fn blocking_clients_complete_the_same_run() {
+    let args = [
+        "echo",
+        "--duration",
+        "0.5",
+        "--warmup",
+        "0.1",
+        "--connections",
+        "6",
+        "--pipeline",
+        "8",
+        "--threads",
+        "2",
+        "--poll",
+        "block",
+        "--quiet",
+    ];
+    let s = single(app::run(&cli(&args)).unwrap());
+    assert!(s.ops > 0, "{s:?}");
+    assert_eq!(s.errors, 0, "{s:?}");
+}
+
+#[test]
 fn the_open_loop_keeps_to_its_rate() {
     // 2000/s over 0.5 s measured: about 1000 ops; never more than the schedule allows.
     let args = [
