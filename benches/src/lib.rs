@@ -1,3 +1,20 @@
-//! The `rserpool-bench` load generator and the cross-crate criterion benches. Not built yet: this
-//! crate is a placeholder until the endpoint issue lands; the codec's benches live in
-//! `protocol/benches/`.
+//! `rserpool-bench` owns the load generator of the RSerPool pool registrar: closed- and open-loop
+//! ASAP load over TCP and MPTCP (`resolve`, `register`), a built-in echo server as the ceiling
+//! (`echo`), a spawned or external registrar as the target, and text or JSON reports with HDR
+//! latency percentiles. See `docs/benchmarking.md`.
+
+pub mod app;
+pub mod cli;
+pub mod echo;
+pub mod error;
+pub mod fleet;
+pub mod load;
+pub mod net;
+pub mod report;
+pub mod rng;
+pub mod target;
+pub mod workload;
+
+pub use cli::{Cli, ScenarioKind};
+pub use error::{Error, Result};
+pub use report::{RunReport, Summary};

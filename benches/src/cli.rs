@@ -1,0 +1,194 @@
+//! The command line of `rserpool-bench`: scenario, load shape, target and output, and the checks
+//! that reject contradictory options before anything connects.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+use crate::echo::{MAX_REPLY, MIN_REPLY};
+use crate::load::{LoadSpec, Poll};
+use crate::net::{Endpoint, Transport};
+
+/// What to measure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ScenarioKind {
+    /// The built-in echo server under the `resolve` request mix: the ceiling of this client and
+    /// this machine's loopback.
+    Echo,
+    /// HANDLE_RESOLUTION of random pools whose PEs were registered before the timed phase.
+    Resolve,
+    /// Re-registration of each connection's own PEs as fast as the window allows.
+    Register,
+}
+
+impl ScenarioKind {
+    /// The scenario's name on the command line.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Echo => "echo",
+            Self::Resolve => "resolve",
+            Self::Register => "register",
+        }
+    }
+}
+
+/// `rserpool-bench <scenario> [options]`.
+#[derive(Clone, Debug, Parser)]
+#[command(
+    name = "rserpool-bench",
+    version,
+    about = "Load generator for RSerPool pool registrars: ASAP over TCP or MPTCP, closed or open loop"
+)]
+pub struct Cli {
+    /// What to measure.
+    #[arg(value_enum)]
+    pub scenario: ScenarioKind,
+
+    /// Connections to the server.
+    #[arg(long, short = 'c', default_value_t = 16)]
+    pub connections: usize,
+    /// Requests in flight per connection at most; a connection refills its window in one write.
+    #[arg(long, short = 'p', default_value_t = 32)]
+    pub pipeline: usize,
+    /// Client threads; connections are dealt out among them.
+    #[arg(long, short = 't', default_value_t = 1)]
+    pub threads: usize,
+    /// Seconds measured.
+    #[arg(long, short = 'd', default_value_t = 5.0)]
+    pub duration: f64,
+    /// Seconds of load before measuring.
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup: f64,
+    /// Open loop: requests per second over all connections, latency from the intended send time
+    /// (the pipeline still caps what is in flight).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// How client threads wait for replies: spin (poll non-blocking sockets) or block (read each
+    /// connection in turn; closed loop only).
+    #[arg(long, value_enum, default_value_t = Poll::Spin)]
+    pub poll: Poll,
+
+    /// Pools (resolve: registered and resolved; register: the connections' PEs spread over them).
+    #[arg(long, default_value_t = 100)]
+    pub pools: usize,
+    /// PEs registered per pool before a resolve run.
+    #[arg(long, default_value_t = 10)]
+    pub pool_elements: usize,
+    /// PEs each connection of a register run registers over and over.
+    #[arg(long, default_value_t = 1)]
+    pub pes_per_connection: usize,
+    /// Echo: answer each request with a frame of this many bytes (rounded up to 4) instead of
+    /// the request itself.
+    #[arg(long)]
+    pub reply_size: Option<usize>,
+    /// After the scenario, run the echo server under the same load and reply size and print the
+    /// ratio scenario/echo.
+    #[arg(long)]
+    pub compare_echo: bool,
+
+    /// The registrar to load: tcp://HOST:PORT or mptcp://HOST:PORT, optional ?generation=ng.
+    #[arg(long, value_name = "URL")]
+    pub registrar: Option<Endpoint>,
+    /// Start rserpool-registrar for the run and stop it afterwards.
+    #[arg(long, conflicts_with = "registrar")]
+    pub spawn: bool,
+    /// The registrar binary for --spawn (default: next to this binary).
+    #[arg(long, value_name = "PATH")]
+    pub registrar_bin: Option<PathBuf>,
+    /// Worker threads of a spawned registrar.
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
+    /// Transport of the echo server and of a spawned registrar (a --registrar URL names its own).
+    #[arg(long, value_enum, default_value_t = Transport::Tcp)]
+    pub transport: Transport,
+
+    /// Print one JSON object on stdout instead of the text summary.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress lines on stderr.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+impl Cli {
+    /// Rejects values and combinations that cannot run.
+    pub fn validate(&self) -> Result<(), String> {
+        let positive = [
+            ("--connections", self.connections),
+            ("--pipeline", self.pipeline),
+            ("--threads", self.threads),
+            ("--pools", self.pools),
+            ("--pool-elements", self.pool_elements),
+            ("--pes-per-connection", self.pes_per_connection),
+            ("--workers", self.workers),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(format!("{name} must be at least 1"));
+        }
+        if self.threads > self.connections {
+            return Err(format!(
+                "--threads {} exceeds --connections {}: every thread needs a connection",
+                self.threads, self.connections
+            ));
+        }
+        if !(self.duration.is_finite() && self.duration > 0.0) {
+            return Err("--duration must be a positive number of seconds".into());
+        }
+        if !(self.warmup.is_finite() && self.warmup >= 0.0) {
+            return Err("--warmup must be zero or a positive number of seconds".into());
+        }
+        if let Some(r) = self.rate {
+            if !(r.is_finite() && r > 0.0) {
+                return Err("--rate must be a positive number of requests per second".into());
+            }
+            if self.poll == Poll::Block {
+                return Err("--rate sends on a schedule: it needs --poll spin".into());
+            }
+        }
+        if let Some(size) = self.reply_size {
+            if self.scenario != ScenarioKind::Echo {
+                return Err("--reply-size applies to the echo scenario only".into());
+            }
+            if !(MIN_REPLY..=MAX_REPLY).contains(&size) {
+                return Err(format!(
+                    "--reply-size must be from {MIN_REPLY} to {MAX_REPLY} bytes"
+                ));
+            }
+        }
+        if self.registrar_bin.is_some() && !self.spawn {
+            return Err("--registrar-bin needs --spawn".into());
+        }
+        let has_target = self.registrar.is_some() || self.spawn;
+        match self.scenario {
+            ScenarioKind::Echo if has_target || self.compare_echo => Err(
+                "echo runs against its built-in server: drop --registrar, --spawn and --compare-echo"
+                    .into(),
+            ),
+            ScenarioKind::Resolve | ScenarioKind::Register if !has_target => Err(format!(
+                "{} needs a registrar: --registrar URL or --spawn",
+                self.scenario.name()
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The echo server's reply: the size asked, rounded up to 4.
+    pub fn echo_reply_size(&self) -> Option<usize> {
+        self.reply_size.map(|s| (s + 3) & !3)
+    }
+
+    /// The load shape for a run labelled `label` in progress lines.
+    pub fn load_spec(&self, label: &str) -> LoadSpec {
+        LoadSpec {
+            pipeline: self.pipeline,
+            threads: self.threads,
+            warmup: Duration::from_secs_f64(self.warmup),
+            duration: Duration::from_secs_f64(self.duration),
+            rate: self.rate,
+            poll: self.poll,
+            progress: !self.quiet,
+            label: label.to_owned(),
+        }
+    }
+}

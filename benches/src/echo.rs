@@ -1,0 +1,244 @@
+//! The built-in echo server, the ceiling a registrar is compared with: one thread, non-blocking
+//! sockets polled in a loop (no epoll), every read drained into whole frames and all their
+//! answers sent in one write. It answers each frame with the same bytes, or with a frame of a
+//! fixed size to stand in for a real response.
+
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::{self, JoinHandle};
+
+use rserpool_protocol::framing::Frames;
+use rserpool_protocol::{AsapMessage, Generation, PoolHandle};
+
+use crate::error::{Error, Result};
+use crate::net::{self, Endpoint, Transport};
+use crate::workload::MAX_FRAME;
+
+/// Smallest sized reply: header, and a pool-handle parameter with a handle of 4 bytes.
+pub const MIN_REPLY: usize = 12;
+/// Largest sized reply: the length field's range, rounded down to 4.
+pub const MAX_REPLY: usize = MAX_FRAME & !3;
+
+/// How the echo server answers a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EchoReply {
+    /// The frame itself.
+    Mirror,
+    /// A HANDLE_RESOLUTION frame of this many bytes (a multiple of 4 in `MIN_REPLY..=MAX_REPLY`).
+    Sized(usize),
+}
+
+/// The reply frame of `size` bytes (see [`EchoReply::Sized`]): a HANDLE_RESOLUTION whose pool
+/// handle fills the frame, so the client's checks accept it.
+pub fn reply_frame(size: usize) -> Result<Vec<u8>> {
+    if !size.is_multiple_of(4) || !(MIN_REPLY..=MAX_REPLY).contains(&size) {
+        return Err(Error::new(format!(
+            "reply size {size} must be a multiple of 4 from {MIN_REPLY} to {MAX_REPLY}"
+        )));
+    }
+    let handle = vec![b'e'; size - 8];
+    let mut frame = vec![0; size];
+    let len = AsapMessage::HandleResolution {
+        subscribe: false,
+        pool_handle: PoolHandle(&handle),
+        items: None,
+    }
+    .encode(Generation::Rfc, &mut frame)
+    .map_err(|e| Error::new(e.to_string()))?;
+    debug_assert_eq!(len, size);
+    Ok(frame)
+}
+
+/// A running echo server; stopped when dropped.
+#[derive(Debug)]
+pub struct EchoServer {
+    endpoint: Endpoint,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<io::Result<()>>>,
+}
+
+impl EchoServer {
+    /// Listens on `addr` (port 0 = any) over `transport` and serves in a thread of its own.
+    pub fn start(transport: Transport, addr: SocketAddr, reply: EchoReply) -> Result<Self> {
+        let template = match reply {
+            EchoReply::Mirror => None,
+            EchoReply::Sized(size) => Some(reply_frame(size)?),
+        };
+        let listener = net::listen(transport, addr)
+            .map_err(|e| Error::new(format!("echo server: listen on {addr}: {e}")))?;
+        listener.set_nonblocking(true)?;
+        let endpoint = Endpoint::new(transport, listener.local_addr()?);
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = thread::Builder::new()
+            .name("echo-server".into())
+            .spawn(move || serve(&listener, template.as_deref(), &flag))?;
+        Ok(Self {
+            endpoint,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Where it listens.
+    pub fn endpoint(&self) -> Endpoint {
+        self.endpoint
+    }
+
+    /// Stops the server and reports the error that ended it early, if any.
+    pub fn stop(mut self) -> Result<()> {
+        self.halt()
+    }
+
+    fn halt(&mut self) -> Result<()> {
+        self.stop.store(true, Ordering::Relaxed);
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(Err(e))) => Err(Error::new(format!("echo server failed: {e}"))),
+            Some(Err(_)) => Err(Error::new("echo server panicked")),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Drop for EchoServer {
+    fn drop(&mut self) {
+        // An error here was already visible to whoever called `stop`; dropping discards it.
+        let _ = self.halt();
+    }
+}
+
+/// One client connection of the echo server.
+struct Peer {
+    stream: TcpStream,
+    inbuf: Box<[u8]>,
+    in_len: usize,
+    out: Vec<u8>,
+    out_pos: usize,
+    open: bool,
+}
+
+impl Peer {
+    fn new(stream: TcpStream) -> io::Result<Self> {
+        stream.set_nonblocking(true)?;
+        stream.set_nodelay(true)?;
+        Ok(Self {
+            stream,
+            inbuf: vec![0; 2 * MAX_FRAME].into_boxed_slice(),
+            in_len: 0,
+            out: Vec::with_capacity(64 * 1024),
+            out_pos: 0,
+            open: true,
+        })
+    }
+
+    /// Writes pending replies, then reads and answers; returns whether anything moved.
+    fn pump(&mut self, template: Option<&[u8]>) -> bool {
+        let mut moved = self.flush();
+        if self.out_pos < self.out.len() {
+            return moved;
+        }
+        match self.stream.read(&mut self.inbuf[self.in_len..]) {
+            Ok(0) => {
+                self.open = false;
+                return true;
+            }
+            Ok(n) => self.in_len += n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::Interrupted => {
+                return moved;
+            }
+            Err(_) => {
+                self.open = false;
+                return true;
+            }
+        }
+        moved = true;
+        let mut frames = Frames::new(&self.inbuf[..self.in_len], MAX_FRAME);
+        match template {
+            Some(t) => frames.by_ref().for_each(|_| self.out.extend_from_slice(t)),
+            None => frames.by_ref().for_each(drop),
+        }
+        let consumed = frames.consumed();
+        if frames.error().is_some() {
+            self.open = false;
+            return true;
+        }
+        if template.is_none() {
+            self.out.extend_from_slice(&self.inbuf[..consumed]);
+        }
+        self.inbuf.copy_within(consumed..self.in_len, 0);
+        self.in_len -= consumed;
+        self.flush();
+        moved
+    }
+
+    /// One write of whatever is pending; returns whether bytes left.
+    fn flush(&mut self) -> bool {
+        if self.out_pos == self.out.len() {
+            return false;
+        }
+        match self.stream.write(&self.out[self.out_pos..]) {
+            Ok(n) => {
+                self.out_pos += n;
+                if self.out_pos == self.out.len() {
+                    self.out.clear();
+                    self.out_pos = 0;
+                }
+                n > 0
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::Interrupted => {
+                false
+            }
+            Err(_) => {
+                self.open = false;
+                true
+            }
+        }
+    }
+}
+
+fn serve(
+    listener: &std::net::TcpListener,
+    template: Option<&[u8]>,
+    stop: &AtomicBool,
+) -> io::Result<()> {
+    let mut peers: Vec<Peer> = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        let mut moved = false;
+        match listener.accept() {
+            Ok((stream, _)) => {
+                peers.push(Peer::new(stream)?);
+                moved = true;
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == ErrorKind::ConnectionAborted => {}
+            Err(e) => return Err(e),
+        }
+        for peer in &mut peers {
+            moved |= peer.pump(template);
+        }
+        peers.retain(|p| p.open);
+        if !moved {
+            thread::yield_now();
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reply_frames_have_the_size_asked_and_decode() {
+        for size in [12, 64, 196, MAX_REPLY] {
+            let f = reply_frame(size).unwrap();
+            assert_eq!(f.len(), size);
+            assert!(AsapMessage::decode(&f, Generation::Rfc).is_ok(), "{size}");
+        }
+        for size in [0, 8, 13, MAX_REPLY + 4] {
+            assert!(reply_frame(size).is_err(), "{size}");
+        }
+    }
+}

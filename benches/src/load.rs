@@ -1,0 +1,536 @@
+//! The load driver: connections spread over client threads, each thread polling its non-blocking
+//! sockets in a loop. A connection reads whatever replies arrived in one read, then refills its
+//! window of pipelined requests in one write (closed loop), or sends the requests whose intended
+//! time has come (open loop, `--rate`). Latency runs from send (closed loop) or intended send
+//! (open loop) to reply, into an HDR histogram.
+
+use std::collections::VecDeque;
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use clap::ValueEnum;
+use hdrhistogram::Histogram;
+use rserpool_protocol::Generation;
+use rserpool_protocol::framing::Frames;
+
+use crate::error::{Context, Error, Result};
+use crate::net::{self, Endpoint};
+use crate::rng::Rng;
+use crate::workload::{self, Check, ConnWork, MAX_FRAME, Pick, Reply, Table};
+
+/// Largest latency the histogram holds (larger ones are clamped).
+const MAX_LATENCY: Duration = Duration::from_secs(60);
+/// With [`Poll::Block`], the longest a read waits before the thread looks at the clock again.
+const BLOCK_TIMEOUT: Duration = Duration::from_millis(20);
+
+/// How a client thread waits for replies.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Poll {
+    /// Non-blocking sockets polled in a loop, `sched_yield` when a pass moved nothing: never
+    /// sleeps on the request path, and keeps its core busy. Needed for the open loop.
+    #[default]
+    Spin,
+    /// Blocking sockets visited in turn: a read waits for that connection's replies (up to 20 ms).
+    /// Leaves idle CPU to the server; closed loop only.
+    Block,
+}
+
+/// The shape of the load.
+#[derive(Clone, Debug)]
+pub struct LoadSpec {
+    /// Requests in flight per connection at most.
+    pub pipeline: usize,
+    /// Client threads; connections are dealt out among them.
+    pub threads: usize,
+    /// Time before measuring.
+    pub warmup: Duration,
+    /// Time measured.
+    pub duration: Duration,
+    /// Open loop: requests per second over all connections; `None` = closed loop.
+    pub rate: Option<f64>,
+    /// How threads wait for replies.
+    pub poll: Poll,
+    /// Print ops/s on stderr every second.
+    pub progress: bool,
+    /// What the progress lines are prefixed with.
+    pub label: String,
+}
+
+/// What the clients counted during the measured window.
+#[derive(Clone, Debug)]
+pub struct Stats {
+    /// Replies of the expected kind (rejected registrations included).
+    pub ops: u64,
+    /// Replies of the wrong kind, replies nothing asked for, broken or closed connections; over the
+    /// whole run, warm-up included.
+    pub errors: u64,
+    /// Registration responses with the R flag.
+    pub rejections: u64,
+    /// Keep-alives answered.
+    pub keep_alives: u64,
+    /// Requests sent.
+    pub requests: u64,
+    /// Bytes of the requests sent.
+    pub request_bytes: u64,
+    /// Replies received, of any kind.
+    pub replies: u64,
+    /// Bytes of those replies, padding included.
+    pub reply_bytes: u64,
+    /// Latency of every op in nanoseconds.
+    pub histogram: Histogram<u64>,
+}
+
+impl Stats {
+    /// Nothing counted yet.
+    pub fn new() -> Self {
+        Self {
+            ops: 0,
+            errors: 0,
+            rejections: 0,
+            keep_alives: 0,
+            requests: 0,
+            request_bytes: 0,
+            replies: 0,
+            reply_bytes: 0,
+            histogram: Histogram::new_with_bounds(1, MAX_LATENCY.as_nanos() as u64, 3)
+                .expect("static histogram bounds are valid"),
+        }
+    }
+
+    /// Adds another thread's counts.
+    pub fn merge(&mut self, other: &Self) {
+        self.ops += other.ops;
+        self.errors += other.errors;
+        self.rejections += other.rejections;
+        self.keep_alives += other.keep_alives;
+        self.requests += other.requests;
+        self.request_bytes += other.request_bytes;
+        self.replies += other.replies;
+        self.reply_bytes += other.reply_bytes;
+        // Same bounds on both sides: adding cannot fail.
+        let _ = self.histogram.add(&other.histogram);
+    }
+
+    /// Mean bytes per request sent, 0 without requests.
+    pub fn mean_request_bytes(&self) -> f64 {
+        ratio(self.request_bytes, self.requests)
+    }
+
+    /// Mean bytes per reply received, 0 without replies.
+    pub fn mean_reply_bytes(&self) -> f64 {
+        ratio(self.reply_bytes, self.replies)
+    }
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 { 0.0 } else { a as f64 / b as f64 }
+}
+
+/// A finished run: the counts and the length of the measured window.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    /// Counts of all threads.
+    pub stats: Stats,
+    /// The measured window.
+    pub elapsed: Duration,
+}
+
+impl Outcome {
+    /// Ops per second over the measured window.
+    pub fn ops_per_sec(&self) -> f64 {
+        self.stats.ops as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// The times and rules every thread shares.
+struct Plan {
+    start: Instant,
+    measure: Instant,
+    end: Instant,
+    pipeline: usize,
+    /// Open loop: (requests per second, connections).
+    rate: Option<(f64, usize)>,
+    check: Check,
+    generation: Generation,
+    poll: Poll,
+}
+
+impl Plan {
+    /// Intended send time of request `k` of connection `conn` in open loop: connections are
+    /// interleaved so that the whole schedule is evenly spaced.
+    fn intended(&self, rate: f64, connections: usize, conn: usize, k: u64) -> Instant {
+        let n = conn as f64 + k as f64 * connections as f64;
+        self.start + Duration::from_secs_f64(n / rate)
+    }
+}
+
+/// One client connection.
+struct Conn {
+    stream: TcpStream,
+    work: ConnWork,
+    index: usize,
+    rng: Rng,
+    cursor: usize,
+    out: Vec<u8>,
+    out_pos: usize,
+    inbuf: Box<[u8]>,
+    in_len: usize,
+    sent: VecDeque<Instant>,
+    next_seq: u64,
+    open: bool,
+}
+
+impl Conn {
+    fn new(stream: TcpStream, work: ConnWork, index: usize, spec: &LoadSpec) -> Result<Self> {
+        if work.requests.is_empty() {
+            return Err(Error::new("a connection has no request to send"));
+        }
+        let pipeline = spec.pipeline;
+        match spec.poll {
+            Poll::Spin => stream.set_nonblocking(true)?,
+            Poll::Block => stream.set_read_timeout(Some(BLOCK_TIMEOUT))?,
+        }
+        Ok(Self {
+            stream,
+            work,
+            index,
+            rng: Rng::from_clock(index as u64),
+            cursor: 0,
+            out: Vec::with_capacity(pipeline * 128 + 4096),
+            out_pos: 0,
+            inbuf: vec![0; 2 * MAX_FRAME].into_boxed_slice(),
+            in_len: 0,
+            sent: VecDeque::with_capacity(pipeline),
+            next_seq: 0,
+            open: true,
+        })
+    }
+
+    /// One read; every whole frame is accounted. Returns the replies seen (warm-up included), or
+    /// `None` when nothing was read.
+    fn receive(&mut self, plan: &Plan, stats: &mut Stats) -> Option<u64> {
+        if plan.poll == Poll::Block && self.sent.is_empty() {
+            return None;
+        }
+        let n = match self.stream.read(&mut self.inbuf[self.in_len..]) {
+            Ok(0) => {
+                self.close(stats);
+                return Some(0);
+            }
+            Ok(n) => n,
+            Err(e) if retry(&e) => return None,
+            Err(_) => {
+                self.close(stats);
+                return Some(0);
+            }
+        };
+        let now = Instant::now();
+        self.in_len += n;
+        let measuring = now >= plan.measure;
+        let mut seen = 0;
+        let Self {
+            inbuf,
+            in_len,
+            sent,
+            out,
+            work,
+            ..
+        } = self;
+        let mut frames = Frames::new(&inbuf[..*in_len], MAX_FRAME);
+        for frame in frames.by_ref() {
+            let reply = workload::classify(frame, plan.check);
+            if reply == Reply::KeepAlive {
+                stats.keep_alives +=
+                    workload::answer_keep_alive(frame, &work.pes, plan.generation, out) as u64;
+                continue;
+            }
+            let Some(sent_at) = sent.pop_front() else {
+                stats.errors += 1;
+                continue;
+            };
+            seen += 1;
+            if !measuring {
+                if reply == Reply::Error {
+                    stats.errors += 1;
+                }
+                continue;
+            }
+            stats.replies += 1;
+            stats.reply_bytes += frame.len() as u64;
+            match reply {
+                Reply::Ok | Reply::Rejected => {
+                    stats.ops += 1;
+                    stats.rejections += u64::from(reply == Reply::Rejected);
+                    let nanos = now.saturating_duration_since(sent_at).as_nanos() as u64;
+                    stats.histogram.saturating_record(nanos.max(1));
+                }
+                Reply::Error | Reply::KeepAlive => stats.errors += 1,
+            }
+        }
+        let consumed = frames.consumed();
+        let broken = frames.error().is_some();
+        inbuf.copy_within(consumed..*in_len, 0);
+        *in_len -= consumed;
+        if broken {
+            self.close(stats);
+        }
+        Some(seen)
+    }
+
+    /// Counts the requests in flight as lost and stops using the connection.
+    fn close(&mut self, stats: &mut Stats) {
+        stats.errors += 1 + self.sent.len() as u64;
+        self.sent.clear();
+        self.open = false;
+    }
+
+    /// Refills the window (closed loop) or sends what is due (open loop) in one write, together
+    /// with any pending keep-alive acks; finishes a partial write first. Returns whether bytes left.
+    fn send(&mut self, plan: &Plan, stats: &mut Stats) -> bool {
+        if self.out_pos == self.out.len() {
+            self.out.clear();
+            self.out_pos = 0;
+            let now = Instant::now();
+            let room = plan.pipeline - self.sent.len();
+            let measuring = now >= plan.measure;
+            match plan.rate {
+                None => {
+                    for _ in 0..room {
+                        self.push_request(measuring, stats);
+                        self.sent.push_back(now);
+                    }
+                }
+                Some((rate, connections)) => {
+                    for _ in 0..room {
+                        let due = plan.intended(rate, connections, self.index, self.next_seq);
+                        if due > now {
+                            break;
+                        }
+                        self.push_request(measuring, stats);
+                        self.sent.push_back(due);
+                        self.next_seq += 1;
+                    }
+                }
+            }
+            if self.out.is_empty() {
+                return false;
+            }
+        }
+        match self.stream.write(&self.out[self.out_pos..]) {
+            Ok(n) => {
+                self.out_pos += n;
+                n > 0
+            }
+            Err(e) if retry(&e) => false,
+            Err(_) => {
+                self.close(stats);
+                true
+            }
+        }
+    }
+
+    fn push_request(&mut self, measuring: bool, stats: &mut Stats) {
+        let table: &Table = &self.work.requests;
+        let i = match self.work.pick {
+            Pick::Random => self.rng.below(table.len()),
+            Pick::Cycle => {
+                let i = self.cursor;
+                self.cursor = (i + 1) % table.len();
+                i
+            }
+        };
+        let request = table.get(i);
+        self.out.extend_from_slice(request);
+        if measuring {
+            stats.requests += 1;
+            stats.request_bytes += request.len() as u64;
+        }
+    }
+
+    /// Best effort: deregisters the connection's PEs and half-closes, without waiting.
+    fn retire(&mut self, generation: Generation) {
+        if self.work.pes.is_empty() {
+            return;
+        }
+        let mut table = Table::default();
+        for pe in &self.work.pes {
+            if workload::push_deregistration(&mut table, pe, generation).is_err() {
+                return;
+            }
+        }
+        let mut pending = self.out[self.out_pos..].to_vec();
+        pending.extend_from_slice(table.all());
+        // Failures are ignored: the registrar drops the PEs with the association anyway.
+        if self.stream.set_nonblocking(false).is_ok()
+            && self
+                .stream
+                .set_write_timeout(Some(Duration::from_secs(1)))
+                .is_ok()
+            && self.stream.write_all(&pending).is_ok()
+        {
+            let _ = self.stream.shutdown(Shutdown::Write);
+        }
+    }
+
+    /// After `retire`: reads until the registrar closes or `deadline`, so its answers to the
+    /// deregistrations are not met by a reset.
+    fn drain(&mut self, deadline: Instant) {
+        if self.work.pes.is_empty() {
+            return;
+        }
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.stream.set_read_timeout(Some(left)).is_err() {
+                return;
+            }
+            match self.stream.read(&mut self.inbuf) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    }
+}
+
+/// Whether an I/O error only means "not now": no data yet, a read timeout, a signal.
+fn retry(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+    )
+}
+
+/// Per-thread progress counter on its own cache line.
+#[repr(align(64))]
+#[derive(Default)]
+struct Live(AtomicU64);
+
+fn drive(conns: &mut [Conn], plan: &Plan, live: &Live) -> Stats {
+    let mut stats = Stats::new();
+    let mut seen_total = 0u64;
+    loop {
+        if Instant::now() >= plan.end {
+            break;
+        }
+        let mut moved = false;
+        let before = seen_total;
+        for conn in conns.iter_mut().filter(|c| c.open) {
+            if let Some(seen) = conn.receive(plan, &mut stats) {
+                seen_total += seen;
+                moved = true;
+            }
+            if conn.open {
+                moved |= conn.send(plan, &mut stats);
+            }
+        }
+        if seen_total != before {
+            live.0.store(seen_total, Ordering::Relaxed);
+        }
+        if !moved {
+            if conns.iter().all(|c| !c.open) {
+                break;
+            }
+            thread::yield_now();
+        }
+    }
+    stats
+}
+
+/// Runs the load against `endpoint`: one connection per entry of `work`, dealt out over
+/// `spec.threads` threads.
+pub fn run(
+    endpoint: &Endpoint,
+    spec: &LoadSpec,
+    work: Vec<ConnWork>,
+    check: Check,
+) -> Result<Outcome> {
+    let connections = work.len();
+    if spec.rate.is_some() && spec.poll == Poll::Block {
+        return Err(Error::new(
+            "the open loop (--rate) sends on a schedule: it needs --poll spin",
+        ));
+    }
+    if connections == 0 || spec.pipeline == 0 || spec.threads == 0 || spec.threads > connections {
+        return Err(Error::new(format!(
+            "need at least one connection, a pipeline of at least 1 and 1..={connections} threads"
+        )));
+    }
+    let mut groups: Vec<Vec<Conn>> = (0..spec.threads).map(|_| Vec::new()).collect();
+    for (index, w) in work.into_iter().enumerate() {
+        let stream = net::connect(endpoint).context(|| format!("connect to {endpoint}"))?;
+        groups[index % spec.threads].push(Conn::new(stream, w, index, spec)?);
+    }
+    let start = Instant::now();
+    let plan = Plan {
+        start,
+        measure: start + spec.warmup,
+        end: start + spec.warmup + spec.duration,
+        pipeline: spec.pipeline,
+        rate: spec.rate.map(|r| (r, connections)),
+        check,
+        generation: endpoint.generation,
+        poll: spec.poll,
+    };
+    let lives: Vec<Live> = (0..spec.threads).map(|_| Live::default()).collect();
+    let mut totals = Stats::new();
+    thread::scope(|scope| {
+        let handles: Vec<_> = groups
+            .iter_mut()
+            .zip(&lives)
+            .map(|(group, live)| {
+                let plan = &plan;
+                scope.spawn(move || drive(group, plan, live))
+            })
+            .collect();
+        if spec.progress {
+            report_progress(&plan, &lives, &spec.label);
+        }
+        for h in handles {
+            match h.join() {
+                Ok(s) => totals.merge(&s),
+                Err(_) => totals.errors += 1,
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(2);
+    groups
+        .iter_mut()
+        .flatten()
+        .for_each(|c| c.retire(endpoint.generation));
+    groups.iter_mut().flatten().for_each(|c| c.drain(deadline));
+    Ok(Outcome {
+        stats: totals,
+        elapsed: spec.duration,
+    })
+}
+
+/// Prints replies per second of the last second on stderr until the run ends.
+fn report_progress(plan: &Plan, lives: &[Live], label: &str) {
+    let mut last = 0u64;
+    let mut tick = plan.start + Duration::from_secs(1);
+    let mut second = 1;
+    while tick <= plan.end {
+        thread::sleep(tick.saturating_duration_since(Instant::now()));
+        let total: u64 = lives.iter().map(|l| l.0.load(Ordering::Relaxed)).sum();
+        let phase = if tick <= plan.measure {
+            "warm-up"
+        } else {
+            "measure"
+        };
+        eprintln!(
+            "{label} {second:>4}s {phase} {:>12} ops/s",
+            total.saturating_sub(last)
+        );
+        last = total;
+        tick += Duration::from_secs(1);
+        second += 1;
+    }
+}

@@ -1,0 +1,145 @@
+//! Command-line parsing and validation of `rserpool-bench`.
+
+use clap::Parser;
+use rserpool_bench::load::Poll;
+use rserpool_bench::net::Transport;
+use rserpool_bench::{Cli, ScenarioKind};
+
+fn parse(args: &[&str]) -> Result<Cli, String> {
+    let cli = Cli::try_parse_from(std::iter::once("rserpool-bench").chain(args.iter().copied()))
+        .map_err(|e| e.to_string())?;
+    cli.validate()?;
+    Ok(cli)
+}
+
+#[test]
+fn defaults_match_the_documentation() {
+    let cli = parse(&["echo"]).unwrap();
+    assert_eq!(cli.scenario, ScenarioKind::Echo);
+    assert_eq!((cli.connections, cli.pipeline, cli.threads), (16, 32, 1));
+    assert_eq!((cli.duration, cli.warmup), (5.0, 1.0));
+    assert_eq!((cli.pools, cli.pool_elements, cli.workers), (100, 10, 1));
+    assert_eq!(cli.rate, None);
+    assert_eq!(cli.transport, Transport::Tcp);
+    assert_eq!(cli.poll, Poll::Spin);
+    assert!(!cli.json && !cli.compare_echo && !cli.spawn && !cli.quiet);
+}
+
+#[test]
+fn every_option_is_read() {
+    let cli = parse(&[
+        "resolve",
+        "--connections",
+        "64",
+        "--pipeline",
+        "4",
+        "--threads",
+        "2",
+        "--duration",
+        "0.5",
+        "--warmup",
+        "0",
+        "--rate",
+        "50000",
+        "--pools",
+        "1000",
+        "--pool-elements",
+        "3",
+        "--registrar",
+        "mptcp://127.0.0.1:3863",
+        "--compare-echo",
+        "--json",
+        "--quiet",
+    ])
+    .unwrap();
+    assert_eq!(cli.scenario, ScenarioKind::Resolve);
+    assert_eq!((cli.connections, cli.pipeline, cli.threads), (64, 4, 2));
+    assert_eq!(
+        (cli.duration, cli.warmup, cli.rate),
+        (0.5, 0.0, Some(50_000.0))
+    );
+    assert_eq!((cli.pools, cli.pool_elements), (1000, 3));
+    let target = cli.registrar.unwrap();
+    assert_eq!(target.transport, Transport::Mptcp);
+    assert_eq!(target.addr.port(), 3863);
+    assert!(cli.compare_echo && cli.json && cli.quiet);
+
+    let spawn = parse(&[
+        "register",
+        "--spawn",
+        "--registrar-bin",
+        "/opt/pr",
+        "--workers",
+        "2",
+        "--transport",
+        "mptcp",
+        "--pes-per-connection",
+        "5",
+        "--poll",
+        "block",
+    ])
+    .unwrap();
+    assert!(spawn.spawn);
+    assert_eq!(spawn.registrar_bin.unwrap().to_str(), Some("/opt/pr"));
+    assert_eq!((spawn.workers, spawn.pes_per_connection), (2, 5));
+    assert_eq!(spawn.transport, Transport::Mptcp);
+    assert_eq!(spawn.poll, Poll::Block);
+
+    let echo = parse(&["echo", "--reply-size", "197"]).unwrap();
+    assert_eq!(echo.echo_reply_size(), Some(200));
+}
+
+#[test]
+fn contradictions_are_refused_with_a_reason() {
+    for (args, why) in [
+        (&["resolve"][..], "needs a registrar"),
+        (
+            &["register", "--pipeline", "0", "--spawn"][..],
+            "--pipeline",
+        ),
+        (
+            &["echo", "--threads", "4", "--connections", "2"][..],
+            "exceeds",
+        ),
+        (
+            &["echo", "--registrar", "tcp://127.0.0.1:1"][..],
+            "built-in",
+        ),
+        (&["echo", "--compare-echo"][..], "built-in"),
+        (&["echo", "--duration", "0"][..], "--duration"),
+        (&["echo", "--rate", "0"][..], "--rate"),
+        (&["echo", "--reply-size", "8"][..], "--reply-size"),
+        (
+            &["echo", "--rate", "100", "--poll", "block"][..],
+            "--poll spin",
+        ),
+        (
+            &["resolve", "--spawn", "--reply-size", "64"][..],
+            "echo scenario only",
+        ),
+        (
+            &["resolve", "--spawn", "--registrar", "tcp://127.0.0.1:1"][..],
+            "cannot be used",
+        ),
+        (
+            &[
+                "resolve",
+                "--registrar-bin",
+                "/x",
+                "--registrar",
+                "tcp://127.0.0.1:1",
+            ][..],
+            "--spawn",
+        ),
+        (
+            &["resolve", "--registrar", "sctp://127.0.0.1:1"][..],
+            "tcp or mptcp",
+        ),
+        (&["flood"][..], "invalid value"),
+    ] {
+        let Err(e) = parse(args) else {
+            panic!("{args:?} was accepted");
+        };
+        assert!(e.contains(why), "{args:?}: {e}");
+    }
+}

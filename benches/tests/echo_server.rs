@@ -1,0 +1,121 @@
+//! The built-in echo server answers every framed message, however the stream splits it.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::thread;
+use std::time::Duration;
+
+use rserpool_bench::echo::{EchoReply, EchoServer};
+use rserpool_bench::net::{self, Transport};
+use rserpool_bench::workload::{MAX_FRAME, resolution_table};
+use rserpool_protocol::framing::Frames;
+use rserpool_protocol::{AsapMessage, Generation};
+
+fn client(server: &EchoServer) -> TcpStream {
+    let stream = net::connect(&server.endpoint()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream
+}
+
+fn read_exactly(stream: &mut TcpStream, n: usize) -> Vec<u8> {
+    let mut buf = vec![0; n];
+    stream.read_exact(&mut buf).unwrap();
+    buf
+}
+
+#[test]
+fn sized_replies_answer_each_frame() {
+    let server = EchoServer::start(
+        Transport::Tcp,
+        "127.0.0.1:0".parse().unwrap(),
+        EchoReply::Sized(64),
+    )
+    .unwrap();
+    let mut stream = client(&server);
+    let requests = resolution_table(3, Generation::Rfc).unwrap();
+    stream.write_all(requests.all()).unwrap();
+    let replies = read_exactly(&mut stream, 3 * 64);
+    let frames: Vec<&[u8]> = Frames::new(&replies, MAX_FRAME).collect();
+    assert_eq!(frames.len(), 3);
+    for f in frames {
+        assert_eq!(f.len(), 64);
+        assert!(matches!(
+            AsapMessage::decode(f, Generation::Rfc).unwrap().message,
+            AsapMessage::HandleResolution { .. }
+        ));
+    }
+    server.stop().unwrap();
+}
+
+#[test]
+fn mirrored_replies_are_the_requests_even_when_split() {
+    let server = EchoServer::start(
+        Transport::Tcp,
+        "127.0.0.1:0".parse().unwrap(),
+        EchoReply::Mirror,
+    )
+    .unwrap();
+    let mut stream = client(&server);
+    let requests = resolution_table(2, Generation::Rfc).unwrap();
+    let all = requests.all();
+    // The first message and a half, then the rest: only whole frames come back at first.
+    let cut = requests.get(0).len() + 7;
+    stream.write_all(&all[..cut]).unwrap();
+    assert_eq!(
+        read_exactly(&mut stream, requests.get(0).len()),
+        requests.get(0)
+    );
+    thread::sleep(Duration::from_millis(20));
+    stream.write_all(&all[cut..]).unwrap();
+    assert_eq!(
+        read_exactly(&mut stream, requests.get(1).len()),
+        requests.get(1)
+    );
+    server.stop().unwrap();
+}
+
+#[test]
+fn a_broken_stream_is_closed_and_others_keep_being_served() {
+    let server = EchoServer::start(
+        Transport::Tcp,
+        "127.0.0.1:0".parse().unwrap(),
+        EchoReply::Mirror,
+    )
+    .unwrap();
+    let mut bad = client(&server);
+    // Length field 2: below the 4-byte minimum.
+    bad.write_all(&[5, 0, 0, 2]).unwrap();
+    let mut buf = [0; 16];
+    assert_eq!(
+        bad.read(&mut buf).unwrap_or(0),
+        0,
+        "closed without an answer"
+    );
+    let mut good = client(&server);
+    let requests = resolution_table(1, Generation::Rfc).unwrap();
+    good.write_all(requests.all()).unwrap();
+    assert_eq!(
+        read_exactly(&mut good, requests.all().len()),
+        requests.all()
+    );
+    server.stop().unwrap();
+}
+
+#[test]
+fn mptcp_is_served_where_the_kernel_has_it() {
+    let Ok(server) = EchoServer::start(
+        Transport::Mptcp,
+        "127.0.0.1:0".parse().unwrap(),
+        EchoReply::Sized(32),
+    ) else {
+        eprintln!("skipped: no MPTCP in this kernel");
+        return;
+    };
+    let mut stream = client(&server);
+    let requests = resolution_table(1, Generation::Rfc).unwrap();
+    stream.write_all(requests.all()).unwrap();
+    assert_eq!(read_exactly(&mut stream, 32).len(), 32);
+    server.stop().unwrap();
+}
