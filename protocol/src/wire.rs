@@ -368,8 +368,14 @@ impl<'b> Writer<'b> {
 
     /// Zero bytes up to the next multiple of 4.
     pub fn pad(&mut self) -> Result<(), EncodeError> {
-        let n = padded(self.pos) - self.pos;
-        self.bytes(&[0u8; 3][..n])
+        // Fixed-size writes: a copy of a variable 0-3 bytes compiles to a `memset` call, which
+        // cost more than the rest of a small TLV's encoding.
+        match padded(self.pos) - self.pos {
+            1 => self.u8(0),
+            2 => self.u16(0),
+            3 => self.u16(0).and_then(|()| self.u8(0)),
+            _ => Ok(()),
+        }
     }
 
     /// Starts a TLV or message: writes `ty` (16 bits) and a length placeholder.

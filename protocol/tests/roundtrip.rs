@@ -357,7 +357,8 @@ fn roundtrip_asap(m: &OAsap, g: Generation, cut: prop::sample::Index) -> Result<
         prop_assert_eq!(d.message, msg);
         prop_assert!(d.unrecognized.is_empty());
         prop_assert_eq!(touch_asap(&d.message), touch_asap(&msg));
-        let mut again = vec![0u8; bytes.len()];
+        // A dirty buffer: every byte of a message, padding included, must be written.
+        let mut again = vec![0xa5u8; bytes.len()];
         let n = d.message.encode(g, &mut again)?;
         prop_assert_eq!(&again[..n], &bytes[..], "re-encoding differs");
         check_short_buffers(bytes.len(), cut, |buf| msg.encode(g, buf))?;
@@ -389,7 +390,8 @@ fn roundtrip_enrp(m: &OEnrp, g: Generation, cut: prop::sample::Index) -> Result<
         prop_assert_eq!(d.message, msg);
         prop_assert!(d.unrecognized.is_empty());
         prop_assert_eq!(touch_enrp(&d.message), touch_enrp(&msg));
-        let mut again = vec![0u8; bytes.len()];
+        // A dirty buffer: every byte of a message, padding included, must be written.
+        let mut again = vec![0xa5u8; bytes.len()];
         let n = d.message.encode(g, &mut again)?;
         prop_assert_eq!(&again[..n], &bytes[..], "re-encoding differs");
         check_short_buffers(bytes.len(), cut, |buf| msg.encode(g, buf))?;
@@ -445,7 +447,7 @@ proptest! {
         let expected = m.as_received();
         prop_assert_eq!(d, expected.view());
         prop_assert_eq!(touch_csp(&d), 1 + m.associations.len());
-        let mut again = vec![0u8; n];
+        let mut again = vec![0xa5u8; n];
         prop_assert_eq!(d.encode(&mut again)?, n);
         prop_assert_eq!(&again, &bytes);
         check_short_buffers(n, cut, |buf| msg.encode(buf))?;

@@ -3,7 +3,8 @@
 //! HTTP endpoint that serves it ([`MetricsServer`]).
 //!
 //! Each worker owns one [`WorkerMetrics`], shared as `Arc` with the exporter thread. An update is
-//! a few relaxed `fetch_add`s or stores into the worker's own block, which is aligned to and
+//! a few relaxed loads and stores into the worker's own block (its one writer: no read-modify-write
+//! instruction, no bus lock), which is aligned to and
 //! padded up to 128 bytes so that no two workers share a cache line: no locks, no allocation. A
 //! scrape loads every worker's atomics and sums them; one scrape is not a consistent snapshot
 //! across counters, which Prometheus tolerates.
@@ -13,6 +14,13 @@ mod server;
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Adds `n` to a counter that only its worker's thread writes: a relaxed load and store instead of
+/// a locked read-modify-write (the exporter only reads; every counter has exactly one writer).
+#[inline]
+fn add(counter: &AtomicU64, n: u64) {
+    counter.store(counter.load(Relaxed).wrapping_add(n), Relaxed);
+}
 
 use rserpool_protocol::asap::message_type as asap;
 use rserpool_protocol::cause;
@@ -341,8 +349,8 @@ impl Histogram {
             .iter()
             .position(|&bound| nanos <= bound)
             .unwrap_or(LATENCY_BOUNDS_NANOS.len());
-        self.buckets[bucket].fetch_add(1, Relaxed);
-        self.sum_nanos.fetch_add(nanos, Relaxed);
+        add(&self.buckets[bucket], 1);
+        add(&self.sum_nanos, nanos);
     }
 }
 
@@ -377,7 +385,8 @@ struct Counters {
     events: AtomicU64,
 }
 
-/// The metrics of one worker thread. The worker updates them; the exporter reads them.
+/// The metrics of one worker thread. Only the worker's thread updates them (each counter has one
+/// writer, which is what lets an update be a plain load and store); the exporter reads them.
 #[repr(align(128))]
 pub struct WorkerMetrics {
     worker: usize,
@@ -409,83 +418,93 @@ impl WorkerMetrics {
     /// A message received: `protocol` is [`Protocol::Asap`] or [`Protocol::Enrp`],
     /// `message_type` its type code (any `u8`; unknown codes are counted as "unknown").
     pub fn message_in(&self, protocol: Protocol, message_type: u8) {
-        self.counters.messages_in[protocol as usize][protocol.slot(message_type)]
-            .fetch_add(1, Relaxed);
+        add(
+            &self.counters.messages_in[protocol as usize][protocol.slot(message_type)],
+            1,
+        );
     }
 
     /// A message sent, counted like [`Self::message_in`].
     pub fn message_out(&self, protocol: Protocol, message_type: u8) {
-        self.counters.messages_out[protocol as usize][protocol.slot(message_type)]
-            .fetch_add(1, Relaxed);
+        add(
+            &self.counters.messages_out[protocol as usize][protocol.slot(message_type)],
+            1,
+        );
     }
 
     /// A message that could not be decoded; `cause` = the RFC 5354 cause replied with, `None` =
     /// dropped silently.
     pub fn decode_error(&self, cause: Option<u16>) {
-        self.counters.decode_errors[outcome_slot(cause)].fetch_add(1, Relaxed);
+        add(&self.counters.decode_errors[outcome_slot(cause)], 1);
     }
 
     /// A registration answered: accepted (`None`) or rejected with a cause code (0x0..0xa, others
     /// counted as "other").
     pub fn registration(&self, rejected_cause: Option<u16>) {
-        self.counters.registrations[outcome_slot(rejected_cause)].fetch_add(1, Relaxed);
+        add(
+            &self.counters.registrations[outcome_slot(rejected_cause)],
+            1,
+        );
     }
 
     /// A deregistration answered, counted like [`Self::registration`].
     pub fn deregistration(&self, rejected_cause: Option<u16>) {
-        self.counters.deregistrations[outcome_slot(rejected_cause)].fetch_add(1, Relaxed);
+        add(
+            &self.counters.deregistrations[outcome_slot(rejected_cause)],
+            1,
+        );
     }
 
     /// A handle resolution answered; `found` false = unknown pool handle; `items` PEs returned.
     pub fn resolution(&self, found: bool, items: usize) {
-        self.counters.resolutions[usize::from(!found)].fetch_add(1, Relaxed);
+        add(&self.counters.resolutions[usize::from(!found)], 1);
         let items = u64::try_from(items).unwrap_or(u64::MAX);
-        self.counters.resolution_items.fetch_add(items, Relaxed);
+        add(&self.counters.resolution_items, items);
     }
 
     /// A pool element removed from the handlespace.
     pub fn pe_removed(&self, reason: RemovalReason) {
-        self.counters.pe_removals[reason as usize].fetch_add(1, Relaxed);
+        add(&self.counters.pe_removals[reason as usize], 1);
     }
 
     /// An ASAP_ENDPOINT_KEEP_ALIVE sent to a pool element.
     pub fn keep_alive_sent(&self) {
-        self.counters.keep_alives_sent.fetch_add(1, Relaxed);
+        add(&self.counters.keep_alives_sent, 1);
     }
 
     /// An ASAP_ENDPOINT_KEEP_ALIVE_ACK received.
     pub fn keep_alive_ack(&self) {
-        self.counters.keep_alive_acks.fetch_add(1, Relaxed);
+        add(&self.counters.keep_alive_acks, 1);
     }
 
     /// An ASAP_ENDPOINT_UNREACHABLE report received.
     pub fn unreachable_report(&self) {
-        self.counters.unreachable_reports.fetch_add(1, Relaxed);
+        add(&self.counters.unreachable_reports, 1);
     }
 
     /// A request refused by rate limiting.
     pub fn rate_limited(&self) {
-        self.counters.rate_limited.fetch_add(1, Relaxed);
+        add(&self.counters.rate_limited, 1);
     }
 
     /// A request or connection refused by a configured limit.
     pub fn limit_refused(&self, limit: Limit) {
-        self.counters.limit_refusals[limit as usize].fetch_add(1, Relaxed);
+        add(&self.counters.limit_refusals[limit as usize], 1);
     }
 
     /// A connection or association accepted.
     pub fn connection_opened(&self, transport: TransportLabel) {
-        self.counters.connections_opened[transport as usize].fetch_add(1, Relaxed);
+        add(&self.counters.connections_opened[transport as usize], 1);
     }
 
     /// A connection or association closed.
     pub fn connection_closed(&self, transport: TransportLabel) {
-        self.counters.connections_closed[transport as usize].fetch_add(1, Relaxed);
+        add(&self.counters.connections_closed[transport as usize], 1);
     }
 
     /// A write passed to another worker's shard.
     pub fn mailbox_forwarded(&self) {
-        self.counters.mailbox_forwards.fetch_add(1, Relaxed);
+        add(&self.counters.mailbox_forwards, 1);
     }
 
     /// Gauges of this worker's handlespace shard, set after each loop turn.
@@ -501,9 +520,9 @@ impl WorkerMetrics {
 
     /// Per-worker load: time spent handling events vs waiting, in nanoseconds, per loop turn.
     pub fn loop_turn(&self, busy_nanos: u64, idle_nanos: u64, events: u64) {
-        self.counters.busy_nanos.fetch_add(busy_nanos, Relaxed);
-        self.counters.idle_nanos.fetch_add(idle_nanos, Relaxed);
-        self.counters.events.fetch_add(events, Relaxed);
+        add(&self.counters.busy_nanos, busy_nanos);
+        add(&self.counters.idle_nanos, idle_nanos);
+        add(&self.counters.events, events);
     }
 }
 

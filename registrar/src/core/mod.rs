@@ -123,7 +123,11 @@ pub struct Transmit {
 /// consumes it and calls [`Output::clear`].
 #[derive(Debug, Default)]
 pub struct Output {
+    /// The encoded messages in `bytes[..used]`. The vector only grows (up to
+    /// [`Output::KEEP_BYTES`] across turns) and stays initialised, so encoding the next message
+    /// zero-fills nothing: a fill per message cost more than its encoding.
     bytes: Vec<u8>,
+    used: usize,
     transmits: Vec<Transmit>,
     aborts: Vec<AssociationId>,
     forwards: Vec<(usize, Forward)>,
@@ -136,6 +140,10 @@ impl Output {
             .iter()
             .map(|t| (t.target, &self.bytes[t.range.clone()]))
     }
+
+    /// The encode buffer kept across turns; a bigger one (after a turn with a huge output) is
+    /// given back.
+    const KEEP_BYTES: usize = 1 << 20;
 
     /// Associations to abort (after their pending transmits).
     pub fn aborts(&self) -> &[AssociationId] {
@@ -154,12 +162,16 @@ impl Output {
 
     /// Bytes of the messages to transmit (drivers weigh a connection's replies with it).
     pub fn pending_bytes(&self) -> usize {
-        self.bytes.len()
+        self.used
     }
 
     /// Forgets everything, keeping the allocations.
     pub fn clear(&mut self) {
-        self.bytes.clear();
+        self.used = 0;
+        if self.bytes.len() > Self::KEEP_BYTES {
+            self.bytes.truncate(Self::KEEP_BYTES);
+            self.bytes.shrink_to_fit();
+        }
         self.transmits.clear();
         self.aborts.clear();
         self.forwards.clear();
@@ -171,18 +183,44 @@ impl Output {
         target: Target,
         encode: impl Fn(&mut [u8]) -> Result<usize, EncodeError>,
     ) -> Result<(), EncodeError> {
-        let range = encode_into(&mut self.bytes, encode)?;
-        self.transmits.push(Transmit { target, range });
-        Ok(())
+        const MAX: usize = u16::MAX as usize + 4;
+        let start = self.used;
+        // Nearly every ASAP message fits in 1 KiB; each retry offers four times the room, the
+        // last any message.
+        let mut room = 1024;
+        loop {
+            if self.bytes.len() < start + room {
+                self.bytes.resize(start + room, 0);
+            }
+            match encode(&mut self.bytes[start..]) {
+                Ok(n) => {
+                    self.used = start + n;
+                    self.transmits.push(Transmit {
+                        target,
+                        range: start..start + n,
+                    });
+                    return Ok(());
+                }
+                Err(EncodeError::BufferTooSmall { .. }) if room < MAX => {
+                    room = (room * 4).min(MAX);
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Queues bytes encoded elsewhere (a response a shard owner sent back).
     fn transmit_bytes(&mut self, target: Target, message: &[u8]) {
-        let start = self.bytes.len();
-        self.bytes.extend_from_slice(message);
+        let start = self.used;
+        let end = start + message.len();
+        if self.bytes.len() < end {
+            self.bytes.resize(end, 0);
+        }
+        self.bytes[start..end].copy_from_slice(message);
+        self.used = end;
         self.transmits.push(Transmit {
             target,
-            range: start..self.bytes.len(),
+            range: start..end,
         });
     }
 }
