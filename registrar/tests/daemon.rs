@@ -188,7 +188,10 @@ fn pes_that_stop_answering_keep_alives_are_removed() {
         keeper.join().unwrap() >= 2,
         "keep-alives every ~300 ms were answered"
     );
-    assert!(d.metric("rserpool_pe_removals_total{reason=\"keep_alive_timeout\"}") >= 1.0);
+    assert_eq!(
+        d.metric("rserpool_pe_removals_total{reason=\"keep_alive_timeout\"}"),
+        1.0
+    );
 }
 
 #[test]
