@@ -105,6 +105,9 @@ pub fn run(config: Config, reload: Reload, set_log_level: SetLogLevel) -> Result
     let started_unix_secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
+    // Before the first thread starts: threads inherit the mask, and a signal the kernel hands
+    // to a thread that does not block it takes its default action (ending the process).
+    sys::block_signals().map_err(|e| DaemonError::Io("cannot block signals", e))?;
     let metrics_server = match config.metrics.address {
         Some(address) => {
             let server = MetricsServer::start(
@@ -128,7 +131,6 @@ pub fn run(config: Config, reload: Reload, set_log_level: SetLogLevel) -> Result
         }
         None => None,
     };
-    sys::block_signals().map_err(|e| DaemonError::Io("cannot block signals", e))?;
     let mut threads = Vec::with_capacity(workers);
     for (index, shard) in shards.into_iter().enumerate() {
         let worker = Worker::new(
