@@ -22,6 +22,8 @@ const TOKEN_WAKE: u64 = 0;
 const TAG_LISTENER: u64 = 1 << 60;
 const TAG_CONN: u64 = 2 << 60;
 const TAG_MASK: u64 = 0xf << 60;
+/// Least time between two checks of one SCTP listener for peers that stopped reading.
+const STALL_CHECK_INTERVAL_MS: Millis = 100;
 
 /// Where the core's association lives in this driver.
 #[derive(Clone, Copy, Debug)]
@@ -45,6 +47,8 @@ struct Loop {
     out: Output,
     backlog: Vec<(usize, Forward)>,
     wake: Vec<bool>,
+    /// Per listener: when it was last checked for SCTP peers that stopped reading.
+    stall_checks: Vec<Option<Millis>>,
     dirty: Vec<usize>,
     kinds: Vec<RequestKind>,
     buf: Vec<u8>,
@@ -72,6 +76,7 @@ pub fn run(setup: WorkerSetup) -> std::io::Result<()> {
         epoll.add(&RawFdRef(fd), TAG_LISTENER | i as u64, true, false)?;
     }
     let workers = shared.wakers.len();
+    let stall_checks = vec![None; listeners.len()];
     let mut l = Loop {
         worker,
         metrics,
@@ -87,6 +92,7 @@ pub fn run(setup: WorkerSetup) -> std::io::Result<()> {
         out: Output::default(),
         backlog: Vec::new(),
         wake: vec![false; workers],
+        stall_checks,
         dirty: Vec::new(),
         kinds: Vec::new(),
         buf: vec![0; io.max_message_size.max(64) + 64],
@@ -414,6 +420,68 @@ impl Loop {
         }
     }
 
+    /// Sends that found an SCTP socket's send buffer full, and those queued behind them. The
+    /// buffer is shared by all the socket's associations, so one peer that stops reading would
+    /// starve every other: such peers (a zero receive window) are aborted, then the sends are
+    /// tried once more, in order. What still finds the buffer full is dropped.
+    fn retry_blocked(&mut self, blocked: Vec<(usize, SctpAssocId, Vec<u8>)>, now: Millis) {
+        let mut listeners: Vec<usize> = blocked.iter().map(|b| b.0).collect();
+        listeners.sort_unstable();
+        listeners.dedup();
+        for &listener in &listeners {
+            self.abort_stalled(listener, now);
+        }
+        let mut full = Vec::new();
+        for (listener, assoc, bytes) in blocked {
+            if full.contains(&listener) || !self.sctp.contains_key(&(listener, assoc)) {
+                continue;
+            }
+            let Listener::Sctp { socket, .. } = &self.listeners[listener] else {
+                continue;
+            };
+            match socket.send(assoc, PPID_ASAP, 0, &bytes) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    tracing::debug!("SCTP send buffer full; dropping this turn's other messages");
+                    full.push(listener);
+                }
+                Err(e) => tracing::debug!(%e, "SCTP send failed"),
+            }
+        }
+    }
+
+    /// Aborts the associations of SCTP listener `listener` whose peers have closed their receive
+    /// window, at most once per 100 ms per listener (each check is a system call).
+    fn abort_stalled(&mut self, listener: usize, now: Millis) {
+        let Listener::Sctp { socket, url } = &self.listeners[listener] else {
+            return;
+        };
+        if self.stall_checks[listener].is_some_and(|at| now < at + STALL_CHECK_INTERVAL_MS) {
+            return;
+        }
+        self.stall_checks[listener] = Some(now);
+        let stalled: Vec<SctpAssocId> = self
+            .sctp
+            .keys()
+            .filter(|(l, _)| *l == listener)
+            .map(|&(_, assoc)| assoc)
+            .filter(|&assoc| socket.peer_window(assoc).is_ok_and(|w| w == 0))
+            .collect();
+        for &assoc in &stalled {
+            tracing::debug!(
+                listener = %url,
+                assoc = assoc.0,
+                "aborting an SCTP association whose peer stopped reading while the send buffer \
+                 was full"
+            );
+            let _ = socket.abort(assoc);
+            self.metrics.limit_refused(Limit::SendBuffer);
+        }
+        for assoc in stalled {
+            self.forget_sctp(listener, assoc, now);
+        }
+    }
+
     fn forget_sctp(&mut self, listener: usize, assoc: SctpAssocId, now: Millis) {
         if let Some(association) = self.sctp.remove(&(listener, assoc)) {
             self.routes.remove(&association);
@@ -447,6 +515,7 @@ impl Loop {
                 self.shared.wakers[to].wake();
             }
         }
+        let mut blocked: Vec<(usize, SctpAssocId, Vec<u8>)> = Vec::new();
         for (target, bytes) in self.out.transmits() {
             match target {
                 Target::Association(a) => match self.routes.get(&a) {
@@ -459,10 +528,17 @@ impl Loop {
                         }
                     }
                     Some(&Route::Sctp { listener, assoc }) => {
-                        if let Listener::Sctp { socket, .. } = &self.listeners[listener]
-                            && let Err(e) = socket.send(assoc, PPID_ASAP, 0, bytes)
-                        {
-                            tracing::debug!(%e, "SCTP send failed");
+                        // Behind a blocked send of the socket, to keep each association's order.
+                        if blocked.iter().any(|b| b.0 == listener) {
+                            blocked.push((listener, assoc, bytes.to_vec()));
+                        } else if let Listener::Sctp { socket, .. } = &self.listeners[listener] {
+                            match socket.send(assoc, PPID_ASAP, 0, bytes) {
+                                Ok(_) => {}
+                                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                                    blocked.push((listener, assoc, bytes.to_vec()));
+                                }
+                                Err(e) => tracing::debug!(%e, "SCTP send failed"),
+                            }
                         }
                     }
                     None => {}
@@ -483,6 +559,9 @@ impl Loop {
         }
         let aborts: Vec<AssociationId> = self.out.aborts().to_vec();
         self.out.clear();
+        if !blocked.is_empty() {
+            self.retry_blocked(blocked, now);
+        }
         let dirty = std::mem::take(&mut self.dirty);
         for slot in dirty {
             let result = match self.conns[slot].as_mut() {
