@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -316,7 +316,8 @@ pub fn accepted(bytes: &[u8], generation: Generation) -> bool {
     }
 }
 
-/// Resolves over UDP.
+/// Resolves over UDP, sending the request up to three times a second apart as a PU retransmits
+/// (a request or answer may be dropped while the registrar's receive queue is full after a flood).
 pub fn resolve_udp(
     addr: SocketAddr,
     handle: &[u8],
@@ -324,14 +325,19 @@ pub fn resolve_udp(
 ) -> Result<Vec<u64>, u16> {
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     socket
-        .set_read_timeout(Some(Duration::from_secs(5)))
+        .set_read_timeout(Some(Duration::from_secs(1)))
         .unwrap();
-    socket
-        .send_to(&resolution(handle, Some(128), generation), addr)
-        .unwrap();
+    let request = resolution(handle, Some(128), generation);
     let mut buf = [0u8; 65_536];
-    let (n, _) = socket.recv_from(&mut buf).expect("UDP answer");
-    resolved(&buf[..n], generation)
+    for _ in 0..3 {
+        socket.send_to(&request, addr).unwrap();
+        match socket.recv_from(&mut buf) {
+            Ok((n, _)) => return resolved(&buf[..n], generation),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(e) => panic!("UDP answer: {e}"),
+        }
+    }
+    panic!("no UDP answer to three requests");
 }
 
 /// Polls `f` until it returns true or `timeout` passes.
