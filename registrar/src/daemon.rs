@@ -97,8 +97,9 @@ pub fn run(config: Config, reload: Reload, set_log_level: SetLogLevel) -> Result
     let started_unix_secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    // Before any thread starts (the metrics endpoint's too): a thread that does not block them
-    // would take SIGHUP or SIGTERM with the default action, ending the process.
+    // Before the first thread starts (the metrics endpoint's too): threads inherit the mask, and
+    // a signal the kernel hands to a thread that does not block it takes its default action
+    // (ending the process).
     sys::block_signals().map_err(|e| DaemonError::Io("cannot block signals", e))?;
     let metrics_server = match config.metrics.address {
         Some(address) => {

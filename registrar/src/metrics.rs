@@ -119,16 +119,20 @@ pub enum Limit {
     Connections,
     /// Size of one message.
     MessageSize,
+    /// The send buffer an SCTP socket's associations share: associations whose peers stopped
+    /// reading while it was full, aborted.
+    SendBuffer,
 }
 
 impl Limit {
     /// Every limit, in exposition order.
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::Pools,
         Self::PesPerPool,
         Self::PesPerAssociation,
         Self::Connections,
         Self::MessageSize,
+        Self::SendBuffer,
     ];
 
     /// The Prometheus label value.
@@ -139,6 +143,7 @@ impl Limit {
             Self::PesPerAssociation => "pes_per_association",
             Self::Connections => "connections",
             Self::MessageSize => "message_size",
+            Self::SendBuffer => "send_buffer",
         }
     }
 }

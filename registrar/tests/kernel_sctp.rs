@@ -1,19 +1,33 @@
-//! The socket layer's SCTP against a real kernel SCTP stack: the registrar's one-to-many listener
-//! with a one-to-one client acting as a PE (PPID 11), notifications, peer addresses, abort,
-//! multihomed binding, and SO_REUSEPORT over several one-to-many sockets. Then the daemon itself
-//! serving PEs and PUs over SCTP on each I/O driver.
+//! Kernel SCTP, in two parts. The socket layer's SCTP: the registrar's one-to-many listener with a
+//! one-to-one client acting as a PE (PPID 11), notifications, peer addresses, abort, multihomed
+//! binding, a peer's receive window, and SO_REUSEPORT over several one-to-many sockets. Then the
+//! registrar daemon as a process serving ASAP over SCTP, every scenario once on each I/O driver
+//! (`io_uring::*` and `epoll::*`): registration, resolution over SCTP and UDP, keep-alives and
+//! removal with the association; PA-21 (ENRP's PPID on the ASAP port); hostile input; a peer that
+//! stops reading; two workers sharing the port; and interoperation with RSPLIB's `rspserver` and
+//! `rspterminal` (Debian's `rsplib-tools`).
 //!
 //! The build host has no kernel SCTP, so this target is `test = false` (a plain `cargo test` does
-//! not run it) and CI runs it in user-mode Linux:
+//! not run it) and CI runs it in user-mode Linux, as root in the guest:
 //! `CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER=$PWD/ci/uml-run.sh cargo test -p rserpool-registrar --test kernel_sctp`.
-//! Without kernel SCTP every test fails with the reason; none skips.
+//! Without kernel SCTP, `ip` or RSPLIB's tools the tests that need them fail with the reason;
+//! none skips.
 
 mod common;
 
-use std::io;
-use std::net::SocketAddr;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc::{Receiver, Sender, channel};
 use std::time::{Duration, Instant};
 
+use common::{Daemon, encode, eventually, resolution, resolve_udp, resolved};
+use rserpool_protocol::{
+    AsapMessage, EnrpBody, EnrpMessage, Generation, PPID_ENRP, PeId, Policy, PoolElement,
+    PoolHandle, PrId, Resolution, Seq, Transport, TransportKind, UserTransport, cause,
+};
 use rserpool_registrar::net::{
     AssocState, SctpAssocId, SctpRecv, SctpSocket, recv_ppid, sctp_nodelay, sctp_support, send_ppid,
 };
@@ -21,6 +35,8 @@ use socket2::Socket;
 
 /// ASAP's payload protocol identifier.
 const PPID_ASAP: u32 = 11;
+/// The wire generation of `sctp://` listeners without `?generation=ng`.
+const RFC: Generation = Generation::Rfc;
 /// How long anything may take; UML's syscalls cost about 50 µs, a loopback association far less.
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -80,6 +96,7 @@ fn kernel_has_sctp() {
 
 #[test]
 fn one_to_many_listener_serves_a_one_to_one_pe() {
+    with_test_net();
     // multihomed: 127.0.0.2 is added with sctp_bindx, on the port the kernel chose for the first
     let server = listener(&["127.0.0.1:0", "127.0.0.2:0"], false);
     assert!(
@@ -110,13 +127,15 @@ fn one_to_many_listener_serves_a_one_to_one_pe() {
     let (len, ppid) = wait_for("the PE to receive", || recv_ppid(&pe, &mut reply)).unwrap();
     assert_eq!((&reply[..len], ppid), (&b"response"[..], PPID_ASAP));
 
+    // the unbound client lists each of its IPv4 addresses, all on its port
     let pe_port = local_port(&pe);
+    let mut peers = server.peer_addresses(assoc).unwrap();
+    peers.sort();
     assert_eq!(
-        server.peer_addresses(assoc).unwrap(),
-        vec![
-            format!("127.0.0.1:{pe_port}")
-                .parse::<SocketAddr>()
-                .unwrap()
+        peers,
+        [
+            SocketAddr::new(LOOPBACK, pe_port),
+            SocketAddr::new(TEST_NET, pe_port)
         ]
     );
 
@@ -174,6 +193,39 @@ fn abort_ends_an_association_at_once() {
     let e = wait_for("the abort to reach the PE", || recv_ppid(&pe, &mut reply)).unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::ConnectionReset, "{e}");
     assert!(server.send(assoc, PPID_ASAP, 0, b"late").is_err());
+}
+
+#[test]
+fn peer_window_closes_when_the_peer_stops_reading() {
+    let server = listener(&["127.0.0.1:0"], false);
+    let port = local_port(server.socket());
+    let mut buf = [0; 256];
+    // a peer that nothing is sent to keeps its window open
+    let _idle_peer = connect(format!("127.0.0.1:{port}"));
+    let idle = comm_up(&server, &mut buf);
+    let _sleeping_peer = connect(format!("127.0.0.1:{port}"));
+    let sleeping = comm_up(&server, &mut buf);
+    assert!(server.peer_window(sleeping).unwrap() > 0, "a fresh window");
+    // messages the sleeping peer never reads fill its window, then the server's send buffer
+    let message = [0x5a; 1024];
+    let mut sent = 0;
+    let full = loop {
+        match server.send(sleeping, PPID_ASAP, 0, &message) {
+            Ok(_) => sent += 1,
+            Err(e) => break e,
+        }
+        assert!(sent < 100_000, "the send buffer never filled");
+    };
+    assert_eq!(full.kind(), io::ErrorKind::WouldBlock, "{full}");
+    wait_for("the window to close", || {
+        match server.peer_window(sleeping) {
+            Ok(0) => Ok(()),
+            Ok(_) => Err(io::ErrorKind::WouldBlock.into()),
+            Err(e) => Err(e),
+        }
+    })
+    .unwrap();
+    assert!(server.peer_window(idle).unwrap() > 0);
 }
 
 #[test]
@@ -264,57 +316,797 @@ fn mixed_family_listener_takes_ipv6_and_ipv4_associations() {
     }
 }
 
-/// The daemon on `driver` (two workers) registers a PE over SCTP, resolves for a PU over SCTP and
-/// UDP, aborts an association that sends ENRP's PPID to the ASAP port (checklist PA-21), and
-/// removes the PE when its association closes (PA-18).
-fn daemon_serves_sctp(driver: &str) {
-    use common::{Daemon, accepted, eventually, registration, resolution, resolve_udp, resolved};
-    use rserpool_protocol::{Generation, cause};
-    const RFC: Generation = Generation::Rfc;
+// The registrar daemon as a process, over kernel SCTP.
+
+/// Runs each scenario (a function of the `--driver` value) as one test per driver.
+macro_rules! on_both_drivers {
+    ($($scenario:ident),* $(,)?) => {
+        mod io_uring {
+            $(#[test]
+            fn $scenario() {
+                super::$scenario("io-uring");
+            })*
+        }
+        mod epoll {
+            $(#[test]
+            fn $scenario() {
+                super::$scenario("epoll");
+            })*
+        }
+    };
+}
+
+on_both_drivers!(
+    daemon_registers_resolves_keeps_alive_and_drops_pes_over_sctp,
+    enrp_ppid_on_the_asap_port_aborts_only_that_association,
+    hostile_messages_over_sctp_leave_the_daemon_serving_and_pes_intact,
+    two_workers_share_the_sctp_port_and_the_handlespace,
+    rsplib_pe_and_pu_interoperate_through_the_registrar,
+    a_peer_that_stops_reading_is_aborted_before_it_starves_the_others,
+);
+
+const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+/// The guest's non-loopback address (TEST-NET-1), on a dummy interface: RSPLIB's PEs register
+/// only non-loopback addresses, and an unbound client lists it in its associations too.
+const TEST_NET: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+/// Another host as far as the registrar can tell: a host may move its own PEs between its
+/// associations, another cannot touch them.
+const ATTACKER: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+
+/// Puts [`TEST_NET`] on a dummy interface `rsp0`, once per boot (the guest runs as root; the
+/// runner loads the `dummy` module). Refuses to touch any other machine's network.
+fn with_test_net() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        if let Err(e) = sctp_support() {
+            panic!("these tests need kernel SCTP: {e}");
+        }
+        let cpu = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        assert!(
+            cpu.contains("User Mode Linux"),
+            "this test adds a dummy interface with {TEST_NET}: run it in user-mode Linux \
+             (ci/uml-run.sh), not on this machine"
+        );
+        let steps: [&[&str]; 3] = [
+            &["link", "add", "rsp0", "type", "dummy"],
+            &["addr", "add", "192.0.2.1/24", "dev", "rsp0"],
+            &["link", "set", "rsp0", "up"],
+        ];
+        for args in steps {
+            let what = format!("ip {}", args.join(" "));
+            let out = Command::new("ip")
+                .args(args)
+                .output()
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert!(
+                out.status.success(),
+                "{what}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    });
+}
+
+/// The daemon on `driver` with an SCTP and a UDP ASAP listener on ephemeral loopback ports,
+/// `workers` workers and metrics. A PE gets a keep-alive `keep_alive_ms` after registering or
+/// acking, and has `timeout_ms` to ack it. Returns the daemon and the SCTP listener's address.
+fn sctp_daemon(
+    driver: &str,
+    workers: usize,
+    keep_alive_ms: u64,
+    timeout_ms: u64,
+) -> (Daemon, SocketAddr) {
+    if let Err(e) = sctp_support() {
+        panic!("these tests need kernel SCTP: {e}");
+    }
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let config = std::env::temp_dir().join(format!(
+        "rserpool-sctp-{}-{}.toml",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::write(
+        &config,
+        format!(
+            "[timers]\nkeep_alive_interval_ms = {keep_alive_ms}\nkeep_alive_timeout_ms = {timeout_ms}\n"
+        ),
+    )
+    .unwrap();
+    let workers = workers.to_string();
     let d = Daemon::start(&[
+        "--config",
+        config.to_str().unwrap(),
         "--driver",
         driver,
         "--workers",
-        "2",
+        &workers,
         "--asap",
         "sctp://127.0.0.1:0",
         "--asap",
         "udp://127.0.0.1:0",
         "--metrics",
-        "off",
+        "127.0.0.1:0",
     ]);
-    let sctp = d.address("sctp://", false);
-    let udp = d.address("udp://", false);
-    let mut buf = [0; 4096];
-    let request = |socket: &Socket, message: &[u8], buf: &mut [u8]| {
-        send_ppid(socket, PPID_ASAP, 0, message).unwrap();
-        let (len, ppid) = wait_for("the registrar to answer", || recv_ppid(socket, buf)).unwrap();
+    let addr = d.address("sctp://", false);
+    (d, addr)
+}
+
+/// A PE's or PU's association with the registrar: a one-to-one SCTP socket speaking ASAP.
+struct Asap(Socket);
+
+impl Asap {
+    fn connect(addr: SocketAddr) -> Self {
+        Self(connect(addr.to_string()))
+    }
+
+    /// An association from `source` only.
+    fn connect_from(addr: SocketAddr, source: IpAddr) -> Self {
+        Self(
+            SctpSocket::connect_one_to_one_from(addr, Some(source), WAIT)
+                .unwrap_or_else(|e| panic!("{e}")),
+        )
+    }
+
+    /// Sends one ASAP message (PPID 11).
+    fn send(&self, msg: &[u8]) {
+        self.send_with_ppid(PPID_ASAP, msg);
+    }
+
+    fn send_with_ppid(&self, ppid: u32, msg: &[u8]) {
+        let sent = wait_for("room to send", || send_ppid(&self.0, ppid, 0, msg));
+        assert_eq!(sent.unwrap_or_else(|e| panic!("send: {e}")), msg.len());
+    }
+
+    /// The next message; fails the test if none comes in time, the association ends, or the
+    /// PPID is not ASAP's.
+    fn recv(&self) -> Vec<u8> {
+        let mut buf = vec![0; 1 << 16];
+        let (len, ppid) = wait_for("a message from the registrar", || {
+            recv_ppid(&self.0, &mut buf)
+        })
+        .unwrap_or_else(|e| panic!("receive: {e}"));
+        assert_ne!(
+            (len, ppid),
+            (0, 0),
+            "the registrar shut the association down"
+        );
         assert_eq!(ppid, PPID_ASAP);
-        len
+        buf.truncate(len);
+        buf
+    }
+
+    /// Acks `bytes` if it is an ASAP_ENDPOINT_KEEP_ALIVE; returns whether it was one.
+    fn ack_keep_alive(&self, bytes: &[u8]) -> bool {
+        let message = AsapMessage::decode(bytes, RFC).expect("decodable").message;
+        let AsapMessage::EndpointKeepAlive {
+            pool_handle, pe_id, ..
+        } = message
+        else {
+            return false;
+        };
+        let pe_id = pe_id.expect("the registrar names the PE in keep-alives, as RSPLIB's does");
+        self.send(&encode(
+            &AsapMessage::EndpointKeepAliveAck { pool_handle, pe_id },
+            RFC,
+        ));
+        true
+    }
+
+    /// Acks the keep-alives that have arrived, without waiting; anything else fails the test.
+    fn ack_waiting_keep_alives(&self) {
+        let mut buf = vec![0; 1 << 16];
+        while let Ok((len, ppid)) = recv_ppid(&self.0, &mut buf) {
+            assert_ne!(
+                (len, ppid),
+                (0, 0),
+                "the registrar shut the association down"
+            );
+            assert!(self.ack_keep_alive(&buf[..len]), "{:?}", &buf[..len]);
+        }
+    }
+
+    /// Sends a request and returns the answer, acking keep-alives meanwhile.
+    fn request(&self, msg: &[u8]) -> Vec<u8> {
+        self.send(msg);
+        loop {
+            let bytes = self.recv();
+            if !self.ack_keep_alive(&bytes) {
+                return bytes;
+            }
+        }
+    }
+}
+
+/// An ASAP_REGISTRATION of PE `id` in `handle`, reachable over SCTP on `port` at `addresses`,
+/// round robin, living 60 s (in milliseconds, as RSPLIB counts).
+fn registration(handle: &[u8], id: u64, port: u16, addresses: &[IpAddr]) -> Vec<u8> {
+    encode(
+        &AsapMessage::Registration {
+            pool_handle: PoolHandle(handle),
+            pool_element: PoolElement {
+                id: PeId(id),
+                home_pr: PrId(0),
+                registration_life: 60_000,
+                user_transport: UserTransport::Transport(Transport {
+                    kind: TransportKind::Sctp,
+                    port,
+                    transport_use: 0,
+                    service_code: 0,
+                    addresses: Seq::from_items(addresses),
+                }),
+                policy: Policy::RoundRobin,
+                asap_transport: None,
+            },
+        },
+        RFC,
+    )
+}
+
+/// Registers PE `id` in `handle` at 127.0.0.1 over `pe` and checks that it was accepted.
+fn register(pe: &Asap, handle: &[u8], id: u64) {
+    let bytes = pe.request(&registration(handle, id, 4711, &[LOOPBACK]));
+    assert!(
+        common::accepted(&bytes, RFC),
+        "PE {id} refused: {:?}",
+        AsapMessage::decode(&bytes, RFC)
+    );
+}
+
+/// Resolves `handle` over `pu`: the PE IDs, sorted, or the error cause.
+fn resolve(pu: &Asap, handle: &[u8]) -> Result<Vec<u64>, u16> {
+    resolved(&pu.request(&resolution(handle, Some(128), RFC)), RFC)
+}
+
+/// A resolved PE: its ID and the kind, port and addresses of its user transport.
+type ResolvedPe = (u64, TransportKind, u16, Vec<IpAddr>);
+
+/// Resolves `handle` over `pu` with the PEs' user transports, or the error cause; checks that
+/// the pool policy is there (RSPLIB's PUs drop answers without it).
+fn resolve_transports(pu: &Asap, handle: &[u8]) -> Result<Vec<ResolvedPe>, u16> {
+    let bytes = pu.request(&resolution(handle, Some(128), RFC));
+    let AsapMessage::HandleResolutionResponse { resolution, .. } =
+        AsapMessage::decode(&bytes, RFC).expect("decodable").message
+    else {
+        panic!("not a resolution response: {bytes:?}");
     };
-    let pe = connect(sctp.to_string());
-    let len = request(&pe, &registration(b"sctp", 5, 60_000, RFC), &mut buf);
-    assert!(accepted(&buf[..len], RFC));
-    let pu = connect(sctp.to_string());
-    let len = request(&pu, &resolution(b"sctp", None, RFC), &mut buf);
-    assert_eq!(resolved(&buf[..len], RFC), Ok(vec![5]));
-    assert_eq!(resolve_udp(udp, b"sctp", RFC), Ok(vec![5]));
+    match resolution {
+        Resolution::Found {
+            policy,
+            pool_elements,
+        } => {
+            assert!(policy.is_some(), "no pool policy in {bytes:?}");
+            Ok(pool_elements
+                .iter()
+                .map(|pe| match pe.user_transport {
+                    UserTransport::Transport(t) => {
+                        (pe.id.0, t.kind, t.port, t.addresses.iter().collect())
+                    }
+                    UserTransport::Opaque(_) => panic!("opaque transport in {bytes:?}"),
+                })
+                .collect())
+        }
+        Resolution::Failed(causes) => Err(causes.iter().next().map_or(0, |c| c.code)),
+    }
+}
 
-    send_ppid(&pu, 12, 0, &resolution(b"sctp", None, RFC)).unwrap();
-    let e = wait_for("the abort", || recv_ppid(&pu, &mut buf)).unwrap_err();
-    assert_eq!(e.kind(), io::ErrorKind::ConnectionReset, "{e}");
+/// The value of the sample `series` (name and labels) in a metrics text.
+fn sample(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {series} in the metrics"))
+}
 
+fn daemon_registers_resolves_keeps_alive_and_drops_pes_over_sctp(driver: &str) {
+    with_test_net();
+    let (d, addr) = sctp_daemon(driver, 1, 300, 1_000);
+    let pe = Asap::connect(addr);
+    // The PE offers one address its association does not have: the registrar keeps those the
+    // kernel reports for the association, 127.0.0.1 and the 192.0.2.1 the client's INIT lists.
+    let offered = [
+        LOOPBACK,
+        TEST_NET,
+        IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7)),
+    ];
+    let bytes = pe.request(&registration(b"sctp-pool", 0x1234, 4711, &offered));
+    match AsapMessage::decode(&bytes, RFC).unwrap().message {
+        AsapMessage::RegistrationResponse {
+            rejected,
+            pool_handle,
+            pe_id,
+            error,
+        } => {
+            assert!(!rejected && error.is_none(), "rejected: {error:?}");
+            assert_eq!(pool_handle.0, b"sctp-pool");
+            assert_eq!(pe_id, PeId(0x1234));
+        }
+        other => panic!("not a registration response: {other:?}"),
+    }
+    let pu = Asap::connect(addr);
+    assert_eq!(
+        resolve_transports(&pu, b"sctp-pool"),
+        Ok(vec![(
+            0x1234,
+            TransportKind::Sctp,
+            4711,
+            vec![LOOPBACK, TEST_NET]
+        )])
+    );
+    let udp = d.address("udp://", false);
+    assert_eq!(resolve_udp(udp, b"sctp-pool", RFC), Ok(vec![0x1234]));
+
+    // A second PE that never answers keep-alives.
+    let silent = Asap::connect(addr);
+    register(&silent, b"sctp-pool", 0x5678);
+    assert_eq!(resolve(&pu, b"sctp-pool"), Ok(vec![0x1234, 0x5678]));
+
+    // Keep-alives come every ~300 ms and name the PE; the first PE acks three of them.
+    for _ in 0..3 {
+        let bytes = pe.recv();
+        match AsapMessage::decode(&bytes, RFC).unwrap().message {
+            AsapMessage::EndpointKeepAlive {
+                home,
+                server_id,
+                pool_handle,
+                pe_id,
+            } => {
+                assert!(!home, "the registrar is already the home PR");
+                assert_ne!(server_id, PrId(0));
+                assert_eq!(pool_handle.0, b"sctp-pool");
+                assert_eq!(pe_id, Some(PeId(0x1234)));
+            }
+            other => panic!("expected a keep-alive, got {other:?}"),
+        }
+        assert!(pe.ack_keep_alive(&bytes));
+    }
+    // The silent PE is gone after ~300 ms + 1 s; the one that acks stays.
+    assert!(eventually(WAIT, || {
+        pe.ack_waiting_keep_alives();
+        resolve(&pu, b"sctp-pool") == Ok(vec![0x1234])
+    }));
+    pe.ack_waiting_keep_alives();
+    let metrics = d.scrape();
+    assert!(sample(&metrics, "rserpool_keep_alive_acks_total") >= 3.0);
+    assert_eq!(
+        sample(
+            &metrics,
+            "rserpool_pe_removals_total{reason=\"keep_alive_timeout\"}"
+        ),
+        1.0
+    );
+
+    // Closing the PE's association removes it (checklist PA-18).
     drop(pe);
-    assert!(eventually(WAIT, || resolve_udp(udp, b"sctp", RFC)
+    assert!(eventually(WAIT, || resolve(&pu, b"sctp-pool")
         == Err(cause::UNKNOWN_POOL_HANDLE)));
+    assert_eq!(
+        resolve_udp(udp, b"sctp-pool", RFC),
+        Err(cause::UNKNOWN_POOL_HANDLE)
+    );
+    assert_eq!(
+        d.metric("rserpool_pe_removals_total{reason=\"association_closed\"}"),
+        1.0
+    );
+    drop(silent);
 }
 
-#[test]
-fn daemon_serves_sctp_on_io_uring() {
-    daemon_serves_sctp("io-uring");
+fn enrp_ppid_on_the_asap_port_aborts_only_that_association(driver: &str) {
+    // Checklist PA-21.
+    let (d, addr) = sctp_daemon(driver, 1, 60_000, 60_000);
+    let pe = Asap::connect(addr);
+    register(&pe, b"pa21", 1);
+    let intruder = Asap::connect(addr);
+    register(&intruder, b"pa21", 2);
+    let presence = EnrpMessage {
+        sender: PrId(0x77),
+        receiver: PrId(0),
+        body: EnrpBody::Presence {
+            reply_required: true,
+            checksum: Some(0xffff),
+            server_information: None,
+        },
+    };
+    let mut buf = [0; 256];
+    let n = presence.encode(RFC, &mut buf).unwrap();
+    intruder.send_with_ppid(PPID_ENRP, &buf[..n]);
+    let mut reply = [0; 256];
+    let e = wait_for("the abort to reach the intruder", || {
+        recv_ppid(&intruder.0, &mut reply)
+    })
+    .unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::ConnectionReset, "{e}");
+    // Its PE left with it; the other PE and new associations are served as before.
+    let pu = Asap::connect(addr);
+    assert!(eventually(WAIT, || resolve(&pu, b"pa21") == Ok(vec![1])));
+    assert_eq!(resolve(&pe, b"pa21"), Ok(vec![1]));
+    assert_eq!(
+        d.metric("rserpool_pe_removals_total{reason=\"association_closed\"}"),
+        1.0
+    );
+    assert_eq!(
+        d.metric("rserpool_messages_received_total{protocol=\"enrp\""),
+        0.0,
+        "the ENRP message was not processed"
+    );
 }
 
-#[test]
-fn daemon_serves_sctp_on_epoll() {
-    daemon_serves_sctp("epoll");
+fn hostile_messages_over_sctp_leave_the_daemon_serving_and_pes_intact(driver: &str) {
+    let (d, addr) = sctp_daemon(driver, 1, 60_000, 60_000);
+    let pe = Asap::connect(addr);
+    register(&pe, b"victim", 7);
+    let valid = [
+        registration(b"victim", 7, 4711, &[LOOPBACK]),
+        resolution(b"victim", None, RFC),
+        encode(
+            &AsapMessage::Deregistration {
+                pool_handle: PoolHandle(b"victim"),
+                pe_id: PeId(7),
+            },
+            RFC,
+        ),
+        encode(
+            &AsapMessage::EndpointKeepAliveAck {
+                pool_handle: PoolHandle(b"victim"),
+                pe_id: PeId(7),
+            },
+            RFC,
+        ),
+    ];
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    // Mutated and random messages on one association from another host, which reads what comes
+    // back now and then (a peer that stops reading is another test's subject).
+    let attacker = Asap::connect_from(addr, ATTACKER);
+    let mut answers = 0;
+    let mut buf = vec![0; 1 << 16];
+    let started = Instant::now();
+    for i in 0..2_000 {
+        let mut m = valid[i % valid.len()].clone();
+        match next() % 4 {
+            0 => {
+                let at = (next() as usize) % m.len();
+                m[at] ^= (next() as u8) | 1;
+            }
+            1 => m.truncate(1 + (next() as usize) % (m.len() - 1)),
+            2 => m = (0..1 + next() % 80).map(|_| next() as u8).collect(),
+            _ => {
+                // A framed message of a random type with random content.
+                let len = 4 + (next() % 60) as usize;
+                m = (0..len).map(|_| next() as u8).collect();
+                m[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+            }
+        }
+        attacker.send(&m);
+        if i % 50 == 49 {
+            while let Ok((n, ppid)) = recv_ppid(&attacker.0, &mut buf) {
+                assert_eq!(ppid, PPID_ASAP, "{:?}", &buf[..n]);
+                answers += 1;
+            }
+        }
+    }
+    eprintln!(
+        "2000 hostile messages sent in {:?}, {answers} answers read",
+        started.elapsed()
+    );
+    assert!(answers > 100, "errors are answered: {answers}");
+    // Still answering, and the PE registered by its owner is still there (next to PEs the
+    // attacker's mutated registrations may have added, which leave with its association).
+    let pu = Asap::connect(addr);
+    let pes = resolve(&pu, b"victim").expect("the pool is still there");
+    assert!(pes.contains(&7), "{pes:?}");
+    drop(attacker);
+    assert!(eventually(WAIT, || resolve(&pu, b"victim") == Ok(vec![7])));
+    assert_eq!(resolve(&pe, b"victim"), Ok(vec![7]));
+    assert!(d.metric("rserpool_decode_errors_total") > 100.0);
+}
+
+/// The events each of two workers has handled, from the metrics.
+fn worker_events(d: &Daemon) -> [f64; 2] {
+    let metrics = d.scrape();
+    [0, 1].map(|w| {
+        sample(
+            &metrics,
+            &format!("rserpool_worker_events_total{{worker=\"{w}\"}}"),
+        )
+    })
+}
+
+/// [`worker_events`] once it has stopped moving: a worker counts a loop turn's events after it
+/// has sent the turn's answers.
+fn settled_worker_events(d: &Daemon) -> [f64; 2] {
+    let mut last = worker_events(d);
+    loop {
+        std::thread::sleep(Duration::from_millis(20));
+        let now = worker_events(d);
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+}
+
+fn two_workers_share_the_sctp_port_and_the_handlespace(driver: &str) {
+    let (d, addr) = sctp_daemon(driver, 2, 60_000, 60_000);
+    let pe = Asap::connect(addr);
+    register(&pe, b"spread", 1);
+    // Associations one at a time, each resolving once: the worker whose event count moves is
+    // the one SO_REUSEPORT gave it to (resolutions are answered where they arrive).
+    let mut pus: Vec<(Asap, usize)> = Vec::new();
+    while pus.len() < 8 || !(pus.iter().any(|p| p.1 == 0) && pus.iter().any(|p| p.1 == 1)) {
+        assert!(
+            pus.len() < 32,
+            "32 associations, all on worker {}: SO_REUSEPORT did not spread them",
+            pus[0].1
+        );
+        let before = settled_worker_events(&d);
+        let pu = Asap::connect(addr);
+        assert_eq!(resolve(&pu, b"spread"), Ok(vec![1]));
+        let mut moved = Vec::new();
+        assert!(eventually(Duration::from_secs(2), || {
+            let after = worker_events(&d);
+            moved = (0..2).filter(|&w| after[w] > before[w]).collect();
+            !moved.is_empty()
+        }));
+        assert_eq!(moved.len(), 1, "both workers handled one association");
+        pus.push((pu, moved[0]));
+    }
+    // One PE registered through an association on each worker: the pool's shard lives on one
+    // of them, so one registration and its answer cross the mailboxes.
+    let owner = rserpool_handlespace::shard_index(b"spread", 2);
+    let forwards = d.metric("rserpool_mailbox_forwards_total");
+    let on = |w: usize| pus.iter().position(|p| p.1 == w).unwrap();
+    let (on_owner, on_other) = (on(owner), on(1 - owner));
+    register(&pus[on_owner].0, b"spread", 10);
+    register(&pus[on_other].0, b"spread", 11);
+    assert!(d.metric("rserpool_mailbox_forwards_total") >= forwards + 2.0);
+    for (pu, _) in &pus {
+        assert_eq!(resolve(pu, b"spread"), Ok(vec![1, 10, 11]));
+    }
+    // The PE of the association on the other worker leaves with it, across the mailboxes.
+    drop(pus.remove(on_other));
+    for (pu, _) in &pus {
+        assert!(eventually(WAIT, || resolve(pu, b"spread") == Ok(vec![1, 10])));
+    }
+    assert_eq!(resolve(&pe, b"spread"), Ok(vec![1, 10]));
+}
+
+/// An RSPLIB tool as a child process, its output lines (stdout and stderr) arriving on a
+/// channel; killed on drop.
+struct Tool {
+    name: &'static str,
+    child: Child,
+    lines: Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Tool {
+    fn start(name: &'static str, args: &[String]) -> Self {
+        let mut child = Command::new(name)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name} (Debian's rsplib-tools): {e}"));
+        let (tx, lines) = channel();
+        forward_lines(child.stdout.take().unwrap(), tx.clone());
+        forward_lines(child.stderr.take().unwrap(), tx);
+        Self {
+            name,
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits up to [`WAIT`] for an output line containing `text` and returns it.
+    fn wait_for_line(&mut self, text: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(line) = self.lines.recv_timeout(left) else {
+                let name = self.name;
+                panic!(
+                    "{name} printed no line with {text:?}; it printed:\n{}",
+                    self.output()
+                );
+            };
+            self.seen.push(line);
+            if self.seen.last().unwrap().contains(text) {
+                return self.seen.last().unwrap().clone();
+            }
+        }
+    }
+
+    /// What the tool printed so far.
+    fn output(&mut self) -> String {
+        self.seen.extend(self.lines.try_iter());
+        self.seen.join("\n")
+    }
+
+    /// Sends `signal` and waits up to [`WAIT`] for the tool to exit.
+    fn stop(&mut self, signal: &str) -> ExitStatus {
+        let id = self.child.id().to_string();
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &id])
+            .status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill -{signal} {id}");
+        let (name, deadline) = (self.name, Instant::now() + WAIT);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} did not exit on SIG{signal}; it printed:\n{}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Tool {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends each line read from `from` to `to` (lossily decoded: the tools print ANSI colours).
+fn forward_lines(from: impl Read + Send + 'static, to: Sender<String>) {
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(from);
+        let mut line = Vec::new();
+        while reader.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+            let text = String::from_utf8_lossy(&line).trim_end().to_owned();
+            if to.send(text).is_err() {
+                break;
+            }
+            line.clear();
+        }
+    });
+}
+
+fn rsplib_pe_and_pu_interoperate_through_the_registrar(driver: &str) {
+    with_test_net();
+    let (d, addr) = sctp_daemon(driver, 1, 250, 1_000);
+    let rsplib = [
+        format!("-registrar={addr}"),
+        "-asapannounce=off".to_owned(),
+        "-logcolor=off".to_owned(),
+        "-loglevel=2".to_owned(),
+        "-poolhandle=InteropPool".to_owned(),
+    ];
+    let mut args = vec!["-echo".to_owned(), "-rereginterval=1000".to_owned()];
+    args.extend(rsplib.iter().cloned());
+    let mut server = Tool::start("rspserver", &args);
+
+    // rspserver registers over SCTP; its user transport is SCTP at its non-loopback address.
+    let pu = Asap::connect(addr);
+    let mut found = Err(0);
+    let registered = eventually(WAIT, || {
+        found = resolve_transports(&pu, b"InteropPool");
+        found.is_ok()
+    });
+    assert!(
+        registered,
+        "rspserver did not register: {found:?}; it printed:\n{}",
+        server.output()
+    );
+    let pes = found.unwrap();
+    assert_eq!(pes.len(), 1, "{pes:?}");
+    let (pe_id, kind, port, addresses) = &pes[0];
+    assert_eq!(*kind, TransportKind::Sctp);
+    assert_ne!(*port, 0);
+    assert!(addresses.contains(&TEST_NET), "{addresses:?}");
+
+    // rspterminal resolves the pool through the registrar and echoes a line through the PE.
+    let resolutions = d.metric("rserpool_resolutions_total{result=\"found\"}");
+    let mut terminal = Tool::start("rspterminal", &rsplib);
+    let stdin = terminal.child.stdin.as_mut().unwrap();
+    writeln!(stdin, "hello over RSerPool NG").unwrap();
+    let echoed = terminal.wait_for_line("hello over RSerPool NG");
+    assert!(
+        echoed.contains(&format!("from PE ${pe_id:08x}")),
+        "{echoed}"
+    );
+    drop(terminal);
+    assert!(d.metric("rserpool_resolutions_total{result=\"found\"}") > resolutions);
+
+    // rspserver acks keep-alives and re-registers (every second); nothing either side sent was
+    // refused or undecodable.
+    assert!(
+        eventually(WAIT, || {
+            let m = d.scrape();
+            sample(&m, "rserpool_keep_alive_acks_total") >= 2.0
+                && sample(&m, "rserpool_registrations_total{result=\"accepted\"}") >= 2.0
+        }),
+        "{}",
+        d.scrape()
+    );
+    let metrics = d.scrape();
+    for series in [
+        "rserpool_registrations_total{result=\"accepted\"}",
+        "rserpool_keep_alive_acks_total",
+        "rserpool_keep_alives_sent_total",
+    ] {
+        eprintln!("{series} {}", sample(&metrics, series));
+    }
+    assert_eq!(
+        d.metric("rserpool_registrations_total"),
+        d.metric("rserpool_registrations_total{result=\"accepted\"}")
+    );
+    assert_eq!(d.metric("rserpool_decode_errors_total"), 0.0);
+    assert_eq!(
+        d.metric("rserpool_messages_received_total{protocol=\"asap\",type=\"error\""),
+        0.0
+    );
+    assert_eq!(
+        d.metric("rserpool_pe_removals_total{reason=\"keep_alive_timeout\"}"),
+        0.0
+    );
+
+    // Stopped, rspserver leaves the pool.
+    let status = server.stop("INT");
+    eprintln!("rspserver exited with {status}");
+    assert!(eventually(WAIT, || resolve(&pu, b"InteropPool")
+        == Err(cause::UNKNOWN_POOL_HANDLE)));
+    let deregistered = d.metric("rserpool_pe_removals_total{reason=\"deregistered\"}");
+    let lost = d.metric("rserpool_pe_removals_total{reason=\"association_closed\"}");
+    eprintln!("rspserver removed by deregistration: {deregistered}, by association loss: {lost}");
+    assert_eq!(deregistered + lost, 1.0);
+}
+
+fn a_peer_that_stops_reading_is_aborted_before_it_starves_the_others(driver: &str) {
+    // The associations of a one-to-many socket share its send buffer: answers a peer does not
+    // read would fill it and every other association's answers would be dropped.
+    let (d, addr) = sctp_daemon(driver, 1, 60_000, 60_000);
+    let pe = Asap::connect(addr);
+    register(&pe, b"victim", 7);
+    let pu = Asap::connect(addr);
+    let flooder = Asap::connect(addr);
+    let request = resolution(b"victim", None, RFC);
+    let started = Instant::now();
+    let mut sent = 0;
+    let aborted = loop {
+        assert!(
+            started.elapsed() < 3 * WAIT,
+            "{sent} requests sent, the flooder is still there"
+        );
+        match send_ppid(&flooder.0, PPID_ASAP, 0, &request) {
+            Ok(_) => {
+                sent += 1;
+                if sent % 200 == 0 {
+                    assert_eq!(resolve(&pu, b"victim"), Ok(vec![7]), "after {sent}");
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) => break e,
+        }
+    };
+    assert!(
+        matches!(
+            aborted.kind(),
+            io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+        ),
+        "{aborted}"
+    );
+    eprintln!(
+        "the flooder was aborted after {sent} unread requests, {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        d.metric("rserpool_limit_refusals_total{limit=\"send_buffer\"}"),
+        1.0
+    );
+    assert_eq!(resolve(&pu, b"victim"), Ok(vec![7]));
+    assert_eq!(resolve(&pe, b"victim"), Ok(vec![7]));
 }

@@ -582,7 +582,7 @@ impl Worker {
             // No ack within the timeout: the PE is gone.
             let pool_handle = t.pool_handle.clone();
             self.untrack(key);
-            self.metrics.pe_removed(RemovalReason::KeepAliveTimeout);
+            // Counted by the shard owner, when it removes the PE.
             tracing::debug!(association = ?key.association, pe_id = key.pe_id.0, "keep-alive timeout");
             self.route(
                 &pool_handle.clone(),

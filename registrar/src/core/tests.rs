@@ -513,6 +513,47 @@ fn pa15_pa16_keep_alive_cycle_keeps_answering_pes_and_removes_silent_ones() {
     }
 }
 
+/// The PEs the cluster's workers counted as removed for `reason`, from the metrics exposition.
+fn removals(pr: &Cluster, reason: &str) -> f64 {
+    let info = crate::metrics::ProcessInfo {
+        pr_id: PR.0,
+        version: "test",
+        started_unix_secs: 0,
+        driver: "epoll",
+    };
+    let mut text = String::new();
+    crate::metrics::render(pr.metrics(), &info, &mut text);
+    let series = format!("rserpool_pe_removals_total{{reason=\"{reason}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&series)?.parse().ok())
+        .unwrap_or_else(|| panic!("no {series}in\n{text}"))
+}
+
+#[test]
+fn a_keep_alive_timeout_is_counted_once() {
+    // It was counted twice, by the association's worker and by the shard owner (seen over
+    // kernel SCTP in registrar/tests/kernel_sctp.rs).
+    for workers in [1, 3] {
+        let mut pr = cluster(workers);
+        let silent = pr.open(workers - 1, info(Generation::Rfc), 0);
+        pr.message(silent, &registration(b"ka-count", 1, Policy::RoundRobin), 0);
+        let sent = run(&mut pr, 1, 12_000);
+        assert_eq!(
+            keep_alives(&sent.into_iter().map(|(_, s)| s).collect::<Vec<_>>()).len(),
+            1
+        );
+        assert_eq!(
+            resolved(&pr.message(silent, &resolution(b"ka-count", None), 12_000)),
+            Err(cause::UNKNOWN_POOL_HANDLE)
+        );
+        assert_eq!(
+            removals(&pr, "keep_alive_timeout"),
+            1.0,
+            "{workers} workers"
+        );
+    }
+}
+
 #[test]
 fn pa17_unreachable_reports_remove_the_pe_at_the_threshold() {
     let mut pr = cluster(2);

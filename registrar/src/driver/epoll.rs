@@ -212,7 +212,8 @@ impl Loop {
     }
 
     /// Carries out what the worker asked for: replies into write buffers (one write per
-    /// connection per turn), datagrams, aborts, forwards into other workers' mailboxes.
+    /// connection per turn), SCTP messages (those a full send buffer blocked tried once more),
+    /// datagrams, aborts, forwards into other workers' mailboxes.
     fn flush_output(&mut self, now: Millis) {
         // Forwards first: completions may be waiting on them.
         self.state.post_forwards();
@@ -228,7 +229,8 @@ impl Loop {
                         }
                     }
                     Some(&Route::Sctp { listener, assoc }) => {
-                        self.state.send_sctp(listener, assoc, bytes);
+                        let listeners = &self.state.listeners;
+                        self.state.sctp_out.send(listeners, listener, assoc, bytes);
                     }
                     None => {}
                 },
@@ -248,6 +250,7 @@ impl Loop {
         }
         let aborts: Vec<AssociationId> = self.state.out.aborts().to_vec();
         self.state.out.clear();
+        self.state.retry_blocked_sctp(now);
         let dirty = std::mem::take(&mut self.dirty);
         for slot in dirty {
             let result = match self.conns[slot].as_mut() {

@@ -1,7 +1,7 @@
 //! What both event loops keep besides their event source and their stream connections: the state
 //! machine and its output, the listeners, where each association lives, the mailbox traffic, and
 //! the work every loop turn does the same way whatever the driver (configuration reload, timers,
-//! mailbox, forwards, the SCTP receive loop, metrics of the turn).
+//! mailbox, forwards, the SCTP receive and send loops, metrics of the turn).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -19,6 +19,9 @@ use crate::net::{AssocState, SctpAssocId, SctpRecv};
 use crate::url::{Transport, TransportUrl};
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// Least time between two checks of one SCTP listener for peers that stopped reading.
+const STALL_CHECK_INTERVAL_MS: Millis = 100;
 
 /// Where the core's association lives in a driver.
 #[derive(Clone, Copy, Debug)]
@@ -54,7 +57,11 @@ pub(super) struct LoopState {
     pub out: Output,
     /// The kinds of the requests handled this turn (for the latency histogram).
     pub kinds: Vec<RequestKind>,
+    /// This turn's SCTP sends.
+    pub sctp_out: SctpOut,
     sctp: FastMap<(usize, SctpAssocId), AssociationId>,
+    /// Per listener: when it was last checked for SCTP peers that stopped reading.
+    stall_checks: Vec<Option<Millis>>,
     backlog: Vec<(usize, Forward)>,
     wake: Vec<bool>,
     buf: Vec<u8>,
@@ -73,6 +80,7 @@ impl LoopState {
             io,
         } = setup;
         let workers = shared.wakers.len();
+        let stall_checks = vec![None; listeners.len()];
         let config = shared.core_config.load_full();
         worker.start(shared.now());
         Self {
@@ -85,7 +93,9 @@ impl LoopState {
             routes: HashMap::default(),
             out: Output::default(),
             kinds: Vec::new(),
+            sctp_out: SctpOut::default(),
             sctp: HashMap::default(),
+            stall_checks,
             backlog: Vec::new(),
             wake: vec![false; workers],
             buf: vec![0; io.max_message_size.max(64) + 64],
@@ -304,12 +314,69 @@ impl LoopState {
         false
     }
 
-    /// Sends a message on an SCTP association (one `sendmsg` with PPID 11).
-    pub fn send_sctp(&self, listener: usize, assoc: SctpAssocId, bytes: &[u8]) {
-        if let Listener::Sctp { socket, .. } = &self.listeners[listener]
-            && let Err(e) = socket.send(assoc, PPID_ASAP, 0, bytes)
-        {
-            tracing::debug!(%e, "SCTP send failed");
+    /// Ends a turn's SCTP sends: those that found a socket's send buffer full, and those queued
+    /// behind them. The buffer is shared by all the socket's associations, so one peer that stops
+    /// reading would starve every other: such peers (a zero receive window) are aborted, then the
+    /// sends are tried once more, in order. What still finds the buffer full is dropped. Closing
+    /// the aborted associations may leave forwards in the output.
+    pub fn retry_blocked_sctp(&mut self, now: Millis) {
+        if self.sctp_out.blocked.is_empty() {
+            return;
+        }
+        let mut blocked = std::mem::take(&mut self.sctp_out.blocked);
+        let mut listeners: Vec<usize> = blocked.iter().map(|b| b.0).collect();
+        listeners.sort_unstable();
+        listeners.dedup();
+        for &listener in &listeners {
+            self.abort_stalled(listener, now);
+        }
+        let mut full = Vec::new();
+        for (listener, assoc, bytes) in blocked.drain(..) {
+            if full.contains(&listener) || !self.sctp.contains_key(&(listener, assoc)) {
+                continue;
+            }
+            let Listener::Sctp { socket, .. } = &self.listeners[listener] else {
+                continue;
+            };
+            match socket.send(assoc, PPID_ASAP, 0, &bytes) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    tracing::debug!("SCTP send buffer full; dropping this turn's other messages");
+                    full.push(listener);
+                }
+                Err(e) => tracing::debug!(%e, "SCTP send failed"),
+            }
+        }
+        self.sctp_out.blocked = blocked;
+    }
+
+    /// Aborts the associations of SCTP listener `listener` whose peers have closed their receive
+    /// window, at most once per 100 ms per listener (each check is a system call).
+    fn abort_stalled(&mut self, listener: usize, now: Millis) {
+        let Listener::Sctp { socket, url } = &self.listeners[listener] else {
+            return;
+        };
+        if self.stall_checks[listener].is_some_and(|at| now < at + STALL_CHECK_INTERVAL_MS) {
+            return;
+        }
+        self.stall_checks[listener] = Some(now);
+        let stalled: Vec<SctpAssocId> = self
+            .sctp
+            .keys()
+            .filter(|(l, _)| *l == listener)
+            .map(|&(_, assoc)| assoc)
+            .filter(|&assoc| socket.peer_window(assoc).is_ok_and(|w| w == 0))
+            .collect();
+        let url = *url;
+        for assoc in stalled {
+            tracing::debug!(
+                listener = %url,
+                assoc = assoc.0,
+                "aborting an SCTP association whose peer stopped reading while the send buffer \
+                 was full"
+            );
+            self.metrics.limit_refused(Limit::SendBuffer);
+            self.abort_sctp(listener, assoc, now);
         }
     }
 
@@ -381,6 +448,43 @@ impl LoopState {
             (busy_start - idle_start).as_nanos() as u64,
             events as u64,
         );
+    }
+}
+
+/// A loop turn's SCTP sends, and the messages that found their listener's send buffer full.
+#[derive(Debug, Default)]
+pub(super) struct SctpOut {
+    /// The blocked messages and those of the same listener queued behind them, in order:
+    /// (listener, association, message). [`LoopState::retry_blocked_sctp`] empties it.
+    blocked: Vec<(usize, SctpAssocId, Vec<u8>)>,
+}
+
+impl SctpOut {
+    /// Sends a message on an SCTP association of `listeners[listener]` (one `sendmsg` with PPID
+    /// 11). A message that finds the listener's send buffer full waits for
+    /// [`LoopState::retry_blocked_sctp`], and so does every later message of the listener, to keep
+    /// each association's order.
+    pub fn send(
+        &mut self,
+        listeners: &[Listener],
+        listener: usize,
+        assoc: SctpAssocId,
+        bytes: &[u8],
+    ) {
+        if self.blocked.iter().any(|b| b.0 == listener) {
+            self.blocked.push((listener, assoc, bytes.to_vec()));
+            return;
+        }
+        let Listener::Sctp { socket, .. } = &listeners[listener] else {
+            return;
+        };
+        match socket.send(assoc, PPID_ASAP, 0, bytes) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                self.blocked.push((listener, assoc, bytes.to_vec()));
+            }
+            Err(e) => tracing::debug!(%e, "SCTP send failed"),
+        }
     }
 }
 

@@ -18,7 +18,9 @@
 //! - SCTP listeners: notifications, PPIDs and association ids need `msg_flags` and ancillary
 //!   data, so a multishot poll reports readiness and the SCTP receive loop the epoll driver uses
 //!   (`recvmsg`) reads them; replies use `sendmsg`. SCTP traffic is small (registrations,
-//!   keep-alives), so this costs little.
+//!   keep-alives), so this costs little. Replies that find the socket's shared send buffer full
+//!   wait until the end of the turn, when peers that stopped reading are aborted and the replies
+//!   tried once more (`state`, as with epoll).
 //! - The worker's eventfd (woken by other workers' mailbox posts) and the stop flag: a multishot
 //!   poll. Timers: the wait's timeout (`IORING_ENTER_EXT_ARG`), at most one second.
 //!
@@ -465,7 +467,8 @@ impl Loop {
                         }
                     }
                     Some(&Route::Sctp { listener, assoc }) => {
-                        self.state.send_sctp(listener, assoc, bytes);
+                        let listeners = &self.state.listeners;
+                        self.state.sctp_out.send(listeners, listener, assoc, bytes);
                     }
                     None => {}
                 },
@@ -488,10 +491,11 @@ impl Loop {
         Ok(())
     }
 
-    /// Ends a turn's output: forwards into the mailboxes, one send per connection with replies,
-    /// then the aborts.
+    /// Ends a turn's output: forwards into the mailboxes, the SCTP messages a full send buffer
+    /// blocked, one send per connection with replies, then the aborts.
     fn finish_output(&mut self, now: Millis) -> io::Result<()> {
         self.state.post_forwards();
+        self.state.retry_blocked_sctp(now);
         for slot in std::mem::take(&mut self.dirty) {
             self.start_send(slot)?;
             self.hold_back(slot)?;

@@ -104,7 +104,9 @@ pub fn render(workers: &[Arc<WorkerMetrics>], info: &ProcessInfo, out: &mut Stri
     e.family(
         name,
         "counter",
-        "Requests or connections refused by a configured limit, by limit.",
+        "Requests or connections refused by a configured limit, by limit; for send_buffer, \
+         SCTP associations aborted because their peers stopped reading while the socket's \
+         shared send buffer was full.",
     );
     for limit in Limit::ALL {
         let v = e.sum(|c| &c.limit_refusals[limit as usize]);

@@ -6,7 +6,7 @@
 
 use std::io;
 use std::mem::{offset_of, size_of};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -20,6 +20,13 @@ use super::{NetError, sys};
 const SCTP_SOCKOPT_BINDX_ADD: i32 = 100;
 /// `sctp_getpaddrs` as a socket option.
 const SCTP_GET_PEER_ADDRS: i32 = 108;
+/// An association's state and peer window (RFC 6458 §8.2.1).
+const SCTP_STATUS: i32 = 14;
+/// `struct sctp_status`: 24 bytes, then a packed `struct sctp_paddrinfo` (an association id, a
+/// `sockaddr_storage` and five 32-bit fields); the kernel refuses shorter buffers.
+const SCTP_STATUS_LEN: usize = 24 + 4 + 128 + 5 * 4;
+/// Where `sstat_rwnd` lies in `struct sctp_status`, after the association id and state.
+const SSTAT_RWND: usize = 8;
 /// Subscribe to one notification type (RFC 6458 §6.2.2, Linux 5.0+).
 const SCTP_EVENT: i32 = 127;
 /// `sctp_assoc_change` notification type.
@@ -553,6 +560,24 @@ impl SctpSocket {
         }
     }
 
+    /// The peer's receive window on association `assoc` as this end reckons it (`sstat_rwnd` of
+    /// `SCTP_STATUS`): what the peer last advertised less what is in flight to it. 0 when the
+    /// peer has stopped reading: messages for it then wait in this socket's send buffer, which
+    /// every association of the socket shares.
+    pub fn peer_window(&self, assoc: SctpAssocId) -> io::Result<u32> {
+        let mut buf = [0; SCTP_STATUS_LEN];
+        put(&mut buf, 0, &assoc.0.to_ne_bytes());
+        let n = sys::get_option(self.sock.as_fd(), libc::IPPROTO_SCTP, SCTP_STATUS, &mut buf)?;
+        field(&buf[..n], SSTAT_RWND)
+            .map(u32::from_ne_bytes)
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("SCTP_STATUS answered {n} bytes, too few for the peer window"),
+                )
+            })
+    }
+
     /// The socket, for what socket2 offers (local address, buffer sizes, busy polling).
     pub fn socket(&self) -> &Socket {
         &self.sock
@@ -563,10 +588,25 @@ impl SctpSocket {
     /// streams each way, and is returned non-blocking; talk on it with [`send_ppid`] and
     /// [`recv_ppid`].
     pub fn connect_one_to_one(addr: SocketAddr, timeout: Duration) -> Result<Socket, NetError> {
+        Self::connect_one_to_one_from(addr, None, timeout)
+    }
+
+    /// [`Self::connect_one_to_one`], bound to `source` if given: the association then has that one
+    /// local address (on loopback, 127.0.0.2 is another host as far as the peer can tell), where
+    /// an unbound client lists all of its own.
+    pub fn connect_one_to_one_from(
+        addr: SocketAddr,
+        source: Option<IpAddr>,
+        timeout: Duration,
+    ) -> Result<Socket, NetError> {
         let sock = sctp_socket(addr.is_ipv6(), Type::STREAM)?;
         let fail = |what: &str, e| NetError::io(format!("{what} to sctp://{addr}"), e);
         set_common_options(&sock)
             .map_err(|(opt, e)| fail(&format!("set {opt} for a client"), e))?;
+        if let Some(ip) = source {
+            sock.bind(&SockAddr::from(SocketAddr::new(ip, 0)))
+                .map_err(|e| fail(&format!("bind {ip} for an association"), e))?;
+        }
         sock.connect_timeout(&SockAddr::from(addr), timeout)
             .map_err(|e| fail("connect", e))?;
         sock.set_nonblocking(true).map_err(|e| {
