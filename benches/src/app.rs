@@ -1,8 +1,10 @@
 //! One invocation from options to report: start or reach the server, register what the scenario
-//! needs, run the load, clean up, and for `--compare-echo` run the echo ceiling right after.
+//! needs, run the load (for `churn` two loads at once, for `keepalive` the keep-alive measurement),
+//! clean up, and for `--compare-echo` run the echo ceiling right after.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
+use std::thread;
 
 use rserpool_protocol::Generation;
 
@@ -10,9 +12,9 @@ use crate::cli::{Cli, ScenarioKind};
 use crate::echo::{EchoReply, EchoServer, MAX_REPLY, MIN_REPLY};
 use crate::error::{Error, Result};
 use crate::fleet::Fleet;
-use crate::load::{self, Outcome};
+use crate::load::{self, LoadSpec, Outcome, Poll};
 use crate::net::{self, Endpoint, Transport};
-use crate::report::{RunReport, Summary};
+use crate::report::{KeepAliveInfo, RunReport, Summary};
 use crate::target::{self, Target};
 use crate::workload::{self, Check, ConnWork, PeIds, PeRecord, Pick, Table};
 
@@ -33,6 +35,8 @@ pub fn run(cli: &Cli) -> Result<RunReport> {
             )?;
             Ok(RunReport::Single(echo))
         }
+        ScenarioKind::Churn => run_churn(cli, &open_target(cli)?),
+        ScenarioKind::Keepalive => run_keepalive(cli, &open_target(cli)?).map(RunReport::Single),
         ScenarioKind::Resolve | ScenarioKind::Register => {
             let target = open_target(cli)?;
             let endpoint = target.endpoint();
@@ -76,12 +80,48 @@ fn open_target(cli: &Cli) -> Result<Target> {
         Some(path) => path.clone(),
         None => target::default_registrar_bin()?,
     };
-    let target = Target::spawn(&bin, cli.workers, cli.transport)?;
+    let target = Target::spawn(&bin, cli.workers, cli.transport, &spawn_config(cli))?;
     note(
         cli,
-        &format!("started {} at {}", bin.display(), target.endpoint()),
+        &format!(
+            "started {} at {} (metrics {})",
+            bin.display(),
+            target.endpoint(),
+            target.metrics_url().unwrap_or("unknown")
+        ),
     );
     Ok(target)
+}
+
+/// The configuration file of a spawned registrar: room for as many PEs on one association and in
+/// one pool as the scenario puts there (never below the profile's limits), and the keep-alive
+/// interval asked for.
+pub fn spawn_config(cli: &Cli) -> String {
+    let pools = cli.pools.max(1);
+    let setup = cli.pools * cli.pool_elements;
+    let (per_association, per_pool) = match cli.scenario {
+        ScenarioKind::Keepalive => (
+            cli.population.div_ceil(cli.connections.max(1)),
+            cli.population.div_ceil(pools),
+        ),
+        ScenarioKind::Register => (
+            cli.pes_per_connection,
+            (cli.connections * cli.pes_per_connection).div_ceil(pools),
+        ),
+        ScenarioKind::Resolve | ScenarioKind::Churn | ScenarioKind::Echo => (
+            setup.div_ceil(16),
+            cli.pool_elements + cli.churners.div_ceil(pools),
+        ),
+    };
+    let mut config = format!(
+        "[limits]\nmax_pes_per_association = {}\nmax_pes_per_pool = {}\n",
+        per_association.max(1000),
+        per_pool.max(10_000)
+    );
+    if let Some(ms) = cli.keep_alive_interval {
+        config.push_str(&format!("[timers]\nkeep_alive_interval_ms = {ms}\n"));
+    }
+    config
 }
 
 fn note(cli: &Cli, line: &str) {
@@ -93,11 +133,7 @@ fn note(cli: &Cli, line: &str) {
 /// The resolve or register scenario against the registrar.
 fn run_target(cli: &Cli, target: &Target) -> Result<Summary> {
     let endpoint = target.endpoint();
-    let name = if target.is_spawned() {
-        format!("{endpoint} (spawned, {} workers)", cli.workers)
-    } else {
-        endpoint.to_string()
-    };
+    let name = target_name(cli, target);
     let mut ids = PeIds::new();
     let outcome = match cli.scenario {
         ScenarioKind::Resolve => {
@@ -114,12 +150,14 @@ fn run_target(cli: &Cli, target: &Target) -> Result<Summary> {
                 Check::Resolution,
             );
             let keep_alives = fleet.keep_alives();
-            fleet.close();
+            let setup = fleet.close();
             note(
                 cli,
                 &format!("setup connections answered {keep_alives} keep-alives"),
             );
-            outcome?
+            let mut s = summary(cli, cli.scenario.name(), name, &outcome?);
+            s.setup = Some(setup);
+            return Ok(s);
         }
         _ => {
             let ip = net::local_ip_towards(endpoint.addr)?;
@@ -133,6 +171,131 @@ fn run_target(cli: &Cli, target: &Target) -> Result<Summary> {
         }
     };
     Ok(summary(cli, cli.scenario.name(), name, &outcome))
+}
+
+/// The name of the target in reports.
+fn target_name(cli: &Cli, target: &Target) -> String {
+    let endpoint = target.endpoint();
+    if target.is_spawned() {
+        format!("{endpoint} (spawned, {} workers)", cli.workers)
+    } else {
+        endpoint.to_string()
+    }
+}
+
+/// The churn scenario: PEs registered before it keep every pool resolvable; `--churners` PE
+/// associations cycle register, re-register, deregister at `--rate` operations per second in the
+/// open loop, one operation in flight each, while `--connections` pool users resolve in the closed
+/// loop.
+fn run_churn(cli: &Cli, target: &Target) -> Result<RunReport> {
+    let endpoint = target.endpoint();
+    let name = target_name(cli, target);
+    let generation = endpoint.generation;
+    let mut ids = PeIds::new();
+    let fleet = Fleet::register(&endpoint, cli.pools, cli.pool_elements, &mut ids)?;
+    note(
+        cli,
+        &format!("registered {} PEs in {} pools", fleet.pes(), cli.pools),
+    );
+    let ip = net::local_ip_towards(endpoint.addr)?;
+    let churn_work = (0..cli.churners)
+        .map(|c| {
+            let pe = PeRecord {
+                pool: workload::pool_handle(c % cli.pools),
+                id: ids.fresh(),
+            };
+            let port = workload::pe_port(c);
+            let table = workload::churn_table(&pe, ip, port, cli.reregistrations, generation)?;
+            Ok(ConnWork {
+                requests: Arc::new(table),
+                pick: Pick::Cycle,
+                pes: vec![pe],
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let resolve = resolve_work(cli, generation)?;
+    let churn_spec = LoadSpec {
+        pipeline: 1,
+        threads: 1,
+        poll: Poll::Spin,
+        ..cli.load_spec("churn")
+    };
+    let resolve_spec = LoadSpec {
+        rate: None,
+        ..cli.load_spec("resolve")
+    };
+    let (churned, resolved) = thread::scope(|scope| {
+        let churn = scope.spawn(|| load::run(&endpoint, &churn_spec, churn_work, Check::Churn));
+        let resolved = load::run(&endpoint, &resolve_spec, resolve, Check::Resolution);
+        (churn.join(), resolved)
+    });
+    let setup = fleet.close();
+    let churned = churned.map_err(|_| Error::new("the churn thread panicked"))??;
+    let churn = Summary::new(
+        "churn",
+        name.clone(),
+        (cli.churners, 1, 1),
+        cli.rate,
+        &churned,
+    );
+    let mut resolve = summary(cli, "resolve", name, &resolved?);
+    resolve.rate = None;
+    resolve.setup = Some(setup);
+    Ok(RunReport::Churn { churn, resolve })
+}
+
+/// The keepalive scenario: `--population` PEs registered over `--connections` associations, then
+/// the keep-alives the registrar sends answered and timed; with the registrar's metrics known (it
+/// was spawned), also what it counted as sent in the measured window.
+fn run_keepalive(cli: &Cli, target: &Target) -> Result<Summary> {
+    let endpoint = target.endpoint();
+    let mut ids = PeIds::new();
+    let pes = (0..cli.population)
+        .map(|n| PeRecord {
+            pool: workload::pool_handle(n % cli.pools),
+            id: ids.fresh(),
+        })
+        .collect();
+    let mut fleet = Fleet::start(&endpoint, cli.connections, pes)?;
+    note(
+        cli,
+        &format!(
+            "registered {} PEs over {} associations",
+            fleet.pes(),
+            fleet.connections()
+        ),
+    );
+    let metrics = target.metrics_url();
+    let mut marks = Vec::new();
+    let outcome = fleet.measure_keep_alives(&cli.load_spec("keepalive"), || {
+        if let Some(url) = metrics {
+            marks.push(
+                target::scrape(url)
+                    .map(|t| target::sample_sum(&t, "rserpool_keep_alives_sent_total")),
+            );
+        }
+    });
+    let connections = fleet.connections();
+    let totals = fleet.close();
+    let registrar_sent = match marks.as_slice() {
+        [Ok(before), Ok(after)] => Some((after - before).max(0.0) as u64),
+        _ => None,
+    };
+    let mut s = Summary::new(
+        "keepalive",
+        target_name(cli, target),
+        (connections, 1, 1),
+        None,
+        &outcome,
+    );
+    s.keep_alives = outcome.stats.ops;
+    s.totals = totals;
+    s.keep_alive = Some(KeepAliveInfo {
+        population: cli.population,
+        interval_ms: cli.keep_alive_interval,
+        registrar_sent,
+    });
+    Ok(s)
 }
 
 /// The echo server under the request mix of `mimic`.
@@ -222,7 +385,42 @@ fn register_work(
 
 #[cfg(test)]
 mod tests {
-    use super::reply_size_for;
+    use super::{reply_size_for, spawn_config};
+    use crate::Cli;
+    use clap::Parser;
+
+    fn cli(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("rserpool-bench").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn a_spawned_registrar_gets_room_for_the_scenario_and_the_interval() {
+        let big = spawn_config(&cli(&[
+            "keepalive",
+            "--spawn",
+            "--population",
+            "50000",
+            "--connections",
+            "10",
+            "--pools",
+            "2",
+            "--keep-alive-interval",
+            "250",
+        ]));
+        assert!(big.contains("max_pes_per_association = 5000\n"), "{big}");
+        assert!(big.contains("max_pes_per_pool = 25000\n"), "{big}");
+        assert!(
+            big.contains("[timers]\nkeep_alive_interval_ms = 250\n"),
+            "{big}"
+        );
+        let small = spawn_config(&cli(&["resolve", "--spawn"]));
+        assert!(
+            small.contains("max_pes_per_association = 1000\n"),
+            "never below the profile: {small}"
+        );
+        assert!(small.contains("max_pes_per_pool = 10000\n"), "{small}");
+        assert!(!small.contains("[timers]"), "{small}");
+    }
 
     #[test]
     fn echo_replies_round_to_whole_frames() {

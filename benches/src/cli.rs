@@ -20,6 +20,11 @@ pub enum ScenarioKind {
     Resolve,
     /// Re-registration of each connection's own PEs as fast as the window allows.
     Register,
+    /// PEs that register, re-register and deregister at `--rate` operations per second while
+    /// `--connections` pool users resolve.
+    Churn,
+    /// A steady population of PEs: the keep-alives the registrar sends and the time to ack them.
+    Keepalive,
 }
 
 impl ScenarioKind {
@@ -29,6 +34,8 @@ impl ScenarioKind {
             Self::Echo => "echo",
             Self::Resolve => "resolve",
             Self::Register => "register",
+            Self::Churn => "churn",
+            Self::Keepalive => "keepalive",
         }
     }
 }
@@ -38,14 +45,16 @@ impl ScenarioKind {
 #[command(
     name = "rserpool-bench",
     version,
-    about = "Load generator for RSerPool pool registrars: ASAP over TCP or MPTCP, closed or open loop"
+    about = "Load generator for RSerPool pool registrars: ASAP over TCP or MPTCP, closed or open \
+             loop, churn and keep-alive populations"
 )]
 pub struct Cli {
     /// What to measure.
     #[arg(value_enum)]
     pub scenario: ScenarioKind,
 
-    /// Connections to the server.
+    /// Connections to the server (churn: the resolving pool users; keepalive: the associations
+    /// the population is spread over).
     #[arg(long, short = 'c', default_value_t = 16)]
     pub connections: usize,
     /// Requests in flight per connection at most; a connection refills its window in one write.
@@ -61,7 +70,8 @@ pub struct Cli {
     #[arg(long, default_value_t = 1.0)]
     pub warmup: f64,
     /// Open loop: requests per second over all connections, latency from the intended send time
-    /// (the pipeline still caps what is in flight).
+    /// (the pipeline still caps what is in flight). Churn: the PEs' operations per second
+    /// (required there; the pool users run closed loop).
     #[arg(long)]
     pub rate: Option<f64>,
     /// How client threads wait for replies: spin (poll non-blocking sockets) or block (read each
@@ -78,6 +88,19 @@ pub struct Cli {
     /// PEs each connection of a register run registers over and over.
     #[arg(long, default_value_t = 1)]
     pub pes_per_connection: usize,
+    /// Churn: PE associations, one PE each, cycling register, re-register, deregister.
+    #[arg(long, default_value_t = 16)]
+    pub churners: usize,
+    /// Churn: re-registrations between a PE's registration and its deregistration.
+    #[arg(long, default_value_t = 3)]
+    pub reregistrations: usize,
+    /// Keepalive: PEs registered over the `--connections` associations, spread over `--pools`.
+    #[arg(long, default_value_t = 1000)]
+    pub population: usize,
+    /// Keepalive: the spawned registrar's keep-alive interval in milliseconds (default: its
+    /// profile's, 5000).
+    #[arg(long, value_name = "MS")]
+    pub keep_alive_interval: Option<u64>,
     /// Echo: answer each request with a frame of this many bytes (rounded up to 4) instead of
     /// the request itself.
     #[arg(long)]
@@ -121,6 +144,8 @@ impl Cli {
             ("--pools", self.pools),
             ("--pool-elements", self.pool_elements),
             ("--pes-per-connection", self.pes_per_connection),
+            ("--churners", self.churners),
+            ("--population", self.population),
             ("--workers", self.workers),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
@@ -142,9 +167,44 @@ impl Cli {
             if !(r.is_finite() && r > 0.0) {
                 return Err("--rate must be a positive number of requests per second".into());
             }
-            if self.poll == Poll::Block {
+            // Churn's rate drives its PEs, which always spin; --poll is for its pool users.
+            if self.poll == Poll::Block && self.scenario != ScenarioKind::Churn {
                 return Err("--rate sends on a schedule: it needs --poll spin".into());
             }
+        }
+        match self.scenario {
+            ScenarioKind::Churn if self.rate.is_none() => {
+                return Err(
+                    "churn needs --rate R: the PEs' register, re-register and deregister \
+                     operations per second"
+                        .into(),
+                );
+            }
+            ScenarioKind::Keepalive if self.rate.is_some() => {
+                return Err("keepalive sends no requests: drop --rate".into());
+            }
+            ScenarioKind::Keepalive if self.connections > self.population => {
+                return Err(format!(
+                    "--connections {} exceeds --population {}: every association needs a PE",
+                    self.connections, self.population
+                ));
+            }
+            ScenarioKind::Churn | ScenarioKind::Keepalive if self.compare_echo => {
+                return Err(format!(
+                    "--compare-echo applies to resolve and register, not {}",
+                    self.scenario.name()
+                ));
+            }
+            _ => {}
+        }
+        if self.keep_alive_interval == Some(0) {
+            return Err("--keep-alive-interval must be at least 1 ms".into());
+        }
+        if self.keep_alive_interval.is_some() && !self.spawn {
+            return Err(
+                "--keep-alive-interval configures a registrar this run starts: it needs --spawn"
+                    .into(),
+            );
         }
         if let Some(size) = self.reply_size {
             if self.scenario != ScenarioKind::Echo {
@@ -165,7 +225,8 @@ impl Cli {
                 "echo runs against its built-in server: drop --registrar, --spawn and --compare-echo"
                     .into(),
             ),
-            ScenarioKind::Resolve | ScenarioKind::Register if !has_target => Err(format!(
+            ScenarioKind::Echo => Ok(()),
+            _ if !has_target => Err(format!(
                 "{} needs a registrar: --registrar URL or --spawn",
                 self.scenario.name()
             )),

@@ -1,6 +1,8 @@
-//! The PEs the `resolve` scenario resolves: registered over a few setup connections before the
-//! timed phase, kept alive by a background thread that answers the registrar's keep-alives for
-//! the whole run, deregistered at the end.
+//! The PEs a scenario keeps registered for its whole length: registered over setup connections
+//! (several PEs each) before the timed phase, kept alive by a background thread that answers the
+//! registrar's keep-alives, or measured in the foreground by the `keepalive` scenario (keep-alives
+//! received, acks sent and the time to ack), and deregistered at the end. Every request, answer
+//! and ack is tallied in the registrar's terms ([`Totals`]).
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::TcpStream;
@@ -14,10 +16,11 @@ use rserpool_protocol::framing::Frames;
 use rserpool_protocol::{AsapMessage, Generation};
 
 use crate::error::{Context, Error, Result};
+use crate::load::{LoadSpec, Outcome, Poll, Stats};
 use crate::net::{self, Endpoint};
-use crate::workload::{self, MAX_FRAME, PeIds, PeRecord, Table};
+use crate::workload::{self, MAX_FRAME, PeIds, PeRecord, Table, Totals};
 
-/// Setup connections at most; PEs are dealt out over them.
+/// Setup connections at most for [`Fleet::register`]; PEs are dealt out over them.
 const SETUP_CONNECTIONS: usize = 16;
 /// Registrations sent before their answers are awaited.
 const CHUNK: usize = 256;
@@ -25,6 +28,19 @@ const CHUNK: usize = 256;
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the keep-alive thread polls its connections.
 const POLL: Duration = Duration::from_millis(5);
+/// How long a measuring pass that moved nothing sleeps with `--poll block`.
+const IDLE_SLEEP: Duration = Duration::from_millis(1);
+
+/// What one read of a setup connection brought.
+#[derive(Clone, Copy, Debug, Default)]
+struct Batch {
+    /// Keep-alive acks appended to `out`.
+    acks: u64,
+    /// Bytes of the keep-alives answered.
+    keep_alive_bytes: u64,
+    /// Bytes of their acks.
+    ack_bytes: u64,
+}
 
 /// One setup connection: an association carrying several PEs.
 struct SetupConn {
@@ -34,17 +50,19 @@ struct SetupConn {
     in_len: usize,
     out: Vec<u8>,
     open: bool,
+    totals: Totals,
+    /// While measuring: when the keep-alives whose acks wait in `out` were read, and how many.
+    waiting: Vec<(Instant, u64)>,
 }
 
 impl SetupConn {
     /// Reads at least once (blocking, or not, as the socket is set) and hands every whole frame
-    /// that is not a keep-alive to `on_frame`; keep-alives are answered into `out`. Returns the
-    /// keep-alives answered.
+    /// that is not a keep-alive to `on_frame`, tallied; keep-alives are answered into `out`.
     fn read_frames(
         &mut self,
         generation: Generation,
         mut on_frame: impl FnMut(&[u8]),
-    ) -> io::Result<u64> {
+    ) -> io::Result<Batch> {
         let n = self.stream.read(&mut self.inbuf[self.in_len..])?;
         if n == 0 {
             self.open = false;
@@ -54,16 +72,21 @@ impl SetupConn {
             ));
         }
         self.in_len += n;
-        let mut answered = 0;
+        let mut read = Batch::default();
         let mut frames = Frames::new(&self.inbuf[..self.in_len], MAX_FRAME);
         for frame in frames.by_ref() {
             if frame[0] == mt::ENDPOINT_KEEP_ALIVE {
-                answered +=
+                let before = self.out.len();
+                read.acks +=
                     workload::answer_keep_alive(frame, &self.pes, generation, &mut self.out) as u64;
+                read.keep_alive_bytes += frame.len() as u64;
+                read.ack_bytes += (self.out.len() - before) as u64;
             } else {
+                self.totals.tally(frame);
                 on_frame(frame);
             }
         }
+        self.totals.keep_alive_acks += read.acks;
         if let Some(e) = frames.error() {
             self.open = false;
             return Err(io::Error::new(ErrorKind::InvalidData, e));
@@ -71,7 +94,7 @@ impl SetupConn {
         let consumed = frames.consumed();
         self.inbuf.copy_within(consumed..self.in_len, 0);
         self.in_len -= consumed;
-        Ok(answered)
+        Ok(read)
     }
 
     /// Sends `messages` in chunks and awaits one answer per message (blocking). Returns the
@@ -84,6 +107,7 @@ impl SetupConn {
                 self.out.extend_from_slice(messages.get(i));
             }
             self.stream.write_all(&self.out)?;
+            self.totals.requests += (last - first) as u64;
             self.out.clear();
             let mut answered = first;
             while answered < last {
@@ -106,6 +130,25 @@ impl SetupConn {
             }
         }
         Ok(refused)
+    }
+
+    /// Writes what `out` holds without blocking; returns whether it is all out. A broken
+    /// connection is closed with a warning.
+    fn flush(&mut self) -> bool {
+        while !self.out.is_empty() {
+            match self.stream.write(&self.out) {
+                Ok(n) => {
+                    self.out.drain(..n);
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
+                Err(e) => {
+                    eprintln!("warning: setup connection: {e}");
+                    self.open = false;
+                    return false;
+                }
+            }
+        }
+        true
     }
 }
 
@@ -139,21 +182,38 @@ pub struct Fleet {
     stop: Arc<AtomicBool>,
     keep_alives: Arc<AtomicU64>,
     thread: Option<JoinHandle<Vec<SetupConn>>>,
+    /// The connections while no thread answers on them (after [`Fleet::measure_keep_alives`]).
+    idle: Vec<SetupConn>,
     pes: usize,
+    connections: usize,
     generation: Generation,
 }
 
 impl Fleet {
     /// Registers `per_pool` PEs in each of `pools` pools (named by [`workload::pool_handle`]) at
-    /// `endpoint` and starts answering keep-alives. Fails if any registration is rejected.
+    /// `endpoint` over at most 16 connections and starts answering keep-alives. Fails if any
+    /// registration is rejected.
     pub fn register(
         endpoint: &Endpoint,
         pools: usize,
         per_pool: usize,
         ids: &mut PeIds,
     ) -> Result<Self> {
-        let total = pools * per_pool;
-        let count = total.clamp(1, SETUP_CONNECTIONS);
+        let pes: Vec<PeRecord> = (0..pools * per_pool)
+            .map(|n| PeRecord {
+                pool: workload::pool_handle(n / per_pool),
+                id: ids.fresh(),
+            })
+            .collect();
+        let connections = pes.len().clamp(1, SETUP_CONNECTIONS);
+        Self::start(endpoint, connections, pes)
+    }
+
+    /// Registers `pes` at `endpoint`, dealt out round robin over `connections` associations,
+    /// and starts answering keep-alives. Fails if any registration is rejected.
+    pub fn start(endpoint: &Endpoint, connections: usize, pes: Vec<PeRecord>) -> Result<Self> {
+        let total = pes.len();
+        let count = connections.clamp(1, total.max(1));
         let mut conns = Vec::with_capacity(count);
         for _ in 0..count {
             let stream = net::connect(endpoint).context(|| format!("connect to {endpoint}"))?;
@@ -165,13 +225,12 @@ impl Fleet {
                 in_len: 0,
                 out: Vec::new(),
                 open: true,
+                totals: Totals::default(),
+                waiting: Vec::new(),
             });
         }
-        for n in 0..total {
-            conns[n % count].pes.push(PeRecord {
-                pool: workload::pool_handle(n / per_pool),
-                id: ids.fresh(),
-            });
+        for (n, pe) in pes.into_iter().enumerate() {
+            conns[n % count].pes.push(pe);
         }
         let generation = endpoint.generation;
         let refused = thread::scope(|scope| {
@@ -183,7 +242,7 @@ impl Fleet {
                         let ip = conn.stream.local_addr()?.ip();
                         let mut table = Table::default();
                         for (i, pe) in conn.pes.iter().enumerate() {
-                            let port = workload::pe_port(i * SETUP_CONNECTIONS + c);
+                            let port = workload::pe_port(i * count + c);
                             workload::push_registration(&mut table, pe, ip, port, generation)?;
                         }
                         conn.exchange(&table, generation)
@@ -221,7 +280,9 @@ impl Fleet {
             stop,
             keep_alives,
             thread: Some(thread),
+            idle: Vec::new(),
             pes: total,
+            connections: count,
             generation,
         })
     }
@@ -231,18 +292,110 @@ impl Fleet {
         self.pes
     }
 
-    /// Keep-alives answered so far.
+    /// Associations the PEs are registered over.
+    pub fn connections(&self) -> usize {
+        self.connections
+    }
+
+    /// Keep-alives the background thread answered so far.
     pub fn keep_alives(&self) -> u64 {
         self.keep_alives.load(Ordering::Relaxed)
     }
 
+    /// The `keepalive` scenario's measurement: stops the background thread and answers the
+    /// keep-alives on this thread for `spec.warmup` plus `spec.duration`. In the measured window
+    /// a keep-alive counts as a reply and its ack as an op, whose latency runs from the read that
+    /// brought the keep-alive to the write that sent the ack out. `at_window` is called when the
+    /// window opens and when it closes.
+    pub fn measure_keep_alives(&mut self, spec: &LoadSpec, mut at_window: impl FnMut()) -> Outcome {
+        let mut conns = self.halt();
+        let mut stats = Stats::new();
+        let start = Instant::now();
+        let measure = start + spec.warmup;
+        let end = measure + spec.duration;
+        let mut window_open = false;
+        let mut tick = start + Duration::from_secs(1);
+        let (mut second, mut this_second) = (1, 0u64);
+        loop {
+            let now = Instant::now();
+            if !window_open && now >= measure {
+                at_window();
+                window_open = true;
+            }
+            if now >= end {
+                break;
+            }
+            if spec.progress && now >= tick {
+                let phase = if tick <= measure {
+                    "warm-up"
+                } else {
+                    "measure"
+                };
+                eprintln!(
+                    "{} {second:>4}s {phase} {this_second:>12} keep-alives/s",
+                    spec.label
+                );
+                (second, this_second) = (second + 1, 0);
+                tick += Duration::from_secs(1);
+            }
+            let mut moved = false;
+            for conn in conns.iter_mut().filter(|c| c.open) {
+                match conn.read_frames(self.generation, |_| {}) {
+                    Ok(read) => {
+                        let at = Instant::now();
+                        moved = true;
+                        this_second += read.acks;
+                        if (measure..end).contains(&at) && read.acks > 0 {
+                            stats.replies += read.acks;
+                            stats.reply_bytes += read.keep_alive_bytes;
+                            stats.requests += read.acks;
+                            stats.request_bytes += read.ack_bytes;
+                            conn.waiting.push((at, read.acks));
+                        }
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        eprintln!("warning: {e}; its {} PEs are gone", conn.pes.len());
+                        stats.errors += 1;
+                        conn.open = false;
+                    }
+                }
+                if conn.flush() {
+                    let sent = Instant::now();
+                    for (at, acks) in conn.waiting.drain(..) {
+                        stats.ops += acks;
+                        let nanos = sent.saturating_duration_since(at).as_nanos() as u64;
+                        let _ = stats.histogram.record_n(nanos.max(1), acks);
+                    }
+                }
+            }
+            if !moved {
+                match spec.poll {
+                    Poll::Spin => thread::yield_now(),
+                    Poll::Block => thread::sleep(IDLE_SLEEP),
+                }
+            }
+        }
+        at_window();
+        for conn in &mut conns {
+            conn.waiting.clear();
+        }
+        self.idle = conns;
+        Outcome {
+            stats,
+            elapsed: spec.duration,
+        }
+    }
+
     /// Stops answering keep-alives and deregisters every PE. Best effort: failures are ignored,
-    /// as a registrar drops the PEs with their associations anyway.
-    pub fn close(mut self) {
-        let conns = self.halt();
+    /// as a registrar drops the PEs with their associations anyway. Returns what the fleet sent
+    /// and was answered over its whole life.
+    pub fn close(mut self) -> Totals {
+        let mut conns = self.halt();
         let generation = self.generation;
         thread::scope(|scope| {
-            for mut conn in conns.into_iter().filter(|c| c.open) {
+            for conn in conns.iter_mut().filter(|c| c.open) {
                 scope.spawn(move || {
                     let mut table = Table::default();
                     for pe in &conn.pes {
@@ -253,14 +406,20 @@ impl Fleet {
                 });
             }
         });
+        let mut totals = Totals::default();
+        for conn in &conns {
+            totals.add(&conn.totals);
+        }
+        totals
     }
 
     fn halt(&mut self) -> Vec<SetupConn> {
         self.stop.store(true, Ordering::Relaxed);
-        self.thread
-            .take()
-            .and_then(|t| t.join().ok())
-            .unwrap_or_default()
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(conns)) => conns,
+            Some(Err(_)) => Vec::new(),
+            None => std::mem::take(&mut self.idle),
+        }
     }
 }
 
@@ -281,8 +440,8 @@ fn keep_alive(
         let started = Instant::now();
         for conn in conns.iter_mut().filter(|c| c.open) {
             match conn.read_frames(generation, |_| {}) {
-                Ok(n) => {
-                    count.fetch_add(n, Ordering::Relaxed);
+                Ok(read) => {
+                    count.fetch_add(read.acks, Ordering::Relaxed);
                 }
                 Err(e)
                     if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::Interrupted => {}
@@ -291,18 +450,7 @@ fn keep_alive(
                     conn.open = false;
                 }
             }
-            if !conn.out.is_empty() {
-                match conn.stream.write(&conn.out) {
-                    Ok(n) => {
-                        conn.out.drain(..n);
-                    }
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-                    Err(e) => {
-                        eprintln!("warning: setup connection: {e}");
-                        conn.open = false;
-                    }
-                }
-            }
+            conn.flush();
         }
         thread::sleep(POLL.saturating_sub(started.elapsed()));
     }

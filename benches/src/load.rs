@@ -2,11 +2,13 @@
 //! sockets in a loop. A connection reads whatever replies arrived in one read, then refills its
 //! window of pipelined requests in one write (closed loop), or sends the requests whose intended
 //! time has come (open loop, `--rate`). Latency runs from send (closed loop) or intended send
-//! (open loop) to reply, into an HDR histogram.
+//! (open loop) to reply, into an HDR histogram. After the run every connection reads the answers
+//! still in flight and deregisters its PEs, so that the whole-run [`Totals`] hold every answer the
+//! server sent.
 
 use std::collections::VecDeque;
 use std::io::{self, ErrorKind, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -14,12 +16,13 @@ use std::time::{Duration, Instant};
 use clap::ValueEnum;
 use hdrhistogram::Histogram;
 use rserpool_protocol::Generation;
+use rserpool_protocol::asap::message_type as mt;
 use rserpool_protocol::framing::Frames;
 
 use crate::error::{Context, Error, Result};
 use crate::net::{self, Endpoint};
 use crate::rng::Rng;
-use crate::workload::{self, Check, ConnWork, MAX_FRAME, Pick, Reply, Table};
+use crate::workload::{self, Check, ConnWork, MAX_FRAME, Pick, Reply, Table, Totals};
 
 /// Largest latency the histogram holds (larger ones are clamped).
 const MAX_LATENCY: Duration = Duration::from_secs(60);
@@ -69,8 +72,6 @@ pub struct Stats {
     pub errors: u64,
     /// Registration responses with the R flag.
     pub rejections: u64,
-    /// Keep-alives answered.
-    pub keep_alives: u64,
     /// Requests sent.
     pub requests: u64,
     /// Bytes of the requests sent.
@@ -81,6 +82,8 @@ pub struct Stats {
     pub reply_bytes: u64,
     /// Latency of every op in nanoseconds.
     pub histogram: Histogram<u64>,
+    /// What was sent and answered over the whole run, keep-alive acks included.
+    pub totals: Totals,
 }
 
 impl Stats {
@@ -90,13 +93,13 @@ impl Stats {
             ops: 0,
             errors: 0,
             rejections: 0,
-            keep_alives: 0,
             requests: 0,
             request_bytes: 0,
             replies: 0,
             reply_bytes: 0,
             histogram: Histogram::new_with_bounds(1, MAX_LATENCY.as_nanos() as u64, 3)
                 .expect("static histogram bounds are valid"),
+            totals: Totals::default(),
         }
     }
 
@@ -105,13 +108,13 @@ impl Stats {
         self.ops += other.ops;
         self.errors += other.errors;
         self.rejections += other.rejections;
-        self.keep_alives += other.keep_alives;
         self.requests += other.requests;
         self.request_bytes += other.request_bytes;
         self.replies += other.replies;
         self.reply_bytes += other.reply_bytes;
         // Same bounds on both sides: adding cannot fail.
         let _ = self.histogram.add(&other.histogram);
+        self.totals.add(&other.totals);
     }
 
     /// Mean bytes per request sent, 0 without requests.
@@ -152,6 +155,7 @@ impl Outcome {
 }
 
 /// The times and rules every thread shares.
+#[derive(Clone, Copy)]
 struct Plan {
     start: Instant,
     measure: Instant,
@@ -249,10 +253,11 @@ impl Conn {
         for frame in frames.by_ref() {
             let reply = workload::classify(frame, plan.check);
             if reply == Reply::KeepAlive {
-                stats.keep_alives +=
+                stats.totals.keep_alive_acks +=
                     workload::answer_keep_alive(frame, &work.pes, plan.generation, out) as u64;
                 continue;
             }
+            stats.totals.tally(frame);
             let Some(sent_at) = sent.pop_front() else {
                 stats.errors += 1;
                 continue;
@@ -350,52 +355,94 @@ impl Conn {
         };
         let request = table.get(i);
         self.out.extend_from_slice(request);
+        stats.totals.requests += 1;
         if measuring {
             stats.requests += 1;
             stats.request_bytes += request.len() as u64;
         }
     }
 
-    /// Best effort: deregisters the connection's PEs and half-closes, without waiting.
-    fn retire(&mut self, generation: Generation) {
-        if self.work.pes.is_empty() {
+    /// After the run: reads the answers to the requests still in flight, until `deadline`, into
+    /// `stats` as outside the measured window (their totals and errors only); keep-alives that
+    /// come meanwhile are answered.
+    fn settle(&mut self, plan: &Plan, deadline: Instant, stats: &mut Stats) {
+        if !self.open || self.stream.set_nonblocking(false).is_err() {
             return;
+        }
+        let after = Plan {
+            measure: deadline + MAX_LATENCY,
+            poll: Poll::Spin,
+            ..*plan
+        };
+        while self.open && !self.sent.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.stream.set_read_timeout(Some(left)).is_err() {
+                return;
+            }
+            self.receive(&after, stats);
+            if self.out_pos < self.out.len() {
+                if self.stream.write_all(&self.out[self.out_pos..]).is_err() {
+                    self.close(stats);
+                    return;
+                }
+                self.out_pos = self.out.len();
+            }
+        }
+    }
+
+    /// Best effort: sends what is still queued and the deregistrations of the connection's PEs,
+    /// without waiting. Returns how many deregistrations left.
+    fn retire(&mut self, generation: Generation, totals: &mut Totals) -> usize {
+        if self.work.pes.is_empty() || !self.open {
+            return 0;
         }
         let mut table = Table::default();
         for pe in &self.work.pes {
             if workload::push_deregistration(&mut table, pe, generation).is_err() {
-                return;
+                return 0;
             }
         }
         let mut pending = self.out[self.out_pos..].to_vec();
         pending.extend_from_slice(table.all());
         // Failures are ignored: the registrar drops the PEs with the association anyway.
-        if self.stream.set_nonblocking(false).is_ok()
+        let sent = self.stream.set_nonblocking(false).is_ok()
             && self
                 .stream
                 .set_write_timeout(Some(Duration::from_secs(1)))
                 .is_ok()
-            && self.stream.write_all(&pending).is_ok()
-        {
-            let _ = self.stream.shutdown(Shutdown::Write);
+            && self.stream.write_all(&pending).is_ok();
+        if !sent {
+            return 0;
         }
+        totals.requests += table.len() as u64;
+        table.len()
     }
 
-    /// After `retire`: reads until the registrar closes or `deadline`, so its answers to the
-    /// deregistrations are not met by a reset.
-    fn drain(&mut self, deadline: Instant) {
-        if self.work.pes.is_empty() {
-            return;
-        }
-        loop {
+    /// After `retire`: reads until the answers to its `deregistrations` came, the registrar
+    /// closed, or `deadline`, counting what came into `totals`. The connection closes only then:
+    /// a registrar drops the answers still queued for a connection whose peer closed.
+    fn drain(&mut self, deadline: Instant, deregistrations: usize, totals: &mut Totals) {
+        let mut answered = 0;
+        while answered < deregistrations {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() || self.stream.set_read_timeout(Some(left)).is_err() {
                 return;
             }
-            match self.stream.read(&mut self.inbuf) {
+            match self.stream.read(&mut self.inbuf[self.in_len..]) {
                 Ok(0) | Err(_) => return,
-                Ok(_) => {}
+                Ok(n) => self.in_len += n,
             }
+            let mut frames = Frames::new(&self.inbuf[..self.in_len], MAX_FRAME);
+            for frame in frames.by_ref() {
+                totals.tally(frame);
+                answered += usize::from(frame[0] == mt::DEREGISTRATION_RESPONSE);
+            }
+            if frames.error().is_some() {
+                return;
+            }
+            let consumed = frames.consumed();
+            self.inbuf.copy_within(consumed..self.in_len, 0);
+            self.in_len -= consumed;
         }
     }
 }
@@ -501,11 +548,18 @@ pub fn run(
         }
     });
     let deadline = Instant::now() + Duration::from_secs(2);
-    groups
+    for conn in groups.iter_mut().flatten() {
+        conn.settle(&plan, deadline, &mut totals);
+    }
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let retired: Vec<usize> = groups
         .iter_mut()
         .flatten()
-        .for_each(|c| c.retire(endpoint.generation));
-    groups.iter_mut().flatten().for_each(|c| c.drain(deadline));
+        .map(|c| c.retire(endpoint.generation, &mut totals.totals))
+        .collect();
+    for (conn, deregistrations) in groups.iter_mut().flatten().zip(retired) {
+        conn.drain(deadline, deregistrations, &mut totals.totals);
+    }
     Ok(Outcome {
         stats: totals,
         elapsed: spec.duration,

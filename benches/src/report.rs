@@ -1,5 +1,6 @@
-//! Results for people and programs: the text summary, the JSON object, and the comparison of a
-//! scenario with the echo ceiling.
+//! Results for people and programs: the text summary, the JSON object, the whole-run totals in a
+//! registrar's terms, the comparison of a scenario with the echo ceiling, and the two op streams of
+//! a churn run.
 
 use std::fmt::Write as _;
 
@@ -7,6 +8,7 @@ use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
 use crate::load::Outcome;
+use crate::workload::Totals;
 
 /// Latency percentiles in microseconds.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -68,14 +70,55 @@ pub struct Summary {
     pub errors: u64,
     /// Rejected registrations.
     pub rejections: u64,
-    /// Keep-alives answered by the timed connections.
+    /// Keep-alives answered by the timed connections (the measured ones for `keepalive`).
     pub keep_alives: u64,
     /// Mean request size in bytes.
     pub mean_request_bytes: f64,
     /// Mean reply size in bytes.
     pub mean_reply_bytes: f64,
-    /// Per-request latency.
+    /// Per-request latency (`keepalive`: from reading a keep-alive to sending its ack).
     pub latency: Latency,
+    /// What the timed connections sent and were answered over the whole run.
+    pub totals: Totals,
+    /// What the setup connections (the PEs registered before the timed phase) sent and were
+    /// answered, when there were any.
+    pub setup: Option<Totals>,
+    /// The `keepalive` scenario's population and the registrar's view.
+    pub keep_alive: Option<KeepAliveInfo>,
+}
+
+/// The population of a `keepalive` run and what the registrar said it sent.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct KeepAliveInfo {
+    /// PEs registered.
+    pub population: usize,
+    /// The registrar's keep-alive interval, when this run configured it (`--spawn`).
+    pub interval_ms: Option<u64>,
+    /// ENDPOINT_KEEP_ALIVEs the registrar counted as sent in the measured window, when its
+    /// metrics were known.
+    pub registrar_sent: Option<u64>,
+}
+
+impl KeepAliveInfo {
+    /// The keep-alive rate the interval implies: the population over the interval (the registrar
+    /// jitters each interval by ±12.5 % and starts it at the ack, so a window sees about this).
+    pub fn expected_per_s(&self) -> Option<f64> {
+        self.interval_ms
+            .map(|ms| self.population as f64 * 1000.0 / ms.max(1) as f64)
+    }
+}
+
+/// [`Totals`] as a JSON object.
+fn totals_json(t: &Totals) -> Value {
+    json!({
+        "requests": t.requests,
+        "registrations_accepted": t.registrations_accepted,
+        "registrations_rejected": t.registrations_rejected,
+        "deregistrations": t.deregistrations,
+        "resolutions_found": t.resolutions_found,
+        "resolutions_failed": t.resolutions_failed,
+        "keep_alive_acks": t.keep_alive_acks,
+    })
 }
 
 impl Summary {
@@ -100,16 +143,27 @@ impl Summary {
             ops_per_s: outcome.ops_per_sec(),
             errors: s.errors,
             rejections: s.rejections,
-            keep_alives: s.keep_alives,
+            keep_alives: s.totals.keep_alive_acks,
             mean_request_bytes: s.mean_request_bytes(),
             mean_reply_bytes: s.mean_reply_bytes(),
             latency: Latency::from_nanos(&s.histogram),
+            totals: s.totals,
+            setup: None,
+            keep_alive: None,
         }
     }
 
     /// The JSON object.
     pub fn to_json(&self) -> Value {
         let l = &self.latency;
+        let keep_alive = self.keep_alive.map(|k| {
+            json!({
+                "population": k.population,
+                "interval_ms": k.interval_ms,
+                "expected_per_s": k.expected_per_s(),
+                "registrar_sent": k.registrar_sent,
+            })
+        });
         json!({
             "scenario": self.scenario,
             "target": self.target,
@@ -133,6 +187,9 @@ impl Summary {
                 "max": l.max,
                 "mean": l.mean,
             },
+            "totals": totals_json(&self.totals),
+            "setup": self.setup.as_ref().map(totals_json),
+            "keep_alive": keep_alive,
         })
     }
 
@@ -144,16 +201,23 @@ impl Summary {
             || "closed loop".to_owned(),
             |r| format!("open loop at {r:.0}/s"),
         );
-        let _ = writeln!(
-            s,
-            "{} against {}: {} connections x {} in flight, {} client thread(s), {mode}, {:.1} s",
-            self.scenario,
-            self.target,
-            self.connections,
-            self.pipeline,
-            self.threads,
-            self.duration_s
-        );
+        let _ = match self.keep_alive {
+            Some(k) => writeln!(
+                s,
+                "{} against {}: {} PEs over {} associations, 1 client thread, {:.1} s",
+                self.scenario, self.target, k.population, self.connections, self.duration_s
+            ),
+            None => writeln!(
+                s,
+                "{} against {}: {} connections x {} in flight, {} client thread(s), {mode}, {:.1} s",
+                self.scenario,
+                self.target,
+                self.connections,
+                self.pipeline,
+                self.threads,
+                self.duration_s
+            ),
+        };
         let _ = writeln!(
             s,
             "  ops/s       {:.0}  ({} ops, {} errors, {} rejections, {} keep-alives answered)",
@@ -169,6 +233,39 @@ impl Summary {
             "  latency us  p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}  mean {:.1}",
             l.p50, l.p90, l.p99, l.p99_9, l.max, l.mean
         );
+        if let Some(k) = self.keep_alive {
+            s.push_str("  registrar  ");
+            match (k.interval_ms, k.expected_per_s()) {
+                (Some(ms), Some(rate)) => {
+                    let _ = write!(s, " keep-alive interval {ms} ms (about {rate:.0}/s)");
+                }
+                _ => s.push_str(" keep-alive interval not set by this run"),
+            }
+            if let Some(sent) = k.registrar_sent {
+                let _ = write!(s, ", sent {sent} keep-alives in the window");
+            }
+            s.push('\n');
+        }
+        let t = &self.totals;
+        let _ = writeln!(
+            s,
+            "  whole run   {} requests; answers: {} registrations accepted, {} rejected, {} \
+             deregistrations, {} resolutions found, {} failed; {} keep-alive acks",
+            t.requests,
+            t.registrations_accepted,
+            t.registrations_rejected,
+            t.deregistrations,
+            t.resolutions_found,
+            t.resolutions_failed,
+            t.keep_alive_acks
+        );
+        if let Some(t) = &self.setup {
+            let _ = writeln!(
+                s,
+                "  setup       {} registrations accepted, {} deregistrations, {} keep-alive acks",
+                t.registrations_accepted, t.deregistrations, t.keep_alive_acks
+            );
+        }
         s
     }
 }
@@ -185,13 +282,21 @@ pub enum RunReport {
         /// The echo server under the same load.
         echo: Summary,
     },
+    /// `churn`: the PEs' register, re-register, deregister stream and the PUs' resolutions, run
+    /// at the same time.
+    Churn {
+        /// The churning PEs.
+        churn: Summary,
+        /// The resolving PUs.
+        resolve: Summary,
+    },
 }
 
 impl RunReport {
     /// Scenario ops/s over echo ops/s, for a comparison.
     pub fn ratio(&self) -> Option<f64> {
         match self {
-            Self::Single(_) => None,
+            Self::Single(_) | Self::Churn { .. } => None,
             Self::Compared { scenario, echo } if echo.ops_per_s > 0.0 => {
                 Some(scenario.ops_per_s / echo.ops_per_s)
             }
@@ -215,6 +320,14 @@ impl RunReport {
                 "scenario": scenario.to_json(),
                 "echo": echo.to_json(),
                 "ratio": self.ratio(),
+            })
+            .to_string(),
+            (Self::Churn { churn, resolve }, false) => {
+                format!("{}{}", churn.text(), resolve.text())
+            }
+            (Self::Churn { churn, resolve }, true) => json!({
+                "churn": churn.to_json(),
+                "resolve": resolve.to_json(),
             })
             .to_string(),
         }
@@ -289,5 +402,52 @@ mod tests {
         let v: Value = serde_json::from_str(&report.render(true)).unwrap();
         assert_eq!(v["ratio"], 0.25);
         assert_eq!(v["echo"]["ops"], 4);
+    }
+
+    #[test]
+    fn totals_setup_and_keep_alive_figures_are_printed() {
+        let mut o = outcome(&[5, 6]);
+        o.stats.totals = Totals {
+            requests: 7,
+            resolutions_found: 6,
+            keep_alive_acks: 2,
+            ..Totals::default()
+        };
+        let mut s = Summary::new("keepalive", "t".into(), (2, 1, 1), None, &o);
+        assert_eq!(s.keep_alives, 2);
+        s.setup = Some(Totals {
+            registrations_accepted: 10,
+            deregistrations: 10,
+            ..Totals::default()
+        });
+        s.keep_alive = Some(KeepAliveInfo {
+            population: 500,
+            interval_ms: Some(250),
+            registrar_sent: Some(1999),
+        });
+        let text = s.text();
+        assert!(text.contains("7 requests"), "{text}");
+        assert!(text.contains("6 resolutions found"), "{text}");
+        assert!(
+            text.contains("10 registrations accepted, 10 deregistrations"),
+            "{text}"
+        );
+        assert!(text.contains("about 2000/s"), "{text}");
+        assert!(text.contains("sent 1999 keep-alives"), "{text}");
+        assert!(text.contains("500 PEs over 2 associations"), "{text}");
+        let v = s.to_json();
+        assert_eq!(v["totals"]["resolutions_found"], 6);
+        assert_eq!(v["setup"]["deregistrations"], 10);
+        assert_eq!(v["keep_alive"]["expected_per_s"], 2000.0);
+        assert_eq!(v["keep_alive"]["registrar_sent"], 1999);
+        let churn = RunReport::Churn {
+            churn: s.clone(),
+            resolve: Summary::new("resolve", "t".into(), (1, 1, 1), None, &outcome(&[1])),
+        };
+        assert_eq!(churn.ratio(), None);
+        let v: Value = serde_json::from_str(&churn.render(true)).unwrap();
+        assert_eq!(v["churn"]["scenario"], "keepalive");
+        assert_eq!(v["resolve"]["ops"], 1);
+        assert!(v["resolve"]["setup"].is_null());
     }
 }

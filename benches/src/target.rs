@@ -1,12 +1,15 @@
 //! The registrar under test: one given by URL, or a `rserpool-registrar` process this run starts
-//! (found next to the bench binary or given by path), waits for, and kills at the end.
+//! (found next to the bench binary or given by path) with a generated configuration file, waits
+//! for, and kills at the end; and reading counters from its Prometheus metrics.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::net::{Endpoint, Transport};
@@ -21,6 +24,14 @@ const START_TIMEOUT: Duration = Duration::from_secs(15);
 pub struct Target {
     endpoint: Endpoint,
     child: Option<Child>,
+    metrics: Option<String>,
+    config: Option<PathBuf>,
+}
+
+/// What a spawned registrar printed on stdout that the bench looks for.
+enum Announced {
+    Asap(Endpoint),
+    Metrics(String),
 }
 
 impl Target {
@@ -29,12 +40,15 @@ impl Target {
         Self {
             endpoint,
             child: None,
+            metrics: None,
+            config: None,
         }
     }
 
-    /// Starts `bin` with `--workers workers --profile default --asap SCHEME://127.0.0.1:0` and
-    /// waits for its `listening asap` line. Its stderr goes to ours.
-    pub fn spawn(bin: &Path, workers: usize, transport: Transport) -> Result<Self> {
+    /// Writes `config` (TOML) to a temporary file and starts `bin` with `--workers workers
+    /// --profile default --asap SCHEME://127.0.0.1:0 --metrics 127.0.0.1:0 --config FILE`; waits
+    /// for its `listening asap` line and notes its `metrics` line. Its stderr goes to ours.
+    pub fn spawn(bin: &Path, workers: usize, transport: Transport, config: &str) -> Result<Self> {
         if !bin.is_file() {
             return Err(Error::new(format!(
                 "registrar binary {} not found: build it (cargo build --release -p \
@@ -42,17 +56,34 @@ impl Target {
                 bin.display()
             )));
         }
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "rserpool-bench-{}-{}.toml",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::write(&path, config)
+            .map_err(|e| Error::new(format!("cannot write {}: {e}", path.display())))?;
+        let mut target = Self {
+            endpoint: Endpoint::new(transport, ([127, 0, 0, 1], 0).into()),
+            child: None,
+            metrics: None,
+            config: Some(path.clone()),
+        };
         let mut child = Command::new(bin)
             .arg("--workers")
             .arg(workers.to_string())
             .args(["--profile", "default", "--asap"])
             .arg(format!("{}://127.0.0.1:0", transport.scheme()))
+            .args(["--metrics", "127.0.0.1:0", "--config"])
+            .arg(&path)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .map_err(|e| Error::new(format!("cannot start {}: {e}", bin.display())))?;
         let stdout = child.stdout.take().expect("stdout is piped");
+        target.child = Some(child);
         let (tx, rx) = mpsc::channel();
         // Reads stdout to its end so the registrar never blocks on a full pipe.
         thread::spawn(move || {
@@ -60,16 +91,22 @@ impl Target {
                 .lines()
                 .map_while(std::result::Result::ok)
             {
-                if let Some(endpoint) = parse_listening(&line) {
-                    // The receiver is gone after the first listener; later lines are only drained.
-                    let _ = tx.send(endpoint);
-                }
+                let announced = match (parse_listening(&line), line.strip_prefix("metrics ")) {
+                    (Some(endpoint), _) => Announced::Asap(endpoint),
+                    (None, Some(url)) => Announced::Metrics(url.trim().to_owned()),
+                    (None, None) => continue,
+                };
+                // The receiver is gone after the first listener; later lines are only drained.
+                let _ = tx.send(announced);
             }
         });
-        let found = rx.recv_timeout(START_TIMEOUT);
-        let mut target = Self {
-            endpoint: Endpoint::new(transport, ([127, 0, 0, 1], 0).into()),
-            child: Some(child),
+        let deadline = Instant::now() + START_TIMEOUT;
+        let found = loop {
+            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(Announced::Metrics(url)) => target.metrics = Some(url),
+                Ok(Announced::Asap(endpoint)) => break Ok(endpoint),
+                Err(e) => break Err(e),
+            }
         };
         match found {
             Ok(endpoint) => {
@@ -103,6 +140,11 @@ impl Target {
     pub fn is_spawned(&self) -> bool {
         self.child.is_some()
     }
+
+    /// The metrics URL a spawned registrar printed.
+    pub fn metrics_url(&self) -> Option<&str> {
+        self.metrics.as_deref()
+    }
 }
 
 impl Drop for Target {
@@ -112,7 +154,50 @@ impl Drop for Target {
             let _ = child.kill();
             let _ = child.wait();
         }
+        if let Some(path) = self.config.take() {
+            let _ = std::fs::remove_file(path);
+        }
     }
+}
+
+/// The Prometheus text a registrar serves at `url` (`http://HOST:PORT/metrics`), over plain
+/// HTTP/1.1.
+pub fn scrape(url: &str) -> Result<String> {
+    let bad = |why: String| Error::new(format!("cannot read the metrics at {url}: {why}"));
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| bad("not an http:// URL".into()))?;
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, "metrics"));
+    let mut stream = TcpStream::connect(authority).map_err(|e| bad(e.to_string()))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .and_then(|()| {
+            write!(
+                stream,
+                "GET /{path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
+            )
+        })
+        .map_err(|e| bad(e.to_string()))?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .map_err(|e| bad(e.to_string()))?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| bad("no HTTP answer".into()))?;
+    if head.split_whitespace().nth(1) != Some("200") {
+        return Err(bad(head.lines().next().unwrap_or_default().to_owned()));
+    }
+    Ok(body.to_owned())
+}
+
+/// The sum of the samples whose line starts with `prefix` (a metric name, with labels to pick
+/// some), as they appear in `text`.
+pub fn sample_sum(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// `rserpool-registrar` next to the running executable (for `cargo test` executables in
@@ -154,5 +239,18 @@ mod tests {
         assert_eq!(m.transport, Transport::Mptcp);
         assert_eq!(parse_listening("metrics http://127.0.0.1:9/metrics"), None);
         assert_eq!(parse_listening("listening asap sctp://127.0.0.1:7"), None);
+    }
+
+    #[test]
+    fn samples_are_summed_by_prefix() {
+        let text = "# HELP x\nrserpool_deregistrations_total{result=\"accepted\"} 4\n\
+                    rserpool_deregistrations_total{result=\"0x000a\"} 1\n\
+                    rserpool_deregistrations_total_other 9\n";
+        assert_eq!(sample_sum(text, "rserpool_deregistrations_total{"), 5.0);
+        assert_eq!(
+            sample_sum(text, "rserpool_deregistrations_total{result=\"accepted\"}"),
+            4.0
+        );
+        assert_eq!(sample_sum(text, "rserpool_pools"), 0.0);
     }
 }

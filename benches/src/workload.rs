@@ -1,6 +1,7 @@
 //! What the load generator sends and expects: pool names, request frames encoded once before the
-//! run, PE registrations and deregistrations, keep-alive answers, and the cheap classification of
-//! replies that keeps the client off the critical path.
+//! run, PE registrations and deregistrations, keep-alive answers, the cheap classification of
+//! replies that keeps the client off the critical path, and the whole-run tally of what was sent
+//! and answered in the terms of a registrar's own counters.
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -104,6 +105,9 @@ pub enum Check {
     Resolution,
     /// A REGISTRATION_RESPONSE (a rejection is counted apart).
     Registration,
+    /// A REGISTRATION_RESPONSE or a DEREGISTRATION_RESPONSE (a PE's register, re-register,
+    /// deregister cycle).
+    Churn,
 }
 
 /// What a received frame is.
@@ -137,6 +141,10 @@ pub fn classify(frame: &[u8], check: Check) -> Reply {
             };
         }
         Check::Registration => false,
+        Check::Churn if ty == mt::REGISTRATION_RESPONSE && frame[1] & 1 != 0 => {
+            return Reply::Rejected;
+        }
+        Check::Churn => ty == mt::REGISTRATION_RESPONSE || ty == mt::DEREGISTRATION_RESPONSE,
     };
     if ok { Reply::Ok } else { Reply::Error }
 }
@@ -155,6 +163,52 @@ fn resolved(frame: &[u8]) -> bool {
     }
     let ty = be16(next) as u16;
     ty == param_type::POOL_POLICY || ty == param_type::POOL_ELEMENT
+}
+
+/// What a run sent and which answers came back, counted over its whole length (warm-up, the
+/// measured window, the answers still in flight at its end, the deregistrations at its end), in
+/// the terms of a registrar's counters: each field has its `rserpool_*_total` series.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Requests sent (registrations, deregistrations, handle resolutions).
+    pub requests: u64,
+    /// REGISTRATION_RESPONSEs without the R flag (`rserpool_registrations_total{result="accepted"}`).
+    pub registrations_accepted: u64,
+    /// REGISTRATION_RESPONSEs with the R flag.
+    pub registrations_rejected: u64,
+    /// DEREGISTRATION_RESPONSEs (`rserpool_deregistrations_total`, every result).
+    pub deregistrations: u64,
+    /// HANDLE_RESOLUTION_RESPONSEs carrying PEs (`rserpool_resolutions_total{result="found"}`).
+    pub resolutions_found: u64,
+    /// HANDLE_RESOLUTION_RESPONSEs carrying an error (`{result="unknown_pool"}`).
+    pub resolutions_failed: u64,
+    /// ENDPOINT_KEEP_ALIVE_ACKs sent (`rserpool_keep_alive_acks_total`).
+    pub keep_alive_acks: u64,
+}
+
+impl Totals {
+    /// Adds another tally.
+    pub fn add(&mut self, other: &Self) {
+        self.requests += other.requests;
+        self.registrations_accepted += other.registrations_accepted;
+        self.registrations_rejected += other.registrations_rejected;
+        self.deregistrations += other.deregistrations;
+        self.resolutions_found += other.resolutions_found;
+        self.resolutions_failed += other.resolutions_failed;
+        self.keep_alive_acks += other.keep_alive_acks;
+    }
+
+    /// Counts one received frame by its type (other types are not counted).
+    pub fn tally(&mut self, frame: &[u8]) {
+        match frame[0] {
+            mt::REGISTRATION_RESPONSE if frame[1] & 1 != 0 => self.registrations_rejected += 1,
+            mt::REGISTRATION_RESPONSE => self.registrations_accepted += 1,
+            mt::DEREGISTRATION_RESPONSE => self.deregistrations += 1,
+            mt::HANDLE_RESOLUTION_RESPONSE if resolved(frame) => self.resolutions_found += 1,
+            mt::HANDLE_RESOLUTION_RESPONSE => self.resolutions_failed += 1,
+            _ => {}
+        }
+    }
 }
 
 /// One HANDLE_RESOLUTION per pool, `pools` pools.
@@ -204,6 +258,23 @@ pub fn push_registration(
         },
         generation,
     )
+}
+
+/// The cycle of a churning PE: its registration, `reregistrations` re-registrations (the same
+/// message again) and its deregistration.
+pub fn churn_table(
+    pe: &PeRecord,
+    ip: IpAddr,
+    port: u16,
+    reregistrations: usize,
+    generation: Generation,
+) -> Result<Table> {
+    let mut table = Table::default();
+    for _ in 0..=reregistrations {
+        push_registration(&mut table, pe, ip, port, generation)?;
+    }
+    push_deregistration(&mut table, pe, generation)?;
+    Ok(table)
 }
 
 /// Appends the ASAP_DEREGISTRATION of `pe`.
@@ -415,6 +486,87 @@ mod tests {
         assert_eq!(classify(&keep_alive, Check::Resolution), Reply::KeepAlive);
         assert_eq!(classify(&request, Check::Echo), Reply::Ok);
         assert_eq!(classify(&found, Check::Echo), Reply::Error);
+        let mut totals = Totals::default();
+        for frame in [&found, &failed, &failed, &keep_alive, &request] {
+            totals.tally(frame);
+        }
+        assert_eq!(
+            (totals.resolutions_found, totals.resolutions_failed),
+            (1, 2)
+        );
+        assert_eq!(
+            totals.keep_alive_acks, 0,
+            "acks are counted where they are sent"
+        );
+    }
+
+    #[test]
+    fn churn_cycles_register_reregister_deregister_and_totals_count_by_type() {
+        let p = pe(b"pool000003", 9);
+        let t = churn_table(&p, [127, 0, 0, 1].into(), 10_003, 2, GEN).unwrap();
+        let kinds: Vec<u8> = (0..t.len()).map(|i| t.get(i)[0]).collect();
+        assert_eq!(
+            kinds,
+            [
+                mt::REGISTRATION,
+                mt::REGISTRATION,
+                mt::REGISTRATION,
+                mt::DEREGISTRATION
+            ]
+        );
+        let accepted = encode(&AsapMessage::RegistrationResponse {
+            rejected: false,
+            pool_handle: PoolHandle(b"p"),
+            pe_id: PeId(9),
+            error: None,
+        });
+        let rejected = encode(&AsapMessage::RegistrationResponse {
+            rejected: true,
+            pool_handle: PoolHandle(b"p"),
+            pe_id: PeId(9),
+            error: None,
+        });
+        let deregistered = encode(&AsapMessage::DeregistrationResponse {
+            pool_handle: PoolHandle(b"p"),
+            pe_id: PeId(9),
+            error: None,
+        });
+        let resolution = resolution_table(1, GEN).unwrap().get(0).to_vec();
+        assert_eq!(classify(&accepted, Check::Churn), Reply::Ok);
+        assert_eq!(classify(&rejected, Check::Churn), Reply::Rejected);
+        assert_eq!(classify(&deregistered, Check::Churn), Reply::Ok);
+        assert_eq!(classify(&resolution, Check::Churn), Reply::Error);
+        assert_eq!(classify(&deregistered, Check::Registration), Reply::Error);
+        let mut totals = Totals::default();
+        for frame in [&accepted, &accepted, &rejected, &deregistered, &resolution] {
+            totals.tally(frame);
+        }
+        assert_eq!(
+            totals,
+            Totals {
+                registrations_accepted: 2,
+                registrations_rejected: 1,
+                deregistrations: 1,
+                ..Totals::default()
+            }
+        );
+        let mut sum = totals;
+        sum.add(&Totals {
+            requests: 3,
+            keep_alive_acks: 4,
+            resolutions_found: 5,
+            resolutions_failed: 6,
+            ..totals
+        });
+        assert_eq!(
+            (
+                sum.requests,
+                sum.registrations_accepted,
+                sum.keep_alive_acks
+            ),
+            (3, 4, 4)
+        );
+        assert_eq!((sum.resolutions_found, sum.resolutions_failed), (5, 6));
     }
 
     #[test]

@@ -143,3 +143,88 @@ fn contradictions_are_refused_with_a_reason() {
         assert!(e.contains(why), "{args:?}: {e}");
     }
 }
+
+#[test]
+fn churn_and_keepalive_options_are_read_and_checked() {
+    let cli = parse(&[
+        "churn",
+        "--spawn",
+        "--rate",
+        "500",
+        "--churners",
+        "8",
+        "--reregistrations",
+        "5",
+        "--poll",
+        "block",
+    ])
+    .unwrap();
+    assert_eq!(cli.scenario, ScenarioKind::Churn);
+    assert_eq!((cli.churners, cli.reregistrations), (8, 5));
+    assert_eq!(
+        cli.rate,
+        Some(500.0),
+        "churn's rate drives its PEs, which spin"
+    );
+    let cli = parse(&[
+        "keepalive",
+        "--spawn",
+        "--population",
+        "5000",
+        "--connections",
+        "50",
+        "--keep-alive-interval",
+        "250",
+    ])
+    .unwrap();
+    assert_eq!((cli.population, cli.connections), (5000, 50));
+    assert_eq!(cli.keep_alive_interval, Some(250));
+    let defaults = parse(&["keepalive", "--spawn"]).unwrap();
+    assert_eq!(
+        (defaults.population, defaults.keep_alive_interval),
+        (1000, None)
+    );
+    assert_eq!((defaults.churners, defaults.reregistrations), (16, 3));
+
+    for (args, why) in [
+        (&["churn", "--spawn"][..], "churn needs --rate"),
+        (&["churn", "--rate", "10"][..], "needs a registrar"),
+        (&["keepalive", "--spawn", "--rate", "10"][..], "drop --rate"),
+        (
+            &[
+                "keepalive",
+                "--spawn",
+                "--population",
+                "4",
+                "--connections",
+                "5",
+            ][..],
+            "exceeds --population 4",
+        ),
+        (
+            &[
+                "keepalive",
+                "--registrar",
+                "tcp://127.0.0.1:1",
+                "--keep-alive-interval",
+                "100",
+            ][..],
+            "it needs --spawn",
+        ),
+        (
+            &["keepalive", "--spawn", "--keep-alive-interval", "0"][..],
+            "at least 1 ms",
+        ),
+        (
+            &["churn", "--spawn", "--rate", "10", "--compare-echo"][..],
+            "--compare-echo applies to resolve and register",
+        ),
+        (
+            &["churn", "--spawn", "--rate", "10", "--churners", "0"][..],
+            "--churners must be at least 1",
+        ),
+    ] {
+        let e = parse(args).unwrap_err();
+        assert!(e.contains(why), "{args:?}: {e}");
+    }
+}

@@ -162,21 +162,28 @@ fn a_missing_registrar_binary_is_named_in_the_error() {
     );
 }
 
+/// The stand-in answers only if its arguments name the metrics address and a configuration file
+/// holding what the bench asked for.
 #[test]
 fn a_spawned_registrar_is_found_by_its_listening_line() {
     let bin = script(
         "listens",
-        "echo \"metrics http://127.0.0.1:9/metrics\"\necho \"listening asap $6\" | sed 's/:0$/:4321/'\nexec sleep 30",
+        "[ \"$8\" = 127.0.0.1:0 ] && [ \"$9\" = --config ] || exit 4\n\
+         grep -q '^keep_alive_interval_ms = 250$' \"${10}\" || exit 5\n\
+         echo \"metrics http://127.0.0.1:9/metrics\"\n\
+         echo \"listening asap $6\" | sed 's/:0$/:4321/'\nexec sleep 30",
     );
-    let target = Target::spawn(&bin, 1, Transport::Tcp).unwrap();
+    let config = "[timers]\nkeep_alive_interval_ms = 250\n";
+    let target = Target::spawn(&bin, 1, Transport::Tcp, config).unwrap();
     assert_eq!(target.endpoint().addr, "127.0.0.1:4321".parse().unwrap());
+    assert_eq!(target.metrics_url(), Some("http://127.0.0.1:9/metrics"));
     assert!(target.is_spawned());
 }
 
 #[test]
 fn a_registrar_that_exits_early_is_reported() {
     let bin = script("exits", "echo 'bad option' >&2\nexit 3");
-    let e = Target::spawn(&bin, 1, Transport::Tcp).unwrap_err();
+    let e = Target::spawn(&bin, 1, Transport::Tcp, "").unwrap_err();
     assert!(
         e.message().contains("exited") && e.message().contains('3'),
         "{e}"

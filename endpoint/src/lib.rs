@@ -1,8 +1,8 @@
 //! `rserpool-endpoint` owns the ASAP client side (RFC 5352): the pool element (PE: register,
 //! re-register, answer keep-alives, deregister, fail over) and the pool user (PU: server hunt,
 //! handle resolution with a cache, unreachable reports, member selection), each as a sans-I/O
-//! state machine ([`pe::PoolElement`], [`pu::PoolUser`]) plus a small blocking driver over TCP and
-//! MPTCP ([`driver`]); and the `rserpool` command line.
+//! state machine ([`pe::PoolElement`], [`pu::PoolUser`]) plus a small blocking driver over SCTP,
+//! TCP and MPTCP ([`driver`]); and the `rserpool` command line.
 //!
 //! The cores never read a clock and never touch a socket: the caller feeds them received
 //! messages, connection outcomes and the current time in milliseconds ([`Millis`]), asks

@@ -1,6 +1,6 @@
-//! How an endpoint names a registrar: a stream transport (TCP or MPTCP) and a socket address, and
-//! the URL form `tcp://127.0.0.1:3863`, `mptcp://[::1]:3863?generation=ng` that configurations
-//! and the command line use.
+//! How an endpoint names a registrar: a transport (SCTP, TCP or MPTCP) and a socket address, and
+//! the URL form `sctp://127.0.0.1:3863`, `tcp://127.0.0.1:3863`, `mptcp://[::1]:3863?generation=ng`
+//! that configurations and the command line use.
 
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -8,7 +8,8 @@ use std::str::FromStr;
 
 use rserpool_protocol::Generation;
 
-/// The byte-stream transport to a registrar. SCTP is not offered by this library yet.
+/// The transport to a registrar: an SCTP association (one-to-one, each message whole with PPID
+/// 11) or a TCP or MPTCP byte stream (each message framed by its length, RFC 5354 §4).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum StreamTransport {
     /// TCP.
@@ -16,6 +17,8 @@ pub enum StreamTransport {
     Tcp,
     /// Multipath TCP (IPPROTO_MPTCP); the same framing as TCP.
     Mptcp,
+    /// SCTP (RFC 5352's transport for ASAP); needs kernel SCTP.
+    Sctp,
 }
 
 impl StreamTransport {
@@ -24,6 +27,7 @@ impl StreamTransport {
         match self {
             Self::Tcp => "tcp",
             Self::Mptcp => "mptcp",
+            Self::Sctp => "sctp",
         }
     }
 }
@@ -31,7 +35,7 @@ impl StreamTransport {
 /// A registrar's ASAP transport address as an endpoint reaches it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Registrar {
-    /// TCP or MPTCP.
+    /// SCTP, TCP or MPTCP.
     pub transport: StreamTransport,
     /// The registrar's ASAP listener.
     pub address: SocketAddr,
@@ -50,6 +54,14 @@ impl Registrar {
     pub const fn mptcp(address: SocketAddr) -> Self {
         Self {
             transport: StreamTransport::Mptcp,
+            address,
+        }
+    }
+
+    /// A registrar over SCTP.
+    pub const fn sctp(address: SocketAddr) -> Self {
+        Self {
+            transport: StreamTransport::Sctp,
             address,
         }
     }
@@ -93,8 +105,8 @@ impl fmt::Display for UrlError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "bad registrar URL `{}`: {} (expected e.g. tcp://127.0.0.1:3863 or \
-             mptcp://[::1]:3863?generation=ng)",
+            "bad registrar URL `{}`: {} (expected e.g. sctp://127.0.0.1:3863, \
+             tcp://127.0.0.1:3863 or mptcp://[::1]:3863?generation=ng)",
             self.url, self.reason
         )
     }
@@ -116,11 +128,7 @@ impl FromStr for RegistrarUrl {
         let transport = match scheme.to_ascii_lowercase().as_str() {
             "tcp" => StreamTransport::Tcp,
             "mptcp" => StreamTransport::Mptcp,
-            "sctp" => {
-                return Err(err(
-                    "SCTP is not supported by this endpoint yet; use tcp:// or mptcp://".into(),
-                ));
-            }
+            "sctp" => StreamTransport::Sctp,
             _ => return Err(err(format!("unknown scheme `{scheme}`"))),
         };
         let (authority, query) = rest.split_once('?').unwrap_or((rest, ""));
@@ -186,7 +194,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_tcp_mptcp_and_the_generation() {
+    fn parses_sctp_tcp_mptcp_and_the_generation() {
         let u: RegistrarUrl = "tcp://127.0.0.1:3863".parse().unwrap();
         assert_eq!(
             u.registrar,
@@ -199,13 +207,20 @@ mod tests {
         assert_eq!(u.to_string(), "mptcp://[::1]:13863?generation=ng");
         let r: Registrar = "tcp://localhost:1".parse().unwrap();
         assert_eq!(r.address.port(), 1);
+        let u: RegistrarUrl = "sctp://127.0.0.1:3863?generation=ng".parse().unwrap();
+        assert_eq!(
+            u.registrar,
+            Registrar::sctp("127.0.0.1:3863".parse().unwrap())
+        );
+        assert_eq!(u.generation, Generation::Ng);
+        assert_eq!(u.to_string(), "sctp://127.0.0.1:3863?generation=ng");
     }
 
     #[test]
     fn refuses_bad_urls_with_the_reason() {
         for (url, reason) in [
             ("127.0.0.1:3863", "missing `scheme://`"),
-            ("sctp://127.0.0.1:3863", "SCTP is not supported"),
+            ("sctp:/127.0.0.1:3863", "missing `scheme://`"),
             ("udp://127.0.0.1:3863", "unknown scheme"),
             ("tcp://127.0.0.1", "missing `:port`"),
             ("tcp://:1", "missing host"),

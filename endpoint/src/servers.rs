@@ -35,7 +35,8 @@ pub struct ServerList {
 pub struct AnnounceSettings {
     /// The wire generation the announces are in.
     pub generation: Generation,
-    /// How to reach an announced TCP transport (a registrar's MPTCP listener is announced as TCP).
+    /// How to reach an announced registrar: SCTP takes its SCTP transports, TCP and MPTCP its TCP
+    /// ones (a registrar's MPTCP listener is announced as TCP).
     pub transport: StreamTransport,
     /// The port for an announce without transport parameters: `None` = the datagram's source
     /// port (RSPLIB), `Some(p)` = `p` (the RFC says the ASAP port, 3863).
@@ -92,10 +93,10 @@ impl ServerList {
         true
     }
 
-    /// RFC 5352 §3.6: an ASAP_SERVER_ANNOUNCE from `from`. Every TCP transport it lists becomes
-    /// a registrar (SCTP ones are skipped: this endpoint speaks TCP and MPTCP); without any
-    /// transport parameter the source address is used. Returns how many registrars are new, or
-    /// `None` if the datagram is not an announce.
+    /// RFC 5352 §3.6: an ASAP_SERVER_ANNOUNCE from `from`. Every transport it lists of the kind
+    /// `settings.transport` reaches (SCTP for SCTP, TCP for TCP and MPTCP) becomes a registrar;
+    /// without any transport parameter the source address is used. Returns how many registrars
+    /// are new, or `None` if the datagram is not an announce.
     pub fn on_announce(
         &mut self,
         from: SocketAddr,
@@ -112,8 +113,12 @@ impl ServerList {
         else {
             return None;
         };
+        let kind = match settings.transport {
+            StreamTransport::Sctp => TransportKind::Sctp,
+            StreamTransport::Tcp | StreamTransport::Mptcp => TransportKind::Tcp,
+        };
         let mut found: Vec<SocketAddr> = Vec::new();
-        for t in transports.iter().filter(|t| t.kind == TransportKind::Tcp) {
+        for t in transports.iter().filter(|t| t.kind == kind) {
             found.extend(
                 t.addresses
                     .iter()
@@ -504,6 +509,27 @@ mod tests {
         );
         assert!(list.contains(&Registrar::tcp("127.0.0.9:3863".parse().unwrap())));
         assert_eq!(list.entries().len(), 2, "the SCTP transport is skipped");
+        // An endpoint that speaks SCTP takes the SCTP transport instead.
+        let mut over_sctp = ServerList::default();
+        let sctp_settings = AnnounceSettings {
+            transport: StreamTransport::Sctp,
+            ..settings
+        };
+        let sctp_only = Transport { port: 3864, ..sctp };
+        assert_eq!(
+            over_sctp.on_announce(
+                from,
+                &announce(5, &[sctp_only, tcp]),
+                0,
+                5_000,
+                &sctp_settings
+            ),
+            Some(1)
+        );
+        assert_eq!(
+            over_sctp.entries()[0].registrar,
+            Registrar::sctp("127.0.0.9:3864".parse().unwrap())
+        );
         assert_eq!(list.entries()[1].server_id, Some(PrId(5)));
         // Without transports: the source address and port.
         assert_eq!(

@@ -1,30 +1,34 @@
-//! The blocking driver: runs a sans-I/O core over TCP or MPTCP connections with plain threads.
+//! The blocking driver: runs a sans-I/O core over SCTP, TCP or MPTCP connections with plain
+//! threads.
 //! One thread per connection attempt and one reader per open connection turn socket events into
 //! inputs on a channel; the thread that owns the core waits on that channel until the core's
 //! next timeout, feeds it, and carries out its actions (connect, send, close). [`Pe`] runs a pool
 //! element on a background thread; [`Pu`] runs a pool user on the caller's thread.
 
+mod conn;
 mod pe;
 mod pu;
+mod sctp;
 
 use std::collections::{HashMap, HashSet};
-use std::io::{self, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpStream, UdpSocket};
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::time::{Duration, Instant};
 
-use rserpool_protocol::framing::Frames;
 use rserpool_protocol::{MAX_MESSAGE_LEN, Policy};
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::{Domain, Socket, Type};
 
+pub use conn::Connection;
 pub use pe::{Pe, PeHandle};
 pub use pu::Pu;
+pub use sctp::PPID_ASAP;
 
 use crate::pe::PoolElement;
 use crate::pu::PoolUser;
-use crate::{Action, ConnId, Millis, Registrar, StreamTransport};
+use crate::{Action, ConnId, Millis, Registrar};
 
 /// IPPROTO_MPTCP (Linux).
 pub const IPPROTO_MPTCP: i32 = 262;
@@ -32,7 +36,7 @@ pub const IPPROTO_MPTCP: i32 = 262;
 /// How the driver does its I/O.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Options {
-    /// Longest wait for one TCP or MPTCP connection attempt.
+    /// Longest wait for one connection attempt.
     pub connect_timeout: Duration,
     /// Longest wait for a blocked send before the connection counts as failed.
     pub send_timeout: Duration,
@@ -55,29 +59,9 @@ impl Default for Options {
     }
 }
 
-/// Opens a TCP or MPTCP connection to a registrar.
-pub fn connect(registrar: &Registrar, timeout: Duration) -> io::Result<TcpStream> {
-    let protocol = match registrar.transport {
-        StreamTransport::Tcp => Protocol::TCP,
-        StreamTransport::Mptcp => Protocol::from(IPPROTO_MPTCP),
-    };
-    let socket = Socket::new(
-        Domain::for_address(registrar.address),
-        Type::STREAM,
-        Some(protocol),
-    )
-    .map_err(|e| match registrar.transport {
-        StreamTransport::Mptcp => io::Error::new(
-            e.kind(),
-            format!(
-                "cannot open an MPTCP socket (kernel without MPTCP, or net.mptcp.enabled=0): {e}"
-            ),
-        ),
-        StreamTransport::Tcp => e,
-    })?;
-    socket.connect_timeout(&registrar.address.into(), timeout)?;
-    socket.set_tcp_nodelay(true)?;
-    Ok(socket.into())
+/// Opens a connection to a registrar over its transport (see [`Connection::open`]).
+pub fn connect(registrar: &Registrar, timeout: Duration) -> io::Result<Connection> {
+    Connection::open(registrar, timeout)
 }
 
 /// A command from the application to a driver thread.
@@ -91,7 +75,7 @@ enum Command {
 /// Something that happened, delivered to the thread that owns the core.
 #[derive(Debug)]
 enum Input {
-    Connected { conn: ConnId, stream: TcpStream },
+    Connected { conn: ConnId, stream: Connection },
     ConnectFailed { conn: ConnId, error: io::Error },
     Message { conn: ConnId, bytes: Vec<u8> },
     Closed { conn: ConnId },
@@ -151,7 +135,7 @@ core_impl!(PoolUser, crate::pu::PuEvent);
 struct Runner {
     tx: Sender<Input>,
     rx: Receiver<Input>,
-    streams: HashMap<ConnId, TcpStream>,
+    streams: HashMap<ConnId, Connection>,
     /// Connection attempts the core abandoned while they were under way.
     cancelled: HashSet<ConnId>,
     base: Instant,
@@ -234,7 +218,7 @@ impl Runner {
         match input {
             Input::Connected { conn, stream } => {
                 if self.cancelled.remove(&conn) {
-                    let _ = stream.shutdown(Shutdown::Both);
+                    let _ = stream.shutdown();
                     return None;
                 }
                 match stream.try_clone() {
@@ -242,7 +226,7 @@ impl Runner {
                         let _ = stream.set_write_timeout(Some(self.options.send_timeout));
                         let local = stream.local_addr().ok();
                         let tx = self.tx.clone();
-                        std::thread::spawn(move || read_frames(conn, reading, &tx));
+                        std::thread::spawn(move || read_messages(conn, &reading, &tx));
                         self.streams.insert(conn, stream);
                         core.on_connected(conn, local, now);
                     }
@@ -286,18 +270,18 @@ impl Runner {
                     });
                 }
                 Action::Send { conn, message } => {
-                    let Some(stream) = self.streams.get_mut(&conn) else {
+                    let Some(stream) = self.streams.get(&conn) else {
                         continue;
                     };
-                    if stream.write_all(&message).is_err() {
-                        let _ = stream.shutdown(Shutdown::Both);
+                    if stream.send(&message).is_err() {
+                        let _ = stream.shutdown();
                         self.streams.remove(&conn);
                         core.on_closed(conn, self.now());
                     }
                 }
                 Action::Close { conn } => match self.streams.remove(&conn) {
                     Some(stream) => {
-                        let _ = stream.shutdown(Shutdown::Both);
+                        let _ = stream.shutdown();
                     }
                     None => {
                         self.cancelled.insert(conn);
@@ -356,36 +340,17 @@ impl Drop for Runner {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         for stream in self.streams.values() {
-            let _ = stream.shutdown(Shutdown::Both);
+            let _ = stream.shutdown();
         }
     }
 }
 
-/// A connection's reader: frames the byte stream (RFC 5354 §4 lengths, padded to 4) into
-/// messages until it closes or breaks.
-fn read_frames(conn: ConnId, mut stream: TcpStream, tx: &Sender<Input>) {
-    let mut buf = Vec::new();
-    let mut chunk = vec![0u8; 16 * 1024];
-    loop {
-        let n = match stream.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
-        };
-        buf.extend_from_slice(&chunk[..n]);
-        let mut frames = Frames::new(&buf, MAX_MESSAGE_LEN);
-        for frame in frames.by_ref() {
-            let bytes = frame.to_vec();
-            if tx.send(Input::Message { conn, bytes }).is_err() {
-                return;
-            }
-        }
-        if frames.error().is_some() {
-            break;
-        }
-        let consumed = frames.consumed();
-        buf.drain(..consumed);
-    }
+/// A connection's reader: passes each whole message to the core's thread until the connection
+/// closes or breaks, then reports it closed.
+fn read_messages(conn: ConnId, stream: &Connection, tx: &Sender<Input>) {
+    let _ = stream.read_messages(|message| {
+        let bytes = message.to_vec();
+        tx.send(Input::Message { conn, bytes }).is_ok()
+    });
     let _ = tx.send(Input::Closed { conn });
 }

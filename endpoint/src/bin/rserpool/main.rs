@@ -31,8 +31,8 @@ use rserpool_protocol::{Generation, PeId, Policy};
     name = "rserpool",
     version,
     about = "RSerPool endpoint: run a pool element, resolve and watch pools, summarise a registrar",
-    after_help = "Registrar URLs: tcp://HOST:PORT or mptcp://HOST:PORT, with ?generation=ng for \
-                  the NG wire generation (64-bit identifiers)."
+    after_help = "Registrar URLs: sctp://HOST:PORT, tcp://HOST:PORT or mptcp://HOST:PORT, with \
+                  ?generation=ng for the NG wire generation (64-bit identifiers)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -53,7 +53,8 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct Registrars {
-    /// A registrar, e.g. tcp://127.0.0.1:3863; repeat for failover (all of one generation).
+    /// A registrar, e.g. sctp://127.0.0.1:3863 or tcp://127.0.0.1:3863; repeat for failover (all
+    /// of one generation).
     #[arg(long = "registrar", value_name = "URL", required = true)]
     registrars: Vec<RegistrarUrl>,
 }
