@@ -41,6 +41,7 @@ on_both_drivers!(
     metrics_name_the_driver,
     busy_polling_workers_answer,
     sigterm_stops_cleanly_and_sighup_reloads,
+    a_client_that_half_closes_gets_every_answer,
 );
 
 /// A daemon on `driver` with two workers, on ephemeral loopback ports with every transport,
@@ -409,6 +410,35 @@ fn busy_polling_workers_answer(driver: &str) {
         pu.send_raw(&resolution(b"spin", None, RFC));
         assert_eq!(resolved(&pu.recv_bytes(), RFC), Ok(vec![4]));
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A client that sends its last requests and shuts its sending side down in the same write still
+/// gets every answer; then the registrar closes the connection.
+fn a_client_that_half_closes_gets_every_answer(driver: &str) {
+    let d = daemon(driver, 5_000);
+    let tcp = d.address("tcp://", false);
+    let mut pe = StreamClient::tcp(tcp, RFC);
+    pe.send_raw(&registration(b"fin", 3, 60_000, RFC));
+    assert!(accepted(&pe.recv_answering_keep_alives(), RFC));
+    for round in 0..5 {
+        let mut pu = StreamClient::tcp(tcp, RFC);
+        let mut batch = Vec::new();
+        for _ in 0..50 {
+            batch.extend_from_slice(&resolution(b"fin", None, RFC));
+        }
+        pu.send_raw(&batch);
+        pu.stream.shutdown(std::net::Shutdown::Write).unwrap();
+        for i in 0..50 {
+            assert_eq!(
+                resolved(&pu.recv_bytes(), RFC),
+                Ok(vec![3]),
+                "round {round}, answer {i}"
+            );
+        }
+        let mut rest = [0u8; 16];
+        let n = std::io::Read::read(&mut pu.stream, &mut rest).expect("an orderly close");
+        assert_eq!(n, 0, "the registrar closes once everything is answered");
     }
 }
 

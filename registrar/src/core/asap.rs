@@ -641,6 +641,8 @@ impl Worker {
             pe_id,
             handle_hash: handle_hash(pool_handle),
         };
+        // Every ack received is counted, also one for a PE that left meanwhile.
+        self.metrics.keep_alive_ack();
         let delay = self.keep_alive_delay();
         let Some(t) = self.tracked.get_mut(&key) else {
             return;
@@ -648,7 +650,6 @@ impl Worker {
         if *t.pool_handle != *pool_handle {
             return;
         }
-        self.metrics.keep_alive_ack();
         t.awaiting_ack = false;
         self.timers.cancel(t.timer);
         t.timer = self

@@ -95,6 +95,9 @@ pub struct StreamConn<S> {
     lent: Option<usize>,
     /// An empty buffer to queue into while the other one is lent.
     spare: Vec<u8>,
+    /// The peer closed its sending side: nothing more to read; the connection closes once the
+    /// replies to what it sent are written.
+    finished: bool,
 }
 
 impl<S> StreamConn<S> {
@@ -119,7 +122,24 @@ impl<S> StreamConn<S> {
             written: 0,
             lent: None,
             spare: Vec::new(),
+            finished: false,
         }
+    }
+
+    /// Notes that the peer closed its sending side (a read of 0 bytes, a receive of nothing).
+    pub fn finish(&mut self) {
+        self.finished = true;
+    }
+
+    /// Whether the peer closed its sending side.
+    pub fn peer_finished(&self) -> bool {
+        self.finished
+    }
+
+    /// Whether the connection is done: the peer finished sending, every message it sent was
+    /// handled and every reply written (or lent to a send still in flight: not done).
+    pub fn done(&self) -> bool {
+        self.finished && !self.held && !self.wants_write() && self.lent.is_none()
     }
 
     /// Whether replies are waiting to be written (not counting a buffer lent to a send).
@@ -269,7 +289,11 @@ impl<S: Read> StreamConn<S> {
                 break;
             }
             let n = match self.socket.read(&mut self.read[self.end..]) {
-                Ok(0) => return Err(Closed::Eof),
+                Ok(0) => {
+                    // The peer finished sending; its last requests are still answered.
+                    self.finished = true;
+                    break;
+                }
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -466,11 +490,14 @@ mod tests {
         let mut written = vec![0; replies.len()];
         std::io::Read::read_exact(&mut peer, &mut written).unwrap();
         assert_eq!(written, replies);
+        assert!(!conn.peer_finished());
         drop(peer);
         let mut cx = Dispatch::new(&mut pr.workers_mut()[0], &mut out, &mut kinds, 0, 64);
-        assert!(matches!(
-            conn.read_and_dispatch(&mut cx, 64),
-            Err(Closed::Eof)
-        ));
+        assert_eq!(conn.read_and_dispatch(&mut cx, 64).unwrap(), 0);
+        assert!(conn.peer_finished(), "the end of the stream is seen");
+        assert!(
+            conn.done(),
+            "nothing left to answer: the connection can close"
+        );
     }
 }

@@ -26,6 +26,8 @@ struct Loop {
     conns: Vec<Option<(StreamConn<socket2::Socket>, Transport)>>,
     free: Vec<usize>,
     dirty: Vec<usize>,
+    /// Connections whose peer finished sending, to close once their replies are written.
+    finishing: Vec<usize>,
     /// Connections whose held messages may be handled again (their replies drained).
     resume: Vec<usize>,
 }
@@ -44,6 +46,7 @@ pub fn run(setup: WorkerSetup) -> std::io::Result<()> {
         conns: Vec::new(),
         free: Vec::new(),
         dirty: Vec::new(),
+        finishing: Vec::new(),
         resume: Vec::new(),
     };
     l.run()
@@ -171,6 +174,27 @@ impl Loop {
         if e.readable || e.closed {
             self.dispatch(slot, now);
         }
+        if self
+            .conns
+            .get(slot)
+            .and_then(Option::as_ref)
+            .is_some_and(|(conn, _)| conn.peer_finished())
+        {
+            // Closed after this turn's replies are written (see `flush_output`).
+            self.finishing.push(slot);
+        }
+    }
+
+    /// Closes a connection whose peer finished sending once its replies are written.
+    fn close_if_done(&mut self, slot: usize, now: Millis) {
+        if self
+            .conns
+            .get(slot)
+            .and_then(Option::as_ref)
+            .is_some_and(|(conn, _)| conn.done())
+        {
+            self.close_conn(slot, Closed::Eof, now);
+        }
     }
 
     /// Handles what the connection holds and what its socket has.
@@ -202,7 +226,7 @@ impl Loop {
             let _ = self.epoll.modify(
                 &conn.socket,
                 TAG_CONN | slot as u64,
-                !conn.paused(),
+                !conn.paused() && !conn.peer_finished(),
                 conn.wants_write(),
             );
             if conn.holds_input() && !conn.paused() {
@@ -261,6 +285,9 @@ impl Loop {
                 Ok(_) => self.update_interest(slot),
                 Err(e) => self.close_conn(slot, Closed::Io(e), now),
             }
+        }
+        for slot in std::mem::take(&mut self.finishing) {
+            self.close_if_done(slot, now);
         }
         for a in aborts {
             match self.state.routes.get(&a).copied() {

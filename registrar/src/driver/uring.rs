@@ -333,7 +333,13 @@ impl Loop {
                     Err(closed) => self.close_conn(slot, closed, now)?,
                 }
             }
-            Ok(None) => self.close_conn(slot, Closed::Eof, now)?,
+            Ok(None) => {
+                // The peer finished sending: answer what it sent, then close.
+                if let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) {
+                    conn.stream.finish();
+                }
+                self.close_if_done(slot, now)?;
+            }
             Err(e) if ended(&e) => {}
             Err(e) => self.close_conn(slot, Closed::Io(e), now)?,
         }
@@ -374,7 +380,21 @@ impl Loop {
             }
             self.route_output()?;
         }
+        self.close_if_done(slot, now)?;
         self.rearm_recv(slot)
+    }
+
+    /// Closes a connection whose peer finished sending once its replies are written.
+    fn close_if_done(&mut self, slot: usize, now: Millis) -> io::Result<()> {
+        let done = self
+            .conns
+            .get(slot)
+            .and_then(Option::as_ref)
+            .is_some_and(|c| !c.closed && c.send.is_none() && c.stream.done());
+        if done {
+            self.close_conn(slot, Closed::Eof, now)?;
+        }
+        Ok(())
     }
 
     /// Stops receiving on a connection whose replies passed the high-water mark.
@@ -395,6 +415,7 @@ impl Loop {
         if let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut)
             && conn.recv == Receiving::Off
             && !conn.closed
+            && !conn.stream.peer_finished()
             && !self.stopping
             && !conn.stream.paused()
             && !conn.stream.holds_input()
