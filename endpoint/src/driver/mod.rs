@@ -9,6 +9,7 @@ mod conn;
 mod pe;
 mod pu;
 mod sctp;
+mod sys;
 
 use std::collections::{HashMap, HashSet};
 use std::io;

@@ -2,12 +2,10 @@
 //! (`SOCK_STREAM`) association to a registrar; each message leaves whole with PPID 11 in an
 //! `SCTP_SNDINFO` control message that is built here as bytes, and arrives whole, one per read.
 //!
-//! No SCTP socket option is set: socket2, the socket layer this crate uses without `unsafe`, has
-//! no call that sets one, so `SCTP_NODELAY` (level 132, option 3) and `SCTP_RECVRCVINFO` stay
-//! off. Instead every message carries `SCTP_SACK_IMMEDIATELY` (RFC 7053's I bit): the registrar
-//! acknowledges it at once, so Nagle holds a following small message back for one round trip at
-//! most rather than the peer's delayed-SACK time (200 ms). Received messages come without their
-//! PPID; on an ASAP association the registrar sends ASAP only.
+//! Every association sets `SCTP_NODELAY` (the one socket option socket2 does not wrap, in
+//! `sys.rs`), and every message also carries `SCTP_SACK_IMMEDIATELY` (RFC 7053's I bit) so that the
+//! registrar acknowledges at once. Received messages come without their PPID (`SCTP_RECVRCVINFO`
+//! stays off); on an ASAP association the registrar sends ASAP only.
 
 use std::io::{self, IoSlice, Read};
 use std::mem::{offset_of, size_of};
@@ -41,6 +39,7 @@ pub fn connect(address: SocketAddr, timeout: Duration) -> io::Result<Socket> {
         Some(Protocol::SCTP),
     )
     .map_err(|e| unavailable(address, e))?;
+    super::sys::set_sctp_nodelay(&socket)?;
     socket.connect_timeout(&address.into(), timeout)?;
     Ok(socket)
 }
