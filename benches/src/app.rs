@@ -80,7 +80,13 @@ fn open_target(cli: &Cli) -> Result<Target> {
         Some(path) => path.clone(),
         None => target::default_registrar_bin()?,
     };
-    let target = Target::spawn(&bin, cli.workers, cli.transport, &spawn_config(cli))?;
+    let target = Target::spawn(
+        &bin,
+        cli.workers,
+        &cli.profile,
+        cli.transport,
+        &spawn_config(cli),
+    )?;
     note(
         cli,
         &format!(

@@ -122,6 +122,9 @@ pub struct Cli {
     /// Worker threads of a spawned registrar.
     #[arg(long, default_value_t = 1)]
     pub workers: usize,
+    /// The tuning profile of a spawned registrar (default, carrier, low-latency).
+    #[arg(long, value_name = "NAME", default_value = "default")]
+    pub profile: String,
     /// Transport of the echo server and of a spawned registrar (a --registrar URL names its own).
     #[arg(long, value_enum, default_value_t = Transport::Tcp)]
     pub transport: Transport,
@@ -218,6 +221,12 @@ impl Cli {
         }
         if self.registrar_bin.is_some() && !self.spawn {
             return Err("--registrar-bin needs --spawn".into());
+        }
+        if self.profile != "default" && !self.spawn {
+            return Err(
+                "--profile chooses the profile of a registrar this run starts: it needs --spawn"
+                    .into(),
+            );
         }
         let has_target = self.registrar.is_some() || self.spawn;
         match self.scenario {

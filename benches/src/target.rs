@@ -46,9 +46,15 @@ impl Target {
     }
 
     /// Writes `config` (TOML) to a temporary file and starts `bin` with `--workers workers
-    /// --profile default --asap SCHEME://127.0.0.1:0 --metrics 127.0.0.1:0 --config FILE`; waits
+    /// --profile PROFILE --asap SCHEME://127.0.0.1:0 --metrics 127.0.0.1:0 --config FILE`; waits
     /// for its `listening asap` line and notes its `metrics` line. Its stderr goes to ours.
-    pub fn spawn(bin: &Path, workers: usize, transport: Transport, config: &str) -> Result<Self> {
+    pub fn spawn(
+        bin: &Path,
+        workers: usize,
+        profile: &str,
+        transport: Transport,
+        config: &str,
+    ) -> Result<Self> {
         if !bin.is_file() {
             return Err(Error::new(format!(
                 "registrar binary {} not found: build it (cargo build --release -p \
@@ -73,7 +79,7 @@ impl Target {
         let mut child = Command::new(bin)
             .arg("--workers")
             .arg(workers.to_string())
-            .args(["--profile", "default", "--asap"])
+            .args(["--profile", profile, "--asap"])
             .arg(format!("{}://127.0.0.1:0", transport.scheme()))
             .args(["--metrics", "127.0.0.1:0", "--config"])
             .arg(&path)

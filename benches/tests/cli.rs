@@ -77,9 +77,12 @@ fn every_option_is_read() {
         "5",
         "--poll",
         "block",
+        "--profile",
+        "low-latency",
     ])
     .unwrap();
     assert!(spawn.spawn);
+    assert_eq!(spawn.profile, "low-latency");
     assert_eq!(spawn.registrar_bin.unwrap().to_str(), Some("/opt/pr"));
     assert_eq!((spawn.workers, spawn.pes_per_connection), (2, 5));
     assert_eq!(spawn.transport, Transport::Mptcp);
@@ -134,6 +137,16 @@ fn contradictions_are_refused_with_a_reason() {
         (
             &["resolve", "--registrar", "sctp://127.0.0.1:1"][..],
             "tcp or mptcp",
+        ),
+        (
+            &[
+                "resolve",
+                "--profile",
+                "carrier",
+                "--registrar",
+                "tcp://127.0.0.1:1",
+            ][..],
+            "needs --spawn",
         ),
         (&["flood"][..], "invalid value"),
     ] {
