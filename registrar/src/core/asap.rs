@@ -58,17 +58,10 @@ impl Worker {
         };
         let generation = a.info.generation;
         let target = Target::Association(association);
-        self.metrics
-            .message_in(Protocol::Asap, msg.first().copied().unwrap_or(0));
-        let decoded = match AsapMessage::decode(msg, generation) {
-            Ok(d) => d,
-            Err(e) => {
-                self.reply_decode_error(target, generation, &e, msg, out);
-                return RequestKind::Other;
-            }
+        let Some(message) = self.receive(target, generation, msg, out) else {
+            return RequestKind::Other;
         };
-        self.report_unrecognized(target, generation, &decoded.unrecognized, msg, out);
-        match decoded.message {
+        match message {
             AsapMessage::Registration {
                 pool_handle,
                 pool_element,
@@ -157,17 +150,10 @@ impl Worker {
         out: &mut Output,
     ) -> RequestKind {
         let target = Target::UdpReply { listener, to: from };
-        self.metrics
-            .message_in(Protocol::Asap, msg.first().copied().unwrap_or(0));
-        let decoded = match AsapMessage::decode(msg, generation) {
-            Ok(d) => d,
-            Err(e) => {
-                self.reply_decode_error(target, generation, &e, msg, out);
-                return RequestKind::Other;
-            }
+        let Some(message) = self.receive(target, generation, msg, out) else {
+            return RequestKind::Other;
         };
-        self.report_unrecognized(target, generation, &decoded.unrecognized, msg, out);
-        match decoded.message {
+        match message {
             AsapMessage::HandleResolution {
                 pool_handle, items, ..
             } => {
@@ -190,6 +176,29 @@ impl Worker {
                 RequestKind::Registration
             }
             _ => RequestKind::Other,
+        }
+    }
+
+    /// Counts and decodes a received message; answers what the codec refused, or the
+    /// parameters it skipped with a report, as RFC 5354 §3-4 say. `None`: nothing more to do.
+    fn receive<'m>(
+        &mut self,
+        target: Target,
+        generation: Generation,
+        msg: &'m [u8],
+        out: &mut Output,
+    ) -> Option<AsapMessage<'m>> {
+        self.metrics
+            .message_in(Protocol::Asap, msg.first().copied().unwrap_or(0));
+        match AsapMessage::decode(msg, generation) {
+            Ok(decoded) => {
+                self.report_unrecognized(target, generation, &decoded.unrecognized, msg, out);
+                Some(decoded.message)
+            }
+            Err(e) => {
+                self.reply_decode_error(target, generation, &e, msg, out);
+                None
+            }
         }
     }
 
