@@ -454,8 +454,9 @@ impl Policy {
         }
     }
 
-    /// The policy-specific fields after the type, in wire order, and their count.
-    fn fields(&self) -> ([u32; 4], usize) {
+    /// The policy-specific values after the type (weight, priority, load, degradation, DPF values
+    /// and distance, as the policy has them), in wire order: the array and how many are used.
+    pub fn fields(&self) -> ([u32; 4], usize) {
         match *self {
             Self::RoundRobin | Self::Random => ([0; 4], 0),
             Self::WeightedRoundRobin { weight } | Self::WeightedRandom { weight } => {

@@ -158,66 +158,9 @@ fn value(text: &str) -> Result<u32, String> {
 
 /// The command-line text of a policy; [`parse`] reads it back.
 pub fn format(policy: &Policy) -> String {
-    let values: Vec<u32> = match *policy {
-        Policy::RoundRobin | Policy::Random => vec![],
-        Policy::WeightedRoundRobin { weight } | Policy::WeightedRandom { weight } => vec![weight],
-        Policy::Priority { priority } => vec![priority],
-        Policy::LeastUsed { load } | Policy::RandomizedLeastUsed { load } => vec![load],
-        Policy::LeastUsedDegradation {
-            load,
-            load_degradation,
-        }
-        | Policy::PriorityLeastUsed {
-            load,
-            load_degradation,
-        }
-        | Policy::RandomizedPriorityLeastUsed {
-            load,
-            load_degradation,
-        }
-        | Policy::RandomizedLeastUsedDegradation {
-            load,
-            load_degradation,
-        }
-        | Policy::PriorityLeastUsedDegradation {
-            load,
-            load_degradation,
-        }
-        | Policy::RandomizedPriorityLeastUsedDegradation {
-            load,
-            load_degradation,
-        } => vec![load, load_degradation],
-        Policy::WeightedRandomDpf {
-            weight,
-            weight_dpf,
-            distance,
-        } => vec![weight, weight_dpf, distance],
-        Policy::LeastUsedDpf {
-            load,
-            load_dpf,
-            distance,
-        } => vec![load, load_dpf, distance],
-        Policy::LeastUsedDegradationDpf {
-            load,
-            load_degradation,
-            load_dpf,
-            distance,
-        }
-        | Policy::PriorityLeastUsedDpf {
-            load,
-            load_degradation,
-            load_dpf,
-            distance,
-        }
-        | Policy::PriorityLeastUsedDegradationDpf {
-            load,
-            load_degradation,
-            load_dpf,
-            distance,
-        } => vec![load, load_degradation, load_dpf, distance],
-    };
+    let (values, n) = policy.fields();
     let mut text = policy_name(policy).to_owned();
-    for v in values {
+    for v in &values[..n] {
         text.push(':');
         text.push_str(&v.to_string());
     }
