@@ -534,14 +534,19 @@ impl Worker {
             return;
         };
         let entries = snapshot.entries();
-        let pool_elements: Vec<PoolElement<'_>> = self.selection[..count]
-            .iter()
-            .map(|&i| &entries[i as usize])
-            .filter(|e| e.fits(generation))
-            .map(|e| e.view(false))
-            .collect();
+        // The views borrow this snapshot; the allocation is the worker's, reused from one
+        // resolution to the next (an empty vector changes its element lifetime in place).
+        let mut pool_elements: Vec<PoolElement<'_>> = recycle(std::mem::take(&mut self.views));
+        pool_elements.extend(
+            self.selection[..count]
+                .iter()
+                .map(|&i| &entries[i as usize])
+                .filter(|e| e.fits(generation))
+                .map(|e| e.view(false)),
+        );
         if pool_elements.is_empty() {
             // Only PEs this generation cannot carry (64-bit identifiers on an RFC listener).
+            self.views = recycle(pool_elements);
             self.metrics.resolution(false, 0);
             self.resolution_failed(
                 target,
@@ -562,6 +567,7 @@ impl Worker {
             },
         };
         self.send(target, generation, &message, out);
+        self.views = recycle(pool_elements);
     }
 
     fn resolution_failed(
@@ -895,6 +901,16 @@ impl Worker {
         r.tokens -= 1;
         true
     }
+}
+
+/// Empties a vector of views and hands its allocation on under another lifetime: collecting an
+/// empty `into_iter` of a same-layout type reuses the buffer in place (no allocation).
+fn recycle<'a, 'b>(mut views: Vec<PoolElement<'a>>) -> Vec<PoolElement<'b>> {
+    views.clear();
+    views
+        .into_iter()
+        .map(|_| unreachable!("emptied above"))
+        .collect()
 }
 
 /// The ASAP transport of a PE (RFC 5352 §3.1 rule 4): the association's addresses and port.

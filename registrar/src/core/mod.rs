@@ -408,6 +408,8 @@ pub struct Worker {
     rng: Rng,
     metrics: Arc<WorkerMetrics>,
     selection: Vec<u32>,
+    /// The allocation of a resolution's PE views, kept between resolutions.
+    views: Vec<rserpool_protocol::PoolElement<'static>>,
     started: Option<Millis>,
 }
 
@@ -437,6 +439,7 @@ impl Worker {
             rng: Rng::seed(seed),
             metrics,
             selection: vec![0; rserpool_handlespace::policy::MAX_SELECTION],
+            views: Vec::with_capacity(rserpool_handlespace::policy::MAX_SELECTION),
             started: None,
         }
     }

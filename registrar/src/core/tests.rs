@@ -1066,3 +1066,26 @@ fn a_pe_reconnecting_from_its_host_takes_its_registration_along_and_others_canno
         );
     }
 }
+
+#[test]
+fn resolutions_reuse_one_allocation_for_their_pe_views() {
+    let mut pr = cluster(1);
+    let a = pr.open(0, info(Generation::Rfc), 0);
+    for id in 1..=5 {
+        pr.message(a, &registration(b"reuse", id, Policy::RoundRobin), 0);
+    }
+    pr.message(a, &resolution(b"reuse", Some(5)), 0);
+    let buffer = pr.workers()[0].views.as_ptr();
+    assert!(pr.workers()[0].views.capacity() >= 5);
+    for _ in 0..10 {
+        assert_eq!(
+            resolved(&pr.message(a, &resolution(b"reuse", Some(5)), 0))
+                .unwrap()
+                .0
+                .len(),
+            5
+        );
+        assert!(pr.workers()[0].views.is_empty());
+        assert_eq!(pr.workers()[0].views.as_ptr(), buffer, "no new allocation");
+    }
+}
