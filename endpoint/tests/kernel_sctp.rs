@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use rserpool_endpoint::driver::{Pe, Pu};
-use rserpool_endpoint::pe::{self, PeState};
-use rserpool_endpoint::{Error, PeInfo, RegistrarUrl, StreamTransport, pu};
+use rserpool_endpoint::pe::PeState;
+use rserpool_endpoint::{Error, StreamTransport, pu};
 use rserpool_protocol::{PeId, Policy};
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -44,32 +44,6 @@ fn daemon(keep_alive_ms: u64) -> Daemon {
     )
 }
 
-fn url(s: &str) -> RegistrarUrl {
-    s.parse().unwrap()
-}
-
-fn pe_config(registrar: &str, pool: &str, port: u16) -> pe::Config {
-    let u = url(registrar);
-    let mut c = pe::Config::new(vec![u.registrar], pool);
-    c.generation = u.generation;
-    c.transport.port = port;
-    c
-}
-
-fn pool_user(registrar: &str) -> Pu {
-    let u = url(registrar);
-    let mut c = pu::Config::new(vec![u.registrar]);
-    c.generation = u.generation;
-    c.cache_stale = 0;
-    Pu::new(c)
-}
-
-fn ids(pes: &[PeInfo]) -> Vec<u64> {
-    let mut ids: Vec<u64> = pes.iter().map(|p| p.id.0).collect();
-    ids.sort_unstable();
-    ids
-}
-
 #[test]
 fn kernel_has_sctp() {
     need_sctp();
@@ -80,14 +54,14 @@ fn pes_register_over_sctp_and_pus_resolve_them_over_sctp_and_tcp() {
     let d = daemon(60_000);
     let sctp = d.url("sctp://", false);
     let tcp = d.url("tcp://", false);
-    let mut c = pe_config(&sctp, "echo", 7001);
+    let mut c = pe_config(&[&sctp], "echo", 7001);
     c.policy = Policy::LeastUsed { load: 10 };
     let over_sctp = Pe::register(c).expect("registered over SCTP");
     assert_eq!(over_sctp.state(), PeState::Registered);
     let registrar = over_sctp.registrar().expect("registered");
     assert_eq!(registrar.transport, StreamTransport::Sctp);
     assert_eq!(registrar, url(&sctp).registrar);
-    let mut c = pe_config(&tcp, "echo", 7002);
+    let mut c = pe_config(&[&tcp], "echo", 7002);
     c.policy = Policy::LeastUsed { load: 20 };
     let over_tcp = Pe::register(c).expect("registered over TCP");
     let mut expected = vec![over_sctp.pe_id().0, over_tcp.pe_id().0];
@@ -133,7 +107,7 @@ fn pes_register_over_sctp_and_pus_resolve_them_over_sctp_and_tcp() {
 fn the_ng_generation_registers_64_bit_pe_ids_over_sctp() {
     let d = daemon(60_000);
     let ng = d.url("sctp://", true);
-    let mut c = pe_config(&ng, "wide", 7);
+    let mut c = pe_config(&[&ng], "wide", 7);
     c.pe_id = Some(PeId(0x0123_4567_89ab_cdef));
     let wide = Pe::register(c).expect("registered with a 64-bit ID");
     let pes = pool_user(&ng)
@@ -151,7 +125,7 @@ fn the_ng_generation_registers_64_bit_pe_ids_over_sctp() {
 fn keep_alives_over_sctp_are_answered_and_dropping_the_pe_deregisters_it() {
     let d = daemon(300);
     let sctp = d.url("sctp://", false);
-    let pe = Pe::register(pe_config(&sctp, "ka", 7)).expect("registered");
+    let pe = Pe::register(pe_config(&[&sctp], "ka", 7)).expect("registered");
     assert!(
         eventually(WAIT, || d.metric("rserpool_keep_alive_acks_total") >= 4.0),
         "keep-alives every 300 ms are acked"
@@ -200,7 +174,7 @@ fn a_request_after_an_unanswered_report_is_not_held_back() {
     .to_vec();
     let d = Daemon::with_args(&args, 1);
     let sctp = d.url("sctp://", false);
-    let pe = Pe::register(pe_config(&sctp, "nagle", 7)).expect("registered");
+    let pe = Pe::register(pe_config(&[&sctp], "nagle", 7)).expect("registered");
     let u = url(&sctp);
     let mut c = pu::Config::new(vec![u.registrar]);
     c.cache_stale = 0;
@@ -232,7 +206,7 @@ fn a_request_after_an_unanswered_report_is_not_held_back() {
 fn the_command_line_resolves_over_sctp() {
     let d = daemon(60_000);
     let sctp = d.url("sctp://", false);
-    let pe = Pe::register(pe_config(&sctp, "cli", 7)).expect("registered");
+    let pe = Pe::register(pe_config(&[&sctp], "cli", 7)).expect("registered");
     let o = Command::new(env!("CARGO_BIN_EXE_rserpool"))
         .args(["resolve", "--registrar", &sctp, "--pool", "cli", "--json"])
         .stdin(Stdio::null())

@@ -8,37 +8,11 @@ use std::time::Duration;
 
 use common::*;
 use rserpool_endpoint::driver::{Options, Pe, Pu};
-use rserpool_endpoint::pe::{self, PeEvent, PeState};
-use rserpool_endpoint::{Cause, Error, PeInfo, Registrar, RegistrarUrl, pu};
+use rserpool_endpoint::pe::{PeEvent, PeState};
+use rserpool_endpoint::{Cause, Error, Registrar, pu};
 use rserpool_protocol::{Generation, PeId, Policy};
 
 const WAIT: Duration = Duration::from_secs(20);
-
-fn url(s: &str) -> RegistrarUrl {
-    s.parse().unwrap()
-}
-
-fn pe_config(registrars: &[&str], pool: &str, port: u16) -> pe::Config {
-    let urls: Vec<RegistrarUrl> = registrars.iter().map(|s| url(s)).collect();
-    let mut c = pe::Config::new(urls.iter().map(|u| u.registrar).collect(), pool);
-    c.generation = urls[0].generation;
-    c.transport.port = port;
-    c
-}
-
-fn pool_user(registrar: &str) -> Pu {
-    let u = url(registrar);
-    let mut c = pu::Config::new(vec![u.registrar]);
-    c.generation = u.generation;
-    c.cache_stale = 0;
-    Pu::new(c)
-}
-
-fn ids(pes: &[PeInfo]) -> Vec<u64> {
-    let mut ids: Vec<u64> = pes.iter().map(|p| p.id.0).collect();
-    ids.sort_unstable();
-    ids
-}
 
 #[test]
 fn pes_register_over_tcp_and_mptcp_and_pus_resolve_them() {

@@ -15,25 +15,7 @@ const RFC: Generation = Generation::Rfc;
 const NG: Generation = Generation::Ng;
 const ATTACKER: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2));
 
-/// Runs each scenario (a function of the `--driver` value) as one test per driver.
-macro_rules! on_both_drivers {
-    ($($scenario:ident),* $(,)?) => {
-        mod io_uring {
-            $(#[test]
-            fn $scenario() {
-                super::$scenario("io-uring");
-            })*
-        }
-        mod epoll {
-            $(#[test]
-            fn $scenario() {
-                super::$scenario("epoll");
-            })*
-        }
-    };
-}
-
-on_both_drivers!(
+common::on_both_drivers!(
     pes_register_over_tcp_and_mptcp_and_resolve_everywhere,
     pes_that_stop_answering_keep_alives_are_removed,
     hostile_input_on_every_transport_leaves_the_daemon_serving_and_pes_intact,

@@ -318,25 +318,7 @@ fn mixed_family_listener_takes_ipv6_and_ipv4_associations() {
 
 // The registrar daemon as a process, over kernel SCTP.
 
-/// Runs each scenario (a function of the `--driver` value) as one test per driver.
-macro_rules! on_both_drivers {
-    ($($scenario:ident),* $(,)?) => {
-        mod io_uring {
-            $(#[test]
-            fn $scenario() {
-                super::$scenario("io-uring");
-            })*
-        }
-        mod epoll {
-            $(#[test]
-            fn $scenario() {
-                super::$scenario("epoll");
-            })*
-        }
-    };
-}
-
-on_both_drivers!(
+common::on_both_drivers!(
     daemon_registers_resolves_keeps_alive_and_drops_pes_over_sctp,
     enrp_ppid_on_the_asap_port_aborts_only_that_association,
     hostile_messages_over_sctp_leave_the_daemon_serving_and_pes_intact,

@@ -214,3 +214,35 @@ pub fn closed_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("address").port()
 }
+
+/// A registrar URL from text.
+pub fn url(s: &str) -> rserpool_endpoint::RegistrarUrl {
+    s.parse().unwrap()
+}
+
+/// A PE configuration for `pool` at the `registrars` (the first one's generation), serving on
+/// `port`.
+pub fn pe_config(registrars: &[&str], pool: &str, port: u16) -> rserpool_endpoint::pe::Config {
+    let urls: Vec<rserpool_endpoint::RegistrarUrl> = registrars.iter().map(|s| url(s)).collect();
+    let mut c =
+        rserpool_endpoint::pe::Config::new(urls.iter().map(|u| u.registrar).collect(), pool);
+    c.generation = urls[0].generation;
+    c.transport.port = port;
+    c
+}
+
+/// A pool user of `registrar` without a cache, so every resolution asks the registrar.
+pub fn pool_user(registrar: &str) -> rserpool_endpoint::driver::Pu {
+    let u = url(registrar);
+    let mut c = rserpool_endpoint::pu::Config::new(vec![u.registrar]);
+    c.generation = u.generation;
+    c.cache_stale = 0;
+    rserpool_endpoint::driver::Pu::new(c)
+}
+
+/// The PE IDs of a resolution, sorted.
+pub fn ids(pes: &[rserpool_endpoint::PeInfo]) -> Vec<u64> {
+    let mut ids: Vec<u64> = pes.iter().map(|p| p.id.0).collect();
+    ids.sort_unstable();
+    ids
+}

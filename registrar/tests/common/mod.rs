@@ -381,3 +381,24 @@ pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
     f()
 }
+
+/// Runs each scenario (a function of the `--driver` value) as one test per driver.
+#[allow(unused_macros)]
+macro_rules! on_both_drivers {
+    ($($scenario:ident),* $(,)?) => {
+        mod io_uring {
+            $(#[test]
+            fn $scenario() {
+                super::$scenario("io-uring");
+            })*
+        }
+        mod epoll {
+            $(#[test]
+            fn $scenario() {
+                super::$scenario("epoll");
+            })*
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use on_both_drivers;
