@@ -217,6 +217,17 @@ impl Shard {
         self.owners.get(&owner).copied().unwrap_or_default()
     }
 
+    /// The shard's shared copy of a pool handle (to pass a PE's pool along without copying it).
+    pub fn pool_handle(&self, handle: &[u8]) -> Option<Arc<[u8]>> {
+        self.pool(handle).map(|p| Arc::clone(&p.handle))
+    }
+
+    /// The audit checksums of every home PR owning PEs in this shard (ENRP audits, RFC 5353
+    /// §3.6.1).
+    pub fn owner_checksums(&self) -> impl Iterator<Item = (PrId, OwnerChecksums)> + '_ {
+        self.owners.iter().map(|(&owner, &c)| (owner, c))
+    }
+
     /// Registers or re-registers a PE (RFC 5352 §3.1; RFC 5353 §3.3.1 for ENRP ADD_PE with
     /// `association = None`).
     ///

@@ -427,5 +427,6 @@ fn core_config(config: &Config, pr_id: PrId, listeners: &[TransportUrl]) -> Core
         announce_interval: config.announce.interval_ms,
         listeners: listeners.to_vec(),
         csp: config.csp.monitor.map(|m| (m, config.csp.interval_ms)),
+        enrp: crate::core::EnrpConfig::default(),
     }
 }

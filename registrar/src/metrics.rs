@@ -82,16 +82,19 @@ pub enum RemovalReason {
     AssociationClosed,
     /// It deregistered.
     Deregistered,
+    /// Its home PR deleted it (ENRP DEL_PE), or an audit repair found it gone there.
+    Peer,
 }
 
 impl RemovalReason {
     /// Every reason, in exposition order.
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::Expired,
         Self::KeepAliveTimeout,
         Self::Unreachable,
         Self::AssociationClosed,
         Self::Deregistered,
+        Self::Peer,
     ];
 
     /// The Prometheus label value.
@@ -102,6 +105,7 @@ impl RemovalReason {
             Self::Unreachable => "unreachable",
             Self::AssociationClosed => "association_closed",
             Self::Deregistered => "deregistered",
+            Self::Peer => "peer",
         }
     }
 }
@@ -382,6 +386,9 @@ struct Counters {
     connections_opened: [AtomicU64; TransportLabel::ALL.len()],
     connections_closed: [AtomicU64; TransportLabel::ALL.len()],
     mailbox_forwards: AtomicU64,
+    enrp_resyncs: AtomicU64,
+    enrp_peers_dead: AtomicU64,
+    enrp_takeovers: AtomicU64,
     pools: AtomicU64,
     pool_elements: AtomicU64,
     latency: [Histogram; RequestKind::ALL.len()],
@@ -510,6 +517,21 @@ impl WorkerMetrics {
     /// A write passed to another worker's shard.
     pub fn mailbox_forwarded(&self) {
         add(&self.counters.mailbox_forwards, 1);
+    }
+
+    /// An ENRP audit found a peer's checksum different and started a repair.
+    pub fn enrp_resync(&self) {
+        add(&self.counters.enrp_resyncs, 1);
+    }
+
+    /// An ENRP peer did not answer its probe and was declared dead.
+    pub fn enrp_peer_dead(&self) {
+        add(&self.counters.enrp_peers_dead, 1);
+    }
+
+    /// This PR won a takeover of a dead peer's PEs.
+    pub fn enrp_takeover(&self) {
+        add(&self.counters.enrp_takeovers, 1);
     }
 
     /// Gauges of this worker's handlespace shard, set after each loop turn.

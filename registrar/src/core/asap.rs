@@ -57,6 +57,10 @@ impl Worker {
             return RequestKind::Other;
         };
         let generation = a.info.generation;
+        if a.info.protocol == Protocol::Enrp {
+            self.on_enrp_message(association, generation, msg, now, out);
+            return RequestKind::Other;
+        }
         let target = Target::Association(association);
         let Some(message) = self.receive(target, generation, msg, out) else {
             return RequestKind::Other;
@@ -313,6 +317,19 @@ impl Worker {
             Some(association),
             now,
         );
+        // RFC 5353 §3.3.1: every granted registration and re-registration goes to the peers.
+        if let Ok(registered) = &result
+            && self.replicates()
+            && let Some(handle) = self.shard.pool_handle(&pool_handle)
+        {
+            self.replicate(
+                rserpool_protocol::UpdateAction::AddPe,
+                handle,
+                registered.entry.clone(),
+                now,
+                out,
+            );
+        }
         let mut response = Vec::new();
         let accepted = result.is_ok();
         if let Err(e) = &result {
@@ -425,8 +442,9 @@ impl Worker {
             .shard
             .deregister(&pool_handle, pe_id, Some(association));
         let refused = match result {
-            Ok(Some(_)) => {
+            Ok(Some(removed)) => {
                 self.metrics.pe_removed(RemovalReason::Deregistered);
+                self.replicate_removal(removed, now, out);
                 None
             }
             Ok(None) => None,
@@ -709,6 +727,7 @@ impl Worker {
                 out,
             );
         }
+        self.replicate_removal(removed, now, out);
     }
 
     /// RFC 5352 §3.6: ASAP_SERVER_ANNOUNCE to every target, listing this PR's SCTP and TCP

@@ -12,6 +12,7 @@
 
 mod asap;
 pub mod cluster;
+mod enrp;
 
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -23,7 +24,8 @@ use rserpool_handlespace::{
 };
 use rserpool_protocol::{EncodeError, Generation};
 
-use crate::metrics::{RemovalReason, WorkerMetrics};
+pub use self::enrp::{EnrpConfig, PeerAdd, Replicate};
+use crate::metrics::{Protocol, RemovalReason, WorkerMetrics};
 use crate::url::{Transport, TransportUrl};
 
 type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
@@ -60,6 +62,8 @@ pub struct CoreConfig {
     pub listeners: Vec<TransportUrl>,
     /// RSPLIB's component status monitor and the report interval.
     pub csp: Option<(SocketAddr, Millis)>,
+    /// The operating scope (ENRP, RFC 5353).
+    pub enrp: EnrpConfig,
 }
 
 impl CoreConfig {
@@ -78,6 +82,7 @@ impl CoreConfig {
             announce_interval: 1_000,
             listeners: Vec::new(),
             csp: None,
+            enrp: EnrpConfig::default(),
         }
     }
 }
@@ -93,6 +98,18 @@ pub struct AssociationInfo {
     /// The peer's transport addresses (several for a multi-homed SCTP peer), with its port: the
     /// ASAP transport recorded for PEs registering over it (RFC 5352 §3.1 rule 4).
     pub peer_addresses: Vec<SocketAddr>,
+    /// ASAP (PEs and PUs) or ENRP (other PRs; worker 0 only).
+    pub protocol: Protocol,
+}
+
+/// An ENRP association the driver is asked to open (to a peer PR). The driver reports the
+/// outcome with [`Worker::connected`] or [`Worker::close_association`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Connect {
+    /// The ID the core gave the association.
+    pub association: AssociationId,
+    /// Where to connect.
+    pub url: TransportUrl,
 }
 
 /// Where a message goes.
@@ -130,6 +147,7 @@ pub struct Output {
     used: usize,
     transmits: Vec<Transmit>,
     aborts: Vec<AssociationId>,
+    connects: Vec<Connect>,
     forwards: Vec<(usize, Forward)>,
 }
 
@@ -150,6 +168,11 @@ impl Output {
         &self.aborts
     }
 
+    /// ENRP associations to open.
+    pub fn connects(&self) -> &[Connect] {
+        &self.connects
+    }
+
     /// Takes the writes to forward to other workers: (worker index, message).
     pub fn take_forwards(&mut self) -> std::vec::Drain<'_, (usize, Forward)> {
         self.forwards.drain(..)
@@ -157,7 +180,10 @@ impl Output {
 
     /// Whether there is nothing to do.
     pub fn is_empty(&self) -> bool {
-        self.transmits.is_empty() && self.aborts.is_empty() && self.forwards.is_empty()
+        self.transmits.is_empty()
+            && self.aborts.is_empty()
+            && self.connects.is_empty()
+            && self.forwards.is_empty()
     }
 
     /// Bytes of the messages to transmit (drivers weigh a connection's replies with it).
@@ -174,6 +200,7 @@ impl Output {
         }
         self.transmits.clear();
         self.aborts.clear();
+        self.connects.clear();
         self.forwards.clear();
     }
 
@@ -331,6 +358,47 @@ pub enum Forward {
         /// Why it was removed.
         reason: RemovalReason,
     },
+    /// Store a PE learnt from a peer PR (to the shard owner; ENRP ADD_PE or a handle table
+    /// entry).
+    PeerAdd(Box<PeerAdd>),
+    /// Delete a PE on behalf of its home PR (to the shard owner; ENRP DEL_PE).
+    PeerDelete {
+        /// The PR that sent the DEL_PE.
+        sender: PrId,
+        /// The pool.
+        pool_handle: Box<[u8]>,
+        /// The PE.
+        pe_id: PeId,
+    },
+    /// Delete the PEs `owner` owns except those in `keep` (to every shard; end of an audit
+    /// repair): (hash of the pool handle, PE ID).
+    Purge {
+        /// The peer whose PEs were resynchronised.
+        owner: PrId,
+        /// The PEs it sent.
+        keep: Arc<std::collections::HashSet<(u64, PeId), foldhash::fast::RandomState>>,
+    },
+    /// Make `new_home` the home PR of every PE `dead` owned (to every shard; takeover).
+    TakeOver {
+        /// The dead PR.
+        dead: PrId,
+        /// Its successor.
+        new_home: PrId,
+    },
+    /// A PE this PR owns changed (to worker 0, for ENRP_HANDLE_UPDATE).
+    Replicate(Box<Replicate>),
+    /// Report the per-owner audit checksums (to every shard).
+    ChecksumQuery {
+        /// The round this answers.
+        round: u64,
+    },
+    /// A shard's per-owner audit checksums (to worker 0).
+    ChecksumReply {
+        /// The round.
+        round: u64,
+        /// Checksums by home PR.
+        owners: Vec<(PrId, rserpool_handlespace::OwnerChecksums)>,
+    },
 }
 
 /// A registration on its way to the pool's shard owner.
@@ -373,6 +441,7 @@ enum CoreTimer {
     KeepAlive(TrackedKey),
     Announce,
     Csp,
+    Enrp,
 }
 
 /// A token bucket per association (RFC 5355 §2.13-2.14 threats: floods of requests).
@@ -411,6 +480,8 @@ pub struct Worker {
     /// The allocation of a resolution's PE views, kept between resolutions.
     views: Vec<rserpool_protocol::PoolElement<'static>>,
     started: Option<Millis>,
+    /// The operating scope (worker 0, when ENRP is configured).
+    scope: Option<Box<enrp::Scope>>,
 }
 
 impl Worker {
@@ -441,6 +512,7 @@ impl Worker {
             selection: vec![0; rserpool_handlespace::policy::MAX_SELECTION],
             views: Vec::with_capacity(rserpool_handlespace::policy::MAX_SELECTION),
             started: None,
+            scope: None,
         }
     }
 
@@ -480,6 +552,7 @@ impl Worker {
         if self.index != 0 {
             return;
         }
+        self.enrp_start(now);
         if !self.config.announce_targets.is_empty() {
             self.timers.arm(now, CoreTimer::Announce);
         }
@@ -515,6 +588,9 @@ impl Worker {
         let Some(a) = self.associations.remove(&association) else {
             return;
         };
+        if a.info.protocol == Protocol::Enrp {
+            self.enrp_association_closed(association, now);
+        }
         for key in a.pes {
             if let Some(t) = self.tracked.remove(&key) {
                 self.timers.cancel(t.timer);
@@ -558,6 +634,7 @@ impl Worker {
                     out,
                 );
             }
+            self.replicate_removal(removed, now, out);
         }
         let mut due = Vec::new();
         self.timers.expire(now, |_, t| due.push(t));
@@ -566,6 +643,7 @@ impl Worker {
                 CoreTimer::KeepAlive(key) => self.keep_alive_due(key, now, out),
                 CoreTimer::Announce => self.announce(now, out),
                 CoreTimer::Csp => self.csp_report(now, out),
+                CoreTimer::Enrp => self.enrp_tick(now, out),
             }
         }
         self.publish_gauges();
@@ -594,11 +672,18 @@ impl Worker {
                 pe_id,
                 reason,
             } => {
-                if let Ok(Some(_)) = self
+                // Only while it is still bound to that association: it may have re-registered
+                // over another one, or at a peer, since.
+                if self
                     .shard
-                    .deregister(&pool_handle, pe_id, Some(association))
+                    .entry(&pool_handle, pe_id)
+                    .is_some_and(|e| e.association == Some(association))
+                    && let Ok(Some(removed)) =
+                        self.shard
+                            .deregister(&pool_handle, pe_id, Some(association))
                 {
                     self.metrics.pe_removed(reason);
+                    self.replicate_removal(removed, now, out);
                 }
             }
             Forward::Refresh { pool_handle, pe_id } => {
@@ -634,7 +719,36 @@ impl Worker {
                 pe_id,
                 reason,
             } => self.forget(association, &pool_handle, pe_id, reason, out),
+            Forward::PeerAdd(add) => self.apply_peer_add(*add, now, out),
+            Forward::PeerDelete {
+                sender,
+                pool_handle,
+                pe_id,
+            } => self.apply_peer_delete(sender, &pool_handle, pe_id),
+            Forward::Purge { owner, keep } => self.apply_purge(owner, &keep),
+            Forward::TakeOver { dead, new_home } => self.apply_take_over(dead, new_home),
+            Forward::Replicate(update) => self.send_update(&update, out),
+            Forward::ChecksumQuery { round } => self.answer_checksum_query(round, now, out),
+            Forward::ChecksumReply { round, owners } => {
+                self.checksum_reply(round, owners, now, out)
+            }
         }
+    }
+
+    /// Tells the peers that a PE this PR owned is gone (ENRP DEL_PE, RFC 5353 §3.3.2).
+    fn replicate_removal(
+        &mut self,
+        removed: rserpool_handlespace::Removed,
+        now: Millis,
+        out: &mut Output,
+    ) {
+        self.replicate(
+            rserpool_protocol::UpdateAction::DelPe,
+            removed.pool_handle,
+            removed.entry,
+            now,
+            out,
+        );
     }
 
     /// Sends `forward` to the worker owning the shard of `pool_handle`, or applies it here.

@@ -34,6 +34,7 @@ fn info(generation: Generation) -> AssociationInfo {
             SocketAddr::new(PE_IP, 40_000),
             SocketAddr::new(PE_IP2, 40_000),
         ],
+        protocol: crate::metrics::Protocol::Asap,
     }
 }
 
@@ -951,6 +952,7 @@ proptest::proptest! {
                 transport: UrlTransport::Tcp,
                 generation: Generation::Rfc,
                 peer_addresses: vec!["203.0.113.66:5000".parse().unwrap()],
+                protocol: crate::metrics::Protocol::Asap,
             },
             0,
         );
@@ -1041,6 +1043,7 @@ fn a_pe_reconnecting_from_its_host_takes_its_registration_along_and_others_canno
                 transport: UrlTransport::Tcp,
                 generation: Generation::Rfc,
                 peer_addresses: vec![SocketAddr::new(stranger_ip, 1)],
+                protocol: crate::metrics::Protocol::Asap,
             },
             3,
         );

@@ -380,6 +380,7 @@ mod tests {
             transport: Transport::Tcp,
             generation: Generation::Rfc,
             peer_addresses: vec!["127.0.0.1:9".parse().unwrap()],
+            protocol: crate::metrics::Protocol::Asap,
         };
         let association = pr.workers_mut()[0].open_association(info, 0);
         (pr, association)

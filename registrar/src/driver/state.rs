@@ -159,6 +159,7 @@ impl LoopState {
             transport: url.transport,
             generation: url.generation,
             peer_addresses: vec![peer],
+            protocol: crate::metrics::Protocol::Asap,
         };
         let association = self.worker.open_association(info, now);
         self.routes.insert(association, Route::Stream(slot));
@@ -293,6 +294,7 @@ impl LoopState {
                             transport: Transport::Sctp,
                             generation: url.generation,
                             peer_addresses,
+                            protocol: crate::metrics::Protocol::Asap,
                         };
                         let association = self.worker.open_association(info, now);
                         self.sctp.insert((i, assoc), association);

@@ -141,6 +141,21 @@ pub fn render(workers: &[Arc<WorkerMetrics>], info: &ProcessInfo, out: &mut Stri
         "Handlespace writes passed to another worker's shard.",
         |c| &c.mailbox_forwards,
     );
+    e.counter(
+        "rserpool_enrp_resyncs_total",
+        "ENRP audits that found a peer's checksum different and resynchronised its PEs.",
+        |c| &c.enrp_resyncs,
+    );
+    e.counter(
+        "rserpool_enrp_peers_dead_total",
+        "ENRP peers that did not answer a probe and were declared dead.",
+        |c| &c.enrp_peers_dead,
+    );
+    e.counter(
+        "rserpool_enrp_takeovers_total",
+        "Takeovers of a dead peer's PEs won by this registrar.",
+        |c| &c.enrp_takeovers,
+    );
 
     e.gauge("rserpool_pools", "Pools in the handlespace.", |c| &c.pools);
     e.gauge(
@@ -767,7 +782,7 @@ mod tests {
             .lines()
             .filter_map(|l| l.strip_prefix("# TYPE "))
             .collect();
-        assert_eq!(types.len(), 24, "{types:?}");
+        assert_eq!(types.len(), 27, "{types:?}");
         for family in [
             "rserpool_messages_received_total counter",
             "rserpool_connections_open gauge",
