@@ -1092,3 +1092,5 @@ fn resolutions_reuse_one_allocation_for_their_pe_views() {
         assert_eq!(pr.workers()[0].views.as_ptr(), buffer, "no new allocation");
     }
 }
+
+mod enrp;

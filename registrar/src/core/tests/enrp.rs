@@ -1,0 +1,786 @@
+//! The ENRP peer side against the acceptance checklist (`acceptance-checklist.md` §2.3:
+//! PE-02..PE-19): a PR under test and peers played by the test, which encodes their messages and
+//! decodes the PR's.
+
+use rserpool_handlespace::{AssociationId, PeId, PrId};
+use rserpool_protocol::checksum::Internet16;
+use rserpool_protocol::enrp::message_type as et;
+use rserpool_protocol::{
+    EnrpBody, EnrpMessage, Generation, Policy, PoolElement, PoolEntry, PoolHandle, Seq,
+    ServerInformation, Transport, TransportKind, UpdateAction, UserTransport,
+};
+
+use super::super::cluster::{Cluster, Sent};
+use super::super::{AssociationInfo, CoreConfig, EnrpConfig, Output, Target};
+use super::{PE_IP, info, registration, resolved};
+use crate::metrics::Protocol;
+use crate::url::{Transport as UrlTransport, TransportUrl};
+
+const PR: PrId = super::PR;
+const PEER: PrId = PrId(0x2222_0001);
+const PEER2: PrId = PrId(0x2222_0002);
+
+fn tcp(address: &str) -> TransportUrl {
+    TransportUrl {
+        transport: UrlTransport::Tcp,
+        address: address.parse().unwrap(),
+        generation: Generation::Rfc,
+    }
+}
+
+fn scope_config(peers: Vec<TransportUrl>) -> CoreConfig {
+    CoreConfig {
+        enrp: EnrpConfig {
+            local: vec![tcp("127.0.0.1:9901")],
+            peers,
+            heartbeat_interval: 1_000,
+            max_time_last_heard: 2_000,
+            max_time_no_response: 1_000,
+            mentor_discovery_timeout: 3_000,
+            takeover_expiry: 2_000,
+            ..EnrpConfig::default()
+        },
+        ..super::config()
+    }
+}
+
+/// A started PR of `workers` workers in an operating scope without static peers.
+fn scope_pr(workers: usize) -> Cluster {
+    let mut pr = Cluster::new(
+        workers,
+        scope_config(Vec::new()),
+        rserpool_handlespace::Limits::default(),
+        7,
+    );
+    pr.start(0);
+    pr
+}
+
+fn enrp_info() -> AssociationInfo {
+    AssociationInfo {
+        transport: UrlTransport::Tcp,
+        generation: Generation::Rfc,
+        peer_addresses: vec!["127.0.0.2:9901".parse().unwrap()],
+        protocol: Protocol::Enrp,
+    }
+}
+
+fn encode(sender: PrId, body: EnrpBody<'_>) -> Vec<u8> {
+    let mut buf = vec![0; 65_536];
+    let n = EnrpMessage {
+        sender,
+        receiver: PR,
+        body,
+    }
+    .encode(Generation::Rfc, &mut buf)
+    .expect("encodable");
+    buf.truncate(n);
+    buf
+}
+
+fn presence(sender: PrId, reply_required: bool, checksum: u16) -> Vec<u8> {
+    encode(
+        sender,
+        EnrpBody::Presence {
+            reply_required,
+            checksum: Some(u64::from(checksum)),
+            server_information: None,
+        },
+    )
+}
+
+/// The ENRP messages among `sent` that go to `association`, decoded: (type, flags-relevant
+/// summary) via a closure over the decoded message.
+fn to<T>(
+    sent: &[Sent],
+    association: AssociationId,
+    mut f: impl FnMut(&EnrpMessage<'_>) -> T,
+) -> Vec<T> {
+    sent.iter()
+        .filter(|s| s.target == Target::Association(association))
+        .map(|s| {
+            let m = EnrpMessage::decode(&s.bytes, Generation::Rfc)
+                .expect("the PR sends decodable ENRP")
+                .message;
+            assert_eq!(m.sender, PR, "every ENRP message carries our ID");
+            f(&m)
+        })
+        .collect()
+}
+
+fn types(sent: &[Sent], association: AssociationId) -> Vec<u8> {
+    to(sent, association, |m| m.body.message_type())
+}
+
+/// A peer introduced with a presence (and the PR's answers drained).
+fn join(pr: &mut Cluster, id: PrId, now: u64) -> AssociationId {
+    let a = pr.open(0, enrp_info(), now);
+    pr.message(a, &presence(id, false, 0xffff), now);
+    a
+}
+
+fn pe_element(id: u64, home: PrId) -> PoolElement<'static> {
+    const IPS: &[std::net::IpAddr] = &[PE_IP];
+    PoolElement {
+        id: PeId(id),
+        home_pr: home,
+        registration_life: 30_000,
+        user_transport: UserTransport::Transport(Transport {
+            kind: TransportKind::Sctp,
+            port: 7,
+            transport_use: 0,
+            service_code: 0,
+            addresses: Seq::from_items(IPS),
+        }),
+        policy: Policy::RoundRobin,
+        asap_transport: None,
+    }
+}
+
+fn update(sender: PrId, action: UpdateAction, handle: &[u8], pe: PoolElement<'_>) -> Vec<u8> {
+    encode(
+        sender,
+        EnrpBody::HandleUpdate {
+            takeover_suggested: false,
+            action,
+            pool_handle: PoolHandle(handle),
+            pool_element: pe,
+        },
+    )
+}
+
+fn resolve_ids(pr: &mut Cluster, handle: &[u8], now: u64) -> Result<Vec<u64>, u16> {
+    let pu = pr.open(0, info(Generation::Rfc), now);
+    let sent = pr.message(pu, &super::resolution(handle, Some(128)), now);
+    pr.close(pu, now);
+    resolved(&sent).map(|(mut ids, _)| {
+        ids.sort_unstable();
+        ids
+    })
+}
+
+fn checksum_of(entries: &[(&[u8], u32)]) -> u16 {
+    let mut c = Internet16::new();
+    for (h, id) in entries {
+        c.add(h, *id);
+    }
+    c.value()
+}
+
+#[test]
+fn pe02_without_peers_the_pr_serves_at_once_and_sends_no_enrp() {
+    let mut pr = scope_pr(1);
+    assert!(pr.workers()[0].enrp_live());
+    let pe = pr.open(0, info(Generation::Rfc), 0);
+    let sent = pr.message(pe, &registration(b"echo", 1, Policy::RoundRobin), 0);
+    assert_eq!(sent.len(), 1, "only the registration response: {sent:?}");
+}
+
+#[test]
+fn pe07_pe08_an_unknown_peer_is_added_answered_and_asked_for_its_list() {
+    let mut pr = scope_pr(1);
+    let a = pr.open(0, enrp_info(), 0);
+    let sent = pr.message(a, &presence(PEER, true, 0xffff), 0);
+    let presences = to(&sent, a, |m| match m.body {
+        EnrpBody::Presence {
+            reply_required,
+            checksum,
+            server_information,
+        } => Some((
+            reply_required,
+            checksum,
+            server_information.map(|s| s.server_id),
+            m.receiver,
+        )),
+        _ => None,
+    });
+    // PE-07: a reply-required presence to the new peer; PE-08: an answer with server info.
+    assert!(presences.contains(&Some((true, Some(0xffff), Some(PR), PEER))));
+    assert!(presences.contains(&Some((false, Some(0xffff), Some(PR), PEER))));
+    assert!(types(&sent, a).contains(&et::LIST_REQUEST));
+    assert_eq!(pr.workers()[0].enrp_peers(), [PEER]);
+}
+
+#[test]
+fn pe18_messages_with_our_own_id_are_ignored() {
+    let mut pr = scope_pr(1);
+    let a = pr.open(0, enrp_info(), 0);
+    let sent = pr.message(a, &presence(PR, true, 0xffff), 0);
+    assert!(sent.is_empty(), "{sent:?}");
+    assert!(pr.workers()[0].enrp_peers().is_empty());
+}
+
+#[test]
+fn pe19_a_malformed_enrp_message_gets_an_enrp_error() {
+    let mut pr = scope_pr(1);
+    let a = pr.open(0, enrp_info(), 0);
+    let mut bad = presence(PEER, false, 0xffff);
+    // An unknown message type whose upper bits ask for a report (RFC 5354 §4: 01).
+    bad[0] = 0x4b;
+    let sent = pr.message(a, &bad, 0);
+    let errors = to(&sent, a, |m| match m.body {
+        EnrpBody::Error(causes) => causes.iter().map(|c| c.code).collect::<Vec<_>>(),
+        _ => Vec::new(),
+    });
+    assert_eq!(
+        errors,
+        [[rserpool_protocol::cause::UNRECOGNIZED_MESSAGE]],
+        "{sent:?}"
+    );
+}
+
+#[test]
+fn pe10_pe11_registrations_and_removals_are_replicated_from_every_shard() {
+    for workers in [1, 3] {
+        let mut pr = scope_pr(workers);
+        let peer = join(&mut pr, PEER, 0);
+        let pe = pr.open(workers - 1, info(Generation::Rfc), 0);
+        let mut adds = Vec::new();
+        for (i, handle) in [&b"a"[..], b"b", b"c", b"d"].iter().enumerate() {
+            let sent = pr.message(
+                pe,
+                &registration(handle, 10 + i as u64, Policy::RoundRobin),
+                0,
+            );
+            adds.extend(to(&sent, peer, |m| match m.body {
+                EnrpBody::HandleUpdate {
+                    action: UpdateAction::AddPe,
+                    pool_handle,
+                    pool_element,
+                    ..
+                } => {
+                    assert_eq!(pool_element.home_pr, PR);
+                    assert_eq!(m.receiver, PEER);
+                    assert!(
+                        pool_element.asap_transport.is_some(),
+                        "PA-07: ENRP carries the ASAP transport"
+                    );
+                    (pool_handle.0.to_vec(), pool_element.id.0)
+                }
+                _ => panic!("expected ADD_PE, got {m:?}"),
+            }));
+        }
+        assert_eq!(adds.len(), 4, "{workers} workers");
+        let sent = pr.message(
+            pe,
+            &super::encode(
+                &rserpool_protocol::AsapMessage::Deregistration {
+                    pool_handle: PoolHandle(b"a"),
+                    pe_id: PeId(10),
+                },
+                Generation::Rfc,
+            ),
+            0,
+        );
+        let dels = to(
+            &sent,
+            peer,
+            |m| matches!(m.body, EnrpBody::HandleUpdate { action: UpdateAction::DelPe, pool_element, .. } if pool_element.id == PeId(10)),
+        );
+        assert_eq!(dels, [true]);
+        // The PE's association closes: its three other PEs are deleted at the peers too.
+        let sent = pr.close(pe, 0);
+        assert_eq!(
+            to(&sent, peer, |m| matches!(
+                m.body,
+                EnrpBody::HandleUpdate {
+                    action: UpdateAction::DelPe,
+                    ..
+                }
+            ))
+            .len(),
+            3
+        );
+    }
+}
+
+#[test]
+fn pe10_pe11_updates_from_the_home_pr_are_applied_and_others_ignored() {
+    for workers in [1, 2] {
+        let mut pr = scope_pr(workers);
+        let peer = join(&mut pr, PEER, 0);
+        let other = join(&mut pr, PEER2, 0);
+        pr.message(
+            peer,
+            &update(PEER, UpdateAction::AddPe, b"pool", pe_element(1, PEER)),
+            0,
+        );
+        pr.message(
+            peer,
+            &update(PEER, UpdateAction::AddPe, b"pool", pe_element(2, PEER)),
+            0,
+        );
+        // Not the PE's home PR: ignored.
+        pr.message(
+            other,
+            &update(PEER2, UpdateAction::AddPe, b"pool", pe_element(3, PEER)),
+            0,
+        );
+        assert_eq!(resolve_ids(&mut pr, b"pool", 0), Ok(vec![1, 2]));
+        pr.message(
+            other,
+            &update(PEER2, UpdateAction::DelPe, b"pool", pe_element(1, PEER)),
+            0,
+        );
+        assert_eq!(resolve_ids(&mut pr, b"pool", 0), Ok(vec![1, 2]));
+        pr.message(
+            peer,
+            &update(PEER, UpdateAction::DelPe, b"pool", pe_element(1, PEER)),
+            0,
+        );
+        pr.message(
+            peer,
+            &update(PEER, UpdateAction::DelPe, b"pool", pe_element(2, PEER)),
+            0,
+        );
+        assert_eq!(
+            resolve_ids(&mut pr, b"pool", 0),
+            Err(rserpool_protocol::cause::UNKNOWN_POOL_HANDLE),
+            "PE-11: the empty pool is gone"
+        );
+    }
+}
+
+#[test]
+fn pa20_a_pe_learnt_from_a_peer_expires_by_its_registration_life() {
+    let mut pr = scope_pr(1);
+    let peer = join(&mut pr, PEER, 0);
+    let mut pe = pe_element(1, PEER);
+    pe.registration_life = 3_000;
+    pr.message(peer, &update(PEER, UpdateAction::AddPe, b"pool", pe), 0);
+    assert_eq!(resolve_ids(&mut pr, b"pool", 100), Ok(vec![1]));
+    // Keep the peer alive meanwhile.
+    pr.message(
+        peer,
+        &presence(PEER, false, checksum_of(&[(b"pool", 1)])),
+        2_000,
+    );
+    pr.on_timer(3_100);
+    assert!(resolve_ids(&mut pr, b"pool", 3_100).is_err());
+}
+
+#[test]
+fn pe12_pe13_a_checksum_mismatch_resynchronises_only_that_peers_pes() {
+    for workers in [1, 3] {
+        let mut pr = scope_pr(workers);
+        let peer = join(&mut pr, PEER, 0);
+        let other = join(&mut pr, PEER2, 0);
+        for id in 1..=3 {
+            pr.message(
+                peer,
+                &update(PEER, UpdateAction::AddPe, b"p", pe_element(id, PEER)),
+                0,
+            );
+        }
+        pr.message(
+            other,
+            &update(PEER2, UpdateAction::AddPe, b"q", pe_element(9, PEER2)),
+            0,
+        );
+        // PE-12: the same checksum -> nothing to do.
+        let agreed = checksum_of(&[(b"p", 1), (b"p", 2), (b"p", 3)]);
+        let sent = pr.message(peer, &presence(PEER, false, agreed), 10);
+        assert!(
+            !types(&sent, peer).contains(&et::HANDLE_TABLE_REQUEST),
+            "{sent:?}"
+        );
+        // PE-13: the peer lost PE 2 and has PE 4 we never heard of.
+        let theirs = checksum_of(&[(b"p", 1), (b"p", 3), (b"p", 4)]);
+        let sent = pr.message(peer, &presence(PEER, false, theirs), 20);
+        let requests = to(&sent, peer, |m| match m.body {
+            EnrpBody::HandleTableRequest { own_children_only } => Some(own_children_only),
+            _ => None,
+        });
+        assert!(requests.contains(&Some(true)), "W=1 request: {sent:?}");
+        // The answer in two pages: the PR asks again after M=1.
+        let page1 = [pe_element(1, PEER), pe_element(3, PEER)];
+        let page2 = [pe_element(4, PEER)];
+        let sent = pr.message(peer, &table_response(PEER, b"p", &page1, true), 30);
+        assert_eq!(types(&sent, peer), [et::HANDLE_TABLE_REQUEST]);
+        pr.message(peer, &table_response(PEER, b"p", &page2, false), 40);
+        assert_eq!(resolve_ids(&mut pr, b"p", 50), Ok(vec![1, 3, 4]));
+        assert_eq!(
+            resolve_ids(&mut pr, b"q", 50),
+            Ok(vec![9]),
+            "other owners untouched"
+        );
+        // Now they agree.
+        let sent = pr.message(peer, &presence(PEER, false, theirs), 60);
+        assert!(!types(&sent, peer).contains(&et::HANDLE_TABLE_REQUEST));
+    }
+}
+
+fn table_response(sender: PrId, handle: &[u8], pes: &[PoolElement<'_>], more: bool) -> Vec<u8> {
+    let entries = [PoolEntry {
+        pool_handle: PoolHandle(handle),
+        pool_elements: Seq::from_items(pes),
+    }];
+    encode(
+        sender,
+        EnrpBody::HandleTableResponse {
+            reject: false,
+            more_to_send: more,
+            entries: Seq::from_items(&entries),
+        },
+    )
+}
+
+#[test]
+fn pe04_pe17_handle_table_pages_until_everything_is_sent_and_strangers_are_rejected() {
+    let mut pr = scope_pr(2);
+    let pe = pr.open(0, info(Generation::Rfc), 0);
+    for id in 1..=300u64 {
+        let handle = format!("pool-{}", id % 7);
+        pr.message(
+            pe,
+            &registration(handle.as_bytes(), id, Policy::RoundRobin),
+            0,
+        );
+    }
+    // PE-17: a request is the first message of an unknown PR: rejected.
+    let stranger = pr.open(0, enrp_info(), 0);
+    let sent = pr.message(
+        stranger,
+        &encode(
+            PEER2,
+            EnrpBody::HandleTableRequest {
+                own_children_only: false,
+            },
+        ),
+        0,
+    );
+    let rejects = to(&sent, stranger, |m| {
+        matches!(m.body, EnrpBody::HandleTableResponse { reject: true, .. })
+    });
+    assert!(rejects.contains(&true), "{sent:?}");
+
+    let peer = join(&mut pr, PEER, 0);
+    let mut seen = std::collections::BTreeSet::new();
+    let mut pages = 0;
+    loop {
+        let sent = pr.message(
+            peer,
+            &encode(
+                PEER,
+                EnrpBody::HandleTableRequest {
+                    own_children_only: false,
+                },
+            ),
+            1,
+        );
+        let page = to(&sent, peer, |m| match m.body {
+            EnrpBody::HandleTableResponse {
+                reject,
+                more_to_send,
+                entries,
+            } => {
+                assert!(!reject);
+                let pes: Vec<(Vec<u8>, u64)> = entries
+                    .iter()
+                    .flat_map(|e| {
+                        e.pool_elements
+                            .iter()
+                            .map(move |p| (e.pool_handle.0.to_vec(), p.id.0))
+                    })
+                    .collect();
+                Some((more_to_send, pes))
+            }
+            _ => None,
+        });
+        let (more, pes) = page.into_iter().flatten().next().expect("a response");
+        assert!(pes.len() <= 128, "RSPLIB's page size");
+        for p in pes {
+            assert!(seen.insert(p), "no PE twice");
+        }
+        pages += 1;
+        if !more {
+            break;
+        }
+        assert!(pages < 10);
+    }
+    assert_eq!(seen.len(), 300);
+    assert_eq!(pages, 3);
+}
+
+#[test]
+fn pe09_pe14_a_silent_peer_is_probed_declared_dead_and_taken_over() {
+    let mut pr = scope_pr(2);
+    let dying = join(&mut pr, PEER, 0);
+    let witness = join(&mut pr, PEER2, 0);
+    for id in 1..=4 {
+        let handle = if id % 2 == 0 { &b"even"[..] } else { b"odd" };
+        pr.message(
+            dying,
+            &update(PEER, UpdateAction::AddPe, handle, pe_element(id, PEER)),
+            0,
+        );
+    }
+    // The witness keeps talking; the dying peer falls silent.
+    let mut probed = false;
+    let mut init = false;
+    let mut now = 0;
+    while now < 6_000 && !init {
+        now += 100;
+        if now % 500 == 0 {
+            pr.message(witness, &presence(PEER2, false, 0xffff), now);
+        }
+        let sent = pr.on_timer(now);
+        probed |= to(&sent, dying, |m| {
+            matches!(
+                m.body,
+                EnrpBody::Presence {
+                    reply_required: true,
+                    ..
+                }
+            )
+        })
+        .contains(&true);
+        init = to(
+            &sent,
+            witness,
+            |m| matches!(m.body, EnrpBody::InitTakeover { target } if target == PEER),
+        )
+        .contains(&true);
+    }
+    assert!(probed, "PE-09: a reply-required probe first");
+    assert!(init, "INIT_TAKEOVER to the other peers");
+    // Not before MAX-TIME-LAST-HEARD + MAX-TIME-NO-RESPONSE.
+    assert!(now >= 3_000, "{now}");
+    let sent = pr.message(
+        witness,
+        &encode(PEER2, EnrpBody::InitTakeoverAck { target: PEER }),
+        now,
+    );
+    assert!(
+        to(
+            &sent,
+            witness,
+            |m| matches!(m.body, EnrpBody::TakeoverServer { target } if target == PEER)
+        )
+        .contains(&true)
+    );
+    // The PEs now belong to this PR.
+    let pu = pr.open(1, info(Generation::Rfc), now);
+    let sent = pr.message(pu, &super::resolution(b"even", Some(10)), now);
+    match super::only(&sent) {
+        rserpool_protocol::AsapMessage::HandleResolutionResponse {
+            resolution: rserpool_protocol::Resolution::Found { pool_elements, .. },
+            ..
+        } => {
+            assert_eq!(pool_elements.len(), 2);
+            assert!(pool_elements.iter().all(|p| p.home_pr == PR));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!pr.workers()[0].enrp_peers().contains(&PEER));
+}
+
+#[test]
+fn pe14_takeover_server_from_a_peer_moves_the_pes_to_it() {
+    let mut pr = scope_pr(2);
+    let dead = join(&mut pr, PEER, 0);
+    let winner = join(&mut pr, PEER2, 0);
+    pr.message(
+        dead,
+        &update(PEER, UpdateAction::AddPe, b"x", pe_element(5, PEER)),
+        0,
+    );
+    let sent = pr.message(
+        winner,
+        &encode(PEER2, EnrpBody::InitTakeover { target: PEER }),
+        10,
+    );
+    assert!(
+        to(
+            &sent,
+            winner,
+            |m| matches!(m.body, EnrpBody::InitTakeoverAck { target } if target == PEER)
+        )
+        .contains(&true)
+    );
+    pr.message(
+        winner,
+        &encode(PEER2, EnrpBody::TakeoverServer { target: PEER }),
+        20,
+    );
+    // Our checksum for PEER2 now covers the PE: PEER2 announcing it agrees, no resync.
+    let sent = pr.message(
+        winner,
+        &presence(PEER2, false, checksum_of(&[(b"x", 5)])),
+        30,
+    );
+    assert!(
+        !types(&sent, winner).contains(&et::HANDLE_TABLE_REQUEST),
+        "{sent:?}"
+    );
+}
+
+#[test]
+fn pe15_of_two_concurrent_takeovers_the_smaller_id_yields() {
+    for (rival, yields) in [(PrId(PR.0 + 1), true), (PrId(PR.0 - 1), false)] {
+        let mut pr = scope_pr(1);
+        let target = join(&mut pr, PEER, 0);
+        let r = join(&mut pr, rival, 0);
+        pr.message(
+            target,
+            &update(PEER, UpdateAction::AddPe, b"x", pe_element(5, PEER)),
+            0,
+        );
+        // Keep the rival alive, let the target go silent until our own takeover starts.
+        let mut now = 0;
+        let mut started = false;
+        while !started && now < 6_000 {
+            now += 100;
+            pr.message(r, &presence(rival, false, 0xffff), now);
+            let sent = pr.on_timer(now);
+            started = to(&sent, r, |m| {
+                matches!(m.body, EnrpBody::InitTakeover { .. })
+            })
+            .contains(&true);
+        }
+        assert!(started);
+        let sent = pr.message(
+            r,
+            &encode(rival, EnrpBody::InitTakeover { target: PEER }),
+            now,
+        );
+        let acked = to(&sent, r, |m| {
+            matches!(m.body, EnrpBody::InitTakeoverAck { .. })
+        })
+        .contains(&true);
+        assert_eq!(acked, yields, "rival {rival}");
+    }
+}
+
+#[test]
+fn pe16_an_init_takeover_aimed_at_us_is_answered_with_presence() {
+    let mut pr = scope_pr(1);
+    let peer = join(&mut pr, PEER, 0);
+    let other = join(&mut pr, PEER2, 0);
+    let sent = pr.message(
+        peer,
+        &encode(PEER, EnrpBody::InitTakeover { target: PR }),
+        10,
+    );
+    for a in [peer, other] {
+        assert!(
+            types(&sent, a).contains(&et::PRESENCE),
+            "a presence to every peer: {sent:?}"
+        );
+    }
+    assert!(!types(&sent, peer).contains(&et::INIT_TAKEOVER_ACK));
+}
+
+#[test]
+fn pe03_pe05_a_pr_with_a_mentor_loads_the_handlespace_before_serving_peers() {
+    let mentor_url = tcp("127.0.0.2:9901");
+    let mut pr = Cluster::new(
+        1,
+        scope_config(vec![mentor_url]),
+        rserpool_handlespace::Limits::default(),
+        7,
+    );
+    let mut out = Output::default();
+    let w = &mut pr.workers_mut()[0];
+    w.start(0);
+    w.on_timer(0, &mut out);
+    assert_eq!(out.connects().len(), 1);
+    let connect = out.connects()[0];
+    assert_eq!(connect.url, mentor_url);
+    out.clear();
+    assert!(!w.enrp_live(), "starting");
+    let a = connect.association;
+    w.connected(a, vec![mentor_url.address], 10, &mut out);
+    let intro: Vec<u8> = out.transmits().map(|(_, b)| b[0]).collect();
+    assert_eq!(intro, [et::PRESENCE]);
+    out.clear();
+    // PE-05: while starting, a peer's requests are rejected.
+    w.on_message(a, &presence(PEER, false, 0xffff), 20, &mut out);
+    let asked: Vec<u8> = out.transmits().map(|(_, b)| b[0]).collect();
+    assert!(asked.contains(&et::LIST_REQUEST), "{asked:?}");
+    assert!(
+        asked.contains(&et::HANDLE_TABLE_REQUEST),
+        "PE-03: W=0 download: {asked:?}"
+    );
+    out.clear();
+    w.on_message(a, &encode(PEER, EnrpBody::ListRequest), 25, &mut out);
+    let rejected = out.transmits().any(|(_, b)| {
+        matches!(
+            EnrpMessage::decode(b, Generation::Rfc)
+                .unwrap()
+                .message
+                .body,
+            EnrpBody::ListResponse { reject: true, .. }
+        )
+    });
+    assert!(rejected, "PE-05");
+    out.clear();
+    let pes = [pe_element(1, PEER), pe_element(2, PEER2)];
+    w.on_message(a, &table_response(PEER, b"m", &pes, false), 30, &mut out);
+    assert!(w.enrp_live(), "the last page ends start-up");
+    out.clear();
+    let sent = pr.message(a, &encode(PEER, EnrpBody::ListRequest), 40);
+    let lists = to(&sent, a, |m| match m.body {
+        EnrpBody::ListResponse { reject, servers } => Some((reject, servers.len())),
+        _ => None,
+    });
+    assert!(lists.contains(&Some((false, 0))), "{sent:?}");
+    assert_eq!(resolve_ids(&mut pr, b"m", 50), Ok(vec![1, 2]));
+}
+
+#[test]
+fn pe02_a_pr_whose_mentor_never_answers_serves_alone_after_the_discovery_timeout() {
+    let mut pr = Cluster::new(
+        1,
+        scope_config(vec![tcp("127.0.0.2:9901")]),
+        rserpool_handlespace::Limits::default(),
+        7,
+    );
+    pr.start(0);
+    assert!(!pr.workers()[0].enrp_live());
+    pr.on_timer(2_900);
+    assert!(!pr.workers()[0].enrp_live());
+    // Within one housekeeping tick (a quarter of the shortest ENRP timer) of the timeout.
+    pr.on_timer(3_250);
+    assert!(pr.workers()[0].enrp_live());
+}
+
+#[test]
+fn list_response_names_known_peers_with_their_transport() {
+    let mut pr = scope_pr(1);
+    let a = pr.open(0, enrp_info(), 0);
+    const IP: &[std::net::IpAddr] = &[std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 3))];
+    let info = ServerInformation {
+        server_id: PEER2,
+        transport: Transport {
+            kind: TransportKind::Tcp,
+            port: 9902,
+            transport_use: 0,
+            service_code: 0,
+            addresses: Seq::from_items(IP),
+        },
+    };
+    let b = pr.open(0, enrp_info(), 0);
+    pr.message(
+        b,
+        &encode(
+            PEER2,
+            EnrpBody::Presence {
+                reply_required: false,
+                checksum: Some(0xffff),
+                server_information: Some(info),
+            },
+        ),
+        0,
+    );
+    pr.message(a, &presence(PEER, false, 0xffff), 0);
+    let sent = pr.message(a, &encode(PEER, EnrpBody::ListRequest), 1);
+    let listed = to(&sent, a, |m| match m.body {
+        EnrpBody::ListResponse { servers, .. } => servers
+            .iter()
+            .map(|s| (s.server_id, s.transport.port))
+            .collect::<Vec<_>>(),
+        _ => Vec::new(),
+    });
+    assert_eq!(listed.concat(), [(PEER2, 9902)]);
+}
