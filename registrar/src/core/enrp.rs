@@ -226,6 +226,8 @@ pub struct PeerAdd {
     pub registration: PeRegistration,
     /// Its home PR.
     pub home_pr: PrId,
+    /// It came in a handle table response (a resynchronisation), not as a handle update.
+    pub from_table: bool,
 }
 
 /// A change of a PE this PR owns, on its way to worker 0 for ENRP_HANDLE_UPDATE.
@@ -463,7 +465,6 @@ impl Worker {
     /// An ENRP association closed (or could not be opened): the peer is suspect until it is
     /// heard again; a static peer is reconnected.
     pub(super) fn enrp_association_closed(&mut self, association: AssociationId, now: Millis) {
-        let interval = self.enrp_config().reconnect_interval;
         let Some(scope) = self.scope.as_mut() else {
             return;
         };
@@ -473,11 +474,12 @@ impl Worker {
             .iter_mut()
             .filter(|p| p.association == Some(association))
         {
+            // Reconnected at once, unless the last attempt was less than the reconnect
+            // interval ago (`reconnect_at` is set when an attempt starts).
             p.association = None;
             p.connected = false;
             p.inbound = None;
             p.outbound = None;
-            p.reconnect_at = now + interval;
             if p.id.0 != 0 && p.probe_since.is_none() {
                 p.probe_since = Some(now);
             }
@@ -855,7 +857,7 @@ impl Worker {
             EnrpBody::ListRequest => self.on_list_request(association, generation, sender, out),
             EnrpBody::ListResponse { reject, servers } => {
                 if !reject {
-                    self.on_list_response(servers, now);
+                    self.on_list_response(servers, generation, now);
                 }
             }
             EnrpBody::InitTakeover { target } => {
@@ -895,10 +897,19 @@ impl Worker {
             return true;
         }
         if let Some(p) = scope.peer_by_association(association) {
-            // A peer we connected to, telling its ID for the first time.
+            // A peer we connected to, telling its ID for the first time; a restarted static
+            // peer tells a new one, and its old identity is left to be declared dead (and its
+            // PEs taken over) like any silent peer.
+            let old = p.id;
             p.id = sender;
             p.last_heard = now;
             p.connected = true;
+            if old.0 != 0 {
+                let mut gone = Peer::new(None, false, now);
+                gone.id = old;
+                gone.probe_since = Some(now);
+                scope.peers.push(gone);
+            }
             return true;
         }
         let mut p = Peer::new(None, false, now);
@@ -1048,7 +1059,12 @@ impl Worker {
 
     /// ENRP_LIST_RESPONSE: peers we did not know are connected to (RSPLIB introduces itself to
     /// each).
-    fn on_list_response(&mut self, servers: Seq<'_, ServerInformation<'_>>, now: Millis) {
+    fn on_list_response(
+        &mut self,
+        servers: Seq<'_, ServerInformation<'_>>,
+        generation: Generation,
+        now: Millis,
+    ) {
         let own = self.config.pr_id;
         for s in servers.iter() {
             if s.server_id.0 == 0 || s.server_id == own {
@@ -1058,7 +1074,7 @@ impl Worker {
             if scope.peer(s.server_id).is_some() {
                 continue;
             }
-            let Some(url) = url_of(&s, Generation::Rfc) else {
+            let Some(url) = url_of(&s, generation) else {
                 continue;
             };
             if scope.peers.iter().any(|p| p.url == Some(url)) {
@@ -1255,6 +1271,7 @@ impl Worker {
                         pool_handle: handle.into(),
                         registration: PeRegistration::from_view(&pe),
                         home_pr: pe.home_pr,
+                        from_table: true,
                     })),
                     now,
                     out,
@@ -1318,6 +1335,7 @@ impl Worker {
                         pool_handle: handle.into(),
                         registration: PeRegistration::from_view(pe),
                         home_pr: sender,
+                        from_table: false,
                     })),
                     now,
                     out,
@@ -1338,18 +1356,24 @@ impl Worker {
 
     /// At the shard owner: store a PE learnt from a peer. A PE that registered here and
     /// re-registered at the peer since moves there (RFC 5352 §3.1 rule 4): its association's
-    /// worker stops monitoring it.
+    /// worker stops monitoring it. A table entry never takes a PE from a live association of
+    /// ours: it tells an older state (a peer that took this PR over during a partition resends
+    /// the PEs it took), while a handle update tells a re-registration that just happened.
     pub(super) fn apply_peer_add(&mut self, add: PeerAdd, now: Millis, out: &mut Output) {
         let PeerAdd {
             pool_handle,
             registration,
             home_pr,
+            from_table,
         } = add;
         let pe_id = registration.id;
         let previous = self
             .shard
             .entry(&pool_handle, pe_id)
             .and_then(|e| e.association);
+        if from_table && previous.is_some() {
+            return;
+        }
         match self
             .shard
             .register(&pool_handle, registration, home_pr, None, now)

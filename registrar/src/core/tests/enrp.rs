@@ -784,3 +784,123 @@ fn list_response_names_known_peers_with_their_transport() {
     });
     assert_eq!(listed.concat(), [(PEER2, 9902)]);
 }
+
+#[test]
+fn a_table_entry_never_takes_a_pe_from_a_live_association_but_an_update_does() {
+    let mut pr = scope_pr(2);
+    let peer = join(&mut pr, PEER, 0);
+    let pe = pr.open(1, info(Generation::Rfc), 0);
+    pr.message(pe, &registration(b"live", 7, Policy::RoundRobin), 0);
+    // The peer took this PR over during a partition and resends the PE as its own.
+    pr.message(
+        peer,
+        &presence(PEER, false, checksum_of(&[(b"live", 7)])),
+        10,
+    );
+    pr.message(
+        peer,
+        &table_response(PEER, b"live", &[pe_element(7, PEER)], false),
+        20,
+    );
+    let home = |pr: &mut Cluster| {
+        let pu = pr.open(0, info(Generation::Rfc), 30);
+        let sent = pr.message(pu, &super::resolution(b"live", None), 30);
+        match super::only(&sent) {
+            rserpool_protocol::AsapMessage::HandleResolutionResponse {
+                resolution: rserpool_protocol::Resolution::Found { pool_elements, .. },
+                ..
+            } => pool_elements.iter().next().unwrap().home_pr,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(
+        home(&mut pr),
+        PR,
+        "still ours: its association is alive here"
+    );
+    // The PE re-registered at the peer: the update moves it, and our association stops
+    // monitoring it (closing it removes nothing).
+    pr.message(
+        peer,
+        &update(PEER, UpdateAction::AddPe, b"live", pe_element(7, PEER)),
+        40,
+    );
+    assert_eq!(home(&mut pr), PEER);
+    pr.close(pe, 50);
+    assert_eq!(resolve_ids(&mut pr, b"live", 60), Ok(vec![7]));
+}
+
+#[test]
+fn a_restarted_static_peer_with_a_new_id_leaves_its_old_id_to_be_taken_over() {
+    let peer_url = tcp("127.0.0.2:9901");
+    let mut pr = Cluster::new(
+        1,
+        scope_config(vec![peer_url]),
+        rserpool_handlespace::Limits::default(),
+        7,
+    );
+    let mut out = Output::default();
+    let w = &mut pr.workers_mut()[0];
+    w.start(0);
+    w.on_timer(0, &mut out);
+    let first = out.connects()[0].association;
+    out.clear();
+    w.connected(first, vec![peer_url.address], 0, &mut out);
+    w.on_message(first, &presence(PEER, false, 0xffff), 0, &mut out);
+    w.on_message(
+        first,
+        &update(PEER, UpdateAction::AddPe, b"old", pe_element(3, PEER)),
+        0,
+        &mut out,
+    );
+    out.clear();
+    // The peer restarts: its connection closes, ours reconnects at once (the last attempt was
+    // longer ago than the reconnect interval), and it has a new ID.
+    w.close_association(first, 1_500, &mut out);
+    let mut now = 1_500;
+    let second = loop {
+        now += 100;
+        w.on_timer(now, &mut out);
+        if let Some(c) = out.connects().first() {
+            break c.association;
+        }
+        out.clear();
+    };
+    out.clear();
+    w.connected(second, vec![peer_url.address], now, &mut out);
+    w.on_message(second, &presence(PEER2, false, 0xffff), now, &mut out);
+    out.clear();
+    assert!(w.enrp_peers().contains(&PEER2));
+    // The old ID owned a PE and answers nothing: it is declared dead and, the new instance
+    // agreeing, taken over.
+    let mut init = false;
+    while !init && now < 10_000 {
+        now += 100;
+        w.on_message(second, &presence(PEER2, false, 0xffff), now, &mut out);
+        w.on_timer(now, &mut out);
+        init = out.transmits().any(|(_, b)| {
+            matches!(
+                EnrpMessage::decode(b, Generation::Rfc).unwrap().message.body,
+                EnrpBody::InitTakeover { target } if target == PEER
+            )
+        });
+        out.clear();
+    }
+    assert!(init, "the old identity is taken over");
+    w.on_message(
+        second,
+        &encode(PEER2, EnrpBody::InitTakeoverAck { target: PEER }),
+        now,
+        &mut out,
+    );
+    out.clear();
+    let pe = pr.open(0, info(Generation::Rfc), now);
+    let sent = pr.message(pe, &super::resolution(b"old", None), now);
+    match super::only(&sent) {
+        rserpool_protocol::AsapMessage::HandleResolutionResponse {
+            resolution: rserpool_protocol::Resolution::Found { pool_elements, .. },
+            ..
+        } => assert_eq!(pool_elements.iter().next().unwrap().home_pr, PR),
+        other => panic!("{other:?}"),
+    }
+}
