@@ -26,7 +26,9 @@ pub use error::RegistrationError;
 pub use pool::{PoolSnapshot, SnapshotGuard};
 pub use rng::Rng;
 pub use rserpool_protocol::{Generation, PeId, PrId};
-pub use shard::{Limits, OwnerChecksums, Registered, Removed, Shard, ShardView};
+pub use shard::{
+    Limits, OwnerChecksums, Registered, Removed, Shard, ShardView, TableCursor, TablePage,
+};
 
 /// The shard that owns a pool handle among `shards`: XXH3-64 of the handle modulo the shard
 /// count, so every thread routes a handle the same way.

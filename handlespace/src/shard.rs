@@ -137,6 +137,19 @@ pub struct Removed {
     pub pool_removed: bool,
 }
 
+/// Where a handle table transfer continues in a shard: a pool slot, and within that pool the
+/// PEs after a PE ID (PEs go in ID order).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TableCursor {
+    /// The pool slot.
+    pub slot: u32,
+    /// The last PE ID sent of that pool, when the pool spans pages.
+    pub after: Option<PeId>,
+}
+
+/// A page of a handle table transfer: pools and their PEs, borrowed from the shard.
+pub type TablePage<'a> = Vec<(&'a Arc<[u8]>, Vec<&'a PoolElementEntry>)>;
+
 /// Timer payload: which PE's registration life runs out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Expiry {
@@ -551,6 +564,71 @@ impl Shard {
             self.owners.entry(new_home).or_default().merge(&c);
         }
         moved
+    }
+
+    /// One page of a handle table transfer (RFC 5353 §3.2.3, §3.6.3) from `from` on: the pools
+    /// in slot order with their PEs accepted by `wanted`, in PE ID order, at most `max_pes` PEs
+    /// and about `max_bytes` by `size`. Returns the page and where the next one starts (`None`:
+    /// this shard is done). The cursor survives changes between pages: a pool created in a slot
+    /// already passed, or PEs added to a pool already sent, are not in the transfer (ENRP handle
+    /// updates carry them).
+    pub fn table_page(
+        &self,
+        from: TableCursor,
+        max_pes: usize,
+        max_bytes: usize,
+        mut wanted: impl FnMut(&PoolElementEntry) -> bool,
+        mut size: impl FnMut(&PoolElementEntry) -> usize,
+    ) -> (TablePage<'_>, Option<TableCursor>) {
+        let mut page = Vec::new();
+        let (mut pes, mut bytes) = (0, 0);
+        let mut slot = from.slot as usize;
+        let mut after = from.after;
+        while slot < self.pools.len() {
+            let Some(pool) = &self.pools[slot] else {
+                slot += 1;
+                after = None;
+                continue;
+            };
+            let mut entries: Vec<&PoolElementEntry> = pool
+                .entries()
+                .iter()
+                .filter(|e| after.is_none_or(|a| e.id() > a) && wanted(e))
+                .collect();
+            entries.sort_unstable_by_key(|e| e.id());
+            let mut taken = 0;
+            for e in &entries {
+                if pes == max_pes || bytes >= max_bytes {
+                    break;
+                }
+                pes += 1;
+                bytes += size(e);
+                taken += 1;
+            }
+            let complete = taken == entries.len();
+            let last = entries[..taken].last().map(|e| e.id());
+            if taken > 0 {
+                entries.truncate(taken);
+                page.push((&pool.handle, entries));
+            }
+            if !complete {
+                let next = TableCursor {
+                    slot: slot as u32,
+                    after: last.or(after),
+                };
+                return (page, Some(next));
+            }
+            slot += 1;
+            after = None;
+            if pes == max_pes || bytes >= max_bytes {
+                break;
+            }
+        }
+        let next = (slot < self.pools.len()).then_some(TableCursor {
+            slot: slot as u32,
+            after: None,
+        });
+        (page, next)
     }
 
     /// The PEs `owner` owns, with their pool handles (ENRP handle table request with W = 1).

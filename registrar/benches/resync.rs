@@ -118,6 +118,9 @@ fn main() {
     let started = Instant::now();
     let mut to_mentor: VecDeque<Vec<u8>> = VecDeque::new();
     let mut pages = 0u64;
+    // The longest time the mentor's worker 0 spent on one request: how long its other
+    // associations (handle resolutions) waited at worst.
+    let mut longest = std::time::Duration::ZERO;
     fresh.workers_mut()[0].connected(at_fresh, vec![mentor_url.address], 1, &mut out);
     loop {
         for (target, bytes) in out.transmits() {
@@ -128,7 +131,10 @@ fn main() {
         let Some(message) = to_mentor.pop_front() else {
             break;
         };
-        for sent in mentor.message(at_mentor, &message, 1) {
+        let one = Instant::now();
+        let replies = mentor.message(at_mentor, &message, 1);
+        longest = longest.max(one.elapsed());
+        for sent in replies {
             if sent.target != Target::Association(at_mentor) {
                 continue;
             }
@@ -146,7 +152,8 @@ fn main() {
     );
     assert_eq!(synced as u64, pes, "every PE arrived");
     println!(
-        "resync of {pes} PEs ({generation:?}): {elapsed:?} in {pages} pages, {:.0} PEs/s",
+        "resync of {pes} PEs ({generation:?}): {elapsed:?} in {pages} pages, {:.0} PEs/s; \
+         longest request at the mentor: {longest:?}",
         pes as f64 / elapsed.as_secs_f64()
     );
 }

@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use rserpool_handlespace::{
     AssociationId, Millis, OwnerChecksums, PeId, PeRegistration, PoolElementEntry, PrId,
+    TableCursor,
 };
 use rserpool_protocol::enrp::message_type;
 use rserpool_protocol::{
@@ -23,7 +24,8 @@ use rserpool_protocol::{
 };
 
 use super::{
-    AssociationInfo, CoreTimer, FastMap, Forward, Output, Target, Worker, handle_hash, jitter,
+    AssociationInfo, CoreTimer, FastMap, Forward, Output, Target, Worker, encode_into, handle_hash,
+    jitter,
 };
 use crate::metrics::{Protocol, RemovalReason};
 use crate::url::{Transport, TransportUrl};
@@ -109,16 +111,14 @@ struct Inbound {
     seen: Option<FastSet<(u64, PeId)>>,
 }
 
-/// A handle table transfer we are sending a peer, page by page (RSPLIB's cursor).
+/// A handle table transfer we are sending a peer, page by page: each page comes from one shard,
+/// built by its owner from where the last one ended, so no worker ever walks the whole
+/// handlespace in one turn (a resynchronisation never stalls resolutions).
 #[derive(Debug)]
 struct Outbound {
     own_children_only: bool,
-    /// Pool handles in handlespace order (length, then bytes), fixed when the transfer began;
-    /// pools created later reach the peer as handle updates.
-    handles: Vec<Box<[u8]>>,
-    next: usize,
-    /// The last PE ID sent of `handles[next]`, when the pool spans pages.
-    last_pe: Option<PeId>,
+    shard: usize,
+    cursor: TableCursor,
 }
 
 #[derive(Debug)]
@@ -228,6 +228,40 @@ pub struct PeerAdd {
     pub home_pr: PrId,
     /// It came in a handle table response (a resynchronisation), not as a handle update.
     pub from_table: bool,
+}
+
+/// A handle table page to build (to the shard the transfer is at).
+#[derive(Debug)]
+pub struct TablePageRequest {
+    /// The peer's association (on worker 0).
+    pub association: AssociationId,
+    /// The peer.
+    pub peer: PrId,
+    /// The peer's generation.
+    pub generation: Generation,
+    /// W=1: only the PEs this PR owns.
+    pub own_children_only: bool,
+    /// Where the page starts in the shard.
+    pub cursor: TableCursor,
+    /// Most PEs in the page.
+    pub max_pes: usize,
+}
+
+/// A handle table page built by a shard (to worker 0).
+#[derive(Debug)]
+pub struct TablePageDone {
+    /// The peer's association.
+    pub association: AssociationId,
+    /// The peer.
+    pub peer: PrId,
+    /// The shard that built it.
+    pub shard: usize,
+    /// Where that shard's next page starts (`None`: the shard is done).
+    pub next: Option<TableCursor>,
+    /// The page holds no PE.
+    pub empty: bool,
+    /// The encoded ENRP_HANDLE_TABLE_RESPONSE (empty if it could not be encoded).
+    pub message: Box<[u8]>,
 }
 
 /// A change of a PE this PR owns, on its way to worker 0 for ENRP_HANDLE_UPDATE.
@@ -832,6 +866,7 @@ impl Worker {
                 sender,
                 own_children_only,
                 known,
+                now,
                 out,
             ),
             EnrpBody::HandleTableResponse {
@@ -1085,8 +1120,9 @@ impl Worker {
     }
 
     /// ENRP_HANDLE_TABLE_REQUEST (RFC 5353 §3.2.3, §3.6.3): the next page of the handlespace (or
-    /// of the PEs we own, W=1). Rejected while starting (PE-05) and for peers unknown before
-    /// this message (PE-17).
+    /// of the PEs we own, W=1), built by the shard the transfer is at. Rejected while starting
+    /// (PE-05) and for peers unknown before this message (PE-17).
+    #[allow(clippy::too_many_arguments)]
     fn on_handle_table_request(
         &mut self,
         association: AssociationId,
@@ -1094,6 +1130,7 @@ impl Worker {
         sender: PrId,
         own_children_only: bool,
         known: bool,
+        now: Millis,
         out: &mut Output,
     ) {
         if self.scope().phase != Phase::Live || !known {
@@ -1110,39 +1147,68 @@ impl Worker {
             );
             return;
         }
-        let own = self.config.pr_id;
-        let mut transfer = match self
+        let transfer = match self
             .scope()
             .peer_mut(sender)
             .and_then(|p| p.outbound.take())
         {
             Some(t) if t.own_children_only == own_children_only => t,
-            _ => {
-                let mut handles: Vec<Box<[u8]>> = Vec::new();
-                for view in self.reader.shards() {
-                    view.for_each_pool(|h, snapshot| {
-                        if !own_children_only || snapshot.entries().iter().any(|e| e.home_pr == own)
-                        {
-                            handles.push(h.into());
-                        }
-                    });
-                }
-                handles.sort_unstable_by(|a, b| a.len().cmp(&b.len()).then_with(|| a.cmp(b)));
-                Outbound {
-                    own_children_only,
-                    handles,
-                    next: 0,
-                    last_pe: None,
-                }
-            }
+            _ => Outbound {
+                own_children_only,
+                shard: 0,
+                cursor: TableCursor::default(),
+            },
         };
-        let max = match generation {
-            Generation::Rfc => self.enrp_config().max_pes_per_table_response.min(128),
-            Generation::Ng => self.enrp_config().max_pes_per_table_response,
+        let request = TablePageRequest {
+            association,
+            peer: sender,
+            generation,
+            own_children_only,
+            cursor: transfer.cursor,
+            max_pes: self.page_size(generation),
+        };
+        let shard = transfer.shard;
+        self.scope().peer_mut(sender).expect("known").outbound = Some(transfer);
+        self.send_to(shard, Forward::TablePage(Box::new(request)), now, out);
+    }
+
+    /// PEs per table page: the configured number, at most RSPLIB's 128 towards RFC peers.
+    fn page_size(&self, generation: Generation) -> usize {
+        let configured = self.enrp_config().max_pes_per_table_response.max(1);
+        match generation {
+            Generation::Rfc => configured.min(128),
+            Generation::Ng => configured,
         }
-        .max(1);
-        let page = self.table_page(&mut transfer, generation, max);
-        let more = transfer.next < transfer.handles.len();
+    }
+
+    /// At a shard owner: the next page of a transfer from this shard, encoded as the whole
+    /// ENRP_HANDLE_TABLE_RESPONSE (M=1 unless it is the last shard's last page), at most about
+    /// 48 KiB.
+    pub(super) fn answer_table_page(
+        &mut self,
+        request: TablePageRequest,
+        now: Millis,
+        out: &mut Output,
+    ) {
+        const MAX_BYTES: usize = 48 * 1024;
+        let own = self.config.pr_id;
+        let TablePageRequest {
+            association,
+            peer,
+            generation,
+            own_children_only,
+            cursor,
+            max_pes,
+        } = request;
+        let (page, next) = self.shard.table_page(
+            cursor,
+            max_pes,
+            MAX_BYTES,
+            |e| (!own_children_only || e.home_pr == own) && e.fits(generation),
+            approximate_size,
+        );
+        let more = next.is_some() || self.index + 1 < self.workers;
+        let empty = page.is_empty();
         let views: Vec<Vec<rserpool_protocol::PoolElement<'_>>> = page
             .iter()
             .map(|(_, es)| es.iter().map(|e| e.view(true)).collect())
@@ -1155,71 +1221,80 @@ impl Worker {
                 pool_elements: Seq::from_items(v),
             })
             .collect();
-        self.send_enrp(
-            association,
-            generation,
-            sender,
-            &EnrpBody::HandleTableResponse {
+        let message = EnrpMessage {
+            sender: own,
+            receiver: peer,
+            body: EnrpBody::HandleTableResponse {
                 reject: false,
                 more_to_send: more,
                 entries: Seq::from_items(&entries),
             },
-            out,
-        );
-        if more && let Some(p) = self.scope().peer_mut(sender) {
-            p.outbound = Some(transfer);
+        };
+        let mut bytes = Vec::new();
+        if let Err(e) = encode_into(&mut bytes, |buf| message.encode(generation, buf)) {
+            tracing::warn!(%peer, %e, "cannot encode a handle table page; the transfer stops");
+            bytes.clear();
         }
+        let done = TablePageDone {
+            association,
+            peer,
+            shard: self.index,
+            next,
+            empty,
+            message: bytes.into(),
+        };
+        self.send_to(0, Forward::TablePageDone(Box::new(done)), now, out);
     }
 
-    /// Up to `max` PEs from the transfer's position on, in handlespace order (RSPLIB's paging,
-    /// procedures §14.4), and at most about 48 KiB of them.
-    fn table_page(
-        &self,
-        t: &mut Outbound,
-        generation: Generation,
-        max: usize,
-    ) -> Vec<(Box<[u8]>, Vec<PoolElementEntry>)> {
-        const MAX_BYTES: usize = 48 * 1024;
-        let own = self.config.pr_id;
-        let mut page = Vec::new();
-        let mut count = 0;
-        let mut bytes = 0;
-        while count < max && bytes < MAX_BYTES && t.next < t.handles.len() {
-            let handle = &t.handles[t.next];
-            let Some(snapshot) = self.reader.snapshot(handle) else {
-                t.next += 1;
-                t.last_pe = None;
-                continue;
-            };
-            let mut entries: Vec<&PoolElementEntry> = snapshot
-                .entries()
-                .iter()
-                .filter(|e| !t.own_children_only || e.home_pr == own)
-                .filter(|e| e.fits(generation))
-                .filter(|e| t.last_pe.is_none_or(|last| e.id() > last))
-                .collect();
-            entries.sort_unstable_by_key(|e| e.id());
-            let mut taken = Vec::new();
-            for e in entries.iter().copied() {
-                if count == max || bytes >= MAX_BYTES {
-                    break;
-                }
-                count += 1;
-                bytes += approximate_size(e);
-                taken.push(e.clone());
-            }
-            if taken.len() == entries.len() {
-                t.next += 1;
-                t.last_pe = None;
-            } else {
-                t.last_pe = taken.last().map(PoolElementEntry::id);
-            }
-            if !taken.is_empty() {
-                bytes += 8 + handle.len();
-                page.push((handle.clone(), taken));
+    /// At worker 0: a shard's page; sent, unless it is empty and more shards follow (then the
+    /// next shard is asked at once).
+    pub(super) fn table_page_done(&mut self, done: TablePageDone, now: Millis, out: &mut Output) {
+        let workers = self.workers;
+        let Some(scope) = self.scope.as_mut() else {
+            return;
+        };
+        let Some(p) = scope.peer_mut(done.peer) else {
+            return;
+        };
+        let generation = p.generation;
+        let Some(association) = p.reachable() else {
+            return;
+        };
+        let Some(t) = p.outbound.as_mut() else {
+            return;
+        };
+        if association != done.association || t.shard != done.shard {
+            return;
+        }
+        match done.next {
+            Some(cursor) => t.cursor = cursor,
+            None => {
+                t.shard += 1;
+                t.cursor = TableCursor::default();
             }
         }
-        page
+        let (shard, cursor, own_children_only) = (t.shard, t.cursor, t.own_children_only);
+        if shard >= workers || done.message.is_empty() {
+            p.outbound = None;
+        }
+        if done.message.is_empty() {
+            return;
+        }
+        if done.empty && shard < workers {
+            let request = TablePageRequest {
+                association,
+                peer: done.peer,
+                generation,
+                own_children_only,
+                cursor,
+                max_pes: self.page_size(generation),
+            };
+            self.send_to(shard, Forward::TablePage(Box::new(request)), now, out);
+            return;
+        }
+        self.metrics
+            .message_out(Protocol::Enrp, message_type::HANDLE_TABLE_RESPONSE);
+        out.transmit_bytes(Target::Association(association), &done.message);
     }
 
     /// ENRP_HANDLE_TABLE_RESPONSE (RFC 5353 §3.2.3, §3.6.3): apply the entries, ask for more

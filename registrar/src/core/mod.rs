@@ -24,7 +24,7 @@ use rserpool_handlespace::{
 };
 use rserpool_protocol::{EncodeError, Generation};
 
-pub use self::enrp::{EnrpConfig, PeerAdd, Replicate};
+pub use self::enrp::{EnrpConfig, PeerAdd, Replicate, TablePageDone, TablePageRequest};
 use crate::metrics::{Protocol, RemovalReason, WorkerMetrics};
 use crate::url::{Transport, TransportUrl};
 
@@ -385,6 +385,10 @@ pub enum Forward {
         /// Its successor.
         new_home: PrId,
     },
+    /// Build the next page of a handle table transfer (to the shard the transfer is at).
+    TablePage(Box<TablePageRequest>),
+    /// A page built (to worker 0, which sends it).
+    TablePageDone(Box<TablePageDone>),
     /// A PE this PR owns changed (to worker 0, for ENRP_HANDLE_UPDATE).
     Replicate(Box<Replicate>),
     /// Report the per-owner audit checksums (to every shard).
@@ -728,6 +732,8 @@ impl Worker {
             Forward::Purge { owner, keep } => self.apply_purge(owner, &keep),
             Forward::TakeOver { dead, new_home } => self.apply_take_over(dead, new_home),
             Forward::Replicate(update) => self.send_update(&update, out),
+            Forward::TablePage(request) => self.answer_table_page(*request, now, out),
+            Forward::TablePageDone(done) => self.table_page_done(*done, now, out),
             Forward::ChecksumQuery { round } => self.answer_checksum_query(round, now, out),
             Forward::ChecksumReply { round, owners } => {
                 self.checksum_reply(round, owners, now, out)
