@@ -157,6 +157,11 @@ pub fn render(workers: &[Arc<WorkerMetrics>], info: &ProcessInfo, out: &mut Stri
         |c| &c.enrp_takeovers,
     );
 
+    e.gauge(
+        "rserpool_enrp_peers",
+        "ENRP peers (other registrars of the operating scope) this registrar knows.",
+        |c| &c.enrp_peers,
+    );
     e.gauge("rserpool_pools", "Pools in the handlespace.", |c| &c.pools);
     e.gauge(
         "rserpool_pool_elements",
