@@ -277,7 +277,7 @@ fn choose_driver(choice: DriverChoice) -> Result<Driver, DaemonError> {
     }
 }
 
-/// The UDP socket worker 0 sends announces and CSP reports from. Announces leave from the ASAP
+/// The UDP socket worker 0 sends announces, ENRP presence datagrams and CSP reports from. Announces leave from the ASAP
 /// port, so that a PU reaches the PR at their source address and port when they list no transport
 /// (wildcard listeners; RSPLIB's PUs read the source port, RFC 5352 §3.6): through worker 0's UDP
 /// listener on that port if there is one, else from a socket bound to it.
@@ -286,7 +286,13 @@ fn announce_sender(
     worker0: &[Listener],
     bound: &[TransportUrl],
 ) -> Result<Option<std::net::UdpSocket>, DaemonError> {
-    let mut targets: Vec<_> = config.announce.targets.iter().map(|u| u.address).collect();
+    let mut targets: Vec<_> = config
+        .announce
+        .targets
+        .iter()
+        .chain(&config.enrp.presence_targets)
+        .map(|u| u.address)
+        .collect();
     if targets.is_empty() {
         match config.csp.monitor {
             Some(monitor) => targets.push(monitor),
