@@ -58,9 +58,15 @@ pub struct Cli {
     #[arg(long = "asap", value_name = "URL")]
     pub asap: Vec<TransportUrl>,
 
-    /// An ENRP listener (reserved for ENRP). Repeat for several; replaces `enrp.listen`.
+    /// An ENRP endpoint, e.g. sctp://0.0.0.0:9901 or tcp://127.0.0.1:19901?generation=ng.
+    /// Repeat for several; replaces `enrp.listen` and turns `enrp.skip_unavailable` off.
     #[arg(long = "enrp", value_name = "URL")]
     pub enrp: Vec<TransportUrl>,
+
+    /// A peer registrar's ENRP endpoint, e.g. tcp://192.0.2.7:9901. Repeat for several; replaces
+    /// `enrp.peers`.
+    #[arg(long = "peer", value_name = "URL")]
+    pub peers: Vec<TransportUrl>,
 
     /// An announce target, e.g. udp://239.0.0.50:3863. Repeat for several; replaces
     /// `announce.targets`.
@@ -99,6 +105,7 @@ impl Cli {
         Overrides {
             asap: list(&self.asap),
             enrp: list(&self.enrp),
+            peers: list(&self.peers),
             announce: list(&self.announce),
             id: self.id,
             workers: self.workers,
@@ -154,6 +161,8 @@ mod tests {
             "tcp://[::1]:13863?generation=ng",
             "--enrp",
             "sctp://0.0.0.0:9901",
+            "--peer",
+            "tcp://192.0.2.7:9901",
             "--announce",
             "udp://239.0.0.50:3863",
             "--id",
@@ -181,6 +190,7 @@ mod tests {
                 url("tcp://[::1]:13863?generation=ng"),
             ]),
             enrp: Some(vec![url("sctp://0.0.0.0:9901")]),
+            peers: Some(vec![url("tcp://192.0.2.7:9901")]),
             announce: Some(vec![url("udp://239.0.0.50:3863")]),
             id: Some(4_294_967_296),
             workers: Some(4),

@@ -1,5 +1,5 @@
 //! The daemon: from a validated configuration to running workers. Picks the PR identifier, opens
-//! every listener on every worker (`SO_REUSEPORT`), splits the handlespace into one shard per
+//! every ASAP listener on every worker (`SO_REUSEPORT`) and the ENRP endpoints on worker 0, splits the handlespace into one shard per
 //! worker, starts the worker threads and the metrics endpoint, then waits for signals: SIGTERM
 //! or SIGINT drain and stop, SIGHUP reloads what can change live.
 
@@ -13,7 +13,7 @@ use rserpool_protocol::Generation;
 use crate::config::{Config, DriverChoice};
 use crate::core::{CoreConfig, Worker};
 use crate::driver::{Driver, IoSettings, Listener, Shared, WorkerSetup, sys};
-use crate::metrics::{MetricsServer, ProcessInfo, WorkerMetrics};
+use crate::metrics::{MetricsServer, ProcessInfo, Protocol, WorkerMetrics};
 use crate::net::{self, NetError, SctpSocket};
 use crate::url::{Transport, TransportUrl};
 
@@ -72,15 +72,10 @@ pub fn run(config: Config, reload: Reload, set_log_level: SetLogLevel) -> Result
         max_batch: config.io.max_batch,
         busy_poll_us: config.registrar.busy_poll_us,
     };
-    if !config.enrp.listen.is_empty() || !config.enrp.peers.is_empty() {
-        tracing::warn!(
-            "ENRP is not implemented in this version: the enrp listeners and peers are ignored \
-             and this PR serves alone"
-        );
-    }
     let (mut listeners, bound) = open_listeners(&config, workers)?;
+    let enrp_bound = open_enrp_listeners(&config, &mut listeners[0])?;
     let mut sender = announce_sender(&config, &listeners[0], &bound)?;
-    let core_config = Arc::new(core_config(&config, pr_id, &bound));
+    let core_config = Arc::new(core_config(&config, pr_id, &bound, &enrp_bound));
     let limits = Limits {
         max_pool_handle_len: config.limits.max_pool_handle_len.max(32),
         max_pools: config.limits.max_pools.div_ceil(workers).max(1),
@@ -158,6 +153,9 @@ pub fn run(config: Config, reload: Reload, set_log_level: SetLogLevel) -> Result
     for url in &bound {
         println!("listening asap {url}");
     }
+    for url in &enrp_bound {
+        println!("listening enrp {url}");
+    }
     tracing::info!(
         pr_id = format_args!("{:#x}", pr_id.0),
         workers,
@@ -165,6 +163,10 @@ pub fn run(config: Config, reload: Reload, set_log_level: SetLogLevel) -> Result
         listeners = bound.len(),
         "registrar ready"
     );
+    let bound = Bound {
+        asap: bound,
+        enrp: enrp_bound,
+    };
     let result = supervise(&shared, &threads, pr_id, &bound, reload, set_log_level);
     shared.request_stop();
     let mut failure = result.err();
@@ -182,12 +184,18 @@ pub fn run(config: Config, reload: Reload, set_log_level: SetLogLevel) -> Result
     failure.map_or(Ok(()), Err)
 }
 
+/// The endpoints the daemon opened, with the ports the kernel chose for port 0.
+struct Bound {
+    asap: Vec<TransportUrl>,
+    enrp: Vec<TransportUrl>,
+}
+
 /// Waits for signals and watches the workers.
 fn supervise(
     shared: &Shared,
     threads: &[std::thread::JoinHandle<std::io::Result<()>>],
     pr_id: PrId,
-    bound: &[TransportUrl],
+    bound: &Bound,
     reload: Reload,
     set_log_level: SetLogLevel,
 ) -> Result<(), DaemonError> {
@@ -199,15 +207,15 @@ fn supervise(
             }
             Ok(Some(sys::Signal::Reload)) => match reload() {
                 Ok(config) => {
-                    let live = core_config(&config, pr_id, bound);
+                    let live = core_config(&config, pr_id, &bound.asap, &bound.enrp);
                     shared.reconfigure(Arc::new(live));
                     if let Err(e) = set_log_level(&config.log.level) {
                         tracing::warn!(%e, "log level not changed");
                     }
                     tracing::info!(
-                        "configuration reloaded (timers, limits per association, resolution \
-                         items, announces, CSP, log level; listeners, workers and the PR ID \
-                         need a restart)"
+                        "configuration reloaded (timers, ENRP timers, limits per association, \
+                         resolution items, announces, CSP, log level; listeners, ENRP endpoints \
+                         and peers, workers and the PR ID need a restart)"
                     );
                 }
                 Err(e) => tracing::error!("configuration not reloaded, the old one stays: {e}"),
@@ -228,6 +236,8 @@ fn pr_id(config: &Config) -> Result<PrId, DaemonError> {
         .listen
         .iter()
         .chain(&config.announce.targets)
+        .chain(&config.enrp.listen)
+        .chain(&config.enrp.peers)
         .any(|u| u.generation == Generation::Rfc);
     match config.registrar.id {
         Some(id) if rfc && id > u64::from(u32::MAX) => Err(DaemonError::Config(format!(
@@ -267,7 +277,7 @@ fn choose_driver(choice: DriverChoice) -> Result<Driver, DaemonError> {
     }
 }
 
-/// The UDP socket worker 0 sends announces and CSP reports from. Announces leave from the ASAP
+/// The UDP socket worker 0 sends announces, ENRP presence datagrams and CSP reports from. Announces leave from the ASAP
 /// port, so that a PU reaches the PR at their source address and port when they list no transport
 /// (wildcard listeners; RSPLIB's PUs read the source port, RFC 5352 §3.6): through worker 0's UDP
 /// listener on that port if there is one, else from a socket bound to it.
@@ -276,7 +286,13 @@ fn announce_sender(
     worker0: &[Listener],
     bound: &[TransportUrl],
 ) -> Result<Option<std::net::UdpSocket>, DaemonError> {
-    let mut targets: Vec<_> = config.announce.targets.iter().map(|u| u.address).collect();
+    let mut targets: Vec<_> = config
+        .announce
+        .targets
+        .iter()
+        .chain(&config.enrp.presence_targets)
+        .map(|u| u.address)
+        .collect();
     if targets.is_empty() {
         match config.csp.monitor {
             Some(monitor) => targets.push(monitor),
@@ -291,9 +307,11 @@ fn announce_sender(
     let port = asap.address.port();
     let family_fits = |a: std::net::SocketAddr| targets.iter().all(|t| t.is_ipv4() == a.is_ipv4());
     let udp = worker0.iter().find_map(|l| match l {
-        Listener::Udp { socket, url } if url.address.port() == port && family_fits(url.address) => {
-            Some(socket)
-        }
+        Listener::Udp {
+            socket,
+            url,
+            protocol: Protocol::Asap,
+        } if url.address.port() == port && family_fits(url.address) => Some(socket),
         _ => None,
     });
     if let Some(listener) = udp {
@@ -352,7 +370,11 @@ fn open_listeners(
                     if url.address.port() == 0 {
                         url.address = local_addr(socket.socket())?;
                     }
-                    listeners.push(Listener::Sctp { socket, url });
+                    listeners.push(Listener::Sctp {
+                        socket,
+                        url,
+                        protocol: Protocol::Asap,
+                    });
                 }
             }
             Transport::Tcp | Transport::Mptcp => {
@@ -370,7 +392,11 @@ fn open_listeners(
                     if url.address.port() == 0 {
                         url.address = local_addr(&socket)?;
                     }
-                    listeners.push(Listener::Stream { socket, url });
+                    listeners.push(Listener::Stream {
+                        socket,
+                        url,
+                        protocol: Protocol::Asap,
+                    });
                 }
                 if skipped {
                     continue;
@@ -385,6 +411,7 @@ fn open_listeners(
                     listeners.push(Listener::Udp {
                         socket: socket.into(),
                         url,
+                        protocol: Protocol::Asap,
                     });
                 }
             }
@@ -401,6 +428,92 @@ fn open_listeners(
     Ok((per_worker, bound))
 }
 
+/// Opens the ENRP endpoints on worker 0 alone (one socket each, no `SO_REUSEPORT`: the
+/// operating scope lives on worker 0). With `enrp.skip_unavailable`, an endpoint whose transport
+/// the kernel lacks or whose port is taken is skipped with a warning. Returns the bound URLs.
+fn open_enrp_listeners(
+    config: &Config,
+    worker0: &mut Vec<Listener>,
+) -> Result<Vec<TransportUrl>, DaemonError> {
+    let skip = config.enrp.skip_unavailable;
+    let buffer = config.io.socket_buffer_bytes;
+    let backlog = config.io.listen_backlog;
+    let protocol = Protocol::Enrp;
+    let mut bound = Vec::new();
+    for url in &config.enrp.listen {
+        let mut url = *url;
+        let opened = match url.transport {
+            Transport::Sctp => net::sctp_support()
+                .and_then(|()| SctpSocket::listen(&[url.address], false, backlog, buffer))
+                .and_then(|socket| {
+                    if url.address.port() == 0 {
+                        url.address = local_addr_of(socket.socket(), &url)?;
+                    }
+                    Ok(Listener::Sctp {
+                        socket,
+                        url,
+                        protocol,
+                    })
+                }),
+            Transport::Tcp | Transport::Mptcp => net::listen_stream(&url, false, backlog, buffer)
+                .and_then(|socket| {
+                    if url.address.port() == 0 {
+                        url.address = local_addr_of(&socket, &url)?;
+                    }
+                    Ok(Listener::Stream {
+                        socket,
+                        url,
+                        protocol,
+                    })
+                }),
+            Transport::Udp => net::bind_udp(url.address, false, buffer).and_then(|socket| {
+                if url.address.port() == 0 {
+                    url.address = local_addr_of(&socket, &url)?;
+                }
+                Ok(Listener::Udp {
+                    socket: socket.into(),
+                    url,
+                    protocol,
+                })
+            }),
+        };
+        match opened {
+            Ok(listener) => {
+                worker0.push(listener);
+                bound.push(url);
+            }
+            Err(e) if skip && e.unavailable_or_in_use() => {
+                tracing::warn!("skipping the ENRP endpoint {url} (enrp.skip_unavailable): {e}");
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if bound.is_empty() && !config.enrp.listen.is_empty() {
+        tracing::warn!(
+            "no ENRP endpoint could be opened: peers cannot connect to this registrar (it still \
+             connects to `enrp.peers`); free a port of `enrp.listen` or give one with --enrp"
+        );
+    }
+    Ok(bound)
+}
+
+/// The local address of an ENRP socket bound to port 0.
+fn local_addr_of(
+    socket: &socket2::Socket,
+    url: &TransportUrl,
+) -> Result<std::net::SocketAddr, NetError> {
+    socket
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .ok_or_else(|| {
+            NetError::io(
+                format!("find the port the kernel chose for {url}"),
+                std::io::Error::other("getsockname gave no IP address"),
+            )
+        })
+}
+
 fn local_addr(socket: &socket2::Socket) -> Result<std::net::SocketAddr, DaemonError> {
     socket
         .local_addr()
@@ -409,8 +522,15 @@ fn local_addr(socket: &socket2::Socket) -> Result<std::net::SocketAddr, DaemonEr
         .ok_or_else(|| DaemonError::Io("getsockname", std::io::Error::other("no address")))
 }
 
-/// The state machine's configuration from the daemon's.
-fn core_config(config: &Config, pr_id: PrId, listeners: &[TransportUrl]) -> CoreConfig {
+/// The state machine's configuration from the daemon's: `listeners` are the bound ASAP
+/// listeners, `enrp` the bound ENRP endpoints.
+fn core_config(
+    config: &Config,
+    pr_id: PrId,
+    listeners: &[TransportUrl],
+    enrp: &[TransportUrl],
+) -> CoreConfig {
+    let e = &config.enrp;
     CoreConfig {
         pr_id,
         keep_alive_interval: config.timers.keep_alive_interval_ms,
@@ -427,6 +547,17 @@ fn core_config(config: &Config, pr_id: PrId, listeners: &[TransportUrl]) -> Core
         announce_interval: config.announce.interval_ms,
         listeners: listeners.to_vec(),
         csp: config.csp.monitor.map(|m| (m, config.csp.interval_ms)),
-        enrp: crate::core::EnrpConfig::default(),
+        enrp: crate::core::EnrpConfig {
+            local: enrp.to_vec(),
+            peers: e.peers.clone(),
+            presence_targets: e.presence_targets.clone(),
+            heartbeat_interval: e.heartbeat_interval_ms,
+            max_time_last_heard: e.max_time_last_heard_ms,
+            max_time_no_response: e.max_time_no_response_ms,
+            mentor_discovery_timeout: e.mentor_discovery_timeout_ms,
+            takeover_expiry: e.takeover_expiry_ms,
+            reconnect_interval: e.reconnect_interval_ms,
+            max_pes_per_table_response: e.max_pes_per_table_response,
+        },
     }
 }

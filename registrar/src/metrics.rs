@@ -389,6 +389,7 @@ struct Counters {
     enrp_resyncs: AtomicU64,
     enrp_peers_dead: AtomicU64,
     enrp_takeovers: AtomicU64,
+    enrp_peers: AtomicU64,
     pools: AtomicU64,
     pool_elements: AtomicU64,
     latency: [Histogram; RequestKind::ALL.len()],
@@ -532,6 +533,11 @@ impl WorkerMetrics {
     /// This PR won a takeover of a dead peer's PEs.
     pub fn enrp_takeover(&self) {
         add(&self.counters.enrp_takeovers, 1);
+    }
+
+    /// The number of ENRP peers the operating scope knows (worker 0), set after each loop turn.
+    pub fn set_enrp_peers(&self, peers: u64) {
+        self.counters.enrp_peers.store(peers, Relaxed);
     }
 
     /// Gauges of this worker's handlespace shard, set after each loop turn.

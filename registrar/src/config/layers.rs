@@ -161,7 +161,16 @@ fn blank() -> Config {
         },
         enrp: EnrpConfig {
             listen: Vec::new(),
+            skip_unavailable: false,
             peers: Vec::new(),
+            presence_targets: Vec::new(),
+            heartbeat_interval_ms: 0,
+            max_time_last_heard_ms: 0,
+            max_time_no_response_ms: 0,
+            mentor_discovery_timeout_ms: 0,
+            takeover_expiry_ms: 0,
+            reconnect_interval_ms: 0,
+            max_pes_per_table_response: 0,
         },
         announce: AnnounceConfig {
             targets: Vec::new(),
@@ -348,11 +357,21 @@ fn apply_overrides(config: &mut Config, origins: &mut Origins, overrides: &Overr
         origins.set("asap.skip_unavailable", flag("--asap"), None);
     }
     let enrp = overrides.enrp.as_ref();
-    replace_list(
+    if replace_list(
         origins,
         ("enrp.listen", "--enrp"),
         &mut config.enrp.listen,
         enrp,
+    ) {
+        config.enrp.skip_unavailable = false;
+        origins.set("enrp.skip_unavailable", flag("--enrp"), None);
+    }
+    let peers = overrides.peers.as_ref();
+    replace_list(
+        origins,
+        ("enrp.peers", "--peer"),
+        &mut config.enrp.peers,
+        peers,
     );
     let announce = overrides.announce.as_ref();
     let targets = &mut config.announce.targets;

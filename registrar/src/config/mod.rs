@@ -74,7 +74,7 @@ pub struct Config {
     pub registrar: RegistrarConfig,
     /// `[asap]`: where PEs and PUs reach the registrar.
     pub asap: AsapConfig,
-    /// `[enrp]`: reserved for ENRP (parsed and validated; not used yet).
+    /// `[enrp]`: the operating scope: ENRP endpoints, peers and timers.
     pub enrp: EnrpConfig,
     /// `[announce]`: ASAP_SERVER_ANNOUNCE over UDP.
     pub announce: AnnounceConfig,
@@ -131,13 +131,34 @@ pub struct AsapConfig {
     pub skip_unavailable: bool,
 }
 
-/// `[enrp]`: reserved for ENRP, which a later version speaks; parsed and validated only.
+/// `[enrp]`: the operating scope (RFC 5353): where peer registrars reach this one, which peers it
+/// contacts, and the timers of presence, liveness, start-up and takeover.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EnrpConfig {
-    /// ENRP listeners.
+    /// ENRP endpoints (sctp, tcp or mptcp associations with peers; udp receives presence
+    /// datagrams), each with its wire generation. Served by worker 0 only.
     pub listen: Vec<TransportUrl>,
-    /// Peer registrars.
+    /// Skip, with a warning, ENRP endpoints whose transport the kernel lacks or whose port is
+    /// taken instead of failing at start.
+    pub skip_unavailable: bool,
+    /// Static peer registrars: mentor candidates at start-up, reconnected whenever lost.
     pub peers: Vec<TransportUrl>,
+    /// Where ENRP_PRESENCE datagrams go every heartbeat (`udp://`, multicast or unicast).
+    pub presence_targets: Vec<TransportUrl>,
+    /// PEER-HEARTBEAT-CYCLE in milliseconds (RFC 30000, RSPLIB 2444).
+    pub heartbeat_interval_ms: u64,
+    /// MAX-TIME-LAST-HEARD in milliseconds: silence after which a peer is probed (RSPLIB 5000).
+    pub max_time_last_heard_ms: u64,
+    /// MAX-TIME-NO-RESPONSE in milliseconds: time a probe has to be answered (RSPLIB 5000).
+    pub max_time_no_response_ms: u64,
+    /// Milliseconds to wait for a mentor at start-up before serving alone (RSPLIB 5000).
+    pub mentor_discovery_timeout_ms: u64,
+    /// Milliseconds a takeover waits for every peer's acknowledgement (RSPLIB 5000).
+    pub takeover_expiry_ms: u64,
+    /// Milliseconds between connection attempts to a static peer.
+    pub reconnect_interval_ms: u64,
+    /// Most PEs per ENRP_HANDLE_TABLE_RESPONSE (RSPLIB 128).
+    pub max_pes_per_table_response: usize,
 }
 
 /// `[announce]`: ASAP_SERVER_ANNOUNCE over UDP.
@@ -273,8 +294,10 @@ impl fmt::Display for AddressOrOff {
 pub struct Overrides {
     /// `--asap`: replaces `asap.listen` and turns `asap.skip_unavailable` off.
     pub asap: Option<Vec<TransportUrl>>,
-    /// `--enrp`: replaces `enrp.listen`.
+    /// `--enrp`: replaces `enrp.listen` and turns `enrp.skip_unavailable` off.
     pub enrp: Option<Vec<TransportUrl>>,
+    /// `--peer`: replaces `enrp.peers`.
+    pub peers: Option<Vec<TransportUrl>>,
     /// `--announce`: replaces `announce.targets`.
     pub announce: Option<Vec<TransportUrl>>,
     /// `--id`: sets `registrar.id`.

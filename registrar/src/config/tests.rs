@@ -354,7 +354,7 @@ fn bad_values_name_the_key_and_the_line() {
         (
             "[io]\nbuffer_size = 4096\n",
             "config.toml:2: `io.buffer_size` 4096 bytes is smaller than \
-             `limits.max_message_size` 16384 bytes (set at profile default:49): a UDP or SCTP \
+             `limits.max_message_size` 16384 bytes (set at profile default:64): a UDP or SCTP \
              message that large would be cut short; raise the one or lower the other",
         ),
         (
@@ -462,7 +462,7 @@ fn listeners_that_would_share_a_socket_conflict() {
     assert!(
         e.starts_with(
             "config.toml:2: `asap.listen` tcp://127.0.0.1:9863 conflicts with `metrics.address` \
-             127.0.0.1:9863 (at profile default:62): the metrics endpoint needs a TCP port of its \
+             127.0.0.1:9863 (at profile default:77): the metrics endpoint needs a TCP port of its \
              own"
         ),
         "{e}"
@@ -491,7 +491,8 @@ fn a_large_id_needs_ng_endpoints_only() {
         )),
         "{e}"
     );
-    let ng = "[asap]\nlisten = [\"tcp://127.0.0.1:13863?generation=ng\"]\n";
+    let ng = "[asap]\nlisten = [\"tcp://127.0.0.1:13863?generation=ng\"]\n\
+              [enrp]\nlisten = [\"tcp://127.0.0.1:19901?generation=ng\"]\n";
     let config = with(ng, &overrides).unwrap();
     assert_eq!(config.registrar.id, Some(big));
     assert_eq!(config.asap.listen[0].generation, Generation::Ng);
@@ -540,7 +541,9 @@ fn values_of_every_type_print_and_load_back() {
     let mut config = base();
     config.registrar.id = Some(u64::MAX);
     config.asap.listen = vec![url("tcp://[::1]:13863?generation=ng")];
+    config.enrp.listen = vec![url("tcp://[::1]:19901?generation=ng")];
     config.enrp.peers = vec![url("sctp://192.0.2.1:19901?generation=ng")];
+    config.enrp.presence_targets = vec![url("udp://239.0.0.51:19901?generation=ng")];
     config.registrar.driver = DriverChoice::IoUring;
     config.log.level = "info,[conn{peer=\"a b\"}]=trace".to_owned();
     config.log.format = LogFormat::Json;
@@ -611,4 +614,65 @@ fn the_documentation_matches_the_keys_and_the_profiles() {
         };
         assert!(block.contains(reload), "{}: expected {reload}", key.path);
     }
+}
+
+#[test]
+fn enrp_keys_are_checked_and_the_flags_replace_endpoints_and_peers() {
+    for (file, expected) in [
+        (
+            "[enrp]\npeers = [\"udp://127.0.0.1:9902\"]\n",
+            "config.toml:2: `enrp.peers` has udp://127.0.0.1:9902, but peers are reached over \
+             associations; write sctp://127.0.0.1:9902 or tcp://127.0.0.1:9902 (presence \
+             datagrams go to `enrp.presence_targets`)",
+        ),
+        (
+            "[enrp]\npresence_targets = [\"tcp://239.0.0.51:9901\"]\n",
+            "config.toml:2: `enrp.presence_targets` has tcp://239.0.0.51:9901, but presence \
+             datagrams travel over UDP only; write udp://239.0.0.51:9901 (peers reached over \
+             associations belong in `enrp.peers`)",
+        ),
+        (
+            "[enrp]\nheartbeat_interval_ms = 5\n",
+            "config.toml:2: `enrp.heartbeat_interval_ms` must be between 10 and 86400000 \
+             milliseconds, not 5",
+        ),
+        (
+            "[enrp]\nheartbeat_interval_ms = 1000\nmax_time_last_heard_ms = 500\n",
+            "config.toml:3: `enrp.max_time_last_heard_ms` 500 is shorter than \
+             `enrp.heartbeat_interval_ms` 1000 (set at config.toml:2): every peer would be \
+             probed before its next presence; make it at least the heartbeat interval (the RFC \
+             uses about twice: 61 s against 30 s)",
+        ),
+        (
+            "[enrp]\nmax_pes_per_table_response = 0\n",
+            "config.toml:2: `enrp.max_pes_per_table_response` must be between 1 and 4096 PEs, \
+             not 0",
+        ),
+    ] {
+        assert_eq!(error(file), expected, "{file}");
+    }
+    let overrides = Overrides {
+        enrp: Some(vec![url("tcp://127.0.0.1:9911")]),
+        peers: Some(vec![
+            url("tcp://127.0.0.1:9912"),
+            url("tcp://127.0.0.1:9913"),
+        ]),
+        ..Overrides::default()
+    };
+    let config = with("[enrp]\npeers = [\"tcp://127.0.0.1:9914\"]\n", &overrides).unwrap();
+    assert_eq!(config.enrp.listen, vec![url("tcp://127.0.0.1:9911")]);
+    assert!(
+        !config.enrp.skip_unavailable,
+        "an endpoint asked for on the command line must open"
+    );
+    assert_eq!(
+        config.enrp.peers,
+        vec![url("tcp://127.0.0.1:9912"), url("tcp://127.0.0.1:9913")]
+    );
+    let carrier = Config::from_layers("carrier", None, &Overrides::default()).unwrap();
+    let e = &carrier.enrp;
+    assert!(
+        e.max_time_last_heard_ms + e.max_time_no_response_ms < 1000,
+        "carrier declares a silent peer dead in under a second"
+    );
 }

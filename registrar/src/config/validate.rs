@@ -33,6 +33,7 @@ pub(super) fn check(config: &Config, origins: &Origins) -> Vec<Problem> {
     c.listeners(config);
     c.destinations(config);
     c.announce_and_timers(config);
+    c.enrp(config);
     c.limits(config);
     c.io(config);
     c.log(config);
@@ -202,11 +203,44 @@ impl Checker<'_> {
             }
         }
         for (index, url) in config.enrp.peers.iter().enumerate() {
-            if let Some(why) = not_a_destination(url.address) {
+            if url.transport == Transport::Udp {
+                self.fail_item(
+                    "enrp.peers",
+                    index,
+                    format!(
+                        "`enrp.peers` has {url}, but peers are reached over associations; write \
+                         sctp://{0}{1} or tcp://{0}{1} (presence datagrams go to \
+                         `enrp.presence_targets`)",
+                        url.address,
+                        ng_suffix(url)
+                    ),
+                );
+            } else if let Some(why) = not_a_destination(url.address) {
                 self.fail_item(
                     "enrp.peers",
                     index,
                     format!("`enrp.peers` has {url}, which {why}"),
+                );
+            }
+        }
+        for (index, url) in config.enrp.presence_targets.iter().enumerate() {
+            if url.transport != Transport::Udp {
+                self.fail_item(
+                    "enrp.presence_targets",
+                    index,
+                    format!(
+                        "`enrp.presence_targets` has {url}, but presence datagrams travel over UDP \
+                         only; write udp://{}{} (peers reached over associations belong in \
+                         `enrp.peers`)",
+                        url.address,
+                        ng_suffix(url)
+                    ),
+                );
+            } else if let Some(why) = not_a_destination(url.address) {
+                self.fail_item(
+                    "enrp.presence_targets",
+                    index,
+                    format!("`enrp.presence_targets` has {url}, which {why}"),
                 );
             }
         }
@@ -223,6 +257,7 @@ impl Checker<'_> {
         for (path, urls) in [
             ("announce.targets", &config.announce.targets),
             ("enrp.peers", &config.enrp.peers),
+            ("enrp.presence_targets", &config.enrp.presence_targets),
         ] {
             for (index, url) in urls.iter().enumerate() {
                 if let Some(first) = urls[..index].iter().position(|u| u == url) {
@@ -280,6 +315,48 @@ impl Checker<'_> {
                 ),
             );
         }
+    }
+
+    /// The scope's timers: each in range, and a peer is not probed before it could have sent
+    /// its next presence.
+    fn enrp(&mut self, config: &Config) {
+        let ms = " milliseconds";
+        let e = &config.enrp;
+        for (path, value) in [
+            ("enrp.heartbeat_interval_ms", e.heartbeat_interval_ms),
+            ("enrp.max_time_last_heard_ms", e.max_time_last_heard_ms),
+            ("enrp.max_time_no_response_ms", e.max_time_no_response_ms),
+            (
+                "enrp.mentor_discovery_timeout_ms",
+                e.mentor_discovery_timeout_ms,
+            ),
+            ("enrp.takeover_expiry_ms", e.takeover_expiry_ms),
+            ("enrp.reconnect_interval_ms", e.reconnect_interval_ms),
+        ] {
+            self.range(path, value, MILLIS, ms);
+        }
+        if MILLIS.contains(&e.heartbeat_interval_ms)
+            && MILLIS.contains(&e.max_time_last_heard_ms)
+            && e.max_time_last_heard_ms < e.heartbeat_interval_ms
+        {
+            let at = self.origins.of("enrp.heartbeat_interval_ms");
+            self.fail(
+                "enrp.max_time_last_heard_ms",
+                format!(
+                    "`enrp.max_time_last_heard_ms` {} is shorter than \
+                     `enrp.heartbeat_interval_ms` {} (set at {at}): every peer would be probed \
+                     before its next presence; make it at least the heartbeat interval (the RFC \
+                     uses about twice: 61 s against 30 s)",
+                    e.max_time_last_heard_ms, e.heartbeat_interval_ms
+                ),
+            );
+        }
+        self.range(
+            "enrp.max_pes_per_table_response",
+            e.max_pes_per_table_response,
+            1..=4096,
+            " PEs",
+        );
     }
 
     fn limits(&mut self, config: &Config) {

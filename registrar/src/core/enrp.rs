@@ -358,6 +358,13 @@ impl Worker {
         self.scope.as_ref().is_none_or(|s| s.phase == Phase::Live)
     }
 
+    /// How many peers the scope currently knows by ID (worker 0; 0 elsewhere).
+    pub(super) fn enrp_peer_count(&self) -> usize {
+        self.scope
+            .as_ref()
+            .map_or(0, |s| s.peers.iter().filter(|p| p.id.0 != 0).count())
+    }
+
     /// The identifiers of the peers the scope currently knows (worker 0).
     pub fn enrp_peers(&self) -> Vec<PrId> {
         self.scope.as_ref().map_or_else(Vec::new, |s| {

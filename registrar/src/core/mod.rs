@@ -653,11 +653,14 @@ impl Worker {
         self.publish_gauges();
     }
 
-    /// Publishes the shard's pool and PE counts to the metrics (O(1); drivers call it once per
-    /// loop turn).
+    /// Publishes the shard's pool and PE counts, and on worker 0 the number of ENRP peers, to the
+    /// metrics (O(1) plus O(peers); drivers call it once per loop turn).
     pub fn publish_gauges(&self) {
         self.metrics
             .set_shard(self.shard.pool_count() as u64, self.shard.pe_count() as u64);
+        if self.scope.is_some() {
+            self.metrics.set_enrp_peers(self.enrp_peer_count() as u64);
+        }
     }
 
     /// Handles a write forwarded by another worker (or by this one).

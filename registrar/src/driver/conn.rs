@@ -40,19 +40,17 @@ pub struct Dispatch<'a> {
     out: &'a mut Output,
     kinds: &'a mut Vec<RequestKind>,
     now: Millis,
-    max_message: usize,
     mark: usize,
 }
 
 impl<'a> Dispatch<'a> {
     /// Messages go to `worker` at time `now`, replies into `out`, the kinds of the requests handled
-    /// into `kinds`; messages longer than `max_message` bytes break the stream.
+    /// into `kinds`.
     pub fn new(
         worker: &'a mut Worker,
         out: &'a mut Output,
         kinds: &'a mut Vec<RequestKind>,
         now: Millis,
-        max_message: usize,
     ) -> Self {
         let mark = out.pending_bytes();
         Self {
@@ -60,7 +58,6 @@ impl<'a> Dispatch<'a> {
             out,
             kinds,
             now,
-            max_message,
             mark,
         }
     }
@@ -86,6 +83,8 @@ pub struct StreamConn<S> {
     /// The read buffer's size for the epoll driver's reads; beyond it the buffer grows only to
     /// hold what io_uring received while the connection was above the high-water mark.
     read_size: usize,
+    /// Longest message accepted; a longer one breaks the stream.
+    max_message: usize,
     /// Messages wait in the read buffer because the replies passed the high-water mark.
     held: bool,
     /// Queued replies; `write[written..]` are not sent yet.
@@ -102,7 +101,7 @@ pub struct StreamConn<S> {
 
 impl<S> StreamConn<S> {
     /// A connection whose socket reads take up to `buffer_size` bytes (at least one message of
-    /// `max_message` bytes).
+    /// `max_message` bytes, the longest it accepts).
     pub fn new(
         socket: S,
         association: AssociationId,
@@ -117,6 +116,7 @@ impl<S> StreamConn<S> {
             start: 0,
             end: 0,
             read_size,
+            max_message,
             held: false,
             write: Vec::new(),
             written: 0,
@@ -175,6 +175,7 @@ impl<S> StreamConn<S> {
             self.association,
             &self.read[self.start..self.end],
             unsent,
+            self.max_message,
             cx,
         )?;
         self.held = held;
@@ -195,7 +196,8 @@ impl<S> StreamConn<S> {
     /// the high-water mark) in the read buffer. Returns the number of messages.
     pub fn receive(&mut self, bytes: &[u8], cx: &mut Dispatch<'_>) -> Result<usize, Closed> {
         if self.start == self.end {
-            let (consumed, messages, held) = frame(self.association, bytes, self.unsent(), cx)?;
+            let (consumed, messages, held) =
+                frame(self.association, bytes, self.unsent(), self.max_message, cx)?;
             self.held = held;
             self.buffer(&bytes[consumed..]);
             Ok(messages)
@@ -329,22 +331,23 @@ impl<S: Write> StreamConn<S> {
 }
 
 /// The framing loop of both drivers: hands every complete message at the front of `bytes` to the
-/// worker, and stops early once the connection's replies (`unsent`, plus what this dispatch
+/// worker (each at most `max_message` bytes), and stops early once the connection's replies (`unsent`, plus what this dispatch
 /// produced) pass [`WRITE_HIGH_WATER`]. Returns the bytes consumed, the messages handled and
 /// whether it stopped at the high-water mark.
 fn frame(
     association: AssociationId,
     bytes: &[u8],
     unsent: usize,
+    max_message: usize,
     cx: &mut Dispatch<'_>,
 ) -> Result<(usize, usize, bool), Closed> {
-    let mut frames = Frames::new(bytes, cx.max_message);
+    let mut frames = Frames::new(bytes, max_message);
     let mut messages = 0;
     let mut held = false;
     loop {
         if unsent + cx.produced() > WRITE_HIGH_WATER {
             let rest = &bytes[frames.consumed()..];
-            held = matches!(next_frame(rest, cx.max_message), Ok(Frame::Complete { .. }));
+            held = matches!(next_frame(rest, max_message), Ok(Frame::Complete { .. }));
             break;
         }
         let Some(message) = frames.next() else {
@@ -406,7 +409,7 @@ mod tests {
         let stream = resolutions(5);
         let mut handled = 0;
         for chunk in stream.chunks(7) {
-            let mut cx = Dispatch::new(&mut pr.workers_mut()[0], &mut out, &mut kinds, 0, 64);
+            let mut cx = Dispatch::new(&mut pr.workers_mut()[0], &mut out, &mut kinds, 0);
             handled += conn.receive(chunk, &mut cx).unwrap();
         }
         assert_eq!(handled, 5);
@@ -414,7 +417,7 @@ mod tests {
         assert_eq!(out.transmits().count(), 5, "every request answered");
         assert!(!conn.holds_input());
 
-        let mut cx = Dispatch::new(&mut pr.workers_mut()[0], &mut out, &mut kinds, 0, 64);
+        let mut cx = Dispatch::new(&mut pr.workers_mut()[0], &mut out, &mut kinds, 0);
         let broken = conn.receive(&[0, 0, 0, 2], &mut cx);
         assert!(matches!(broken, Err(Closed::Framing(_))), "{broken:?}");
     }
@@ -426,7 +429,7 @@ mod tests {
         let (mut out, mut kinds) = (Output::default(), Vec::new());
         conn.queue(&vec![0; WRITE_HIGH_WATER + 1]);
         assert!(conn.paused());
-        let mut cx = Dispatch::new(&mut pr.workers_mut()[0], &mut out, &mut kinds, 0, 64);
+        let mut cx = Dispatch::new(&mut pr.workers_mut()[0], &mut out, &mut kinds, 0);
         assert_eq!(conn.receive(&resolutions(3), &mut cx).unwrap(), 0);
         assert!(conn.holds_input());
 
@@ -434,7 +437,7 @@ mod tests {
         assert!(conn.paused(), "a lent buffer still counts as unsent");
         conn.give_back(buf, from, WRITE_HIGH_WATER + 1);
         assert!(!conn.paused() && !conn.wants_write());
-        let mut cx = Dispatch::new(&mut pr.workers_mut()[0], &mut out, &mut kinds, 0, 64);
+        let mut cx = Dispatch::new(&mut pr.workers_mut()[0], &mut out, &mut kinds, 0);
         assert_eq!(conn.dispatch_buffered(&mut cx).unwrap(), 3);
         assert!(!conn.holds_input());
         assert_eq!(out.transmits().count(), 3);
@@ -446,7 +449,7 @@ mod tests {
         let mut conn = StreamConn::new((), association, 64, 64);
         let (mut out, mut kinds) = (Output::default(), Vec::new());
         conn.queue(&vec![0; WRITE_HIGH_WATER - 10]);
-        let mut cx = Dispatch::new(&mut pr.workers_mut()[0], &mut out, &mut kinds, 0, 64);
+        let mut cx = Dispatch::new(&mut pr.workers_mut()[0], &mut out, &mut kinds, 0);
         // The first reply passes the mark: the other messages wait.
         assert_eq!(conn.receive(&resolutions(4), &mut cx).unwrap(), 1);
         assert!(conn.holds_input());
@@ -480,7 +483,7 @@ mod tests {
         let mut conn = StreamConn::new(socket, association, 64, 64);
         let (mut out, mut kinds) = (Output::default(), Vec::new());
         peer.write_all(&resolutions(10)).unwrap();
-        let mut cx = Dispatch::new(&mut pr.workers_mut()[0], &mut out, &mut kinds, 0, 64);
+        let mut cx = Dispatch::new(&mut pr.workers_mut()[0], &mut out, &mut kinds, 0);
         assert_eq!(conn.read_and_dispatch(&mut cx, 64).unwrap(), 10);
         let mut replies = Vec::new();
         for (_, bytes) in out.transmits() {
@@ -493,7 +496,7 @@ mod tests {
         assert_eq!(written, replies);
         assert!(!conn.peer_finished());
         drop(peer);
-        let mut cx = Dispatch::new(&mut pr.workers_mut()[0], &mut out, &mut kinds, 0, 64);
+        let mut cx = Dispatch::new(&mut pr.workers_mut()[0], &mut out, &mut kinds, 0);
         assert_eq!(conn.read_and_dispatch(&mut cx, 64).unwrap(), 0);
         assert!(conn.peer_finished(), "the end of the stream is seen");
         assert!(

@@ -11,8 +11,8 @@ use super::conn::{Closed, StreamConn};
 use super::state::{LoopState, Route};
 use super::sys::{Epoll, Event};
 use super::{Listener, WorkerSetup, send_datagram};
-use crate::core::Target;
-use crate::net::configure_accepted;
+use crate::core::{Connect, Target};
+use crate::net::{configure_accepted, connect_outcome, connect_stream};
 use crate::url::Transport;
 
 const TOKEN_WAKE: u64 = 0;
@@ -20,10 +20,18 @@ const TAG_LISTENER: u64 = 1 << 60;
 const TAG_CONN: u64 = 2 << 60;
 const TAG_MASK: u64 = 0xf << 60;
 
+/// A stream association in its slot.
+struct Conn {
+    stream: StreamConn<socket2::Socket>,
+    transport: Transport,
+    /// An outgoing connection (ENRP) not yet established: watched for writability only.
+    connecting: bool,
+}
+
 struct Loop {
     state: LoopState,
     epoll: Epoll,
-    conns: Vec<Option<(StreamConn<socket2::Socket>, Transport)>>,
+    conns: Vec<Option<Conn>>,
     free: Vec<usize>,
     dirty: Vec<usize>,
     /// Connections whose peer finished sending, to close once their replies are written.
@@ -114,10 +122,15 @@ impl Loop {
 
     fn accept(&mut self, i: usize, now: Millis) {
         for _ in 0..self.state.io.max_batch.max(1) {
-            let Listener::Stream { socket, url } = &self.state.listeners[i] else {
+            let Listener::Stream {
+                socket,
+                url,
+                protocol,
+            } = &self.state.listeners[i]
+            else {
                 return;
             };
-            let (url, accepted) = (*url, socket.accept());
+            let (url, protocol, accepted) = (*url, *protocol, socket.accept());
             let (socket, peer) = match accepted {
                 Ok(s) => s,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
@@ -137,33 +150,100 @@ impl Loop {
             let Some(peer) = peer.as_socket() else {
                 continue;
             };
-            let slot = match self.free.pop() {
-                Some(s) => s,
-                None => {
-                    self.conns.push(None);
-                    self.conns.len() - 1
-                }
-            };
+            let slot = self.free_slot();
             if let Err(e) = self.epoll.add(&socket, TAG_CONN | slot as u64, true, false) {
                 tracing::warn!(%e, "cannot watch a connection");
                 self.free.push(slot);
                 continue;
             }
-            let association = self.state.open_stream(url, peer, slot, now);
-            let conn = StreamConn::new(
+            let association = self.state.open_stream(url, protocol, peer, slot, now);
+            let stream = StreamConn::new(
                 socket,
                 association,
                 self.state.io.buffer_size,
-                self.state.io.max_message_size,
+                self.state.max_message(protocol),
             );
-            self.conns[slot] = Some((conn, url.transport));
+            self.conns[slot] = Some(Conn {
+                stream,
+                transport: url.transport,
+                connecting: false,
+            });
+        }
+    }
+
+    fn free_slot(&mut self) -> usize {
+        self.free.pop().unwrap_or_else(|| {
+            self.conns.push(None);
+            self.conns.len() - 1
+        })
+    }
+
+    /// Starts the outgoing ENRP connections the worker asked for (TCP and MPTCP).
+    fn start_connects(&mut self, now: Millis) {
+        for connect in self.state.take_connects() {
+            if let Err(e) = self.start_connect(&connect) {
+                self.state.connect_failed(&connect, &e, now);
+            }
+        }
+    }
+
+    fn start_connect(&mut self, connect: &Connect) -> Result<(), crate::net::NetError> {
+        if connect.url.transport == Transport::Sctp {
+            return Err(crate::net::NetError::InvalidRequest(format!(
+                "{}: outgoing SCTP associations to ENRP peers are not supported yet; give the \
+                 peer as tcp:// or mptcp://",
+                connect.url
+            )));
+        }
+        let socket = connect_stream(&connect.url)?;
+        let slot = self.free_slot();
+        if let Err(e) = self.epoll.add(&socket, TAG_CONN | slot as u64, false, true) {
+            self.free.push(slot);
+            return Err(crate::net::NetError::io("watch a connection", e));
+        }
+        self.state
+            .connecting(connect.association, connect.url.transport, slot);
+        let stream = StreamConn::new(
+            socket,
+            connect.association,
+            self.state.io.buffer_size,
+            self.state.max_message(crate::metrics::Protocol::Enrp),
+        );
+        self.conns[slot] = Some(Conn {
+            stream,
+            transport: connect.url.transport,
+            connecting: true,
+        });
+        Ok(())
+    }
+
+    /// An outgoing connection became writable: it is up, or it failed.
+    fn connect_done(&mut self, slot: usize, now: Millis) {
+        let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        conn.connecting = false;
+        match connect_outcome(&conn.stream.socket) {
+            Ok(peer) => {
+                let association = conn.stream.association;
+                self.update_interest(slot);
+                self.state.connected(association, peer, now);
+            }
+            Err(e) => self.close_conn(slot, Closed::Io(e), now),
         }
     }
 
     fn conn_ready(&mut self, slot: usize, e: Event, now: Millis) {
-        let Some((conn, _)) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
+        let Some(c) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
             return;
         };
+        if c.connecting {
+            if e.writable || e.closed {
+                self.connect_done(slot, now);
+            }
+            return;
+        }
+        let conn = &mut c.stream;
         if e.writable {
             match conn.flush() {
                 Ok(_) => {}
@@ -178,7 +258,7 @@ impl Loop {
             .conns
             .get(slot)
             .and_then(Option::as_ref)
-            .is_some_and(|(conn, _)| conn.peer_finished())
+            .is_some_and(|c| c.stream.peer_finished())
         {
             // Closed after this turn's replies are written (see `flush_output`).
             self.finishing.push(slot);
@@ -191,7 +271,7 @@ impl Loop {
             .conns
             .get(slot)
             .and_then(Option::as_ref)
-            .is_some_and(|(conn, _)| conn.done())
+            .is_some_and(|c| c.stream.done())
         {
             self.close_conn(slot, Closed::Eof, now);
         }
@@ -199,30 +279,40 @@ impl Loop {
 
     /// Handles what the connection holds and what its socket has.
     fn dispatch(&mut self, slot: usize, now: Millis) {
-        let Some((conn, _)) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
+        let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
             return;
         };
+        if conn.connecting {
+            return;
+        }
         let budget = self.state.io.max_batch;
-        let result = conn.read_and_dispatch(&mut self.state.dispatch(now), budget);
+        let result = conn
+            .stream
+            .read_and_dispatch(&mut self.state.dispatch(now), budget);
         if let Err(closed) = result {
             self.close_conn(slot, closed, now);
         }
     }
 
     fn close_conn(&mut self, slot: usize, why: Closed, now: Millis) {
-        let Some((conn, transport)) = self.conns.get_mut(slot).and_then(Option::take) else {
+        let Some(conn) = self.conns.get_mut(slot).and_then(Option::take) else {
             return;
         };
-        let _ = self.epoll.delete(&conn.socket);
+        let _ = self.epoll.delete(&conn.stream.socket);
         self.free.push(slot);
         self.state
-            .close_stream(conn.association, transport, &why, now);
+            .close_stream(conn.stream.association, conn.transport, &why, now);
     }
 
     /// Watches the connection for what it can do now; one whose held messages may go on is
     /// handled next turn.
     fn update_interest(&mut self, slot: usize) {
-        if let Some((conn, _)) = self.conns.get(slot).and_then(Option::as_ref) {
+        if let Some(Conn {
+            stream: conn,
+            connecting: false,
+            ..
+        }) = self.conns.get(slot).and_then(Option::as_ref)
+        {
             let _ = self.epoll.modify(
                 &conn.socket,
                 TAG_CONN | slot as u64,
@@ -237,19 +327,33 @@ impl Loop {
 
     /// Carries out what the worker asked for: replies into write buffers (one write per
     /// connection per turn), SCTP messages (those a full send buffer blocked tried once more),
-    /// datagrams, aborts, forwards into other workers' mailboxes.
+    /// datagrams, aborts, connections to ENRP peers, forwards into other workers' mailboxes.
+    /// What closing associations and failed connections produce is carried out too, for a few
+    /// rounds.
     fn flush_output(&mut self, now: Millis) {
+        for _ in 0..4 {
+            self.flush_once(now);
+            if self.state.out.is_empty() {
+                return;
+            }
+        }
+        self.state.post_forwards();
+        self.state.keep_connects();
+        self.state.out.clear();
+    }
+
+    fn flush_once(&mut self, now: Millis) {
         // Forwards first: completions may be waiting on them.
         self.state.post_forwards();
         for (target, bytes) in self.state.out.transmits() {
             match target {
                 Target::Association(a) => match self.state.routes.get(&a) {
                     Some(&Route::Stream(slot)) => {
-                        if let Some((conn, _)) = self.conns[slot].as_mut() {
-                            if !conn.wants_write() {
+                        if let Some(c) = self.conns[slot].as_mut() {
+                            if !c.stream.wants_write() && !c.connecting {
                                 self.dirty.push(slot);
                             }
-                            conn.queue(bytes);
+                            c.stream.queue(bytes);
                         }
                     }
                     Some(&Route::Sctp { listener, assoc }) => {
@@ -273,12 +377,13 @@ impl Loop {
             }
         }
         let aborts: Vec<AssociationId> = self.state.out.aborts().to_vec();
+        self.state.keep_connects();
         self.state.out.clear();
         self.state.retry_blocked_sctp(now);
         let dirty = std::mem::take(&mut self.dirty);
         for slot in dirty {
             let result = match self.conns[slot].as_mut() {
-                Some((conn, _)) => conn.flush(),
+                Some(c) => c.stream.flush(),
                 None => continue,
             };
             match result {
@@ -298,11 +403,7 @@ impl Loop {
                 None => {}
             }
         }
-        // Closing connections may have produced forwards (their PEs' removal).
-        if !self.state.out.is_empty() {
-            self.state.post_forwards();
-            self.state.out.clear();
-        }
+        self.start_connects(now);
     }
 
     /// Stop: no new work; flush what is queued for up to half a second.
@@ -313,9 +414,9 @@ impl Loop {
         let deadline = Instant::now() + Duration::from_millis(500);
         while Instant::now() < deadline {
             let mut pending = false;
-            for (conn, _) in self.conns.iter_mut().flatten() {
-                if conn.wants_write() {
-                    pending |= !matches!(conn.flush(), Ok(true) | Err(_));
+            for c in self.conns.iter_mut().flatten() {
+                if c.stream.wants_write() && !c.connecting {
+                    pending |= !matches!(c.stream.flush(), Ok(true) | Err(_));
                 }
             }
             if !pending {

@@ -21,7 +21,7 @@ use rserpool_handlespace::Millis;
 use rserpool_handlespace::mailbox::Mailbox;
 
 use crate::core::{CoreConfig, Forward, Worker};
-use crate::metrics::WorkerMetrics;
+use crate::metrics::{Protocol, WorkerMetrics};
 use crate::net::SctpSocket;
 use crate::url::TransportUrl;
 
@@ -123,13 +123,17 @@ pub enum Listener {
         socket: socket2::Socket,
         /// What it listens on.
         url: TransportUrl,
+        /// ASAP (PEs and PUs) or ENRP (peer registrars; worker 0 only).
+        protocol: Protocol,
     },
-    /// UDP: stateless handle resolution.
+    /// UDP: stateless handle resolution (ASAP), or presence datagrams (ENRP).
     Udp {
         /// The bound socket.
         socket: std::net::UdpSocket,
         /// What it listens on.
         url: TransportUrl,
+        /// ASAP or ENRP.
+        protocol: Protocol,
     },
     /// SCTP one-to-many: every association on one socket.
     Sctp {
@@ -137,7 +141,20 @@ pub enum Listener {
         socket: SctpSocket,
         /// What it listens on.
         url: TransportUrl,
+        /// ASAP (PPID 11) or ENRP (PPID 12).
+        protocol: Protocol,
     },
+}
+
+impl Listener {
+    /// The protocol its associations and datagrams speak.
+    pub fn protocol(&self) -> Protocol {
+        match self {
+            Self::Stream { protocol, .. }
+            | Self::Udp { protocol, .. }
+            | Self::Sctp { protocol, .. } => *protocol,
+        }
+    }
 }
 
 impl std::os::fd::AsFd for Listener {

@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rserpool_handlespace::{AssociationId, Millis};
-use rserpool_protocol::PPID_ASAP;
+use rserpool_protocol::{PPID_ASAP, PPID_ENRP};
 
 use super::conn::{Closed, Dispatch};
 use super::{IoSettings, Listener, Shared, WorkerSetup};
-use crate::core::{AssociationInfo, CoreConfig, Forward, Output, Worker};
-use crate::metrics::{Limit, RequestKind, TransportLabel, WorkerMetrics};
+use crate::core::{AssociationInfo, Connect, CoreConfig, Forward, Output, Worker};
+use crate::metrics::{Limit, Protocol, RequestKind, TransportLabel, WorkerMetrics};
 use crate::net::{AssocState, SctpAssocId, SctpRecv};
 use crate::url::{Transport, TransportUrl};
 
@@ -22,6 +22,19 @@ type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Least time between two checks of one SCTP listener for peers that stopped reading.
 const STALL_CHECK_INTERVAL_MS: Millis = 100;
+
+/// Longest ENRP message accepted: the most a common header's 16-bit length can announce, padded
+/// (a handle table page can exceed `limits.max_message_size`, which bounds what PEs and PUs
+/// send).
+const ENRP_MAX_MESSAGE: usize = 1 << 16;
+
+/// The SCTP payload protocol identifier of a protocol (RFC 5352 §5, RFC 5353 §5).
+pub(super) fn ppid(protocol: Protocol) -> u32 {
+    match protocol {
+        Protocol::Asap => PPID_ASAP,
+        Protocol::Enrp => PPID_ENRP,
+    }
+}
 
 /// Where the core's association lives in a driver.
 #[derive(Clone, Copy, Debug)]
@@ -59,6 +72,8 @@ pub(super) struct LoopState {
     pub kinds: Vec<RequestKind>,
     /// This turn's SCTP sends.
     pub sctp_out: SctpOut,
+    /// ENRP associations the worker asked to open, not yet started by the driver.
+    connects: Vec<Connect>,
     sctp: FastMap<(usize, SctpAssocId), AssociationId>,
     /// Per listener: when it was last checked for SCTP peers that stopped reading.
     stall_checks: Vec<Option<Millis>>,
@@ -81,6 +96,11 @@ impl LoopState {
         } = setup;
         let workers = shared.wakers.len();
         let stall_checks = vec![None; listeners.len()];
+        let largest = if listeners.iter().any(|l| l.protocol() == Protocol::Enrp) {
+            io.max_message_size.max(ENRP_MAX_MESSAGE)
+        } else {
+            io.max_message_size
+        };
         let config = shared.core_config.load_full();
         worker.start(shared.now());
         Self {
@@ -94,11 +114,12 @@ impl LoopState {
             out: Output::default(),
             kinds: Vec::new(),
             sctp_out: SctpOut::default(),
+            connects: Vec::new(),
             sctp: HashMap::default(),
             stall_checks,
             backlog: Vec::new(),
             wake: vec![false; workers],
-            buf: vec![0; io.max_message_size.max(64) + 64],
+            buf: vec![0; largest.max(64) + 64],
             config,
         }
     }
@@ -128,13 +149,15 @@ impl LoopState {
 
     /// What a stream connection's received messages are handed to.
     pub fn dispatch(&mut self, now: Millis) -> Dispatch<'_> {
-        Dispatch::new(
-            &mut self.worker,
-            &mut self.out,
-            &mut self.kinds,
-            now,
-            self.io.max_message_size,
-        )
+        Dispatch::new(&mut self.worker, &mut self.out, &mut self.kinds, now)
+    }
+
+    /// The longest message a stream association of `protocol` accepts.
+    pub fn max_message(&self, protocol: Protocol) -> usize {
+        match protocol {
+            Protocol::Asap => self.io.max_message_size,
+            Protocol::Enrp => self.io.max_message_size.max(ENRP_MAX_MESSAGE),
+        }
     }
 
     /// Whether one more association fits the worker's limit; counts a refusal if not.
@@ -146,11 +169,12 @@ impl LoopState {
         true
     }
 
-    /// Opens the association of a stream connection accepted on `url` from `peer`, held in the
-    /// driver's `slot`.
+    /// Opens the association of a stream connection accepted on `url` (a listener of
+    /// `protocol`) from `peer`, held in the driver's `slot`.
     pub fn open_stream(
         &mut self,
         url: TransportUrl,
+        protocol: Protocol,
         peer: SocketAddr,
         slot: usize,
         now: Millis,
@@ -159,12 +183,44 @@ impl LoopState {
             transport: url.transport,
             generation: url.generation,
             peer_addresses: vec![peer],
-            protocol: crate::metrics::Protocol::Asap,
+            protocol,
         };
         let association = self.worker.open_association(info, now);
         self.routes.insert(association, Route::Stream(slot));
         self.metrics.connection_opened(label(url.transport));
         association
+    }
+
+    /// Keeps the ENRP associations the output asks to open for [`Self::take_connects`], so that
+    /// the output can be cleared in the middle of a turn.
+    pub fn keep_connects(&mut self) {
+        self.connects.extend_from_slice(self.out.connects());
+    }
+
+    /// The ENRP associations to open now. The driver starts each connection, holds it in a slot
+    /// noted with [`Self::connecting`], and reports [`Self::connected`] or
+    /// [`Self::close_stream`].
+    pub fn take_connects(&mut self) -> Vec<Connect> {
+        std::mem::take(&mut self.connects)
+    }
+
+    /// An outgoing stream connection of `association` was started in the driver's `slot`.
+    pub fn connecting(&mut self, association: AssociationId, transport: Transport, slot: usize) {
+        self.routes.insert(association, Route::Stream(slot));
+        self.metrics.connection_opened(label(transport));
+    }
+
+    /// An outgoing connection that could not even be started (no socket, refused at once).
+    pub fn connect_failed(&mut self, connect: &Connect, why: &dyn std::fmt::Display, now: Millis) {
+        tracing::debug!(peer = %connect.url, %why, "cannot connect to an ENRP peer");
+        self.worker
+            .close_association(connect.association, now, &mut self.out);
+    }
+
+    /// An outgoing connection is up: the worker may send on it from now on.
+    pub fn connected(&mut self, association: AssociationId, peer: SocketAddr, now: Millis) {
+        self.worker
+            .connected(association, vec![peer], now, &mut self.out);
     }
 
     /// Closes the association of a stream connection that ended for `why`.
@@ -193,20 +249,14 @@ impl LoopState {
     /// hands each datagram to the worker.
     pub fn receive_datagrams(&mut self, i: usize, now: Millis) {
         for _ in 0..self.io.max_batch.max(1) {
-            let Listener::Udp { socket, url } = &self.listeners[i] else {
+            let Listener::Udp { socket, .. } = &self.listeners[i] else {
                 return;
             };
             match socket.recv_from(&mut self.buf) {
                 Ok((n, from)) => {
-                    let kind = self.worker.on_datagram(
-                        i as u32,
-                        url.generation,
-                        from,
-                        &self.buf[..n],
-                        now,
-                        &mut self.out,
-                    );
-                    self.kinds.push(kind);
+                    let bytes = std::mem::take(&mut self.buf);
+                    self.on_datagram(i, from, &bytes[..n], now);
+                    self.buf = bytes;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
                 Err(e) => {
@@ -217,11 +267,18 @@ impl LoopState {
         }
     }
 
-    /// Hands a datagram received on UDP listener `listener` to the worker.
+    /// Hands a datagram received on UDP listener `listener` to the worker: an ASAP request, or
+    /// an ENRP presence.
     pub fn on_datagram(&mut self, listener: usize, from: SocketAddr, bytes: &[u8], now: Millis) {
-        let Some(Listener::Udp { url, .. }) = self.listeners.get(listener) else {
+        let Some(Listener::Udp { url, protocol, .. }) = self.listeners.get(listener) else {
             return;
         };
+        if *protocol == Protocol::Enrp {
+            let generation = url.generation;
+            self.worker
+                .on_enrp_datagram(generation, bytes, now, &mut self.out);
+            return;
+        }
         let kind = self.worker.on_datagram(
             listener as u32,
             url.generation,
@@ -238,10 +295,15 @@ impl LoopState {
     /// socket is drained (false: the budget ran out first).
     pub fn receive_sctp(&mut self, i: usize, now: Millis) -> bool {
         for _ in 0..self.io.max_batch.max(1) {
-            let Listener::Sctp { socket, url } = &self.listeners[i] else {
+            let Listener::Sctp {
+                socket,
+                url,
+                protocol,
+            } = &self.listeners[i]
+            else {
                 return true;
             };
-            let url = *url;
+            let (url, protocol) = (*url, *protocol);
             let received = socket.recv(&mut self.buf);
             match received {
                 Ok(SctpRecv::Data {
@@ -255,15 +317,17 @@ impl LoopState {
                         continue;
                     };
                     if !complete {
-                        // Larger than the largest message we accept: not ASAP.
+                        // Larger than the largest message we accept.
                         self.metrics.limit_refused(Limit::MessageSize);
                         continue;
                     }
-                    if ppid != PPID_ASAP {
-                        // Checklist PA-21: ENRP (or anything else) on the ASAP port.
+                    if ppid != self::ppid(protocol) {
+                        // Checklist PA-21: ENRP on the ASAP port, ASAP on the ENRP port, or
+                        // anything else.
                         tracing::debug!(
                             ppid,
-                            "SCTP message with a foreign PPID on an ASAP listener; aborting"
+                            protocol = protocol.label(),
+                            "SCTP message with a foreign PPID; aborting the association"
                         );
                         self.abort_sctp(i, assoc, now);
                         continue;
@@ -294,7 +358,7 @@ impl LoopState {
                             transport: Transport::Sctp,
                             generation: url.generation,
                             peer_addresses,
-                            protocol: crate::metrics::Protocol::Asap,
+                            protocol,
                         };
                         let association = self.worker.open_association(info, now);
                         self.sctp.insert((i, assoc), association);
@@ -337,10 +401,13 @@ impl LoopState {
             if full.contains(&listener) || !self.sctp.contains_key(&(listener, assoc)) {
                 continue;
             }
-            let Listener::Sctp { socket, .. } = &self.listeners[listener] else {
+            let Listener::Sctp {
+                socket, protocol, ..
+            } = &self.listeners[listener]
+            else {
                 continue;
             };
-            match socket.send(assoc, PPID_ASAP, 0, &bytes) {
+            match socket.send(assoc, ppid(*protocol), 0, &bytes) {
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     tracing::debug!("SCTP send buffer full; dropping this turn's other messages");
@@ -355,7 +422,7 @@ impl LoopState {
     /// Aborts the associations of SCTP listener `listener` whose peers have closed their receive
     /// window, at most once per 100 ms per listener (each check is a system call).
     fn abort_stalled(&mut self, listener: usize, now: Millis) {
-        let Listener::Sctp { socket, url } = &self.listeners[listener] else {
+        let Listener::Sctp { socket, url, .. } = &self.listeners[listener] else {
             return;
         };
         if self.stall_checks[listener].is_some_and(|at| now < at + STALL_CHECK_INTERVAL_MS) {
@@ -463,7 +530,7 @@ pub(super) struct SctpOut {
 
 impl SctpOut {
     /// Sends a message on an SCTP association of `listeners[listener]` (one `sendmsg` with PPID
-    /// 11). A message that finds the listener's send buffer full waits for
+    /// 11 for ASAP, 12 for ENRP). A message that finds the listener's send buffer full waits for
     /// [`LoopState::retry_blocked_sctp`], and so does every later message of the listener, to keep
     /// each association's order.
     pub fn send(
@@ -477,10 +544,13 @@ impl SctpOut {
             self.blocked.push((listener, assoc, bytes.to_vec()));
             return;
         }
-        let Listener::Sctp { socket, .. } = &listeners[listener] else {
+        let Listener::Sctp {
+            socket, protocol, ..
+        } = &listeners[listener]
+        else {
             return;
         };
-        match socket.send(assoc, PPID_ASAP, 0, bytes) {
+        match socket.send(assoc, ppid(*protocol), 0, bytes) {
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 self.blocked.push((listener, assoc, bytes.to_vec()));

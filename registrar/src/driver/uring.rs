@@ -39,8 +39,9 @@ use rserpool_handlespace::{AssociationId, Millis};
 use super::conn::{Closed, StreamConn};
 use super::state::{LoopState, Route};
 use super::{Listener, WorkerSetup, send_datagram};
-use crate::core::Target;
-use crate::net::configure_accepted;
+use crate::core::{Connect, Target};
+use crate::metrics::Protocol;
+use crate::net::{NetError, configure_accepted, connect_outcome, connect_stream};
 use crate::url::Transport;
 use ring::{Completion, Ring, SendId};
 
@@ -62,6 +63,8 @@ struct Conn {
     transport: Transport,
     recv: Receiving,
     send: Option<SendId>,
+    /// An outgoing connection (ENRP) whose writability poll is in flight: not established yet.
+    connecting: bool,
     /// Closed in the core; the slot waits for the last completions.
     closed: bool,
 }
@@ -255,8 +258,81 @@ impl Loop {
                     tracing::debug!(%e, "datagram not sent");
                 }
             }
+            Completion::Writable { token } => self.connect_done(token as usize, now)?,
         }
         Ok(())
+    }
+
+    fn free_slot(&mut self) -> usize {
+        self.free.pop().unwrap_or_else(|| {
+            self.conns.push(None);
+            self.conns.len() - 1
+        })
+    }
+
+    /// Starts the outgoing ENRP connections the worker asked for (TCP and MPTCP).
+    fn start_connects(&mut self, now: Millis) -> io::Result<()> {
+        for connect in self.state.take_connects() {
+            if let Err(e) = self.start_connect(&connect)? {
+                self.state.connect_failed(&connect, &e, now);
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts one connection; the outer error is the ring's, the inner one the connection's.
+    fn start_connect(&mut self, connect: &Connect) -> io::Result<Result<(), NetError>> {
+        if connect.url.transport == Transport::Sctp {
+            return Ok(Err(NetError::InvalidRequest(format!(
+                "{}: outgoing SCTP associations to ENRP peers are not supported yet; give the \
+                 peer as tcp:// or mptcp://",
+                connect.url
+            ))));
+        }
+        let socket = match connect_stream(&connect.url) {
+            Ok(s) => s,
+            Err(e) => return Ok(Err(e)),
+        };
+        let slot = self.free_slot();
+        self.ring.poll_writable(socket.as_fd(), slot as u64)?;
+        self.state
+            .connecting(connect.association, connect.url.transport, slot);
+        self.conns[slot] = Some(Conn {
+            stream: StreamConn::new(
+                socket,
+                connect.association,
+                self.state.io.buffer_size,
+                self.state.max_message(Protocol::Enrp),
+            ),
+            transport: connect.url.transport,
+            recv: Receiving::Off,
+            send: None,
+            connecting: true,
+            closed: false,
+        });
+        Ok(Ok(()))
+    }
+
+    /// An outgoing connection's writability poll ended: it is up (receive on it, tell the
+    /// worker) or it failed.
+    fn connect_done(&mut self, slot: usize, now: Millis) -> io::Result<()> {
+        let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
+            return Ok(());
+        };
+        conn.connecting = false;
+        if conn.closed {
+            self.release_if_done(slot);
+            return Ok(());
+        }
+        match connect_outcome(&conn.stream.socket) {
+            Ok(peer) => {
+                let association = conn.stream.association;
+                self.rearm_recv(slot)?;
+                self.state.connected(association, peer, now);
+                self.route_output()
+            }
+            Err(e) => self.close_conn(slot, Closed::Io(e), now),
+        }
     }
 
     fn accepted(&mut self, i: usize, fd: OwnedFd, now: Millis) -> io::Result<()> {
@@ -264,7 +340,7 @@ impl Loop {
         let Listener::Stream { url, .. } = &self.state.listeners[i] else {
             return Ok(());
         };
-        let url = *url;
+        let (url, protocol) = (*url, self.state.listeners[i].protocol());
         if !self.state.admits_association() {
             tracing::debug!(%url, "connection refused: the worker's connection limit is reached");
             return Ok(());
@@ -276,25 +352,20 @@ impl Loop {
         let Some(peer) = socket.peer_addr().ok().and_then(|a| a.as_socket()) else {
             return Ok(());
         };
-        let slot = match self.free.pop() {
-            Some(s) => s,
-            None => {
-                self.conns.push(None);
-                self.conns.len() - 1
-            }
-        };
+        let slot = self.free_slot();
         self.ring.recv(socket.as_fd(), slot as u64)?;
-        let association = self.state.open_stream(url, peer, slot, now);
+        let association = self.state.open_stream(url, protocol, peer, slot, now);
         self.conns[slot] = Some(Conn {
             stream: StreamConn::new(
                 socket,
                 association,
                 self.state.io.buffer_size,
-                self.state.io.max_message_size,
+                self.state.max_message(protocol),
             ),
             transport: url.transport,
             recv: Receiving::Armed,
             send: None,
+            connecting: false,
             closed: false,
         });
         Ok(())
@@ -415,6 +486,7 @@ impl Loop {
         if let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut)
             && conn.recv == Receiving::Off
             && !conn.closed
+            && !conn.connecting
             && !conn.stream.peer_finished()
             && !self.stopping
             && !conn.stream.paused()
@@ -443,6 +515,9 @@ impl Loop {
         if let Some(id) = conn.send {
             self.ring.cancel_send(id)?;
         }
+        if conn.connecting {
+            self.ring.cancel_fd(conn.stream.socket.as_fd())?;
+        }
         let (association, transport) = (conn.stream.association, conn.transport);
         self.state.close_stream(association, transport, &why, now);
         self.release_if_done(slot);
@@ -454,6 +529,7 @@ impl Loop {
             && conn.closed
             && conn.recv == Receiving::Off
             && conn.send.is_none()
+            && !conn.connecting
         {
             self.conns[slot] = None;
             self.free.push(slot);
@@ -508,13 +584,30 @@ impl Loop {
             }
         }
         self.aborts.extend_from_slice(self.state.out.aborts());
+        self.state.keep_connects();
         self.state.out.clear();
         Ok(())
     }
 
     /// Ends a turn's output: forwards into the mailboxes, the SCTP messages a full send buffer
-    /// blocked, one send per connection with replies, then the aborts.
+    /// blocked, one send per connection with replies, the aborts, then the connections to ENRP
+    /// peers. What closing associations and failed connections produce is carried out too, for
+    /// a few rounds.
     fn finish_output(&mut self, now: Millis) -> io::Result<()> {
+        for _ in 0..4 {
+            self.finish_once(now)?;
+            if self.state.out.is_empty() {
+                return Ok(());
+            }
+            self.route_output()?;
+        }
+        self.state.post_forwards();
+        self.state.keep_connects();
+        self.state.out.clear();
+        Ok(())
+    }
+
+    fn finish_once(&mut self, now: Millis) -> io::Result<()> {
         self.state.post_forwards();
         self.state.retry_blocked_sctp(now);
         for slot in std::mem::take(&mut self.dirty) {
@@ -530,12 +623,7 @@ impl Loop {
                 None => {}
             }
         }
-        // Closing connections may have produced forwards (their PEs' removal).
-        if !self.state.out.is_empty() {
-            self.state.post_forwards();
-            self.state.out.clear();
-        }
-        Ok(())
+        self.start_connects(now)
     }
 
     /// Lends a connection's unsent replies to a send, unless one is in flight.
@@ -543,7 +631,7 @@ impl Loop {
         let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
             return Ok(());
         };
-        if conn.closed || conn.send.is_some() {
+        if conn.closed || conn.connecting || conn.send.is_some() {
             return Ok(());
         }
         if let Some((buf, from)) = conn.stream.take_unsent() {

@@ -157,6 +157,11 @@ pub fn render(workers: &[Arc<WorkerMetrics>], info: &ProcessInfo, out: &mut Stri
         |c| &c.enrp_takeovers,
     );
 
+    e.gauge(
+        "rserpool_enrp_peers",
+        "ENRP peers (other registrars of the operating scope) this registrar knows.",
+        |c| &c.enrp_peers,
+    );
     e.gauge("rserpool_pools", "Pools in the handlespace.", |c| &c.pools);
     e.gauge(
         "rserpool_pool_elements",
@@ -782,7 +787,7 @@ mod tests {
             .lines()
             .filter_map(|l| l.strip_prefix("# TYPE "))
             .collect();
-        assert_eq!(types.len(), 27, "{types:?}");
+        assert_eq!(types.len(), 28, "{types:?}");
         for family in [
             "rserpool_messages_received_total counter",
             "rserpool_connections_open gauge",

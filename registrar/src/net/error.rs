@@ -62,6 +62,18 @@ impl NetError {
     }
 }
 
+impl NetError {
+    /// Whether the kernel lacks the transport (SCTP, MPTCP) or the address and port are taken:
+    /// what an endpoint marked "skip if unavailable" may be skipped for.
+    pub fn unavailable_or_in_use(&self) -> bool {
+        match self {
+            Self::SctpUnavailable { .. } | Self::MptcpUnavailable { .. } => true,
+            Self::Io { source, .. } => source.raw_os_error() == Some(libc::EADDRINUSE),
+            Self::IoUringUnavailable { .. } | Self::InvalidRequest(_) => false,
+        }
+    }
+}
+
 /// What to do about a failed socket call, by errno; empty when there is nothing specific to say.
 fn hint(source: &io::Error) -> &'static str {
     match source.raw_os_error() {

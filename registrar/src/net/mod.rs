@@ -19,5 +19,5 @@ pub use host::{io_uring_support, online_cores, pin_current_thread, set_busy_poll
 pub use sctp::{
     AssocState, SctpAssocId, SctpRecv, SctpSocket, recv_ppid, sctp_nodelay, sctp_support, send_ppid,
 };
-pub use stream::{configure_accepted, listen_stream};
+pub use stream::{configure_accepted, connect_outcome, connect_stream, listen_stream};
 pub use udp::{announce_socket, bind_udp};

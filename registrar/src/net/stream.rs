@@ -68,6 +68,56 @@ pub fn listen_stream(
     Ok(sock)
 }
 
+/// Starts a non-blocking, close-on-exec connection to a `tcp://` or `mptcp://` URL (an outgoing
+/// ENRP association) with `TCP_NODELAY`, as accepted connections have. The connection completes
+/// in the background: wait until the socket is writable, then ask [`connect_outcome`].
+pub fn connect_stream(url: &TransportUrl) -> Result<Socket, NetError> {
+    let addr = url.address;
+    let protocol = match url.transport {
+        Transport::Tcp => Protocol::TCP,
+        Transport::Mptcp => Protocol::MPTCP,
+        Transport::Sctp | Transport::Udp => {
+            return Err(NetError::InvalidRequest(format!(
+                "{url} is not a stream URL: connect_stream connects to tcp:// and mptcp:// peers"
+            )));
+        }
+    };
+    let sock = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.nonblocking().cloexec(),
+        Some(protocol),
+    )
+    .map_err(|e| match (url.transport, e.raw_os_error()) {
+        (Transport::Mptcp, Some(libc::EPROTONOSUPPORT | libc::ENOPROTOOPT)) => {
+            let call = if addr.is_ipv6() {
+                "socket(AF_INET6, SOCK_STREAM, IPPROTO_MPTCP)"
+            } else {
+                "socket(AF_INET, SOCK_STREAM, IPPROTO_MPTCP)"
+            };
+            NetError::mptcp_unavailable(call, e)
+        }
+        _ => NetError::io(format!("create a socket to connect to {url}"), e),
+    })?;
+    sock.set_tcp_nodelay(true)
+        .map_err(|e| NetError::io(format!("set TCP_NODELAY on the connection to {url}"), e))?;
+    match sock.connect(&SockAddr::from(addr)) {
+        Ok(()) => Ok(sock),
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok(sock),
+        Err(e) => Err(NetError::io(format!("connect to {url}"), e)),
+    }
+}
+
+/// The outcome of a [`connect_stream`] once its socket became writable: the peer's address, or
+/// why the connection failed.
+pub fn connect_outcome(sock: &Socket) -> std::io::Result<std::net::SocketAddr> {
+    if let Some(e) = sock.take_error()? {
+        return Err(e);
+    }
+    sock.peer_addr()?
+        .as_socket()
+        .ok_or_else(|| std::io::Error::other("the peer has no IP address"))
+}
+
 /// Sets up a connection accepted from a [`listen_stream`] listener: non-blocking (accepted sockets
 /// do not inherit it) and `TCP_NODELAY` (inherited on Linux; set again so the guarantee does not
 /// rest on that).

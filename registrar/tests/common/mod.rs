@@ -19,6 +19,8 @@ pub struct Daemon {
     pub child: Child,
     /// The bound ASAP listeners, as printed by the daemon.
     pub listeners: Vec<String>,
+    /// The bound ENRP endpoints, as printed by the daemon.
+    pub enrp: Vec<String>,
     /// The metrics address.
     pub metrics: Option<SocketAddr>,
     stderr: Option<std::thread::JoinHandle<String>>,
@@ -49,10 +51,12 @@ impl Daemon {
             }
         });
         let mut listeners = Vec::new();
+        let mut enrp = Vec::new();
         let mut metrics = None;
         let deadline = Instant::now() + Duration::from_secs(20);
         let expected = args.iter().filter(|a| a.as_ref() == "--asap").count();
-        while listeners.len() < expected.max(1) {
+        let expected_enrp = args.iter().filter(|a| a.as_ref() == "--enrp").count();
+        while listeners.len() < expected.max(1) || enrp.len() < expected_enrp {
             let left = deadline.saturating_duration_since(Instant::now());
             let Ok(line) = rx.recv_timeout(left) else {
                 let _ = child.kill();
@@ -61,6 +65,8 @@ impl Daemon {
             };
             if let Some(url) = line.strip_prefix("listening asap ") {
                 listeners.push(url.to_owned());
+            } else if let Some(url) = line.strip_prefix("listening enrp ") {
+                enrp.push(url.to_owned());
             } else if let Some(m) = line.strip_prefix("metrics http://") {
                 metrics = Some(m.trim_end_matches("/metrics").parse().unwrap());
             }
@@ -68,6 +74,7 @@ impl Daemon {
         Self {
             child,
             listeners,
+            enrp,
             metrics,
             stderr: Some(stderr),
         }

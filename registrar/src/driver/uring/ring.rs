@@ -42,6 +42,7 @@ enum Kind {
     Send,
     SendTo,
     Cancel,
+    Writable,
 }
 
 impl Kind {
@@ -54,6 +55,7 @@ impl Kind {
             5 => Self::Send,
             6 => Self::SendTo,
             7 => Self::Cancel,
+            8 => Self::Writable,
             _ => return None,
         })
     }
@@ -114,6 +116,9 @@ pub(super) enum Completion {
     },
     /// A datagram send ended.
     SentTo { result: io::Result<usize> },
+    /// A one-shot poll for writability ended: a connection in progress completed, failed, or
+    /// the poll was cancelled (the socket tells which).
+    Writable { token: u64 },
 }
 
 /// A send's memory: the bytes, where they start, and for a datagram the destination.
@@ -259,6 +264,14 @@ impl Ring {
             .multi(true)
             .build()
             .user_data(Kind::Poll.user_data(token));
+        self.push(entry)
+    }
+
+    /// Reports once when `fd` becomes writable (or fails): how a non-blocking connect ends.
+    pub fn poll_writable(&mut self, fd: BorrowedFd<'_>, token: u64) -> io::Result<()> {
+        let entry = opcode::PollAdd::new(Fd(fd.as_raw_fd()), libc::POLLOUT as u32)
+            .build()
+            .user_data(Kind::Writable.user_data(token));
         self.push(entry)
     }
 
@@ -437,6 +450,7 @@ impl Ring {
                     result: outcome(res).map(|events| events as u32),
                     more,
                 },
+                Kind::Writable => Completion::Writable { token },
                 Kind::Send | Kind::SendTo => {
                     let id = token as usize;
                     let Some(mut out) = self.sends.get_mut(id).and_then(Option::take) else {

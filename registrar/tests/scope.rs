@@ -1,0 +1,185 @@
+//! An operating scope of three registrar processes peered over ENRP on loopback TCP: PEs
+//! registered at one registrar become resolvable at the others; after that registrar is killed
+//! (SIGKILL) a survivor takes its PEs over; a registrar started in its place (a new ID) loads
+//! the handlespace from a mentor. Prints the takeover and resynchronisation times (for
+//! docs/performance.md). Runs once on each I/O driver.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::*;
+use rserpool_protocol::{AsapMessage, Generation, Resolution};
+
+const RFC: Generation = Generation::Rfc;
+const POOL: &[u8] = b"scope";
+const PES: [u64; 3] = [11, 12, 13];
+
+common::on_both_drivers!(a_survivor_takes_over_a_killed_registrar_and_a_new_one_resyncs);
+
+/// ENRP timers short enough for a test (the `carrier` profile's): a broken association means a
+/// dead peer after 300 ms; a start-up waits 1 s at most for its mentor.
+const SCOPE_CONFIG: &str = "[enrp]\n\
+    heartbeat_interval_ms = 200\n\
+    max_time_last_heard_ms = 400\n\
+    max_time_no_response_ms = 300\n\
+    mentor_discovery_timeout_ms = 1000\n\
+    takeover_expiry_ms = 1000\n\
+    reconnect_interval_ms = 200\n";
+
+/// A registrar with ID `id` on `driver`, two workers, an ENRP endpoint on an ephemeral TCP port
+/// and the static peers `peers`.
+fn registrar(driver: &str, id: u32, peers: &[&str]) -> Daemon {
+    let config = std::env::temp_dir().join(format!(
+        "rserpool-scope-{}-{driver}-{id}.toml",
+        std::process::id()
+    ));
+    std::fs::write(&config, SCOPE_CONFIG).unwrap();
+    let id = id.to_string();
+    let mut args = vec![
+        "--profile",
+        "default",
+        "--config",
+        config.to_str().unwrap(),
+        "--driver",
+        driver,
+        "--workers",
+        "2",
+        "--id",
+        &id,
+        "--asap",
+        "tcp://127.0.0.1:0",
+        "--enrp",
+        "tcp://127.0.0.1:0",
+        "--metrics",
+        "127.0.0.1:0",
+    ];
+    for peer in peers {
+        args.extend(["--peer", peer]);
+    }
+    Daemon::start(&args)
+}
+
+/// The (PE ID, home PR ID) pairs a resolution at `asap` returns, sorted; empty if the pool is
+/// unknown.
+fn homes(asap: SocketAddr) -> Vec<(u64, u64)> {
+    let mut pu = StreamClient::tcp(asap, RFC);
+    pu.send_raw(&resolution(POOL, Some(10), RFC));
+    let bytes = pu.recv_bytes();
+    let AsapMessage::HandleResolutionResponse {
+        resolution: Resolution::Found { pool_elements, .. },
+        ..
+    } = AsapMessage::decode(&bytes, RFC).unwrap().message
+    else {
+        return Vec::new();
+    };
+    let mut pes: Vec<(u64, u64)> = pool_elements
+        .iter()
+        .map(|p| (p.id.0, p.home_pr.0))
+        .collect();
+    pes.sort_unstable();
+    pes
+}
+
+/// Polls `f` every 10 ms until it holds, for at most `limit`; returns how long it took.
+fn time_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    start.elapsed()
+}
+
+/// Whether every PE resolves at `asap` with a home PR among `homes_allowed`.
+fn all_homed_at(asap: SocketAddr, homes_allowed: &[u64]) -> bool {
+    let found = homes(asap);
+    found.len() == PES.len()
+        && found
+            .iter()
+            .zip(PES)
+            .all(|(&(pe, home), want)| pe == want && homes_allowed.contains(&home))
+}
+
+fn a_survivor_takes_over_a_killed_registrar_and_a_new_one_resyncs(driver: &str) {
+    let mut a = registrar(driver, 1, &[]);
+    let b = registrar(driver, 2, &[&a.enrp[0]]);
+    let c = registrar(driver, 3, &[&a.enrp[0], &b.enrp[0]]);
+    let (a_asap, b_asap, c_asap) = (
+        a.address("tcp://", false),
+        b.address("tcp://", false),
+        c.address("tcp://", false),
+    );
+
+    // Every PE registers at A, over one connection that answers keep-alives in a thread.
+    let mut pe = StreamClient::tcp(a_asap, RFC);
+    for id in PES {
+        pe.send_raw(&registration(POOL, id, 60_000, RFC));
+        assert!(accepted(&pe.recv_answering_keep_alives(), RFC));
+    }
+    let keep_alive = std::thread::spawn(move || {
+        // Ends with an error once A is killed.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            loop {
+                pe.recv_answering_keep_alives();
+            }
+        }));
+    });
+    let replicated = time_until(Duration::from_secs(10), "PEs replicated to B and C", || {
+        all_homed_at(b_asap, &[1]) && all_homed_at(c_asap, &[1])
+    });
+    println!(
+        "[{driver}] replication of {} PEs to two peers: {replicated:?}",
+        PES.len()
+    );
+
+    // SIGKILL: no ENRP goodbye; the survivors see their associations break.
+    a.child.kill().unwrap();
+    let killed = Instant::now();
+    a.child.wait().unwrap();
+    keep_alive.join().unwrap();
+    let mut new_home = 0;
+    time_until(Duration::from_secs(10), "takeover at B and C", || {
+        let (at_b, at_c) = (homes(b_asap), homes(c_asap));
+        let taken = |found: &[(u64, u64)]| {
+            found.len() == PES.len() && found.iter().all(|&(_, home)| home == 2 || home == 3)
+        };
+        if taken(&at_b) && at_b == at_c {
+            new_home = at_b[0].1;
+            return true;
+        }
+        false
+    });
+    let takeover = killed.elapsed();
+    println!(
+        "[{driver}] takeover: SIGKILL of the home PR -> PEs homed at PR {new_home} at both \
+         survivors in {takeover:?}"
+    );
+    let takeovers =
+        b.metric("rserpool_enrp_takeovers_total") + c.metric("rserpool_enrp_takeovers_total");
+    assert!(takeovers >= 1.0, "a takeover is counted: {takeovers}");
+    let dead =
+        b.metric("rserpool_enrp_peers_dead_total") + c.metric("rserpool_enrp_peers_dead_total");
+    assert!(dead >= 1.0, "the dead peer is counted: {dead}");
+
+    // A new registrar (new ID) in A's place loads the handlespace from a mentor.
+    let started = Instant::now();
+    let d = registrar(driver, 4, &[&b.enrp[0], &c.enrp[0]]);
+    let d_asap = d.address("tcp://", false);
+    time_until(
+        Duration::from_secs(10),
+        "resync of the new registrar",
+        || all_homed_at(d_asap, &[new_home]),
+    );
+    let resync = started.elapsed();
+    println!(
+        "[{driver}] restart: new PR process started -> all {} PEs resolvable there in {resync:?} \
+         (including process start)",
+        PES.len()
+    );
+    assert!(
+        d.metric("rserpool_enrp_peers") >= 2.0,
+        "the new registrar knows both peers"
+    );
+}
