@@ -387,6 +387,7 @@ impl Worker {
             tracing::info!("ENRP start-up: no mentor finished a handle table transfer; serving");
             self.scope().phase = Phase::Live;
         }
+        self.abandon_connects(now, out);
         self.enrp_reconnect(now, out);
         if now >= self.scope().next_heartbeat {
             self.scope().next_heartbeat = now + jitter(&mut self.rng, c.heartbeat_interval.max(1));
@@ -444,6 +445,28 @@ impl Worker {
             self.scope().drop_peer(target, now, c.reconnect_interval);
         }
         self.timers.arm(now + c.tick(), CoreTimer::Enrp);
+    }
+
+    /// Gives up outgoing associations that did not come up within the reconnect interval plus
+    /// MAX-TIME-NO-RESPONSE (the kernel would keep trying a silent host for minutes): the driver
+    /// aborts them, and the next attempt starts at the next tick.
+    fn abandon_connects(&mut self, now: Millis, out: &mut Output) {
+        let patience = self.enrp_config().max_time_no_response;
+        let stale: Vec<AssociationId> = self
+            .scope()
+            .peers
+            .iter()
+            .filter(|p| !p.connected && now >= p.reconnect_at.saturating_add(patience))
+            .filter_map(|p| p.association)
+            .collect();
+        for association in stale {
+            tracing::debug!(
+                ?association,
+                "ENRP peer did not accept the association in time"
+            );
+            out.aborts.push(association);
+            self.close_association(association, now, out);
+        }
     }
 
     /// Connects to static peers that have no association.

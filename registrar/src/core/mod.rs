@@ -540,6 +540,11 @@ impl Worker {
         self.config = config;
     }
 
+    /// Whether the association is open (or being opened) in the core.
+    pub fn has_association(&self, association: AssociationId) -> bool {
+        self.associations.contains_key(&association)
+    }
+
     /// Number of open associations.
     pub fn association_count(&self) -> usize {
         self.associations.len()

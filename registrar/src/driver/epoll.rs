@@ -189,11 +189,7 @@ impl Loop {
 
     fn start_connect(&mut self, connect: &Connect) -> Result<(), crate::net::NetError> {
         if connect.url.transport == Transport::Sctp {
-            return Err(crate::net::NetError::InvalidRequest(format!(
-                "{}: outgoing SCTP associations to ENRP peers are not supported yet; give the \
-                 peer as tcp:// or mptcp://",
-                connect.url
-            )));
+            return self.state.start_sctp_connect(connect);
         }
         let socket = connect_stream(&connect.url)?;
         let slot = self.free_slot();

@@ -15,7 +15,7 @@ use super::conn::{Closed, Dispatch};
 use super::{IoSettings, Listener, Shared, WorkerSetup};
 use crate::core::{AssociationInfo, Connect, CoreConfig, Forward, Output, Worker};
 use crate::metrics::{Limit, Protocol, RequestKind, TransportLabel, WorkerMetrics};
-use crate::net::{AssocState, SctpAssocId, SctpRecv};
+use crate::net::{AssocState, NetError, SctpAssocId, SctpRecv};
 use crate::url::{Transport, TransportUrl};
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
@@ -74,6 +74,9 @@ pub(super) struct LoopState {
     pub sctp_out: SctpOut,
     /// ENRP associations the worker asked to open, not yet started by the driver.
     connects: Vec<Connect>,
+    /// Outgoing SCTP associations started on an ENRP one-to-many socket, until the kernel reports
+    /// them up: (listener, peer address, the core's association).
+    sctp_connects: Vec<(usize, SocketAddr, AssociationId)>,
     sctp: FastMap<(usize, SctpAssocId), AssociationId>,
     /// Per listener: when it was last checked for SCTP peers that stopped reading.
     stall_checks: Vec<Option<Millis>>,
@@ -115,6 +118,7 @@ impl LoopState {
             kinds: Vec::new(),
             sctp_out: SctpOut::default(),
             connects: Vec::new(),
+            sctp_connects: Vec::new(),
             sctp: HashMap::default(),
             stall_checks,
             backlog: Vec::new(),
@@ -208,6 +212,38 @@ impl LoopState {
     pub fn connecting(&mut self, association: AssociationId, transport: Transport, slot: usize) {
         self.routes.insert(association, Route::Stream(slot));
         self.metrics.connection_opened(label(transport));
+    }
+
+    /// Starts an outgoing SCTP association to an ENRP peer from this worker's ENRP one-to-many
+    /// socket of the peer's generation (a non-blocking `connect`); the kernel's
+    /// `SCTP_COMM_UP` for the peer's address completes it. A peer that never answers is given up
+    /// by the core (its connect timeout aborts the association).
+    pub fn start_sctp_connect(&mut self, connect: &Connect) -> Result<(), NetError> {
+        let listener = self
+            .listeners
+            .iter()
+            .position(|l| {
+                matches!(l, Listener::Sctp { url, protocol: Protocol::Enrp, .. }
+                    if url.generation == connect.url.generation
+                        && url.address.is_ipv4() == connect.url.address.is_ipv4())
+            })
+            .ok_or_else(|| {
+                NetError::InvalidRequest(format!(
+                    "{}: no SCTP ENRP endpoint of this generation and address family to                      connect from; add one to enrp.listen",
+                    connect.url
+                ))
+            })?;
+        let Listener::Sctp { socket, .. } = &self.listeners[listener] else {
+            unreachable!("found above");
+        };
+        match socket.socket().connect(&connect.url.address.into()) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+            Err(e) => return Err(NetError::io(format!("connect {}", connect.url), e)),
+        }
+        self.sctp_connects
+            .push((listener, connect.url.address, connect.association));
+        Ok(())
     }
 
     /// An outgoing connection that could not even be started (no socket, refused at once).
@@ -342,6 +378,9 @@ impl LoopState {
                         if self.sctp.contains_key(&(i, assoc)) {
                             continue;
                         }
+                        if self.outgoing_sctp_up(i, assoc, now) {
+                            continue;
+                        }
                         if !self.admits_association() {
                             if let Listener::Sctp { socket, .. } = &self.listeners[i] {
                                 let _ = socket.abort(assoc);
@@ -455,6 +494,35 @@ impl LoopState {
             let _ = socket.abort(assoc);
         }
         self.forget_sctp(listener, assoc, now);
+    }
+
+    /// An association came up on listener `i`: if it is one this worker started (its peer is a
+    /// pending connect's address and the core still waits for it), the core learns it is up.
+    fn outgoing_sctp_up(&mut self, i: usize, assoc: SctpAssocId, now: Millis) -> bool {
+        self.sctp_connects
+            .retain(|&(_, _, association)| self.worker.has_association(association));
+        if self.sctp_connects.is_empty() {
+            return false;
+        }
+        let Listener::Sctp { socket, .. } = &self.listeners[i] else {
+            return false;
+        };
+        let peer_addresses = socket.peer_addresses(assoc).unwrap_or_default();
+        let Some(k) = self
+            .sctp_connects
+            .iter()
+            .position(|(l, address, _)| *l == i && peer_addresses.contains(address))
+        else {
+            return false;
+        };
+        let (_, _, association) = self.sctp_connects.swap_remove(k);
+        self.sctp.insert((i, assoc), association);
+        self.routes
+            .insert(association, Route::Sctp { listener: i, assoc });
+        self.metrics.connection_opened(TransportLabel::Sctp);
+        self.worker
+            .connected(association, peer_addresses, now, &mut self.out);
+        true
     }
 
     fn forget_sctp(&mut self, listener: usize, assoc: SctpAssocId, now: Millis) {

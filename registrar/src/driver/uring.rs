@@ -283,11 +283,7 @@ impl Loop {
     /// Starts one connection; the outer error is the ring's, the inner one the connection's.
     fn start_connect(&mut self, connect: &Connect) -> io::Result<Result<(), NetError>> {
         if connect.url.transport == Transport::Sctp {
-            return Ok(Err(NetError::InvalidRequest(format!(
-                "{}: outgoing SCTP associations to ENRP peers are not supported yet; give the \
-                 peer as tcp:// or mptcp://",
-                connect.url
-            ))));
+            return Ok(self.state.start_sctp_connect(connect));
         }
         let socket = match connect_stream(&connect.url) {
             Ok(s) => s,

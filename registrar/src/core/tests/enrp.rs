@@ -905,3 +905,42 @@ fn a_restarted_static_peer_with_a_new_id_leaves_its_old_id_to_be_taken_over() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn an_association_a_peer_never_accepts_is_given_up_and_tried_again() {
+    let peer_url = tcp("127.0.0.2:9901");
+    let mut pr = Cluster::new(
+        1,
+        scope_config(vec![peer_url]),
+        rserpool_handlespace::Limits::default(),
+        7,
+    );
+    let mut out = Output::default();
+    let w = &mut pr.workers_mut()[0];
+    w.start(0);
+    w.on_timer(0, &mut out);
+    let first = out.connects()[0].association;
+    out.clear();
+    // Reconnect interval (1 s) plus MAX-TIME-NO-RESPONSE (1 s).
+    let mut now = 0;
+    let mut aborted_at = None;
+    while now < 5_000 {
+        now += 50;
+        w.on_timer(now, &mut out);
+        if aborted_at.is_none() && out.aborts().contains(&first) {
+            aborted_at = Some(now);
+            assert!(!w.has_association(first));
+        }
+        if let Some(c) = out.connects().first() {
+            assert_ne!(c.association, first);
+            assert!(
+                aborted_at.is_some(),
+                "a new attempt only after the first was given up"
+            );
+            break;
+        }
+        out.clear();
+    }
+    let aborted_at = aborted_at.expect("given up");
+    assert!((2_000..2_400).contains(&aborted_at), "{aborted_at}");
+}
