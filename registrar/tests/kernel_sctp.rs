@@ -325,6 +325,8 @@ common::on_both_drivers!(
     two_workers_share_the_sctp_port_and_the_handlespace,
     rsplib_pe_and_pu_interoperate_through_the_registrar,
     a_peer_that_stops_reading_is_aborted_before_it_starves_the_others,
+    two_registrars_replicate_and_take_over_over_sctp_enrp,
+    rsplib_registrar_and_ours_share_an_operating_scope,
 );
 
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -1091,4 +1093,237 @@ fn a_peer_that_stops_reading_is_aborted_before_it_starves_the_others(driver: &st
     );
     assert_eq!(resolve(&pu, b"victim"), Ok(vec![7]));
     assert_eq!(resolve(&pe, b"victim"), Ok(vec![7]));
+}
+
+// ENRP over kernel SCTP: two of our registrars, then ours with RSPLIB's `rspregistrar`.
+
+/// ENRP timers for the scope tests (RSPLIB's `rspregistrar` is given the same), and keep-alives
+/// rare enough that a test PE need not answer them.
+const SCOPE_CONFIG: &str = "[timers]\n\
+    keep_alive_interval_ms = 60000\n\
+    [enrp]\n\
+    heartbeat_interval_ms = 500\n\
+    max_time_last_heard_ms = 1000\n\
+    max_time_no_response_ms = 1000\n\
+    mentor_discovery_timeout_ms = 1000\n\
+    takeover_expiry_ms = 3000\n\
+    reconnect_interval_ms = 500\n";
+
+/// A registrar on `driver` with ID `id`, one worker, SCTP ASAP (ephemeral port) and ENRP
+/// (`enrp_port`, 0 for any) endpoints at `ip`, and the static ENRP peers `peers`.
+fn scope_member(driver: &str, id: u32, ip: IpAddr, enrp_port: u16, peers: &[String]) -> Daemon {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let config = std::env::temp_dir().join(format!(
+        "rserpool-sctp-scope-{}-{}.toml",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::write(&config, SCOPE_CONFIG).unwrap();
+    let (id, asap, enrp) = (
+        id.to_string(),
+        format!("sctp://{ip}:0"),
+        format!("sctp://{ip}:{enrp_port}"),
+    );
+    let mut args = vec![
+        "--config",
+        config.to_str().unwrap(),
+        "--driver",
+        driver,
+        "--workers",
+        "1",
+        "--id",
+        &id,
+        "--asap",
+        &asap,
+        "--enrp",
+        &enrp,
+        "--metrics",
+        "127.0.0.1:0",
+    ];
+    for peer in peers {
+        args.extend(["--peer", peer.as_str()]);
+    }
+    Daemon::start(&args)
+}
+
+/// The (PE ID, home PR ID) pairs of a resolution of `handle` over `pu`, sorted; empty when the
+/// pool is unknown.
+fn resolve_homes(pu: &Asap, handle: &[u8]) -> Vec<(u64, u64)> {
+    let bytes = pu.request(&resolution(handle, Some(128), RFC));
+    let AsapMessage::HandleResolutionResponse {
+        resolution: Resolution::Found { pool_elements, .. },
+        ..
+    } = AsapMessage::decode(&bytes, RFC).expect("decodable").message
+    else {
+        return Vec::new();
+    };
+    let mut pes: Vec<(u64, u64)> = pool_elements
+        .iter()
+        .map(|p| (p.id.0, p.home_pr.0))
+        .collect();
+    pes.sort_unstable();
+    pes
+}
+
+fn two_registrars_replicate_and_take_over_over_sctp_enrp(driver: &str) {
+    let mut a = scope_member(driver, 1, LOOPBACK, 0, &[]);
+    let b = scope_member(driver, 2, LOOPBACK, 0, std::slice::from_ref(&a.enrp[0]));
+    let (a_asap, b_asap) = (a.address("sctp://", false), b.address("sctp://", false));
+    let pe = Asap::connect(a_asap);
+    register(&pe, b"scope", 7);
+    let pu = Asap::connect(b_asap);
+    let mut found = Vec::new();
+    assert!(
+        eventually(WAIT, || {
+            found = resolve_homes(&pu, b"scope");
+            found == [(7, 1)]
+        }),
+        "the PE registered at A is resolvable at B with home A: {found:?}"
+    );
+    assert_eq!(b.metric("rserpool_enrp_peers"), 1.0);
+    assert!(
+        b.metric("rserpool_messages_received_total{protocol=\"enrp\",type=\"presence\"") > 0.0,
+        "presences over SCTP (PPID 12)"
+    );
+    // SIGKILL: the association breaks, B declares A dead and takes its PE over.
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            found = resolve_homes(&pu, b"scope");
+            found == [(7, 2)]
+        }),
+        "B took the PE over: {found:?}; B's ENRP metrics:\n{}",
+        b.scrape()
+            .lines()
+            .filter(|l| l.contains("enrp") && !l.starts_with('#'))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert_eq!(b.metric("rserpool_enrp_takeovers_total"), 1.0);
+}
+
+/// RSPLIB's registrar in an operating scope with ours, over SCTP on the guest's non-loopback
+/// address (checklist I-03): PEs registered at either are resolvable at the other with their
+/// home PR, the audit checksums agree (no resynchronisation once settled), RSPLIB takes over our
+/// PEs when ours is killed, a new registrar of ours loads the handlespace from RSPLIB's, and
+/// takes over RSPLIB's PEs when that one is killed.
+fn rsplib_registrar_and_ours_share_an_operating_scope(driver: &str) {
+    with_test_net();
+    let base: u16 = if driver == "epoll" { 21_000 } else { 22_000 };
+    let (rsp_asap, rsp_enrp, our_enrp) = (base + 1, base + 2, base + 3);
+    let rsp_enrp_url = format!("sctp://{TEST_NET}:{rsp_enrp}");
+    let ours = scope_member(
+        driver,
+        0x11,
+        TEST_NET,
+        our_enrp,
+        std::slice::from_ref(&rsp_enrp_url),
+    );
+    let our_asap = ours.address("sctp://", false);
+    let mut rsp = Tool::start(
+        "rspregistrar",
+        &[
+            format!("-asap={TEST_NET}:{rsp_asap}"),
+            format!("-enrp={TEST_NET}:{rsp_enrp}"),
+            format!("-peer={TEST_NET}:{our_enrp}"),
+            "-identifier=34".to_owned(),
+            "-logcolor=off".to_owned(),
+            "-loglevel=2".to_owned(),
+            "-peerheartbeatcycle=500".to_owned(),
+            "-peermaxtimelastheard=1000".to_owned(),
+            "-peermaxtimenoresponse=1000".to_owned(),
+            "-takeoverexpiryinterval=3000".to_owned(),
+            "-mentordiscoverytimeout=1000".to_owned(),
+        ],
+    );
+    assert!(
+        eventually(WAIT, || ours.metric("rserpool_enrp_peers") == 1.0),
+        "no ENRP peering with rspregistrar; it printed:\n{}",
+        rsp.output()
+    );
+    let pe_args = |registrar: SocketAddr, pool: &str| {
+        vec![
+            "-echo".to_owned(),
+            "-rereginterval=5000".to_owned(),
+            format!("-registrar={registrar}"),
+            "-asapannounce=off".to_owned(),
+            "-logcolor=off".to_owned(),
+            "-loglevel=2".to_owned(),
+            format!("-poolhandle={pool}"),
+        ]
+    };
+    let rsp_asap_addr = SocketAddr::new(TEST_NET, rsp_asap);
+    let _at_rsplib = Tool::start("rspserver", &pe_args(rsp_asap_addr, "AtRsplib"));
+    let _at_ours = Tool::start("rspserver", &pe_args(our_asap, "AtOurs"));
+
+    // Both ways: each registrar resolves the other's PE, with the other as its home PR.
+    let at_ours = Asap::connect(our_asap);
+    let at_rsp = Asap::connect_from(rsp_asap_addr, TEST_NET);
+    let (mut theirs, mut ours_pe) = (Vec::new(), Vec::new());
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            theirs = resolve_homes(&at_ours, b"AtRsplib");
+            ours_pe = resolve_homes(&at_rsp, b"AtOurs");
+            theirs.len() == 1 && ours_pe.len() == 1
+        }),
+        "ours resolves {theirs:?}, rspregistrar resolves {ours_pe:?}; rspregistrar printed:\n{}",
+        rsp.output()
+    );
+    let rsp_id = theirs[0].1;
+    assert!(rsp_id != 0 && rsp_id != 0x11, "{theirs:?}");
+    assert_eq!(ours_pe[0].1, 0x11, "{ours_pe:?}");
+
+    // Settled, the audits agree: no resynchronisation over six heartbeats, and RSPLIB answered
+    // nothing with ENRP_ERROR.
+    let resyncs = ours.metric("rserpool_enrp_resyncs_total");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(ours.metric("rserpool_enrp_resyncs_total"), resyncs);
+    assert_eq!(
+        ours.metric("rserpool_messages_received_total{protocol=\"enrp\",type=\"error\""),
+        0.0
+    );
+    assert_eq!(ours.metric("rserpool_decode_errors_total"), 0.0);
+
+    // Ours killed: RSPLIB takes its PE over (keep-alive with H=1 to the PE, which then
+    // re-registers there).
+    drop(at_ours);
+    drop(ours);
+    let mut after = Vec::new();
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            after = resolve_homes(&at_rsp, b"AtOurs");
+            after.len() == 1 && after[0].1 == rsp_id
+        }),
+        "rspregistrar did not take our PE over: {after:?}; it printed:\n{}",
+        rsp.output()
+    );
+
+    // A new registrar of ours (another ID) loads both PEs from RSPLIB's as its mentor.
+    let ours = scope_member(driver, 0x12, TEST_NET, our_enrp, &[rsp_enrp_url]);
+    let at_ours = Asap::connect(ours.address("sctp://", false));
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            resolve_homes(&at_ours, b"AtRsplib").len() == 1
+                && resolve_homes(&at_ours, b"AtOurs").len() == 1
+        }),
+        "the new registrar did not load the handlespace; rspregistrar printed:\n{}",
+        rsp.output()
+    );
+
+    // RSPLIB's killed: ours takes both PEs over.
+    let status = rsp.stop("KILL");
+    eprintln!("rspregistrar: {status}");
+    let mut homes = Vec::new();
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            homes = [b"AtRsplib".as_slice(), b"AtOurs"]
+                .iter()
+                .flat_map(|pool| resolve_homes(&at_ours, pool))
+                .collect();
+            homes.len() == 2 && homes.iter().all(|&(_, home)| home == 0x12)
+        }),
+        "ours did not take RSPLIB's PEs over: {homes:?}"
+    );
+    assert_eq!(ours.metric("rserpool_enrp_takeovers_total"), 1.0);
 }

@@ -189,6 +189,8 @@ enum AuditWork {
     PresenceDatagram(SocketAddr, Generation),
     /// Compare a peer's checksum with ours for it (RFC 5353 §3.6.1).
     Audit { peer: PrId, checksum: u64 },
+    /// A peer was declared dead: take it over if it owns PEs here (the sums tell).
+    Dead(PrId),
 }
 
 /// A checksum round: every shard's per-owner checksums, summed.
@@ -391,7 +393,7 @@ impl Worker {
         self.enrp_reconnect(now, out);
         if now >= self.scope().next_heartbeat {
             self.scope().next_heartbeat = now + jitter(&mut self.rng, c.heartbeat_interval.max(1));
-            self.heartbeat(out);
+            self.heartbeat(now, out);
         }
         // RFC 5353 §3.4.3: probe peers silent for MAX-TIME-LAST-HEARD; a probe unanswered for
         // MAX-TIME-NO-RESPONSE means the peer is dead.
@@ -556,7 +558,7 @@ impl Worker {
 
     /// Sends every peer a presence (RFC 5353 §3.4.2, checklist PE-06), and the presence
     /// datagrams.
-    fn heartbeat(&mut self, out: &mut Output) {
+    fn heartbeat(&mut self, now: Millis, out: &mut Output) {
         let mut work: Vec<AuditWork> = self
             .scope()
             .peers
@@ -577,16 +579,16 @@ impl Worker {
         for w in work {
             self.scope().queued.push(w);
         }
-        self.start_round(out);
+        self.start_round(now, out);
     }
 
     /// Queues work that needs the checksums and starts a round if none runs.
-    fn audit_work(&mut self, work: AuditWork, _now: Millis, out: &mut Output) {
+    fn audit_work(&mut self, work: AuditWork, now: Millis, out: &mut Output) {
         self.scope().queued.push(work);
-        self.start_round(out);
+        self.start_round(now, out);
     }
 
-    fn start_round(&mut self, out: &mut Output) {
+    fn start_round(&mut self, now: Millis, out: &mut Output) {
         let scope = self.scope();
         if scope.round.is_some() || scope.queued.is_empty() {
             return;
@@ -601,8 +603,7 @@ impl Worker {
             work,
         });
         for w in 0..self.workers {
-            // Time does not matter to a query; the shard answers with what it holds.
-            self.send_to(w, Forward::ChecksumQuery { round: id }, 0, out);
+            self.send_to(w, Forward::ChecksumQuery { round: id }, now, out);
         }
     }
 
@@ -639,7 +640,7 @@ impl Worker {
         for work in r.work {
             self.do_audit_work(work, now, out);
         }
-        self.start_round(out);
+        self.start_round(now, out);
     }
 
     fn own_checksum(&self, generation: Generation) -> u64 {
@@ -702,6 +703,7 @@ impl Worker {
                 );
             }
             AuditWork::Audit { peer, checksum } => self.audit(peer, checksum, now, out),
+            AuditWork::Dead(peer) => self.dead_peer_counted(peer, now, out),
         }
     }
 
@@ -1576,21 +1578,37 @@ impl Worker {
         }
     }
 
-    /// A peer did not answer its probe (RFC 5353 §3.4.3): take it over if it owns PEs here
-    /// (RSPLIB), else forget it.
+    /// A peer did not answer its probe (RFC 5353 §3.4.3): it stops being probed, and a
+    /// checksum round tells whether it owns PEs here.
     fn peer_dead(&mut self, id: PrId, now: Millis, out: &mut Output) {
-        let interval = self.enrp_config().reconnect_interval;
-        let owns = self.scope().last_sums.get(&id).is_some_and(|c| c.pes > 0);
-        tracing::warn!(peer = %id, owns_pes = owns, "ENRP peer did not answer; declared dead");
+        tracing::warn!(peer = %id, "ENRP peer did not answer; declared dead");
         self.metrics.enrp_peer_dead();
-        if let Some(a) = self.scope().peer(id).and_then(|p| p.association) {
+        let scope = self.scope();
+        let Some(p) = scope.peer_mut(id) else {
+            return;
+        };
+        p.active = false;
+        if let Some(a) = p.association {
             out.aborts.push(a);
         }
-        if !owns {
-            self.scope().drop_peer(id, now, interval);
+        self.audit_work(AuditWork::Dead(id), now, out);
+    }
+
+    /// A dead peer that owns PEs here is taken over (RSPLIB), one that owns none forgotten.
+    fn dead_peer_counted(&mut self, id: PrId, now: Millis, out: &mut Output) {
+        let interval = self.enrp_config().reconnect_interval;
+        let scope = self.scope();
+        if scope.peer(id).is_none_or(|p| p.active) {
+            // Heard again meanwhile.
             return;
         }
-        self.start_takeover(id, now, out);
+        let owns = scope.last_sums.get(&id).is_some_and(|c| c.pes > 0);
+        if owns {
+            self.start_takeover(id, now, out);
+        } else {
+            tracing::info!(peer = %id, "the dead ENRP peer owned no PEs here; forgotten");
+            scope.drop_peer(id, now, interval);
+        }
     }
 
     /// RFC 5353 §3.5.1 (PE-14): ENRP_INIT_TAKEOVER to every peer, the target included; won once
