@@ -1109,16 +1109,40 @@ const SCOPE_CONFIG: &str = "[timers]\n\
     takeover_expiry_ms = 3000\n\
     reconnect_interval_ms = 500\n";
 
+/// The same with peers declared dead four times later: a registrar that leaves the takeover of
+/// a dead peer to a faster one.
+const SLOW_SCOPE_CONFIG: &str = "[timers]\n\
+    keep_alive_interval_ms = 60000\n\
+    [enrp]\n\
+    heartbeat_interval_ms = 500\n\
+    max_time_last_heard_ms = 4000\n\
+    max_time_no_response_ms = 4000\n\
+    mentor_discovery_timeout_ms = 1000\n\
+    takeover_expiry_ms = 3000\n\
+    reconnect_interval_ms = 500\n";
+
 /// A registrar on `driver` with ID `id`, one worker, SCTP ASAP (ephemeral port) and ENRP
 /// (`enrp_port`, 0 for any) endpoints at `ip`, and the static ENRP peers `peers`.
 fn scope_member(driver: &str, id: u32, ip: IpAddr, enrp_port: u16, peers: &[String]) -> Daemon {
+    scope_member_with(driver, id, ip, enrp_port, peers, SCOPE_CONFIG)
+}
+
+/// [`scope_member`] with the configuration file `config`.
+fn scope_member_with(
+    driver: &str,
+    id: u32,
+    ip: IpAddr,
+    enrp_port: u16,
+    peers: &[String],
+    config_text: &str,
+) -> Daemon {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let config = std::env::temp_dir().join(format!(
         "rserpool-sctp-scope-{}-{}.toml",
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     ));
-    std::fs::write(&config, SCOPE_CONFIG).unwrap();
+    std::fs::write(&config, config_text).unwrap();
     let (id, asap, enrp) = (
         id.to_string(),
         format!("sctp://{ip}:0"),
@@ -1203,30 +1227,32 @@ fn two_registrars_replicate_and_take_over_over_sctp_enrp(driver: &str) {
     assert_eq!(b.metric("rserpool_enrp_takeovers_total"), 1.0);
 }
 
-/// RSPLIB's registrar in an operating scope with ours, over SCTP on the guest's non-loopback
-/// address (checklist I-03): PEs registered at either are resolvable at the other with their
-/// home PR, the audit checksums agree (no resynchronisation once settled), RSPLIB takes over our
-/// PEs when ours is killed, a new registrar of ours loads the handlespace from RSPLIB's, and
-/// takes over RSPLIB's PEs when that one is killed.
+/// RSPLIB's registrar in an operating scope with two of ours, over SCTP on the guest's
+/// non-loopback address (checklist I-03). A (ours) and R (RSPLIB) peer with each other; PEs
+/// (RSPLIB's `rspserver`) register at either and are resolvable at the other with their home PR;
+/// the audit checksums agree (no resynchronisation once settled, no ENRP_ERROR). C (ours) starts
+/// with R as its only peer and loads the handlespace from R as its mentor. A is killed: R takes
+/// its PE over (C, slower to declare A dead, acknowledges), and the PE follows R's keep-alive with
+/// the H bit. R is killed: C takes every PE over.
 fn rsplib_registrar_and_ours_share_an_operating_scope(driver: &str) {
     with_test_net();
     let base: u16 = if driver == "epoll" { 21_000 } else { 22_000 };
-    let (rsp_asap, rsp_enrp, our_enrp) = (base + 1, base + 2, base + 3);
-    let rsp_enrp_url = format!("sctp://{TEST_NET}:{rsp_enrp}");
-    let ours = scope_member(
+    let (r_asap, r_enrp, a_enrp, c_enrp) = (base + 1, base + 2, base + 3, base + 4);
+    let r_enrp_url = format!("sctp://{TEST_NET}:{r_enrp}");
+    let a = scope_member(
         driver,
         0x11,
         TEST_NET,
-        our_enrp,
-        std::slice::from_ref(&rsp_enrp_url),
+        a_enrp,
+        std::slice::from_ref(&r_enrp_url),
     );
-    let our_asap = ours.address("sctp://", false);
-    let mut rsp = Tool::start(
+    let a_asap = a.address("sctp://", false);
+    let mut r = Tool::start(
         "rspregistrar",
         &[
-            format!("-asap={TEST_NET}:{rsp_asap}"),
-            format!("-enrp={TEST_NET}:{rsp_enrp}"),
-            format!("-peer={TEST_NET}:{our_enrp}"),
+            format!("-asap={TEST_NET}:{r_asap}"),
+            format!("-enrp={TEST_NET}:{r_enrp}"),
+            format!("-peer={TEST_NET}:{a_enrp}"),
             "-identifier=34".to_owned(),
             "-logcolor=off".to_owned(),
             "-loglevel=2".to_owned(),
@@ -1238,9 +1264,9 @@ fn rsplib_registrar_and_ours_share_an_operating_scope(driver: &str) {
         ],
     );
     assert!(
-        eventually(WAIT, || ours.metric("rserpool_enrp_peers") == 1.0),
+        eventually(WAIT, || a.metric("rserpool_enrp_peers") == 1.0),
         "no ENRP peering with rspregistrar; it printed:\n{}",
-        rsp.output()
+        r.output()
     );
     let pe_args = |registrar: SocketAddr, pool: &str| {
         vec![
@@ -1253,77 +1279,89 @@ fn rsplib_registrar_and_ours_share_an_operating_scope(driver: &str) {
             format!("-poolhandle={pool}"),
         ]
     };
-    let rsp_asap_addr = SocketAddr::new(TEST_NET, rsp_asap);
-    let _at_rsplib = Tool::start("rspserver", &pe_args(rsp_asap_addr, "AtRsplib"));
-    let _at_ours = Tool::start("rspserver", &pe_args(our_asap, "AtOurs"));
+    let r_asap = SocketAddr::new(TEST_NET, r_asap);
+    let _at_rsplib = Tool::start("rspserver", &pe_args(r_asap, "AtRsplib"));
+    let _at_ours = Tool::start("rspserver", &pe_args(a_asap, "AtOurs"));
 
     // Both ways: each registrar resolves the other's PE, with the other as its home PR.
-    let at_ours = Asap::connect(our_asap);
-    let at_rsp = Asap::connect_from(rsp_asap_addr, TEST_NET);
-    let (mut theirs, mut ours_pe) = (Vec::new(), Vec::new());
+    let at_a = Asap::connect(a_asap);
+    let at_r = Asap::connect_from(r_asap, TEST_NET);
+    let (mut theirs, mut ours) = (Vec::new(), Vec::new());
     assert!(
         eventually(Duration::from_secs(20), || {
-            theirs = resolve_homes(&at_ours, b"AtRsplib");
-            ours_pe = resolve_homes(&at_rsp, b"AtOurs");
-            theirs.len() == 1 && ours_pe.len() == 1
+            theirs = resolve_homes(&at_a, b"AtRsplib");
+            ours = resolve_homes(&at_r, b"AtOurs");
+            theirs.len() == 1 && ours.len() == 1
         }),
-        "ours resolves {theirs:?}, rspregistrar resolves {ours_pe:?}; rspregistrar printed:\n{}",
-        rsp.output()
+        "A resolves {theirs:?}, rspregistrar resolves {ours:?}; rspregistrar printed:\n{}",
+        r.output()
     );
-    let rsp_id = theirs[0].1;
-    assert!(rsp_id != 0 && rsp_id != 0x11, "{theirs:?}");
-    assert_eq!(ours_pe[0].1, 0x11, "{ours_pe:?}");
+    let r_id = theirs[0].1;
+    assert_eq!(r_id, 34, "{theirs:?}");
+    assert_eq!(ours[0].1, 0x11, "{ours:?}");
 
     // Settled, the audits agree: no resynchronisation over six heartbeats, and RSPLIB answered
     // nothing with ENRP_ERROR.
-    let resyncs = ours.metric("rserpool_enrp_resyncs_total");
+    let resyncs = a.metric("rserpool_enrp_resyncs_total");
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(ours.metric("rserpool_enrp_resyncs_total"), resyncs);
+    assert_eq!(a.metric("rserpool_enrp_resyncs_total"), resyncs);
     assert_eq!(
-        ours.metric("rserpool_messages_received_total{protocol=\"enrp\",type=\"error\""),
+        a.metric("rserpool_messages_received_total{protocol=\"enrp\",type=\"error\""),
         0.0
     );
-    assert_eq!(ours.metric("rserpool_decode_errors_total"), 0.0);
+    assert_eq!(a.metric("rserpool_decode_errors_total"), 0.0);
 
-    // Ours killed: RSPLIB takes its PE over (keep-alive with H=1 to the PE, which then
-    // re-registers there).
-    drop(at_ours);
-    drop(ours);
+    // C knows only R: R is its mentor, its list names A.
+    let c = scope_member_with(
+        driver,
+        0x13,
+        TEST_NET,
+        c_enrp,
+        std::slice::from_ref(&r_enrp_url),
+        SLOW_SCOPE_CONFIG,
+    );
+    let at_c = Asap::connect(c.address("sctp://", false));
+    let pes_at = |pu: &Asap| -> Vec<(u64, u64)> {
+        [b"AtRsplib".as_slice(), b"AtOurs"]
+            .iter()
+            .flat_map(|pool| resolve_homes(pu, pool))
+            .collect()
+    };
+    let mut at_c_now = Vec::new();
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            at_c_now = pes_at(&at_c);
+            at_c_now.len() == 2 && c.metric("rserpool_enrp_peers") == 2.0
+        }),
+        "C loaded {at_c_now:?} and knows {} peers; rspregistrar printed:\n{}",
+        c.metric("rserpool_enrp_peers"),
+        r.output()
+    );
+
+    // A killed: R takes its PE over, and the PE (RSPLIB's) follows R's keep-alive.
+    drop(at_a);
+    drop(a);
     let mut after = Vec::new();
     assert!(
         eventually(Duration::from_secs(20), || {
-            after = resolve_homes(&at_rsp, b"AtOurs");
-            after.len() == 1 && after[0].1 == rsp_id
+            after = resolve_homes(&at_r, b"AtOurs");
+            after.len() == 1 && after[0].1 == r_id && resolve_homes(&at_c, b"AtOurs") == after
         }),
-        "rspregistrar did not take our PE over: {after:?}; it printed:\n{}",
-        rsp.output()
+        "rspregistrar did not take A's PE over: {after:?} at R, {:?} at C; it printed:\n{}",
+        resolve_homes(&at_c, b"AtOurs"),
+        r.output()
     );
 
-    // A new registrar of ours (another ID) loads both PEs from RSPLIB's as its mentor.
-    let ours = scope_member(driver, 0x12, TEST_NET, our_enrp, &[rsp_enrp_url]);
-    let at_ours = Asap::connect(ours.address("sctp://", false));
-    assert!(
-        eventually(Duration::from_secs(20), || {
-            resolve_homes(&at_ours, b"AtRsplib").len() == 1
-                && resolve_homes(&at_ours, b"AtOurs").len() == 1
-        }),
-        "the new registrar did not load the handlespace; rspregistrar printed:\n{}",
-        rsp.output()
-    );
-
-    // RSPLIB's killed: ours takes both PEs over.
-    let status = rsp.stop("KILL");
+    // R killed: C takes every PE over.
+    let status = r.stop("KILL");
     eprintln!("rspregistrar: {status}");
     let mut homes = Vec::new();
     assert!(
         eventually(Duration::from_secs(20), || {
-            homes = [b"AtRsplib".as_slice(), b"AtOurs"]
-                .iter()
-                .flat_map(|pool| resolve_homes(&at_ours, pool))
-                .collect();
-            homes.len() == 2 && homes.iter().all(|&(_, home)| home == 0x12)
+            homes = pes_at(&at_c);
+            homes.len() == 2 && homes.iter().all(|&(_, home)| home == 0x13)
         }),
-        "ours did not take RSPLIB's PEs over: {homes:?}"
+        "C did not take RSPLIB's PEs over: {homes:?}"
     );
-    assert_eq!(ours.metric("rserpool_enrp_takeovers_total"), 1.0);
+    assert_eq!(c.metric("rserpool_enrp_takeovers_total"), 1.0);
 }
