@@ -1233,7 +1233,7 @@ fn two_registrars_replicate_and_take_over_over_sctp_enrp(driver: &str) {
 /// the audit checksums agree (no resynchronisation once settled, no ENRP_ERROR). C (ours) starts
 /// with R as its only peer and loads the handlespace from R as its mentor. A is killed: R takes
 /// its PE over (C, slower to declare A dead, acknowledges), and the PE follows R's keep-alive with
-/// the H bit. R is killed: C takes every PE over.
+/// the H bit. R is killed: C takes every PE over, and the PEs follow C's keep-alives.
 fn rsplib_registrar_and_ours_share_an_operating_scope(driver: &str) {
     with_test_net();
     let base: u16 = if driver == "epoll" { 21_000 } else { 22_000 };
@@ -1364,4 +1364,16 @@ fn rsplib_registrar_and_ours_share_an_operating_scope(driver: &str) {
         "C did not take RSPLIB's PEs over: {homes:?}"
     );
     assert_eq!(c.metric("rserpool_enrp_takeovers_total"), 1.0);
+    // C's keep-alives with the H bit make both PEs (RSPLIB's) adopt C and re-register there.
+    assert!(
+        eventually(Duration::from_secs(20), || c
+            .metric("rserpool_registrations_total{result=\"accepted\"}")
+            >= 2.0),
+        "the PEs did not re-register at C: {}",
+        c.scrape()
+            .lines()
+            .filter(|l| l.contains("registrations") || l.contains("keep_alive"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 }

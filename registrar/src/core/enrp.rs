@@ -1781,10 +1781,54 @@ impl Worker {
     }
 
     /// At the shard owner: move a dead PR's PEs to their new home PR.
-    pub(super) fn apply_take_over(&mut self, dead: PrId, new_home: PrId) {
+    /// When this PR is the new home, each PE reachable over SCTP is sent an
+    /// ENDPOINT_KEEP_ALIVE with the H bit (RFC 5353 §3.5.1): it adopts this PR and re-registers
+    /// here. PEs over TCP cannot be reached (they hunt for a new PR themselves when their home
+    /// PR's connection breaks); they keep their registration life.
+    pub(super) fn apply_take_over(&mut self, dead: PrId, new_home: PrId, out: &mut Output) {
         let moved = self.shard.take_over(dead, new_home);
-        if !moved.is_empty() {
-            tracing::debug!(%dead, %new_home, pes = moved.len(), "PEs taken over");
+        if moved.is_empty() {
+            return;
+        }
+        tracing::debug!(%dead, %new_home, pes = moved.len(), "PEs taken over");
+        if new_home != self.config.pr_id {
+            return;
+        }
+        for (pool_handle, entry) in &moved {
+            let Some(asap) = entry
+                .registration
+                .asap_transport
+                .as_ref()
+                .filter(|t| t.kind == TransportKind::Sctp)
+            else {
+                continue;
+            };
+            let Some(&ip) = asap.addresses.first() else {
+                continue;
+            };
+            // RSPLIB's PEs speak the RFC generation; a PE whose IDs need 64 bits is an NG one.
+            let generation = if entry.fits(Generation::Rfc) {
+                Generation::Rfc
+            } else {
+                Generation::Ng
+            };
+            let message = rserpool_protocol::AsapMessage::EndpointKeepAlive {
+                home: true,
+                server_id: self.config.pr_id,
+                pool_handle: PoolHandle(pool_handle),
+                pe_id: Some(entry.id()),
+            };
+            let target = Target::SctpAddress(SocketAddr::new(ip, asap.port), generation);
+            match out.transmit(target, |buf| message.encode(generation, buf)) {
+                Ok(()) => {
+                    self.metrics.keep_alive_sent();
+                    self.metrics.message_out(
+                        Protocol::Asap,
+                        rserpool_protocol::asap::message_type::ENDPOINT_KEEP_ALIVE,
+                    );
+                }
+                Err(e) => tracing::warn!(%e, "cannot encode a keep-alive; not sent"),
+            }
         }
     }
 

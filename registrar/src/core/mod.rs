@@ -126,6 +126,10 @@ pub enum Target {
     },
     /// A datagram from the worker's own UDP sending socket (announces, CSP reports).
     UdpSend(SocketAddr),
+    /// An ASAP message to a PE this PR has no association with, over the association the
+    /// worker's SCTP ASAP socket of that generation has or sets up with the address (the
+    /// keep-alive with the H bit after a takeover, RFC 5353 §3.5.1).
+    SctpAddress(SocketAddr, Generation),
 }
 
 /// One message to transmit.
@@ -738,7 +742,7 @@ impl Worker {
                 pe_id,
             } => self.apply_peer_delete(sender, &pool_handle, pe_id),
             Forward::Purge { owner, keep } => self.apply_purge(owner, &keep),
-            Forward::TakeOver { dead, new_home } => self.apply_take_over(dead, new_home),
+            Forward::TakeOver { dead, new_home } => self.apply_take_over(dead, new_home, out),
             Forward::Replicate(update) => self.send_update(&update, out),
             Forward::TablePage(request) => self.answer_table_page(*request, now, out),
             Forward::TablePageDone(done) => self.table_page_done(*done, now, out),

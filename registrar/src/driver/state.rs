@@ -588,6 +588,35 @@ impl LoopState {
     }
 }
 
+/// Sends an ASAP message to a PE at `to` from the first SCTP ASAP listener of `generation` and
+/// `to`'s address family, over the association the kernel has or sets up with it.
+pub(super) fn send_to_sctp_address(
+    listeners: &[Listener],
+    to: SocketAddr,
+    generation: rserpool_protocol::Generation,
+    bytes: &[u8],
+) {
+    let socket = listeners.iter().find_map(|l| match l {
+        Listener::Sctp {
+            socket,
+            url,
+            protocol: Protocol::Asap,
+        } if url.generation == generation
+            && (url.address.is_ipv4() == to.is_ipv4() || url.address.ip().is_unspecified()) =>
+        {
+            Some(socket)
+        }
+        _ => None,
+    });
+    let Some(socket) = socket else {
+        tracing::debug!(%to, "no SCTP ASAP listener to reach a PE from");
+        return;
+    };
+    if let Err(e) = socket.send_to(to, PPID_ASAP, bytes) {
+        tracing::debug!(%to, %e, "cannot send to a PE's SCTP address");
+    }
+}
+
 /// A loop turn's SCTP sends, and the messages that found their listener's send buffer full.
 #[derive(Debug, Default)]
 pub(super) struct SctpOut {

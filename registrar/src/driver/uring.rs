@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 use rserpool_handlespace::{AssociationId, Millis};
 
 use super::conn::{Closed, StreamConn};
-use super::state::{LoopState, Route};
+use super::state::{LoopState, Route, send_to_sctp_address};
 use super::{Listener, WorkerSetup, send_datagram};
 use crate::core::{Connect, Target};
 use crate::metrics::Protocol;
@@ -576,6 +576,9 @@ impl Loop {
                     if let Some(sender) = &self.state.sender {
                         send_datagram(sender, to, bytes);
                     }
+                }
+                Target::SctpAddress(to, generation) => {
+                    send_to_sctp_address(&self.state.listeners, to, generation, bytes);
                 }
             }
         }

@@ -525,6 +525,19 @@ impl SctpSocket {
         sys::send_msg(self.sock.as_fd(), msg, &control, libc::MSG_NOSIGNAL)
     }
 
+    /// Sends `msg` with PPID `ppid` to `to`, over the socket's association with that address or a
+    /// new one the kernel sets up (the peer sees `SCTP_COMM_UP`, then the message).
+    pub fn send_to(&self, to: SocketAddr, ppid: u32, msg: &[u8]) -> io::Result<usize> {
+        let control = sndinfo_cmsg(0, 0, ppid, 0);
+        sys::send_msg_to(
+            self.sock.as_fd(),
+            &to.into(),
+            msg,
+            &control,
+            libc::MSG_NOSIGNAL,
+        )
+    }
+
     /// Aborts association `assoc` (an ABORT chunk to the peer; the association ends at once).
     pub fn abort(&self, assoc: SctpAssocId) -> io::Result<()> {
         let control = sndinfo_cmsg(0, libc::SCTP_ABORT as u16, 0, assoc.0);

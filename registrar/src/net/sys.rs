@@ -131,6 +131,37 @@ pub(super) fn send_msg(
     }
 }
 
+/// `sendmsg` of `data` with ancillary `control` to `to` (an SCTP one-to-many socket sets up an
+/// association to an address it has none with).
+pub(super) fn send_msg_to(
+    fd: BorrowedFd<'_>,
+    to: &socket2::SockAddr,
+    data: &[u8],
+    control: &[u8],
+    flags: i32,
+) -> io::Result<usize> {
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr().cast_mut().cast(),
+        iov_len: data.len(),
+    };
+    let mut msg = empty_msghdr();
+    msg.msg_name = to.as_ptr().cast_mut().cast();
+    msg.msg_namelen = to.len();
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_ptr().cast_mut().cast();
+    msg.msg_controllen = control.len() as _;
+    // SAFETY: `msg` points at `to` (a socket address of the length given), at `iov`, which
+    // points at `data`, and at `control`: live buffers outliving the call that `sendmsg` only
+    // reads (the `*mut` is the C signature).
+    let n = unsafe { libc::sendmsg(fd.as_raw_fd(), &msg, flags) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
 /// Binds the calling thread to CPU `core` (`sched_setaffinity`).
 pub(super) fn set_thread_affinity(core: usize) -> io::Result<()> {
     const WORD_BITS: usize = libc::c_ulong::BITS as usize;

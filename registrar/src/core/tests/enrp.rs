@@ -944,3 +944,44 @@ fn an_association_a_peer_never_accepts_is_given_up_and_tried_again() {
     let aborted_at = aborted_at.expect("given up");
     assert!((2_000..2_400).contains(&aborted_at), "{aborted_at}");
 }
+
+#[test]
+fn pe14_the_winner_sends_each_taken_over_sctp_pe_a_keep_alive_with_the_h_bit() {
+    let mut pr = scope_pr(2);
+    let dying = join(&mut pr, PEER, 0);
+    const ASAP_IPS: &[std::net::IpAddr] = &[PE_IP];
+    let mut sctp_pe = pe_element(21, PEER);
+    sctp_pe.asap_transport = Some(Transport {
+        kind: TransportKind::Sctp,
+        port: 4711,
+        transport_use: 0,
+        service_code: 0,
+        addresses: Seq::from_items(ASAP_IPS),
+    });
+    pr.message(dying, &update(PEER, UpdateAction::AddPe, b"s", sctp_pe), 0);
+    // A TCP PE (no ASAP transport recorded) cannot be reached: no keep-alive for it.
+    pr.message(
+        dying,
+        &update(PEER, UpdateAction::AddPe, b"s", pe_element(22, PEER)),
+        0,
+    );
+    let mut keep_alives = Vec::new();
+    let mut now = 0;
+    while keep_alives.is_empty() && now < 6_000 {
+        now += 100;
+        for sent in pr.on_timer(now) {
+            if let Target::SctpAddress(to, generation) = sent.target {
+                let message = rserpool_protocol::AsapMessage::decode(&sent.bytes, generation)
+                    .unwrap()
+                    .message;
+                keep_alives.push((to, format!("{message:?}")));
+            }
+        }
+    }
+    assert_eq!(keep_alives.len(), 1, "{keep_alives:?}");
+    let (to, message) = &keep_alives[0];
+    assert_eq!(*to, std::net::SocketAddr::new(PE_IP, 4711));
+    assert!(message.contains("EndpointKeepAlive"), "{message}");
+    assert!(message.contains("home: true"), "{message}");
+    assert!(message.contains("PeId(21)"), "{message}");
+}
