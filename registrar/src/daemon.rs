@@ -558,6 +558,7 @@ fn core_config(
             takeover_expiry: e.takeover_expiry_ms,
             reconnect_interval: e.reconnect_interval_ms,
             max_pes_per_table_response: e.max_pes_per_table_response,
+            takeover_suggestion: e.takeover_suggestion,
         },
     }
 }

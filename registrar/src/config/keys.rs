@@ -110,6 +110,7 @@ pub(super) const KEYS: &[KeyDef] = &[
     key!(enrp.takeover_expiry_ms, Sighup),
     key!(enrp.reconnect_interval_ms, Sighup),
     key!(enrp.max_pes_per_table_response, Sighup),
+    key!(enrp.takeover_suggestion, Sighup),
     key!(announce.targets, Sighup),
     key!(announce.interval_ms, Sighup),
     key!(announce.ttl, Sighup),

@@ -171,6 +171,7 @@ fn blank() -> Config {
             takeover_expiry_ms: 0,
             reconnect_interval_ms: 0,
             max_pes_per_table_response: 0,
+            takeover_suggestion: false,
         },
         announce: AnnounceConfig {
             targets: Vec::new(),

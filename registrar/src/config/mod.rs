@@ -159,6 +159,8 @@ pub struct EnrpConfig {
     pub reconnect_interval_ms: u64,
     /// Most PEs per ENRP_HANDLE_TABLE_RESPONSE (RSPLIB 128).
     pub max_pes_per_table_response: usize,
+    /// RSPLIB's takeover suggestion: send and honour the T flag of ADD_PE (RSPLIB: off).
+    pub takeover_suggestion: bool,
 }
 
 /// `[announce]`: ASAP_SERVER_ANNOUNCE over UDP.

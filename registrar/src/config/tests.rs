@@ -354,7 +354,7 @@ fn bad_values_name_the_key_and_the_line() {
         (
             "[io]\nbuffer_size = 4096\n",
             "config.toml:2: `io.buffer_size` 4096 bytes is smaller than \
-             `limits.max_message_size` 16384 bytes (set at profile default:64): a UDP or SCTP \
+             `limits.max_message_size` 16384 bytes (set at profile default:65): a UDP or SCTP \
              message that large would be cut short; raise the one or lower the other",
         ),
         (
@@ -462,7 +462,7 @@ fn listeners_that_would_share_a_socket_conflict() {
     assert!(
         e.starts_with(
             "config.toml:2: `asap.listen` tcp://127.0.0.1:9863 conflicts with `metrics.address` \
-             127.0.0.1:9863 (at profile default:77): the metrics endpoint needs a TCP port of its \
+             127.0.0.1:9863 (at profile default:78): the metrics endpoint needs a TCP port of its \
              own"
         ),
         "{e}"

@@ -57,6 +57,11 @@ pub struct EnrpConfig {
     pub reconnect_interval: Millis,
     /// Most PEs per ENRP_HANDLE_TABLE_RESPONSE (RSPLIB 128).
     pub max_pes_per_table_response: usize,
+    /// RSPLIB's takeover suggestion (draft-dreibholz-rserpool-enrp-takeover): each owned PE's
+    /// ADD_PE goes once more, with the T flag, to the peer whose ID is farthest from the PE's
+    /// by XOR (if farther than ours), and a T flag received makes this PR claim the PE with a
+    /// keep-alive with the H bit. Off by default, as in RSPLIB.
+    pub takeover_suggestion: bool,
 }
 
 impl Default for EnrpConfig {
@@ -72,6 +77,7 @@ impl Default for EnrpConfig {
             takeover_expiry: 5_000,
             reconnect_interval: 1_000,
             max_pes_per_table_response: 128,
+            takeover_suggestion: false,
         }
     }
 }
@@ -916,11 +922,32 @@ impl Worker {
                 out,
             ),
             EnrpBody::HandleUpdate {
+                takeover_suggested,
                 action,
                 pool_handle,
                 pool_element,
-                ..
-            } => self.on_handle_update(sender, action, pool_handle, &pool_element, now, out),
+            } => {
+                self.on_handle_update(sender, action, pool_handle, &pool_element, now, out);
+                if takeover_suggested
+                    && action == UpdateAction::AddPe
+                    && pool_element.home_pr == sender
+                    && self.enrp_config().takeover_suggestion
+                {
+                    // The PE re-registers here once it follows the keep-alive.
+                    let asap = pool_element.asap_transport.as_ref().and_then(|t| {
+                        (t.kind == TransportKind::Sctp)
+                            .then(|| {
+                                t.addresses
+                                    .iter()
+                                    .next()
+                                    .map(|ip| SocketAddr::new(ip, t.port))
+                            })
+                            .flatten()
+                    });
+                    let fits_rfc = pool_element.id.0 <= u64::from(u32::MAX);
+                    self.claim_pe(pool_handle.0, pool_element.id, fits_rfc, asap, out);
+                }
+            }
             EnrpBody::ListRequest => self.on_list_request(association, generation, sender, out),
             EnrpBody::ListResponse { reject, servers } => {
                 if !reject {
@@ -1573,8 +1600,28 @@ impl Worker {
             pool_handle: PoolHandle(&update.pool_handle),
             pool_element: update.entry.view(true),
         };
-        for (association, generation, receiver) in targets {
+        for &(association, generation, receiver) in &targets {
             self.send_enrp(association, generation, receiver, &body, out);
+        }
+        if update.action != UpdateAction::AddPe || !self.enrp_config().takeover_suggestion {
+            return;
+        }
+        // RSPLIB's choice: the peer whose ID is farthest from the PE's by XOR, if farther
+        // than ours.
+        let pe = update.entry.id().0;
+        let own = self.config.pr_id.0 ^ pe;
+        if let Some(&(association, generation, receiver)) = targets
+            .iter()
+            .filter(|(_, _, id)| id.0 ^ pe > own)
+            .max_by_key(|(_, _, id)| id.0 ^ pe)
+        {
+            let suggestion = EnrpBody::HandleUpdate {
+                takeover_suggested: true,
+                action: UpdateAction::AddPe,
+                pool_handle: PoolHandle(&update.pool_handle),
+                pool_element: update.entry.view(true),
+            };
+            self.send_enrp(association, generation, receiver, &suggestion, out);
         }
     }
 
@@ -1795,40 +1842,57 @@ impl Worker {
             return;
         }
         for (pool_handle, entry) in &moved {
-            let Some(asap) = entry
+            let asap = entry
                 .registration
                 .asap_transport
                 .as_ref()
                 .filter(|t| t.kind == TransportKind::Sctp)
-            else {
-                continue;
-            };
-            let Some(&ip) = asap.addresses.first() else {
-                continue;
-            };
-            // RSPLIB's PEs speak the RFC generation; a PE whose IDs need 64 bits is an NG one.
-            let generation = if entry.fits(Generation::Rfc) {
-                Generation::Rfc
-            } else {
-                Generation::Ng
-            };
-            let message = rserpool_protocol::AsapMessage::EndpointKeepAlive {
-                home: true,
-                server_id: self.config.pr_id,
-                pool_handle: PoolHandle(pool_handle),
-                pe_id: Some(entry.id()),
-            };
-            let target = Target::SctpAddress(SocketAddr::new(ip, asap.port), generation);
-            match out.transmit(target, |buf| message.encode(generation, buf)) {
-                Ok(()) => {
-                    self.metrics.keep_alive_sent();
-                    self.metrics.message_out(
-                        Protocol::Asap,
-                        rserpool_protocol::asap::message_type::ENDPOINT_KEEP_ALIVE,
-                    );
-                }
-                Err(e) => tracing::warn!(%e, "cannot encode a keep-alive; not sent"),
+                .and_then(|t| t.addresses.first().map(|&ip| SocketAddr::new(ip, t.port)));
+            self.claim_pe(
+                pool_handle,
+                entry.id(),
+                entry.fits(Generation::Rfc),
+                asap,
+                out,
+            );
+        }
+    }
+
+    /// Sends a PE an ENDPOINT_KEEP_ALIVE with the H bit (this PR wants to be its home) at its
+    /// SCTP ASAP address, if it has one (a PE over TCP cannot be reached).
+    fn claim_pe(
+        &mut self,
+        pool_handle: &[u8],
+        pe_id: PeId,
+        fits_rfc: bool,
+        asap: Option<SocketAddr>,
+        out: &mut Output,
+    ) {
+        let Some(to) = asap else {
+            return;
+        };
+        // RSPLIB's PEs speak the RFC generation; a PE whose IDs need 64 bits is an NG one.
+        let generation = if fits_rfc {
+            Generation::Rfc
+        } else {
+            Generation::Ng
+        };
+        let message = rserpool_protocol::AsapMessage::EndpointKeepAlive {
+            home: true,
+            server_id: self.config.pr_id,
+            pool_handle: PoolHandle(pool_handle),
+            pe_id: Some(pe_id),
+        };
+        let target = Target::SctpAddress(to, generation);
+        match out.transmit(target, |buf| message.encode(generation, buf)) {
+            Ok(()) => {
+                self.metrics.keep_alive_sent();
+                self.metrics.message_out(
+                    Protocol::Asap,
+                    rserpool_protocol::asap::message_type::ENDPOINT_KEEP_ALIVE,
+                );
             }
+            Err(e) => tracing::warn!(%e, "cannot encode a keep-alive; not sent"),
         }
     }
 

@@ -985,3 +985,53 @@ fn pe14_the_winner_sends_each_taken_over_sctp_pe_a_keep_alive_with_the_h_bit() {
     assert!(message.contains("home: true"), "{message}");
     assert!(message.contains("PeId(21)"), "{message}");
 }
+
+#[test]
+fn pe20_takeover_suggestion_goes_to_the_farthest_peer_and_is_honoured() {
+    let mut config = scope_config(Vec::new());
+    config.enrp.takeover_suggestion = true;
+    let mut pr = Cluster::new(1, config, rserpool_handlespace::Limits::default(), 7);
+    pr.start(0);
+    let near = join(&mut pr, PrId(PR.0 ^ 1), 0);
+    let far = join(&mut pr, PrId(!PR.0 & 0xffff_ffff), 0);
+    let pe = pr.open(0, info(Generation::Rfc), 0);
+    let sent = pr.message(pe, &registration(b"t", 1, Policy::RoundRobin), 0);
+    let flags = |a| {
+        to(&sent, a, |m| match m.body {
+            EnrpBody::HandleUpdate {
+                takeover_suggested, ..
+            } => takeover_suggested,
+            _ => panic!("{m:?}"),
+        })
+    };
+    assert_eq!(flags(near), [false]);
+    assert_eq!(flags(far), [false, true], "the extra copy with T=1");
+    // Received with T=1: this PR claims the PE with a keep-alive with the H bit.
+    const ASAP_IPS: &[std::net::IpAddr] = &[PE_IP];
+    let mut suggested = pe_element(9, PrId(PR.0 ^ 1));
+    suggested.asap_transport = Some(Transport {
+        kind: TransportKind::Sctp,
+        port: 4712,
+        transport_use: 0,
+        service_code: 0,
+        addresses: Seq::from_items(ASAP_IPS),
+    });
+    let sent = pr.message(
+        near,
+        &encode(
+            PrId(PR.0 ^ 1),
+            EnrpBody::HandleUpdate {
+                takeover_suggested: true,
+                action: UpdateAction::AddPe,
+                pool_handle: PoolHandle(b"t"),
+                pool_element: suggested,
+            },
+        ),
+        10,
+    );
+    assert!(
+        sent.iter().any(|s| s.target
+            == Target::SctpAddress(std::net::SocketAddr::new(PE_IP, 4712), Generation::Rfc)),
+        "{sent:?}"
+    );
+}
