@@ -389,6 +389,7 @@ struct Counters {
     enrp_resyncs: AtomicU64,
     enrp_peers_dead: AtomicU64,
     enrp_takeovers: AtomicU64,
+    enrp_withheld: AtomicU64,
     enrp_peers: AtomicU64,
     pools: AtomicU64,
     pool_elements: AtomicU64,
@@ -533,6 +534,11 @@ impl WorkerMetrics {
     /// This PR won a takeover of a dead peer's PEs.
     pub fn enrp_takeover(&self) {
         add(&self.counters.enrp_takeovers, 1);
+    }
+
+    /// `n` PEs were left out of what an RFC-generation peer was sent: their IDs need 64 bits.
+    pub fn enrp_withheld(&self, n: u64) {
+        add(&self.counters.enrp_withheld, n);
     }
 
     /// The number of ENRP peers the operating scope knows (worker 0), set after each loop turn.

@@ -146,6 +146,8 @@ struct Peer {
     active: bool,
     /// A LIST_REQUEST was sent to it.
     listed: bool,
+    /// An RFC-generation peer was told once (in the log) that PEs with 64-bit IDs are withheld.
+    withheld_logged: bool,
     inbound: Option<Inbound>,
     outbound: Option<Outbound>,
 }
@@ -164,6 +166,7 @@ impl Peer {
             reconnect_at: now,
             active: true,
             listed: false,
+            withheld_logged: false,
             inbound: None,
             outbound: None,
         }
@@ -1259,13 +1262,21 @@ impl Worker {
             cursor,
             max_pes,
         } = request;
+        let mut withheld = 0;
         let (page, next) = self.shard.table_page(
             cursor,
             max_pes,
             MAX_BYTES,
-            |e| (!own_children_only || e.home_pr == own) && e.fits(generation),
+            |e| {
+                let wanted = !own_children_only || e.home_pr == own;
+                if wanted && !e.fits(generation) {
+                    withheld += 1;
+                }
+                wanted && e.fits(generation)
+            },
             approximate_size,
         );
+        self.metrics.enrp_withheld(withheld);
         let more = next.is_some() || self.index + 1 < self.workers;
         let empty = page.is_empty();
         let views: Vec<Vec<rserpool_protocol::PoolElement<'_>>> = page
@@ -1584,9 +1595,28 @@ impl Worker {
 
     /// At worker 0: ENRP_HANDLE_UPDATE to every reachable peer that can carry the PE.
     pub(super) fn send_update(&mut self, update: &Replicate, out: &mut Output) {
-        let Some(scope) = self.scope.as_ref() else {
+        let Some(scope) = self.scope.as_mut() else {
             return;
         };
+        // nextgen.md: an RFC peer cannot carry 64-bit IDs; such PEs are withheld from it,
+        // counted, and logged once per peer.
+        let mut withheld = 0;
+        for p in scope
+            .peers
+            .iter_mut()
+            .filter(|p| p.id.0 != 0 && p.active && p.reachable().is_some())
+            .filter(|p| !update.entry.fits(p.generation))
+        {
+            withheld += 1;
+            if !p.withheld_logged {
+                p.withheld_logged = true;
+                tracing::warn!(
+                    peer = %p.id,
+                    "an RFC-generation ENRP peer is not told about PEs whose IDs need 64 bits \
+                     (rserpool_enrp_withheld_total counts them)"
+                );
+            }
+        }
         let targets: Vec<(AssociationId, Generation, PrId)> = scope
             .peers
             .iter()
@@ -1594,6 +1624,7 @@ impl Worker {
             .filter(|p| update.entry.fits(p.generation))
             .filter_map(|p| p.reachable().map(|a| (a, p.generation, p.id)))
             .collect();
+        self.metrics.enrp_withheld(withheld);
         let body = EnrpBody::HandleUpdate {
             takeover_suggested: false,
             action: update.action,

@@ -156,6 +156,12 @@ pub fn render(workers: &[Arc<WorkerMetrics>], info: &ProcessInfo, out: &mut Stri
         "Takeovers of a dead peer's PEs won by this registrar.",
         |c| &c.enrp_takeovers,
     );
+    e.counter(
+        "rserpool_enrp_withheld_total",
+        "PEs left out of handle updates and table pages to RFC-generation peers because their \
+         PE or home PR ID needs 64 bits.",
+        |c| &c.enrp_withheld,
+    );
 
     e.gauge(
         "rserpool_enrp_peers",
@@ -787,7 +793,7 @@ mod tests {
             .lines()
             .filter_map(|l| l.strip_prefix("# TYPE "))
             .collect();
-        assert_eq!(types.len(), 28, "{types:?}");
+        assert_eq!(types.len(), 29, "{types:?}");
         for family in [
             "rserpool_messages_received_total counter",
             "rserpool_connections_open gauge",

@@ -1035,3 +1035,70 @@ fn pe20_takeover_suggestion_goes_to_the_farthest_peer_and_is_honoured() {
         "{sent:?}"
     );
 }
+
+#[test]
+fn an_ng_peer_gets_64_bit_pes_and_an_rfc_peer_is_not_told_about_them() {
+    let mut pr = scope_pr(1);
+    let rfc_peer = join(&mut pr, PEER, 0);
+    let ng_peer = pr.open(
+        0,
+        AssociationInfo {
+            generation: Generation::Ng,
+            ..enrp_info()
+        },
+        0,
+    );
+    let mut buf = vec![0; 1024];
+    let n = EnrpMessage {
+        sender: PrId(0x1_0000_0001),
+        receiver: PR,
+        body: EnrpBody::Presence {
+            reply_required: false,
+            checksum: Some(0),
+            server_information: None,
+        },
+    }
+    .encode(Generation::Ng, &mut buf)
+    .unwrap();
+    pr.message(ng_peer, &buf[..n], 0);
+    let pe = pr.open(0, info(Generation::Ng), 0);
+    let wide = super::registration_with(
+        b"ng",
+        0x7_0000_0001,
+        Policy::RoundRobin,
+        TransportKind::Tcp,
+        0,
+        &[PE_IP],
+        30_000,
+        Generation::Ng,
+    );
+    let sent = pr.message(pe, &wide, 0);
+    assert!(types(&sent, rfc_peer).is_empty(), "{sent:?}");
+    let to_ng: Vec<u64> = sent
+        .iter()
+        .filter(|s| s.target == Target::Association(ng_peer))
+        .map(|s| {
+            match EnrpMessage::decode(&s.bytes, Generation::Ng)
+                .unwrap()
+                .message
+                .body
+            {
+                EnrpBody::HandleUpdate { pool_element, .. } => pool_element.id.0,
+                other => panic!("{other:?}"),
+            }
+        })
+        .collect();
+    assert_eq!(to_ng, [0x7_0000_0001]);
+    let mut text = String::new();
+    let process = crate::metrics::ProcessInfo {
+        pr_id: PR.0,
+        version: "test",
+        started_unix_secs: 0,
+        driver: "none",
+    };
+    crate::metrics::render(pr.metrics(), &process, &mut text);
+    assert!(
+        text.lines().any(|l| l == "rserpool_enrp_withheld_total 1"),
+        "{text}"
+    );
+}
