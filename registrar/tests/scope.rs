@@ -2,7 +2,7 @@
 //! registered at one registrar become resolvable at the others; after that registrar is killed
 //! (SIGKILL) a survivor takes its PEs over; a registrar started in its place (a new ID) loads
 //! the handlespace from a mentor. Prints the takeover and resynchronisation times (for
-//! docs/performance.md). Runs once on each I/O driver.
+//! docs/performance.md). Two registrars also peer over MPTCP. Runs once on each I/O driver.
 
 mod common;
 
@@ -16,7 +16,10 @@ const RFC: Generation = Generation::Rfc;
 const POOL: &[u8] = b"scope";
 const PES: [u64; 3] = [11, 12, 13];
 
-common::on_both_drivers!(a_survivor_takes_over_a_killed_registrar_and_a_new_one_resyncs);
+common::on_both_drivers!(
+    a_survivor_takes_over_a_killed_registrar_and_a_new_one_resyncs,
+    two_registrars_peer_over_mptcp,
+);
 
 /// ENRP timers short enough for a test (the `carrier` profile's): a broken association means a
 /// dead peer after 300 ms; a start-up waits 1 s at most for its mentor.
@@ -31,12 +34,18 @@ const SCOPE_CONFIG: &str = "[enrp]\n\
 /// A registrar with ID `id` on `driver`, two workers, an ENRP endpoint on an ephemeral TCP port
 /// and the static peers `peers`.
 fn registrar(driver: &str, id: u32, peers: &[&str]) -> Daemon {
+    registrar_on(driver, id, "tcp", peers)
+}
+
+/// [`registrar`] with the ENRP endpoint on `scheme` (`tcp` or `mptcp`).
+fn registrar_on(driver: &str, id: u32, scheme: &str, peers: &[&str]) -> Daemon {
     let config = std::env::temp_dir().join(format!(
         "rserpool-scope-{}-{driver}-{id}.toml",
         std::process::id()
     ));
     std::fs::write(&config, SCOPE_CONFIG).unwrap();
     let id = id.to_string();
+    let enrp = format!("{scheme}://127.0.0.1:0");
     let mut args = vec![
         "--profile",
         "default",
@@ -51,7 +60,7 @@ fn registrar(driver: &str, id: u32, peers: &[&str]) -> Daemon {
         "--asap",
         "tcp://127.0.0.1:0",
         "--enrp",
-        "tcp://127.0.0.1:0",
+        &enrp,
         "--metrics",
         "127.0.0.1:0",
     ];
@@ -182,4 +191,23 @@ fn a_survivor_takes_over_a_killed_registrar_and_a_new_one_resyncs(driver: &str) 
         d.metric("rserpool_enrp_peers") >= 2.0,
         "the new registrar knows both peers"
     );
+}
+
+/// ENRP over MPTCP: a PE registered at one registrar is resolvable at the other, and both see
+/// one peer.
+fn two_registrars_peer_over_mptcp(driver: &str) {
+    let a = registrar_on(driver, 1, "mptcp", &[]);
+    let b = registrar_on(driver, 2, "mptcp", &[&a.enrp[0]]);
+    assert!(a.enrp[0].starts_with("mptcp://"), "{:?}", a.enrp);
+    let mut pe = StreamClient::tcp(a.address("tcp://", false), RFC);
+    pe.send_raw(&registration(POOL, 21, 60_000, RFC));
+    assert!(accepted(&pe.recv_answering_keep_alives(), RFC));
+    let b_asap = b.address("tcp://", false);
+    time_until(
+        Duration::from_secs(10),
+        "the PE replicated over MPTCP",
+        || homes(b_asap) == [(21, 1)],
+    );
+    assert_eq!(a.metric("rserpool_enrp_peers"), 1.0);
+    assert_eq!(b.metric("rserpool_enrp_peers"), 1.0);
 }
