@@ -455,7 +455,10 @@ impl Worker {
             self.scope().takeovers.retain(|t| t.target != target);
             self.scope().drop_peer(target, now, c.reconnect_interval);
         }
-        self.timers.arm(now + c.tick(), CoreTimer::Enrp);
+        // The next tick, or the next heartbeat if that comes first (heartbeats keep their
+        // period instead of waiting for a tick).
+        let next = (now + c.tick()).min(self.scope().next_heartbeat.max(now + 1));
+        self.timers.arm(next, CoreTimer::Enrp);
     }
 
     /// Gives up outgoing associations that did not come up within the reconnect interval plus

@@ -1102,3 +1102,47 @@ fn an_ng_peer_gets_64_bit_pes_and_an_rfc_peer_is_not_told_about_them() {
         "{text}"
     );
 }
+
+#[test]
+fn pe06_every_peer_gets_a_presence_with_our_checksum_every_heartbeat() {
+    let mut pr = scope_pr(2);
+    let a = join(&mut pr, PEER, 0);
+    let b = join(&mut pr, PEER2, 0);
+    let pe = pr.open(1, info(Generation::Rfc), 0);
+    pr.message(pe, &registration(b"own", 5, Policy::RoundRobin), 0);
+    let ours = checksum_of(&[(b"own", 5)]);
+    let mut counts = [0; 2];
+    for now in (100..=10_000).step_by(100) {
+        // Both peers stay alive.
+        pr.message(a, &presence(PEER, false, 0xffff), now);
+        pr.message(b, &presence(PEER2, false, 0xffff), now);
+        let sent = pr.on_timer(now);
+        for (i, peer) in [a, b].into_iter().enumerate() {
+            for checksum in to(&sent, peer, |m| match m.body {
+                EnrpBody::Presence {
+                    reply_required: false,
+                    checksum,
+                    server_information,
+                } => {
+                    assert_eq!(
+                        server_information.map(|s| s.server_id),
+                        Some(PR),
+                        "with server information"
+                    );
+                    checksum
+                }
+                _ => None,
+            })
+            .into_iter()
+            .flatten()
+            {
+                assert_eq!(checksum, u64::from(ours));
+                counts[i] += 1;
+            }
+        }
+    }
+    // 10 s at 1 s ± 12.5 %: 9 to 11 heartbeats.
+    for c in counts {
+        assert!((9..=11).contains(&c), "{counts:?}");
+    }
+}
