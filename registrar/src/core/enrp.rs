@@ -18,8 +18,8 @@ use rserpool_handlespace::{
 };
 use rserpool_protocol::enrp::message_type;
 use rserpool_protocol::{
-    DecodeError, EnrpBody, EnrpMessage, ErrorCause, Generation, PoolEntry,
-    PoolHandle, Seq, ServerInformation, Transport as WireTransport, TransportKind, UpdateAction,
+    DecodeError, EnrpBody, EnrpMessage, ErrorCause, Generation, PoolEntry, PoolHandle, Seq,
+    ServerInformation, Transport as WireTransport, TransportKind, UpdateAction,
 };
 
 use super::{
@@ -824,9 +824,14 @@ impl Worker {
                 now,
                 out,
             ),
-            EnrpBody::HandleTableRequest { own_children_only } => {
-                self.on_handle_table_request(association, generation, sender, own_children_only, known, out)
-            }
+            EnrpBody::HandleTableRequest { own_children_only } => self.on_handle_table_request(
+                association,
+                generation,
+                sender,
+                own_children_only,
+                known,
+                out,
+            ),
             EnrpBody::HandleTableResponse {
                 reject,
                 more_to_send,
@@ -927,10 +932,8 @@ impl Worker {
         now: Millis,
         out: &mut Output,
     ) {
-        let starting_without_mentor = matches!(
-            self.scope().phase,
-            Phase::Starting { mentor: None, .. }
-        );
+        let starting_without_mentor =
+            matches!(self.scope().phase, Phase::Starting { mentor: None, .. });
         let scope = self.scope();
         if scope.takeovers.iter().any(|t| t.target == sender) {
             tracing::info!(peer = %sender, "ENRP takeover aborted: the peer is alive");
@@ -1092,7 +1095,11 @@ impl Worker {
             return;
         }
         let own = self.config.pr_id;
-        let mut transfer = match self.scope().peer_mut(sender).and_then(|p| p.outbound.take()) {
+        let mut transfer = match self
+            .scope()
+            .peer_mut(sender)
+            .and_then(|p| p.outbound.take())
+        {
             Some(t) if t.own_children_only == own_children_only => t,
             _ => {
                 let mut handles: Vec<Box<[u8]>> = Vec::new();
@@ -1444,11 +1451,7 @@ impl Worker {
     /// (RSPLIB), else forget it.
     fn peer_dead(&mut self, id: PrId, now: Millis, out: &mut Output) {
         let interval = self.enrp_config().reconnect_interval;
-        let owns = self
-            .scope()
-            .last_sums
-            .get(&id)
-            .is_some_and(|c| c.pes > 0);
+        let owns = self.scope().last_sums.get(&id).is_some_and(|c| c.pes > 0);
         tracing::warn!(peer = %id, owns_pes = owns, "ENRP peer did not answer; declared dead");
         self.metrics.enrp_peer_dead();
         if let Some(a) = self.scope().peer(id).and_then(|p| p.association) {
