@@ -41,6 +41,7 @@ fn main() -> ExitCode {
                 EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("debug")),
             )
             .without_time()
+            .with_ansi(false)
             .init();
     }
     let mut failed = 0;

@@ -234,6 +234,7 @@ impl World {
         };
         let config = self.pr_config(i, id);
         let seed = self.rng.next_u64();
+        let _span = tracing::debug_span!("pr", i, %id).entered();
         let mut cluster = Cluster::new(self.prs[i].workers, config, Limits::default(), seed);
         let now = self.now();
         let sent = cluster.start(now);
@@ -418,6 +419,7 @@ impl World {
                     let side = self.side_of(link, Node::Pr(i));
                     self.close_by(link, side);
                 }
+                let _span = self.pr_span(i);
                 let cluster = self.prs[i].cluster.as_mut().expect("up");
                 sent.extend(cluster.close(a, now));
             }
@@ -596,6 +598,12 @@ impl World {
         }
     }
 
+    /// A span naming PR `i` and the time around a call into it, so its own logs say who and
+    /// when.
+    fn pr_span(&self, i: usize) -> tracing::span::EnteredSpan {
+        tracing::debug_span!("pr", i, id = %self.prs[i].id, t = self.now()).entered()
+    }
+
     fn side_of(&self, link: LinkId, node: Node) -> usize {
         usize::from(self.net.links[link].ends[0].node != node)
     }
@@ -625,6 +633,7 @@ impl World {
         let now = self.now();
         match (end.node, end.handle) {
             (Node::Pr(i), Some(Handle::Association(a))) => {
+                let _span = self.pr_span(i);
                 let cluster = self.prs[i].cluster.as_mut().expect("alive");
                 let sent = cluster.message(a, &bytes, now);
                 self.pr_output(i, sent, false);
@@ -705,6 +714,7 @@ impl World {
         match (initiator.node, initiator.handle) {
             (Node::Pr(i), Some(Handle::Association(a))) => {
                 let peer = SocketAddr::new(self.prs[t].address, ENRP_PORT);
+                let _span = self.pr_span(i);
                 let cluster = self.prs[i].cluster.as_mut().expect("alive");
                 let sent = cluster.connected(a, vec![peer], now);
                 self.pr_output(i, sent, false);
@@ -735,6 +745,7 @@ impl World {
         let now = self.now();
         match (end.node, end.handle) {
             (Node::Pr(i), Some(Handle::Association(a))) => {
+                let _span = self.pr_span(i);
                 let cluster = self.prs[i].cluster.as_mut().expect("alive");
                 let sent = cluster.close(a, now);
                 self.pr_output(i, sent, false);
@@ -804,6 +815,7 @@ impl World {
         *self.timer_slot(node) = None;
         match node {
             Node::Pr(i) => {
+                let _span = self.pr_span(i);
                 let Some(cluster) = self.prs[i].cluster.as_mut() else {
                     return;
                 };
