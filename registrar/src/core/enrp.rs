@@ -226,6 +226,10 @@ pub struct PeerAdd {
     pub registration: PeRegistration,
     /// Its home PR.
     pub home_pr: PrId,
+    /// From a handle table transfer rather than an ENRP_HANDLE_UPDATE: a copy that does not
+    /// replace a PE registered here over a live association (only the PE's own re-registration
+    /// at the peer, announced by ADD_PE, moves it).
+    pub from_table: bool,
 }
 
 /// A change of a PE this PR owns, on its way to worker 0 for ENRP_HANDLE_UPDATE.
@@ -1255,6 +1259,7 @@ impl Worker {
                         pool_handle: handle.into(),
                         registration: PeRegistration::from_view(&pe),
                         home_pr: pe.home_pr,
+                        from_table: true,
                     })),
                     now,
                     out,
@@ -1318,6 +1323,7 @@ impl Worker {
                         pool_handle: handle.into(),
                         registration: PeRegistration::from_view(pe),
                         home_pr: sender,
+                        from_table: false,
                     })),
                     now,
                     out,
@@ -1338,18 +1344,26 @@ impl Worker {
 
     /// At the shard owner: store a PE learnt from a peer. A PE that registered here and
     /// re-registered at the peer since moves there (RFC 5352 §3.1 rule 4): its association's
-    /// worker stops monitoring it.
+    /// worker stops monitoring it. A handle table entry never replaces a PE registered here over
+    /// a live association.
     pub(super) fn apply_peer_add(&mut self, add: PeerAdd, now: Millis, out: &mut Output) {
         let PeerAdd {
             pool_handle,
             registration,
             home_pr,
+            from_table,
         } = add;
         let pe_id = registration.id;
         let previous = self
             .shard
             .entry(&pool_handle, pe_id)
             .and_then(|e| e.association);
+        if from_table && previous.is_some() {
+            // A peer that took this PR over during a partition still lists the PE as its own;
+            // the PE's live registration here wins (the peer's audit repairs its copy).
+            tracing::debug!(%home_pr, pe = %pe_id, "table entry for a PE registered here; kept ours");
+            return;
+        }
         match self
             .shard
             .register(&pool_handle, registration, home_pr, None, now)
