@@ -104,10 +104,10 @@ pub struct RegisteredPe {
     pub id: PeId,
     /// Its pool handle.
     pub pool: Vec<u8>,
+    /// Its index among the simulation's PEs.
+    pub index: usize,
     /// The index of the PR it is registered at.
     pub registrar: usize,
-    /// Whether its association to that PR is intact (not broken, not closed at either end).
-    pub association_intact: bool,
 }
 
 /// **Resolutions return only registered PEs**: every PE a handle resolution returns was
@@ -148,9 +148,15 @@ pub fn handlespaces_hold_only_registered_pes(
 }
 
 /// **No PE is lost while its home PR lives**: a PE registered at a live PR over an intact
-/// association is in that PR's handlespace with that PR as its home. Checked after every step.
-pub fn registrars_hold_their_pes(pes: &[RegisteredPe], prs: &[PrView<'_>]) -> Result<(), String> {
-    for pe in pes.iter().filter(|p| p.association_intact) {
+/// association (`intact`: not broken, not closed at either end; asked only when the PR does not
+/// hold the PE as its own) is in that PR's handlespace with that PR as its home. Checked after
+/// every step.
+pub fn registrars_hold_their_pes(
+    pes: &[RegisteredPe],
+    prs: &[PrView<'_>],
+    intact: impl Fn(&RegisteredPe) -> bool,
+) -> Result<(), String> {
+    for pe in pes {
         let Some(pr) = prs.iter().find(|p| p.index == pe.registrar) else {
             continue;
         };
@@ -161,6 +167,7 @@ pub fn registrars_hold_their_pes(pes: &[RegisteredPe], prs: &[PrView<'_>]) -> Re
             .find_map(|w| w.shard().entry(&pe.pool, pe.id).map(|e| e.home_pr));
         match entry {
             Some(home) if home == pr.id => {}
+            _ if !intact(pe) => {}
             Some(home) => {
                 return Err(format!(
                     "PE {} is registered at PR {} ({}), which holds it with home PR {home}",

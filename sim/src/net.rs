@@ -3,7 +3,7 @@
 //! order of each direction (like SCTP streams and TCP) and break instead of losing messages.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
 use rserpool_endpoint::ConnId;
 use rserpool_handlespace::{AssociationId, Millis};
@@ -132,6 +132,8 @@ pub struct Net {
     queue: BinaryHeap<Scheduled>,
     /// Every link ever made (closed ones stay, so IDs are never reused).
     pub links: Vec<Link>,
+    /// The links not yet done with (not broken, an end still open), in ID order.
+    active: BTreeSet<LinkId>,
     by_handle: BTreeMap<(Node, u32, u64), LinkId>,
 }
 
@@ -187,7 +189,26 @@ impl Net {
             last_arrival: [self.now; 2],
         });
         self.bind(id, 0);
+        self.active.insert(id);
         id
+    }
+
+    /// The links not yet done with, in ID order.
+    pub fn active(&self) -> Vec<LinkId> {
+        self.active.iter().copied().collect()
+    }
+
+    /// Iterates the links not yet done with.
+    pub fn active_links(&self) -> impl Iterator<Item = &Link> + '_ {
+        self.active.iter().map(|&l| &self.links[l])
+    }
+
+    /// Forgets `link` from the active set once it is broken or closed at both ends.
+    pub fn retire(&mut self, link: LinkId) {
+        let l = &self.links[link];
+        if l.broken || (!l.ends[0].open && !l.ends[1].open) {
+            self.active.remove(&link);
+        }
     }
 
     /// Registers side `side`'s handle for lookups.

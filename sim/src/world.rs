@@ -154,9 +154,9 @@ impl World {
         let end = self.scenario.end;
         while let Some(event) = self.net.pop(end) {
             self.summary.events += 1;
-            self.step(event);
+            let touched = self.step(event);
             if self.failure.is_none() {
-                self.check_step();
+                self.check_step(touched);
             }
             if let Some((invariant, detail)) = self.failure.take() {
                 return Err(Failure {
@@ -182,7 +182,17 @@ impl World {
         }
     }
 
-    fn step(&mut self, event: Event) {
+    /// Runs one event; returns the node it touched (`None`: possibly every node).
+    fn step(&mut self, event: Event) -> Option<Node> {
+        let touched = match &event {
+            Event::Deliver { link, to, .. } => Some(self.net.links[*link].ends[*to].node),
+            Event::Arrive(link) => Some(self.net.links[*link].ends[1].node),
+            Event::Established(link) => Some(self.net.links[*link].ends[0].node),
+            Event::Closed { link, side } => Some(self.net.links[*link].ends[*side].node),
+            Event::Timer(node) => Some(*node),
+            Event::Resolve(k) => Some(Node::Pu(*k)),
+            Event::Fault(_) => None,
+        };
         match event {
             Event::Deliver { link, to, bytes } => self.deliver(link, to, bytes),
             Event::Arrive(link) => self.arrive(link),
@@ -192,6 +202,7 @@ impl World {
             Event::Resolve(k) => self.resolve(k),
             Event::Fault(f) => self.fault(f),
         }
+        touched
     }
 
     // ---- nodes ----
@@ -256,7 +267,7 @@ impl World {
         self.prs[i].cluster = None;
         self.prs[i].incarnation += 1;
         self.prs[i].timer_at = None;
-        for link in 0..self.net.links.len() {
+        for link in self.net.active() {
             let l = &self.net.links[link];
             if l.broken {
                 continue;
@@ -347,7 +358,7 @@ impl World {
         }
         self.pes[index].dead = true;
         self.pes[index].timer_at = None;
-        for link in 0..self.net.links.len() {
+        for link in self.net.active() {
             let l = &self.net.links[link];
             if !l.broken && l.ends[0].node == Node::Pe(index) && l.ends[0].open {
                 self.net.links[link].ends[0].open = false;
@@ -451,6 +462,7 @@ impl World {
         let delay = self.delay(end.node);
         if target.is_none() {
             self.net.links[link].broken = true;
+            self.net.retire(link);
             self.net
                 .schedule(self.now() + delay, Event::Closed { link, side: 0 });
             return;
@@ -578,6 +590,7 @@ impl World {
         }
         l.ends[side].open = false;
         if l.broken || !l.ends[other].open || l.ends[other].handle.is_none() {
+            self.net.retire(link);
             return;
         }
         let at = l.last_arrival[other] + 1;
@@ -596,6 +609,7 @@ impl World {
                 self.net.schedule(at, Event::Closed { link, side });
             }
         }
+        self.net.retire(link);
     }
 
     /// A span naming PR `i` and the time around a call into it, so its own logs say who and
@@ -656,6 +670,7 @@ impl World {
         let initiator = l.ends[0];
         if l.broken || !initiator.open || !self.alive(&initiator) {
             self.net.links[link].broken = true;
+            self.net.retire(link);
             return;
         }
         let Node::Pr(t) = l.ends[1].node else {
@@ -668,6 +683,7 @@ impl World {
         let now = self.now();
         if !reachable {
             self.net.links[link].broken = true;
+            self.net.retire(link);
             self.net
                 .schedule(now + delay, Event::Closed { link, side: 0 });
             return;
@@ -742,6 +758,7 @@ impl World {
             return;
         }
         self.net.links[link].ends[side].open = false;
+        self.net.retire(link);
         let now = self.now();
         match (end.node, end.handle) {
             (Node::Pr(i), Some(Handle::Association(a))) => {
@@ -856,7 +873,7 @@ impl World {
                 }
                 self.summary.partitions += 1;
                 self.cut = Some(Cut { prs, salt });
-                for link in 0..self.net.links.len() {
+                for link in self.net.active() {
                     let l = &self.net.links[link];
                     if !l.broken && self.separated(l.ends[0].node, l.ends[1].node) {
                         // Heartbeats find out.
@@ -906,42 +923,78 @@ impl World {
             .collect()
     }
 
-    fn registered_pes(&self) -> Vec<RegisteredPe> {
-        self.pes
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| !p.dead && p.core.state() == PeState::Registered)
-            .filter_map(|(i, p)| {
-                let registrar = p.core.registrar()?;
-                let pr = self
-                    .prs
-                    .iter()
-                    .position(|r| r.address == registrar.address.ip())?;
-                let intact = self.net.links.iter().any(|l| {
-                    l.ends[0].node == Node::Pe(i)
-                        && l.ends[0].open
-                        && l.established
-                        && !l.broken
-                        && l.ends[1].open
-                        && l.ends[1].node == Node::Pr(pr)
-                        && l.ends[1].incarnation == self.prs[pr].incarnation
-                });
-                Some(RegisteredPe {
-                    id: p.core.id(),
-                    pool: pool_handle(p.pool),
-                    registrar: pr,
-                    association_intact: intact,
-                })
-            })
-            .collect()
+    /// The PEs registered at a PR, all of them or those the last step touched (`only`: a PE, or
+    /// the PEs registered at a PR).
+    fn registered_pes(&self, only: Option<Node>) -> Vec<RegisteredPe> {
+        let mut registered = Vec::new();
+        for (i, p) in self.pes.iter().enumerate() {
+            if only.is_some_and(|n| matches!(n, Node::Pe(j) if j != i)) {
+                continue;
+            }
+            if p.dead || p.core.state() != PeState::Registered {
+                continue;
+            }
+            let Some(registrar) = p.core.registrar() else {
+                continue;
+            };
+            let Some(pr) = self
+                .prs
+                .iter()
+                .position(|r| r.address == registrar.address.ip())
+            else {
+                continue;
+            };
+            if only.is_some_and(|n| matches!(n, Node::Pr(k) if k != pr)) {
+                continue;
+            }
+            registered.push(RegisteredPe {
+                id: p.core.id(),
+                pool: pool_handle(p.pool),
+                index: i,
+                registrar: pr,
+            });
+        }
+        registered
     }
 
-    fn check_step(&mut self) {
+    /// Whether PE `pe` has an intact association (established, unbroken, open at both ends) with
+    /// the current incarnation of PR `pr`.
+    fn association_intact(&self, pe: usize, pr: usize) -> bool {
+        let incarnation = self.prs[pr].incarnation;
+        self.net.active_links().any(|l| {
+            l.ends[0].node == Node::Pe(pe)
+                && l.ends[0].open
+                && l.established
+                && !l.broken
+                && l.ends[1].open
+                && l.ends[1].node == Node::Pr(pr)
+                && l.ends[1].incarnation == incarnation
+        })
+    }
+
+    /// The cheap invariants, over what the last step touched (`None`: everything): a PR's
+    /// handlespace is checked after every step of that PR (each PR runs its timers at least
+    /// every ENRP tick, so a PE held too long is found within a tick), a PE after every step
+    /// of that PE.
+    fn check_step(&mut self, touched: Option<Node>) {
+        if matches!(touched, Some(Node::Pu(_))) {
+            return;
+        }
         let now = self.now();
-        let views = self.views();
-        let r = invariants::handlespaces_hold_only_registered_pes(&self.ledger, &views, now);
-        let registered = self.registered_pes();
-        let r2 = invariants::registrars_hold_their_pes(&registered, &views);
+        let views: Vec<PrView<'_>> = self
+            .views()
+            .into_iter()
+            .filter(|v| !matches!(touched, Some(Node::Pr(i)) if i != v.index))
+            .collect();
+        let r = if matches!(touched, Some(Node::Pe(_))) {
+            Ok(())
+        } else {
+            invariants::handlespaces_hold_only_registered_pes(&self.ledger, &views, now)
+        };
+        let registered = self.registered_pes(touched);
+        let r2 = invariants::registrars_hold_their_pes(&registered, &views, |pe| {
+            self.association_intact(pe.index, pe.registrar)
+        });
         drop(views);
         self.fail("handlespaces_hold_only_registered_pes", r);
         self.fail("registrars_hold_their_pes", r2);
@@ -949,7 +1002,7 @@ impl World {
 
     fn check_settled(&mut self) {
         let views = self.views();
-        let registered = self.registered_pes();
+        let registered = self.registered_pes(None);
         let checks = [
             (
                 "scope_formed",
