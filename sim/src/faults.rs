@@ -88,6 +88,16 @@ pub struct Scenario {
 }
 
 impl Scenario {
+    /// The PRs, PEs, pools and PUs of `seed` without any fault, until `end` (focused tests
+    /// inject their own faults).
+    pub fn calm(seed: u64, end: Millis) -> Self {
+        Self {
+            timeline: Vec::new(),
+            end,
+            ..Self::draw(seed)
+        }
+    }
+
     /// The scenario of `seed`.
     pub fn draw(seed: u64) -> Self {
         let mut rng = Rng::seed(seed ^ 0x5ce7_a210);

@@ -2,6 +2,7 @@
 //! network events and how events become their inputs, the faults as they happen, and the
 //! invariant checks after every step.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use rserpool_endpoint::pe::{self, PeEvent, PeState, PoolElement};
@@ -101,6 +102,7 @@ pub struct World {
     duplicates: bool,
     failure: Option<(&'static str, String)>,
     summary: Summary,
+    started: bool,
 }
 
 impl World {
@@ -134,25 +136,36 @@ impl World {
             duplicates: false,
             failure: None,
             summary: Summary::default(),
+            started: false,
         }
     }
 
     /// Runs the scenario to its end or to the first broken invariant.
     pub fn run(mut self) -> Result<Summary, Failure> {
-        for i in 0..self.prs.len() {
-            self.start_pr(i);
-        }
-        for i in 0..self.scenario.pes {
-            self.join_pe(i % self.scenario.pools);
-        }
-        for k in 0..self.scenario.pus {
-            self.start_pu(k);
-        }
-        for (at, fault) in std::mem::take(&mut self.scenario.timeline) {
-            self.net.schedule(at, Event::Fault(fault));
-        }
         let end = self.scenario.end;
-        while let Some(event) = self.net.pop(end) {
+        self.run_until(end)?;
+        Ok(self.summary)
+    }
+
+    /// Runs every event due by `until` (starting the nodes and scheduling the scenario's
+    /// timeline on the first call), stopping at the first broken invariant.
+    pub fn run_until(&mut self, until: Millis) -> Result<(), Failure> {
+        if !self.started {
+            self.started = true;
+            for i in 0..self.prs.len() {
+                self.start_pr(i);
+            }
+            for i in 0..self.scenario.pes {
+                self.join_pe(i % self.scenario.pools);
+            }
+            for k in 0..self.scenario.pus {
+                self.start_pu(k);
+            }
+            for (at, fault) in std::mem::take(&mut self.scenario.timeline) {
+                self.net.schedule(at, Event::Fault(fault));
+            }
+        }
+        while let Some(event) = self.net.pop(until) {
             self.summary.events += 1;
             let touched = self.step(event);
             if self.failure.is_none() {
@@ -167,7 +180,43 @@ impl World {
                 });
             }
         }
-        Ok(self.summary)
+        Ok(())
+    }
+
+    /// Schedules `fault` now (focused tests drive their own faults).
+    pub fn inject(&mut self, fault: Fault) {
+        let now = self.now();
+        self.net.schedule(now, Event::Fault(fault));
+    }
+
+    /// The simulated time.
+    pub fn time(&self) -> Millis {
+        self.now()
+    }
+
+    /// PR `i`'s current ID and every PE it holds with its home PR; `None` while it is down.
+    pub fn handlespace(&self, i: usize) -> Option<(PrId, BTreeMap<(Vec<u8>, PeId), PrId>)> {
+        let pr = &self.prs[i];
+        let cluster = pr.cluster.as_ref()?;
+        let view = PrView {
+            index: i,
+            id: pr.id,
+            cluster,
+        };
+        Some((pr.id, view.entries()))
+    }
+
+    /// The indices of the live PEs registered at PR `i`.
+    pub fn registered_at(&self, i: usize) -> Vec<usize> {
+        self.registered_pes(Some(Node::Pr(i)))
+            .iter()
+            .map(|p| p.index)
+            .collect()
+    }
+
+    /// The ID of PE `index`.
+    pub fn pe_id(&self, index: usize) -> PeId {
+        self.pes[index].core.id()
     }
 
     fn now(&self) -> Millis {
@@ -215,7 +264,9 @@ impl World {
         };
         let mut c = CoreConfig::new(id);
         c.keep_alive_interval = 1_000;
-        c.keep_alive_timeout = 1_000;
+        // Longer than the worst round trip of the fault model (spike 400 ms and slow PR 300 ms
+        // one way): a PE is never removed for a keep-alive that is only late.
+        c.keep_alive_timeout = 2_000;
         c.listeners = vec![url(i, ASAP_PORT)];
         c.enrp = EnrpConfig {
             local: vec![url(i, ENRP_PORT)],
