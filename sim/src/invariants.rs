@@ -61,6 +61,9 @@ impl Ledger {
     }
 }
 
+/// A PR's PEs: (pool handle, PE ID) -> home PR.
+pub type Entries = BTreeMap<(Vec<u8>, PeId), PrId>;
+
 /// A live PR as the invariants see it.
 pub struct PrView<'a> {
     /// Its index.
@@ -73,7 +76,7 @@ pub struct PrView<'a> {
 
 impl PrView<'_> {
     /// Every PE it holds: (pool handle, PE ID) -> home PR.
-    pub fn entries(&self) -> BTreeMap<(Vec<u8>, PeId), PrId> {
+    pub fn entries(&self) -> Entries {
         let mut all = BTreeMap::new();
         for w in self.cluster.workers() {
             for (handle, snapshot) in w.shard().pools() {

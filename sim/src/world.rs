@@ -2,7 +2,6 @@
 //! network events and how events become their inputs, the faults as they happen, and the
 //! invariant checks after every step.
 
-use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use rserpool_endpoint::pe::{self, PeEvent, PeState, PoolElement};
@@ -17,7 +16,7 @@ use rserpool_registrar::url::{Transport, TransportUrl};
 
 use crate::Failure;
 use crate::faults::{Fault, Scenario};
-use crate::invariants::{self, Ledger, PeRecord, PrView, REGISTRATION_LIFE, RegisteredPe};
+use crate::invariants::{self, Entries, Ledger, PeRecord, PrView, REGISTRATION_LIFE, RegisteredPe};
 use crate::net::{End, Event, Handle, LinkId, Net, Node};
 
 /// Port of every PR's ASAP listener.
@@ -195,7 +194,7 @@ impl World {
     }
 
     /// PR `i`'s current ID and every PE it holds with its home PR; `None` while it is down.
-    pub fn handlespace(&self, i: usize) -> Option<(PrId, BTreeMap<(Vec<u8>, PeId), PrId>)> {
+    pub fn handlespace(&self, i: usize) -> Option<(PrId, Entries)> {
         let pr = &self.prs[i];
         let cluster = pr.cluster.as_ref()?;
         let view = PrView {
