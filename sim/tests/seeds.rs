@@ -2,9 +2,9 @@
 //! prints the one line that replays it.
 //!
 //! 4 × 200 = 800 seeds, the four tests in parallel, in the default (debug) test profile: about
-//! 80 ms of CPU per seed, so about 32 s on two free cores (measured: 1 000 seeds took 80 s of
-//! CPU, 76 s wall on two cores shared with other builds). Run many more in release, about
-//! 20 ms per seed: `cargo run -p rserpool-sim --release -- --seeds 0..10000`.
+//! 80 ms of CPU per seed. Measured: 64 s of CPU for the 800, 89 s wall on two cores shared with
+//! other builds (load average 4.5), so about 32 s on two free cores. Run many more in release,
+//! about 20 ms per seed: `cargo run -p rserpool-sim --release -- --seeds 0..10000`.
 
 const SEEDS_PER_TEST: u64 = 200;
 
