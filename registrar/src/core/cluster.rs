@@ -1,11 +1,14 @@
 //! A whole PR driven from one thread: its workers, with forwarded writes delivered at once. Used
 //! by tests and the simulator; the daemon runs each [`Worker`] on its own thread instead.
+//! Besides the messages each call returns, it collects the associations the workers abort and
+//! the ENRP associations they ask to open, for the caller to take ([`Cluster::take_aborts`],
+//! [`Cluster::take_connects`]).
 
 use std::sync::Arc;
 
 use rserpool_handlespace::{AssociationId, Handlespace, Limits, Millis};
 
-use super::{AssociationInfo, CoreConfig, Output, Target, Worker, worker_of};
+use super::{AssociationInfo, Connect, CoreConfig, Output, Target, Worker, worker_of};
 use crate::metrics::WorkerMetrics;
 
 /// A PR of `N` workers in one thread.
@@ -14,6 +17,8 @@ pub struct Cluster {
     workers: Vec<Worker>,
     metrics: Vec<Arc<WorkerMetrics>>,
     out: Output,
+    aborts: Vec<AssociationId>,
+    connects: Vec<Connect>,
 }
 
 /// A message the PR sent, copied out of the workers' outputs.
@@ -54,6 +59,8 @@ impl Cluster {
             workers,
             metrics,
             out: Output::default(),
+            aborts: Vec::new(),
+            connects: Vec::new(),
         }
     }
 
@@ -112,6 +119,31 @@ impl Cluster {
         self.settle(now)
     }
 
+    /// An outgoing ENRP association (one of [`Self::take_connects`]) is up
+    /// ([`Worker::connected`]); returns everything sent until the workers are idle.
+    pub fn connected(
+        &mut self,
+        association: AssociationId,
+        peer_addresses: Vec<std::net::SocketAddr>,
+        now: Millis,
+    ) -> Vec<Sent> {
+        let w = worker_of(association);
+        self.workers[w].connected(association, peer_addresses, now, &mut self.out);
+        self.settle(now)
+    }
+
+    /// Takes the associations the workers asked to abort since the last call (after the
+    /// messages returned before them); the caller closes each with [`Self::close`].
+    pub fn take_aborts(&mut self) -> Vec<AssociationId> {
+        std::mem::take(&mut self.aborts)
+    }
+
+    /// Takes the ENRP associations the workers asked to open since the last call; the caller
+    /// answers each with [`Self::connected`] or [`Self::close`].
+    pub fn take_connects(&mut self) -> Vec<Connect> {
+        std::mem::take(&mut self.connects)
+    }
+
     /// Runs every worker's timers due by `now`.
     pub fn on_timer(&mut self, now: Millis) -> Vec<Sent> {
         let mut sent = Vec::new();
@@ -136,6 +168,8 @@ impl Cluster {
                 target,
                 bytes: bytes.to_vec(),
             }));
+            self.aborts.extend_from_slice(self.out.aborts());
+            self.connects.extend_from_slice(self.out.connects());
             queue.extend(self.out.take_forwards());
             self.out.clear();
             let Some((to, forward)) = queue.pop_front() else {

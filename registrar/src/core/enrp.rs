@@ -1520,6 +1520,9 @@ impl Worker {
             .entry(&pool_handle, pe_id)
             .and_then(|e| e.association);
         if from_table && previous.is_some() {
+            // A peer that took this PR over during a partition still lists the PE as its own;
+            // the PE's live registration here wins (the peer's audit repairs its copy).
+            tracing::debug!(%home_pr, pe = %pe_id, "table entry for a PE registered here; kept ours");
             return;
         }
         match self

@@ -1,0 +1,183 @@
+//! The scenario a seed draws: how many PRs (and workers each), PEs, pools and PUs, and the
+//! timeline of faults. A run is a warm-up, then cycles of a fault phase followed by a quiet phase
+//! that repairs every fault and ends with the convergence checks.
+
+use rserpool_handlespace::{Millis, Rng};
+
+/// Quiet start: the scope forms and the PEs register.
+pub const WARM_UP: Millis = 5_000;
+/// Length of a fault phase.
+pub const FAULT_PHASE: Millis = 25_000;
+/// Length of a quiet phase: long enough for reconnections, dead-peer detection, takeovers,
+/// start-up from a mentor, audits and the expiry of orphaned entries (a registration life).
+pub const QUIET_PHASE: Millis = 15_000;
+/// Fault and quiet phases per run.
+pub const CYCLES: u64 = 2;
+
+/// A fault, or a phase change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// A PR process dies: its associations abort, its state is gone.
+    Crash(usize),
+    /// A crashed PR starts again with a fresh PR ID, an empty handlespace and its static peers.
+    Restart(usize),
+    /// The network splits: PRs on side `true` and side `false` (each side keeps one at least);
+    /// endpoints are placed by `salt`. Associations across the cut break; connections across it
+    /// fail.
+    Partition {
+        /// Each PR's side.
+        prs: Vec<bool>,
+        /// Draws each endpoint's side.
+        salt: u64,
+    },
+    /// The partition ends.
+    Heal,
+    /// Every message takes up to this much longer.
+    Spike(Millis),
+    /// The delay spike ends.
+    SpikeEnd,
+    /// One PR's outgoing messages take up to `extra` longer.
+    Slow {
+        /// The PR.
+        pr: usize,
+        /// The most extra delay.
+        extra: Millis,
+    },
+    /// The slow PR is fast again.
+    SlowEnd,
+    /// ENRP announcements (presence, handle update, takeover messages) are sent twice, as RSPLIB
+    /// does, or no more.
+    Duplicates(bool),
+    /// A PE goes away: deregisters (`graceful`) or dies (its association aborts).
+    PeLeave {
+        /// The PE's index.
+        pe: usize,
+        /// Deregister rather than die.
+        graceful: bool,
+    },
+    /// A new PE joins a pool.
+    PeJoin {
+        /// The pool's index.
+        pool: usize,
+    },
+    /// The fault phase ends: crashed PRs restart, partitions heal, delays return to normal.
+    Quiet,
+    /// The end of a quiet phase: the convergence invariants are checked.
+    Settle,
+}
+
+/// What a seed makes of a run.
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    /// The seed.
+    pub seed: u64,
+    /// Workers of each PR.
+    pub workers: Vec<usize>,
+    /// Pools.
+    pub pools: usize,
+    /// PEs at the start (each in pool `index % pools`).
+    pub pes: usize,
+    /// PUs.
+    pub pus: usize,
+    /// Most PEs per ENRP_HANDLE_TABLE_RESPONSE (small, so transfers span pages).
+    pub table_page: usize,
+    /// The faults and phase changes, by time.
+    pub timeline: Vec<(Millis, Fault)>,
+    /// The end of the run.
+    pub end: Millis,
+}
+
+impl Scenario {
+    /// The PRs, PEs, pools and PUs of `seed` without any fault, until `end` (focused tests
+    /// inject their own faults).
+    pub fn calm(seed: u64, end: Millis) -> Self {
+        Self {
+            timeline: Vec::new(),
+            end,
+            ..Self::draw(seed)
+        }
+    }
+
+    /// The scenario of `seed`.
+    pub fn draw(seed: u64) -> Self {
+        let mut rng = Rng::seed(seed ^ 0x5ce7_a210);
+        let prs = 3;
+        let workers = (0..prs).map(|_| 1 + rng.below(2) as usize).collect();
+        let pools = 2 + rng.below(3) as usize;
+        let pes = 8 + rng.below(5) as usize;
+        let pus = 2 + rng.below(2) as usize;
+        let table_page = 2 + rng.below(6) as usize;
+        let mut timeline = Vec::new();
+        let mut pe_count = pes;
+        for cycle in 0..CYCLES {
+            let start = WARM_UP + cycle * (FAULT_PHASE + QUIET_PHASE);
+            let quiet = start + FAULT_PHASE;
+            // Faults start in the first 80 % of the phase; their repairs come by the quiet
+            // phase at the latest.
+            let faults = 2 + rng.below(6);
+            for _ in 0..faults {
+                let at = start + rng.below(FAULT_PHASE * 4 / 5);
+                let until = |rng: &mut Rng, min: Millis, spread: Millis| {
+                    (at + min + rng.below(spread)).min(quiet - 1)
+                };
+                match rng.below(7) {
+                    0 | 1 => {
+                        let pr = rng.below(prs as u64) as usize;
+                        let back = until(&mut rng, 2_000, 10_000);
+                        timeline.push((at, Fault::Crash(pr)));
+                        timeline.push((back, Fault::Restart(pr)));
+                    }
+                    2 => {
+                        let lone = rng.below(prs as u64) as usize;
+                        let sides = (0..prs).map(|i| i == lone).collect();
+                        let salt = rng.next_u64();
+                        let heal = until(&mut rng, 2_000, 10_000);
+                        timeline.push((at, Fault::Partition { prs: sides, salt }));
+                        timeline.push((heal, Fault::Heal));
+                    }
+                    3 => {
+                        let extra = 50 + rng.below(350);
+                        let end = until(&mut rng, 1_000, 4_000);
+                        timeline.push((at, Fault::Spike(extra)));
+                        timeline.push((end, Fault::SpikeEnd));
+                    }
+                    4 => {
+                        let pr = rng.below(prs as u64) as usize;
+                        let extra = 20 + rng.below(280);
+                        let end = until(&mut rng, 3_000, 7_000);
+                        timeline.push((at, Fault::Slow { pr, extra }));
+                        timeline.push((end, Fault::SlowEnd));
+                    }
+                    5 => {
+                        let end = until(&mut rng, 5_000, 10_000);
+                        timeline.push((at, Fault::Duplicates(true)));
+                        timeline.push((end, Fault::Duplicates(false)));
+                    }
+                    _ => {
+                        let pe = rng.below(pe_count as u64) as usize;
+                        let graceful = rng.below(2) == 0;
+                        let pool = rng.below(pools as u64) as usize;
+                        let join = until(&mut rng, 500, 5_000);
+                        timeline.push((at, Fault::PeLeave { pe, graceful }));
+                        timeline.push((join, Fault::PeJoin { pool }));
+                        pe_count += 1;
+                    }
+                }
+            }
+            timeline.push((quiet, Fault::Quiet));
+            timeline.push((quiet + QUIET_PHASE, Fault::Settle));
+        }
+        let end = WARM_UP + CYCLES * (FAULT_PHASE + QUIET_PHASE);
+        timeline.sort_by_key(|(at, _)| *at);
+        Self {
+            seed,
+            workers,
+            pools,
+            pes,
+            pus,
+            table_page,
+            timeline,
+            end,
+        }
+    }
+}

@@ -1,0 +1,1104 @@
+//! The simulated operating scope: the PRs ([`Cluster`]s), PEs and PUs, how their outputs become
+//! network events and how events become their inputs, the faults as they happen, and the
+//! invariant checks after every step.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use rserpool_endpoint::pe::{self, PeEvent, PeState, PoolElement};
+use rserpool_endpoint::pu::{self, PoolUser, PuEvent};
+use rserpool_endpoint::{Action, ConnId, Registrar, Timers};
+use rserpool_handlespace::{Limits, Millis, PeId, PrId, Rng};
+use rserpool_protocol::{Generation, Policy};
+use rserpool_registrar::core::cluster::{Cluster, Sent};
+use rserpool_registrar::core::{AssociationInfo, Connect, CoreConfig, EnrpConfig, Target};
+use rserpool_registrar::metrics::Protocol;
+use rserpool_registrar::url::{Transport, TransportUrl};
+
+use crate::Failure;
+use crate::faults::{Fault, Scenario};
+use crate::invariants::{self, Entries, Ledger, PeRecord, PrView, REGISTRATION_LIFE, RegisteredPe};
+use crate::net::{End, Event, Handle, LinkId, Net, Node};
+
+/// Port of every PR's ASAP listener.
+const ASAP_PORT: u16 = 3863;
+/// Port of every PR's ENRP endpoint.
+const ENRP_PORT: u16 = 9901;
+
+/// ENRP message types RSPLIB sends twice (individually and by SCTP_SENDALL): presence, handle
+/// update, init takeover, takeover server.
+const DUPLICATED_TYPES: [u8; 4] = [1, 4, 7, 9];
+
+struct Pr {
+    address: IpAddr,
+    workers: usize,
+    /// Bumped by every crash: links of an older incarnation are dead.
+    incarnation: u32,
+    cluster: Option<Cluster>,
+    id: PrId,
+    timer_at: Option<Millis>,
+}
+
+struct Pe {
+    core: PoolElement,
+    address: IpAddr,
+    pool: usize,
+    /// Crashed: the core is gone for good.
+    dead: bool,
+    timer_at: Option<Millis>,
+}
+
+struct Pu {
+    core: PoolUser,
+    timer_at: Option<Millis>,
+}
+
+/// Which side of a partition each node is on.
+struct Cut {
+    prs: Vec<bool>,
+    salt: u64,
+}
+
+impl Cut {
+    fn side(&self, node: Node) -> bool {
+        match node {
+            Node::Pr(i) => self.prs[i],
+            Node::Pe(i) | Node::Pu(i) => {
+                let kind = if matches!(node, Node::Pe(_)) { 1 } else { 2 };
+                let mut r = Rng::seed(self.salt ^ (kind << 32) ^ i as u64);
+                r.below(2) == 0
+            }
+        }
+    }
+}
+
+/// What a finished run did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Events processed.
+    pub events: u64,
+    /// Handle resolutions answered.
+    pub resolutions: u64,
+    /// PR crashes.
+    pub crashes: u64,
+    /// Partitions.
+    pub partitions: u64,
+    /// Settle points checked.
+    pub settles: u64,
+}
+
+/// The whole simulation of one seed.
+pub struct World {
+    scenario: Scenario,
+    net: Net,
+    rng: Rng,
+    prs: Vec<Pr>,
+    pes: Vec<Pe>,
+    pus: Vec<Pu>,
+    ledger: Ledger,
+    cut: Option<Cut>,
+    spike: Millis,
+    slow: Option<(usize, Millis)>,
+    duplicates: bool,
+    failure: Option<(&'static str, String)>,
+    summary: Summary,
+    started: bool,
+}
+
+impl World {
+    /// The world of `scenario`, before anything started.
+    pub fn new(scenario: Scenario) -> Self {
+        let rng = Rng::seed(scenario.seed);
+        let prs = scenario
+            .workers
+            .iter()
+            .enumerate()
+            .map(|(i, &workers)| Pr {
+                address: IpAddr::V4(Ipv4Addr::new(10, 0, 0, i as u8 + 1)),
+                workers,
+                incarnation: 0,
+                cluster: None,
+                id: PrId(0),
+                timer_at: None,
+            })
+            .collect();
+        Self {
+            scenario,
+            net: Net::default(),
+            rng,
+            prs,
+            pes: Vec::new(),
+            pus: Vec::new(),
+            ledger: Ledger::default(),
+            cut: None,
+            spike: 0,
+            slow: None,
+            duplicates: false,
+            failure: None,
+            summary: Summary::default(),
+            started: false,
+        }
+    }
+
+    /// Runs the scenario to its end or to the first broken invariant.
+    pub fn run(mut self) -> Result<Summary, Failure> {
+        let end = self.scenario.end;
+        self.run_until(end)?;
+        Ok(self.summary)
+    }
+
+    /// Runs every event due by `until` (starting the nodes and scheduling the scenario's
+    /// timeline on the first call), stopping at the first broken invariant.
+    pub fn run_until(&mut self, until: Millis) -> Result<(), Failure> {
+        if !self.started {
+            self.started = true;
+            for i in 0..self.prs.len() {
+                self.start_pr(i);
+            }
+            for i in 0..self.scenario.pes {
+                self.join_pe(i % self.scenario.pools);
+            }
+            for k in 0..self.scenario.pus {
+                self.start_pu(k);
+            }
+            for (at, fault) in std::mem::take(&mut self.scenario.timeline) {
+                self.net.schedule(at, Event::Fault(fault));
+            }
+        }
+        while let Some(event) = self.net.pop(until) {
+            self.summary.events += 1;
+            let touched = self.step(event);
+            if self.failure.is_none() {
+                self.check_step(touched);
+            }
+            if let Some((invariant, detail)) = self.failure.take() {
+                return Err(Failure {
+                    seed: self.scenario.seed,
+                    at: self.net.now(),
+                    invariant,
+                    detail,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Schedules `fault` now (focused tests drive their own faults).
+    pub fn inject(&mut self, fault: Fault) {
+        let now = self.now();
+        self.net.schedule(now, Event::Fault(fault));
+    }
+
+    /// The simulated time.
+    pub fn time(&self) -> Millis {
+        self.now()
+    }
+
+    /// PR `i`'s current ID and every PE it holds with its home PR; `None` while it is down.
+    pub fn handlespace(&self, i: usize) -> Option<(PrId, Entries)> {
+        let pr = &self.prs[i];
+        let cluster = pr.cluster.as_ref()?;
+        let view = PrView {
+            index: i,
+            id: pr.id,
+            cluster,
+        };
+        Some((pr.id, view.entries()))
+    }
+
+    /// The indices of the live PEs registered at PR `i`.
+    pub fn registered_at(&self, i: usize) -> Vec<usize> {
+        self.registered_pes(Some(Node::Pr(i)))
+            .iter()
+            .map(|p| p.index)
+            .collect()
+    }
+
+    /// The ID of PE `index`.
+    pub fn pe_id(&self, index: usize) -> PeId {
+        self.pes[index].core.id()
+    }
+
+    fn now(&self) -> Millis {
+        self.net.now()
+    }
+
+    fn fail(&mut self, invariant: &'static str, result: Result<(), String>) {
+        if let Err(detail) = result
+            && self.failure.is_none()
+        {
+            self.failure = Some((invariant, detail));
+        }
+    }
+
+    /// Runs one event; returns the node it touched (`None`: possibly every node).
+    fn step(&mut self, event: Event) -> Option<Node> {
+        let touched = match &event {
+            Event::Deliver { link, to, .. } => Some(self.net.links[*link].ends[*to].node),
+            Event::Arrive(link) => Some(self.net.links[*link].ends[1].node),
+            Event::Established(link) => Some(self.net.links[*link].ends[0].node),
+            Event::Closed { link, side } => Some(self.net.links[*link].ends[*side].node),
+            Event::Timer(node) => Some(*node),
+            Event::Resolve(k) => Some(Node::Pu(*k)),
+            Event::Fault(_) => None,
+        };
+        match event {
+            Event::Deliver { link, to, bytes } => self.deliver(link, to, bytes),
+            Event::Arrive(link) => self.arrive(link),
+            Event::Established(link) => self.established(link),
+            Event::Closed { link, side } => self.closed(link, side),
+            Event::Timer(node) => self.timer(node),
+            Event::Resolve(k) => self.resolve(k),
+            Event::Fault(f) => self.fault(f),
+        }
+        touched
+    }
+
+    // ---- nodes ----
+
+    fn pr_config(&self, i: usize, id: PrId) -> CoreConfig {
+        let url = |j: usize, port| TransportUrl {
+            transport: Transport::Tcp,
+            address: SocketAddr::new(self.prs[j].address, port),
+            generation: Generation::Rfc,
+        };
+        let mut c = CoreConfig::new(id);
+        c.keep_alive_interval = 1_000;
+        // Longer than the worst round trip of the fault model (spike 400 ms and slow PR 300 ms
+        // one way): a PE is never removed for a keep-alive that is only late.
+        c.keep_alive_timeout = 2_000;
+        c.listeners = vec![url(i, ASAP_PORT)];
+        c.enrp = EnrpConfig {
+            local: vec![url(i, ENRP_PORT)],
+            peers: (0..self.prs.len())
+                .filter(|&j| j != i)
+                .map(|j| url(j, ENRP_PORT))
+                .collect(),
+            presence_targets: Vec::new(),
+            heartbeat_interval: 500,
+            max_time_last_heard: 1_000,
+            max_time_no_response: 1_000,
+            mentor_discovery_timeout: 2_000,
+            takeover_expiry: 1_000,
+            reconnect_interval: 500,
+            max_pes_per_table_response: self.scenario.table_page,
+            takeover_suggestion: false,
+        };
+        c
+    }
+
+    /// Starts PR `i` with a fresh PR ID and an empty handlespace.
+    fn start_pr(&mut self, i: usize) {
+        let id = loop {
+            let id = PrId(1 + self.rng.below(u64::from(u32::MAX) - 1));
+            if self.prs.iter().all(|p| p.id != id) {
+                break id;
+            }
+        };
+        let config = self.pr_config(i, id);
+        let seed = self.rng.next_u64();
+        let _span = tracing::debug_span!("pr", i, %id).entered();
+        let mut cluster = Cluster::new(self.prs[i].workers, config, Limits::default(), seed);
+        let now = self.now();
+        let sent = cluster.start(now);
+        tracing::debug!(t = now, pr = i, %id, "PR starts");
+        let pr = &mut self.prs[i];
+        pr.id = id;
+        pr.cluster = Some(cluster);
+        pr.timer_at = None;
+        self.pr_output(i, sent, false);
+    }
+
+    fn crash_pr(&mut self, i: usize) {
+        if self.prs[i].cluster.is_none() {
+            return;
+        }
+        tracing::debug!(t = self.now(), pr = i, id = %self.prs[i].id, "PR crashes");
+        self.summary.crashes += 1;
+        let incarnation = self.prs[i].incarnation;
+        self.prs[i].cluster = None;
+        self.prs[i].incarnation += 1;
+        self.prs[i].timer_at = None;
+        for link in self.net.active() {
+            let l = &self.net.links[link];
+            if l.broken {
+                continue;
+            }
+            for side in 0..2 {
+                let e = l.ends[side];
+                if e.node == Node::Pr(i) && e.incarnation == incarnation {
+                    self.net.links[link].ends[side].open = false;
+                    // The kernel aborts the dead process's associations at once.
+                    self.cut_link(link, 1, 20);
+                    break;
+                }
+            }
+        }
+    }
+
+    fn pe_config(&mut self, pool: usize) -> pe::Config {
+        let mut registrars: Vec<Registrar> = self
+            .prs
+            .iter()
+            .map(|p| Registrar::tcp(SocketAddr::new(p.address, ASAP_PORT)))
+            .collect();
+        let r = self.rng.below(registrars.len() as u64) as usize;
+        registrars.rotate_left(r);
+        let mut c = pe::Config::new(registrars, pool_handle(pool));
+        c.registration_life = REGISTRATION_LIFE;
+        c.reregistration_interval = Some(2_000);
+        c.policy = Policy::RoundRobin;
+        c.timers = endpoint_timers();
+        c.transport.port = 7_000;
+        let id = loop {
+            let id = PeId(1 + self.rng.below(u64::from(u32::MAX) - 1));
+            if !self.ledger.pes.contains_key(&id) {
+                break id;
+            }
+        };
+        c.pe_id = Some(id);
+        c
+    }
+
+    fn join_pe(&mut self, pool: usize) {
+        let index = self.pes.len();
+        let mut config = self.pe_config(pool);
+        let address = IpAddr::V4(Ipv4Addr::new(
+            10,
+            1,
+            (index / 250) as u8,
+            (index % 250) as u8 + 1,
+        ));
+        config.transport.addresses = vec![address];
+        let core = PoolElement::new(config, 0).expect("valid PE configuration");
+        let now = self.now();
+        tracing::debug!(t = now, pe = index, id = %core.id(), pool, "PE starts");
+        self.ledger.pes.insert(
+            core.id(),
+            PeRecord {
+                pool: pool_handle(pool),
+                started: now,
+                gone: None,
+            },
+        );
+        self.pes.push(Pe {
+            core,
+            address,
+            pool,
+            dead: false,
+            timer_at: None,
+        });
+        self.pes[index].core.start(now);
+        self.pe_output(index);
+    }
+
+    fn leave_pe(&mut self, index: usize, graceful: bool) {
+        let now = self.now();
+        let Some(pe) = self.pes.get_mut(index) else {
+            return;
+        };
+        let id = pe.core.id();
+        if pe.dead || self.ledger.pes[&id].gone.is_some() {
+            return;
+        }
+        tracing::debug!(t = now, pe = index, %id, graceful, "PE leaves");
+        self.ledger.pes.get_mut(&id).expect("started").gone = Some(now);
+        if graceful {
+            self.pes[index].core.deregister(now);
+            self.pe_output(index);
+            return;
+        }
+        self.pes[index].dead = true;
+        self.pes[index].timer_at = None;
+        for link in self.net.active() {
+            let l = &self.net.links[link];
+            if !l.broken && l.ends[0].node == Node::Pe(index) && l.ends[0].open {
+                self.net.links[link].ends[0].open = false;
+                self.cut_link(link, 1, 20);
+            }
+        }
+    }
+
+    fn start_pu(&mut self, k: usize) {
+        let mut registrars: Vec<Registrar> = self
+            .prs
+            .iter()
+            .map(|p| Registrar::tcp(SocketAddr::new(p.address, ASAP_PORT)))
+            .collect();
+        let r = self.rng.below(registrars.len() as u64) as usize;
+        registrars.rotate_left(r);
+        let mut config = pu::Config::new(registrars);
+        config.timers = endpoint_timers();
+        config.cache_stale = 0;
+        let seed = self.rng.next_u64();
+        self.pus.push(Pu {
+            core: PoolUser::new(config, seed),
+            timer_at: None,
+        });
+        let first = self.now() + 1_000 + self.rng.below(1_000);
+        self.net.schedule(first, Event::Resolve(k));
+    }
+
+    fn resolve(&mut self, k: usize) {
+        let now = self.now();
+        let pool = self.rng.below(self.scenario.pools as u64) as usize;
+        self.pus[k].core.resolve(&pool_handle(pool), None, now);
+        self.pu_output(k);
+        let next = now + 700 + self.rng.below(600);
+        self.net.schedule(next, Event::Resolve(k));
+    }
+
+    // ---- outputs into the network ----
+
+    /// Carries out a PR's output: messages, then aborts (after their messages), then new ENRP
+    /// associations; closing an aborted association may send more.
+    fn pr_output(&mut self, i: usize, mut sent: Vec<Sent>, in_timer: bool) {
+        loop {
+            let incarnation = self.prs[i].incarnation;
+            for s in sent.drain(..) {
+                if let Target::Association(a) = s.target
+                    && let Some(link) =
+                        self.net
+                            .find(Node::Pr(i), incarnation, Handle::Association(a))
+                {
+                    let side = self.side_of(link, Node::Pr(i));
+                    self.transmit(link, side, s.bytes);
+                }
+            }
+            let Some(cluster) = self.prs[i].cluster.as_mut() else {
+                return;
+            };
+            let aborts = cluster.take_aborts();
+            let connects = cluster.take_connects();
+            if aborts.is_empty() && connects.is_empty() {
+                break;
+            }
+            let now = self.net.now();
+            for a in aborts {
+                if let Some(link) = self
+                    .net
+                    .find(Node::Pr(i), incarnation, Handle::Association(a))
+                {
+                    let side = self.side_of(link, Node::Pr(i));
+                    self.close_by(link, side);
+                }
+                let _span = self.pr_span(i);
+                let cluster = self.prs[i].cluster.as_mut().expect("up");
+                sent.extend(cluster.close(a, now));
+            }
+            for c in connects {
+                self.connect_from_pr(i, c);
+            }
+        }
+        self.reschedule(Node::Pr(i), in_timer);
+    }
+
+    fn connect_from_pr(&mut self, i: usize, c: Connect) {
+        let end = End {
+            node: Node::Pr(i),
+            incarnation: self.prs[i].incarnation,
+            handle: Some(Handle::Association(c.association)),
+            open: true,
+        };
+        self.connect(end, c.url.address, true);
+    }
+
+    /// A connection attempt from `end` to the PR at `to`.
+    fn connect(&mut self, end: End, to: SocketAddr, enrp: bool) {
+        let target = self.prs.iter().position(|p| p.address == to.ip());
+        let (node, incarnation) = match target {
+            Some(t) => (Node::Pr(t), self.prs[t].incarnation),
+            None => (end.node, end.incarnation),
+        };
+        let link = self.net.open(end, node, incarnation, enrp);
+        let delay = self.delay(end.node);
+        if target.is_none() {
+            self.net.links[link].broken = true;
+            self.net.retire(link);
+            self.net
+                .schedule(self.now() + delay, Event::Closed { link, side: 0 });
+            return;
+        }
+        self.net.schedule(self.now() + delay, Event::Arrive(link));
+    }
+
+    fn pe_output(&mut self, index: usize) {
+        while let Some(action) = self.pes[index].core.poll_action() {
+            let node = Node::Pe(index);
+            match action {
+                Action::Connect { conn, registrar } => {
+                    self.connect(endpoint_end(node, conn), registrar.address, false)
+                }
+                Action::Send { conn, message } => {
+                    if let Some(link) = self.net.find(node, 0, Handle::Conn(conn)) {
+                        self.transmit(link, 0, message);
+                    }
+                }
+                Action::Close { conn } => {
+                    if let Some(link) = self.net.find(node, 0, Handle::Conn(conn)) {
+                        self.close_by(link, 0);
+                    }
+                }
+                Action::Event(e) => self.pe_event(index, e),
+            }
+        }
+        self.reschedule(Node::Pe(index), false);
+    }
+
+    fn pe_event(&mut self, index: usize, event: PeEvent) {
+        let now = self.now();
+        let id = self.pes[index].core.id();
+        tracing::debug!(t = now, pe = index, %id, ?event, "PE event");
+        if matches!(
+            event,
+            PeEvent::Failed(_) | PeEvent::Rejected { kept: false, .. }
+        ) && let Some(r) = self.ledger.pes.get_mut(&id)
+            && r.gone.is_none()
+        {
+            r.gone = Some(now);
+        }
+    }
+
+    fn pu_output(&mut self, k: usize) {
+        while let Some(action) = self.pus[k].core.poll_action() {
+            let node = Node::Pu(k);
+            match action {
+                Action::Connect { conn, registrar } => {
+                    self.connect(endpoint_end(node, conn), registrar.address, false)
+                }
+                Action::Send { conn, message } => {
+                    if let Some(link) = self.net.find(node, 0, Handle::Conn(conn)) {
+                        self.transmit(link, 0, message);
+                    }
+                }
+                Action::Close { conn } => {
+                    if let Some(link) = self.net.find(node, 0, Handle::Conn(conn)) {
+                        self.close_by(link, 0);
+                    }
+                }
+                Action::Event(PuEvent::Resolved {
+                    pool_handle,
+                    pool_elements,
+                    cached,
+                    ..
+                }) => {
+                    self.summary.resolutions += 1;
+                    let ids: Vec<PeId> = pool_elements.iter().map(|p| p.id).collect();
+                    tracing::debug!(t = self.now(), pu = k, pool = %String::from_utf8_lossy(&pool_handle), ?ids, cached, "resolved");
+                    let result = invariants::resolution_returns_only_registered_pes(
+                        &self.ledger,
+                        &pool_handle,
+                        &ids,
+                        self.now(),
+                    );
+                    self.fail("resolution_returns_only_registered_pes", result);
+                }
+                Action::Event(e) => tracing::debug!(t = self.now(), pu = k, ?e, "PU event"),
+            }
+        }
+        self.reschedule(Node::Pu(k), false);
+    }
+
+    /// Sends on a link from `side`, with the delay of the moment; ENRP announcements may go
+    /// twice.
+    fn transmit(&mut self, link: LinkId, side: usize, bytes: Vec<u8>) {
+        let l = &self.net.links[link];
+        if l.broken || !l.ends[side].open {
+            return;
+        }
+        let from = l.ends[side].node;
+        let duplicate = l.enrp
+            && self.duplicates
+            && bytes.first().is_some_and(|t| DUPLICATED_TYPES.contains(t))
+            && self.rng.below(3) == 0;
+        let delay = self.delay(from);
+        if duplicate {
+            self.net.send(link, side, bytes.clone(), delay);
+        }
+        self.net.send(link, side, bytes, delay);
+    }
+
+    /// A message's delay from `from`: 1-5 ms, plus the spike and the slow PR's extra.
+    fn delay(&mut self, from: Node) -> Millis {
+        let mut d = 1 + self.rng.below(5);
+        if self.spike > 0 {
+            d += self.rng.below(self.spike);
+        }
+        if let Some((pr, extra)) = self.slow
+            && from == Node::Pr(pr)
+        {
+            d += self.rng.below(extra);
+        }
+        d
+    }
+
+    /// The owner of side `side` closes it; the other side learns after the messages in flight
+    /// to it.
+    fn close_by(&mut self, link: LinkId, side: usize) {
+        let other = 1 - side;
+        let l = &mut self.net.links[link];
+        if !l.ends[side].open {
+            return;
+        }
+        l.ends[side].open = false;
+        if l.broken || !l.ends[other].open || l.ends[other].handle.is_none() {
+            self.net.retire(link);
+            return;
+        }
+        let at = l.last_arrival[other] + 1;
+        l.last_arrival[other] = at;
+        self.net.schedule(at, Event::Closed { link, side: other });
+    }
+
+    /// The link breaks: messages in flight are lost; each side still using it learns after
+    /// `min..min+spread` ms.
+    fn cut_link(&mut self, link: LinkId, min: Millis, spread: Millis) {
+        self.net.links[link].broken = true;
+        for side in 0..2 {
+            let e = self.net.links[link].ends[side];
+            if e.open && (e.handle.is_some() || side == 0) {
+                let at = self.now() + min + self.rng.below(spread);
+                self.net.schedule(at, Event::Closed { link, side });
+            }
+        }
+        self.net.retire(link);
+    }
+
+    /// A span naming PR `i` and the time around a call into it, so its own logs say who and
+    /// when.
+    fn pr_span(&self, i: usize) -> tracing::span::EnteredSpan {
+        tracing::debug_span!("pr", i, id = %self.prs[i].id, t = self.now()).entered()
+    }
+
+    fn side_of(&self, link: LinkId, node: Node) -> usize {
+        usize::from(self.net.links[link].ends[0].node != node)
+    }
+
+    fn alive(&self, end: &End) -> bool {
+        match end.node {
+            Node::Pr(i) => {
+                self.prs[i].cluster.is_some() && self.prs[i].incarnation == end.incarnation
+            }
+            Node::Pe(i) => !self.pes[i].dead,
+            Node::Pu(_) => true,
+        }
+    }
+
+    fn separated(&self, a: Node, b: Node) -> bool {
+        self.cut.as_ref().is_some_and(|c| c.side(a) != c.side(b))
+    }
+
+    // ---- network events into the nodes ----
+
+    fn deliver(&mut self, link: LinkId, to: usize, bytes: Vec<u8>) {
+        let l = &self.net.links[link];
+        let end = l.ends[to];
+        if !l.delivers_to(to) || !self.alive(&end) {
+            return;
+        }
+        let now = self.now();
+        match (end.node, end.handle) {
+            (Node::Pr(i), Some(Handle::Association(a))) => {
+                let _span = self.pr_span(i);
+                let cluster = self.prs[i].cluster.as_mut().expect("alive");
+                let sent = cluster.message(a, &bytes, now);
+                self.pr_output(i, sent, false);
+            }
+            (Node::Pe(i), Some(Handle::Conn(c))) => {
+                self.pes[i].core.on_message(c, &bytes, now);
+                self.pe_output(i);
+            }
+            (Node::Pu(k), Some(Handle::Conn(c))) => {
+                self.pus[k].core.on_message(c, &bytes, now);
+                self.pu_output(k);
+            }
+            _ => {}
+        }
+    }
+
+    /// A connection attempt reaches its PR: accepted if the PR is up and reachable.
+    fn arrive(&mut self, link: LinkId) {
+        let l = &self.net.links[link];
+        let initiator = l.ends[0];
+        if l.broken || !initiator.open || !self.alive(&initiator) {
+            self.net.links[link].broken = true;
+            self.net.retire(link);
+            return;
+        }
+        let Node::Pr(t) = l.ends[1].node else {
+            return;
+        };
+        let enrp = l.enrp;
+        let reachable =
+            self.prs[t].cluster.is_some() && !self.separated(initiator.node, Node::Pr(t));
+        let delay = self.delay(Node::Pr(t));
+        let now = self.now();
+        if !reachable {
+            self.net.links[link].broken = true;
+            self.net.retire(link);
+            self.net
+                .schedule(now + delay, Event::Closed { link, side: 0 });
+            return;
+        }
+        let from = match initiator.node {
+            Node::Pr(i) => SocketAddr::new(self.prs[i].address, ENRP_PORT),
+            Node::Pe(i) => SocketAddr::new(self.pes[i].address, 5_000),
+            Node::Pu(k) => SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 2, 0, k as u8 + 1)), 5_000),
+        };
+        let pr = &mut self.prs[t];
+        let worker = if enrp {
+            0
+        } else {
+            self.rng.below(pr.workers as u64) as usize
+        };
+        let info = AssociationInfo {
+            transport: Transport::Tcp,
+            generation: Generation::Rfc,
+            peer_addresses: vec![from],
+            protocol: if enrp { Protocol::Enrp } else { Protocol::Asap },
+        };
+        let association = pr.cluster.as_mut().expect("up").open(worker, info, now);
+        let incarnation = pr.incarnation;
+        let l = &mut self.net.links[link];
+        l.ends[1].handle = Some(Handle::Association(association));
+        l.ends[1].incarnation = incarnation;
+        let at = now + delay;
+        l.last_arrival[0] = at;
+        self.net.bind(link, 1);
+        self.net.schedule(at, Event::Established(link));
+    }
+
+    fn established(&mut self, link: LinkId) {
+        let l = &self.net.links[link];
+        let initiator = l.ends[0];
+        if l.broken || !initiator.open || !self.alive(&initiator) {
+            return;
+        }
+        self.net.links[link].established = true;
+        let Node::Pr(t) = self.net.links[link].ends[1].node else {
+            return;
+        };
+        let now = self.now();
+        match (initiator.node, initiator.handle) {
+            (Node::Pr(i), Some(Handle::Association(a))) => {
+                let peer = SocketAddr::new(self.prs[t].address, ENRP_PORT);
+                let _span = self.pr_span(i);
+                let cluster = self.prs[i].cluster.as_mut().expect("alive");
+                let sent = cluster.connected(a, vec![peer], now);
+                self.pr_output(i, sent, false);
+            }
+            (Node::Pe(i), Some(Handle::Conn(c))) => {
+                let local = SocketAddr::new(self.pes[i].address, 5_000);
+                self.pes[i].core.on_connected(c, Some(local), now);
+                self.pe_output(i);
+            }
+            (Node::Pu(k), Some(Handle::Conn(c))) => {
+                self.pus[k].core.on_connected(c, None, now);
+                self.pu_output(k);
+            }
+            _ => {}
+        }
+    }
+
+    /// Side `side` learns that the link is gone (or, for an initiator never told it was up,
+    /// that the attempt failed).
+    fn closed(&mut self, link: LinkId, side: usize) {
+        let l = &self.net.links[link];
+        let end = l.ends[side];
+        let attempt_failed = side == 0 && !l.established;
+        if !end.open || !self.alive(&end) {
+            return;
+        }
+        self.net.links[link].ends[side].open = false;
+        self.net.retire(link);
+        let now = self.now();
+        match (end.node, end.handle) {
+            (Node::Pr(i), Some(Handle::Association(a))) => {
+                let _span = self.pr_span(i);
+                let cluster = self.prs[i].cluster.as_mut().expect("alive");
+                let sent = cluster.close(a, now);
+                self.pr_output(i, sent, false);
+            }
+            (Node::Pe(i), Some(Handle::Conn(c))) => {
+                if attempt_failed {
+                    self.pes[i].core.on_connect_failed(c, "refused".into());
+                } else {
+                    self.pes[i].core.on_closed(c, now);
+                }
+                self.pe_output(i);
+            }
+            (Node::Pu(k), Some(Handle::Conn(c))) => {
+                if attempt_failed {
+                    self.pus[k].core.on_connect_failed(c, "refused".into());
+                } else {
+                    self.pus[k].core.on_closed(c, now);
+                }
+                self.pu_output(k);
+            }
+            _ => {}
+        }
+    }
+
+    // ---- timers ----
+
+    fn next_timeout(&self, node: Node) -> Option<Millis> {
+        match node {
+            Node::Pr(i) => self.prs[i].cluster.as_ref()?.next_timeout(),
+            Node::Pe(i) => {
+                let pe = &self.pes[i];
+                (!pe.dead).then(|| pe.core.poll_timeout()).flatten()
+            }
+            Node::Pu(k) => self.pus[k].core.poll_timeout(),
+        }
+    }
+
+    fn timer_slot(&mut self, node: Node) -> &mut Option<Millis> {
+        match node {
+            Node::Pr(i) => &mut self.prs[i].timer_at,
+            Node::Pe(i) => &mut self.pes[i].timer_at,
+            Node::Pu(k) => &mut self.pus[k].timer_at,
+        }
+    }
+
+    /// Makes sure a timer event is queued for the node's next deadline (after a timer fired: not
+    /// before the next millisecond, as a core's deadline is only a lower bound).
+    fn reschedule(&mut self, node: Node, in_timer: bool) {
+        let Some(deadline) = self.next_timeout(node) else {
+            return;
+        };
+        let now = self.now();
+        let at = deadline.max(now + u64::from(in_timer));
+        let slot = self.timer_slot(node);
+        if slot.is_some_and(|t| t <= at && t >= now) {
+            return;
+        }
+        *slot = Some(at);
+        self.net.schedule(at, Event::Timer(node));
+    }
+
+    fn timer(&mut self, node: Node) {
+        let now = self.now();
+        if *self.timer_slot(node) != Some(now) {
+            return;
+        }
+        *self.timer_slot(node) = None;
+        match node {
+            Node::Pr(i) => {
+                let _span = self.pr_span(i);
+                let Some(cluster) = self.prs[i].cluster.as_mut() else {
+                    return;
+                };
+                let sent = cluster.on_timer(now);
+                self.pr_output(i, sent, true);
+            }
+            Node::Pe(i) => {
+                if self.pes[i].dead {
+                    return;
+                }
+                self.pes[i].core.handle_timeout(now);
+                self.pe_output(i);
+                self.reschedule(node, true);
+            }
+            Node::Pu(k) => {
+                self.pus[k].core.handle_timeout(now);
+                self.pu_output(k);
+                self.reschedule(node, true);
+            }
+        }
+    }
+
+    // ---- faults ----
+
+    fn fault(&mut self, fault: Fault) {
+        let now = self.now();
+        tracing::debug!(t = now, ?fault, "fault");
+        match fault {
+            Fault::Crash(i) => self.crash_pr(i),
+            Fault::Restart(i) => {
+                if self.prs[i].cluster.is_none() {
+                    self.start_pr(i);
+                }
+            }
+            Fault::Partition { prs, salt } => {
+                if self.cut.is_some() {
+                    return;
+                }
+                self.summary.partitions += 1;
+                self.cut = Some(Cut { prs, salt });
+                for link in self.net.active() {
+                    let l = &self.net.links[link];
+                    if !l.broken && self.separated(l.ends[0].node, l.ends[1].node) {
+                        // Heartbeats find out.
+                        self.cut_link(link, 300, 1_700);
+                    }
+                }
+            }
+            Fault::Heal => self.cut = None,
+            Fault::Spike(extra) => self.spike = extra,
+            Fault::SpikeEnd => self.spike = 0,
+            Fault::Slow { pr, extra } => self.slow = Some((pr, extra)),
+            Fault::SlowEnd => self.slow = None,
+            Fault::Duplicates(on) => self.duplicates = on,
+            Fault::PeLeave { pe, graceful } => self.leave_pe(pe, graceful),
+            Fault::PeJoin { pool } => self.join_pe(pool),
+            Fault::Quiet => {
+                self.cut = None;
+                self.spike = 0;
+                self.slow = None;
+                self.duplicates = false;
+                for i in 0..self.prs.len() {
+                    if self.prs[i].cluster.is_none() {
+                        self.start_pr(i);
+                    }
+                }
+            }
+            Fault::Settle => {
+                self.summary.settles += 1;
+                self.check_settled();
+            }
+        }
+    }
+
+    // ---- invariants ----
+
+    fn views(&self) -> Vec<PrView<'_>> {
+        self.prs
+            .iter()
+            .enumerate()
+            .filter_map(|(index, p)| {
+                p.cluster.as_ref().map(|cluster| PrView {
+                    index,
+                    id: p.id,
+                    cluster,
+                })
+            })
+            .collect()
+    }
+
+    /// The PEs registered at a PR, all of them or those the last step touched (`only`: a PE, or
+    /// the PEs registered at a PR).
+    fn registered_pes(&self, only: Option<Node>) -> Vec<RegisteredPe> {
+        let mut registered = Vec::new();
+        for (i, p) in self.pes.iter().enumerate() {
+            if only.is_some_and(|n| matches!(n, Node::Pe(j) if j != i)) {
+                continue;
+            }
+            if p.dead || p.core.state() != PeState::Registered {
+                continue;
+            }
+            let Some(registrar) = p.core.registrar() else {
+                continue;
+            };
+            let Some(pr) = self
+                .prs
+                .iter()
+                .position(|r| r.address == registrar.address.ip())
+            else {
+                continue;
+            };
+            if only.is_some_and(|n| matches!(n, Node::Pr(k) if k != pr)) {
+                continue;
+            }
+            registered.push(RegisteredPe {
+                id: p.core.id(),
+                pool: pool_handle(p.pool),
+                index: i,
+                registrar: pr,
+            });
+        }
+        registered
+    }
+
+    /// Whether PE `pe` has an intact association (established, unbroken, open at both ends) with
+    /// the current incarnation of PR `pr`.
+    fn association_intact(&self, pe: usize, pr: usize) -> bool {
+        let incarnation = self.prs[pr].incarnation;
+        self.net.active_links().any(|l| {
+            l.ends[0].node == Node::Pe(pe)
+                && l.ends[0].open
+                && l.established
+                && !l.broken
+                && l.ends[1].open
+                && l.ends[1].node == Node::Pr(pr)
+                && l.ends[1].incarnation == incarnation
+        })
+    }
+
+    /// The cheap invariants, over what the last step touched (`None`: everything): a PR's
+    /// handlespace is checked after every step of that PR (each PR runs its timers at least
+    /// every ENRP tick, so a PE held too long is found within a tick), a PE after every step
+    /// of that PE.
+    fn check_step(&mut self, touched: Option<Node>) {
+        if matches!(touched, Some(Node::Pu(_))) {
+            return;
+        }
+        let now = self.now();
+        let views: Vec<PrView<'_>> = self
+            .views()
+            .into_iter()
+            .filter(|v| !matches!(touched, Some(Node::Pr(i)) if i != v.index))
+            .collect();
+        let r = if matches!(touched, Some(Node::Pe(_))) {
+            Ok(())
+        } else {
+            invariants::handlespaces_hold_only_registered_pes(&self.ledger, &views, now)
+        };
+        let registered = self.registered_pes(touched);
+        let r2 = invariants::registrars_hold_their_pes(&registered, &views, |pe| {
+            self.association_intact(pe.index, pe.registrar)
+        });
+        drop(views);
+        self.fail("handlespaces_hold_only_registered_pes", r);
+        self.fail("registrars_hold_their_pes", r2);
+    }
+
+    fn check_settled(&mut self) {
+        let views = self.views();
+        let registered = self.registered_pes(None);
+        let checks = [
+            (
+                "scope_formed",
+                invariants::scope_formed(&views, self.prs.len()),
+            ),
+            (
+                "live_pes_resolvable_everywhere",
+                invariants::live_pes_resolvable_everywhere(&self.ledger, &registered, &views),
+            ),
+            (
+                "handlespaces_converge",
+                invariants::handlespaces_converge(&views),
+            ),
+        ];
+        drop(views);
+        for (name, result) in checks {
+            self.fail(name, result);
+        }
+    }
+}
+
+fn pool_handle(pool: usize) -> Vec<u8> {
+    format!("pool-{pool}").into_bytes()
+}
+
+fn endpoint_end(node: Node, conn: ConnId) -> End {
+    End {
+        node,
+        incarnation: 0,
+        handle: Some(Handle::Conn(conn)),
+        open: true,
+    }
+}
+
+/// RFC 5352 timers scaled to the simulation; a PE never gives up.
+fn endpoint_timers() -> Timers {
+    Timers {
+        t1_request: 1_500,
+        t2_registration: 1_500,
+        t3_deregistration: 1_500,
+        t5_server_hunt: 1_000,
+        t7_announce: 5_000,
+        retran_max: 4_000,
+        max_reg_attempt: u32::MAX,
+        max_request_retransmit: 2,
+        ..Timers::default()
+    }
+}
