@@ -20,7 +20,7 @@ use super::{
     Forward, Output, RFC_MAX_POOL_HANDLE, RegisterRequest, Target, TrackedKey, Worker, encode_into,
     handle_hash, jitter,
 };
-use crate::metrics::{Protocol, RemovalReason, RequestKind};
+use crate::metrics::{Protocol, RemovalReason, RequestKind, WorkerMetrics};
 use crate::url::Transport;
 
 /// Why a request was refused before it reached the handlespace.
@@ -520,54 +520,59 @@ impl Worker {
         out: &mut Output,
     ) {
         let n = self.config.items.for_request(items);
-        let selection = &mut self.selection[..n];
-        let Some((snapshot, count)) = self.reader.resolve(pool_handle.0, &mut self.rng, selection)
-        else {
-            self.metrics.resolution(false, 0);
-            self.resolution_failed(
-                target,
-                generation,
-                pool_handle,
-                cause::UNKNOWN_POOL_HANDLE,
-                out,
-            );
-            return;
-        };
-        let entries = snapshot.entries();
-        // The views borrow this snapshot; the allocation is the worker's, reused from one
-        // resolution to the next (an empty vector changes its element lifetime in place).
-        let mut pool_elements: Vec<PoolElement<'_>> = recycle(std::mem::take(&mut self.views));
-        pool_elements.extend(
-            self.selection[..count]
-                .iter()
-                .map(|&i| &entries[i as usize])
-                .filter(|e| e.fits(generation))
-                .map(|e| e.view(false)),
-        );
-        if pool_elements.is_empty() {
-            // Only PEs this generation cannot carry (64-bit identifiers on an RFC listener).
-            self.views = recycle(pool_elements);
-            self.metrics.resolution(false, 0);
-            self.resolution_failed(
-                target,
-                generation,
-                pool_handle,
-                cause::UNKNOWN_POOL_HANDLE,
-                out,
-            );
-            return;
-        }
-        self.metrics.resolution(true, pool_elements.len());
-        let message = AsapMessage::HandleResolutionResponse {
-            accepted: false,
-            pool_handle,
-            resolution: Resolution::Found {
-                policy: Some(pool_elements[0].policy),
-                pool_elements: Seq::from_items(&pool_elements),
+        let Self {
+            reader,
+            rng,
+            selection,
+            views,
+            metrics,
+            ..
+        } = self;
+        let found = reader.resolve(
+            pool_handle.0,
+            rng,
+            &mut selection[..n],
+            |snapshot, selected| {
+                let entries = snapshot.entries();
+                // The views borrow this snapshot; the allocation is the worker's, reused from one
+                // resolution to the next (an empty vector changes its element lifetime in place).
+                let mut pool_elements: Vec<PoolElement<'_>> = recycle(std::mem::take(views));
+                pool_elements.extend(
+                    selected
+                        .iter()
+                        .map(|&i| &entries[i as usize])
+                        .filter(|e| e.fits(generation))
+                        .map(|e| e.view(false)),
+                );
+                // Empty: only PEs this generation cannot carry (64-bit identifiers on an RFC
+                // listener).
+                let found = !pool_elements.is_empty();
+                if found {
+                    metrics.resolution(true, pool_elements.len());
+                    let message = AsapMessage::HandleResolutionResponse {
+                        accepted: false,
+                        pool_handle,
+                        resolution: Resolution::Found {
+                            policy: Some(pool_elements[0].policy),
+                            pool_elements: Seq::from_items(&pool_elements),
+                        },
+                    };
+                    send(metrics, target, generation, &message, out);
+                }
+                *views = recycle(pool_elements);
+                found
             },
-        };
-        self.send(target, generation, &message, out);
-        self.views = recycle(pool_elements);
+        );
+        if found != Some(true) {
+            self.metrics.resolution(false, 0);
+            self.resolution_failed(
+                target,
+                generation,
+                pool_handle,
+                cause::UNKNOWN_POOL_HANDLE,
+                out,
+            );
+        }
     }
 
     fn resolution_failed(
@@ -869,12 +874,7 @@ impl Worker {
         message: &AsapMessage<'_>,
         out: &mut Output,
     ) {
-        match out.transmit(target, |buf| message.encode(generation, buf)) {
-            Ok(()) => self
-                .metrics
-                .message_out(Protocol::Asap, message.message_type()),
-            Err(e) => tracing::warn!(?target, %e, "cannot encode an ASAP message; not sent"),
-        }
+        send(&self.metrics, target, generation, message, out);
     }
 
     /// Takes one request token of the association's rate limit; `false` when it is exhausted.
@@ -900,6 +900,20 @@ impl Worker {
         }
         r.tokens -= 1;
         true
+    }
+}
+
+/// Encodes an ASAP message into `out` and counts it.
+fn send(
+    metrics: &WorkerMetrics,
+    target: Target,
+    generation: Generation,
+    message: &AsapMessage<'_>,
+    out: &mut Output,
+) {
+    match out.transmit(target, |buf| message.encode(generation, buf)) {
+        Ok(()) => metrics.message_out(Protocol::Asap, message.message_type()),
+        Err(e) => tracing::warn!(?target, %e, "cannot encode an ASAP message; not sent"),
     }
 }
 
