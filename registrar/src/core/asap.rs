@@ -11,8 +11,8 @@ use rserpool_handlespace::{
 use rserpool_protocol::asap::message_type;
 use rserpool_protocol::csp::{CSP_GROUP_REGISTRAR, CspReport, component_id};
 use rserpool_protocol::{
-    AsapMessage, DecodeError, EncodeError, ErrorCause, Generation, PoolElement, PoolHandle,
-    Resolution, Seq, Transport as WireTransport, TransportKind, Unrecognized, cause,
+    AsapMessage, DecodeError, Decoded, EncodeError, ErrorCause, Generation, PoolElement,
+    PoolHandle, Resolution, Seq, Transport as WireTransport, TransportKind, Unrecognized, cause,
     encode_policy_parameter, encode_transport_parameter,
 };
 
@@ -58,10 +58,10 @@ impl Worker {
         };
         let generation = a.info.generation;
         let target = Target::Association(association);
-        let Some(message) = self.receive(target, generation, msg, out) else {
+        let Ok(decoded) = self.receive(target, generation, msg, out) else {
             return RequestKind::Other;
         };
-        match message {
+        match decoded.message {
             AsapMessage::Registration {
                 pool_handle,
                 pool_element,
@@ -150,10 +150,10 @@ impl Worker {
         out: &mut Output,
     ) -> RequestKind {
         let target = Target::UdpReply { listener, to: from };
-        let Some(message) = self.receive(target, generation, msg, out) else {
+        let Ok(decoded) = self.receive(target, generation, msg, out) else {
             return RequestKind::Other;
         };
-        match message {
+        match decoded.message {
             AsapMessage::HandleResolution {
                 pool_handle, items, ..
             } => {
@@ -180,26 +180,24 @@ impl Worker {
     }
 
     /// Counts and decodes a received message; answers what the codec refused, or the
-    /// parameters it skipped with a report, as RFC 5354 §3-4 say. `None`: nothing more to do.
+    /// parameters it skipped with a report, as RFC 5354 §3-4 say. An error: nothing more to do.
+    /// (The decoding is returned as the codec made it: a message moved out of it into a new
+    /// value cost a copy of the whole message per request.)
     fn receive<'m>(
         &mut self,
         target: Target,
         generation: Generation,
         msg: &'m [u8],
         out: &mut Output,
-    ) -> Option<AsapMessage<'m>> {
+    ) -> Result<Decoded<AsapMessage<'m>>, DecodeError> {
         self.metrics
             .message_in(Protocol::Asap, msg.first().copied().unwrap_or(0));
-        match AsapMessage::decode(msg, generation) {
-            Ok(decoded) => {
-                self.report_unrecognized(target, generation, &decoded.unrecognized, msg, out);
-                Some(decoded.message)
-            }
-            Err(e) => {
-                self.reply_decode_error(target, generation, &e, msg, out);
-                None
-            }
+        let decoded = AsapMessage::decode(msg, generation);
+        match &decoded {
+            Ok(d) => self.report_unrecognized(target, generation, &d.unrecognized, msg, out),
+            Err(e) => self.reply_decode_error(target, generation, e, msg, out),
         }
+        decoded
     }
 
     /// RFC 5352 §3.1: checks what the handlespace cannot know (handle length for the
