@@ -85,6 +85,7 @@ pub(crate) fn next_address(
     Ok(Some(addr))
 }
 
+#[inline(always)]
 fn encode_address(w: &mut Writer<'_>, addr: IpAddr) -> Result<(), EncodeError> {
     // Each address parameter is one fixed-size write (no padding: 8 and 20 bytes).
     match addr {
@@ -227,6 +228,10 @@ pub(crate) fn next_transport<'a>(
     }
 }
 
+// Forced inline (like the address and policy encoders) into the pool element encoder, the hot
+// caller: a call each, with the error-carrying result returned through memory, cost more than
+// their few fixed-size writes.
+#[inline(always)]
 pub(crate) fn encode_transport(w: &mut Writer<'_>, t: &Transport<'_>) -> Result<(), EncodeError> {
     match (t.kind, t.addresses.len()) {
         (_, 0) => {
@@ -633,7 +638,7 @@ pub(crate) fn decode_policy(tlv: &Tlv<'_>) -> Result<Policy, DecodeError> {
     })
 }
 
-#[inline]
+#[inline(always)]
 pub(crate) fn encode_policy(w: &mut Writer<'_>, p: &Policy) -> Result<(), EncodeError> {
     let (fields, n) = p.fields();
     // Type and at most four values: the length is known up front and needs no padding.
