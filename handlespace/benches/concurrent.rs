@@ -97,8 +97,8 @@ fn read_loop(
             if k == seq.len() {
                 k = 0;
             }
-            let (snapshot, n) = reader.resolve(h, rng, &mut out).expect("known pool");
-            acc = acc.wrapping_add(touch(&snapshot, &out[..n]));
+            let touched = reader.resolve(h, rng, &mut out, touch).expect("known pool");
+            acc = acc.wrapping_add(touched);
         }
         ops += READER_BATCH as u64;
     }

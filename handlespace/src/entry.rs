@@ -108,6 +108,7 @@ impl OwnedTransport {
     }
 
     /// A view to encode.
+    #[inline]
     pub fn view(&self) -> Transport<'_> {
         Transport {
             kind: self.kind,
@@ -138,6 +139,7 @@ impl OwnedUserTransport {
     }
 
     /// A view to encode.
+    #[inline]
     pub fn view(&self) -> UserTransport<'_> {
         match self {
             Self::Transport(t) => UserTransport::Transport(t.view()),
@@ -224,6 +226,7 @@ impl PoolElementEntry {
 
     /// A Pool Element view for encoding; `with_asap_transport` as ENRP needs it (RSPLIB's
     /// `includeRegistratorTransport`: yes in ENRP updates and table responses, no in ASAP).
+    #[inline]
     pub fn view(&self, with_asap_transport: bool) -> PoolElement<'_> {
         let r = &self.registration;
         PoolElement {

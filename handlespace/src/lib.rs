@@ -23,7 +23,7 @@ pub use entry::{
     PoolElementEntry, TransportShape,
 };
 pub use error::RegistrationError;
-pub use pool::{PoolSnapshot, SnapshotGuard};
+pub use pool::PoolSnapshot;
 pub use rng::Rng;
 pub use rserpool_protocol::{Generation, PeId, PrId};
 pub use shard::{
@@ -98,22 +98,37 @@ pub struct HandlespaceReader {
 }
 
 impl HandlespaceReader {
-    /// The current snapshot of a pool.
-    pub fn snapshot(&self, pool_handle: &[u8]) -> Option<SnapshotGuard> {
-        self.views[shard_index(pool_handle, self.views.len())].snapshot(pool_handle)
+    fn view(&self, pool_handle: &[u8]) -> &ShardView {
+        &self.views[shard_index(pool_handle, self.views.len())]
     }
 
-    /// Handle resolution (RFC 5352 §3.3): selects up to `out.len()` PEs of the pool by its policy
-    /// and returns the snapshot they index into with their count; `None` for an unknown pool.
-    pub fn resolve(
+    /// The current snapshot of a pool (a counted reference; see [`ShardView::snapshot`]).
+    pub fn snapshot(&self, pool_handle: &[u8]) -> Option<Arc<PoolSnapshot>> {
+        self.view(pool_handle).snapshot(pool_handle)
+    }
+
+    /// Calls `f` with the current snapshot of a pool, read in place (see [`ShardView::read`]);
+    /// `None` for an unknown pool.
+    pub fn read<R>(&self, pool_handle: &[u8], f: impl FnOnce(&PoolSnapshot) -> R) -> Option<R> {
+        self.view(pool_handle)
+            .read(pool_handle, |snapshot| f(snapshot))
+    }
+
+    /// Handle resolution (RFC 5352 §3.3): selects up to `selection.len()` PEs of the pool by its
+    /// policy and calls `f` with the snapshot and the indices of the selected PEs into its
+    /// entries, while the snapshot is read in place (see [`ShardView::read`]); `None` for an
+    /// unknown pool.
+    pub fn resolve<R>(
         &self,
         pool_handle: &[u8],
         rng: &mut Rng,
-        out: &mut [u32],
-    ) -> Option<(SnapshotGuard, usize)> {
-        let snapshot = self.snapshot(pool_handle)?;
-        let n = snapshot.select(rng, out);
-        Some((snapshot, n))
+        selection: &mut [u32],
+        f: impl FnOnce(&PoolSnapshot, &[u32]) -> R,
+    ) -> Option<R> {
+        self.read(pool_handle, |snapshot| {
+            let n = snapshot.select(rng, selection);
+            f(snapshot, &selection[..n])
+        })
     }
 
     /// The shards' read sides.
@@ -197,13 +212,14 @@ impl Handlespace {
     }
 
     /// Handle resolution through the read side (see [`HandlespaceReader::resolve`]).
-    pub fn resolve(
+    pub fn resolve<R>(
         &self,
         pool_handle: &[u8],
         rng: &mut Rng,
-        out: &mut [u32],
-    ) -> Option<(SnapshotGuard, usize)> {
-        self.reader.resolve(pool_handle, rng, out)
+        selection: &mut [u32],
+        f: impl FnOnce(&PoolSnapshot, &[u32]) -> R,
+    ) -> Option<R> {
+        self.reader.resolve(pool_handle, rng, selection, f)
     }
 
     /// Removes every PE whose registration life ran out, in every shard.

@@ -5,13 +5,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use arc_swap::ArcSwap;
-
 use rserpool_protocol::{PeId, Policy};
 
 use crate::entry::{Millis, PoolElementEntry, TransportShape};
 use crate::policy::{SelectionIndex, SelectionState};
 use crate::rng::Rng;
+use crate::shard::ShardView;
 use crate::timer::TimerId;
 
 /// What the writer keeps per PE beside the published entry: the fields that change without a
@@ -56,6 +55,7 @@ impl PoolSnapshot {
 
     /// Selects up to `out.len()` distinct PEs by the pool's policy (RFC 5356; see
     /// [`crate::policy`]) and writes their indices into [`Self::entries`]; returns how many.
+    #[inline]
     pub fn select(&self, rng: &mut Rng, out: &mut [u32]) -> usize {
         let n = out.len();
         self.index
@@ -68,23 +68,6 @@ impl PoolSnapshot {
         self.degradation
             .get(i)
             .map_or(0, |c| c.load(Ordering::Relaxed))
-    }
-}
-
-/// Where a pool's current snapshot is published: readers on any thread load it without locks
-/// (RCU through `arc-swap`), the pool's writer replaces it.
-#[derive(Debug)]
-pub struct PoolCell(ArcSwap<PoolSnapshot>);
-
-/// A reader's hold on a pool snapshot: the snapshot stays alive while it is held, without
-/// touching the snapshot's reference count (arc-swap's per-thread debt slots), so readers on
-/// many cores do not contend on one counter. Hold it briefly (one resolution).
-pub type SnapshotGuard = arc_swap::Guard<Arc<PoolSnapshot>>;
-
-impl PoolCell {
-    /// The current snapshot.
-    pub fn load(&self) -> SnapshotGuard {
-        self.0.load()
     }
 }
 
@@ -117,10 +100,8 @@ pub(crate) struct Pool {
     /// PE ID to position, kept only for pools larger than [`SCAN_LIMIT`]; smaller pools are
     /// scanned (a hash map costs ~200 bytes per pool, 20 per PE in a pool of 10).
     by_id: Option<HashMap<PeId, u32, foldhash::fast::RandomState>>,
-    /// The writer's copy of the published snapshot.
+    /// The writer's copy of the snapshot published in the shard's view.
     pub snapshot: Arc<PoolSnapshot>,
-    /// Where readers find it.
-    pub cell: Arc<PoolCell>,
 }
 
 impl Pool {
@@ -137,7 +118,6 @@ impl Pool {
             shape,
             meta: Vec::new(),
             by_id: None,
-            cell: Arc::new(PoolCell(ArcSwap::new(Arc::clone(&snapshot)))),
             snapshot,
         }
     }
@@ -158,8 +138,8 @@ impl Pool {
         self.meta.len()
     }
 
-    /// Appends a PE and publishes.
-    pub fn push(&mut self, entry: PoolElementEntry, meta: PeMeta) {
+    /// Appends a PE and publishes in `view`.
+    pub fn push(&mut self, entry: PoolElementEntry, meta: PeMeta, view: &ShardView) {
         if let Some(map) = &mut self.by_id {
             map.insert(entry.id(), self.meta.len() as u32);
         }
@@ -171,7 +151,7 @@ impl Pool {
         let mut entries = Vec::with_capacity(self.meta.len());
         entries.extend_from_slice(self.entries());
         entries.push(entry);
-        self.publish(entries, Change::Added);
+        self.publish(entries, Change::Added, view);
         if self.by_id.is_none() && self.len() > SCAN_LIMIT {
             self.by_id = Some(
                 self.entries()
@@ -192,18 +172,24 @@ impl Pool {
         }
     }
 
-    /// Replaces PE `i` (a re-registration) and publishes; returns the old writer state.
-    pub fn replace(&mut self, i: usize, entry: PoolElementEntry, meta: PeMeta) -> PeMeta {
+    /// Replaces PE `i` (a re-registration) and publishes in `view`; returns the old writer state.
+    pub fn replace(
+        &mut self,
+        i: usize,
+        entry: PoolElementEntry,
+        meta: PeMeta,
+        view: &ShardView,
+    ) -> PeMeta {
         let old = std::mem::replace(&mut self.meta[i], meta);
         let mut entries = self.entries().to_vec();
         entries[i] = entry;
-        self.publish(entries, Change::Replaced(i));
+        self.publish(entries, Change::Replaced(i), view);
         old
     }
 
-    /// Removes PE `i` (the last one moves into its place) and publishes, unless the pool became
-    /// empty (the caller drops it).
-    pub fn swap_remove(&mut self, i: usize) -> (PoolElementEntry, PeMeta) {
+    /// Removes PE `i` (the last one moves into its place) and publishes in `view`, unless the
+    /// pool became empty (the caller drops it).
+    pub fn swap_remove(&mut self, i: usize, view: &ShardView) -> (PoolElementEntry, PeMeta) {
         let meta = self.meta.swap_remove(i);
         let mut entries = self.entries().to_vec();
         let entry = entries.swap_remove(i);
@@ -214,15 +200,17 @@ impl Pool {
             }
         }
         if !entries.is_empty() {
-            self.publish(entries, Change::Removed(i));
+            self.publish(entries, Change::Removed(i), view);
         }
         (entry, meta)
     }
 
-    /// Applies `f` to every entry; publishes if it changed any. Returns the changed entries.
+    /// Applies `f` to every entry; publishes in `view` if it changed any. Returns the changed
+    /// entries.
     pub fn update_all(
         &mut self,
         mut f: impl FnMut(&mut PoolElementEntry) -> bool,
+        view: &ShardView,
     ) -> Vec<PoolElementEntry> {
         let mut entries = self.entries().to_vec();
         let changed: Vec<PoolElementEntry> = entries
@@ -230,14 +218,14 @@ impl Pool {
             .filter_map(|e| f(e).then(|| e.clone()))
             .collect();
         if !changed.is_empty() {
-            self.publish(entries, Change::Kept);
+            self.publish(entries, Change::Kept, view);
         }
         changed
     }
 
-    /// Publishes `entries` as the next snapshot after `change`, carrying degradation counters
-    /// over.
-    fn publish(&mut self, entries: Vec<PoolElementEntry>, change: Change) {
+    /// Publishes `entries` in `view` as the next snapshot after `change`, carrying degradation
+    /// counters over.
+    fn publish(&mut self, entries: Vec<PoolElementEntry>, change: Change, view: &ShardView) {
         let old = &self.snapshot;
         let counter = |i: usize| {
             old.degradation
@@ -267,6 +255,6 @@ impl Pool {
             degradation,
             state: Arc::clone(&old.state),
         });
-        self.cell.0.store(Arc::clone(&self.snapshot));
+        view.publish(&self.handle, &self.snapshot);
     }
 }

@@ -10,23 +10,43 @@ use rserpool_protocol::{PeId, PrId};
 
 use crate::entry::{AssociationId, Millis, PeRegistration, PoolElementEntry};
 use crate::error::RegistrationError;
-use crate::pool::{PeMeta, Pool, PoolCell, PoolSnapshot, SnapshotGuard};
+use crate::pool::{PeMeta, Pool, PoolSnapshot};
 use crate::timer::TimerWheel;
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// The read side of a shard, shared with every thread: pool handle to the pool's published
-/// snapshot, in a lock-free hash map (`papaya`); each snapshot is replaced by RCU. Readers never
-/// wait for the writer and the writer never waits for readers.
+/// snapshot, in a lock-free hash map (`papaya`); the writer replaces a pool's snapshot by
+/// inserting the next one, and the map's epochs keep the old one alive for readers still holding
+/// it (RCU). Readers never wait for the writer and the writer never waits for readers.
 #[derive(Debug, Default)]
 pub struct ShardView {
-    pools: papaya::HashMap<Arc<[u8]>, Arc<PoolCell>, foldhash::fast::RandomState>,
+    pools: papaya::HashMap<Arc<[u8]>, Arc<PoolSnapshot>, foldhash::fast::RandomState>,
 }
 
 impl ShardView {
-    /// The current snapshot of a pool.
-    pub fn snapshot(&self, pool_handle: &[u8]) -> Option<SnapshotGuard> {
-        self.pools.pin().get(pool_handle).map(|cell| cell.load())
+    /// The current snapshot of a pool, as a counted reference for callers that keep it (a
+    /// handle resolution reads it in place with [`Self::read`]).
+    pub fn snapshot(&self, pool_handle: &[u8]) -> Option<Arc<PoolSnapshot>> {
+        self.read(pool_handle, Arc::clone)
+    }
+
+    /// Calls `f` with the current snapshot of a pool, read under the map's epoch guard without
+    /// touching the snapshot's reference count (readers on many cores do not contend on one
+    /// counter); `None` for an unknown pool.
+    pub fn read<R>(
+        &self,
+        pool_handle: &[u8],
+        f: impl FnOnce(&Arc<PoolSnapshot>) -> R,
+    ) -> Option<R> {
+        self.pools.pin().get(pool_handle).map(f)
+    }
+
+    /// Publishes `snapshot` as the pool's current one (the pool's writer only).
+    pub(crate) fn publish(&self, pool_handle: &Arc<[u8]>, snapshot: &Arc<PoolSnapshot>) {
+        self.pools
+            .pin()
+            .insert(Arc::clone(pool_handle), Arc::clone(snapshot));
     }
 
     /// Number of pools.
@@ -47,9 +67,9 @@ impl ShardView {
     pub fn for_each_pool(&self, mut f: impl FnMut(&[u8], &PoolSnapshot)) {
         let mut seen: std::collections::HashSet<Arc<[u8]>, foldhash::fast::RandomState> =
             std::collections::HashSet::default();
-        for (handle, cell) in self.pools.pin().iter() {
+        for (handle, snapshot) in self.pools.pin().iter() {
             if seen.insert(Arc::clone(handle)) {
-                f(handle, &cell.load());
+                f(handle, snapshot);
             }
         }
     }
@@ -376,17 +396,13 @@ impl Shard {
             // nothing: readers already see this entry; only its degradation counter restarts.
             Some(i) if pool.entries()[i] == entry => pool.reregister_unchanged(i, meta),
             Some(i) => {
-                pool.replace(i, entry.clone(), meta);
+                pool.replace(i, entry.clone(), meta, &self.view);
             }
+            // Readers see a new pool once it holds its first PE.
             None => {
-                pool.push(entry.clone(), meta);
+                pool.push(entry.clone(), meta, &self.view);
                 self.pes += 1;
             }
-        }
-        if pool_created {
-            // Readers see the pool only once it holds its first PE.
-            let cell = Arc::clone(&pool.cell);
-            self.view.pools.pin().insert(Arc::clone(&pool.handle), cell);
         }
         // The checksums cover (pool handle, PE ID) per owner: only a new PE or a change of home
         // PR changes them.
@@ -439,7 +455,7 @@ impl Shard {
     /// if it became empty.
     fn remove_at(&mut self, slot_index: u32, i: usize) -> Removed {
         let pool = self.pools[slot_index as usize].as_mut().expect("live pool");
-        let (entry, meta) = pool.swap_remove(i);
+        let (entry, meta) = pool.swap_remove(i, &self.view);
         self.pes -= 1;
         if let Some(t) = meta.expiry {
             self.timers.cancel(t);
@@ -551,13 +567,16 @@ impl Shard {
             return moved;
         }
         for pool in self.pools.iter_mut().flatten() {
-            let changed = pool.update_all(|e| {
-                let owned = e.home_pr == dead;
-                if owned {
-                    e.home_pr = new_home;
-                }
-                owned
-            });
+            let changed = pool.update_all(
+                |e| {
+                    let owned = e.home_pr == dead;
+                    if owned {
+                        e.home_pr = new_home;
+                    }
+                    owned
+                },
+                &self.view,
+            );
             moved.extend(changed.into_iter().map(|e| (Arc::clone(&pool.handle), e)));
         }
         if let Some(c) = self.owners.remove(&dead) {

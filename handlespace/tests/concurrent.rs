@@ -1,6 +1,6 @@
 //! Multi-threaded stress tests of the handlespace's concurrency design: one writer per shard (the
 //! thread that owns the `Shard`), handle resolutions on any thread through the lock-free read side
-//! (`HandlespaceReader`, `ShardView`: papaya map plus arc-swap RCU snapshots, atomic selection
+//! (`HandlespaceReader`, `ShardView`: papaya map of RCU snapshots, atomic selection
 //! state), and writes for a foreign shard forwarded to its owner through `Mailbox`es.
 //!
 //! Readers check invariants that a torn, stale or half-published state breaks; the forwarding
@@ -431,31 +431,37 @@ fn resolutions_during_churn_never_return_deregistered_or_torn_state() {
                         let p = rng.below(POOLS as u64) as usize;
                         let items = 1 + rng.below(5) as usize;
                         let low = tracks[p].low.load(Ordering::Acquire);
-                        let resolved = reader.resolve(&handles[p], &mut rng, &mut out[..items]);
-                        let high = tracks[p].next.load(Ordering::Acquire);
-                        reads += 1;
-                        let Some((snapshot, n)) = resolved else {
-                            continue;
-                        };
-                        found += 1;
-                        let home = PrId(owner[p] as u64 + 1);
-                        check_snapshot(POOLS, p, home, &snapshot, low, high);
-                        assert_eq!(
-                            n,
-                            items.min(snapshot.len()),
-                            "pool {p}: resolution for {items} items from {} PEs",
-                            snapshot.len()
+                        // `high` is read after the snapshot, inside the resolution.
+                        let resolved = reader.resolve(
+                            &handles[p],
+                            &mut rng,
+                            &mut out[..items],
+                            |snapshot, picked| {
+                                let high = tracks[p].next.load(Ordering::Acquire);
+                                let home = PrId(owner[p] as u64 + 1);
+                                check_snapshot(POOLS, p, home, snapshot, low, high);
+                                assert_eq!(
+                                    picked.len(),
+                                    items.min(snapshot.len()),
+                                    "pool {p}: resolution for {items} items from {} PEs",
+                                    snapshot.len()
+                                );
+                                for (j, &i) in picked.iter().enumerate() {
+                                    assert!(
+                                        (i as usize) < snapshot.len(),
+                                        "pool {p}: index {i} beyond {} PEs",
+                                        snapshot.len()
+                                    );
+                                    assert!(!picked[..j].contains(&i), "pool {p}: PE {i} twice");
+                                    let (_, seq) =
+                                        decode(POOLS, snapshot.entries()[i as usize].id().0);
+                                    assert!(seq >= low, "pool {p}: returned deregistered PE {seq}");
+                                }
+                            },
                         );
-                        let picked = &out[..n];
-                        for (j, &i) in picked.iter().enumerate() {
-                            assert!(
-                                (i as usize) < snapshot.len(),
-                                "pool {p}: index {i} beyond {} PEs",
-                                snapshot.len()
-                            );
-                            assert!(!picked[..j].contains(&i), "pool {p}: PE {i} twice");
-                            let (_, seq) = decode(POOLS, snapshot.entries()[i as usize].id().0);
-                            assert!(seq >= low, "pool {p}: returned deregistered PE {seq}");
+                        reads += 1;
+                        if resolved.is_some() {
+                            found += 1;
                         }
                     }
                     found
@@ -1046,33 +1052,37 @@ fn forwarded_writes_are_applied_once_and_match_a_replay() {
                     let _guard = StopOnPanic(stop);
                     let mut rng = Rng::seed(0xAB00 + r as u64);
                     let mut out = [0u32; 4];
+                    let out_len = out.len();
                     let began = Instant::now();
                     while finished.load(Ordering::SeqCst) < FWD_SHARDS
                         && !stop.load(Ordering::SeqCst)
                     {
                         assert!(began.elapsed() < DEADLINE, "reader {r} ran too long");
                         let p = rng.below(FWD_POOLS as u64) as usize;
-                        let Some((snap, n)) = reader.resolve(&handles[p], &mut rng, &mut out)
-                        else {
-                            continue;
-                        };
-                        assert!(!snap.is_empty(), "pool {p}: empty snapshot published");
-                        assert_eq!(n, out.len().min(snap.len()), "pool {p}: resolution count");
-                        let ty = snap.entries()[0].registration.policy.policy_type();
-                        let mut ids: Vec<u64> = snap.entries().iter().map(|e| e.id().0).collect();
-                        assert!(
-                            snap.entries()
-                                .iter()
-                                .all(|e| e.registration.policy.policy_type() == ty),
-                            "pool {p}: snapshot mixes policy types"
-                        );
-                        ids.sort_unstable();
-                        ids.dedup();
-                        assert_eq!(ids.len(), snap.len(), "pool {p}: duplicate PE IDs");
-                        for (j, &i) in out[..n].iter().enumerate() {
-                            assert!((i as usize) < snap.len());
-                            assert!(!out[..j].contains(&i), "pool {p}: PE {i} twice");
-                        }
+                        reader.resolve(&handles[p], &mut rng, &mut out, |snap, picked| {
+                            assert!(!snap.is_empty(), "pool {p}: empty snapshot published");
+                            assert_eq!(
+                                picked.len(),
+                                out_len.min(snap.len()),
+                                "pool {p}: resolution count"
+                            );
+                            let ty = snap.entries()[0].registration.policy.policy_type();
+                            let mut ids: Vec<u64> =
+                                snap.entries().iter().map(|e| e.id().0).collect();
+                            assert!(
+                                snap.entries()
+                                    .iter()
+                                    .all(|e| e.registration.policy.policy_type() == ty),
+                                "pool {p}: snapshot mixes policy types"
+                            );
+                            ids.sort_unstable();
+                            ids.dedup();
+                            assert_eq!(ids.len(), snap.len(), "pool {p}: duplicate PE IDs");
+                            for (j, &i) in picked.iter().enumerate() {
+                                assert!((i as usize) < snap.len());
+                                assert!(!picked[..j].contains(&i), "pool {p}: PE {i} twice");
+                            }
+                        });
                     }
                 })
             })
@@ -1234,11 +1244,13 @@ fn round_robin_stays_exact_under_contention() {
                     let mut out = [0u32; 1];
                     start.wait();
                     for _ in 0..RESOLUTIONS {
-                        let (snapshot, n) =
-                            reader.resolve(handle, &mut rng, &mut out).expect("pool");
-                        assert!(Arc::ptr_eq(&snapshot, published), "the pool changed");
-                        assert_eq!(n, 1);
-                        let id = snapshot.entries()[out[0] as usize].id().0;
+                        let id = reader
+                            .resolve(handle, &mut rng, &mut out, |snapshot, picked| {
+                                assert!(std::ptr::eq(snapshot, &**published), "the pool changed");
+                                assert_eq!(picked.len(), 1);
+                                snapshot.entries()[picked[0] as usize].id().0
+                            })
+                            .expect("pool");
                         counts[id as usize - 1] += 1;
                     }
                     counts

@@ -351,16 +351,17 @@ fn run(ops: &[Op], shards: usize, seed: u64) {
             Op::Resolve { handle, n } => {
                 let h = HANDLES[handle];
                 let mut out = vec![0u32; n];
-                let got = hs.resolve(h, &mut rng, &mut out);
+                let got = hs.resolve(h, &mut rng, &mut out, |snap, picked| {
+                    picked
+                        .iter()
+                        .map(|&i| snap.entries()[i as usize].id().0)
+                        .collect::<Vec<u64>>()
+                });
                 match model.pools.get(h) {
                     None => assert!(got.is_none(), "step {step}: resolved unknown pool"),
                     Some(pool) => {
-                        let (snap, k) =
-                            got.unwrap_or_else(|| panic!("step {step}: pool not found"));
-                        let mut ids: Vec<u64> = out[..k]
-                            .iter()
-                            .map(|&i| snap.entries()[i as usize].id().0)
-                            .collect();
+                        let mut ids = got.unwrap_or_else(|| panic!("step {step}: pool not found"));
+                        let k = ids.len();
                         // Weighted random may leave out weight-0 PEs; every other policy fills.
                         let selectable = pool
                             .values()

@@ -5,7 +5,8 @@ use crate::error::{DecodeError, EncodeError};
 use crate::param::{
     OperationError, Policy, PoolElement, PoolHandle, Transport, decode_operation_error,
     decode_pe_id, decode_policy, decode_pool_element, decode_pool_handle, encode_operation_error,
-    encode_pe_id, encode_policy, encode_pool_element, encode_pool_handle, encode_transport,
+    encode_pe_id, encode_policy, encode_pool_element, encode_pool_elements, encode_pool_handle,
+    encode_transport,
 };
 use crate::wire::{Cursor, Seq, Unrecognized, Writer};
 use crate::{Decoded, Generation, PeId, PrId, param_type as pt};
@@ -356,9 +357,8 @@ impl<'a> AsapMessage<'a> {
     /// length field counts the last parameter's padding).
     pub fn encode(&self, generation: Generation, buf: &mut [u8]) -> Result<usize, EncodeError> {
         let mut w = Writer::new(buf);
-        w.u8(self.message_type())?;
-        w.u8(self.flags())?;
-        w.u16(0)?;
+        // Type, flags and a length placeholder.
+        *w.array()? = [self.message_type(), self.flags(), 0, 0];
         match self {
             Self::Registration {
                 pool_handle,
@@ -418,9 +418,7 @@ impl<'a> AsapMessage<'a> {
                         if let Some(p) = policy {
                             encode_policy(&mut w, p)?;
                         }
-                        for pe in pool_elements.iter() {
-                            encode_pool_element(&mut w, &pe, generation)?;
-                        }
+                        encode_pool_elements(&mut w, pool_elements, generation)?;
                     }
                     Resolution::Failed(e) => encode_operation_error(&mut w, e)?,
                 }
@@ -462,9 +460,7 @@ impl<'a> AsapMessage<'a> {
                 if let Some(p) = policy {
                     encode_policy(&mut w, p)?;
                 }
-                for pe in pool_elements.iter() {
-                    encode_pool_element(&mut w, &pe, generation)?;
-                }
+                encode_pool_elements(&mut w, pool_elements, generation)?;
             }
             Self::Error(e) => encode_operation_error(&mut w, e)?,
         }

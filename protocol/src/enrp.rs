@@ -5,7 +5,7 @@ use crate::error::{DecodeError, EncodeError};
 use crate::param::{
     OperationError, PoolElement, PoolHandle, ServerInformation, decode_operation_error,
     decode_pool_element, decode_pool_handle, decode_server_information, encode_operation_error,
-    encode_pool_element, encode_pool_handle, encode_server_information,
+    encode_pool_element, encode_pool_elements, encode_pool_handle, encode_server_information,
 };
 use crate::wire::{Cursor, Seq, Unrecognized, Writer};
 use crate::{Decoded, Generation, PrId, param_type as pt};
@@ -325,9 +325,7 @@ impl<'a> EnrpMessage<'a> {
                         });
                     }
                     encode_pool_handle(&mut w, e.pool_handle)?;
-                    for pe in e.pool_elements.iter() {
-                        encode_pool_element(&mut w, &pe, generation)?;
-                    }
+                    encode_pool_elements(&mut w, &e.pool_elements, generation)?;
                 }
             }
             EnrpBody::HandleUpdate {

@@ -6,7 +6,7 @@ use core::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::error::{DecodeError, EncodeError};
-use crate::wire::{Cursor, Seq, Tlv, Unrecognized, Writer};
+use crate::wire::{Cursor, Seq, Tlv, Unrecognized, Writer, narrow_id, tlv_header};
 use crate::{Generation, PeId, PrId, param_type as pt};
 
 /// A pool handle (RFC 5354 §3.9): opaque bytes naming a pool, at least one byte long.
@@ -85,11 +85,22 @@ pub(crate) fn next_address(
     Ok(Some(addr))
 }
 
+#[inline(always)]
 fn encode_address(w: &mut Writer<'_>, addr: IpAddr) -> Result<(), EncodeError> {
+    // Each address parameter is one fixed-size write (no padding: 8 and 20 bytes).
     match addr {
-        IpAddr::V4(a) => w.tlv(pt::IPV4_ADDRESS, &a.octets(), "IPv4 address"),
-        IpAddr::V6(a) => w.tlv(pt::IPV6_ADDRESS, &a.octets(), "IPv6 address"),
+        IpAddr::V4(a) => {
+            let p = w.array::<8>()?;
+            p[..4].copy_from_slice(&tlv_header(pt::IPV4_ADDRESS, 8));
+            p[4..].copy_from_slice(&a.octets());
+        }
+        IpAddr::V6(a) => {
+            let p = w.array::<20>()?;
+            p[..4].copy_from_slice(&tlv_header(pt::IPV6_ADDRESS, 20));
+            p[4..].copy_from_slice(&a.octets());
+        }
     }
+    Ok(())
 }
 
 /// Transport protocol of a transport parameter (RFC 5354 §3.3-§3.7).
@@ -217,6 +228,10 @@ pub(crate) fn next_transport<'a>(
     }
 }
 
+// Forced inline (like the address and policy encoders) into the pool element encoder, the hot
+// caller: a call each, with the error-carrying result returned through memory, cost more than
+// their few fixed-size writes.
+#[inline(always)]
 pub(crate) fn encode_transport(w: &mut Writer<'_>, t: &Transport<'_>) -> Result<(), EncodeError> {
     match (t.kind, t.addresses.len()) {
         (_, 0) => {
@@ -233,9 +248,11 @@ pub(crate) fn encode_transport(w: &mut Writer<'_>, t: &Transport<'_>) -> Result<
             });
         }
     }
-    let mark = w.begin_tlv(t.kind.parameter_type())?;
-    w.u16(t.port)?;
-    w.u16(t.transport_use)?;
+    let mark = w.pos();
+    let head = w.array::<8>()?;
+    head[..4].copy_from_slice(&tlv_header(t.kind.parameter_type(), 0));
+    head[4..6].copy_from_slice(&t.port.to_be_bytes());
+    head[6..].copy_from_slice(&t.transport_use.to_be_bytes());
     if t.kind == TransportKind::Dccp {
         w.u32(t.service_code)?;
     }
@@ -621,14 +638,14 @@ pub(crate) fn decode_policy(tlv: &Tlv<'_>) -> Result<Policy, DecodeError> {
     })
 }
 
+#[inline(always)]
 pub(crate) fn encode_policy(w: &mut Writer<'_>, p: &Policy) -> Result<(), EncodeError> {
-    let mark = w.begin_tlv(pt::POOL_POLICY)?;
-    w.u32(p.policy_type())?;
     let (fields, n) = p.fields();
-    for f in &fields[..n] {
-        w.u32(*f)?;
-    }
-    w.end_tlv(mark, "policy")
+    // Type and at most four values: the length is known up front and needs no padding.
+    let head = w.array::<8>()?;
+    head[..4].copy_from_slice(&tlv_header(pt::POOL_POLICY, 8 + 4 * n as u16));
+    head[4..].copy_from_slice(&p.policy_type().to_be_bytes());
+    w.u32s(&fields[..n])
 }
 
 /// Registration life meaning "infinite" (RFC 5354 §3.10).
@@ -726,10 +743,27 @@ pub(crate) fn encode_pool_element(
     pe: &PoolElement<'_>,
     generation: Generation,
 ) -> Result<(), EncodeError> {
-    let mark = w.begin_tlv(pt::POOL_ELEMENT)?;
-    w.id(generation, pe.id.0, "PE identifier")?;
-    w.id(generation, pe.home_pr.0, "home PR identifier")?;
-    w.u32(pe.registration_life as u32)?;
+    let mark = w.pos();
+    let life = (pe.registration_life as u32).to_be_bytes();
+    // The fixed part (header, identifiers, life) in one write; the length is set at the end.
+    match generation {
+        Generation::Rfc => {
+            let id = narrow_id(pe.id.0, "PE identifier")?;
+            let home_pr = narrow_id(pe.home_pr.0, "home PR identifier")?;
+            let head = w.array::<16>()?;
+            head[..4].copy_from_slice(&tlv_header(pt::POOL_ELEMENT, 0));
+            head[4..8].copy_from_slice(&id.to_be_bytes());
+            head[8..12].copy_from_slice(&home_pr.to_be_bytes());
+            head[12..].copy_from_slice(&life);
+        }
+        Generation::Ng => {
+            let head = w.array::<24>()?;
+            head[..4].copy_from_slice(&tlv_header(pt::POOL_ELEMENT, 0));
+            head[4..12].copy_from_slice(&pe.id.0.to_be_bytes());
+            head[12..20].copy_from_slice(&pe.home_pr.0.to_be_bytes());
+            head[20..].copy_from_slice(&life);
+        }
+    }
     match &pe.user_transport {
         UserTransport::Transport(t) => encode_transport(w, t)?,
         UserTransport::Opaque(b) => w.tlv(pt::OPAQUE_TRANSPORT, b, "opaque transport")?,
@@ -739,6 +773,22 @@ pub(crate) fn encode_pool_element(
         encode_transport(w, t)?;
     }
     w.end_tlv(mark, "pool element")
+}
+
+/// Pool Element parameters, one after the other.
+pub(crate) fn encode_pool_elements(
+    w: &mut Writer<'_>,
+    pool_elements: &Seq<'_, PoolElement<'_>>,
+    generation: Generation,
+) -> Result<(), EncodeError> {
+    match pool_elements.items() {
+        Some(items) => items
+            .iter()
+            .try_for_each(|pe| encode_pool_element(w, pe, generation)),
+        None => pool_elements
+            .iter()
+            .try_for_each(|pe| encode_pool_element(w, &pe, generation)),
+    }
 }
 
 /// A PE Identifier parameter (RFC 5354 §3.14: 32 bits; NG: 64 bits).

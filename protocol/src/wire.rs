@@ -323,6 +323,20 @@ impl<'b> Writer<'b> {
         self.pos
     }
 
+    /// Reserves the next `N` bytes for the caller to fill at fixed offsets: one bounds check for
+    /// a parameter's fixed-size part instead of one per field.
+    #[inline]
+    pub fn array<const N: usize>(&mut self) -> Result<&mut [u8; N], EncodeError> {
+        let end = self.pos + N;
+        let dst = self
+            .buf
+            .get_mut(self.pos..)
+            .and_then(<[u8]>::first_chunk_mut::<N>)
+            .ok_or(EncodeError::BufferTooSmall { needed: end })?;
+        self.pos = end;
+        Ok(dst)
+    }
+
     pub fn bytes(&mut self, b: &[u8]) -> Result<(), EncodeError> {
         let end = self.pos + b.len();
         let dst = self
@@ -335,19 +349,37 @@ impl<'b> Writer<'b> {
     }
 
     pub fn u8(&mut self, v: u8) -> Result<(), EncodeError> {
-        self.bytes(&[v])
+        *self.array()? = [v];
+        Ok(())
     }
 
     pub fn u16(&mut self, v: u16) -> Result<(), EncodeError> {
-        self.bytes(&v.to_be_bytes())
+        *self.array()? = v.to_be_bytes();
+        Ok(())
     }
 
     pub fn u32(&mut self, v: u32) -> Result<(), EncodeError> {
-        self.bytes(&v.to_be_bytes())
+        *self.array()? = v.to_be_bytes();
+        Ok(())
     }
 
     pub fn u64(&mut self, v: u64) -> Result<(), EncodeError> {
-        self.bytes(&v.to_be_bytes())
+        *self.array()? = v.to_be_bytes();
+        Ok(())
+    }
+
+    /// Writes 32-bit words, with one bounds check for all of them.
+    pub fn u32s(&mut self, words: &[u32]) -> Result<(), EncodeError> {
+        let end = self.pos + 4 * words.len();
+        let dst = self
+            .buf
+            .get_mut(self.pos..end)
+            .ok_or(EncodeError::BufferTooSmall { needed: end })?;
+        for (d, v) in dst.chunks_exact_mut(4).zip(words) {
+            d.copy_from_slice(&v.to_be_bytes());
+        }
+        self.pos = end;
+        Ok(())
     }
 
     /// Writes a PE or PR identifier of the generation's width.
@@ -358,15 +390,13 @@ impl<'b> Writer<'b> {
         what: &'static str,
     ) -> Result<(), EncodeError> {
         match generation {
-            Generation::Rfc => {
-                let narrow = u32::try_from(id).map_err(|_| EncodeError::IdTooWide { what, id })?;
-                self.u32(narrow)
-            }
+            Generation::Rfc => self.u32(narrow_id(id, what)?),
             Generation::Ng => self.u64(id),
         }
     }
 
     /// Zero bytes up to the next multiple of 4.
+    #[inline]
     pub fn pad(&mut self) -> Result<(), EncodeError> {
         // Fixed-size writes: a copy of a variable 0-3 bytes compiles to a `memset` call, which
         // cost more than the rest of a small TLV's encoding.
@@ -381,19 +411,20 @@ impl<'b> Writer<'b> {
     /// Starts a TLV or message: writes `ty` (16 bits) and a length placeholder.
     pub fn begin_tlv(&mut self, ty: u16) -> Result<usize, EncodeError> {
         let mark = self.pos;
-        self.u16(ty)?;
-        self.u16(0)?;
+        *self.array()? = tlv_header(ty, 0);
         Ok(mark)
     }
 
     /// Fills in the length of the TLV begun at `mark` (header and value, without its own padding,
     /// RFC 5354 §3) and pads it.
+    #[inline]
     pub fn end_tlv(&mut self, mark: usize, what: &'static str) -> Result<(), EncodeError> {
         self.set_len(mark, self.pos - mark, what)?;
         self.pad()
     }
 
     /// Writes `len` into the 16-bit length field at `mark + 2`.
+    #[inline]
     pub fn set_len(
         &mut self,
         mark: usize,
@@ -411,6 +442,18 @@ impl<'b> Writer<'b> {
         self.bytes(value)?;
         self.end_tlv(mark, what)
     }
+}
+
+/// A TLV header: type and length (header and value, without padding), big-endian.
+pub(crate) const fn tlv_header(ty: u16, len: u16) -> [u8; 4] {
+    let [t0, t1] = ty.to_be_bytes();
+    let [l0, l1] = len.to_be_bytes();
+    [t0, t1, l0, l1]
+}
+
+/// A PE or PR identifier narrowed to the RFC generation's 32 bits.
+pub(crate) fn narrow_id(id: u64, what: &'static str) -> Result<u32, EncodeError> {
+    u32::try_from(id).map_err(|_| EncodeError::IdTooWide { what, id })
 }
 
 /// An item type that can stand in a [`Seq`]. Sealed: implemented by the codec's list items only.
@@ -464,6 +507,15 @@ impl<'a, T> Seq<'a, T> {
                 count: count as u32,
                 generation,
             },
+        }
+    }
+
+    /// The caller's items, if the list was made from them: encoders walk them in place
+    /// instead of copying each one out through the iterator.
+    pub(crate) fn items(&self) -> Option<&'a [T]> {
+        match self.repr {
+            Repr::Items(items) => Some(items),
+            Repr::Wire { .. } => None,
         }
     }
 

@@ -99,18 +99,24 @@ fn bench_resolve_case(
         g.bench_function(name, |b| match depth {
             Depth::Full => b.iter(|| {
                 let h = lookups.next();
-                let (snapshot, n) = reader.resolve(h, &mut rng, &mut out).expect("known pool");
-                touch(&snapshot, &out[..n])
+                reader
+                    .resolve(h, &mut rng, &mut out, touch)
+                    .expect("known pool")
             }),
             Depth::NoTouch => b.iter(|| {
                 let h = lookups.next();
-                let (snapshot, n) = reader.resolve(h, &mut rng, &mut out).expect("known pool");
-                black_box(&snapshot);
-                n
+                reader
+                    .resolve(h, &mut rng, &mut out, |snapshot, picked| {
+                        black_box(snapshot);
+                        picked.len()
+                    })
+                    .expect("known pool")
             }),
             Depth::LookupOnly => b.iter(|| {
                 let h = lookups.next();
-                reader.snapshot(h).expect("known pool")
+                reader
+                    .read(h, |snapshot| black_box(snapshot).len())
+                    .expect("known pool")
             }),
         });
     }

@@ -11,8 +11,8 @@ use rserpool_handlespace::{
 use rserpool_protocol::asap::message_type;
 use rserpool_protocol::csp::{CSP_GROUP_REGISTRAR, CspReport, component_id};
 use rserpool_protocol::{
-    AsapMessage, DecodeError, EncodeError, ErrorCause, Generation, PoolElement, PoolHandle,
-    Resolution, Seq, Transport as WireTransport, TransportKind, Unrecognized, cause,
+    AsapMessage, DecodeError, Decoded, EncodeError, ErrorCause, Generation, PoolElement,
+    PoolHandle, Resolution, Seq, Transport as WireTransport, TransportKind, Unrecognized, cause,
     encode_policy_parameter, encode_transport_parameter,
 };
 
@@ -20,7 +20,7 @@ use super::{
     Forward, Output, RFC_MAX_POOL_HANDLE, RegisterRequest, Target, TrackedKey, Worker, encode_into,
     handle_hash, jitter,
 };
-use crate::metrics::{Protocol, RemovalReason, RequestKind};
+use crate::metrics::{Protocol, RemovalReason, RequestKind, WorkerMetrics};
 use crate::url::Transport;
 
 /// Why a request was refused before it reached the handlespace.
@@ -62,10 +62,10 @@ impl Worker {
             return RequestKind::Other;
         }
         let target = Target::Association(association);
-        let Some(message) = self.receive(target, generation, msg, out) else {
+        let Ok(decoded) = self.receive(target, generation, msg, out) else {
             return RequestKind::Other;
         };
-        match message {
+        match decoded.message {
             AsapMessage::Registration {
                 pool_handle,
                 pool_element,
@@ -154,10 +154,10 @@ impl Worker {
         out: &mut Output,
     ) -> RequestKind {
         let target = Target::UdpReply { listener, to: from };
-        let Some(message) = self.receive(target, generation, msg, out) else {
+        let Ok(decoded) = self.receive(target, generation, msg, out) else {
             return RequestKind::Other;
         };
-        match message {
+        match decoded.message {
             AsapMessage::HandleResolution {
                 pool_handle, items, ..
             } => {
@@ -184,26 +184,24 @@ impl Worker {
     }
 
     /// Counts and decodes a received message; answers what the codec refused, or the
-    /// parameters it skipped with a report, as RFC 5354 §3-4 say. `None`: nothing more to do.
+    /// parameters it skipped with a report, as RFC 5354 §3-4 say. An error: nothing more to do.
+    /// (The decoding is returned as the codec made it: a message moved out of it into a new
+    /// value cost a copy of the whole message per request.)
     fn receive<'m>(
         &mut self,
         target: Target,
         generation: Generation,
         msg: &'m [u8],
         out: &mut Output,
-    ) -> Option<AsapMessage<'m>> {
+    ) -> Result<Decoded<AsapMessage<'m>>, DecodeError> {
         self.metrics
             .message_in(Protocol::Asap, msg.first().copied().unwrap_or(0));
-        match AsapMessage::decode(msg, generation) {
-            Ok(decoded) => {
-                self.report_unrecognized(target, generation, &decoded.unrecognized, msg, out);
-                Some(decoded.message)
-            }
-            Err(e) => {
-                self.reply_decode_error(target, generation, &e, msg, out);
-                None
-            }
+        let decoded = AsapMessage::decode(msg, generation);
+        match &decoded {
+            Ok(d) => self.report_unrecognized(target, generation, &d.unrecognized, msg, out),
+            Err(e) => self.reply_decode_error(target, generation, e, msg, out),
         }
+        decoded
     }
 
     /// RFC 5352 §3.1: checks what the handlespace cannot know (handle length for the
@@ -538,54 +536,59 @@ impl Worker {
         out: &mut Output,
     ) {
         let n = self.config.items.for_request(items);
-        let selection = &mut self.selection[..n];
-        let Some((snapshot, count)) = self.reader.resolve(pool_handle.0, &mut self.rng, selection)
-        else {
-            self.metrics.resolution(false, 0);
-            self.resolution_failed(
-                target,
-                generation,
-                pool_handle,
-                cause::UNKNOWN_POOL_HANDLE,
-                out,
-            );
-            return;
-        };
-        let entries = snapshot.entries();
-        // The views borrow this snapshot; the allocation is the worker's, reused from one
-        // resolution to the next (an empty vector changes its element lifetime in place).
-        let mut pool_elements: Vec<PoolElement<'_>> = recycle(std::mem::take(&mut self.views));
-        pool_elements.extend(
-            self.selection[..count]
-                .iter()
-                .map(|&i| &entries[i as usize])
-                .filter(|e| e.fits(generation))
-                .map(|e| e.view(false)),
-        );
-        if pool_elements.is_empty() {
-            // Only PEs this generation cannot carry (64-bit identifiers on an RFC listener).
-            self.views = recycle(pool_elements);
-            self.metrics.resolution(false, 0);
-            self.resolution_failed(
-                target,
-                generation,
-                pool_handle,
-                cause::UNKNOWN_POOL_HANDLE,
-                out,
-            );
-            return;
-        }
-        self.metrics.resolution(true, pool_elements.len());
-        let message = AsapMessage::HandleResolutionResponse {
-            accepted: false,
-            pool_handle,
-            resolution: Resolution::Found {
-                policy: Some(pool_elements[0].policy),
-                pool_elements: Seq::from_items(&pool_elements),
+        let Self {
+            reader,
+            rng,
+            selection,
+            views,
+            metrics,
+            ..
+        } = self;
+        let found = reader.resolve(
+            pool_handle.0,
+            rng,
+            &mut selection[..n],
+            |snapshot, selected| {
+                let entries = snapshot.entries();
+                // The views borrow this snapshot; the allocation is the worker's, reused from one
+                // resolution to the next (an empty vector changes its element lifetime in place).
+                let mut pool_elements: Vec<PoolElement<'_>> = recycle(std::mem::take(views));
+                pool_elements.extend(
+                    selected
+                        .iter()
+                        .map(|&i| &entries[i as usize])
+                        .filter(|e| e.fits(generation))
+                        .map(|e| e.view(false)),
+                );
+                // Empty: only PEs this generation cannot carry (64-bit identifiers on an RFC
+                // listener).
+                let found = !pool_elements.is_empty();
+                if found {
+                    metrics.resolution(true, pool_elements.len());
+                    let message = AsapMessage::HandleResolutionResponse {
+                        accepted: false,
+                        pool_handle,
+                        resolution: Resolution::Found {
+                            policy: Some(pool_elements[0].policy),
+                            pool_elements: Seq::from_items(&pool_elements),
+                        },
+                    };
+                    send(metrics, target, generation, &message, out);
+                }
+                *views = recycle(pool_elements);
+                found
             },
-        };
-        self.send(target, generation, &message, out);
-        self.views = recycle(pool_elements);
+        );
+        if found != Some(true) {
+            self.metrics.resolution(false, 0);
+            self.resolution_failed(
+                target,
+                generation,
+                pool_handle,
+                cause::UNKNOWN_POOL_HANDLE,
+                out,
+            );
+        }
     }
 
     fn resolution_failed(
@@ -888,12 +891,7 @@ impl Worker {
         message: &AsapMessage<'_>,
         out: &mut Output,
     ) {
-        match out.transmit(target, |buf| message.encode(generation, buf)) {
-            Ok(()) => self
-                .metrics
-                .message_out(Protocol::Asap, message.message_type()),
-            Err(e) => tracing::warn!(?target, %e, "cannot encode an ASAP message; not sent"),
-        }
+        send(&self.metrics, target, generation, message, out);
     }
 
     /// Takes one request token of the association's rate limit; `false` when it is exhausted.
@@ -919,6 +917,20 @@ impl Worker {
         }
         r.tokens -= 1;
         true
+    }
+}
+
+/// Encodes an ASAP message into `out` and counts it.
+fn send(
+    metrics: &WorkerMetrics,
+    target: Target,
+    generation: Generation,
+    message: &AsapMessage<'_>,
+    out: &mut Output,
+) {
+    match out.transmit(target, |buf| message.encode(generation, buf)) {
+        Ok(()) => metrics.message_out(Protocol::Asap, message.message_type()),
+        Err(e) => tracing::warn!(?target, %e, "cannot encode an ASAP message; not sent"),
     }
 }
 
