@@ -144,6 +144,9 @@ struct Peer {
     reconnect_at: Millis,
     /// `false` while another PR takes it over (RFC 5353 §3.5.2).
     active: bool,
+    /// When this PR acknowledged another PR's takeover of it: if no ENRP_TAKEOVER_SERVER
+    /// follows (the other PR died too), this PR declares it dead itself.
+    yielded_at: Option<Millis>,
     /// A LIST_REQUEST was sent to it.
     listed: bool,
     /// An RFC-generation peer was told once (in the log) that PEs with 64-bit IDs are withheld.
@@ -165,6 +168,7 @@ impl Peer {
             probe_since: None,
             reconnect_at: now,
             active: true,
+            yielded_at: None,
             listed: false,
             withheld_logged: false,
             inbound: None,
@@ -437,6 +441,16 @@ impl Worker {
                 now,
                 out,
             );
+        }
+        // A takeover acknowledged to another PR that never finished it.
+        let patience = c.takeover_expiry + c.max_time_no_response;
+        for p in self.scope().peers.iter_mut() {
+            if p.yielded_at
+                .is_some_and(|t| now.saturating_sub(t) >= patience)
+            {
+                p.yielded_at = None;
+                dead.push(p.id);
+            }
         }
         for id in dead {
             self.peer_dead(id, now, out);
@@ -1055,6 +1069,7 @@ impl Worker {
         };
         p.probe_since = None;
         p.active = true;
+        p.yielded_at = None;
         if p.url.is_none()
             && let Some(url) = server_information.and_then(|s| url_of(&s, p.generation))
         {
@@ -1781,6 +1796,7 @@ impl Worker {
         }
         if let Some(p) = scope.peer_mut(target) {
             p.active = false;
+            p.yielded_at = Some(now);
         }
         self.send_enrp(
             association,

@@ -1146,3 +1146,40 @@ fn pe06_every_peer_gets_a_presence_with_our_checksum_every_heartbeat() {
         assert!((9..=11).contains(&c), "{counts:?}");
     }
 }
+
+#[test]
+fn a_takeover_acknowledged_to_a_peer_that_never_finishes_it_is_run_by_us() {
+    let mut pr = scope_pr(1);
+    let target = join(&mut pr, PEER, 0);
+    let rival = join(&mut pr, PEER2, 0);
+    pr.message(
+        target,
+        &update(PEER, UpdateAction::AddPe, b"x", pe_element(5, PEER)),
+        0,
+    );
+    let sent = pr.message(
+        rival,
+        &encode(PEER2, EnrpBody::InitTakeover { target: PEER }),
+        100,
+    );
+    assert!(types(&sent, rival).contains(&et::INIT_TAKEOVER_ACK));
+    // The rival stays alive but never sends TAKEOVER_SERVER (it died in the real case): after
+    // the takeover expiry plus MAX-TIME-NO-RESPONSE (2 s + 1 s), this PR takes over itself.
+    let mut started = None;
+    for now in (200..=6_000).step_by(100) {
+        pr.message(rival, &presence(PEER2, false, 0xffff), now);
+        let sent = pr.on_timer(now);
+        if to(
+            &sent,
+            rival,
+            |m| matches!(m.body, EnrpBody::InitTakeover { target } if target == PEER),
+        )
+        .contains(&true)
+        {
+            started = Some(now);
+            break;
+        }
+    }
+    let started = started.expect("our own takeover");
+    assert!((3_100..3_600).contains(&started), "{started}");
+}
