@@ -1,21 +1,24 @@
 //! One invocation from options to report: start or reach the server, register what the scenario
-//! needs, run the load (for `churn` two loads at once, for `keepalive` the keep-alive measurement),
-//! clean up, and for `--compare-echo` run the echo ceiling right after.
+//! needs, run the load (for `churn` two loads at once, for `keepalive` the keep-alive measurement,
+//! for `resync` a second registrar brought in sync by the first), clean up, and for
+//! `--compare-echo` run the echo ceiling right after.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread;
+use std::time::{Duration, Instant};
 
 use rserpool_protocol::Generation;
 
-use crate::cli::{Cli, ScenarioKind};
+use crate::cli::{Cli, EnrpGeneration, ScenarioKind};
 use crate::echo::{EchoReply, EchoServer, MAX_REPLY, MIN_REPLY};
 use crate::error::{Error, Result};
 use crate::fleet::Fleet;
 use crate::load::{self, LoadSpec, Outcome, Poll};
 use crate::net::{self, Endpoint, Transport};
-use crate::report::{KeepAliveInfo, RunReport, Summary};
-use crate::target::{self, Target};
+use crate::report::{KeepAliveInfo, ResyncSummary, RunReport, Summary};
+use crate::target::{self, EnrpSpawn, Target};
 use crate::workload::{self, Check, ConnWork, PeIds, PeRecord, Pick, Table};
 
 /// Runs what `cli` asks for.
@@ -37,6 +40,7 @@ pub fn run(cli: &Cli) -> Result<RunReport> {
         }
         ScenarioKind::Churn => run_churn(cli, &open_target(cli)?),
         ScenarioKind::Keepalive => run_keepalive(cli, &open_target(cli)?).map(RunReport::Single),
+        ScenarioKind::Resync => run_resync(cli).map(RunReport::Resync),
         ScenarioKind::Resolve | ScenarioKind::Register => {
             let target = open_target(cli)?;
             let endpoint = target.endpoint();
@@ -76,16 +80,14 @@ fn open_target(cli: &Cli) -> Result<Target> {
     if let Some(endpoint) = cli.registrar {
         return Ok(Target::external(endpoint));
     }
-    let bin = match &cli.registrar_bin {
-        Some(path) => path.clone(),
-        None => target::default_registrar_bin()?,
-    };
+    let bin = registrar_bin(cli)?;
     let target = Target::spawn(
         &bin,
         cli.workers,
         &cli.profile,
         cli.transport,
         &spawn_config(cli),
+        None,
     )?;
     note(
         cli,
@@ -99,16 +101,34 @@ fn open_target(cli: &Cli) -> Result<Target> {
     Ok(target)
 }
 
+/// The registrar binary to spawn: `--registrar-bin` or the one next to this executable.
+fn registrar_bin(cli: &Cli) -> Result<PathBuf> {
+    match &cli.registrar_bin {
+        Some(path) => Ok(path.clone()),
+        None => target::default_registrar_bin(),
+    }
+}
+
+/// The profile's `limits.max_pools`, raised when `--pools` asks for more.
+const PROFILE_MAX_POOLS: usize = 100_000;
+/// A `resync` mentor's default keep-alive interval: one hour, so that no keep-alive competes
+/// with the transfer.
+const RESYNC_KEEP_ALIVE_MS: u64 = 3_600_000;
+/// How often a `resync` run reads the new registrar's metrics.
+const RESYNC_POLL: Duration = Duration::from_millis(10);
+/// The registrar's per-worker busy time (handling events, not waiting for them).
+const BUSY: &str = "rserpool_worker_busy_seconds_total{";
+
 /// The configuration file of a spawned registrar: room for as many PEs on one association and in
-/// one pool as the scenario puts there (never below the profile's limits), and the keep-alive
-/// interval asked for.
+/// one pool as the scenario puts there and for `--pools` pools (never below the profile's limits),
+/// the keep-alive interval asked for, and for `resync` the page size.
 pub fn spawn_config(cli: &Cli) -> String {
-    let pools = cli.pools.max(1);
+    let pools = cli.population_pools().max(1);
     let setup = cli.pools * cli.pool_elements;
     let (per_association, per_pool) = match cli.scenario {
-        ScenarioKind::Keepalive => (
-            cli.population.div_ceil(cli.connections.max(1)),
-            cli.population.div_ceil(pools),
+        ScenarioKind::Keepalive | ScenarioKind::Resync => (
+            cli.population().div_ceil(cli.connections.max(1)),
+            cli.population().div_ceil(pools),
         ),
         ScenarioKind::Register => (
             cli.pes_per_connection,
@@ -124,8 +144,21 @@ pub fn spawn_config(cli: &Cli) -> String {
         per_association.max(1000),
         per_pool.max(10_000)
     );
-    if let Some(ms) = cli.keep_alive_interval {
+    if pools > PROFILE_MAX_POOLS {
+        config.push_str(&format!("max_pools = {pools}\n"));
+    }
+    let keep_alive = match cli.scenario {
+        ScenarioKind::Resync => Some(cli.keep_alive_interval.unwrap_or(RESYNC_KEEP_ALIVE_MS)),
+        _ => cli.keep_alive_interval,
+    };
+    if let Some(ms) = keep_alive {
         config.push_str(&format!("[timers]\nkeep_alive_interval_ms = {ms}\n"));
+    }
+    if cli.scenario == ScenarioKind::Resync {
+        config.push_str(&format!(
+            "[enrp]\nmax_pes_per_table_response = {}\n",
+            cli.page
+        ));
     }
     config
 }
@@ -256,13 +289,7 @@ fn run_churn(cli: &Cli, target: &Target) -> Result<RunReport> {
 fn run_keepalive(cli: &Cli, target: &Target) -> Result<Summary> {
     let endpoint = target.endpoint();
     let mut ids = PeIds::new();
-    let pes = (0..cli.population)
-        .map(|n| PeRecord {
-            pool: workload::pool_handle(n % cli.pools),
-            id: ids.fresh(),
-        })
-        .collect();
-    let mut fleet = Fleet::start(&endpoint, cli.connections, pes)?;
+    let mut fleet = Fleet::start(&endpoint, cli.connections, population_pes(cli, &mut ids))?;
     note(
         cli,
         &format!(
@@ -297,11 +324,150 @@ fn run_keepalive(cli: &Cli, target: &Target) -> Result<Summary> {
     s.keep_alives = outcome.stats.ops;
     s.totals = totals;
     s.keep_alive = Some(KeepAliveInfo {
-        population: cli.population,
+        population: cli.population(),
         interval_ms: cli.keep_alive_interval,
         registrar_sent,
     });
     Ok(s)
+}
+
+/// The `--population` PEs of `keepalive` and `resync`, dealt out over their pools.
+fn population_pes(cli: &Cli, ids: &mut PeIds) -> Vec<PeRecord> {
+    let pools = cli.population_pools();
+    (0..cli.population())
+        .map(|n| PeRecord {
+            pool: workload::pool_handle(n % pools),
+            id: ids.fresh(),
+        })
+        .collect()
+}
+
+/// The resync scenario: a registrar (the mentor) is started and `--population` PEs register
+/// there over `--connections` associations, kept alive by a [`Fleet`]; then a second registrar is
+/// started with the mentor as its ENRP peer and no state, and its `rserpool_pool_elements` gauge
+/// is read every 10 ms until it holds the whole population, for at most `--timeout` seconds. The
+/// population is spread over pools of `--pool-elements` PEs. Also read: the pages the mentor
+/// sent and both registrars' worker busy time meanwhile.
+fn run_resync(cli: &Cli) -> Result<ResyncSummary> {
+    let bin = registrar_bin(cli)?;
+    let config = spawn_config(cli);
+    let listen = format!(
+        "{}://127.0.0.1:0{}",
+        cli.transport.scheme(),
+        match cli.enrp_generation {
+            EnrpGeneration::Rfc => "",
+            EnrpGeneration::Ng => "?generation=ng",
+        }
+    );
+    let spawn = |role: &str, peers: Vec<String>| {
+        let enrp = EnrpSpawn {
+            listen: listen.clone(),
+            peers,
+        };
+        let target = Target::spawn(
+            &bin,
+            cli.workers,
+            &cli.profile,
+            cli.transport,
+            &config,
+            Some(&enrp),
+        )?;
+        let enrp = target.enrp_url().unwrap_or_default().to_owned();
+        let metrics = target.metrics_url().map(str::to_owned).ok_or_else(|| {
+            Error::new(format!(
+                "the {role} registrar printed no `metrics` line: the bench reads its counters"
+            ))
+        })?;
+        note(
+            cli,
+            &format!(
+                "started the {role} registrar {}: asap {}, enrp {enrp} (metrics {metrics})",
+                bin.display(),
+                target.endpoint()
+            ),
+        );
+        Ok::<_, Error>((target, enrp, metrics))
+    };
+    let (mentor, mentor_enrp, mentor_metrics) = spawn("mentor", Vec::new())?;
+    let population = cli.population();
+    let registering = Instant::now();
+    let fleet = Fleet::start(
+        &mentor.endpoint(),
+        cli.connections,
+        population_pes(cli, &mut PeIds::new()),
+    )?;
+    let register_s = registering.elapsed().as_secs_f64();
+    let connections = fleet.connections();
+    note(
+        cli,
+        &format!(
+            "registered {} PEs over {connections} associations in {register_s:.2} s",
+            fleet.pes()
+        ),
+    );
+    // The mentor's pages sent and its workers' busy seconds.
+    let mentor_counters = || {
+        let text = target::scrape(&mentor_metrics)?;
+        Ok::<_, Error>((
+            target::sample_sum(
+                &text,
+                "rserpool_messages_sent_total{protocol=\"enrp\",type=\"handle_table_response\"}",
+            ) as u64,
+            target::sample_sum(&text, BUSY),
+        ))
+    };
+    let (pages_before, mentor_busy_before) = mentor_counters()?;
+    let (newcomer, newcomer_enrp, newcomer_metrics) = spawn("new", vec![mentor_enrp.clone()])?;
+    let (started, listening) = newcomer.started().expect("a spawned registrar");
+    let timeout = Duration::from_secs_f64(cli.timeout);
+    let mut next_note = started + Duration::from_secs(1);
+    let (synced, newcomer_busy_s) = loop {
+        let text = target::scrape(&newcomer_metrics)?;
+        let held = target::sample_sum(&text, "rserpool_pool_elements ") as usize;
+        let now = Instant::now();
+        if held >= population {
+            break (now, target::sample_sum(&text, BUSY));
+        }
+        if now >= started + timeout {
+            return Err(Error::new(format!(
+                "the new registrar held {held} of {population} PEs {:.1} s after its start: \
+                 not in sync within --timeout {}",
+                now.duration_since(started).as_secs_f64(),
+                cli.timeout
+            )));
+        }
+        if now >= next_note {
+            note(
+                cli,
+                &format!(
+                    "resync {:>4.1}s new registrar holds {held} PEs",
+                    now.duration_since(started).as_secs_f64()
+                ),
+            );
+            next_note += Duration::from_secs(1);
+        }
+        thread::sleep(RESYNC_POLL);
+    };
+    let (pages_after, mentor_busy_after) = mentor_counters()?;
+    drop(newcomer);
+    // No deregistrations: the mentor drops the PEs with their associations when it is killed.
+    drop(fleet);
+    Ok(ResyncSummary {
+        mentor: format!("{} (enrp {mentor_enrp})", mentor.endpoint()),
+        newcomer: newcomer_enrp,
+        workers: cli.workers,
+        enrp_generation: cli.enrp_generation.name().to_owned(),
+        page: cli.page,
+        population,
+        pools: cli.population_pools(),
+        connections,
+        register_s,
+        start_s: listening.duration_since(started).as_secs_f64(),
+        sync_s: synced.duration_since(started).as_secs_f64(),
+        pages: pages_after.saturating_sub(pages_before),
+        mentor_busy_s: (mentor_busy_after - mentor_busy_before).max(0.0),
+        newcomer_busy_s,
+    })
 }
 
 /// The echo server under the request mix of `mimic`.
@@ -426,6 +592,17 @@ mod tests {
         );
         assert!(small.contains("max_pes_per_pool = 10000\n"), "{small}");
         assert!(!small.contains("[timers]"), "{small}");
+        assert!(!small.contains("max_pools"), "{small}");
+        let resync = spawn_config(&cli(&["resync", "--pool-elements", "5", "--page", "512"]));
+        for line in [
+            "max_pes_per_association = 62500\n",
+            "max_pes_per_pool = 10000\n",
+            "max_pools = 200000\n",
+            "[timers]\nkeep_alive_interval_ms = 3600000\n",
+            "[enrp]\nmax_pes_per_table_response = 512\n",
+        ] {
+            assert!(resync.contains(line), "{line} missing in {resync}");
+        }
     }
 
     #[test]

@@ -25,6 +25,9 @@ pub enum ScenarioKind {
     Churn,
     /// A steady population of PEs: the keep-alives the registrar sends and the time to ack them.
     Keepalive,
+    /// Two spawned registrars: `--population` PEs registered at the first, then the time until a
+    /// second one, started with the first as its ENRP peer and no state, holds them all.
+    Resync,
 }
 
 impl ScenarioKind {
@@ -36,9 +39,39 @@ impl ScenarioKind {
             Self::Register => "register",
             Self::Churn => "churn",
             Self::Keepalive => "keepalive",
+            Self::Resync => "resync",
         }
     }
 }
+
+/// The wire format of the ENRP endpoints of a `resync` run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum EnrpGeneration {
+    /// RFC 5353 (32-bit identifiers; pages of at most 128 PEs, RSPLIB's limit).
+    Rfc,
+    /// NG (64-bit identifiers; pages up to `enrp.max_pes_per_table_response`).
+    Ng,
+}
+
+impl EnrpGeneration {
+    /// Its name on the command line and in reports.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Rfc => "rfc",
+            Self::Ng => "ng",
+        }
+    }
+}
+
+/// The default population of `keepalive`.
+pub const KEEPALIVE_POPULATION: usize = 1000;
+/// The default population of `resync`: the figure of the design's target.
+pub const RESYNC_POPULATION: usize = 1_000_000;
+/// The most PEs per handle table page the registrar accepts
+/// (`enrp.max_pes_per_table_response`).
+pub const MAX_PAGE: usize = 4096;
+/// The most PEs per page the registrar sends to an RFC peer.
+pub const MAX_RFC_PAGE: usize = 128;
 
 /// `rserpool-bench <scenario> [options]`.
 #[derive(Clone, Debug, Parser)]
@@ -46,7 +79,7 @@ impl ScenarioKind {
     name = "rserpool-bench",
     version,
     about = "Load generator for RSerPool pool registrars: ASAP over TCP or MPTCP, closed or open \
-             loop, churn and keep-alive populations"
+             loop, churn, keep-alive populations and ENRP resynchronisation"
 )]
 pub struct Cli {
     /// What to measure.
@@ -79,10 +112,11 @@ pub struct Cli {
     #[arg(long, value_enum, default_value_t = Poll::Spin)]
     pub poll: Poll,
 
-    /// Pools (resolve: registered and resolved; register: the connections' PEs spread over them).
+    /// Pools (resolve: registered and resolved; register: the connections' PEs spread over them;
+    /// keepalive: the population spread over them; not used by resync).
     #[arg(long, default_value_t = 100)]
     pub pools: usize,
-    /// PEs registered per pool before a resolve run.
+    /// PEs registered per pool before a resolve run; resync: PEs per pool of the population.
     #[arg(long, default_value_t = 10)]
     pub pool_elements: usize,
     /// PEs each connection of a register run registers over and over.
@@ -94,13 +128,24 @@ pub struct Cli {
     /// Churn: re-registrations between a PE's registration and its deregistration.
     #[arg(long, default_value_t = 3)]
     pub reregistrations: usize,
-    /// Keepalive: PEs registered over the `--connections` associations, spread over `--pools`.
-    #[arg(long, default_value_t = 1000)]
-    pub population: usize,
+    /// Keepalive and resync: PEs registered over the `--connections` associations, spread over
+    /// `--pools` (default: 1000 for keepalive, 1000000 for resync).
+    #[arg(long, value_name = "N")]
+    pub population: Option<usize>,
     /// Keepalive: the spawned registrar's keep-alive interval in milliseconds (default: its
-    /// profile's, 5000).
+    /// profile's, 5000). Resync: the first registrar's (default: one hour, so that keep-alives
+    /// do not load it during the transfer).
     #[arg(long, value_name = "MS")]
     pub keep_alive_interval: Option<u64>,
+    /// Resync: the most PEs per ENRP handle table page (`enrp.max_pes_per_table_response`).
+    #[arg(long, value_name = "PES", default_value_t = 1024)]
+    pub page: usize,
+    /// Resync: the wire format of both registrars' ENRP endpoints.
+    #[arg(long, value_enum, default_value_t = EnrpGeneration::Ng)]
+    pub enrp_generation: EnrpGeneration,
+    /// Resync: seconds the second registrar may take to hold the whole population.
+    #[arg(long, value_name = "S", default_value_t = 60.0)]
+    pub timeout: f64,
     /// Echo: answer each request with a frame of this many bytes (rounded up to 4) instead of
     /// the request itself.
     #[arg(long)]
@@ -113,7 +158,7 @@ pub struct Cli {
     /// The registrar to load: tcp://HOST:PORT or mptcp://HOST:PORT, optional ?generation=ng.
     #[arg(long, value_name = "URL")]
     pub registrar: Option<Endpoint>,
-    /// Start rserpool-registrar for the run and stop it afterwards.
+    /// Start rserpool-registrar for the run and stop it afterwards (resync always starts two).
     #[arg(long, conflicts_with = "registrar")]
     pub spawn: bool,
     /// The registrar binary for --spawn (default: next to this binary).
@@ -138,6 +183,28 @@ pub struct Cli {
 }
 
 impl Cli {
+    /// The PEs of a `keepalive` or `resync` run: `--population` or the scenario's default.
+    pub fn population(&self) -> usize {
+        self.population.unwrap_or(match self.scenario {
+            ScenarioKind::Resync => RESYNC_POPULATION,
+            _ => KEEPALIVE_POPULATION,
+        })
+    }
+
+    /// The pools the population of `keepalive` (`--pools`) or `resync` (pools of
+    /// `--pool-elements` PEs) is spread over.
+    pub fn population_pools(&self) -> usize {
+        match self.scenario {
+            ScenarioKind::Resync => self.population().div_ceil(self.pool_elements.max(1)),
+            _ => self.pools,
+        }
+    }
+
+    /// Whether this run starts its registrar(s): `--spawn`, or always for `resync`.
+    pub fn spawns(&self) -> bool {
+        self.spawn || self.scenario == ScenarioKind::Resync
+    }
+
     /// Rejects values and combinations that cannot run.
     pub fn validate(&self) -> Result<(), String> {
         let positive = [
@@ -148,8 +215,9 @@ impl Cli {
             ("--pool-elements", self.pool_elements),
             ("--pes-per-connection", self.pes_per_connection),
             ("--churners", self.churners),
-            ("--population", self.population),
+            ("--population", self.population()),
             ("--workers", self.workers),
+            ("--page", self.page),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(format!("{name} must be at least 1"));
@@ -183,16 +251,24 @@ impl Cli {
                         .into(),
                 );
             }
-            ScenarioKind::Keepalive if self.rate.is_some() => {
-                return Err("keepalive sends no requests: drop --rate".into());
-            }
-            ScenarioKind::Keepalive if self.connections > self.population => {
+            ScenarioKind::Keepalive | ScenarioKind::Resync if self.rate.is_some() => {
                 return Err(format!(
-                    "--connections {} exceeds --population {}: every association needs a PE",
-                    self.connections, self.population
+                    "{} sends no requests: drop --rate",
+                    self.scenario.name()
                 ));
             }
-            ScenarioKind::Churn | ScenarioKind::Keepalive if self.compare_echo => {
+            ScenarioKind::Keepalive | ScenarioKind::Resync
+                if self.connections > self.population() =>
+            {
+                return Err(format!(
+                    "--connections {} exceeds --population {}: every association needs a PE",
+                    self.connections,
+                    self.population()
+                ));
+            }
+            ScenarioKind::Churn | ScenarioKind::Keepalive | ScenarioKind::Resync
+                if self.compare_echo =>
+            {
                 return Err(format!(
                     "--compare-echo applies to resolve and register, not {}",
                     self.scenario.name()
@@ -203,7 +279,29 @@ impl Cli {
         if self.keep_alive_interval == Some(0) {
             return Err("--keep-alive-interval must be at least 1 ms".into());
         }
-        if self.keep_alive_interval.is_some() && !self.spawn {
+        if self.page > MAX_PAGE {
+            return Err(format!("--page must be from 1 to {MAX_PAGE} PEs"));
+        }
+        if self.scenario == ScenarioKind::Resync {
+            if self.enrp_generation == EnrpGeneration::Rfc && self.page > MAX_RFC_PAGE {
+                return Err(format!(
+                    "--page {} exceeds the {MAX_RFC_PAGE} PEs a registrar sends an RFC peer per \
+                     page: use --enrp-generation ng or --page {MAX_RFC_PAGE}",
+                    self.page
+                ));
+            }
+            if !(self.timeout.is_finite() && self.timeout > 0.0) {
+                return Err("--timeout must be a positive number of seconds".into());
+            }
+            if self.registrar.is_some() {
+                return Err(
+                    "resync starts both registrars itself: drop --registrar (--registrar-bin \
+                     names the binary)"
+                        .into(),
+                );
+            }
+        }
+        if self.keep_alive_interval.is_some() && !self.spawns() {
             return Err(
                 "--keep-alive-interval configures a registrar this run starts: it needs --spawn"
                     .into(),
@@ -219,16 +317,16 @@ impl Cli {
                 ));
             }
         }
-        if self.registrar_bin.is_some() && !self.spawn {
+        if self.registrar_bin.is_some() && !self.spawns() {
             return Err("--registrar-bin needs --spawn".into());
         }
-        if self.profile != "default" && !self.spawn {
+        if self.profile != "default" && !self.spawns() {
             return Err(
                 "--profile chooses the profile of a registrar this run starts: it needs --spawn"
                     .into(),
             );
         }
-        let has_target = self.registrar.is_some() || self.spawn;
+        let has_target = self.registrar.is_some() || self.spawns();
         match self.scenario {
             ScenarioKind::Echo if has_target || self.compare_echo => Err(
                 "echo runs against its built-in server: drop --registrar, --spawn and --compare-echo"

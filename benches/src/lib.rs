@@ -1,6 +1,7 @@
 //! `rserpool-bench` owns the load generator of the RSerPool pool registrar: closed- and open-loop
 //! ASAP load over TCP and MPTCP (`resolve`, `register`, `churn`), a steady keep-alive population
-//! (`keepalive`), a built-in echo server as the ceiling (`echo`), a spawned or external registrar
+//! (`keepalive`), a built-in echo server as the ceiling (`echo`), the ENRP start-up
+//! synchronisation of a second spawned registrar (`resync`), a spawned or external registrar
 //! as the target, and text or JSON reports with HDR latency percentiles and whole-run totals in
 //! the registrar's terms. See `docs/benchmarking.md`.
 

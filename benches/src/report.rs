@@ -1,6 +1,6 @@
 //! Results for people and programs: the text summary, the JSON object, the whole-run totals in a
-//! registrar's terms, the comparison of a scenario with the echo ceiling, and the two op streams of
-//! a churn run.
+//! registrar's terms, the comparison of a scenario with the echo ceiling, the two op streams of
+//! a churn run, and the times of a resync run.
 
 use std::fmt::Write as _;
 
@@ -270,6 +270,111 @@ impl Summary {
     }
 }
 
+/// A `resync` run: a registrar holding the population brings a new one in sync over ENRP.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResyncSummary {
+    /// The first registrar (the mentor) by its ASAP and ENRP URLs.
+    pub mentor: String,
+    /// The second registrar (started empty) by its ENRP URL.
+    pub newcomer: String,
+    /// Worker threads of each registrar.
+    pub workers: usize,
+    /// `rfc` or `ng`: the wire format of the ENRP endpoints.
+    pub enrp_generation: String,
+    /// The most PEs per handle table page (`enrp.max_pes_per_table_response`).
+    pub page: usize,
+    /// PEs registered at the mentor.
+    pub population: usize,
+    /// Pools they are spread over.
+    pub pools: usize,
+    /// Associations they were registered over.
+    pub connections: usize,
+    /// Seconds the registration of the population at the mentor took.
+    pub register_s: f64,
+    /// Seconds from starting the second registrar's process to its `listening` lines.
+    pub start_s: f64,
+    /// Seconds from starting the second registrar's process to its metrics showing the whole
+    /// population (the figure; within one poll of the metrics).
+    pub sync_s: f64,
+    /// ENRP_HANDLE_TABLE_RESPONSEs the mentor counted as sent meanwhile (the pages).
+    pub pages: u64,
+    /// Seconds the mentor's workers were busy meanwhile (`rserpool_worker_busy_seconds_total`).
+    pub mentor_busy_s: f64,
+    /// Seconds the new registrar's workers were busy from its start to the sync.
+    pub newcomer_busy_s: f64,
+}
+
+impl ResyncSummary {
+    /// PEs brought over per second, process start included.
+    pub fn pes_per_s(&self) -> f64 {
+        self.population as f64 / self.sync_s.max(f64::MIN_POSITIVE)
+    }
+
+    /// The JSON object.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "scenario": "resync",
+            "mentor": self.mentor,
+            "newcomer": self.newcomer,
+            "workers": self.workers,
+            "enrp_generation": self.enrp_generation,
+            "page": self.page,
+            "population": self.population,
+            "pools": self.pools,
+            "connections": self.connections,
+            "register_s": self.register_s,
+            "start_s": self.start_s,
+            "sync_s": self.sync_s,
+            "sync_after_start_s": self.sync_s - self.start_s,
+            "pes_per_s": self.pes_per_s(),
+            "pages": self.pages,
+            "mentor_busy_s": self.mentor_busy_s,
+            "newcomer_busy_s": self.newcomer_busy_s,
+        })
+    }
+
+    /// The text summary, several lines.
+    pub fn text(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "resync from {} to {} ({} workers each), ENRP {}, pages of at most {} PEs",
+            self.mentor, self.newcomer, self.workers, self.enrp_generation, self.page
+        );
+        let _ = writeln!(
+            s,
+            "  register    {} PEs in {} pools over {} associations in {:.2} s ({:.0}/s)",
+            self.population,
+            self.pools,
+            self.connections,
+            self.register_s,
+            self.population as f64 / self.register_s.max(f64::MIN_POSITIVE)
+        );
+        let _ = writeln!(
+            s,
+            "  sync        {:.3} s from the new registrar's start to all {} PEs ({:.3} s after its \
+             listening lines, {:.0} PEs/s)",
+            self.sync_s,
+            self.population,
+            self.sync_s - self.start_s,
+            self.pes_per_s()
+        );
+        let per_page = self.population as f64 / self.pages.max(1) as f64;
+        let _ = writeln!(
+            s,
+            "  pages       {} handle table responses sent by the mentor ({per_page:.0} PEs each on \
+             average)",
+            self.pages
+        );
+        let _ = writeln!(
+            s,
+            "  busy        workers of the mentor {:.3} s, of the new registrar {:.3} s",
+            self.mentor_busy_s, self.newcomer_busy_s
+        );
+        s
+    }
+}
+
 /// What a run produced: one summary, or a scenario and the echo ceiling measured right after.
 #[derive(Clone, Debug)]
 pub enum RunReport {
@@ -290,13 +395,15 @@ pub enum RunReport {
         /// The resolving PUs.
         resolve: Summary,
     },
+    /// `resync`: the times of an ENRP start-up synchronisation.
+    Resync(ResyncSummary),
 }
 
 impl RunReport {
     /// Scenario ops/s over echo ops/s, for a comparison.
     pub fn ratio(&self) -> Option<f64> {
         match self {
-            Self::Single(_) | Self::Churn { .. } => None,
+            Self::Single(_) | Self::Churn { .. } | Self::Resync(_) => None,
             Self::Compared { scenario, echo } if echo.ops_per_s > 0.0 => {
                 Some(scenario.ops_per_s / echo.ops_per_s)
             }
@@ -330,6 +437,8 @@ impl RunReport {
                 "resolve": resolve.to_json(),
             })
             .to_string(),
+            (Self::Resync(r), false) => r.text(),
+            (Self::Resync(r), true) => r.to_json().to_string(),
         }
     }
 }
@@ -402,6 +511,44 @@ mod tests {
         let v: Value = serde_json::from_str(&report.render(true)).unwrap();
         assert_eq!(v["ratio"], 0.25);
         assert_eq!(v["echo"]["ops"], 4);
+    }
+
+    #[test]
+    fn a_resync_reports_its_times_and_pages() {
+        let r = RunReport::Resync(ResyncSummary {
+            mentor: "tcp://a".into(),
+            newcomer: "tcp://b".into(),
+            workers: 1,
+            enrp_generation: "ng".into(),
+            page: 1024,
+            population: 2048,
+            pools: 4,
+            connections: 2,
+            register_s: 0.5,
+            start_s: 0.25,
+            sync_s: 2.0,
+            pages: 2,
+            mentor_busy_s: 0.5,
+            newcomer_busy_s: 1.25,
+        });
+        assert_eq!(r.ratio(), None);
+        let text = r.render(false);
+        for part in [
+            "2048 PEs in 4 pools over 2 associations in 0.50 s (4096/s)",
+            "2.000 s from the new registrar's start",
+            "1.750 s after its listening lines, 1024 PEs/s",
+            "2 handle table responses sent by the mentor (1024 PEs each",
+            "mentor 0.500 s, of the new registrar 1.250 s",
+        ] {
+            assert!(text.contains(part), "{part} missing in {text}");
+        }
+        let v: Value = serde_json::from_str(&r.render(true)).unwrap();
+        assert_eq!(v["scenario"], "resync");
+        assert_eq!(v["sync_s"], 2.0);
+        assert_eq!(v["sync_after_start_s"], 1.75);
+        assert_eq!(v["pes_per_s"], 1024.0);
+        assert_eq!(v["pages"], 2);
+        assert_eq!(v["newcomer_busy_s"], 1.25);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The registrar under test: one given by URL, or a `rserpool-registrar` process this run starts
-//! (found next to the bench binary or given by path) with a generated configuration file, waits
-//! for, and kills at the end; and reading counters from its Prometheus metrics.
+//! (found next to the bench binary or given by path) with a generated configuration file and,
+//! for `resync`, an ENRP endpoint and peers, waits for, and kills at the end; and reading counters
+//! from its Prometheus metrics.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -25,12 +26,25 @@ pub struct Target {
     endpoint: Endpoint,
     child: Option<Child>,
     metrics: Option<String>,
+    enrp: Option<String>,
     config: Option<PathBuf>,
+    /// When the process was started and when it printed its last awaited `listening` line.
+    started: Option<(Instant, Instant)>,
+}
+
+/// The ENRP side of a spawned registrar: where it listens and the peers it starts with.
+#[derive(Clone, Debug, Default)]
+pub struct EnrpSpawn {
+    /// The `--enrp` URL (`tcp://127.0.0.1:0?generation=ng`: a free port).
+    pub listen: String,
+    /// The `--peer` URLs: the registrars it downloads the handlespace from at start-up.
+    pub peers: Vec<String>,
 }
 
 /// What a spawned registrar printed on stdout that the bench looks for.
 enum Announced {
     Asap(Endpoint),
+    Enrp(String),
     Metrics(String),
 }
 
@@ -41,19 +55,24 @@ impl Target {
             endpoint,
             child: None,
             metrics: None,
+            enrp: None,
             config: None,
+            started: None,
         }
     }
 
     /// Writes `config` (TOML) to a temporary file and starts `bin` with `--workers workers
-    /// --profile PROFILE --asap SCHEME://127.0.0.1:0 --metrics 127.0.0.1:0 --config FILE`; waits
-    /// for its `listening asap` line and notes its `metrics` line. Its stderr goes to ours.
+    /// --profile PROFILE --asap SCHEME://127.0.0.1:0 --metrics 127.0.0.1:0 --config FILE`, and
+    /// with `enrp` also `--enrp LISTEN` and a `--peer` per peer; waits for its `listening asap`
+    /// line (and with `enrp` its `listening enrp` line) and notes its `metrics` line. Its stderr
+    /// goes to ours.
     pub fn spawn(
         bin: &Path,
         workers: usize,
         profile: &str,
         transport: Transport,
         config: &str,
+        enrp: Option<&EnrpSpawn>,
     ) -> Result<Self> {
         if !bin.is_file() {
             return Err(Error::new(format!(
@@ -74,15 +93,26 @@ impl Target {
             endpoint: Endpoint::new(transport, ([127, 0, 0, 1], 0).into()),
             child: None,
             metrics: None,
+            enrp: None,
             config: Some(path.clone()),
+            started: None,
         };
-        let mut child = Command::new(bin)
+        let mut command = Command::new(bin);
+        command
             .arg("--workers")
             .arg(workers.to_string())
             .args(["--profile", profile, "--asap"])
             .arg(format!("{}://127.0.0.1:0", transport.scheme()))
             .args(["--metrics", "127.0.0.1:0", "--config"])
-            .arg(&path)
+            .arg(&path);
+        if let Some(enrp) = enrp {
+            command.args(["--enrp", &enrp.listen]);
+            for peer in &enrp.peers {
+                command.args(["--peer", peer]);
+            }
+        }
+        let started = Instant::now();
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -100,23 +130,44 @@ impl Target {
                 let announced = match (parse_listening(&line), line.strip_prefix("metrics ")) {
                     (Some(endpoint), _) => Announced::Asap(endpoint),
                     (None, Some(url)) => Announced::Metrics(url.trim().to_owned()),
-                    (None, None) => continue,
+                    (None, None) => match line.trim().strip_prefix("listening enrp ") {
+                        Some(url) => Announced::Enrp(url.trim().to_owned()),
+                        None => continue,
+                    },
                 };
-                // The receiver is gone after the first listener; later lines are only drained.
+                // The receiver is gone after the listeners; later lines are only drained.
                 let _ = tx.send(announced);
             }
         });
         let deadline = Instant::now() + START_TIMEOUT;
+        let mut asap = None;
+        // The registrar prints its ASAP listeners before its ENRP ones.
         let found = loop {
             match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
                 Ok(Announced::Metrics(url)) => target.metrics = Some(url),
-                Ok(Announced::Asap(endpoint)) => break Ok(endpoint),
+                Ok(Announced::Enrp(url)) => {
+                    target.enrp.get_or_insert(url);
+                }
+                Ok(Announced::Asap(endpoint)) => {
+                    asap.get_or_insert(endpoint);
+                }
                 Err(e) => break Err(e),
             }
+            if let Some(endpoint) = asap
+                && (enrp.is_none() || target.enrp.is_some())
+            {
+                break Ok(endpoint);
+            }
+        };
+        let wanted = if enrp.is_some() {
+            "`listening asap` and `listening enrp`"
+        } else {
+            "`listening asap`"
         };
         match found {
             Ok(endpoint) => {
                 target.endpoint = endpoint;
+                target.started = Some((started, Instant::now()));
                 Ok(target)
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => {
@@ -126,12 +177,12 @@ impl Target {
                     .and_then(|c| c.wait().ok())
                     .map_or_else(|| "unknown status".to_owned(), |s| s.to_string());
                 Err(Error::new(format!(
-                    "{} exited ({status}) without printing `listening asap`",
+                    "{} exited ({status}) without printing {wanted}",
                     bin.display()
                 )))
             }
             Err(mpsc::RecvTimeoutError::Timeout) => Err(Error::new(format!(
-                "{} printed no `listening asap` line within {START_TIMEOUT:?}",
+                "{} printed no {wanted} line within {START_TIMEOUT:?}",
                 bin.display()
             ))),
         }
@@ -150,6 +201,17 @@ impl Target {
     /// The metrics URL a spawned registrar printed.
     pub fn metrics_url(&self) -> Option<&str> {
         self.metrics.as_deref()
+    }
+
+    /// The ENRP URL a registrar spawned with [`EnrpSpawn`] printed (`listening enrp URL`).
+    pub fn enrp_url(&self) -> Option<&str> {
+        self.enrp.as_deref()
+    }
+
+    /// For a spawned registrar: when its process was started, and when it had printed the
+    /// `listening` lines waited for.
+    pub fn started(&self) -> Option<(Instant, Instant)> {
+        self.started
     }
 }
 

@@ -1,6 +1,7 @@
 //! Command-line parsing and validation of `rserpool-bench`.
 
 use clap::Parser;
+use rserpool_bench::cli::EnrpGeneration;
 use rserpool_bench::load::Poll;
 use rserpool_bench::net::Transport;
 use rserpool_bench::{Cli, ScenarioKind};
@@ -190,14 +191,29 @@ fn churn_and_keepalive_options_are_read_and_checked() {
         "250",
     ])
     .unwrap();
-    assert_eq!((cli.population, cli.connections), (5000, 50));
+    assert_eq!((cli.population(), cli.connections), (5000, 50));
     assert_eq!(cli.keep_alive_interval, Some(250));
     let defaults = parse(&["keepalive", "--spawn"]).unwrap();
     assert_eq!(
-        (defaults.population, defaults.keep_alive_interval),
+        (defaults.population(), defaults.keep_alive_interval),
         (1000, None)
     );
     assert_eq!((defaults.churners, defaults.reregistrations), (16, 3));
+    let resync = parse(&[
+        "resync",
+        "--profile",
+        "carrier",
+        "--keep-alive-interval",
+        "9000",
+    ])
+    .unwrap();
+    assert_eq!(resync.scenario, ScenarioKind::Resync);
+    assert!(resync.spawns(), "resync always starts its registrars");
+    assert_eq!((resync.population(), resync.page), (1_000_000, 1024));
+    assert_eq!(
+        (resync.enrp_generation, resync.timeout),
+        (EnrpGeneration::Ng, 60.0)
+    );
 
     for (args, why) in [
         (&["churn", "--spawn"][..], "churn needs --rate"),
@@ -236,6 +252,25 @@ fn churn_and_keepalive_options_are_read_and_checked() {
             &["churn", "--spawn", "--rate", "10", "--churners", "0"][..],
             "--churners must be at least 1",
         ),
+        (
+            &["resync", "--registrar", "tcp://127.0.0.1:1"][..],
+            "resync starts both registrars itself",
+        ),
+        (&["resync", "--page", "0"][..], "--page must be at least 1"),
+        (
+            &["resync", "--page", "4097"][..],
+            "--page must be from 1 to 4096",
+        ),
+        (
+            &["resync", "--enrp-generation", "rfc", "--page", "129"][..],
+            "use --enrp-generation ng or --page 128",
+        ),
+        (
+            &["resync", "--timeout", "0"][..],
+            "--timeout must be a positive",
+        ),
+        (&["resync", "--rate", "5"][..], "resync sends no requests"),
+        (&["resync", "--compare-echo"][..], "not resync"),
     ] {
         let e = parse(args).unwrap_err();
         assert!(e.contains(why), "{args:?}: {e}");

@@ -1,0 +1,82 @@
+//! The `resync` scenario end to end with the real daemon (built next to this test by `cargo test
+//! --workspace`, or `cargo build -p rserpool-registrar`): two registrars over loopback TCP, a
+//! population registered at the first, the second started with it as ENRP peer until it holds
+//! every PE; and the error when it does not within `--timeout`.
+
+use std::process::{Command, Output, Stdio};
+
+use rserpool_bench::target::default_registrar_bin;
+use serde_json::Value;
+
+/// Runs `rserpool-bench resync` with `args`, `--json` and `--quiet`.
+fn resync(args: &[&str]) -> Output {
+    let bin = default_registrar_bin().expect("the test's own path");
+    assert!(
+        bin.is_file(),
+        "{} is missing: run `cargo build -p rserpool-registrar` (or `cargo test --workspace`) \
+         before this test",
+        bin.display()
+    );
+    Command::new(env!("CARGO_BIN_EXE_rserpool-bench"))
+        .arg("resync")
+        .args(args)
+        .args(["--json", "--quiet"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run rserpool-bench")
+}
+
+#[test]
+fn a_new_registrar_receives_every_pe_of_its_mentor() {
+    let out = resync(&["--population", "20000", "--connections", "4"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_str(&stdout).expect("one JSON object");
+    assert_eq!(v["scenario"], "resync");
+    assert_eq!(v["population"], 20000);
+    assert_eq!(v["pools"], 2000, "pools of 10 PEs: {v}");
+    assert_eq!(v["connections"], 4);
+    assert_eq!(
+        (v["enrp_generation"].clone(), v["page"].clone()),
+        ("ng".into(), 1024.into())
+    );
+    let (start, sync) = (
+        v["start_s"].as_f64().unwrap(),
+        v["sync_s"].as_f64().unwrap(),
+    );
+    assert!(0.0 < start && start < sync && sync < 60.0, "{v}");
+    // At most 1024 PEs a page, and a page stops at about 48 KiB: at least 20 pages.
+    let pages = v["pages"].as_u64().unwrap();
+    assert!((20..=20_000).contains(&pages), "{v}");
+    assert!(v["newcomer_busy_s"].as_f64().unwrap() > 0.0, "{v}");
+    assert!(
+        v["mentor"].as_str().unwrap().contains("generation=ng"),
+        "{v}"
+    );
+}
+
+#[test]
+fn a_registrar_not_in_sync_in_time_is_an_error() {
+    let out = resync(&[
+        "--population",
+        "20000",
+        "--connections",
+        "4",
+        "--page",
+        "16",
+        "--timeout",
+        "0.001",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(out.stdout.is_empty(), "no report without a sync");
+    assert!(
+        stderr.contains("of 20000 PEs") && stderr.contains("not in sync within --timeout 0.001"),
+        "{stderr}"
+    );
+}
