@@ -138,8 +138,12 @@ impl LoopState {
     }
 
     /// How long to sleep: until the next timer, at most a second (a millisecond while forwards
-    /// wait for room in a full mailbox).
+    /// wait for room in a full mailbox; not at all while this worker's mailbox holds more than
+    /// the last turn's bounded drain took, since no one wakes it for those).
     pub fn timeout(&self) -> Duration {
+        if !self.shared.mailboxes[self.worker.index()].is_empty() {
+            return Duration::ZERO;
+        }
         if !self.backlog.is_empty() {
             return Duration::from_millis(1);
         }
