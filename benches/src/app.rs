@@ -144,8 +144,11 @@ pub fn spawn_config(cli: &Cli) -> String {
         per_association.max(1000),
         per_pool.max(10_000)
     );
-    if pools > PROFILE_MAX_POOLS {
-        config.push_str(&format!("max_pools = {pools}\n"));
+    // The registrar splits `max_pools` evenly over its shards, and pool handles do not split
+    // exactly evenly: an eighth more leaves room for the fullest shard.
+    let room = pools + pools / 8 + 64;
+    if room > PROFILE_MAX_POOLS {
+        config.push_str(&format!("max_pools = {room}\n"));
     }
     let keep_alive = match cli.scenario {
         ScenarioKind::Resync => Some(cli.keep_alive_interval.unwrap_or(RESYNC_KEEP_ALIVE_MS)),
@@ -597,7 +600,7 @@ mod tests {
         for line in [
             "max_pes_per_association = 62500\n",
             "max_pes_per_pool = 10000\n",
-            "max_pools = 200000\n",
+            "max_pools = 225064\n",
             "[timers]\nkeep_alive_interval_ms = 3600000\n",
             "[enrp]\nmax_pes_per_table_response = 512\n",
         ] {
