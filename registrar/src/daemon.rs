@@ -120,6 +120,7 @@ pub fn run(config: Config, reload: Reload, set_log_level: SetLogLevel) -> Result
         None => None,
     };
     let mut threads = Vec::with_capacity(workers);
+    let replicating = Worker::replication_flag();
     for (index, shard) in shards.into_iter().enumerate() {
         let worker = Worker::new(
             index,
@@ -129,6 +130,7 @@ pub fn run(config: Config, reload: Reload, set_log_level: SetLogLevel) -> Result
             reader.clone(),
             Arc::clone(&metrics[index]),
             Rng::from_entropy().next_u64(),
+            Arc::clone(&replicating),
         );
         let setup = WorkerSetup {
             worker,

@@ -40,6 +40,7 @@ impl Cluster {
         let metrics: Vec<_> = (0..workers)
             .map(|i| Arc::new(WorkerMetrics::new(i)))
             .collect();
+        let replicating = Worker::replication_flag();
         let workers = shards
             .into_iter()
             .enumerate()
@@ -52,6 +53,7 @@ impl Cluster {
                     reader.clone(),
                     Arc::clone(&metrics[i]),
                     seed.wrapping_add(i as u64),
+                    Arc::clone(&replicating),
                 )
             })
             .collect();

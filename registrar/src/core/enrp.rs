@@ -363,9 +363,22 @@ impl Worker {
         self.timers.arm(now, CoreTimer::Enrp);
     }
 
-    /// Whether this PR has an operating scope to replicate to.
+    /// Whether this PR has a peer to replicate to (as worker 0 last published).
     pub(super) fn replicates(&self) -> bool {
-        self.config.enrp.enabled()
+        self.replicating.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Publishes whether any peer is reachable, for [`Self::replicates`] on every worker.
+    fn publish_replicating(&self) {
+        let any = self.scope.as_ref().is_some_and(|s| {
+            s.peers
+                .iter()
+                .any(|p| p.id.0 != 0 && p.reachable().is_some())
+        });
+        if self.replicates() != any {
+            self.replicating
+                .store(any, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     /// Whether the scope finished its start-up (always `true` without ENRP).
@@ -473,6 +486,7 @@ impl Worker {
         // period instead of waiting for a tick).
         let next = (now + c.tick()).min(self.scope().next_heartbeat.max(now + 1));
         self.timers.arm(next, CoreTimer::Enrp);
+        self.publish_replicating();
     }
 
     /// Gives up outgoing associations that did not come up within the reconnect interval plus
@@ -544,6 +558,7 @@ impl Worker {
             return;
         };
         p.connected = true;
+        self.publish_replicating();
         self.audit_work(
             AuditWork::Presence {
                 association,
@@ -580,6 +595,7 @@ impl Worker {
         scope
             .peers
             .retain(|p| p.id.0 != 0 || p.url.is_some() || p.association.is_some());
+        self.publish_replicating();
     }
 
     /// Sends every peer a presence (RFC 5353 §3.4.2, checklist PE-06), and the presence
@@ -904,6 +920,7 @@ impl Worker {
             }
         }
         let known = self.learn_peer(association, generation, sender, now, out);
+        self.publish_replicating();
         match message.body {
             EnrpBody::Presence {
                 reply_required,

@@ -490,12 +490,18 @@ pub struct Worker {
     started: Option<Millis>,
     /// The operating scope (worker 0, when ENRP is configured).
     scope: Option<Box<enrp::Scope>>,
+    /// Whether the scope has a peer to replicate to, published by worker 0 for every shard:
+    /// without one, registrations skip the replication hand-off (a peer that joins later gets
+    /// the handlespace by its table transfer or audit).
+    replicating: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Worker {
     /// Worker `index` of `workers`, owning `shard` (shard `index` of a handlespace split with
     /// `into_shards`) and reading through `reader`. `seed` seeds its random source (keep-alive
-    /// jitter, random policies).
+    /// jitter, random policies). Every worker of a PR shares `replicating` (one
+    /// [`Worker::replication_flag`]).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         index: usize,
         workers: usize,
@@ -504,6 +510,7 @@ impl Worker {
         reader: HandlespaceReader,
         metrics: Arc<WorkerMetrics>,
         seed: u64,
+        replicating: Arc<std::sync::atomic::AtomicBool>,
     ) -> Self {
         Self {
             index,
@@ -521,7 +528,13 @@ impl Worker {
             views: Vec::with_capacity(rserpool_handlespace::policy::MAX_SELECTION),
             started: None,
             scope: None,
+            replicating,
         }
+    }
+
+    /// A new flag for [`Worker::new`], shared by every worker of one PR.
+    pub fn replication_flag() -> Arc<std::sync::atomic::AtomicBool> {
+        Arc::default()
     }
 
     /// This worker's index.
