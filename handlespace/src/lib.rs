@@ -211,6 +211,19 @@ impl Handlespace {
             .deregister(pool_handle, id, association)
     }
 
+    /// Runs `f` as one batch on every shard (see [`Shard::batch`]): each pool it changes is
+    /// republished once, at the end.
+    pub fn batch<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> R {
+        for shard in &mut self.shards {
+            shard.begin_batch();
+        }
+        let result = f(self);
+        for shard in &mut self.shards {
+            shard.end_batch();
+        }
+        result
+    }
+
     /// Handle resolution through the read side (see [`HandlespaceReader::resolve`]).
     pub fn resolve<R>(
         &self,

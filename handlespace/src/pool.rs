@@ -73,7 +73,7 @@ impl PoolSnapshot {
 
 /// How the entries changed since the last snapshot, to carry the degradation counters over.
 #[derive(Clone, Copy)]
-enum Change {
+enum Change<'a> {
     /// A PE was appended.
     Added,
     /// PE `i` re-registered: its counter restarts at 0 (RFC 5356 §5.2.2).
@@ -82,6 +82,8 @@ enum Change {
     Removed(usize),
     /// Only entry data changed (e.g. home PR): counters stay.
     Kept,
+    /// A batch: each PE's counter by its ID (0 for a PE not in the map).
+    ById(&'a HashMap<PeId, u32, foldhash::fast::RandomState>),
 }
 
 /// Pools with at most this many PEs find a PE by scanning instead of through an ID map.
@@ -102,6 +104,17 @@ pub(crate) struct Pool {
     by_id: Option<HashMap<PeId, u32, foldhash::fast::RandomState>>,
     /// The writer's copy of the snapshot published in the shard's view.
     pub snapshot: Arc<PoolSnapshot>,
+    /// During a batch of changes ([`Pool::stage`]): the entries as changed so far, published
+    /// once by [`Pool::publish_staged`] instead of once per change.
+    staged: Option<Box<Staged>>,
+}
+
+/// The entries of a pool in a batch of changes, not yet published.
+#[derive(Debug)]
+struct Staged {
+    entries: Vec<PoolElementEntry>,
+    /// PEs re-registered in the batch: their degradation counters restart (RFC 5356 §5.2.2).
+    reset: Vec<PeId>,
 }
 
 impl Pool {
@@ -119,12 +132,55 @@ impl Pool {
             meta: Vec::new(),
             by_id: None,
             snapshot,
+            staged: None,
         }
     }
 
-    /// The current entries.
+    /// The current entries (the staged ones during a batch).
     pub fn entries(&self) -> &[PoolElementEntry] {
-        &self.snapshot.entries
+        match &self.staged {
+            Some(staged) => &staged.entries,
+            None => &self.snapshot.entries,
+        }
+    }
+
+    /// Starts a batch: changes until [`Pool::publish_staged`] edit a private copy of the entries
+    /// (one copy for the whole batch, not one per change); readers keep the last snapshot.
+    /// Returns `false` if the pool was already staged.
+    pub fn stage(&mut self) -> bool {
+        if self.staged.is_some() {
+            return false;
+        }
+        self.staged = Some(Box::new(Staged {
+            entries: self.snapshot.entries.to_vec(),
+            reset: Vec::new(),
+        }));
+        true
+    }
+
+    /// Ends a batch: publishes the staged entries in `view` (if any are left), degradation
+    /// counters carried over by PE ID.
+    pub fn publish_staged(&mut self, view: &ShardView) {
+        let Some(staged) = self.staged.take() else {
+            return;
+        };
+        let Staged { entries, reset } = *staged;
+        if entries.is_empty() {
+            return;
+        }
+        let counters: HashMap<PeId, u32, foldhash::fast::RandomState> =
+            if crate::policy::uses_degradation(self.policy_type) {
+                self.snapshot
+                    .entries
+                    .iter()
+                    .zip(self.snapshot.degradation.iter())
+                    .filter(|(e, _)| !reset.contains(&e.id()))
+                    .map(|(e, c)| (e.id(), c.load(Ordering::Relaxed)))
+                    .collect()
+            } else {
+                HashMap::default()
+            };
+        self.publish(entries, Change::ById(&counters), view);
     }
 
     pub fn slot(&self, id: PeId) -> Option<usize> {
@@ -148,10 +204,14 @@ impl Pool {
             self.meta.reserve_exact(1);
         }
         self.meta.push(meta);
-        let mut entries = Vec::with_capacity(self.meta.len());
-        entries.extend_from_slice(self.entries());
-        entries.push(entry);
-        self.publish(entries, Change::Added, view);
+        if let Some(staged) = &mut self.staged {
+            staged.entries.push(entry);
+        } else {
+            let mut entries = Vec::with_capacity(self.meta.len());
+            entries.extend_from_slice(self.entries());
+            entries.push(entry);
+            self.publish(entries, Change::Added, view);
+        }
         if self.by_id.is_none() && self.len() > SCAN_LIMIT {
             self.by_id = Some(
                 self.entries()
@@ -167,7 +227,10 @@ impl Pool {
     /// back to 0 (RFC 5356 §5.2.2), nothing republished.
     pub fn reregister_unchanged(&mut self, i: usize, meta: PeMeta) {
         self.meta[i] = meta;
-        if let Some(c) = self.snapshot.degradation.get(i) {
+        if let Some(staged) = &mut self.staged {
+            let id = staged.entries[i].id();
+            staged.reset.push(id);
+        } else if let Some(c) = self.snapshot.degradation.get(i) {
             c.store(0, Ordering::Relaxed);
         }
     }
@@ -181,9 +244,14 @@ impl Pool {
         view: &ShardView,
     ) -> PeMeta {
         let old = std::mem::replace(&mut self.meta[i], meta);
-        let mut entries = self.entries().to_vec();
-        entries[i] = entry;
-        self.publish(entries, Change::Replaced(i), view);
+        if let Some(staged) = &mut self.staged {
+            staged.reset.push(entry.id());
+            staged.entries[i] = entry;
+        } else {
+            let mut entries = self.entries().to_vec();
+            entries[i] = entry;
+            self.publish(entries, Change::Replaced(i), view);
+        }
         old
     }
 
@@ -191,6 +259,16 @@ impl Pool {
     /// pool became empty (the caller drops it).
     pub fn swap_remove(&mut self, i: usize, view: &ShardView) -> (PoolElementEntry, PeMeta) {
         let meta = self.meta.swap_remove(i);
+        if let Some(staged) = &mut self.staged {
+            let entry = staged.entries.swap_remove(i);
+            if let Some(map) = &mut self.by_id {
+                map.remove(&entry.id());
+                if let Some(moved) = staged.entries.get(i) {
+                    map.insert(moved.id(), i as u32);
+                }
+            }
+            return (entry, meta);
+        }
         let mut entries = self.entries().to_vec();
         let entry = entries.swap_remove(i);
         if let Some(map) = &mut self.by_id {
@@ -212,6 +290,13 @@ impl Pool {
         mut f: impl FnMut(&mut PoolElementEntry) -> bool,
         view: &ShardView,
     ) -> Vec<PoolElementEntry> {
+        if let Some(staged) = &mut self.staged {
+            return staged
+                .entries
+                .iter_mut()
+                .filter_map(|e| f(e).then(|| e.clone()))
+                .collect();
+        }
         let mut entries = self.entries().to_vec();
         let changed: Vec<PoolElementEntry> = entries
             .iter_mut()
@@ -225,7 +310,7 @@ impl Pool {
 
     /// Publishes `entries` in `view` as the next snapshot after `change`, carrying degradation
     /// counters over.
-    fn publish(&mut self, entries: Vec<PoolElementEntry>, change: Change, view: &ShardView) {
+    fn publish(&mut self, entries: Vec<PoolElementEntry>, change: Change<'_>, view: &ShardView) {
         let old = &self.snapshot;
         let counter = |i: usize| {
             old.degradation
@@ -243,6 +328,7 @@ impl Pool {
                     // The entry that moved into `r` was the old last one.
                     Change::Removed(r) if r == i => counter(n),
                     Change::Removed(_) => counter(i),
+                    Change::ById(counters) => counters.get(&entries[i].id()).copied().unwrap_or(0),
                 };
                 AtomicU32::new(v)
             })

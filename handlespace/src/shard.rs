@@ -189,6 +189,8 @@ pub struct Shard {
     owners: FastMap<PrId, OwnerChecksums>,
     timers: TimerWheel<Expiry>,
     view: Arc<ShardView>,
+    /// Inside [`Shard::batch`]: the slots of the pools staged so far (`None` outside a batch).
+    batched: Option<Vec<u32>>,
 }
 
 impl Shard {
@@ -203,6 +205,47 @@ impl Shard {
             owners: FastMap::default(),
             timers: TimerWheel::new(),
             view: Arc::new(ShardView::default()),
+            batched: None,
+        }
+    }
+
+    /// Runs `f` as one batch: each pool it changes is republished to readers once, at the end,
+    /// instead of once per change (applying a handle table page: a pool of `n` PEs that gets
+    /// `k` of them costs O(n + k), not O(n · k)). Readers see the pools as they were until then;
+    /// a pool created in the batch is visible from its first PE.
+    pub fn batch<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> R {
+        let outer = self.batched.is_none();
+        self.begin_batch();
+        let result = f(self);
+        if outer {
+            self.end_batch();
+        }
+        result
+    }
+
+    /// Starts a batch (see [`Shard::batch`]); a no-op inside one.
+    pub fn begin_batch(&mut self) {
+        if self.batched.is_none() {
+            self.batched = Some(Vec::new());
+        }
+    }
+
+    /// Ends a batch: publishes every pool changed since [`Shard::begin_batch`].
+    pub fn end_batch(&mut self) {
+        for slot in self.batched.take().unwrap_or_default() {
+            if let Some(Some(pool)) = self.pools.get_mut(slot as usize) {
+                pool.publish_staged(&self.view);
+            }
+        }
+    }
+
+    /// Inside a batch: stages pool `slot` before its first change.
+    fn stage(&mut self, slot: u32) {
+        if let Some(batched) = &mut self.batched
+            && let Some(Some(pool)) = self.pools.get_mut(slot as usize)
+            && pool.stage()
+        {
+            batched.push(slot);
         }
     }
 
@@ -344,6 +387,7 @@ impl Shard {
             self.index.insert(handle, s);
             s
         } else {
+            self.stage(slot_index);
             slot_index
         };
         let pool = self.pools[slot_index as usize].as_mut().expect("live pool");
@@ -454,6 +498,7 @@ impl Shard {
     /// Removes slot `i` of pool `slot_index`, its timer and checksum contribution, and the pool
     /// if it became empty.
     fn remove_at(&mut self, slot_index: u32, i: usize) -> Removed {
+        self.stage(slot_index);
         let pool = self.pools[slot_index as usize].as_mut().expect("live pool");
         let (entry, meta) = pool.swap_remove(i, &self.view);
         self.pes -= 1;

@@ -54,6 +54,8 @@ enum Op {
         dead: u64,
         new_home: u64,
     },
+    /// Several operations (no resolutions) in one batch of every shard.
+    Batch(Vec<Op>),
 }
 
 fn policy(i: usize, load: u32) -> Policy {
@@ -100,7 +102,21 @@ fn asap_transport(association: u64) -> OwnedTransport {
     }
 }
 
+/// An operation, or now and then a batch of up to 12 (see [`Op::Batch`]).
 fn op(max_id: u64, handles: usize) -> impl Strategy<Value = Op> {
+    prop_oneof![
+        9 => single_op(max_id, handles),
+        1 => prop::collection::vec(single_op(max_id, handles), 1..12).prop_map(|ops| {
+            Op::Batch(
+                ops.into_iter()
+                    .filter(|op| !matches!(op, Op::Resolve { .. }))
+                    .collect(),
+            )
+        }),
+    ]
+}
+
+fn single_op(max_id: u64, handles: usize) -> impl Strategy<Value = Op> {
     let handle = 0..handles;
     // Mostly small IDs so that operations collide; sometimes 0 (invalid) or a 64-bit one.
     let id = prop_oneof![8 => 1u64..max_id, 1 => Just(0u64), 1 => Just(0x1_0000_0001u64)];
@@ -269,6 +285,14 @@ fn run(ops: &[Op], shards: usize, seed: u64) {
     let mut model = Model::default();
     let mut rng = Rng::seed(seed);
     for (step, op) in ops.iter().enumerate() {
+        apply(&mut hs, &mut model, &mut rng, op, step);
+        check_same(&hs, &model, step);
+    }
+}
+
+/// Applies `op` to the handlespace and the model, checking its outcome.
+fn apply(hs: &mut Handlespace, model: &mut Model, rng: &mut Rng, op: &Op, step: usize) {
+    {
         match *op {
             Op::Register {
                 handle,
@@ -351,7 +375,7 @@ fn run(ops: &[Op], shards: usize, seed: u64) {
             Op::Resolve { handle, n } => {
                 let h = HANDLES[handle];
                 let mut out = vec![0u32; n];
-                let got = hs.resolve(h, &mut rng, &mut out, |snap, picked| {
+                let got = hs.resolve(h, rng, &mut out, |snap, picked| {
                     picked
                         .iter()
                         .map(|&i| snap.entries()[i as usize].id().0)
@@ -426,8 +450,13 @@ fn run(ops: &[Op], shards: usize, seed: u64) {
                 }
                 assert_eq!(moved, want, "step {step}: {op:?}");
             }
+            // Readers see a batch's changes at its end: resolutions are left out of batches.
+            Op::Batch(ref ops) => hs.batch(|hs| {
+                for op in ops {
+                    apply(hs, model, rng, op, step);
+                }
+            }),
         }
-        check_same(&hs, &model, step);
     }
 }
 

@@ -1436,8 +1436,11 @@ impl Worker {
             }
             return;
         }
+        // One batch per shard: each pool a page touches is republished once per page.
+        let mut batches: Vec<Vec<PeerAdd>> = (0..self.workers).map(|_| Vec::new()).collect();
         for pool in entries.iter() {
             let handle = pool.pool_handle.0;
+            let shard = rserpool_handlespace::shard_index(handle, self.workers);
             for pe in pool.pool_elements.iter() {
                 if pe.home_pr == own || pe.home_pr.0 == 0 {
                     continue;
@@ -1445,17 +1448,17 @@ impl Worker {
                 if let Some(seen) = inbound.seen.as_mut() {
                     seen.insert((handle_hash(handle), pe.id));
                 }
-                self.route(
-                    handle,
-                    Forward::PeerAdd(Box::new(PeerAdd {
-                        pool_handle: handle.into(),
-                        registration: PeRegistration::from_view(&pe),
-                        home_pr: pe.home_pr,
-                        from_table: true,
-                    })),
-                    now,
-                    out,
-                );
+                batches[shard].push(PeerAdd {
+                    pool_handle: handle.into(),
+                    registration: PeRegistration::from_view(&pe),
+                    home_pr: pe.home_pr,
+                    from_table: true,
+                });
+            }
+        }
+        for (shard, adds) in batches.into_iter().enumerate() {
+            if !adds.is_empty() {
+                self.send_to(shard, Forward::PeerAdds(adds), now, out);
             }
         }
         if more_to_send {
@@ -1511,12 +1514,12 @@ impl Worker {
                 }
                 self.route(
                     handle,
-                    Forward::PeerAdd(Box::new(PeerAdd {
+                    Forward::PeerAdds(vec![PeerAdd {
                         pool_handle: handle.into(),
                         registration: PeRegistration::from_view(pe),
                         home_pr: sender,
                         from_table: false,
-                    })),
+                    }]),
                     now,
                     out,
                 );
@@ -1534,12 +1537,22 @@ impl Worker {
         }
     }
 
-    /// At the shard owner: store a PE learnt from a peer. A PE that registered here and
-    /// re-registered at the peer since moves there (RFC 5352 §3.1 rule 4): its association's
-    /// worker stops monitoring it. A table entry never takes a PE from a live association of
-    /// ours: it tells an older state (a peer that took this PR over during a partition resends
-    /// the PEs it took), while a handle update tells a re-registration that just happened.
-    pub(super) fn apply_peer_add(&mut self, add: PeerAdd, now: Millis, out: &mut Output) {
+    /// At the shard owner: store PEs learnt from a peer, as one handlespace batch (each pool
+    /// republished once).
+    pub(super) fn apply_peer_adds(&mut self, adds: Vec<PeerAdd>, now: Millis, out: &mut Output) {
+        self.shard.begin_batch();
+        for add in adds {
+            self.apply_peer_add(add, now, out);
+        }
+        self.shard.end_batch();
+    }
+
+    /// Stores one PE learnt from a peer. A PE that registered here and re-registered at the
+    /// peer since moves there (RFC 5352 §3.1 rule 4): its association's worker stops monitoring
+    /// it. A table entry never takes a PE from a live association of ours: it tells an older
+    /// state (a peer that took this PR over during a partition resends the PEs it took), while a
+    /// handle update tells a re-registration that just happened.
+    fn apply_peer_add(&mut self, add: PeerAdd, now: Millis, out: &mut Output) {
         let PeerAdd {
             pool_handle,
             registration,

@@ -362,9 +362,9 @@ pub enum Forward {
         /// Why it was removed.
         reason: RemovalReason,
     },
-    /// Store a PE learnt from a peer PR (to the shard owner; ENRP ADD_PE or a handle table
-    /// entry).
-    PeerAdd(Box<PeerAdd>),
+    /// Store PEs learnt from a peer PR (to the shard owner; ENRP ADD_PE, or a handle table
+    /// page's entries of that shard, applied as one batch).
+    PeerAdds(Vec<PeerAdd>),
     /// Delete a PE on behalf of its home PR (to the shard owner; ENRP DEL_PE).
     PeerDelete {
         /// The PR that sent the DEL_PE.
@@ -748,7 +748,7 @@ impl Worker {
                 pe_id,
                 reason,
             } => self.forget(association, &pool_handle, pe_id, reason, out),
-            Forward::PeerAdd(add) => self.apply_peer_add(*add, now, out),
+            Forward::PeerAdds(adds) => self.apply_peer_adds(adds, now, out),
             Forward::PeerDelete {
                 sender,
                 pool_handle,
