@@ -815,17 +815,12 @@ impl Worker {
         msg: &[u8],
         out: &mut Output,
     ) {
-        let code = error.reply_cause();
-        self.metrics.decode_error(code);
+        self.metrics.decode_error(error.reply_cause());
         tracing::debug!(?target, %error, "undecodable ASAP message");
-        let Some(code) = code else { return };
-        if msg.first() == Some(&message_type::ERROR) {
+        let Some(cause) = super::decode_error_cause(error, msg, message_type::ERROR) else {
             return;
-        }
-        let causes = [ErrorCause {
-            code,
-            info: error.cause_info(msg),
-        }];
+        };
+        let causes = [cause];
         self.send(
             target,
             generation,
@@ -843,16 +838,10 @@ impl Worker {
         msg: &[u8],
         out: &mut Output,
     ) {
-        if unrecognized.is_empty() || msg.first() == Some(&message_type::ERROR) {
+        let causes = super::unrecognized_causes(unrecognized, msg, message_type::ERROR);
+        if causes.is_empty() {
             return;
         }
-        let causes: Vec<ErrorCause<'_>> = unrecognized
-            .ranges()
-            .map(|r| ErrorCause {
-                code: cause::UNRECOGNIZED_PARAMETER,
-                info: &msg[r],
-            })
-            .collect();
         self.send(
             target,
             generation,

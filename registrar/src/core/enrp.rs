@@ -885,15 +885,9 @@ impl Worker {
         }
         let message = match EnrpMessage::decode(msg, generation) {
             Ok(decoded) => {
-                if !decoded.unrecognized.is_empty() && msg.first() != Some(&message_type::ERROR) {
-                    let causes: Vec<ErrorCause<'_>> = decoded
-                        .unrecognized
-                        .ranges()
-                        .map(|r| ErrorCause {
-                            code: rserpool_protocol::cause::UNRECOGNIZED_PARAMETER,
-                            info: &msg[r],
-                        })
-                        .collect();
+                let causes =
+                    super::unrecognized_causes(&decoded.unrecognized, msg, message_type::ERROR);
+                if !causes.is_empty() {
                     self.send_enrp_error(association, generation, &causes, out);
                 }
                 decoded.message
@@ -2032,18 +2026,11 @@ impl Worker {
         msg: &[u8],
         out: &mut Output,
     ) {
-        let code = error.reply_cause();
-        self.metrics.decode_error(code);
+        self.metrics.decode_error(error.reply_cause());
         tracing::debug!(?association, %error, "undecodable ENRP message");
-        let Some(code) = code else { return };
-        if msg.first() == Some(&message_type::ERROR) {
-            return;
+        if let Some(cause) = super::decode_error_cause(error, msg, message_type::ERROR) {
+            self.send_enrp_error(association, generation, &[cause], out);
         }
-        let causes = [ErrorCause {
-            code,
-            info: error.cause_info(msg),
-        }];
-        self.send_enrp_error(association, generation, &causes, out);
     }
 
     /// ENRP_ERROR (RFC 5353 §3.7, checklist PE-19).

@@ -846,6 +846,40 @@ impl Worker {
     }
 }
 
+/// The cause to answer an undecodable message with (RFC 5354 §3-4, as the codec maps it), or
+/// `None` where the RFC says to drop it silently. An error message is never answered, whatever
+/// its protocol's ERROR type code `error_type` (ASAP and ENRP share the rule).
+fn decode_error_cause<'m>(
+    error: &rserpool_protocol::DecodeError,
+    msg: &'m [u8],
+    error_type: u8,
+) -> Option<rserpool_protocol::ErrorCause<'m>> {
+    let code = error.reply_cause()?;
+    (msg.first() != Some(&error_type)).then(|| rserpool_protocol::ErrorCause {
+        code,
+        info: error.cause_info(msg),
+    })
+}
+
+/// RFC 5354 §3: one "unrecognized parameter" cause per parameter the decoder skipped with type
+/// bits `11`; none for an error message (`error_type`).
+fn unrecognized_causes<'m>(
+    unrecognized: &rserpool_protocol::Unrecognized,
+    msg: &'m [u8],
+    error_type: u8,
+) -> Vec<rserpool_protocol::ErrorCause<'m>> {
+    if msg.first() == Some(&error_type) {
+        return Vec::new();
+    }
+    unrecognized
+        .ranges()
+        .map(|r| rserpool_protocol::ErrorCause {
+            code: rserpool_protocol::cause::UNRECOGNIZED_PARAMETER,
+            info: &msg[r],
+        })
+        .collect()
+}
+
 /// `interval - 12.5 % + random(0 .. 25 %)`, as RSPLIB's `registrarRandomizeCycle`.
 fn jitter(rng: &mut Rng, interval: Millis) -> Millis {
     let spread = interval / 4;
