@@ -522,16 +522,16 @@ impl SctpSocket {
         msg: &[u8],
     ) -> io::Result<usize> {
         let control = sndinfo_cmsg(stream, 0, ppid, assoc.0);
-        sys::send_msg(self.sock.as_fd(), msg, &control, libc::MSG_NOSIGNAL)
+        sys::send_msg(self.sock.as_fd(), None, msg, &control, libc::MSG_NOSIGNAL)
     }
 
     /// Sends `msg` with PPID `ppid` to `to`, over the socket's association with that address or a
     /// new one the kernel sets up (the peer sees `SCTP_COMM_UP`, then the message).
     pub fn send_to(&self, to: SocketAddr, ppid: u32, msg: &[u8]) -> io::Result<usize> {
         let control = sndinfo_cmsg(0, 0, ppid, 0);
-        sys::send_msg_to(
+        sys::send_msg(
             self.sock.as_fd(),
-            &to.into(),
+            Some(&to.into()),
             msg,
             &control,
             libc::MSG_NOSIGNAL,
@@ -541,7 +541,7 @@ impl SctpSocket {
     /// Aborts association `assoc` (an ABORT chunk to the peer; the association ends at once).
     pub fn abort(&self, assoc: SctpAssocId) -> io::Result<()> {
         let control = sndinfo_cmsg(0, libc::SCTP_ABORT as u16, 0, assoc.0);
-        sys::send_msg(self.sock.as_fd(), &[], &control, libc::MSG_NOSIGNAL).map(drop)
+        sys::send_msg(self.sock.as_fd(), None, &[], &control, libc::MSG_NOSIGNAL).map(drop)
     }
 
     /// The peer's addresses on association `assoc` (`SCTP_GET_PEER_ADDRS`).
@@ -648,7 +648,7 @@ impl AsRawFd for SctpSocket {
 /// `sock` (from [`SctpSocket::connect_one_to_one`]).
 pub fn send_ppid(sock: &impl AsFd, ppid: u32, stream: u16, msg: &[u8]) -> io::Result<usize> {
     let control = sndinfo_cmsg(stream, 0, ppid, 0);
-    sys::send_msg(sock.as_fd(), msg, &control, libc::MSG_NOSIGNAL)
+    sys::send_msg(sock.as_fd(), None, msg, &control, libc::MSG_NOSIGNAL)
 }
 
 /// Receives one message from the one-to-one SCTP socket `sock` (which needs `SCTP_RECVRCVINFO`,

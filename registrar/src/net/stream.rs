@@ -29,22 +29,7 @@ pub fn listen_stream(
             )));
         }
     };
-    let sock = Socket::new(
-        Domain::for_address(addr),
-        Type::STREAM.nonblocking().cloexec(),
-        Some(protocol),
-    )
-    .map_err(|e| match (url.transport, e.raw_os_error()) {
-        (Transport::Mptcp, Some(libc::EPROTONOSUPPORT | libc::ENOPROTOOPT)) => {
-            let call = if addr.is_ipv6() {
-                "socket(AF_INET6, SOCK_STREAM, IPPROTO_MPTCP)"
-            } else {
-                "socket(AF_INET, SOCK_STREAM, IPPROTO_MPTCP)"
-            };
-            NetError::mptcp_unavailable(call, e)
-        }
-        _ => NetError::io(format!("create a socket for {url}"), e),
-    })?;
+    let sock = stream_socket(url, protocol, "for")?;
     let set = |what: &str, r: std::io::Result<()>| {
         r.map_err(|e| NetError::io(format!("set {what} on the listener for {url}"), e))
     };
@@ -68,6 +53,33 @@ pub fn listen_stream(
     Ok(sock)
 }
 
+/// A non-blocking, close-on-exec stream socket of `protocol` (TCP or MPTCP) for `url`; an
+/// error names the socket's purpose (`"for"` a listener, `"to connect to"` a peer) and, for
+/// MPTCP, the missing kernel support.
+fn stream_socket(
+    url: &TransportUrl,
+    protocol: Protocol,
+    purpose: &str,
+) -> Result<Socket, NetError> {
+    let addr = url.address;
+    Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.nonblocking().cloexec(),
+        Some(protocol),
+    )
+    .map_err(|e| match (url.transport, e.raw_os_error()) {
+        (Transport::Mptcp, Some(libc::EPROTONOSUPPORT | libc::ENOPROTOOPT)) => {
+            let call = if addr.is_ipv6() {
+                "socket(AF_INET6, SOCK_STREAM, IPPROTO_MPTCP)"
+            } else {
+                "socket(AF_INET, SOCK_STREAM, IPPROTO_MPTCP)"
+            };
+            NetError::mptcp_unavailable(call, e)
+        }
+        _ => NetError::io(format!("create a socket {purpose} {url}"), e),
+    })
+}
+
 /// Starts a non-blocking, close-on-exec connection to a `tcp://` or `mptcp://` URL (an outgoing
 /// ENRP association) with `TCP_NODELAY`, as accepted connections have. The connection completes
 /// in the background: wait until the socket is writable, then ask [`connect_outcome`].
@@ -82,22 +94,7 @@ pub fn connect_stream(url: &TransportUrl) -> Result<Socket, NetError> {
             )));
         }
     };
-    let sock = Socket::new(
-        Domain::for_address(addr),
-        Type::STREAM.nonblocking().cloexec(),
-        Some(protocol),
-    )
-    .map_err(|e| match (url.transport, e.raw_os_error()) {
-        (Transport::Mptcp, Some(libc::EPROTONOSUPPORT | libc::ENOPROTOOPT)) => {
-            let call = if addr.is_ipv6() {
-                "socket(AF_INET6, SOCK_STREAM, IPPROTO_MPTCP)"
-            } else {
-                "socket(AF_INET, SOCK_STREAM, IPPROTO_MPTCP)"
-            };
-            NetError::mptcp_unavailable(call, e)
-        }
-        _ => NetError::io(format!("create a socket to connect to {url}"), e),
-    })?;
+    let sock = stream_socket(url, protocol, "to connect to")?;
     sock.set_tcp_nodelay(true)
         .map_err(|e| NetError::io(format!("set TCP_NODELAY on the connection to {url}"), e))?;
     match sock.connect(&SockAddr::from(addr)) {

@@ -105,9 +105,11 @@ pub(super) fn recv_msg(
     })
 }
 
-/// `sendmsg(fd, ...)` of `data` as one message with the ancillary data `control`.
+/// `sendmsg(fd, ...)` of `data` as one message with the ancillary data `control`, to `to` when
+/// given (an SCTP one-to-many socket sets up an association to an address it has none with).
 pub(super) fn send_msg(
     fd: BorrowedFd<'_>,
+    to: Option<&socket2::SockAddr>,
     data: &[u8],
     control: &[u8],
     flags: i32,
@@ -117,43 +119,17 @@ pub(super) fn send_msg(
         iov_len: data.len(),
     };
     let mut msg = empty_msghdr();
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_ptr().cast_mut().cast();
-    msg.msg_controllen = control.len() as _;
-    // SAFETY: `msg` points at `iov`, which points at `data`, and at `control`: live buffers of the
-    // lengths given, outliving the call; `sendmsg` only reads them (the `*mut` is the C signature).
-    let n = unsafe { libc::sendmsg(fd.as_raw_fd(), &msg, flags) };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
+    if let Some(to) = to {
+        msg.msg_name = to.as_ptr().cast_mut().cast();
+        msg.msg_namelen = to.len();
     }
-}
-
-/// `sendmsg` of `data` with ancillary `control` to `to` (an SCTP one-to-many socket sets up an
-/// association to an address it has none with).
-pub(super) fn send_msg_to(
-    fd: BorrowedFd<'_>,
-    to: &socket2::SockAddr,
-    data: &[u8],
-    control: &[u8],
-    flags: i32,
-) -> io::Result<usize> {
-    let mut iov = libc::iovec {
-        iov_base: data.as_ptr().cast_mut().cast(),
-        iov_len: data.len(),
-    };
-    let mut msg = empty_msghdr();
-    msg.msg_name = to.as_ptr().cast_mut().cast();
-    msg.msg_namelen = to.len();
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
     msg.msg_control = control.as_ptr().cast_mut().cast();
     msg.msg_controllen = control.len() as _;
-    // SAFETY: `msg` points at `to` (a socket address of the length given), at `iov`, which
-    // points at `data`, and at `control`: live buffers outliving the call that `sendmsg` only
-    // reads (the `*mut` is the C signature).
+    // SAFETY: `msg` points at `iov`, which points at `data`, at `control` and, when given, at
+    // `to` (a socket address of the length given): live buffers outliving the call that
+    // `sendmsg` only reads (the `*mut` is the C signature).
     let n = unsafe { libc::sendmsg(fd.as_raw_fd(), &msg, flags) };
     if n < 0 {
         Err(io::Error::last_os_error())
