@@ -121,7 +121,10 @@ fn the_open_loop_keeps_to_its_rate() {
         "--quiet",
     ];
     let s = single(app::run(&cli(&args)).unwrap());
-    assert!(s.ops > 0 && s.ops <= 1000 + 4, "{s:?}");
+    // Answers are counted when they arrive: besides the 1000 requests the window schedules,
+    // it may count answers to requests the warm-up scheduled and a slow (loaded) machine sent
+    // late, at most one full pipeline per connection (4 x 16).
+    assert!(s.ops > 0 && s.ops <= 1000 + 4 * 16, "{s:?}");
     assert_eq!(s.errors, 0);
     assert_eq!(s.rate, Some(2000.0));
 }
