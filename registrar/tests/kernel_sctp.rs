@@ -778,6 +778,12 @@ fn hostile_messages_over_sctp_leave_the_daemon_serving_and_pes_intact(driver: &s
         started.elapsed()
     );
     assert!(answers > 100, "errors are answered: {answers}");
+    std::thread::sleep(Duration::from_millis(100));
+    let mut d = d;
+    if let Ok(Some(status)) = d.child.try_wait() {
+        let (_, stderr) = d.wait(Duration::from_secs(1));
+        panic!("the daemon exited ({status}) under hostile input; it printed:\n{stderr}");
+    }
     // Still answering, and the PE registered by its owner is still there (next to PEs the
     // attacker's mutated registrations may have added, which leave with its association).
     let pu = Asap::connect(addr);

@@ -83,6 +83,11 @@ pub struct Scenario {
     pub table_page: usize,
     /// The faults and phase changes, by time.
     pub timeline: Vec<(Millis, Fault)>,
+    /// The PRs have no static peers and find each other only by ENRP_PRESENCE datagrams
+    /// (one seed in three).
+    pub discovery: bool,
+    /// Percent of presence datagrams lost (0 to 30).
+    pub datagram_loss: u64,
     /// The end of the run.
     pub end: Millis,
 }
@@ -169,6 +174,8 @@ impl Scenario {
         }
         let end = WARM_UP + CYCLES * (FAULT_PHASE + QUIET_PHASE);
         timeline.sort_by_key(|(at, _)| *at);
+        let discovery = rng.below(3) == 0;
+        let datagram_loss = rng.below(31);
         Self {
             seed,
             workers,
@@ -177,6 +184,8 @@ impl Scenario {
             pus,
             table_page,
             timeline,
+            discovery,
+            datagram_loss,
             end,
         }
     }

@@ -51,6 +51,15 @@ pub enum Event {
     Resolve(usize),
     /// A scheduled fault or phase change.
     Fault(crate::faults::Fault),
+    /// A presence datagram reaches PR `to` (if it is still incarnation `incarnation`).
+    Datagram {
+        /// The PR's index.
+        to: usize,
+        /// Its incarnation when the datagram left.
+        incarnation: u32,
+        /// The datagram.
+        bytes: Vec<u8>,
+    },
 }
 
 struct Scheduled {

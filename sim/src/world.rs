@@ -23,6 +23,8 @@ use crate::net::{End, Event, Handle, LinkId, Net, Node};
 const ASAP_PORT: u16 = 3863;
 /// Port of every PR's ENRP endpoint.
 const ENRP_PORT: u16 = 9901;
+/// The multicast group presences go to when PRs find each other by datagrams (RSPLIB's).
+const PRESENCE_GROUP: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(239, 0, 0, 51)), 9901);
 
 /// ENRP message types RSPLIB sends twice (individually and by SCTP_SENDALL): presence, handle
 /// update, init takeover, takeover server.
@@ -84,6 +86,8 @@ pub struct Summary {
     pub partitions: u64,
     /// Settle points checked.
     pub settles: u64,
+    /// Presence datagrams lost.
+    pub datagrams_lost: u64,
 }
 
 /// The whole simulation of one seed.
@@ -240,6 +244,7 @@ impl World {
             Event::Timer(node) => Some(*node),
             Event::Resolve(k) => Some(Node::Pu(*k)),
             Event::Fault(_) => None,
+            Event::Datagram { to, .. } => Some(Node::Pr(*to)),
         };
         match event {
             Event::Deliver { link, to, bytes } => self.deliver(link, to, bytes),
@@ -249,6 +254,11 @@ impl World {
             Event::Timer(node) => self.timer(node),
             Event::Resolve(k) => self.resolve(k),
             Event::Fault(f) => self.fault(f),
+            Event::Datagram {
+                to,
+                incarnation,
+                bytes,
+            } => self.datagram(to, incarnation, &bytes),
         }
         touched
     }
@@ -267,13 +277,25 @@ impl World {
         // one way): a PE is never removed for a keep-alive that is only late.
         c.keep_alive_timeout = 2_000;
         c.listeners = vec![url(i, ASAP_PORT)];
-        c.enrp = EnrpConfig {
-            local: vec![url(i, ENRP_PORT)],
-            peers: (0..self.prs.len())
+        // Static peers, or none and presence datagrams to a multicast group to find them.
+        let (peers, presence_targets) = if self.scenario.discovery {
+            let group = TransportUrl {
+                transport: Transport::Udp,
+                address: PRESENCE_GROUP,
+                generation: Generation::Rfc,
+            };
+            (Vec::new(), vec![group])
+        } else {
+            let peers = (0..self.prs.len())
                 .filter(|&j| j != i)
                 .map(|j| url(j, ENRP_PORT))
-                .collect(),
-            presence_targets: Vec::new(),
+                .collect();
+            (peers, Vec::new())
+        };
+        c.enrp = EnrpConfig {
+            local: vec![url(i, ENRP_PORT)],
+            peers,
+            presence_targets,
             heartbeat_interval: 500,
             max_time_last_heard: 1_000,
             max_time_no_response: 1_000,
@@ -455,13 +477,18 @@ impl World {
         loop {
             let incarnation = self.prs[i].incarnation;
             for s in sent.drain(..) {
-                if let Target::Association(a) = s.target
-                    && let Some(link) =
-                        self.net
-                            .find(Node::Pr(i), incarnation, Handle::Association(a))
-                {
-                    let side = self.side_of(link, Node::Pr(i));
-                    self.transmit(link, side, s.bytes);
+                match s.target {
+                    Target::Association(a) => {
+                        if let Some(link) =
+                            self.net
+                                .find(Node::Pr(i), incarnation, Handle::Association(a))
+                        {
+                            let side = self.side_of(link, Node::Pr(i));
+                            self.transmit(link, side, s.bytes);
+                        }
+                    }
+                    Target::UdpSend(to) if to == PRESENCE_GROUP => self.multicast(i, &s.bytes),
+                    _ => {}
                 }
             }
             let Some(cluster) = self.prs[i].cluster.as_mut() else {
@@ -661,6 +688,44 @@ impl World {
             }
         }
         self.net.retire(link);
+    }
+
+    /// A presence datagram from PR `i` to the multicast group: each other PR on its side of a
+    /// partition gets it after the usual delay, unless it is lost (`datagram_loss` percent).
+    fn multicast(&mut self, i: usize, bytes: &[u8]) {
+        for j in 0..self.prs.len() {
+            if j == i || self.prs[j].cluster.is_none() || self.separated(Node::Pr(i), Node::Pr(j)) {
+                continue;
+            }
+            if self.rng.below(100) < self.scenario.datagram_loss {
+                self.summary.datagrams_lost += 1;
+                continue;
+            }
+            let at = self.now() + self.delay(Node::Pr(i));
+            let incarnation = self.prs[j].incarnation;
+            self.net.schedule(
+                at,
+                Event::Datagram {
+                    to: j,
+                    incarnation,
+                    bytes: bytes.to_vec(),
+                },
+            );
+        }
+    }
+
+    /// A presence datagram arrives at PR `j`.
+    fn datagram(&mut self, j: usize, incarnation: u32, bytes: &[u8]) {
+        if self.prs[j].incarnation != incarnation || self.prs[j].cluster.is_none() {
+            return;
+        }
+        let now = self.now();
+        let sent = {
+            let _span = self.pr_span(j);
+            let cluster = self.prs[j].cluster.as_mut().expect("up");
+            cluster.enrp_datagram(Generation::Rfc, bytes, now)
+        };
+        self.pr_output(j, sent, false);
     }
 
     /// A span naming PR `i` and the time around a call into it, so its own logs say who and

@@ -121,6 +121,17 @@ impl Cluster {
         self.settle(now)
     }
 
+    /// Delivers an ENRP datagram (a presence to the ENRP UDP endpoint) to worker 0.
+    pub fn enrp_datagram(
+        &mut self,
+        generation: rserpool_protocol::Generation,
+        msg: &[u8],
+        now: Millis,
+    ) -> Vec<Sent> {
+        self.workers[0].on_enrp_datagram(generation, msg, now, &mut self.out);
+        self.settle(now)
+    }
+
     /// An outgoing ENRP association (one of [`Self::take_connects`]) is up
     /// ([`Worker::connected`]); returns everything sent until the workers are idle.
     pub fn connected(

@@ -1183,3 +1183,54 @@ fn a_takeover_acknowledged_to_a_peer_that_never_finishes_it_is_run_by_us() {
     let started = started.expect("our own takeover");
     assert!((3_100..3_600).contains(&started), "{started}");
 }
+
+#[test]
+fn a_presence_datagram_introduces_a_peer_that_is_then_connected_to() {
+    let mut pr = scope_pr(1);
+    const IP: &[std::net::IpAddr] = &[std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 9))];
+    let info = ServerInformation {
+        server_id: PEER,
+        transport: Transport {
+            kind: TransportKind::Tcp,
+            port: 9909,
+            transport_use: 0,
+            service_code: 0,
+            addresses: Seq::from_items(IP),
+        },
+    };
+    let datagram = encode(
+        PEER,
+        EnrpBody::Presence {
+            reply_required: false,
+            checksum: Some(0xffff),
+            server_information: Some(info),
+        },
+    );
+    let mut out = Output::default();
+    let w = &mut pr.workers_mut()[0];
+    w.on_enrp_datagram(Generation::Rfc, &datagram, 10, &mut out);
+    let connects: Vec<TransportUrl> = out.connects().iter().map(|c| c.url).collect();
+    assert_eq!(connects, [tcp("127.0.0.9:9909")]);
+    out.clear();
+    // The same presence again: already connecting, no second association.
+    w.on_enrp_datagram(Generation::Rfc, &datagram, 20, &mut out);
+    assert!(out.connects().is_empty());
+    // Our own presence (a multicast loop) and one without server information are ignored.
+    let own = encode(
+        PR,
+        EnrpBody::Presence {
+            reply_required: false,
+            checksum: Some(0xffff),
+            server_information: Some(info),
+        },
+    );
+    w.on_enrp_datagram(Generation::Rfc, &own, 30, &mut out);
+    w.on_enrp_datagram(
+        Generation::Rfc,
+        &presence(PEER2, false, 0xffff),
+        30,
+        &mut out,
+    );
+    assert!(out.connects().is_empty());
+    assert!(out.transmits().next().is_none());
+}
