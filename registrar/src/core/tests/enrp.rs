@@ -159,6 +159,39 @@ fn resolve_ids(pr: &mut Cluster, handle: &[u8], now: u64) -> Result<Vec<u64>, u1
     })
 }
 
+/// A started PR of one worker whose only static peer is `peer`, and the association its first
+/// tick asked the driver to open there (not yet connected).
+fn with_static_peer(peer: TransportUrl) -> (Cluster, AssociationId) {
+    let mut pr = Cluster::new(
+        1,
+        scope_config(vec![peer]),
+        rserpool_handlespace::Limits::default(),
+        7,
+    );
+    let mut out = Output::default();
+    let w = &mut pr.workers_mut()[0];
+    w.start(0);
+    w.on_timer(0, &mut out);
+    assert_eq!(out.connects().len(), 1, "one connect to the static peer");
+    assert_eq!(out.connects()[0].url, peer);
+    let association = out.connects()[0].association;
+    (pr, association)
+}
+
+/// The home PRs of the PEs a resolution of `handle` returns.
+fn homes(pr: &mut Cluster, handle: &[u8], now: u64) -> Vec<PrId> {
+    let pu = pr.open(0, info(Generation::Rfc), now);
+    let sent = pr.message(pu, &super::resolution(handle, Some(128)), now);
+    pr.close(pu, now);
+    match super::only(&sent) {
+        rserpool_protocol::AsapMessage::HandleResolutionResponse {
+            resolution: rserpool_protocol::Resolution::Found { pool_elements, .. },
+            ..
+        } => pool_elements.iter().map(|p| p.home_pr).collect(),
+        other => panic!("{other:?}"),
+    }
+}
+
 fn checksum_of(entries: &[(&[u8], u32)]) -> u16 {
     let mut c = Internet16::new();
     for (h, id) in entries {
@@ -675,22 +708,10 @@ fn pe16_an_init_takeover_aimed_at_us_is_answered_with_presence() {
 #[test]
 fn pe03_pe05_a_pr_with_a_mentor_loads_the_handlespace_before_serving_peers() {
     let mentor_url = tcp("127.0.0.2:9901");
-    let mut pr = Cluster::new(
-        1,
-        scope_config(vec![mentor_url]),
-        rserpool_handlespace::Limits::default(),
-        7,
-    );
+    let (mut pr, a) = with_static_peer(mentor_url);
     let mut out = Output::default();
     let w = &mut pr.workers_mut()[0];
-    w.start(0);
-    w.on_timer(0, &mut out);
-    assert_eq!(out.connects().len(), 1);
-    let connect = out.connects()[0];
-    assert_eq!(connect.url, mentor_url);
-    out.clear();
     assert!(!w.enrp_live(), "starting");
-    let a = connect.association;
     w.connected(a, vec![mentor_url.address], 10, &mut out);
     let intro: Vec<u8> = out.transmits().map(|(_, b)| b[0]).collect();
     assert_eq!(intro, [et::PRESENCE]);
@@ -803,20 +824,9 @@ fn a_table_entry_never_takes_a_pe_from_a_live_association_but_an_update_does() {
         &table_response(PEER, b"live", &[pe_element(7, PEER)], false),
         20,
     );
-    let home = |pr: &mut Cluster| {
-        let pu = pr.open(0, info(Generation::Rfc), 30);
-        let sent = pr.message(pu, &super::resolution(b"live", None), 30);
-        match super::only(&sent) {
-            rserpool_protocol::AsapMessage::HandleResolutionResponse {
-                resolution: rserpool_protocol::Resolution::Found { pool_elements, .. },
-                ..
-            } => pool_elements.iter().next().unwrap().home_pr,
-            other => panic!("{other:?}"),
-        }
-    };
     assert_eq!(
-        home(&mut pr),
-        PR,
+        homes(&mut pr, b"live", 30),
+        [PR],
         "still ours: its association is alive here"
     );
     // The PE re-registered at the peer: the update moves it, and our association stops
@@ -826,7 +836,7 @@ fn a_table_entry_never_takes_a_pe_from_a_live_association_but_an_update_does() {
         &update(PEER, UpdateAction::AddPe, b"live", pe_element(7, PEER)),
         40,
     );
-    assert_eq!(home(&mut pr), PEER);
+    assert_eq!(homes(&mut pr, b"live", 45), [PEER]);
     pr.close(pe, 50);
     assert_eq!(resolve_ids(&mut pr, b"live", 60), Ok(vec![7]));
 }
@@ -834,18 +844,9 @@ fn a_table_entry_never_takes_a_pe_from_a_live_association_but_an_update_does() {
 #[test]
 fn a_restarted_static_peer_with_a_new_id_leaves_its_old_id_to_be_taken_over() {
     let peer_url = tcp("127.0.0.2:9901");
-    let mut pr = Cluster::new(
-        1,
-        scope_config(vec![peer_url]),
-        rserpool_handlespace::Limits::default(),
-        7,
-    );
+    let (mut pr, first) = with_static_peer(peer_url);
     let mut out = Output::default();
     let w = &mut pr.workers_mut()[0];
-    w.start(0);
-    w.on_timer(0, &mut out);
-    let first = out.connects()[0].association;
-    out.clear();
     w.connected(first, vec![peer_url.address], 0, &mut out);
     w.on_message(first, &presence(PEER, false, 0xffff), 0, &mut out);
     w.on_message(
@@ -895,32 +896,14 @@ fn a_restarted_static_peer_with_a_new_id_leaves_its_old_id_to_be_taken_over() {
         &mut out,
     );
     out.clear();
-    let pe = pr.open(0, info(Generation::Rfc), now);
-    let sent = pr.message(pe, &super::resolution(b"old", None), now);
-    match super::only(&sent) {
-        rserpool_protocol::AsapMessage::HandleResolutionResponse {
-            resolution: rserpool_protocol::Resolution::Found { pool_elements, .. },
-            ..
-        } => assert_eq!(pool_elements.iter().next().unwrap().home_pr, PR),
-        other => panic!("{other:?}"),
-    }
+    assert_eq!(homes(&mut pr, b"old", now), [PR]);
 }
 
 #[test]
 fn an_association_a_peer_never_accepts_is_given_up_and_tried_again() {
-    let peer_url = tcp("127.0.0.2:9901");
-    let mut pr = Cluster::new(
-        1,
-        scope_config(vec![peer_url]),
-        rserpool_handlespace::Limits::default(),
-        7,
-    );
+    let (mut pr, first) = with_static_peer(tcp("127.0.0.2:9901"));
     let mut out = Output::default();
     let w = &mut pr.workers_mut()[0];
-    w.start(0);
-    w.on_timer(0, &mut out);
-    let first = out.connects()[0].association;
-    out.clear();
     // Reconnect interval (1 s) plus MAX-TIME-NO-RESPONSE (1 s).
     let mut now = 0;
     let mut aborted_at = None;
