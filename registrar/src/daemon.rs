@@ -114,7 +114,10 @@ pub fn run(config: Config, reload: Reload, set_log_level: SetLogLevel) -> Result
                      or `--metrics` address"
                 ))
             })?;
-            println!("metrics http://{}/metrics", server.local_addr());
+            stdout_line(format_args!(
+                "metrics http://{}/metrics",
+                server.local_addr()
+            ));
             Some(server)
         }
         None => None,
@@ -153,10 +156,10 @@ pub fn run(config: Config, reload: Reload, set_log_level: SetLogLevel) -> Result
         threads.push(thread);
     }
     for url in &bound {
-        println!("listening asap {url}");
+        stdout_line(format_args!("listening asap {url}"));
     }
     for url in &enrp_bound {
-        println!("listening enrp {url}");
+        stdout_line(format_args!("listening enrp {url}"));
     }
     tracing::info!(
         pr_id = format_args!("{:#x}", pr_id.0),
@@ -277,6 +280,15 @@ fn choose_driver(choice: DriverChoice) -> Result<Driver, DaemonError> {
                 ))
             }),
     }
+}
+
+/// Prints one line of the start-up report on standard output (what scripts and tests read to
+/// find the bound ports). A closed or broken standard output is ignored: a registrar keeps
+/// serving when whoever started it stops reading (`println!` would panic on `EPIPE`).
+fn stdout_line(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
 }
 
 /// The UDP socket worker 0 sends announces, ENRP presence datagrams and CSP reports from. Announces leave from the ASAP

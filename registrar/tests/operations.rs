@@ -47,7 +47,14 @@ fn announces_and_csp_reports_reach_their_udp_targets() {
     let start = Instant::now();
     let mut announces = 0;
     while announces < 3 {
-        let (n, from) = announce.recv_from(&mut buf).expect("an announce");
+        let (n, from) = match announce.recv_from(&mut buf) {
+            Ok(r) => r,
+            Err(e) => {
+                d.signal("TERM");
+                let (_, stderr) = d.wait(Duration::from_secs(5));
+                panic!("no announce ({e}) after {announces}; the daemon printed:\n{stderr}");
+            }
+        };
         assert_eq!(
             from.port(),
             tcp.port(),

@@ -42,10 +42,10 @@ impl Lines {
     pub fn new(stream: impl Read + Send + 'static) -> Self {
         let (tx, rx) = channel();
         std::thread::spawn(move || {
+            // The stream stays drained when no one listens any more: a process writing to it
+            // must not find its pipe closed.
             for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
+                let _ = tx.send(line);
             }
         });
         Self {

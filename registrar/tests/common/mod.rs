@@ -43,11 +43,11 @@ impl Daemon {
         });
         let (tx, rx) = std::sync::mpsc::channel();
         let stdout = child.stdout.take().unwrap();
+        // Reads the daemon's standard output for its whole life: lines after start-up are
+        // dropped, but the pipe stays open.
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
+                let _ = tx.send(line);
             }
         });
         let mut listeners = Vec::new();
