@@ -191,6 +191,8 @@ pub struct Shard {
     view: Arc<ShardView>,
     /// Inside [`Shard::batch`]: the slots of the pools staged so far (`None` outside a batch).
     batched: Option<Vec<u32>>,
+    /// How many batches are open (they nest; the outermost one publishes).
+    batch_depth: u32,
 }
 
 impl Shard {
@@ -206,6 +208,7 @@ impl Shard {
             timers: TimerWheel::new(),
             view: Arc::new(ShardView::default()),
             batched: None,
+            batch_depth: 0,
         }
     }
 
@@ -214,25 +217,40 @@ impl Shard {
     /// `k` of them costs O(n + k), not O(n · k)). Readers see the pools as they were until then;
     /// a pool created in the batch is visible from its first PE.
     pub fn batch<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> R {
-        let outer = self.batched.is_none();
         self.begin_batch();
         let result = f(self);
-        if outer {
-            self.end_batch();
-        }
+        self.end_batch();
         result
     }
 
-    /// Starts a batch (see [`Shard::batch`]); a no-op inside one.
+    /// Starts a batch (see [`Shard::batch`]); batches nest, and the outermost one publishes.
     pub fn begin_batch(&mut self) {
+        self.batch_depth += 1;
         if self.batched.is_none() {
             self.batched = Some(Vec::new());
         }
     }
 
-    /// Ends a batch: publishes every pool changed since [`Shard::begin_batch`].
+    /// Ends a batch; the outermost one publishes every pool changed since its
+    /// [`Shard::begin_batch`]. Unbalanced calls are ignored.
     pub fn end_batch(&mut self) {
-        for slot in self.batched.take().unwrap_or_default() {
+        if self.batch_depth == 0 {
+            return;
+        }
+        self.batch_depth -= 1;
+        if self.batch_depth > 0 {
+            return;
+        }
+        self.publish_batch();
+        self.batched = None;
+    }
+
+    /// Publishes the pools changed so far in the open batches, which go on.
+    pub fn publish_batch(&mut self) {
+        let Some(batched) = &mut self.batched else {
+            return;
+        };
+        for slot in std::mem::take(batched) {
             if let Some(Some(pool)) = self.pools.get_mut(slot as usize) {
                 pool.publish_staged(&self.view);
             }

@@ -675,6 +675,23 @@ impl Worker {
         self.publish_gauges();
     }
 
+    /// Starts a loop turn: the shard's changes until [`Worker::end_turn`] are one handlespace
+    /// batch, each changed pool republished once. Drivers call [`Worker::publish_turn`] before
+    /// any of the turn's output leaves, so a response never confirms what readers cannot see.
+    pub fn begin_turn(&mut self) {
+        self.shard.begin_batch();
+    }
+
+    /// Publishes the pools changed so far in this turn (before output leaves).
+    pub fn publish_turn(&mut self) {
+        self.shard.publish_batch();
+    }
+
+    /// Ends a loop turn: publishes the pools changed in it.
+    pub fn end_turn(&mut self) {
+        self.shard.end_batch();
+    }
+
     /// Publishes the shard's pool and PE counts, and on worker 0 the number of ENRP peers, to the
     /// metrics (O(1) plus O(peers); drivers call it once per loop turn).
     pub fn publish_gauges(&self) {

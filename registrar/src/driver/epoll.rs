@@ -88,6 +88,7 @@ impl Loop {
             }
             let busy_start = Instant::now();
             let now = self.state.shared.now();
+            self.state.worker.begin_turn();
             for slot in std::mem::take(&mut self.resume) {
                 self.dispatch(slot, now);
             }
@@ -97,6 +98,7 @@ impl Loop {
             self.state.drain_mailbox(now);
             self.state.run_timers(now);
             self.flush_output(now);
+            self.state.worker.end_turn();
             self.state.finish_turn(idle_start, busy_start, events.len());
         }
     }
@@ -339,6 +341,8 @@ impl Loop {
     }
 
     fn flush_once(&mut self, now: Millis) {
+        // What the output confirms is visible to readers before the output leaves.
+        self.state.worker.publish_turn();
         // Forwards first: completions may be waiting on them.
         self.state.post_forwards();
         for (target, bytes) in self.state.out.transmits() {

@@ -140,6 +140,7 @@ impl Loop {
             self.wait(idle_start)?;
             let busy_start = Instant::now();
             let now = self.state.shared.now();
+            self.state.worker.begin_turn();
             let mut events = 0;
             while events < self.state.io.max_batch.max(1) {
                 let Some(c) = self.ring.next() else {
@@ -155,6 +156,7 @@ impl Loop {
             self.state.run_timers(now);
             self.route_output()?;
             self.finish_output(now)?;
+            self.state.worker.end_turn();
             self.state.finish_turn(idle_start, busy_start, events);
         }
     }
@@ -547,6 +549,8 @@ impl Loop {
         if self.state.out.is_empty() {
             return Ok(());
         }
+        // What the output confirms is visible to readers before the output leaves.
+        self.state.worker.publish_turn();
         self.state.keep_forwards();
         for (target, bytes) in self.state.out.transmits() {
             match target {
@@ -607,6 +611,7 @@ impl Loop {
     }
 
     fn finish_once(&mut self, now: Millis) -> io::Result<()> {
+        self.state.worker.publish_turn();
         self.state.post_forwards();
         self.state.retry_blocked_sctp(now);
         for slot in std::mem::take(&mut self.dirty) {
