@@ -548,24 +548,31 @@ impl World {
         self.net.schedule(self.now() + delay, Event::Arrive(link));
     }
 
+    /// Carries out an endpoint core's connect, send or close on the network; returns its event.
+    fn endpoint_action<E>(&mut self, node: Node, action: Action<E>) -> Option<E> {
+        match action {
+            Action::Connect { conn, registrar } => {
+                self.connect(endpoint_end(node, conn), registrar.address, false)
+            }
+            Action::Send { conn, message } => {
+                if let Some(link) = self.net.find(node, 0, Handle::Conn(conn)) {
+                    self.transmit(link, 0, message);
+                }
+            }
+            Action::Close { conn } => {
+                if let Some(link) = self.net.find(node, 0, Handle::Conn(conn)) {
+                    self.close_by(link, 0);
+                }
+            }
+            Action::Event(e) => return Some(e),
+        }
+        None
+    }
+
     fn pe_output(&mut self, index: usize) {
         while let Some(action) = self.pes[index].core.poll_action() {
-            let node = Node::Pe(index);
-            match action {
-                Action::Connect { conn, registrar } => {
-                    self.connect(endpoint_end(node, conn), registrar.address, false)
-                }
-                Action::Send { conn, message } => {
-                    if let Some(link) = self.net.find(node, 0, Handle::Conn(conn)) {
-                        self.transmit(link, 0, message);
-                    }
-                }
-                Action::Close { conn } => {
-                    if let Some(link) = self.net.find(node, 0, Handle::Conn(conn)) {
-                        self.close_by(link, 0);
-                    }
-                }
-                Action::Event(e) => self.pe_event(index, e),
+            if let Some(e) = self.endpoint_action(Node::Pe(index), action) {
+                self.pe_event(index, e);
             }
         }
         self.reschedule(Node::Pe(index), false);
@@ -587,27 +594,16 @@ impl World {
 
     fn pu_output(&mut self, k: usize) {
         while let Some(action) = self.pus[k].core.poll_action() {
-            let node = Node::Pu(k);
-            match action {
-                Action::Connect { conn, registrar } => {
-                    self.connect(endpoint_end(node, conn), registrar.address, false)
-                }
-                Action::Send { conn, message } => {
-                    if let Some(link) = self.net.find(node, 0, Handle::Conn(conn)) {
-                        self.transmit(link, 0, message);
-                    }
-                }
-                Action::Close { conn } => {
-                    if let Some(link) = self.net.find(node, 0, Handle::Conn(conn)) {
-                        self.close_by(link, 0);
-                    }
-                }
-                Action::Event(PuEvent::Resolved {
+            let Some(event) = self.endpoint_action(Node::Pu(k), action) else {
+                continue;
+            };
+            match event {
+                PuEvent::Resolved {
                     pool_handle,
                     pool_elements,
                     cached,
                     ..
-                }) => {
+                } => {
                     self.summary.resolutions += 1;
                     let ids: Vec<PeId> = pool_elements.iter().map(|p| p.id).collect();
                     tracing::debug!(t = self.now(), pu = k, pool = %String::from_utf8_lossy(&pool_handle), ?ids, cached, "resolved");
@@ -619,7 +615,7 @@ impl World {
                     );
                     self.fail("resolution_returns_only_registered_pes", result);
                 }
-                Action::Event(e) => tracing::debug!(t = self.now(), pu = k, ?e, "PU event"),
+                e => tracing::debug!(t = self.now(), pu = k, ?e, "PU event"),
             }
         }
         self.reschedule(Node::Pu(k), false);
