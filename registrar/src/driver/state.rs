@@ -223,20 +223,19 @@ impl LoopState {
     /// `SCTP_COMM_UP` for the peer's address completes it. A peer that never answers is given up
     /// by the core (its connect timeout aborts the association).
     pub fn start_sctp_connect(&mut self, connect: &Connect) -> Result<(), NetError> {
-        let listener = self
-            .listeners
-            .iter()
-            .position(|l| {
-                matches!(l, Listener::Sctp { url, protocol: Protocol::Enrp, .. }
-                    if url.generation == connect.url.generation
-                        && url.address.is_ipv4() == connect.url.address.is_ipv4())
-            })
-            .ok_or_else(|| {
-                NetError::InvalidRequest(format!(
-                    "{}: no SCTP ENRP endpoint of this generation and address family to                      connect from; add one to enrp.listen",
-                    connect.url
-                ))
-            })?;
+        let listener = sctp_listener(
+            &self.listeners,
+            Protocol::Enrp,
+            connect.url.generation,
+            connect.url.address,
+        )
+        .ok_or_else(|| {
+            NetError::InvalidRequest(format!(
+                "{}: no SCTP ENRP endpoint of this generation and address family to connect \
+                 from; add one to enrp.listen",
+                connect.url
+            ))
+        })?;
         let Listener::Sctp { socket, .. } = &self.listeners[listener] else {
             unreachable!("found above");
         };
@@ -592,6 +591,22 @@ impl LoopState {
     }
 }
 
+/// The first SCTP listener of `protocol` and `generation` that can reach `peer` (the same
+/// address family: IPv6 listeners are V6ONLY).
+fn sctp_listener(
+    listeners: &[Listener],
+    protocol: Protocol,
+    generation: rserpool_protocol::Generation,
+    peer: SocketAddr,
+) -> Option<usize> {
+    listeners.iter().position(|l| {
+        matches!(l, Listener::Sctp { url, protocol: p, .. }
+            if *p == protocol
+                && url.generation == generation
+                && url.address.is_ipv4() == peer.is_ipv4())
+    })
+}
+
 /// Sends an ASAP message to a PE at `to` from the first SCTP ASAP listener of `generation` and
 /// `to`'s address family, over the association the kernel has or sets up with it.
 pub(super) fn send_to_sctp_address(
@@ -600,17 +615,11 @@ pub(super) fn send_to_sctp_address(
     generation: rserpool_protocol::Generation,
     bytes: &[u8],
 ) {
-    let socket = listeners.iter().find_map(|l| match l {
-        Listener::Sctp {
-            socket,
-            url,
-            protocol: Protocol::Asap,
-        } if url.generation == generation
-            && (url.address.is_ipv4() == to.is_ipv4() || url.address.ip().is_unspecified()) =>
-        {
-            Some(socket)
+    let socket = sctp_listener(listeners, Protocol::Asap, generation, to).and_then(|i| {
+        match &listeners[i] {
+            Listener::Sctp { socket, .. } => Some(socket),
+            _ => None,
         }
-        _ => None,
     });
     let Some(socket) = socket else {
         tracing::debug!(%to, "no SCTP ASAP listener to reach a PE from");
