@@ -131,6 +131,12 @@ impl HandlespaceReader {
         })
     }
 
+    /// Holds every shard's epoch on the calling thread until dropped ([`ShardView::pin`]): the
+    /// resolutions of a batch (one loop turn) then enter and leave no epoch of their own.
+    pub fn pin_all(&self) -> Vec<papaya::LocalGuard<'_>> {
+        self.views.iter().map(|v| v.pin()).collect()
+    }
+
     /// The shards' read sides.
     pub fn shards(&self) -> &[Arc<ShardView>] {
         &self.views

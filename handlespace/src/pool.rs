@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use rserpool_protocol::{PeId, Policy};
 
@@ -31,13 +31,41 @@ pub(crate) struct PeMeta {
 /// state that a resolution advances (round-robin cursor, degradation counters) is atomic.
 #[derive(Debug)]
 pub struct PoolSnapshot {
+    /// Unique among all snapshots this process builds ([`PoolSnapshot::serial`]).
+    serial: u64,
     entries: Box<[PoolElementEntry]>,
     index: SelectionIndex,
     degradation: Box<[AtomicU32]>,
     state: Arc<SelectionState>,
 }
 
+/// The serial of the next snapshot built, in any shard.
+static NEXT_SERIAL: AtomicU64 = AtomicU64::new(1);
+
 impl PoolSnapshot {
+    fn new(
+        entries: Box<[PoolElementEntry]>,
+        index: SelectionIndex,
+        degradation: Box<[AtomicU32]>,
+        state: Arc<SelectionState>,
+    ) -> Self {
+        Self {
+            // Relaxed: only uniqueness matters. 64 bits do not wrap in the life of a process.
+            serial: NEXT_SERIAL.fetch_add(1, Ordering::Relaxed),
+            entries,
+            index,
+            degradation,
+            state,
+        }
+    }
+
+    /// Identifies this snapshot among every snapshot of every pool built in this process (never
+    /// reused, never 0): a reader may key data derived from a snapshot's entries by it, such
+    /// as their encoded form.
+    pub fn serial(&self) -> u64 {
+        self.serial
+    }
+
     /// The pool's PEs, stored contiguously in the writer's slot order.
     pub fn entries(&self) -> &[PoolElementEntry] {
         &self.entries
@@ -119,12 +147,12 @@ struct Staged {
 
 impl Pool {
     pub fn new(handle: Arc<[u8]>, policy_type: u32, shape: TransportShape) -> Self {
-        let snapshot = Arc::new(PoolSnapshot {
-            entries: Box::new([]),
-            index: SelectionIndex::build(&[]),
-            degradation: Box::new([]),
-            state: Arc::new(SelectionState::default()),
-        });
+        let snapshot = Arc::new(PoolSnapshot::new(
+            Box::new([]),
+            SelectionIndex::build(&[]),
+            Box::new([]),
+            Arc::new(SelectionState::default()),
+        ));
         Self {
             handle,
             policy_type,
@@ -335,12 +363,12 @@ impl Pool {
             .collect();
         let policies: Vec<Policy> = entries.iter().map(|e| e.registration.policy).collect();
         let index = SelectionIndex::build(&policies);
-        self.snapshot = Arc::new(PoolSnapshot {
-            entries: entries.into_boxed_slice(),
+        self.snapshot = Arc::new(PoolSnapshot::new(
+            entries.into_boxed_slice(),
             index,
             degradation,
-            state: Arc::clone(&old.state),
-        });
+            Arc::clone(&old.state),
+        ));
         view.publish(&self.handle, &self.snapshot);
     }
 }

@@ -42,6 +42,14 @@ impl ShardView {
         self.pools.pin().get(pool_handle).map(f)
     }
 
+    /// Holds this shard's epoch on the calling thread until dropped: reads on the thread meanwhile
+    /// nest inside it, which costs a counter instead of the fences of entering and leaving the
+    /// epoch per read. Snapshots replaced meanwhile are freed only after it is dropped: hold
+    /// it for a short batch of work (one loop turn), never while blocking.
+    pub fn pin(&self) -> papaya::LocalGuard<'_> {
+        self.pools.guard()
+    }
+
     /// Publishes `snapshot` as the pool's current one (the pool's writer only).
     pub(crate) fn publish(&self, pool_handle: &Arc<[u8]>, snapshot: &Arc<PoolSnapshot>) {
         self.pools

@@ -8,6 +8,8 @@ use crate::param::{
     encode_pe_id, encode_policy, encode_pool_element, encode_pool_elements, encode_pool_handle,
     encode_transport,
 };
+use core::ops::Range;
+
 use crate::wire::{Cursor, Seq, Unrecognized, Writer};
 use crate::{Decoded, Generation, PeId, PrId, param_type as pt};
 
@@ -468,6 +470,51 @@ impl<'a> AsapMessage<'a> {
         w.set_len(0, len, "ASAP message")?;
         Ok(len)
     }
+}
+
+/// One Pool Element parameter on its own (RFC 5354 §3.10), for a caller that copies the same PE
+/// into many handle resolution responses ([`encode_resolution_response`]). Returns the
+/// parameter's length (a multiple of 4) and where its Member Selection Policy parameter lies
+/// within it.
+pub fn encode_pool_element_parameter(
+    pe: &PoolElement<'_>,
+    generation: Generation,
+    buf: &mut [u8],
+) -> Result<(usize, Range<usize>), EncodeError> {
+    let mut w = Writer::new(buf);
+    let policy = encode_pool_element(&mut w, pe, generation)?;
+    Ok((w.pos(), policy))
+}
+
+/// ASAP_HANDLE_RESOLUTION_RESPONSE (RFC 5352 §2.2.6) assembled from parameters encoded earlier:
+/// `policy` is an encoded Overall PE Selection Policy parameter and each item of
+/// `pool_elements` an encoded Pool Element parameter ([`encode_pool_element_parameter`]). The
+/// same bytes as encoding [`AsapMessage::HandleResolutionResponse`] with the decoded values.
+pub fn encode_resolution_response<'p>(
+    accepted: bool,
+    pool_handle: PoolHandle<'_>,
+    policy: &[u8],
+    pool_elements: impl IntoIterator<Item = &'p [u8]>,
+    buf: &mut [u8],
+) -> Result<usize, EncodeError> {
+    let mut w = Writer::new(buf);
+    let flags = if accepted { FLAG_BIT0 } else { 0 };
+    *w.array()? = [message_type::HANDLE_RESOLUTION_RESPONSE, flags, 0, 0];
+    encode_pool_handle(&mut w, pool_handle)?;
+    w.bytes(policy)?;
+    let first = w.pos();
+    for pe in pool_elements {
+        w.bytes(pe)?;
+    }
+    if w.pos() == first {
+        return Err(EncodeError::InvalidValue {
+            what: "handle resolution response",
+            reason: "a positive response needs at least one PE",
+        });
+    }
+    let len = w.pos();
+    w.set_len(0, len, "ASAP message")?;
+    Ok(len)
 }
 
 /// The RFC name of an ASAP message type, for errors and logs.

@@ -3,6 +3,7 @@
 //! pool element, server information, operation error.
 
 use core::fmt;
+use core::ops::Range;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::error::{DecodeError, EncodeError};
@@ -738,11 +739,12 @@ pub(crate) fn next_pool_element<'a>(
     }
 }
 
+/// A Pool Element parameter; returns where its Member Selection Policy parameter went.
 pub(crate) fn encode_pool_element(
     w: &mut Writer<'_>,
     pe: &PoolElement<'_>,
     generation: Generation,
-) -> Result<(), EncodeError> {
+) -> Result<Range<usize>, EncodeError> {
     let mark = w.pos();
     let life = (pe.registration_life as u32).to_be_bytes();
     // The fixed part (header, identifiers, life) in one write; the length is set at the end.
@@ -768,11 +770,14 @@ pub(crate) fn encode_pool_element(
         UserTransport::Transport(t) => encode_transport(w, t)?,
         UserTransport::Opaque(b) => w.tlv(pt::OPAQUE_TRANSPORT, b, "opaque transport")?,
     }
+    let policy_start = w.pos();
     encode_policy(w, &pe.policy)?;
+    let policy = policy_start..w.pos();
     if let Some(t) = &pe.asap_transport {
         encode_transport(w, t)?;
     }
-    w.end_tlv(mark, "pool element")
+    w.end_tlv(mark, "pool element")?;
+    Ok(policy)
 }
 
 /// Pool Element parameters, one after the other.
@@ -784,10 +789,10 @@ pub(crate) fn encode_pool_elements(
     match pool_elements.items() {
         Some(items) => items
             .iter()
-            .try_for_each(|pe| encode_pool_element(w, pe, generation)),
+            .try_for_each(|pe| encode_pool_element(w, pe, generation).map(drop)),
         None => pool_elements
             .iter()
-            .try_for_each(|pe| encode_pool_element(w, &pe, generation)),
+            .try_for_each(|pe| encode_pool_element(w, &pe, generation).map(drop)),
     }
 }
 

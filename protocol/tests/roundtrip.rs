@@ -952,3 +952,69 @@ proptest! {
         prop_assert_eq!(no_policy.policy(), None);
     }
 }
+
+proptest! {
+    #![proptest_config(config(CASES))]
+
+    /// A handle resolution response assembled from PE parameters encoded one by one is the
+    /// response the message encoder writes, with the first PE's policy as the overall policy.
+    #[test]
+    fn resolution_responses_from_encoded_parts_match_the_encoder(
+        g in prop::sample::select(GENERATIONS.to_vec()),
+        accepted in any::<bool>(),
+        pool_handle in pool_handle(),
+        pool_elements in pool_elements(Generation::Ng),
+    ) {
+        let views: Vec<PoolElement<'_>> = pool_elements.iter().map(OPoolElement::view).collect();
+        let message = AsapMessage::HandleResolutionResponse {
+            accepted,
+            pool_handle: PoolHandle(&pool_handle),
+            resolution: Resolution::Found {
+                policy: Some(views[0].policy),
+                pool_elements: Seq::from_items(&views),
+            },
+        };
+        let mut parts = Vec::new();
+        let mut policy = None;
+        for pe in &views {
+            let mut buf = vec![0xa5u8; 4096];
+            match asap::encode_pool_element_parameter(pe, g, &mut buf) {
+                Ok((n, p)) => {
+                    prop_assert_eq!(n % 4, 0);
+                    prop_assert_eq!(len_at(&buf, 0), n);
+                    policy.get_or_insert_with(|| buf[p].to_vec());
+                    buf.truncate(n);
+                    parts.push(buf);
+                }
+                Err(e) => {
+                    // Only identifiers beyond 32 bits fail, and only in the RFC generation.
+                    prop_assert!(matches!(e, EncodeError::IdTooWide { .. }), "{e}");
+                    prop_assert_eq!(g, Generation::Rfc);
+                    prop_assert!(encode_asap(&message, g).is_err());
+                    return Ok(());
+                }
+            }
+        }
+        let want = encode_asap(&message, g)?;
+        let mut got = vec![0x5au8; want.len()];
+        let policy = policy.expect("at least one PE");
+        let n = asap::encode_resolution_response(
+            accepted,
+            PoolHandle(&pool_handle),
+            &policy,
+            parts.iter().map(Vec::as_slice),
+            &mut got,
+        )?;
+        prop_assert_eq!(n, want.len());
+        prop_assert_eq!(&got, &want);
+        // One byte short is a typed error, not a panic.
+        let short = asap::encode_resolution_response(
+            accepted,
+            PoolHandle(&pool_handle),
+            &policy,
+            parts.iter().map(Vec::as_slice),
+            &mut got[..n - 1],
+        );
+        prop_assert!(matches!(short, Err(EncodeError::BufferTooSmall { .. })), "{short:?}");
+    }
+}

@@ -5,10 +5,10 @@
 use std::net::SocketAddr;
 
 use rserpool_handlespace::{
-    AssociationId, Millis, OwnedTransport, OwnedUserTransport, PeId, PeRegistration,
+    AssociationId, Millis, OwnedTransport, OwnedUserTransport, PeId, PeRegistration, PoolSnapshot,
     RegistrationError,
 };
-use rserpool_protocol::asap::message_type;
+use rserpool_protocol::asap::{self, message_type};
 use rserpool_protocol::csp::{CSP_GROUP_REGISTRAR, CspReport, component_id};
 use rserpool_protocol::{
     AsapMessage, DecodeError, Decoded, EncodeError, ErrorCause, Generation, PoolElement,
@@ -16,6 +16,7 @@ use rserpool_protocol::{
     encode_policy_parameter, encode_transport_parameter,
 };
 
+use super::encoded::{EncodedPools, Part};
 use super::{
     Forward, Output, RFC_MAX_POOL_HANDLE, RegisterRequest, Target, TrackedKey, Worker, encode_into,
     handle_hash, jitter,
@@ -541,6 +542,8 @@ impl Worker {
             rng,
             selection,
             views,
+            encoded,
+            parts,
             metrics,
             ..
         } = self;
@@ -549,6 +552,19 @@ impl Worker {
             rng,
             &mut selection[..n],
             |snapshot, selected| {
+                if let Some(found) = respond_from_cache(
+                    encoded,
+                    parts,
+                    metrics,
+                    snapshot,
+                    selected,
+                    target,
+                    generation,
+                    pool_handle,
+                    out,
+                ) {
+                    return found;
+                }
                 let entries = snapshot.entries();
                 // The views borrow this snapshot; the allocation is the worker's, reused from one
                 // resolution to the next (an empty vector changes its element lifetime in place).
@@ -921,6 +937,60 @@ fn send(
         Ok(()) => metrics.message_out(Protocol::Asap, message.message_type()),
         Err(e) => tracing::warn!(?target, %e, "cannot encode an ASAP message; not sent"),
     }
+}
+
+/// A handle resolution response assembled from the worker's encoded PEs
+/// ([`super::encoded`]): the same bytes as encoding it (the overall policy is the first
+/// PE's, as there). Whether a PE was found; `None` when the pool or one of the selected PEs is
+/// not cached, for the caller to encode the response.
+#[allow(clippy::too_many_arguments)]
+fn respond_from_cache(
+    encoded: &mut EncodedPools,
+    parts: &mut Vec<(u32, u32)>,
+    metrics: &WorkerMetrics,
+    snapshot: &PoolSnapshot,
+    selected: &[u32],
+    target: Target,
+    generation: Generation,
+    pool_handle: PoolHandle<'_>,
+    out: &mut Output,
+) -> Option<bool> {
+    let mut pool = encoded.pool(snapshot, generation)?;
+    parts.clear();
+    let mut policy = (0, 0);
+    for &i in selected {
+        match pool.part(snapshot, i as usize, generation) {
+            Part::Encoded { pe, policy: p } => {
+                if parts.is_empty() {
+                    policy = p;
+                }
+                parts.push(pe);
+            }
+            Part::Unfit => {}
+            Part::Uncached => return None,
+        }
+    }
+    if parts.is_empty() {
+        // Only PEs this generation cannot carry (64-bit identifiers on an RFC listener).
+        return Some(false);
+    }
+    metrics.resolution(true, parts.len());
+    let bytes = pool.bytes();
+    let at = |(start, end): (u32, u32)| &bytes[start as usize..end as usize];
+    let sent = out.transmit(target, |buf| {
+        asap::encode_resolution_response(
+            false,
+            pool_handle,
+            at(policy),
+            parts.iter().map(|&r| at(r)),
+            buf,
+        )
+    });
+    match sent {
+        Ok(()) => metrics.message_out(Protocol::Asap, message_type::HANDLE_RESOLUTION_RESPONSE),
+        Err(e) => tracing::warn!(?target, %e, "cannot encode an ASAP message; not sent"),
+    }
+    Some(true)
 }
 
 /// Empties a vector of views and hands its allocation on under another lifetime: collecting an

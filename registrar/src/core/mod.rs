@@ -12,6 +12,7 @@
 
 mod asap;
 pub mod cluster;
+mod encoded;
 mod enrp;
 
 use std::net::SocketAddr;
@@ -487,6 +488,10 @@ pub struct Worker {
     selection: Vec<u32>,
     /// The allocation of a resolution's PE views, kept between resolutions.
     views: Vec<rserpool_protocol::PoolElement<'static>>,
+    /// Encoded PEs of the pools this worker resolves, for assembling responses.
+    encoded: Box<encoded::EncodedPools>,
+    /// The ranges of a response's PEs in `encoded`, kept between resolutions.
+    parts: Vec<(u32, u32)>,
     started: Option<Millis>,
     /// The operating scope (worker 0, when ENRP is configured).
     scope: Option<Box<enrp::Scope>>,
@@ -526,6 +531,8 @@ impl Worker {
             metrics,
             selection: vec![0; rserpool_handlespace::policy::MAX_SELECTION],
             views: Vec::with_capacity(rserpool_handlespace::policy::MAX_SELECTION),
+            encoded: Box::default(),
+            parts: Vec::with_capacity(rserpool_handlespace::policy::MAX_SELECTION),
             started: None,
             scope: None,
             replicating,
@@ -540,6 +547,11 @@ impl Worker {
     /// This worker's index.
     pub fn index(&self) -> usize {
         self.index
+    }
+
+    /// The read side of the whole handlespace.
+    pub fn reader(&self) -> &HandlespaceReader {
+        &self.reader
     }
 
     /// The shard this worker writes.

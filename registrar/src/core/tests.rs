@@ -1070,26 +1070,106 @@ fn a_pe_reconnecting_from_its_host_takes_its_registration_along_and_others_canno
     }
 }
 
+/// The response a PU gets, decoded and encoded again by the codec: it must come back the same
+/// bytes, whether the worker assembled it from encoded PEs or encoded it whole.
+fn assert_canonical(sent: &[Sent], generation: Generation) -> Vec<(u64, Vec<IpAddr>)> {
+    assert_eq!(sent.len(), 1, "one response: {sent:?}");
+    let bytes = &sent[0].bytes;
+    let message = AsapMessage::decode(bytes, generation)
+        .expect("decodable")
+        .message;
+    assert_eq!(&encode(&message, generation), bytes, "the encoder's bytes");
+    let AsapMessage::HandleResolutionResponse {
+        resolution: Resolution::Found {
+            policy,
+            pool_elements,
+        },
+        ..
+    } = message
+    else {
+        panic!("expected PEs, got {message:?}");
+    };
+    let pool_elements: Vec<_> = pool_elements.iter().collect();
+    assert_eq!(
+        policy,
+        Some(pool_elements[0].policy),
+        "the first PE's policy"
+    );
+    pool_elements
+        .iter()
+        .map(|pe| match &pe.user_transport {
+            UserTransport::Transport(t) => (pe.id.0, t.addresses.iter().collect()),
+            UserTransport::Opaque(_) => (pe.id.0, Vec::new()),
+        })
+        .collect()
+}
+
 #[test]
-fn resolutions_reuse_one_allocation_for_their_pe_views() {
-    let mut pr = cluster(1);
-    let a = pr.open(0, info(Generation::Rfc), 0);
-    for id in 1..=5 {
-        pr.message(a, &registration(b"reuse", id, Policy::RoundRobin), 0);
-    }
-    pr.message(a, &resolution(b"reuse", Some(5)), 0);
-    let buffer = pr.workers()[0].views.as_ptr();
-    assert!(pr.workers()[0].views.capacity() >= 5);
-    for _ in 0..10 {
-        assert_eq!(
-            resolved(&pr.message(a, &resolution(b"reuse", Some(5)), 0))
-                .unwrap()
-                .0
-                .len(),
-            5
+fn resolution_responses_are_the_encoders_bytes_and_follow_changes() {
+    // Small pools are answered from the worker's encoded PEs, pools beyond
+    // `encoded::MAX_CACHED_PES` are encoded per response: both must give the same bytes.
+    for (pool_size, generation) in [
+        (3u64, Generation::Rfc),
+        (3, Generation::Ng),
+        (super::encoded::MAX_CACHED_PES as u64 + 2, Generation::Rfc),
+    ] {
+        let mut pr = cluster(2);
+        let a = pr.open(0, info(generation), 0);
+        let handle = b"bytes";
+        let register = |id: u64, weight: u32, ip: IpAddr| {
+            let policy = Policy::WeightedRoundRobin { weight };
+            registration_with(
+                handle,
+                id,
+                policy,
+                TransportKind::Sctp,
+                0,
+                &[ip],
+                30_000,
+                generation,
+            )
+        };
+        for id in 1..=pool_size {
+            let sent = pr.message(a, &register(id, id as u32, PE_IP), 0);
+            assert_eq!(registration_outcome_in(&sent, generation), (false, None));
+        }
+        let resolve = encode(
+            &AsapMessage::HandleResolution {
+                subscribe: false,
+                pool_handle: PoolHandle(handle),
+                items: Some(pool_size as u32),
+            },
+            generation,
         );
-        assert!(pr.workers()[0].views.is_empty());
-        assert_eq!(pr.workers()[0].views.as_ptr(), buffer, "no new allocation");
+        let before = assert_canonical(&pr.message(a, &resolve, 0), generation);
+        assert_eq!(before.len() as u64, pool_size.min(128));
+        assert!(before.iter().all(|(_, ips)| ips == &[PE_IP]));
+        // PE 2 moves to another address: no response may show the old one.
+        pr.message(a, &register(2, 9, PE_IP2), 0);
+        for _ in 0..3 {
+            let after = assert_canonical(&pr.message(a, &resolve, 0), generation);
+            for (id, ips) in after {
+                let want = if id == 2 { PE_IP2 } else { PE_IP };
+                assert_eq!(ips, [want], "PE {id} of a pool of {pool_size}");
+            }
+        }
+    }
+}
+
+/// (rejected, cause) of a registration response in `generation`.
+fn registration_outcome_in(sent: &[Sent], generation: Generation) -> (bool, Option<u16>) {
+    assert_eq!(sent.len(), 1, "expected one message, got {sent:?}");
+    match AsapMessage::decode(&sent[0].bytes, generation)
+        .expect("decodable")
+        .message
+    {
+        AsapMessage::RegistrationResponse {
+            rejected, error, ..
+        } => (
+            rejected,
+            error.and_then(|e| e.iter().next()).map(|c| c.code),
+        ),
+        other => panic!("expected a registration response, got {other:?}"),
     }
 }
 

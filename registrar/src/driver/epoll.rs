@@ -88,6 +88,10 @@ impl Loop {
             }
             let busy_start = Instant::now();
             let now = self.state.shared.now();
+            // Every shard's epoch is held for the turn, so that its resolutions nest their
+            // reads in it instead of entering and leaving one each.
+            let reader = self.state.worker.reader().clone();
+            let pins = reader.pin_all();
             self.state.worker.begin_turn();
             for slot in std::mem::take(&mut self.resume) {
                 self.dispatch(slot, now);
@@ -99,6 +103,7 @@ impl Loop {
             self.state.run_timers(now);
             self.flush_output(now);
             self.state.worker.end_turn();
+            drop(pins);
             self.state.finish_turn(idle_start, busy_start, events.len());
         }
     }

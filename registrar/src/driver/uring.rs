@@ -140,6 +140,10 @@ impl Loop {
             self.wait(idle_start)?;
             let busy_start = Instant::now();
             let now = self.state.shared.now();
+            // Every shard's epoch is held for the turn, so that its resolutions nest their
+            // reads in it instead of entering and leaving one each.
+            let reader = self.state.worker.reader().clone();
+            let pins = reader.pin_all();
             self.state.worker.begin_turn();
             let mut events = 0;
             while events < self.state.io.max_batch.max(1) {
@@ -157,6 +161,7 @@ impl Loop {
             self.route_output()?;
             self.finish_output(now)?;
             self.state.worker.end_turn();
+            drop(pins);
             self.state.finish_turn(idle_start, busy_start, events);
         }
     }

@@ -1,0 +1,365 @@
+//! The worker's cache of encoded Pool Element parameters: a handle resolution response of a
+//! pool this worker resolved before is assembled by copying the selected PEs' parameters
+//! (RFC 5354 §3.10) instead of encoding them again.
+//!
+//! Entries are keyed by the snapshot they were encoded from ([`PoolSnapshot::serial`], never
+//! reused), so a pool that changes simply stops matching: nothing is invalidated. Each PE is
+//! encoded on its first selection. The cache is bounded: [`SLOTS`] pools (two ways per set,
+//! the least recently used of a set makes room), pools of at most [`MAX_CACHED_PES`] PEs; the
+//! memory lives beside the handlespace, not in it, so the handlespace's bytes per PE do not grow.
+
+use std::ops::Range;
+
+use rserpool_handlespace::PoolSnapshot;
+use rserpool_protocol::{EncodeError, Generation, asap};
+
+/// Pools held at once.
+pub(crate) const SLOTS: usize = 1024;
+/// Larger pools are encoded per response (their PEs rarely repeat within a snapshot's life).
+pub(crate) const MAX_CACHED_PES: usize = 128;
+/// The longest PE parameter kept: longer ones (PEs with many addresses) are encoded per response.
+const MAX_PE_BYTES: usize = 1024;
+
+/// Where one PE's parameter lies in its slot's bytes.
+#[derive(Clone, Copy, Debug, Default)]
+struct Span {
+    start: u32,
+    /// 0: not encoded yet.
+    len: u16,
+    /// The PE's Member Selection Policy parameter, relative to `start`.
+    policy_start: u16,
+    policy_len: u16,
+    /// The PE cannot be cached (too long) or cannot be sent in this generation (a 64-bit
+    /// identifier to an RFC peer).
+    unusable: bool,
+}
+
+/// One pool's encoded PEs, for one generation.
+#[derive(Debug, Default)]
+struct Slot {
+    /// The snapshot the PEs were encoded from; 0: empty.
+    serial: u64,
+    generation: Option<Generation>,
+    /// The turn of the last use, for replacement.
+    used: u64,
+    spans: Vec<Span>,
+    bytes: Vec<u8>,
+}
+
+/// What a selected PE contributes to a response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Part {
+    /// Its encoded parameter, and its policy parameter, as ranges of [`EncodedPools::bytes`].
+    Encoded { pe: (u32, u32), policy: (u32, u32) },
+    /// It cannot go into this generation's messages (a 64-bit identifier to an RFC peer).
+    Unfit,
+    /// It is not cached: the caller encodes it.
+    Uncached,
+}
+
+/// The cache: see the module documentation.
+#[derive(Debug)]
+pub(crate) struct EncodedPools {
+    slots: Box<[Slot]>,
+    clock: u64,
+}
+
+impl Default for EncodedPools {
+    fn default() -> Self {
+        Self {
+            slots: (0..SLOTS).map(|_| Slot::default()).collect(),
+            clock: 0,
+        }
+    }
+}
+
+/// A snapshot's slot in the cache, for the PEs of one response.
+pub(crate) struct PoolParts<'c> {
+    slot: &'c mut Slot,
+}
+
+impl EncodedPools {
+    /// The slot of `snapshot`'s PEs in `generation`, taken over from the least recently used
+    /// pool of its set on a miss; `None` for pools too large to cache.
+    pub(crate) fn pool(
+        &mut self,
+        snapshot: &PoolSnapshot,
+        generation: Generation,
+    ) -> Option<PoolParts<'_>> {
+        let len = snapshot.len();
+        if len > MAX_CACHED_PES {
+            return None;
+        }
+        self.clock += 1;
+        let serial = snapshot.serial();
+        let set = (mix(serial, generation) as usize % (SLOTS / 2)) * 2;
+        let hit = (set..set + 2).find(|&i| {
+            self.slots[i].serial == serial && self.slots[i].generation == Some(generation)
+        });
+        let i = hit.unwrap_or_else(|| {
+            if self.slots[set].used <= self.slots[set + 1].used {
+                set
+            } else {
+                set + 1
+            }
+        });
+        let slot = &mut self.slots[i];
+        if hit.is_none() {
+            slot.serial = serial;
+            slot.generation = Some(generation);
+            slot.spans.clear();
+            slot.spans.resize(len, Span::default());
+            slot.bytes.clear();
+        }
+        slot.used = self.clock;
+        Some(PoolParts { slot })
+    }
+}
+
+impl PoolParts<'_> {
+    /// PE `i` of the snapshot this slot caches, encoded from `snapshot` on its first use.
+    pub(crate) fn part(
+        &mut self,
+        snapshot: &PoolSnapshot,
+        i: usize,
+        generation: Generation,
+    ) -> Part {
+        let slot = &mut *self.slot;
+        let Some(span) = slot.spans.get(i).copied() else {
+            return Part::Uncached;
+        };
+        let span = if span.len == 0 && !span.unusable {
+            let span = encode_pe(&mut slot.bytes, snapshot, i, generation);
+            slot.spans[i] = span;
+            span
+        } else {
+            span
+        };
+        if span.unusable {
+            return if snapshot.entries()[i].fits(generation) {
+                Part::Uncached
+            } else {
+                Part::Unfit
+            };
+        }
+        let pe_start = span.start;
+        let policy_start = pe_start + u32::from(span.policy_start);
+        Part::Encoded {
+            pe: (pe_start, pe_start + u32::from(span.len)),
+            policy: (policy_start, policy_start + u32::from(span.policy_len)),
+        }
+    }
+
+    /// The encoded bytes that [`Part::Encoded`] ranges index.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.slot.bytes
+    }
+}
+
+/// Appends PE `i`'s parameter to `bytes`; its span (unusable when it does not fit).
+fn encode_pe(
+    bytes: &mut Vec<u8>,
+    snapshot: &PoolSnapshot,
+    i: usize,
+    generation: Generation,
+) -> Span {
+    let unusable = Span {
+        unusable: true,
+        ..Span::default()
+    };
+    let entry = &snapshot.entries()[i];
+    if !entry.fits(generation) {
+        return unusable;
+    }
+    let start = bytes.len();
+    let Ok(start32) = u32::try_from(start) else {
+        return unusable;
+    };
+    bytes.resize(start + MAX_PE_BYTES, 0);
+    let encoded =
+        asap::encode_pool_element_parameter(&entry.view(false), generation, &mut bytes[start..]);
+    match encoded {
+        Ok((len, policy)) => {
+            bytes.truncate(start + len);
+            span(start32, len, policy).unwrap_or(unusable)
+        }
+        Err(EncodeError::BufferTooSmall { .. }) => {
+            bytes.truncate(start);
+            unusable
+        }
+        Err(e) => {
+            bytes.truncate(start);
+            tracing::warn!(%e, "cannot encode a PE for a handle resolution response; left out");
+            unusable
+        }
+    }
+}
+
+fn span(start: u32, len: usize, policy: Range<usize>) -> Option<Span> {
+    Some(Span {
+        start,
+        len: u16::try_from(len).ok()?,
+        policy_start: u16::try_from(policy.start).ok()?,
+        policy_len: u16::try_from(policy.len()).ok()?,
+        unusable: false,
+    })
+}
+
+/// Spreads serials (consecutive for consecutive snapshots) over the sets.
+fn mix(serial: u64, generation: Generation) -> u64 {
+    let g = match generation {
+        Generation::Rfc => 0,
+        Generation::Ng => 1,
+    };
+    ((serial << 1) | g).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+    use rserpool_handlespace::{
+        Limits, OwnedTransport, OwnedUserTransport, PeId, PeRegistration, PrId, Shard,
+    };
+    use rserpool_protocol::{Policy, TransportKind};
+
+    use super::*;
+
+    fn registration(id: u64, weight: u32, addresses: Vec<IpAddr>) -> PeRegistration {
+        PeRegistration {
+            id: PeId(id),
+            registration_life: 30_000,
+            user_transport: OwnedUserTransport::Transport(OwnedTransport {
+                kind: TransportKind::Tcp,
+                port: 7,
+                transport_use: 0,
+                service_code: 0,
+                addresses: addresses.into(),
+            }),
+            policy: Policy::WeightedRoundRobin { weight },
+            asap_transport: None,
+        }
+    }
+
+    /// Every PE of `snapshot` through the cache: its part is its encoding now, or `Unfit`.
+    fn check_pool(cache: &mut EncodedPools, snapshot: &PoolSnapshot, generation: Generation) {
+        let mut pool = cache.pool(snapshot, generation).expect("a small pool");
+        for (i, entry) in snapshot.entries().iter().enumerate() {
+            let mut want = vec![0; MAX_PE_BYTES];
+            let direct =
+                asap::encode_pool_element_parameter(&entry.view(false), generation, &mut want);
+            match (pool.part(snapshot, i, generation), direct) {
+                (Part::Encoded { pe, policy }, Ok((n, p))) => {
+                    let bytes = pool.bytes();
+                    assert_eq!(&bytes[pe.0 as usize..pe.1 as usize], &want[..n]);
+                    assert_eq!(&bytes[policy.0 as usize..policy.1 as usize], &want[p]);
+                }
+                (Part::Unfit, Err(EncodeError::IdTooWide { .. })) => {
+                    assert_eq!(generation, Generation::Rfc);
+                }
+                (part, direct) => panic!("PE {i}: cached {part:?}, encoded {direct:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn cached_pes_are_their_current_encoding_through_changes_and_evictions() {
+        let mut shard = Shard::new(Limits::default());
+        let pools = SLOTS * 2;
+        let handle = |p: usize| format!("pool-{p}").into_bytes();
+        for p in 0..pools {
+            for id in 1..=3u64 {
+                // Every other pool holds a PE with a 64-bit identifier and one with IPv6.
+                let id = if p % 2 == 1 && id == 3 {
+                    u64::MAX - 1
+                } else {
+                    id
+                };
+                let ip = if p % 2 == 1 && id == 2 {
+                    IpAddr::V6(Ipv6Addr::LOCALHOST)
+                } else {
+                    IpAddr::V4(Ipv4Addr::new(192, 0, 2, p as u8))
+                };
+                let r = registration(id, id as u32, vec![ip]);
+                shard
+                    .register(&handle(p), r, PrId(1), None, 0)
+                    .expect("registered");
+            }
+        }
+        let mut cache = EncodedPools::default();
+        // Twice the slots, both generations, twice over: every slot is taken over repeatedly.
+        for _ in 0..2 {
+            for p in 0..pools {
+                let snapshot = shard.snapshot(&handle(p)).expect("pool");
+                check_pool(&mut cache, &snapshot, Generation::Rfc);
+                check_pool(&mut cache, &snapshot, Generation::Ng);
+            }
+        }
+        // A PE re-registering with another address and weight: the next snapshot's PEs are
+        // encoded again, never served from the old one's.
+        let snapshot = shard.snapshot(&handle(0)).expect("pool");
+        check_pool(&mut cache, &snapshot, Generation::Rfc);
+        let moved = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 9));
+        shard
+            .register(
+                &handle(0),
+                registration(2, 77, vec![moved]),
+                PrId(1),
+                None,
+                1,
+            )
+            .expect("re-registered");
+        let changed = shard.snapshot(&handle(0)).expect("pool");
+        assert_ne!(changed.serial(), snapshot.serial());
+        check_pool(&mut cache, &changed, Generation::Rfc);
+    }
+
+    #[test]
+    fn a_hot_set_stays_cached_and_large_pools_are_not_cached() {
+        let mut shard = Shard::new(Limits::default());
+        for id in 1..=3 {
+            let r = registration(id, 1, vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]);
+            shard
+                .register(b"hot", r, PrId(1), None, 0)
+                .expect("registered");
+        }
+        for id in 1..=MAX_CACHED_PES as u64 + 1 {
+            let r = registration(id, 1, vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]);
+            shard
+                .register(b"large", r, PrId(1), None, 0)
+                .expect("registered");
+        }
+        let mut cache = EncodedPools::default();
+        let hot = shard.snapshot(b"hot").expect("pool");
+        let first =
+            cache
+                .pool(&hot, Generation::Rfc)
+                .expect("cached")
+                .part(&hot, 0, Generation::Rfc);
+        let Part::Encoded { pe: (_, end), .. } = first else {
+            panic!("encodable: {first:?}");
+        };
+        // Other pools come and go; the hot pool keeps its slot (least recently used goes).
+        for p in 0..SLOTS {
+            let handle = format!("cold-{p}").into_bytes();
+            let r = registration(1, 1, vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]);
+            shard
+                .register(&handle, r, PrId(1), None, 0)
+                .expect("registered");
+            let cold = shard.snapshot(&handle).expect("pool");
+            cache
+                .pool(&cold, Generation::Rfc)
+                .expect("cached")
+                .part(&cold, 0, Generation::Rfc);
+            let mut pool = cache.pool(&hot, Generation::Rfc).expect("cached");
+            assert_eq!(
+                pool.bytes().len(),
+                end as usize,
+                "still cached, not encoded again"
+            );
+            assert_eq!(pool.part(&hot, 0, Generation::Rfc), first);
+        }
+        let large = shard.snapshot(b"large").expect("pool");
+        assert!(cache.pool(&large, Generation::Rfc).is_none());
+    }
+}
