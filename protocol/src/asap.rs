@@ -10,7 +10,7 @@ use crate::param::{
 };
 use core::ops::Range;
 
-use crate::wire::{Cursor, Seq, Unrecognized, Writer};
+use crate::wire::{Cursor, Seq, Unrecognized, Writer, padded};
 use crate::{Decoded, Generation, PeId, PrId, param_type as pt};
 
 /// ASAP message type codes (RFC 5352 §2.2).
@@ -470,6 +470,60 @@ impl<'a> AsapMessage<'a> {
         w.set_len(0, len, "ASAP message")?;
         Ok(len)
     }
+}
+
+/// An ASAP_HANDLE_RESOLUTION's fields (RFC 5352 §2.2.5), as
+/// [`decode_plain_handle_resolution`] reads them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HandleResolutionRequest<'a> {
+    /// The subscription flag (RSPLIB's "S" bit).
+    pub subscribe: bool,
+    /// The pool to resolve.
+    pub pool_handle: PoolHandle<'a>,
+    /// The number of PEs asked for (RFC 5352 §2.2.5's Handle Resolution Option), if sent.
+    pub items: Option<u32>,
+}
+
+/// An ASAP_HANDLE_RESOLUTION in its plain form, read without the general decoder's
+/// bookkeeping: the header's length is the message's, a non-empty pool handle parameter, at
+/// most a Handle Resolution Option after it, nothing else. `None` for every other message and
+/// for anything unusual or malformed, which [`AsapMessage::decode`] then handles (with the
+/// RFC's error or report); where this returns a request, that decoder returns the same one.
+/// Both generations encode this message alike.
+pub fn decode_plain_handle_resolution(msg: &[u8]) -> Option<HandleResolutionRequest<'_>> {
+    let tlv_at = |at: usize| -> Option<(u16, usize)> {
+        let h = msg.get(at..at + 4)?;
+        Some((
+            u16::from_be_bytes([h[0], h[1]]),
+            usize::from(u16::from_be_bytes([h[2], h[3]])),
+        ))
+    };
+    let (ty_flags, length) = tlv_at(0)?;
+    let [ty, flags] = ty_flags.to_be_bytes();
+    if ty != message_type::HANDLE_RESOLUTION || length != msg.len() {
+        return None;
+    }
+    let (handle_type, handle_len) = tlv_at(4)?;
+    if handle_type != pt::POOL_HANDLE || handle_len <= 4 || 4 + handle_len > length {
+        return None;
+    }
+    let pool_handle = PoolHandle(&msg[8..4 + handle_len]);
+    let next = (4 + padded(handle_len)).min(length);
+    let items = if next == length {
+        None
+    } else {
+        let (option_type, option_len) = tlv_at(next)?;
+        if option_type != pt::HANDLE_RESOLUTION_OPTION || option_len != 8 || next + 8 != length {
+            return None;
+        }
+        let v = &msg[next + 4..next + 8];
+        Some(u32::from_be_bytes([v[0], v[1], v[2], v[3]]))
+    };
+    Some(HandleResolutionRequest {
+        subscribe: flags & FLAG_BIT0 != 0,
+        pool_handle,
+        items,
+    })
 }
 
 /// One Pool Element parameter on its own (RFC 5354 §3.10), for a caller that copies the same PE

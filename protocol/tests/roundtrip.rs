@@ -1018,3 +1018,97 @@ proptest! {
         prop_assert!(matches!(short, Err(EncodeError::BufferTooSmall { .. })), "{short:?}");
     }
 }
+
+/// What the general decoder makes of `bytes` if [`asap::decode_plain_handle_resolution`]
+/// accepts them: it must be the same request, with nothing to report.
+fn plain_agrees_with_the_decoder(bytes: &[u8]) -> Result<bool, TestCaseError> {
+    let Some(plain) = asap::decode_plain_handle_resolution(bytes) else {
+        return Ok(false);
+    };
+    for g in GENERATIONS {
+        let decoded = AsapMessage::decode(bytes, g);
+        let Ok(Decoded {
+            message:
+                AsapMessage::HandleResolution {
+                    subscribe,
+                    pool_handle,
+                    items,
+                },
+            unrecognized,
+        }) = decoded
+        else {
+            return Err(TestCaseError::fail(format!(
+                "plain {plain:?}, decoder {decoded:?} for {bytes:02x?}"
+            )));
+        };
+        prop_assert!(unrecognized.is_empty());
+        prop_assert_eq!(
+            plain,
+            asap::HandleResolutionRequest {
+                subscribe,
+                pool_handle,
+                items
+            }
+        );
+    }
+    Ok(true)
+}
+
+proptest! {
+    #![proptest_config(config(CASES))]
+
+    /// Every handle resolution the encoder writes is read by the plain decoder, as the general
+    /// decoder reads it; mutated, cut or extended ones are read alike or left to the general
+    /// decoder.
+    #[test]
+    fn plain_handle_resolutions_decode_as_the_decoder_does(
+        g in prop::sample::select(GENERATIONS.to_vec()),
+        subscribe in any::<bool>(),
+        pool_handle in pool_handle(),
+        items in prop::option::of(any::<u32>()),
+        flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
+        cut in any::<prop::sample::Index>(),
+        tail in bytes(0, 12),
+    ) {
+        let message = AsapMessage::HandleResolution {
+            subscribe,
+            pool_handle: PoolHandle(&pool_handle),
+            items,
+        };
+        let bytes = encode_asap(&message, g)?;
+        prop_assert_eq!(
+            asap::decode_plain_handle_resolution(&bytes),
+            Some(asap::HandleResolutionRequest {
+                subscribe,
+                pool_handle: PoolHandle(&pool_handle),
+                items
+            })
+        );
+        prop_assert!(plain_agrees_with_the_decoder(&bytes)?);
+        let mut mutated = bytes.clone();
+        for (at, value) in &flips {
+            let i = at.index(mutated.len());
+            mutated[i] = *value;
+        }
+        plain_agrees_with_the_decoder(&mutated)?;
+        plain_agrees_with_the_decoder(&mutated[..cut.index(mutated.len() + 1)])?;
+        let mut extended = mutated;
+        extended.extend_from_slice(&tail);
+        let len = extended.len().min(0xffff) as u16;
+        extended[2..4].copy_from_slice(&len.to_be_bytes());
+        plain_agrees_with_the_decoder(&extended)?;
+    }
+
+    /// Arbitrary bytes with a handle resolution's type: the plain decoder never disagrees.
+    #[test]
+    fn plain_handle_resolutions_of_arbitrary_bytes(mut raw in bytes(0, 40), fix_length in any::<bool>()) {
+        if raw.len() >= 4 {
+            raw[0] = asap::message_type::HANDLE_RESOLUTION;
+            if fix_length {
+                let len = raw.len() as u16;
+                raw[2..4].copy_from_slice(&len.to_be_bytes());
+            }
+        }
+        plain_agrees_with_the_decoder(&raw)?;
+    }
+}

@@ -63,6 +63,13 @@ impl Worker {
             return RequestKind::Other;
         }
         let target = Target::Association(association);
+        // Most traffic: a plain handle resolution, read without the general decoder.
+        if let Some(r) = asap::decode_plain_handle_resolution(msg) {
+            self.metrics
+                .message_in(Protocol::Asap, message_type::HANDLE_RESOLUTION);
+            self.on_resolution(association, generation, r.pool_handle, r.items, now, out);
+            return RequestKind::Resolution;
+        }
         let Ok(decoded) = self.receive(target, generation, msg, out) else {
             return RequestKind::Other;
         };
@@ -88,18 +95,7 @@ impl Worker {
             AsapMessage::HandleResolution {
                 pool_handle, items, ..
             } => {
-                if self.take_token(association, now) {
-                    self.resolve(target, generation, pool_handle, items, out);
-                } else {
-                    self.metrics.rate_limited();
-                    self.resolution_failed(
-                        target,
-                        generation,
-                        pool_handle,
-                        cause::LACK_OF_RESOURCES,
-                        out,
-                    );
-                }
+                self.on_resolution(association, generation, pool_handle, items, now, out);
                 RequestKind::Resolution
             }
             AsapMessage::EndpointKeepAliveAck { pool_handle, pe_id } => {
@@ -141,6 +137,31 @@ impl Worker {
         }
     }
 
+    /// RFC 5352 §3.3: a handle resolution within the association's request rate.
+    fn on_resolution(
+        &mut self,
+        association: AssociationId,
+        generation: Generation,
+        pool_handle: PoolHandle<'_>,
+        items: Option<u32>,
+        now: Millis,
+        out: &mut Output,
+    ) {
+        let target = Target::Association(association);
+        if self.take_token(association, now) {
+            self.resolve(target, generation, pool_handle, items, out);
+        } else {
+            self.metrics.rate_limited();
+            self.resolution_failed(
+                target,
+                generation,
+                pool_handle,
+                cause::LACK_OF_RESOURCES,
+                out,
+            );
+        }
+    }
+
     /// Handles one datagram of a UDP ASAP listener: stateless handle resolution for PUs.
     /// Registrations need an association (RFC 5352 §3.1: SCTP) and are refused with cause 0xa;
     /// everything else is dropped.
@@ -155,6 +176,12 @@ impl Worker {
         out: &mut Output,
     ) -> RequestKind {
         let target = Target::UdpReply { listener, to: from };
+        if let Some(r) = asap::decode_plain_handle_resolution(msg) {
+            self.metrics
+                .message_in(Protocol::Asap, message_type::HANDLE_RESOLUTION);
+            self.resolve(target, generation, r.pool_handle, r.items, out);
+            return RequestKind::Resolution;
+        }
         let Ok(decoded) = self.receive(target, generation, msg, out) else {
             return RequestKind::Other;
         };
