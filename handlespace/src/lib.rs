@@ -131,15 +131,58 @@ impl HandlespaceReader {
         })
     }
 
-    /// Holds every shard's epoch on the calling thread until dropped ([`ShardView::pin`]): the
-    /// resolutions of a batch (one loop turn) then enter and leave no epoch of their own.
-    pub fn pin_all(&self) -> Vec<papaya::LocalGuard<'_>> {
-        self.views.iter().map(|v| v.pin()).collect()
+    /// This read side with every shard's epoch held on the calling thread until dropped
+    /// ([`ShardView::pin`]), for a batch of reads (one loop turn).
+    pub fn pin(&self) -> PinnedReader<'_> {
+        PinnedReader {
+            reader: self,
+            guards: self.views.iter().map(|v| v.pin()).collect(),
+        }
     }
 
     /// The shards' read sides.
     pub fn shards(&self) -> &[Arc<ShardView>] {
         &self.views
+    }
+}
+
+/// A [`HandlespaceReader`] holding every shard's epoch on this thread
+/// ([`HandlespaceReader::pin`]): its reads enter and leave no epoch of their own, which saves
+/// the fences of one per read. Snapshots replaced meanwhile are freed only after it is dropped:
+/// hold it for a short batch of work, never while blocking.
+pub struct PinnedReader<'r> {
+    reader: &'r HandlespaceReader,
+    guards: Box<[papaya::LocalGuard<'r>]>,
+}
+
+impl PinnedReader<'_> {
+    /// Calls `f` with the current snapshot of a pool, read in place (see [`ShardView::read`]);
+    /// `None` for an unknown pool.
+    pub fn read<R>(&self, pool_handle: &[u8], f: impl FnOnce(&PoolSnapshot) -> R) -> Option<R> {
+        let i = shard_index(pool_handle, self.guards.len());
+        self.reader.views[i].read_pinned(&self.guards[i], pool_handle, |snapshot| f(snapshot))
+    }
+
+    /// Handle resolution (see [`HandlespaceReader::resolve`]).
+    pub fn resolve<R>(
+        &self,
+        pool_handle: &[u8],
+        rng: &mut Rng,
+        selection: &mut [u32],
+        f: impl FnOnce(&PoolSnapshot, &[u32]) -> R,
+    ) -> Option<R> {
+        self.read(pool_handle, |snapshot| {
+            let n = snapshot.select(rng, selection);
+            f(snapshot, &selection[..n])
+        })
+    }
+}
+
+impl std::fmt::Debug for PinnedReader<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PinnedReader")
+            .field("shards", &self.guards.len())
+            .finish()
     }
 }
 

@@ -42,12 +42,22 @@ impl ShardView {
         self.pools.pin().get(pool_handle).map(f)
     }
 
-    /// Holds this shard's epoch on the calling thread until dropped: reads on the thread meanwhile
-    /// nest inside it, which costs a counter instead of the fences of entering and leaving the
-    /// epoch per read. Snapshots replaced meanwhile are freed only after it is dropped: hold
-    /// it for a short batch of work (one loop turn), never while blocking.
+    /// Holds this shard's epoch on the calling thread until dropped, for reads with
+    /// [`Self::read_pinned`]. Snapshots replaced meanwhile are freed only after it is dropped:
+    /// hold it for a short batch of work (one loop turn), never while blocking.
     pub fn pin(&self) -> papaya::LocalGuard<'_> {
         self.pools.guard()
+    }
+
+    /// [`Self::read`] under a guard from [`Self::pin`] of this shard, entering no epoch of its
+    /// own.
+    pub fn read_pinned<R>(
+        &self,
+        guard: &papaya::LocalGuard<'_>,
+        pool_handle: &[u8],
+        f: impl FnOnce(&Arc<PoolSnapshot>) -> R,
+    ) -> Option<R> {
+        self.pools.get(pool_handle, guard).map(f)
     }
 
     /// Publishes `snapshot` as the pool's current one (the pool's writer only).

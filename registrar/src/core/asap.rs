@@ -5,8 +5,8 @@
 use std::net::SocketAddr;
 
 use rserpool_handlespace::{
-    AssociationId, Millis, OwnedTransport, OwnedUserTransport, PeId, PeRegistration, PoolSnapshot,
-    RegistrationError,
+    AssociationId, Millis, OwnedTransport, OwnedUserTransport, PeId, PeRegistration, PinnedReader,
+    PoolSnapshot, RegistrationError,
 };
 use rserpool_protocol::asap::{self, message_type};
 use rserpool_protocol::csp::{CSP_GROUP_REGISTRAR, CspReport, component_id};
@@ -45,10 +45,26 @@ impl Refusal {
 }
 
 impl Worker {
-    /// Handles one ASAP message received on an association (one SCTP user message, or one
-    /// frame of a TCP/MPTCP stream). Returns the kind of request, for latency metrics.
+    /// Handles one ASAP or ENRP message received on an association (one SCTP user message, or
+    /// one frame of a TCP/MPTCP stream), reading the handlespace under its own pin. Returns the
+    /// kind of request, for latency metrics. Drivers handling a batch use
+    /// [`Worker::on_message_pinned`].
     pub fn on_message(
         &mut self,
+        association: AssociationId,
+        msg: &[u8],
+        now: Millis,
+        out: &mut Output,
+    ) -> RequestKind {
+        let reader = self.reader.clone();
+        self.on_message_pinned(&reader.pin(), association, msg, now, out)
+    }
+
+    /// [`Worker::on_message`] reading the handlespace through `reads`, pinned for a batch of
+    /// messages (one loop turn of a driver).
+    pub fn on_message_pinned(
+        &mut self,
+        reads: &PinnedReader<'_>,
         association: AssociationId,
         msg: &[u8],
         now: Millis,
@@ -67,7 +83,15 @@ impl Worker {
         if let Some(r) = asap::decode_plain_handle_resolution(msg) {
             self.metrics
                 .message_in(Protocol::Asap, message_type::HANDLE_RESOLUTION);
-            self.on_resolution(association, generation, r.pool_handle, r.items, now, out);
+            self.on_resolution(
+                reads,
+                association,
+                generation,
+                r.pool_handle,
+                r.items,
+                now,
+                out,
+            );
             return RequestKind::Resolution;
         }
         let Ok(decoded) = self.receive(target, generation, msg, out) else {
@@ -95,7 +119,7 @@ impl Worker {
             AsapMessage::HandleResolution {
                 pool_handle, items, ..
             } => {
-                self.on_resolution(association, generation, pool_handle, items, now, out);
+                self.on_resolution(reads, association, generation, pool_handle, items, now, out);
                 RequestKind::Resolution
             }
             AsapMessage::EndpointKeepAliveAck { pool_handle, pe_id } => {
@@ -138,8 +162,10 @@ impl Worker {
     }
 
     /// RFC 5352 §3.3: a handle resolution within the association's request rate.
+    #[allow(clippy::too_many_arguments)]
     fn on_resolution(
         &mut self,
+        reads: &PinnedReader<'_>,
         association: AssociationId,
         generation: Generation,
         pool_handle: PoolHandle<'_>,
@@ -149,7 +175,7 @@ impl Worker {
     ) {
         let target = Target::Association(association);
         if self.take_token(association, now) {
-            self.resolve(target, generation, pool_handle, items, out);
+            self.resolve(reads, target, generation, pool_handle, items, out);
         } else {
             self.metrics.rate_limited();
             self.resolution_failed(
@@ -168,6 +194,7 @@ impl Worker {
     #[allow(clippy::too_many_arguments)]
     pub fn on_datagram(
         &mut self,
+        reads: &PinnedReader<'_>,
         listener: u32,
         generation: Generation,
         from: SocketAddr,
@@ -179,7 +206,7 @@ impl Worker {
         if let Some(r) = asap::decode_plain_handle_resolution(msg) {
             self.metrics
                 .message_in(Protocol::Asap, message_type::HANDLE_RESOLUTION);
-            self.resolve(target, generation, r.pool_handle, r.items, out);
+            self.resolve(reads, target, generation, r.pool_handle, r.items, out);
             return RequestKind::Resolution;
         }
         let Ok(decoded) = self.receive(target, generation, msg, out) else {
@@ -189,7 +216,7 @@ impl Worker {
             AsapMessage::HandleResolution {
                 pool_handle, items, ..
             } => {
-                self.resolve(target, generation, pool_handle, items, out);
+                self.resolve(reads, target, generation, pool_handle, items, out);
                 RequestKind::Resolution
             }
             AsapMessage::Registration {
@@ -557,6 +584,7 @@ impl Worker {
     /// Unknown pool: an Operation Error with cause 0x9.
     fn resolve(
         &mut self,
+        reads: &PinnedReader<'_>,
         target: Target,
         generation: Generation,
         pool_handle: PoolHandle<'_>,
@@ -565,7 +593,6 @@ impl Worker {
     ) {
         let n = self.config.items.for_request(items);
         let Self {
-            reader,
             rng,
             selection,
             views,
@@ -574,7 +601,7 @@ impl Worker {
             metrics,
             ..
         } = self;
-        let found = reader.resolve(
+        let found = reads.resolve(
             pool_handle.0,
             rng,
             &mut selection[..n],

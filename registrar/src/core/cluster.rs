@@ -117,7 +117,16 @@ impl Cluster {
         msg: &[u8],
         now: Millis,
     ) -> Vec<Sent> {
-        self.workers[worker].on_datagram(0, generation, from, msg, now, &mut self.out);
+        let reader = self.workers[worker].reader().clone();
+        self.workers[worker].on_datagram(
+            &reader.pin(),
+            0,
+            generation,
+            from,
+            msg,
+            now,
+            &mut self.out,
+        );
         self.settle(now)
     }
 

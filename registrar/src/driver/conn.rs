@@ -10,7 +10,7 @@
 
 use std::io::{self, Read, Write};
 
-use rserpool_handlespace::{AssociationId, Millis};
+use rserpool_handlespace::{AssociationId, Millis, PinnedReader};
 use rserpool_protocol::framing::{Frame, Frames, next_frame};
 
 use crate::core::{Output, Worker};
@@ -37,6 +37,7 @@ pub enum Closed {
 #[derive(Debug)]
 pub struct Dispatch<'a> {
     worker: &'a mut Worker,
+    reads: &'a PinnedReader<'a>,
     out: &'a mut Output,
     kinds: &'a mut Vec<RequestKind>,
     now: Millis,
@@ -44,10 +45,11 @@ pub struct Dispatch<'a> {
 }
 
 impl<'a> Dispatch<'a> {
-    /// Messages go to `worker` at time `now`, replies into `out`, the kinds of the requests handled
-    /// into `kinds`.
+    /// Messages go to `worker` at time `now`, which reads the handlespace through `reads`,
+    /// replies into `out`, the kinds of the requests handled into `kinds`.
     pub fn new(
         worker: &'a mut Worker,
+        reads: &'a PinnedReader<'a>,
         out: &'a mut Output,
         kinds: &'a mut Vec<RequestKind>,
         now: Millis,
@@ -55,6 +57,7 @@ impl<'a> Dispatch<'a> {
         let mark = out.pending_bytes();
         Self {
             worker,
+            reads,
             out,
             kinds,
             now,
@@ -353,8 +356,10 @@ fn frame(
         let Some(message) = frames.next() else {
             break;
         };
-        cx.kinds
-            .push(cx.worker.on_message(association, message, cx.now, cx.out));
+        cx.kinds.push(
+            cx.worker
+                .on_message_pinned(cx.reads, association, message, cx.now, cx.out),
+        );
         messages += 1;
     }
     if let Some(e) = frames.error() {
@@ -404,12 +409,14 @@ mod tests {
     #[test]
     fn messages_cut_anywhere_are_handled_once_whole() {
         let (mut pr, association) = worker();
+        let reader = pr.workers()[0].reader().clone();
+        let reads = reader.pin();
         let mut conn = StreamConn::new((), association, 64, 64);
         let (mut out, mut kinds) = (Output::default(), Vec::new());
         let stream = resolutions(5);
         let mut handled = 0;
         for chunk in stream.chunks(7) {
-            let mut cx = Dispatch::new(&mut pr.workers_mut()[0], &mut out, &mut kinds, 0);
+            let mut cx = Dispatch::new(&mut pr.workers_mut()[0], &reads, &mut out, &mut kinds, 0);
             handled += conn.receive(chunk, &mut cx).unwrap();
         }
         assert_eq!(handled, 5);
@@ -417,7 +424,7 @@ mod tests {
         assert_eq!(out.transmits().count(), 5, "every request answered");
         assert!(!conn.holds_input());
 
-        let mut cx = Dispatch::new(&mut pr.workers_mut()[0], &mut out, &mut kinds, 0);
+        let mut cx = Dispatch::new(&mut pr.workers_mut()[0], &reads, &mut out, &mut kinds, 0);
         let broken = conn.receive(&[0, 0, 0, 2], &mut cx);
         assert!(matches!(broken, Err(Closed::Framing(_))), "{broken:?}");
     }
@@ -425,11 +432,13 @@ mod tests {
     #[test]
     fn messages_wait_while_the_replies_are_over_the_high_water_mark() {
         let (mut pr, association) = worker();
+        let reader = pr.workers()[0].reader().clone();
+        let reads = reader.pin();
         let mut conn = StreamConn::new((), association, 64, 64);
         let (mut out, mut kinds) = (Output::default(), Vec::new());
         conn.queue(&vec![0; WRITE_HIGH_WATER + 1]);
         assert!(conn.paused());
-        let mut cx = Dispatch::new(&mut pr.workers_mut()[0], &mut out, &mut kinds, 0);
+        let mut cx = Dispatch::new(&mut pr.workers_mut()[0], &reads, &mut out, &mut kinds, 0);
         assert_eq!(conn.receive(&resolutions(3), &mut cx).unwrap(), 0);
         assert!(conn.holds_input());
 
@@ -437,7 +446,7 @@ mod tests {
         assert!(conn.paused(), "a lent buffer still counts as unsent");
         conn.give_back(buf, from, WRITE_HIGH_WATER + 1);
         assert!(!conn.paused() && !conn.wants_write());
-        let mut cx = Dispatch::new(&mut pr.workers_mut()[0], &mut out, &mut kinds, 0);
+        let mut cx = Dispatch::new(&mut pr.workers_mut()[0], &reads, &mut out, &mut kinds, 0);
         assert_eq!(conn.dispatch_buffered(&mut cx).unwrap(), 3);
         assert!(!conn.holds_input());
         assert_eq!(out.transmits().count(), 3);
@@ -446,10 +455,12 @@ mod tests {
     #[test]
     fn a_batch_stops_once_its_own_replies_pass_the_high_water_mark() {
         let (mut pr, association) = worker();
+        let reader = pr.workers()[0].reader().clone();
+        let reads = reader.pin();
         let mut conn = StreamConn::new((), association, 64, 64);
         let (mut out, mut kinds) = (Output::default(), Vec::new());
         conn.queue(&vec![0; WRITE_HIGH_WATER - 10]);
-        let mut cx = Dispatch::new(&mut pr.workers_mut()[0], &mut out, &mut kinds, 0);
+        let mut cx = Dispatch::new(&mut pr.workers_mut()[0], &reads, &mut out, &mut kinds, 0);
         // The first reply passes the mark: the other messages wait.
         assert_eq!(conn.receive(&resolutions(4), &mut cx).unwrap(), 1);
         assert!(conn.holds_input());
@@ -478,12 +489,14 @@ mod tests {
     #[test]
     fn epoll_reads_frame_the_socket_and_see_its_end() {
         let (mut pr, association) = worker();
+        let reader = pr.workers()[0].reader().clone();
+        let reads = reader.pin();
         let (mut peer, socket) = UnixStream::pair().unwrap();
         socket.set_nonblocking(true).unwrap();
         let mut conn = StreamConn::new(socket, association, 64, 64);
         let (mut out, mut kinds) = (Output::default(), Vec::new());
         peer.write_all(&resolutions(10)).unwrap();
-        let mut cx = Dispatch::new(&mut pr.workers_mut()[0], &mut out, &mut kinds, 0);
+        let mut cx = Dispatch::new(&mut pr.workers_mut()[0], &reads, &mut out, &mut kinds, 0);
         assert_eq!(conn.read_and_dispatch(&mut cx, 64).unwrap(), 10);
         let mut replies = Vec::new();
         for (_, bytes) in out.transmits() {
@@ -496,7 +509,7 @@ mod tests {
         assert_eq!(written, replies);
         assert!(!conn.peer_finished());
         drop(peer);
-        let mut cx = Dispatch::new(&mut pr.workers_mut()[0], &mut out, &mut kinds, 0);
+        let mut cx = Dispatch::new(&mut pr.workers_mut()[0], &reads, &mut out, &mut kinds, 0);
         assert_eq!(conn.read_and_dispatch(&mut cx, 64).unwrap(), 0);
         assert!(conn.peer_finished(), "the end of the stream is seen");
         assert!(

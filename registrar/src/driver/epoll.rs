@@ -5,7 +5,7 @@
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
-use rserpool_handlespace::{AssociationId, Millis};
+use rserpool_handlespace::{AssociationId, Millis, PinnedReader};
 
 use super::conn::{Closed, StreamConn};
 use super::state::{LoopState, Route, send_to_sctp_address};
@@ -91,38 +91,38 @@ impl Loop {
             // Every shard's epoch is held for the turn, so that its resolutions nest their
             // reads in it instead of entering and leaving one each.
             let reader = self.state.worker.reader().clone();
-            let pins = reader.pin_all();
+            let reads = reader.pin();
             self.state.worker.begin_turn();
             for slot in std::mem::take(&mut self.resume) {
-                self.dispatch(slot, now);
+                self.dispatch(slot, now, &reads);
             }
             for &e in &events {
-                self.handle(e, now);
+                self.handle(e, now, &reads);
             }
             self.state.drain_mailbox(now);
             self.state.run_timers(now);
             self.flush_output(now);
             self.state.worker.end_turn();
-            drop(pins);
+            drop(reads);
             self.state.finish_turn(idle_start, busy_start, events.len());
         }
     }
 
-    fn handle(&mut self, e: Event, now: Millis) {
+    fn handle(&mut self, e: Event, now: Millis, reads: &PinnedReader<'_>) {
         match e.token & TAG_MASK {
-            TAG_LISTENER => self.listener_ready((e.token & !TAG_MASK) as usize, now),
-            TAG_CONN => self.conn_ready((e.token & !TAG_MASK) as usize, e, now),
+            TAG_LISTENER => self.listener_ready((e.token & !TAG_MASK) as usize, now, reads),
+            TAG_CONN => self.conn_ready((e.token & !TAG_MASK) as usize, e, now, reads),
             _ => self.state.shared.wakers[self.state.worker.index()].reset(),
         }
     }
 
-    fn listener_ready(&mut self, i: usize, now: Millis) {
+    fn listener_ready(&mut self, i: usize, now: Millis, reads: &PinnedReader<'_>) {
         match &self.state.listeners[i] {
             Listener::Stream { .. } => self.accept(i, now),
-            Listener::Udp { .. } => self.state.receive_datagrams(i, now),
+            Listener::Udp { .. } => self.state.receive_datagrams(i, now, reads),
             Listener::Sctp { .. } => {
                 // Level-triggered: what the budget left is reported again next turn.
-                self.state.receive_sctp(i, now);
+                self.state.receive_sctp(i, now, reads);
             }
         }
     }
@@ -236,7 +236,7 @@ impl Loop {
         }
     }
 
-    fn conn_ready(&mut self, slot: usize, e: Event, now: Millis) {
+    fn conn_ready(&mut self, slot: usize, e: Event, now: Millis, reads: &PinnedReader<'_>) {
         let Some(c) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
             return;
         };
@@ -255,7 +255,7 @@ impl Loop {
             self.update_interest(slot);
         }
         if e.readable || e.closed {
-            self.dispatch(slot, now);
+            self.dispatch(slot, now, reads);
         }
         if self
             .conns
@@ -281,7 +281,7 @@ impl Loop {
     }
 
     /// Handles what the connection holds and what its socket has.
-    fn dispatch(&mut self, slot: usize, now: Millis) {
+    fn dispatch(&mut self, slot: usize, now: Millis, reads: &PinnedReader<'_>) {
         let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
             return;
         };
@@ -291,7 +291,7 @@ impl Loop {
         let budget = self.state.io.max_batch;
         let result = conn
             .stream
-            .read_and_dispatch(&mut self.state.dispatch(now), budget);
+            .read_and_dispatch(&mut self.state.dispatch(now, reads), budget);
         if let Err(closed) = result {
             self.close_conn(slot, closed, now);
         }

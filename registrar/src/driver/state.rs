@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rserpool_handlespace::{AssociationId, Millis};
+use rserpool_handlespace::{AssociationId, Millis, PinnedReader};
 use rserpool_protocol::{PPID_ASAP, PPID_ENRP};
 
 use super::conn::{Closed, Dispatch};
@@ -156,8 +156,8 @@ impl LoopState {
     }
 
     /// What a stream connection's received messages are handed to.
-    pub fn dispatch(&mut self, now: Millis) -> Dispatch<'_> {
-        Dispatch::new(&mut self.worker, &mut self.out, &mut self.kinds, now)
+    pub fn dispatch<'d>(&'d mut self, now: Millis, reads: &'d PinnedReader<'d>) -> Dispatch<'d> {
+        Dispatch::new(&mut self.worker, reads, &mut self.out, &mut self.kinds, now)
     }
 
     /// The longest message a stream association of `protocol` accepts.
@@ -286,7 +286,7 @@ impl LoopState {
 
     /// Receives from UDP listener `i` with `recv_from` (at most `io.max_batch` datagrams) and
     /// hands each datagram to the worker.
-    pub fn receive_datagrams(&mut self, i: usize, now: Millis) {
+    pub fn receive_datagrams(&mut self, i: usize, now: Millis, reads: &PinnedReader<'_>) {
         for _ in 0..self.io.max_batch.max(1) {
             let Listener::Udp { socket, .. } = &self.listeners[i] else {
                 return;
@@ -294,7 +294,7 @@ impl LoopState {
             match socket.recv_from(&mut self.buf) {
                 Ok((n, from)) => {
                     let bytes = std::mem::take(&mut self.buf);
-                    self.on_datagram(i, from, &bytes[..n], now);
+                    self.on_datagram(i, from, &bytes[..n], now, reads);
                     self.buf = bytes;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
@@ -308,7 +308,14 @@ impl LoopState {
 
     /// Hands a datagram received on UDP listener `listener` to the worker: an ASAP request, or
     /// an ENRP presence.
-    pub fn on_datagram(&mut self, listener: usize, from: SocketAddr, bytes: &[u8], now: Millis) {
+    pub fn on_datagram(
+        &mut self,
+        listener: usize,
+        from: SocketAddr,
+        bytes: &[u8],
+        now: Millis,
+        reads: &PinnedReader<'_>,
+    ) {
         let Some(Listener::Udp { url, protocol, .. }) = self.listeners.get(listener) else {
             return;
         };
@@ -319,6 +326,7 @@ impl LoopState {
             return;
         }
         let kind = self.worker.on_datagram(
+            reads,
             listener as u32,
             url.generation,
             from,
@@ -332,7 +340,7 @@ impl LoopState {
     /// Receives from SCTP listener `i` (at most `io.max_batch` messages and notifications):
     /// messages go to the worker, notifications open and close associations. Returns whether the
     /// socket is drained (false: the budget ran out first).
-    pub fn receive_sctp(&mut self, i: usize, now: Millis) -> bool {
+    pub fn receive_sctp(&mut self, i: usize, now: Millis, reads: &PinnedReader<'_>) -> bool {
         for _ in 0..self.io.max_batch.max(1) {
             let Listener::Sctp {
                 socket,
@@ -371,9 +379,13 @@ impl LoopState {
                         self.abort_sctp(i, assoc, now);
                         continue;
                     }
-                    let kind =
-                        self.worker
-                            .on_message(association, &self.buf[..len], now, &mut self.out);
+                    let kind = self.worker.on_message_pinned(
+                        reads,
+                        association,
+                        &self.buf[..len],
+                        now,
+                        &mut self.out,
+                    );
                     self.kinds.push(kind);
                 }
                 Ok(SctpRecv::AssocChange { assoc, state }) => match state {

@@ -34,7 +34,7 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use rserpool_handlespace::{AssociationId, Millis};
+use rserpool_handlespace::{AssociationId, Millis, PinnedReader};
 
 use super::conn::{Closed, StreamConn};
 use super::state::{LoopState, Route, send_to_sctp_address};
@@ -143,25 +143,25 @@ impl Loop {
             // Every shard's epoch is held for the turn, so that its resolutions nest their
             // reads in it instead of entering and leaving one each.
             let reader = self.state.worker.reader().clone();
-            let pins = reader.pin_all();
+            let reads = reader.pin();
             self.state.worker.begin_turn();
             let mut events = 0;
             while events < self.state.io.max_batch.max(1) {
                 let Some(c) = self.ring.next() else {
                     break;
                 };
-                self.complete(c, now)?;
+                self.complete(c, now, &reads)?;
                 events += 1;
             }
             for i in std::mem::take(&mut self.sctp_ready) {
-                self.receive_sctp(i, now)?;
+                self.receive_sctp(i, now, &reads)?;
             }
             self.state.drain_mailbox(now);
             self.state.run_timers(now);
             self.route_output()?;
             self.finish_output(now)?;
             self.state.worker.end_turn();
-            drop(pins);
+            drop(reads);
             self.state.finish_turn(idle_start, busy_start, events);
         }
     }
@@ -183,7 +183,7 @@ impl Loop {
         self.ring.submit_and_wait(timeout)
     }
 
-    fn complete(&mut self, c: Completion, now: Millis) -> io::Result<()> {
+    fn complete(&mut self, c: Completion, now: Millis, reads: &PinnedReader<'_>) -> io::Result<()> {
         match c {
             Completion::Accept {
                 token,
@@ -208,7 +208,7 @@ impl Loop {
                 token,
                 result,
                 more,
-            } => self.received(token as usize, result, more, now)?,
+            } => self.received(token as usize, result, more, now, reads)?,
             Completion::Datagram {
                 token,
                 result,
@@ -221,7 +221,7 @@ impl Loop {
                 match result {
                     Ok(buf) => {
                         if let Some((from, payload)) = self.ring.datagram(&buf) {
-                            self.state.on_datagram(i, from, payload, now);
+                            self.state.on_datagram(i, from, payload, now, reads);
                         }
                         self.ring.recycle(buf);
                         self.route_output()?;
@@ -248,7 +248,7 @@ impl Loop {
                         arm_listener(&mut self.ring, &self.state.listeners[i], i)?;
                     }
                     match result {
-                        Ok(_) => self.receive_sctp(i, now)?,
+                        Ok(_) => self.receive_sctp(i, now, reads)?,
                         Err(e) if ended(&e) => {}
                         Err(e) => tracing::debug!(%e, "SCTP poll failed"),
                     }
@@ -259,7 +259,7 @@ impl Loop {
                 result,
                 buf,
                 from,
-            } => self.sent(token as usize, result, buf, from, now)?,
+            } => self.sent(token as usize, result, buf, from, now, reads)?,
             Completion::SentTo { result } => {
                 if let Err(e) = result {
                     tracing::debug!(%e, "datagram not sent");
@@ -380,6 +380,7 @@ impl Loop {
         result: io::Result<Option<ring::Buf>>,
         more: bool,
         now: Millis,
+        reads: &PinnedReader<'_>,
     ) -> io::Result<()> {
         let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
             if let Ok(Some(buf)) = result {
@@ -396,7 +397,7 @@ impl Loop {
                     Ok(0)
                 } else {
                     conn.stream
-                        .receive(self.ring.bytes(&buf), &mut self.state.dispatch(now))
+                        .receive(self.ring.bytes(&buf), &mut self.state.dispatch(now, reads))
                 };
                 self.ring.recycle(buf);
                 match handled {
@@ -429,6 +430,7 @@ impl Loop {
         buf: Vec<u8>,
         from: usize,
         now: Millis,
+        reads: &PinnedReader<'_>,
     ) -> io::Result<()> {
         let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
             return Ok(());
@@ -448,7 +450,9 @@ impl Loop {
         }
         if conn.stream.holds_input() && !conn.stream.paused() {
             // The replies drained: handle the messages held back, then read again.
-            let handled = conn.stream.dispatch_buffered(&mut self.state.dispatch(now));
+            let handled = conn
+                .stream
+                .dispatch_buffered(&mut self.state.dispatch(now, reads));
             if let Err(closed) = handled {
                 return self.close_conn(slot, closed, now);
             }
@@ -539,8 +543,8 @@ impl Loop {
         }
     }
 
-    fn receive_sctp(&mut self, i: usize, now: Millis) -> io::Result<()> {
-        if !self.state.receive_sctp(i, now) {
+    fn receive_sctp(&mut self, i: usize, now: Millis, reads: &PinnedReader<'_>) -> io::Result<()> {
+        if !self.state.receive_sctp(i, now, reads) {
             // A poll reports readiness once: what the budget left is served next turn.
             self.sctp_ready.push(i);
         }
