@@ -672,10 +672,14 @@ impl SelectionIndex {
         match &self.kind {
             Kind::Empty => 0,
             Kind::RoundRobin => {
-                let len = u64::from(self.len);
-                let start = state.advance() % len;
-                for (j, o) in out.iter_mut().enumerate() {
-                    *o = ((start + j as u64) % len) as u32;
+                // One division for the start; the rest wraps by comparison.
+                let mut i = (state.advance() % u64::from(self.len)) as u32;
+                for o in out.iter_mut() {
+                    *o = i;
+                    i += 1;
+                    if i == self.len {
+                        i = 0;
+                    }
                 }
                 n
             }
@@ -812,10 +816,14 @@ fn select_sorted(order: &[u32], group_ends: &[u32], cursor: u64, out: &mut [u32]
     for &end in group_ends {
         let end = end as usize;
         let g = end - start;
-        let r = (cursor % g as u64) as usize;
+        let mut r = (cursor % g as u64) as usize;
         let take = g.min(n - w);
-        for (j, o) in out[w..w + take].iter_mut().enumerate() {
-            *o = order[start + (r + j) % g];
+        for o in out[w..w + take].iter_mut() {
+            *o = order[start + r];
+            r += 1;
+            if r == g {
+                r = 0;
+            }
         }
         w += take;
         if w == n {

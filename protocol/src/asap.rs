@@ -541,12 +541,14 @@ pub fn encode_pool_element_parameter(
 }
 
 /// ASAP_HANDLE_RESOLUTION_RESPONSE (RFC 5352 §2.2.6) assembled from parameters encoded earlier:
-/// `policy` is an encoded Overall PE Selection Policy parameter and each item of
-/// `pool_elements` an encoded Pool Element parameter ([`encode_pool_element_parameter`]). The
-/// same bytes as encoding [`AsapMessage::HandleResolutionResponse`] with the decoded values.
+/// `pool_handle` is an encoded Pool Handle parameter
+/// ([`crate::encode_pool_handle_parameter`]), `policy` an encoded Overall PE Selection Policy
+/// parameter and each item of `pool_elements` an encoded Pool Element parameter
+/// ([`encode_pool_element_parameter`]). The same bytes as encoding
+/// [`AsapMessage::HandleResolutionResponse`] with the decoded values.
 pub fn encode_resolution_response<'p>(
     accepted: bool,
-    pool_handle: PoolHandle<'_>,
+    pool_handle: &[u8],
     policy: &[u8],
     pool_elements: impl IntoIterator<Item = &'p [u8]>,
     buf: &mut [u8],
@@ -554,7 +556,7 @@ pub fn encode_resolution_response<'p>(
     let mut w = Writer::new(buf);
     let flags = if accepted { FLAG_BIT0 } else { 0 };
     *w.array()? = [message_type::HANDLE_RESOLUTION_RESPONSE, flags, 0, 0];
-    encode_pool_handle(&mut w, pool_handle)?;
+    w.bytes(pool_handle)?;
     w.bytes(policy)?;
     let first = w.pos();
     for pe in pool_elements {

@@ -38,7 +38,8 @@ pub use error::{DecodeError, EncodeError, ParameterAction, cause};
 pub use param::{
     ErrorCause, OperationError, Policy, PoolElement, PoolHandle, REGISTRATION_LIFE_INFINITE,
     ServerInformation, TRANSPORT_USE_DATA_ONLY, TRANSPORT_USE_DATA_PLUS_CONTROL, Transport,
-    TransportKind, UserTransport, encode_policy_parameter, encode_transport_parameter, policy_type,
+    TransportKind, UserTransport, encode_policy_parameter, encode_pool_handle_parameter,
+    encode_transport_parameter, policy_type,
 };
 pub use wire::{MAX_REPORTED, Seq, SeqIter, Unrecognized};
 

@@ -983,6 +983,16 @@ pub fn encode_policy_parameter(policy: &Policy, buf: &mut [u8]) -> Result<usize,
     Ok(w.pos())
 }
 
+/// Encodes a Pool Handle parameter on its own (RFC 5354 §3.9), padded; returns its length.
+pub fn encode_pool_handle_parameter(
+    pool_handle: PoolHandle<'_>,
+    buf: &mut [u8],
+) -> Result<usize, EncodeError> {
+    let mut w = Writer::new(buf);
+    encode_pool_handle(&mut w, pool_handle)?;
+    Ok(w.pos())
+}
+
 /// Encodes a transport parameter on its own (the info of an "Inconsistent Transport Type" cause).
 pub fn encode_transport_parameter(t: &Transport<'_>, buf: &mut [u8]) -> Result<usize, EncodeError> {
     let mut w = Writer::new(buf);

@@ -998,9 +998,12 @@ proptest! {
         let want = encode_asap(&message, g)?;
         let mut got = vec![0x5au8; want.len()];
         let policy = policy.expect("at least one PE");
+        let mut handle = vec![0xa5u8; pool_handle.len() + 8];
+        let handle_len = encode_pool_handle_parameter(PoolHandle(&pool_handle), &mut handle)?;
+        handle.truncate(handle_len);
         let n = asap::encode_resolution_response(
             accepted,
-            PoolHandle(&pool_handle),
+            &handle,
             &policy,
             parts.iter().map(Vec::as_slice),
             &mut got,
@@ -1010,7 +1013,7 @@ proptest! {
         // One byte short is a typed error, not a panic.
         let short = asap::encode_resolution_response(
             accepted,
-            PoolHandle(&pool_handle),
+            &handle,
             &policy,
             parts.iter().map(Vec::as_slice),
             &mut got[..n - 1],

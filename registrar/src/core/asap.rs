@@ -1009,7 +1009,7 @@ fn respond_from_cache(
     pool_handle: PoolHandle<'_>,
     out: &mut Output,
 ) -> Option<bool> {
-    let mut pool = encoded.pool(snapshot, generation)?;
+    let mut pool = encoded.pool(snapshot, generation, pool_handle)?;
     parts.clear();
     let mut policy = (0, 0);
     for &i in selected {
@@ -1034,7 +1034,7 @@ fn respond_from_cache(
     let sent = out.transmit(target, |buf| {
         asap::encode_resolution_response(
             false,
-            pool_handle,
+            pool.pool_handle(),
             at(policy),
             parts.iter().map(|&r| at(r)),
             buf,

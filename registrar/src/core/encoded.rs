@@ -11,7 +11,7 @@
 use std::ops::Range;
 
 use rserpool_handlespace::PoolSnapshot;
-use rserpool_protocol::{EncodeError, Generation, asap};
+use rserpool_protocol::{EncodeError, Generation, PoolHandle, asap, encode_pool_handle_parameter};
 
 /// Pools held at once.
 pub(crate) const SLOTS: usize = 1024;
@@ -43,7 +43,9 @@ struct Slot {
     /// The turn of the last use, for replacement.
     used: u64,
     spans: Vec<Span>,
+    /// The pool's Pool Handle parameter (`bytes[..handle_len]`), then the PEs' parameters.
     bytes: Vec<u8>,
+    handle_len: usize,
 }
 
 /// What a selected PE contributes to a response.
@@ -80,11 +82,13 @@ pub(crate) struct PoolParts<'c> {
 
 impl EncodedPools {
     /// The slot of `snapshot`'s PEs in `generation`, taken over from the least recently used
-    /// pool of its set on a miss; `None` for pools too large to cache.
+    /// pool of its set on a miss; `None` for pools too large to cache. `pool_handle` is the
+    /// snapshot's pool's handle.
     pub(crate) fn pool(
         &mut self,
         snapshot: &PoolSnapshot,
         generation: Generation,
+        pool_handle: PoolHandle<'_>,
     ) -> Option<PoolParts<'_>> {
         let len = snapshot.len();
         if len > MAX_CACHED_PES {
@@ -105,11 +109,16 @@ impl EncodedPools {
         });
         let slot = &mut self.slots[i];
         if hit.is_none() {
-            slot.serial = serial;
-            slot.generation = Some(generation);
+            slot.serial = 0;
             slot.spans.clear();
             slot.spans.resize(len, Span::default());
             slot.bytes.clear();
+            slot.bytes.resize(pool_handle.0.len() + 8, 0);
+            let n = encode_pool_handle_parameter(pool_handle, &mut slot.bytes).ok()?;
+            slot.bytes.truncate(n);
+            slot.handle_len = n;
+            slot.serial = serial;
+            slot.generation = Some(generation);
         }
         slot.used = self.clock;
         Some(PoolParts { slot })
@@ -153,6 +162,11 @@ impl PoolParts<'_> {
     /// The encoded bytes that [`Part::Encoded`] ranges index.
     pub(crate) fn bytes(&self) -> &[u8] {
         &self.slot.bytes
+    }
+
+    /// The pool's Pool Handle parameter.
+    pub(crate) fn pool_handle(&self) -> &[u8] {
+        &self.slot.bytes[..self.slot.handle_len]
     }
 }
 
@@ -241,9 +255,20 @@ mod tests {
         }
     }
 
-    /// Every PE of `snapshot` through the cache: its part is its encoding now, or `Unfit`.
-    fn check_pool(cache: &mut EncodedPools, snapshot: &PoolSnapshot, generation: Generation) {
-        let mut pool = cache.pool(snapshot, generation).expect("a small pool");
+    /// Every PE of `snapshot` (of the pool `handle`) through the cache: its part is its encoding
+    /// now, or `Unfit`; the pool handle parameter is the handle's.
+    fn check_pool(
+        cache: &mut EncodedPools,
+        snapshot: &PoolSnapshot,
+        generation: Generation,
+        handle: &[u8],
+    ) {
+        let mut pool = cache
+            .pool(snapshot, generation, PoolHandle(handle))
+            .expect("a small pool");
+        let mut want = vec![0; handle.len() + 8];
+        let n = encode_pool_handle_parameter(PoolHandle(handle), &mut want).expect("encodable");
+        assert_eq!(pool.pool_handle(), &want[..n]);
         for (i, entry) in snapshot.entries().iter().enumerate() {
             let mut want = vec![0; MAX_PE_BYTES];
             let direct =
@@ -291,14 +316,14 @@ mod tests {
         for _ in 0..2 {
             for p in 0..pools {
                 let snapshot = shard.snapshot(&handle(p)).expect("pool");
-                check_pool(&mut cache, &snapshot, Generation::Rfc);
-                check_pool(&mut cache, &snapshot, Generation::Ng);
+                check_pool(&mut cache, &snapshot, Generation::Rfc, &handle(p));
+                check_pool(&mut cache, &snapshot, Generation::Ng, &handle(p));
             }
         }
         // A PE re-registering with another address and weight: the next snapshot's PEs are
         // encoded again, never served from the old one's.
         let snapshot = shard.snapshot(&handle(0)).expect("pool");
-        check_pool(&mut cache, &snapshot, Generation::Rfc);
+        check_pool(&mut cache, &snapshot, Generation::Rfc, &handle(0));
         let moved = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 9));
         shard
             .register(
@@ -311,7 +336,7 @@ mod tests {
             .expect("re-registered");
         let changed = shard.snapshot(&handle(0)).expect("pool");
         assert_ne!(changed.serial(), snapshot.serial());
-        check_pool(&mut cache, &changed, Generation::Rfc);
+        check_pool(&mut cache, &changed, Generation::Rfc, &handle(0));
     }
 
     #[test]
@@ -331,11 +356,10 @@ mod tests {
         }
         let mut cache = EncodedPools::default();
         let hot = shard.snapshot(b"hot").expect("pool");
-        let first =
-            cache
-                .pool(&hot, Generation::Rfc)
-                .expect("cached")
-                .part(&hot, 0, Generation::Rfc);
+        let first = cache
+            .pool(&hot, Generation::Rfc, PoolHandle(b"hot"))
+            .expect("cached")
+            .part(&hot, 0, Generation::Rfc);
         let Part::Encoded { pe: (_, end), .. } = first else {
             panic!("encodable: {first:?}");
         };
@@ -348,10 +372,12 @@ mod tests {
                 .expect("registered");
             let cold = shard.snapshot(&handle).expect("pool");
             cache
-                .pool(&cold, Generation::Rfc)
+                .pool(&cold, Generation::Rfc, PoolHandle(&handle))
                 .expect("cached")
                 .part(&cold, 0, Generation::Rfc);
-            let mut pool = cache.pool(&hot, Generation::Rfc).expect("cached");
+            let mut pool = cache
+                .pool(&hot, Generation::Rfc, PoolHandle(b"hot"))
+                .expect("cached");
             assert_eq!(
                 pool.bytes().len(),
                 end as usize,
@@ -360,6 +386,10 @@ mod tests {
             assert_eq!(pool.part(&hot, 0, Generation::Rfc), first);
         }
         let large = shard.snapshot(b"large").expect("pool");
-        assert!(cache.pool(&large, Generation::Rfc).is_none());
+        assert!(
+            cache
+                .pool(&large, Generation::Rfc, PoolHandle(b"large"))
+                .is_none()
+        );
     }
 }
