@@ -141,6 +141,30 @@ pub struct Transmit {
     range: Range<usize>,
 }
 
+/// Consecutive messages to one target ([`Output::runs`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Run<'a> {
+    /// Where they go.
+    pub target: Target,
+    bytes: &'a [u8],
+    messages: &'a [Transmit],
+}
+
+impl<'a> Run<'a> {
+    /// The messages one by one (for datagrams and SCTP, which keep message boundaries).
+    pub fn messages(&self) -> impl Iterator<Item = &'a [u8]> + '_ {
+        self.messages.iter().map(|t| &self.bytes[t.range.clone()])
+    }
+
+    /// The messages back to back (for a byte stream): the output encodes each message right
+    /// after the previous one.
+    pub fn bytes(&self) -> &'a [u8] {
+        let start = self.messages.first().map_or(0, |t| t.range.start);
+        let end = self.messages.last().map_or(0, |t| t.range.end);
+        &self.bytes[start..end]
+    }
+}
+
 /// What one call into a [`Worker`] asks the driver to do. Reused across calls: the driver
 /// consumes it and calls [`Output::clear`].
 #[derive(Debug, Default)]
@@ -162,6 +186,23 @@ impl Output {
         self.transmits
             .iter()
             .map(|t| (t.target, &self.bytes[t.range.clone()]))
+    }
+
+    /// Messages to transmit, in order, in runs of consecutive messages to one target: a driver
+    /// routes a run once and queues a run for a byte stream in one copy.
+    pub fn runs(&self) -> impl Iterator<Item = Run<'_>> + '_ {
+        let mut rest = &self.transmits[..];
+        std::iter::from_fn(move || {
+            let target = rest.first()?.target;
+            let n = rest.iter().take_while(|t| t.target == target).count();
+            let (run, tail) = rest.split_at(n);
+            rest = tail;
+            Some(Run {
+                target,
+                bytes: &self.bytes,
+                messages: run,
+            })
+        })
     }
 
     /// The encode buffer kept across turns; a bigger one (after a turn with a huge output) is

@@ -1174,3 +1174,40 @@ fn registration_outcome_in(sent: &[Sent], generation: Generation) -> (bool, Opti
 }
 
 mod enrp;
+
+#[test]
+fn output_runs_group_consecutive_messages_to_one_target() {
+    use super::{AssociationId, Output};
+    let a = Target::Association(AssociationId::new(1).expect("not 0"));
+    let b = Target::Association(AssociationId::new(2).expect("not 0"));
+    let mut out = Output::default();
+    for (target, fill, len) in [(a, 1u8, 8), (a, 2, 12), (b, 3, 4), (a, 4, 16)] {
+        out.transmit(target, |buf| {
+            buf[..len].fill(fill);
+            Ok(len)
+        })
+        .expect("encoded");
+    }
+    let runs: Vec<_> = out.runs().collect();
+    let shape: Vec<(Target, usize, Vec<usize>)> = runs
+        .iter()
+        .map(|r| {
+            (
+                r.target,
+                r.bytes().len(),
+                r.messages().map(<[u8]>::len).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        shape,
+        [(a, 20, vec![8, 12]), (b, 4, vec![4]), (a, 16, vec![16])]
+    );
+    assert_eq!(runs[0].bytes(), [[1u8; 8].as_slice(), &[2; 12]].concat());
+    let flat: Vec<&[u8]> = runs
+        .iter()
+        .flat_map(|r| r.messages().collect::<Vec<_>>())
+        .collect();
+    let transmits: Vec<&[u8]> = out.transmits().map(|(_, m)| m).collect();
+    assert_eq!(flat, transmits, "the same messages in the same order");
+}

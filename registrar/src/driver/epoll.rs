@@ -350,20 +350,22 @@ impl Loop {
         self.state.worker.publish_turn();
         // Forwards first: completions may be waiting on them.
         self.state.post_forwards();
-        for (target, bytes) in self.state.out.transmits() {
-            match target {
+        for run in self.state.out.runs() {
+            match run.target {
                 Target::Association(a) => match self.state.routes.get(&a) {
                     Some(&Route::Stream(slot)) => {
                         if let Some(c) = self.conns[slot].as_mut() {
                             if !c.stream.wants_write() && !c.connecting {
                                 self.dirty.push(slot);
                             }
-                            c.stream.queue(bytes);
+                            c.stream.queue(run.bytes());
                         }
                     }
                     Some(&Route::Sctp { listener, assoc }) => {
                         let listeners = &self.state.listeners;
-                        self.state.sctp_out.send(listeners, listener, assoc, bytes);
+                        for bytes in run.messages() {
+                            self.state.sctp_out.send(listeners, listener, assoc, bytes);
+                        }
                     }
                     None => {}
                 },
@@ -371,16 +373,20 @@ impl Loop {
                     if let Some(Listener::Udp { socket, .. }) =
                         self.state.listeners.get(listener as usize)
                     {
-                        send_datagram(socket, to, bytes);
+                        run.messages()
+                            .for_each(|bytes| send_datagram(socket, to, bytes));
                     }
                 }
                 Target::UdpSend(to) => {
                     if let Some(sender) = &self.state.sender {
-                        send_datagram(sender, to, bytes);
+                        run.messages()
+                            .for_each(|bytes| send_datagram(sender, to, bytes));
                     }
                 }
                 Target::SctpAddress(to, generation) => {
-                    send_to_sctp_address(&self.state.listeners, to, generation, bytes);
+                    for bytes in run.messages() {
+                        send_to_sctp_address(&self.state.listeners, to, generation, bytes);
+                    }
                 }
             }
         }

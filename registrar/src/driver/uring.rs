@@ -561,20 +561,22 @@ impl Loop {
         // What the output confirms is visible to readers before the output leaves.
         self.state.worker.publish_turn();
         self.state.keep_forwards();
-        for (target, bytes) in self.state.out.transmits() {
-            match target {
+        for run in self.state.out.runs() {
+            match run.target {
                 Target::Association(a) => match self.state.routes.get(&a) {
                     Some(&Route::Stream(slot)) => {
                         if let Some(conn) = self.conns[slot].as_mut() {
                             if !conn.stream.wants_write() {
                                 self.dirty.push(slot);
                             }
-                            conn.stream.queue(bytes);
+                            conn.stream.queue(run.bytes());
                         }
                     }
                     Some(&Route::Sctp { listener, assoc }) => {
                         let listeners = &self.state.listeners;
-                        self.state.sctp_out.send(listeners, listener, assoc, bytes);
+                        for bytes in run.messages() {
+                            self.state.sctp_out.send(listeners, listener, assoc, bytes);
+                        }
                     }
                     None => {}
                 },
@@ -582,16 +584,21 @@ impl Loop {
                     if let Some(Listener::Udp { socket, .. }) =
                         self.state.listeners.get(listener as usize)
                     {
-                        self.ring.send_to(socket.as_fd(), bytes, to)?;
+                        for bytes in run.messages() {
+                            self.ring.send_to(socket.as_fd(), bytes, to)?;
+                        }
                     }
                 }
                 Target::UdpSend(to) => {
                     if let Some(sender) = &self.state.sender {
-                        send_datagram(sender, to, bytes);
+                        run.messages()
+                            .for_each(|bytes| send_datagram(sender, to, bytes));
                     }
                 }
                 Target::SctpAddress(to, generation) => {
-                    send_to_sctp_address(&self.state.listeners, to, generation, bytes);
+                    for bytes in run.messages() {
+                        send_to_sctp_address(&self.state.listeners, to, generation, bytes);
+                    }
                 }
             }
         }
