@@ -21,8 +21,62 @@ type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 /// it (RCU). Readers never wait for the writer and the writer never waits for readers.
 #[derive(Debug, Default)]
 pub struct ShardView {
-    pools: papaya::HashMap<Arc<[u8]>, Arc<PoolSnapshot>, foldhash::fast::RandomState>,
+    pools: papaya::HashMap<PoolKey, Arc<PoolSnapshot>, foldhash::fast::RandomState>,
 }
+
+/// A pool handle as the read side's map key: up to [`PoolKey::INLINE`] bytes (nearly every
+/// handle) stored in the map's entry itself, so that a lookup compares the handle without
+/// following another pointer (a cache miss per resolution); longer handles share the pool's
+/// allocation.
+#[derive(Clone, Debug)]
+enum PoolKey {
+    Inline { len: u8, bytes: [u8; PoolKey::INLINE] },
+    Shared(Arc<[u8]>),
+}
+
+impl PoolKey {
+    /// The longest handle stored inline (the key is as large as a shared one with its tag).
+    const INLINE: usize = 22;
+
+    fn new(pool_handle: &Arc<[u8]>) -> Self {
+        match u8::try_from(pool_handle.len()) {
+            Ok(len) if pool_handle.len() <= Self::INLINE => {
+                let mut bytes = [0; Self::INLINE];
+                bytes[..pool_handle.len()].copy_from_slice(pool_handle);
+                Self::Inline { len, bytes }
+            }
+            _ => Self::Shared(Arc::clone(pool_handle)),
+        }
+    }
+
+    fn handle(&self) -> &[u8] {
+        match self {
+            Self::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Self::Shared(h) => h,
+        }
+    }
+}
+
+// Hashing and equality are the handle's, as `Borrow<[u8]>` requires: lookups take `&[u8]`.
+impl std::borrow::Borrow<[u8]> for PoolKey {
+    fn borrow(&self) -> &[u8] {
+        self.handle()
+    }
+}
+
+impl std::hash::Hash for PoolKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.handle().hash(state);
+    }
+}
+
+impl PartialEq for PoolKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.handle() == other.handle()
+    }
+}
+
+impl Eq for PoolKey {}
 
 impl ShardView {
     /// The current snapshot of a pool, as a counted reference for callers that keep it (a
@@ -64,7 +118,7 @@ impl ShardView {
     pub(crate) fn publish(&self, pool_handle: &Arc<[u8]>, snapshot: &Arc<PoolSnapshot>) {
         self.pools
             .pin()
-            .insert(Arc::clone(pool_handle), Arc::clone(snapshot));
+            .insert(PoolKey::new(pool_handle), Arc::clone(snapshot));
     }
 
     /// Number of pools.
@@ -83,11 +137,11 @@ impl ShardView {
     /// during the scan sits in a new slot of the lock-free map, where the iterator could meet it a
     /// second time; the scan skips handles it has already reported.)
     pub fn for_each_pool(&self, mut f: impl FnMut(&[u8], &PoolSnapshot)) {
-        let mut seen: std::collections::HashSet<Arc<[u8]>, foldhash::fast::RandomState> =
+        let mut seen: std::collections::HashSet<PoolKey, foldhash::fast::RandomState> =
             std::collections::HashSet::default();
-        for (handle, snapshot) in self.pools.pin().iter() {
-            if seen.insert(Arc::clone(handle)) {
-                f(handle, snapshot);
+        for (key, snapshot) in self.pools.pin().iter() {
+            if seen.insert(key.clone()) {
+                f(key.handle(), snapshot);
             }
         }
     }

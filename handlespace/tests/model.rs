@@ -12,12 +12,15 @@ use rserpool_handlespace::*;
 use rserpool_protocol::checksum::{Internet16, NgDigest};
 use rserpool_protocol::{Policy, TransportKind, cause};
 
-const HANDLES: [&[u8]; 5] = [
+/// Short handles, long ones, and the two lengths around the read side's inline key limit (22).
+const HANDLES: [&[u8]; 7] = [
     b"EchoPool",
     b"Download",
     b"P",
     b"a-pool-handle-of-32-bytes-long!!",
     b"x",
+    b"twenty-two-bytes-long!",
+    b"twenty-three-bytes-long",
 ];
 const MAX_REPORTS: u32 = 3;
 

@@ -352,14 +352,14 @@ struct Histogram {
 }
 
 impl Histogram {
-    /// Records one observation.
-    fn observe(&self, nanos: u64) {
+    /// Records `count` observations of `nanos` each.
+    fn observe(&self, nanos: u64, count: u64) {
         let bucket = LATENCY_BOUNDS_NANOS
             .iter()
             .position(|&bound| nanos <= bound)
             .unwrap_or(LATENCY_BOUNDS_NANOS.len());
-        add(&self.buckets[bucket], 1);
-        add(&self.sum_nanos, nanos);
+        add(&self.buckets[bucket], count);
+        add(&self.sum_nanos, nanos.saturating_mul(count));
     }
 }
 
@@ -552,9 +552,10 @@ impl WorkerMetrics {
         self.counters.pool_elements.store(pes, Relaxed);
     }
 
-    /// Request latency from receive to reply queued, in nanoseconds, by kind.
-    pub fn latency(&self, kind: RequestKind, nanos: u64) {
-        self.counters.latency[kind as usize].observe(nanos);
+    /// `count` requests of one kind, each taking `nanos` from receive to reply queued (the
+    /// requests of one loop turn).
+    pub fn latencies(&self, kind: RequestKind, nanos: u64, count: u64) {
+        self.counters.latency[kind as usize].observe(nanos, count);
     }
 
     /// Per-worker load: time spent handling events vs waiting, in nanoseconds, per loop turn.
@@ -601,7 +602,7 @@ mod tests {
     fn histogram_bounds_are_inclusive() {
         let h = Histogram::default();
         for nanos in [0, 5_000, 5_001, 10_000_000, 10_000_001, u64::MAX / 2] {
-            h.observe(nanos);
+            h.observe(nanos, 1);
         }
         let counts: Vec<u64> = h.buckets.iter().map(|b| b.load(Relaxed)).collect();
         assert_eq!(counts[0], 2);

@@ -592,8 +592,16 @@ impl LoopState {
     pub fn finish_turn(&mut self, idle_start: Instant, busy_start: Instant, events: usize) {
         self.worker.publish_gauges();
         let elapsed = busy_start.elapsed();
+        // Every request of the turn took the turn's time: one observation per kind.
+        let mut counts = [0u64; RequestKind::ALL.len()];
         for kind in self.kinds.drain(..) {
-            self.metrics.latency(kind, elapsed.as_nanos() as u64);
+            counts[kind as usize] += 1;
+        }
+        for (kind, count) in RequestKind::ALL.into_iter().zip(counts) {
+            if count > 0 {
+                self.metrics
+                    .latencies(kind, elapsed.as_nanos() as u64, count);
+            }
         }
         self.metrics.loop_turn(
             elapsed.as_nanos() as u64,

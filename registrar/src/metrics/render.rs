@@ -727,10 +727,11 @@ mod tests {
         let a = Arc::new(WorkerMetrics::new(0));
         let b = Arc::new(WorkerMetrics::new(1));
         for nanos in [1_000, 5_000, 7_000, 300_000, 20_000_000] {
-            a.latency(RequestKind::Registration, nanos);
+            a.latencies(RequestKind::Registration, nanos, 1);
         }
-        b.latency(RequestKind::Registration, 9_000);
-        b.latency(RequestKind::Resolution, 1);
+        b.latencies(RequestKind::Registration, 9_000, 1);
+        // A turn of three resolutions: three observations.
+        b.latencies(RequestKind::Resolution, 1, 3);
 
         let s = parse(&rendered(&[a, b], &info()));
         let bucket = |kind, le| {
@@ -746,7 +747,7 @@ mod tests {
         assert_eq!(bucket("registration", "0.0005"), 5.0);
         assert_eq!(bucket("registration", "0.01"), 5.0);
         assert_eq!(bucket("registration", "+Inf"), 6.0);
-        assert_eq!(bucket("resolution", "0.000005"), 1.0);
+        assert_eq!(bucket("resolution", "0.000005"), 3.0);
         assert_eq!(bucket("other", "+Inf"), 0.0);
         let reg = [("kind", "registration")];
         assert_eq!(
