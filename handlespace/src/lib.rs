@@ -27,7 +27,8 @@ pub use pool::PoolSnapshot;
 pub use rng::Rng;
 pub use rserpool_protocol::{Generation, PeId, PrId};
 pub use shard::{
-    Limits, OwnerChecksums, Registered, Removed, Shard, ShardView, TableCursor, TablePage,
+    Limits, OwnerChecksums, PinnedShard, Registered, Removed, Shard, ShardView, TableCursor,
+    TablePage,
 };
 
 /// The shard that owns a pool handle among `shards`: XXH3-64 of the handle modulo the shard
@@ -135,8 +136,7 @@ impl HandlespaceReader {
     /// ([`ShardView::pin`]), for a batch of reads (one loop turn).
     pub fn pin(&self) -> PinnedReader<'_> {
         PinnedReader {
-            reader: self,
-            guards: self.views.iter().map(|v| v.pin()).collect(),
+            shards: self.views.iter().map(|v| v.pin()).collect(),
         }
     }
 
@@ -151,16 +151,14 @@ impl HandlespaceReader {
 /// the fences of one per read. Snapshots replaced meanwhile are freed only after it is dropped:
 /// hold it for a short batch of work, never while blocking.
 pub struct PinnedReader<'r> {
-    reader: &'r HandlespaceReader,
-    guards: Box<[papaya::LocalGuard<'r>]>,
+    shards: Box<[PinnedShard<'r>]>,
 }
 
 impl PinnedReader<'_> {
     /// Calls `f` with the current snapshot of a pool, read in place (see [`ShardView::read`]);
     /// `None` for an unknown pool.
     pub fn read<R>(&self, pool_handle: &[u8], f: impl FnOnce(&PoolSnapshot) -> R) -> Option<R> {
-        let i = shard_index(pool_handle, self.guards.len());
-        self.reader.views[i].read_pinned(&self.guards[i], pool_handle, |snapshot| f(snapshot))
+        self.shards[shard_index(pool_handle, self.shards.len())].read(pool_handle, |s| f(s))
     }
 
     /// Handle resolution (see [`HandlespaceReader::resolve`]).
@@ -181,7 +179,7 @@ impl PinnedReader<'_> {
 impl std::fmt::Debug for PinnedReader<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PinnedReader")
-            .field("shards", &self.guards.len())
+            .field("shards", &self.shards.len())
             .finish()
     }
 }

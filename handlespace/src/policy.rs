@@ -10,7 +10,7 @@
 //!   ([`SelectionIndex::build`]) and never changes: sorted orders with tie groups, the weighted
 //!   round-robin schedule, prefix sums of the random policies' values, static key parts.
 //! * [`SelectionState`] holds what a resolution must advance pool-wide: one round-robin cursor
-//!   (`AtomicU64`, relaxed `fetch_add`). The caller keeps one per pool across rebuilds.
+//!   (`AtomicU64`, relaxed `fetch_add`). The caller carries its value over on rebuild.
 //! * The per-PE degradation counters ("times returned since the PE's last (re-)registration",
 //!   RFC 5356 §5.2.2) are a caller-owned `&[AtomicU32]` parallel to the policies slice; the
 //!   caller carries the values over on rebuild and resets a PE's counter when it re-registers.
@@ -123,7 +123,10 @@ impl Default for SelectionConfig {
     }
 }
 
-/// The selection state that resolutions advance, shared by all snapshots of one pool.
+/// The selection state that resolutions advance, in each snapshot of a pool; the next snapshot
+/// starts where the current one's cursor stands (resolutions still reading the old snapshot
+/// meanwhile advance the old one: the rotation may repeat a step when the pool changes, as
+/// the degradation counters may lose an increment).
 ///
 /// Only a round-robin cursor: each resolution of a cursor-using policy (RR, WRR, PRIO and the
 /// least-used family, for their tie rotation) takes the next value with a relaxed `fetch_add`.

@@ -36,7 +36,7 @@ pub struct PoolSnapshot {
     entries: Box<[PoolElementEntry]>,
     index: SelectionIndex,
     degradation: Box<[AtomicU32]>,
-    state: Arc<SelectionState>,
+    state: SelectionState,
 }
 
 /// The serial of the next snapshot built, in any shard.
@@ -47,7 +47,7 @@ impl PoolSnapshot {
         entries: Box<[PoolElementEntry]>,
         index: SelectionIndex,
         degradation: Box<[AtomicU32]>,
-        state: Arc<SelectionState>,
+        state: SelectionState,
     ) -> Self {
         Self {
             // Relaxed: only uniqueness matters. 64 bits do not wrap in the life of a process.
@@ -151,7 +151,7 @@ impl Pool {
             Box::new([]),
             SelectionIndex::build(&[]),
             Box::new([]),
-            Arc::new(SelectionState::default()),
+            SelectionState::default(),
         ));
         Self {
             handle,
@@ -367,7 +367,7 @@ impl Pool {
             entries.into_boxed_slice(),
             index,
             degradation,
-            Arc::clone(&old.state),
+            SelectionState::with_cursor(old.state.cursor()),
         ));
         view.publish(&self.handle, &self.snapshot);
     }

@@ -24,13 +24,39 @@ pub struct ShardView {
     pools: papaya::HashMap<PoolKey, Arc<PoolSnapshot>, foldhash::fast::RandomState>,
 }
 
+/// A shard's read side pinned on the calling thread ([`ShardView::pin`]).
+pub struct PinnedShard<'v> {
+    pools: papaya::HashMapRef<
+        'v,
+        PoolKey,
+        Arc<PoolSnapshot>,
+        foldhash::fast::RandomState,
+        papaya::LocalGuard<'v>,
+    >,
+}
+
+impl PinnedShard<'_> {
+    /// Calls `f` with the current snapshot of a pool, read in place; `None` for an unknown
+    /// pool.
+    pub fn read<R>(
+        &self,
+        pool_handle: &[u8],
+        f: impl FnOnce(&Arc<PoolSnapshot>) -> R,
+    ) -> Option<R> {
+        self.pools.get(pool_handle).map(f)
+    }
+}
+
 /// A pool handle as the read side's map key: up to [`PoolKey::INLINE`] bytes (nearly every
 /// handle) stored in the map's entry itself, so that a lookup compares the handle without
 /// following another pointer (a cache miss per resolution); longer handles share the pool's
 /// allocation.
 #[derive(Clone, Debug)]
 enum PoolKey {
-    Inline { len: u8, bytes: [u8; PoolKey::INLINE] },
+    Inline {
+        len: u8,
+        bytes: [u8; PoolKey::INLINE],
+    },
     Shared(Arc<[u8]>),
 }
 
@@ -96,22 +122,13 @@ impl ShardView {
         self.pools.pin().get(pool_handle).map(f)
     }
 
-    /// Holds this shard's epoch on the calling thread until dropped, for reads with
-    /// [`Self::read_pinned`]. Snapshots replaced meanwhile are freed only after it is dropped:
-    /// hold it for a short batch of work (one loop turn), never while blocking.
-    pub fn pin(&self) -> papaya::LocalGuard<'_> {
-        self.pools.guard()
-    }
-
-    /// [`Self::read`] under a guard from [`Self::pin`] of this shard, entering no epoch of its
-    /// own.
-    pub fn read_pinned<R>(
-        &self,
-        guard: &papaya::LocalGuard<'_>,
-        pool_handle: &[u8],
-        f: impl FnOnce(&Arc<PoolSnapshot>) -> R,
-    ) -> Option<R> {
-        self.pools.get(pool_handle, guard).map(f)
+    /// This shard's read side with its epoch held on the calling thread until dropped: reads
+    /// through it enter no epoch of their own. Snapshots replaced meanwhile are freed only after
+    /// it is dropped: hold it for a short batch of work (one loop turn), never while blocking.
+    pub fn pin(&self) -> PinnedShard<'_> {
+        PinnedShard {
+            pools: self.pools.pin(),
+        }
     }
 
     /// Publishes `snapshot` as the pool's current one (the pool's writer only).
