@@ -2,7 +2,7 @@
 //! endpoint keep-alive, endpoint unreachable, server announce, error replies; plus RSPLIB's
 //! component status reports.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use rserpool_handlespace::{
     AssociationId, Millis, OwnedTransport, OwnedUserTransport, PeId, PeRegistration, PinnedReader,
@@ -310,26 +310,23 @@ impl Worker {
         // RFC 5352 §2.2.1: the registered addresses must belong to the association; RSPLIB
         // keeps those that do and refuses the PE when none is left.
         if let OwnedUserTransport::Transport(t) = &mut registration.user_transport {
-            let peer: Vec<_> = a.info.peer_addresses.iter().map(SocketAddr::ip).collect();
-            let kept: Vec<_> = t
-                .addresses
-                .iter()
-                .copied()
-                .filter(|ip| peer.contains(ip))
-                .collect();
-            if kept.is_empty() {
-                self.metrics.registration(Some(cause::REJECTED_SECURITY));
-                self.send_registration_refusal(
-                    target,
-                    generation,
-                    handle,
-                    pe.id,
-                    &Refusal::Rejected,
-                    out,
-                );
-                return;
-            }
-            if kept.len() != t.addresses.len() {
+            let on_association = |ip: &IpAddr| a.info.peer_addresses.iter().any(|p| p.ip() == *ip);
+            // The usual case, every address on the association, copies nothing.
+            if t.addresses.is_empty() || !t.addresses.iter().all(on_association) {
+                let kept: Vec<IpAddr> =
+                    t.addresses.iter().copied().filter(on_association).collect();
+                if kept.is_empty() {
+                    self.metrics.registration(Some(cause::REJECTED_SECURITY));
+                    self.send_registration_refusal(
+                        target,
+                        generation,
+                        handle,
+                        pe.id,
+                        &Refusal::Rejected,
+                        out,
+                    );
+                    return;
+                }
                 t.addresses = kept.into();
             }
         }
@@ -451,7 +448,6 @@ impl Worker {
                 handle_hash: handle_hash(&pool_handle),
             };
             // A re-registration is a sign of life: the next keep-alive waits a full interval.
-            self.untrack(key);
             self.track(key, pool_handle, now);
         }
     }
@@ -681,9 +677,17 @@ impl Worker {
     /// A keep-alive of a monitored PE is due, or its ack is overdue (RSPLIB's keep-alive cycle;
     /// RFC 5352 §3.4-3.5).
     pub(super) fn keep_alive_due(&mut self, key: TrackedKey, now: Millis, out: &mut Output) {
-        let Some(t) = self.tracked.get(&key) else {
+        let Some(t) = self.tracked.get_mut(&key) else {
             return;
         };
+        if !t.awaiting_ack && now < t.quiet_until {
+            // It re-registered meanwhile: the cycle starts over then.
+            t.timer = self
+                .timers
+                .arm(t.quiet_until, super::CoreTimer::KeepAlive(key));
+            return;
+        }
+        let t = &*t;
         if t.awaiting_ack {
             // No ack within the timeout: the PE is gone.
             let pool_handle = t.pool_handle.clone();

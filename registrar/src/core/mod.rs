@@ -484,6 +484,9 @@ struct Tracked {
     pool_handle: Box<[u8]>,
     timer: TimerId,
     awaiting_ack: bool,
+    /// No keep-alive before this time: a re-registration moves it on without touching the
+    /// timer, which, firing earlier, is armed again for it.
+    quiet_until: Millis,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -878,9 +881,16 @@ impl Worker {
         }
     }
 
-    /// Starts monitoring a PE registered over `association` (keep-alive after the interval).
+    /// Starts monitoring a PE registered over `association` (keep-alive after the interval), or
+    /// starts its keep-alive cycle over if monitored already (a re-registration).
     fn track(&mut self, key: TrackedKey, pool_handle: Box<[u8]>, now: Millis) {
         let delay = self.keep_alive_delay();
+        if let Some(t) = self.tracked.get_mut(&key) {
+            // Monitored already: the keep-alive cycle starts over when its timer fires.
+            t.quiet_until = now + delay;
+            t.awaiting_ack = false;
+            return;
+        }
         let timer = self.timers.arm(now + delay, CoreTimer::KeepAlive(key));
         self.tracked.insert(
             key,
@@ -888,6 +898,7 @@ impl Worker {
                 pool_handle,
                 timer,
                 awaiting_ack: false,
+                quiet_until: now + delay,
             },
         );
         if let Some(a) = self.associations.get_mut(&key.association) {

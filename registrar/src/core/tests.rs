@@ -514,6 +514,44 @@ fn pa15_pa16_keep_alive_cycle_keeps_answering_pes_and_removes_silent_ones() {
     }
 }
 
+#[test]
+fn re_registrations_postpone_the_keep_alive_and_answer_an_outstanding_one() {
+    // RSPLIB's 5 s keep-alive interval with ±12.5 % jitter: 4 375-5 625 ms.
+    for workers in [1, 2] {
+        let mut pr = cluster(workers);
+        let a = pr.open(workers - 1, info(Generation::Rfc), 0);
+        let reg = registration(b"again", 1, Policy::RoundRobin);
+        pr.message(a, &reg, 0);
+        // Re-registering every 3 s: no keep-alive is ever due.
+        let mut now = 0;
+        while now < 20_000 {
+            let sent = run(&mut pr, now + 1, now + 3_000);
+            assert!(
+                keep_alives(&sent.iter().map(|(_, s)| s.clone()).collect::<Vec<_>>()).is_empty()
+            );
+            now += 3_000;
+            pr.message(a, &reg, now);
+        }
+        // Silent from 21 s: the first keep-alive comes one interval after the last
+        // re-registration, not one after the first timer.
+        let sent: Vec<(u64, Sent)> = run(&mut pr, now + 1, now + 6_000);
+        let first = sent
+            .iter()
+            .find(|(_, s)| !keep_alives(std::slice::from_ref(s)).is_empty())
+            .map(|(t, _)| t - now)
+            .expect("a keep-alive once silent");
+        assert!((4_375..=5_625).contains(&first), "after {first} ms");
+        // A re-registration while the keep-alive waits for its ack is a sign of life too: no
+        // removal at the ack timeout.
+        let outstanding = now + first;
+        pr.message(a, &reg, outstanding + 10);
+        run(&mut pr, outstanding + 1, outstanding + 6_000);
+        let (ids, _) =
+            resolved(&pr.message(a, &resolution(b"again", None), outstanding + 6_000)).unwrap();
+        assert_eq!(ids, [1], "still registered");
+    }
+}
+
 /// The PEs the cluster's workers counted as removed for `reason`, from the metrics exposition.
 fn removals(pr: &Cluster, reason: &str) -> f64 {
     let info = crate::metrics::ProcessInfo {
