@@ -126,10 +126,7 @@ impl HandlespaceReader {
         selection: &mut [u32],
         f: impl FnOnce(&PoolSnapshot, &[u32]) -> R,
     ) -> Option<R> {
-        self.read(pool_handle, |snapshot| {
-            let n = snapshot.select(rng, selection);
-            f(snapshot, &selection[..n])
-        })
+        self.read(pool_handle, |snapshot| select(snapshot, rng, selection, f))
     }
 
     /// This read side with every shard's epoch held on the calling thread until dropped
@@ -169,11 +166,20 @@ impl PinnedReader<'_> {
         selection: &mut [u32],
         f: impl FnOnce(&PoolSnapshot, &[u32]) -> R,
     ) -> Option<R> {
-        self.read(pool_handle, |snapshot| {
-            let n = snapshot.select(rng, selection);
-            f(snapshot, &selection[..n])
-        })
+        self.read(pool_handle, |snapshot| select(snapshot, rng, selection, f))
     }
+}
+
+/// Selects up to `selection.len()` PEs of `snapshot` by its policy and calls `f` with the indices
+/// of the selected ones.
+fn select<R>(
+    snapshot: &PoolSnapshot,
+    rng: &mut Rng,
+    selection: &mut [u32],
+    f: impl FnOnce(&PoolSnapshot, &[u32]) -> R,
+) -> R {
+    let n = snapshot.select(rng, selection);
+    f(snapshot, &selection[..n])
 }
 
 impl std::fmt::Debug for PinnedReader<'_> {

@@ -113,15 +113,7 @@ fn only(sent: &[Sent]) -> AsapMessage<'_> {
 
 /// (rejected, cause) of a registration response.
 fn registration_outcome(sent: &[Sent]) -> (bool, Option<u16>) {
-    match only(sent) {
-        AsapMessage::RegistrationResponse {
-            rejected, error, ..
-        } => (
-            rejected,
-            error.and_then(|e| e.iter().next()).map(|c| c.code),
-        ),
-        other => panic!("expected a registration response, got {other:?}"),
-    }
+    registration_outcome_in(sent, Generation::Rfc)
 }
 
 /// The PE IDs and policy of a resolution response; `Err(cause)` for a failure.
