@@ -5,8 +5,11 @@
 //! Entries are keyed by the snapshot they were encoded from ([`PoolSnapshot::serial`], never
 //! reused), so a pool that changes simply stops matching: nothing is invalidated. Each PE is
 //! encoded on its first selection. The cache is bounded: [`SLOTS`] pools (two ways per set,
-//! the least recently used of a set makes room), pools of at most [`MAX_CACHED_PES`] PEs; the
-//! memory lives beside the handlespace, not in it, so the handlespace's bytes per PE do not grow.
+//! the least recently used of a set makes room), pools of at most [`MAX_CACHED_PES`] PEs, at
+//! most [`SLOT_BYTES`] of encoded parameters per pool (about 9 MiB per worker at most, whatever
+//! PEs register; a PE with one address takes about 40 bytes); what does not fit is encoded per
+//! response. The memory lives beside the handlespace, not in it, so the handlespace's bytes
+//! per PE do not grow.
 
 use std::ops::Range;
 
@@ -19,6 +22,8 @@ pub(crate) const SLOTS: usize = 1024;
 pub(crate) const MAX_CACHED_PES: usize = 128;
 /// The longest PE parameter kept: longer ones (PEs with many addresses) are encoded per response.
 const MAX_PE_BYTES: usize = 1024;
+/// Encoded bytes kept per pool (its handle and its PEs); PEs beyond are encoded per response.
+const SLOT_BYTES: usize = 8 * 1024;
 
 /// Where one PE's parameter lies in its slot's bytes.
 #[derive(Clone, Copy, Debug, Default)]
@@ -186,10 +191,14 @@ fn encode_pe(
         return unusable;
     }
     let start = bytes.len();
+    let room = SLOT_BYTES.saturating_sub(start).min(MAX_PE_BYTES);
     let Ok(start32) = u32::try_from(start) else {
         return unusable;
     };
-    bytes.resize(start + MAX_PE_BYTES, 0);
+    if room == 0 {
+        return unusable;
+    }
+    bytes.resize(start + room, 0);
     let encoded =
         asap::encode_pool_element_parameter(&entry.view(false), generation, &mut bytes[start..]);
     match encoded {
@@ -244,7 +253,7 @@ mod tests {
             id: PeId(id),
             registration_life: 30_000,
             user_transport: OwnedUserTransport::Transport(OwnedTransport {
-                kind: TransportKind::Tcp,
+                kind: TransportKind::Sctp,
                 port: 7,
                 transport_use: 0,
                 service_code: 0,
@@ -337,6 +346,53 @@ mod tests {
         let changed = shard.snapshot(&handle(0)).expect("pool");
         assert_ne!(changed.serial(), snapshot.serial());
         check_pool(&mut cache, &changed, Generation::Rfc, &handle(0));
+    }
+
+    #[test]
+    fn a_pool_keeps_at_most_its_byte_budget_and_leaves_the_rest_uncached() {
+        let mut shard = Shard::new(Limits::default());
+        // PEs with eight IPv6 addresses each: about 200 bytes encoded, so the budget holds some.
+        let addresses: Vec<IpAddr> = (1..=8)
+            .map(|i| IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, i)))
+            .collect();
+        for id in 1..=MAX_CACHED_PES as u64 {
+            let r = registration(id, 1, addresses.clone());
+            shard
+                .register(b"wide", r, PrId(1), None, 0)
+                .expect("registered");
+        }
+        let snapshot = shard.snapshot(b"wide").expect("pool");
+        let mut cache = EncodedPools::default();
+        let mut pool = cache
+            .pool(&snapshot, Generation::Rfc, PoolHandle(b"wide"))
+            .expect("cached");
+        let (mut encoded, mut uncached) = (0, 0);
+        for (i, entry) in snapshot.entries().iter().enumerate() {
+            match pool.part(&snapshot, i, Generation::Rfc) {
+                Part::Encoded { pe, .. } => {
+                    let mut want = vec![0; MAX_PE_BYTES];
+                    let (n, _) = asap::encode_pool_element_parameter(
+                        &entry.view(false),
+                        Generation::Rfc,
+                        &mut want,
+                    )
+                    .expect("encodable");
+                    assert_eq!(&pool.bytes()[pe.0 as usize..pe.1 as usize], &want[..n]);
+                    encoded += 1;
+                }
+                Part::Uncached => uncached += 1,
+                Part::Unfit => panic!("every PE fits"),
+            }
+        }
+        assert!(
+            pool.bytes().len() <= SLOT_BYTES,
+            "{} bytes",
+            pool.bytes().len()
+        );
+        assert!(
+            encoded > 10 && uncached > 10,
+            "{encoded} encoded, {uncached} left out"
+        );
     }
 
     #[test]
