@@ -332,17 +332,18 @@ impl Worker {
         }
         registration.asap_transport = Some(asap_transport(&a.info));
         a.pending += 1;
-        self.route(
-            handle,
-            Forward::Register(Box::new(RegisterRequest {
-                association,
-                generation,
-                pool_handle: handle.into(),
-                registration,
-            })),
-            now,
-            out,
-        );
+        let request = RegisterRequest {
+            association,
+            generation,
+            pool_handle: handle.into(),
+            registration,
+        };
+        if rserpool_handlespace::shard_index(handle, self.workers) == self.index {
+            // This worker's own shard: no forward to box.
+            self.apply_registration(request, now, out);
+        } else {
+            self.route(handle, Forward::Register(Box::new(request)), now, out);
+        }
     }
 
     /// At the shard owner: RFC 5352 §3.1 rules 1-5 in the handlespace, then the response back
@@ -380,17 +381,28 @@ impl Worker {
                 out,
             );
         }
-        let mut response = Vec::new();
         let accepted = result.is_ok();
         if let Err(e) = &result {
             tracing::debug!(?association, %e, "registration refused");
         }
         self.metrics
             .registration(result.as_ref().err().map(RegistrationError::cause));
-        let encoded = encode_into(&mut response, |buf| {
+        let encode = |buf: &mut [u8]| {
             registration_response(generation, &pool_handle, pe_id, result.as_ref().err(), buf)
-        });
-        if encoded.is_err() {
+        };
+        if super::worker_of(association) == self.index {
+            // The association is this worker's: answer in place, no completion to forward.
+            if let Err(e) = out.transmit(Target::Association(association), encode) {
+                tracing::warn!(?association, %e, "cannot encode a registration response; not sent");
+            } else {
+                self.metrics
+                    .message_out(Protocol::Asap, message_type::REGISTRATION_RESPONSE);
+            }
+            self.registration_done(association, pool_handle, pe_id, accepted, &[], now, out);
+            return;
+        }
+        let mut response = Vec::new();
+        if encode_into(&mut response, encode).is_err() {
             response.clear();
         }
         self.deliver(
