@@ -147,6 +147,7 @@ impl HandlespaceReader {
 /// ([`HandlespaceReader::pin`]): its reads enter and leave no epoch of their own, which saves
 /// the fences of one per read. Snapshots replaced meanwhile are freed only after it is dropped:
 /// hold it for a short batch of work, never while blocking.
+#[derive(Debug)]
 pub struct PinnedReader<'r> {
     shards: Box<[PinnedShard<'r>]>,
 }
@@ -180,14 +181,6 @@ fn select<R>(
 ) -> R {
     let n = snapshot.select(rng, selection);
     f(snapshot, &selection[..n])
-}
-
-impl std::fmt::Debug for PinnedReader<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PinnedReader")
-            .field("shards", &self.shards.len())
-            .finish()
-    }
 }
 
 /// The whole handlespace of one PR: `N` shards by hash of the pool handle. This type drives all

@@ -35,6 +35,14 @@ pub struct PinnedShard<'v> {
     >,
 }
 
+impl std::fmt::Debug for PinnedShard<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PinnedShard")
+            .field("pools", &self.pools.len())
+            .finish()
+    }
+}
+
 impl PinnedShard<'_> {
     /// Calls `f` with the current snapshot of a pool, read in place; `None` for an unknown
     /// pool.
