@@ -26,6 +26,9 @@ struct Conn {
     transport: Transport,
     /// An outgoing connection (ENRP) not yet established: watched for writability only.
     connecting: bool,
+    /// What epoll watches the socket for (readable, writable): changed only when it differs
+    /// (level-triggered: an unchanged interest needs no system call).
+    watched: (bool, bool),
 }
 
 struct Loop {
@@ -174,6 +177,7 @@ impl Loop {
                 stream,
                 transport: url.transport,
                 connecting: false,
+                watched: (true, false),
             });
         }
     }
@@ -216,6 +220,7 @@ impl Loop {
             stream,
             transport: connect.url.transport,
             connecting: true,
+            watched: (false, true),
         });
         Ok(())
     }
@@ -313,15 +318,19 @@ impl Loop {
         if let Some(Conn {
             stream: conn,
             connecting: false,
+            watched,
             ..
-        }) = self.conns.get(slot).and_then(Option::as_ref)
+        }) = self.conns.get_mut(slot).and_then(Option::as_mut)
         {
-            let _ = self.epoll.modify(
-                &conn.socket,
-                TAG_CONN | slot as u64,
-                !conn.paused() && !conn.peer_finished(),
-                conn.wants_write(),
-            );
+            let wanted = (!conn.paused() && !conn.peer_finished(), conn.wants_write());
+            if wanted != *watched
+                && self
+                    .epoll
+                    .modify(&conn.socket, TAG_CONN | slot as u64, wanted.0, wanted.1)
+                    .is_ok()
+            {
+                *watched = wanted;
+            }
             if conn.holds_input() && !conn.paused() {
                 self.resume.push(slot);
             }
