@@ -392,12 +392,9 @@ impl Worker {
         };
         if super::worker_of(association) == self.index {
             // The association is this worker's: answer in place, no completion to forward.
-            if let Err(e) = out.transmit(Target::Association(association), encode) {
-                tracing::warn!(?association, %e, "cannot encode a registration response; not sent");
-            } else {
-                self.metrics
-                    .message_out(Protocol::Asap, message_type::REGISTRATION_RESPONSE);
-            }
+            let target = Target::Association(association);
+            let ty = message_type::REGISTRATION_RESPONSE;
+            transmit(&self.metrics, target, ty, encode, out);
             self.registration_done(association, pool_handle, pe_id, accepted, &[], now, out);
             return;
         }
@@ -1003,8 +1000,20 @@ fn send(
     message: &AsapMessage<'_>,
     out: &mut Output,
 ) {
-    match out.transmit(target, |buf| message.encode(generation, buf)) {
-        Ok(()) => metrics.message_out(Protocol::Asap, message.message_type()),
+    let encode = |buf: &mut [u8]| message.encode(generation, buf);
+    transmit(metrics, target, message.message_type(), encode, out);
+}
+
+/// Encodes an ASAP message of type `message_type` with `encode` into `out` and counts it.
+fn transmit(
+    metrics: &WorkerMetrics,
+    target: Target,
+    message_type: u8,
+    encode: impl Fn(&mut [u8]) -> Result<usize, EncodeError>,
+    out: &mut Output,
+) {
+    match out.transmit(target, encode) {
+        Ok(()) => metrics.message_out(Protocol::Asap, message_type),
         Err(e) => tracing::warn!(?target, %e, "cannot encode an ASAP message; not sent"),
     }
 }
@@ -1047,7 +1056,7 @@ fn respond_from_cache(
     metrics.resolution(true, parts.len());
     let bytes = pool.bytes();
     let at = |(start, end): (u32, u32)| &bytes[start as usize..end as usize];
-    let sent = out.transmit(target, |buf| {
+    let encode = |buf: &mut [u8]| {
         asap::encode_resolution_response(
             false,
             pool.pool_handle(),
@@ -1055,11 +1064,9 @@ fn respond_from_cache(
             parts.iter().map(|&r| at(r)),
             buf,
         )
-    });
-    match sent {
-        Ok(()) => metrics.message_out(Protocol::Asap, message_type::HANDLE_RESOLUTION_RESPONSE),
-        Err(e) => tracing::warn!(?target, %e, "cannot encode an ASAP message; not sent"),
-    }
+    };
+    let ty = message_type::HANDLE_RESOLUTION_RESPONSE;
+    transmit(metrics, target, ty, encode, out);
     Some(true)
 }
 
