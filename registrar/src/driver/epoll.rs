@@ -66,6 +66,7 @@ pub fn run(setup: WorkerSetup) -> std::io::Result<()> {
 impl Loop {
     fn run(&mut self) -> std::io::Result<()> {
         let mut events = Vec::with_capacity(1024);
+        let reader = self.state.worker.reader().clone();
         loop {
             if self.state.shared.stopping() {
                 self.drain_and_stop();
@@ -91,9 +92,8 @@ impl Loop {
             }
             let busy_start = Instant::now();
             let now = self.state.shared.now();
-            // Every shard's epoch is held for the turn, so that its resolutions nest their
-            // reads in it instead of entering and leaving one each.
-            let reader = self.state.worker.reader().clone();
+            // Every shard's map is pinned for the turn: its resolutions read through the pin
+            // instead of entering and leaving the map's epoch each.
             let reads = reader.pin();
             self.state.worker.begin_turn();
             for slot in std::mem::take(&mut self.resume) {

@@ -131,6 +131,7 @@ fn ended(e: &io::Error) -> bool {
 
 impl Loop {
     fn run(&mut self) -> io::Result<()> {
+        let reader = self.state.worker.reader().clone();
         loop {
             if self.state.shared.stopping() {
                 return self.drain_and_stop();
@@ -140,9 +141,8 @@ impl Loop {
             self.wait(idle_start)?;
             let busy_start = Instant::now();
             let now = self.state.shared.now();
-            // Every shard's epoch is held for the turn, so that its resolutions nest their
-            // reads in it instead of entering and leaving one each.
-            let reader = self.state.worker.reader().clone();
+            // Every shard's map is pinned for the turn: its resolutions read through the pin
+            // instead of entering and leaving the map's epoch each.
             let reads = reader.pin();
             self.state.worker.begin_turn();
             let mut events = 0;
