@@ -122,6 +122,9 @@ struct Inbound {
 /// handlespace in one turn (a resynchronisation never stalls resolutions).
 #[derive(Debug)]
 struct Outbound {
+    /// The association the requests come over, and the pages go back over (two PRs that both
+    /// connect hold two).
+    association: AssociationId,
     own_children_only: bool,
     shard: usize,
     cursor: TableCursor,
@@ -229,6 +232,11 @@ pub(super) struct Scope {
     rounds: u64,
     /// The per-owner checksums of the last completed round.
     last_sums: FastMap<PrId, OwnerChecksums>,
+    /// Per shard, the checksums of the PEs this PR owns as of the last message worker 0 took
+    /// from that shard (a round's reply or a [`Replicate`]): mailboxes are FIFO, so their sum
+    /// counts exactly the handle updates sent so far. A round's reply alone can be older than
+    /// an update the same shard sent before the round completed.
+    own_by_shard: Vec<OwnerChecksums>,
     next_heartbeat: Millis,
 }
 
@@ -288,10 +296,15 @@ pub struct Replicate {
     pub pool_handle: Arc<[u8]>,
     /// The PE.
     pub entry: PoolElementEntry,
+    /// The shard that made the change.
+    pub shard: usize,
+    /// The checksums of the PEs this PR owns in that shard, the change included: a presence
+    /// sent after this update counts it (RFC 5353 §3.6.1), whatever checksum round is open.
+    pub own: OwnerChecksums,
 }
 
 impl Scope {
-    fn new(config: &EnrpConfig, now: Millis) -> Self {
+    fn new(config: &EnrpConfig, workers: usize, now: Millis) -> Self {
         let peers: Vec<Peer> = config
             .peers
             .iter()
@@ -315,6 +328,7 @@ impl Scope {
             queued: Vec::new(),
             rounds: 0,
             last_sums: FastMap::default(),
+            own_by_shard: vec![OwnerChecksums::default(); workers],
             next_heartbeat: now,
         }
     }
@@ -334,7 +348,22 @@ impl Scope {
     }
 
     /// Forgets a dead or taken-over peer; a static one starts over (new connection, new ID).
-    fn drop_peer(&mut self, id: PrId, now: Millis, reconnect_interval: Millis) {
+    /// Its associations, still open if it hung rather than died, go to `aborts`.
+    fn drop_peer(
+        &mut self,
+        id: PrId,
+        now: Millis,
+        reconnect_interval: Millis,
+        aborts: &mut Vec<AssociationId>,
+    ) {
+        let primary = self.peer(id).and_then(|p| p.association);
+        aborts.extend(primary);
+        aborts.extend(
+            self.bound
+                .iter()
+                .filter(|&(&a, &p)| p == id && Some(a) != primary)
+                .map(|(&a, _)| a),
+        );
         self.bound.retain(|_, p| *p != id);
         self.peers.retain(|p| p.id != id || p.is_static);
         for p in self.peers.iter_mut().filter(|p| p.id == id) {
@@ -359,7 +388,7 @@ impl Worker {
         if self.index != 0 || !self.config.enrp.enabled() {
             return;
         }
-        self.scope = Some(Box::new(Scope::new(&self.config.enrp, now)));
+        self.scope = Some(Box::new(Scope::new(&self.config.enrp, self.workers, now)));
         self.timers.arm(now, CoreTimer::Enrp);
     }
 
@@ -480,7 +509,8 @@ impl Worker {
             // its PEs keep their home PR and expire by their registration life.
             tracing::warn!(target = %target, "ENRP takeover: not every peer acknowledged; dropped");
             self.scope().takeovers.retain(|t| t.target != target);
-            self.scope().drop_peer(target, now, c.reconnect_interval);
+            let scope = self.scope.as_mut().expect("worker 0");
+            scope.drop_peer(target, now, c.reconnect_interval, &mut out.aborts);
         }
         // The next tick, or the next heartbeat if that comes first (heartbeats keep their
         // period instead of waiting for a tick).
@@ -576,6 +606,7 @@ impl Worker {
             return;
         };
         scope.bound.remove(&association);
+        let mut mentor_lost = false;
         for p in scope
             .peers
             .iter_mut()
@@ -585,11 +616,19 @@ impl Worker {
             // interval ago (`reconnect_at` is set when an attempt starts).
             p.association = None;
             p.connected = false;
-            p.inbound = None;
+            mentor_lost |= p.inbound.take().is_some_and(|i| i.mentor);
             p.outbound = None;
             if p.id.0 != 0 && p.probe_since.is_none() {
                 p.probe_since = Some(now);
             }
+        }
+        // The start-up download broke off: the next peer heard is the mentor (RFC 5353
+        // §3.2.2), instead of waiting out the discovery timeout.
+        if mentor_lost && let Phase::Starting { until, .. } = scope.phase {
+            scope.phase = Phase::Starting {
+                until,
+                mentor: None,
+            };
         }
         // A peer that never told its ID and has nowhere to reconnect to is gone.
         scope
@@ -652,33 +691,56 @@ impl Worker {
     /// At a shard: answer a checksum round.
     pub(super) fn answer_checksum_query(&mut self, round: u64, now: Millis, out: &mut Output) {
         let owners = self.shard.owner_checksums().collect();
-        self.send_to(0, Forward::ChecksumReply { round, owners }, now, out);
+        let shard = self.index;
+        self.send_to(
+            0,
+            Forward::ChecksumReply {
+                round,
+                shard,
+                owners,
+            },
+            now,
+            out,
+        );
     }
 
     /// At worker 0: one shard's checksums; the last one completes the round.
     pub(super) fn checksum_reply(
         &mut self,
         round: u64,
+        shard: usize,
         owners: Vec<(PrId, OwnerChecksums)>,
         now: Millis,
         out: &mut Output,
     ) {
         let workers = self.workers;
+        let own = self.config.pr_id;
         let Some(scope) = self.scope.as_mut() else {
             return;
         };
         let Some(r) = scope.round.as_mut().filter(|r| r.id == round) else {
             return;
         };
+        let mut own_here = OwnerChecksums::default();
         for (owner, c) in owners {
+            if owner == own {
+                own_here = c;
+            }
             r.sums.entry(owner).or_default().merge(&c);
         }
+        scope.own_by_shard[shard] = own_here;
         r.replies += 1;
         if r.replies < workers {
             return;
         }
         let r = scope.round.take().expect("checked");
         scope.last_sums = r.sums;
+        // Our own PEs as the peers were told so far (see `own_by_shard`).
+        let mut own_sums = OwnerChecksums::default();
+        for c in &scope.own_by_shard {
+            own_sums.merge(c);
+        }
+        scope.last_sums.insert(own, own_sums);
         for work in r.work {
             self.do_audit_work(work, now, out);
         }
@@ -1243,8 +1305,11 @@ impl Worker {
             .peer_mut(sender)
             .and_then(|p| p.outbound.take())
         {
-            Some(t) if t.own_children_only == own_children_only => t,
+            Some(t) if t.own_children_only == own_children_only && t.association == association => {
+                t
+            }
             _ => Outbound {
+                association,
                 own_children_only,
                 shard: 0,
                 cursor: TableCursor::default(),
@@ -1356,13 +1421,14 @@ impl Worker {
             return;
         };
         let generation = p.generation;
-        let Some(association) = p.reachable() else {
-            return;
-        };
+        let association = done.association;
         let Some(t) = p.outbound.as_mut() else {
             return;
         };
-        if association != done.association || t.shard != done.shard {
+        if t.association != association
+            || t.shard != done.shard
+            || !self.associations.contains_key(&association)
+        {
             return;
         }
         match done.next {
@@ -1626,12 +1692,15 @@ impl Worker {
         if !self.replicates() || entry.home_pr != self.config.pr_id {
             return;
         }
+        let own = self.shard.checksums(self.config.pr_id);
         self.send_to(
             0,
             Forward::Replicate(Box::new(Replicate {
                 action,
                 pool_handle,
                 entry,
+                shard: self.index,
+                own,
             })),
             now,
             out,
@@ -1643,6 +1712,7 @@ impl Worker {
         let Some(scope) = self.scope.as_mut() else {
             return;
         };
+        scope.own_by_shard[update.shard] = update.own;
         // nextgen.md: an RFC peer cannot carry 64-bit IDs; such PEs are withheld from it,
         // counted, and logged once per peer.
         let mut withheld = 0;
@@ -1710,10 +1780,9 @@ impl Worker {
         let Some(p) = scope.peer_mut(id) else {
             return;
         };
+        // Its association stays open until the takeover ends: a hung peer that wakes up gets
+        // the ENRP_INIT_TAKEOVER and can object with a presence (RFC 5353 §3.5.1).
         p.active = false;
-        if let Some(a) = p.association {
-            out.aborts.push(a);
-        }
         self.audit_work(AuditWork::Dead(id), now, out);
     }
 
@@ -1730,7 +1799,7 @@ impl Worker {
             self.start_takeover(id, now, out);
         } else {
             tracing::info!(peer = %id, "the dead ENRP peer owned no PEs here; forgotten");
-            scope.drop_peer(id, now, interval);
+            scope.drop_peer(id, now, interval, &mut out.aborts);
         }
     }
 
@@ -1856,7 +1925,7 @@ impl Worker {
             .filter(|p| p.id.0 != 0 && p.id != target)
             .filter_map(|p| p.reachable().map(|a| (a, p.generation, p.id)))
             .collect();
-        scope.drop_peer(target, now, interval);
+        scope.drop_peer(target, now, interval, &mut out.aborts);
         tracing::info!(%target, "ENRP takeover won");
         self.metrics.enrp_takeover();
         for (association, generation, receiver) in recipients {
@@ -1890,7 +1959,7 @@ impl Worker {
         }
         let scope = self.scope();
         scope.takeovers.retain(|t| t.target != target);
-        scope.drop_peer(target, now, interval);
+        scope.drop_peer(target, now, interval, &mut out.aborts);
         for w in 0..self.workers {
             self.send_to(
                 w,

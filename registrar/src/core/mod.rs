@@ -446,6 +446,8 @@ pub enum Forward {
     ChecksumReply {
         /// The round.
         round: u64,
+        /// The shard that answers.
+        shard: usize,
         /// Checksums by home PR.
         owners: Vec<(PrId, rserpool_handlespace::OwnerChecksums)>,
     },
@@ -833,9 +835,11 @@ impl Worker {
             Forward::TablePage(request) => self.answer_table_page(*request, now, out),
             Forward::TablePageDone(done) => self.table_page_done(*done, now, out),
             Forward::ChecksumQuery { round } => self.answer_checksum_query(round, now, out),
-            Forward::ChecksumReply { round, owners } => {
-                self.checksum_reply(round, owners, now, out)
-            }
+            Forward::ChecksumReply {
+                round,
+                shard,
+                owners,
+            } => self.checksum_reply(round, shard, owners, now, out),
         }
     }
 

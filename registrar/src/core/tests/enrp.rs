@@ -1217,3 +1217,86 @@ fn a_presence_datagram_introduces_a_peer_that_is_then_connected_to() {
     assert!(out.connects().is_empty());
     assert!(out.transmits().next().is_none());
 }
+
+/// Issue 13: two PRs that both connect hold two associations, and a restarted PR asks for the
+/// handle table on whichever one its mentor's presence came over. A page built for a request
+/// went out only over the peer's first association, so a request on the other was never
+/// answered: the restarted PR waited for its mentor until the discovery timeout, served an
+/// empty handlespace, and its audit repair (which waits for that transfer) never ran.
+#[test]
+fn a_handle_table_request_is_answered_on_the_association_it_came_over() {
+    for workers in 1..=4 {
+        let mut pr = scope_pr(workers);
+        let pe = pr.open(0, info(Generation::Rfc), 0);
+        for id in 1..=40u64 {
+            let handle = format!("pool-{}", id % 5);
+            pr.message(
+                pe,
+                &registration(handle.as_bytes(), id, Policy::RoundRobin),
+                0,
+            );
+        }
+        let first = join(&mut pr, PEER, 0);
+        let second = join(&mut pr, PEER, 0);
+        let mut seen = std::collections::BTreeSet::new();
+        for own_children_only in [false, true] {
+            seen.clear();
+            let mut pages = 0;
+            loop {
+                let sent = pr.message(
+                    second,
+                    &encode(PEER, EnrpBody::HandleTableRequest { own_children_only }),
+                    1,
+                );
+                assert!(
+                    types(&sent, first).is_empty(),
+                    "{workers} workers: nothing for the second association goes over the first"
+                );
+                let page = to(&sent, second, |m| match m.body {
+                    EnrpBody::HandleTableResponse {
+                        reject,
+                        more_to_send,
+                        entries,
+                    } => {
+                        assert!(!reject);
+                        let ids: Vec<u64> = entries
+                            .iter()
+                            .flat_map(|e| e.pool_elements.iter().map(|p| p.id.0))
+                            .collect();
+                        Some((more_to_send, ids))
+                    }
+                    _ => None,
+                });
+                let (more, ids) = page.into_iter().flatten().next().unwrap_or_else(|| {
+                    panic!("{workers} workers: a response on the association asked over")
+                });
+                seen.extend(ids);
+                pages += 1;
+                if !more {
+                    break;
+                }
+                assert!(pages < 10);
+            }
+            assert_eq!(
+                seen.len(),
+                40,
+                "{workers} workers, W={own_children_only}: every PE"
+            );
+        }
+        // The first association still carries a transfer of its own.
+        let sent = pr.message(
+            first,
+            &encode(
+                PEER,
+                EnrpBody::HandleTableRequest {
+                    own_children_only: true,
+                },
+            ),
+            2,
+        );
+        assert!(
+            to(&sent, first, |m| m.body.message_type()).contains(&et::HANDLE_TABLE_RESPONSE),
+            "{workers} workers: {sent:?}"
+        );
+    }
+}
