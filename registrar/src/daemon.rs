@@ -5,7 +5,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rserpool_handlespace::{Handlespace, ItemCount, Limits, PrId, Rng};
 use rserpool_protocol::Generation;
@@ -380,7 +380,9 @@ fn open_listeners(
                 // SO_REUSEPORT spreads SCTP associations over the workers' one-to-many
                 // sockets as it does TCP connections (checked in user-mode Linux).
                 for listeners in per_worker.iter_mut() {
-                    let socket = SctpSocket::listen(&[url.address], true, backlog, buffer)?;
+                    let socket = while_in_use(&url, || {
+                        SctpSocket::listen(&[url.address], true, backlog, buffer)
+                    })?;
                     if url.address.port() == 0 {
                         url.address = local_addr(socket.socket())?;
                     }
@@ -394,7 +396,9 @@ fn open_listeners(
             Transport::Tcp | Transport::Mptcp => {
                 let mut skipped = false;
                 for (i, listeners) in per_worker.iter_mut().enumerate() {
-                    let socket = match net::listen_stream(&url, true, backlog, buffer) {
+                    let socket = match while_in_use(&url, || {
+                        net::listen_stream(&url, true, backlog, buffer)
+                    }) {
                         Ok(s) => s,
                         Err(e @ NetError::MptcpUnavailable { .. }) if skip && i == 0 => {
                             tracing::warn!("skipping {url}: {e}");
@@ -418,7 +422,7 @@ fn open_listeners(
             }
             Transport::Udp => {
                 for listeners in per_worker.iter_mut() {
-                    let socket = net::bind_udp(url.address, true, buffer)?;
+                    let socket = while_in_use(&url, || net::bind_udp(url.address, true, buffer))?;
                     if url.address.port() == 0 {
                         url.address = local_addr(&socket)?;
                     }
@@ -458,7 +462,11 @@ fn open_enrp_listeners(
         let mut url = *url;
         let opened = match url.transport {
             Transport::Sctp => net::sctp_support()
-                .and_then(|()| SctpSocket::listen(&[url.address], false, backlog, buffer))
+                .and_then(|()| {
+                    while_in_use(&url, || {
+                        SctpSocket::listen(&[url.address], false, backlog, buffer)
+                    })
+                })
                 .and_then(|socket| {
                     if url.address.port() == 0 {
                         url.address = local_addr_of(socket.socket(), &url)?;
@@ -469,27 +477,31 @@ fn open_enrp_listeners(
                         protocol,
                     })
                 }),
-            Transport::Tcp | Transport::Mptcp => net::listen_stream(&url, false, backlog, buffer)
+            Transport::Tcp | Transport::Mptcp => {
+                while_in_use(&url, || net::listen_stream(&url, false, backlog, buffer)).and_then(
+                    |socket| {
+                        if url.address.port() == 0 {
+                            url.address = local_addr_of(&socket, &url)?;
+                        }
+                        Ok(Listener::Stream {
+                            socket,
+                            url,
+                            protocol,
+                        })
+                    },
+                )
+            }
+            Transport::Udp => while_in_use(&url, || net::bind_udp(url.address, false, buffer))
                 .and_then(|socket| {
                     if url.address.port() == 0 {
                         url.address = local_addr_of(&socket, &url)?;
                     }
-                    Ok(Listener::Stream {
-                        socket,
+                    Ok(Listener::Udp {
+                        socket: socket.into(),
                         url,
                         protocol,
                     })
                 }),
-            Transport::Udp => net::bind_udp(url.address, false, buffer).and_then(|socket| {
-                if url.address.port() == 0 {
-                    url.address = local_addr_of(&socket, &url)?;
-                }
-                Ok(Listener::Udp {
-                    socket: socket.into(),
-                    url,
-                    protocol,
-                })
-            }),
         };
         match opened {
             Ok(listener) => {
@@ -509,6 +521,36 @@ fn open_enrp_listeners(
         );
     }
     Ok(bound)
+}
+
+/// How long a listener's address may be in use at start-up before that is an error.
+const BIND_RETRY: Duration = Duration::from_secs(3);
+
+/// Runs `bind` again while its address and port are in use, for up to [`BIND_RETRY`]: a
+/// registrar restarted at once by its supervisor finds its ports still held by the killed one
+/// for a few milliseconds (the kernel tears an io_uring instance down, and closes the sockets
+/// its requests hold, after the process is gone). A port still taken after that belongs to
+/// another process, and the error says so.
+fn while_in_use<T>(
+    url: &TransportUrl,
+    mut bind: impl FnMut() -> Result<T, NetError>,
+) -> Result<T, NetError> {
+    let deadline = Instant::now() + BIND_RETRY;
+    let mut warned = false;
+    loop {
+        match bind() {
+            Err(e) if e.in_use() && Instant::now() < deadline => {
+                if !std::mem::replace(&mut warned, true) {
+                    tracing::warn!(
+                        "{url} is in use; trying again for {BIND_RETRY:?} (a registrar that just \
+                         exited may still be releasing it)"
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// The local address of an ENRP socket bound to port 0.

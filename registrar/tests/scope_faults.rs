@@ -294,3 +294,303 @@ per_worker_count!(
     silent_peer_is_taken_over,
     presence_reply_counts_a_fresh_registration,
 );
+
+/// `N` distinct free TCP ports on loopback (bound together, read and released: a restarted
+/// registrar must get the same command line, so ports cannot be ephemeral).
+fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: [std::net::TcpListener; N] =
+        std::array::from_fn(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+    listeners.map(|l| l.local_addr().unwrap().port())
+}
+
+/// One registrar of a scope of three with fixed ports, restartable with the same command line.
+struct Member {
+    id: u32,
+    asap: u16,
+    enrp: u16,
+}
+
+/// Three registrars on the default profile and worker count, with the short ENRP timers when
+/// `fast`, each with the other two as static peers.
+struct Trio {
+    driver: &'static str,
+    config: std::path::PathBuf,
+    members: [Member; 3],
+    daemons: [Option<Daemon>; 3],
+}
+
+impl Trio {
+    fn start(driver: &'static str, fast: bool, tag: &str) -> Self {
+        let config = std::env::temp_dir().join(format!(
+            "rserpool-scope-faults-trio-{}-{driver}-{tag}.toml",
+            std::process::id()
+        ));
+        std::fs::write(&config, if fast { FAST_ENRP } else { "" }).unwrap();
+        let ports = free_ports::<6>();
+        let members = [0, 1, 2].map(|i| Member {
+            id: i as u32 + 1,
+            asap: ports[2 * i],
+            enrp: ports[2 * i + 1],
+        });
+        let mut trio = Self {
+            driver,
+            config,
+            members,
+            daemons: [None, None, None],
+        };
+        for i in 0..3 {
+            trio.daemons[i] = Some(trio.spawn(i));
+        }
+        trio
+    }
+
+    fn spawn(&self, i: usize) -> Daemon {
+        let m = &self.members[i];
+        let mut args: Vec<String> = [
+            "--profile",
+            "default",
+            "--config",
+            self.config.to_str().unwrap(),
+            "--driver",
+            self.driver,
+            "--metrics",
+            "127.0.0.1:0",
+        ]
+        .map(String::from)
+        .to_vec();
+        args.extend(["--id".into(), m.id.to_string()]);
+        args.extend(["--asap".into(), format!("tcp://127.0.0.1:{}", m.asap)]);
+        args.extend(["--enrp".into(), format!("tcp://127.0.0.1:{}", m.enrp)]);
+        for (j, other) in self.members.iter().enumerate() {
+            if j != i {
+                args.extend(["--peer".into(), format!("tcp://127.0.0.1:{}", other.enrp)]);
+            }
+        }
+        Daemon::start(&args)
+    }
+
+    fn asap(&self, i: usize) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.members[i].asap))
+    }
+
+    /// SIGKILL, wait for the exit (as a supervisor does), start again with the same command
+    /// line (`new_id`: another `--id`); returns when the new process was spawned.
+    fn kill_and_restart(&mut self, i: usize, new_id: Option<u32>) -> Instant {
+        let mut old = self.daemons[i].take().expect("running");
+        old.child.kill().unwrap();
+        old.child.wait().unwrap();
+        if let Some(id) = new_id {
+            self.members[i].id = id;
+        }
+        let started = Instant::now();
+        self.daemons[i] = Some(self.spawn(i));
+        started
+    }
+
+    fn signal(&self, i: usize, signal: &str) {
+        self.daemons[i].as_ref().expect("running").signal(signal);
+    }
+}
+
+/// PEs `ids` in pools spread over the shards, registered at `asap` over one TCP connection
+/// that a thread keeps answering keep-alives on (until the registrar goes away).
+fn register_pes(asap: SocketAddr, ids: std::ops::RangeInclusive<u64>) {
+    let mut pe = StreamClient::tcp(asap, RFC);
+    for id in ids {
+        pe.send_raw(&registration(pool_of(id).as_bytes(), id, 60_000, RFC));
+        assert!(accepted(&pe.recv_answering_keep_alives(), RFC));
+    }
+    std::thread::spawn(move || {
+        // Ends with an error once the registrar is gone.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            loop {
+                pe.recv_answering_keep_alives();
+            }
+        }));
+    });
+}
+
+fn pool_of(id: u64) -> String {
+    format!("trio-{}", id % 5)
+}
+
+/// Every (PE ID, home PR ID) a registrar resolves in the five pools, sorted; `None` if it
+/// cannot be reached.
+fn view(asap: SocketAddr) -> Option<Vec<(u64, u64)>> {
+    use rserpool_protocol::{AsapMessage, Resolution};
+    let mut all = Vec::new();
+    let mut pu = StreamClient::try_tcp(asap, RFC)?;
+    for pool in 0..5 {
+        pu.send_raw(&resolution(
+            format!("trio-{pool}").as_bytes(),
+            Some(128),
+            RFC,
+        ));
+        let bytes = pu.recv_bytes();
+        if let AsapMessage::HandleResolutionResponse {
+            resolution: Resolution::Found { pool_elements, .. },
+            ..
+        } = AsapMessage::decode(&bytes, RFC).unwrap().message
+        {
+            all.extend(pool_elements.iter().map(|p| (p.id.0, p.home_pr.0)));
+        }
+    }
+    all.sort_unstable();
+    Some(all)
+}
+
+fn ids_of(view: &[(u64, u64)]) -> Vec<u64> {
+    view.iter().map(|&(id, _)| id).collect()
+}
+
+/// Issue 13, case 1: a registrar killed and restarted at once by its supervisor, with the same
+/// command line or a new `--id`, serves every live PE within 5 s on the default profile's ENRP
+/// timers and 1 s on the carrier profile's.
+fn restarted_registrar_serves_every_pe(driver: &'static str, fast: bool, new_id: bool) {
+    let tag = format!("restart-{fast}-{new_id}");
+    let mut trio = Trio::start(driver, fast, &tag);
+    register_pes(trio.asap(0), 1..=10);
+    register_pes(trio.asap(2), 11..=20);
+    let everyone: Vec<u64> = (1..=20).collect();
+    // The scope forms (all three start together: the first mentor finishes after the
+    // discovery timeout) and replicates.
+    let formed = eventually(Duration::from_secs(20), || {
+        (0..3).all(|i| view(trio.asap(i)).is_some_and(|v| ids_of(&v) == everyone))
+    });
+    assert!(
+        formed,
+        "[{driver}] every registrar serves all 20 PEs before the fault"
+    );
+    let bound = if fast {
+        Duration::from_secs(1)
+    } else {
+        Duration::from_secs(5)
+    };
+    for round in 0..3 {
+        let started = trio.kill_and_restart(1, new_id.then_some(20 + round));
+        let mut last = None;
+        let served = eventually(bound + Duration::from_secs(10), || {
+            last = view(trio.asap(1));
+            last.as_ref().is_some_and(|v| ids_of(v) == everyone)
+        });
+        let took = started.elapsed();
+        assert!(
+            served,
+            "[{driver}, fast {fast}, new id {new_id}] restart {round}: the restarted registrar \
+             never served all 20 PEs; it serves {last:?}"
+        );
+        assert!(
+            took <= bound,
+            "[{driver}, fast {fast}, new id {new_id}] restart {round}: all PEs served after \
+             {took:?}, bound {bound:?}"
+        );
+        // And keeps serving them (no purge after a late audit).
+        std::thread::sleep(Duration::from_millis(if fast { 1_000 } else { 6_000 }));
+        let later = view(trio.asap(1));
+        assert_eq!(
+            later.as_ref().map(|v| ids_of(v)),
+            Some(everyone.clone()),
+            "[{driver}, fast {fast}, new id {new_id}] restart {round}: PEs lost after the restart"
+        );
+        println!(
+            "[{driver}, fast {fast}, new id {new_id}] restart {round}: all PEs served {took:?} \
+             after the restart"
+        );
+    }
+}
+
+/// Issue 13, case 2 with real registrars: one stopped by SIGSTOP (hung, its associations open)
+/// has its PEs taken over by the others within MAX-TIME-LAST-HEARD + MAX-TIME-NO-RESPONSE + one
+/// heartbeat (+ 1 s for the processes); after SIGCONT the three agree on one home per PE.
+fn stopped_registrar_is_taken_over_and_rejoins(driver: &'static str) {
+    let trio = Trio::start(driver, true, "stop");
+    register_pes(trio.asap(0), 1..=10);
+    let everyone: Vec<u64> = (1..=10).collect();
+    let formed = eventually(Duration::from_secs(20), || {
+        (0..3).all(|i| view(trio.asap(i)).is_some_and(|v| ids_of(&v) == everyone))
+    });
+    assert!(
+        formed,
+        "[{driver}] every registrar serves the PEs before the fault"
+    );
+    trio.signal(0, "STOP");
+    let stopped = Instant::now();
+    let bound = Duration::from_millis(400 + 300 + 200 + 1_000);
+    let taken = eventually(bound + Duration::from_secs(5), || {
+        [1, 2].iter().all(|&i| {
+            view(trio.asap(i)).is_some_and(|v| {
+                ids_of(&v) == everyone && v.iter().all(|&(_, home)| home == 2 || home == 3)
+            })
+        })
+    });
+    let took = stopped.elapsed();
+    trio.signal(0, "CONT");
+    assert!(
+        taken,
+        "[{driver}] the stopped registrar's PEs were not taken over: B {:?}, C {:?}",
+        view(trio.asap(1)),
+        view(trio.asap(2))
+    );
+    assert!(
+        took <= bound,
+        "[{driver}] takeover after {took:?}, bound {bound:?}"
+    );
+    println!("[{driver}] SIGSTOPped registrar taken over after {took:?}");
+    // Once it runs again, the scope settles on one home per PE.
+    let mut views = Vec::new();
+    let settled = eventually(Duration::from_secs(10), || {
+        views = (0..3).map(|i| view(trio.asap(i))).collect();
+        views[0].as_ref().is_some_and(|v| ids_of(v) == everyone)
+            && views.iter().all(|v| v == &views[0])
+    });
+    assert!(
+        settled,
+        "[{driver}] after SIGCONT the registrars disagree on the PEs' homes: {views:?}"
+    );
+}
+
+mod restart {
+    #[test]
+    fn io_uring_same_id() {
+        super::restarted_registrar_serves_every_pe("io-uring", false, false);
+    }
+    #[test]
+    fn io_uring_new_id() {
+        super::restarted_registrar_serves_every_pe("io-uring", false, true);
+    }
+    #[test]
+    fn epoll_same_id() {
+        super::restarted_registrar_serves_every_pe("epoll", false, false);
+    }
+    #[test]
+    fn epoll_new_id() {
+        super::restarted_registrar_serves_every_pe("epoll", false, true);
+    }
+    #[test]
+    fn io_uring_same_id_carrier_timers() {
+        super::restarted_registrar_serves_every_pe("io-uring", true, false);
+    }
+    #[test]
+    fn io_uring_new_id_carrier_timers() {
+        super::restarted_registrar_serves_every_pe("io-uring", true, true);
+    }
+    #[test]
+    fn epoll_same_id_carrier_timers() {
+        super::restarted_registrar_serves_every_pe("epoll", true, false);
+    }
+    #[test]
+    fn epoll_new_id_carrier_timers() {
+        super::restarted_registrar_serves_every_pe("epoll", true, true);
+    }
+}
+
+mod stop {
+    #[test]
+    fn io_uring() {
+        super::stopped_registrar_is_taken_over_and_rejoins("io-uring");
+    }
+    #[test]
+    fn epoll() {
+        super::stopped_registrar_is_taken_over_and_rejoins("epoll");
+    }
+}

@@ -68,9 +68,14 @@ impl NetError {
     pub fn unavailable_or_in_use(&self) -> bool {
         match self {
             Self::SctpUnavailable { .. } | Self::MptcpUnavailable { .. } => true,
-            Self::Io { source, .. } => source.raw_os_error() == Some(libc::EADDRINUSE),
+            Self::Io { .. } => self.in_use(),
             Self::IoUringUnavailable { .. } | Self::InvalidRequest(_) => false,
         }
+    }
+
+    /// Whether the address and port are taken (`EADDRINUSE`).
+    pub fn in_use(&self) -> bool {
+        matches!(self, Self::Io { source, .. } if source.raw_os_error() == Some(libc::EADDRINUSE))
     }
 }
 

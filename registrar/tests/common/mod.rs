@@ -164,6 +164,12 @@ impl StreamClient {
         Self::from(stream, generation)
     }
 
+    /// Connects over TCP; `None` if nothing listens there (a registrar still starting).
+    pub fn try_tcp(addr: SocketAddr, generation: Generation) -> Option<Self> {
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+        Some(Self::from(stream, generation))
+    }
+
     /// Connects over TCP with `SO_RCVBUF` and `SO_SNDBUF` of `bytes` (no autotuning).
     pub fn tcp_with_buffers(addr: SocketAddr, generation: Generation, bytes: usize) -> Self {
         let socket = socket2::Socket::new(
