@@ -1652,15 +1652,37 @@ impl Worker {
         }
     }
 
-    /// At the shard owner: DEL_PE from the PE's home PR.
-    pub(super) fn apply_peer_delete(&mut self, sender: PrId, pool_handle: &[u8], pe_id: PeId) {
-        if self
+    /// At the shard owner: DEL_PE from the PE's home PR. Also from another PR for a PE this PR
+    /// took over (ours, with no association here): that PR registered the PE after us or was
+    /// the home we took it from, and still held it (it was hung, not dead); the PE is gone, and
+    /// as its home we tell every peer (a peer ignores a DEL_PE from a PR that is not the PE's
+    /// home, so without this the PE would be served until its registration life runs out).
+    pub(super) fn apply_peer_delete(
+        &mut self,
+        sender: PrId,
+        pool_handle: &[u8],
+        pe_id: PeId,
+        now: Millis,
+        out: &mut Output,
+    ) {
+        let own = self.config.pr_id;
+        let Some(home) = self
             .shard
             .entry(pool_handle, pe_id)
-            .is_some_and(|e| e.home_pr == sender && e.association.is_none())
-            && let Ok(Some(_)) = self.shard.deregister(pool_handle, pe_id, None)
-        {
+            .filter(|e| e.association.is_none())
+            .map(|e| e.home_pr)
+        else {
+            return;
+        };
+        if home != sender && home != own {
+            return;
+        }
+        if let Ok(Some(removed)) = self.shard.deregister(pool_handle, pe_id, None) {
             self.metrics.pe_removed(RemovalReason::Peer);
+            if home == own {
+                tracing::debug!(%sender, pe = %pe_id, "DEL_PE for a PE taken over from the sender; deleted and passed on");
+                self.replicate_removal(removed, now, out);
+            }
         }
     }
 

@@ -828,7 +828,7 @@ impl Worker {
                 sender,
                 pool_handle,
                 pe_id,
-            } => self.apply_peer_delete(sender, &pool_handle, pe_id),
+            } => self.apply_peer_delete(sender, &pool_handle, pe_id, now, out),
             Forward::Purge { owner, keep } => self.apply_purge(owner, &keep),
             Forward::TakeOver { dead, new_home } => self.apply_take_over(dead, new_home, out),
             Forward::Replicate(update) => self.send_update(&update, out),
@@ -844,7 +844,7 @@ impl Worker {
     }
 
     /// Tells the peers that a PE this PR owned is gone (ENRP DEL_PE, RFC 5353 §3.3.2).
-    fn replicate_removal(
+    pub(super) fn replicate_removal(
         &mut self,
         removed: rserpool_handlespace::Removed,
         now: Millis,

@@ -607,6 +607,32 @@ fn pe09_pe14_a_silent_peer_is_probed_declared_dead_and_taken_over() {
         other => panic!("{other:?}"),
     }
     assert!(!pr.workers()[0].enrp_peers().contains(&PEER));
+
+    // Issue 13: the peer was hung, not dead. It wakes up and a PE still registered there
+    // deregisters: its DEL_PE reaches this PR, the PE's home now, which deletes it and tells
+    // the other peers (they would ignore the DEL_PE of a PR that is not the PE's home).
+    let woke = join(&mut pr, PEER, now);
+    let sent = pr.message(
+        woke,
+        &update(PEER, UpdateAction::DelPe, b"even", pe_element(2, PEER)),
+        now + 10,
+    );
+    assert_eq!(
+        to(&sent, witness, |m| match m.body {
+            EnrpBody::HandleUpdate {
+                action: UpdateAction::DelPe,
+                pool_element,
+                ..
+            } => Some((pool_element.id, pool_element.home_pr)),
+            _ => None,
+        })
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>(),
+        [(PeId(2), PR)],
+        "the DEL_PE is passed on as the PE's home"
+    );
+    assert_eq!(resolve_ids(&mut pr, b"even", now + 10), Ok(vec![4]));
 }
 
 #[test]
