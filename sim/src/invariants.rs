@@ -1,6 +1,8 @@
-//! The invariants of the operating scope, each a named function that returns what is wrong, and
-//! the ledger of every PE's life they are judged against. The cheap ones run after every step;
-//! the convergence ones at the end of each quiet phase (`Fault::Settle`).
+//! The invariants of the operating scope, each a named function that returns what is wrong, the
+//! ledger of every PE's life they are judged against, and the PR timers the simulation
+//! configures with the liveness bounds derived from them. The cheap ones run after every step;
+//! the liveness ones at their deadline after the fault that started them; the convergence ones
+//! at the end of each quiet phase (`Fault::Settle`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -9,6 +11,95 @@ use rserpool_registrar::core::cluster::Cluster;
 
 /// Registration life of every PE (ms).
 pub const REGISTRATION_LIFE: Millis = 6_000;
+
+/// PEER-HEARTBEAT-CYCLE of every PR (RFC 5353 §4), jittered by the core to 7/8..9/8 of it.
+pub const HEARTBEAT_INTERVAL: Millis = 500;
+/// MAX-TIME-LAST-HEARD (RFC 5353 §4): silence before a peer is probed.
+pub const MAX_TIME_LAST_HEARD: Millis = 1_000;
+/// MAX-TIME-NO-RESPONSE (RFC 5353 §4): an unanswered probe's wait before the peer is dead.
+pub const MAX_TIME_NO_RESPONSE: Millis = 1_000;
+/// MENTOR-DISCOVERY-TIMEOUT (RFC 5353 §3.2.2): a starting PR's wait for a mentor's transfer.
+pub const MENTOR_DISCOVERY_TIMEOUT: Millis = 2_000;
+/// How long a takeover waits for every acknowledgement (RFC 5353 §3.5.1). Longer than the worst
+/// round trip of the fault model (2 × [`MAX_ONE_WAY`] plus mailbox hops, 1.45 s): with RSPLIB's
+/// rule that an unacknowledged takeover is dropped, a shorter expiry drops takeovers whose
+/// acknowledgement is only late, and their PEs keep a dead home PR until they re-register.
+pub const TAKEOVER_EXPIRY: Millis = 2_000;
+/// Gap between connection attempts to a static peer.
+pub const RECONNECT_INTERVAL: Millis = 500;
+/// The scope's housekeeping tick: a quarter of the shortest of the heartbeat, MAX-TIME-LAST-HEARD
+/// and MAX-TIME-NO-RESPONSE, as the core computes it (`EnrpConfig::tick`).
+pub const ENRP_TICK: Millis = HEARTBEAT_INTERVAL / 4;
+/// Longest one-way delay of a message without a delay fault (1-5 ms).
+pub const BASE_DELAY: Millis = 5;
+/// Longest extra one-way delay of the fault model: a delay spike (< 400 ms) plus a slow PR
+/// (< 300 ms).
+pub const MAX_EXTRA_DELAY: Millis = 700;
+/// Longest one-way delay of the fault model.
+pub const MAX_ONE_WAY: Millis = BASE_DELAY + MAX_EXTRA_DELAY;
+/// Longest stay of a forward in a worker mailbox (asynchronous mailboxes: 0-2 ms per hop).
+pub const MAILBOX_DELAY: Millis = 2;
+/// Longest gap between two heartbeats of one PR (the interval plus its jitter).
+const HEARTBEAT_GAP: Millis = HEARTBEAT_INTERVAL + HEARTBEAT_INTERVAL / 8;
+/// Mailbox hops on the path of one ENRP exchange: a checksum round (query, reply), the shard
+/// hops of a write (request, completion, replication) and the receiver's hop to its shard,
+/// with room for one more round queued behind a running one.
+const MAILBOX_HOPS: Millis = 8;
+
+/// How long after PR `X` died, vanished or froze the live PRs hold none of `X`'s PEs with `X`
+/// as home PR any more (each moved to its taker, or re-registered elsewhere), given the most
+/// extra one-way delay `extra` of the delay faults meanwhile. With `d` = [`BASE_DELAY`] +
+/// `extra`:
+/// - a peer last heard `X` at most `d` after the fault (a presence in flight);
+/// - it probes `X` at its first tick [`MAX_TIME_LAST_HEARD`] after that (one [`ENRP_TICK`] late
+///   at most), and declares it dead at its first tick [`MAX_TIME_NO_RESPONSE`] after the probe
+///   (a RST only starts the probe earlier);
+/// - a checksum round tells whether `X` owns PEs there; ENRP_INIT_TAKEOVER, its acknowledgement
+///   and ENRP_TAKEOVER_SERVER take `3d`, each behind mailbox hops;
+/// - plus one heartbeat gap ([`HEARTBEAT_INTERVAL`] jittered), as RFC 5353 §3.5 counts it.
+///
+/// Without delay faults: 1000 + 1000 + 562 + 250 + 20 + 16 = 2848 ms.
+pub fn takeover_bound(extra: Millis) -> Millis {
+    let d = BASE_DELAY + extra;
+    MAX_TIME_LAST_HEARD
+        + MAX_TIME_NO_RESPONSE
+        + HEARTBEAT_GAP
+        + 2 * ENRP_TICK
+        + 4 * d
+        + 2 * MAILBOX_HOPS * MAILBOX_DELAY
+}
+
+/// How long after its restart a PR holds every PE registered elsewhere (RFC 5353 §3.2), given
+/// `pages` handle table pages for the whole handlespace and the most extra one-way delay `extra`
+/// meanwhile. The PR connects to its peers at its first tick, hears a presence, and asks the
+/// first peer heard (its mentor) for the handlespace, a page per round trip; if no mentor
+/// finishes, it serves alone after [`MENTOR_DISCOVERY_TIMEOUT`] and each peer's next presence
+/// (one heartbeat gap) starts an audit repair of that peer's PEs, again a page per round trip.
+/// So: the timeout, a heartbeat gap, two ticks, and `pages` + 4 round trips (connection,
+/// presence and its reply, the request before the first page), each round trip `2d` plus
+/// mailbox hops. Without delay faults and 10 pages: 2000 + 562 + 250 + 14 × 26 = 3176 ms.
+pub fn startup_bound(extra: Millis, pages: u64) -> Millis {
+    let d = BASE_DELAY + extra;
+    let round_trip = 2 * d + MAILBOX_HOPS * MAILBOX_DELAY;
+    MENTOR_DISCOVERY_TIMEOUT + HEARTBEAT_GAP + 2 * ENRP_TICK + (pages + 4) * round_trip
+}
+
+/// How long a registration must have lasted before a restarted PR is expected to hold the PE
+/// too: its ENRP_HANDLE_UPDATE reaching every peer (one delay behind mailbox hops).
+pub fn replication_bound(extra: Millis) -> Millis {
+    BASE_DELAY + extra + MAILBOX_HOPS * MAILBOX_DELAY
+}
+
+/// How long after a PE decided to deregister no PR holds it any more, when the scope is whole
+/// (every PR up, live and knowing the others): a re-registration still in flight is answered
+/// first (a PE has one request outstanding at a time: `2d`), then the deregistration reaches
+/// its PR (`d`), the shard removes it and hands the DEL_PE to worker 0, which sends it to every
+/// peer (`d`), whose worker 0 forwards it to the pool's shard: `4d` plus the mailbox hops.
+/// Without delay faults: 36 ms. Seed 81: a PE left 17 ms after sending a re-registration
+/// during a 231 ms delay spike, and sent its deregistration 312 ms later.
+pub fn deregistration_bound(extra: Millis) -> Millis {
+    4 * (BASE_DELAY + extra) + MAILBOX_HOPS * MAILBOX_DELAY
+}
 
 /// How long after a PE went away a PR may still hold it, and a resolution return it.
 ///
@@ -116,6 +207,8 @@ pub struct RegisteredPe {
     pub index: usize,
     /// The index of the PR it is registered at.
     pub registrar: usize,
+    /// Since when it has been registered at that PR without a break.
+    pub since: Millis,
 }
 
 /// **Resolutions return only registered PEs**: every PE a handle resolution returns was
@@ -281,6 +374,120 @@ pub fn handlespaces_converge(prs: &[PrView<'_>]) -> Result<(), String> {
                 "PR {} ({}) and PR {} ({}) hold the same PEs but compute different checksums",
                 first.index, first.id, pr.index, pr.id
             ));
+        }
+    }
+    Ok(())
+}
+
+/// **A restarted PR resolves every live PE** (at [`startup_bound`] after its restart, when no
+/// partition and no frozen PR got in the way): every PE in `live` (registered over an intact
+/// association at a live PR since [`replication_bound`] before now at least) is in the restarted
+/// PR's handlespace.
+pub fn restarted_pr_resolves_live_pes(
+    pr: &PrView<'_>,
+    live: &[RegisteredPe],
+    restarted: Millis,
+    now: Millis,
+) -> Result<(), String> {
+    for pe in live {
+        let held = pr
+            .cluster
+            .workers()
+            .iter()
+            .any(|w| w.shard().entry(&pe.pool, pe.id).is_some());
+        if !held {
+            return Err(format!(
+                "PR {} ({}) restarted at {restarted} ms and still lacks PE {} (registered at PR \
+                 {} since {} ms) {} ms later",
+                pr.index,
+                pr.id,
+                pe.id,
+                pe.registrar,
+                pe.since,
+                now - restarted
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// **A dead or silent PR's PEs are taken over** (at [`takeover_bound`] after PR `dead` died,
+/// vanished or froze, when no partition and no other PR's crash, restart or freeze got in the
+/// way): no live PR in `prs` still holds a PE with `dead` as its home PR; each was moved to a
+/// live PR by the takeover, or re-registered elsewhere first.
+pub fn dead_pr_pes_taken_over(
+    prs: &[PrView<'_>],
+    dead: PrId,
+    since: Millis,
+    now: Millis,
+) -> Result<(), String> {
+    for pr in prs {
+        let orphans: Vec<PeId> = pr
+            .entries()
+            .into_iter()
+            .filter(|(_, home)| *home == dead)
+            .map(|((_, id), _)| id)
+            .collect();
+        if !orphans.is_empty() {
+            return Err(format!(
+                "PR {} ({}) still holds PEs {orphans:?} of PR {dead}, dead or silent since \
+                 {since} ms, {} ms later",
+                pr.index,
+                pr.id,
+                now - since
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// **A deregistered PE is gone everywhere** (at [`deregistration_bound`] after it deregistered
+/// from a whole scope, when no partition and no PR's crash, restart or freeze got in the way):
+/// no live PR holds it.
+pub fn deregistered_pe_gone(
+    prs: &[PrView<'_>],
+    pool: &[u8],
+    id: PeId,
+    since: Millis,
+    now: Millis,
+) -> Result<(), String> {
+    for pr in prs {
+        if let Some(home) = pr
+            .cluster
+            .workers()
+            .iter()
+            .find_map(|w| w.shard().entry(pool, id).map(|e| e.home_pr))
+        {
+            return Err(format!(
+                "PE {id} deregistered at {since} ms and PR {} ({}) still holds it (home {home}) \
+                 {} ms later",
+                pr.index,
+                pr.id,
+                now - since
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// **No PE is owned by two PRs** (settle): no two live PRs each hold the same PE with
+/// themselves as its home PR.
+pub fn no_pe_owned_twice(prs: &[PrView<'_>]) -> Result<(), String> {
+    let mut owners: BTreeMap<(Vec<u8>, PeId), usize> = BTreeMap::new();
+    for pr in prs {
+        for (key, home) in pr.entries() {
+            if home != pr.id {
+                continue;
+            }
+            if let Some(first) = owners.insert(key.clone(), pr.index) {
+                return Err(format!(
+                    "PE {} of pool {} is owned by PR {first} and PR {} ({})",
+                    key.1,
+                    String::from_utf8_lossy(&key.0),
+                    pr.index,
+                    pr.id
+                ));
+            }
         }
     }
     Ok(())

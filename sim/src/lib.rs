@@ -1,11 +1,15 @@
 //! `rserpool-sim` owns the deterministic simulation of an ENRP operating scope (design §5.3):
 //! PRs ([`rserpool_registrar::core::cluster::Cluster`]), PEs and PUs (the sans-I/O cores of
 //! `rserpool-endpoint`) in one process over a simulated network and clock, with faults drawn from
-//! a seed (PR crash and restart, partitions and heals, delay spikes, a slow PR, duplicated ENRP
-//! announcements, reordering across associations, PEs leaving and joining; in one seed in three
-//! the PRs find each other only by presence datagrams to a multicast group, with up to 30 % of
-//! them lost; associations never lose messages, they break) and the scope's
-//! invariants ([`invariants`]) checked after every step and at the end of every quiet phase.
+//! a seed (PR crashes with and without RST, restarts at once with the same or a new ID or
+//! seconds later, a PR frozen and resumed (SIGSTOP/SIGCONT), partitions and heals, delay spikes,
+//! a slow PR, duplicated ENRP announcements, reordering across associations, PEs leaving and
+//! joining; in one seed in three the PRs find each other only by presence datagrams to a
+//! multicast group, with up to 30 % of them lost; in one in two the forwards between a PR's 1-4
+//! workers wait in asynchronous mailboxes as between the daemon's threads; associations never
+//! lose messages, they break or stay half-open) and the scope's invariants ([`invariants`])
+//! checked after every step, at the deadline of each liveness bound a fault starts, and at the
+//! end of every quiet phase.
 //!
 //! Everything random comes from the seed and every event runs in (time, sequence) order, so a
 //! seed replays bit for bit; a failure names its seed and the command that replays it.
@@ -58,4 +62,9 @@ impl fmt::Display for Failure {
 /// Runs the scenario of `seed` to its end or its first broken invariant.
 pub fn run_seed(seed: u64) -> Result<Summary, Failure> {
     World::new(Scenario::draw(seed)).run()
+}
+
+/// [`run_seed`] with SIGSTOP faults drawn too ([`Scenario::draw_with_freezes`]).
+pub fn run_seed_with_freezes(seed: u64) -> Result<Summary, Failure> {
+    World::new(Scenario::draw_with_freezes(seed, true)).run()
 }

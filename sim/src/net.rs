@@ -60,6 +60,19 @@ pub enum Event {
         /// The datagram.
         bytes: Vec<u8>,
     },
+    /// Worker `to` of PR `pr` drains its mailbox from worker `from` (asynchronous mailboxes).
+    Mailbox {
+        /// The PR's index.
+        pr: usize,
+        /// Its incarnation when the forwards were queued.
+        incarnation: u32,
+        /// The sending worker.
+        from: usize,
+        /// The receiving worker.
+        to: usize,
+    },
+    /// The deadline of liveness obligation `k` (an index into the world's obligations).
+    Check(usize),
 }
 
 struct Scheduled {

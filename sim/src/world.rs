@@ -1,7 +1,10 @@
 //! The simulated operating scope: the PRs ([`Cluster`]s), PEs and PUs, how their outputs become
-//! network events and how events become their inputs, the faults as they happen, and the
-//! invariant checks after every step.
+//! network events and how events become their inputs (and, with asynchronous mailboxes, how the
+//! forwards between a PR's workers are delivered), the faults as they happen (a frozen PR's
+//! backlog, a vanished host's half-open associations), the invariant checks after every step,
+//! and the liveness obligations a fault starts, judged at their deadline.
 
+use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use rserpool_endpoint::pe::{self, PeEvent, PeState, PoolElement};
@@ -16,7 +19,11 @@ use rserpool_registrar::url::{Transport, TransportUrl};
 
 use crate::Failure;
 use crate::faults::{Fault, Scenario};
-use crate::invariants::{self, Entries, Ledger, PeRecord, PrView, REGISTRATION_LIFE, RegisteredPe};
+use crate::invariants::{
+    self, Entries, HEARTBEAT_INTERVAL, Ledger, MAX_TIME_LAST_HEARD, MAX_TIME_NO_RESPONSE,
+    MENTOR_DISCOVERY_TIMEOUT, PeRecord, PrView, RECONNECT_INTERVAL, REGISTRATION_LIFE,
+    RegisteredPe, TAKEOVER_EXPIRY,
+};
 use crate::net::{End, Event, Handle, LinkId, Net, Node};
 
 /// Port of every PR's ASAP listener.
@@ -25,6 +32,10 @@ const ASAP_PORT: u16 = 3863;
 const ENRP_PORT: u16 = 9901;
 /// The multicast group presences go to when PRs find each other by datagrams (RSPLIB's).
 const PRESENCE_GROUP: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(239, 0, 0, 51)), 9901);
+
+/// How long a connection attempt to a host that is gone waits for an answer before it fails
+/// (the endpoint driver's connect timeout, scaled like the simulation's other timers).
+const CONNECT_TIMEOUT: Millis = 1_000;
 
 /// ENRP message types RSPLIB sends twice (individually and by SCTP_SENDALL): presence, handle
 /// update, init takeover, takeover server.
@@ -38,6 +49,13 @@ struct Pr {
     cluster: Option<Cluster>,
     id: PrId,
     timer_at: Option<Millis>,
+    /// SIGSTOPped: what reaches this incarnation waits in `backlog`.
+    frozen: bool,
+    backlog: Vec<Event>,
+    /// Killed without FIN/RST and not started again: connection attempts to it time out.
+    vanished: bool,
+    /// The (sender, receiver) mailboxes with a delivery queued.
+    mail_due: BTreeSet<(usize, usize)>,
 }
 
 struct Pe {
@@ -47,6 +65,8 @@ struct Pe {
     /// Crashed: the core is gone for good.
     dead: bool,
     timer_at: Option<Millis>,
+    /// The PR it is registered at and since when, as last seen.
+    registered_since: Option<(usize, Millis)>,
 }
 
 struct Pu {
@@ -88,6 +108,56 @@ pub struct Summary {
     pub settles: u64,
     /// Presence datagrams lost.
     pub datagrams_lost: u64,
+    /// PR freezes (SIGSTOP).
+    pub freezes: u64,
+    /// Mailbox batches delivered between workers (asynchronous mailboxes).
+    pub mailbox_batches: u64,
+    /// Liveness obligations judged at their deadline (the others were cut short by a
+    /// partition, a freeze or another PR's crash or restart).
+    pub liveness_checks: u64,
+}
+
+/// What a fault obliges the scope to do by a deadline (see the bounds in [`invariants`]).
+#[derive(Clone, Debug)]
+enum Obligation {
+    /// PR `pr` started again (as `incarnation`) at `since`: it resolves every live PE.
+    Startup {
+        pr: usize,
+        incarnation: u32,
+        since: Millis,
+    },
+    /// PR `pr` (ID `dead`) died, vanished or froze at `since`: its PEs are taken over.
+    Takeover {
+        pr: usize,
+        dead: PrId,
+        since: Millis,
+    },
+    /// PE `id` of `pool` deregistered at `since` from a whole scope: it is gone everywhere.
+    Deregistered {
+        id: PeId,
+        pool: Vec<u8>,
+        since: Millis,
+    },
+}
+
+impl Obligation {
+    fn since(&self) -> Millis {
+        match self {
+            Self::Startup { since, .. }
+            | Self::Takeover { since, .. }
+            | Self::Deregistered { since, .. } => *since,
+        }
+    }
+}
+
+/// What a step touched, for the cheap invariants.
+enum Touched {
+    /// Nothing to check (deferred to a frozen PR, or a liveness check).
+    Nothing,
+    /// One node.
+    Node(Node),
+    /// Possibly every node.
+    All,
 }
 
 /// The whole simulation of one seed.
@@ -106,6 +176,17 @@ pub struct World {
     failure: Option<(&'static str, String)>,
     summary: Summary,
     started: bool,
+    /// The liveness obligations, by index (`Event::Check`).
+    obligations: Vec<Obligation>,
+    /// Each PR's crashes, restarts, freezes and thaws: (time, PR index, the PR ID a restart or
+    /// a thaw brought back).
+    pr_changes: Vec<(Millis, usize, Option<PrId>)>,
+    /// Partitions (start, end); the end is `Millis::MAX` while one lasts.
+    partitions: Vec<(Millis, Millis)>,
+    /// Freezes (start, end); the end is `Millis::MAX` while it lasts.
+    freezes: Vec<(Millis, Millis, usize)>,
+    /// The most extra one-way delay from each time on (spike plus slow PR).
+    delays: Vec<(Millis, Millis)>,
 }
 
 impl World {
@@ -123,6 +204,10 @@ impl World {
                 cluster: None,
                 id: PrId(0),
                 timer_at: None,
+                frozen: false,
+                backlog: Vec::new(),
+                vanished: false,
+                mail_due: BTreeSet::new(),
             })
             .collect();
         Self {
@@ -140,6 +225,11 @@ impl World {
             failure: None,
             summary: Summary::default(),
             started: false,
+            obligations: Vec::new(),
+            pr_changes: Vec::new(),
+            partitions: Vec::new(),
+            freezes: Vec::new(),
+            delays: vec![(0, 0)],
         }
     }
 
@@ -156,7 +246,7 @@ impl World {
         if !self.started {
             self.started = true;
             for i in 0..self.prs.len() {
-                self.start_pr(i);
+                self.start_pr(i, false);
             }
             for i in 0..self.scenario.pes {
                 self.join_pe(i % self.scenario.pools);
@@ -172,7 +262,11 @@ impl World {
             self.summary.events += 1;
             let touched = self.step(event);
             if self.failure.is_none() {
-                self.check_step(touched);
+                match touched {
+                    Touched::Nothing => {}
+                    Touched::Node(n) => self.check_step(Some(n)),
+                    Touched::All => self.check_step(None),
+                }
             }
             if let Some((invariant, detail)) = self.failure.take() {
                 return Err(Failure {
@@ -195,6 +289,16 @@ impl World {
     /// The simulated time.
     pub fn time(&self) -> Millis {
         self.now()
+    }
+
+    /// What the run did so far.
+    pub fn summary(&self) -> &Summary {
+        &self.summary
+    }
+
+    /// The scenario being run (its timeline is scheduled, and emptied, by the first run).
+    pub fn scenario(&self) -> &Scenario {
+        &self.scenario
     }
 
     /// PR `i`'s current ID and every PE it holds with its home PR; `None` while it is down.
@@ -234,17 +338,29 @@ impl World {
         }
     }
 
-    /// Runs one event; returns the node it touched (`None`: possibly every node).
-    fn step(&mut self, event: Event) -> Option<Node> {
+    /// Runs one event (or keeps it for a frozen PR); returns what it touched.
+    fn step(&mut self, event: Event) -> Touched {
+        if let Some(i) = self.frozen_recipient(&event) {
+            match event {
+                Event::Timer(_) => self.prs[i].timer_at = None,
+                Event::Mailbox { from, to, .. } => {
+                    self.prs[i].mail_due.remove(&(from, to));
+                }
+                e => self.prs[i].backlog.push(e),
+            }
+            return Touched::Nothing;
+        }
         let touched = match &event {
-            Event::Deliver { link, to, .. } => Some(self.net.links[*link].ends[*to].node),
-            Event::Arrive(link) => Some(self.net.links[*link].ends[1].node),
-            Event::Established(link) => Some(self.net.links[*link].ends[0].node),
-            Event::Closed { link, side } => Some(self.net.links[*link].ends[*side].node),
-            Event::Timer(node) => Some(*node),
-            Event::Resolve(k) => Some(Node::Pu(*k)),
-            Event::Fault(_) => None,
-            Event::Datagram { to, .. } => Some(Node::Pr(*to)),
+            Event::Deliver { link, to, .. } => Touched::Node(self.net.links[*link].ends[*to].node),
+            Event::Arrive(link) => Touched::Node(self.net.links[*link].ends[1].node),
+            Event::Established(link) => Touched::Node(self.net.links[*link].ends[0].node),
+            Event::Closed { link, side } => Touched::Node(self.net.links[*link].ends[*side].node),
+            Event::Timer(node) => Touched::Node(*node),
+            Event::Resolve(k) => Touched::Node(Node::Pu(*k)),
+            Event::Fault(_) => Touched::All,
+            Event::Datagram { to, .. } => Touched::Node(Node::Pr(*to)),
+            Event::Mailbox { pr, .. } => Touched::Node(Node::Pr(*pr)),
+            Event::Check(_) => Touched::Nothing,
         };
         match event {
             Event::Deliver { link, to, bytes } => self.deliver(link, to, bytes),
@@ -259,8 +375,42 @@ impl World {
                 incarnation,
                 bytes,
             } => self.datagram(to, incarnation, &bytes),
+            Event::Mailbox {
+                pr,
+                incarnation,
+                from,
+                to,
+            } => self.mailbox(pr, incarnation, from, to),
+            Event::Check(k) => self.check_obligation(k),
         }
         touched
+    }
+
+    /// The frozen PR an event is for, if it is for the current incarnation of a frozen PR (a
+    /// connection attempt is accepted by its kernel all the same).
+    fn frozen_recipient(&self, event: &Event) -> Option<usize> {
+        let pr_end = |link: LinkId, side: usize| {
+            let e = self.net.links[link].ends[side];
+            match e.node {
+                Node::Pr(i) => Some((i, e.incarnation)),
+                _ => None,
+            }
+        };
+        let (i, incarnation) = match *event {
+            Event::Deliver { link, to, .. } => pr_end(link, to)?,
+            Event::Closed { link, side } => pr_end(link, side)?,
+            Event::Established(link) => pr_end(link, 0)?,
+            Event::Timer(Node::Pr(i)) => (i, self.prs[i].incarnation),
+            Event::Datagram {
+                to, incarnation, ..
+            } => (to, incarnation),
+            Event::Mailbox {
+                pr, incarnation, ..
+            } => (pr, incarnation),
+            _ => return None,
+        };
+        let pr = &self.prs[i];
+        (pr.frozen && pr.incarnation == incarnation && pr.cluster.is_some()).then_some(i)
     }
 
     // ---- nodes ----
@@ -296,30 +446,37 @@ impl World {
             local: vec![url(i, ENRP_PORT)],
             peers,
             presence_targets,
-            heartbeat_interval: 500,
-            max_time_last_heard: 1_000,
-            max_time_no_response: 1_000,
-            mentor_discovery_timeout: 2_000,
-            takeover_expiry: 1_000,
-            reconnect_interval: 500,
+            heartbeat_interval: HEARTBEAT_INTERVAL,
+            max_time_last_heard: MAX_TIME_LAST_HEARD,
+            max_time_no_response: MAX_TIME_NO_RESPONSE,
+            mentor_discovery_timeout: MENTOR_DISCOVERY_TIMEOUT,
+            takeover_expiry: TAKEOVER_EXPIRY,
+            reconnect_interval: RECONNECT_INTERVAL,
             max_pes_per_table_response: self.scenario.table_page,
             takeover_suggestion: false,
         };
         c
     }
 
-    /// Starts PR `i` with a fresh PR ID and an empty handlespace.
-    fn start_pr(&mut self, i: usize) {
-        let id = loop {
-            let id = PrId(1 + self.rng.below(u64::from(u32::MAX) - 1));
-            if self.prs.iter().all(|p| p.id != id) {
-                break id;
+    /// Starts PR `i` with an empty handlespace, and with the PR ID it had (`same_id`, after a
+    /// crash) or a fresh one. A start after a crash obliges it to resolve every live PE by its
+    /// start-up bound.
+    fn start_pr(&mut self, i: usize, same_id: bool) {
+        let id = if same_id && self.prs[i].id.0 != 0 {
+            self.prs[i].id
+        } else {
+            loop {
+                let id = PrId(1 + self.rng.below(u64::from(u32::MAX) - 1));
+                if self.prs.iter().all(|p| p.id != id) {
+                    break id;
+                }
             }
         };
         let config = self.pr_config(i, id);
         let seed = self.rng.next_u64();
         let _span = tracing::debug_span!("pr", i, %id).entered();
         let mut cluster = Cluster::new(self.prs[i].workers, config, Limits::default(), seed);
+        cluster.set_asynchronous(self.scenario.async_mailboxes);
         let now = self.now();
         let sent = cluster.start(now);
         tracing::debug!(t = now, pr = i, %id, "PR starts");
@@ -327,19 +484,63 @@ impl World {
         pr.id = id;
         pr.cluster = Some(cluster);
         pr.timer_at = None;
+        pr.vanished = false;
+        if pr.incarnation > 0 {
+            let incarnation = pr.incarnation;
+            self.pr_changes.push((now, i, Some(id)));
+            let pages = self.table_pages();
+            self.oblige(
+                Obligation::Startup {
+                    pr: i,
+                    incarnation,
+                    since: now,
+                },
+                invariants::startup_bound(0, pages),
+            );
+        }
         self.pr_output(i, sent, false);
     }
 
-    fn crash_pr(&mut self, i: usize) {
+    /// Handle table pages a whole transfer of every PE ever started takes.
+    fn table_pages(&self) -> u64 {
+        (self.ledger.pes.len() as u64).div_ceil(self.scenario.table_page as u64)
+    }
+
+    /// PR `i` is gone (crashed, vanished) or frozen: its PEs are to be taken over.
+    fn oblige_takeover(&mut self, i: usize) {
+        let now = self.now();
+        self.pr_changes.push((now, i, None));
+        let dead = self.prs[i].id;
+        self.oblige(
+            Obligation::Takeover {
+                pr: i,
+                dead,
+                since: now,
+            },
+            invariants::takeover_bound(0),
+        );
+    }
+
+    /// PR `i` dies; its kernel aborts its associations at once, or (`silent`: the host is
+    /// gone) nothing tells their other ends, which stay half-open. Returns whether it was up.
+    fn crash_pr(&mut self, i: usize, silent: bool) -> bool {
         if self.prs[i].cluster.is_none() {
-            return;
+            return false;
         }
-        tracing::debug!(t = self.now(), pr = i, id = %self.prs[i].id, "PR crashes");
+        tracing::debug!(t = self.now(), pr = i, id = %self.prs[i].id, silent, "PR crashes");
         self.summary.crashes += 1;
+        if self.prs[i].frozen {
+            self.thaw_record(i, false);
+        }
         let incarnation = self.prs[i].incarnation;
-        self.prs[i].cluster = None;
-        self.prs[i].incarnation += 1;
-        self.prs[i].timer_at = None;
+        let pr = &mut self.prs[i];
+        pr.cluster = None;
+        pr.incarnation += 1;
+        pr.timer_at = None;
+        pr.frozen = false;
+        pr.backlog.clear();
+        pr.mail_due.clear();
+        pr.vanished = silent;
         for link in self.net.active() {
             let l = &self.net.links[link];
             if l.broken {
@@ -349,12 +550,61 @@ impl World {
                 let e = l.ends[side];
                 if e.node == Node::Pr(i) && e.incarnation == incarnation {
                     self.net.links[link].ends[side].open = false;
-                    // The kernel aborts the dead process's associations at once.
-                    self.cut_link(link, 1, 20);
+                    if silent {
+                        self.net.retire(link);
+                    } else {
+                        // The kernel aborts the dead process's associations at once.
+                        self.cut_link(link, 1, 20);
+                    }
                     break;
                 }
             }
         }
+        true
+    }
+
+    /// PR `i` stops processing (SIGSTOP).
+    fn freeze_pr(&mut self, i: usize) {
+        if self.prs[i].cluster.is_none() || self.prs[i].frozen {
+            return;
+        }
+        tracing::debug!(t = self.now(), pr = i, id = %self.prs[i].id, "PR frozen");
+        self.summary.freezes += 1;
+        self.prs[i].frozen = true;
+        self.freezes.push((self.now(), Millis::MAX, i));
+        self.oblige_takeover(i);
+    }
+
+    /// Ends the record of PR `i`'s freeze, which it survived (`revived`) or not.
+    fn thaw_record(&mut self, i: usize, revived: bool) {
+        let now = self.now();
+        if let Some(f) = self
+            .freezes
+            .iter_mut()
+            .find(|f| f.1 == Millis::MAX && f.2 == i)
+        {
+            f.1 = now;
+        }
+        let id = self.prs[i].id;
+        self.pr_changes.push((now, i, revived.then_some(id)));
+    }
+
+    /// A frozen PR goes on (SIGCONT): what waited for it is handled now, in arrival order, then
+    /// its timers and mailboxes (a daemon's loop turn reads its sockets first).
+    fn thaw_pr(&mut self, i: usize) {
+        if !self.prs[i].frozen {
+            return;
+        }
+        tracing::debug!(t = self.now(), pr = i, id = %self.prs[i].id, backlog = self.prs[i].backlog.len(), "PR thawed");
+        self.thaw_record(i, true);
+        self.prs[i].frozen = false;
+        let now = self.now();
+        for event in std::mem::take(&mut self.prs[i].backlog) {
+            self.net.schedule(now, event);
+        }
+        self.prs[i].timer_at = None;
+        self.reschedule(Node::Pr(i), false);
+        self.schedule_mail(i);
     }
 
     fn pe_config(&mut self, pool: usize) -> pe::Config {
@@ -367,7 +617,7 @@ impl World {
         registrars.rotate_left(r);
         let mut c = pe::Config::new(registrars, pool_handle(pool));
         c.registration_life = REGISTRATION_LIFE;
-        c.reregistration_interval = Some(2_000);
+        c.reregistration_interval = Some(self.scenario.reregistration);
         c.policy = Policy::RoundRobin;
         c.timers = endpoint_timers();
         c.transport.port = 7_000;
@@ -408,6 +658,7 @@ impl World {
             pool,
             dead: false,
             timer_at: None,
+            registered_since: None,
         });
         self.pes[index].core.start(now);
         self.pe_output(index);
@@ -424,6 +675,16 @@ impl World {
         }
         tracing::debug!(t = now, pe = index, %id, graceful, "PE leaves");
         self.ledger.pes.get_mut(&id).expect("started").gone = Some(now);
+        if graceful && self.scope_whole_for(index) {
+            self.oblige(
+                Obligation::Deregistered {
+                    id,
+                    pool: pool_handle(self.pes[index].pool),
+                    since: now,
+                },
+                invariants::deregistration_bound(0),
+            );
+        }
         if graceful {
             self.pes[index].core.deregister(now);
             self.pe_output(index);
@@ -516,7 +777,53 @@ impl World {
                 self.connect_from_pr(i, c);
             }
         }
+        self.schedule_mail(i);
         self.reschedule(Node::Pr(i), in_timer);
+    }
+
+    /// Queues a delivery 0-2 ms from now for every mailbox of PR `i` that holds forwards and
+    /// has none queued (asynchronous mailboxes; FIFO per pair, pairs in any order).
+    fn schedule_mail(&mut self, i: usize) {
+        let pr = &self.prs[i];
+        if pr.frozen {
+            return;
+        }
+        let Some(cluster) = pr.cluster.as_ref() else {
+            return;
+        };
+        let incarnation = pr.incarnation;
+        for (from, to) in cluster.pending_mailboxes() {
+            if self.prs[i].mail_due.insert((from, to)) {
+                let at = self.now() + self.rng.below(invariants::MAILBOX_DELAY + 1);
+                self.net.schedule(
+                    at,
+                    Event::Mailbox {
+                        pr: i,
+                        incarnation,
+                        from,
+                        to,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Worker `to` of PR `i` drains its mailbox from worker `from`.
+    fn mailbox(&mut self, i: usize, incarnation: u32, from: usize, to: usize) {
+        if self.prs[i].incarnation != incarnation {
+            return;
+        }
+        self.prs[i].mail_due.remove(&(from, to));
+        self.summary.mailbox_batches += 1;
+        let now = self.now();
+        let sent = {
+            let _span = self.pr_span(i);
+            let Some(cluster) = self.prs[i].cluster.as_mut() else {
+                return;
+            };
+            cluster.deliver_mailbox(from, to, now)
+        };
+        self.pr_output(i, sent, false);
     }
 
     fn connect_from_pr(&mut self, i: usize, c: Connect) {
@@ -575,7 +882,24 @@ impl World {
                 self.pe_event(index, e);
             }
         }
+        let registrar = self.registrar_of(index);
+        let pe = &mut self.pes[index];
+        if pe.registered_since.map(|(pr, _)| pr) != registrar {
+            pe.registered_since = registrar.map(|pr| (pr, self.net.now()));
+        }
         self.reschedule(Node::Pe(index), false);
+    }
+
+    /// The PR PE `index` is registered at, as it sees it.
+    fn registrar_of(&self, index: usize) -> Option<usize> {
+        let p = &self.pes[index];
+        if p.dead || p.core.state() != PeState::Registered {
+            return None;
+        }
+        let registrar = p.core.registrar()?;
+        self.prs
+            .iter()
+            .position(|r| r.address == registrar.address.ip())
     }
 
     fn pe_event(&mut self, index: usize, event: PeEvent) {
@@ -753,6 +1077,17 @@ impl World {
     fn deliver(&mut self, link: LinkId, to: usize, bytes: Vec<u8>) {
         let l = &self.net.links[link];
         let end = l.ends[to];
+        if let Node::Pr(i) = end.node
+            && !l.broken
+            && end.incarnation != self.prs[i].incarnation
+            && self.prs[i].cluster.is_some()
+        {
+            // The host is up again and its kernel does not know the association: it answers
+            // with a RST (ABORT), which breaks a half-open association left by a vanished PR.
+            let delay = self.delay(Node::Pr(i));
+            self.cut_link(link, delay, 1);
+            return;
+        }
         if !l.delivers_to(to) || !self.alive(&end) {
             return;
         }
@@ -794,10 +1129,16 @@ impl World {
         let delay = self.delay(Node::Pr(t));
         let now = self.now();
         if !reachable {
+            // Refused; or, by a host that is gone, never answered until the attempt times out.
+            let wait = if self.prs[t].vanished && self.prs[t].cluster.is_none() {
+                CONNECT_TIMEOUT
+            } else {
+                delay
+            };
             self.net.links[link].broken = true;
             self.net.retire(link);
             self.net
-                .schedule(now + delay, Event::Closed { link, side: 0 });
+                .schedule(now + wait, Event::Closed { link, side: 0 });
             return;
         }
         let from = match initiator.node {
@@ -973,17 +1314,26 @@ impl World {
         let now = self.now();
         tracing::debug!(t = now, ?fault, "fault");
         match fault {
-            Fault::Crash(i) => self.crash_pr(i),
-            Fault::Restart(i) => {
+            Fault::Crash(i) | Fault::Vanish(i) => {
+                let silent = matches!(fault, Fault::Vanish(_));
+                if self.prs[i].cluster.is_some() && !self.prs[i].frozen {
+                    self.oblige_takeover(i);
+                }
+                self.crash_pr(i, silent);
+            }
+            Fault::Restart(i) | Fault::RestartSameId(i) => {
                 if self.prs[i].cluster.is_none() {
-                    self.start_pr(i);
+                    self.start_pr(i, matches!(fault, Fault::RestartSameId(_)));
                 }
             }
+            Fault::Freeze(i) => self.freeze_pr(i),
+            Fault::Thaw(i) => self.thaw_pr(i),
             Fault::Partition { prs, salt } => {
                 if self.cut.is_some() {
                     return;
                 }
                 self.summary.partitions += 1;
+                self.partitions.push((now, Millis::MAX));
                 self.cut = Some(Cut { prs, salt });
                 for link in self.net.active() {
                     let l = &self.net.links[link];
@@ -993,28 +1343,220 @@ impl World {
                     }
                 }
             }
-            Fault::Heal => self.cut = None,
-            Fault::Spike(extra) => self.spike = extra,
-            Fault::SpikeEnd => self.spike = 0,
-            Fault::Slow { pr, extra } => self.slow = Some((pr, extra)),
-            Fault::SlowEnd => self.slow = None,
+            Fault::Heal => self.heal(),
+            Fault::Spike(extra) => {
+                self.spike = extra;
+                self.record_delays();
+            }
+            Fault::SpikeEnd => {
+                self.spike = 0;
+                self.record_delays();
+            }
+            Fault::Slow { pr, extra } => {
+                self.slow = Some((pr, extra));
+                self.record_delays();
+            }
+            Fault::SlowEnd => {
+                self.slow = None;
+                self.record_delays();
+            }
             Fault::Duplicates(on) => self.duplicates = on,
             Fault::PeLeave { pe, graceful } => self.leave_pe(pe, graceful),
             Fault::PeJoin { pool } => self.join_pe(pool),
             Fault::Quiet => {
-                self.cut = None;
+                self.heal();
                 self.spike = 0;
                 self.slow = None;
+                self.record_delays();
                 self.duplicates = false;
                 for i in 0..self.prs.len() {
+                    self.thaw_pr(i);
                     if self.prs[i].cluster.is_none() {
-                        self.start_pr(i);
+                        self.start_pr(i, false);
                     }
                 }
             }
             Fault::Settle => {
                 self.summary.settles += 1;
                 self.check_settled();
+            }
+        }
+    }
+
+    fn heal(&mut self) {
+        if self.cut.take().is_some()
+            && let Some(p) = self.partitions.last_mut()
+        {
+            p.1 = self.net.now();
+        }
+    }
+
+    fn record_delays(&mut self) {
+        let extra = self.spike + self.slow.map_or(0, |(_, e)| e);
+        self.delays.push((self.net.now(), extra));
+    }
+
+    // ---- liveness obligations ----
+
+    /// Records an obligation and judges it `bound` from now (later if delay faults stretch the
+    /// bound meanwhile).
+    fn oblige(&mut self, obligation: Obligation, bound: Millis) {
+        let k = self.obligations.len();
+        self.obligations.push(obligation);
+        let at = self.now() + bound;
+        self.net.schedule(at, Event::Check(k));
+    }
+
+    /// The most extra one-way delay in effect at some time in `from..=to`.
+    fn max_extra_delay(&self, from: Millis, to: Millis) -> Millis {
+        let before = self
+            .delays
+            .iter()
+            .rev()
+            .find(|(t, _)| *t <= from)
+            .map_or(0, |(_, e)| *e);
+        self.delays
+            .iter()
+            .filter(|(t, _)| *t > from && *t <= to)
+            .map(|(_, e)| *e)
+            .fold(before, Millis::max)
+    }
+
+    /// Whether one of `intervals` overlaps `from..=to`.
+    fn overlaps(intervals: &[(Millis, Millis)], from: Millis, to: Millis) -> bool {
+        intervals.iter().any(|&(a, b)| a <= to && b >= from)
+    }
+
+    /// Whether a PR was frozen at some time in `from..=to`.
+    fn frozen_between(&self, from: Millis, to: Millis) -> bool {
+        self.freezes.iter().any(|&(a, b, _)| a <= to && b >= from)
+    }
+
+    /// Whether a PR other than `except` crashed, started, froze or thawed in `from..=to`.
+    fn others_changed(&self, except: Option<usize>, from: Millis, to: Millis) -> bool {
+        self.pr_changes
+            .iter()
+            .any(|&(t, i, _)| t >= from && t <= to && Some(i) != except)
+    }
+
+    /// Whether PR ID `id` came back (a thaw, a restart with the same ID) after `from`.
+    fn revived(&self, id: PrId, from: Millis) -> bool {
+        self.pr_changes
+            .iter()
+            .any(|&(t, _, back)| t >= from && back == Some(id))
+    }
+
+    /// Whether the scope is whole for PE `index`'s deregistration: no partition, every PR up,
+    /// not frozen, live and knowing the others; the PE registered over an intact association;
+    /// and every PR holding it with its registrar as home.
+    fn scope_whole_for(&self, index: usize) -> bool {
+        if self.cut.is_some() || self.prs.iter().any(|p| p.frozen) {
+            return false;
+        }
+        let Some(registrar) = self.registrar_of(index) else {
+            return false;
+        };
+        if !self.association_intact(index, registrar) {
+            return false;
+        }
+        let views = self.views();
+        if invariants::scope_formed(&views, self.prs.len()).is_err() {
+            return false;
+        }
+        let pe = &self.pes[index];
+        let (pool, id) = (pool_handle(pe.pool), pe.core.id());
+        let home = self.prs[registrar].id;
+        views.iter().all(|v| {
+            v.cluster
+                .workers()
+                .iter()
+                .find_map(|w| w.shard().entry(&pool, id).map(|e| e.home_pr))
+                == Some(home)
+        })
+    }
+
+    /// Judges obligation `k` at its deadline, unless a partition, a freeze or another PR's
+    /// crash or restart got in the way (then its bound does not apply).
+    fn check_obligation(&mut self, k: usize) {
+        let now = self.now();
+        let obligation = self.obligations[k].clone();
+        let since = obligation.since();
+        // A message sent after a delay fault ended still arrives after those sent before it on
+        // its association: the delays of the last longest one-way delay before count too.
+        let extra = self.max_extra_delay(since.saturating_sub(invariants::MAX_ONE_WAY), now);
+        let bound = match &obligation {
+            Obligation::Startup { .. } => invariants::startup_bound(extra, self.table_pages()),
+            Obligation::Takeover { .. } => invariants::takeover_bound(extra),
+            Obligation::Deregistered { .. } => invariants::deregistration_bound(extra),
+        };
+        if now < since + bound {
+            self.net.schedule(since + bound, Event::Check(k));
+            return;
+        }
+        if Self::overlaps(&self.partitions, since, now) {
+            return;
+        }
+        match obligation {
+            Obligation::Startup {
+                pr,
+                incarnation,
+                since,
+            } => {
+                if self.prs[pr].incarnation != incarnation
+                    || self.prs[pr].cluster.is_none()
+                    || self.frozen_between(since, now)
+                {
+                    return;
+                }
+                let settled = now - invariants::replication_bound(extra);
+                let live: Vec<RegisteredPe> = self
+                    .registered_pes(None)
+                    .into_iter()
+                    .filter(|p| {
+                        p.since <= settled
+                            && !self.prs[p.registrar].frozen
+                            && self.association_intact(p.index, p.registrar)
+                    })
+                    .collect();
+                self.summary.liveness_checks += 1;
+                let views = self.views();
+                let view = views.iter().find(|v| v.index == pr).expect("up");
+                let r = invariants::restarted_pr_resolves_live_pes(view, &live, since, now);
+                drop(views);
+                self.fail("restarted_pr_resolves_live_pes", r);
+            }
+            Obligation::Takeover { pr, dead, since } => {
+                // The other PRs were whole from a detection time before: a death not yet
+                // detected, or a peer still frozen, blocks a takeover until it expires
+                // (every live peer must acknowledge it, RFC 5353 §3.5.1).
+                let calm =
+                    since.saturating_sub(invariants::takeover_bound(invariants::MAX_EXTRA_DELAY));
+                if self.revived(dead, since)
+                    || self.others_changed(Some(pr), calm, now)
+                    || self.freezes.iter().any(|&(a, b, i)| {
+                        // Its own freeze is the fault; a later incarnation's is another PR's.
+                        a <= now && b >= calm && !(i == pr && a <= since)
+                    })
+                    || Self::overlaps(&self.partitions, calm, now)
+                {
+                    return;
+                }
+                self.summary.liveness_checks += 1;
+                let views: Vec<PrView<'_>> =
+                    self.views().into_iter().filter(|v| v.index != pr).collect();
+                let r = invariants::dead_pr_pes_taken_over(&views, dead, since, now);
+                drop(views);
+                self.fail("dead_pr_pes_taken_over", r);
+            }
+            Obligation::Deregistered { id, pool, since } => {
+                if self.others_changed(None, since, now) || self.frozen_between(since, now) {
+                    return;
+                }
+                self.summary.liveness_checks += 1;
+                let views = self.views();
+                let r = invariants::deregistered_pe_gone(&views, &pool, id, since, now);
+                drop(views);
+                self.fail("deregistered_pe_gone", r);
             }
         }
     }
@@ -1043,17 +1585,7 @@ impl World {
             if only.is_some_and(|n| matches!(n, Node::Pe(j) if j != i)) {
                 continue;
             }
-            if p.dead || p.core.state() != PeState::Registered {
-                continue;
-            }
-            let Some(registrar) = p.core.registrar() else {
-                continue;
-            };
-            let Some(pr) = self
-                .prs
-                .iter()
-                .position(|r| r.address == registrar.address.ip())
-            else {
+            let Some(pr) = self.registrar_of(i) else {
                 continue;
             };
             if only.is_some_and(|n| matches!(n, Node::Pr(k) if k != pr)) {
@@ -1064,6 +1596,7 @@ impl World {
                 pool: pool_handle(p.pool),
                 index: i,
                 registrar: pr,
+                since: p.registered_since.map_or(self.net.now(), |(_, t)| t),
             });
         }
         registered
@@ -1098,10 +1631,20 @@ impl World {
             .into_iter()
             .filter(|v| !matches!(touched, Some(Node::Pr(i)) if i != v.index))
             .collect();
+        // A frozen PR answers no resolution and runs no expiry timer until it goes on.
         let r = if matches!(touched, Some(Node::Pe(_))) {
             Ok(())
         } else {
-            invariants::handlespaces_hold_only_registered_pes(&self.ledger, &views, now)
+            let running: Vec<PrView<'_>> = views
+                .iter()
+                .filter(|v| !self.prs[v.index].frozen)
+                .map(|v| PrView {
+                    index: v.index,
+                    id: v.id,
+                    cluster: v.cluster,
+                })
+                .collect();
+            invariants::handlespaces_hold_only_registered_pes(&self.ledger, &running, now)
         };
         let registered = self.registered_pes(touched);
         let r2 = invariants::registrars_hold_their_pes(&registered, &views, |pe| {
@@ -1124,6 +1667,7 @@ impl World {
                 "live_pes_resolvable_everywhere",
                 invariants::live_pes_resolvable_everywhere(&self.ledger, &registered, &views),
             ),
+            ("no_pe_owned_twice", invariants::no_pe_owned_twice(&views)),
             (
                 "handlespaces_converge",
                 invariants::handlespaces_converge(&views),

@@ -1,14 +1,21 @@
-//! A whole PR driven from one thread: its workers, with forwarded writes delivered at once. Used
+//! A whole PR driven from one thread: its workers and the forwarded writes between them. Used
 //! by tests and the simulator; the daemon runs each [`Worker`] on its own thread instead.
 //! Besides the messages each call returns, it collects the associations the workers abort and
 //! the ENRP associations they ask to open, for the caller to take ([`Cluster::take_aborts`],
 //! [`Cluster::take_connects`]).
+//!
+//! Forwards are delivered at once, recursively, inside the call that made them (the default),
+//! or, in the asynchronous mode ([`Cluster::set_asynchronous`]), queued in one FIFO mailbox per
+//! (sender, receiver) pair of workers until the caller delivers them
+//! ([`Cluster::deliver_mailbox`]), as the daemon's worker threads do a loop turn later: network
+//! events and timers then interleave with the forwards in flight.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use rserpool_handlespace::{AssociationId, Handlespace, Limits, Millis};
 
-use super::{AssociationInfo, Connect, CoreConfig, Output, Target, Worker, worker_of};
+use super::{AssociationInfo, Connect, CoreConfig, Forward, Output, Target, Worker, worker_of};
 use crate::metrics::WorkerMetrics;
 
 /// A PR of `N` workers in one thread.
@@ -19,6 +26,10 @@ pub struct Cluster {
     out: Output,
     aborts: Vec<AssociationId>,
     connects: Vec<Connect>,
+    /// Queue forwards in `mailboxes` instead of delivering them at once.
+    asynchronous: bool,
+    /// The asynchronous mode's mailboxes, by `sender * workers + receiver`.
+    mailboxes: Vec<VecDeque<Forward>>,
 }
 
 /// A message the PR sent, copied out of the workers' outputs.
@@ -56,6 +67,9 @@ impl Cluster {
                     Arc::clone(&replicating),
                 )
             })
+            .collect::<Vec<_>>();
+        let mailboxes = (0..workers.len() * workers.len())
+            .map(|_| VecDeque::new())
             .collect();
         Self {
             workers,
@@ -63,7 +77,59 @@ impl Cluster {
             out: Output::default(),
             aborts: Vec::new(),
             connects: Vec::new(),
+            asynchronous: false,
+            mailboxes,
         }
+    }
+
+    /// Switches between delivering forwards at once, inside the call that made them (`false`,
+    /// the default), and queueing them in per-pair FIFO mailboxes for [`Self::deliver_mailbox`]
+    /// (`true`). Switching back does not deliver what is queued.
+    pub fn set_asynchronous(&mut self, asynchronous: bool) {
+        self.asynchronous = asynchronous;
+    }
+
+    /// Whether forwards wait in mailboxes for [`Self::deliver_mailbox`].
+    pub fn is_asynchronous(&self) -> bool {
+        self.asynchronous
+    }
+
+    /// Whether a mailbox holds a forward.
+    pub fn pending_forwards(&self) -> bool {
+        self.mailboxes.iter().any(|m| !m.is_empty())
+    }
+
+    /// The (sender, receiver) pairs whose mailbox holds a forward, in order.
+    pub fn pending_mailboxes(&self) -> Vec<(usize, usize)> {
+        let n = self.workers.len();
+        (0..self.mailboxes.len())
+            .filter(|&k| !self.mailboxes[k].is_empty())
+            .map(|k| (k / n, k % n))
+            .collect()
+    }
+
+    /// Delivers the forwards queued from worker `from` to worker `to`, in the order they were
+    /// made, as one batch (what the receiver drains in a loop turn); the forwards their handling
+    /// makes are queued, not delivered. Returns what the receiver sent.
+    pub fn deliver_mailbox(&mut self, from: usize, to: usize, now: Millis) -> Vec<Sent> {
+        let n = self.workers.len();
+        let batch = std::mem::take(&mut self.mailboxes[from * n + to]);
+        let mut sent = Vec::new();
+        for forward in batch {
+            self.workers[to].on_forward(forward, now, &mut self.out);
+            sent.extend(self.settle(to, now));
+        }
+        sent
+    }
+
+    /// Delivers one batch from every mailbox that holds a forward, pairs in order (one loop turn
+    /// of every worker); returns what the workers sent.
+    pub fn deliver_forwards(&mut self, now: Millis) -> Vec<Sent> {
+        let mut sent = Vec::new();
+        for (from, to) in self.pending_mailboxes() {
+            sent.extend(self.deliver_mailbox(from, to, now));
+        }
+        sent
     }
 
     /// The workers.
@@ -98,14 +164,14 @@ impl Cluster {
     pub fn close(&mut self, association: AssociationId, now: Millis) -> Vec<Sent> {
         let w = worker_of(association);
         self.workers[w].close_association(association, now, &mut self.out);
-        self.settle(now)
+        self.settle(w, now)
     }
 
     /// Delivers a message on an association; returns everything sent until the workers are idle.
     pub fn message(&mut self, association: AssociationId, msg: &[u8], now: Millis) -> Vec<Sent> {
         let w = worker_of(association);
         self.workers[w].on_message(association, msg, now, &mut self.out);
-        self.settle(now)
+        self.settle(w, now)
     }
 
     /// Delivers a datagram to UDP listener 0 on `worker`.
@@ -127,7 +193,7 @@ impl Cluster {
             now,
             &mut self.out,
         );
-        self.settle(now)
+        self.settle(worker, now)
     }
 
     /// Delivers an ENRP datagram (a presence to the ENRP UDP endpoint) to worker 0.
@@ -138,7 +204,7 @@ impl Cluster {
         now: Millis,
     ) -> Vec<Sent> {
         self.workers[0].on_enrp_datagram(generation, msg, now, &mut self.out);
-        self.settle(now)
+        self.settle(0, now)
     }
 
     /// An outgoing ENRP association (one of [`Self::take_connects`]) is up
@@ -151,7 +217,7 @@ impl Cluster {
     ) -> Vec<Sent> {
         let w = worker_of(association);
         self.workers[w].connected(association, peer_addresses, now, &mut self.out);
-        self.settle(now)
+        self.settle(w, now)
     }
 
     /// Takes the associations the workers asked to abort since the last call (after the
@@ -171,7 +237,7 @@ impl Cluster {
         let mut sent = Vec::new();
         for w in 0..self.workers.len() {
             self.workers[w].on_timer(now, &mut self.out);
-            sent.extend(self.settle(now));
+            sent.extend(self.settle(w, now));
         }
         sent
     }
@@ -181,10 +247,13 @@ impl Cluster {
         self.workers.iter().filter_map(Worker::next_timeout).min()
     }
 
-    /// Collects the output and delivers forwarded writes until none is left.
-    fn settle(&mut self, now: Millis) -> Vec<Sent> {
+    /// Collects the output of a call into worker `from`; forwards are delivered until none is
+    /// left, or, in the asynchronous mode, queued in their (sender, receiver) mailbox.
+    fn settle(&mut self, from: usize, now: Millis) -> Vec<Sent> {
+        let n = self.workers.len();
         let mut sent = Vec::new();
-        let mut queue = std::collections::VecDeque::new();
+        let mut queue = VecDeque::new();
+        let mut from = from;
         loop {
             sent.extend(self.out.transmits().map(|(target, bytes)| Sent {
                 target,
@@ -192,12 +261,105 @@ impl Cluster {
             }));
             self.aborts.extend_from_slice(self.out.aborts());
             self.connects.extend_from_slice(self.out.connects());
-            queue.extend(self.out.take_forwards());
+            for (to, forward) in self.out.take_forwards() {
+                if self.asynchronous {
+                    self.mailboxes[from * n + to].push_back(forward);
+                } else {
+                    queue.push_back((to, forward));
+                }
+            }
             self.out.clear();
             let Some((to, forward)) = queue.pop_front() else {
                 return sent;
             };
+            from = to;
             self.workers[to].on_forward(forward, now, &mut self.out);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+    use rserpool_handlespace::{Limits, PeId, PrId, shard_index};
+    use rserpool_protocol::asap::message_type;
+    use rserpool_protocol::{
+        AsapMessage, Generation, Policy, PoolElement, PoolHandle, Seq, Transport, TransportKind,
+        UserTransport,
+    };
+
+    use super::{Cluster, Sent};
+    use crate::core::{AssociationInfo, CoreConfig, Target};
+    use crate::metrics::Protocol;
+    use crate::url::Transport as UrlTransport;
+
+    fn registration(handle: &[u8]) -> Vec<u8> {
+        let ip = [IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))];
+        let message = AsapMessage::Registration {
+            pool_handle: PoolHandle(handle),
+            pool_element: PoolElement {
+                id: PeId(7),
+                home_pr: PrId(0),
+                registration_life: 5_000,
+                user_transport: UserTransport::Transport(Transport {
+                    kind: TransportKind::Tcp,
+                    port: 7,
+                    transport_use: 0,
+                    service_code: 0,
+                    addresses: Seq::from_items(&ip),
+                }),
+                policy: Policy::RoundRobin,
+                asap_transport: None,
+            },
+        };
+        let mut buf = vec![0; 4_096];
+        let n = message
+            .encode(Generation::Rfc, &mut buf)
+            .expect("encodable");
+        buf.truncate(n);
+        buf
+    }
+
+    fn responses(sent: &[Sent]) -> usize {
+        sent.iter()
+            .filter(|s| s.bytes.first() == Some(&message_type::REGISTRATION_RESPONSE))
+            .count()
+    }
+
+    /// A registration for another worker's shard: answered inside the call by default; in the
+    /// asynchronous mode only once the request and then the completion were delivered, each
+    /// from its own mailbox.
+    #[test]
+    fn asynchronous_mailboxes_hold_forwards_until_delivered() {
+        let handle = (0..)
+            .map(|i| format!("pool-{i}").into_bytes())
+            .find(|h| shard_index(h, 2) == 1)
+            .expect("some handle is in shard 1");
+        let info = AssociationInfo {
+            transport: UrlTransport::Tcp,
+            generation: Generation::Rfc,
+            peer_addresses: vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), 1)],
+            protocol: Protocol::Asap,
+        };
+        let config = || CoreConfig::new(PrId(1));
+
+        let mut sync = Cluster::new(2, config(), Limits::default(), 1);
+        let a = sync.open(0, info.clone(), 0);
+        assert_eq!(responses(&sync.message(a, &registration(&handle), 0)), 1);
+        assert!(!sync.pending_forwards());
+
+        let mut pr = Cluster::new(2, config(), Limits::default(), 1);
+        pr.set_asynchronous(true);
+        assert!(pr.is_asynchronous());
+        let a = pr.open(0, info, 0);
+        assert!(pr.message(a, &registration(&handle), 0).is_empty());
+        assert_eq!(pr.pending_mailboxes(), [(0, 1)]);
+        assert!(pr.deliver_mailbox(0, 1, 1).is_empty());
+        assert_eq!(pr.pending_mailboxes(), [(1, 0)]);
+        let sent = pr.deliver_forwards(2);
+        assert_eq!(responses(&sent), 1);
+        assert!(sent.iter().all(|s| s.target == Target::Association(a)));
+        assert!(!pr.pending_forwards());
     }
 }
