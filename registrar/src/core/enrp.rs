@@ -237,6 +237,9 @@ pub(super) struct Scope {
     /// counts exactly the handle updates sent so far. A round's reply alone can be older than
     /// an update the same shard sent before the round completed.
     own_by_shard: Vec<OwnerChecksums>,
+    /// The PRs this PR took over, and when: one heard again gets an audit repair whatever its
+    /// checksum (see [`TakenOver`]).
+    taken_over: FastMap<PrId, Millis>,
     next_heartbeat: Millis,
 }
 
@@ -303,6 +306,21 @@ pub struct Replicate {
     pub own: OwnerChecksums,
 }
 
+/// The PEs a shard moved to this PR when it took over another PR (RFC 5353 §3.5), kept for
+/// [`TAKEN_OVER_MEMORY`]: a PR taken over while hung (SIGSTOP, a stalled host) comes back still
+/// holding the PEs whose associations survived, and forgets those that deregistered meanwhile;
+/// its DEL_PE reached no one (its associations were gone). The audit repair of that PR ends by
+/// deleting those it did not send ([`Worker::apply_purge`]).
+#[derive(Debug)]
+pub(super) struct TakenOver {
+    at: Millis,
+    pes: Vec<(Arc<[u8]>, PeId)>,
+}
+
+/// How long a PR remembers which PEs it took over from whom (longer than any registration life
+/// a PE that cannot be reached keeps them for).
+const TAKEN_OVER_MEMORY: Millis = 10 * 60 * 1_000;
+
 impl Scope {
     fn new(config: &EnrpConfig, workers: usize, now: Millis) -> Self {
         let peers: Vec<Peer> = config
@@ -329,6 +347,7 @@ impl Scope {
             rounds: 0,
             last_sums: FastMap::default(),
             own_by_shard: vec![OwnerChecksums::default(); workers],
+            taken_over: FastMap::default(),
             next_heartbeat: now,
         }
     }
@@ -826,10 +845,20 @@ impl Worker {
         if ours == checksum {
             return;
         }
-        let Some(association) = p.reachable() else {
-            return;
-        };
         tracing::debug!(%peer, ours, theirs = checksum, "ENRP audit mismatch; resynchronising");
+        self.repair(peer, out);
+    }
+
+    /// RFC 5353 §3.6.3: asks `peer` for the PEs it owns (W=1); when the last page is in, its PEs
+    /// it did not send are deleted here. Returns whether the request went out (not while
+    /// another transfer from the peer runs, or without an association to it).
+    fn repair(&mut self, peer: PrId, out: &mut Output) -> bool {
+        let Some(p) = self.scope().peer_mut(peer) else {
+            return false;
+        };
+        let Some(association) = p.reachable().filter(|_| p.inbound.is_none()) else {
+            return false;
+        };
         p.inbound = Some(Inbound {
             own_children_only: true,
             mentor: false,
@@ -846,6 +875,7 @@ impl Worker {
             },
             out,
         );
+        true
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1189,6 +1219,15 @@ impl Worker {
                 },
                 out,
             );
+            return;
+        }
+        if self.scope().taken_over.contains_key(&sender) {
+            // A PR we took over is back (it was hung): whatever its checksum says, what it
+            // still holds goes back to it and what it lost goes away ([`TakenOver`]).
+            if self.repair(sender, out) {
+                tracing::info!(peer = %sender, "ENRP: a PR taken over by this one is back; repairing its PEs");
+                self.scope().taken_over.remove(&sender);
+            }
             return;
         }
         if let Some(checksum) = checksum {
@@ -1688,7 +1727,16 @@ impl Worker {
 
     /// At the shard owner: end of an audit repair (RFC 5353 §3.6.3 step 5): the peer's PEs it
     /// did not send are deleted.
-    pub(super) fn apply_purge(&mut self, owner: PrId, keep: &FastSet<(u64, PeId)>) {
+    /// The PEs this PR took over from `owner` and still holds without an association (none
+    /// re-registered here), if `owner` did not send them either, are deleted too, and as their
+    /// home this PR tells its peers ([`TakenOver`]).
+    pub(super) fn apply_purge(
+        &mut self,
+        owner: PrId,
+        keep: &FastSet<(u64, PeId)>,
+        now: Millis,
+        out: &mut Output,
+    ) {
         let stale: Vec<(Arc<[u8]>, PeId)> = self
             .shard
             .owned_by(owner)
@@ -1698,6 +1746,24 @@ impl Worker {
         for (handle, id) in stale {
             if let Ok(Some(_)) = self.shard.deregister(&handle, id, None) {
                 self.metrics.pe_removed(RemovalReason::Peer);
+            }
+        }
+        let own = self.config.pr_id;
+        let Some(taken) = self.taken_over.remove(&owner) else {
+            return;
+        };
+        for (handle, id) in taken.pes {
+            if keep.contains(&(handle_hash(&handle), id))
+                || !self
+                    .shard
+                    .entry(&handle, id)
+                    .is_some_and(|e| e.home_pr == own && e.association.is_none())
+            {
+                continue;
+            }
+            if let Ok(Some(removed)) = self.shard.deregister(&handle, id, None) {
+                self.metrics.pe_removed(RemovalReason::Peer);
+                self.replicate_removal(removed, now, out);
             }
         }
     }
@@ -1948,6 +2014,10 @@ impl Worker {
             .filter_map(|p| p.reachable().map(|a| (a, p.generation, p.id)))
             .collect();
         scope.drop_peer(target, now, interval, &mut out.aborts);
+        scope
+            .taken_over
+            .retain(|_, at| now.saturating_sub(*at) < TAKEN_OVER_MEMORY);
+        scope.taken_over.insert(target, now);
         tracing::info!(%target, "ENRP takeover won");
         self.metrics.enrp_takeover();
         for (association, generation, receiver) in recipients {
@@ -2000,7 +2070,13 @@ impl Worker {
     /// ENDPOINT_KEEP_ALIVE with the H bit (RFC 5353 §3.5.1): it adopts this PR and re-registers
     /// here. PEs over TCP cannot be reached (they hunt for a new PR themselves when their home
     /// PR's connection breaks); they keep their registration life.
-    pub(super) fn apply_take_over(&mut self, dead: PrId, new_home: PrId, out: &mut Output) {
+    pub(super) fn apply_take_over(
+        &mut self,
+        dead: PrId,
+        new_home: PrId,
+        now: Millis,
+        out: &mut Output,
+    ) {
         let moved = self.shard.take_over(dead, new_home);
         if moved.is_empty() {
             return;
@@ -2009,6 +2085,16 @@ impl Worker {
         if new_home != self.config.pr_id {
             return;
         }
+        self.taken_over
+            .retain(|_, t| now.saturating_sub(t.at) < TAKEN_OVER_MEMORY);
+        let taken = self.taken_over.entry(dead).or_insert_with(|| TakenOver {
+            at: now,
+            pes: Vec::new(),
+        });
+        taken.at = now;
+        taken
+            .pes
+            .extend(moved.iter().map(|(h, e)| (Arc::clone(h), e.id())));
         for (pool_handle, entry) in &moved {
             let asap = entry
                 .registration

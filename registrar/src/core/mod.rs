@@ -545,6 +545,10 @@ pub struct Worker {
     /// without one, registrations skip the replication hand-off (a peer that joins later gets
     /// the handlespace by its table transfer or audit).
     replicating: Arc<std::sync::atomic::AtomicBool>,
+    /// At each shard, the PEs this PR took over, by the PR they were taken from, and when: if
+    /// that PR comes back (it was hung, not dead), its audit repair removes those it no longer
+    /// has ([`enrp::TakenOver`]).
+    taken_over: FastMap<PrId, enrp::TakenOver>,
 }
 
 impl Worker {
@@ -582,6 +586,7 @@ impl Worker {
             started: None,
             scope: None,
             replicating,
+            taken_over: FastMap::default(),
         }
     }
 
@@ -829,8 +834,8 @@ impl Worker {
                 pool_handle,
                 pe_id,
             } => self.apply_peer_delete(sender, &pool_handle, pe_id, now, out),
-            Forward::Purge { owner, keep } => self.apply_purge(owner, &keep),
-            Forward::TakeOver { dead, new_home } => self.apply_take_over(dead, new_home, out),
+            Forward::Purge { owner, keep } => self.apply_purge(owner, &keep, now, out),
+            Forward::TakeOver { dead, new_home } => self.apply_take_over(dead, new_home, now, out),
             Forward::Replicate(update) => self.send_update(&update, out),
             Forward::TablePage(request) => self.answer_table_page(*request, now, out),
             Forward::TablePageDone(done) => self.table_page_done(*done, now, out),

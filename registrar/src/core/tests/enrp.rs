@@ -611,7 +611,19 @@ fn pe09_pe14_a_silent_peer_is_probed_declared_dead_and_taken_over() {
     // Issue 13: the peer was hung, not dead. It wakes up and a PE still registered there
     // deregisters: its DEL_PE reaches this PR, the PE's home now, which deletes it and tells
     // the other peers (they would ignore the DEL_PE of a PR that is not the PE's home).
-    let woke = join(&mut pr, PEER, now);
+    let woke = pr.open(0, enrp_info(), now);
+    let sent = pr.message(woke, &presence(PEER, false, 0xffff), now);
+    // A PR this one took over is heard again: its PEs are repaired whatever its checksum.
+    assert!(
+        to(&sent, woke, |m| matches!(
+            m.body,
+            EnrpBody::HandleTableRequest {
+                own_children_only: true
+            }
+        ))
+        .contains(&true),
+        "a W=1 handle table request to the PR taken over: {sent:?}"
+    );
     let sent = pr.message(
         woke,
         &update(PEER, UpdateAction::DelPe, b"even", pe_element(2, PEER)),
@@ -633,6 +645,37 @@ fn pe09_pe14_a_silent_peer_is_probed_declared_dead_and_taken_over() {
         "the DEL_PE is passed on as the PE's home"
     );
     assert_eq!(resolve_ids(&mut pr, b"even", now + 10), Ok(vec![4]));
+    // Its table: PEs 1 and 3 are still registered there, PE 4 deregistered while it was hung
+    // (its DEL_PE reached no one). 1 and 3 go back to it; 4 is deleted and the peers told.
+    let sent = pr.message(
+        woke,
+        &table_response(
+            PEER,
+            b"odd",
+            &[pe_element(1, PEER), pe_element(3, PEER)],
+            false,
+        ),
+        now + 20,
+    );
+    assert_eq!(
+        to(&sent, witness, |m| match m.body {
+            EnrpBody::HandleUpdate {
+                action: UpdateAction::DelPe,
+                pool_element,
+                ..
+            } => Some(pool_element.id),
+            _ => None,
+        })
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>(),
+        [PeId(4)]
+    );
+    assert_eq!(
+        resolve_ids(&mut pr, b"even", now + 30),
+        Err(rserpool_protocol::cause::UNKNOWN_POOL_HANDLE)
+    );
+    assert_eq!(homes(&mut pr, b"odd", now + 30), [PEER, PEER]);
 }
 
 #[test]
