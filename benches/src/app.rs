@@ -1,7 +1,7 @@
 //! One invocation from options to report: start or reach the server, register what the scenario
 //! needs, run the load (for `churn` two loads at once, for `keepalive` the keep-alive measurement,
-//! for `resync` a second registrar brought in sync by the first), clean up, and for
-//! `--compare-echo` run the echo ceiling right after.
+//! for `resync` a second registrar brought in sync by the first; `chaos` is [`crate::chaos`]'s),
+//! clean up, and for `--compare-echo` run the echo ceiling right after.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use rserpool_protocol::Generation;
 
+use crate::chaos;
 use crate::cli::{Cli, EnrpGeneration, ScenarioKind};
 use crate::echo::{EchoReply, EchoServer, MAX_REPLY, MIN_REPLY};
 use crate::error::{Error, Result};
@@ -41,6 +42,7 @@ pub fn run(cli: &Cli) -> Result<RunReport> {
         ScenarioKind::Churn => run_churn(cli, &open_target(cli)?),
         ScenarioKind::Keepalive => run_keepalive(cli, &open_target(cli)?).map(RunReport::Single),
         ScenarioKind::Resync => run_resync(cli).map(RunReport::Resync),
+        ScenarioKind::Chaos => chaos::run(cli).map(|r| RunReport::Chaos(Box::new(r))),
         ScenarioKind::Resolve | ScenarioKind::Register => {
             let target = open_target(cli)?;
             let endpoint = target.endpoint();
@@ -134,7 +136,7 @@ pub fn spawn_config(cli: &Cli) -> String {
             cli.pes_per_connection,
             (cli.connections * cli.pes_per_connection).div_ceil(pools),
         ),
-        ScenarioKind::Resolve | ScenarioKind::Churn | ScenarioKind::Echo => (
+        ScenarioKind::Resolve | ScenarioKind::Churn | ScenarioKind::Echo | ScenarioKind::Chaos => (
             setup.div_ceil(16),
             cli.pool_elements + cli.churners.div_ceil(pools),
         ),

@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 
 use crate::echo::{MAX_REPLY, MIN_REPLY};
 use crate::load::{LoadSpec, Poll};
@@ -28,6 +29,11 @@ pub enum ScenarioKind {
     /// Two spawned registrars: `--population` PEs registered at the first, then the time until a
     /// second one, started with the first as its ENRP peer and no state, holds them all.
     Resync,
+    /// `--registrars` spawned registrars in one operating scope, PEs and PUs on them, and faults
+    /// injected for `--duration` (registrars killed, stopped, restarted with a new ID; PEs
+    /// leaving, dying, hanging, joining) while a checker holds every resolution to the bounds
+    /// the profile's timers imply; fails on any violation.
+    Chaos,
 }
 
 impl ScenarioKind {
@@ -40,6 +46,7 @@ impl ScenarioKind {
             Self::Churn => "churn",
             Self::Keepalive => "keepalive",
             Self::Resync => "resync",
+            Self::Chaos => "chaos",
         }
     }
 }
@@ -67,6 +74,17 @@ impl EnrpGeneration {
 pub const KEEPALIVE_POPULATION: usize = 1000;
 /// The default population of `resync`: the figure of the design's target.
 pub const RESYNC_POPULATION: usize = 1_000_000;
+/// The default population of `chaos`: PEs alive at any time.
+pub const CHAOS_POPULATION: usize = 12;
+/// The shortest `--duration` of a `chaos` run, and its default.
+pub const CHAOS_MIN_DURATION: f64 = 10.0;
+/// The default `--duration` of a `chaos` run.
+pub const CHAOS_DURATION: f64 = 60.0;
+/// The fewest and the most registrars of a `chaos` run (a majority stays alive with one down).
+pub const CHAOS_REGISTRARS: std::ops::RangeInclusive<usize> = 3..=5;
+/// The most PEs a resolution returns (`resolution.max_items`): a `chaos` pool holds no more.
+pub const CHAOS_MAX_POOL: usize = 128;
+
 /// The most PEs per handle table page the registrar accepts
 /// (`enrp.max_pes_per_table_response`).
 pub const MAX_PAGE: usize = 4096;
@@ -96,8 +114,9 @@ pub struct Cli {
     /// Client threads; connections are dealt out among them.
     #[arg(long, short = 't', default_value_t = 1)]
     pub threads: usize,
-    /// Seconds measured.
-    #[arg(long, short = 'd', default_value_t = 5.0)]
+    /// Seconds measured (chaos: seconds of faults, default 60); a number of seconds, or with
+    /// the unit s, m or h (`90s`, `10m`).
+    #[arg(long, short = 'd', default_value_t = 5.0, value_parser = parse_seconds)]
     pub duration: f64,
     /// Seconds of load before measuring.
     #[arg(long, default_value_t = 1.0)]
@@ -129,7 +148,8 @@ pub struct Cli {
     #[arg(long, default_value_t = 3)]
     pub reregistrations: usize,
     /// Keepalive and resync: PEs registered over the `--connections` associations, spread over
-    /// `--pools` (default: 1000 for keepalive, 1000000 for resync).
+    /// `--pools` (default: 1000 for keepalive, 1000000 for resync). Chaos: PEs alive at any time
+    /// (default 12), in pools of `--pool-elements`.
     #[arg(long, value_name = "N")]
     pub population: Option<usize>,
     /// Keepalive: the spawned registrar's keep-alive interval in milliseconds (default: its
@@ -146,6 +166,20 @@ pub struct Cli {
     /// Resync: seconds the second registrar may take to hold the whole population.
     #[arg(long, value_name = "S", default_value_t = 60.0)]
     pub timeout: f64,
+    /// Chaos: registrars in the operating scope (3 to 5).
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub registrars: usize,
+    /// Chaos: the seed of the fault schedule and the PE identifiers (default: from the clock;
+    /// the run prints it).
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+    /// Chaos: the directory for the registrars' and PEs' logs (default: a new directory in the
+    /// temporary directory; the run prints it).
+    #[arg(long, value_name = "DIR")]
+    pub logs: Option<PathBuf>,
+    /// Chaos: the `rserpool` command line the PEs run as (default: next to this binary).
+    #[arg(long, value_name = "PATH")]
+    pub rserpool_bin: Option<PathBuf>,
     /// Echo: answer each request with a frame of this many bytes (rounded up to 4) instead of
     /// the request itself.
     #[arg(long)]
@@ -164,7 +198,8 @@ pub struct Cli {
     /// The registrar binary for --spawn (default: next to this binary).
     #[arg(long, value_name = "PATH")]
     pub registrar_bin: Option<PathBuf>,
-    /// Worker threads of a spawned registrar.
+    /// Worker threads of a spawned registrar (chaos: passed on only when given; the profile's
+    /// one per core otherwise).
     #[arg(long, default_value_t = 1)]
     pub workers: usize,
     /// The tuning profile of a spawned registrar (default, carrier, low-latency).
@@ -180,29 +215,83 @@ pub struct Cli {
     /// No progress lines on stderr.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+
+    /// The options given on the command line rather than defaulted, by their long names
+    /// (`workers`, `duration`); filled by [`Cli::parse_noting_given`].
+    #[arg(skip)]
+    pub given: Vec<String>,
+}
+
+/// Seconds from `90`, `1.5`, `90s`, `10m` or `1h`.
+pub fn parse_seconds(text: &str) -> Result<f64, String> {
+    let (number, unit) = match text.trim().char_indices().last() {
+        Some((i, 's')) => (&text[..i], 1.0),
+        Some((i, 'm')) => (&text[..i], 60.0),
+        Some((i, 'h')) => (&text[..i], 3600.0),
+        _ => (text, 1.0),
+    };
+    number
+        .trim()
+        .parse::<f64>()
+        .map(|n| n * unit)
+        .map_err(|_| format!("`{text}` is not a duration: give seconds (90, 1.5) or 90s, 10m, 1h"))
 }
 
 impl Cli {
+    /// Parses `args` (the program name first) like [`Parser::try_parse_from`], and notes in
+    /// [`Cli::given`] which options the command line set.
+    pub fn parse_noting_given<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let matches = Self::command().try_get_matches_from(args)?;
+        let mut cli = Self::from_arg_matches(&matches)?;
+        cli.given = matches
+            .ids()
+            .filter(|id| matches.value_source(id.as_str()) == Some(ValueSource::CommandLine))
+            .map(|id| id.as_str().to_owned())
+            .collect();
+        Ok(cli)
+    }
+
+    /// Whether the command line set the option `name` (its long name).
+    pub fn was_given(&self, name: &str) -> bool {
+        self.given.iter().any(|g| g == name)
+    }
+
+    /// The seconds of faults of a `chaos` run: `--duration` if given, else 60.
+    pub fn chaos_duration(&self) -> f64 {
+        if self.was_given("duration") {
+            self.duration
+        } else {
+            CHAOS_DURATION
+        }
+    }
+
     /// The PEs of a `keepalive` or `resync` run: `--population` or the scenario's default.
     pub fn population(&self) -> usize {
         self.population.unwrap_or(match self.scenario {
             ScenarioKind::Resync => RESYNC_POPULATION,
+            ScenarioKind::Chaos => CHAOS_POPULATION,
             _ => KEEPALIVE_POPULATION,
         })
     }
 
-    /// The pools the population of `keepalive` (`--pools`) or `resync` (pools of
+    /// The pools the population of `keepalive` (`--pools`) or `resync` and `chaos` (pools of
     /// `--pool-elements` PEs) is spread over.
     pub fn population_pools(&self) -> usize {
         match self.scenario {
-            ScenarioKind::Resync => self.population().div_ceil(self.pool_elements.max(1)),
+            ScenarioKind::Resync | ScenarioKind::Chaos => {
+                self.population().div_ceil(self.pool_elements.max(1))
+            }
             _ => self.pools,
         }
     }
 
-    /// Whether this run starts its registrar(s): `--spawn`, or always for `resync`.
+    /// Whether this run starts its registrar(s): `--spawn`, or always for `resync` and `chaos`.
     pub fn spawns(&self) -> bool {
-        self.spawn || self.scenario == ScenarioKind::Resync
+        self.spawn || matches!(self.scenario, ScenarioKind::Resync | ScenarioKind::Chaos)
     }
 
     /// Rejects values and combinations that cannot run.
@@ -276,6 +365,9 @@ impl Cli {
             }
             _ => {}
         }
+        if self.scenario == ScenarioKind::Chaos {
+            self.validate_chaos()?;
+        }
         if self.keep_alive_interval == Some(0) {
             return Err("--keep-alive-interval must be at least 1 ms".into());
         }
@@ -341,6 +433,47 @@ impl Cli {
         }
     }
 
+    /// The checks only a `chaos` run needs.
+    fn validate_chaos(&self) -> Result<(), String> {
+        if self.registrar.is_some() {
+            return Err(
+                "chaos starts its registrars itself: drop --registrar (--registrar-bin names the \
+                 binary)"
+                    .into(),
+            );
+        }
+        if !CHAOS_REGISTRARS.contains(&self.registrars) {
+            return Err(format!(
+                "--registrars {} is out of range: chaos runs {} to {} registrars",
+                self.registrars,
+                CHAOS_REGISTRARS.start(),
+                CHAOS_REGISTRARS.end()
+            ));
+        }
+        let duration = self.chaos_duration();
+        if !(duration.is_finite() && duration >= CHAOS_MIN_DURATION) {
+            return Err(format!(
+                "chaos injects faults for --duration: give at least {CHAOS_MIN_DURATION} s (e.g. \
+                 --duration 60 or --duration 10m)"
+            ));
+        }
+        if self.pool_elements > CHAOS_MAX_POOL {
+            return Err(format!(
+                "--pool-elements {} exceeds the {CHAOS_MAX_POOL} PEs one resolution returns: the \
+                 checker must see whole pools",
+                self.pool_elements
+            ));
+        }
+        if self.rate.is_some() || self.compare_echo || self.keep_alive_interval.is_some() {
+            return Err(
+                "chaos runs its own PEs and PUs: drop --rate, --compare-echo and \
+                 --keep-alive-interval"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
     /// The echo server's reply: the size asked, rounded up to 4.
     pub fn echo_reply_size(&self) -> Option<usize> {
         self.reply_size.map(|s| (s + 3) & !3)
@@ -358,5 +491,20 @@ impl Cli {
             progress: !self.quiet,
             label: label.to_owned(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_seconds;
+
+    #[test]
+    fn durations_take_seconds_minutes_and_hours() {
+        assert_eq!(parse_seconds("90"), Ok(90.0));
+        assert_eq!(parse_seconds("1.5"), Ok(1.5));
+        assert_eq!(parse_seconds("90s"), Ok(90.0));
+        assert_eq!(parse_seconds("10m"), Ok(600.0));
+        assert_eq!(parse_seconds("1h"), Ok(3600.0));
+        assert!(parse_seconds("ten").unwrap_err().contains("10m"));
     }
 }

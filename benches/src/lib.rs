@@ -1,11 +1,13 @@
 //! `rserpool-bench` owns the load generator of the RSerPool pool registrar: closed- and open-loop
 //! ASAP load over TCP and MPTCP (`resolve`, `register`, `churn`), a steady keep-alive population
 //! (`keepalive`), a built-in echo server as the ceiling (`echo`), the ENRP start-up
-//! synchronisation of a second spawned registrar (`resync`), a spawned or external registrar
-//! as the target, and text or JSON reports with HDR latency percentiles and whole-run totals in
-//! the registrar's terms. See `docs/benchmarking.md`.
+//! synchronisation of a second spawned registrar (`resync`), a fault test of an operating scope
+//! of real registrar processes (`chaos`), a spawned or external registrar as the target, and
+//! text or JSON reports with HDR latency percentiles and whole-run totals in the registrar's
+//! terms. See `docs/benchmarking.md`.
 
 pub mod app;
+pub mod chaos;
 pub mod cli;
 pub mod echo;
 pub mod error;

@@ -2,18 +2,21 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use rserpool_bench::{Cli, app};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_noting_given(std::env::args_os()).unwrap_or_else(|e| e.exit());
     match app::run(&cli) {
         Ok(report) => {
             println!("{}", report.render(cli.json).trim_end());
-            ExitCode::SUCCESS
+            if report.passed() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
         }
         Err(e) => {
             eprintln!("rserpool-bench: {e}");

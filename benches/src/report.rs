@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
+pub use crate::chaos::ChaosReport;
 use crate::load::Outcome;
 use crate::workload::Totals;
 
@@ -397,13 +398,15 @@ pub enum RunReport {
     },
     /// `resync`: the times of an ENRP start-up synchronisation.
     Resync(ResyncSummary),
+    /// `chaos`: the faults injected and the violations the checker found.
+    Chaos(Box<ChaosReport>),
 }
 
 impl RunReport {
     /// Scenario ops/s over echo ops/s, for a comparison.
     pub fn ratio(&self) -> Option<f64> {
         match self {
-            Self::Single(_) | Self::Churn { .. } | Self::Resync(_) => None,
+            Self::Single(_) | Self::Churn { .. } | Self::Resync(_) | Self::Chaos(_) => None,
             Self::Compared { scenario, echo } if echo.ops_per_s > 0.0 => {
                 Some(scenario.ops_per_s / echo.ops_per_s)
             }
@@ -439,6 +442,16 @@ impl RunReport {
             .to_string(),
             (Self::Resync(r), false) => r.text(),
             (Self::Resync(r), true) => r.to_json().to_string(),
+            (Self::Chaos(r), false) => r.text(),
+            (Self::Chaos(r), true) => r.to_json().to_string(),
+        }
+    }
+
+    /// Whether the run passed: false for a `chaos` run that found a violation.
+    pub fn passed(&self) -> bool {
+        match self {
+            Self::Chaos(r) => r.passed(),
+            _ => true,
         }
     }
 }
