@@ -14,7 +14,8 @@ pub type Millis = u64;
 
 /// Identifies the transport association (SCTP association, TCP connection) a local PE registered
 /// over. Only that association may change or deregister the PE (RFC 5352 §2.2.2, RFC 5355 §2.3.3).
-/// Never 0, so that `Option<AssociationId>` takes no more room than the ID.
+/// Never 0, so that `Option<AssociationId>` takes no more room than the ID. IDs grow in the
+/// order associations open (the registrar numbers them so): of two, the greater is the newer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct AssociationId(NonZeroU64);
 

@@ -426,8 +426,10 @@ impl Shard {
     /// later PEs must match (causes 0x5, 0x7, 0x8). A known PE ID is a re-registration: its
     /// attributes are replaced, its degradation counter restarts, it keeps its first registration
     /// time. A PE registered over an association can only be changed over that association, or
-    /// over another one from the same host (its ASAP transports share an address: a PE
-    /// re-registering after its association broke), else cause 0xa; one learnt via ENRP may
+    /// over a newer one from the same host (its ASAP transports share an address: a PE
+    /// re-registering after its association broke), else cause 0xa: a registration still in
+    /// flight over the old association, reaching the shard after the new one's, must not take
+    /// the PE back (it would leave with the old association's close). One learnt via ENRP may
     /// re-register locally, and its ownership moves to `home_pr` (rule 4).
     pub fn register(
         &mut self,
@@ -472,8 +474,10 @@ impl Shard {
                 Some(i) => {
                     let old = &pool.entries()[i];
                     if let Some(owner) = old.association
-                        && association.is_some_and(|a| a != owner)
-                        && !same_host(&old.registration, &registration)
+                        && association.is_some_and(|a| {
+                            a != owner
+                                && !(a > owner && same_host(&old.registration, &registration))
+                        })
                     {
                         return Err(RegistrationError::NotOwner);
                     }

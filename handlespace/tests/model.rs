@@ -188,7 +188,7 @@ impl Model {
             if let Some(pe) = pool.get(&r.id.0)
                 && let (Some(owner), Some(asking)) = (pe.association, association)
                 && owner != asking
-                && host(owner) != host(asking)
+                && (host(owner) != host(asking) || asking < owner)
             {
                 return Err(cause::REJECTED_SECURITY);
             }

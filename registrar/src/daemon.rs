@@ -11,7 +11,7 @@ use rserpool_handlespace::{Handlespace, ItemCount, Limits, PrId, Rng};
 use rserpool_protocol::Generation;
 
 use crate::config::{Config, DriverChoice};
-use crate::core::{CoreConfig, Worker};
+use crate::core::{CoreConfig, PrShared, Worker};
 use crate::driver::{Driver, IoSettings, Listener, Shared, WorkerSetup, sys};
 use crate::metrics::{MetricsServer, ProcessInfo, Protocol, WorkerMetrics};
 use crate::net::{self, NetError, SctpSocket};
@@ -123,7 +123,7 @@ pub fn run(config: Config, reload: Reload, set_log_level: SetLogLevel) -> Result
         None => None,
     };
     let mut threads = Vec::with_capacity(workers);
-    let replicating = Worker::replication_flag();
+    let pr = Arc::new(PrShared::default());
     for (index, shard) in shards.into_iter().enumerate() {
         let worker = Worker::new(
             index,
@@ -133,7 +133,7 @@ pub fn run(config: Config, reload: Reload, set_log_level: SetLogLevel) -> Result
             reader.clone(),
             Arc::clone(&metrics[index]),
             Rng::from_entropy().next_u64(),
-            Arc::clone(&replicating),
+            Arc::clone(&pr),
         );
         let setup = WorkerSetup {
             worker,

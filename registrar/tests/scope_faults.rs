@@ -474,6 +474,14 @@ fn restarted_registrar_serves_every_pe(driver: &'static str, fast: bool, new_id:
             last.as_ref().is_some_and(|v| ids_of(v) == everyone)
         });
         let took = started.elapsed();
+        if !served || took > bound {
+            for (i, d) in trio.daemons.iter_mut().enumerate() {
+                let d = d.take().expect("running");
+                d.signal("TERM");
+                let (_, log) = d.wait(Duration::from_secs(5));
+                eprintln!("registrar {i}'s log:\n{log}");
+            }
+        }
         assert!(
             served,
             "[{driver}, fast {fast}, new id {new_id}] restart {round}: the restarted registrar \

@@ -15,7 +15,9 @@ use std::sync::Arc;
 
 use rserpool_handlespace::{AssociationId, Handlespace, Limits, Millis};
 
-use super::{AssociationInfo, Connect, CoreConfig, Forward, Output, Target, Worker, worker_of};
+use super::{
+    AssociationInfo, Connect, CoreConfig, Forward, Output, PrShared, Target, Worker, worker_of,
+};
 use crate::metrics::WorkerMetrics;
 
 /// A PR of `N` workers in one thread.
@@ -51,7 +53,7 @@ impl Cluster {
         let metrics: Vec<_> = (0..workers)
             .map(|i| Arc::new(WorkerMetrics::new(i)))
             .collect();
-        let replicating = Worker::replication_flag();
+        let pr = Arc::new(PrShared::default());
         let workers = shards
             .into_iter()
             .enumerate()
@@ -64,7 +66,7 @@ impl Cluster {
                     reader.clone(),
                     Arc::clone(&metrics[i]),
                     seed.wrapping_add(i as u64),
-                    Arc::clone(&replicating),
+                    Arc::clone(&pr),
                 )
             })
             .collect::<Vec<_>>();

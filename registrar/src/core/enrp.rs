@@ -83,6 +83,12 @@ impl Default for EnrpConfig {
 }
 
 impl EnrpConfig {
+    /// How long a handle table transfer from a peer waits for its next page before it is given
+    /// up: the longer of the mentor discovery timeout and MAX-TIME-NO-RESPONSE.
+    pub fn transfer_patience(&self) -> Millis {
+        self.mentor_discovery_timeout.max(self.max_time_no_response)
+    }
+
     /// Whether this PR takes part in an operating scope (it has an ENRP endpoint or a peer).
     pub fn enabled(&self) -> bool {
         !self.local.is_empty() || !self.peers.is_empty()
@@ -110,6 +116,10 @@ enum Phase {
 /// A handle table transfer a peer is sending us (RFC 5353 §3.2.3, §3.6.3).
 #[derive(Debug)]
 struct Inbound {
+    /// When the last request of the transfer went out: a transfer whose page does not come
+    /// within [`EnrpConfig::transfer_patience`] is given up (the audits would wait for it
+    /// forever).
+    asked: Millis,
     own_children_only: bool,
     /// The start-up download from the mentor.
     mentor: bool,
@@ -352,6 +362,17 @@ impl Scope {
         }
     }
 
+    /// The start-up download broke off: the next peer heard is the mentor (RFC 5353 §3.2.2),
+    /// instead of waiting out the discovery timeout.
+    fn forget_mentor(&mut self) {
+        if let Phase::Starting { until, .. } = self.phase {
+            self.phase = Phase::Starting {
+                until,
+                mentor: None,
+            };
+        }
+    }
+
     fn peer(&self, id: PrId) -> Option<&Peer> {
         self.peers.iter().find(|p| p.id == id && id.0 != 0)
     }
@@ -413,7 +434,9 @@ impl Worker {
 
     /// Whether this PR has a peer to replicate to (as worker 0 last published).
     pub(super) fn replicates(&self) -> bool {
-        self.replicating.load(std::sync::atomic::Ordering::Relaxed)
+        self.pr
+            .replicating
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Publishes whether any peer is reachable, for [`Self::replicates`] on every worker.
@@ -424,7 +447,8 @@ impl Worker {
                 .any(|p| p.id.0 != 0 && p.reachable().is_some())
         });
         if self.replicates() != any {
-            self.replicating
+            self.pr
+                .replicating
                 .store(any, std::sync::atomic::Ordering::Relaxed);
         }
     }
@@ -464,6 +488,7 @@ impl Worker {
             self.scope().phase = Phase::Live;
         }
         self.abandon_connects(now, out);
+        self.abandon_transfers(now);
         self.enrp_reconnect(now, out);
         if now >= self.scope().next_heartbeat {
             self.scope().next_heartbeat = now + jitter(&mut self.rng, c.heartbeat_interval.max(1));
@@ -560,6 +585,27 @@ impl Worker {
         }
     }
 
+    /// Gives up handle table transfers from peers whose next page did not come in time (a lost
+    /// request or response): an audit repair waits for none, and a start-up download lets the
+    /// next peer heard be the mentor (RFC 5353 §3.2.2).
+    fn abandon_transfers(&mut self, now: Millis) {
+        let patience = self.enrp_config().transfer_patience();
+        let scope = self.scope.as_mut().expect("worker 0");
+        let mut mentor_lost = false;
+        for p in scope.peers.iter_mut() {
+            if p.inbound
+                .as_ref()
+                .is_some_and(|i| now.saturating_sub(i.asked) >= patience)
+            {
+                tracing::debug!(peer = %p.id, "ENRP handle table transfer timed out; given up");
+                mentor_lost |= p.inbound.take().is_some_and(|i| i.mentor);
+            }
+        }
+        if mentor_lost {
+            scope.forget_mentor();
+        }
+    }
+
     /// Connects to static peers that have no association.
     fn enrp_reconnect(&mut self, now: Millis, out: &mut Output) {
         let interval = self.enrp_config().reconnect_interval;
@@ -641,13 +687,8 @@ impl Worker {
                 p.probe_since = Some(now);
             }
         }
-        // The start-up download broke off: the next peer heard is the mentor (RFC 5353
-        // §3.2.2), instead of waiting out the discovery timeout.
-        if mentor_lost && let Phase::Starting { until, .. } = scope.phase {
-            scope.phase = Phase::Starting {
-                until,
-                mentor: None,
-            };
+        if mentor_lost {
+            scope.forget_mentor();
         }
         // A peer that never told its ID and has nowhere to reconnect to is gone.
         scope
@@ -832,7 +873,7 @@ impl Worker {
 
     /// RFC 5353 §3.6.1: compare a peer's checksum with ours over the PEs it owns; a mismatch
     /// starts a repair of only that peer's entries (§3.6.3, checklist PE-13).
-    fn audit(&mut self, peer: PrId, checksum: u64, _now: Millis, out: &mut Output) {
+    fn audit(&mut self, peer: PrId, checksum: u64, now: Millis, out: &mut Output) {
         let scope = self.scope();
         let local = scope.last_sums.get(&peer).copied().unwrap_or_default();
         let Some(p) = scope.peer_mut(peer) else {
@@ -846,13 +887,13 @@ impl Worker {
             return;
         }
         tracing::debug!(%peer, ours, theirs = checksum, "ENRP audit mismatch; resynchronising");
-        self.repair(peer, out);
+        self.repair(peer, now, out);
     }
 
     /// RFC 5353 §3.6.3: asks `peer` for the PEs it owns (W=1); when the last page is in, its PEs
     /// it did not send are deleted here. Returns whether the request went out (not while
     /// another transfer from the peer runs, or without an association to it).
-    fn repair(&mut self, peer: PrId, out: &mut Output) -> bool {
+    fn repair(&mut self, peer: PrId, now: Millis, out: &mut Output) -> bool {
         let Some(p) = self.scope().peer_mut(peer) else {
             return false;
         };
@@ -860,6 +901,7 @@ impl Worker {
             return false;
         };
         p.inbound = Some(Inbound {
+            asked: now,
             own_children_only: true,
             mentor: false,
             seen: Some(FastSet::default()),
@@ -1206,6 +1248,7 @@ impl Worker {
             }
             let p = self.scope().peer_mut(sender).expect("known");
             p.inbound = Some(Inbound {
+                asked: now,
                 own_children_only: false,
                 mentor: true,
                 seen: None,
@@ -1224,7 +1267,7 @@ impl Worker {
         if self.scope().taken_over.contains_key(&sender) {
             // A PR we took over is back (it was hung): whatever its checksum says, what it
             // still holds goes back to it and what it lost goes away ([`TakenOver`]).
-            if self.repair(sender, out) {
+            if self.repair(sender, now, out) {
                 tracing::info!(peer = %sender, "ENRP: a PR taken over by this one is back; repairing its PEs");
                 self.scope().taken_over.remove(&sender);
             }
@@ -1325,6 +1368,19 @@ impl Worker {
         now: Millis,
         out: &mut Output,
     ) {
+        if known
+            && !own_children_only
+            && sender > self.config.pr_id
+            && let Phase::Starting { .. } = self.scope().phase
+        {
+            // Registrars started together would reject each other's start-up downloads until
+            // their discovery timeouts ran out (as would a registrar restarted meanwhile). RFC
+            // 5353 §3.2.2 leaves the end of start-up to the implementation: of two starting
+            // PRs, the one with the smaller ID serves and becomes the other's mentor. What it
+            // has not loaded yet comes with the audits of its peers' presences.
+            tracing::info!(peer = %sender, "ENRP start-up: a starting peer with a greater ID asks this PR to be its mentor; serving");
+            self.scope().phase = Phase::Live;
+        }
         if self.scope().phase != Phase::Live || !known {
             self.send_enrp(
                 association,
@@ -1525,13 +1581,8 @@ impl Worker {
         };
         if reject {
             tracing::debug!(peer = %sender, "ENRP handle table request rejected");
-            if inbound.mentor
-                && let Phase::Starting { until, .. } = self.scope().phase
-            {
-                self.scope().phase = Phase::Starting {
-                    until,
-                    mentor: None,
-                };
+            if inbound.mentor {
+                self.scope().forget_mentor();
             }
             return;
         }
@@ -1561,6 +1612,7 @@ impl Worker {
             }
         }
         if more_to_send {
+            inbound.asked = now;
             let own_children_only = inbound.own_children_only;
             self.scope().peer_mut(sender).expect("known").inbound = Some(inbound);
             self.send_enrp(

@@ -468,10 +468,24 @@ pub struct RegisterRequest {
 
 /// The worker that holds an association (the driver's worker index is in the ID's top bits).
 pub fn worker_of(association: AssociationId) -> usize {
-    ((association.get() >> ASSOCIATION_WORKER_SHIFT) as usize).saturating_sub(1)
+    ((association.get() & ((1 << ASSOCIATION_WORKER_BITS) - 1)) as usize).saturating_sub(1)
 }
 
-const ASSOCIATION_WORKER_SHIFT: u32 = 48;
+/// The low bits of an association ID hold its worker's index + 1; the bits above count the
+/// associations the PR opened, so IDs grow in opening order across workers (the handlespace
+/// lets a PE move only to a newer association of its host).
+const ASSOCIATION_WORKER_BITS: u32 = 16;
+
+/// What every worker of one PR shares.
+#[derive(Debug, Default)]
+pub struct PrShared {
+    /// Whether the scope has a peer to replicate to, published by worker 0 for every shard:
+    /// without one, registrations skip the replication hand-off (a peer that joins later gets
+    /// the handlespace by its table transfer or audit).
+    replicating: std::sync::atomic::AtomicBool,
+    /// Associations opened so far, on any worker.
+    associations_opened: std::sync::atomic::AtomicU64,
+}
 
 /// A PE monitored by keep-alives, by association, PE ID and a hash of its pool handle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -526,7 +540,6 @@ pub struct Worker {
     shard: Shard,
     reader: HandlespaceReader,
     associations: FastMap<AssociationId, Association>,
-    next_association: u64,
     tracked: FastMap<TrackedKey, Tracked>,
     timers: TimerWheel<CoreTimer>,
     rng: Rng,
@@ -541,10 +554,8 @@ pub struct Worker {
     started: Option<Millis>,
     /// The operating scope (worker 0, when ENRP is configured).
     scope: Option<Box<enrp::Scope>>,
-    /// Whether the scope has a peer to replicate to, published by worker 0 for every shard:
-    /// without one, registrations skip the replication hand-off (a peer that joins later gets
-    /// the handlespace by its table transfer or audit).
-    replicating: Arc<std::sync::atomic::AtomicBool>,
+    /// What every worker of the PR shares: the replication flag and the association counter.
+    pr: Arc<PrShared>,
     /// At each shard, the PEs this PR took over, by the PR they were taken from, and when: if
     /// that PR comes back (it was hung, not dead), its audit repair removes those it no longer
     /// has ([`enrp::TakenOver`]).
@@ -554,8 +565,7 @@ pub struct Worker {
 impl Worker {
     /// Worker `index` of `workers`, owning `shard` (shard `index` of a handlespace split with
     /// `into_shards`) and reading through `reader`. `seed` seeds its random source (keep-alive
-    /// jitter, random policies). Every worker of a PR shares `replicating` (one
-    /// [`Worker::replication_flag`]).
+    /// jitter, random policies). Every worker of a PR shares `pr` (one [`PrShared`]).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         index: usize,
@@ -565,7 +575,7 @@ impl Worker {
         reader: HandlespaceReader,
         metrics: Arc<WorkerMetrics>,
         seed: u64,
-        replicating: Arc<std::sync::atomic::AtomicBool>,
+        pr: Arc<PrShared>,
     ) -> Self {
         Self {
             index,
@@ -574,7 +584,6 @@ impl Worker {
             shard,
             reader,
             associations: FastMap::default(),
-            next_association: 0,
             tracked: FastMap::default(),
             timers: TimerWheel::new(),
             rng: Rng::seed(seed),
@@ -585,14 +594,9 @@ impl Worker {
             parts: Vec::with_capacity(rserpool_handlespace::policy::MAX_SELECTION),
             started: None,
             scope: None,
-            replicating,
+            pr,
             taken_over: FastMap::default(),
         }
-    }
-
-    /// A new flag for [`Worker::new`], shared by every worker of one PR.
-    pub fn replication_flag() -> Arc<std::sync::atomic::AtomicBool> {
-        Arc::default()
     }
 
     /// This worker's index.
@@ -652,9 +656,11 @@ impl Worker {
 
     /// A new association; returns the ID the driver uses for it from now on.
     pub fn open_association(&mut self, info: AssociationInfo, now: Millis) -> AssociationId {
-        self.next_association += 1;
-        let raw = ((self.index as u64 + 1) << ASSOCIATION_WORKER_SHIFT)
-            | (self.next_association & ((1 << ASSOCIATION_WORKER_SHIFT) - 1));
+        let opened = self
+            .pr
+            .associations_opened
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let raw = (opened << ASSOCIATION_WORKER_BITS) | (self.index as u64 + 1);
         let id = AssociationId::new(raw).expect("worker bits make the ID non-zero");
         self.associations.insert(
             id,

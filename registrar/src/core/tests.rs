@@ -1100,6 +1100,44 @@ fn a_pe_reconnecting_from_its_host_takes_its_registration_along_and_others_canno
     }
 }
 
+/// Issue 13 (found by the simulation with asynchronous mailboxes): a PE reconnects while its
+/// old association's last re-registration is still on its way; with several workers the new
+/// association's registration can reach the pool's shard first. The stale one, over the older
+/// association, must not take the PE back, or the old association's close removes a PE that is
+/// registered over the new one.
+#[test]
+fn a_stale_registration_over_the_old_association_does_not_take_the_pe_back() {
+    for workers in [1, 3] {
+        let mut pr = cluster(workers);
+        let old = pr.open(0, info(Generation::Rfc), 0);
+        pr.message(old, &registration(b"late", 4, Policy::RoundRobin), 0);
+        let new = pr.open(workers - 1, info(Generation::Rfc), 1);
+        assert_eq!(
+            registration_outcome(&pr.message(
+                new,
+                &registration(b"late", 4, Policy::RoundRobin),
+                1
+            )),
+            (false, None)
+        );
+        // The old association's re-registration arrives after the new one's, then its close.
+        assert_eq!(
+            registration_outcome(&pr.message(
+                old,
+                &registration(b"late", 4, Policy::RoundRobin),
+                2
+            )),
+            (true, Some(cause::REJECTED_SECURITY))
+        );
+        pr.close(old, 3);
+        assert_eq!(
+            resolved(&pr.message(new, &resolution(b"late", None), 4)),
+            Ok((vec![4], Some(Policy::RoundRobin))),
+            "{workers} workers: the PE stays with its new association"
+        );
+    }
+}
+
 /// The response a PU gets, decoded and encoded again by the codec: it must come back the same
 /// bytes, whether the worker assembled it from encoded PEs or encoded it whole.
 fn assert_canonical(sent: &[Sent], generation: Generation) -> Vec<(u64, Vec<IpAddr>)> {

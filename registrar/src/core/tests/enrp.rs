@@ -1369,3 +1369,96 @@ fn a_handle_table_request_is_answered_on_the_association_it_came_over() {
         );
     }
 }
+
+/// Issue 13: registrars started together (or one restarted while the others still start)
+/// rejected each other's start-up downloads until their discovery timeouts ran out. Of two
+/// starting PRs, the one with the smaller ID serves and becomes the other's mentor; a greater
+/// ID's request is still rejected (PE-05).
+#[test]
+fn of_two_starting_prs_the_smaller_id_becomes_the_mentor() {
+    let (mut pr, a) = with_static_peer(tcp("127.0.0.2:9901"));
+    pr.connected(a, vec!["127.0.0.2:9901".parse().unwrap()], 10);
+    assert!(!pr.workers()[0].enrp_live(), "starting");
+    let smaller = PrId(0x1000);
+    let b = pr.open(0, enrp_info(), 20);
+    pr.message(b, &presence(smaller, false, 0xffff), 20);
+    let sent = pr.message(
+        b,
+        &encode(
+            smaller,
+            EnrpBody::HandleTableRequest {
+                own_children_only: false,
+            },
+        ),
+        30,
+    );
+    assert!(
+        to(&sent, b, |m| matches!(
+            m.body,
+            EnrpBody::HandleTableResponse { reject: true, .. }
+        ))
+        .contains(&true),
+        "a smaller ID's download is rejected while starting: {sent:?}"
+    );
+    assert!(!pr.workers()[0].enrp_live());
+    // PEER's ID is greater than ours.
+    assert!(PEER > PR);
+    pr.message(a, &presence(PEER, false, 0xffff), 40);
+    let sent = pr.message(
+        a,
+        &encode(
+            PEER,
+            EnrpBody::HandleTableRequest {
+                own_children_only: false,
+            },
+        ),
+        50,
+    );
+    assert!(
+        to(&sent, a, |m| matches!(
+            m.body,
+            EnrpBody::HandleTableResponse { reject: false, .. }
+        ))
+        .contains(&true),
+        "a greater ID's download is served: {sent:?}"
+    );
+    assert!(pr.workers()[0].enrp_live(), "serving from then on");
+}
+
+/// A handle table transfer whose next page never comes is given up after the transfer
+/// patience, so that the next audit mismatch asks again (it used to wait for ever).
+#[test]
+fn a_transfer_whose_page_never_comes_is_given_up() {
+    let mut pr = scope_pr(2);
+    let peer = join(&mut pr, PEER, 0);
+    pr.message(
+        peer,
+        &update(PEER, UpdateAction::AddPe, b"p", pe_element(1, PEER)),
+        0,
+    );
+    let asks = |sent: &[Sent]| {
+        to(sent, peer, |m| {
+            matches!(
+                m.body,
+                EnrpBody::HandleTableRequest {
+                    own_children_only: true
+                }
+            )
+        })
+        .contains(&true)
+    };
+    // The peer's checksum says it owns nothing: a repair request, never answered.
+    let sent = pr.message(peer, &presence(PEER, false, 0xffff), 100);
+    assert!(asks(&sent), "{sent:?}");
+    let sent = pr.message(peer, &presence(PEER, false, 0xffff), 1_000);
+    assert!(!asks(&sent), "one transfer at a time");
+    let patience = scope_config(Vec::new()).enrp.transfer_patience();
+    let mut now = 1_000;
+    while now < 100 + patience + 600 {
+        now += 100;
+        pr.message(peer, &presence(PEER, false, checksum_of(&[(b"p", 1)])), now);
+        pr.on_timer(now);
+    }
+    let sent = pr.message(peer, &presence(PEER, false, 0xffff), now);
+    assert!(asks(&sent), "asked again after {patience} ms: {sent:?}");
+}
