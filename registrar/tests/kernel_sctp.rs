@@ -1145,6 +1145,21 @@ fn scope_member_with(
     peers: &[String],
     config_text: &str,
 ) -> Daemon {
+    member(driver, 1, id, ip, (0, enrp_port), peers, config_text)
+}
+
+/// A registrar on `driver` with `workers` workers, ID `id`, SCTP ASAP and ENRP endpoints at `ip`
+/// (`ports`: ASAP and ENRP, 0 for any), the static ENRP peers `peers` and the configuration
+/// file `config_text`.
+fn member(
+    driver: &str,
+    workers: usize,
+    id: u32,
+    ip: IpAddr,
+    ports: (u16, u16),
+    peers: &[String],
+    config_text: &str,
+) -> Daemon {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let config = std::env::temp_dir().join(format!(
         "rserpool-sctp-scope-{}-{}.toml",
@@ -1152,18 +1167,16 @@ fn scope_member_with(
         NEXT.fetch_add(1, Ordering::Relaxed)
     ));
     std::fs::write(&config, config_text).unwrap();
-    let (id, asap, enrp) = (
-        id.to_string(),
-        format!("sctp://{ip}:0"),
-        format!("sctp://{ip}:{enrp_port}"),
-    );
+    let (workers, id) = (workers.to_string(), id.to_string());
+    let asap = format!("sctp://{ip}:{}", ports.0);
+    let enrp = format!("sctp://{ip}:{}", ports.1);
     let mut args = vec![
         "--config",
         config.to_str().unwrap(),
         "--driver",
         driver,
         "--workers",
-        "1",
+        &workers,
         "--id",
         &id,
         "--asap",
@@ -1401,8 +1414,8 @@ const FAULT_CONFIG: &str = "[timers]\n\
     takeover_expiry_ms = 1000\n\
     reconnect_interval_ms = 500\n";
 
-/// A registrar with `workers` workers, SCTP ASAP and ENRP endpoints on loopback (`enrp_port`
-/// and `asap_port`, 0 for any), ID `id` and static peers `peers`.
+/// A registrar with `workers` workers, SCTP ASAP and ENRP endpoints on loopback (`ports`: ASAP
+/// and ENRP, 0 for any), ID `id`, static peers `peers` and the fault tests' timers.
 fn fault_member(
     driver: &str,
     workers: usize,
@@ -1410,36 +1423,7 @@ fn fault_member(
     ports: (u16, u16),
     peers: &[String],
 ) -> Daemon {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let config = std::env::temp_dir().join(format!(
-        "rserpool-sctp-faults-{}-{}.toml",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::write(&config, FAULT_CONFIG).unwrap();
-    let (workers, id) = (workers.to_string(), id.to_string());
-    let asap = format!("sctp://127.0.0.1:{}", ports.0);
-    let enrp = format!("sctp://127.0.0.1:{}", ports.1);
-    let mut args = vec![
-        "--config",
-        config.to_str().unwrap(),
-        "--driver",
-        driver,
-        "--workers",
-        &workers,
-        "--id",
-        &id,
-        "--asap",
-        &asap,
-        "--enrp",
-        &enrp,
-        "--metrics",
-        "127.0.0.1:0",
-    ];
-    for peer in peers {
-        args.extend(["--peer", peer.as_str()]);
-    }
-    Daemon::start(&args)
+    member(driver, workers, id, LOOPBACK, ports, peers, FAULT_CONFIG)
 }
 
 /// An ENRP peer played by the test over a one-to-one SCTP association (PPID 12).
@@ -1454,18 +1438,9 @@ impl EnrpPeer {
     }
 
     fn send(&self, body: EnrpBody<'_>) {
-        let mut buf = vec![0; 65_536];
-        let n = EnrpMessage {
-            sender: FAKE_PR,
-            receiver: PrId(1),
-            body,
-        }
-        .encode(RFC, &mut buf)
-        .unwrap();
-        let sent = wait_for("room to send", || {
-            send_ppid(&self.0, PPID_ENRP, 0, &buf[..n])
-        });
-        assert_eq!(sent.unwrap(), n);
+        let msg = common::enrp_message(FAKE_PR, body);
+        let sent = wait_for("room to send", || send_ppid(&self.0, PPID_ENRP, 0, &msg));
+        assert_eq!(sent.unwrap(), msg.len());
     }
 
     fn presence(&self, reply_required: bool) {
@@ -1516,25 +1491,6 @@ impl EnrpPeer {
     }
 }
 
-/// A PE the test's peer owns.
-fn peer_owned_pe(id: u64) -> PoolElement<'static> {
-    const IPS: &[IpAddr] = &[LOOPBACK];
-    PoolElement {
-        id: PeId(id),
-        home_pr: FAKE_PR,
-        registration_life: 60_000,
-        user_transport: UserTransport::Transport(Transport {
-            kind: TransportKind::Sctp,
-            port: 7,
-            transport_use: 0,
-            service_code: 0,
-            addresses: Seq::from_items(IPS),
-        }),
-        policy: Policy::RoundRobin,
-        asap_transport: None,
-    }
-}
-
 /// A peer that says one presence and one ADD_PE and then falls silent, its association open,
 /// gets ENRP_INIT_TAKEOVER within MAX-TIME-LAST-HEARD + MAX-TIME-NO-RESPONSE + one heartbeat
 /// (+ 1.5 s for UML), with 1, 2 and 4 workers (with more than one it never got it: its
@@ -1548,7 +1504,7 @@ fn a_silent_sctp_peer_is_taken_over_with_any_worker_count(driver: &str) {
             takeover_suggested: false,
             action: rserpool_protocol::UpdateAction::AddPe,
             pool_handle: PoolHandle(b"silent"),
-            pool_element: peer_owned_pe(0x51),
+            pool_element: common::peer_owned_pe(0x51, FAKE_PR, TransportKind::Sctp),
         });
         let silent = Instant::now();
         let bound = Duration::from_millis(1_000 + 1_000 + 500 + 1_500);

@@ -18,8 +18,7 @@ use rserpool_protocol::checksum::Internet16;
 use rserpool_protocol::enrp::message_type as et;
 use rserpool_protocol::framing::{Frame, next_frame};
 use rserpool_protocol::{
-    EnrpBody, EnrpMessage, Generation, PeId, Policy, PoolElement, PoolHandle, PrId, Seq, Transport,
-    TransportKind, UpdateAction, UserTransport,
+    EnrpBody, EnrpMessage, Generation, PeId, PoolHandle, PrId, TransportKind, UpdateAction,
 };
 
 const RFC: Generation = Generation::Rfc;
@@ -86,15 +85,7 @@ impl FakePeer {
     }
 
     fn send(&mut self, body: EnrpBody<'_>) {
-        let mut buf = vec![0; 65_536];
-        let n = EnrpMessage {
-            sender: FAKE,
-            receiver: PrId(1),
-            body,
-        }
-        .encode(RFC, &mut buf)
-        .unwrap();
-        self.stream.write_all(&buf[..n]).unwrap();
+        self.stream.write_all(&enrp_message(FAKE, body)).unwrap();
     }
 
     /// Introduces the peer and waits until the registrar answers (it knows the peer then).
@@ -171,24 +162,6 @@ impl FakePeer {
     }
 }
 
-fn owned_pe(id: u64) -> PoolElement<'static> {
-    const IPS: &[std::net::IpAddr] = &[std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)];
-    PoolElement {
-        id: PeId(id),
-        home_pr: FAKE,
-        registration_life: 60_000,
-        user_transport: UserTransport::Transport(Transport {
-            kind: TransportKind::Tcp,
-            port: 7,
-            transport_use: 0,
-            service_code: 0,
-            addresses: Seq::from_items(IPS),
-        }),
-        policy: Policy::RoundRobin,
-        asap_transport: None,
-    }
-}
-
 /// Issue 13, case 2: a peer that says one presence and one ADD_PE, keeps its association open
 /// and falls silent is taken over (ENRP_INIT_TAKEOVER for it) within
 /// MAX-TIME-LAST-HEARD + MAX-TIME-NO-RESPONSE + one heartbeat (+ a margin for the process).
@@ -200,7 +173,7 @@ fn silent_peer_is_taken_over(driver: &str, workers: usize) {
         takeover_suggested: false,
         action: UpdateAction::AddPe,
         pool_handle: PoolHandle(b"silent"),
-        pool_element: owned_pe(0x51),
+        pool_element: peer_owned_pe(0x51, FAKE, TransportKind::Tcp),
     });
     let silent_since = Instant::now();
     // 400 + 300 + 200 ms by the timers; the process gets a second on top.

@@ -383,6 +383,41 @@ pub fn resolve_udp(
     panic!("no UDP answer from {addr} in 5 s");
 }
 
+/// A PE that the ENRP peer `home` (played by a test) owns: user transport `kind` on loopback
+/// port 7, registration life 60 s.
+pub fn peer_owned_pe(id: u64, home: PrId, kind: TransportKind) -> PoolElement<'static> {
+    const IPS: &[IpAddr] = &[IpAddr::V4(Ipv4Addr::LOCALHOST)];
+    PoolElement {
+        id: PeId(id),
+        home_pr: home,
+        registration_life: 60_000,
+        user_transport: UserTransport::Transport(Transport {
+            kind,
+            port: 7,
+            transport_use: 0,
+            service_code: 0,
+            addresses: Seq::from_items(IPS),
+        }),
+        policy: Policy::RoundRobin,
+        asap_transport: None,
+    }
+}
+
+/// An RFC-generation ENRP message from `sender` to PR 1 (the ID the tests give the registrar
+/// under test), encoded.
+pub fn enrp_message(sender: PrId, body: rserpool_protocol::EnrpBody<'_>) -> Vec<u8> {
+    let mut buf = vec![0; 65_536];
+    let n = rserpool_protocol::EnrpMessage {
+        sender,
+        receiver: PrId(1),
+        body,
+    }
+    .encode(Generation::Rfc, &mut buf)
+    .expect("encodable");
+    buf.truncate(n);
+    buf
+}
+
 /// Polls `f` until it returns true or `timeout` passes.
 pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
