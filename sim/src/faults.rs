@@ -131,18 +131,8 @@ impl Scenario {
         }
     }
 
-    /// The scenario of `seed`, without SIGSTOP faults (see [`Self::draw_with_freezes`]).
+    /// The scenario of `seed`.
     pub fn draw(seed: u64) -> Self {
-        Self::draw_with_freezes(seed, false)
-    }
-
-    /// The scenario of `seed`; with `freezes`, PRs are also stopped and continued (SIGSTOP,
-    /// SIGCONT) in about one fault in ten. Those seeds are not in `cargo test` and `.ci/run` yet:
-    /// they find two races of the core that are still open (issue 13: a thawed PR's stale
-    /// ADD_PE takes a PE from a live association elsewhere; with several workers, a PE's
-    /// registrations over its old and new associations reach the pool's shard out of order).
-    /// The scenario is the same as without them but for the freezes.
-    pub fn draw_with_freezes(seed: u64, freezes: bool) -> Self {
         let mut rng = Rng::seed(seed ^ 0x5ce7_a210);
         let prs = 3;
         let workers = (0..prs).map(|_| 1 + rng.below(4) as usize).collect();
@@ -199,10 +189,8 @@ impl Scenario {
                         // SIGSTOP for 0.3-8 s: shorter and longer than dead-peer detection.
                         let pr = rng.below(prs as u64) as usize;
                         let back = until(&mut rng, 300, 7_700);
-                        if freezes {
-                            timeline.push((at, Fault::Freeze(pr)));
-                            timeline.push((back, Fault::Thaw(pr)));
-                        }
+                        timeline.push((at, Fault::Freeze(pr)));
+                        timeline.push((back, Fault::Thaw(pr)));
                     }
                     2 => {
                         let lone = rng.below(prs as u64) as usize;

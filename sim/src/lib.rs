@@ -63,8 +63,3 @@ impl fmt::Display for Failure {
 pub fn run_seed(seed: u64) -> Result<Summary, Failure> {
     World::new(Scenario::draw(seed)).run()
 }
-
-/// [`run_seed`] with SIGSTOP faults drawn too ([`Scenario::draw_with_freezes`]).
-pub fn run_seed_with_freezes(seed: u64) -> Result<Summary, Failure> {
-    World::new(Scenario::draw_with_freezes(seed, true)).run()
-}

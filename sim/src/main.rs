@@ -1,6 +1,6 @@
 //! `rserpool-sim`: runs seeds of the ENRP scope simulation. `--seed N` runs one, `--seeds A..B`
-//! a range; `--freezes` draws SIGSTOP faults too; `--verbose` prints each seed's parameter block
-//! and the event trace (tracing at debug level). A failing seed prints what broke, its parameter block and the one line that replays
+//! a range; `--verbose` prints each seed's parameter block and the event trace (tracing at debug
+//! level). A failing seed prints what broke, its parameter block and the one line that replays
 //! it, and the exit status is 1.
 
 use std::process::ExitCode;
@@ -9,14 +9,13 @@ use rserpool_sim::Scenario;
 use tracing_subscriber::EnvFilter;
 
 fn usage() -> ExitCode {
-    eprintln!("usage: rserpool-sim [--seed N | --seeds A..B] [--freezes] [--verbose]");
+    eprintln!("usage: rserpool-sim [--seed N | --seeds A..B] [--verbose]");
     ExitCode::from(2)
 }
 
 fn main() -> ExitCode {
     let mut seeds = 0..1;
     let mut verbose = false;
-    let mut freezes = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -35,7 +34,6 @@ fn main() -> ExitCode {
                 }
             }
             "--verbose" => verbose = true,
-            "--freezes" => freezes = true,
             _ => return usage(),
         }
     }
@@ -52,28 +50,18 @@ fn main() -> ExitCode {
     let count = seeds.end.saturating_sub(seeds.start);
     for seed in seeds {
         if verbose {
-            println!("{}", Scenario::draw_with_freezes(seed, freezes));
+            println!("{}", Scenario::draw(seed));
         }
-        let run = if freezes {
-            rserpool_sim::run_seed_with_freezes(seed)
-        } else {
-            rserpool_sim::run_seed(seed)
-        };
-        match run {
+        match rserpool_sim::run_seed(seed) {
             Ok(summary) if count == 1 => println!("seed {seed}: ok {summary:?}"),
             Ok(_) => {}
             Err(failure) => {
                 failed += 1;
                 eprintln!("{failure}");
                 if !verbose {
-                    eprintln!("{}", Scenario::draw_with_freezes(seed, freezes));
+                    eprintln!("{}", Scenario::draw(seed));
                 }
-                let replay = failure.replay_command();
-                if freezes {
-                    println!("{replay} --freezes");
-                } else {
-                    println!("{replay}");
-                }
+                println!("{}", failure.replay_command());
             }
         }
     }

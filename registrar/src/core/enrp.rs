@@ -262,8 +262,6 @@ pub struct PeerAdd {
     pub registration: PeRegistration,
     /// Its home PR.
     pub home_pr: PrId,
-    /// It came in a handle table response (a resynchronisation), not as a handle update.
-    pub from_table: bool,
 }
 
 /// A handle table page to build (to the shard the transfer is at).
@@ -1602,7 +1600,6 @@ impl Worker {
                     pool_handle: handle.into(),
                     registration: PeRegistration::from_view(&pe),
                     home_pr: pe.home_pr,
-                    from_table: true,
                 });
             }
         }
@@ -1669,7 +1666,6 @@ impl Worker {
                         pool_handle: handle.into(),
                         registration: PeRegistration::from_view(pe),
                         home_pr: sender,
-                        from_table: false,
                     }]),
                     now,
                     out,
@@ -1690,56 +1686,42 @@ impl Worker {
 
     /// At the shard owner: store PEs learnt from a peer, as one handlespace batch (each pool
     /// republished once).
-    pub(super) fn apply_peer_adds(&mut self, adds: Vec<PeerAdd>, now: Millis, out: &mut Output) {
+    pub(super) fn apply_peer_adds(&mut self, adds: Vec<PeerAdd>, now: Millis) {
         self.shard.begin_batch();
         for add in adds {
-            self.apply_peer_add(add, now, out);
+            self.apply_peer_add(add, now);
         }
         self.shard.end_batch();
     }
 
-    /// Stores one PE learnt from a peer. A PE that registered here and re-registered at the
-    /// peer since moves there (RFC 5352 §3.1 rule 4): its association's worker stops monitoring
-    /// it. A table entry never takes a PE from a live association of ours: it tells an older
-    /// state (a peer that took this PR over during a partition resends the PEs it took), while a
-    /// handle update tells a re-registration that just happened.
-    fn apply_peer_add(&mut self, add: PeerAdd, now: Millis, out: &mut Output) {
+    /// Stores one PE learnt from a peer. Neither a table entry nor a handle update takes a PE from
+    /// a live association of ours: the PE's registration here is what the PE itself said last
+    /// over a connection that still stands. A peer that took this PR over during a partition
+    /// resends the PEs it took; a registrar that hung replays, when it runs again, the
+    /// re-registrations in its backlog from before the PE left it for this PR (its ADD_PE would
+    /// hand the PE over, and the DEL_PE that follows would remove it everywhere). A PE that
+    /// really moved closes its association here, and the peer's next presence audit brings its
+    /// copy here (found by the simulation's SIGSTOP faults).
+    fn apply_peer_add(&mut self, add: PeerAdd, now: Millis) {
         let PeerAdd {
             pool_handle,
             registration,
             home_pr,
-            from_table,
         } = add;
         let pe_id = registration.id;
-        let previous = self
+        if self
             .shard
             .entry(&pool_handle, pe_id)
-            .and_then(|e| e.association);
-        if from_table && previous.is_some() {
-            // A peer that took this PR over during a partition still lists the PE as its own;
-            // the PE's live registration here wins (the peer's audit repairs its copy).
-            tracing::debug!(%home_pr, pe = %pe_id, "table entry for a PE registered here; kept ours");
+            .is_some_and(|e| e.association.is_some())
+        {
+            tracing::debug!(%home_pr, pe = %pe_id, "a peer's copy of a PE registered here; kept ours");
             return;
         }
-        match self
+        if let Err(e) = self
             .shard
             .register(&pool_handle, registration, home_pr, None, now)
         {
-            Ok(_) => {
-                if let Some(association) = previous {
-                    self.deliver(
-                        Forward::Forget {
-                            association,
-                            pool_handle,
-                            pe_id,
-                            reason: RemovalReason::Peer,
-                        },
-                        now,
-                        out,
-                    );
-                }
-            }
-            Err(e) => tracing::debug!(%home_pr, %e, "PE from a peer refused by the handlespace"),
+            tracing::debug!(%home_pr, %e, "PE from a peer refused by the handlespace");
         }
     }
 

@@ -834,7 +834,7 @@ impl Worker {
                 pe_id,
                 reason,
             } => self.forget(association, &pool_handle, pe_id, reason, out),
-            Forward::PeerAdds(adds) => self.apply_peer_adds(adds, now, out),
+            Forward::PeerAdds(adds) => self.apply_peer_adds(adds, now),
             Forward::PeerDelete {
                 sender,
                 pool_handle,

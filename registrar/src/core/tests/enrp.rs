@@ -877,7 +877,7 @@ fn list_response_names_known_peers_with_their_transport() {
 }
 
 #[test]
-fn a_table_entry_never_takes_a_pe_from_a_live_association_but_an_update_does() {
+fn a_peers_copy_never_takes_a_pe_from_a_live_association() {
     let mut pr = scope_pr(2);
     let peer = join(&mut pr, PEER, 0);
     let pe = pr.open(1, info(Generation::Rfc), 0);
@@ -898,16 +898,32 @@ fn a_table_entry_never_takes_a_pe_from_a_live_association_but_an_update_does() {
         [PR],
         "still ours: its association is alive here"
     );
-    // The PE re-registered at the peer: the update moves it, and our association stops
-    // monitoring it (closing it removes nothing).
+    // A handle update neither (issue 13: a registrar that hung replays the PE's last
+    // re-registration there, from before the PE came here, and then deletes it).
     pr.message(
         peer,
         &update(PEER, UpdateAction::AddPe, b"live", pe_element(7, PEER)),
         40,
     );
-    assert_eq!(homes(&mut pr, b"live", 45), [PEER]);
+    pr.message(
+        peer,
+        &update(PEER, UpdateAction::DelPe, b"live", pe_element(7, PEER)),
+        41,
+    );
+    assert_eq!(homes(&mut pr, b"live", 45), [PR]);
+    // A PE that really moved closes its association here: gone, until the peer's audit
+    // brings the peer's copy.
     pr.close(pe, 50);
-    assert_eq!(resolve_ids(&mut pr, b"live", 60), Ok(vec![7]));
+    assert_eq!(
+        resolve_ids(&mut pr, b"live", 60),
+        Err(rserpool_protocol::cause::UNKNOWN_POOL_HANDLE)
+    );
+    pr.message(
+        peer,
+        &update(PEER, UpdateAction::AddPe, b"live", pe_element(7, PEER)),
+        70,
+    );
+    assert_eq!(homes(&mut pr, b"live", 80), [PEER]);
 }
 
 #[test]
