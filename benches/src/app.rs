@@ -1,7 +1,8 @@
 //! One invocation from options to report: start or reach the server, register what the scenario
 //! needs, run the load (for `churn` two loads at once, for `keepalive` the keep-alive measurement,
-//! for `resync` a second registrar brought in sync by the first; `chaos` is [`crate::chaos`]'s),
-//! clean up, and for `--compare-echo` run the echo ceiling right after.
+//! for `resync` a second registrar brought in sync by the first, and with `--restart` brought in
+//! sync again after a SIGKILL and a restart; `takeover` is [`crate::takeover`]'s, `chaos`
+//! [`crate::chaos`]'s), clean up, and for `--compare-echo` run the echo ceiling right after.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -12,13 +13,15 @@ use std::time::{Duration, Instant};
 use rserpool_protocol::Generation;
 
 use crate::chaos;
-use crate::cli::{Cli, EnrpGeneration, ScenarioKind};
+use crate::chaos::scope::free_ports;
+use crate::cli::{Cli, EnrpGeneration, RestartKind, ScenarioKind};
 use crate::echo::{EchoReply, EchoServer, MAX_REPLY, MIN_REPLY};
 use crate::error::{Error, Result};
 use crate::fleet::Fleet;
 use crate::load::{self, LoadSpec, Outcome, Poll};
 use crate::net::{self, Endpoint, Transport};
 use crate::report::{KeepAliveInfo, ResyncSummary, RunReport, Summary};
+use crate::takeover;
 use crate::target::{self, EnrpSpawn, Target};
 use crate::workload::{self, Check, ConnWork, PeIds, PeRecord, Pick, Table};
 
@@ -42,6 +45,9 @@ pub fn run(cli: &Cli) -> Result<RunReport> {
         ScenarioKind::Churn => run_churn(cli, &open_target(cli)?),
         ScenarioKind::Keepalive => run_keepalive(cli, &open_target(cli)?).map(RunReport::Single),
         ScenarioKind::Resync => run_resync(cli).map(RunReport::Resync),
+        ScenarioKind::Takeover => {
+            takeover::run(cli, &registrar_bin(cli)?, &spawn_config(cli)).map(RunReport::Takeover)
+        }
         ScenarioKind::Chaos => chaos::run(cli).map(|r| RunReport::Chaos(Box::new(r))),
         ScenarioKind::Resolve | ScenarioKind::Register => {
             let target = open_target(cli)?;
@@ -118,17 +124,22 @@ const PROFILE_MAX_POOLS: usize = 100_000;
 const RESYNC_KEEP_ALIVE_MS: u64 = 3_600_000;
 /// How often a `resync` run reads the new registrar's metrics.
 const RESYNC_POLL: Duration = Duration::from_millis(10);
+/// The PR ID of a `resync` run's new registrar when it is to be restarted.
+const NEWCOMER_ID: u64 = 2;
+/// The PR ID the new registrar is restarted with by `--restart new-id`.
+const NEWCOMER_NEW_ID: u64 = 3;
 /// The registrar's per-worker busy time (handling events, not waiting for them).
 const BUSY: &str = "rserpool_worker_busy_seconds_total{";
 
 /// The configuration file of a spawned registrar: room for as many PEs on one association and in
 /// one pool as the scenario puts there and for `--pools` pools (never below the profile's limits),
-/// the keep-alive interval asked for, and for `resync` the page size.
+/// the keep-alive interval asked for, for `resync` the page size, and for `takeover` no limit on
+/// requests per association.
 pub fn spawn_config(cli: &Cli) -> String {
     let pools = cli.population_pools().max(1);
     let setup = cli.pools * cli.pool_elements;
     let (per_association, per_pool) = match cli.scenario {
-        ScenarioKind::Keepalive | ScenarioKind::Resync => (
+        ScenarioKind::Keepalive | ScenarioKind::Resync | ScenarioKind::Takeover => (
             cli.population().div_ceil(cli.connections.max(1)),
             cli.population().div_ceil(pools),
         ),
@@ -146,6 +157,11 @@ pub fn spawn_config(cli: &Cli) -> String {
         per_association.max(1000),
         per_pool.max(10_000)
     );
+    // A takeover run resolves every pool at each survivor every 10 ms over one association: more
+    // than `carrier`'s 1000 requests per second per association.
+    if cli.scenario == ScenarioKind::Takeover {
+        config.push_str("max_requests_per_second = 0\n");
+    }
     // The registrar splits `max_pools` evenly over its shards, and pool handles do not split
     // exactly evenly: an eighth more leaves room for the fullest shard.
     let room = pools + pools / 8 + 64;
@@ -336,8 +352,8 @@ fn run_keepalive(cli: &Cli, target: &Target) -> Result<Summary> {
     Ok(s)
 }
 
-/// The `--population` PEs of `keepalive` and `resync`, dealt out over their pools.
-fn population_pes(cli: &Cli, ids: &mut PeIds) -> Vec<PeRecord> {
+/// The `--population` PEs of `keepalive`, `resync` and `takeover`, dealt out over their pools.
+pub fn population_pes(cli: &Cli, ids: &mut PeIds) -> Vec<PeRecord> {
     let pools = cli.population_pools();
     (0..cli.population())
         .map(|n| PeRecord {
@@ -352,23 +368,23 @@ fn population_pes(cli: &Cli, ids: &mut PeIds) -> Vec<PeRecord> {
 /// started with the mentor as its ENRP peer and no state, and its `rserpool_pool_elements` gauge
 /// is read every 10 ms until it holds the whole population, for at most `--timeout` seconds. The
 /// population is spread over pools of `--pool-elements` PEs. Also read: the pages the mentor
-/// sent and both registrars' worker busy time meanwhile.
+/// sent and both registrars' worker busy time meanwhile. With `--restart`, the second registrar
+/// (started with fixed ports and a fixed `--id`) is then SIGKILLed, restarted at once with the
+/// same command line (`new-id`: but for `--id`) and timed again until it holds the population.
 fn run_resync(cli: &Cli) -> Result<ResyncSummary> {
     let bin = registrar_bin(cli)?;
     let config = spawn_config(cli);
-    let listen = format!(
-        "{}://127.0.0.1:0{}",
-        cli.transport.scheme(),
-        match cli.enrp_generation {
-            EnrpGeneration::Rfc => "",
-            EnrpGeneration::Ng => "?generation=ng",
-        }
-    );
-    let spawn = |role: &str, peers: Vec<String>| {
-        let enrp = EnrpSpawn {
-            listen: listen.clone(),
-            peers,
-        };
+    let enrp_url = |port: u16| {
+        format!(
+            "{}://127.0.0.1:{port}{}",
+            cli.transport.scheme(),
+            match cli.enrp_generation {
+                EnrpGeneration::Rfc => "",
+                EnrpGeneration::Ng => "?generation=ng",
+            }
+        )
+    };
+    let spawn = |role: &str, enrp: EnrpSpawn| {
         let target = Target::spawn(
             &bin,
             cli.workers,
@@ -393,7 +409,13 @@ fn run_resync(cli: &Cli) -> Result<ResyncSummary> {
         );
         Ok::<_, Error>((target, enrp, metrics))
     };
-    let (mentor, mentor_enrp, mentor_metrics) = spawn("mentor", Vec::new())?;
+    let (mentor, mentor_enrp, mentor_metrics) = spawn(
+        "mentor",
+        EnrpSpawn {
+            listen: enrp_url(0),
+            ..EnrpSpawn::default()
+        },
+    )?;
     let population = cli.population();
     let registering = Instant::now();
     let fleet = Fleet::start(
@@ -422,38 +444,60 @@ fn run_resync(cli: &Cli) -> Result<ResyncSummary> {
         ))
     };
     let (pages_before, mentor_busy_before) = mentor_counters()?;
-    let (newcomer, newcomer_enrp, newcomer_metrics) = spawn("new", vec![mentor_enrp.clone()])?;
+    // A registrar to be restarted keeps its ports and its ID: the same command line.
+    let newcomer_spawn = match cli.restart {
+        None => EnrpSpawn {
+            listen: enrp_url(0),
+            peers: vec![mentor_enrp.clone()],
+            ..EnrpSpawn::default()
+        },
+        Some(_) => {
+            let ports = free_ports(3)?;
+            EnrpSpawn {
+                listen: enrp_url(ports[0]),
+                peers: vec![mentor_enrp.clone()],
+                id: Some(NEWCOMER_ID),
+                asap_port: ports[1],
+                metrics_port: ports[2],
+            }
+        }
+    };
+    let (mut newcomer, newcomer_enrp, newcomer_metrics) = spawn("new", newcomer_spawn)?;
     let (started, listening) = newcomer.started().expect("a spawned registrar");
-    let timeout = Duration::from_secs_f64(cli.timeout);
-    let mut next_note = started + Duration::from_secs(1);
-    let (synced, newcomer_busy_s) = loop {
-        let text = target::scrape(&newcomer_metrics)?;
-        let held = target::sample_sum(&text, "rserpool_pool_elements ") as usize;
-        let now = Instant::now();
-        if held >= population {
-            break (now, target::sample_sum(&text, BUSY));
-        }
-        if now >= started + timeout {
-            return Err(Error::new(format!(
-                "the new registrar held {held} of {population} PEs {:.1} s after its start: \
-                 not in sync within --timeout {}",
-                now.duration_since(started).as_secs_f64(),
-                cli.timeout
-            )));
-        }
-        if now >= next_note {
+    let (synced, newcomer_busy_s) =
+        await_population(cli, &newcomer_metrics, started, "the new registrar")?;
+    let (pages_after, mentor_busy_after) = mentor_counters()?;
+    let restart = match cli.restart {
+        None => None,
+        Some(kind) => {
+            let id = match kind {
+                RestartKind::SameId => None,
+                RestartKind::NewId => Some(NEWCOMER_NEW_ID),
+            };
+            newcomer.restart(id).map_err(|e| {
+                Error::new(format!(
+                    "the new registrar did not come back after SIGKILL and a restart with the \
+                     same command line ({}): {e}",
+                    kind.name()
+                ))
+            })?;
+            let (restarted, _) = newcomer.started().expect("a spawned registrar");
             note(
                 cli,
                 &format!(
-                    "resync {:>4.1}s new registrar holds {held} PEs",
-                    now.duration_since(started).as_secs_f64()
+                    "restarted the new registrar ({}) at asap {}",
+                    kind.name(),
+                    newcomer.endpoint()
                 ),
             );
-            next_note += Duration::from_secs(1);
+            let (resynced, _) =
+                await_population(cli, &newcomer_metrics, restarted, "the restarted registrar")?;
+            Some((
+                kind.name().to_owned(),
+                resynced.duration_since(restarted).as_secs_f64(),
+            ))
         }
-        thread::sleep(RESYNC_POLL);
     };
-    let (pages_after, mentor_busy_after) = mentor_counters()?;
     drop(newcomer);
     // No deregistrations: the mentor drops the PEs with their associations when it is killed.
     drop(fleet);
@@ -472,7 +516,49 @@ fn run_resync(cli: &Cli) -> Result<ResyncSummary> {
         pages: pages_after.saturating_sub(pages_before),
         mentor_busy_s: (mentor_busy_after - mentor_busy_before).max(0.0),
         newcomer_busy_s,
+        restart,
     })
+}
+
+/// Reads the `rserpool_pool_elements` gauge at `metrics` every 10 ms until it reaches
+/// `--population`, at most `--timeout` seconds after `started`; returns when it did and the
+/// registrar's worker busy seconds then. `who` names the registrar in progress lines and errors.
+fn await_population(
+    cli: &Cli,
+    metrics: &str,
+    started: Instant,
+    who: &str,
+) -> Result<(Instant, f64)> {
+    let population = cli.population();
+    let timeout = Duration::from_secs_f64(cli.timeout);
+    let mut next_note = started + Duration::from_secs(1);
+    loop {
+        let text = target::scrape(metrics)?;
+        let held = target::sample_sum(&text, "rserpool_pool_elements ") as usize;
+        let now = Instant::now();
+        if held >= population {
+            return Ok((now, target::sample_sum(&text, BUSY)));
+        }
+        if now >= started + timeout {
+            return Err(Error::new(format!(
+                "{who} held {held} of {population} PEs {:.1} s after its start: not in sync \
+                 within --timeout {}",
+                now.duration_since(started).as_secs_f64(),
+                cli.timeout
+            )));
+        }
+        if now >= next_note {
+            note(
+                cli,
+                &format!(
+                    "resync {:>4.1}s {who} holds {held} PEs",
+                    now.duration_since(started).as_secs_f64()
+                ),
+            );
+            next_note += Duration::from_secs(1);
+        }
+        thread::sleep(RESYNC_POLL);
+    }
 }
 
 /// The echo server under the request mix of `mimic`.
@@ -599,6 +685,19 @@ mod tests {
         assert!(!small.contains("[timers]"), "{small}");
         assert!(!small.contains("max_pools"), "{small}");
         let resync = spawn_config(&cli(&["resync", "--pool-elements", "5", "--page", "512"]));
+        let takeover = spawn_config(&cli(&["takeover", "--population", "40000", "-c", "4"]));
+        assert!(
+            takeover.contains("max_pes_per_association = 10000\n"),
+            "{takeover}"
+        );
+        assert!(
+            takeover.contains("max_requests_per_second = 0\n"),
+            "{takeover}"
+        );
+        assert!(
+            !takeover.contains("[timers]") && !takeover.contains("[enrp]"),
+            "the profile's timers: {takeover}"
+        );
         for line in [
             "max_pes_per_association = 62500\n",
             "max_pes_per_pool = 10000\n",

@@ -27,8 +27,13 @@ pub enum ScenarioKind {
     /// A steady population of PEs: the keep-alives the registrar sends and the time to ack them.
     Keepalive,
     /// Two spawned registrars: `--population` PEs registered at the first, then the time until a
-    /// second one, started with the first as its ENRP peer and no state, holds them all.
+    /// second one, started with the first as its ENRP peer and no state, holds them all (with
+    /// `--restart`, also the time until it holds them again after a SIGKILL and a restart).
     Resync,
+    /// Three spawned registrars in one operating scope: `--population` PEs registered at the
+    /// first and replicated to the others, then the first killed (`--fault`) and the time until
+    /// both survivors resolve every PE with a survivor as its home PR.
+    Takeover,
     /// `--registrars` spawned registrars in one operating scope, PEs and PUs on them, and faults
     /// injected for `--duration` (registrars killed, stopped, restarted with a new ID; PEs
     /// leaving, dying, hanging, joining) while a checker holds every resolution to the bounds
@@ -46,6 +51,7 @@ impl ScenarioKind {
             Self::Churn => "churn",
             Self::Keepalive => "keepalive",
             Self::Resync => "resync",
+            Self::Takeover => "takeover",
             Self::Chaos => "chaos",
         }
     }
@@ -70,10 +76,50 @@ impl EnrpGeneration {
     }
 }
 
+/// How a `resync` run restarts the new registrar once it holds the population.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum RestartKind {
+    /// The same command line: the same ports and the same `--id`.
+    SameId,
+    /// The same command line but for another `--id`.
+    NewId,
+}
+
+impl RestartKind {
+    /// Its name on the command line and in reports.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::SameId => "same-id",
+            Self::NewId => "new-id",
+        }
+    }
+}
+
+/// What a `takeover` run does to the registrar the PEs registered at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TakeoverFault {
+    /// SIGKILL: the process is gone, its associations close.
+    Kill,
+    /// SIGSTOP (SIGCONT at the end of the run): the process hangs with its associations open.
+    Stop,
+}
+
+impl TakeoverFault {
+    /// The signal it sends, as in reports: `SIGKILL`, `SIGSTOP`.
+    pub const fn signal(self) -> &'static str {
+        match self {
+            Self::Kill => "SIGKILL",
+            Self::Stop => "SIGSTOP",
+        }
+    }
+}
+
 /// The default population of `keepalive`.
 pub const KEEPALIVE_POPULATION: usize = 1000;
 /// The default population of `resync`: the figure of the design's target.
 pub const RESYNC_POPULATION: usize = 1_000_000;
+/// The default population of `takeover`: few enough to resolve every pool every 10 ms.
+pub const TAKEOVER_POPULATION: usize = 1000;
 /// The default population of `chaos`: PEs alive at any time.
 pub const CHAOS_POPULATION: usize = 12;
 /// The shortest `--duration` of a `chaos` run, and its default.
@@ -97,7 +143,7 @@ pub const MAX_RFC_PAGE: usize = 128;
     name = "rserpool-bench",
     version,
     about = "Load generator for RSerPool pool registrars: ASAP over TCP or MPTCP, closed or open \
-             loop, churn, keep-alive populations and ENRP resynchronisation"
+             loop, churn, keep-alive populations, ENRP resynchronisation and takeovers"
 )]
 pub struct Cli {
     /// What to measure.
@@ -132,10 +178,11 @@ pub struct Cli {
     pub poll: Poll,
 
     /// Pools (resolve: registered and resolved; register: the connections' PEs spread over them;
-    /// keepalive: the population spread over them; not used by resync).
+    /// keepalive: the population spread over them; not used by resync and takeover).
     #[arg(long, default_value_t = 100)]
     pub pools: usize,
-    /// PEs registered per pool before a resolve run; resync: PEs per pool of the population.
+    /// PEs registered per pool before a resolve run; resync, takeover and chaos: PEs per pool of
+    /// the population.
     #[arg(long, default_value_t = 10)]
     pub pool_elements: usize,
     /// PEs each connection of a register run registers over and over.
@@ -147,9 +194,9 @@ pub struct Cli {
     /// Churn: re-registrations between a PE's registration and its deregistration.
     #[arg(long, default_value_t = 3)]
     pub reregistrations: usize,
-    /// Keepalive and resync: PEs registered over the `--connections` associations, spread over
-    /// `--pools` (default: 1000 for keepalive, 1000000 for resync). Chaos: PEs alive at any time
-    /// (default 12), in pools of `--pool-elements`.
+    /// Keepalive, resync and takeover: PEs registered over the `--connections` associations
+    /// (default: 1000 for keepalive and takeover, 1000000 for resync). Chaos: PEs alive at any
+    /// time (default 12), in pools of `--pool-elements`.
     #[arg(long, value_name = "N")]
     pub population: Option<usize>,
     /// Keepalive: the spawned registrar's keep-alive interval in milliseconds (default: its
@@ -160,12 +207,23 @@ pub struct Cli {
     /// Resync: the most PEs per ENRP handle table page (`enrp.max_pes_per_table_response`).
     #[arg(long, value_name = "PES", default_value_t = 1024)]
     pub page: usize,
-    /// Resync: the wire format of both registrars' ENRP endpoints.
+    /// Resync and takeover: the wire format of the registrars' ENRP endpoints.
     #[arg(long, value_enum, default_value_t = EnrpGeneration::Ng)]
     pub enrp_generation: EnrpGeneration,
-    /// Resync: seconds the second registrar may take to hold the whole population.
+    /// Resync: seconds the second registrar may take to hold the whole population (and again
+    /// after `--restart`). Takeover: seconds the survivors may take to hold every PE, before
+    /// and after the fault.
     #[arg(long, value_name = "S", default_value_t = 60.0)]
     pub timeout: f64,
+    /// Resync: once the new registrar holds the population, SIGKILL it, wait for its exit and
+    /// start it again at once with the same command line (same ports) and the same `--id`
+    /// (`same-id`) or another (`new-id`); report the time until it holds the population again.
+    #[arg(long, value_enum, value_name = "KIND")]
+    pub restart: Option<RestartKind>,
+    /// Takeover: what happens to the registrar the PEs are registered at: `kill` (SIGKILL,
+    /// default) or `stop` (SIGSTOP, SIGCONT at the end).
+    #[arg(long, value_enum, value_name = "FAULT")]
+    pub fault: Option<TakeoverFault>,
     /// Chaos: registrars in the operating scope (3 to 5).
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub registrars: usize,
@@ -192,14 +250,15 @@ pub struct Cli {
     /// The registrar to load: tcp://HOST:PORT or mptcp://HOST:PORT, optional ?generation=ng.
     #[arg(long, value_name = "URL")]
     pub registrar: Option<Endpoint>,
-    /// Start rserpool-registrar for the run and stop it afterwards (resync always starts two).
+    /// Start rserpool-registrar for the run and stop it afterwards (resync always starts two,
+    /// takeover three).
     #[arg(long, conflicts_with = "registrar")]
     pub spawn: bool,
     /// The registrar binary for --spawn (default: next to this binary).
     #[arg(long, value_name = "PATH")]
     pub registrar_bin: Option<PathBuf>,
-    /// Worker threads of a spawned registrar (chaos: passed on only when given; the profile's
-    /// one per core otherwise).
+    /// Worker threads of a spawned registrar (chaos and takeover: passed on only when given; the
+    /// profile's one per core otherwise).
     #[arg(long, default_value_t = 1)]
     pub workers: usize,
     /// The tuning profile of a spawned registrar (default, carrier, low-latency).
@@ -269,29 +328,41 @@ impl Cli {
         }
     }
 
-    /// The PEs of a `keepalive` or `resync` run: `--population` or the scenario's default.
+    /// The PEs of a `keepalive`, `resync`, `takeover` or `chaos` run: `--population` or the
+    /// scenario's default.
     pub fn population(&self) -> usize {
         self.population.unwrap_or(match self.scenario {
             ScenarioKind::Resync => RESYNC_POPULATION,
+            ScenarioKind::Takeover => TAKEOVER_POPULATION,
             ScenarioKind::Chaos => CHAOS_POPULATION,
             _ => KEEPALIVE_POPULATION,
         })
     }
 
-    /// The pools the population of `keepalive` (`--pools`) or `resync` and `chaos` (pools of
-    /// `--pool-elements` PEs) is spread over.
+    /// The pools the population of `keepalive` (`--pools`) or `resync`, `takeover` and `chaos`
+    /// (pools of `--pool-elements` PEs) is spread over.
     pub fn population_pools(&self) -> usize {
         match self.scenario {
-            ScenarioKind::Resync | ScenarioKind::Chaos => {
+            ScenarioKind::Resync | ScenarioKind::Takeover | ScenarioKind::Chaos => {
                 self.population().div_ceil(self.pool_elements.max(1))
             }
             _ => self.pools,
         }
     }
 
-    /// Whether this run starts its registrar(s): `--spawn`, or always for `resync` and `chaos`.
+    /// Whether this run starts its registrar(s): `--spawn`, or always for `resync`, `takeover`
+    /// and `chaos`.
     pub fn spawns(&self) -> bool {
-        self.spawn || matches!(self.scenario, ScenarioKind::Resync | ScenarioKind::Chaos)
+        self.spawn
+            || matches!(
+                self.scenario,
+                ScenarioKind::Resync | ScenarioKind::Takeover | ScenarioKind::Chaos
+            )
+    }
+
+    /// The fault of a `takeover` run: `--fault`, or SIGKILL.
+    pub fn takeover_fault(&self) -> TakeoverFault {
+        self.fault.unwrap_or(TakeoverFault::Kill)
     }
 
     /// Rejects values and combinations that cannot run.
@@ -340,13 +411,15 @@ impl Cli {
                         .into(),
                 );
             }
-            ScenarioKind::Keepalive | ScenarioKind::Resync if self.rate.is_some() => {
+            ScenarioKind::Keepalive | ScenarioKind::Resync | ScenarioKind::Takeover
+                if self.rate.is_some() =>
+            {
                 return Err(format!(
                     "{} sends no requests: drop --rate",
                     self.scenario.name()
                 ));
             }
-            ScenarioKind::Keepalive | ScenarioKind::Resync
+            ScenarioKind::Keepalive | ScenarioKind::Resync | ScenarioKind::Takeover
                 if self.connections > self.population() =>
             {
                 return Err(format!(
@@ -355,7 +428,10 @@ impl Cli {
                     self.population()
                 ));
             }
-            ScenarioKind::Churn | ScenarioKind::Keepalive | ScenarioKind::Resync
+            ScenarioKind::Churn
+            | ScenarioKind::Keepalive
+            | ScenarioKind::Resync
+            | ScenarioKind::Takeover
                 if self.compare_echo =>
             {
                 return Err(format!(
@@ -373,6 +449,15 @@ impl Cli {
         }
         if self.page > MAX_PAGE {
             return Err(format!("--page must be from 1 to {MAX_PAGE} PEs"));
+        }
+        if self.restart.is_some() && self.scenario != ScenarioKind::Resync {
+            return Err("--restart applies to resync only".into());
+        }
+        if self.fault.is_some() && self.scenario != ScenarioKind::Takeover {
+            return Err("--fault applies to takeover only".into());
+        }
+        if self.scenario == ScenarioKind::Takeover {
+            self.validate_takeover()?;
         }
         if self.scenario == ScenarioKind::Resync {
             if self.enrp_generation == EnrpGeneration::Rfc && self.page > MAX_RFC_PAGE {
@@ -431,6 +516,28 @@ impl Cli {
             )),
             _ => Ok(()),
         }
+    }
+
+    /// The checks only a `takeover` run needs.
+    fn validate_takeover(&self) -> Result<(), String> {
+        if self.registrar.is_some() {
+            return Err(
+                "takeover starts its three registrars itself: drop --registrar (--registrar-bin \
+                 names the binary)"
+                    .into(),
+            );
+        }
+        if self.pool_elements > CHAOS_MAX_POOL {
+            return Err(format!(
+                "--pool-elements {} exceeds the {CHAOS_MAX_POOL} PEs one resolution returns: the \
+                 survivors' homes are read from whole pools",
+                self.pool_elements
+            ));
+        }
+        if !(self.timeout.is_finite() && self.timeout > 0.0) {
+            return Err("--timeout must be a positive number of seconds".into());
+        }
+        Ok(())
     }
 
     /// The checks only a `chaos` run needs.
@@ -496,7 +603,60 @@ impl Cli {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_seconds;
+    use super::{Cli, RestartKind, TakeoverFault, parse_seconds};
+    use crate::ScenarioKind;
+
+    fn validated(args: &[&str]) -> Result<Cli, String> {
+        let cli =
+            Cli::parse_noting_given(std::iter::once("rserpool-bench").chain(args.iter().copied()))
+                .map_err(|e| e.to_string())?;
+        cli.validate()?;
+        Ok(cli)
+    }
+
+    #[test]
+    fn restart_and_fault_belong_to_their_scenarios() {
+        let resync = validated(&["resync", "--restart", "new-id"]).unwrap();
+        assert_eq!(resync.restart, Some(RestartKind::NewId));
+        assert_eq!(validated(&["resync"]).unwrap().restart, None);
+        let takeover = validated(&["takeover"]).unwrap();
+        assert_eq!(takeover.takeover_fault(), TakeoverFault::Kill);
+        assert_eq!(
+            (takeover.population(), takeover.population_pools()),
+            (1000, 100)
+        );
+        assert!(takeover.spawns() && !takeover.was_given("workers"));
+        let stopped = validated(&["takeover", "--fault", "stop", "--workers", "2"]).unwrap();
+        assert_eq!(stopped.takeover_fault(), TakeoverFault::Stop);
+        assert_eq!(stopped.scenario, ScenarioKind::Takeover);
+        assert!(stopped.was_given("workers"));
+        for (args, why) in [
+            (
+                &["takeover", "--restart", "same-id"][..],
+                "--restart applies to resync only",
+            ),
+            (
+                &["resync", "--fault", "kill"][..],
+                "--fault applies to takeover only",
+            ),
+            (
+                &["takeover", "--registrar", "tcp://127.0.0.1:1"][..],
+                "drop --registrar",
+            ),
+            (
+                &["takeover", "--pool-elements", "129"][..],
+                "exceeds the 128 PEs",
+            ),
+            (
+                &["takeover", "--timeout", "0"][..],
+                "--timeout must be a positive",
+            ),
+            (&["takeover", "--rate", "5"][..], "sends no requests"),
+        ] {
+            let e = validated(args).unwrap_err();
+            assert!(e.contains(why), "{args:?}: {e}");
+        }
+    }
 
     #[test]
     fn durations_take_seconds_minutes_and_hours() {

@@ -1,10 +1,11 @@
 //! `rserpool-bench` owns the load generator of the RSerPool pool registrar: closed- and open-loop
 //! ASAP load over TCP and MPTCP (`resolve`, `register`, `churn`), a steady keep-alive population
 //! (`keepalive`), a built-in echo server as the ceiling (`echo`), the ENRP start-up
-//! synchronisation of a second spawned registrar (`resync`), a fault test of an operating scope
-//! of real registrar processes (`chaos`), a spawned or external registrar as the target, and
-//! text or JSON reports with HDR latency percentiles and whole-run totals in the registrar's
-//! terms. See `docs/benchmarking.md`.
+//! synchronisation of a second spawned registrar and its restart (`resync`), the takeover of a
+//! killed registrar's PEs by the survivors of a scope of three (`takeover`), a fault test of an
+//! operating scope of real registrar processes (`chaos`), a spawned or external registrar as the
+//! target, and text or JSON reports with HDR latency percentiles and whole-run totals in the
+//! registrar's terms. See `docs/benchmarking.md`.
 
 pub mod app;
 pub mod chaos;
@@ -16,6 +17,7 @@ pub mod load;
 pub mod net;
 pub mod report;
 pub mod rng;
+pub mod takeover;
 pub mod target;
 pub mod workload;
 

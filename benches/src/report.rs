@@ -1,6 +1,6 @@
 //! Results for people and programs: the text summary, the JSON object, the whole-run totals in a
 //! registrar's terms, the comparison of a scenario with the echo ceiling, the two op streams of
-//! a churn run, and the times of a resync run.
+//! a churn run, the times of a resync run (and of its restart), and those of a takeover run.
 
 use std::fmt::Write as _;
 
@@ -303,6 +303,9 @@ pub struct ResyncSummary {
     pub mentor_busy_s: f64,
     /// Seconds the new registrar's workers were busy from its start to the sync.
     pub newcomer_busy_s: f64,
+    /// With `--restart`: `same-id` or `new-id`, and the seconds from the restarted process's
+    /// start to its metrics showing the whole population again.
+    pub restart: Option<(String, f64)>,
 }
 
 impl ResyncSummary {
@@ -331,6 +334,8 @@ impl ResyncSummary {
             "pages": self.pages,
             "mentor_busy_s": self.mentor_busy_s,
             "newcomer_busy_s": self.newcomer_busy_s,
+            "restart": self.restart.as_ref().map(|(kind, _)| kind),
+            "restart_s": self.restart.as_ref().map(|(_, s)| s),
         })
     }
 
@@ -372,6 +377,143 @@ impl ResyncSummary {
             "  busy        workers of the mentor {:.3} s, of the new registrar {:.3} s",
             self.mentor_busy_s, self.newcomer_busy_s
         );
+        if let Some((kind, seconds)) = &self.restart {
+            let _ = writeln!(
+                s,
+                "  restart     {seconds:.3} s from the restarted new registrar's start ({kind}, \
+                 SIGKILL and the same command line) to all {} PEs",
+                self.population
+            );
+        }
+        s
+    }
+}
+
+/// A `takeover` run: three registrars, the PEs' home killed or stopped, the survivors taking
+/// its PEs over.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TakeoverSummary {
+    /// The registrars by PR ID, ASAP and ENRP URL; the first is the PEs' home, the one faulted.
+    pub registrars: Vec<(u64, String)>,
+    /// `--profile`.
+    pub profile: String,
+    /// `--workers` of each registrar; `None`: the profile's (one per core).
+    pub workers: Option<usize>,
+    /// `rfc` or `ng`: the wire format of the ENRP endpoints.
+    pub enrp_generation: String,
+    /// The signal sent: `SIGKILL` or `SIGSTOP`.
+    pub signal: String,
+    /// PEs registered at the first registrar.
+    pub population: usize,
+    /// Pools they are spread over.
+    pub pools: usize,
+    /// Associations they were registered over.
+    pub connections: usize,
+    /// Seconds the registration at the first registrar took.
+    pub register_s: f64,
+    /// Seconds from the end of the registration to both others holding every PE.
+    pub replicate_s: f64,
+    /// The profile's `enrp.heartbeat_interval_ms`, `enrp.max_time_last_heard_ms` and
+    /// `enrp.max_time_no_response_ms`.
+    pub timers_ms: (u64, u64, u64),
+    /// Seconds from the signal to the last survivor resolving every PE with a survivor as its
+    /// home PR (the figure; within one round of resolutions).
+    pub takeover_s: f64,
+    /// PEs by their home PR ID at the last survivor's final round.
+    pub homes: Vec<(u64, usize)>,
+    /// Each survivor's PR ID and its `rserpool_enrp_takeovers_total` at the end.
+    pub takeovers: Vec<(u64, u64)>,
+}
+
+impl TakeoverSummary {
+    /// The bound the profile sets: MAX-TIME-LAST-HEARD + MAX-TIME-NO-RESPONSE + a heartbeat, in
+    /// seconds.
+    pub fn bound_s(&self) -> f64 {
+        let (heartbeat, last_heard, no_response) = self.timers_ms;
+        (heartbeat + last_heard + no_response) as f64 / 1000.0
+    }
+
+    /// The JSON object.
+    pub fn to_json(&self) -> Value {
+        let (heartbeat, last_heard, no_response) = self.timers_ms;
+        let by_id = |pairs: &[(u64, u64)]| -> serde_json::Map<String, Value> {
+            pairs
+                .iter()
+                .map(|(id, n)| (id.to_string(), json!(n)))
+                .collect()
+        };
+        let homes: Vec<(u64, u64)> = self.homes.iter().map(|&(id, n)| (id, n as u64)).collect();
+        json!({
+            "scenario": "takeover",
+            "registrars": self.registrars.iter().map(|(id, url)| json!({"id": id, "url": url})).collect::<Vec<_>>(),
+            "profile": self.profile,
+            "workers": self.workers,
+            "enrp_generation": self.enrp_generation,
+            "signal": self.signal,
+            "population": self.population,
+            "pools": self.pools,
+            "connections": self.connections,
+            "register_s": self.register_s,
+            "replicate_s": self.replicate_s,
+            "timers_ms": {
+                "heartbeat_interval": heartbeat,
+                "max_time_last_heard": last_heard,
+                "max_time_no_response": no_response,
+            },
+            "bound_s": self.bound_s(),
+            "takeover_s": self.takeover_s,
+            "homes": by_id(&homes),
+            "takeovers": by_id(&self.takeovers),
+        })
+    }
+
+    /// The text summary, several lines.
+    pub fn text(&self) -> String {
+        let mut s = String::new();
+        let workers = self
+            .workers
+            .map_or_else(|| "the profile's".to_owned(), |w| w.to_string());
+        let _ = writeln!(
+            s,
+            "takeover on profile {}, {workers} workers each, ENRP {}, {} to the PEs' home",
+            self.profile, self.enrp_generation, self.signal
+        );
+        for (n, (id, url)) in self.registrars.iter().enumerate() {
+            let role = if n == 0 { "home" } else { "survivor" };
+            let _ = writeln!(s, "  PR {id:<9} {role:<8} {url}");
+        }
+        let _ = writeln!(
+            s,
+            "  register    {} PEs in {} pools over {} associations in {:.2} s; at both others \
+             {:.2} s later",
+            self.population, self.pools, self.connections, self.register_s, self.replicate_s
+        );
+        let (heartbeat, last_heard, no_response) = self.timers_ms;
+        let _ = writeln!(
+            s,
+            "  takeover    {:.3} s from {} to every PE homed at a survivor at both survivors \
+             (bound {:.3} s: max_time_last_heard {last_heard} + max_time_no_response \
+             {no_response} + heartbeat {heartbeat} ms)",
+            self.takeover_s,
+            self.signal,
+            self.bound_s()
+        );
+        let homes: Vec<String> = self
+            .homes
+            .iter()
+            .map(|(id, n)| format!("PR {id}: {n} PEs"))
+            .collect();
+        let _ = writeln!(s, "  homes       {}", homes.join(", "));
+        let takeovers: Vec<String> = self
+            .takeovers
+            .iter()
+            .map(|(id, n)| format!("PR {id}: {n}"))
+            .collect();
+        let _ = writeln!(
+            s,
+            "  takeovers   rserpool_enrp_takeovers_total {}",
+            takeovers.join(", ")
+        );
         s
     }
 }
@@ -398,6 +540,8 @@ pub enum RunReport {
     },
     /// `resync`: the times of an ENRP start-up synchronisation.
     Resync(ResyncSummary),
+    /// `takeover`: the time the survivors of a scope took to take over a dead registrar's PEs.
+    Takeover(TakeoverSummary),
     /// `chaos`: the faults injected and the violations the checker found.
     Chaos(Box<ChaosReport>),
 }
@@ -406,7 +550,11 @@ impl RunReport {
     /// Scenario ops/s over echo ops/s, for a comparison.
     pub fn ratio(&self) -> Option<f64> {
         match self {
-            Self::Single(_) | Self::Churn { .. } | Self::Resync(_) | Self::Chaos(_) => None,
+            Self::Single(_)
+            | Self::Churn { .. }
+            | Self::Resync(_)
+            | Self::Takeover(_)
+            | Self::Chaos(_) => None,
             Self::Compared { scenario, echo } if echo.ops_per_s > 0.0 => {
                 Some(scenario.ops_per_s / echo.ops_per_s)
             }
@@ -442,6 +590,8 @@ impl RunReport {
             .to_string(),
             (Self::Resync(r), false) => r.text(),
             (Self::Resync(r), true) => r.to_json().to_string(),
+            (Self::Takeover(r), false) => r.text(),
+            (Self::Takeover(r), true) => r.to_json().to_string(),
             (Self::Chaos(r), false) => r.text(),
             (Self::Chaos(r), true) => r.to_json().to_string(),
         }
@@ -543,6 +693,7 @@ mod tests {
             pages: 2,
             mentor_busy_s: 0.5,
             newcomer_busy_s: 1.25,
+            restart: None,
         });
         assert_eq!(r.ratio(), None);
         let text = r.render(false);
@@ -562,6 +713,83 @@ mod tests {
         assert_eq!(v["pes_per_s"], 1024.0);
         assert_eq!(v["pages"], 2);
         assert_eq!(v["newcomer_busy_s"], 1.25);
+        assert!(!text.contains("restart"), "{text}");
+        assert!(v["restart"].is_null() && v["restart_s"].is_null(), "{v}");
+    }
+
+    #[test]
+    fn a_resync_with_a_restart_reports_its_time() {
+        let r = ResyncSummary {
+            mentor: "tcp://a".into(),
+            newcomer: "tcp://b".into(),
+            workers: 1,
+            enrp_generation: "ng".into(),
+            page: 1024,
+            population: 2048,
+            pools: 4,
+            connections: 2,
+            register_s: 0.5,
+            start_s: 0.25,
+            sync_s: 2.0,
+            pages: 2,
+            mentor_busy_s: 0.5,
+            newcomer_busy_s: 1.25,
+            restart: Some(("new-id".into(), 1.5)),
+        };
+        let text = r.text();
+        assert!(
+            text.contains("restart     1.500 s from the restarted new registrar's start (new-id"),
+            "{text}"
+        );
+        let v = r.to_json();
+        assert_eq!(
+            (v["restart"].clone(), v["restart_s"].clone()),
+            ("new-id".into(), 1.5.into())
+        );
+    }
+
+    #[test]
+    fn a_takeover_reports_its_time_bound_homes_and_counters() {
+        let r = RunReport::Takeover(TakeoverSummary {
+            registrars: vec![
+                (1, "tcp://a".into()),
+                (2, "tcp://b".into()),
+                (3, "tcp://c".into()),
+            ],
+            profile: "carrier".into(),
+            workers: None,
+            enrp_generation: "ng".into(),
+            signal: "SIGKILL".into(),
+            population: 1000,
+            pools: 100,
+            connections: 16,
+            register_s: 0.25,
+            replicate_s: 0.5,
+            timers_ms: (200, 400, 300),
+            takeover_s: 0.75,
+            homes: vec![(2, 1000)],
+            takeovers: vec![(2, 1), (3, 0)],
+        });
+        assert_eq!(r.ratio(), None);
+        let text = r.render(false);
+        for part in [
+            "profile carrier, the profile's workers each, ENRP ng, SIGKILL",
+            "0.750 s from SIGKILL",
+            "(bound 0.900 s: max_time_last_heard 400 + max_time_no_response 300 + heartbeat 200",
+            "homes       PR 2: 1000 PEs",
+            "rserpool_enrp_takeovers_total PR 2: 1, PR 3: 0",
+        ] {
+            assert!(text.contains(part), "{part} missing in {text}");
+        }
+        let v: Value = serde_json::from_str(&r.render(true)).unwrap();
+        assert_eq!(v["scenario"], "takeover");
+        assert_eq!(v["bound_s"], 0.9);
+        assert_eq!(v["takeover_s"], 0.75);
+        assert_eq!(v["homes"]["2"], 1000);
+        assert_eq!(v["takeovers"]["3"], 0);
+        assert_eq!(v["timers_ms"]["max_time_no_response"], 300);
+        assert!(v["workers"].is_null());
+        assert_eq!(v["registrars"][0]["id"], 1);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The registrar under test: one given by URL, or a `rserpool-registrar` process this run starts
 //! (found next to the bench binary or given by path) with a generated configuration file and,
-//! for `resync`, an ENRP endpoint and peers, waits for, and kills at the end; and reading counters
+//! for `resync` and `takeover`, an ENRP endpoint, peers, a PR ID and fixed ports, waits for,
+//! restarts with the same command line when asked, and kills at the end; and reading counters
 //! from its Prometheus metrics.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -30,15 +31,35 @@ pub struct Target {
     config: Option<PathBuf>,
     /// When the process was started and when it printed its last awaited `listening` line.
     started: Option<(Instant, Instant)>,
+    /// The command line of a spawned registrar, kept for [`Target::restart`].
+    launch: Option<Launch>,
 }
 
-/// The ENRP side of a spawned registrar: where it listens and the peers it starts with.
+/// The ENRP side of a spawned registrar: where it listens, the peers it starts with, its PR ID,
+/// and the ports of its ASAP and metrics listeners.
 #[derive(Clone, Debug, Default)]
 pub struct EnrpSpawn {
     /// The `--enrp` URL (`tcp://127.0.0.1:0?generation=ng`: a free port).
     pub listen: String,
     /// The `--peer` URLs: the registrars it downloads the handlespace from at start-up.
     pub peers: Vec<String>,
+    /// `--id`: its PR ID (`None`: the registrar draws one).
+    pub id: Option<u64>,
+    /// The port of its ASAP listener on 127.0.0.1 (0: a free port the registrar picks). A
+    /// registrar to be restarted needs fixed ports, so that its command line stays the same.
+    pub asap_port: u16,
+    /// The port of its metrics endpoint on 127.0.0.1 (0: a free port the registrar picks).
+    pub metrics_port: u16,
+}
+
+/// The command line of a spawned registrar (but for its configuration file's path).
+#[derive(Debug)]
+struct Launch {
+    bin: PathBuf,
+    workers: usize,
+    profile: String,
+    transport: Transport,
+    enrp: Option<EnrpSpawn>,
 }
 
 /// What a spawned registrar printed on stdout that the bench looks for.
@@ -58,14 +79,15 @@ impl Target {
             enrp: None,
             config: None,
             started: None,
+            launch: None,
         }
     }
 
     /// Writes `config` (TOML) to a temporary file and starts `bin` with `--workers workers
     /// --profile PROFILE --asap SCHEME://127.0.0.1:0 --metrics 127.0.0.1:0 --config FILE`, and
-    /// with `enrp` also `--enrp LISTEN` and a `--peer` per peer; waits for its `listening asap`
-    /// line (and with `enrp` its `listening enrp` line) and notes its `metrics` line. Its stderr
-    /// goes to ours.
+    /// with `enrp` also `--enrp LISTEN`, a `--peer` per peer, `--id` if it has one, and its ASAP
+    /// and metrics ports instead of 0; waits for its `listening asap` line (and with `enrp` its
+    /// `listening enrp` line) and notes its `metrics` line. Its stderr goes to ours.
     pub fn spawn(
         bin: &Path,
         workers: usize,
@@ -94,23 +116,89 @@ impl Target {
             child: None,
             metrics: None,
             enrp: None,
-            config: Some(path.clone()),
+            config: Some(path),
             started: None,
+            launch: Some(Launch {
+                bin: bin.to_owned(),
+                workers,
+                profile: profile.to_owned(),
+                transport,
+                enrp: enrp.cloned(),
+            }),
         };
-        let mut command = Command::new(bin);
+        target.start()?;
+        Ok(target)
+    }
+
+    /// SIGKILLs the spawned registrar, waits for it to exit (as a supervisor does), and starts
+    /// it again at once with the same command line, but `--id id` when `id` is given; returns
+    /// when it printed its `listening` lines again ([`Target::started`] then tells the new
+    /// process's times). The same command line has the same ports only if the registrar was
+    /// spawned with an [`EnrpSpawn`] whose ports are fixed (not 0).
+    pub fn restart(&mut self, id: Option<u64>) -> Result<()> {
+        let launch = self.launch.as_mut().ok_or_else(|| {
+            Error::new("only a registrar this run started can be restarted: use --spawn")
+        })?;
+        if let Some(id) = id {
+            let enrp = launch.enrp.as_mut().ok_or_else(|| {
+                Error::new("a registrar without an ENRP endpoint has no PR ID to change")
+            })?;
+            enrp.id = Some(id);
+        }
+        self.kill();
+        self.start()
+    }
+
+    /// SIGKILLs a spawned registrar and waits for its process to be gone.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // It may have exited already; either way it must be reaped.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The process ID of a spawned registrar that is running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Starts the process `self.launch` describes and waits for its listeners.
+    fn start(&mut self) -> Result<()> {
+        let launch = self.launch.as_ref().expect("a spawned registrar");
+        let config = self
+            .config
+            .as_ref()
+            .expect("a spawned registrar's configuration");
+        let bin = launch.bin.clone();
+        let enrp = launch.enrp.as_ref();
+        let mut command = Command::new(&bin);
         command
             .arg("--workers")
-            .arg(workers.to_string())
-            .args(["--profile", profile, "--asap"])
-            .arg(format!("{}://127.0.0.1:0", transport.scheme()))
-            .args(["--metrics", "127.0.0.1:0", "--config"])
-            .arg(&path);
+            .arg(launch.workers.to_string())
+            .args(["--profile", &launch.profile, "--asap"])
+            .arg(format!(
+                "{}://127.0.0.1:{}",
+                launch.transport.scheme(),
+                enrp.map_or(0, |e| e.asap_port)
+            ))
+            .arg("--metrics")
+            .arg(format!("127.0.0.1:{}", enrp.map_or(0, |e| e.metrics_port)))
+            .arg("--config")
+            .arg(config);
         if let Some(enrp) = enrp {
             command.args(["--enrp", &enrp.listen]);
             for peer in &enrp.peers {
                 command.args(["--peer", peer]);
             }
+            if let Some(id) = enrp.id {
+                command.arg("--id").arg(id.to_string());
+            }
         }
+        let awaits_enrp = enrp.is_some();
+        self.metrics = None;
+        self.enrp = None;
+        self.started = None;
         let started = Instant::now();
         let mut child = command
             .stdin(Stdio::null())
@@ -119,7 +207,7 @@ impl Target {
             .spawn()
             .map_err(|e| Error::new(format!("cannot start {}: {e}", bin.display())))?;
         let stdout = child.stdout.take().expect("stdout is piped");
-        target.child = Some(child);
+        self.child = Some(child);
         let (tx, rx) = mpsc::channel();
         // Reads stdout to its end so the registrar never blocks on a full pipe.
         thread::spawn(move || {
@@ -144,9 +232,9 @@ impl Target {
         // The registrar prints its ASAP listeners before its ENRP ones.
         let found = loop {
             match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(Announced::Metrics(url)) => target.metrics = Some(url),
+                Ok(Announced::Metrics(url)) => self.metrics = Some(url),
                 Ok(Announced::Enrp(url)) => {
-                    target.enrp.get_or_insert(url);
+                    self.enrp.get_or_insert(url);
                 }
                 Ok(Announced::Asap(endpoint)) => {
                     asap.get_or_insert(endpoint);
@@ -154,24 +242,24 @@ impl Target {
                 Err(e) => break Err(e),
             }
             if let Some(endpoint) = asap
-                && (enrp.is_none() || target.enrp.is_some())
+                && (!awaits_enrp || self.enrp.is_some())
             {
                 break Ok(endpoint);
             }
         };
-        let wanted = if enrp.is_some() {
+        let wanted = if awaits_enrp {
             "`listening asap` and `listening enrp`"
         } else {
             "`listening asap`"
         };
         match found {
             Ok(endpoint) => {
-                target.endpoint = endpoint;
-                target.started = Some((started, Instant::now()));
-                Ok(target)
+                self.endpoint = endpoint;
+                self.started = Some((started, Instant::now()));
+                Ok(())
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => {
-                let status = target
+                let status = self
                     .child
                     .as_mut()
                     .and_then(|c| c.wait().ok())
@@ -217,11 +305,7 @@ impl Target {
 
 impl Drop for Target {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // It may have exited already; either way it must be reaped.
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.kill();
         if let Some(path) = self.config.take() {
             let _ = std::fs::remove_file(path);
         }

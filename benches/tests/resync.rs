@@ -1,7 +1,9 @@
 //! The `resync` scenario end to end with the real daemon (built next to this test by `cargo test
 //! --workspace`, or `cargo build -p rserpool-registrar`): two registrars over loopback TCP, a
 //! population registered at the first, the second started with it as ENRP peer until it holds
-//! every PE; and the error when it does not within `--timeout`.
+//! every PE; the same with `--restart same-id` and `--restart new-id`, the second registrar then
+//! killed and restarted until it holds every PE again; and the error when it does not within
+//! `--timeout`.
 
 use std::process::{Command, Output, Stdio};
 
@@ -79,4 +81,39 @@ fn a_registrar_not_in_sync_in_time_is_an_error() {
         stderr.contains("of 20000 PEs") && stderr.contains("not in sync within --timeout 0.001"),
         "{stderr}"
     );
+}
+
+/// Runs a 20 000-PE resync with `--restart kind` and checks that the restarted registrar held
+/// the whole population again.
+fn restarted_registrar_gets_the_population_back(kind: &str) {
+    let out = resync(&[
+        "--population",
+        "20000",
+        "--connections",
+        "4",
+        "--restart",
+        kind,
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_str(&stdout).expect("one JSON object");
+    assert_eq!(v["population"], 20000);
+    assert_eq!(v["restart"], kind, "{v}");
+    // The run reports a restart time only once the restarted registrar held all 20000 PEs.
+    let restart = v["restart_s"].as_f64().expect("a restart time");
+    assert!(0.0 < restart && restart < 60.0, "{v}");
+}
+
+#[test]
+fn a_registrar_restarted_with_its_id_gets_every_pe_back() {
+    restarted_registrar_gets_the_population_back("same-id");
+}
+
+#[test]
+fn a_registrar_restarted_with_a_new_id_gets_every_pe_back() {
+    restarted_registrar_gets_the_population_back("new-id");
 }
