@@ -21,16 +21,6 @@ common::on_both_drivers!(
     two_registrars_peer_over_mptcp,
 );
 
-/// ENRP timers short enough for a test (the `carrier` profile's): a broken association means a
-/// dead peer after 300 ms; a start-up waits 1 s at most for its mentor.
-const SCOPE_CONFIG: &str = "[enrp]\n\
-    heartbeat_interval_ms = 200\n\
-    max_time_last_heard_ms = 400\n\
-    max_time_no_response_ms = 300\n\
-    mentor_discovery_timeout_ms = 1000\n\
-    takeover_expiry_ms = 1000\n\
-    reconnect_interval_ms = 200\n";
-
 /// A registrar with ID `id` on `driver`, two workers, an ENRP endpoint on an ephemeral TCP port
 /// and the static peers `peers`.
 fn registrar(driver: &str, id: u32, peers: &[&str]) -> Daemon {
@@ -43,7 +33,7 @@ fn registrar_on(driver: &str, id: u32, scheme: &str, peers: &[&str]) -> Daemon {
         "rserpool-scope-{}-{driver}-{id}.toml",
         std::process::id()
     ));
-    std::fs::write(&config, SCOPE_CONFIG).unwrap();
+    std::fs::write(&config, CARRIER_ENRP).unwrap();
     let id = id.to_string();
     let enrp = format!("{scheme}://127.0.0.1:0");
     let mut args = vec![

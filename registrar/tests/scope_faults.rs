@@ -25,16 +25,6 @@ const RFC: Generation = Generation::Rfc;
 /// The ID the test's peer speaks with.
 const FAKE: PrId = PrId(0x0fa4_e001);
 
-/// Short ENRP timers (the `carrier` profile's) so that a takeover is due within about a second;
-/// everything else is the default profile.
-const FAST_ENRP: &str = "[enrp]\n\
-    heartbeat_interval_ms = 200\n\
-    max_time_last_heard_ms = 400\n\
-    max_time_no_response_ms = 300\n\
-    mentor_discovery_timeout_ms = 1000\n\
-    takeover_expiry_ms = 1000\n\
-    reconnect_interval_ms = 200\n";
-
 /// A registrar on the default profile with `workers` workers (0: the default, one per core) on
 /// `driver`, with the short ENRP timers, an ENRP endpoint on an ephemeral TCP port and no static
 /// peers.
@@ -43,7 +33,7 @@ fn registrar(driver: &str, workers: usize, tag: &str) -> Daemon {
         "rserpool-scope-faults-{}-{driver}-{workers}-{tag}.toml",
         std::process::id()
     ));
-    std::fs::write(&config, FAST_ENRP).unwrap();
+    std::fs::write(&config, CARRIER_ENRP).unwrap();
     let workers = workers.to_string();
     let mut args = vec![
         "--profile",
@@ -298,7 +288,7 @@ impl Trio {
             "rserpool-scope-faults-trio-{}-{driver}-{tag}.toml",
             std::process::id()
         ));
-        std::fs::write(&config, if fast { FAST_ENRP } else { "" }).unwrap();
+        std::fs::write(&config, if fast { CARRIER_ENRP } else { "" }).unwrap();
         let ports = free_ports::<6>();
         let members = [0, 1, 2].map(|i| Member {
             id: i as u32 + 1,

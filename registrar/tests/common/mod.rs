@@ -147,6 +147,17 @@ impl Drop for Daemon {
     }
 }
 
+/// The `carrier` profile's ENRP timers, short enough for a test: a broken association means a
+/// dead peer after 300 ms, a silent one after 400 + 300 ms; a start-up waits 1 s at most for its
+/// mentor. Everything else stays as the profile the test starts with.
+pub const CARRIER_ENRP: &str = "[enrp]\n\
+    heartbeat_interval_ms = 200\n\
+    max_time_last_heard_ms = 400\n\
+    max_time_no_response_ms = 300\n\
+    mentor_discovery_timeout_ms = 1000\n\
+    takeover_expiry_ms = 1000\n\
+    reconnect_interval_ms = 200\n";
+
 /// IPPROTO_MPTCP.
 pub const MPTCP: i32 = 262;
 
