@@ -1402,20 +1402,9 @@ fn rsplib_registrar_and_ours_share_an_operating_scope(driver: &str) {
 
 // Issue 13's faults over kernel SCTP: a silent peer, a presence after an update, a restart.
 
-/// The ENRP timers of the fault tests: a silent peer is due for takeover after
-/// 1000 + 1000 + 500 ms.
-const FAULT_CONFIG: &str = "[timers]\n\
-    keep_alive_interval_ms = 60000\n\
-    [enrp]\n\
-    heartbeat_interval_ms = 500\n\
-    max_time_last_heard_ms = 1000\n\
-    max_time_no_response_ms = 1000\n\
-    mentor_discovery_timeout_ms = 1000\n\
-    takeover_expiry_ms = 1000\n\
-    reconnect_interval_ms = 500\n";
-
 /// A registrar with `workers` workers, SCTP ASAP and ENRP endpoints on loopback (`ports`: ASAP
-/// and ENRP, 0 for any), ID `id`, static peers `peers` and the fault tests' timers.
+/// and ENRP, 0 for any), ID `id`, static peers `peers` and the scope tests' timers (a silent
+/// peer is due for takeover after 1000 + 1000 + 500 ms).
 fn fault_member(
     driver: &str,
     workers: usize,
@@ -1423,7 +1412,7 @@ fn fault_member(
     ports: (u16, u16),
     peers: &[String],
 ) -> Daemon {
-    member(driver, workers, id, LOOPBACK, ports, peers, FAULT_CONFIG)
+    member(driver, workers, id, LOOPBACK, ports, peers, SCOPE_CONFIG)
 }
 
 /// An ENRP peer played by the test over a one-to-one SCTP association (PPID 12).
