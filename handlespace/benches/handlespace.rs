@@ -19,5 +19,9 @@ fn register(c: &mut Criterion) {
     suite::register(c, "");
 }
 
-criterion_group!(benches, resolve, register);
+fn pool_size(c: &mut Criterion) {
+    suite::pool_size(c, "");
+}
+
+criterion_group!(benches, resolve, register, pool_size);
 criterion_main!(benches);

@@ -20,5 +20,9 @@ fn register(c: &mut Criterion) {
     suite::register(c, "mimalloc_");
 }
 
-criterion_group!(benches, resolve, register);
+fn pool_size(c: &mut Criterion) {
+    suite::pool_size(c, "mimalloc_");
+}
+
+criterion_group!(benches, resolve, register, pool_size);
 criterion_main!(benches);

@@ -15,6 +15,7 @@ mod pool;
 pub mod rng;
 pub mod shard;
 pub mod timer;
+mod tree;
 
 use std::sync::Arc;
 

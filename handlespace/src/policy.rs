@@ -2,24 +2,24 @@
 //!
 //! # Model
 //!
-//! The handlespace keeps each pool as an immutable snapshot that the single writer rebuilds on
-//! every change (registration, re-registration, deregistration) and many reader threads use
-//! lock-free for handle resolution. Selection is split accordingly:
+//! A pool's members (PEs) live in a persistent tree ([`crate::tree`]) in the order the pool's
+//! policy needs: by static key for the ordered policies (priority, least used and their
+//! variants), by PE identifier otherwise. The tree counts the members and sums their selection
+//! values below every node, so each step of a selection is one descent, O(log n) in the pool
+//! size, and a registration changes only the members on one path. What each member contributes
+//! ([`member_key`]) is computed once, when it registers:
 //!
-//! * [`SelectionIndex`] is built once per snapshot from the PEs' policies
-//!   ([`SelectionIndex::build`]) and never changes: sorted orders with tie groups, the weighted
-//!   round-robin schedule, prefix sums of the random policies' values, static key parts.
-//! * [`SelectionState`] holds what a resolution must advance pool-wide: one round-robin cursor
-//!   (`AtomicU64`, relaxed `fetch_add`). The caller carries its value over on rebuild.
-//! * The per-PE degradation counters ("times returned since the PE's last (re-)registration",
-//!   RFC 5356 §5.2.2) are a caller-owned `&[AtomicU32]` parallel to the policies slice; the
-//!   caller carries the values over on rebuild and resets a PE's counter when it re-registers.
-//! * Each reader thread owns a [`Rng`] for the random policies.
+//! * the static key of the ordered policies and the value of the weighted ones (weight, or the
+//!   value of a randomized least-used policy at degradation 0);
+//! * its degradation counter ("times returned since the PE's last (re-)registration",
+//!   RFC 5356 §5.2.2), an atomic the resolutions advance;
+//! * [`SelectionState`], per published version of the pool, holds the pool-wide round-robin
+//!   cursor (`AtomicU64`, relaxed `fetch_add`); the writer carries its value over.
 //!
-//! [`SelectionIndex::select`] writes up to `n` distinct PE indices (positions in the snapshot's
-//! policies slice) into a caller-provided buffer, in the order the PU should use them. It never
-//! allocates: scratch space is bounded stack arrays sized by [`MAX_SELECTION`], the protocol's cap
-//! on returned items (procedures.md §7).
+//! Each reader thread owns a [`Rng`] for the random policies. `select` writes up to `n`
+//! distinct member ranks (positions in the tree's order) into a caller-provided buffer, in the
+//! order the PU should use them. It never allocates: scratch space is bounded stack arrays sized
+//! by [`MAX_SELECTION`], the protocol's cap on returned items (procedures.md §7).
 //!
 //! # Concurrency
 //!
@@ -31,14 +31,16 @@
 //! # Policies
 //!
 //! The per-policy semantics, with the choices between RFC 5356 and RSPLIB, are listed on
-//! [`SelectionIndex::select`]. Values and keys follow the formulas of policies.md §2 (RSPLIB's
+//! `select`. Values and keys follow the formulas of policies.md §2 (RSPLIB's
 //! `poolpolicy-template_impl.h`).
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rserpool_protocol::{Policy, policy_type as pt};
 
+use crate::pool::Member;
 use crate::rng::Rng;
+use crate::tree::{Item, Tree};
 
 /// The most PEs one selection returns: handle resolutions are capped at 128 entries (RSPLIB's
 /// registrar, procedures.md §7). Larger requests are clamped.
@@ -46,10 +48,6 @@ pub const MAX_SELECTION: usize = 128;
 
 /// Full load / maximum weight on the u32 scale.
 const MAX: u32 = u32::MAX;
-
-/// The weighted round-robin schedule holds at most this many slots per PE (plus one per PE for
-/// the "every positive weight keeps a slot" rule); larger weight sums are scaled down.
-const WRR_SLOTS_PER_PE: u64 = 64;
 
 /// Rejection-sampling attempts per draw for RLUD/RPLUD before falling back to an exact scan.
 const REJECTION_TRIES: usize = 8;
@@ -80,8 +78,7 @@ pub const fn is_adaptive(policy_type: u32) -> bool {
 }
 
 /// Whether a policy type reads and advances the per-PE degradation counters: LUD, PLUD,
-/// LUD-DPF, PLUD-DPF, RLUD and RPLUD. For all other types [`SelectionIndex::select`] ignores the
-/// `degradation` slice (an empty slice is fine).
+/// LUD-DPF, PLUD-DPF, RLUD and RPLUD; the other types leave them alone.
 pub const fn uses_degradation(policy_type: u32) -> bool {
     matches!(
         policy_type,
@@ -123,7 +120,7 @@ impl Default for SelectionConfig {
     }
 }
 
-/// The selection state that resolutions advance, in each snapshot of a pool; the next snapshot
+/// The selection state that resolutions advance, in each published version of a pool; the next one
 /// starts where the current one's cursor stands (resolutions still reading the old snapshot
 /// meanwhile advance the old one: the rotation may repeat a step when the pool changes, as
 /// the degradation counters may lose an increment).
@@ -161,53 +158,6 @@ impl SelectionState {
     fn advance(&self) -> u64 {
         self.cursor.fetch_add(1, Ordering::Relaxed)
     }
-}
-
-/// What one snapshot of a pool precomputes for selection.
-///
-/// Built by the writer from the PEs' policies ([`SelectionIndex::build`]); read by any number of
-/// threads ([`SelectionIndex::select`]). PE `i` of the index is `policies[i]` of the build call.
-#[derive(Clone, Debug)]
-pub struct SelectionIndex {
-    policy_type: Option<u32>,
-    len: u32,
-    config: SelectionConfig,
-    kind: Kind,
-}
-
-/// The precomputed data per policy family.
-#[derive(Clone, Debug)]
-enum Kind {
-    /// No PEs.
-    Empty,
-    /// RR: the natural order 0..len.
-    RoundRobin,
-    /// WRR: the smooth schedule (PE index per slot) and the number of PEs with weight > 0.
-    Schedule { slots: Box<[u32]>, distinct: u32 },
-    /// PRIO, LU, PLU, LU-DPF, PLU-DPF: PE indices sorted by (key, index), and the end position
-    /// (exclusive) of each group of equal keys.
-    Sorted {
-        order: Box<[u32]>,
-        group_ends: Box<[u32]>,
-    },
-    /// RAND, WRAND, RLU, RPLU, WRAND-DPF: `prefix[i]` = sum of the values of PEs `0..i`
-    /// (`len + 1` entries), and the number of PEs with value > 0.
-    Weighted { prefix: Box<[u64]>, positive: u32 },
-    /// RLUD, RPLUD: prefix sums of the values at degradation 0 (upper bounds of the live
-    /// values), and per PE the static subtrahend (`load`, or `load + load_degradation`) and the
-    /// load degradation.
-    DegradedWeighted {
-        prefix: Box<[u64]>,
-        subtrahend: Box<[u64]>,
-        step: Box<[u32]>,
-    },
-    /// LUD, PLUD, LUD-DPF, PLUD-DPF: PE indices sorted by (static key, index); per sorted
-    /// position the static key and the load degradation.
-    DegradedSorted {
-        order: Box<[u32]>,
-        static_key: Box<[u32]>,
-        step: Box<[u32]>,
-    },
 }
 
 /// A PE's policy fields, whichever variant carries them (absent fields: weight 1, others 0).
@@ -379,459 +329,372 @@ fn random_value(ty: u32, p: &Params) -> u64 {
     }
 }
 
-/// Builds the smooth WRR schedule. Each PE gets slots proportional to its weight (scaled so the
-/// schedule has at most `WRR_SLOTS_PER_PE × len` slots plus one per PE; a positive weight keeps
-/// at least one slot, weight 0 gets none). PE `i`'s `w` copies sit at the cycle positions
-/// `(k + φᵢ) / w`, `k < w`, so each PE's copies are evenly spaced. The phase staggers PEs of
-/// equal (scaled) weight: the `r`-th of `m` such PEs (by index) gets `φ = (r + ½) / m`, so they
-/// are spread over the cycle rather than clustered (and the distinct PEs a walk collects vary
-/// with its start); equal weights give plain round robin in index order. Equal positions go to
-/// the lower index.
+/// How a policy type selects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Family {
+    /// RR: members in identifier order, the cursor's rank first.
+    RoundRobin,
+    /// WRR: a golden-ratio walk over the members' weight intervals.
+    WeightedRoundRobin,
+    /// RAND, WRAND, RLU, RPLU, WRAND-DPF: weighted draws by the members' static values.
+    Weighted,
+    /// RLUD, RPLUD: weighted draws by values that shrink with the degradation counters.
+    DegradedWeighted,
+    /// PRIO, LU, PLU, LU-DPF, PLU-DPF: ascending static key, ties rotated.
+    Sorted,
+    /// LUD, PLUD, LUD-DPF, PLUD-DPF: ascending static key plus degradation, ties rotated.
+    DegradedSorted,
+}
+
+fn family(ty: u32) -> Family {
+    match ty {
+        pt::ROUND_ROBIN => Family::RoundRobin,
+        pt::WEIGHTED_ROUND_ROBIN => Family::WeightedRoundRobin,
+        pt::RANDOM
+        | pt::WEIGHTED_RANDOM
+        | pt::RANDOMIZED_LEAST_USED
+        | pt::RANDOMIZED_PRIORITY_LEAST_USED
+        | pt::WEIGHTED_RANDOM_DPF => Family::Weighted,
+        pt::RANDOMIZED_LEAST_USED_DEGRADATION | pt::RANDOMIZED_PRIORITY_LEAST_USED_DEGRADATION => {
+            Family::DegradedWeighted
+        }
+        pt::LEAST_USED_DEGRADATION
+        | pt::PRIORITY_LEAST_USED_DEGRADATION
+        | pt::LEAST_USED_DEGRADATION_DPF
+        | pt::PRIORITY_LEAST_USED_DEGRADATION_DPF => Family::DegradedSorted,
+        // PRIO, LU, PLU, LU-DPF, PLU-DPF (every policy type the codec knows is covered above or
+        // here).
+        _ => Family::Sorted,
+    }
+}
+
+/// Whether pools of `policy_type` keep their PEs ordered by a static key (priority, least used
+/// and their variants) rather than by PE identifier.
+pub(crate) fn is_ordered(policy_type: u32) -> bool {
+    matches!(family(policy_type), Family::Sorted | Family::DegradedSorted)
+}
+
+/// What a PE with `policy` contributes to selection in a pool of `policy_type` (the first PE's,
+/// RFC 5352 §3.1): its static key (ordered policies; 0 for the others, which keep identifier
+/// order) and its selection value (the share of weighted draws: weight, or the value at
+/// degradation 0 of a randomized least-used policy; 1 for the others).
 ///
-/// Positions are uniformly dense over the cycle, so a bucket sort (one bucket per slot) orders
-/// them in O(slots).
-fn wrr_schedule(weights: &[u32]) -> (Box<[u32]>, u32) {
-    let total: u64 = weights.iter().map(|&w| u64::from(w)).sum();
-    let distinct = weights.iter().filter(|&&w| w > 0).count() as u32;
-    let bound = WRR_SLOTS_PER_PE * weights.len() as u64;
-    let copies: Vec<usize> = weights
-        .iter()
-        .map(|&w| {
-            if w == 0 || total <= bound {
-                w as usize
-            } else {
-                let scaled =
-                    (u128::from(w) * u128::from(bound) + u128::from(total / 2)) / u128::from(total);
-                usize::try_from(scaled).unwrap_or(usize::MAX).max(1)
-            }
-        })
-        .collect();
-    let slots: usize = copies.iter().sum();
-    if slots == 0 {
-        return (Box::new([]), distinct);
-    }
-    // Rank and size of each PE's class of equal copy counts.
-    let mut by_class: Vec<u32> = (0..copies.len() as u32).collect();
-    by_class.sort_by_key(|&i| copies[i as usize]);
-    let mut phase = vec![0.0f64; copies.len()];
-    for class in by_class.chunk_by(|&a, &b| copies[a as usize] == copies[b as usize]) {
-        let m = class.len() as f64;
-        for (r, &i) in class.iter().enumerate() {
-            phase[i as usize] = (r as f64 + 0.5) / m;
-        }
-    }
-    // Bucket sort in two passes over the (recomputed) positions: count, then place.
-    let positions = || {
-        copies.iter().enumerate().flat_map(|(i, &w)| {
-            let ph = phase[i];
-            (0..w).map(move |k| ((k as f64 + ph) / w as f64, i as u32))
-        })
-    };
-    let bucket = |pos: f64| ((pos * slots as f64) as usize).min(slots - 1);
-    let mut start = vec![0u32; slots + 1];
-    for (pos, _) in positions() {
-        start[bucket(pos) + 1] += 1;
-    }
-    for b in 0..slots {
-        start[b + 1] += start[b];
-    }
-    let mut fill = start.clone();
-    let mut sorted = vec![(0.0, 0u32); slots];
-    for e in positions() {
-        let b = bucket(e.0);
-        sorted[fill[b] as usize] = e;
-        fill[b] += 1;
-    }
-    drop(fill);
-    for b in start.windows(2) {
-        let (lo, hi) = (b[0] as usize, b[1] as usize);
-        if hi - lo > 1 {
-            sorted[lo..hi].sort_unstable_by(|x, y| x.0.total_cmp(&y.0).then(x.1.cmp(&y.1)));
-        }
-    }
-    (sorted.into_iter().map(|e| e.1).collect(), distinct)
-}
-
-/// Prefix sums (`len + 1` entries, starting at 0).
-fn prefix_sums(values: impl Iterator<Item = u64>) -> Box<[u64]> {
-    let mut acc = 0u64;
-    std::iter::once(0)
-        .chain(values.map(|v| {
-            acc += v;
-            acc
-        }))
-        .collect()
-}
-
-/// PE indices sorted by (key, index).
-fn sorted_order(keys: &[u32]) -> Vec<u32> {
-    let mut order: Vec<u32> = (0..keys.len() as u32).collect();
-    order.sort_by_key(|&i| keys[i as usize]); // stable: ties stay in index order
-    order
-}
-
-impl SelectionIndex {
-    /// Precomputes selection for a snapshot whose PE `i` has policy `policies[i]`, with the
-    /// default [`SelectionConfig`] (RFC behaviour).
-    ///
-    /// All PEs of a pool have the same policy type (the pool enforces it, RFC 5352 §3.1); the
-    /// first PE's type drives the pool. Should a PE of another type slip in, its fields are taken
-    /// from its own variant where they exist (weight 1 and 0 for everything else otherwise).
-    ///
-    /// # Panics
-    ///
-    /// If the pool has more than `u32::MAX` PEs.
-    pub fn build(policies: &[Policy]) -> Self {
-        Self::build_with_config(policies, SelectionConfig::default())
-    }
-
-    /// [`SelectionIndex::build`] with explicit settings.
-    ///
-    /// # Panics
-    ///
-    /// If the pool has more than `u32::MAX` PEs.
-    pub fn build_with_config(policies: &[Policy], config: SelectionConfig) -> Self {
-        let len = u32::try_from(policies.len()).expect("a pool holds at most u32::MAX PEs");
-        let Some(first) = policies.first() else {
-            return Self {
-                policy_type: None,
-                len: 0,
-                config,
-                kind: Kind::Empty,
-            };
-        };
-        let ty = first.policy_type();
-        let params: Vec<Params> = policies.iter().map(Params::of).collect();
-        let kind = match ty {
-            pt::ROUND_ROBIN => Kind::RoundRobin,
-            pt::WEIGHTED_ROUND_ROBIN => {
-                let weights: Vec<u32> = params.iter().map(|p| p.weight).collect();
-                let (slots, distinct) = wrr_schedule(&weights);
-                Kind::Schedule { slots, distinct }
-            }
-            pt::RANDOM
-            | pt::WEIGHTED_RANDOM
-            | pt::RANDOMIZED_LEAST_USED
-            | pt::RANDOMIZED_PRIORITY_LEAST_USED
-            | pt::WEIGHTED_RANDOM_DPF => {
-                let values: Vec<u64> = params.iter().map(|p| random_value(ty, p)).collect();
-                let positive = values.iter().filter(|&&v| v > 0).count() as u32;
-                Kind::Weighted {
-                    prefix: prefix_sums(values.into_iter()),
-                    positive,
-                }
-            }
-            pt::RANDOMIZED_LEAST_USED_DEGRADATION
-            | pt::RANDOMIZED_PRIORITY_LEAST_USED_DEGRADATION => {
-                let with_ld = ty == pt::RANDOMIZED_PRIORITY_LEAST_USED_DEGRADATION;
-                Kind::DegradedWeighted {
-                    prefix: prefix_sums(params.iter().map(|p| random_value(ty, p))),
-                    subtrahend: params
-                        .iter()
-                        .map(|p| {
-                            u64::from(p.load)
-                                + if with_ld {
-                                    u64::from(p.load_degradation)
-                                } else {
-                                    0
-                                }
-                        })
-                        .collect(),
-                    step: params.iter().map(|p| p.load_degradation).collect(),
-                }
-            }
-            pt::LEAST_USED_DEGRADATION
-            | pt::PRIORITY_LEAST_USED_DEGRADATION
-            | pt::LEAST_USED_DEGRADATION_DPF
-            | pt::PRIORITY_LEAST_USED_DEGRADATION_DPF => {
-                let keys: Vec<u32> = params.iter().map(|p| static_key(ty, p)).collect();
-                let order = sorted_order(&keys);
-                Kind::DegradedSorted {
-                    static_key: order.iter().map(|&i| keys[i as usize]).collect(),
-                    step: order
-                        .iter()
-                        .map(|&i| params[i as usize].load_degradation)
-                        .collect(),
-                    order: order.into_boxed_slice(),
-                }
-            }
-            // PRIO, LU, PLU, LU-DPF, PLU-DPF (every policy type the codec knows is covered
-            // above or here).
-            _ => {
-                let keys: Vec<u32> = params.iter().map(|p| static_key(ty, p)).collect();
-                let order = sorted_order(&keys);
-                let mut group_ends = Vec::new();
-                for pos in 1..order.len() {
-                    if keys[order[pos] as usize] != keys[order[pos - 1] as usize] {
-                        group_ends.push(pos as u32);
-                    }
-                }
-                group_ends.push(len);
-                Kind::Sorted {
-                    order: order.into_boxed_slice(),
-                    group_ends: group_ends.into_boxed_slice(),
-                }
-            }
-        };
-        Self {
-            policy_type: Some(ty),
-            len,
-            config,
-            kind,
-        }
-    }
-
-    /// The pool's policy type (the first PE's), or `None` for an empty pool.
-    pub fn policy_type(&self) -> Option<u32> {
-        self.policy_type
-    }
-
-    /// Number of PEs.
-    pub fn len(&self) -> usize {
-        self.len as usize
-    }
-
-    /// Whether the pool has no PEs.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// The settings this index was built with.
-    pub fn config(&self) -> SelectionConfig {
-        self.config
-    }
-
-    /// Selects up to `n` distinct PEs for one handle resolution and writes their indices to
-    /// `out`, best first (the order the PU should try them); returns how many were written.
-    ///
-    /// The count is at most `min(n, out.len(), MAX_SELECTION, self.len())`, and smaller only
-    /// when the policy cannot offer more PEs (weight 0). `n = 0` or an empty pool returns 0 and
-    /// changes no state. `degradation[i]` is PE `i`'s degradation counter (only read and
-    /// incremented for the policies of [`uses_degradation`]; a missing entry counts as 0 and
-    /// is not incremented). Does not allocate.
-    ///
-    /// "Cursor" below is the value this resolution takes from `state` (`fetch_add(1)`), so it
-    /// advances by exactly one per resolution; "ties rotated" means each group of equal keys,
-    /// in a fixed order (PE index; for the LUD family static key, then PE index), is rotated
-    /// left by `cursor % group size` (round robin among equals, RFC 5356 §5.1.2). RSPLIB gets
-    /// the same effect by giving the first returned PE a new sequence number (`MaxIncrement` =
-    /// 1); the two agree for the first group, while we also rotate lower groups, which RSPLIB
-    /// leaves in sequence order.
-    ///
-    /// * **RR** (RFC 5356 §4.1.2): PEs `cursor % len`, `+1`, … (wrapping), i.e. the head of the
-    ///   circular list advances by one per resolution (RSPLIB: the first returned PE gets a new
-    ///   sequence number; identical).
-    /// * **WRR** (§4.2.2): a precomputed smooth schedule in which each PE appears in proportion
-    ///   to weight / sum, its copies evenly spread; the walk starts at slot `cursor % slots` and
-    ///   collects distinct PEs. Weight 0 is never selected. Weight sums above 64 × pool size are
-    ///   scaled down (each positive weight keeps at least one slot), so proportions are then
-    ///   approximate. RSPLIB's round and virtual counters serve the lighter PEs first and then
-    ///   each PE's copies back to back (2/1/1: `B C A A`); we follow the RFC's "spread as evenly
-    ///   as possible" (2/1/1: `A B A C`; 3/1: `A A B A`).
-    /// * **RAND** (§4.3.2), **WRAND** (§4.4.2), **RLU** (§5.4.2), RSPLIB's **RPLU**, **RLUD**,
-    ///   **RPLUD** and **WRAND-DPF**: successive weighted draws without replacement using
-    ///   `rng`, value 1 (RAND), `weight` (WRAND; 0 never), `max(1, MAX − load)` (RLU),
-    ///   `max(1, MAX − load − load_deg)` (RPLU), `max(1, MAX − load − D)` (RLUD),
-    ///   `max(1, MAX − load − load_deg − D)` (RPLUD) and `weight − round(weight × distance ×
-    ///   wdpf / MAX)` (WRAND-DPF; weight 0 never, otherwise at least 1: RSPLIB gives 0 in the
-    ///   single case where the penalty equals the weight exactly and 1 when it exceeds it, we
-    ///   give 1 in both). D = counter × load_deg, saturating at MAX. The RFC's RLU value
-    ///   `MAX − load` becomes 0 at full load; we keep RSPLIB's `max(1, …)` so a fully loaded
-    ///   PE keeps a tiny chance. No cursor use.
-    /// * **PRIO** (§4.5.2): highest priority first, ties rotated.
-    /// * **LU** (§5.1.2): ascending load, ties rotated.
-    /// * **PLU** (§5.3.2): ascending `load + load_deg` (saturating), ties rotated.
-    /// * **LU-DPF**, **PLU-DPF** (RSPLIB): ascending `load (+ load_deg) + distance × ldpf`
-    ///   (saturating, exact integer arithmetic where RSPLIB rounds a double), ties rotated.
-    /// * **LUD** (§5.2.2), RSPLIB's **PLUD**, **LUD-DPF**, **PLUD-DPF**: ascending
-    ///   `static key + D` (saturating), static key as for LU, PLU, LU-DPF, PLU-DPF; ties
-    ///   rotated; then the counter of each of the first `config.max_increment` returned PEs is
-    ///   incremented by 1 (saturating). RSPLIB's code also grows D on re-linking into its tree
-    ///   (policies.md §2.1 caveat); we count returns only.
-    /// * **RLUD**, **RPLUD** increment the counters of their first `max_increment` results the
-    ///   same way, so D means "times returned" as for LUD. (RSPLIB's update hook for these two
-    ///   only recomputes the value and never grows D, which would make them equal to RLU and
-    ///   RPLU; we follow the evident intent of the degradation term.)
-    ///
-    /// Cost per call (`len` = pool size): RR and the static sorted policies O(n); WRR the walk
-    /// from the cursor until `n` distinct PEs are seen (at most the schedule length, ≤ 65 ×
-    /// len); static random policies O(n² + n log len); RLUD/RPLUD the same while rejection
-    /// succeeds, O(n · len) for heavily degraded pools; the LUD family one scan of the PEs
-    /// whose static key is below the n-th best key (up to 3 × len when a tie group straddles
-    /// the cut).
-    pub fn select(
-        &self,
-        degradation: &[AtomicU32],
-        state: &SelectionState,
-        n: usize,
-        rng: &mut Rng,
-        out: &mut [u32],
-    ) -> usize {
-        let n = n.min(out.len()).min(MAX_SELECTION).min(self.len as usize);
-        if n == 0 {
-            return 0;
-        }
-        let out = &mut out[..n];
-        match &self.kind {
-            Kind::Empty => 0,
-            Kind::RoundRobin => {
-                // One division for the start; the rest wraps by comparison.
-                let mut i = (state.advance() % u64::from(self.len)) as u32;
-                for o in out.iter_mut() {
-                    *o = i;
-                    i += 1;
-                    if i == self.len {
-                        i = 0;
-                    }
-                }
-                n
-            }
-            Kind::Schedule { slots, distinct } => {
-                select_schedule(slots, *distinct as usize, state, out)
-            }
-            Kind::Sorted { order, group_ends } => {
-                select_sorted(order, group_ends, state.advance(), out)
-            }
-            Kind::Weighted { prefix, positive } => {
-                let k = n.min(*positive as usize);
-                draw_static(prefix, rng, &mut out[..k])
-            }
-            Kind::DegradedWeighted {
-                prefix,
-                subtrahend,
-                step,
-            } => {
-                let k = draw_degraded(prefix, subtrahend, step, degradation, rng, out);
-                increment(degradation, &out[..k], self.config.max_increment);
-                k
-            }
-            Kind::DegradedSorted {
-                order,
-                static_key,
-                step,
-            } => {
-                let k = select_degraded_sorted(
-                    order,
-                    static_key,
-                    step,
-                    degradation,
-                    state.advance(),
-                    out,
-                );
-                increment(degradation, &out[..k], self.config.max_increment);
-                k
-            }
-        }
+/// All PEs of a pool have the same policy type (the pool enforces it); should a PE of another
+/// type slip in, its fields are taken from its own variant where they exist (weight 1 and 0 for
+/// everything else otherwise).
+pub(crate) fn member_key(policy_type: u32, policy: &Policy) -> (u32, u32) {
+    let p = Params::of(policy);
+    match family(policy_type) {
+        Family::RoundRobin => (0, 1),
+        Family::WeightedRoundRobin => (0, p.weight),
+        Family::Weighted | Family::DegradedWeighted => (0, sat32(random_value(policy_type, &p))),
+        Family::Sorted | Family::DegradedSorted => (static_key(policy_type, &p), 1),
     }
 }
 
-/// Reads PE `i`'s degradation counter (0 if the caller's slice has no entry).
-#[inline]
-fn counter(degradation: &[AtomicU32], i: u32) -> u32 {
-    degradation
-        .get(i as usize)
-        .map_or(0, |c| c.load(Ordering::Relaxed))
+/// The step of the weighted round-robin walk over a pool whose weights sum to `total`:
+/// resolution `c` takes the point `c × stride mod total`, so with a stride coprime to `total`
+/// every point of `[0, total)` comes once per `total` resolutions. A PE owns consecutive points;
+/// point `x + 1` comes `stride⁻¹` resolutions after point `x`, so the stride is the inverse of
+/// the integer nearest to `total / φ` that is coprime to `total`: a PE's turns are then spread
+/// over the round like the points of a golden-ratio sequence (three-gap theorem).
+pub(crate) fn wrr_stride(total: u64) -> u64 {
+    if total <= 1 {
+        return 1;
+    }
+    let mut spacing = ((total as f64) * 0.618_033_988_749_895).round().max(1.0) as u64 % total;
+    while gcd(spacing, total) != 1 {
+        spacing = spacing % total + 1;
+    }
+    inverse(spacing, total)
+}
+
+fn gcd(mut a: u64, mut b: u64) -> u64 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
+/// The inverse of `a` modulo `m` (coprime, `m > 1`), by the extended Euclidean algorithm.
+fn inverse(a: u64, m: u64) -> u64 {
+    let (mut r0, mut r1) = (i128::from(m), i128::from(a));
+    let (mut t0, mut t1) = (0i128, 1i128);
+    while r1 != 0 {
+        let q = r0 / r1;
+        (r0, r1) = (r1, r0 - q * r1);
+        (t0, t1) = (t1, t0 - q * t1);
+    }
+    t0.rem_euclid(i128::from(m)) as u64
+}
+
+/// Selects up to `n` distinct PEs of `members` (a pool of `policy_type`) for one handle
+/// resolution and writes their ranks to `out`, best first (the order the PU should try them);
+/// returns how many were written. `stride` is [`wrr_stride`] of the members' total value.
+///
+/// The count is at most `min(n, out.len(), MAX_SELECTION, members.len())`, and smaller only
+/// when the policy cannot offer more PEs (weight 0). `n = 0` or an empty pool returns 0 and
+/// changes no state. Does not allocate.
+///
+/// "Cursor" below is the value this resolution takes from `state` (`fetch_add(1)`), so it
+/// advances by exactly one per resolution; "ties rotated" means each group of equal keys, in a
+/// fixed order (PE identifier), is rotated left by `cursor % group size` (round robin among
+/// equals, RFC 5356 §5.1.2). RSPLIB gets the same effect by giving the first returned PE a new
+/// sequence number (`MaxIncrement` = 1); the two agree for the first group, while we also
+/// rotate lower groups, which RSPLIB leaves in sequence order.
+///
+/// * **RR** (RFC 5356 §4.1.2): PEs of ranks `cursor % len`, `+1`, … (wrapping), i.e. the head
+///   of the circular list (in PE identifier order) advances by one per resolution (RSPLIB: the
+///   first returned PE gets a new sequence number; identical).
+/// * **WRR** (§4.2.2): each PE owns an interval of its weight's width on `[0, W)`, W the sum
+///   of the weights; resolution `cursor` takes the PE at `cursor × stride mod W` ([`wrr_stride`]:
+///   coprime to W, the inverse of ≈ W / φ), so over every W consecutive resolutions each PE
+///   comes first exactly weight times, its turns spread over the round (the gaps between them
+///   take at most three lengths); weight 0 is never selected. Further PEs continue the walk over the
+///   weights not chosen yet. Equal weights give a fixed cyclic order, i.e. round robin. RSPLIB
+///   serves the lighter PEs first and then each PE's copies back to back (2/1/1: `B C A A`);
+///   an exact smooth schedule (`A B A C`) costs O(W) to rebuild on every change, which a
+///   registration must not (O(log n)); the golden walk gives `A C B A`.
+/// * **RAND** (§4.3.2), **WRAND** (§4.4.2), **RLU** (§5.4.2), RSPLIB's **RPLU**, **RLUD**,
+///   **RPLUD** and **WRAND-DPF**: successive weighted draws without replacement using `rng`,
+///   value 1 (RAND), `weight` (WRAND; 0 never), `max(1, MAX − load)` (RLU),
+///   `max(1, MAX − load − load_deg)` (RPLU), `max(1, MAX − load − D)` (RLUD),
+///   `max(1, MAX − load − load_deg − D)` (RPLUD) and `weight − round(weight × distance × wdpf
+///   / MAX)` (WRAND-DPF; weight 0 never, otherwise at least 1: RSPLIB gives 0 in the single case
+///   where the penalty equals the weight exactly and 1 when it exceeds it, we give 1 in both).
+///   D = counter × load_deg, saturating at MAX. The RFC's RLU value `MAX − load` becomes 0 at
+///   full load; we keep RSPLIB's `max(1, …)` so a fully loaded PE keeps a tiny chance. RLUD and
+///   RPLUD draw by the value at D = 0 and accept with probability value / that (rejection,
+///   exact); after [`REJECTION_TRIES`] rejections (a heavily degraded pool) the candidate with
+///   the best acceptance ratio among the tries is taken, which keeps the cost O(log n) at the
+///   price of an approximate draw there. No cursor use.
+/// * **PRIO** (§4.5.2): highest priority first, ties rotated.
+/// * **LU** (§5.1.2): ascending load, ties rotated.
+/// * **PLU** (§5.3.2): ascending `load + load_deg` (saturating), ties rotated.
+/// * **LU-DPF**, **PLU-DPF** (RSPLIB): ascending `load (+ load_deg) + distance × ldpf`
+///   (saturating, exact integer arithmetic where RSPLIB rounds a double), ties rotated.
+/// * **LUD** (§5.2.2), RSPLIB's **PLUD**, **LUD-DPF**, **PLUD-DPF**: ascending
+///   `static key + D` (saturating), static key as for LU, PLU, LU-DPF, PLU-DPF; ties rotated;
+///   then the counter of each of the first `config.max_increment` returned PEs is incremented
+///   by 1 (saturating). RSPLIB's code also grows D on re-linking into its tree (policies.md
+///   §2.1 caveat); we count returns only.
+/// * **RLUD**, **RPLUD** increment the counters of their first `max_increment` results the
+///   same way, so D means "times returned" as for LUD. (RSPLIB's update hook for these two
+///   only recomputes the value and never grows D, which would make them equal to RLU and
+///   RPLU; we follow the evident intent of the degradation term.)
+///
+/// Cost per call (n = items, `len` = pool size): RR O(n + log len); WRR and the random
+/// policies O(n² + n log len); the static sorted policies O(n + groups × log len); the LUD
+/// family one scan of the PEs whose static key is below the n-th best key plus the boundary
+/// group (the live keys change with every resolution, so no index orders them; up to the whole
+/// pool when most PEs share one static key and some are degraded).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn select(
+    members: &Tree<Member>,
+    policy_type: u32,
+    stride: u64,
+    config: SelectionConfig,
+    state: &SelectionState,
+    n: usize,
+    rng: &mut Rng,
+    out: &mut [u32],
+) -> usize {
+    let len = members.len();
+    let n = n.min(out.len()).min(MAX_SELECTION).min(len);
+    if n == 0 {
+        return 0;
+    }
+    let out = &mut out[..n];
+    match family(policy_type) {
+        Family::RoundRobin => {
+            // One division for the start; the rest wraps by comparison.
+            let mut i = (state.advance() % len as u64) as usize;
+            for o in out.iter_mut() {
+                *o = i as u32;
+                i += 1;
+                if i == len {
+                    i = 0;
+                }
+            }
+            n
+        }
+        Family::WeightedRoundRobin => select_wrr(members, stride, state.advance(), out),
+        Family::Weighted => draw(members, rng, out),
+        Family::DegradedWeighted => {
+            let k = draw_degraded(members, policy_type, rng, out);
+            increment(members, &out[..k], config.max_increment);
+            k
+        }
+        Family::Sorted => select_sorted(members, state.advance(), out),
+        Family::DegradedSorted => {
+            let k = select_degraded_sorted(members, state.advance(), out);
+            increment(members, &out[..k], config.max_increment);
+            k
+        }
+    }
 }
 
 /// Increments the counters of the first `max_increment` selected PEs, saturating at u32::MAX.
-fn increment(degradation: &[AtomicU32], selected: &[u32], max_increment: usize) {
-    for &i in selected.iter().take(max_increment) {
-        if let Some(c) = degradation.get(i as usize) {
-            // Err only when already saturated: nothing to do then.
-            let _ = c.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_add(1));
-        }
+fn increment(members: &Tree<Member>, selected: &[u32], max_increment: usize) {
+    for &rank in selected.iter().take(max_increment) {
+        members.at(rank as usize).degrade();
     }
 }
 
-/// A fixed-capacity set of PE indices on the stack (open addressing, ≤ 50 % full for
-/// `MAX_SELECTION` entries).
-struct SeenSet {
-    slots: [u32; 2 * MAX_SELECTION],
+/// The intervals of the members chosen so far in a draw without replacement, sorted by start.
+struct Chosen {
+    /// (interval start, interval width), ascending by start.
+    intervals: [(u64, u64); MAX_SELECTION],
+    len: usize,
+    /// Sum of the chosen widths.
+    mass: u64,
 }
 
-impl SeenSet {
-    const EMPTY: u32 = u32::MAX;
-
+impl Chosen {
     fn new() -> Self {
         Self {
-            slots: [Self::EMPTY; 2 * MAX_SELECTION],
+            intervals: [(0, 0); MAX_SELECTION],
+            len: 0,
+            mass: 0,
         }
     }
 
-    /// Inserts `v` (never `u32::MAX`, which is no PE index); false if it was present. At most
-    /// `MAX_SELECTION` values may be inserted.
-    fn insert(&mut self, v: u32) -> bool {
-        let mask = self.slots.len() - 1;
-        let mut h = (v.wrapping_mul(0x9e37_79b9) >> 23) as usize & mask;
-        loop {
-            match self.slots[h] {
-                Self::EMPTY => {
-                    self.slots[h] = v;
-                    return true;
-                }
-                x if x == v => return false,
-                _ => h = (h + 1) & mask,
-            }
-        }
-    }
-}
-
-/// WRR: walks the schedule from the cursor's slot, collecting distinct PEs.
-fn select_schedule(
-    slots: &[u32],
-    distinct: usize,
-    state: &SelectionState,
-    out: &mut [u32],
-) -> usize {
-    let k = out.len().min(distinct);
-    if k == 0 || slots.is_empty() {
-        return 0;
-    }
-    let mut pos = (state.advance() % slots.len() as u64) as usize;
-    if k == 1 {
-        out[0] = slots[pos];
-        return 1;
-    }
-    let mut seen = SeenSet::new();
-    let mut w = 0;
-    for _ in 0..slots.len() {
-        let pe = slots[pos];
-        if seen.insert(pe) {
-            out[w] = pe;
-            w += 1;
-            if w == k {
+    /// Maps a point of the mass not chosen yet (`[0, total − mass)`) to a point of the whole
+    /// `[0, total)` by skipping the chosen intervals.
+    fn skip(&self, mut x: u64) -> u64 {
+        for &(start, width) in &self.intervals[..self.len] {
+            if start <= x {
+                x += width;
+            } else {
                 break;
             }
         }
-        pos += 1;
-        if pos == slots.len() {
-            pos = 0;
-        }
+        x
     }
-    w
+
+    fn insert(&mut self, start: u64, width: u64) {
+        let at = self.intervals[..self.len].partition_point(|&(s, _)| s < start);
+        self.intervals.copy_within(at..self.len, at + 1);
+        self.intervals[at] = (start, width);
+        self.len += 1;
+        self.mass += width;
+    }
 }
 
-/// Static sorted policies: walks the groups of equal keys in order, each rotated by the cursor.
-fn select_sorted(order: &[u32], group_ends: &[u32], cursor: u64, out: &mut [u32]) -> usize {
+/// WRR: the golden walk (see [`select`]). Later PEs take the walk's next points, scaled onto
+/// the weights not chosen yet.
+fn select_wrr(members: &Tree<Member>, stride: u64, cursor: u64, out: &mut [u32]) -> usize {
+    let total = members.total();
+    let mut chosen = Chosen::new();
+    for (j, o) in out.iter_mut().enumerate() {
+        let remaining = total - chosen.mass;
+        if remaining == 0 {
+            return j;
+        }
+        let step = u128::from(cursor.wrapping_add(j as u64) % total);
+        let point = step * u128::from(stride) % u128::from(total);
+        let x = (point * u128::from(remaining) / u128::from(total)) as u64;
+        let (rank, start, member) = members.locate(chosen.skip(x));
+        chosen.insert(start, u64::from(member.value()));
+        *o = rank as u32;
+    }
+    out.len()
+}
+
+/// Static weighted draws without replacement: each draw is uniform over the values not chosen
+/// yet.
+fn draw(members: &Tree<Member>, rng: &mut Rng, out: &mut [u32]) -> usize {
+    let total = members.total();
+    let mut chosen = Chosen::new();
+    for (k, o) in out.iter_mut().enumerate() {
+        let remaining = total - chosen.mass;
+        if remaining == 0 {
+            return k;
+        }
+        let (rank, start, member) = members.locate(chosen.skip(rng.below(remaining)));
+        chosen.insert(start, u64::from(member.value()));
+        *o = rank as u32;
+    }
+    out.len()
+}
+
+/// RLUD/RPLUD: weighted draws without replacement with live values
+/// `max(1, MAX − subtrahend − D)`, by rejection against the values at D = 0 (see [`select`]).
+fn draw_degraded(
+    members: &Tree<Member>,
+    policy_type: u32,
+    rng: &mut Rng,
+    out: &mut [u32],
+) -> usize {
+    let with_ld = policy_type == pt::RANDOMIZED_PRIORITY_LEAST_USED_DEGRADATION;
+    let live = |member: &Member| -> u64 {
+        let p = Params::of(&member.entry().registration.policy);
+        let subtrahend = u64::from(p.load)
+            + if with_ld {
+                u64::from(p.load_degradation)
+            } else {
+                0
+            };
+        let d = degradation_amount(member.degradation(), p.load_degradation);
+        u64::from(MAX)
+            .saturating_sub(subtrahend.saturating_add(d))
+            .max(1)
+    };
+    let total = members.total();
+    let mut chosen = Chosen::new();
+    for (k, o) in out.iter_mut().enumerate() {
+        let remaining = total - chosen.mass;
+        if remaining == 0 {
+            return k;
+        }
+        // The accepted candidate, else the one with the best acceptance ratio (live / bound).
+        let mut best = None;
+        let mut best_ratio = -1.0;
+        for _ in 0..REJECTION_TRIES {
+            let candidate = members.locate(chosen.skip(rng.below(remaining)));
+            let bound = u64::from(candidate.2.value()).max(1);
+            let v = live(candidate.2);
+            if v >= bound || rng.below(bound) < v {
+                best = Some(candidate);
+                break;
+            }
+            let ratio = v as f64 / bound as f64;
+            if ratio > best_ratio {
+                best_ratio = ratio;
+                best = Some(candidate);
+            }
+        }
+        let (rank, start, member) = best.expect("REJECTION_TRIES > 0");
+        chosen.insert(start, u64::from(member.value()));
+        *o = rank as u32;
+    }
+    out.len()
+}
+
+/// Static sorted policies: walks the groups of equal static keys in order, each rotated by the
+/// cursor.
+fn select_sorted(members: &Tree<Member>, cursor: u64, out: &mut [u32]) -> usize {
     let n = out.len();
+    let len = members.len();
     let mut w = 0;
     let mut start = 0usize;
-    for &end in group_ends {
-        let end = end as usize;
+    while w < n && start < len {
+        let key = members.at(start).order();
+        let end = match key.checked_add(1) {
+            Some(next) => members.rank_of((next, 0)),
+            None => len,
+        };
         let g = end - start;
         let mut r = (cursor % g as u64) as usize;
         let take = g.min(n - w);
         for o in out[w..w + take].iter_mut() {
-            *o = order[start + r];
+            *o = (start + r) as u32;
             r += 1;
             if r == g {
                 r = 0;
             }
         }
         w += take;
-        if w == n {
-            break;
-        }
         start = end;
     }
     w
@@ -840,41 +703,36 @@ fn select_sorted(order: &[u32], group_ends: &[u32], cursor: u64, out: &mut [u32]
 /// Dynamic sorted policies (LUD family): the `out.len()` smallest `static key + D`, groups of
 /// equal keys rotated by the cursor, without allocation.
 ///
-/// Pass 1 keeps the best `(key, position)` pairs in a bounded sorted buffer, scanning positions
-/// in static-key order and stopping once the static key alone reaches the buffer's worst key
+/// Pass 1 keeps the best `(key, rank)` pairs in a bounded sorted buffer, scanning ranks in
+/// static-key order and stopping once the static key alone reaches the buffer's worst key
 /// (D ≥ 0). Groups below the worst key are complete in the buffer. If the worst key's group has
 /// members outside the buffer, pass 2 counts it and pass 3 picks the rotated window of it.
 /// Concurrent counter changes between passes are tolerated: the result stays distinct and full.
-fn select_degraded_sorted(
-    order: &[u32],
-    static_key: &[u32],
-    step: &[u32],
-    degradation: &[AtomicU32],
-    cursor: u64,
-    out: &mut [u32],
-) -> usize {
+fn select_degraded_sorted(members: &Tree<Member>, cursor: u64, out: &mut [u32]) -> usize {
     let n = out.len();
-    let key_at = |pos: usize| -> u32 {
-        let d = degradation_amount(counter(degradation, order[pos]), step[pos]);
-        sat32(u64::from(static_key[pos]) + d)
+    let live_key = |member: &Member| -> u32 {
+        let step = Params::of(&member.entry().registration.policy).load_degradation;
+        let d = degradation_amount(member.degradation(), step);
+        sat32(u64::from(member.order()) + d)
     };
 
-    // Pass 1: bounded top-n buffer of (key, position), sorted ascending.
+    // Pass 1: bounded top-n buffer of (key, rank), sorted ascending.
     let mut buf = [(0u32, 0u32); MAX_SELECTION];
     let mut m = 0usize;
-    for (pos, &skey) in static_key.iter().enumerate() {
+    for (rank, member) in members.iter().enumerate() {
+        let skey = member.order();
         if m == n && skey >= buf[n - 1].0 {
             break;
         }
-        let key = key_at(pos);
+        let key = live_key(member);
         if m == n && key >= buf[n - 1].0 {
             continue;
         }
-        // Positions ascend, so an equal key goes after the existing ones.
+        // Ranks ascend, so an equal key goes after the existing ones.
         let at = buf[..m].partition_point(|e| e.0 <= key);
         let last = if m == n { n - 1 } else { m };
         buf.copy_within(at..last, at + 1);
-        buf[at] = (key, pos as u32);
+        buf[at] = (key, rank as u32);
         if m < n {
             m += 1;
         }
@@ -893,7 +751,7 @@ fn select_degraded_sorted(
         let g = e - s;
         let r = (cursor % g as u64) as usize;
         for j in 0..g {
-            out[w + j] = order[buf[s + (r + j) % g].1 as usize];
+            out[w + j] = buf[s + (r + j) % g].1;
         }
         w += g;
         s = e;
@@ -901,8 +759,8 @@ fn select_degraded_sorted(
     let boundary = &buf[s..];
     let kb = boundary.len();
 
-    // Positions already output (sorted), to skip in passes 2 and 3 should a counter have moved
-    // one of them onto the worst key meanwhile.
+    // Ranks already output (sorted), to skip in passes 2 and 3 should a counter have moved one
+    // of them onto the worst key meanwhile.
     let mut lower = [0u32; MAX_SELECTION];
     for (l, e) in lower.iter_mut().zip(&buf[..s]) {
         *l = e.1;
@@ -913,17 +771,17 @@ fn select_degraded_sorted(
     // Pass 2: size of the worst key's group over the whole pool.
     let scan = |visit: &mut dyn FnMut(usize) -> bool| {
         let mut li = 0;
-        for (pos, &skey) in static_key.iter().enumerate() {
-            if skey > worst {
+        for (rank, member) in members.iter().enumerate() {
+            if member.order() > worst {
                 break;
             }
-            while li < lower.len() && (lower[li] as usize) < pos {
+            while li < lower.len() && (lower[li] as usize) < rank {
                 li += 1;
             }
-            if li < lower.len() && lower[li] as usize == pos {
+            if li < lower.len() && lower[li] as usize == rank {
                 continue;
             }
-            if key_at(pos) == worst && !visit(pos) {
+            if live_key(member) == worst && !visit(rank) {
                 break;
             }
         }
@@ -938,7 +796,7 @@ fn select_degraded_sorted(
         // The whole group is in the buffer: rotate it like the others.
         let r = (cursor % kb as u64) as usize;
         for j in 0..kb {
-            out[w + j] = order[boundary[(r + j) % kb].1 as usize];
+            out[w + j] = boundary[(r + j) % kb].1;
         }
         return w + kb;
     }
@@ -946,14 +804,14 @@ fn select_degraded_sorted(
     // Pass 3: the members at ranks r, r + 1, … (mod g) of the group, in that order.
     let r = (cursor % g as u64) as usize;
     let mut picked = [u32::MAX; MAX_SELECTION];
-    let mut rank = 0usize;
-    scan(&mut |pos| {
-        let slot = (rank + g - r) % g;
+    let mut nth = 0usize;
+    scan(&mut |rank| {
+        let slot = (nth + g - r) % g;
         if slot < kb {
-            picked[slot] = order[pos];
+            picked[slot] = rank as u32;
         }
-        rank += 1;
-        rank < g
+        nth += 1;
+        nth < g
     });
     let mut got = 0;
     for &pe in &picked[..kb] {
@@ -967,125 +825,12 @@ fn select_degraded_sorted(
         if got == kb {
             break;
         }
-        let pe = order[e.1 as usize];
-        if !out[w..w + got].contains(&pe) {
-            out[w + got] = pe;
+        if !out[w..w + got].contains(&e.1) {
+            out[w + got] = e.1;
             got += 1;
         }
     }
     w + got
-}
-
-/// Maps a draw `r` over the values not yet chosen to a PE index: skips the chosen PEs'
-/// intervals (`chosen` sorted by index, so by interval start), then binary-searches the prefix
-/// sums. Zero-width intervals are never hit.
-fn locate(prefix: &[u64], chosen: &[u32], r: u64) -> u32 {
-    let mut x = r;
-    for &c in chosen {
-        let start = prefix[c as usize];
-        if start <= x {
-            x += prefix[c as usize + 1] - start;
-        } else {
-            break;
-        }
-    }
-    (prefix.partition_point(|&p| p <= x) - 1) as u32
-}
-
-/// Inserts `i` into the sorted prefix `chosen[..len]`.
-fn insert_sorted(chosen: &mut [u32; MAX_SELECTION], len: usize, i: u32) {
-    let at = chosen[..len].partition_point(|&c| c < i);
-    chosen.copy_within(at..len, at + 1);
-    chosen[at] = i;
-}
-
-/// Static random policies: `out.len()` successive weighted draws without replacement
-/// (`out.len()` ≤ number of PEs with a positive value).
-fn draw_static(prefix: &[u64], rng: &mut Rng, out: &mut [u32]) -> usize {
-    let mut chosen = [0u32; MAX_SELECTION];
-    let mut remaining = prefix[prefix.len() - 1];
-    for (k, o) in out.iter_mut().enumerate() {
-        if remaining == 0 {
-            return k;
-        }
-        let i = locate(prefix, &chosen[..k], rng.below(remaining));
-        remaining -= prefix[i as usize + 1] - prefix[i as usize];
-        insert_sorted(&mut chosen, k, i);
-        *o = i;
-    }
-    out.len()
-}
-
-/// RLUD/RPLUD: weighted draws without replacement with live values
-/// `max(1, MAX − subtrahend − D)`. Each draw first tries rejection sampling against the static
-/// upper bounds (value at D = 0, whose prefix sums are precomputed): draw by bound, accept with
-/// probability value / bound; this is exact and O(log len). After `REJECTION_TRIES` rejections
-/// (heavily degraded pools) it falls back to an exact two-pass scan over the live values.
-fn draw_degraded(
-    prefix: &[u64],
-    subtrahend: &[u64],
-    step: &[u32],
-    degradation: &[AtomicU32],
-    rng: &mut Rng,
-    out: &mut [u32],
-) -> usize {
-    let value = |i: usize| -> u64 {
-        let d = degradation_amount(counter(degradation, i as u32), step[i]);
-        u64::from(MAX)
-            .saturating_sub(subtrahend[i].saturating_add(d))
-            .max(1)
-    };
-    let mut chosen = [0u32; MAX_SELECTION];
-    let mut remaining = prefix[prefix.len() - 1];
-    for k in 0..out.len() {
-        let mut pick = None;
-        for _ in 0..REJECTION_TRIES {
-            let i = locate(prefix, &chosen[..k], rng.below(remaining)) as usize;
-            let bound = prefix[i + 1] - prefix[i];
-            let v = value(i);
-            if v >= bound || rng.below(bound) < v {
-                pick = Some(i);
-                break;
-            }
-        }
-        let i = match pick {
-            Some(i) => i,
-            None => scan_draw(&chosen[..k], subtrahend.len(), &value, rng),
-        };
-        remaining -= prefix[i + 1] - prefix[i];
-        insert_sorted(&mut chosen, k, i as u32);
-        out[k] = i as u32;
-    }
-    out.len()
-}
-
-/// Exact weighted draw over the PEs not in `chosen` (sorted): one pass for the sum, one to find
-/// the drawn PE. Every live value is ≥ 1, so the sum is positive while a PE remains. Should
-/// values shrink between the passes (concurrent increments), the last candidate is taken.
-fn scan_draw(chosen: &[u32], len: usize, value: &dyn Fn(usize) -> u64, rng: &mut Rng) -> usize {
-    let candidates = || {
-        let mut ci = 0;
-        (0..len).filter(move |&i| {
-            if ci < chosen.len() && chosen[ci] as usize == i {
-                ci += 1;
-                false
-            } else {
-                true
-            }
-        })
-    };
-    let total: u64 = candidates().map(value).sum();
-    let r = rng.below(total);
-    let mut acc = 0u64;
-    let mut last = 0;
-    for i in candidates() {
-        acc += value(i);
-        last = i;
-        if acc > r {
-            break;
-        }
-    }
-    last
 }
 
 #[cfg(test)]
@@ -1096,12 +841,26 @@ mod tests {
     const HALF: u32 = MAX / 2;
     const QUARTER: u32 = MAX / 4;
 
-    /// A pool under test: index, counters, shared state and a seeded generator.
+    /// A pool under test: members (PE `i` of the policy list has PE ID `i + 1`), shared state
+    /// and a seeded generator. Picks are reported as list indices.
     struct Pool {
-        index: SelectionIndex,
-        deg: Vec<AtomicU32>,
+        members: Tree<Member>,
+        policy_type: u32,
+        config: SelectionConfig,
         state: SelectionState,
         rng: Rng,
+    }
+
+    /// The members of a pool whose PE `i` has policy `policies[i]` and PE ID `i + 1`.
+    fn members_of(policies: &[Policy]) -> (Tree<Member>, u32) {
+        let ty = policies
+            .first()
+            .map_or(pt::ROUND_ROBIN, Policy::policy_type);
+        let mut members = Tree::default();
+        for (i, &policy) in policies.iter().enumerate() {
+            members.insert(Member::for_test(i as u64 + 1, policy, ty));
+        }
+        (members, ty)
     }
 
     impl Pool {
@@ -1110,31 +869,69 @@ mod tests {
         }
 
         fn with_config(policies: &[Policy], config: SelectionConfig) -> Self {
+            let (members, policy_type) = members_of(policies);
             Self {
-                index: SelectionIndex::build_with_config(policies, config),
-                deg: (0..policies.len()).map(|_| AtomicU32::new(0)).collect(),
+                members,
+                policy_type,
+                config,
                 state: SelectionState::new(),
                 rng: Rng::seed(0x5eed),
             }
         }
 
+        fn len(&self) -> usize {
+            self.members.len()
+        }
+
+        /// Total weight (weighted round robin: the length of a round).
+        fn total(&self) -> usize {
+            self.members.total() as usize
+        }
+
+        /// PE `i` of the policy list.
+        fn member(&self, i: usize) -> &Member {
+            let id = i as u64 + 1;
+            self.members
+                .iter()
+                .find(|m| m.entry().id().0 == id)
+                .expect("a PE of the list")
+        }
+
         fn set_counters(&self, values: &[u32]) {
-            for (c, &v) in self.deg.iter().zip(values) {
-                c.store(v, Ordering::Relaxed);
+            for (i, &v) in values.iter().enumerate() {
+                self.member(i).set_degradation(v);
             }
         }
 
         fn counters(&self) -> Vec<u32> {
-            self.deg.iter().map(|c| c.load(Ordering::Relaxed)).collect()
+            (0..self.len())
+                .map(|i| self.member(i).degradation())
+                .collect()
+        }
+
+        /// Ranks selected, mapped to list indices.
+        fn select_into(&mut self, n: usize, out: &mut [u32]) -> usize {
+            let k = select(
+                &self.members,
+                self.policy_type,
+                wrr_stride(self.members.total()),
+                self.config,
+                &self.state,
+                n,
+                &mut self.rng,
+                out,
+            );
+            for o in &mut out[..k] {
+                *o = (self.members.at(*o as usize).entry().id().0 - 1) as u32;
+            }
+            k
         }
 
         fn pick(&mut self, n: usize) -> Vec<u32> {
             let mut out = [0u32; MAX_SELECTION];
-            let k = self
-                .index
-                .select(&self.deg, &self.state, n, &mut self.rng, &mut out);
+            let k = self.select_into(n, &mut out);
             let v = out[..k].to_vec();
-            assert_distinct_valid(&v, self.index.len());
+            assert_distinct_valid(&v, self.len());
             v
         }
 
@@ -1155,7 +952,7 @@ mod tests {
 
         /// Selection frequencies over `draws` resolutions with n = 1.
         fn frequencies(&mut self, draws: usize) -> Vec<f64> {
-            let mut counts = vec![0usize; self.index.len()];
+            let mut counts = vec![0usize; self.len()];
             for _ in 0..draws {
                 for i in self.pick(1) {
                     counts[i as usize] += 1;
@@ -1218,13 +1015,6 @@ mod tests {
                 load_degradation: ld,
             })
             .collect()
-    }
-
-    fn schedule_len(index: &SelectionIndex) -> usize {
-        match &index.kind {
-            Kind::Schedule { slots, .. } => slots.len(),
-            other => panic!("not a schedule: {other:?}"),
-        }
     }
 
     /// One policy of each of the 18 types, with a positive field set.
@@ -1313,46 +1103,95 @@ mod tests {
 
     #[test]
     fn rr_cursor_survives_rebuild() {
-        let state = Arc::new(SelectionState::new());
+        let state = SelectionState::new();
         let mut rng = Rng::seed(1);
         let mut out = [0u32; 4];
-        let small = SelectionIndex::build(&[Policy::RoundRobin; 3]);
+        let config = SelectionConfig::default();
+        let (small, ty) = members_of(&[Policy::RoundRobin; 3]);
         for _ in 0..2 {
-            small.select(&[], &state, 1, &mut rng, &mut out);
+            select(&small, ty, 1, config, &state, 1, &mut rng, &mut out);
         }
-        let big = SelectionIndex::build(&[Policy::RoundRobin; 5]);
-        assert_eq!(big.select(&[], &state, 2, &mut rng, &mut out), 2);
+        let (big, _) = members_of(&[Policy::RoundRobin; 5]);
+        assert_eq!(
+            select(&big, ty, 1, config, &state, 2, &mut rng, &mut out),
+            2
+        );
         assert_eq!(out[..2], [2, 3]);
     }
 
     // ----- Weighted Round Robin -----
 
-    #[test]
-    fn wrr_3_1_proportions_and_spread() {
-        let mut p = Pool::new(&wrr(&[3, 1]));
-        // Copies spread over the cycle: A A B A, not A A A B.
-        assert_eq!(p.firsts(8), [0, 0, 1, 0, 0, 0, 1, 0]);
+    /// The gaps (in resolutions) between the turns of PE `pe` as first choice over `firsts`,
+    /// cyclically.
+    fn gaps(firsts: &[u32], pe: u32) -> Vec<usize> {
+        let at: Vec<usize> = (0..firsts.len()).filter(|&c| firsts[c] == pe).collect();
+        (0..at.len())
+            .map(|j| (at[(j + 1) % at.len()] + firsts.len() - at[j] - 1) % firsts.len() + 1)
+            .collect()
     }
 
     #[test]
-    fn wrr_2_1_1_spread() {
+    fn wrr_3_1_proportions_and_spread() {
+        let mut p = Pool::new(&wrr(&[3, 1]));
+        // A round of 4: three turns of A, one of B, B never next to itself.
+        let round = p.firsts(4);
+        assert_eq!(round, [0, 1, 0, 0]);
+        assert_eq!(p.firsts(8), [round.clone(), round].concat());
+    }
+
+    #[test]
+    fn wrr_2_1_1_exact_per_round_and_spread() {
         let mut p = Pool::new(&wrr(&[2, 1, 1]));
-        assert_eq!(p.firsts(8), [0, 1, 0, 2, 0, 1, 0, 2]);
+        let round = p.firsts(4);
+        let mut counts = [0; 3];
+        for &i in &round {
+            counts[i as usize] += 1;
+        }
+        assert_eq!(counts, [2, 1, 1]);
+        // The same cyclic order every round; A's two turns are not back to back within it.
+        assert_eq!(p.firsts(4), round);
+        assert_eq!(round, [0, 2, 1, 0]);
     }
 
     #[test]
     fn wrr_n2_collects_distinct() {
         let mut p = Pool::new(&wrr(&[3, 1]));
-        assert_eq!(
-            p.picks(2, 4),
-            [vec![0, 1], vec![0, 1], vec![1, 0], vec![0, 1]]
-        );
+        for v in p.picks(2, 8) {
+            let mut s = v.clone();
+            s.sort_unstable();
+            assert_eq!(s, [0, 1], "{v:?}");
+        }
     }
 
     #[test]
-    fn wrr_equal_weights_is_rr() {
-        let mut p = Pool::new(&wrr(&[7, 7, 7]));
-        assert_eq!(p.picks(2, 3), [vec![0, 1], vec![1, 2], vec![2, 0]]);
+    fn wrr_weights_of_one_are_round_robin() {
+        // Every PE once per round, in the same cyclic order every round.
+        let mut p = Pool::new(&wrr(&[1; 5]));
+        let rounds = p.firsts(15);
+        let mut first = rounds[..5].to_vec();
+        assert_eq!(
+            rounds,
+            [first.clone(), first.clone(), first.clone()].concat()
+        );
+        first.sort_unstable();
+        assert_eq!(first, [0, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn wrr_equal_weights_share_equally_and_spread() {
+        let mut p = Pool::new(&wrr(&[7; 5]));
+        let round = p.firsts(35);
+        let mut counts = [0; 5];
+        for &i in &round {
+            counts[i as usize] += 1;
+        }
+        assert_eq!(counts, [7; 5]);
+        for pe in 0..5 {
+            assert!(
+                gaps(&round, pe).iter().all(|&g| (2..=15).contains(&g)),
+                "{round:?}"
+            );
+        }
     }
 
     #[test]
@@ -1363,48 +1202,57 @@ mod tests {
             assert!(!v.contains(&0) && !v.contains(&2));
         }
         let mut zero = Pool::new(&wrr(&[0, 0]));
-        assert_eq!(zero.picks(3, 2), [vec![], vec![]]);
+        assert_eq!(zero.picks(3, 2), [Vec::<u32>::new(), Vec::new()]);
     }
 
     #[test]
     fn wrr_light_pes_are_staggered() {
-        // Weight-1 PEs sit at different points of the cycle, so the PE that follows the heavy
-        // one varies with the cursor instead of always being PE 1.
+        // The PE that follows the heavy one varies with the cursor instead of always being PE 1.
         let mut p = Pool::new(&wrr(&[1000, 1, 1, 1]));
-        let cycle = schedule_len(&p.index);
+        let round = p.total();
         let mut seconds = [0u32; 4];
-        for v in p.picks(2, cycle) {
+        for v in p.picks(2, round) {
             seconds[v[1] as usize] += 1;
         }
         assert!(
-            seconds[1..].iter().all(|&c| c > cycle as u32 / 5),
+            seconds[1..].iter().all(|&c| c > round as u32 / 5),
             "{seconds:?}"
         );
     }
 
     #[test]
-    fn wrr_exact_counts_over_a_cycle() {
+    fn wrr_exact_counts_and_spread_over_a_round() {
         let weights: Vec<u32> = (0..1000).map(|i| i % 5).collect();
         let mut p = Pool::new(&wrr(&weights));
-        let cycle = schedule_len(&p.index);
-        assert_eq!(cycle, 2000);
+        let round = p.total();
+        assert_eq!(round, 2000);
+        let firsts = p.firsts(round);
         let mut counts = vec![0u32; 1000];
-        for i in p.firsts(cycle) {
+        for &i in &firsts {
             counts[i as usize] += 1;
         }
         assert_eq!(counts, weights);
+        // A PE of weight w comes back after about round / w resolutions: never sooner than a
+        // third of that, never later than three times (three-gap theorem, golden stride).
+        for pe in (0..1000u32).filter(|&i| weights[i as usize] > 1) {
+            let w = weights[pe as usize] as usize;
+            for g in gaps(&firsts, pe) {
+                assert!(
+                    g * 3 >= round / w && g <= 3 * round / w,
+                    "PE {pe} weight {w}: gap {g}"
+                );
+            }
+        }
     }
 
     #[test]
-    fn wrr_huge_weights_are_scaled_but_keep_every_pe() {
+    fn wrr_huge_weights_do_not_overflow_and_keep_every_pe() {
         let mut p = Pool::new(&wrr(&[MAX, HALF, 1]));
-        let cycle = schedule_len(&p.index);
-        assert!(cycle <= 65 * 3, "{cycle}");
-        let mut counts = [0u32; 3];
-        for i in p.firsts(cycle) {
-            counts[i as usize] += 1;
+        for v in p.picks(3, 100) {
+            assert_eq!(v.len(), 3);
         }
-        assert_eq!(counts, [128, 64, 1]);
+        let f = p.frequencies(30_000);
+        assert_close(&f, &[2.0 / 3.0, 1.0 / 3.0, 0.0], 0.01);
     }
 
     // ----- Random -----
@@ -1604,18 +1452,6 @@ mod tests {
     }
 
     #[test]
-    fn lud_missing_counters_act_as_zero() {
-        let index = SelectionIndex::build(&lud(&[20, 10, 30], 10));
-        let state = SelectionState::new();
-        let mut rng = Rng::seed(1);
-        let mut out = [0u32; 3];
-        assert_eq!(index.select(&[], &state, 3, &mut rng, &mut out), 3);
-        assert_eq!(out, [1, 0, 2]);
-        assert_eq!(index.select(&[], &state, 3, &mut rng, &mut out), 3);
-        assert_eq!(out, [1, 0, 2]);
-    }
-
-    #[test]
     fn lud_large_pool_matches_reference() {
         // 2000 PEs, loads in 8 levels, degradation on: compare with a brute-force sort.
         let loads: Vec<u32> = (0..2000u32).map(|i| (i * 7919) % 8 * 3).collect();
@@ -1635,7 +1471,9 @@ mod tests {
             // Within the boundary group, the window starts at rank cursor % group size.
             let worst = sorted[9];
             let group: Vec<u32> = {
-                let order = sorted_order(&loads);
+                // The static order: by load, then by index (PE ID).
+                let mut order: Vec<u32> = (0..loads.len() as u32).collect();
+                order.sort_by_key(|&i| loads[i as usize]);
                 order
                     .into_iter()
                     .filter(|&i| keys[i as usize] == worst)
@@ -1747,9 +1585,9 @@ mod tests {
     }
 
     #[test]
-    fn rlud_fully_degraded_uses_exact_fallback() {
+    fn rlud_fully_degraded_takes_the_best_try() {
         // D saturates: every value is 1, so rejection against the D = 0 bounds (≈ MAX) fails
-        // and the exact scan decides: uniform, without replacement.
+        // and the best try decides (all equal: the first): uniform, without replacement.
         let mut p = Pool::with_config(&rlud(&[0, 0, 0], MAX), SelectionConfig { max_increment: 0 });
         p.set_counters(&[1, 1, 1]);
         assert_close(&p.frequencies(60_000), &[1.0 / 3.0; 3], 0.01);
@@ -1758,8 +1596,9 @@ mod tests {
         }
         // One degraded PE among fresh ones is practically never chosen first.
         p.set_counters(&[1, 0, 0]);
+        // (Only when all REJECTION_TRIES draws hit it: (1/3)^8 per draw.)
         let f = p.frequencies(20_000);
-        assert_eq!(f[0], 0.0);
+        assert!(f[0] < 0.001, "{f:?}");
     }
 
     // ----- Priority Least Used with Degradation -----
@@ -1906,8 +1745,7 @@ mod tests {
     #[test]
     fn empty_pool_and_n_zero() {
         let mut e = Pool::new(&[]);
-        assert!(e.index.is_empty());
-        assert_eq!(e.index.policy_type(), None);
+        assert_eq!(e.len(), 0);
         assert!(e.pick(3).is_empty());
         for policy in one_of_each() {
             let mut p = Pool::new(&[policy; 3]);
@@ -1922,7 +1760,7 @@ mod tests {
         for policy in one_of_each() {
             let ty = policy.policy_type();
             let mut p = Pool::new(&[policy; 5]);
-            assert_eq!(p.index.policy_type(), Some(ty));
+            assert_eq!(p.policy_type, ty);
             for v in p.picks(50, 20) {
                 assert_eq!(v.len(), 5, "{ty:#x}");
             }
@@ -1933,16 +1771,11 @@ mod tests {
 
     #[test]
     fn output_buffer_and_protocol_cap_bound_the_count() {
-        let index = SelectionIndex::build(&[Policy::RoundRobin; 300]);
-        let state = SelectionState::new();
-        let mut rng = Rng::seed(1);
+        let mut p = Pool::new(&[Policy::RoundRobin; 300]);
         let mut small = [0u32; 2];
-        assert_eq!(index.select(&[], &state, 5, &mut rng, &mut small), 2);
+        assert_eq!(p.select_into(5, &mut small), 2);
         let mut big = [0u32; 1000];
-        assert_eq!(
-            index.select(&[], &state, 1000, &mut rng, &mut big),
-            MAX_SELECTION
-        );
+        assert_eq!(p.select_into(1000, &mut big), MAX_SELECTION);
         assert_distinct_valid(&big[..MAX_SELECTION], 300);
     }
 
@@ -1987,18 +1820,20 @@ mod tests {
 
     #[test]
     fn rr_concurrent_resolutions() {
-        let index = Arc::new(SelectionIndex::build(&[Policy::RoundRobin; 7]));
+        let (members, ty) = members_of(&[Policy::RoundRobin; 7]);
         let state = Arc::new(SelectionState::new());
         let handles: Vec<_> = (0..4)
             .map(|t| {
-                let index = Arc::clone(&index);
+                let members = members.clone();
                 let state = Arc::clone(&state);
                 std::thread::spawn(move || {
                     let mut rng = Rng::seed(t);
                     let mut starts = [0u32; 7];
                     let mut out = [0u32; 3];
+                    let config = SelectionConfig::default();
                     for _ in 0..10_000 {
-                        assert_eq!(index.select(&[], &state, 3, &mut rng, &mut out), 3);
+                        let k = select(&members, ty, 1, config, &state, 3, &mut rng, &mut out);
+                        assert_eq!(k, 3);
                         assert_distinct_valid(&out, 7);
                         assert_eq!(out[1], (out[0] + 1) % 7);
                         assert_eq!(out[2], (out[0] + 2) % 7);
@@ -2022,18 +1857,18 @@ mod tests {
     #[test]
     fn lud_concurrent_resolutions() {
         let loads: Vec<u32> = (0..50).map(|i| (i % 5) * 100).collect();
-        let index = Arc::new(SelectionIndex::build(&lud(&loads, 7)));
+        let (members, ty) = members_of(&lud(&loads, 7));
         let state = Arc::new(SelectionState::new());
-        let deg: Arc<Vec<AtomicU32>> = Arc::new((0..50).map(|_| AtomicU32::new(0)).collect());
         let handles: Vec<_> = (0..4)
             .map(|t| {
-                let (index, state, deg) =
-                    (Arc::clone(&index), Arc::clone(&state), Arc::clone(&deg));
+                let (members, state) = (members.clone(), Arc::clone(&state));
                 std::thread::spawn(move || {
                     let mut rng = Rng::seed(t);
                     let mut out = [0u32; 5];
+                    let config = SelectionConfig::default();
                     for _ in 0..5_000 {
-                        assert_eq!(index.select(&deg, &state, 5, &mut rng, &mut out), 5);
+                        let k = select(&members, ty, 1, config, &state, 5, &mut rng, &mut out);
+                        assert_eq!(k, 5);
                         assert_distinct_valid(&out, 50);
                     }
                 })
@@ -2042,7 +1877,7 @@ mod tests {
         for h in handles {
             h.join().unwrap();
         }
-        let total: u32 = deg.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+        let total: u32 = members.iter().map(Member::degradation).sum();
         assert_eq!(total, 4 * 5_000 * 5);
     }
 }

@@ -1,22 +1,23 @@
-//! One pool: its PEs as the single writer holds them, and the immutable snapshot that handle
-//! resolutions read (RFC 5352 §3.1 pool rules, RFC 5356 selection through [`crate::policy`]).
+//! One pool: its members (PEs) in a persistent tree that the single writer changes and publishes,
+//! and the published, immutable version that handle resolutions read (RFC 5352 §3.1 pool rules,
+//! RFC 5356 selection through [`crate::policy`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use rserpool_protocol::{PeId, Policy};
+use rserpool_protocol::PeId;
 
 use crate::entry::{Millis, PoolElementEntry, TransportShape};
-use crate::policy::{SelectionIndex, SelectionState};
+use crate::policy::{self, SelectionConfig, SelectionState};
 use crate::rng::Rng;
 use crate::shard::ShardView;
 use crate::timer::TimerId;
+use crate::tree::{Item, Iter, Key, Tree};
 
 /// What the writer keeps per PE beside the published entry: the fields that change without a
 /// re-registration (refresh time, expiry timer, reports), so that refreshing never republishes.
-/// `Pool::meta[i]` belongs to `snapshot.entries[i]`.
-#[derive(Debug)]
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct PeMeta {
     pub last_refresh: Millis,
     /// When the registration life runs out (`Millis::MAX`: never).
@@ -27,15 +28,194 @@ pub(crate) struct PeMeta {
     pub unreachable_reports: u32,
 }
 
-/// The published, immutable state of a pool that handle resolutions read without locks. Selection
-/// state that a resolution advances (round-robin cursor, degradation counters) is atomic.
+/// `Member::expiry` of a PE without an expiry timer (no [`TimerId`] has these bits).
+const NO_TIMER: u64 = u64::MAX;
+
+/// A PE as its pool holds it: the entry resolutions return, its place in selection, its
+/// degradation counter, and the writer's bookkeeping ([`PeMeta`]).
+///
+/// Members sit in tree leaves that published versions share, so the fields that change without
+/// a re-registration are atomics: the writer updates them in place (relaxed: only it reads them,
+/// except the degradation counter, which resolutions advance) instead of copying the leaf.
+#[derive(Debug)]
+pub(crate) struct Member {
+    entry: PoolElementEntry,
+    /// Static key of ordered policies, else 0 ([`policy::member_key`]).
+    order: u32,
+    /// Selection value ([`policy::member_key`]).
+    value: u32,
+    degradation: AtomicU32,
+    unreachable_reports: AtomicU32,
+    last_refresh: AtomicU64,
+    deadline: AtomicU64,
+    expiry: AtomicU64,
+}
+
+impl Clone for Member {
+    fn clone(&self) -> Self {
+        Self {
+            entry: self.entry.clone(),
+            order: self.order,
+            value: self.value,
+            degradation: AtomicU32::new(self.degradation()),
+            unreachable_reports: AtomicU32::new(self.unreachable_reports.load(Ordering::Relaxed)),
+            last_refresh: AtomicU64::new(self.last_refresh.load(Ordering::Relaxed)),
+            deadline: AtomicU64::new(self.deadline.load(Ordering::Relaxed)),
+            expiry: AtomicU64::new(self.expiry.load(Ordering::Relaxed)),
+        }
+    }
+}
+
+impl Item for Member {
+    #[inline]
+    fn key(&self) -> Key {
+        (self.order, self.entry.id().0)
+    }
+
+    #[inline]
+    fn value(&self) -> u32 {
+        self.value
+    }
+}
+
+impl Member {
+    pub(crate) fn new(entry: PoolElementEntry, policy_type: u32, meta: PeMeta) -> Self {
+        let (order, value) = policy::member_key(policy_type, &entry.registration.policy);
+        let member = Self {
+            entry,
+            order,
+            value,
+            degradation: AtomicU32::new(0),
+            unreachable_reports: AtomicU32::new(0),
+            last_refresh: AtomicU64::new(0),
+            deadline: AtomicU64::new(0),
+            expiry: AtomicU64::new(NO_TIMER),
+        };
+        member.set_meta(meta);
+        member
+    }
+
+    /// The entry, taken out of a member removed from its pool.
+    pub(crate) fn into_entry(self) -> PoolElementEntry {
+        self.entry
+    }
+
+    /// The entry handle resolutions return.
+    #[inline]
+    pub(crate) fn entry(&self) -> &PoolElementEntry {
+        &self.entry
+    }
+
+    /// The static key of ordered policies (0 for the others).
+    #[inline]
+    pub(crate) fn order(&self) -> u32 {
+        self.order
+    }
+
+    /// Selections since the last registration (degradation policies only).
+    #[inline]
+    pub(crate) fn degradation(&self) -> u32 {
+        self.degradation.load(Ordering::Relaxed)
+    }
+
+    /// Sets the degradation counter (0 on re-registration).
+    pub(crate) fn set_degradation(&self, count: u32) {
+        self.degradation.store(count, Ordering::Relaxed);
+    }
+
+    /// Counts one more selection, saturating.
+    pub(crate) fn degrade(&self) {
+        // Err only when already saturated: nothing to do then.
+        let _ = self
+            .degradation
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_add(1));
+    }
+
+    /// The writer's bookkeeping.
+    pub(crate) fn meta(&self) -> PeMeta {
+        let expiry = self.expiry.load(Ordering::Relaxed);
+        PeMeta {
+            last_refresh: self.last_refresh.load(Ordering::Relaxed),
+            deadline: self.deadline.load(Ordering::Relaxed),
+            expiry: (expiry != NO_TIMER).then(|| TimerId::from_bits(expiry)),
+            unreachable_reports: self.unreachable_reports.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Replaces the writer's bookkeeping.
+    pub(crate) fn set_meta(&self, meta: PeMeta) {
+        self.last_refresh
+            .store(meta.last_refresh, Ordering::Relaxed);
+        self.deadline.store(meta.deadline, Ordering::Relaxed);
+        self.expiry.store(
+            meta.expiry.map_or(NO_TIMER, TimerId::to_bits),
+            Ordering::Relaxed,
+        );
+        self.unreachable_reports
+            .store(meta.unreachable_reports, Ordering::Relaxed);
+    }
+
+    /// Notes a sign of life: refresh time, reports cleared.
+    pub(crate) fn refresh(&self, now: Millis) {
+        self.last_refresh.store(now, Ordering::Relaxed);
+        self.unreachable_reports.store(0, Ordering::Relaxed);
+    }
+
+    /// Counts one more unreachability report; returns the count.
+    pub(crate) fn report_unreachable(&self) -> u32 {
+        self.unreachable_reports.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Sets the expiry timer.
+    pub(crate) fn set_expiry(&self, expiry: Option<TimerId>) {
+        self.expiry
+            .store(expiry.map_or(NO_TIMER, TimerId::to_bits), Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+impl Member {
+    /// A member with PE ID `id` and `policy` in a pool of `policy_type`, for selection tests.
+    pub(crate) fn for_test(id: u64, policy: rserpool_protocol::Policy, policy_type: u32) -> Self {
+        use crate::entry::{OwnedTransport, OwnedUserTransport, PeRegistration};
+        let entry = PoolElementEntry {
+            registration: PeRegistration {
+                id: PeId(id),
+                registration_life: -1,
+                user_transport: OwnedUserTransport::Transport(OwnedTransport {
+                    kind: rserpool_protocol::TransportKind::Tcp,
+                    port: 80,
+                    transport_use: 0,
+                    service_code: 0,
+                    addresses: vec![std::net::IpAddr::from([192, 0, 2, 1])].into(),
+                }),
+                policy,
+                asap_transport: None,
+            },
+            home_pr: rserpool_protocol::PrId(1),
+            association: None,
+            registered_at: 0,
+        };
+        let meta = PeMeta {
+            last_refresh: 0,
+            deadline: Millis::MAX,
+            expiry: None,
+            unreachable_reports: 0,
+        };
+        Self::new(entry, policy_type, meta)
+    }
+}
+
+/// A published, immutable version of a pool that handle resolutions read without locks. The
+/// selection state a resolution advances (round-robin cursor, degradation counters) is atomic.
 #[derive(Debug)]
 pub struct PoolSnapshot {
     /// Unique among all snapshots this process builds ([`PoolSnapshot::serial`]).
     serial: u64,
-    entries: Box<[PoolElementEntry]>,
-    index: SelectionIndex,
-    degradation: Box<[AtomicU32]>,
+    policy_type: u32,
+    /// [`policy::wrr_stride`] of the members' total value (weighted round robin).
+    stride: u64,
+    members: Tree<Member>,
     state: SelectionState,
 }
 
@@ -43,19 +223,19 @@ pub struct PoolSnapshot {
 static NEXT_SERIAL: AtomicU64 = AtomicU64::new(1);
 
 impl PoolSnapshot {
-    fn new(
-        entries: Box<[PoolElementEntry]>,
-        index: SelectionIndex,
-        degradation: Box<[AtomicU32]>,
-        state: SelectionState,
-    ) -> Self {
+    fn new(policy_type: u32, members: Tree<Member>, cursor: u64) -> Self {
+        let stride = if policy_type == rserpool_protocol::policy_type::WEIGHTED_ROUND_ROBIN {
+            policy::wrr_stride(members.total())
+        } else {
+            1
+        };
         Self {
             // Relaxed: only uniqueness matters. 64 bits do not wrap in the life of a process.
             serial: NEXT_SERIAL.fetch_add(1, Ordering::Relaxed),
-            entries,
-            index,
-            degradation,
-            state,
+            policy_type,
+            stride,
+            members,
+            state: SelectionState::with_cursor(cursor),
         }
     }
 
@@ -66,309 +246,232 @@ impl PoolSnapshot {
         self.serial
     }
 
-    /// The pool's PEs, stored contiguously in the writer's slot order.
-    pub fn entries(&self) -> &[PoolElementEntry] {
-        &self.entries
+    /// The pool's PE at `rank` (0-based, in the pool's selection order): O(log n).
+    ///
+    /// # Panics
+    ///
+    /// If `rank >= self.len()`.
+    #[inline]
+    pub fn entry(&self, rank: usize) -> &PoolElementEntry {
+        self.members.at(rank).entry()
+    }
+
+    /// The pool's PEs in rank order.
+    pub fn entries(&self) -> impl Iterator<Item = &PoolElementEntry> + '_ {
+        self.members.iter().map(Member::entry)
     }
 
     /// Number of PEs.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.members.len()
     }
 
     /// Whether the pool has no PE (only transiently, while it is being removed).
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.members.len() == 0
     }
 
     /// Selects up to `out.len()` distinct PEs by the pool's policy (RFC 5356; see
-    /// [`crate::policy`]) and writes their indices into [`Self::entries`]; returns how many.
+    /// [`crate::policy`]) and writes their ranks (see [`Self::entry`]); returns how many.
     #[inline]
     pub fn select(&self, rng: &mut Rng, out: &mut [u32]) -> usize {
         let n = out.len();
-        self.index
-            .select(&self.degradation, &self.state, n, rng, out)
+        policy::select(
+            &self.members,
+            self.policy_type,
+            self.stride,
+            SelectionConfig::default(),
+            &self.state,
+            n,
+            rng,
+            out,
+        )
     }
 
-    /// The degradation counter of PE `i` (selections since its last registration; always 0 for
-    /// policies without degradation, which keep no counters).
-    pub fn degradation(&self, i: usize) -> u32 {
-        self.degradation
-            .get(i)
-            .map_or(0, |c| c.load(Ordering::Relaxed))
+    /// The degradation counter of the PE at `rank` (selections since its last registration;
+    /// always 0 for policies without degradation).
+    pub fn degradation(&self, rank: usize) -> u32 {
+        if rank < self.len() {
+            self.members.at(rank).degradation()
+        } else {
+            0
+        }
     }
 }
 
-/// How the entries changed since the last snapshot, to carry the degradation counters over.
-#[derive(Clone, Copy)]
-enum Change<'a> {
-    /// A PE was appended.
-    Added,
-    /// PE `i` re-registered: its counter restarts at 0 (RFC 5356 §5.2.2).
-    Replaced(usize),
-    /// PE `i` was removed by `swap_remove`.
-    Removed(usize),
-    /// Only entry data changed (e.g. home PR): counters stay.
-    Kept,
-    /// A batch: each PE's counter by its ID (0 for a PE not in the map).
-    ById(&'a HashMap<PeId, u32, foldhash::fast::RandomState>),
-}
-
-/// Pools with at most this many PEs find a PE by scanning instead of through an ID map.
-const SCAN_LIMIT: usize = 16;
-
-/// A pool as its writer holds it. The PEs themselves live only in the published snapshot; a
-/// change builds the next snapshot from the current one.
+/// A pool as its writer holds it: the members as changed so far, and the version published last.
 #[derive(Debug)]
 pub(crate) struct Pool {
     pub handle: Arc<[u8]>,
     /// Policy type and transport shape fixed by the first PE (RFC 5352 §3.1 rule 1).
     pub policy_type: u32,
     pub shape: TransportShape,
-    /// Writer-only state of each PE, parallel to the snapshot's entries.
-    pub meta: Vec<PeMeta>,
-    /// PE ID to position, kept only for pools larger than [`SCAN_LIMIT`]; smaller pools are
-    /// scanned (a hash map costs ~200 bytes per pool, 20 per PE in a pool of 10).
-    by_id: Option<HashMap<PeId, u32, foldhash::fast::RandomState>>,
-    /// The writer's copy of the snapshot published in the shard's view.
-    pub snapshot: Arc<PoolSnapshot>,
-    /// During a batch of changes ([`Pool::stage`]): the entries as changed so far, published
-    /// once by [`Pool::publish_staged`] instead of once per change.
-    staged: Option<Box<Staged>>,
-}
-
-/// The entries of a pool in a batch of changes, not yet published.
-#[derive(Debug)]
-struct Staged {
-    entries: Vec<PoolElementEntry>,
-    /// PEs re-registered in the batch: their degradation counters restart (RFC 5356 §5.2.2).
-    reset: Vec<PeId>,
+    members: Tree<Member>,
+    /// PE ID to static key, for pools ordered by a static key (to find a member by its ID);
+    /// `None` for pools in identifier order.
+    keys: Option<HashMap<PeId, u32, foldhash::fast::RandomState>>,
+    /// The version published last (readers find it in the shard's view).
+    snapshot: Arc<PoolSnapshot>,
+    /// In a batch of changes ([`Pool::stage`]): changes wait for [`Pool::publish_staged`].
+    staged: bool,
+    /// Changed since the last publication.
+    dirty: bool,
 }
 
 impl Pool {
     pub fn new(handle: Arc<[u8]>, policy_type: u32, shape: TransportShape) -> Self {
-        let snapshot = Arc::new(PoolSnapshot::new(
-            Box::new([]),
-            SelectionIndex::build(&[]),
-            Box::new([]),
-            SelectionState::default(),
-        ));
+        let ordered = policy::is_ordered(policy_type);
         Self {
             handle,
             policy_type,
             shape,
-            meta: Vec::new(),
-            by_id: None,
-            snapshot,
-            staged: None,
+            members: Tree::default(),
+            keys: ordered.then(HashMap::default),
+            snapshot: Arc::new(PoolSnapshot::new(policy_type, Tree::default(), 0)),
+            staged: false,
+            dirty: false,
         }
     }
 
-    /// The current entries (the staged ones during a batch).
-    pub fn entries(&self) -> &[PoolElementEntry] {
-        match &self.staged {
-            Some(staged) => &staged.entries,
-            None => &self.snapshot.entries,
-        }
+    /// The version published last.
+    pub fn snapshot(&self) -> &Arc<PoolSnapshot> {
+        &self.snapshot
     }
 
-    /// Starts a batch: changes until [`Pool::publish_staged`] edit a private copy of the entries
-    /// (one copy for the whole batch, not one per change); readers keep the last snapshot.
-    /// Returns `false` if the pool was already staged.
+    /// Starts a batch: changes until [`Pool::publish_staged`] are published once, at its end;
+    /// readers keep the last version meanwhile. Returns `false` if the pool was already staged.
     pub fn stage(&mut self) -> bool {
-        if self.staged.is_some() {
-            return false;
-        }
-        self.staged = Some(Box::new(Staged {
-            entries: self.snapshot.entries.to_vec(),
-            reset: Vec::new(),
-        }));
-        true
+        !std::mem::replace(&mut self.staged, true)
     }
 
-    /// Ends a batch: publishes the staged entries in `view` (if any are left), degradation
-    /// counters carried over by PE ID.
+    /// Ends a batch: publishes the changes made in it (if the pool still has PEs).
     pub fn publish_staged(&mut self, view: &ShardView) {
-        let Some(staged) = self.staged.take() else {
+        self.staged = false;
+        if self.dirty && self.len() > 0 {
+            self.publish(view);
+        }
+    }
+
+    /// Number of PEs.
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// The members in the pool's order.
+    pub fn members(&self) -> Iter<'_, Member> {
+        self.members.iter()
+    }
+
+    /// Any one member (the pool's first), for the pool's consistency rules.
+    pub fn first(&self) -> Option<&Member> {
+        (self.len() > 0).then(|| self.members.at(0))
+    }
+
+    fn key_of(&self, id: PeId) -> Option<Key> {
+        match &self.keys {
+            Some(keys) => keys.get(&id).map(|&order| (order, id.0)),
+            None => Some((0, id.0)),
+        }
+    }
+
+    /// The member with PE ID `id`.
+    pub fn get(&self, id: PeId) -> Option<&Member> {
+        self.members.get(self.key_of(id)?)
+    }
+
+    /// Adds a PE (not in the pool yet) and publishes in `view`.
+    pub fn insert(&mut self, entry: PoolElementEntry, meta: PeMeta, view: &ShardView) {
+        let member = Member::new(entry, self.policy_type, meta);
+        if let Some(keys) = &mut self.keys {
+            keys.insert(member.entry.id(), member.order);
+        }
+        self.members.insert(member);
+        self.changed(view);
+    }
+
+    /// A re-registration of PE `id` with unchanged attributes: new writer state, degradation
+    /// counter back to 0 (RFC 5356 §5.2.2), nothing republished.
+    pub fn reregister_unchanged(&mut self, id: PeId, meta: PeMeta) {
+        if let Some(member) = self.get(id) {
+            member.set_meta(meta);
+            member.set_degradation(0);
+        }
+    }
+
+    /// Replaces the entry of PE `entry.id()` (a re-registration with changed attributes: its
+    /// degradation counter restarts, RFC 5356 §5.2.2) and publishes in `view`.
+    pub fn replace(&mut self, entry: PoolElementEntry, meta: PeMeta, view: &ShardView) {
+        let id = entry.id();
+        let member = Member::new(entry, self.policy_type, meta);
+        let Some(old_key) = self.key_of(id) else {
             return;
         };
-        let Staged { entries, reset } = *staged;
-        if entries.is_empty() {
-            return;
-        }
-        let counters: HashMap<PeId, u32, foldhash::fast::RandomState> =
-            if crate::policy::uses_degradation(self.policy_type) {
-                self.snapshot
-                    .entries
-                    .iter()
-                    .zip(self.snapshot.degradation.iter())
-                    .filter(|(e, _)| !reset.contains(&e.id()))
-                    .map(|(e, c)| (e.id(), c.load(Ordering::Relaxed)))
-                    .collect()
-            } else {
-                HashMap::default()
-            };
-        self.publish(entries, Change::ById(&counters), view);
-    }
-
-    pub fn slot(&self, id: PeId) -> Option<usize> {
-        match &self.by_id {
-            Some(map) => map.get(&id).map(|&i| i as usize),
-            None => self.entries().iter().position(|e| e.id() == id),
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.meta.len()
-    }
-
-    /// Appends a PE and publishes in `view`.
-    pub fn push(&mut self, entry: PoolElementEntry, meta: PeMeta, view: &ShardView) {
-        if let Some(map) = &mut self.by_id {
-            map.insert(entry.id(), self.meta.len() as u32);
-        }
-        if self.meta.len() < SCAN_LIMIT {
-            // Small pools grow one PE at a time without slack capacity (memory per PE).
-            self.meta.reserve_exact(1);
-        }
-        self.meta.push(meta);
-        if let Some(staged) = &mut self.staged {
-            staged.entries.push(entry);
+        if member.key() == old_key {
+            self.members.update(old_key, |m| *m = member);
         } else {
-            let mut entries = Vec::with_capacity(self.meta.len());
-            entries.extend_from_slice(self.entries());
-            entries.push(entry);
-            self.publish(entries, Change::Added, view);
+            self.members.remove(old_key);
+            if let Some(keys) = &mut self.keys {
+                keys.insert(id, member.order);
+            }
+            self.members.insert(member);
         }
-        if self.by_id.is_none() && self.len() > SCAN_LIMIT {
-            self.by_id = Some(
-                self.entries()
-                    .iter()
-                    .enumerate()
-                    .map(|(i, e)| (e.id(), i as u32))
-                    .collect(),
-            );
-        }
+        self.changed(view);
     }
 
-    /// Re-registration of PE `i` with unchanged attributes: new writer state, degradation counter
-    /// back to 0 (RFC 5356 §5.2.2), nothing republished.
-    pub fn reregister_unchanged(&mut self, i: usize, meta: PeMeta) {
-        self.meta[i] = meta;
-        if let Some(staged) = &mut self.staged {
-            let id = staged.entries[i].id();
-            staged.reset.push(id);
-        } else if let Some(c) = self.snapshot.degradation.get(i) {
-            c.store(0, Ordering::Relaxed);
-        }
-    }
-
-    /// Replaces PE `i` (a re-registration) and publishes in `view`; returns the old writer state.
-    pub fn replace(
-        &mut self,
-        i: usize,
-        entry: PoolElementEntry,
-        meta: PeMeta,
-        view: &ShardView,
-    ) -> PeMeta {
-        let old = std::mem::replace(&mut self.meta[i], meta);
-        if let Some(staged) = &mut self.staged {
-            staged.reset.push(entry.id());
-            staged.entries[i] = entry;
-        } else {
-            let mut entries = self.entries().to_vec();
-            entries[i] = entry;
-            self.publish(entries, Change::Replaced(i), view);
-        }
-        old
-    }
-
-    /// Removes PE `i` (the last one moves into its place) and publishes in `view`, unless the
+    /// Removes PE `id`, which the caller found in the pool, and publishes in `view`, unless the
     /// pool became empty (the caller drops it).
-    pub fn swap_remove(&mut self, i: usize, view: &ShardView) -> (PoolElementEntry, PeMeta) {
-        let meta = self.meta.swap_remove(i);
-        if let Some(staged) = &mut self.staged {
-            let entry = staged.entries.swap_remove(i);
-            if let Some(map) = &mut self.by_id {
-                map.remove(&entry.id());
-                if let Some(moved) = staged.entries.get(i) {
-                    map.insert(moved.id(), i as u32);
-                }
-            }
-            return (entry, meta);
+    pub fn remove(&mut self, id: PeId, view: &ShardView) -> Option<Member> {
+        let key = self.key_of(id)?;
+        let member = self.members.remove(key)?;
+        if let Some(keys) = &mut self.keys {
+            keys.remove(&id);
         }
-        let mut entries = self.entries().to_vec();
-        let entry = entries.swap_remove(i);
-        if let Some(map) = &mut self.by_id {
-            map.remove(&entry.id());
-            if let Some(moved) = entries.get(i) {
-                map.insert(moved.id(), i as u32);
-            }
+        if self.len() > 0 {
+            self.changed(view);
         }
-        if !entries.is_empty() {
-            self.publish(entries, Change::Removed(i), view);
-        }
-        (entry, meta)
+        Some(member)
     }
 
-    /// Applies `f` to every entry; publishes in `view` if it changed any. Returns the changed
-    /// entries.
-    pub fn update_all(
+    /// Applies `f` to the entry of every PE for which `wanted` holds and publishes in `view` if
+    /// any; returns the changed entries. `f` must not change what selection reads (identifier,
+    /// policy).
+    pub fn update_where(
         &mut self,
-        mut f: impl FnMut(&mut PoolElementEntry) -> bool,
+        wanted: impl Fn(&PoolElementEntry) -> bool,
+        mut f: impl FnMut(&mut PoolElementEntry),
         view: &ShardView,
     ) -> Vec<PoolElementEntry> {
-        if let Some(staged) = &mut self.staged {
-            return staged
-                .entries
-                .iter_mut()
-                .filter_map(|e| f(e).then(|| e.clone()))
-                .collect();
-        }
-        let mut entries = self.entries().to_vec();
-        let changed: Vec<PoolElementEntry> = entries
-            .iter_mut()
-            .filter_map(|e| f(e).then(|| e.clone()))
-            .collect();
+        let mut changed = Vec::new();
+        self.members.update_where(
+            |m| wanted(&m.entry),
+            |m| {
+                f(&mut m.entry);
+                changed.push(m.entry.clone());
+            },
+        );
         if !changed.is_empty() {
-            self.publish(entries, Change::Kept, view);
+            self.changed(view);
         }
         changed
     }
 
-    /// Publishes `entries` in `view` as the next snapshot after `change`, carrying degradation
-    /// counters over.
-    fn publish(&mut self, entries: Vec<PoolElementEntry>, change: Change<'_>, view: &ShardView) {
-        let old = &self.snapshot;
-        let counter = |i: usize| {
-            old.degradation
-                .get(i)
-                .map_or(0, |c| c.load(Ordering::Relaxed))
-        };
-        let n = entries.len();
-        let counted = crate::policy::uses_degradation(self.policy_type);
-        let degradation: Box<[AtomicU32]> = (0..if counted { n } else { 0 })
-            .map(|i| {
-                let v = match change {
-                    Change::Added | Change::Kept => counter(i),
-                    Change::Replaced(r) if r == i => 0,
-                    Change::Replaced(_) => counter(i),
-                    // The entry that moved into `r` was the old last one.
-                    Change::Removed(r) if r == i => counter(n),
-                    Change::Removed(_) => counter(i),
-                    Change::ById(counters) => counters.get(&entries[i].id()).copied().unwrap_or(0),
-                };
-                AtomicU32::new(v)
-            })
-            .collect();
-        let policies: Vec<Policy> = entries.iter().map(|e| e.registration.policy).collect();
-        let index = SelectionIndex::build(&policies);
+    /// Publishes now, or at the end of the batch.
+    fn changed(&mut self, view: &ShardView) {
+        self.dirty = true;
+        if !self.staged {
+            self.publish(view);
+        }
+    }
+
+    /// Publishes the members as the pool's next version in `view`, the round-robin cursor
+    /// carried over.
+    fn publish(&mut self, view: &ShardView) {
         self.snapshot = Arc::new(PoolSnapshot::new(
-            entries.into_boxed_slice(),
-            index,
-            degradation,
-            SelectionState::with_cursor(old.state.cursor()),
+            self.policy_type,
+            self.members.clone(),
+            self.snapshot.state.cursor(),
         ));
+        self.dirty = false;
         view.publish(&self.handle, &self.snapshot);
     }
 }

@@ -10,7 +10,7 @@ use rserpool_protocol::{PeId, PrId};
 
 use crate::entry::{AssociationId, Millis, PeRegistration, PoolElementEntry};
 use crate::error::RegistrationError;
-use crate::pool::{PeMeta, Pool, PoolSnapshot};
+use crate::pool::{Member, PeMeta, Pool, PoolSnapshot};
 use crate::timer::TimerWheel;
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
@@ -267,6 +267,15 @@ pub struct TableCursor {
 /// A page of a handle table transfer: pools and their PEs, borrowed from the shard.
 pub type TablePage<'a> = Vec<(&'a Arc<[u8]>, Vec<&'a PoolElementEntry>)>;
 
+/// What a registration of a known PE needs to know of it.
+struct Existing {
+    registered_at: Millis,
+    home_pr: PrId,
+    meta: PeMeta,
+    /// The registration repeats the stored entry exactly.
+    unchanged: bool,
+}
+
 /// Timer payload: which PE's registration life runs out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Expiry {
@@ -386,21 +395,20 @@ impl Shard {
 
     /// The published snapshot of a pool, for handle resolution.
     pub fn snapshot(&self, handle: &[u8]) -> Option<Arc<PoolSnapshot>> {
-        self.pool(handle).map(|p| Arc::clone(&p.snapshot))
+        self.pool(handle).map(|p| Arc::clone(p.snapshot()))
     }
 
-    /// The entry of one PE.
+    /// The entry of one PE, as changed so far (also inside a batch).
     pub fn entry(&self, handle: &[u8], id: PeId) -> Option<&PoolElementEntry> {
-        let pool = self.pool(handle)?;
-        pool.slot(id).map(|i| &pool.entries()[i])
+        self.pool(handle)?.get(id).map(Member::entry)
     }
 
-    /// Every pool with its snapshot (ENRP handle table transfer, audits).
+    /// Every pool with its published snapshot (ENRP handle table transfer, audits).
     pub fn pools(&self) -> impl Iterator<Item = (&Arc<[u8]>, &Arc<PoolSnapshot>)> {
         self.pools
             .iter()
             .flatten()
-            .map(|p| (&p.handle, &p.snapshot))
+            .map(|p| (&p.handle, p.snapshot()))
     }
 
     /// The audit checksums of the PEs `owner` owns in this shard.
@@ -469,10 +477,9 @@ impl Shard {
                 .as_ref()
                 .expect("indexed pool");
             check_consistency(pool, &registration)?;
-            existing = pool.slot(registration.id);
-            match existing {
-                Some(i) => {
-                    let old = &pool.entries()[i];
+            match pool.get(registration.id) {
+                Some(member) => {
+                    let old = member.entry();
                     if let Some(owner) = old.association
                         && association.is_some_and(|a| {
                             a != owner
@@ -481,6 +488,14 @@ impl Shard {
                     {
                         return Err(RegistrationError::NotOwner);
                     }
+                    existing = Some(Existing {
+                        registered_at: old.registered_at,
+                        home_pr: old.home_pr,
+                        meta: member.meta(),
+                        unchanged: old.registration == registration
+                            && old.home_pr == home_pr
+                            && old.association == association,
+                    });
                 }
                 None if pool.len() >= self.limits.max_pes_per_pool => {
                     return Err(RegistrationError::LackOfResources {
@@ -513,9 +528,13 @@ impl Shard {
         let id = registration.id;
         let deadline = expiry_deadline(&registration, now);
         let new_deadline = deadline.unwrap_or(Millis::MAX);
-        let (registered_at, previous, kept_timer) = match existing {
-            Some(i) => {
-                let meta = &pool.meta[i];
+        let (registered_at, previous, kept_timer) = match &existing {
+            Some(Existing {
+                registered_at,
+                home_pr,
+                meta,
+                ..
+            }) => {
                 // Lazy expiry: a timer armed no later than the new deadline stays; it re-arms
                 // itself at the real deadline when it fires (see `expire`).
                 let kept = match meta.expiry {
@@ -526,8 +545,7 @@ impl Shard {
                     }
                     None => None,
                 };
-                let old = &pool.entries()[i];
-                (old.registered_at, Some(old.home_pr), kept)
+                (*registered_at, Some(*home_pr), kept)
             }
             None => (now, None, None),
         };
@@ -554,16 +572,15 @@ impl Shard {
             expiry,
             unreachable_reports: 0,
         };
-        match existing {
+        match &existing {
             // A periodic re-registration with nothing changed (the common case) publishes
-            // nothing: readers already see this entry; only its degradation counter restarts.
-            Some(i) if pool.entries()[i] == entry => pool.reregister_unchanged(i, meta),
-            Some(i) => {
-                pool.replace(i, entry.clone(), meta, &self.view);
-            }
+            // nothing: readers already see this entry; only its degradation counter restarts
+            // (RFC 5356 §5.2.2).
+            Some(e) if e.unchanged => pool.reregister_unchanged(id, meta),
+            Some(_) => pool.replace(entry.clone(), meta, &self.view),
             // Readers see a new pool once it holds its first PE.
             None => {
-                pool.push(entry.clone(), meta, &self.view);
+                pool.insert(entry.clone(), meta, &self.view);
                 self.pes += 1;
             }
         }
@@ -603,23 +620,25 @@ impl Shard {
             return Ok(None);
         };
         let pool = self.pools[slot_index as usize].as_ref().expect("live pool");
-        let Some(i) = pool.slot(id) else {
+        let Some(member) = pool.get(id) else {
             return Ok(None);
         };
-        if let (Some(asking), Some(owner)) = (association, pool.entries()[i].association)
+        if let (Some(asking), Some(owner)) = (association, member.entry().association)
             && asking != owner
         {
             return Err(RegistrationError::NotOwner);
         }
-        Ok(Some(self.remove_at(slot_index, i)))
+        Ok(self.remove_pe(slot_index, id))
     }
 
-    /// Removes slot `i` of pool `slot_index`, its timer and checksum contribution, and the pool
+    /// Removes PE `id` of pool `slot_index`, its timer and checksum contribution, and the pool
     /// if it became empty.
-    fn remove_at(&mut self, slot_index: u32, i: usize) -> Removed {
+    fn remove_pe(&mut self, slot_index: u32, id: PeId) -> Option<Removed> {
         self.stage(slot_index);
         let pool = self.pools[slot_index as usize].as_mut().expect("live pool");
-        let (entry, meta) = pool.swap_remove(i, &self.view);
+        let member = pool.remove(id, &self.view)?;
+        let meta = member.meta();
+        let entry = member.into_entry();
         self.pes -= 1;
         if let Some(t) = meta.expiry {
             self.timers.cancel(t);
@@ -638,11 +657,11 @@ impl Shard {
             self.free.push(slot_index);
         }
         self.drop_empty_owner(Some(home));
-        Removed {
+        Some(Removed {
             pool_handle,
             entry,
             pool_removed,
-        }
+        })
     }
 
     fn drop_empty_owner(&mut self, owner: Option<PrId>) {
@@ -663,21 +682,23 @@ impl Shard {
             let Some(p) = self.pools.get_mut(pool as usize).and_then(Option::as_mut) else {
                 continue;
             };
-            let Some(i) = p.slot(pe) else { continue };
-            let meta = &mut p.meta[i];
+            let Some(member) = p.get(pe) else { continue };
+            let meta = member.meta();
             if meta.expiry != Some(id) {
                 continue;
             }
-            // The timer fired, so it is no longer armed.
-            meta.expiry = None;
             if meta.deadline > now {
                 // Re-registered since the timer was armed: wait for the real deadline.
                 let deadline = meta.deadline;
-                meta.expiry = (deadline != Millis::MAX)
-                    .then(|| self.timers.arm(deadline, Expiry { pool, pe }));
+                member.set_expiry(
+                    (deadline != Millis::MAX)
+                        .then(|| self.timers.arm(deadline, Expiry { pool, pe })),
+                );
                 continue;
             }
-            removed.push(self.remove_at(pool, i));
+            // The timer fired, so it is no longer armed.
+            member.set_expiry(None);
+            removed.extend(self.remove_pe(pool, pe));
         }
         removed
     }
@@ -689,8 +710,9 @@ impl Shard {
 
     /// When a PE last registered, re-registered or answered a keep-alive ([`Self::refresh`]).
     pub fn last_refresh(&self, pool_handle: &[u8], id: PeId) -> Option<Millis> {
-        let pool = self.pool(pool_handle)?;
-        pool.slot(id).map(|i| pool.meta[i].last_refresh)
+        self.pool(pool_handle)?
+            .get(id)
+            .map(|m| m.meta().last_refresh)
     }
 
     /// Notes a keep-alive ack (or another sign of life) from a PE; clears its unreachable
@@ -699,11 +721,11 @@ impl Shard {
         let Some(&s) = self.index.get(pool_handle) else {
             return false;
         };
-        let pool = self.pools[s as usize].as_mut().expect("live pool");
-        let Some(i) = pool.slot(id) else { return false };
-        let meta = &mut pool.meta[i];
-        meta.last_refresh = now;
-        meta.unreachable_reports = 0;
+        let pool = self.pools[s as usize].as_ref().expect("live pool");
+        let Some(member) = pool.get(id) else {
+            return false;
+        };
+        member.refresh(now);
         true
     }
 
@@ -716,11 +738,13 @@ impl Shard {
         max_reports: u32,
     ) -> Option<Removed> {
         let &s = self.index.get(pool_handle)?;
-        let pool = self.pools[s as usize].as_mut().expect("live pool");
-        let i = pool.slot(id)?;
-        let meta = &mut pool.meta[i];
-        meta.unreachable_reports += 1;
-        (meta.unreachable_reports >= max_reports).then(|| self.remove_at(s, i))
+        let pool = self.pools[s as usize].as_ref().expect("live pool");
+        let reports = pool.get(id)?.report_unreachable();
+        if reports >= max_reports {
+            self.remove_pe(s, id)
+        } else {
+            None
+        }
     }
 
     /// Moves every PE owned by `dead` to `new_home` (RFC 5353 §3.5 takeover) and returns the
@@ -730,17 +754,14 @@ impl Shard {
         if dead == new_home {
             return moved;
         }
-        for pool in self.pools.iter_mut().flatten() {
-            let changed = pool.update_all(
-                |e| {
-                    let owned = e.home_pr == dead;
-                    if owned {
-                        e.home_pr = new_home;
-                    }
-                    owned
-                },
-                &self.view,
-            );
+        let batched = self.batched.is_some();
+        for (slot, pool) in self.pools.iter_mut().enumerate() {
+            let Some(pool) = pool else { continue };
+            if batched && pool.stage() {
+                self.batched.as_mut().expect("in a batch").push(slot as u32);
+            }
+            let changed =
+                pool.update_where(|e| e.home_pr == dead, |e| e.home_pr = new_home, &self.view);
             moved.extend(changed.into_iter().map(|e| (Arc::clone(&pool.handle), e)));
         }
         if let Some(c) = self.owners.remove(&dead) {
@@ -774,8 +795,8 @@ impl Shard {
                 continue;
             };
             let mut entries: Vec<&PoolElementEntry> = pool
-                .entries()
-                .iter()
+                .members()
+                .map(Member::entry)
                 .filter(|e| after.is_none_or(|a| e.id() > a) && wanted(e))
                 .collect();
             entries.sort_unstable_by_key(|e| e.id());
@@ -819,7 +840,7 @@ impl Shard {
         self.pools
             .iter()
             .flatten()
-            .flat_map(|p| p.entries().iter().map(move |e| (&p.handle, e)))
+            .flat_map(|p| p.members().map(move |m| (&p.handle, m.entry())))
             .filter(move |(_, e)| e.home_pr == owner)
     }
 }
@@ -845,7 +866,7 @@ fn expiry_deadline(registration: &PeRegistration, now: Millis) -> Option<Millis>
 /// RFC 5352 §3.1 rule 2: the PE must use the pool's policy type, transport type and
 /// data/control configuration.
 fn check_consistency(pool: &Pool, r: &PeRegistration) -> Result<(), RegistrationError> {
-    let first = &pool.entries()[0].registration;
+    let first = &pool.first().expect("a pool has PEs").entry().registration;
     if r.policy.policy_type() != pool.policy_type {
         return Err(RegistrationError::InconsistentPolicy {
             pool_policy: first.policy,

@@ -57,6 +57,21 @@ pub struct TimerId {
     generation: u32,
 }
 
+impl TimerId {
+    /// The id as one number, to keep in an atomic ([`TimerId::from_bits`] reverses it).
+    pub fn to_bits(self) -> u64 {
+        (u64::from(self.generation) << 32) | u64::from(self.index)
+    }
+
+    /// The id [`TimerId::to_bits`] gave `bits`.
+    pub fn from_bits(bits: u64) -> Self {
+        Self {
+            index: bits as u32,
+            generation: (bits >> 32) as u32,
+        }
+    }
+}
+
 /// One slab entry: a live timer linked into a slot list, or a free entry on the free list.
 #[derive(Clone, Debug)]
 struct Entry<T> {

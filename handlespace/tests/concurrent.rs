@@ -290,7 +290,7 @@ impl<'a> Churner<'a> {
                 continue;
             };
             pools += 1;
-            let mut got: Vec<u64> = snapshot.entries().iter().map(|e| e.id().0).collect();
+            let mut got: Vec<u64> = snapshot.entries().map(|e| e.id().0).collect();
             got.sort_unstable();
             assert_eq!(got, expected, "final PEs of pool {p}");
             let published = shard.view().snapshot(&self.handles[p]).expect("published");
@@ -319,15 +319,15 @@ fn check_snapshot(
     // The writer publishes a pool once it holds its first PE and removes it from the map when
     // it becomes empty (Shard::register, Shard::remove_at): no reader sees an empty pool.
     assert!(!s.is_empty(), "pool {p}: readers see an empty snapshot");
-    assert_eq!(s.entries().len(), s.len(), "pool {p}: entries() vs len()");
+    assert_eq!(s.entries().count(), s.len(), "pool {p}: entries() vs len()");
     assert!(
         s.len() <= K,
         "pool {p}: {} PEs, the writer keeps <= {K}",
         s.len()
     );
-    let ty = s.entries()[0].registration.policy.policy_type();
+    let ty = s.entry(0).registration.policy.policy_type();
     let mut seqs = [0u64; K];
-    for (e, slot) in s.entries().iter().zip(&mut seqs) {
+    for (e, slot) in s.entries().zip(&mut seqs) {
         assert_eq!(
             e.registration.policy.policy_type(),
             ty,
@@ -453,8 +453,7 @@ fn resolutions_during_churn_never_return_deregistered_or_torn_state() {
                                         snapshot.len()
                                     );
                                     assert!(!picked[..j].contains(&i), "pool {p}: PE {i} twice");
-                                    let (_, seq) =
-                                        decode(POOLS, snapshot.entries()[i as usize].id().0);
+                                    let (_, seq) = decode(POOLS, snapshot.entry(i as usize).id().0);
                                     assert!(seq >= low, "pool {p}: returned deregistered PE {seq}");
                                 }
                             },
@@ -595,7 +594,7 @@ fn for_each_pool_visits_each_pool_at_most_once() {
     for scan in 1..=SCANS {
         let mut visits: BTreeMap<Vec<u8>, Vec<u64>> = BTreeMap::new();
         view.for_each_pool(|handle, snapshot| {
-            let ids: Vec<u64> = snapshot.entries().iter().map(|e| e.id().0).collect();
+            let ids: Vec<u64> = snapshot.entries().map(|e| e.id().0).collect();
             let first = !visits.contains_key(handle);
             visits
                 .entry(handle.to_vec())
@@ -868,7 +867,7 @@ impl Model {
 fn pool_state(snapshot: Option<Arc<PoolSnapshot>>) -> Vec<(u64, u64, Policy, Option<u64>)> {
     let mut v: Vec<_> = snapshot
         .iter()
-        .flat_map(|s| s.entries().to_vec())
+        .flat_map(|s| s.entries().cloned().collect::<Vec<_>>())
         .map(|e| {
             (
                 e.id().0,
@@ -1066,12 +1065,10 @@ fn forwarded_writes_are_applied_once_and_match_a_replay() {
                                 out_len.min(snap.len()),
                                 "pool {p}: resolution count"
                             );
-                            let ty = snap.entries()[0].registration.policy.policy_type();
-                            let mut ids: Vec<u64> =
-                                snap.entries().iter().map(|e| e.id().0).collect();
+                            let ty = snap.entry(0).registration.policy.policy_type();
+                            let mut ids: Vec<u64> = snap.entries().map(|e| e.id().0).collect();
                             assert!(
                                 snap.entries()
-                                    .iter()
                                     .all(|e| e.registration.policy.policy_type() == ty),
                                 "pool {p}: snapshot mixes policy types"
                             );
@@ -1248,7 +1245,7 @@ fn round_robin_stays_exact_under_contention() {
                             .resolve(handle, &mut rng, &mut out, |snapshot, picked| {
                                 assert!(std::ptr::eq(snapshot, &**published), "the pool changed");
                                 assert_eq!(picked.len(), 1);
-                                snapshot.entries()[picked[0] as usize].id().0
+                                snapshot.entry(picked[0] as usize).id().0
                             })
                             .expect("pool");
                         counts[id as usize - 1] += 1;

@@ -255,7 +255,6 @@ fn check_same(hs: &Handlespace, model: &Model, step: usize) {
             .unwrap_or_else(|| panic!("step {step}: pool {h:?} not published"));
         let mut got: Vec<_> = snap
             .entries()
-            .iter()
             .map(|e| {
                 (
                     e.id().0,
@@ -381,7 +380,7 @@ fn apply(hs: &mut Handlespace, model: &mut Model, rng: &mut Rng, op: &Op, step: 
                 let got = hs.resolve(h, rng, &mut out, |snap, picked| {
                     picked
                         .iter()
-                        .map(|&i| snap.entries()[i as usize].id().0)
+                        .map(|&i| snap.entry(i as usize).id().0)
                         .collect::<Vec<u64>>()
                 });
                 match model.pools.get(h) {

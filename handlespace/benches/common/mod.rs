@@ -173,10 +173,9 @@ pub fn lookup_sequence(handles: &[Handle], len: usize, rng: &mut Rng) -> Vec<Han
 /// cannot drop.
 #[inline]
 pub fn touch(snapshot: &PoolSnapshot, selected: &[u32]) -> u64 {
-    let entries = snapshot.entries();
     let mut acc = 0u64;
     for &i in selected {
-        let e = &entries[i as usize];
+        let e = snapshot.entry(i as usize);
         acc = acc.wrapping_add(e.id().0 ^ e.home_pr.0.rotate_left(17));
         if let OwnedUserTransport::Transport(t) = &e.registration.user_transport {
             acc = acc.wrapping_add(u64::from(t.port));

@@ -420,3 +420,112 @@ pub fn register(c: &mut Criterion, prefix: &str) {
     });
     g.finish();
 }
+
+/// Pool sizes of the `pool_size` benchmarks, shrunk outside `cargo bench`.
+fn pool_sizes() -> &'static [usize] {
+    if is_cargo_bench() {
+        &[10, 1_000, 10_000]
+    } else {
+        &[10, 100]
+    }
+}
+
+/// Changes of one loop turn of the registrar in the batched `pool_size` benchmarks.
+const TURN: usize = 32;
+
+/// Registration cost against pool size: one pool of N PEs; each timed operation registers a new
+/// PE (a fresh PE ID) and deregisters the oldest, so the pool stays at N. `unbatched` publishes
+/// the pool after every change, `turn` runs [`TURN`] operations per shard batch as the
+/// registrar's loop turns do. Also resolutions of 3 PEs from that pool by round robin, weighted
+/// random and least used.
+pub fn pool_size(c: &mut Criterion, prefix: &str) {
+    let handle = random_handles(1, &mut Rng::seed(97)).remove(0);
+    let mut g = c.benchmark_group(format!("{prefix}pool_size"));
+    g.throughput(Throughput::Elements(1));
+    g.sampling_mode(SamplingMode::Flat);
+    g.sample_size(20);
+    for &n in pool_sizes() {
+        for batched in [false, true] {
+            let mut shard = Shard::new(bench_limits());
+            let mut rng = Rng::seed(n as u64);
+            let mut fresh = || PeId(1 + rng.below(u64::from(u32::MAX - 1)));
+            let mut live = std::collections::VecDeque::new();
+            while live.len() < n {
+                let id = fresh();
+                if shard
+                    .register(
+                        &handle,
+                        registration(id, Policy::RoundRobin, false),
+                        HOME,
+                        None,
+                        0,
+                    )
+                    .expect("valid")
+                    .added
+                {
+                    live.push_back(id);
+                }
+            }
+            let name = format!("{}/{n}", if batched { "turn" } else { "unbatched" });
+            g.bench_function(name, |b| {
+                b.iter_custom(|iters| {
+                    let start = Instant::now();
+                    let mut left = iters;
+                    while left > 0 {
+                        let k = if batched { left.min(TURN as u64) } else { 1 };
+                        shard.batch(|shard| {
+                            for _ in 0..k {
+                                let id = fresh();
+                                let r = registration(id, Policy::RoundRobin, false);
+                                if shard
+                                    .register(&handle, r, HOME, None, 0)
+                                    .expect("valid")
+                                    .added
+                                {
+                                    live.push_back(id);
+                                    let old = live.pop_front().expect("a PE");
+                                    black_box(shard.deregister(&handle, old, None).expect("ok"));
+                                }
+                            }
+                        });
+                        left -= k;
+                    }
+                    start.elapsed()
+                });
+            });
+        }
+        for (kind, policy) in [
+            ("rr", Policy::RoundRobin),
+            ("wrand", Policy::WeightedRandom { weight: 0 }),
+            ("lu", Policy::LeastUsed { load: 0 }),
+        ] {
+            let mut hs = rserpool_handlespace::Handlespace::new(1, bench_limits());
+            let mut rng = Rng::seed(3);
+            for j in 0..n {
+                let policy = match policy {
+                    Policy::WeightedRandom { .. } => Policy::WeightedRandom {
+                        weight: 1 + rng.below(10) as u32,
+                    },
+                    Policy::LeastUsed { .. } => Policy::LeastUsed {
+                        load: rng.below(u64::from(u32::MAX)) as u32,
+                    },
+                    p => p,
+                };
+                hs.register(
+                    &handle,
+                    registration(pe_id(0, n, j), policy, false),
+                    HOME,
+                    None,
+                    0,
+                )
+                .expect("valid");
+            }
+            let reader = hs.reader().clone();
+            let mut out = [0u32; ITEMS];
+            g.bench_function(format!("resolve_{kind}/{n}"), |b| {
+                b.iter(|| black_box(reader.resolve(&handle, &mut rng, &mut out, touch)));
+            });
+        }
+    }
+    g.finish();
+}

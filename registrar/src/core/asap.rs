@@ -624,14 +624,13 @@ impl Worker {
                 ) {
                     return found;
                 }
-                let entries = snapshot.entries();
                 // The views borrow this snapshot; the allocation is the worker's, reused from one
                 // resolution to the next (an empty vector changes its element lifetime in place).
                 let mut pool_elements: Vec<PoolElement<'_>> = recycle(std::mem::take(views));
                 pool_elements.extend(
                     selected
                         .iter()
-                        .map(|&i| &entries[i as usize])
+                        .map(|&i| snapshot.entry(i as usize))
                         .filter(|e| e.fits(generation))
                         .map(|e| e.view(false)),
                 );

@@ -150,7 +150,7 @@ impl PoolParts<'_> {
             span
         };
         if span.unusable {
-            return if snapshot.entries()[i].fits(generation) {
+            return if snapshot.entry(i).fits(generation) {
                 Part::Uncached
             } else {
                 Part::Unfit
@@ -186,7 +186,7 @@ fn encode_pe(
         unusable: true,
         ..Span::default()
     };
-    let entry = &snapshot.entries()[i];
+    let entry = snapshot.entry(i);
     if !entry.fits(generation) {
         return unusable;
     }
@@ -278,7 +278,7 @@ mod tests {
         let mut want = vec![0; handle.len() + 8];
         let n = encode_pool_handle_parameter(PoolHandle(handle), &mut want).expect("encodable");
         assert_eq!(pool.pool_handle(), &want[..n]);
-        for (i, entry) in snapshot.entries().iter().enumerate() {
+        for (i, entry) in snapshot.entries().enumerate() {
             let mut want = vec![0; MAX_PE_BYTES];
             let direct =
                 asap::encode_pool_element_parameter(&entry.view(false), generation, &mut want);
@@ -367,7 +367,7 @@ mod tests {
             .pool(&snapshot, Generation::Rfc, PoolHandle(b"wide"))
             .expect("cached");
         let (mut encoded, mut uncached) = (0, 0);
-        for (i, entry) in snapshot.entries().iter().enumerate() {
+        for (i, entry) in snapshot.entries().enumerate() {
             match pool.part(&snapshot, i, Generation::Rfc) {
                 Part::Encoded { pe, .. } => {
                     let mut want = vec![0; MAX_PE_BYTES];

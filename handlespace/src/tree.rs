@@ -1,0 +1,788 @@
+//! The persistent B+tree that holds a pool's members (PEs) in selection order, so that a change
+//! costs O(log n) in the pool size while handle resolutions read a consistent version without
+//! locks.
+//!
+//! # Model
+//!
+//! Items sit in leaves in ascending [`Key`] order; every inner node keeps, per child, the number
+//! of items below it, the sum of their selection values and the greatest key. So a reader finds
+//! the item at a rank, the item whose interval holds a point of the values' cumulative sum
+//! (weighted draws), or the rank of a key, each in one descent.
+//!
+//! Nodes are shared through [`Arc`]: a [`Tree`] is a cheap handle on its root, and a published
+//! version is just a clone of the writer's tree. The writer changes its tree in place where a
+//! node is its own ([`Arc::get_mut`]) and copies a node only while it is shared with a published
+//! version (path copying): the first change to a path after a publication copies that path
+//! (O(log n) nodes of at most [`LEAF_MAX`] items or [`INNER_MAX`] children), later changes
+//! before the next publication reuse the copies. Readers never see a change: the versions they
+//! hold are never written, only dropped when the last reader lets go.
+//!
+//! All leaves are at the same depth. Inserting splits a node that overflows (an item added after
+//! the tree's last key splits off one item only, so a pool filled in key order has full leaves);
+//! removing merges a node that fell below a quarter of its capacity into a neighbour when both
+//! fit in one node.
+
+use std::sync::Arc;
+
+/// The order of items: (static key, PE identifier). Pools whose policy is not ordered by a key
+/// use 0 as the static key, so their PEs go in identifier order.
+pub(crate) type Key = (u32, u64);
+
+/// What the tree needs of an item.
+pub(crate) trait Item: Clone {
+    /// The item's place in the order; must not change while it is in the tree.
+    fn key(&self) -> Key;
+    /// The item's selection value (its share in weighted draws), summed in inner nodes.
+    fn value(&self) -> u32;
+}
+
+/// Most items per leaf.
+pub(crate) const LEAF_MAX: usize = 16;
+/// Most children per inner node.
+pub(crate) const INNER_MAX: usize = 16;
+/// Deepest tree: inner nodes split in halves (at least 8 children each) except at the tree's
+/// end, so 2^32 items need at most 12 levels.
+const MAX_DEPTH: usize = 24;
+
+#[derive(Debug)]
+enum Node<T> {
+    Leaf(Vec<T>),
+    Inner(Vec<Child<T>>),
+}
+
+impl<T: Clone> Clone for Node<T> {
+    fn clone(&self) -> Self {
+        match self {
+            Self::Leaf(items) => Self::Leaf(items.clone()),
+            Self::Inner(children) => Self::Inner(children.clone()),
+        }
+    }
+}
+
+/// An inner node's summary of one child.
+#[derive(Debug)]
+struct Child<T> {
+    node: Arc<Node<T>>,
+    /// Items below.
+    count: u32,
+    /// Sum of the values below.
+    sum: u64,
+    /// Greatest key below.
+    last: Key,
+}
+
+impl<T> Clone for Child<T> {
+    fn clone(&self) -> Self {
+        Self {
+            node: Arc::clone(&self.node),
+            count: self.count,
+            sum: self.sum,
+            last: self.last,
+        }
+    }
+}
+
+impl<T: Item> Node<T> {
+    fn len(&self) -> usize {
+        match self {
+            Self::Leaf(items) => items.len(),
+            Self::Inner(children) => children.len(),
+        }
+    }
+
+    fn capacity_limit(&self) -> usize {
+        match self {
+            Self::Leaf(_) => LEAF_MAX,
+            Self::Inner(_) => INNER_MAX,
+        }
+    }
+
+    /// Count, sum and greatest key of everything below (O(node size)).
+    fn summary(&self) -> (u32, u64, Key) {
+        match self {
+            Self::Leaf(items) => (
+                items.len() as u32,
+                items.iter().map(|t| u64::from(t.value())).sum(),
+                items.last().map_or((0, 0), Item::key),
+            ),
+            Self::Inner(children) => (
+                children.iter().map(|c| c.count).sum(),
+                children.iter().map(|c| c.sum).sum(),
+                children.last().map_or((0, 0), |c| c.last),
+            ),
+        }
+    }
+}
+
+impl<T: Item> Child<T> {
+    fn summarize(node: Arc<Node<T>>) -> Self {
+        let (count, sum, last) = node.summary();
+        Self {
+            node,
+            count,
+            sum,
+            last,
+        }
+    }
+
+    /// Recomputes the summary after the child changed in ways the caller did not track.
+    fn refresh(&mut self) {
+        (self.count, self.sum, self.last) = self.node.summary();
+    }
+}
+
+/// Grows a full vector by a quarter (at least one, at most to `limit + 1`), so that a node
+/// filled one item at a time wastes at most a quarter of its memory.
+fn reserve_for_one<V>(v: &mut Vec<V>, limit: usize) {
+    if v.len() == v.capacity() {
+        let extra = (v.len() / 4).max(1).min(limit + 1 - v.len().min(limit));
+        v.reserve_exact(extra.max(1));
+    }
+}
+
+/// A version of a pool's members; see the module documentation.
+#[derive(Debug)]
+pub(crate) struct Tree<T> {
+    root: Option<Arc<Node<T>>>,
+    count: u32,
+    sum: u64,
+}
+
+impl<T> Clone for Tree<T> {
+    fn clone(&self) -> Self {
+        Self {
+            root: self.root.clone(),
+            count: self.count,
+            sum: self.sum,
+        }
+    }
+}
+
+impl<T> Default for Tree<T> {
+    fn default() -> Self {
+        Self {
+            root: None,
+            count: 0,
+            sum: 0,
+        }
+    }
+}
+
+impl<T: Item> Tree<T> {
+    /// Number of items.
+    pub(crate) fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    /// Sum of the items' values.
+    pub(crate) fn total(&self) -> u64 {
+        self.sum
+    }
+
+    /// The greatest key, if any.
+    fn last_key(&self) -> Option<Key> {
+        let mut node = self.root.as_deref()?;
+        loop {
+            match node {
+                Node::Leaf(items) => return items.last().map(Item::key),
+                Node::Inner(children) => node = &children.last()?.node,
+            }
+        }
+    }
+
+    /// The item with `key`.
+    pub(crate) fn get(&self, key: Key) -> Option<&T> {
+        let mut node = self.root.as_deref()?;
+        loop {
+            match node {
+                Node::Inner(children) => {
+                    let i = children.partition_point(|c| c.last < key);
+                    node = &children.get(i)?.node;
+                }
+                Node::Leaf(items) => {
+                    let i = items.binary_search_by(|t| t.key().cmp(&key)).ok()?;
+                    return Some(&items[i]);
+                }
+            }
+        }
+    }
+
+    /// The item at `rank` (0-based, in key order).
+    ///
+    /// # Panics
+    ///
+    /// If `rank >= self.len()`.
+    #[inline]
+    pub(crate) fn at(&self, rank: usize) -> &T {
+        let mut node = self.root.as_deref().expect("rank within the tree");
+        let mut rank = rank;
+        loop {
+            match node {
+                Node::Leaf(items) => return &items[rank],
+                Node::Inner(children) => {
+                    let mut i = 0;
+                    while rank >= children[i].count as usize {
+                        rank -= children[i].count as usize;
+                        i += 1;
+                    }
+                    node = &children[i].node;
+                }
+            }
+        }
+    }
+
+    /// The item whose value interval holds `mass` (items cover `[0, total)` in key order, each
+    /// its value wide), with its rank and the start of its interval. `mass` must be below
+    /// [`Self::total`]; zero-width items are never returned.
+    pub(crate) fn locate(&self, mass: u64) -> (usize, u64, &T) {
+        let mut node = self.root.as_deref().expect("mass within the tree");
+        let (mut rank, mut start) = (0usize, 0u64);
+        loop {
+            match node {
+                Node::Inner(children) => {
+                    let last = children.len() - 1;
+                    let mut i = 0;
+                    while i < last && mass >= start + children[i].sum {
+                        start += children[i].sum;
+                        rank += children[i].count as usize;
+                        i += 1;
+                    }
+                    node = &children[i].node;
+                }
+                Node::Leaf(items) => {
+                    let last = items.len() - 1;
+                    let mut i = 0;
+                    while i < last {
+                        let v = u64::from(items[i].value());
+                        if mass < start + v {
+                            break;
+                        }
+                        start += v;
+                        i += 1;
+                    }
+                    return (rank + i, start, &items[i]);
+                }
+            }
+        }
+    }
+
+    /// The number of items whose key is below `key`.
+    pub(crate) fn rank_of(&self, key: Key) -> usize {
+        let Some(mut node) = self.root.as_deref() else {
+            return 0;
+        };
+        let mut rank = 0usize;
+        loop {
+            match node {
+                Node::Leaf(items) => return rank + items.partition_point(|t| t.key() < key),
+                Node::Inner(children) => {
+                    let i = children.partition_point(|c| c.last < key);
+                    rank += children[..i]
+                        .iter()
+                        .map(|c| c.count as usize)
+                        .sum::<usize>();
+                    match children.get(i) {
+                        Some(c) => node = &c.node,
+                        None => return rank,
+                    }
+                }
+            }
+        }
+    }
+
+    /// The items in key order, from rank `from` on.
+    pub(crate) fn iter_from(&self, from: usize) -> Iter<'_, T> {
+        let mut iter = Iter {
+            stack: [&[]; MAX_DEPTH],
+            depth: 0,
+            leaf: &[],
+        };
+        let Some(mut node) = self.root.as_deref() else {
+            return iter;
+        };
+        let mut rank = from;
+        loop {
+            match node {
+                Node::Leaf(items) => {
+                    iter.leaf = &items[rank.min(items.len())..];
+                    return iter;
+                }
+                Node::Inner(children) => {
+                    let mut i = 0;
+                    while i < children.len() && rank >= children[i].count as usize {
+                        rank -= children[i].count as usize;
+                        i += 1;
+                    }
+                    let Some(child) = children.get(i) else {
+                        return iter;
+                    };
+                    iter.stack[iter.depth] = &children[i + 1..];
+                    iter.depth += 1;
+                    node = &child.node;
+                }
+            }
+        }
+    }
+
+    /// The items in key order.
+    pub(crate) fn iter(&self) -> Iter<'_, T> {
+        self.iter_from(0)
+    }
+
+    /// Inserts `item`, whose key must not be in the tree yet.
+    pub(crate) fn insert(&mut self, item: T) {
+        let value = u64::from(item.value());
+        let key = item.key();
+        debug_assert!(self.get(key).is_none(), "key {key:?} inserted twice");
+        let at_end = self.last_key().is_none_or(|last| key > last);
+        match &mut self.root {
+            None => self.root = Some(Arc::new(Node::Leaf(vec![item]))),
+            Some(root) => {
+                if let Some(right) = insert_into(root, item, key, at_end) {
+                    let left = Child::summarize(Arc::clone(root));
+                    *root = Arc::new(Node::Inner(vec![left, right]));
+                }
+            }
+        }
+        self.count += 1;
+        self.sum += value;
+    }
+
+    /// Removes and returns the item with `key`, which must be in the tree (a missing key may
+    /// copy the path to where it would be and returns `None`).
+    pub(crate) fn remove(&mut self, key: Key) -> Option<T> {
+        let root = self.root.as_mut()?;
+        let item = remove_from(root, key)?;
+        self.count -= 1;
+        self.sum -= u64::from(item.value());
+        // A root with one child hands over to it; an empty tree has no root.
+        loop {
+            match self.root.as_deref() {
+                Some(Node::Inner(children)) if children.len() == 1 => {
+                    self.root = Some(Arc::clone(&children[0].node));
+                }
+                Some(node) if node.len() == 0 => self.root = None,
+                _ => break,
+            }
+        }
+        Some(item)
+    }
+
+    /// Changes the item with `key` in place with `f` (copying its path where it is shared), which
+    /// must leave the key alone; its value may change. Returns `None` if there is no such item.
+    pub(crate) fn update<R>(&mut self, key: Key, f: impl FnOnce(&mut T) -> R) -> Option<R> {
+        self.get(key)?;
+        let root = self.root.as_mut()?;
+        let (result, old, new) = update_in(root, key, f);
+        self.sum = self.sum - u64::from(old) + u64::from(new);
+        Some(result)
+    }
+
+    /// Applies `f` to every item for which `wanted` holds (copying only the paths to them);
+    /// `f` must leave keys and values alone.
+    pub(crate) fn update_where(&mut self, wanted: impl Fn(&T) -> bool, mut f: impl FnMut(&mut T)) {
+        if let Some(root) = &mut self.root {
+            update_where_in(root, &wanted, &mut f);
+        }
+    }
+}
+
+/// Inserts into the subtree at `node`; returns a new right sibling if `node` split.
+fn insert_into<T: Item>(
+    node: &mut Arc<Node<T>>,
+    item: T,
+    key: Key,
+    at_end: bool,
+) -> Option<Child<T>> {
+    let shared = Arc::get_mut(node).is_none();
+    if shared && let Node::Leaf(items) = &**node {
+        // Shared: build the changed copy in one pass instead of cloning and then growing it.
+        let at = items.partition_point(|t| t.key() < key);
+        let mut copy = Vec::with_capacity(items.len() + 1);
+        copy.extend_from_slice(&items[..at]);
+        copy.push(item);
+        copy.extend_from_slice(&items[at..]);
+        *node = Arc::new(Node::Leaf(copy));
+        return split_if_full(node, at_end);
+    }
+    match Arc::make_mut(node) {
+        Node::Leaf(items) => {
+            let at = items.partition_point(|t| t.key() < key);
+            reserve_for_one(items, LEAF_MAX);
+            items.insert(at, item);
+        }
+        Node::Inner(children) => {
+            let value = u64::from(item.value());
+            let i = children
+                .partition_point(|c| c.last < key)
+                .min(children.len() - 1);
+            let split = insert_into(&mut children[i].node, item, key, at_end);
+            let child = &mut children[i];
+            match split {
+                None => {
+                    child.count += 1;
+                    child.sum += value;
+                    child.last = child.last.max(key);
+                }
+                Some(right) => {
+                    child.refresh();
+                    reserve_for_one(children, INNER_MAX);
+                    children.insert(i + 1, right);
+                }
+            }
+        }
+    }
+    split_if_full(node, at_end)
+}
+
+/// Splits an overflowing node (which the caller owns): halves, or only its last item/child when
+/// the insertion went past the tree's end.
+fn split_if_full<T: Item>(node: &mut Arc<Node<T>>, at_end: bool) -> Option<Child<T>> {
+    if node.len() <= node.capacity_limit() {
+        return None;
+    }
+    let node = Arc::get_mut(node).expect("the writer's own node");
+    let len = node.len();
+    let cut = if at_end { len - 1 } else { len / 2 };
+    let right = match node {
+        Node::Leaf(items) => {
+            let right = items.split_off(cut);
+            items.shrink_to_fit();
+            Node::Leaf(right)
+        }
+        Node::Inner(children) => {
+            let right = children.split_off(cut);
+            children.shrink_to_fit();
+            Node::Inner(right)
+        }
+    };
+    Some(Child::summarize(Arc::new(right)))
+}
+
+/// Removes the item with `key` (which is present) from the subtree at `node`.
+fn remove_from<T: Item>(node: &mut Arc<Node<T>>, key: Key) -> Option<T> {
+    let shared = Arc::get_mut(node).is_none();
+    if shared && let Node::Leaf(items) = &**node {
+        let at = items.binary_search_by(|t| t.key().cmp(&key)).ok()?;
+        let mut copy = Vec::with_capacity(items.len() - 1);
+        copy.extend_from_slice(&items[..at]);
+        copy.extend_from_slice(&items[at + 1..]);
+        let item = items[at].clone();
+        *node = Arc::new(Node::Leaf(copy));
+        return Some(item);
+    }
+    match Arc::make_mut(node) {
+        Node::Leaf(items) => {
+            let at = items.binary_search_by(|t| t.key().cmp(&key)).ok()?;
+            let item = items.remove(at);
+            if items.capacity() > 2 * items.len() + 1 {
+                items.shrink_to_fit();
+            }
+            Some(item)
+        }
+        Node::Inner(children) => {
+            let i = children.partition_point(|c| c.last < key);
+            let item = remove_from(&mut children.get_mut(i)?.node, key)?;
+            let child = &mut children[i];
+            child.count -= 1;
+            child.sum -= u64::from(item.value());
+            if child.count == 0 {
+                children.remove(i);
+                return Some(item);
+            }
+            if child.last == key {
+                child.last = child.node.summary().2;
+            }
+            merge_small(children, i);
+            Some(item)
+        }
+    }
+}
+
+/// Merges child `i` into a neighbour when it fell below a quarter of its capacity and both fit
+/// in one node.
+fn merge_small<T: Item>(children: &mut Vec<Child<T>>, i: usize) {
+    let len = children[i].node.len();
+    let limit = children[i].node.capacity_limit();
+    if len >= limit / 4 || children.len() < 2 {
+        return;
+    }
+    let j = if i + 1 < children.len() { i + 1 } else { i - 1 };
+    if children[j].node.len() + len > limit {
+        return;
+    }
+    let (left, right) = (i.min(j), i.max(j));
+    let taken = children.remove(right);
+    let target = Arc::make_mut(&mut children[left].node);
+    match (target, &*taken.node) {
+        (Node::Leaf(a), Node::Leaf(b)) => a.extend_from_slice(b),
+        (Node::Inner(a), Node::Inner(b)) => a.extend_from_slice(b),
+        _ => unreachable!("siblings are at the same depth"),
+    }
+    let merged = &mut children[left];
+    merged.count += taken.count;
+    merged.sum += taken.sum;
+    merged.last = taken.last;
+}
+
+/// Changes the item with `key` (present) in the subtree at `node`; returns `f`'s result and the
+/// item's value before and after.
+fn update_in<T: Item, R>(
+    node: &mut Arc<Node<T>>,
+    key: Key,
+    f: impl FnOnce(&mut T) -> R,
+) -> (R, u32, u32) {
+    match Arc::make_mut(node) {
+        Node::Leaf(items) => {
+            let at = items.partition_point(|t| t.key() < key);
+            let item = &mut items[at];
+            let old = item.value();
+            let result = f(item);
+            debug_assert_eq!(item.key(), key, "an update changed the key");
+            (result, old, item.value())
+        }
+        Node::Inner(children) => {
+            let i = children.partition_point(|c| c.last < key);
+            let (result, old, new) = update_in(&mut children[i].node, key, f);
+            children[i].sum = children[i].sum - u64::from(old) + u64::from(new);
+            (result, old, new)
+        }
+    }
+}
+
+fn any_in<T: Item>(node: &Node<T>, wanted: &impl Fn(&T) -> bool) -> bool {
+    match node {
+        Node::Leaf(items) => items.iter().any(wanted),
+        Node::Inner(children) => children.iter().any(|c| any_in(&c.node, wanted)),
+    }
+}
+
+fn update_where_in<T: Item>(
+    node: &mut Arc<Node<T>>,
+    wanted: &impl Fn(&T) -> bool,
+    f: &mut impl FnMut(&mut T),
+) {
+    if !any_in(node, wanted) {
+        return;
+    }
+    match Arc::make_mut(node) {
+        Node::Leaf(items) => {
+            for item in items.iter_mut().filter(|t| wanted(t)) {
+                f(item);
+            }
+        }
+        Node::Inner(children) => {
+            for child in children.iter_mut() {
+                update_where_in(&mut child.node, wanted, f);
+            }
+        }
+    }
+}
+
+/// The items of a [`Tree`] in key order ([`Tree::iter_from`]); does not allocate.
+pub(crate) struct Iter<'t, T> {
+    /// Per inner level, the children not visited yet.
+    stack: [&'t [Child<T>]; MAX_DEPTH],
+    depth: usize,
+    leaf: &'t [T],
+}
+
+impl<'t, T> Iterator for Iter<'t, T> {
+    type Item = &'t T;
+
+    fn next(&mut self) -> Option<&'t T> {
+        loop {
+            if let Some((first, rest)) = self.leaf.split_first() {
+                self.leaf = rest;
+                return Some(first);
+            }
+            // Climb to the nearest level with a child left, then down its leftmost path.
+            let mut node = loop {
+                if self.depth == 0 {
+                    return None;
+                }
+                let siblings = &mut self.stack[self.depth - 1];
+                if let Some((next, rest)) = siblings.split_first() {
+                    *siblings = rest;
+                    break &*next.node;
+                }
+                self.depth -= 1;
+            };
+            loop {
+                match node {
+                    Node::Leaf(items) => {
+                        self.leaf = items;
+                        break;
+                    }
+                    Node::Inner(children) => {
+                        let (first, rest) = children.split_first()?;
+                        self.stack[self.depth] = rest;
+                        self.depth += 1;
+                        node = &first.node;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Clone, Debug, PartialEq)]
+    struct T {
+        key: Key,
+        value: u32,
+        tag: u32,
+    }
+
+    impl Item for T {
+        fn key(&self) -> Key {
+            self.key
+        }
+        fn value(&self) -> u32 {
+            self.value
+        }
+    }
+
+    fn t(id: u64, value: u32) -> T {
+        T {
+            key: (0, id),
+            value,
+            tag: 0,
+        }
+    }
+
+    /// Checks every invariant against a sorted model: order, counts, sums, last keys, equal
+    /// leaf depth, node sizes.
+    fn check(tree: &Tree<T>, model: &[T]) {
+        assert_eq!(tree.len(), model.len());
+        assert_eq!(
+            tree.total(),
+            model.iter().map(|t| u64::from(t.value)).sum::<u64>()
+        );
+        let got: Vec<T> = tree.iter().cloned().collect();
+        assert_eq!(got, model);
+        for (r, m) in model.iter().enumerate() {
+            assert_eq!(tree.at(r), m);
+            assert_eq!(tree.get(m.key), Some(m));
+            assert_eq!(tree.rank_of(m.key), r);
+            assert_eq!(tree.iter_from(r).next(), Some(m));
+        }
+        if let Some(root) = &tree.root {
+            let mut depths = Vec::new();
+            walk(root, 0, &mut depths, true);
+            assert!(depths.windows(2).all(|w| w[0] == w[1]), "{depths:?}");
+        }
+    }
+
+    fn walk(node: &Node<T>, depth: usize, depths: &mut Vec<usize>, root: bool) {
+        assert!(node.len() <= node.capacity_limit());
+        assert!(root || node.len() > 0);
+        match node {
+            Node::Leaf(_) => depths.push(depth),
+            Node::Inner(children) => {
+                for c in children {
+                    assert_eq!((c.count, c.sum, c.last), c.node.summary());
+                    walk(&c.node, depth + 1, depths, false);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn inserts_removes_and_updates_match_a_sorted_model_through_many_versions() {
+        let mut rng = crate::Rng::seed(7);
+        let mut tree = Tree::default();
+        let mut model: Vec<T> = Vec::new();
+        let mut versions = Vec::new();
+        for step in 0..6000u32 {
+            let id = rng.below(2000);
+            let key = (0, id);
+            match model.binary_search_by(|t| t.key.cmp(&key)) {
+                Err(at) if rng.below(3) > 0 => {
+                    let item = t(id, rng.below(100) as u32);
+                    model.insert(at, item.clone());
+                    tree.insert(item);
+                }
+                Ok(at) if rng.below(2) == 0 => {
+                    assert_eq!(tree.remove(key), Some(model.remove(at)));
+                }
+                Ok(at) => {
+                    let value = rng.below(100) as u32;
+                    tree.update(key, |t| {
+                        t.value = value;
+                        t.tag = step;
+                    });
+                    model[at].value = value;
+                    model[at].tag = step;
+                }
+                Err(_) => assert_eq!(tree.remove(key), None),
+            }
+            if step % 500 == 0 {
+                check(&tree, &model);
+                // An old version stays as it was while the writer goes on.
+                versions.push((tree.clone(), model.clone()));
+            }
+        }
+        check(&tree, &model);
+        for (version, expected) in &versions {
+            check(version, expected);
+        }
+    }
+
+    #[test]
+    fn locate_maps_every_point_of_the_cumulative_sum_to_its_item() {
+        let mut tree = Tree::default();
+        let values = [3u32, 0, 1, 5, 0, 2];
+        for (i, v) in (0..600).map(|i| (i, values[i % values.len()])) {
+            tree.insert(t(i as u64, v));
+        }
+        let mut mass = 0u64;
+        for r in 0..600 {
+            let v = u64::from(values[r % values.len()]);
+            for m in mass..mass + v {
+                let (rank, start, item) = tree.locate(m);
+                assert_eq!((rank, start), (r, mass));
+                assert_eq!(item.key, (0, r as u64));
+            }
+            mass += v;
+        }
+        assert_eq!(mass, tree.total());
+    }
+
+    #[test]
+    fn appends_in_key_order_fill_leaves() {
+        let mut tree = Tree::default();
+        for i in 0..1600 {
+            tree.insert(t(i, 1));
+        }
+        let Some(root) = &tree.root else { panic!() };
+        let mut leaves = 0;
+        fn count(node: &Node<T>, leaves: &mut usize) {
+            match node {
+                Node::Leaf(_) => *leaves += 1,
+                Node::Inner(c) => c.iter().for_each(|c| count(&c.node, leaves)),
+            }
+        }
+        count(root, &mut leaves);
+        assert_eq!(
+            leaves,
+            1600 / LEAF_MAX,
+            "PEs in key order fill their leaves"
+        );
+    }
+
+    #[test]
+    fn update_where_changes_only_matching_items_and_keeps_old_versions() {
+        let mut tree = Tree::default();
+        for i in 0..500 {
+            tree.insert(t(i, 1));
+        }
+        let old = tree.clone();
+        tree.update_where(|t| t.key.1 % 7 == 0, |t| t.tag = 9);
+        assert!(tree.iter().all(|t| (t.tag == 9) == (t.key.1 % 7 == 0)));
+        assert!(old.iter().all(|t| t.tag == 0));
+    }
+}
