@@ -147,7 +147,7 @@ fn main() {
         total
     );
     println!(
-        "type sizes: PoolElementEntry {} B (+16 B Arc header), PeRegistration {} B, \
+        "type sizes: PoolElementEntry {} B (inline in the pool tree's leaves), PeRegistration {} B, \
          OwnedTransport {} B, IpAddr {} B, Policy {} B, PoolSnapshot {} B, ShardView {} B",
         size_of::<PoolElementEntry>(),
         size_of::<PeRegistration>(),

@@ -215,8 +215,6 @@ pub struct PoolElementEntry {
     pub home_pr: PrId,
     /// The local association the PE registered over; `None` for PEs learnt via ENRP.
     pub association: Option<AssociationId>,
-    /// When the PE first registered (kept across re-registrations).
-    pub registered_at: Millis,
 }
 
 impl PoolElementEntry {

@@ -16,10 +16,9 @@ use crate::timer::TimerId;
 use crate::tree::{Item, Iter, Key, Tree};
 
 /// What the writer keeps per PE beside the published entry: the fields that change without a
-/// re-registration (refresh time, expiry timer, reports), so that refreshing never republishes.
+/// re-registration (expiry, reports), so that a sign of life never republishes.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct PeMeta {
-    pub last_refresh: Millis,
     /// When the registration life runs out (`Millis::MAX`: never).
     pub deadline: Millis,
     /// The expiry timer. It may be armed earlier than `deadline` (a re-registration moves only
@@ -46,7 +45,6 @@ pub(crate) struct Member {
     value: u32,
     degradation: AtomicU32,
     unreachable_reports: AtomicU32,
-    last_refresh: AtomicU64,
     deadline: AtomicU64,
     expiry: AtomicU64,
 }
@@ -59,7 +57,6 @@ impl Clone for Member {
             value: self.value,
             degradation: AtomicU32::new(self.degradation()),
             unreachable_reports: AtomicU32::new(self.unreachable_reports.load(Ordering::Relaxed)),
-            last_refresh: AtomicU64::new(self.last_refresh.load(Ordering::Relaxed)),
             deadline: AtomicU64::new(self.deadline.load(Ordering::Relaxed)),
             expiry: AtomicU64::new(self.expiry.load(Ordering::Relaxed)),
         }
@@ -87,7 +84,6 @@ impl Member {
             value,
             degradation: AtomicU32::new(0),
             unreachable_reports: AtomicU32::new(0),
-            last_refresh: AtomicU64::new(0),
             deadline: AtomicU64::new(0),
             expiry: AtomicU64::new(NO_TIMER),
         };
@@ -135,7 +131,6 @@ impl Member {
     pub(crate) fn meta(&self) -> PeMeta {
         let expiry = self.expiry.load(Ordering::Relaxed);
         PeMeta {
-            last_refresh: self.last_refresh.load(Ordering::Relaxed),
             deadline: self.deadline.load(Ordering::Relaxed),
             expiry: (expiry != NO_TIMER).then(|| TimerId::from_bits(expiry)),
             unreachable_reports: self.unreachable_reports.load(Ordering::Relaxed),
@@ -144,8 +139,6 @@ impl Member {
 
     /// Replaces the writer's bookkeeping.
     pub(crate) fn set_meta(&self, meta: PeMeta) {
-        self.last_refresh
-            .store(meta.last_refresh, Ordering::Relaxed);
         self.deadline.store(meta.deadline, Ordering::Relaxed);
         self.expiry.store(
             meta.expiry.map_or(NO_TIMER, TimerId::to_bits),
@@ -155,9 +148,8 @@ impl Member {
             .store(meta.unreachable_reports, Ordering::Relaxed);
     }
 
-    /// Notes a sign of life: refresh time, reports cleared.
-    pub(crate) fn refresh(&self, now: Millis) {
-        self.last_refresh.store(now, Ordering::Relaxed);
+    /// Notes a sign of life: reports cleared.
+    pub(crate) fn refresh(&self) {
         self.unreachable_reports.store(0, Ordering::Relaxed);
     }
 
@@ -194,10 +186,8 @@ impl Member {
             },
             home_pr: rserpool_protocol::PrId(1),
             association: None,
-            registered_at: 0,
         };
         let meta = PeMeta {
-            last_refresh: 0,
             deadline: Millis::MAX,
             expiry: None,
             unreachable_reports: 0,

@@ -269,7 +269,6 @@ pub type TablePage<'a> = Vec<(&'a Arc<[u8]>, Vec<&'a PoolElementEntry>)>;
 
 /// What a registration of a known PE needs to know of it.
 struct Existing {
-    registered_at: Millis,
     home_pr: PrId,
     meta: PeMeta,
     /// The registration repeats the stored entry exactly.
@@ -489,7 +488,6 @@ impl Shard {
                         return Err(RegistrationError::NotOwner);
                     }
                     existing = Some(Existing {
-                        registered_at: old.registered_at,
                         home_pr: old.home_pr,
                         meta: member.meta(),
                         unchanged: old.registration == registration
@@ -528,13 +526,8 @@ impl Shard {
         let id = registration.id;
         let deadline = expiry_deadline(&registration, now);
         let new_deadline = deadline.unwrap_or(Millis::MAX);
-        let (registered_at, previous, kept_timer) = match &existing {
-            Some(Existing {
-                registered_at,
-                home_pr,
-                meta,
-                ..
-            }) => {
+        let (previous, kept_timer) = match &existing {
+            Some(Existing { home_pr, meta, .. }) => {
                 // Lazy expiry: a timer armed no later than the new deadline stays; it re-arms
                 // itself at the real deadline when it fires (see `expire`).
                 let kept = match meta.expiry {
@@ -545,15 +538,14 @@ impl Shard {
                     }
                     None => None,
                 };
-                (*registered_at, Some(*home_pr), kept)
+                (Some(*home_pr), kept)
             }
-            None => (now, None, None),
+            None => (None, None),
         };
         let entry = PoolElementEntry {
             registration,
             home_pr,
             association,
-            registered_at,
         };
         let expiry = kept_timer.or_else(|| {
             deadline.map(|d| {
@@ -567,7 +559,6 @@ impl Shard {
             })
         });
         let meta = PeMeta {
-            last_refresh: now,
             deadline: new_deadline,
             expiry,
             unreachable_reports: 0,
@@ -708,16 +699,9 @@ impl Shard {
         self.timers.next_deadline()
     }
 
-    /// When a PE last registered, re-registered or answered a keep-alive ([`Self::refresh`]).
-    pub fn last_refresh(&self, pool_handle: &[u8], id: PeId) -> Option<Millis> {
-        self.pool(pool_handle)?
-            .get(id)
-            .map(|m| m.meta().last_refresh)
-    }
-
-    /// Notes a keep-alive ack (or another sign of life) from a PE; clears its unreachable
-    /// reports. Returns `false` if the PE is unknown.
-    pub fn refresh(&mut self, pool_handle: &[u8], id: PeId, now: Millis) -> bool {
+    /// Notes a keep-alive ack (or another sign of life) from a PE: clears its unreachable
+    /// reports (RFC 5352 §3.5). Returns `false` if the PE is unknown.
+    pub fn refresh(&mut self, pool_handle: &[u8], id: PeId) -> bool {
         let Some(&s) = self.index.get(pool_handle) else {
             return false;
         };
@@ -725,7 +709,7 @@ impl Shard {
         let Some(member) = pool.get(id) else {
             return false;
         };
-        member.refresh(now);
+        member.refresh();
         true
     }
 
@@ -933,10 +917,17 @@ mod tests {
                 assert_eq!(shard.entry(h, PeId(id)).unwrap().home_pr, PrId(2));
             }
         }
-        assert_eq!(shard.last_refresh(h, PeId(2)), Some(1));
-        assert!(shard.refresh(h, PeId(2), 7));
-        assert_eq!(shard.last_refresh(h, PeId(2)), Some(7));
-        assert_eq!(shard.last_refresh(h, PeId(1)), None);
+        // Two reports, a sign of life, two more: still there (the count restarted).
+        for _ in 0..2 {
+            assert!(shard.report_unreachable(h, PeId(2), 3).is_none());
+        }
+        assert!(shard.refresh(h, PeId(2)));
+        assert!(!shard.refresh(h, PeId(1)), "PE 1 was deregistered");
+        for _ in 0..2 {
+            assert!(shard.report_unreachable(h, PeId(2), 3).is_none());
+        }
+        assert!(shard.report_unreachable(h, PeId(2), 3).is_some());
+        assert!(shard.register(h, pe(2, 2), PrId(2), None, 1).unwrap().added);
         let snapshot = shard.snapshot(h).unwrap();
         assert_eq!(snapshot.len(), 26);
         assert_eq!(shard.checksums(PrId(2)).pes, 26);

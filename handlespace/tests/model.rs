@@ -416,11 +416,7 @@ fn apply(hs: &mut Handlespace, model: &mut Model, rng: &mut Rng, op: &Op, step: 
                 if let Some(pe) = known {
                     pe.reports = 0;
                 }
-                assert_eq!(
-                    hs.shard_mut(h).refresh(h, PeId(id), model.now),
-                    want,
-                    "step {step}"
-                );
+                assert_eq!(hs.shard_mut(h).refresh(h, PeId(id)), want, "step {step}");
             }
             Op::Unreachable { handle, id } => {
                 let h = HANDLES[handle];

@@ -17,9 +17,9 @@ use rserpool_protocol::{
 };
 
 use super::encoded::{EncodedPools, Part};
+use super::keepalive::Due;
 use super::{
-    Forward, Output, RFC_MAX_POOL_HANDLE, RegisterRequest, Target, TrackedKey, Worker, encode_into,
-    handle_hash, jitter,
+    Forward, Output, RFC_MAX_POOL_HANDLE, RegisterRequest, Target, Worker, encode_into, jitter,
 };
 use crate::metrics::{Protocol, RemovalReason, RequestKind, WorkerMetrics};
 use crate::url::Transport;
@@ -273,11 +273,6 @@ impl Worker {
     ) {
         let target = Target::Association(association);
         let handle = pool_handle.0;
-        let key = TrackedKey {
-            association,
-            pe_id: pe.id,
-            handle_hash: handle_hash(handle),
-        };
         let max_handle = match generation {
             Generation::Rfc => RFC_MAX_POOL_HANDLE,
             Generation::Ng => self.config.max_pool_handle_len_ng,
@@ -289,8 +284,9 @@ impl Worker {
             Some(Refusal::LackOfResources)
         } else {
             let a = &self.associations[&association];
-            (!self.tracked.contains_key(&key)
-                && a.pes.len() + a.pending >= self.config.max_pes_per_association)
+            (!self.monitor.contains(association, handle, pe.id)
+                && self.monitor.count(association) + a.pending
+                    >= self.config.max_pes_per_association)
                 .then(|| {
                     self.metrics
                         .limit_refused(crate::metrics::Limit::PesPerAssociation);
@@ -451,13 +447,8 @@ impl Worker {
             out.transmit_bytes(Target::Association(association), response);
         }
         if accepted {
-            let key = TrackedKey {
-                association,
-                pe_id,
-                handle_hash: handle_hash(&pool_handle),
-            };
             // A re-registration is a sign of life: the next keep-alive waits a full interval.
-            self.track(key, pool_handle, now);
+            self.track(association, &pool_handle, pe_id, now);
         }
     }
 
@@ -543,11 +534,7 @@ impl Worker {
         if !self.associations.contains_key(&association) {
             return;
         }
-        self.untrack(TrackedKey {
-            association,
-            pe_id,
-            handle_hash: handle_hash(pool_handle),
-        });
+        self.monitor.untrack(association, pool_handle, pe_id);
         if !response.is_empty() {
             self.metrics
                 .message_out(Protocol::Asap, message_type::DEREGISTRATION_RESPONSE);
@@ -565,12 +552,7 @@ impl Worker {
         reason: RemovalReason,
         out: &mut Output,
     ) {
-        let key = TrackedKey {
-            association,
-            pe_id,
-            handle_hash: handle_hash(pool_handle),
-        };
-        if !self.untrack(key) {
+        if !self.monitor.untrack(association, pool_handle, pe_id) {
             return;
         }
         if matches!(reason, RemovalReason::Expired) {
@@ -682,67 +664,65 @@ impl Worker {
         self.send(target, generation, &message, out);
     }
 
-    /// A keep-alive of a monitored PE is due, or its ack is overdue (RSPLIB's keep-alive cycle;
-    /// RFC 5352 §3.4-3.5).
-    pub(super) fn keep_alive_due(&mut self, key: TrackedKey, now: Millis, out: &mut Output) {
-        let Some(t) = self.tracked.get_mut(&key) else {
-            return;
-        };
-        if !t.awaiting_ack && now < t.quiet_until {
-            // It re-registered meanwhile: the cycle starts over then.
-            t.timer = self
-                .timers
-                .arm(t.quiet_until, super::CoreTimer::KeepAlive(key));
-            return;
-        }
-        let t = &*t;
-        if t.awaiting_ack {
-            // No ack within the timeout: the PE is gone.
-            let pool_handle = t.pool_handle.clone();
-            self.untrack(key);
-            // Counted by the shard owner, when it removes the PE.
-            tracing::debug!(association = ?key.association, pe_id = key.pe_id.0, "keep-alive timeout");
-            self.route(
-                &pool_handle.clone(),
-                Forward::Remove {
-                    association: key.association,
-                    pool_handle,
-                    pe_id: key.pe_id,
-                    reason: RemovalReason::KeepAliveTimeout,
-                },
-                now,
-                out,
-            );
-            return;
-        }
-        let Some(a) = self.associations.get(&key.association) else {
-            return;
-        };
-        let generation = a.info.generation;
-        let message = AsapMessage::EndpointKeepAlive {
-            home: false,
-            server_id: self.config.pr_id,
-            pool_handle: PoolHandle(&t.pool_handle),
-            pe_id: Some(key.pe_id),
-        };
-        // Encoded in place: `t` borrows the tracked PE's handle.
-        match out.transmit(Target::Association(key.association), |buf| {
-            message.encode(generation, buf)
-        }) {
-            Ok(()) => {
-                self.metrics
-                    .message_out(Protocol::Asap, message_type::ENDPOINT_KEEP_ALIVE);
-                self.metrics.keep_alive_sent();
+    /// Sweeps the keep-alives of an association's PEs (RSPLIB's keep-alive cycle; RFC 5352
+    /// §3.4-3.5): sends those due, removes the PEs whose ack is overdue.
+    pub(super) fn keep_alive_sweep(
+        &mut self,
+        association: AssociationId,
+        now: Millis,
+        out: &mut Output,
+    ) {
+        let (due, again) = self
+            .monitor
+            .sweep(association, now, self.config.keep_alive_timeout);
+        let generation = self
+            .associations
+            .get(&association)
+            .map(|a| a.info.generation);
+        for due in due {
+            match due {
+                Due::KeepAlive(pool_handle, pe_id) => {
+                    let Some(generation) = generation else {
+                        continue;
+                    };
+                    let message = AsapMessage::EndpointKeepAlive {
+                        home: false,
+                        server_id: self.config.pr_id,
+                        pool_handle: PoolHandle(&pool_handle),
+                        pe_id: Some(pe_id),
+                    };
+                    match out.transmit(Target::Association(association), |buf| {
+                        message.encode(generation, buf)
+                    }) {
+                        Ok(()) => {
+                            self.metrics
+                                .message_out(Protocol::Asap, message_type::ENDPOINT_KEEP_ALIVE);
+                            self.metrics.keep_alive_sent();
+                        }
+                        Err(e) => tracing::warn!(%e, "cannot encode a keep-alive"),
+                    }
+                }
+                Due::TimedOut(pool_handle, pe_id) => {
+                    // No ack within the timeout: the PE is gone. Counted by the shard owner,
+                    // when it removes the PE.
+                    tracing::debug!(?association, pe_id = pe_id.0, "keep-alive timeout");
+                    self.route(
+                        &pool_handle,
+                        Forward::Remove {
+                            association,
+                            pool_handle: pool_handle[..].into(),
+                            pe_id,
+                            reason: RemovalReason::KeepAliveTimeout,
+                        },
+                        now,
+                        out,
+                    );
+                }
             }
-            Err(e) => tracing::warn!(%e, "cannot encode a keep-alive"),
         }
-        let timer = self.timers.arm(
-            now + self.config.keep_alive_timeout,
-            super::CoreTimer::KeepAlive(key),
-        );
-        let t = self.tracked.get_mut(&key).expect("checked above");
-        t.timer = timer;
-        t.awaiting_ack = true;
+        if again {
+            self.arm_keep_alive_sweep(association, now);
+        }
     }
 
     /// RFC 5352 §3.4: the PE answered; the next keep-alive follows after the interval.
@@ -754,25 +734,12 @@ impl Worker {
         now: Millis,
         out: &mut Output,
     ) {
-        let key = TrackedKey {
-            association,
-            pe_id,
-            handle_hash: handle_hash(pool_handle),
-        };
         // Every ack received is counted, also one for a PE that left meanwhile.
         self.metrics.keep_alive_ack();
-        let delay = self.keep_alive_delay();
-        let Some(t) = self.tracked.get_mut(&key) else {
-            return;
-        };
-        if *t.pool_handle != *pool_handle {
+        let next = now + self.keep_alive_delay();
+        if !self.monitor.ack(association, pool_handle, pe_id, next) {
             return;
         }
-        t.awaiting_ack = false;
-        self.timers.cancel(t.timer);
-        t.timer = self
-            .timers
-            .arm(now + delay, super::CoreTimer::KeepAlive(key));
         self.route(
             pool_handle,
             Forward::Refresh {

@@ -14,12 +14,13 @@ mod asap;
 pub mod cluster;
 mod encoded;
 mod enrp;
+mod keepalive;
 
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::sync::Arc;
 
-use rserpool_handlespace::timer::{TimerId, TimerWheel};
+use rserpool_handlespace::timer::TimerWheel;
 use rserpool_handlespace::{
     AssociationId, HandlespaceReader, ItemCount, Millis, PeId, PeRegistration, PrId, Rng, Shard,
 };
@@ -487,27 +488,10 @@ pub struct PrShared {
     associations_opened: std::sync::atomic::AtomicU64,
 }
 
-/// A PE monitored by keep-alives, by association, PE ID and a hash of its pool handle.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-struct TrackedKey {
-    association: AssociationId,
-    pe_id: PeId,
-    handle_hash: u64,
-}
-
-#[derive(Debug)]
-struct Tracked {
-    pool_handle: Box<[u8]>,
-    timer: TimerId,
-    awaiting_ack: bool,
-    /// No keep-alive before this time: a re-registration moves it on without touching the
-    /// timer, which, firing earlier, is armed again for it.
-    quiet_until: Millis,
-}
-
 #[derive(Clone, Copy, Debug)]
 enum CoreTimer {
-    KeepAlive(TrackedKey),
+    /// Sweep the keep-alives of an association's PEs ([`keepalive`]).
+    KeepAliveSweep(AssociationId),
     Announce,
     Csp,
     Enrp,
@@ -523,8 +507,6 @@ struct RateLimit {
 #[derive(Debug)]
 struct Association {
     info: AssociationInfo,
-    /// PEs registered over it and monitored here.
-    pes: Vec<TrackedKey>,
     /// Registrations forwarded and not yet answered.
     pending: usize,
     rate: RateLimit,
@@ -540,7 +522,7 @@ pub struct Worker {
     shard: Shard,
     reader: HandlespaceReader,
     associations: FastMap<AssociationId, Association>,
-    tracked: FastMap<TrackedKey, Tracked>,
+    monitor: keepalive::Monitor,
     timers: TimerWheel<CoreTimer>,
     rng: Rng,
     metrics: Arc<WorkerMetrics>,
@@ -584,7 +566,7 @@ impl Worker {
             shard,
             reader,
             associations: FastMap::default(),
-            tracked: FastMap::default(),
+            monitor: keepalive::Monitor::default(),
             timers: TimerWheel::new(),
             rng: Rng::seed(seed),
             metrics,
@@ -636,7 +618,7 @@ impl Worker {
 
     /// Number of PEs monitored by keep-alives on this worker's associations.
     pub fn monitored_pes(&self) -> usize {
-        self.tracked.len()
+        self.monitor.len()
     }
 
     /// Starts the periodic work (announces and CSP reports, on worker 0 only).
@@ -666,7 +648,6 @@ impl Worker {
             id,
             Association {
                 info,
-                pes: Vec::new(),
                 pending: 0,
                 rate: RateLimit {
                     tokens: self.config.max_requests_per_second,
@@ -686,21 +667,18 @@ impl Worker {
         if a.info.protocol == Protocol::Enrp {
             self.enrp_association_closed(association, now);
         }
-        for key in a.pes {
-            if let Some(t) = self.tracked.remove(&key) {
-                self.timers.cancel(t.timer);
-                self.route(
-                    &t.pool_handle,
-                    Forward::Remove {
-                        association,
-                        pool_handle: t.pool_handle.clone(),
-                        pe_id: key.pe_id,
-                        reason: RemovalReason::AssociationClosed,
-                    },
-                    now,
-                    out,
-                );
-            }
+        for (pool_handle, pe_id) in self.monitor.close(association) {
+            self.route(
+                &pool_handle,
+                Forward::Remove {
+                    association,
+                    pool_handle: pool_handle[..].into(),
+                    pe_id,
+                    reason: RemovalReason::AssociationClosed,
+                },
+                now,
+                out,
+            );
         }
     }
 
@@ -735,7 +713,9 @@ impl Worker {
         self.timers.expire(now, |_, t| due.push(t));
         for timer in due {
             match timer {
-                CoreTimer::KeepAlive(key) => self.keep_alive_due(key, now, out),
+                CoreTimer::KeepAliveSweep(association) => {
+                    self.keep_alive_sweep(association, now, out);
+                }
                 CoreTimer::Announce => self.announce(now, out),
                 CoreTimer::Csp => self.csp_report(now, out),
                 CoreTimer::Enrp => self.enrp_tick(now, out),
@@ -802,7 +782,7 @@ impl Worker {
                 }
             }
             Forward::Refresh { pool_handle, pe_id } => {
-                self.shard.refresh(&pool_handle, pe_id, now);
+                self.shard.refresh(&pool_handle, pe_id);
             }
             Forward::Unreachable { pool_handle, pe_id } => {
                 self.apply_unreachable(&pool_handle, pe_id, now, out)
@@ -898,41 +878,24 @@ impl Worker {
 
     /// Starts monitoring a PE registered over `association` (keep-alive after the interval), or
     /// starts its keep-alive cycle over if monitored already (a re-registration).
-    fn track(&mut self, key: TrackedKey, pool_handle: Box<[u8]>, now: Millis) {
+    fn track(&mut self, association: AssociationId, pool_handle: &[u8], pe_id: PeId, now: Millis) {
         let delay = self.keep_alive_delay();
-        if let Some(t) = self.tracked.get_mut(&key) {
-            // Monitored already: the keep-alive cycle starts over when its timer fires.
-            t.quiet_until = now + delay;
-            t.awaiting_ack = false;
-            return;
-        }
-        let timer = self.timers.arm(now + delay, CoreTimer::KeepAlive(key));
-        self.tracked.insert(
-            key,
-            Tracked {
-                pool_handle,
-                timer,
-                awaiting_ack: false,
-                quiet_until: now + delay,
-            },
-        );
-        if let Some(a) = self.associations.get_mut(&key.association) {
-            a.pes.push(key);
+        if self
+            .monitor
+            .track(association, pool_handle, pe_id, now + delay)
+        {
+            self.arm_keep_alive_sweep(association, now);
         }
     }
 
-    /// Stops monitoring a PE; returns whether it was monitored.
-    fn untrack(&mut self, key: TrackedKey) -> bool {
-        let Some(t) = self.tracked.remove(&key) else {
-            return false;
-        };
-        self.timers.cancel(t.timer);
-        if let Some(a) = self.associations.get_mut(&key.association)
-            && let Some(i) = a.pes.iter().position(|k| *k == key)
-        {
-            a.pes.swap_remove(i);
-        }
-        true
+    /// The next keep-alive sweep of `association`.
+    fn arm_keep_alive_sweep(&mut self, association: AssociationId, now: Millis) {
+        let period = keepalive::sweep_period(
+            self.config.keep_alive_interval,
+            self.config.keep_alive_timeout,
+        );
+        self.timers
+            .arm(now + period, CoreTimer::KeepAliveSweep(association));
     }
 
     /// The keep-alive interval with RSPLIB's ±12.5 % jitter (RFC 5352 §3.5 asks to spread

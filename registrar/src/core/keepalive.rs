@@ -1,0 +1,378 @@
+//! Keep-alive monitoring of the PEs registered over this worker's associations (RFC 5352
+//! §3.4-3.5, RSPLIB's keep-alive cycle): per PE, when its next keep-alive is due or, while an ack
+//! is awaited, when that ack is overdue.
+//!
+//! Compact, since a carrier's registrar monitors millions of PEs: one map per association from
+//! (PE ID, interned pool handle) to a single word of state, about 24 bytes per PE, and one sweep
+//! timer per association instead of a timer per PE. The worker sweeps an association every
+//! [`sweep_period`]; a keep-alive or a timeout is acted on at the first sweep at or after its
+//! time, so up to one period late.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rserpool_handlespace::{AssociationId, Millis, PeId};
+
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// How often an association with monitored PEs is swept: an eighth of the shorter of the
+/// keep-alive interval and the ack timeout (at least 1 ms), so that keep-alives and timeouts
+/// are at most 12.5 % late.
+pub(super) fn sweep_period(interval: Millis, timeout: Millis) -> Millis {
+    (interval.min(timeout) / 8).max(1)
+}
+
+/// A monitored PE: its ID and its pool handle's index in [`Handles`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Key {
+    pe_id: PeId,
+    handle: u32,
+}
+
+/// The top bit: a keep-alive was sent and its ack is awaited; the other bits: the time (ms) the
+/// next keep-alive is due or, while awaiting, the ack is overdue.
+#[derive(Clone, Copy, Debug)]
+struct State(u64);
+
+impl State {
+    const AWAITING: u64 = 1 << 63;
+
+    fn quiet_until(at: Millis) -> Self {
+        Self(at & !Self::AWAITING)
+    }
+
+    fn awaiting_until(at: Millis) -> Self {
+        Self((at & !Self::AWAITING) | Self::AWAITING)
+    }
+
+    fn at(self) -> Millis {
+        self.0 & !Self::AWAITING
+    }
+
+    fn awaiting(self) -> bool {
+        self.0 & Self::AWAITING != 0
+    }
+}
+
+/// The monitored PEs of one association.
+#[derive(Debug, Default)]
+struct Monitored {
+    pes: FastMap<Key, State>,
+    /// A sweep timer is armed (kept while it is, even without PEs, so that one timer runs per
+    /// association).
+    sweeping: bool,
+}
+
+/// The pool handles of monitored PEs, each stored once per worker.
+#[derive(Debug, Default)]
+struct Handles {
+    /// Handle to (index, PEs using it).
+    ids: FastMap<Arc<[u8]>, (u32, u32)>,
+    by_index: Vec<Option<Arc<[u8]>>>,
+    free: Vec<u32>,
+}
+
+impl Handles {
+    fn find(&self, handle: &[u8]) -> Option<u32> {
+        self.ids.get(handle).map(|&(i, _)| i)
+    }
+
+    /// The handle's index, with one more user.
+    fn acquire(&mut self, handle: &[u8]) -> u32 {
+        if let Some((i, users)) = self.ids.get_mut(handle) {
+            *users += 1;
+            return *i;
+        }
+        let shared: Arc<[u8]> = handle.into();
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.by_index[i as usize] = Some(Arc::clone(&shared));
+                i
+            }
+            None => {
+                self.by_index.push(Some(Arc::clone(&shared)));
+                (self.by_index.len() - 1) as u32
+            }
+        };
+        self.ids.insert(shared, (i, 1));
+        i
+    }
+
+    /// One user less of handle `i`; forgotten at the last.
+    fn release(&mut self, i: u32) {
+        let Some(handle) = self.by_index.get(i as usize).cloned().flatten() else {
+            return;
+        };
+        if let Some((_, users)) = self.ids.get_mut(&handle[..]) {
+            *users -= 1;
+            if *users == 0 {
+                self.ids.remove(&handle[..]);
+                self.by_index[i as usize] = None;
+                self.free.push(i);
+            }
+        }
+    }
+
+    fn get(&self, i: u32) -> Arc<[u8]> {
+        self.by_index[i as usize]
+            .clone()
+            .expect("a monitored PE's handle is interned")
+    }
+}
+
+/// What a sweep found due.
+#[derive(Debug)]
+pub(super) enum Due {
+    /// Send this PE a keep-alive (its ack is now awaited).
+    KeepAlive(Arc<[u8]>, PeId),
+    /// This PE did not ack in time: it is no longer monitored; remove it.
+    TimedOut(Arc<[u8]>, PeId),
+}
+
+/// The keep-alive state of every PE registered over this worker's associations.
+#[derive(Debug, Default)]
+pub(super) struct Monitor {
+    associations: FastMap<AssociationId, Monitored>,
+    handles: Handles,
+    len: usize,
+}
+
+impl Monitor {
+    fn key(&self, pool_handle: &[u8], pe_id: PeId) -> Option<Key> {
+        Some(Key {
+            pe_id,
+            handle: self.handles.find(pool_handle)?,
+        })
+    }
+
+    /// Monitors a PE registered over `association`, or starts its cycle over if monitored
+    /// already (a re-registration is a sign of life): no keep-alive before `quiet_until`.
+    /// Returns `true` if the association has no sweep timer armed (the caller arms one; the
+    /// association counts as swept from now on).
+    pub(super) fn track(
+        &mut self,
+        association: AssociationId,
+        pool_handle: &[u8],
+        pe_id: PeId,
+        quiet_until: Millis,
+    ) -> bool {
+        if let Some(key) = self.key(pool_handle, pe_id)
+            && let Some(state) = self
+                .associations
+                .get_mut(&association)
+                .and_then(|m| m.pes.get_mut(&key))
+        {
+            *state = State::quiet_until(quiet_until);
+            return false;
+        }
+        let key = Key {
+            pe_id,
+            handle: self.handles.acquire(pool_handle),
+        };
+        let monitored = self.associations.entry(association).or_default();
+        monitored.pes.insert(key, State::quiet_until(quiet_until));
+        self.len += 1;
+        !std::mem::replace(&mut monitored.sweeping, true)
+    }
+
+    /// Stops monitoring a PE; returns whether it was monitored.
+    pub(super) fn untrack(
+        &mut self,
+        association: AssociationId,
+        pool_handle: &[u8],
+        pe_id: PeId,
+    ) -> bool {
+        let Some(key) = self.key(pool_handle, pe_id) else {
+            return false;
+        };
+        let Some(monitored) = self.associations.get_mut(&association) else {
+            return false;
+        };
+        if monitored.pes.remove(&key).is_none() {
+            return false;
+        }
+        if monitored.pes.is_empty() && !monitored.sweeping {
+            self.associations.remove(&association);
+        }
+        self.handles.release(key.handle);
+        self.len -= 1;
+        true
+    }
+
+    /// Whether a PE is monitored.
+    pub(super) fn contains(
+        &self,
+        association: AssociationId,
+        pool_handle: &[u8],
+        pe_id: PeId,
+    ) -> bool {
+        self.key(pool_handle, pe_id).is_some_and(|key| {
+            self.associations
+                .get(&association)
+                .is_some_and(|m| m.pes.contains_key(&key))
+        })
+    }
+
+    /// PEs monitored on `association`.
+    pub(super) fn count(&self, association: AssociationId) -> usize {
+        self.associations
+            .get(&association)
+            .map_or(0, |m| m.pes.len())
+    }
+
+    /// PEs monitored on all associations.
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// RFC 5352 §3.4: the PE acked; its next keep-alive is due at `next`. Returns whether the
+    /// PE is monitored.
+    pub(super) fn ack(
+        &mut self,
+        association: AssociationId,
+        pool_handle: &[u8],
+        pe_id: PeId,
+        next: Millis,
+    ) -> bool {
+        let Some(key) = self.key(pool_handle, pe_id) else {
+            return false;
+        };
+        match self
+            .associations
+            .get_mut(&association)
+            .and_then(|m| m.pes.get_mut(&key))
+        {
+            Some(state) => {
+                *state = State::quiet_until(next);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Visits the PEs of `association`: a PE whose keep-alive is due at `now` gets one (its ack
+    /// is then awaited until `now + timeout`), a PE whose ack is overdue is no longer monitored.
+    /// Returns what is due and whether the association still has monitored PEs (the caller
+    /// arms the next sweep; without, the association's sweeps end).
+    pub(super) fn sweep(
+        &mut self,
+        association: AssociationId,
+        now: Millis,
+        timeout: Millis,
+    ) -> (Vec<Due>, bool) {
+        let Some(monitored) = self.associations.get_mut(&association) else {
+            return (Vec::new(), false);
+        };
+        let mut due = Vec::new();
+        let mut gone = Vec::new();
+        monitored.pes.retain(|key, state| {
+            if state.at() > now {
+                return true;
+            }
+            if state.awaiting() {
+                gone.push(*key);
+                return false;
+            }
+            *state = State::awaiting_until(now + timeout);
+            due.push(Due::KeepAlive(self.handles.get(key.handle), key.pe_id));
+            true
+        });
+        let left = !monitored.pes.is_empty();
+        if !left {
+            self.associations.remove(&association);
+        }
+        for key in gone {
+            due.push(Due::TimedOut(self.handles.get(key.handle), key.pe_id));
+            self.handles.release(key.handle);
+            self.len -= 1;
+        }
+        (due, left)
+    }
+
+    /// Stops monitoring every PE of a closed association and returns them.
+    pub(super) fn close(&mut self, association: AssociationId) -> Vec<(Arc<[u8]>, PeId)> {
+        let Some(monitored) = self.associations.remove(&association) else {
+            return Vec::new();
+        };
+        let mut pes = Vec::with_capacity(monitored.pes.len());
+        for key in monitored.pes.into_keys() {
+            pes.push((self.handles.get(key.handle), key.pe_id));
+            self.handles.release(key.handle);
+            self.len -= 1;
+        }
+        pes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(n: u64) -> AssociationId {
+        AssociationId::new(n).unwrap()
+    }
+
+    #[test]
+    fn the_cycle_sends_when_due_and_times_out_without_an_ack() {
+        let mut m = Monitor::default();
+        assert!(m.track(a(1), b"pool", PeId(7), 100));
+        assert!(
+            !m.track(a(1), b"other", PeId(8), 100),
+            "the sweep is armed already"
+        );
+        assert_eq!(m.len(), 2);
+        let (due, left) = m.sweep(a(1), 99, 50);
+        assert!(due.is_empty() && left);
+        let (due, _) = m.sweep(a(1), 100, 50);
+        assert_eq!(due.len(), 2);
+        assert!(due.iter().all(|d| matches!(d, Due::KeepAlive(..))));
+        // PE 7 acks, PE 8 does not.
+        assert!(m.ack(a(1), b"pool", PeId(7), 1_000));
+        let (due, left) = m.sweep(a(1), 150, 50);
+        assert!(left);
+        assert!(
+            matches!(&due[..], [Due::TimedOut(h, PeId(8))] if &h[..] == b"other"),
+            "{due:?}"
+        );
+        assert!(!m.contains(a(1), b"other", PeId(8)));
+        assert!(m.contains(a(1), b"pool", PeId(7)));
+        assert_eq!((m.len(), m.count(a(1))), (1, 1));
+    }
+
+    #[test]
+    fn a_re_registration_restarts_the_cycle_and_closing_returns_every_pe() {
+        let mut m = Monitor::default();
+        m.track(a(1), b"pool", PeId(7), 100);
+        m.sweep(a(1), 100, 50);
+        // Re-registered while the ack was awaited: quiet again, no timeout.
+        assert!(!m.track(a(1), b"pool", PeId(7), 500));
+        assert!(m.sweep(a(1), 200, 50).0.is_empty());
+        m.track(a(2), b"pool", PeId(7), 100);
+        assert!(!m.ack(a(2), b"pool", PeId(9), 0), "unknown PE");
+        let mut closed = m.close(a(1));
+        closed.extend(m.close(a(2)));
+        assert_eq!(closed.len(), 2);
+        assert_eq!(m.len(), 0);
+        assert!(
+            m.handles.ids.is_empty(),
+            "handles forgotten with their last PE"
+        );
+        assert!(!m.untrack(a(1), b"pool", PeId(7)));
+    }
+
+    #[test]
+    fn one_sweep_timer_per_association_while_pes_come_and_go() {
+        let mut m = Monitor::default();
+        assert!(m.track(a(1), b"pool", PeId(7), 100));
+        assert!(m.untrack(a(1), b"pool", PeId(7)));
+        // The armed sweep still runs: a new PE does not ask for a second timer.
+        assert!(!m.track(a(1), b"pool", PeId(8), 100));
+        assert!(m.untrack(a(1), b"pool", PeId(8)));
+        let (due, left) = m.sweep(a(1), 50, 10);
+        assert!(due.is_empty() && !left, "no PEs: the sweeps end");
+        assert!(
+            m.track(a(1), b"pool", PeId(9), 100),
+            "a new sweep is needed"
+        );
+    }
+}
