@@ -246,7 +246,7 @@ fn churn_and_keepalive_options_are_read_and_checked() {
         ),
         (
             &["churn", "--spawn", "--rate", "10", "--compare-echo"][..],
-            "--compare-echo applies to resolve and register",
+            "--compare-echo applies to resolve, register and storm",
         ),
         (
             &["churn", "--spawn", "--rate", "10", "--churners", "0"][..],
