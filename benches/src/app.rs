@@ -214,7 +214,7 @@ fn run_target(cli: &Cli, target: &Target) -> Result<Summary> {
     let endpoint = target.endpoint();
     let name = target_name(cli, target);
     if cli.registers_new_pes() || cli.scenario == ScenarioKind::Storm {
-        return run_population(cli, &endpoint, name, target.pid());
+        return run_population(cli, target, name);
     }
     let mut ids = PeIds::new();
     let outcome = match cli.scenario {
@@ -653,15 +653,13 @@ fn echo_replies(reply: EchoReply) -> String {
 /// How long a spawned registrar may settle after the last answer before its memory is read.
 const RSS_SETTLE: Duration = Duration::from_secs(1);
 
-/// `register --population` or `storm` against the registrar at `endpoint`: the population
-/// registered, its tenths timed, refusals counted by cause; with `pid` (a spawned registrar) its
-/// VmRSS read after the associations connected and a second after the last answer.
-fn run_population(
-    cli: &Cli,
-    endpoint: &Endpoint,
-    name: String,
-    pid: Option<u32>,
-) -> Result<Summary> {
+/// `register --population` or `storm` against the registrar: the population registered, its
+/// tenths timed, refusals counted by cause; for a spawned registrar its VmRSS read after the
+/// associations connected and a second after the last answer, and then its PE count (the
+/// `rserpool_pool_elements` gauge).
+fn run_population(cli: &Cli, target: &Target, name: String) -> Result<Summary> {
+    let endpoint = &target.endpoint();
+    let pid = target.pid();
     let ip = net::local_ip_towards(endpoint.addr)?;
     let shares = population_shares(cli, endpoint.generation, ip)?;
     let settle = if pid.is_some() {
@@ -676,23 +674,29 @@ fn run_population(
             None
         })
     };
-    let (mut before, mut after) = (None, None);
+    let read_pes = || {
+        let text = target::scrape(target.metrics_url()?).map_err(|e| {
+            eprintln!("warning: {e}: no PE count");
+        });
+        Some(target::sample_sum(&text.ok()?, "rserpool_pool_elements ") as u64)
+    };
+    let (mut before, mut after, mut registrar_pes) = (None, None, None);
     let outcome = population::run(
         endpoint,
         &spec,
         shares,
         Check::Registration,
         || before = read_rss(),
-        || after = read_rss(),
+        || {
+            after = read_rss();
+            registrar_pes = read_pes();
+        },
     )?;
-    let rss = before.zip(after);
-    Ok(population_summary(
-        cli,
-        cli.scenario.name(),
-        name,
-        &outcome,
-        rss,
-    ))
+    let mut s = population_summary(cli, cli.scenario.name(), name, &outcome, before.zip(after));
+    if let Some(p) = s.population.as_mut() {
+        p.registrar_pes = registrar_pes;
+    }
+    Ok(s)
 }
 
 /// The load shape of a population run; `settle` is the time the associations stay after the
@@ -781,6 +785,7 @@ fn population_summary(
         },
         bands: outcome.bands.clone(),
         rss,
+        registrar_pes: None,
     });
     s
 }

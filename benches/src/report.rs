@@ -120,6 +120,8 @@ pub struct PopulationInfo {
     /// A spawned registrar's VmRSS in bytes before the first registration and after the last
     /// answer (and a second to settle).
     pub rss: Option<(u64, u64)>,
+    /// A spawned registrar's PE count (`rserpool_pool_elements`) then.
+    pub registrar_pes: Option<u64>,
 }
 
 impl PopulationInfo {
@@ -309,6 +311,7 @@ impl Summary {
             "ended": p.ended(),
             "bands": bands,
             "rss": rss,
+            "registrar_pes": p.registrar_pes,
         })
     }
 
@@ -345,7 +348,7 @@ impl Summary {
         );
         if let Some((before, after)) = p.rss {
             let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
-            let _ = writeln!(
+            let _ = write!(
                 s,
                 "  registrar   VmRSS {:.1} MiB before, {:.1} MiB after: {:+.0} bytes per \
                  registered PE",
@@ -353,6 +356,10 @@ impl Summary {
                 mib(after),
                 p.rss_per_pe(self.ops).unwrap_or(0.0)
             );
+            if let Some(pes) = p.registrar_pes {
+                let _ = write!(s, "; it holds {pes} PEs");
+            }
+            s.push('\n');
         }
     }
 

@@ -713,6 +713,36 @@ mod tests {
     }
 
     #[test]
+    fn policies_draw_their_parameters_from_the_pe_number() {
+        assert_eq!(PolicyKind::Rr.for_pe(7), Policy::RoundRobin);
+        assert_eq!(
+            PolicyKind::Wrand.for_pe(0),
+            Policy::WeightedRandom { weight: 1 }
+        );
+        assert_eq!(
+            PolicyKind::Wrr.for_pe(19),
+            Policy::WeightedRoundRobin { weight: 10 }
+        );
+        assert_eq!(PolicyKind::Prio.for_pe(3), Policy::Priority { priority: 4 });
+        let loads: HashSet<u32> = (0..1000)
+            .map(|n| match PolicyKind::Lu.for_pe(n) {
+                Policy::LeastUsed { load } => load,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(loads.len(), 1000, "distinct loads");
+        assert!(loads.iter().any(|&l| l > u32::MAX / 2) && loads.iter().any(|&l| l < u32::MAX / 4));
+    }
+
+    #[test]
+    fn a_range_of_a_table_is_its_messages_back_to_back() {
+        let t = resolution_table(4, GEN).unwrap();
+        assert_eq!(t.range(1..3), [t.get(1), t.get(2)].concat());
+        assert!(t.range(2..2).is_empty());
+        assert_eq!(t.range(0..4), t.all());
+    }
+
+    #[test]
     fn pe_ids_are_distinct_and_fit_32_bits() {
         let mut ids = PeIds::new();
         let all: HashSet<_> = (0..10_000).map(|_| ids.fresh().0).collect();
