@@ -29,6 +29,9 @@ use crate::workload::{self, Check, MAX_FRAME, PeRecord, Reply, Table};
 pub const BANDS: usize = 10;
 /// With [`Poll::Block`], the longest an epoll wait lasts before the thread looks at the clock.
 const BLOCK_WAIT: Duration = Duration::from_millis(10);
+/// The longest the deregistrations at the end may take: a registrar swamped by the population's
+/// keep-alives answers slowly, and drops the PEs with their associations anyway.
+const DEREGISTRATION_LIMIT: Duration = Duration::from_secs(10);
 /// Events taken from epoll per wait.
 const EVENTS: usize = 1024;
 
@@ -382,7 +385,7 @@ fn run_phase(
 /// Connects one association per share to `endpoint` (all of them before the first write), calls
 /// `connected`, registers every share's PEs as `spec` says, waits `spec.settle` with the
 /// associations still answering keep-alives, calls `at_end`, and deregisters the PEs (best
-/// effort, for as long as the registrations took plus 2 s).
+/// effort, for as long as the registrations took plus 2 s, and 10 s at most).
 pub fn run(
     endpoint: &Endpoint,
     spec: &PopulationSpec,
@@ -521,7 +524,7 @@ fn bands(shared: &Shared) -> Vec<(u64, Option<f64>)> {
 
 /// After the measurement: each association whose registrations were all answered sends the
 /// deregistrations of its PEs and reads their answers, for at most as long as the registrations
-/// took plus 2 s; the others are closed. Failures are ignored: a registrar drops the PEs with
+/// took plus 2 s, and 10 s at most; the others are closed. Failures are ignored: a registrar drops the PEs with
 /// their associations.
 fn deregister(
     groups: &mut [Vec<Conn>],
@@ -553,7 +556,7 @@ fn deregister(
     }
     let phase = Phase {
         check: Check::Churn,
-        deadline: Instant::now() + Duration::from_secs_f64(seconds + 2.0),
+        deadline: Instant::now() + Duration::from_secs_f64(seconds + 2.0).min(DEREGISTRATION_LIMIT),
         measured: false,
         ..*registering
     };
