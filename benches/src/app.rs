@@ -20,7 +20,8 @@ use crate::error::{Error, Result};
 use crate::fleet::Fleet;
 use crate::load::{self, LoadSpec, Outcome, Poll};
 use crate::net::{self, Endpoint, Transport};
-use crate::report::{KeepAliveInfo, ResyncSummary, RunReport, Summary};
+use crate::population::{self, PopulationOutcome, PopulationSpec, Share};
+use crate::report::{KeepAliveInfo, PopulationInfo, ResyncSummary, RunReport, Summary};
 use crate::takeover;
 use crate::target::{self, EnrpSpawn, Target};
 use crate::workload::{self, Check, ConnWork, PeIds, PeRecord, Pick, Table};
@@ -49,7 +50,7 @@ pub fn run(cli: &Cli) -> Result<RunReport> {
             takeover::run(cli, &registrar_bin(cli)?, &spawn_config(cli)).map(RunReport::Takeover)
         }
         ScenarioKind::Chaos => chaos::run(cli).map(|r| RunReport::Chaos(Box::new(r))),
-        ScenarioKind::Resolve | ScenarioKind::Register => {
+        ScenarioKind::Resolve | ScenarioKind::Register | ScenarioKind::Storm => {
             let target = open_target(cli)?;
             let endpoint = target.endpoint();
             let scenario = run_target(cli, &target)?;
@@ -119,6 +120,11 @@ fn registrar_bin(cli: &Cli) -> Result<PathBuf> {
 
 /// The profile's `limits.max_pools`, raised when `--pools` asks for more.
 const PROFILE_MAX_POOLS: usize = 100_000;
+/// The profile's `limits.max_connections` (per worker), raised when `--connections` needs more.
+const PROFILE_MAX_CONNECTIONS: usize = 1024;
+/// Connections a run opens besides `--connections` and `--churners`: setup associations and
+/// metrics scrapes.
+const SETUP_ROOM: usize = 64;
 /// A `resync` mentor's default keep-alive interval: one hour, so that no keep-alive competes
 /// with the transfer.
 const RESYNC_KEEP_ALIVE_MS: u64 = 3_600_000;
@@ -139,7 +145,14 @@ pub fn spawn_config(cli: &Cli) -> String {
     let pools = cli.population_pools().max(1);
     let setup = cli.pools * cli.pool_elements;
     let (per_association, per_pool) = match cli.scenario {
-        ScenarioKind::Keepalive | ScenarioKind::Resync | ScenarioKind::Takeover => (
+        ScenarioKind::Keepalive
+        | ScenarioKind::Resync
+        | ScenarioKind::Takeover
+        | ScenarioKind::Storm => (
+            cli.population().div_ceil(cli.connections.max(1)),
+            cli.population().div_ceil(pools),
+        ),
+        ScenarioKind::Register if cli.registers_new_pes() => (
             cli.population().div_ceil(cli.connections.max(1)),
             cli.population().div_ceil(pools),
         ),
@@ -157,6 +170,12 @@ pub fn spawn_config(cli: &Cli) -> String {
         per_association.max(1000),
         per_pool.max(10_000)
     );
+    // The profile allows 1024 connections per worker; a storm of a thousand associations on one
+    // worker needs the room (and the fleets of setup connections some more).
+    let connections = cli.connections + cli.churners + SETUP_ROOM;
+    if connections > PROFILE_MAX_CONNECTIONS {
+        config.push_str(&format!("max_connections = {connections}\n"));
+    }
     // A takeover run resolves every pool at each survivor every 10 ms over one association: more
     // than `carrier`'s 1000 requests per second per association.
     if cli.scenario == ScenarioKind::Takeover {
@@ -190,14 +209,23 @@ fn note(cli: &Cli, line: &str) {
     }
 }
 
-/// The resolve or register scenario against the registrar.
+/// The resolve, register or storm scenario against the registrar.
 fn run_target(cli: &Cli, target: &Target) -> Result<Summary> {
     let endpoint = target.endpoint();
     let name = target_name(cli, target);
+    if cli.registers_new_pes() || cli.scenario == ScenarioKind::Storm {
+        return run_population(cli, target, name);
+    }
     let mut ids = PeIds::new();
     let outcome = match cli.scenario {
         ScenarioKind::Resolve => {
-            let fleet = Fleet::register(&endpoint, cli.pools, cli.pool_elements, &mut ids)?;
+            let fleet = Fleet::register(
+                &endpoint,
+                cli.pools,
+                cli.pool_elements,
+                cli.policy,
+                &mut ids,
+            )?;
             note(
                 cli,
                 &format!("registered {} PEs in {} pools", fleet.pes(), cli.pools),
@@ -252,7 +280,13 @@ fn run_churn(cli: &Cli, target: &Target) -> Result<RunReport> {
     let name = target_name(cli, target);
     let generation = endpoint.generation;
     let mut ids = PeIds::new();
-    let fleet = Fleet::register(&endpoint, cli.pools, cli.pool_elements, &mut ids)?;
+    let fleet = Fleet::register(
+        &endpoint,
+        cli.pools,
+        cli.pool_elements,
+        cli.policy,
+        &mut ids,
+    )?;
     note(
         cli,
         &format!("registered {} PEs in {} pools", fleet.pes(), cli.pools),
@@ -263,6 +297,7 @@ fn run_churn(cli: &Cli, target: &Target) -> Result<RunReport> {
             let pe = PeRecord {
                 pool: workload::pool_handle(c % cli.pools),
                 id: ids.fresh(),
+                policy: cli.policy.for_pe(c),
             };
             let port = workload::pe_port(c);
             let table = workload::churn_table(&pe, ip, port, cli.reregistrations, generation)?;
@@ -359,6 +394,7 @@ pub fn population_pes(cli: &Cli, ids: &mut PeIds) -> Vec<PeRecord> {
         .map(|n| PeRecord {
             pool: workload::pool_handle(n % pools),
             id: ids.fresh(),
+            policy: cli.policy.for_pe(n),
         })
         .collect()
 }
@@ -575,6 +611,19 @@ fn run_echo(
         generation,
         ..server.endpoint()
     };
+    if cli.registers_new_pes() || mimic == ScenarioKind::Storm {
+        let mut shares = population_shares(cli, generation, bind.ip())?;
+        // The echo server keeps no PEs: nothing to answer for or deregister.
+        shares.iter_mut().for_each(|s| s.pes.clear());
+        let spec = population_spec(cli, "echo", Duration::ZERO);
+        let outcome = population::run(&endpoint, &spec, shares, Check::Echo, || {}, || {})?;
+        server.stop()?;
+        let name = format!(
+            "{endpoint} (built-in echo, replies {})",
+            echo_replies(reply)
+        );
+        return Ok(population_summary(cli, "echo", name, &outcome, None));
+    }
     let work = match mimic {
         ScenarioKind::Register => {
             let mut work = register_work(cli, generation, bind.ip(), &mut PeIds::new())?;
@@ -586,12 +635,159 @@ fn run_echo(
     };
     let outcome = load::run(&endpoint, &cli.load_spec("echo"), work, Check::Echo)?;
     server.stop()?;
-    let replies = match reply {
+    let name = format!(
+        "{endpoint} (built-in echo, replies {})",
+        echo_replies(reply)
+    );
+    Ok(summary(cli, "echo", name, &outcome))
+}
+
+/// The echo server's replies as in reports: `mirrored` or `196 B`.
+fn echo_replies(reply: EchoReply) -> String {
+    match reply {
         EchoReply::Mirror => "mirrored".to_owned(),
         EchoReply::Sized(n) => format!("{n} B"),
+    }
+}
+
+/// How long a spawned registrar may settle after the last answer before its memory is read.
+const RSS_SETTLE: Duration = Duration::from_secs(1);
+
+/// `register --population` or `storm` against the registrar: the population registered, its
+/// tenths timed, refusals counted by cause; for a spawned registrar its VmRSS read after the
+/// associations connected and a second after the last answer, and then its PE count (the
+/// `rserpool_pool_elements` gauge).
+fn run_population(cli: &Cli, target: &Target, name: String) -> Result<Summary> {
+    let endpoint = &target.endpoint();
+    let pid = target.pid();
+    let ip = net::local_ip_towards(endpoint.addr)?;
+    let shares = population_shares(cli, endpoint.generation, ip)?;
+    let settle = if pid.is_some() {
+        RSS_SETTLE
+    } else {
+        Duration::ZERO
     };
-    let name = format!("{endpoint} (built-in echo, replies {replies})");
-    Ok(summary(cli, "echo", name, &outcome))
+    let spec = population_spec(cli, cli.scenario.name(), settle);
+    let read_rss = || {
+        pid.map(target::rss_bytes).transpose().unwrap_or_else(|e| {
+            eprintln!("warning: {e}: no memory figure");
+            None
+        })
+    };
+    let read_pes = || {
+        let text = target::scrape(target.metrics_url()?).map_err(|e| {
+            eprintln!("warning: {e}: no PE count");
+        });
+        Some(target::sample_sum(&text.ok()?, "rserpool_pool_elements ") as u64)
+    };
+    let (mut before, mut after, mut registrar_pes) = (None, None, None);
+    let outcome = population::run(
+        endpoint,
+        &spec,
+        shares,
+        Check::Registration,
+        || before = read_rss(),
+        || {
+            after = read_rss();
+            registrar_pes = read_pes();
+        },
+    )?;
+    let mut s = population_summary(cli, cli.scenario.name(), name, &outcome, before.zip(after));
+    if let Some(p) = s.population.as_mut() {
+        p.registrar_pes = registrar_pes;
+    }
+    Ok(s)
+}
+
+/// The load shape of a population run; `settle` is the time the associations stay after the
+/// last answer.
+fn population_spec(cli: &Cli, label: &str, settle: Duration) -> PopulationSpec {
+    PopulationSpec {
+        window: match cli.scenario {
+            ScenarioKind::Storm => None,
+            _ => Some(cli.pipeline),
+        },
+        threads: cli.threads,
+        limit: cli.population_limit(),
+        settle,
+        poll: cli.poll,
+        progress: !cli.quiet,
+        label: label.to_owned(),
+    }
+}
+
+/// The population of `register --population` and `storm`: `--population` new PEs, PE `n` in
+/// pool `n mod pools` (so that every pool grows toward `--pool-elements` at the same pace) and
+/// on association `n mod --connections`, its registration encoded with its address `ip`.
+fn population_shares(cli: &Cli, generation: Generation, ip: IpAddr) -> Result<Vec<Share>> {
+    let pools = cli.population_pools();
+    let connections = cli.connections;
+    let mut ids = PeIds::new();
+    let mut shares: Vec<Share> = (0..connections).map(|_| Share::default()).collect();
+    for n in 0..cli.population() {
+        let pe = PeRecord {
+            pool: workload::pool_handle(n % pools),
+            id: ids.fresh(),
+            policy: cli.policy.for_pe(n),
+        };
+        let share = &mut shares[n % connections];
+        workload::push_registration(
+            &mut share.registrations,
+            &pe,
+            ip,
+            workload::pe_port(n),
+            generation,
+        )?;
+        share.pes.push(pe);
+    }
+    Ok(shares)
+}
+
+/// The summary of a population run; `rss` is a spawned registrar's VmRSS before and after.
+fn population_summary(
+    cli: &Cli,
+    scenario: &str,
+    target: String,
+    outcome: &PopulationOutcome,
+    rss: Option<(u64, u64)>,
+) -> Summary {
+    let all_at_once = cli.scenario == ScenarioKind::Storm;
+    let pipeline = if all_at_once {
+        cli.population().div_ceil(cli.connections)
+    } else {
+        cli.pipeline
+    };
+    let timed = Outcome {
+        stats: outcome.stats.clone(),
+        elapsed: Duration::from_secs_f64(outcome.seconds),
+    };
+    let mut s = Summary::new(
+        scenario,
+        target,
+        (outcome.connections, pipeline, cli.threads),
+        None,
+        &timed,
+    );
+    let limit = cli.population_limit().as_secs_f64();
+    s.population = Some(PopulationInfo {
+        population: outcome.population,
+        pools: cli.population_pools(),
+        pool_elements: cli.pool_elements,
+        policy: cli.policy.name().to_owned(),
+        all_at_once,
+        answered: outcome.answered,
+        seconds: outcome.seconds,
+        completed: outcome.completed,
+        limit: if all_at_once {
+            format!("--timeout {limit} s")
+        } else {
+            format!("--duration {limit} s")
+        },
+        bands: outcome.bands.clone(),
+        rss,
+        registrar_pes: None,
+    });
+    s
 }
 
 fn summary(cli: &Cli, scenario: &str, target: String, outcome: &Outcome) -> Summary {
@@ -631,6 +827,7 @@ fn register_work(
                 .map(|j| PeRecord {
                     pool: workload::pool_handle((c * per + j) % cli.pools),
                     id: ids.fresh(),
+                    policy: cli.policy.for_pe(c * per + j),
                 })
                 .collect();
             for (j, pe) in pes.iter().enumerate() {

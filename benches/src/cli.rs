@@ -10,6 +10,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 use crate::echo::{MAX_REPLY, MIN_REPLY};
 use crate::load::{LoadSpec, Poll};
 use crate::net::{Endpoint, Transport};
+use crate::workload::PolicyKind;
 
 /// What to measure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -19,13 +20,19 @@ pub enum ScenarioKind {
     Echo,
     /// HANDLE_RESOLUTION of random pools whose PEs were registered before the timed phase.
     Resolve,
-    /// Re-registration of each connection's own PEs as fast as the window allows.
+    /// Re-registration of each connection's own PEs as fast as the window allows; with
+    /// `--population`, that many new PEs, each registered once, into pools of
+    /// `--pool-elements`.
     Register,
     /// PEs that register, re-register and deregister at `--rate` operations per second while
     /// `--connections` pool users resolve.
     Churn,
     /// A steady population of PEs: the keep-alives the registrar sends and the time to ack them.
     Keepalive,
+    /// `--population` new PEs over `--connections` associations, every association writing all
+    /// its registrations at once (as after a registrar restart): the time until the last is
+    /// answered.
+    Storm,
     /// Two spawned registrars: `--population` PEs registered at the first, then the time until a
     /// second one, started with the first as its ENRP peer and no state, holds them all (with
     /// `--restart`, also the time until it holds them again after a SIGKILL and a restart).
@@ -50,6 +57,7 @@ impl ScenarioKind {
             Self::Register => "register",
             Self::Churn => "churn",
             Self::Keepalive => "keepalive",
+            Self::Storm => "storm",
             Self::Resync => "resync",
             Self::Takeover => "takeover",
             Self::Chaos => "chaos",
@@ -118,6 +126,10 @@ impl TakeoverFault {
 pub const KEEPALIVE_POPULATION: usize = 1000;
 /// The default population of `resync`: the figure of the design's target.
 pub const RESYNC_POPULATION: usize = 1_000_000;
+/// The default population of `storm`: the figure of the design's target.
+pub const STORM_POPULATION: usize = 1_000_000;
+/// The default time `register --population` may take when `--duration` is not given.
+pub const POPULATION_DURATION: f64 = 60.0;
 /// The default population of `takeover`: few enough to resolve every pool every 10 ms.
 pub const TAKEOVER_POPULATION: usize = 1000;
 /// The default population of `chaos`: PEs alive at any time.
@@ -188,15 +200,21 @@ pub struct Cli {
     /// PEs each connection of a register run registers over and over.
     #[arg(long, default_value_t = 1)]
     pub pes_per_connection: usize,
+    /// The member-selection policy of the PEs that register, resolve and storm register, with
+    /// per-PE parameters drawn from the PE's number (weights and priorities 1 to 10, loads
+    /// spread over the 32-bit range).
+    #[arg(long, value_enum, default_value_t = PolicyKind::Rr)]
+    pub policy: PolicyKind,
     /// Churn: PE associations, one PE each, cycling register, re-register, deregister.
     #[arg(long, default_value_t = 16)]
     pub churners: usize,
     /// Churn: re-registrations between a PE's registration and its deregistration.
     #[arg(long, default_value_t = 3)]
     pub reregistrations: usize,
-    /// Keepalive, resync and takeover: PEs registered over the `--connections` associations
-    /// (default: 1000 for keepalive and takeover, 1000000 for resync). Chaos: PEs alive at any
-    /// time (default 12), in pools of `--pool-elements`.
+    /// Keepalive, resync, takeover and storm: PEs registered over the `--connections`
+    /// associations (default: 1000 for keepalive and takeover, 1000000 for resync and storm).
+    /// Register: that many new PEs, each registered once, in pools of `--pool-elements`.
+    /// Chaos: PEs alive at any time (default 12), in pools of `--pool-elements`.
     #[arg(long, value_name = "N")]
     pub population: Option<usize>,
     /// Keepalive: the spawned registrar's keep-alive interval in milliseconds (default: its
@@ -212,7 +230,7 @@ pub struct Cli {
     pub enrp_generation: EnrpGeneration,
     /// Resync: seconds the second registrar may take to hold the whole population (and again
     /// after `--restart`). Takeover: seconds the survivors may take to hold every PE, before
-    /// and after the fault.
+    /// and after the fault. Storm: seconds from the first write the answers may take.
     #[arg(long, value_name = "S", default_value_t = 60.0)]
     pub timeout: f64,
     /// Resync: once the new registrar holds the population, SIGKILL it, wait for its exit and
@@ -333,21 +351,43 @@ impl Cli {
     pub fn population(&self) -> usize {
         self.population.unwrap_or(match self.scenario {
             ScenarioKind::Resync => RESYNC_POPULATION,
+            ScenarioKind::Storm => STORM_POPULATION,
             ScenarioKind::Takeover => TAKEOVER_POPULATION,
             ScenarioKind::Chaos => CHAOS_POPULATION,
             _ => KEEPALIVE_POPULATION,
         })
     }
 
-    /// The pools the population of `keepalive` (`--pools`) or `resync`, `takeover` and `chaos`
-    /// (pools of `--pool-elements` PEs) is spread over.
+    /// The pools the population of `keepalive` (`--pools`) or `resync`, `takeover`, `chaos`,
+    /// `storm` and `register --population` (pools of `--pool-elements` PEs) is spread over.
     pub fn population_pools(&self) -> usize {
         match self.scenario {
-            ScenarioKind::Resync | ScenarioKind::Takeover | ScenarioKind::Chaos => {
+            ScenarioKind::Resync
+            | ScenarioKind::Takeover
+            | ScenarioKind::Chaos
+            | ScenarioKind::Storm => self.population().div_ceil(self.pool_elements.max(1)),
+            ScenarioKind::Register if self.registers_new_pes() => {
                 self.population().div_ceil(self.pool_elements.max(1))
             }
             _ => self.pools,
         }
+    }
+
+    /// Whether this is a population run: `register --population` (new PEs, each registered
+    /// once) rather than re-registration.
+    pub fn registers_new_pes(&self) -> bool {
+        self.scenario == ScenarioKind::Register && self.population.is_some()
+    }
+
+    /// How long the registrations of a population run may take: `--timeout` for `storm`,
+    /// `--duration` if given for `register --population`, else 60 s.
+    pub fn population_limit(&self) -> Duration {
+        let seconds = match self.scenario {
+            ScenarioKind::Storm => self.timeout,
+            _ if self.was_given("duration") => self.duration,
+            _ => POPULATION_DURATION,
+        };
+        Duration::from_secs_f64(seconds)
     }
 
     /// Whether this run starts its registrar(s): `--spawn`, or always for `resync`, `takeover`
@@ -419,7 +459,17 @@ impl Cli {
                     self.scenario.name()
                 ));
             }
-            ScenarioKind::Keepalive | ScenarioKind::Resync | ScenarioKind::Takeover
+            ScenarioKind::Storm if self.rate.is_some() => {
+                return Err(
+                    "storm writes every registration at once: drop --rate (register \
+                     --population sends them in a window of --pipeline)"
+                        .into(),
+                );
+            }
+            ScenarioKind::Keepalive
+            | ScenarioKind::Resync
+            | ScenarioKind::Takeover
+            | ScenarioKind::Storm
                 if self.connections > self.population() =>
             {
                 return Err(format!(
@@ -435,7 +485,7 @@ impl Cli {
                 if self.compare_echo =>
             {
                 return Err(format!(
-                    "--compare-echo applies to resolve and register, not {}",
+                    "--compare-echo applies to resolve, register and storm, not {}",
                     self.scenario.name()
                 ));
             }
@@ -443,6 +493,20 @@ impl Cli {
         }
         if self.scenario == ScenarioKind::Chaos {
             self.validate_chaos()?;
+        }
+        if self.registers_new_pes() || self.scenario == ScenarioKind::Storm {
+            self.validate_population()?;
+        }
+        if self.was_given("policy")
+            && !matches!(
+                self.scenario,
+                ScenarioKind::Register | ScenarioKind::Resolve | ScenarioKind::Storm
+            )
+        {
+            return Err(format!(
+                "--policy applies to the PEs of register, resolve and storm, not {}",
+                self.scenario.name()
+            ));
         }
         if self.keep_alive_interval == Some(0) {
             return Err("--keep-alive-interval must be at least 1 ms".into());
@@ -516,6 +580,42 @@ impl Cli {
             )),
             _ => Ok(()),
         }
+    }
+
+    /// The checks only `storm` and `register --population` need.
+    fn validate_population(&self) -> Result<(), String> {
+        let name = if self.scenario == ScenarioKind::Storm {
+            "storm"
+        } else {
+            "register --population"
+        };
+        if self.connections > self.population() {
+            return Err(format!(
+                "--connections {} exceeds --population {}: every association needs a PE",
+                self.connections,
+                self.population()
+            ));
+        }
+        if self.rate.is_some() {
+            return Err(format!(
+                "{name} registers every PE once, as fast as the registrar answers: drop --rate"
+            ));
+        }
+        if self.was_given("pools") {
+            return Err(format!(
+                "{name} makes pools of --pool-elements PEs (population / pool-elements of them): \
+                 drop --pools"
+            ));
+        }
+        if self.was_given("pes_per_connection") {
+            return Err(format!(
+                "{name} deals the population out over --connections: drop --pes-per-connection"
+            ));
+        }
+        if !(self.timeout.is_finite() && self.timeout > 0.0) {
+            return Err("--timeout must be a positive number of seconds".into());
+        }
+        Ok(())
     }
 
     /// The checks only a `takeover` run needs.

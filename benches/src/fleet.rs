@@ -18,12 +18,13 @@ use rserpool_protocol::{AsapMessage, Generation};
 use crate::error::{Context, Error, Result};
 use crate::load::{LoadSpec, Outcome, Poll, Stats};
 use crate::net::{self, Endpoint};
-use crate::workload::{self, MAX_FRAME, PeIds, PeRecord, Table, Totals};
+use crate::workload::{self, MAX_FRAME, PeIds, PeRecord, PolicyKind, Table, Totals};
 
 /// Setup connections at most for [`Fleet::register`]; PEs are dealt out over them.
 const SETUP_CONNECTIONS: usize = 16;
-/// Registrations sent before their answers are awaited.
-const CHUNK: usize = 256;
+/// Registrations (or deregistrations) in flight per setup connection at most: the answers to a
+/// window fit in a socket's receive buffer, so blocking writes cannot stall both sides.
+const WINDOW: usize = 1024;
 /// How long setup waits for an answer.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the keep-alive thread polls its connections.
@@ -97,37 +98,39 @@ impl SetupConn {
         Ok(read)
     }
 
-    /// Sends `messages` in chunks and awaits one answer per message (blocking). Returns the
-    /// answers that were rejections, as (PE, cause).
+    /// Sends `messages` pipelined, at most [`WINDOW`] unanswered, and awaits one answer per
+    /// message (blocking); keep-alives that come meanwhile are answered with the next write.
+    /// Returns the answers that were rejections, as (PE, cause).
     fn exchange(&mut self, messages: &Table, generation: Generation) -> Result<Vec<String>> {
         let mut refused = Vec::new();
-        for first in (0..messages.len()).step_by(CHUNK) {
-            let last = (first + CHUNK).min(messages.len());
-            for i in first..last {
-                self.out.extend_from_slice(messages.get(i));
+        let (mut sent, mut answered) = (0, 0);
+        while answered < messages.len() {
+            let upto = (answered + WINDOW).min(messages.len());
+            if upto > sent {
+                self.out.extend_from_slice(messages.range(sent..upto));
+                self.totals.requests += (upto - sent) as u64;
+                sent = upto;
             }
-            self.stream.write_all(&self.out)?;
-            self.totals.requests += (last - first) as u64;
-            self.out.clear();
-            let mut answered = first;
-            while answered < last {
-                self.read_frames(generation, |frame| {
-                    answered += 1;
-                    if let Some(why) = refusal(frame, generation) {
-                        refused.push(why);
-                    }
-                })
-                .map_err(|e| match e.kind() {
-                    ErrorKind::WouldBlock | ErrorKind::TimedOut => Error::new(format!(
-                        "no answer from the registrar within {SETUP_TIMEOUT:?} during setup"
-                    )),
-                    _ => Error::new(format!("setup connection: {e}")),
-                })?;
-                if !self.out.is_empty() {
-                    self.stream.write_all(&self.out)?;
-                    self.out.clear();
+            if !self.out.is_empty() {
+                self.stream.write_all(&self.out)?;
+                self.out.clear();
+            }
+            self.read_frames(generation, |frame| {
+                answered += 1;
+                if let Some(why) = refusal(frame, generation) {
+                    refused.push(why);
                 }
-            }
+            })
+            .map_err(|e| match e.kind() {
+                ErrorKind::WouldBlock | ErrorKind::TimedOut => Error::new(format!(
+                    "no answer from the registrar within {SETUP_TIMEOUT:?} during setup"
+                )),
+                _ => Error::new(format!("setup connection: {e}")),
+            })?;
+        }
+        if !self.out.is_empty() {
+            self.stream.write_all(&self.out)?;
+            self.out.clear();
         }
         Ok(refused)
     }
@@ -191,18 +194,20 @@ pub struct Fleet {
 
 impl Fleet {
     /// Registers `per_pool` PEs in each of `pools` pools (named by [`workload::pool_handle`]) at
-    /// `endpoint` over at most 16 connections and starts answering keep-alives. Fails if any
-    /// registration is rejected.
+    /// `endpoint` over at most 16 connections, with `policy` (PE `n`'s parameters drawn from
+    /// `n`), and starts answering keep-alives. Fails if any registration is rejected.
     pub fn register(
         endpoint: &Endpoint,
         pools: usize,
         per_pool: usize,
+        policy: PolicyKind,
         ids: &mut PeIds,
     ) -> Result<Self> {
         let pes: Vec<PeRecord> = (0..pools * per_pool)
             .map(|n| PeRecord {
                 pool: workload::pool_handle(n / per_pool),
                 id: ids.fresh(),
+                policy: policy.for_pe(n),
             })
             .collect();
         let connections = pes.len().clamp(1, SETUP_CONNECTIONS);

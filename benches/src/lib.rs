@@ -1,6 +1,7 @@
 //! `rserpool-bench` owns the load generator of the RSerPool pool registrar: closed- and open-loop
 //! ASAP load over TCP and MPTCP (`resolve`, `register`, `churn`), a steady keep-alive population
-//! (`keepalive`), a built-in echo server as the ceiling (`echo`), the ENRP start-up
+//! (`keepalive`), new PEs registered once each into pools of a given size, in a window or all at
+//! once as after a registrar restart (`register --population`, `storm`), a built-in echo server as the ceiling (`echo`), the ENRP start-up
 //! synchronisation of a second spawned registrar and its restart (`resync`), the takeover of a
 //! killed registrar's PEs by the survivors of a scope of three (`takeover`), a fault test of an
 //! operating scope of real registrar processes (`chaos`), a spawned or external registrar as the
@@ -15,6 +16,7 @@ pub mod error;
 pub mod fleet;
 pub mod load;
 pub mod net;
+pub mod population;
 pub mod report;
 pub mod rng;
 pub mod takeover;

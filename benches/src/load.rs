@@ -6,7 +6,7 @@
 //! still in flight and deregisters its PEs, so that the whole-run [`Totals`] hold every answer the
 //! server sent.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -72,6 +72,8 @@ pub struct Stats {
     pub errors: u64,
     /// Registration responses with the R flag.
     pub rejections: u64,
+    /// Those rejections by the error cause they carried (0, unspecified, when none).
+    pub refusals: BTreeMap<u16, u64>,
     /// Requests sent.
     pub requests: u64,
     /// Bytes of the requests sent.
@@ -93,6 +95,7 @@ impl Stats {
             ops: 0,
             errors: 0,
             rejections: 0,
+            refusals: BTreeMap::new(),
             requests: 0,
             request_bytes: 0,
             replies: 0,
@@ -108,6 +111,9 @@ impl Stats {
         self.ops += other.ops;
         self.errors += other.errors;
         self.rejections += other.rejections;
+        for (cause, n) in &other.refusals {
+            *self.refusals.entry(*cause).or_default() += n;
+        }
         self.requests += other.requests;
         self.request_bytes += other.request_bytes;
         self.replies += other.replies;
@@ -274,7 +280,11 @@ impl Conn {
             match reply {
                 Reply::Ok | Reply::Rejected => {
                     stats.ops += 1;
-                    stats.rejections += u64::from(reply == Reply::Rejected);
+                    if reply == Reply::Rejected {
+                        stats.rejections += 1;
+                        let cause = workload::rejection_cause(frame, plan.generation);
+                        *stats.refusals.entry(cause).or_default() += 1;
+                    }
                     let nanos = now.saturating_duration_since(sent_at).as_nanos() as u64;
                     stats.histogram.saturating_record(nanos.max(1));
                 }

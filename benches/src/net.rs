@@ -126,6 +126,34 @@ pub fn listen(transport: Transport, addr: SocketAddr) -> io::Result<TcpListener>
     Ok(socket.into())
 }
 
+/// Raises this process's soft limit on open files, if it is lower, to hold `connections` client
+/// sockets, as many server sockets (the echo server of `--compare-echo` runs in this process) and
+/// some to spare, within the hard limit.
+pub fn raise_open_files(connections: usize) -> crate::Result<()> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let need = 2 * connections as u64 + 64;
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current.is_none_or(|current| current >= need) {
+        return Ok(());
+    }
+    if limit.maximum.is_some_and(|maximum| maximum < need) {
+        return Err(crate::Error::new(format!(
+            "{connections} associations need about {need} open files, but the hard limit is {}: \
+             raise it (ulimit -Hn as root, or LimitNOFILE in a systemd unit) or use fewer \
+             --connections",
+            limit.maximum.unwrap_or_default()
+        )));
+    }
+    setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: Some(need),
+            maximum: limit.maximum,
+        },
+    )
+    .map_err(|e| crate::Error::new(format!("cannot raise the open-files limit to {need}: {e}")))
+}
+
 /// The local address this host would use to reach `peer` (a PE's user-transport address must be
 /// one of its association's addresses). Connecting a UDP socket sends nothing.
 pub fn local_ip_towards(peer: SocketAddr) -> io::Result<IpAddr> {

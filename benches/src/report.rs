@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 pub use crate::chaos::ChaosReport;
 use crate::load::Outcome;
-use crate::workload::Totals;
+use crate::workload::{Totals, cause_name};
 
 /// Latency percentiles in microseconds.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -86,6 +86,73 @@ pub struct Summary {
     pub setup: Option<Totals>,
     /// The `keepalive` scenario's population and the registrar's view.
     pub keep_alive: Option<KeepAliveInfo>,
+    /// Rejected registrations by error cause, in the measured window.
+    pub refusals: Vec<(u16, u64)>,
+    /// `register --population` and `storm`: the population, its tenths and the registrar's
+    /// memory.
+    pub population: Option<PopulationInfo>,
+}
+
+/// A population run (`register --population`, `storm`): what was registered, how long it took,
+/// the rate per tenth, and a spawned registrar's memory.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PopulationInfo {
+    /// New PEs to register.
+    pub population: u64,
+    /// Pools they go to.
+    pub pools: usize,
+    /// PEs per pool at most (`--pool-elements`).
+    pub pool_elements: usize,
+    /// The PEs' policy (`--policy`).
+    pub policy: String,
+    /// Whether each association wrote all its registrations at once (`storm`).
+    pub all_at_once: bool,
+    /// Registrations answered (accepted or refused).
+    pub answered: u64,
+    /// Seconds from the first write to the last answer, or to the end of the time allowed.
+    pub seconds: f64,
+    /// Whether every registration was answered in time.
+    pub completed: bool,
+    /// The option that bounded the time, as in reports: `--duration 60 s`.
+    pub limit: String,
+    /// Per tenth of the population: (its registrations, seconds), `None` when not completed.
+    pub bands: Vec<(u64, Option<f64>)>,
+    /// A spawned registrar's VmRSS in bytes before the first registration and after the last
+    /// answer (and a second to settle).
+    pub rss: Option<(u64, u64)>,
+    /// A spawned registrar's PE count (`rserpool_pool_elements`) then.
+    pub registrar_pes: Option<u64>,
+}
+
+impl PopulationInfo {
+    /// Registrations not answered.
+    pub fn unanswered(&self) -> u64 {
+        self.population.saturating_sub(self.answered)
+    }
+
+    /// How the run ended.
+    pub fn ended(&self) -> String {
+        if self.completed {
+            "all answered".to_owned()
+        } else {
+            format!("{} ran out", self.limit)
+        }
+    }
+
+    /// The registrar's RSS growth per accepted registration, in bytes.
+    pub fn rss_per_pe(&self, accepted: u64) -> Option<f64> {
+        self.rss
+            .filter(|_| accepted > 0)
+            .map(|(before, after)| (after as f64 - before as f64) / accepted as f64)
+    }
+
+    /// Registrations per second of each tenth.
+    pub fn band_rates(&self) -> Vec<Option<f64>> {
+        self.bands
+            .iter()
+            .map(|&(pes, seconds)| seconds.map(|s| pes as f64 / s.max(1e-9)))
+            .collect()
+    }
 }
 
 /// The population of a `keepalive` run and what the registrar said it sent.
@@ -107,6 +174,15 @@ impl KeepAliveInfo {
         self.interval_ms
             .map(|ms| self.population as f64 * 1000.0 / ms.max(1) as f64)
     }
+}
+
+/// Refusals by cause as a JSON object: `{"0x0006": n}`.
+fn refusals_json(refusals: &[(u16, u64)]) -> Value {
+    refusals
+        .iter()
+        .map(|(code, n)| (format!("{code:#06x}"), json!(n)))
+        .collect::<serde_json::Map<String, Value>>()
+        .into()
 }
 
 /// [`Totals`] as a JSON object.
@@ -151,6 +227,8 @@ impl Summary {
             totals: s.totals,
             setup: None,
             keep_alive: None,
+            refusals: s.refusals.iter().map(|(c, n)| (*c, *n)).collect(),
+            population: None,
         }
     }
 
@@ -191,7 +269,98 @@ impl Summary {
             "totals": totals_json(&self.totals),
             "setup": self.setup.as_ref().map(totals_json),
             "keep_alive": keep_alive,
+            "refusals": refusals_json(&self.refusals),
+            "population": self.population.as_ref().map(|p| self.population_json(p)),
         })
+    }
+
+    fn population_json(&self, p: &PopulationInfo) -> Value {
+        let bands: Vec<Value> = p
+            .bands
+            .iter()
+            .zip(p.band_rates())
+            .enumerate()
+            .map(|(k, (&(pes, seconds), rate))| {
+                json!({
+                    "from_percent": k * 10,
+                    "to_percent": (k + 1) * 10,
+                    "pes": pes,
+                    "seconds": seconds,
+                    "per_s": rate,
+                })
+            })
+            .collect();
+        let rss = p.rss.map(|(before, after)| {
+            json!({
+                "before_bytes": before,
+                "after_bytes": after,
+                "growth_bytes": after as i64 - before as i64,
+                "per_pe_bytes": p.rss_per_pe(self.ops),
+            })
+        });
+        json!({
+            "population": p.population,
+            "pools": p.pools,
+            "pool_elements": p.pool_elements,
+            "policy": p.policy,
+            "all_at_once": p.all_at_once,
+            "answered": p.answered,
+            "unanswered": p.unanswered(),
+            "seconds": p.seconds,
+            "completed": p.completed,
+            "ended": p.ended(),
+            "bands": bands,
+            "rss": rss,
+            "registrar_pes": p.registrar_pes,
+        })
+    }
+
+    /// The lines of a population run.
+    fn population_text(&self, p: &PopulationInfo, s: &mut String) {
+        let _ = writeln!(
+            s,
+            "  population  {} PEs in {} pools of up to {} (policy {}): {} answered, {} refused, {} \
+             unanswered in {:.3} s ({})",
+            p.population,
+            p.pools,
+            p.pool_elements,
+            p.policy,
+            p.answered,
+            self.rejections,
+            p.unanswered(),
+            p.seconds,
+            p.ended()
+        );
+        let tenths: Vec<String> = p
+            .band_rates()
+            .iter()
+            .enumerate()
+            .map(|(k, rate)| {
+                let rate = rate.map_or_else(|| "-".to_owned(), |r| format!("{r:.0}"));
+                format!("{}-{}% {rate}", k * 10, (k + 1) * 10)
+            })
+            .collect();
+        let _ = writeln!(
+            s,
+            "  by tenth    registrations/s while the registrar's PE count (the pools' fill) went \
+             through each tenth:\n              {}",
+            tenths.join("  ")
+        );
+        if let Some((before, after)) = p.rss {
+            let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+            let _ = write!(
+                s,
+                "  registrar   VmRSS {:.1} MiB before, {:.1} MiB after: {:+.0} bytes per \
+                 registered PE",
+                mib(before),
+                mib(after),
+                p.rss_per_pe(self.ops).unwrap_or(0.0)
+            );
+            if let Some(pes) = p.registrar_pes {
+                let _ = write!(s, "; it holds {pes} PEs");
+            }
+            s.push('\n');
+        }
     }
 
     /// The text summary, several lines.
@@ -202,13 +371,24 @@ impl Summary {
             || "closed loop".to_owned(),
             |r| format!("open loop at {r:.0}/s"),
         );
-        let _ = match self.keep_alive {
-            Some(k) => writeln!(
+        let _ = match (&self.keep_alive, &self.population) {
+            (_, Some(p)) if p.all_at_once => writeln!(
+                s,
+                "{} against {}: {} associations, all registrations written at once, {} client \
+                 thread(s)",
+                self.scenario, self.target, self.connections, self.threads
+            ),
+            (_, Some(_)) => writeln!(
+                s,
+                "{} against {}: {} connections x {} in flight, {} client thread(s), new PEs",
+                self.scenario, self.target, self.connections, self.pipeline, self.threads
+            ),
+            (Some(k), None) => writeln!(
                 s,
                 "{} against {}: {} PEs over {} associations, 1 client thread, {:.1} s",
                 self.scenario, self.target, k.population, self.connections, self.duration_s
             ),
-            None => writeln!(
+            (None, None) => writeln!(
                 s,
                 "{} against {}: {} connections x {} in flight, {} client thread(s), {mode}, {:.1} s",
                 self.scenario,
@@ -234,6 +414,17 @@ impl Summary {
             "  latency us  p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}  mean {:.1}",
             l.p50, l.p90, l.p99, l.p99_9, l.max, l.mean
         );
+        if !self.refusals.is_empty() {
+            let causes: Vec<String> = self
+                .refusals
+                .iter()
+                .map(|(code, n)| format!("{code:#06x} {} {n}", cause_name(*code)))
+                .collect();
+            let _ = writeln!(s, "  refusals    by cause: {}", causes.join(", "));
+        }
+        if let Some(p) = &self.population {
+            self.population_text(p, &mut s);
+        }
         if let Some(k) = self.keep_alive {
             s.push_str("  registrar  ");
             match (k.interval_ms, k.expected_per_s()) {

@@ -352,6 +352,20 @@ pub fn sample_sum(text: &str, prefix: &str) -> f64 {
         .sum()
 }
 
+/// The resident set size of process `pid` in bytes (`VmRSS` in `/proc/PID/status`).
+pub fn rss_bytes(pid: u32) -> Result<u64> {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path)
+        .map_err(|e| Error::new(format!("cannot read {path}: {e}")))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|kb| kb.trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .ok_or_else(|| Error::new(format!("{path} has no VmRSS line in kB")))
+}
+
 /// `rserpool-registrar` next to the running executable (for `cargo test` executables in
 /// `target/*/deps`, one directory up as well); the path looked at first if none exists.
 pub fn default_registrar_bin() -> Result<PathBuf> {
@@ -391,6 +405,18 @@ mod tests {
         assert_eq!(m.transport, Transport::Mptcp);
         assert_eq!(parse_listening("metrics http://127.0.0.1:9/metrics"), None);
         assert_eq!(parse_listening("listening asap sctp://127.0.0.1:7"), None);
+    }
+
+    #[test]
+    fn the_resident_set_of_this_process_is_read() {
+        let rss = rss_bytes(std::process::id()).unwrap();
+        assert!(rss > 1024 * 1024, "{rss}");
+        assert!(
+            rss_bytes(u32::MAX)
+                .unwrap_err()
+                .message()
+                .contains("cannot read")
+        );
     }
 
     #[test]

@@ -14,11 +14,16 @@ use rserpool_protocol::{
     TransportKind, UserTransport, param_type,
 };
 
+use clap::ValueEnum;
+use rserpool_protocol::EncodeError;
+
 use crate::error::{Error, Result};
 use crate::rng::Rng;
 
 /// The largest frame the client accepts (the length field's range).
 pub const MAX_FRAME: usize = rserpool_protocol::MAX_MESSAGE_LEN;
+/// Room that holds any request the bench builds (a registration is under 100 bytes).
+const USUAL_FRAME: usize = 256;
 
 /// The handle of pool number `i`: `pool000042` (10 bytes; a resolution request is 20 bytes).
 pub fn pool_handle(i: usize) -> Vec<u8> {
@@ -33,13 +38,23 @@ pub struct Table {
 }
 
 impl Table {
-    /// Encodes `message` and appends it.
+    /// Encodes `message` and appends it. The encoder gets room for a usual message first and
+    /// the largest frame only if that was too small, so that a table of a million registrations
+    /// is not a million zeroed 64 KiB buffers.
     pub fn push(&mut self, message: &AsapMessage<'_>, generation: Generation) -> Result<()> {
         let start = self.bytes.len();
-        self.bytes.resize(start + MAX_FRAME, 0);
-        let len = message
-            .encode(generation, &mut self.bytes[start..])
-            .map_err(|e| Error::new(format!("cannot encode a request: {e}")))?;
+        let mut encoded = Err(EncodeError::BufferTooSmall { needed: 0 });
+        for room in [USUAL_FRAME, MAX_FRAME] {
+            self.bytes.resize(start + room, 0);
+            encoded = message.encode(generation, &mut self.bytes[start..]);
+            if !matches!(encoded, Err(EncodeError::BufferTooSmall { .. })) {
+                break;
+            }
+        }
+        let len = encoded.map_err(|e| {
+            self.bytes.truncate(start);
+            Error::new(format!("cannot encode a request: {e}"))
+        })?;
         self.bytes.truncate(start + len);
         self.spans.push((start, len));
         Ok(())
@@ -65,6 +80,16 @@ impl Table {
     pub fn all(&self) -> &[u8] {
         &self.bytes
     }
+
+    /// Messages `range` back to back.
+    pub fn range(&self, range: std::ops::Range<usize>) -> &[u8] {
+        if range.is_empty() {
+            return &[];
+        }
+        let from = self.spans[range.start].0;
+        let (last, len) = self.spans[range.end - 1];
+        &self.bytes[from..last + len]
+    }
 }
 
 /// How a connection picks its next request from its table.
@@ -83,6 +108,57 @@ pub struct PeRecord {
     pub pool: Vec<u8>,
     /// Its identifier.
     pub id: PeId,
+    /// Its member-selection policy with its parameters.
+    pub policy: Policy,
+}
+
+/// The member-selection policy the PEs of `register`, `storm` and `resolve`'s setup register
+/// with; each PE's parameters are drawn from its index, the same on every run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum PolicyKind {
+    /// Round Robin.
+    #[default]
+    Rr,
+    /// Weighted Round Robin, weights 1 to 10.
+    Wrr,
+    /// Random.
+    Rand,
+    /// Weighted Random, weights 1 to 10.
+    Wrand,
+    /// Least Used, loads spread over the whole 32-bit range.
+    Lu,
+    /// Priority, priorities 1 to 10.
+    Prio,
+}
+
+impl PolicyKind {
+    /// Its name on the command line.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Rr => "rr",
+            Self::Wrr => "wrr",
+            Self::Rand => "rand",
+            Self::Wrand => "wrand",
+            Self::Lu => "lu",
+            Self::Prio => "prio",
+        }
+    }
+
+    /// The policy of PE number `n`: weight and priority `1 + n mod 10`, load `n` times the
+    /// golden ratio of 2^32 (a permutation of the 32-bit range, so neighbours differ widely).
+    pub fn for_pe(self, n: usize) -> Policy {
+        let tenth = 1 + (n % 10) as u32;
+        match self {
+            Self::Rr => Policy::RoundRobin,
+            Self::Wrr => Policy::WeightedRoundRobin { weight: tenth },
+            Self::Rand => Policy::Random,
+            Self::Wrand => Policy::WeightedRandom { weight: tenth },
+            Self::Lu => Policy::LeastUsed {
+                load: (n as u32).wrapping_mul(0x9e37_79b9),
+            },
+            Self::Prio => Policy::Priority { priority: tenth },
+        }
+    }
 }
 
 /// What one connection sends and which PEs it speaks for.
@@ -147,6 +223,36 @@ pub fn classify(frame: &[u8], check: Check) -> Reply {
         Check::Churn => ty == mt::REGISTRATION_RESPONSE || ty == mt::DEREGISTRATION_RESPONSE,
     };
     if ok { Reply::Ok } else { Reply::Error }
+}
+
+/// The error cause a REGISTRATION_RESPONSE with the R flag carries: the first of its operation
+/// error, 0 (unspecified) when it has none or does not decode.
+pub fn rejection_cause(frame: &[u8], generation: Generation) -> u16 {
+    match AsapMessage::decode(frame, generation).map(|d| d.message) {
+        Ok(AsapMessage::RegistrationResponse {
+            error: Some(error), ..
+        }) => error.first().map_or(0, |c| c.code),
+        _ => 0,
+    }
+}
+
+/// The RFC 5354 name of an error cause, for reports.
+pub fn cause_name(code: u16) -> &'static str {
+    use rserpool_protocol::cause;
+    match code {
+        cause::UNSPECIFIED => "unspecified",
+        cause::UNRECOGNIZED_PARAMETER => "unrecognized parameter",
+        cause::UNRECOGNIZED_MESSAGE => "unrecognized message",
+        cause::INVALID_VALUES => "invalid values",
+        cause::NON_UNIQUE_PE_ID => "non-unique PE identifier",
+        cause::INCONSISTENT_POLICY => "inconsistent pooling policy",
+        cause::LACK_OF_RESOURCES => "lack of resources",
+        cause::INCONSISTENT_TRANSPORT => "inconsistent transport type",
+        cause::INCONSISTENT_DATA_CONTROL => "inconsistent data/control configuration",
+        cause::UNKNOWN_POOL_HANDLE => "unknown pool handle",
+        cause::REJECTED_SECURITY => "rejected for security",
+        _ => "unknown cause",
+    }
 }
 
 /// Whether a HANDLE_RESOLUTION_RESPONSE carries PEs: after the pool handle comes a policy or a
@@ -228,7 +334,7 @@ pub fn resolution_table(pools: usize, generation: Generation) -> Result<Table> {
     Ok(table)
 }
 
-/// Appends the ASAP_REGISTRATION of `pe`, reachable over TCP at `ip`:`port`, round robin, with
+/// Appends the ASAP_REGISTRATION of `pe`, reachable over TCP at `ip`:`port`, with its policy and
 /// an infinite registration life (the keep-alives decide its life).
 pub fn push_registration(
     table: &mut Table,
@@ -252,7 +358,7 @@ pub fn push_registration(
                     service_code: 0,
                     addresses: Seq::from_items(&addresses),
                 }),
-                policy: Policy::RoundRobin,
+                policy: pe.policy,
                 asap_transport: None,
             },
         },
@@ -381,6 +487,7 @@ mod tests {
         PeRecord {
             pool: pool.to_vec(),
             id: PeId(id),
+            policy: Policy::RoundRobin,
         }
     }
 
@@ -603,6 +710,36 @@ mod tests {
             })
             .collect();
         assert_eq!(ids, [PeId(1), PeId(2)]);
+    }
+
+    #[test]
+    fn policies_draw_their_parameters_from_the_pe_number() {
+        assert_eq!(PolicyKind::Rr.for_pe(7), Policy::RoundRobin);
+        assert_eq!(
+            PolicyKind::Wrand.for_pe(0),
+            Policy::WeightedRandom { weight: 1 }
+        );
+        assert_eq!(
+            PolicyKind::Wrr.for_pe(19),
+            Policy::WeightedRoundRobin { weight: 10 }
+        );
+        assert_eq!(PolicyKind::Prio.for_pe(3), Policy::Priority { priority: 4 });
+        let loads: HashSet<u32> = (0..1000)
+            .map(|n| match PolicyKind::Lu.for_pe(n) {
+                Policy::LeastUsed { load } => load,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(loads.len(), 1000, "distinct loads");
+        assert!(loads.iter().any(|&l| l > u32::MAX / 2) && loads.iter().any(|&l| l < u32::MAX / 4));
+    }
+
+    #[test]
+    fn a_range_of_a_table_is_its_messages_back_to_back() {
+        let t = resolution_table(4, GEN).unwrap();
+        assert_eq!(t.range(1..3), [t.get(1), t.get(2)].concat());
+        assert!(t.range(2..2).is_empty());
+        assert_eq!(t.range(0..4), t.all());
     }
 
     #[test]

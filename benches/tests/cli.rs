@@ -1,14 +1,15 @@
 //! Command-line parsing and validation of `rserpool-bench`.
 
-use clap::Parser;
 use rserpool_bench::cli::EnrpGeneration;
 use rserpool_bench::load::Poll;
 use rserpool_bench::net::Transport;
 use rserpool_bench::{Cli, ScenarioKind};
 
 fn parse(args: &[&str]) -> Result<Cli, String> {
-    let cli = Cli::try_parse_from(std::iter::once("rserpool-bench").chain(args.iter().copied()))
-        .map_err(|e| e.to_string())?;
+    // As `main` parses: noting which options the command line gave.
+    let cli =
+        Cli::parse_noting_given(std::iter::once("rserpool-bench").chain(args.iter().copied()))
+            .map_err(|e| e.to_string())?;
     cli.validate()?;
     Ok(cli)
 }
@@ -246,7 +247,7 @@ fn churn_and_keepalive_options_are_read_and_checked() {
         ),
         (
             &["churn", "--spawn", "--rate", "10", "--compare-echo"][..],
-            "--compare-echo applies to resolve and register",
+            "--compare-echo applies to resolve, register and storm",
         ),
         (
             &["churn", "--spawn", "--rate", "10", "--churners", "0"][..],
@@ -271,6 +272,126 @@ fn churn_and_keepalive_options_are_read_and_checked() {
         ),
         (&["resync", "--rate", "5"][..], "resync sends no requests"),
         (&["resync", "--compare-echo"][..], "not resync"),
+    ] {
+        let e = parse(args).unwrap_err();
+        assert!(e.contains(why), "{args:?}: {e}");
+    }
+}
+
+#[test]
+fn population_runs_are_read_and_nonsense_is_refused() {
+    let register = parse(&[
+        "register",
+        "--spawn",
+        "--population",
+        "1000000",
+        "--pool-elements",
+        "1000",
+        "--policy",
+        "wrand",
+    ])
+    .unwrap();
+    assert!(register.registers_new_pes());
+    assert_eq!(register.population_pools(), 1000);
+    assert_eq!(
+        register.population_limit().as_secs(),
+        60,
+        "no --duration: 60 s"
+    );
+    assert!(!parse(&["register", "--spawn"]).unwrap().registers_new_pes());
+    let storm = parse(&[
+        "storm",
+        "--spawn",
+        "--population",
+        "1001",
+        "--connections",
+        "10",
+        "--pool-elements",
+        "100",
+        "--timeout",
+        "5",
+    ])
+    .unwrap();
+    assert_eq!(storm.scenario, ScenarioKind::Storm);
+    assert_eq!(storm.population_pools(), 11, "ceil(1001 / 100)");
+    assert_eq!(
+        storm.population_limit().as_secs(),
+        5,
+        "storm's limit is --timeout"
+    );
+
+    for (args, why) in [
+        (
+            &["register", "--spawn", "--population", "0"][..],
+            "--population must be at least 1",
+        ),
+        (
+            &["storm", "--spawn", "--population", "0"][..],
+            "--population must be at least 1",
+        ),
+        (
+            &["storm", "--spawn", "--pool-elements", "0"][..],
+            "--pool-elements must be at least 1",
+        ),
+        (
+            &[
+                "register",
+                "--spawn",
+                "--population",
+                "10",
+                "--pool-elements",
+                "0",
+            ][..],
+            "--pool-elements must be at least 1",
+        ),
+        (
+            &[
+                "storm",
+                "--spawn",
+                "--population",
+                "10",
+                "--connections",
+                "11",
+            ][..],
+            "--connections 11 exceeds --population 10",
+        ),
+        (
+            &[
+                "register",
+                "--spawn",
+                "--population",
+                "3",
+                "--connections",
+                "4",
+            ][..],
+            "--connections 4 exceeds --population 3",
+        ),
+        (&["storm", "--spawn", "--rate", "10"][..], "drop --rate"),
+        (
+            &["register", "--spawn", "--population", "100", "--rate", "10"][..],
+            "drop --rate",
+        ),
+        (
+            &["register", "--spawn", "--population", "100", "--pools", "3"][..],
+            "drop --pools",
+        ),
+        (
+            &["storm", "--spawn", "--pes-per-connection", "2"][..],
+            "drop --pes-per-connection",
+        ),
+        (
+            &["storm", "--spawn", "--timeout", "0"][..],
+            "--timeout must be a positive",
+        ),
+        (&["storm"][..], "storm needs a registrar"),
+        (
+            &["keepalive", "--spawn", "--policy", "wrr"][..],
+            "--policy applies to the PEs of register, resolve and storm",
+        ),
+        (
+            &["register", "--spawn", "--policy", "fastest"][..],
+            "invalid value",
+        ),
     ] {
         let e = parse(args).unwrap_err();
         assert!(e.contains(why), "{args:?}: {e}");

@@ -30,6 +30,8 @@ struct Counters {
     pools: Mutex<HashSet<Vec<u8>>>,
     /// Answer every resolution with "unknown pool handle".
     forgetful: AtomicBool,
+    /// Refuse every registration into `pool000001` for lack of resources.
+    full: AtomicBool,
 }
 
 fn encode(message: &AsapMessage<'_>, out: &mut Vec<u8>) {
@@ -59,6 +61,10 @@ fn serve(mut stream: TcpStream, c: &Counters) {
         code: cause::UNKNOWN_POOL_HANDLE,
         info: &[],
     }];
+    let lack = [ErrorCause {
+        code: cause::LACK_OF_RESOURCES,
+        info: &[],
+    }];
     let mut pinged = false;
     let mut buf = vec![0; 4 * MAX_FRAME];
     let mut len = 0;
@@ -79,12 +85,13 @@ fn serve(mut stream: TcpStream, c: &Counters) {
                 } => {
                     c.registrations.fetch_add(1, Ordering::Relaxed);
                     c.pools.lock().unwrap().insert(pool_handle.0.to_vec());
+                    let refused = c.full.load(Ordering::Relaxed) && pool_handle.0 == b"pool000001";
                     encode(
                         &AsapMessage::RegistrationResponse {
-                            rejected: false,
+                            rejected: refused,
                             pool_handle,
                             pe_id: pool_element.id,
-                            error: None,
+                            error: refused.then(|| OperationError::from_items(&lack)),
                         },
                         &mut out,
                     );
@@ -286,4 +293,54 @@ fn compare_echo_runs_both_and_reports_the_ratio() {
     assert!(v["ratio"].as_f64().unwrap() > 0.0, "{v}");
     assert_eq!(v["scenario"]["scenario"], "resolve");
     assert_eq!(v["echo"]["scenario"], "echo");
+}
+
+#[test]
+fn new_pes_are_counted_by_refusal_cause_and_kept_alive_and_compared_with_echo() {
+    let (url, c) = start();
+    c.full.store(true, Ordering::Relaxed);
+    let args = [
+        "register",
+        "--registrar",
+        &url,
+        "--population",
+        "400",
+        "--pool-elements",
+        "100",
+        "--connections",
+        "4",
+        "--pipeline",
+        "8",
+        "--compare-echo",
+        "--quiet",
+    ];
+    let report = app::run(&cli(&args)).unwrap();
+    let RunReport::Compared { scenario, echo } = &report else {
+        panic!("a comparison expected");
+    };
+    // 4 pools of 100 PEs each, PE n in pool n mod 4: pool000001 refuses its 100.
+    assert_eq!(
+        (scenario.ops, scenario.rejections),
+        (300, 100),
+        "{scenario:?}"
+    );
+    assert_eq!(scenario.refusals, [(0x0006, 100)]);
+    assert_eq!(c.registrations.load(Ordering::Relaxed), 400);
+    assert_eq!(
+        scenario.keep_alives, 4,
+        "one keep-alive per association, answered"
+    );
+    assert_eq!(c.acks.load(Ordering::Relaxed), 4);
+    let p = scenario.population.as_ref().unwrap();
+    assert_eq!((p.answered, p.unanswered(), p.completed), (400, 0, true));
+    assert_eq!(p.rss, None, "not spawned: no memory figure");
+    let text = report.render(false);
+    assert!(text.contains("0x0006 lack of resources 100"), "{text}");
+    assert!(
+        text.contains("400 answered, 100 refused, 0 unanswered"),
+        "{text}"
+    );
+    let e = echo.population.as_ref().unwrap();
+    assert_eq!((e.answered, echo.ops, echo.errors), (400, 400, 0));
+    assert!(report.ratio().unwrap() > 0.0);
 }
