@@ -1270,3 +1270,151 @@ fn round_robin_stays_exact_under_contention() {
     );
     assert!(!stop.load(Ordering::SeqCst));
 }
+
+// ---------------------------------------------------------------------------------------------
+// A pool of thousands growing and shrinking under readers (test 6)
+// ---------------------------------------------------------------------------------------------
+
+/// PEs the big pools reach.
+const BIG: usize = 10_000;
+
+/// The policy of big pool `kind` for PE `id`: round robin, weighted random (weight from the
+/// ID) or least used (load from the ID).
+fn big_policy(kind: usize, id: u64) -> Policy {
+    match kind {
+        0 => Policy::RoundRobin,
+        1 => Policy::WeightedRandom {
+            weight: 1 + (id % 7) as u32,
+        },
+        _ => Policy::LeastUsed {
+            load: (id % 13) as u32 * 1000,
+        },
+    }
+}
+
+/// Test 6: three pools (round robin, weighted random, least used) grow to [`BIG`] PEs and shrink
+/// back to one, twice, in batches of random registrations and deregistrations (the tree's
+/// splits, merges and root changes), while readers on every core resolve them and check each
+/// version they see: its size, its order, and resolutions of distinct PEs of that version that
+/// follow the policy.
+#[test]
+fn big_pools_grow_and_shrink_under_concurrent_readers() {
+    let mut hs = Handlespace::new(1, Limits::default());
+    let pools = handles("big", 3);
+    let stop = AtomicBool::new(false);
+    let started = Instant::now();
+    thread::scope(|s| {
+        let reader = hs.reader().clone();
+        let mut threads = Vec::new();
+        for t in 0..reader_count() {
+            let (reader, pools, stop) = (reader.clone(), &pools, &stop);
+            threads.push(s.spawn(move || {
+                let _guard = StopOnPanic(stop);
+                let mut rng = Rng::seed(t as u64);
+                let mut out = [0u32; 4];
+                let mut seen = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    assert!(started.elapsed() < DEADLINE, "hung");
+                    let kind = rng.below(3) as usize;
+                    let checked =
+                        reader.resolve(&pools[kind], &mut rng, &mut out, |snap, picked| {
+                            check_big_version(kind, snap, picked);
+                        });
+                    seen += u64::from(checked.is_some());
+                }
+                seen
+            }));
+        }
+        let writer = {
+            let (hs, pools, stop) = (&mut hs, &pools, &stop);
+            s.spawn(move || {
+                let _guard = StopOnPanic(stop);
+                let mut rng = Rng::seed(99);
+                let mut live: Vec<Vec<u64>> = vec![Vec::new(); 3];
+                let mut largest = 0;
+                for _cycle in 0..2 {
+                    // Grow: batches of 64 new PEs per pool.
+                    while live[0].len() < BIG {
+                        hs.batch(|hs| {
+                            for (kind, live) in live.iter_mut().enumerate() {
+                                for _ in 0..64 {
+                                    let id = 1 + rng.below(u64::from(u32::MAX - 1));
+                                    let r = registration(id, big_policy(kind, id));
+                                    if hs
+                                        .register(&pools[kind], r, PrId(1), None, 0)
+                                        .expect("valid")
+                                        .added
+                                    {
+                                        live.push(id);
+                                    }
+                                }
+                            }
+                        });
+                        largest = largest.max(live[0].len());
+                    }
+                    // Shrink to one PE: batches of 64 random deregistrations per pool.
+                    while live[0].len() > 1 {
+                        hs.batch(|hs| {
+                            for (kind, live) in live.iter_mut().enumerate() {
+                                for _ in 0..64.min(live.len() - 1) {
+                                    let i = rng.below(live.len() as u64) as usize;
+                                    let id = live.swap_remove(i);
+                                    let removed = hs.deregister(&pools[kind], PeId(id), None);
+                                    assert!(removed.expect("ok").is_some(), "PE {id} was live");
+                                }
+                            }
+                        });
+                    }
+                }
+                for (kind, live) in live.iter().enumerate() {
+                    assert_eq!(
+                        hs.reader().snapshot(&pools[kind]).expect("pool").len(),
+                        live.len()
+                    );
+                }
+                stop.store(true, Ordering::SeqCst);
+                largest
+            })
+        };
+        let largest = join_all(vec![writer]);
+        assert!(largest[0] >= BIG, "the pools reached {} PEs", largest[0]);
+        let seen: u64 = join_all(threads).iter().sum();
+        assert!(seen > 0, "readers resolved");
+    });
+}
+
+/// Checks one version of big pool `kind` as a reader sees it, and a resolution from it.
+fn check_big_version(kind: usize, snap: &PoolSnapshot, picked: &[u32]) {
+    let len = snap.len();
+    assert!((1..=BIG + 3 * 64).contains(&len), "size {len}");
+    assert_eq!(picked.len(), len.min(4), "a full resolution");
+    for (j, &rank) in picked.iter().enumerate() {
+        assert!((rank as usize) < len, "rank {rank} of {len}");
+        assert!(!picked[..j].contains(&rank), "rank {rank} twice");
+        let e = snap.entry(rank as usize);
+        assert_eq!(
+            e.registration.policy,
+            big_policy(kind, e.id().0),
+            "torn entry"
+        );
+    }
+    match kind {
+        // Round robin: consecutive ranks from the cursor.
+        0 => {
+            for w in picked.windows(2) {
+                assert_eq!(w[1] as usize, (w[0] as usize + 1) % len);
+            }
+        }
+        // Least used: loads never decrease along the answer.
+        2 => {
+            let load = |r: u32| match snap.entry(r as usize).registration.policy {
+                Policy::LeastUsed { load } => load,
+                other => panic!("{other:?}"),
+            };
+            for w in picked.windows(2) {
+                assert!(load(w[0]) <= load(w[1]), "{picked:?}");
+            }
+        }
+        _ => {}
+    }
+}

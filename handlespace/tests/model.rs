@@ -470,9 +470,20 @@ proptest! {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
 
-    /// Pools grow past the size where a pool switches from scanning to an ID map.
+    /// Pools grow past one tree leaf (16 PEs): splits, merges and a root of inner nodes.
     #[test]
     fn large_pools_agree_with_the_model(ops in prop::collection::vec(op(48, 2), 100..400), shards in 1usize..3, seed: u64) {
         run(&ops, shards, seed);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    /// Pools of hundreds of PEs: trees of three levels (more than 16 × 16 PEs), grown and shrunk
+    /// by batches.
+    #[test]
+    fn deep_pools_agree_with_the_model(ops in prop::collection::vec(op(600, 1), 1500..2500), seed: u64) {
+        run(&ops, 1, seed);
     }
 }

@@ -4,6 +4,7 @@
 //! mailbox, forwards, the SCTP receive and send loops, metrics of the turn).
 
 use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -80,7 +81,8 @@ pub(super) struct LoopState {
     sctp: FastMap<(usize, SctpAssocId), AssociationId>,
     /// Per listener: when it was last checked for SCTP peers that stopped reading.
     stall_checks: Vec<Option<Millis>>,
-    backlog: Vec<(usize, Forward)>,
+    /// Per worker: forwards its full mailbox refused, in order, posted before any newer one.
+    backlog: Vec<VecDeque<Forward>>,
     wake: Vec<bool>,
     buf: Vec<u8>,
     config: Arc<CoreConfig>,
@@ -121,7 +123,7 @@ impl LoopState {
             sctp_connects: Vec::new(),
             sctp: HashMap::default(),
             stall_checks,
-            backlog: Vec::new(),
+            backlog: (0..workers).map(|_| VecDeque::new()).collect(),
             wake: vec![false; workers],
             buf: vec![0; largest.max(64) + 64],
             config,
@@ -144,7 +146,7 @@ impl LoopState {
         if !self.shared.mailboxes[self.worker.index()].is_empty() {
             return Duration::ZERO;
         }
-        if !self.backlog.is_empty() {
+        if self.backlog.iter().any(|b| !b.is_empty()) {
             return Duration::from_millis(1);
         }
         let now = self.shared.now();
@@ -568,17 +570,36 @@ impl LoopState {
     /// Keeps the output's forwards for the next [`Self::post_forwards`], so that the output can
     /// be cleared in the middle of a turn.
     pub fn keep_forwards(&mut self) {
-        self.backlog.extend(self.out.take_forwards());
+        for (to, f) in self.out.take_forwards() {
+            self.backlog[to].push_back(f);
+        }
     }
 
-    /// Posts the output's forwards (and those a full mailbox refused before) to the other
-    /// workers' mailboxes and wakes each receiver once.
+    /// Posts the forwards a full mailbox refused before, then the output's, to the other
+    /// workers' mailboxes in order, and wakes each receiver once. A mailbox that refuses one
+    /// is not tried again this turn: the cost is the forwards posted plus the new ones, however
+    /// long the backlog (a storm of registrations for another worker's shard).
     pub fn post_forwards(&mut self) {
-        let retry = std::mem::take(&mut self.backlog);
-        for (to, f) in retry.into_iter().chain(self.out.take_forwards()) {
+        for (to, backlog) in self.backlog.iter_mut().enumerate() {
+            while let Some(f) = backlog.pop_front() {
+                match self.shared.mailboxes[to].post(f) {
+                    Ok(()) => self.wake[to] = true,
+                    Err(f) => {
+                        backlog.push_front(f);
+                        break;
+                    }
+                }
+            }
+        }
+        for (to, f) in self.out.take_forwards() {
+            let backlog = &mut self.backlog[to];
+            if !backlog.is_empty() {
+                backlog.push_back(f);
+                continue;
+            }
             match self.shared.mailboxes[to].post(f) {
                 Ok(()) => self.wake[to] = true,
-                Err(f) => self.backlog.push((to, f)),
+                Err(f) => backlog.push_back(f),
             }
         }
         for (to, wake) in self.wake.iter_mut().enumerate() {
