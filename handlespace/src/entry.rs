@@ -178,16 +178,21 @@ pub struct TransportShape {
 }
 
 /// What a PE (over ASAP) or a peer PR (over ENRP) asks the handlespace to store.
+///
+/// Laid out in declaration order (no padding): what a handle resolution response carries
+/// first, the ASAP transport (ENRP only) last, so that a pool's tree, which compares
+/// identifiers while it searches, and a resolution read as few cache lines as possible.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[repr(C)]
 pub struct PeRegistration {
     /// The PE identifier (never 0).
     pub id: PeId,
-    /// Registration life in milliseconds; -1 = infinite.
-    pub registration_life: i32,
     /// Where PUs reach the PE.
     pub user_transport: OwnedUserTransport,
     /// Its policy and policy parameters.
     pub policy: Policy,
+    /// Registration life in milliseconds; -1 = infinite.
+    pub registration_life: i32,
     /// Its ASAP transport: the association's addresses as the home PR saw them.
     pub asap_transport: Option<OwnedTransport>,
 }
@@ -207,12 +212,15 @@ impl PeRegistration {
 
 /// A PE as the handlespace publishes it to readers: immutable once published (the writer replaces
 /// it on re-registration), shared between the writer and the pool snapshots.
+///
+/// Laid out in declaration order, the fields a handle resolution reads first.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[repr(C)]
 pub struct PoolElementEntry {
-    /// What was registered.
-    pub registration: PeRegistration,
     /// The home PR, which owns the PE (RFC 5353 §1.1).
     pub home_pr: PrId,
+    /// What was registered.
+    pub registration: PeRegistration,
     /// The local association the PE registered over; `None` for PEs learnt via ENRP.
     pub association: Option<AssociationId>,
 }

@@ -672,18 +672,28 @@ fn draw_degraded(
 }
 
 /// Static sorted policies: walks the groups of equal static keys in order, each rotated by the
-/// cursor.
+/// cursor. A group's end is found by looking at the next few members, or by one descent for a
+/// larger group.
 fn select_sorted(members: &Tree<Member>, cursor: u64, out: &mut [u32]) -> usize {
+    /// Members looked at before a group's end is searched for instead.
+    const SCAN: usize = 8;
     let n = out.len();
     let len = members.len();
     let mut w = 0;
     let mut start = 0usize;
     while w < n && start < len {
         let key = members.at(start).order();
-        let end = match key.checked_add(1) {
-            Some(next) => members.rank_of((next, 0)),
-            None => len,
-        };
+        let mut end = start + 1;
+        while end < len && members.at(end).order() == key {
+            end += 1;
+            if end - start > SCAN {
+                end = match key.checked_add(1) {
+                    Some(after) => members.rank_of((after, 0)),
+                    None => len,
+                };
+                break;
+            }
+        }
         let g = end - start;
         let mut r = (cursor % g as u64) as usize;
         let take = g.min(n - w);

@@ -36,13 +36,17 @@ const NO_TIMER: u64 = u64::MAX;
 /// Members sit in tree leaves that published versions share, so the fields that change without
 /// a re-registration are atomics: the writer updates them in place (relaxed: only it reads them,
 /// except the degradation counter, which resolutions advance) instead of copying the leaf.
+///
+/// Laid out in declaration order: the key's parts (`order`, then the entry's identifier), the
+/// selection value and what a handle resolution reads share the first cache line or two.
 #[derive(Debug)]
+#[repr(C)]
 pub(crate) struct Member {
-    entry: PoolElementEntry,
     /// Static key of ordered policies, else 0 ([`policy::member_key`]).
     order: u32,
     /// Selection value ([`policy::member_key`]).
     value: u32,
+    entry: PoolElementEntry,
     degradation: AtomicU32,
     unreachable_reports: AtomicU32,
     deadline: AtomicU64,
@@ -244,6 +248,33 @@ impl PoolSnapshot {
     #[inline]
     pub fn entry(&self, rank: usize) -> &PoolElementEntry {
         self.members.at(rank).entry()
+    }
+
+    /// The PEs at `ranks`, in that order: runs of consecutive ranks (round robin, tie groups)
+    /// are walked instead of searched for one by one.
+    ///
+    /// # Panics
+    ///
+    /// If a rank is not below [`Self::len`].
+    pub fn entries_at<'s>(
+        &'s self,
+        ranks: &'s [u32],
+    ) -> impl Iterator<Item = &'s PoolElementEntry> + 's {
+        let mut walk: Option<(usize, Iter<'s, Member>)> = None;
+        ranks.iter().map(move |&rank| {
+            let rank = rank as usize;
+            if let Some((next, members)) = &mut walk
+                && *next == rank
+                && let Some(member) = members.next()
+            {
+                *next += 1;
+                return member.entry();
+            }
+            let mut members = self.members.iter_from(rank);
+            let member = members.next().expect("rank within the pool");
+            walk = Some((rank + 1, members));
+            member.entry()
+        })
     }
 
     /// The pool's PEs in rank order.

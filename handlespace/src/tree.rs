@@ -44,17 +44,22 @@ pub(crate) const INNER_MAX: usize = 16;
 /// end, so 2^32 items need at most 12 levels.
 const MAX_DEPTH: usize = 24;
 
+/// A node: its items or children in one allocation with the reference counts, so a reader
+/// reaches a leaf's members in one step from its parent (or from the pool's snapshot). Nodes are
+/// never resized: a change that adds or removes an item builds the node anew (at most
+/// [`LEAF_MAX`] items or [`INNER_MAX`] children), one that replaces an item changes it in place
+/// where the node is the writer's own.
 #[derive(Debug)]
 enum Node<T> {
-    Leaf(Vec<T>),
-    Inner(Vec<Child<T>>),
+    Leaf(Arc<[T]>),
+    Inner(Arc<[Child<T>]>),
 }
 
-impl<T: Clone> Clone for Node<T> {
+impl<T> Clone for Node<T> {
     fn clone(&self) -> Self {
         match self {
-            Self::Leaf(items) => Self::Leaf(items.clone()),
-            Self::Inner(children) => Self::Inner(children.clone()),
+            Self::Leaf(items) => Self::Leaf(Arc::clone(items)),
+            Self::Inner(children) => Self::Inner(Arc::clone(children)),
         }
     }
 }
@@ -62,7 +67,7 @@ impl<T: Clone> Clone for Node<T> {
 /// An inner node's summary of one child.
 #[derive(Debug)]
 struct Child<T> {
-    node: Arc<Node<T>>,
+    node: Node<T>,
     /// Items below.
     count: u32,
     /// Sum of the values below.
@@ -74,7 +79,7 @@ struct Child<T> {
 impl<T> Clone for Child<T> {
     fn clone(&self) -> Self {
         Self {
-            node: Arc::clone(&self.node),
+            node: self.node.clone(),
             count: self.count,
             sum: self.sum,
             last: self.last,
@@ -115,7 +120,7 @@ impl<T: Item> Node<T> {
 }
 
 impl<T: Item> Child<T> {
-    fn summarize(node: Arc<Node<T>>) -> Self {
+    fn summarize(node: Node<T>) -> Self {
         let (count, sum, last) = node.summary();
         Self {
             node,
@@ -131,19 +136,26 @@ impl<T: Item> Child<T> {
     }
 }
 
-/// Grows a full vector by a quarter (at least one, at most to `limit + 1`), so that a node
-/// filled one item at a time wastes at most a quarter of its memory.
-fn reserve_for_one<V>(v: &mut Vec<V>, limit: usize) {
-    if v.len() == v.capacity() {
-        let extra = (v.len() / 4).max(1).min(limit + 1 - v.len().min(limit));
-        v.reserve_exact(extra.max(1));
+/// Builds a node of `items`, split in two if they are more than `limit`: halves, or only the last
+/// one when the change went past the tree's end (so a pool filled in key order has full nodes).
+/// Returns the node and the split-off right sibling.
+fn build<V>(mut items: Vec<V>, limit: usize, at_end: bool) -> (Arc<[V]>, Option<Arc<[V]>>) {
+    if items.len() <= limit {
+        return (items.into(), None);
     }
+    let cut = if at_end {
+        items.len() - 1
+    } else {
+        items.len() / 2
+    };
+    let right = items.split_off(cut);
+    (items.into(), Some(right.into()))
 }
 
 /// A version of a pool's members; see the module documentation.
 #[derive(Debug)]
 pub(crate) struct Tree<T> {
-    root: Option<Arc<Node<T>>>,
+    root: Option<Node<T>>,
     count: u32,
     sum: u64,
 }
@@ -181,7 +193,7 @@ impl<T: Item> Tree<T> {
 
     /// The greatest key, if any.
     fn last_key(&self) -> Option<Key> {
-        let mut node = self.root.as_deref()?;
+        let mut node = self.root.as_ref()?;
         loop {
             match node {
                 Node::Leaf(items) => return items.last().map(Item::key),
@@ -192,7 +204,7 @@ impl<T: Item> Tree<T> {
 
     /// The item with `key`.
     pub(crate) fn get(&self, key: Key) -> Option<&T> {
-        let mut node = self.root.as_deref()?;
+        let mut node = self.root.as_ref()?;
         loop {
             match node {
                 Node::Inner(children) => {
@@ -214,7 +226,7 @@ impl<T: Item> Tree<T> {
     /// If `rank >= self.len()`.
     #[inline]
     pub(crate) fn at(&self, rank: usize) -> &T {
-        let mut node = self.root.as_deref().expect("rank within the tree");
+        let mut node = self.root.as_ref().expect("rank within the tree");
         let mut rank = rank;
         loop {
             match node {
@@ -235,7 +247,7 @@ impl<T: Item> Tree<T> {
     /// its value wide), with its rank and the start of its interval. `mass` must be below
     /// [`Self::total`]; zero-width items are never returned.
     pub(crate) fn locate(&self, mass: u64) -> (usize, u64, &T) {
-        let mut node = self.root.as_deref().expect("mass within the tree");
+        let mut node = self.root.as_ref().expect("mass within the tree");
         let (mut rank, mut start) = (0usize, 0u64);
         loop {
             match node {
@@ -268,7 +280,7 @@ impl<T: Item> Tree<T> {
 
     /// The number of items whose key is below `key`.
     pub(crate) fn rank_of(&self, key: Key) -> usize {
-        let Some(mut node) = self.root.as_deref() else {
+        let Some(mut node) = self.root.as_ref() else {
             return 0;
         };
         let mut rank = 0usize;
@@ -297,7 +309,7 @@ impl<T: Item> Tree<T> {
             depth: 0,
             leaf: &[],
         };
-        let Some(mut node) = self.root.as_deref() else {
+        let Some(mut node) = self.root.as_ref() else {
             return iter;
         };
         let mut rank = from;
@@ -336,11 +348,11 @@ impl<T: Item> Tree<T> {
         debug_assert!(self.get(key).is_none(), "key {key:?} inserted twice");
         let at_end = self.last_key().is_none_or(|last| key > last);
         match &mut self.root {
-            None => self.root = Some(Arc::new(Node::Leaf(vec![item]))),
+            None => self.root = Some(Node::Leaf(Arc::from(vec![item]))),
             Some(root) => {
                 if let Some(right) = insert_into(root, item, key, at_end) {
-                    let left = Child::summarize(Arc::clone(root));
-                    *root = Arc::new(Node::Inner(vec![left, right]));
+                    let left = Child::summarize(root.clone());
+                    *root = Node::Inner(Arc::from(vec![left, right]));
                 }
             }
         }
@@ -357,9 +369,9 @@ impl<T: Item> Tree<T> {
         self.sum -= u64::from(item.value());
         // A root with one child hands over to it; an empty tree has no root.
         loop {
-            match self.root.as_deref() {
+            match self.root.as_ref() {
                 Some(Node::Inner(children)) if children.len() == 1 => {
-                    self.root = Some(Arc::clone(&children[0].node));
+                    self.root = Some(children[0].node.clone());
                 }
                 Some(node) if node.len() == 0 => self.root = None,
                 _ => break,
@@ -388,112 +400,74 @@ impl<T: Item> Tree<T> {
 }
 
 /// Inserts into the subtree at `node`; returns a new right sibling if `node` split.
-fn insert_into<T: Item>(
-    node: &mut Arc<Node<T>>,
-    item: T,
-    key: Key,
-    at_end: bool,
-) -> Option<Child<T>> {
-    let shared = Arc::get_mut(node).is_none();
-    if shared && let Node::Leaf(items) = &**node {
-        // Shared: build the changed copy in one pass instead of cloning and then growing it.
-        let at = items.partition_point(|t| t.key() < key);
-        let mut copy = Vec::with_capacity(items.len() + 1);
-        copy.extend_from_slice(&items[..at]);
-        copy.push(item);
-        copy.extend_from_slice(&items[at..]);
-        *node = Arc::new(Node::Leaf(copy));
-        return split_if_full(node, at_end);
-    }
-    match Arc::make_mut(node) {
+fn insert_into<T: Item>(node: &mut Node<T>, item: T, key: Key, at_end: bool) -> Option<Child<T>> {
+    match node {
         Node::Leaf(items) => {
             let at = items.partition_point(|t| t.key() < key);
-            reserve_for_one(items, LEAF_MAX);
-            items.insert(at, item);
+            let mut copy = Vec::with_capacity(items.len() + 1);
+            copy.extend_from_slice(&items[..at]);
+            copy.push(item);
+            copy.extend_from_slice(&items[at..]);
+            let (left, right) = build(copy, LEAF_MAX, at_end);
+            *items = left;
+            right.map(|r| Child::summarize(Node::Leaf(r)))
         }
         Node::Inner(children) => {
             let value = u64::from(item.value());
             let i = children
                 .partition_point(|c| c.last < key)
                 .min(children.len() - 1);
-            let split = insert_into(&mut children[i].node, item, key, at_end);
-            let child = &mut children[i];
-            match split {
-                None => {
-                    child.count += 1;
-                    child.sum += value;
-                    child.last = child.last.max(key);
-                }
-                Some(right) => {
-                    child.refresh();
-                    reserve_for_one(children, INNER_MAX);
-                    children.insert(i + 1, right);
-                }
-            }
+            let own = Arc::make_mut(children);
+            let split = insert_into(&mut own[i].node, item, key, at_end);
+            let child = &mut own[i];
+            let Some(right) = split else {
+                child.count += 1;
+                child.sum += value;
+                child.last = child.last.max(key);
+                return None;
+            };
+            child.refresh();
+            let mut copy = Vec::with_capacity(children.len() + 1);
+            copy.extend_from_slice(&children[..=i]);
+            copy.push(right);
+            copy.extend_from_slice(&children[i + 1..]);
+            let (left, right) = build(copy, INNER_MAX, at_end);
+            *children = left;
+            right.map(|r| Child::summarize(Node::Inner(r)))
         }
     }
-    split_if_full(node, at_end)
 }
 
-/// Splits an overflowing node (which the caller owns): halves, or only its last item/child when
-/// the insertion went past the tree's end.
-fn split_if_full<T: Item>(node: &mut Arc<Node<T>>, at_end: bool) -> Option<Child<T>> {
-    if node.len() <= node.capacity_limit() {
-        return None;
-    }
-    let node = Arc::get_mut(node).expect("the writer's own node");
-    let len = node.len();
-    let cut = if at_end { len - 1 } else { len / 2 };
-    let right = match node {
-        Node::Leaf(items) => {
-            let right = items.split_off(cut);
-            items.shrink_to_fit();
-            Node::Leaf(right)
-        }
-        Node::Inner(children) => {
-            let right = children.split_off(cut);
-            children.shrink_to_fit();
-            Node::Inner(right)
-        }
-    };
-    Some(Child::summarize(Arc::new(right)))
-}
-
-/// Removes the item with `key` (which is present) from the subtree at `node`.
-fn remove_from<T: Item>(node: &mut Arc<Node<T>>, key: Key) -> Option<T> {
-    let shared = Arc::get_mut(node).is_none();
-    if shared && let Node::Leaf(items) = &**node {
-        let at = items.binary_search_by(|t| t.key().cmp(&key)).ok()?;
-        let mut copy = Vec::with_capacity(items.len() - 1);
-        copy.extend_from_slice(&items[..at]);
-        copy.extend_from_slice(&items[at + 1..]);
-        let item = items[at].clone();
-        *node = Arc::new(Node::Leaf(copy));
-        return Some(item);
-    }
-    match Arc::make_mut(node) {
+/// Removes the item with `key` from the subtree at `node`; `None` if it is not there.
+fn remove_from<T: Item>(node: &mut Node<T>, key: Key) -> Option<T> {
+    match node {
         Node::Leaf(items) => {
             let at = items.binary_search_by(|t| t.key().cmp(&key)).ok()?;
-            let item = items.remove(at);
-            if items.capacity() > 2 * items.len() + 1 {
-                items.shrink_to_fit();
-            }
+            let item = items[at].clone();
+            let mut copy = Vec::with_capacity(items.len() - 1);
+            copy.extend_from_slice(&items[..at]);
+            copy.extend_from_slice(&items[at + 1..]);
+            *items = copy.into();
             Some(item)
         }
         Node::Inner(children) => {
             let i = children.partition_point(|c| c.last < key);
-            let item = remove_from(&mut children.get_mut(i)?.node, key)?;
-            let child = &mut children[i];
+            let own = Arc::make_mut(children);
+            let child = own.get_mut(i)?;
+            let item = remove_from(&mut child.node, key)?;
             child.count -= 1;
             child.sum -= u64::from(item.value());
-            if child.count == 0 {
-                children.remove(i);
-                return Some(item);
-            }
-            if child.last == key {
+            let empty = child.count == 0;
+            if !empty && child.last == key {
                 child.last = child.node.summary().2;
             }
-            merge_small(children, i);
+            if empty {
+                let mut copy = children.to_vec();
+                copy.remove(i);
+                *children = copy.into();
+            } else {
+                merge_small(children, i);
+            }
             Some(item)
         }
     }
@@ -501,7 +475,7 @@ fn remove_from<T: Item>(node: &mut Arc<Node<T>>, key: Key) -> Option<T> {
 
 /// Merges child `i` into a neighbour when it fell below a quarter of its capacity and both fit
 /// in one node.
-fn merge_small<T: Item>(children: &mut Vec<Child<T>>, i: usize) {
+fn merge_small<T: Item>(children: &mut Arc<[Child<T>]>, i: usize) {
     let len = children[i].node.len();
     let limit = children[i].node.capacity_limit();
     if len >= limit / 4 || children.len() < 2 {
@@ -512,30 +486,38 @@ fn merge_small<T: Item>(children: &mut Vec<Child<T>>, i: usize) {
         return;
     }
     let (left, right) = (i.min(j), i.max(j));
-    let taken = children.remove(right);
-    let target = Arc::make_mut(&mut children[left].node);
-    match (target, &*taken.node) {
-        (Node::Leaf(a), Node::Leaf(b)) => a.extend_from_slice(b),
-        (Node::Inner(a), Node::Inner(b)) => a.extend_from_slice(b),
+    let (a, b) = (&children[left], &children[right]);
+    let node = match (&a.node, &b.node) {
+        (Node::Leaf(x), Node::Leaf(y)) => Node::Leaf(x.iter().chain(y.iter()).cloned().collect()),
+        (Node::Inner(x), Node::Inner(y)) => {
+            Node::Inner(x.iter().chain(y.iter()).cloned().collect())
+        }
         _ => unreachable!("siblings are at the same depth"),
-    }
-    let merged = &mut children[left];
-    merged.count += taken.count;
-    merged.sum += taken.sum;
-    merged.last = taken.last;
+    };
+    let merged = Child {
+        node,
+        count: a.count + b.count,
+        sum: a.sum + b.sum,
+        last: b.last,
+    };
+    let mut copy = Vec::with_capacity(children.len() - 1);
+    copy.extend_from_slice(&children[..left]);
+    copy.push(merged);
+    copy.extend_from_slice(&children[right + 1..]);
+    *children = copy.into();
 }
 
 /// Changes the item with `key` (present) in the subtree at `node`; returns `f`'s result and the
 /// item's value before and after.
 fn update_in<T: Item, R>(
-    node: &mut Arc<Node<T>>,
+    node: &mut Node<T>,
     key: Key,
     f: impl FnOnce(&mut T) -> R,
 ) -> (R, u32, u32) {
-    match Arc::make_mut(node) {
+    match node {
         Node::Leaf(items) => {
             let at = items.partition_point(|t| t.key() < key);
-            let item = &mut items[at];
+            let item = &mut Arc::make_mut(items)[at];
             let old = item.value();
             let result = f(item);
             debug_assert_eq!(item.key(), key, "an update changed the key");
@@ -543,8 +525,9 @@ fn update_in<T: Item, R>(
         }
         Node::Inner(children) => {
             let i = children.partition_point(|c| c.last < key);
-            let (result, old, new) = update_in(&mut children[i].node, key, f);
-            children[i].sum = children[i].sum - u64::from(old) + u64::from(new);
+            let own = Arc::make_mut(children);
+            let (result, old, new) = update_in(&mut own[i].node, key, f);
+            own[i].sum = own[i].sum - u64::from(old) + u64::from(new);
             (result, old, new)
         }
     }
@@ -558,21 +541,21 @@ fn any_in<T: Item>(node: &Node<T>, wanted: &impl Fn(&T) -> bool) -> bool {
 }
 
 fn update_where_in<T: Item>(
-    node: &mut Arc<Node<T>>,
+    node: &mut Node<T>,
     wanted: &impl Fn(&T) -> bool,
     f: &mut impl FnMut(&mut T),
 ) {
     if !any_in(node, wanted) {
         return;
     }
-    match Arc::make_mut(node) {
+    match node {
         Node::Leaf(items) => {
-            for item in items.iter_mut().filter(|t| wanted(t)) {
+            for item in Arc::make_mut(items).iter_mut().filter(|t| wanted(t)) {
                 f(item);
             }
         }
         Node::Inner(children) => {
-            for child in children.iter_mut() {
+            for child in Arc::make_mut(children).iter_mut() {
                 update_where_in(&mut child.node, wanted, f);
             }
         }
@@ -604,7 +587,7 @@ impl<'t, T> Iterator for Iter<'t, T> {
                 let siblings = &mut self.stack[self.depth - 1];
                 if let Some((next, rest)) = siblings.split_first() {
                     *siblings = rest;
-                    break &*next.node;
+                    break &next.node;
                 }
                 self.depth -= 1;
             };
@@ -683,7 +666,7 @@ mod tests {
         match node {
             Node::Leaf(_) => depths.push(depth),
             Node::Inner(children) => {
-                for c in children {
+                for c in children.iter() {
                     assert_eq!((c.count, c.sum, c.last), c.node.summary());
                     walk(&c.node, depth + 1, depths, false);
                 }

@@ -610,9 +610,8 @@ impl Worker {
                 // resolution to the next (an empty vector changes its element lifetime in place).
                 let mut pool_elements: Vec<PoolElement<'_>> = recycle(std::mem::take(views));
                 pool_elements.extend(
-                    selected
-                        .iter()
-                        .map(|&i| snapshot.entry(i as usize))
+                    snapshot
+                        .entries_at(selected)
                         .filter(|e| e.fits(generation))
                         .map(|e| e.view(false)),
                 );
