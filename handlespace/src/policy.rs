@@ -4,7 +4,7 @@
 //!
 //! A pool's members (PEs) live in a persistent tree ([`crate::tree`]) in the order the pool's
 //! policy needs: by static key for the ordered policies (priority, least used and their
-//! variants), by PE identifier otherwise. The tree counts the members and sums their selection
+//! variants), in registration order otherwise. The tree counts the members and sums their selection
 //! values below every node, so each step of a selection is one descent, O(log n) in the pool
 //! size, and a registration changes only the members on one path. What each member contributes
 //! ([`member_key`]) is computed once, when it registers:
@@ -444,7 +444,7 @@ fn inverse(a: u64, m: u64) -> u64 {
 /// rotate lower groups, which RSPLIB leaves in sequence order.
 ///
 /// * **RR** (RFC 5356 §4.1.2): PEs of ranks `cursor % len`, `+1`, … (wrapping), i.e. the head
-///   of the circular list (in PE identifier order) advances by one per resolution (RSPLIB: the
+///   of the circular list (in registration order) advances by one per resolution (RSPLIB: the
 ///   first returned PE gets a new sequence number; identical).
 /// * **WRR** (§4.2.2): each PE owns an interval of its weight's width on `[0, W)`, W the sum
 ///   of the weights; resolution `cursor` takes the PE at `cursor × stride mod W` ([`wrr_stride`]:

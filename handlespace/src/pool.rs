@@ -42,7 +42,8 @@ const NO_TIMER: u64 = u64::MAX;
 #[derive(Debug)]
 #[repr(C)]
 pub(crate) struct Member {
-    /// Static key of ordered policies, else 0 ([`policy::member_key`]).
+    /// Static key of ordered policies ([`policy::member_key`]), else the sequence number of
+    /// its registration in its pool.
     order: u32,
     /// Selection value ([`policy::member_key`]).
     value: u32,
@@ -106,7 +107,7 @@ impl Member {
         &self.entry
     }
 
-    /// The static key of ordered policies (0 for the others).
+    /// The static key of ordered policies (the registration sequence number for the others).
     #[inline]
     pub(crate) fn order(&self) -> u32 {
         self.order
@@ -328,9 +329,12 @@ pub(crate) struct Pool {
     pub policy_type: u32,
     pub shape: TransportShape,
     members: Tree<Member>,
-    /// PE ID to static key, for pools ordered by a static key (to find a member by its ID);
-    /// `None` for pools in identifier order.
-    keys: Option<HashMap<PeId, u32, foldhash::fast::RandomState>>,
+    /// PE ID to the first part of its key ([`Member::order`]), to find a member by its ID.
+    keys: HashMap<PeId, u32, foldhash::fast::RandomState>,
+    /// Pools not ordered by a static key keep their PEs in registration order: the next PE's
+    /// sequence number (its `order`). A new PE then goes to the tree's end, whose path the
+    /// writer has at hand, and a registration storm copies no other leaf.
+    next_seq: Option<u32>,
     /// The version published last (readers find it in the shard's view).
     snapshot: Arc<PoolSnapshot>,
     /// In a batch of changes ([`Pool::stage`]): changes wait for [`Pool::publish_staged`].
@@ -347,7 +351,8 @@ impl Pool {
             policy_type,
             shape,
             members: Tree::default(),
-            keys: ordered.then(HashMap::default),
+            keys: HashMap::default(),
+            next_seq: (!ordered).then_some(0),
             snapshot: Arc::new(PoolSnapshot::new(policy_type, Tree::default(), 0)),
             staged: false,
             dirty: false,
@@ -389,10 +394,7 @@ impl Pool {
     }
 
     fn key_of(&self, id: PeId) -> Option<Key> {
-        match &self.keys {
-            Some(keys) => keys.get(&id).map(|&order| (order, id.0)),
-            None => Some((0, id.0)),
-        }
+        self.keys.get(&id).map(|&order| (order, id.0))
     }
 
     /// The member with PE ID `id`.
@@ -402,12 +404,34 @@ impl Pool {
 
     /// Adds a PE (not in the pool yet) and publishes in `view`.
     pub fn insert(&mut self, entry: PoolElementEntry, meta: PeMeta, view: &ShardView) {
-        let member = Member::new(entry, self.policy_type, meta);
-        if let Some(keys) = &mut self.keys {
-            keys.insert(member.entry.id(), member.order);
+        let mut member = Member::new(entry, self.policy_type, meta);
+        if let Some(seq) = self.next_seq {
+            let seq = if seq == u32::MAX {
+                self.renumber()
+            } else {
+                seq
+            };
+            member.order = seq;
+            self.next_seq = Some(seq + 1);
         }
+        self.keys.insert(member.entry.id(), member.order);
         self.members.insert(member);
         self.changed(view);
+    }
+
+    /// Numbers the PEs of a pool in registration order from 0 again (once in 2^32
+    /// registrations); returns the next sequence number.
+    fn renumber(&mut self) -> u32 {
+        let members: Vec<Member> = self.members.iter().cloned().collect();
+        let next = members.len() as u32;
+        self.members = Tree::default();
+        self.keys.clear();
+        for (seq, mut member) in members.into_iter().enumerate() {
+            member.order = seq as u32;
+            self.keys.insert(member.entry.id(), member.order);
+            self.members.insert(member);
+        }
+        next
     }
 
     /// A re-registration of PE `id` with unchanged attributes: new writer state, degradation
@@ -423,17 +447,19 @@ impl Pool {
     /// degradation counter restarts, RFC 5356 §5.2.2) and publishes in `view`.
     pub fn replace(&mut self, entry: PoolElementEntry, meta: PeMeta, view: &ShardView) {
         let id = entry.id();
-        let member = Member::new(entry, self.policy_type, meta);
+        let mut member = Member::new(entry, self.policy_type, meta);
         let Some(old_key) = self.key_of(id) else {
             return;
         };
+        if self.next_seq.is_some() {
+            // Registration order: it keeps its place.
+            member.order = old_key.0;
+        }
         if member.key() == old_key {
             self.members.update(old_key, |m| *m = member);
         } else {
             self.members.remove(old_key);
-            if let Some(keys) = &mut self.keys {
-                keys.insert(id, member.order);
-            }
+            self.keys.insert(id, member.order);
             self.members.insert(member);
         }
         self.changed(view);
@@ -444,9 +470,7 @@ impl Pool {
     pub fn remove(&mut self, id: PeId, view: &ShardView) -> Option<Member> {
         let key = self.key_of(id)?;
         let member = self.members.remove(key)?;
-        if let Some(keys) = &mut self.keys {
-            keys.remove(&id);
-        }
+        self.keys.remove(&id);
         if self.len() > 0 {
             self.changed(view);
         }
@@ -494,5 +518,42 @@ impl Pool {
         ));
         self.dirty = false;
         view.publish(&self.handle, &self.snapshot);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pool whose registration sequence numbers run out numbers its PEs again, in the same
+    /// order, and finds every one of them.
+    #[test]
+    fn sequence_numbers_wrap_by_renumbering_in_order() {
+        let view = ShardView::default();
+        let ty = rserpool_protocol::policy_type::ROUND_ROBIN;
+        let handle: Arc<[u8]> = (*b"pool").into();
+        let mut pool = Pool::new(
+            Arc::clone(&handle),
+            ty,
+            TransportShape {
+                parameter_type: 0,
+                transport_use: 0,
+            },
+        );
+        pool.next_seq = Some(u32::MAX - 2);
+        let ids: Vec<u64> = vec![9, 3, 7, 1, 5];
+        for &id in &ids {
+            let member = Member::for_test(id, rserpool_protocol::Policy::RoundRobin, ty);
+            pool.insert(member.entry.clone(), member.meta(), &view);
+        }
+        let order: Vec<u64> = pool.members().map(|m| m.entry().id().0).collect();
+        assert_eq!(order, ids, "registration order kept across the renumbering");
+        for &id in &ids {
+            assert_eq!(pool.get(PeId(id)).map(|m| m.entry().id().0), Some(id));
+        }
+        assert!(
+            pool.next_seq.is_some_and(|s| s < 10),
+            "numbered from 0 again"
+        );
     }
 }

@@ -25,7 +25,8 @@
 use std::sync::Arc;
 
 /// The order of items: (static key, PE identifier). Pools whose policy is not ordered by a key
-/// use 0 as the static key, so their PEs go in identifier order.
+/// use the registration's sequence number as the static key, so their PEs go in registration
+/// order.
 pub(crate) type Key = (u32, u64);
 
 /// What the tree needs of an item.
