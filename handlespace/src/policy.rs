@@ -2,12 +2,12 @@
 //!
 //! # Model
 //!
-//! A pool's members (PEs) live in a persistent tree ([`crate::tree`]) in the order the pool's
+//! A pool's members (PEs) live in a persistent tree (the crate's `tree` module) in the order the pool's
 //! policy needs: by static key for the ordered policies (priority, least used and their
 //! variants), in registration order otherwise. The tree counts the members and sums their selection
 //! values below every node, so each step of a selection is one descent, O(log n) in the pool
 //! size, and a registration changes only the members on one path. What each member contributes
-//! ([`member_key`]) is computed once, when it registers:
+//! (`member_key`) is computed once, when it registers:
 //!
 //! * the static key of the ordered policies and the value of the weighted ones (weight, or the
 //!   value of a randomized least-used policy at degradation 0);
@@ -91,7 +91,7 @@ pub const fn uses_degradation(policy_type: u32) -> bool {
     )
 }
 
-/// Registrar-wide selection settings, fixed when a [`SelectionIndex`] is built.
+/// Registrar-wide selection settings, passed to every selection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct SelectionConfig {
     /// How many of the returned PEs (the first ones, in result order) get their degradation

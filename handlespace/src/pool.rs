@@ -525,6 +525,14 @@ impl Pool {
 mod tests {
     use super::*;
 
+    /// The leaf size is chosen for this member size (`tree::LEAF_MAX`): a full leaf fills
+    /// mimalloc's 3 072-byte size class.
+    #[test]
+    fn a_full_leaf_of_members_fits_the_allocator_size_class_it_was_chosen_for() {
+        let leaf = crate::tree::LEAF_MAX * std::mem::size_of::<Member>() + 16;
+        assert!((3_000..=3_072).contains(&leaf), "{leaf} bytes");
+    }
+
     /// A pool whose registration sequence numbers run out numbers its PEs again, in the same
     /// order, and finds every one of them.
     #[test]
