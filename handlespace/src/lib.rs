@@ -9,6 +9,7 @@
 
 pub mod entry;
 pub mod error;
+pub mod idmap;
 pub mod mailbox;
 pub mod policy;
 mod pool;

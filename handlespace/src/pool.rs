@@ -2,13 +2,13 @@
 //! and the published, immutable version that handle resolutions read (RFC 5352 §3.1 pool rules,
 //! RFC 5356 selection through [`crate::policy`]).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use rserpool_protocol::PeId;
 
 use crate::entry::{Millis, PoolElementEntry, TransportShape};
+use crate::idmap::IdMap;
 use crate::policy::{self, SelectionConfig, SelectionState};
 use crate::rng::Rng;
 use crate::shard::ShardView;
@@ -330,7 +330,7 @@ pub(crate) struct Pool {
     pub shape: TransportShape,
     members: Tree<Member>,
     /// PE ID to the first part of its key ([`Member::order`]), to find a member by its ID.
-    keys: HashMap<PeId, u32, foldhash::fast::RandomState>,
+    keys: IdMap<PeId, u32>,
     /// Pools not ordered by a static key keep their PEs in registration order: the next PE's
     /// sequence number (its `order`). A new PE then goes to the tree's end, whose path the
     /// writer has at hand, and a registration storm copies no other leaf.
@@ -351,7 +351,7 @@ impl Pool {
             policy_type,
             shape,
             members: Tree::default(),
-            keys: HashMap::default(),
+            keys: IdMap::default(),
             next_seq: (!ordered).then_some(0),
             snapshot: Arc::new(PoolSnapshot::new(policy_type, Tree::default(), 0)),
             staged: false,

@@ -3,7 +3,8 @@
 //! is awaited, when that ack is overdue.
 //!
 //! Compact, since a carrier's registrar monitors millions of PEs: one map per association from
-//! (PE ID, interned pool handle) to a single word of state, about 24 bytes per PE, and one sweep
+//! (PE ID, interned pool handle) to a single word of state (an [`IdMap`], 24 bytes a slot and
+//! about 34 per PE), and one sweep
 //! timer per association instead of a timer per PE. The worker sweeps an association every
 //! [`sweep_period`]; a keep-alive or a timeout is acted on at the first sweep at or after its
 //! time, so up to one period late.
@@ -11,6 +12,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use rserpool_handlespace::idmap::{IdKey, IdMap};
 use rserpool_handlespace::{AssociationId, Millis, PeId};
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
@@ -29,9 +31,16 @@ struct Key {
     handle: u32,
 }
 
+impl IdKey for Key {
+    const EMPTY: Self = Self {
+        pe_id: PeId(0),
+        handle: 0,
+    };
+}
+
 /// The top bit: a keep-alive was sent and its ack is awaited; the other bits: the time (ms) the
 /// next keep-alive is due or, while awaiting, the ack is overdue.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 struct State(u64);
 
 impl State {
@@ -57,7 +66,7 @@ impl State {
 /// The monitored PEs of one association.
 #[derive(Debug, Default)]
 struct Monitored {
-    pes: FastMap<Key, State>,
+    pes: IdMap<Key, State>,
     /// A sweep timer is armed (kept while it is, even without PEs, so that one timer runs per
     /// association).
     sweeping: bool,
@@ -209,7 +218,7 @@ impl Monitor {
         self.key(pool_handle, pe_id).is_some_and(|key| {
             self.associations
                 .get(&association)
-                .is_some_and(|m| m.pes.contains_key(&key))
+                .is_some_and(|m| m.pes.get(&key).is_some())
         })
     }
 
@@ -265,18 +274,20 @@ impl Monitor {
         };
         let mut due = Vec::new();
         let mut gone = Vec::new();
-        monitored.pes.retain(|key, state| {
+        for (key, state) in monitored.pes.iter_mut() {
             if state.at() > now {
-                return true;
+                continue;
             }
             if state.awaiting() {
                 gone.push(*key);
-                return false;
+                continue;
             }
             *state = State::awaiting_until(now + timeout);
             due.push(Due::KeepAlive(self.handles.get(key.handle), key.pe_id));
-            true
-        });
+        }
+        for key in &gone {
+            monitored.pes.remove(key);
+        }
         let left = !monitored.pes.is_empty();
         if !left {
             self.associations.remove(&association);
@@ -295,7 +306,7 @@ impl Monitor {
             return Vec::new();
         };
         let mut pes = Vec::with_capacity(monitored.pes.len());
-        for key in monitored.pes.into_keys() {
+        for (&key, _) in monitored.pes.iter() {
             pes.push((self.handles.get(key.handle), key.pe_id));
             self.handles.release(key.handle);
             self.len -= 1;
