@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rserpool_handlespace::mailbox::Mailbox;
 use rserpool_handlespace::{AssociationId, Millis, PinnedReader};
 use rserpool_protocol::{PPID_ASAP, PPID_ENRP};
 
@@ -81,8 +82,7 @@ pub(super) struct LoopState {
     sctp: FastMap<(usize, SctpAssocId), AssociationId>,
     /// Per listener: when it was last checked for SCTP peers that stopped reading.
     stall_checks: Vec<Option<Millis>>,
-    /// Per worker: forwards its full mailbox refused, in order, posted before any newer one.
-    backlog: Vec<VecDeque<Forward>>,
+    backlog: Backlog<Forward>,
     wake: Vec<bool>,
     buf: Vec<u8>,
     config: Arc<CoreConfig>,
@@ -123,7 +123,7 @@ impl LoopState {
             sctp_connects: Vec::new(),
             sctp: HashMap::default(),
             stall_checks,
-            backlog: (0..workers).map(|_| VecDeque::new()).collect(),
+            backlog: Backlog::new(workers),
             wake: vec![false; workers],
             buf: vec![0; largest.max(64) + 64],
             config,
@@ -146,7 +146,7 @@ impl LoopState {
         if !self.shared.mailboxes[self.worker.index()].is_empty() {
             return Duration::ZERO;
         }
-        if self.backlog.iter().any(|b| !b.is_empty()) {
+        if !self.backlog.is_empty() {
             return Duration::from_millis(1);
         }
         let now = self.shared.now();
@@ -571,7 +571,7 @@ impl LoopState {
     /// be cleared in the middle of a turn.
     pub fn keep_forwards(&mut self) {
         for (to, f) in self.out.take_forwards() {
-            self.backlog[to].push_back(f);
+            self.backlog.keep(to, f);
         }
     }
 
@@ -580,28 +580,9 @@ impl LoopState {
     /// is not tried again this turn: the cost is the forwards posted plus the new ones, however
     /// long the backlog (a storm of registrations for another worker's shard).
     pub fn post_forwards(&mut self) {
-        for (to, backlog) in self.backlog.iter_mut().enumerate() {
-            while let Some(f) = backlog.pop_front() {
-                match self.shared.mailboxes[to].post(f) {
-                    Ok(()) => self.wake[to] = true,
-                    Err(f) => {
-                        backlog.push_front(f);
-                        break;
-                    }
-                }
-            }
-        }
-        for (to, f) in self.out.take_forwards() {
-            let backlog = &mut self.backlog[to];
-            if !backlog.is_empty() {
-                backlog.push_back(f);
-                continue;
-            }
-            match self.shared.mailboxes[to].post(f) {
-                Ok(()) => self.wake[to] = true,
-                Err(f) => backlog.push_back(f),
-            }
-        }
+        let forwards = self.out.take_forwards();
+        self.backlog
+            .post(&self.shared.mailboxes, forwards, &mut self.wake);
         for (to, wake) in self.wake.iter_mut().enumerate() {
             if std::mem::take(wake) {
                 self.shared.wakers[to].wake();
@@ -718,5 +699,97 @@ pub(super) fn label(transport: Transport) -> TransportLabel {
         Transport::Tcp => TransportLabel::Tcp,
         Transport::Mptcp => TransportLabel::Mptcp,
         Transport::Udp => TransportLabel::Udp,
+    }
+}
+
+/// Per receiving worker, the forwards its full mailbox refused, in order: posted before any newer
+/// one, and a refusing mailbox is not tried again in the same turn, so a long backlog (a storm
+/// of registrations for another worker's shard) costs only what is posted.
+#[derive(Debug)]
+struct Backlog<T> {
+    waiting: Vec<VecDeque<T>>,
+}
+
+impl<T> Backlog<T> {
+    fn new(workers: usize) -> Self {
+        Self {
+            waiting: (0..workers).map(|_| VecDeque::new()).collect(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.waiting.iter().all(VecDeque::is_empty)
+    }
+
+    /// Keeps a forward for the next [`Self::post`].
+    fn keep(&mut self, to: usize, forward: T) {
+        self.waiting[to].push_back(forward);
+    }
+
+    /// Posts what waits, then `forwards` (receiver, forward), in order per receiver; keeps what
+    /// a full mailbox refuses. Sets `wake[to]` for each receiver that got something.
+    fn post(
+        &mut self,
+        mailboxes: &[Mailbox<T>],
+        forwards: impl IntoIterator<Item = (usize, T)>,
+        wake: &mut [bool],
+    ) {
+        for (to, waiting) in self.waiting.iter_mut().enumerate() {
+            while let Some(f) = waiting.pop_front() {
+                match mailboxes[to].post(f) {
+                    Ok(()) => wake[to] = true,
+                    Err(f) => {
+                        waiting.push_front(f);
+                        break;
+                    }
+                }
+            }
+        }
+        for (to, f) in forwards {
+            let waiting = &mut self.waiting[to];
+            if !waiting.is_empty() {
+                waiting.push_back(f);
+                continue;
+            }
+            match mailboxes[to].post(f) {
+                Ok(()) => wake[to] = true,
+                Err(f) => waiting.push_back(f),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A receiver's forwards arrive in the order they were sent, whatever its mailbox refused;
+    /// a full mailbox takes nothing more in the turn; another receiver is not held up.
+    #[test]
+    fn forwards_refused_by_a_full_mailbox_keep_their_order_and_hold_up_no_one_else() {
+        let mailboxes: Vec<Mailbox<u32>> = vec![Mailbox::new(2), Mailbox::new(100)];
+        let mut backlog = Backlog::new(2);
+        let mut wake = [false; 2];
+        backlog.post(
+            &mailboxes,
+            (0..5).map(|i| (0, i)).chain([(1, 100)]),
+            &mut wake,
+        );
+        assert_eq!(wake, [true, true]);
+        assert!(!backlog.is_empty());
+        let mut got = Vec::new();
+        mailboxes[0].drain(1, |f| got.push(f));
+        // Room for one: the oldest waiting goes first, the new one waits behind the rest.
+        backlog.post(&mailboxes, [(0, 5)], &mut wake);
+        mailboxes[0].drain(100, |f| got.push(f));
+        backlog.post(&mailboxes, [], &mut wake);
+        mailboxes[0].drain(100, |f| got.push(f));
+        backlog.post(&mailboxes, [], &mut wake);
+        mailboxes[0].drain(100, |f| got.push(f));
+        assert_eq!(got, [0, 1, 2, 3, 4, 5]);
+        assert!(backlog.is_empty());
+        let mut other = Vec::new();
+        mailboxes[1].drain(100, |f| other.push(f));
+        assert_eq!(other, [100]);
     }
 }
