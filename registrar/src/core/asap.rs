@@ -736,7 +736,9 @@ impl Worker {
         // Every ack received is counted, also one for a PE that left meanwhile.
         self.metrics.keep_alive_ack();
         let next = now + self.keep_alive_delay();
-        if !self.monitor.ack(association, pool_handle, pe_id, next) {
+        // Only a PE with unreachable reports needs the shard owner to hear of the ack: with a
+        // million PEs, a forward per ack would be 200 000 forwards a second.
+        if self.monitor.ack(association, pool_handle, pe_id, next) != Some(true) {
             return;
         }
         self.route(
@@ -763,6 +765,23 @@ impl Worker {
             self.shard
                 .report_unreachable(pool_handle, pe_id, self.config.max_bad_pe_reports)
         else {
+            // Counted (reports are rare): a keep-alive ack clears the count, so the
+            // association's worker learns that this PE's next ack matters.
+            if let Some(association) = self
+                .shard
+                .entry(pool_handle, pe_id)
+                .and_then(|e| e.association)
+            {
+                self.deliver(
+                    Forward::Reported {
+                        association,
+                        pool_handle: pool_handle.into(),
+                        pe_id,
+                    },
+                    now,
+                    out,
+                );
+            }
             return;
         };
         self.metrics.pe_removed(RemovalReason::Unreachable);

@@ -38,28 +38,35 @@ impl IdKey for Key {
     };
 }
 
-/// The top bit: a keep-alive was sent and its ack is awaited; the other bits: the time (ms) the
-/// next keep-alive is due or, while awaiting, the ack is overdue.
+/// The top bit: a keep-alive was sent and its ack is awaited; the next: the shard owner counted
+/// unreachable reports of the PE since its last ack; the other bits: the time (ms) the next
+/// keep-alive is due or, while awaiting, the ack is overdue.
 #[derive(Clone, Copy, Debug, Default)]
 struct State(u64);
 
 impl State {
     const AWAITING: u64 = 1 << 63;
+    const REPORTED: u64 = 1 << 62;
+    const TIME: u64 = Self::REPORTED - 1;
 
-    fn quiet_until(at: Millis) -> Self {
-        Self(at & !Self::AWAITING)
+    fn quiet_until(self, at: Millis) -> Self {
+        Self((at & Self::TIME) | (self.0 & Self::REPORTED))
     }
 
-    fn awaiting_until(at: Millis) -> Self {
-        Self((at & !Self::AWAITING) | Self::AWAITING)
+    fn awaiting_until(self, at: Millis) -> Self {
+        Self((at & Self::TIME) | (self.0 & Self::REPORTED) | Self::AWAITING)
     }
 
     fn at(self) -> Millis {
-        self.0 & !Self::AWAITING
+        self.0 & Self::TIME
     }
 
     fn awaiting(self) -> bool {
         self.0 & Self::AWAITING != 0
+    }
+
+    fn reported(self) -> bool {
+        self.0 & Self::REPORTED != 0
     }
 }
 
@@ -171,7 +178,7 @@ impl Monitor {
                 .get_mut(&association)
                 .and_then(|m| m.pes.get_mut(&key))
         {
-            *state = State::quiet_until(quiet_until);
+            *state = state.quiet_until(quiet_until);
             return false;
         }
         let key = Key {
@@ -179,7 +186,9 @@ impl Monitor {
             handle: self.handles.acquire(pool_handle),
         };
         let monitored = self.associations.entry(association).or_default();
-        monitored.pes.insert(key, State::quiet_until(quiet_until));
+        monitored
+            .pes
+            .insert(key, State::default().quiet_until(quiet_until));
         self.len += 1;
         !std::mem::replace(&mut monitored.sweeping, true)
     }
@@ -234,28 +243,38 @@ impl Monitor {
         self.len
     }
 
-    /// RFC 5352 §3.4: the PE acked; its next keep-alive is due at `next`. Returns whether the
-    /// PE is monitored.
+    /// RFC 5352 §3.4: the PE acked; its next keep-alive is due at `next`. Returns `None` if
+    /// the PE is not monitored, else whether unreachable reports were counted since its last
+    /// ack (cleared now: the caller tells the shard owner).
     pub(super) fn ack(
         &mut self,
         association: AssociationId,
         pool_handle: &[u8],
         pe_id: PeId,
         next: Millis,
-    ) -> bool {
-        let Some(key) = self.key(pool_handle, pe_id) else {
-            return false;
-        };
-        match self
-            .associations
-            .get_mut(&association)
-            .and_then(|m| m.pes.get_mut(&key))
+    ) -> Option<bool> {
+        let key = self.key(pool_handle, pe_id)?;
+        let state = self.associations.get_mut(&association)?.pes.get_mut(&key)?;
+        let reported = state.reported();
+        *state = State::default().quiet_until(next);
+        Some(reported)
+    }
+
+    /// The shard owner counted an unreachable report of a monitored PE: its next ack is passed
+    /// on ([`Self::ack`]).
+    pub(super) fn mark_reported(
+        &mut self,
+        association: AssociationId,
+        pool_handle: &[u8],
+        pe_id: PeId,
+    ) {
+        if let Some(key) = self.key(pool_handle, pe_id)
+            && let Some(state) = self
+                .associations
+                .get_mut(&association)
+                .and_then(|m| m.pes.get_mut(&key))
         {
-            Some(state) => {
-                *state = State::quiet_until(next);
-                true
-            }
-            None => false,
+            state.0 |= State::REPORTED;
         }
     }
 
@@ -282,7 +301,7 @@ impl Monitor {
                 gone.push(*key);
                 continue;
             }
-            *state = State::awaiting_until(now + timeout);
+            *state = state.awaiting_until(now + timeout);
             due.push(Due::KeepAlive(self.handles.get(key.handle), key.pe_id));
         }
         for key in &gone {
@@ -338,7 +357,7 @@ mod tests {
         assert_eq!(due.len(), 2);
         assert!(due.iter().all(|d| matches!(d, Due::KeepAlive(..))));
         // PE 7 acks, PE 8 does not.
-        assert!(m.ack(a(1), b"pool", PeId(7), 1_000));
+        assert_eq!(m.ack(a(1), b"pool", PeId(7), 1_000), Some(false));
         let (due, left) = m.sweep(a(1), 150, 50);
         assert!(left);
         assert!(
@@ -359,7 +378,11 @@ mod tests {
         assert!(!m.track(a(1), b"pool", PeId(7), 500));
         assert!(m.sweep(a(1), 200, 50).0.is_empty());
         m.track(a(2), b"pool", PeId(7), 100);
-        assert!(!m.ack(a(2), b"pool", PeId(9), 0), "unknown PE");
+        assert_eq!(m.ack(a(2), b"pool", PeId(9), 0), None, "unknown PE");
+        // A report makes the next ack count, once.
+        m.mark_reported(a(2), b"pool", PeId(7));
+        assert_eq!(m.ack(a(2), b"pool", PeId(7), 0), Some(true));
+        assert_eq!(m.ack(a(2), b"pool", PeId(7), 0), Some(false));
         let mut closed = m.close(a(1));
         closed.extend(m.close(a(2)));
         assert_eq!(closed.len(), 2);

@@ -355,7 +355,8 @@ pub enum Forward {
         /// Why.
         reason: RemovalReason,
     },
-    /// A PE answered a keep-alive (to the shard owner).
+    /// A PE with unreachable reports answered a keep-alive (to the shard owner, which clears
+    /// the reports).
     Refresh {
         /// The pool.
         pool_handle: Box<[u8]>,
@@ -364,6 +365,16 @@ pub enum Forward {
     },
     /// A PU reported a PE unreachable (to the shard owner).
     Unreachable {
+        /// The pool.
+        pool_handle: Box<[u8]>,
+        /// The PE.
+        pe_id: PeId,
+    },
+    /// The shard owner counted an unreachable report of a PE registered over `association`
+    /// (to the association's worker, whose next keep-alive ack of the PE then clears it).
+    Reported {
+        /// The PE's association.
+        association: AssociationId,
         /// The pool.
         pool_handle: Box<[u8]>,
         /// The PE.
@@ -787,6 +798,11 @@ impl Worker {
             Forward::Unreachable { pool_handle, pe_id } => {
                 self.apply_unreachable(&pool_handle, pe_id, now, out)
             }
+            Forward::Reported {
+                association,
+                pool_handle,
+                pe_id,
+            } => self.monitor.mark_reported(association, &pool_handle, pe_id),
             Forward::Registered {
                 association,
                 pool_handle,
@@ -856,12 +872,13 @@ impl Worker {
         self.send_to(owner, forward, now, out);
     }
 
-    /// Sends a completion to the worker holding `association`.
+    /// Sends a completion (or news of a PE) to the worker holding `association`.
     fn deliver(&mut self, forward: Forward, now: Millis, out: &mut Output) {
         let association = match &forward {
             Forward::Registered { association, .. }
             | Forward::Deregistered { association, .. }
-            | Forward::Forget { association, .. } => *association,
+            | Forward::Forget { association, .. }
+            | Forward::Reported { association, .. } => *association,
             _ => unreachable!("only completions are delivered"),
         };
         self.send_to(worker_of(association), forward, now, out);

@@ -625,6 +625,47 @@ fn pa17_unreachable_reports_remove_the_pe_at_the_threshold() {
     );
 }
 
+/// A keep-alive ack clears a PE's unreachable reports, also when the PE's shard and its
+/// association are on different workers (the shard owner tells the association's worker, whose
+/// next ack of that PE, and only that one, goes back).
+#[test]
+fn pa17_a_keep_alive_ack_clears_the_unreachable_reports() {
+    for workers in [1, 3] {
+        let mut pr = cluster(workers);
+        let pe = pr.open(0, info(Generation::Rfc), 0);
+        let pu = pr.open(workers - 1, info(Generation::Rfc), 0);
+        pr.message(pe, &registration(b"u", 1, Policy::RoundRobin), 0);
+        let report = encode(
+            &AsapMessage::EndpointUnreachable {
+                pool_handle: PoolHandle(b"u"),
+                pe_id: PeId(1),
+            },
+            Generation::Rfc,
+        );
+        let found = |pr: &mut Cluster| {
+            resolved(&pr.message(pu, &resolution(b"u", Some(9)), 1)).map_or(0, |r| r.0.len())
+        };
+        for _ in 0..2 {
+            pr.message(pu, &report, 1);
+        }
+        pr.message(pe, &ack(b"u", 1), 1);
+        for _ in 0..2 {
+            pr.message(pu, &report, 1);
+        }
+        assert_eq!(
+            found(&mut pr),
+            1,
+            "{workers} workers: the ack cleared the count"
+        );
+        pr.message(pu, &report, 1);
+        assert_eq!(
+            found(&mut pr),
+            0,
+            "{workers} workers: the third report since the ack"
+        );
+    }
+}
+
 #[test]
 fn pa18_closing_an_association_removes_its_pes_in_every_shard() {
     let mut pr = cluster(4);
