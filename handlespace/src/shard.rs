@@ -893,10 +893,10 @@ mod tests {
         }
     }
 
-    /// Pools switch from scanning to an ID map past 16 PEs; lookups, updates and removals must
-    /// stay right on both sides of the switch.
+    /// A pool past one tree leaf (19 PEs): lookups, updates, removals and the unreachable
+    /// count stay right while it splits and merges leaves.
     #[test]
-    fn lookups_stay_right_when_a_pool_grows_past_the_scan_limit() {
+    fn lookups_stay_right_when_a_pool_grows_past_one_leaf() {
         let mut shard = Shard::new(Limits::default());
         let h = b"big";
         for id in 1..=40 {

@@ -93,7 +93,7 @@ fn handles(prefix: &str, n: usize) -> Vec<Vec<u8>> {
 const K: usize = 6;
 
 /// The policies churned pools use; all weights are positive, so every resolution returns
-/// `min(items, len)` PEs (`SelectionIndex::select`: fewer only for weight 0).
+/// `min(items, len)` PEs (selection returns fewer only for weight 0).
 const POLICIES: usize = 6;
 
 fn churn_policy(kind: usize, value: u32) -> Policy {
