@@ -17,7 +17,7 @@ use rserpool_protocol::{
 };
 
 use super::encoded::{EncodedPools, Part};
-use super::keepalive::Due;
+use super::keepalive::{Due, NextSweep, SWEEP_BUDGET};
 use super::{
     Forward, Output, RFC_MAX_POOL_HANDLE, RegisterRequest, Target, Worker, encode_into, jitter,
 };
@@ -671,9 +671,12 @@ impl Worker {
         now: Millis,
         out: &mut Output,
     ) {
-        let (due, again) = self
-            .monitor
-            .sweep(association, now, self.config.keep_alive_timeout);
+        let (due, next) = self.monitor.sweep(
+            association,
+            now,
+            self.config.keep_alive_timeout,
+            SWEEP_BUDGET,
+        );
         let generation = self
             .associations
             .get(&association)
@@ -719,8 +722,13 @@ impl Worker {
                 }
             }
         }
-        if again {
-            self.arm_keep_alive_sweep(association, now);
+        match next {
+            NextSweep::Soon => {
+                self.timers
+                    .arm(now + 1, super::CoreTimer::KeepAliveSweep(association));
+            }
+            NextSweep::Later => self.arm_keep_alive_sweep(association, now),
+            NextSweep::Done => {}
         }
     }
 

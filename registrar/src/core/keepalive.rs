@@ -24,6 +24,22 @@ pub(super) fn sweep_period(interval: Millis, timeout: Millis) -> Millis {
     (interval.min(timeout) / 8).max(1)
 }
 
+/// Most keep-alives and timeouts one sweep of an association acts on; what is left waits for the
+/// next millisecond's sweep, so that an association of tens of thousands of PEs does not put a
+/// burst of megabytes in one loop turn's output (which the output buffers would keep).
+pub(super) const SWEEP_BUDGET: usize = 1024;
+
+/// When an association needs its next sweep.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum NextSweep {
+    /// More is due now (the sweep's budget ran out): in a millisecond.
+    Soon,
+    /// After the sweep period.
+    Later,
+    /// Never: no PE is monitored on it any more.
+    Done,
+}
+
 /// A monitored PE: its ID and its pool handle's index in [`Handles`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct Key {
@@ -279,23 +295,28 @@ impl Monitor {
     }
 
     /// Visits the PEs of `association`: a PE whose keep-alive is due at `now` gets one (its ack
-    /// is then awaited until `now + timeout`), a PE whose ack is overdue is no longer monitored.
-    /// Returns what is due and whether the association still has monitored PEs (the caller
-    /// arms the next sweep; without, the association's sweeps end).
+    /// is then awaited until `now + timeout`), a PE whose ack is overdue is no longer monitored;
+    /// at most `budget` of them. Returns what is due and when to sweep again.
     pub(super) fn sweep(
         &mut self,
         association: AssociationId,
         now: Millis,
         timeout: Millis,
-    ) -> (Vec<Due>, bool) {
+        budget: usize,
+    ) -> (Vec<Due>, NextSweep) {
         let Some(monitored) = self.associations.get_mut(&association) else {
-            return (Vec::new(), false);
+            return (Vec::new(), NextSweep::Done);
         };
         let mut due = Vec::new();
         let mut gone = Vec::new();
+        let mut more = false;
         for (key, state) in monitored.pes.iter_mut() {
             if state.at() > now {
                 continue;
+            }
+            if due.len() + gone.len() == budget {
+                more = true;
+                break;
             }
             if state.awaiting() {
                 gone.push(*key);
@@ -307,16 +328,20 @@ impl Monitor {
         for key in &gone {
             monitored.pes.remove(key);
         }
-        let left = !monitored.pes.is_empty();
-        if !left {
+        let next = if monitored.pes.is_empty() {
             self.associations.remove(&association);
-        }
+            NextSweep::Done
+        } else if more {
+            NextSweep::Soon
+        } else {
+            NextSweep::Later
+        };
         for key in gone {
             due.push(Due::TimedOut(self.handles.get(key.handle), key.pe_id));
             self.handles.release(key.handle);
             self.len -= 1;
         }
-        (due, left)
+        (due, next)
     }
 
     /// Stops monitoring every PE of a closed association and returns them.
@@ -351,15 +376,19 @@ mod tests {
             "the sweep is armed already"
         );
         assert_eq!(m.len(), 2);
-        let (due, left) = m.sweep(a(1), 99, 50);
-        assert!(due.is_empty() && left);
-        let (due, _) = m.sweep(a(1), 100, 50);
-        assert_eq!(due.len(), 2);
+        let (due, next) = m.sweep(a(1), 99, 50, SWEEP_BUDGET);
+        assert!(due.is_empty() && next == NextSweep::Later);
+        // A budget of one: one keep-alive now, the other at the next sweep, soon.
+        let (mut due, next) = m.sweep(a(1), 100, 50, 1);
+        assert_eq!((due.len(), next), (1, NextSweep::Soon));
+        let (rest, next) = m.sweep(a(1), 100, 50, 1);
+        assert_eq!((rest.len(), next), (1, NextSweep::Later));
+        due.extend(rest);
         assert!(due.iter().all(|d| matches!(d, Due::KeepAlive(..))));
         // PE 7 acks, PE 8 does not.
         assert_eq!(m.ack(a(1), b"pool", PeId(7), 1_000), Some(false));
-        let (due, left) = m.sweep(a(1), 150, 50);
-        assert!(left);
+        let (due, next) = m.sweep(a(1), 150, 50, SWEEP_BUDGET);
+        assert_eq!(next, NextSweep::Later);
         assert!(
             matches!(&due[..], [Due::TimedOut(h, PeId(8))] if &h[..] == b"other"),
             "{due:?}"
@@ -373,10 +402,10 @@ mod tests {
     fn a_re_registration_restarts_the_cycle_and_closing_returns_every_pe() {
         let mut m = Monitor::default();
         m.track(a(1), b"pool", PeId(7), 100);
-        m.sweep(a(1), 100, 50);
+        m.sweep(a(1), 100, 50, SWEEP_BUDGET);
         // Re-registered while the ack was awaited: quiet again, no timeout.
         assert!(!m.track(a(1), b"pool", PeId(7), 500));
-        assert!(m.sweep(a(1), 200, 50).0.is_empty());
+        assert!(m.sweep(a(1), 200, 50, SWEEP_BUDGET).0.is_empty());
         m.track(a(2), b"pool", PeId(7), 100);
         assert_eq!(m.ack(a(2), b"pool", PeId(9), 0), None, "unknown PE");
         // A report makes the next ack count, once.
@@ -402,8 +431,11 @@ mod tests {
         // The armed sweep still runs: a new PE does not ask for a second timer.
         assert!(!m.track(a(1), b"pool", PeId(8), 100));
         assert!(m.untrack(a(1), b"pool", PeId(8)));
-        let (due, left) = m.sweep(a(1), 50, 10);
-        assert!(due.is_empty() && !left, "no PEs: the sweeps end");
+        let (due, next) = m.sweep(a(1), 50, 10, SWEEP_BUDGET);
+        assert!(
+            due.is_empty() && next == NextSweep::Done,
+            "no PEs: the sweeps end"
+        );
         assert!(
             m.track(a(1), b"pool", PeId(9), 100),
             "a new sweep is needed"
