@@ -510,8 +510,10 @@ fn bands(shared: &Shared) -> Vec<(u64, Option<f64>)> {
                 0 => None,
                 n => Some(n - 1),
             };
+            // Client threads record the tenths' ends independently, so the end of a tenth may
+            // be noted a little before the end of the tenth before it: that counts as no time.
             let seconds = match (previous, end) {
-                (Some(from), Some(to)) if pes > 0 => Some((to - from) as f64 / 1e9),
+                (Some(from), Some(to)) if pes > 0 => Some(to.saturating_sub(from) as f64 / 1e9),
                 _ => None,
             };
             if pes > 0 {
