@@ -581,9 +581,14 @@ impl Chosen {
     }
 }
 
-/// WRR: the golden walk (see [`select`]). Later PEs take the walk's next points, scaled onto
-/// the weights not chosen yet.
-fn select_wrr(members: &Tree<Member>, stride: u64, cursor: u64, out: &mut [u32]) -> usize {
+/// Draws up to `out.len()` distinct members without replacement: `pick(j, remaining, chosen)`
+/// picks the `j`-th, by a point of the `remaining` values not chosen yet (`chosen.skip` maps it
+/// onto the whole sum for [`Tree::locate`]). Stops early when nothing of value is left.
+fn without_replacement<'m>(
+    members: &'m Tree<Member>,
+    out: &mut [u32],
+    mut pick: impl FnMut(usize, u64, &Chosen) -> (usize, u64, &'m Member),
+) -> usize {
     let total = members.total();
     let mut chosen = Chosen::new();
     for (j, o) in out.iter_mut().enumerate() {
@@ -591,31 +596,31 @@ fn select_wrr(members: &Tree<Member>, stride: u64, cursor: u64, out: &mut [u32])
         if remaining == 0 {
             return j;
         }
-        let step = u128::from(cursor.wrapping_add(j as u64) % total);
-        let point = step * u128::from(stride) % u128::from(total);
-        let x = (point * u128::from(remaining) / u128::from(total)) as u64;
-        let (rank, start, member) = members.locate(chosen.skip(x));
+        let (rank, start, member) = pick(j, remaining, &chosen);
         chosen.insert(start, u64::from(member.value()));
         *o = rank as u32;
     }
     out.len()
 }
 
+/// WRR: the golden walk (see [`select`]). Later PEs take the walk's next points, scaled onto
+/// the weights not chosen yet.
+fn select_wrr(members: &Tree<Member>, stride: u64, cursor: u64, out: &mut [u32]) -> usize {
+    let total = u128::from(members.total());
+    without_replacement(members, out, |j, remaining, chosen| {
+        let step = u128::from(cursor.wrapping_add(j as u64)) % total;
+        let point = step * u128::from(stride) % total;
+        let x = (point * u128::from(remaining) / total) as u64;
+        members.locate(chosen.skip(x))
+    })
+}
+
 /// Static weighted draws without replacement: each draw is uniform over the values not chosen
 /// yet.
 fn draw(members: &Tree<Member>, rng: &mut Rng, out: &mut [u32]) -> usize {
-    let total = members.total();
-    let mut chosen = Chosen::new();
-    for (k, o) in out.iter_mut().enumerate() {
-        let remaining = total - chosen.mass;
-        if remaining == 0 {
-            return k;
-        }
-        let (rank, start, member) = members.locate(chosen.skip(rng.below(remaining)));
-        chosen.insert(start, u64::from(member.value()));
-        *o = rank as u32;
-    }
-    out.len()
+    without_replacement(members, out, |_, remaining, chosen| {
+        members.locate(chosen.skip(rng.below(remaining)))
+    })
 }
 
 /// RLUD/RPLUD: weighted draws without replacement with live values
@@ -640,13 +645,7 @@ fn draw_degraded(
             .saturating_sub(subtrahend.saturating_add(d))
             .max(1)
     };
-    let total = members.total();
-    let mut chosen = Chosen::new();
-    for (k, o) in out.iter_mut().enumerate() {
-        let remaining = total - chosen.mass;
-        if remaining == 0 {
-            return k;
-        }
+    without_replacement(members, out, |_, remaining, chosen| {
         // The accepted candidate, else the one with the best acceptance ratio (live / bound).
         let mut best = None;
         let mut best_ratio = -1.0;
@@ -655,8 +654,7 @@ fn draw_degraded(
             let bound = u64::from(candidate.2.value()).max(1);
             let v = live(candidate.2);
             if v >= bound || rng.below(bound) < v {
-                best = Some(candidate);
-                break;
+                return candidate;
             }
             let ratio = v as f64 / bound as f64;
             if ratio > best_ratio {
@@ -664,11 +662,8 @@ fn draw_degraded(
                 best = Some(candidate);
             }
         }
-        let (rank, start, member) = best.expect("REJECTION_TRIES > 0");
-        chosen.insert(start, u64::from(member.value()));
-        *o = rank as u32;
-    }
-    out.len()
+        best.expect("REJECTION_TRIES > 0")
+    })
 }
 
 /// Static sorted policies: walks the groups of equal static keys in order, each rotated by the
