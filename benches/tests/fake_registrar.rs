@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
-use clap::Parser;
 use rserpool_bench::workload::MAX_FRAME;
 use rserpool_bench::{Cli, RunReport, app};
 use rserpool_protocol::framing::Frames;
@@ -180,7 +179,7 @@ fn start() -> (String, Arc<Counters>) {
 }
 
 fn cli(args: &[&str]) -> Cli {
-    Cli::try_parse_from(std::iter::once("rserpool-bench").chain(args.iter().copied())).unwrap()
+    Cli::from_args(args).expect("a valid command line")
 }
 
 const SHORT: [&str; 9] = [
