@@ -13,8 +13,8 @@ use rserpool_bench::workload::MAX_FRAME;
 use rserpool_bench::{Cli, RunReport, app};
 use rserpool_protocol::framing::Frames;
 use rserpool_protocol::{
-    AsapMessage, ErrorCause, Generation, OperationError, PeId, Policy, PoolElement, PrId,
-    Resolution, Seq, Transport, TransportKind, UserTransport, cause,
+    AsapMessage, ErrorCause, Generation, OperationError, PeId, Policy, PoolElementParam, PrId,
+    Resolution, Seq, TransportKind, TransportParam, UserTransport, cause,
 };
 
 const GEN: Generation = Generation::Rfc;
@@ -42,11 +42,11 @@ fn encode(message: &AsapMessage<'_>, out: &mut Vec<u8>) {
 
 fn serve(mut stream: TcpStream, c: &Counters) {
     let ip = [IpAddr::from([127, 0, 0, 1])];
-    let element = [PoolElement {
+    let element = [PoolElementParam {
         id: PeId(1),
         home_pr: PrId(7),
         registration_life: -1,
-        user_transport: UserTransport::Transport(Transport {
+        user_transport: UserTransport::Transport(TransportParam {
             kind: TransportKind::Tcp,
             port: 1,
             transport_use: 0,
