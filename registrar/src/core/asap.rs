@@ -16,12 +16,13 @@ use rserpool_protocol::{
     cause, encode_policy_parameter, encode_transport_parameter,
 };
 
+use super::Protocol;
+use super::counters::{RemovalReason, RequestKind, WorkerMetrics};
 use super::encoded::{EncodedPools, Part};
 use super::keepalive::{Due, NextSweep, SWEEP_BUDGET};
 use super::{
     Forward, Output, RFC_MAX_POOL_HANDLE, RegisterRequest, Target, Worker, encode_into, jitter,
 };
-use crate::metrics::{Protocol, RemovalReason, RequestKind, WorkerMetrics};
 use crate::url::Transport;
 
 /// Why a request was refused before it reached the handlespace.
@@ -45,24 +46,9 @@ impl Refusal {
 }
 
 impl Worker {
-    /// Handles one ASAP or ENRP message received on an association (one SCTP user message, or
-    /// one frame of a TCP/MPTCP stream), reading the handlespace under its own pin. Returns the
-    /// kind of request, for latency metrics. Drivers handling a batch use
-    /// [`Worker::on_message_pinned`].
-    pub fn on_message(
-        &mut self,
-        association: AssociationId,
-        msg: &[u8],
-        now: Millis,
-        out: &mut Output,
-    ) -> RequestKind {
-        let reader = self.reader.clone();
-        self.on_message_pinned(&reader.pin(), association, msg, now, out)
-    }
-
-    /// [`Worker::on_message`] reading the handlespace through `reads`, pinned for a batch of
-    /// messages (one loop turn of a driver).
-    pub fn on_message_pinned(
+    /// An ASAP message on an association (RFC 5352 §3): registrations, deregistrations, handle
+    /// resolutions, keep-alive acks, unreachable reports.
+    pub(super) fn on_asap_message(
         &mut self,
         reads: &PinnedReader<'_>,
         association: AssociationId,
@@ -74,10 +60,6 @@ impl Worker {
             return RequestKind::Other;
         };
         let generation = a.info.generation;
-        if a.info.protocol == Protocol::Enrp {
-            self.on_enrp_message(association, generation, msg, now, out);
-            return RequestKind::Other;
-        }
         let target = Target::Association(association);
         // Most traffic: a plain handle resolution, read without the general decoder.
         if let Some(r) = asap::decode_plain_handle_resolution(msg) {
@@ -191,15 +173,13 @@ impl Worker {
     /// Handles one datagram of a UDP ASAP listener: stateless handle resolution for PUs.
     /// Registrations need an association (RFC 5352 §3.1: SCTP) and are refused with cause 0xa;
     /// everything else is dropped.
-    #[allow(clippy::too_many_arguments)]
-    pub fn on_datagram(
+    pub(super) fn on_asap_datagram(
         &mut self,
         reads: &PinnedReader<'_>,
         listener: u32,
         generation: Generation,
         from: SocketAddr,
         msg: &[u8],
-        _now: Millis,
         out: &mut Output,
     ) -> RequestKind {
         let target = Target::UdpReply { listener, to: from };
@@ -289,7 +269,7 @@ impl Worker {
                     >= self.config.max_pes_per_association)
                 .then(|| {
                     self.metrics
-                        .limit_refused(crate::metrics::Limit::PesPerAssociation);
+                        .limit_refused(crate::core::counters::Limit::PesPerAssociation);
                     Refusal::LackOfResources
                 })
         };

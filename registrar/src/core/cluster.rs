@@ -16,9 +16,10 @@ use std::sync::Arc;
 use rserpool_handlespace::{AssociationId, Handlespace, Limits, Millis};
 
 use super::{
-    AssociationInfo, Connect, CoreConfig, Forward, Output, PrShared, Target, Worker, worker_of,
+    AssociationInfo, Connect, CoreConfig, Forward, Output, PrShared, Protocol, Received, Target,
+    Worker, worker_of,
 };
-use crate::metrics::WorkerMetrics;
+use crate::core::counters::WorkerMetrics;
 
 /// A PR of `N` workers in one thread.
 #[derive(Debug)]
@@ -186,15 +187,14 @@ impl Cluster {
         now: Millis,
     ) -> Vec<Sent> {
         let reader = self.workers[worker].reader().clone();
-        self.workers[worker].on_datagram(
-            &reader.pin(),
-            0,
+        let received = Received::Datagram {
+            listener: 0,
+            protocol: Protocol::Asap,
             generation,
             from,
-            msg,
-            now,
-            &mut self.out,
-        );
+            message: msg,
+        };
+        self.workers[worker].handle(&reader.pin(), received, now, &mut self.out);
         self.settle(worker, now)
     }
 
@@ -205,7 +205,15 @@ impl Cluster {
         msg: &[u8],
         now: Millis,
     ) -> Vec<Sent> {
-        self.workers[0].on_enrp_datagram(generation, msg, now, &mut self.out);
+        let reader = self.workers[0].reader().clone();
+        let received = Received::Datagram {
+            listener: 0,
+            protocol: Protocol::Enrp,
+            generation,
+            from: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+            message: msg,
+        };
+        self.workers[0].handle(&reader.pin(), received, now, &mut self.out);
         self.settle(0, now)
     }
 
@@ -292,8 +300,8 @@ mod tests {
     };
 
     use super::{Cluster, Sent};
+    use crate::core::Protocol;
     use crate::core::{AssociationInfo, CoreConfig, Target};
-    use crate::metrics::Protocol;
     use crate::url::Transport as UrlTransport;
 
     fn registration(handle: &[u8]) -> Vec<u8> {

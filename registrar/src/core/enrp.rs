@@ -23,11 +23,12 @@ use rserpool_protocol::{
     ServerInformation, TransportKind, TransportParam as WireTransport, UpdateAction,
 };
 
+use super::Protocol;
+use super::counters::RemovalReason;
 use super::{
     AssociationInfo, CoreTimer, FastMap, Forward, Output, Target, Worker, encode_into, handle_hash,
     jitter,
 };
-use crate::metrics::{Protocol, RemovalReason};
 use crate::url::{Transport, TransportUrl};
 
 type FastSet<T> = HashSet<T, foldhash::fast::RandomState>;
@@ -2186,7 +2187,7 @@ impl Worker {
 
     /// A datagram on an ENRP UDP endpoint: presences announce peers (RSPLIB's multicast
     /// discovery); a new one is connected to. Audits only run over associations (RSPLIB).
-    pub fn on_enrp_datagram(
+    pub(in crate::core) fn on_enrp_datagram(
         &mut self,
         generation: Generation,
         msg: &[u8],

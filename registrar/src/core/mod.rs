@@ -12,6 +12,7 @@
 
 mod asap;
 pub mod cluster;
+pub mod counters;
 mod encoded;
 mod enrp;
 mod keepalive;
@@ -22,15 +23,46 @@ use std::sync::Arc;
 
 use rserpool_handlespace::timer::TimerWheel;
 use rserpool_handlespace::{
-    AssociationId, HandlespaceReader, ItemCount, Millis, PeId, PeRegistration, PrId, Rng, Shard,
+    AssociationId, HandlespaceReader, ItemCount, Millis, PeId, PeRegistration, PinnedReader, PrId,
+    Rng, Shard,
 };
 use rserpool_protocol::{EncodeError, Generation};
 
+use self::counters::{RemovalReason, RequestKind, WorkerMetrics};
 pub use self::enrp::{EnrpConfig, PeerAdd, Replicate, TablePageDone, TablePageRequest};
-use crate::metrics::{Protocol, RemovalReason, WorkerMetrics};
 use crate::url::{Transport, TransportUrl};
 
 type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
+/// The protocol of an association or a UDP listener.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// ASAP (RFC 5352): PEs and PUs talking to this registrar.
+    Asap,
+    /// ENRP (RFC 5353): other registrars.
+    Enrp,
+}
+
+impl Protocol {
+    /// Every protocol, in exposition order.
+    pub const ALL: [Self; 2] = [Self::Asap, Self::Enrp];
+
+    /// The Prometheus label value.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Self::Asap => "asap",
+            Self::Enrp => "enrp",
+        }
+    }
+
+    /// Its SCTP payload protocol identifier (RFC 5352 §5: 11; RFC 5353 §5: 12).
+    pub const fn ppid(self) -> u32 {
+        match self {
+            Self::Asap => rserpool_protocol::PPID_ASAP,
+            Self::Enrp => rserpool_protocol::PPID_ENRP,
+        }
+    }
+}
 
 /// Longest pool handle of the RFC generation (RSPLIB's `MAX_POOLHANDLESIZE`).
 pub const RFC_MAX_POOL_HANDLE: usize = 32;
@@ -102,6 +134,34 @@ pub struct AssociationInfo {
     pub peer_addresses: Vec<SocketAddr>,
     /// ASAP (PEs and PUs) or ENRP (other PRs; worker 0 only).
     pub protocol: Protocol,
+}
+
+/// One message as a driver received it ([`Worker::handle`]).
+#[derive(Clone, Copy, Debug)]
+pub enum Received<'m> {
+    /// A message on an association: one SCTP user message with its payload protocol identifier,
+    /// or one frame of a TCP or MPTCP stream (`ppid: None`).
+    Message {
+        /// The association.
+        association: AssociationId,
+        /// The SCTP PPID, checked against the association's protocol.
+        ppid: Option<u32>,
+        /// The message.
+        message: &'m [u8],
+    },
+    /// A datagram on one of the driver's UDP listeners.
+    Datagram {
+        /// The listener's index in the driver (replies go back through it, [`Target::UdpReply`]).
+        listener: u32,
+        /// What the listener serves: ASAP handle resolutions or ENRP presences.
+        protocol: Protocol,
+        /// The listener's wire generation.
+        generation: Generation,
+        /// The sender.
+        from: SocketAddr,
+        /// The datagram.
+        message: &'m [u8],
+    },
 }
 
 /// An ENRP association the driver is asked to open (to a peer PR). The driver reports the
@@ -525,6 +585,26 @@ struct Association {
 
 /// One worker's state machine: the writer of one handlespace shard, the holder of its own
 /// associations, and a reader of the whole handlespace.
+///
+/// # Method map
+///
+/// A driver feeds the worker inputs and time, and carries out the [`Output`] each call fills:
+///
+/// - **Inputs**, each with `now` and the output to fill:
+///   - [`Worker::open_association`], [`Worker::connected`] (an ENRP association this worker asked
+///     for is up), [`Worker::close_association`]: associations come and go;
+///   - [`Worker::handle`]: every received message, stream or SCTP message on an association,
+///     or UDP datagram, ASAP or ENRP (the one entry point; [`Worker::on_message`] is its
+///     shorthand for one message on an association);
+///   - [`Worker::on_forward`]: what another worker sent this one (a [`Forward`]).
+/// - **Timers**: [`Worker::next_timeout`] says when to call [`Worker::on_timer`] next; the worker
+///   keeps no clock.
+/// - **Outputs**, in [`Output`]: messages to transmit ([`Output::runs`]), associations to abort,
+///   ENRP associations to open, forwards to other workers ([`Output::take_forwards`]).
+/// - **Turns**: [`Worker::begin_turn`], [`Worker::publish_turn`] (before any output leaves) and
+///   [`Worker::end_turn`] batch the shard's changes of one loop turn.
+/// - **Lifecycle and state**: [`Worker::new`], [`Worker::start`], [`Worker::reconfigure`], and
+///   read-only accessors (`reader`, `shard`, `association_count`, `enrp_peers`, ...).
 #[derive(Debug)]
 pub struct Worker {
     index: usize,
@@ -667,6 +747,85 @@ impl Worker {
             },
         );
         id
+    }
+
+    /// Handles one received message, ASAP or ENRP, whatever it came over: the one way messages
+    /// enter the core. `reads` is the handlespace pinned for the driver's batch of messages
+    /// (one loop turn). Returns the kind of request, for latency metrics.
+    pub fn handle(
+        &mut self,
+        reads: &PinnedReader<'_>,
+        received: Received<'_>,
+        now: Millis,
+        out: &mut Output,
+    ) -> RequestKind {
+        match received {
+            Received::Message {
+                association,
+                ppid,
+                message,
+            } => {
+                let Some(a) = self.associations.get(&association) else {
+                    return RequestKind::Other;
+                };
+                let protocol = a.info.protocol;
+                if ppid.is_some_and(|ppid| ppid != protocol.ppid()) {
+                    // Checklist PA-21 (RFC 5352 §5, RFC 5353 §5): ENRP on the ASAP port, ASAP
+                    // on the ENRP port, or anything else: the association is aborted.
+                    tracing::debug!(
+                        ppid,
+                        protocol = protocol.label(),
+                        "SCTP message with a foreign PPID; aborting the association"
+                    );
+                    out.aborts.push(association);
+                    self.close_association(association, now, out);
+                    return RequestKind::Other;
+                }
+                match protocol {
+                    Protocol::Asap => self.on_asap_message(reads, association, message, now, out),
+                    Protocol::Enrp => {
+                        let generation = a.info.generation;
+                        self.on_enrp_message(association, generation, message, now, out);
+                        RequestKind::Other
+                    }
+                }
+            }
+            Received::Datagram {
+                listener,
+                protocol: Protocol::Asap,
+                generation,
+                from,
+                message,
+            } => self.on_asap_datagram(reads, listener, generation, from, message, out),
+            Received::Datagram {
+                protocol: Protocol::Enrp,
+                generation,
+                message,
+                ..
+            } => {
+                self.on_enrp_datagram(generation, message, now, out);
+                RequestKind::Other
+            }
+        }
+    }
+
+    /// [`Worker::handle`] for one message on an association (a stream frame; SCTP's PPID
+    /// checked by the caller), reading the handlespace under its own pin: for tests and tools
+    /// that deliver messages one by one.
+    pub fn on_message(
+        &mut self,
+        association: AssociationId,
+        message: &[u8],
+        now: Millis,
+        out: &mut Output,
+    ) -> RequestKind {
+        let reader = self.reader.clone();
+        let received = Received::Message {
+            association,
+            ppid: None,
+            message,
+        };
+        self.handle(&reader.pin(), received, now, out)
     }
 
     /// The association closed (shutdown, abort, connection loss): every PE registered over it is

@@ -13,7 +13,7 @@ use std::io::{self, Read, Write};
 use rserpool_handlespace::{AssociationId, Millis, PinnedReader};
 use rserpool_protocol::framing::{Frame, Frames, next_frame};
 
-use crate::core::{Output, Worker};
+use crate::core::{Output, Received, Worker};
 use crate::metrics::RequestKind;
 
 /// Above this many unsent bytes (queued replies plus those the current batch produced) a
@@ -356,10 +356,13 @@ fn frame(
         let Some(message) = frames.next() else {
             break;
         };
-        cx.kinds.push(
-            cx.worker
-                .on_message_pinned(cx.reads, association, message, cx.now, cx.out),
-        );
+        let received = Received::Message {
+            association,
+            ppid: None,
+            message,
+        };
+        cx.kinds
+            .push(cx.worker.handle(cx.reads, received, cx.now, cx.out));
         messages += 1;
     }
     if let Some(e) = frames.error() {
