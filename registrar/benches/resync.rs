@@ -14,7 +14,7 @@ use rserpool_protocol::{
     AsapMessage, Generation, Policy, PoolElementParam, PoolHandle, Seq, TransportKind,
     TransportParam, UserTransport,
 };
-use rserpool_registrar::core::cluster::Cluster;
+use rserpool_registrar::core::in_memory::InMemoryPr;
 use rserpool_registrar::core::{AssociationInfo, CoreConfig, EnrpConfig, Output, Target};
 use rserpool_registrar::metrics::Protocol;
 use rserpool_registrar::url::{Transport as UrlTransport, TransportUrl};
@@ -67,7 +67,7 @@ fn main() {
         max_pools: 1 << 22,
         max_pes_per_pool: 1 << 16,
     };
-    let mut mentor = Cluster::new(1, config(1, mentor_url, Vec::new()), limits, 1);
+    let mut mentor = InMemoryPr::new(1, config(1, mentor_url, Vec::new()), limits, 1);
     mentor.start(0);
     // 10 PEs per pool; a new association every 50 000 PEs (the per-association limit).
     let fill = Instant::now();
@@ -101,7 +101,7 @@ fn main() {
     }
     eprintln!("mentor filled with {pes} PEs in {:?}", fill.elapsed());
 
-    let mut fresh = Cluster::new(
+    let mut fresh = InMemoryPr::new(
         1,
         config(2, url("127.0.0.1:9902", generation), vec![mentor_url]),
         limits,

@@ -1,4 +1,4 @@
-//! The simulated operating scope: the PRs ([`Cluster`]s), PEs and PUs, how their outputs become
+//! The simulated operating scope: the PRs ([`InMemoryPr`]s), PEs and PUs, how their outputs become
 //! network events and how events become their inputs (and, with asynchronous mailboxes, how the
 //! forwards between a PR's workers are delivered), the faults as they happen (a frozen PR's
 //! backlog, a vanished host's half-open associations), the invariant checks after every step,
@@ -12,7 +12,7 @@ use rserpool_endpoint::pu::{self, PoolUser, PuEvent};
 use rserpool_endpoint::{Action, ConnId, Registrar, Timers};
 use rserpool_handlespace::{Limits, Millis, PeId, PrId, Rng};
 use rserpool_protocol::{Generation, Policy};
-use rserpool_registrar::core::cluster::{Cluster, Sent};
+use rserpool_registrar::core::in_memory::{InMemoryPr, Sent};
 use rserpool_registrar::core::{AssociationInfo, Connect, CoreConfig, EnrpConfig, Target};
 use rserpool_registrar::metrics::Protocol;
 use rserpool_registrar::url::{Transport, TransportUrl};
@@ -50,7 +50,7 @@ struct Pr {
     workers: usize,
     /// Bumped by every crash: links of an older incarnation are dead.
     incarnation: u32,
-    cluster: Option<Cluster>,
+    cluster: Option<InMemoryPr>,
     id: PrId,
     timer_at: Option<Millis>,
     /// SIGSTOPped: what reaches this incarnation waits in `backlog`.

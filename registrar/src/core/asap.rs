@@ -21,7 +21,8 @@ use super::counters::{RemovalReason, RequestKind, WorkerMetrics};
 use super::encoded::{EncodedPools, Part};
 use super::keepalive::{Due, NextSweep, SWEEP_BUDGET};
 use super::{
-    Forward, Output, RFC_MAX_POOL_HANDLE, RegisterRequest, Target, Worker, encode_into, jitter,
+    Completion, Output, RFC_MAX_POOL_HANDLE, RegisterRequest, ShardWrite, Target, Worker,
+    encode_into, jitter,
 };
 use crate::url::Transport;
 
@@ -114,7 +115,7 @@ impl Worker {
                     self.metrics.unreachable_report();
                     self.route(
                         pool_handle.0,
-                        Forward::Unreachable {
+                        ShardWrite::Unreachable {
                             pool_handle: pool_handle.0.into(),
                             pe_id,
                         },
@@ -318,7 +319,7 @@ impl Worker {
             // This worker's own shard: no forward to box.
             self.apply_registration(request, now, out);
         } else {
-            self.route(handle, Forward::Register(Box::new(request)), now, out);
+            self.route(handle, ShardWrite::Register(Box::new(request)), now, out);
         }
     }
 
@@ -379,7 +380,7 @@ impl Worker {
             response.clear();
         }
         self.deliver(
-            Forward::Registered {
+            Completion::Registered {
                 association,
                 pool_handle,
                 pe_id,
@@ -408,7 +409,7 @@ impl Worker {
             if accepted {
                 self.route(
                     &pool_handle.clone(),
-                    Forward::Remove {
+                    ShardWrite::Remove {
                         association,
                         pool_handle,
                         pe_id,
@@ -444,7 +445,7 @@ impl Worker {
     ) {
         self.route(
             pool_handle.0,
-            Forward::Deregister {
+            ShardWrite::Deregister {
                 association,
                 generation,
                 pool_handle: pool_handle.0.into(),
@@ -491,7 +492,7 @@ impl Worker {
             response.clear();
         }
         self.deliver(
-            Forward::Deregistered {
+            Completion::Deregistered {
                 association,
                 pool_handle,
                 pe_id,
@@ -690,7 +691,7 @@ impl Worker {
                     tracing::debug!(?association, pe_id = pe_id.0, "keep-alive timeout");
                     self.route(
                         &pool_handle,
-                        Forward::Remove {
+                        ShardWrite::Remove {
                             association,
                             pool_handle: pool_handle[..].into(),
                             pe_id,
@@ -731,7 +732,7 @@ impl Worker {
         }
         self.route(
             pool_handle,
-            Forward::Refresh {
+            ShardWrite::Refresh {
                 pool_handle: pool_handle.into(),
                 pe_id,
             },
@@ -761,7 +762,7 @@ impl Worker {
                 .and_then(|e| e.association)
             {
                 self.deliver(
-                    Forward::Reported {
+                    Completion::Reported {
                         association,
                         pool_handle: pool_handle.into(),
                         pe_id,
@@ -775,7 +776,7 @@ impl Worker {
         self.metrics.pe_removed(RemovalReason::Unreachable);
         if let Some(association) = removed.entry.association {
             self.deliver(
-                Forward::Forget {
+                Completion::Forget {
                     association,
                     pool_handle: pool_handle.into(),
                     pe_id,

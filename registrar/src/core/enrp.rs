@@ -5,7 +5,7 @@
 //! The scope's state ([`Scope`]) lives on worker 0, which holds every ENRP association. Writes
 //! go to each pool's shard owner like ASAP writes ([`Forward::PeerAdd`] and friends), and each
 //! shard hands the changes of the PEs this PR owns back to worker 0 for replication
-//! ([`Forward::Replicate`]). Audit checksums are summed over the shards by a checksum round: a
+//! ([`Replication::Replicate`]). Audit checksums are summed over the shards by a checksum round: a
 //! query through every mailbox, so each reply reflects every write worker 0 sent that shard
 //! before it, and every replication that shard sent before it has already gone out (design §3).
 
@@ -26,8 +26,8 @@ use rserpool_protocol::{
 use super::Protocol;
 use super::counters::RemovalReason;
 use super::{
-    AssociationInfo, CoreTimer, FastMap, Forward, Output, Target, Worker, encode_into, handle_hash,
-    jitter,
+    AssociationInfo, CoreTimer, FastMap, Output, Replication, Target, Worker, encode_into,
+    handle_hash, jitter,
 };
 use crate::url::{Transport, TransportUrl};
 
@@ -743,7 +743,7 @@ impl Worker {
             work,
         });
         for w in 0..self.workers {
-            self.send_to(w, Forward::ChecksumQuery { round: id }, now, out);
+            self.send_to(w, Replication::ChecksumQuery { round: id }, now, out);
         }
     }
 
@@ -753,7 +753,7 @@ impl Worker {
         let shard = self.index;
         self.send_to(
             0,
-            Forward::ChecksumReply {
+            Replication::ChecksumReply {
                 round,
                 shard,
                 owners,
@@ -1419,7 +1419,7 @@ impl Worker {
         };
         let shard = transfer.shard;
         self.scope().peer_mut(sender).expect("known").outbound = Some(transfer);
-        self.send_to(shard, Forward::TablePage(Box::new(request)), now, out);
+        self.send_to(shard, Replication::TablePage(Box::new(request)), now, out);
     }
 
     /// PEs per table page: the configured number, at most RSPLIB's 128 towards RFC peers.
@@ -1501,7 +1501,7 @@ impl Worker {
             empty,
             message: bytes.into(),
         };
-        self.send_to(0, Forward::TablePageDone(Box::new(done)), now, out);
+        self.send_to(0, Replication::TablePageDone(Box::new(done)), now, out);
     }
 
     /// At worker 0: a shard's page; sent, unless it is empty and more shards follow (then the
@@ -1548,7 +1548,7 @@ impl Worker {
                 cursor,
                 max_pes: self.page_size(generation),
             };
-            self.send_to(shard, Forward::TablePage(Box::new(request)), now, out);
+            self.send_to(shard, Replication::TablePage(Box::new(request)), now, out);
             return;
         }
         self.metrics
@@ -1606,7 +1606,7 @@ impl Worker {
         }
         for (shard, adds) in batches.into_iter().enumerate() {
             if !adds.is_empty() {
-                self.send_to(shard, Forward::PeerAdds(adds), now, out);
+                self.send_to(shard, Replication::PeerAdds(adds), now, out);
             }
         }
         if more_to_send {
@@ -1627,7 +1627,7 @@ impl Worker {
             for w in 0..self.workers {
                 self.send_to(
                     w,
-                    Forward::Purge {
+                    Replication::Purge {
                         owner: sender,
                         keep: Arc::clone(&keep),
                     },
@@ -1663,7 +1663,7 @@ impl Worker {
                 }
                 self.route(
                     handle,
-                    Forward::PeerAdds(vec![PeerAdd {
+                    Replication::PeerAdds(vec![PeerAdd {
                         pool_handle: handle.into(),
                         registration: PeRegistration::from_view(pe),
                         home_pr: sender,
@@ -1674,7 +1674,7 @@ impl Worker {
             }
             UpdateAction::DelPe => self.route(
                 handle,
-                Forward::PeerDelete {
+                Replication::PeerDelete {
                     sender,
                     pool_handle: handle.into(),
                     pe_id: pe.id,
@@ -1818,7 +1818,7 @@ impl Worker {
         let own = self.shard.checksums(self.config.pr_id);
         self.send_to(
             0,
-            Forward::Replicate(Box::new(Replicate {
+            Replication::Replicate(Box::new(Replicate {
                 action,
                 pool_handle,
                 entry,
@@ -2067,7 +2067,7 @@ impl Worker {
         for w in 0..self.workers {
             self.send_to(
                 w,
-                Forward::TakeOver {
+                Replication::TakeOver {
                     dead: target,
                     new_home: own,
                 },
@@ -2090,7 +2090,7 @@ impl Worker {
         for w in 0..self.workers {
             self.send_to(
                 w,
-                Forward::TakeOver {
+                Replication::TakeOver {
                     dead: target,
                     new_home: sender,
                 },

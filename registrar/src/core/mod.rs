@@ -1,7 +1,11 @@
-//! The PR's ASAP server side (RFC 5352) as a sans-I/O state machine: one [`Worker`] per core, fed
-//! with (association, message, now), timer ticks and messages forwarded by other workers; it
-//! answers with an [`Output`] of messages to transmit, associations to abort and writes to forward
-//! to the worker owning a pool's shard. No clock, no socket, no blocking (design §2, §7).
+//! The PR as a sans-I/O state machine: ASAP towards PEs and PUs (RFC 5352, `asap`), ENRP towards
+//! the other PRs of the operating scope (RFC 5353, `enrp`), one [`Worker`] per core, fed with
+//! received messages ([`Worker::handle`]), timer ticks and messages forwarded by other workers;
+//! it answers with an [`Output`] of messages to transmit, associations to abort or open and
+//! writes to forward to other workers. No clock, no socket, no blocking (design §2, §7). The core
+//! imports only `rserpool-protocol`, `rserpool-handlespace` and itself (a test checks it): what
+//! it counts lives in [`counters`], and the drivers map their sockets to [`AssociationInfo`]
+//! and [`Received`].
 //!
 //! Ownership (design §3): each worker is the single writer of one handlespace shard; any worker
 //! resolves handles lock-free through the shared read side. A registration or deregistration
@@ -11,10 +15,10 @@
 //! association's worker, expiry by registration life with the pool's shard.
 
 mod asap;
-pub mod cluster;
 pub mod counters;
 mod encoded;
 mod enrp;
+pub mod in_memory;
 mod keepalive;
 
 use std::net::SocketAddr;
@@ -386,10 +390,24 @@ fn encode_into(
     }
 }
 
-/// A write one worker passes to another (design §3 mailboxes): requests to a pool's shard owner,
-/// and completions back to the worker holding the association.
+/// A message one worker passes to another through its mailbox (design §3 mailboxes): writes to a
+/// pool's shard owner, completions back to the worker holding the association, and ENRP work
+/// between the scope's worker and the shards.
 #[derive(Debug)]
 pub enum Forward {
+    /// To a pool's shard owner.
+    ShardWrite(ShardWrite),
+    /// To the worker holding an association.
+    Completion(Completion),
+    /// Between worker 0 (the scope) and the shards.
+    Replication(Replication),
+}
+
+/// A write to the worker owning a pool's shard (design §3): ASAP registrations and
+/// deregistrations received by another worker, and the removals and reports of PEs monitored on
+/// another worker's associations.
+#[derive(Debug)]
+pub enum ShardWrite {
     /// Apply a registration (to the shard owner).
     Register(Box<RegisterRequest>),
     /// Apply a deregistration (to the shard owner).
@@ -430,6 +448,19 @@ pub enum Forward {
         /// The PE.
         pe_id: PeId,
     },
+}
+
+impl From<ShardWrite> for Forward {
+    fn from(forward: ShardWrite) -> Self {
+        Self::ShardWrite(forward)
+    }
+}
+
+/// News for the worker holding a PE's association, from the pool's shard owner: the outcome of a
+/// registration or deregistration (with the encoded response to send), or a PE the shard
+/// removed or counted a report against.
+#[derive(Debug)]
+pub enum Completion {
     /// The shard owner counted an unreachable report of a PE registered over `association`
     /// (to the association's worker, whose next keep-alive ack of the PE then clears it).
     Reported {
@@ -476,6 +507,18 @@ pub enum Forward {
         /// Why it was removed.
         reason: RemovalReason,
     },
+}
+
+impl From<Completion> for Forward {
+    fn from(forward: Completion) -> Self {
+        Self::Completion(forward)
+    }
+}
+
+/// ENRP work between worker 0, which holds the operating scope, and the shards (RFC 5353): PEs
+/// learnt from or to be sent to peer PRs, handle table pages, audit checksums, takeovers.
+#[derive(Debug)]
+pub enum Replication {
     /// Store PEs learnt from a peer PR (to the shard owner; ENRP ADD_PE, or a handle table
     /// page's entries of that shard, applied as one batch).
     PeerAdds(Vec<PeerAdd>),
@@ -523,6 +566,24 @@ pub enum Forward {
         /// Checksums by home PR.
         owners: Vec<(PrId, rserpool_handlespace::OwnerChecksums)>,
     },
+}
+
+impl From<Replication> for Forward {
+    fn from(forward: Replication) -> Self {
+        Self::Replication(forward)
+    }
+}
+
+impl Completion {
+    /// The association whose worker it goes to.
+    fn association(&self) -> AssociationId {
+        match self {
+            Self::Registered { association, .. }
+            | Self::Deregistered { association, .. }
+            | Self::Forget { association, .. }
+            | Self::Reported { association, .. } => *association,
+        }
+    }
 }
 
 /// A registration on its way to the pool's shard owner.
@@ -840,7 +901,7 @@ impl Worker {
         for (pool_handle, pe_id) in self.monitor.close(association) {
             self.route(
                 &pool_handle,
-                Forward::Remove {
+                ShardWrite::Remove {
                     association,
                     pool_handle: pool_handle[..].into(),
                     pe_id,
@@ -867,7 +928,7 @@ impl Worker {
             self.metrics.pe_removed(RemovalReason::Expired);
             if let Some(association) = removed.entry.association {
                 self.deliver(
-                    Forward::Forget {
+                    Completion::Forget {
                         association,
                         pool_handle: removed.pool_handle[..].into(),
                         pe_id: removed.entry.id(),
@@ -921,17 +982,26 @@ impl Worker {
         }
     }
 
-    /// Handles a write forwarded by another worker (or by this one).
+    /// Handles what another worker (or this one) sent through its mailbox.
     pub fn on_forward(&mut self, forward: Forward, now: Millis, out: &mut Output) {
         match forward {
-            Forward::Register(request) => self.apply_registration(*request, now, out),
-            Forward::Deregister {
+            Forward::ShardWrite(write) => self.apply_shard_write(write, now, out),
+            Forward::Completion(completion) => self.complete(completion, now, out),
+            Forward::Replication(work) => self.on_replication(work, now, out),
+        }
+    }
+
+    /// A write to this worker's shard.
+    fn apply_shard_write(&mut self, forward: ShardWrite, now: Millis, out: &mut Output) {
+        match forward {
+            ShardWrite::Register(request) => self.apply_registration(*request, now, out),
+            ShardWrite::Deregister {
                 association,
                 generation,
                 pool_handle,
                 pe_id,
             } => self.apply_deregistration(association, generation, pool_handle, pe_id, now, out),
-            Forward::Remove {
+            ShardWrite::Remove {
                 association,
                 pool_handle,
                 pe_id,
@@ -951,18 +1021,24 @@ impl Worker {
                     self.replicate_removal(removed, now, out);
                 }
             }
-            Forward::Refresh { pool_handle, pe_id } => {
+            ShardWrite::Refresh { pool_handle, pe_id } => {
                 self.shard.refresh(&pool_handle, pe_id);
             }
-            Forward::Unreachable { pool_handle, pe_id } => {
+            ShardWrite::Unreachable { pool_handle, pe_id } => {
                 self.apply_unreachable(&pool_handle, pe_id, now, out)
             }
-            Forward::Reported {
+        }
+    }
+
+    /// News of a PE registered over one of this worker's associations.
+    fn complete(&mut self, forward: Completion, now: Millis, out: &mut Output) {
+        match forward {
+            Completion::Reported {
                 association,
                 pool_handle,
                 pe_id,
             } => self.monitor.mark_reported(association, &pool_handle, pe_id),
-            Forward::Registered {
+            Completion::Registered {
                 association,
                 pool_handle,
                 pe_id,
@@ -977,31 +1053,39 @@ impl Worker {
                 now,
                 out,
             ),
-            Forward::Deregistered {
+            Completion::Deregistered {
                 association,
                 pool_handle,
                 pe_id,
                 response,
             } => self.deregistration_done(association, &pool_handle, pe_id, &response, out),
-            Forward::Forget {
+            Completion::Forget {
                 association,
                 pool_handle,
                 pe_id,
                 reason,
             } => self.forget(association, &pool_handle, pe_id, reason, out),
-            Forward::PeerAdds(adds) => self.apply_peer_adds(adds, now),
-            Forward::PeerDelete {
+        }
+    }
+
+    /// ENRP work: at a shard, or at worker 0 (the scope).
+    fn on_replication(&mut self, forward: Replication, now: Millis, out: &mut Output) {
+        match forward {
+            Replication::PeerAdds(adds) => self.apply_peer_adds(adds, now),
+            Replication::PeerDelete {
                 sender,
                 pool_handle,
                 pe_id,
             } => self.apply_peer_delete(sender, &pool_handle, pe_id, now, out),
-            Forward::Purge { owner, keep } => self.apply_purge(owner, &keep, now, out),
-            Forward::TakeOver { dead, new_home } => self.apply_take_over(dead, new_home, now, out),
-            Forward::Replicate(update) => self.send_update(&update, out),
-            Forward::TablePage(request) => self.answer_table_page(*request, now, out),
-            Forward::TablePageDone(done) => self.table_page_done(*done, now, out),
-            Forward::ChecksumQuery { round } => self.answer_checksum_query(round, now, out),
-            Forward::ChecksumReply {
+            Replication::Purge { owner, keep } => self.apply_purge(owner, &keep, now, out),
+            Replication::TakeOver { dead, new_home } => {
+                self.apply_take_over(dead, new_home, now, out)
+            }
+            Replication::Replicate(update) => self.send_update(&update, out),
+            Replication::TablePage(request) => self.answer_table_page(*request, now, out),
+            Replication::TablePageDone(done) => self.table_page_done(*done, now, out),
+            Replication::ChecksumQuery { round } => self.answer_checksum_query(round, now, out),
+            Replication::ChecksumReply {
                 round,
                 shard,
                 owners,
@@ -1025,25 +1109,33 @@ impl Worker {
         );
     }
 
-    /// Sends `forward` to the worker owning the shard of `pool_handle`, or applies it here.
-    fn route(&mut self, pool_handle: &[u8], forward: Forward, now: Millis, out: &mut Output) {
+    /// Sends a write (an ASAP [`ShardWrite`], or a peer's PE as [`Replication`]) to the worker
+    /// owning the shard of `pool_handle`, or applies it here.
+    fn route(
+        &mut self,
+        pool_handle: &[u8],
+        write: impl Into<Forward>,
+        now: Millis,
+        out: &mut Output,
+    ) {
         let owner = rserpool_handlespace::shard_index(pool_handle, self.workers);
-        self.send_to(owner, forward, now, out);
+        self.send_to(owner, write, now, out);
     }
 
-    /// Sends a completion (or news of a PE) to the worker holding `association`.
-    fn deliver(&mut self, forward: Forward, now: Millis, out: &mut Output) {
-        let association = match &forward {
-            Forward::Registered { association, .. }
-            | Forward::Deregistered { association, .. }
-            | Forward::Forget { association, .. }
-            | Forward::Reported { association, .. } => *association,
-            _ => unreachable!("only completions are delivered"),
-        };
-        self.send_to(worker_of(association), forward, now, out);
+    /// Sends a completion (or news of a PE) to the worker holding its association.
+    fn deliver(&mut self, completion: Completion, now: Millis, out: &mut Output) {
+        let worker = worker_of(completion.association());
+        self.send_to(worker, completion, now, out);
     }
 
-    fn send_to(&mut self, worker: usize, forward: Forward, now: Millis, out: &mut Output) {
+    fn send_to(
+        &mut self,
+        worker: usize,
+        forward: impl Into<Forward>,
+        now: Millis,
+        out: &mut Output,
+    ) {
+        let forward = forward.into();
         if worker == self.index {
             self.on_forward(forward, now, out);
         } else {

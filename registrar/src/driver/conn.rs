@@ -380,13 +380,13 @@ mod tests {
     use rserpool_protocol::{AsapMessage, Generation, PoolHandle};
 
     use super::*;
-    use crate::core::cluster::Cluster;
+    use crate::core::in_memory::InMemoryPr;
     use crate::core::{AssociationInfo, CoreConfig};
     use crate::url::Transport;
 
     /// A one-worker PR with one TCP association open; its ID.
-    fn worker() -> (Cluster, AssociationId) {
-        let mut pr = Cluster::new(1, CoreConfig::new(PrId(1)), Limits::default(), 1);
+    fn worker() -> (InMemoryPr, AssociationId) {
+        let mut pr = InMemoryPr::new(1, CoreConfig::new(PrId(1)), Limits::default(), 1);
         let info = AssociationInfo {
             transport: Transport::Tcp,
             generation: Generation::Rfc,

@@ -67,7 +67,7 @@ impl World {
         let config = self.pr_config(i, id);
         let seed = self.rng.next_u64();
         let _span = tracing::debug_span!("pr", i, %id).entered();
-        let mut cluster = Cluster::new(self.prs[i].workers, config, Limits::default(), seed);
+        let mut cluster = InMemoryPr::new(self.prs[i].workers, config, Limits::default(), seed);
         cluster.set_asynchronous(self.scenario.async_mailboxes);
         let now = self.now();
         let sent = cluster.start(now);

@@ -10,7 +10,7 @@ use rserpool_protocol::{
     ServerInformation, TransportKind, TransportParam, UpdateAction, UserTransport,
 };
 
-use super::super::cluster::{Cluster, Sent};
+use super::super::in_memory::{InMemoryPr, Sent};
 use super::super::{AssociationInfo, CoreConfig, EnrpConfig, Output, Target};
 use super::{PE_IP, info, registration, resolved};
 use crate::metrics::Protocol;
@@ -45,8 +45,8 @@ fn scope_config(peers: Vec<TransportUrl>) -> CoreConfig {
 }
 
 /// A started PR of `workers` workers in an operating scope without static peers.
-fn scope_pr(workers: usize) -> Cluster {
-    let mut pr = Cluster::new(
+fn scope_pr(workers: usize) -> InMemoryPr {
+    let mut pr = InMemoryPr::new(
         workers,
         scope_config(Vec::new()),
         rserpool_handlespace::Limits::default(),
@@ -113,7 +113,7 @@ fn types(sent: &[Sent], association: AssociationId) -> Vec<u8> {
 }
 
 /// A peer introduced with a presence (and the PR's answers drained).
-fn join(pr: &mut Cluster, id: PrId, now: u64) -> AssociationId {
+fn join(pr: &mut InMemoryPr, id: PrId, now: u64) -> AssociationId {
     let a = pr.open(0, enrp_info(), now);
     pr.message(a, &presence(id, false, 0xffff), now);
     a
@@ -149,7 +149,7 @@ fn update(sender: PrId, action: UpdateAction, handle: &[u8], pe: PoolElementPara
     )
 }
 
-fn resolve_ids(pr: &mut Cluster, handle: &[u8], now: u64) -> Result<Vec<u64>, u16> {
+fn resolve_ids(pr: &mut InMemoryPr, handle: &[u8], now: u64) -> Result<Vec<u64>, u16> {
     let pu = pr.open(0, info(Generation::Rfc), now);
     let sent = pr.message(pu, &super::resolution(handle, Some(128)), now);
     pr.close(pu, now);
@@ -161,8 +161,8 @@ fn resolve_ids(pr: &mut Cluster, handle: &[u8], now: u64) -> Result<Vec<u64>, u1
 
 /// A started PR of one worker whose only static peer is `peer`, and the association its first
 /// tick asked the driver to open there (not yet connected).
-fn with_static_peer(peer: TransportUrl) -> (Cluster, AssociationId) {
-    let mut pr = Cluster::new(
+fn with_static_peer(peer: TransportUrl) -> (InMemoryPr, AssociationId) {
+    let mut pr = InMemoryPr::new(
         1,
         scope_config(vec![peer]),
         rserpool_handlespace::Limits::default(),
@@ -179,7 +179,7 @@ fn with_static_peer(peer: TransportUrl) -> (Cluster, AssociationId) {
 }
 
 /// The home PRs of the PEs a resolution of `handle` returns.
-fn homes(pr: &mut Cluster, handle: &[u8], now: u64) -> Vec<PrId> {
+fn homes(pr: &mut InMemoryPr, handle: &[u8], now: u64) -> Vec<PrId> {
     let pu = pr.open(0, info(Generation::Rfc), now);
     let sent = pr.message(pu, &super::resolution(handle, Some(128)), now);
     pr.close(pu, now);
@@ -826,7 +826,7 @@ fn pe03_pe05_a_pr_with_a_mentor_loads_the_handlespace_before_serving_peers() {
 
 #[test]
 fn pe02_a_pr_whose_mentor_never_answers_serves_alone_after_the_discovery_timeout() {
-    let mut pr = Cluster::new(
+    let mut pr = InMemoryPr::new(
         1,
         scope_config(vec![tcp("127.0.0.2:9901")]),
         rserpool_handlespace::Limits::default(),
@@ -1063,7 +1063,7 @@ fn pe14_the_winner_sends_each_taken_over_sctp_pe_a_keep_alive_with_the_h_bit() {
 fn pe20_takeover_suggestion_goes_to_the_farthest_peer_and_is_honoured() {
     let mut config = scope_config(Vec::new());
     config.enrp.takeover_suggestion = true;
-    let mut pr = Cluster::new(1, config, rserpool_handlespace::Limits::default(), 7);
+    let mut pr = InMemoryPr::new(1, config, rserpool_handlespace::Limits::default(), 7);
     pr.start(0);
     let near = join(&mut pr, PrId(PR.0 ^ 1), 0);
     let far = join(&mut pr, PrId(!PR.0 & 0xffff_ffff), 0);

@@ -1,13 +1,13 @@
 //! A whole PR driven from one thread: its workers and the forwarded writes between them. Used
 //! by tests and the simulator; the daemon runs each [`Worker`] on its own thread instead.
 //! Besides the messages each call returns, it collects the associations the workers abort and
-//! the ENRP associations they ask to open, for the caller to take ([`Cluster::take_aborts`],
-//! [`Cluster::take_connects`]).
+//! the ENRP associations they ask to open, for the caller to take ([`InMemoryPr::take_aborts`],
+//! [`InMemoryPr::take_connects`]).
 //!
 //! Forwards are delivered at once, recursively, inside the call that made them (the default),
-//! or, in the asynchronous mode ([`Cluster::set_asynchronous`]), queued in one FIFO mailbox per
+//! or, in the asynchronous mode ([`InMemoryPr::set_asynchronous`]), queued in one FIFO mailbox per
 //! (sender, receiver) pair of workers until the caller delivers them
-//! ([`Cluster::deliver_mailbox`]), as the daemon's worker threads do a loop turn later: network
+//! ([`InMemoryPr::deliver_mailbox`]), as the daemon's worker threads do a loop turn later: network
 //! events and timers then interleave with the forwards in flight.
 
 use std::collections::VecDeque;
@@ -23,7 +23,7 @@ use crate::core::counters::WorkerMetrics;
 
 /// A PR of `N` workers in one thread.
 #[derive(Debug)]
-pub struct Cluster {
+pub struct InMemoryPr {
     workers: Vec<Worker>,
     metrics: Vec<Arc<WorkerMetrics>>,
     out: Output,
@@ -44,7 +44,7 @@ pub struct Sent {
     pub bytes: Vec<u8>,
 }
 
-impl Cluster {
+impl InMemoryPr {
     /// A PR of `workers` workers with the given configuration and handlespace limits; `seed`
     /// makes its random choices reproducible.
     pub fn new(workers: usize, config: CoreConfig, limits: Limits, seed: u64) -> Self {
@@ -299,7 +299,7 @@ mod tests {
         TransportParam, UserTransport,
     };
 
-    use super::{Cluster, Sent};
+    use super::{InMemoryPr, Sent};
     use crate::core::Protocol;
     use crate::core::{AssociationInfo, CoreConfig, Target};
     use crate::url::Transport as UrlTransport;
@@ -354,12 +354,12 @@ mod tests {
         };
         let config = || CoreConfig::new(PrId(1));
 
-        let mut sync = Cluster::new(2, config(), Limits::default(), 1);
+        let mut sync = InMemoryPr::new(2, config(), Limits::default(), 1);
         let a = sync.open(0, info.clone(), 0);
         assert_eq!(responses(&sync.message(a, &registration(&handle), 0)), 1);
         assert!(!sync.pending_forwards());
 
-        let mut pr = Cluster::new(2, config(), Limits::default(), 1);
+        let mut pr = InMemoryPr::new(2, config(), Limits::default(), 1);
         pr.set_asynchronous(true);
         assert!(pr.is_asynchronous());
         let a = pr.open(0, info, 0);
