@@ -948,20 +948,7 @@ impl Worker {
         let Some(a) = self.associations.get_mut(&association) else {
             return false;
         };
-        let r = &mut a.rate;
-        let elapsed = now.saturating_sub(r.refilled);
-        let refill = elapsed.saturating_mul(u64::from(rate)) / 1000;
-        if refill > 0 {
-            r.tokens = u32::try_from(u64::from(r.tokens) + refill)
-                .unwrap_or(u32::MAX)
-                .min(rate);
-            r.refilled = now;
-        }
-        if r.tokens == 0 {
-            return false;
-        }
-        r.tokens -= 1;
-        true
+        a.rate.take(rate, now)
     }
 }
 

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use rserpool_handlespace::timer::TimerWheel;
 use rserpool_handlespace::{
     AssociationId, HandlespaceReader, ItemCount, Millis, PeId, PeRegistration, PinnedReader, PrId,
-    Rng, Shard,
+    Rng, Shard, TokenBucket,
 };
 use rserpool_protocol::{EncodeError, Generation};
 
@@ -629,19 +629,13 @@ enum CoreTimer {
     Enrp,
 }
 
-/// A token bucket per association (RFC 5355 §2.13-2.14 threats: floods of requests).
-#[derive(Debug)]
-struct RateLimit {
-    tokens: u32,
-    refilled: Millis,
-}
-
 #[derive(Debug)]
 struct Association {
     info: AssociationInfo,
     /// Registrations forwarded and not yet answered.
     pending: usize,
-    rate: RateLimit,
+    /// Its requests per second (RFC 5355 §2.13-2.14 threats: floods of requests).
+    rate: TokenBucket,
 }
 
 /// One worker's state machine: the writer of one handlespace shard, the holder of its own
@@ -801,10 +795,7 @@ impl Worker {
             Association {
                 info,
                 pending: 0,
-                rate: RateLimit {
-                    tokens: self.config.max_requests_per_second,
-                    refilled: now,
-                },
+                rate: TokenBucket::full(self.config.max_requests_per_second, now),
             },
         );
         id
