@@ -174,13 +174,27 @@ fn ack(handle: &[u8], id: u64) -> Vec<u8> {
     )
 }
 
-/// Runs the PR's timers millisecond by millisecond from `from` to `to`, collecting what it sent.
+/// Runs the PR's timers from `from` to `to`, collecting what it sent: at `from`, then at each of
+/// the PR's next timeouts until `to` ([`next_time`]), so every timer fires when it would if the
+/// timers ran every millisecond.
 fn run(pr: &mut Cluster, from: u64, to: u64) -> Vec<(u64, Sent)> {
     let mut sent = Vec::new();
-    for now in from..=to {
+    let mut now = from;
+    while now <= to {
         sent.extend(pr.on_timer(now).into_iter().map(|s| (now, s)));
+        if now == to {
+            break;
+        }
+        now = next_time(pr.next_timeout(), now, to);
     }
     sent
+}
+
+/// When to run the timers next after `now`: at the next timeout (a lower bound of the next
+/// timer's deadline, so no timer is run late), at least 1 ms after `now` and at most `until`
+/// (after `now`).
+fn next_time(next_timeout: Option<u64>, now: u64, until: u64) -> u64 {
+    next_timeout.map_or(until, |t| t.clamp(now + 1, until))
 }
 
 /// (rejected, cause) of a registration response in `generation`.

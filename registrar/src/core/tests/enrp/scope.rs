@@ -8,7 +8,7 @@ use rserpool_protocol::{
     TransportParam, UpdateAction,
 };
 
-use super::super::{info, registration};
+use super::super::{info, next_time, registration};
 use super::{
     PEER, PEER2, PR, checksum_of, encode, enrp_info, homes, join, pe_element, presence, scope_pr,
     tcp, to, types, update, with_static_peer,
@@ -101,7 +101,10 @@ fn a_restarted_static_peer_with_a_new_id_leaves_its_old_id_to_be_taken_over() {
     w.close_association(first, 1_500, &mut out);
     let mut now = 1_500;
     let second = loop {
-        now += 100;
+        now = w
+            .next_timeout()
+            .expect("the ENRP tick is armed")
+            .max(now + 1);
         w.on_timer(now, &mut out);
         if let Some(c) = out.connects().first() {
             break c.association;
@@ -148,7 +151,7 @@ fn an_association_a_peer_never_accepts_is_given_up_and_tried_again() {
     let mut now = 0;
     let mut aborted_at = None;
     while now < 5_000 {
-        now += 50;
+        now = next_time(w.next_timeout(), now, 5_000);
         w.on_timer(now, &mut out);
         if aborted_at.is_none() && out.aborts().contains(&first) {
             aborted_at = Some(now);

@@ -9,7 +9,7 @@ use rserpool_protocol::{
     EnrpBody, Generation, Policy, PoolHandle, Seq, TransportKind, TransportParam, UpdateAction,
 };
 
-use super::super::{PE_IP, info, registration};
+use super::super::{PE_IP, info, next_time, registration};
 use super::{
     PEER, PEER2, PR, checksum_of, encode, enrp_info, homes, join, pe_element, presence,
     resolve_ids, scope_config, scope_pr, table_response, to, types, update,
@@ -278,7 +278,7 @@ fn pe14_the_winner_sends_each_taken_over_sctp_pe_a_keep_alive_with_the_h_bit() {
     let mut keep_alives = Vec::new();
     let mut now = 0;
     while keep_alives.is_empty() && now < 6_000 {
-        now += 100;
+        now = next_time(pr.next_timeout(), now, 6_000);
         for sent in pr.on_timer(now) {
             if let Target::SctpAddress(to, generation) = sent.target {
                 let message = rserpool_protocol::AsapMessage::decode(&sent.bytes, generation)
