@@ -47,7 +47,7 @@ use self::audit::{AuditWork, Round};
 pub(super) use self::takeover::TakenOver;
 pub use self::transfer::{TablePageDone, TablePageRequest};
 pub use self::update::{PeerAdd, Replicate};
-use super::{FastMap, Output, Target, Worker};
+use super::{FastMap, Output, Replication, Target, Worker};
 use crate::core::Protocol;
 use crate::url::{Transport, TransportUrl};
 
@@ -332,6 +332,37 @@ impl Scope {
 }
 
 impl Worker {
+    /// ENRP work another worker sent: at a shard (peers' PEs, purges, takeovers, table pages,
+    /// checksum queries), or at worker 0 (updates to send, pages built, checksum replies).
+    pub(in crate::core) fn on_replication(
+        &mut self,
+        forward: Replication,
+        now: Millis,
+        out: &mut Output,
+    ) {
+        match forward {
+            Replication::PeerAdds(adds) => self.apply_peer_adds(adds, now),
+            Replication::PeerDelete {
+                sender,
+                pool_handle,
+                pe_id,
+            } => self.apply_peer_delete(sender, &pool_handle, pe_id, now, out),
+            Replication::Purge { owner, keep } => self.apply_purge(owner, &keep, now, out),
+            Replication::TakeOver { dead, new_home } => {
+                self.apply_take_over(dead, new_home, now, out)
+            }
+            Replication::Replicate(update) => self.send_update(&update, out),
+            Replication::TablePage(request) => self.answer_table_page(*request, now, out),
+            Replication::TablePageDone(done) => self.table_page_done(*done, now, out),
+            Replication::ChecksumQuery { round } => self.answer_checksum_query(round, now, out),
+            Replication::ChecksumReply {
+                round,
+                shard,
+                owners,
+            } => self.checksum_reply(round, shard, owners, now, out),
+        }
+    }
+
     fn scope(&mut self) -> &mut Scope {
         self.scope.as_mut().expect("ENRP runs on worker 0")
     }

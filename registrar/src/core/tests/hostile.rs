@@ -9,8 +9,8 @@ use rserpool_protocol::{AsapMessage, Generation, Policy, cause};
 use super::{
     ack, cluster, config, info, only, registration, registration_outcome, resolution, resolved,
 };
-use crate::core::AssociationInfo;
 use crate::core::in_memory::InMemoryPr;
+use crate::core::{AssociationInfo, Received};
 use crate::url::Transport as UrlTransport;
 
 #[test]
@@ -150,4 +150,36 @@ proptest::proptest! {
         let (ids, _) = resolved(&pr.message(pe, &resolution(b"safe", Some(128)), 2)).unwrap();
         proptest::prop_assert!(ids.contains(&1));
     }
+}
+
+#[test]
+fn pa21_a_message_with_a_foreign_ppid_aborts_its_association_and_removes_its_pes() {
+    // RFC 5352 §5 / RFC 5353 §5: ASAP is PPID 11 and ENRP 12 (checklist PA-21). The core checks
+    // the PPID an SCTP driver passes with each message; a stream frame carries none.
+    let mut pr = cluster(1);
+    let a = pr.open(0, info(Generation::Rfc), 0);
+    let registered = pr.message(a, &registration(b"ppid", 1, Policy::RoundRobin), 0);
+    assert_eq!(registration_outcome(&registered), (false, None));
+    let w = &mut pr.workers_mut()[0];
+    let reader = w.reader().clone();
+    let mut out = crate::core::Output::default();
+    let asap = Received::Message {
+        association: a,
+        ppid: Some(rserpool_protocol::PPID_ASAP),
+        message: &resolution(b"ppid", None),
+    };
+    w.handle(&reader.pin(), asap, 1, &mut out);
+    assert_eq!(out.transmits().count(), 1, "PPID 11 is served");
+    assert!(out.aborts().is_empty());
+    out.clear();
+    let enrp = Received::Message {
+        association: a,
+        ppid: Some(rserpool_protocol::PPID_ENRP),
+        message: &resolution(b"ppid", None),
+    };
+    w.handle(&reader.pin(), enrp, 2, &mut out);
+    assert_eq!(out.aborts(), [a]);
+    assert_eq!(out.transmits().count(), 0, "not answered");
+    assert!(!w.has_association(a), "closed in the core at once");
+    assert_eq!(w.shard().pe_count(), 0, "its PE went with it");
 }
