@@ -11,8 +11,8 @@ use std::time::Instant;
 
 use rserpool_handlespace::{AssociationId, Limits, PeId, PrId};
 use rserpool_protocol::{
-    AsapMessage, Generation, Policy, PoolElement, PoolHandle, Seq, Transport, TransportKind,
-    UserTransport,
+    AsapMessage, Generation, Policy, PoolElementParam, PoolHandle, Seq, TransportKind,
+    TransportParam, UserTransport,
 };
 use rserpool_registrar::core::cluster::Cluster;
 use rserpool_registrar::core::{AssociationInfo, CoreConfig, EnrpConfig, Output, Target};
@@ -81,11 +81,11 @@ fn main() {
         let handle = format!("pool-{:07}", i / 10);
         let message = AsapMessage::Registration {
             pool_handle: PoolHandle(handle.as_bytes()),
-            pool_element: PoolElement {
+            pool_element: PoolElementParam {
                 id: PeId(i + 1),
                 home_pr: PrId(0),
                 registration_life: -1,
-                user_transport: UserTransport::Transport(Transport {
+                user_transport: UserTransport::Transport(TransportParam {
                     kind: TransportKind::Tcp,
                     port: 7000,
                     transport_use: 0,

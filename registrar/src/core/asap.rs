@@ -11,9 +11,9 @@ use rserpool_handlespace::{
 use rserpool_protocol::asap::{self, message_type};
 use rserpool_protocol::csp::{CSP_GROUP_REGISTRAR, CspReport, component_id};
 use rserpool_protocol::{
-    AsapMessage, DecodeError, Decoded, EncodeError, ErrorCause, Generation, PoolElement,
-    PoolHandle, Resolution, Seq, Transport as WireTransport, TransportKind, Unrecognized, cause,
-    encode_policy_parameter, encode_transport_parameter,
+    AsapMessage, DecodeError, Decoded, EncodeError, ErrorCause, Generation, PoolElementParam,
+    PoolHandle, Resolution, Seq, TransportKind, TransportParam as WireTransport, Unrecognized,
+    cause, encode_policy_parameter, encode_transport_parameter,
 };
 
 use super::encoded::{EncodedPools, Part};
@@ -267,7 +267,7 @@ impl Worker {
         association: AssociationId,
         generation: Generation,
         pool_handle: PoolHandle<'_>,
-        pe: &PoolElement<'_>,
+        pe: &PoolElementParam<'_>,
         now: Millis,
         out: &mut Output,
     ) {
@@ -608,7 +608,7 @@ impl Worker {
                 }
                 // The views borrow this snapshot; the allocation is the worker's, reused from one
                 // resolution to the next (an empty vector changes its element lifetime in place).
-                let mut pool_elements: Vec<PoolElement<'_>> = recycle(std::mem::take(views));
+                let mut pool_elements: Vec<PoolElementParam<'_>> = recycle(std::mem::take(views));
                 pool_elements.extend(
                     snapshot
                         .entries_at(selected)
@@ -1064,7 +1064,7 @@ fn respond_from_cache(
 
 /// Empties a vector of views and hands its allocation on under another lifetime: collecting an
 /// empty `into_iter` of a same-layout type reuses the buffer in place (no allocation).
-fn recycle<'a, 'b>(mut views: Vec<PoolElement<'a>>) -> Vec<PoolElement<'b>> {
+fn recycle<'a, 'b>(mut views: Vec<PoolElementParam<'a>>) -> Vec<PoolElementParam<'b>> {
     views.clear();
     views
         .into_iter()

@@ -287,8 +287,8 @@ mod tests {
     use rserpool_handlespace::{Limits, PeId, PrId, shard_index};
     use rserpool_protocol::asap::message_type;
     use rserpool_protocol::{
-        AsapMessage, Generation, Policy, PoolElement, PoolHandle, Seq, Transport, TransportKind,
-        UserTransport,
+        AsapMessage, Generation, Policy, PoolElementParam, PoolHandle, Seq, TransportKind,
+        TransportParam, UserTransport,
     };
 
     use super::{Cluster, Sent};
@@ -300,11 +300,11 @@ mod tests {
         let ip = [IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))];
         let message = AsapMessage::Registration {
             pool_handle: PoolHandle(handle),
-            pool_element: PoolElement {
+            pool_element: PoolElementParam {
                 id: PeId(7),
                 home_pr: PrId(0),
                 registration_life: 5_000,
-                user_transport: UserTransport::Transport(Transport {
+                user_transport: UserTransport::Transport(TransportParam {
                     kind: TransportKind::Tcp,
                     port: 7,
                     transport_use: 0,

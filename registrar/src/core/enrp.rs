@@ -20,7 +20,7 @@ use rserpool_handlespace::{
 use rserpool_protocol::enrp::message_type;
 use rserpool_protocol::{
     DecodeError, EnrpBody, EnrpMessage, ErrorCause, Generation, PoolEntry, PoolHandle, Seq,
-    ServerInformation, Transport as WireTransport, TransportKind, UpdateAction,
+    ServerInformation, TransportKind, TransportParam as WireTransport, UpdateAction,
 };
 
 use super::{
@@ -1466,7 +1466,7 @@ impl Worker {
         self.metrics.enrp_withheld(withheld);
         let more = next.is_some() || self.index + 1 < self.workers;
         let empty = page.is_empty();
-        let views: Vec<Vec<rserpool_protocol::PoolElement<'_>>> = page
+        let views: Vec<Vec<rserpool_protocol::PoolElementParam<'_>>> = page
             .iter()
             .map(|(_, es)| es.iter().map(|e| e.view(true)).collect())
             .collect();
@@ -1649,7 +1649,7 @@ impl Worker {
         sender: PrId,
         action: UpdateAction,
         pool_handle: PoolHandle<'_>,
-        pe: &rserpool_protocol::PoolElement<'_>,
+        pe: &rserpool_protocol::PoolElementParam<'_>,
         now: Millis,
         out: &mut Output,
     ) {

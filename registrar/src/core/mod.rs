@@ -539,7 +539,7 @@ pub struct Worker {
     metrics: Arc<WorkerMetrics>,
     selection: Vec<u32>,
     /// The allocation of a resolution's PE views, kept between resolutions.
-    views: Vec<rserpool_protocol::PoolElement<'static>>,
+    views: Vec<rserpool_protocol::PoolElementParam<'static>>,
     /// Encoded PEs of the pools this worker resolves, for assembling responses.
     encoded: Box<encoded::EncodedPools>,
     /// The ranges of a response's PEs in `encoded`, kept between resolutions.

@@ -6,8 +6,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use rserpool_handlespace::{Limits, PeId, PrId};
 use rserpool_protocol::asap::message_type as mt;
 use rserpool_protocol::{
-    AsapMessage, Generation, Policy, PoolElement, PoolHandle, Resolution, Seq, Transport,
-    TransportKind, UserTransport, cause,
+    AsapMessage, Generation, Policy, PoolElementParam, PoolHandle, Resolution, Seq, TransportKind,
+    TransportParam, UserTransport, cause,
 };
 
 use super::cluster::{Cluster, Sent};
@@ -57,7 +57,7 @@ fn registration_with(
     life: i32,
     generation: Generation,
 ) -> Vec<u8> {
-    let transport = Transport {
+    let transport = TransportParam {
         kind,
         port: 7,
         transport_use,
@@ -67,7 +67,7 @@ fn registration_with(
     encode(
         &AsapMessage::Registration {
             pool_handle: PoolHandle(handle),
-            pool_element: PoolElement {
+            pool_element: PoolElementParam {
                 id: PeId(id),
                 home_pr: PrId(0),
                 registration_life: life,

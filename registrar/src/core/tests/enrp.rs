@@ -6,8 +6,8 @@ use rserpool_handlespace::{AssociationId, PeId, PrId};
 use rserpool_protocol::checksum::Internet16;
 use rserpool_protocol::enrp::message_type as et;
 use rserpool_protocol::{
-    EnrpBody, EnrpMessage, Generation, Policy, PoolElement, PoolEntry, PoolHandle, Seq,
-    ServerInformation, Transport, TransportKind, UpdateAction, UserTransport,
+    EnrpBody, EnrpMessage, Generation, Policy, PoolElementParam, PoolEntry, PoolHandle, Seq,
+    ServerInformation, TransportKind, TransportParam, UpdateAction, UserTransport,
 };
 
 use super::super::cluster::{Cluster, Sent};
@@ -119,13 +119,13 @@ fn join(pr: &mut Cluster, id: PrId, now: u64) -> AssociationId {
     a
 }
 
-fn pe_element(id: u64, home: PrId) -> PoolElement<'static> {
+fn pe_element(id: u64, home: PrId) -> PoolElementParam<'static> {
     const IPS: &[std::net::IpAddr] = &[PE_IP];
-    PoolElement {
+    PoolElementParam {
         id: PeId(id),
         home_pr: home,
         registration_life: 30_000,
-        user_transport: UserTransport::Transport(Transport {
+        user_transport: UserTransport::Transport(TransportParam {
             kind: TransportKind::Sctp,
             port: 7,
             transport_use: 0,
@@ -137,7 +137,7 @@ fn pe_element(id: u64, home: PrId) -> PoolElement<'static> {
     }
 }
 
-fn update(sender: PrId, action: UpdateAction, handle: &[u8], pe: PoolElement<'_>) -> Vec<u8> {
+fn update(sender: PrId, action: UpdateAction, handle: &[u8], pe: PoolElementParam<'_>) -> Vec<u8> {
     encode(
         sender,
         EnrpBody::HandleUpdate {
@@ -443,7 +443,12 @@ fn pe12_pe13_a_checksum_mismatch_resynchronises_only_that_peers_pes() {
     }
 }
 
-fn table_response(sender: PrId, handle: &[u8], pes: &[PoolElement<'_>], more: bool) -> Vec<u8> {
+fn table_response(
+    sender: PrId,
+    handle: &[u8],
+    pes: &[PoolElementParam<'_>],
+    more: bool,
+) -> Vec<u8> {
     let entries = [PoolEntry {
         pool_handle: PoolHandle(handle),
         pool_elements: Seq::from_items(pes),
@@ -843,7 +848,7 @@ fn list_response_names_known_peers_with_their_transport() {
     const IP: &[std::net::IpAddr] = &[std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 3))];
     let info = ServerInformation {
         server_id: PEER2,
-        transport: Transport {
+        transport: TransportParam {
             kind: TransportKind::Tcp,
             port: 9902,
             transport_use: 0,
@@ -1019,7 +1024,7 @@ fn pe14_the_winner_sends_each_taken_over_sctp_pe_a_keep_alive_with_the_h_bit() {
     let dying = join(&mut pr, PEER, 0);
     const ASAP_IPS: &[std::net::IpAddr] = &[PE_IP];
     let mut sctp_pe = pe_element(21, PEER);
-    sctp_pe.asap_transport = Some(Transport {
+    sctp_pe.asap_transport = Some(TransportParam {
         kind: TransportKind::Sctp,
         port: 4711,
         transport_use: 0,
@@ -1077,7 +1082,7 @@ fn pe20_takeover_suggestion_goes_to_the_farthest_peer_and_is_honoured() {
     // Received with T=1: this PR claims the PE with a keep-alive with the H bit.
     const ASAP_IPS: &[std::net::IpAddr] = &[PE_IP];
     let mut suggested = pe_element(9, PrId(PR.0 ^ 1));
-    suggested.asap_transport = Some(Transport {
+    suggested.asap_transport = Some(TransportParam {
         kind: TransportKind::Sctp,
         port: 4712,
         transport_use: 0,
@@ -1258,7 +1263,7 @@ fn a_presence_datagram_introduces_a_peer_that_is_then_connected_to() {
     const IP: &[std::net::IpAddr] = &[std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 9))];
     let info = ServerInformation {
         server_id: PEER,
-        transport: Transport {
+        transport: TransportParam {
             kind: TransportKind::Tcp,
             port: 9909,
             transport_use: 0,
