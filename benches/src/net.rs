@@ -1,13 +1,15 @@
-//! Addresses and sockets: `tcp://` and `mptcp://` URLs (with an optional `?generation=rfc|ng`),
-//! connecting and listening over TCP or MPTCP through socket2.
+//! Addresses and sockets: `tcp://` and `mptcp://` URLs (with an optional `?generation=rfc|ng`,
+//! parsed by the transport URL parser of `rserpool_protocol::url`), connecting and listening over
+//! TCP or MPTCP through socket2.
 
 use std::fmt;
 use std::io;
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs, UdpSocket};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::str::FromStr;
 
 use clap::ValueEnum;
 use rserpool_protocol::Generation;
+use rserpool_protocol::url::{Transport as UrlTransport, TransportUrl};
 use socket2::{Domain, Protocol, Socket, Type};
 
 /// The stream transport ASAP travels on.
@@ -23,9 +25,14 @@ pub enum Transport {
 impl Transport {
     /// The URL scheme.
     pub const fn scheme(self) -> &'static str {
+        self.url_transport().scheme()
+    }
+
+    /// The same transport as transport URLs name it.
+    pub const fn url_transport(self) -> UrlTransport {
         match self {
-            Self::Tcp => "tcp",
-            Self::Mptcp => "mptcp",
+            Self::Tcp => UrlTransport::Tcp,
+            Self::Mptcp => UrlTransport::Mptcp,
         }
     }
 
@@ -67,44 +74,37 @@ impl Endpoint {
     }
 }
 
+impl Endpoint {
+    /// The endpoint as a transport URL.
+    pub const fn url(&self) -> TransportUrl {
+        let mut url = TransportUrl::new(self.transport.url_transport(), self.addr);
+        url.generation = self.generation;
+        url
+    }
+}
+
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}://{}", self.transport.scheme(), self.addr)?;
-        if self.generation == Generation::Ng {
-            f.write_str("?generation=ng")?;
-        }
-        Ok(())
+        self.url().fmt(f)
     }
 }
 
 impl FromStr for Endpoint {
     type Err = String;
 
+    /// Parses a `tcp://` or `mptcp://` URL with the transport URL parser.
     fn from_str(s: &str) -> Result<Self, String> {
-        let bad = |why: &str| {
-            format!("bad URL `{s}`: {why} (expected tcp://HOST:PORT or mptcp://HOST:PORT)")
+        let url = TransportUrl::parse(s, UrlTransport::STREAMS).map_err(|e| e.to_string())?;
+        let transport = match url.transport {
+            UrlTransport::Tcp => Transport::Tcp,
+            UrlTransport::Mptcp => Transport::Mptcp,
+            // refused by the parser already: not among the schemes it was given
+            other => return Err(format!("bad URL `{s}`: {} is not a stream", other.scheme())),
         };
-        let (scheme, rest) = s.split_once("://").ok_or_else(|| bad("no scheme"))?;
-        let transport = match scheme {
-            "tcp" => Transport::Tcp,
-            "mptcp" => Transport::Mptcp,
-            _ => return Err(bad("the scheme must be tcp or mptcp")),
-        };
-        let (host, generation) = match rest.split_once('?') {
-            None => (rest, Generation::Rfc),
-            Some((host, "generation=rfc")) => (host, Generation::Rfc),
-            Some((host, "generation=ng")) => (host, Generation::Ng),
-            Some(_) => return Err(bad("the only query is generation=rfc or generation=ng")),
-        };
-        let addr = host
-            .to_socket_addrs()
-            .map_err(|e| bad(&e.to_string()))?
-            .next()
-            .ok_or_else(|| bad("the host has no address"))?;
         Ok(Self {
             transport,
-            addr,
-            generation,
+            addr: url.address,
+            generation: url.generation,
         })
     }
 }
@@ -188,10 +188,13 @@ mod tests {
     #[test]
     fn bad_urls_are_refused_with_the_reason() {
         for (url, why) in [
-            ("127.0.0.1:3863", "no scheme"),
-            ("sctp://127.0.0.1:3863", "tcp or mptcp"),
-            ("tcp://127.0.0.1:3863?generation=v3", "generation="),
-            ("tcp://127.0.0.1", "invalid socket address"),
+            ("127.0.0.1:3863", "missing `scheme://`"),
+            ("sctp://127.0.0.1:3863", "the scheme tcp or mptcp"),
+            (
+                "tcp://127.0.0.1:3863?generation=v3",
+                "?generation=rfc or ?generation=ng",
+            ),
+            ("tcp://127.0.0.1", "missing `:port`"),
         ] {
             let e = url.parse::<Endpoint>().unwrap_err();
             assert!(e.contains(why), "{url}: {e}");

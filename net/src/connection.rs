@@ -17,7 +17,7 @@ use socket2::Socket;
 use crate::error::NetError;
 use crate::sctp::SctpClient;
 use crate::stream::connect_stream_blocking;
-use crate::url::{Transport, TransportUrl};
+use rserpool_protocol::url::{Transport, TransportUrl};
 
 /// An open connection to a registrar.
 #[derive(Debug)]
@@ -282,7 +282,10 @@ mod tests {
             Ok(()) => assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "{text}"),
             Err(_) => {
                 assert!(text.starts_with("SCTP is not available"), "{text}");
-                assert!(text.contains("socket(AF_INET, SOCK_STREAM, IPPROTO_SCTP)"), "{text}");
+                assert!(
+                    text.contains("socket(AF_INET, SOCK_STREAM, IPPROTO_SCTP)"),
+                    "{text}"
+                );
                 assert!(text.contains("modprobe sctp"), "{text}");
             }
         }

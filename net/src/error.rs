@@ -252,7 +252,10 @@ mod tests {
         }
         .to_string();
         assert!(absent.contains("CONFIG_MPTCP"), "{absent}");
-        assert!(absent.ends_with("or connect over tcp:// instead"), "{absent}");
+        assert!(
+            absent.ends_with("or connect over tcp:// instead"),
+            "{absent}"
+        );
         assert!(matches!(
             NetError::mptcp_unavailable(call, SocketUse::Listen, os(libc::ENOPROTOOPT)),
             NetError::MptcpUnavailable { disabled: true, .. }
@@ -285,9 +288,16 @@ mod tests {
 
     #[test]
     fn io_errors_keep_the_kind_and_the_message() {
-        let e = io::Error::from(NetError::io("connect to tcp://127.0.0.1:1", os(libc::ECONNREFUSED)));
+        let e = io::Error::from(NetError::io(
+            "connect to tcp://127.0.0.1:1",
+            os(libc::ECONNREFUSED),
+        ));
         assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused);
-        assert!(e.to_string().starts_with("cannot connect to tcp://127.0.0.1:1: "), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("cannot connect to tcp://127.0.0.1:1: "),
+            "{e}"
+        );
         let e = io::Error::from(NetError::InvalidRequest("give an address".into()));
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
         assert_eq!(e.to_string(), "give an address");

@@ -1,6 +1,9 @@
-//! What the host offers the registrar's workers: its online cores and pinning a thread to one.
+//! What the host offers the registrar's workers: its online cores, pinning a thread to one, busy
+//! polling.
 
 use std::io;
+
+use socket2::Socket;
 
 use crate::sys;
 
@@ -18,6 +21,20 @@ pub fn pin_current_thread(core: usize) -> io::Result<()> {
                 "cannot pin the thread to core {core}: {e}; this host has {} online cores, and \
                  taskset or a cgroup cpuset may allow fewer: choose a core this process may run on",
                 online_cores()
+            ),
+        )
+    })
+}
+
+/// Sets `SO_BUSY_POLL` on `sock`: a blocking receive spins on the device queue for up to `usec`
+/// microseconds before sleeping (needs `CAP_NET_ADMIN` to raise it above `net.core.busy_read`).
+pub fn set_busy_poll(sock: &Socket, usec: u32) -> io::Result<()> {
+    sock.set_busy_poll(usec).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!(
+                "cannot set SO_BUSY_POLL to {usec} µs: {e}; it needs CAP_NET_ADMIN, or leave busy \
+                 polling off"
             ),
         )
     })

@@ -7,7 +7,7 @@ use std::time::Duration;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use crate::error::{NetError, SocketUse};
-use crate::url::{Transport, TransportUrl};
+use rserpool_protocol::url::{Transport, TransportUrl};
 
 /// Opens a non-blocking, close-on-exec listener for a `tcp://` or `mptcp://` URL.
 ///
@@ -270,9 +270,6 @@ mod tests {
                 .starts_with(&format!("cannot connect to tcp://127.0.0.1:{port}: ")),
             "{e}"
         );
-        assert_eq!(
-            std::io::Error::from(e).kind(),
-            ErrorKind::ConnectionRefused
-        );
+        assert_eq!(std::io::Error::from(e).kind(), ErrorKind::ConnectionRefused);
     }
 }

@@ -1,7 +1,8 @@
 //! UDP sockets: the registrar's bound ones for requests and presence and its unbound one that
 //! sends ASAP_SERVER_ANNOUNCE to multicast and unicast targets, and the one a PE or PU hears
-//! announces on.
+//! announces on; which local address reaches a peer.
 
+use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
@@ -127,6 +128,19 @@ pub fn announce_receiver(address: SocketAddr) -> Result<UdpSocket, NetError> {
     Ok(sock)
 }
 
+/// The local address this host would use to reach `peer` (a PE's user-transport address must be
+/// one of its association's addresses). Connecting a UDP socket sends nothing.
+pub fn local_ip_towards(peer: SocketAddr) -> io::Result<IpAddr> {
+    let any: SocketAddr = if peer.is_ipv4() {
+        (Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let probe = UdpSocket::bind(any)?;
+    probe.connect(peer)?;
+    Ok(probe.local_addr()?.ip())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,6 +222,12 @@ mod tests {
             Ok(group) => assert!(group.local_addr().unwrap().ip().is_unspecified()),
             Err(e) => assert!(e.to_string().contains("join the multicast group"), "{e}"),
         }
+    }
+
+    #[test]
+    fn the_loopback_is_reached_from_the_loopback() {
+        let ip = local_ip_towards("127.0.0.1:9".parse().unwrap()).unwrap();
+        assert!(ip.is_loopback(), "{ip}");
     }
 
     #[test]

@@ -28,7 +28,7 @@ use clap::Parser;
 use clap::builder::PossibleValuesParser;
 
 use crate::config::{self, AddressOrOff, ConfigError, DriverChoice, Layers, Overrides};
-use crate::url::TransportUrl;
+use rserpool_protocol::url::TransportUrl;
 
 /// The command line. Flags override the configuration file, which overrides the profile.
 #[derive(Debug, Clone, PartialEq, Parser)]

@@ -15,7 +15,7 @@ use crate::core::{CoreConfig, PrShared, Worker};
 use crate::driver::{Driver, IoSettings, Listener, Shared, WorkerSetup, sys};
 use crate::metrics::{MetricsServer, ProcessInfo, Protocol, WorkerMetrics};
 use crate::net::{self, NetError, SctpSocket};
-use crate::url::{Transport, TransportUrl};
+use rserpool_net::{Transport, TransportUrl};
 
 /// Why the daemon could not start or stopped with an error.
 #[derive(Debug)]

@@ -9,4 +9,3 @@ pub mod daemon;
 pub mod driver;
 pub mod metrics;
 pub mod net;
-pub mod url;

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use socket2::{SockAddr, Socket, Type};
 
-use super::{RECV_CONTROL_LEN, missing_rcvinfo, parse_rcvinfo, sctp_socket, set_common_options};
 use super::sndinfo_cmsg;
+use super::{RECV_CONTROL_LEN, missing_rcvinfo, parse_rcvinfo, sctp_socket, set_common_options};
 use crate::error::{NetError, SocketUse};
 use crate::sys;
 
@@ -136,7 +136,13 @@ mod tests {
         let mut buf = [0; 64];
         let assoc = loop {
             match server.recv(&mut buf) {
-                Ok(SctpRecv::Data { assoc, ppid, stream, len, .. }) => {
+                Ok(SctpRecv::Data {
+                    assoc,
+                    ppid,
+                    stream,
+                    len,
+                    ..
+                }) => {
                     assert_eq!((ppid, stream, &buf[..len]), (PPID_ASAP, 2, &b"request"[..]));
                     break assoc;
                 }

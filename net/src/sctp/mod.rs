@@ -191,7 +191,7 @@ fn missing_rcvinfo() -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidData,
         "an SCTP message arrived without its SCTP_RCVINFO (PPID, stream, association): the \
-         socket must have SCTP_RECVRCVINFO on, as SctpSocket::listen and connect_one_to_one set it",
+         socket must have SCTP_RECVRCVINFO on, as SctpSocket::listen and SctpClient::connect set it",
     )
 }
 
@@ -227,11 +227,15 @@ mod tests {
                 let e =
                     SctpSocket::listen(&["127.0.0.1:0".parse().unwrap()], true, 8, 0).unwrap_err();
                 assert!(matches!(e, NetError::SctpUnavailable { .. }), "{e}");
-                let e = SctpClient::connect("[::1]:9".parse().unwrap(), None, Duration::from_secs(1))
-                    .unwrap_err();
+                let e =
+                    SctpClient::connect("[::1]:9".parse().unwrap(), None, Duration::from_secs(1))
+                        .unwrap_err();
                 let text = e.to_string();
                 assert!(text.contains("socket(AF_INET6, SOCK_STREAM"), "{text}");
-                assert!(text.ends_with("connect over tcp:// or mptcp:// instead"), "{text}");
+                assert!(
+                    text.ends_with("connect over tcp:// or mptcp:// instead"),
+                    "{text}"
+                );
             }
             Err(e) => panic!("{e}"),
         }

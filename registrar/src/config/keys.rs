@@ -11,7 +11,7 @@ use toml::de::DeValue;
 
 use super::layers::Origins;
 use super::{AddressOrOff, Config, DriverChoice, LogFormat};
-use crate::url::TransportUrl;
+use rserpool_protocol::url::TransportUrl;
 
 /// When a changed value takes effect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,7 +14,7 @@ use super::{
     Layers, LimitsConfig, LogConfig, LogFormat, MetricsConfig, Origin, Overrides, Problem,
     RegistrarConfig, ResolutionConfig, Source, TimerConfig, profile_text, validate,
 };
-use crate::url::TransportUrl;
+use rserpool_protocol::url::TransportUrl;
 
 /// Where each key was set last, and each item of a list key.
 #[derive(Debug)]

@@ -33,7 +33,7 @@ use std::str::FromStr;
 
 pub use error::{ConfigError, Origin, Problem, Source};
 
-use crate::url::TransportUrl;
+use rserpool_protocol::url::TransportUrl;
 
 /// The embedded tuning profiles, by name, in the order `--help` lists them.
 const PROFILES: &[(&str, &str)] = &[

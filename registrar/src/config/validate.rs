@@ -13,7 +13,7 @@ use tracing_subscriber::EnvFilter;
 
 use super::layers::Origins;
 use super::{Config, Origin, Problem};
-use crate::url::{Transport, TransportUrl};
+use rserpool_protocol::url::{Transport, TransportUrl};
 
 /// Milliseconds allowed for an interval: 10 ms catches seconds written as milliseconds, one day
 /// catches microseconds.

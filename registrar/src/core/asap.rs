@@ -22,7 +22,7 @@ use super::{
     Forward, Output, RFC_MAX_POOL_HANDLE, RegisterRequest, Target, Worker, encode_into, jitter,
 };
 use crate::metrics::{Protocol, RemovalReason, RequestKind, WorkerMetrics};
-use crate::url::Transport;
+use rserpool_protocol::url::Transport;
 
 /// Why a request was refused before it reached the handlespace.
 enum Refusal {

@@ -28,7 +28,7 @@ use super::{
     jitter,
 };
 use crate::metrics::{Protocol, RemovalReason};
-use crate::url::{Transport, TransportUrl};
+use rserpool_protocol::url::{Transport, TransportUrl};
 
 type FastSet<T> = HashSet<T, foldhash::fast::RandomState>;
 

@@ -28,7 +28,7 @@ use rserpool_protocol::{EncodeError, Generation};
 
 pub use self::enrp::{EnrpConfig, PeerAdd, Replicate, TablePageDone, TablePageRequest};
 use crate::metrics::{Protocol, RemovalReason, WorkerMetrics};
-use crate::url::{Transport, TransportUrl};
+use rserpool_protocol::url::{Transport, TransportUrl};
 
 type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 

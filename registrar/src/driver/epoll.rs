@@ -13,7 +13,7 @@ use super::sys::{Epoll, Event};
 use super::{Listener, WorkerSetup, send_datagram};
 use crate::core::{Connect, Target};
 use crate::net::{configure_accepted, connect_outcome, connect_stream};
-use crate::url::Transport;
+use rserpool_net::Transport;
 
 const TOKEN_WAKE: u64 = 0;
 const TAG_LISTENER: u64 = 1 << 60;

@@ -23,7 +23,7 @@ use rserpool_handlespace::mailbox::Mailbox;
 use crate::core::{CoreConfig, Forward, Worker};
 use crate::metrics::{Protocol, WorkerMetrics};
 use crate::net::SctpSocket;
-use crate::url::TransportUrl;
+use rserpool_net::TransportUrl;
 
 /// The I/O driver the workers run on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -18,7 +18,7 @@ use super::{IoSettings, Listener, Shared, WorkerSetup};
 use crate::core::{AssociationInfo, Connect, CoreConfig, Forward, Output, Worker};
 use crate::metrics::{Limit, Protocol, RequestKind, TransportLabel, WorkerMetrics};
 use crate::net::{AssocState, NetError, SctpAssocId, SctpRecv};
-use crate::url::{Transport, TransportUrl};
+use rserpool_net::{Transport, TransportUrl};
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 

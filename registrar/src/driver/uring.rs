@@ -42,8 +42,8 @@ use super::{Listener, WorkerSetup, send_datagram};
 use crate::core::{Connect, Target};
 use crate::metrics::Protocol;
 use crate::net::{NetError, configure_accepted, connect_outcome, connect_stream};
-use crate::url::Transport;
 use ring::{Completion, Ring, SendId};
+use rserpool_net::Transport;
 
 /// The token of the poll on the worker's eventfd (listeners and connections use their index).
 const WAKE: u64 = ring::MAX_TOKEN;

@@ -14,7 +14,7 @@ use super::super::cluster::{Cluster, Sent};
 use super::super::{AssociationInfo, CoreConfig, EnrpConfig, Output, Target};
 use super::{PE_IP, info, registration, resolved};
 use crate::metrics::Protocol;
-use crate::url::{Transport as UrlTransport, TransportUrl};
+use rserpool_protocol::url::{Transport as UrlTransport, TransportUrl};
 
 const PR: PrId = super::PR;
 const PEER: PrId = PrId(0x2222_0001);

@@ -3,13 +3,18 @@
 //! scheme (`sctp://`, `tcp://`, `mptcp://` or `udp://`, any case), then `host:port` (an IPv4
 //! address, a bracketed IPv6 address or a host name to resolve), an optional `/`, then optional
 //! `?generation=rfc` or `?generation=ng` (RFC when absent). One parser serves every tool; each
-//! tool says which schemes it takes ([`TransportUrl::parse`]).
+//! tool says which schemes it takes ([`TransportUrl::parse`] with [`Transport::ALL`],
+//! [`Transport::CONNECTIONS`] or [`Transport::STREAMS`]).
+//!
+//! Values and parsing only, no sockets: the registrar's sans-I/O core holds these values, and
+//! `rserpool-net` opens the sockets they name. A host name is resolved with std's
+//! `ToSocketAddrs` while parsing.
 
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::str::FromStr;
 
-use rserpool_protocol::Generation;
+use crate::Generation;
 
 /// The transport protocol of a URL.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -29,6 +34,11 @@ pub enum Transport {
 impl Transport {
     /// Every transport: what the registrar's URLs take.
     pub const ALL: &'static [Self] = &[Self::Sctp, Self::Tcp, Self::Mptcp, Self::Udp];
+    /// The transports that carry a connection to a registrar: what an endpoint's registrar URLs
+    /// take.
+    pub const CONNECTIONS: &'static [Self] = &[Self::Sctp, Self::Tcp, Self::Mptcp];
+    /// The byte-stream transports: what the load generator's URLs take.
+    pub const STREAMS: &'static [Self] = &[Self::Tcp, Self::Mptcp];
 
     /// The URL scheme.
     pub const fn scheme(self) -> &'static str {
@@ -185,11 +195,6 @@ impl fmt::Display for TransportUrl {
 mod tests {
     use super::*;
 
-    /// What the endpoint takes: a connection to a registrar.
-    const CONNECTIONS: &[Transport] = &[Transport::Sctp, Transport::Tcp, Transport::Mptcp];
-    /// What the load generator takes.
-    const STREAMS: &[Transport] = &[Transport::Tcp, Transport::Mptcp];
-
     fn url(text: &str) -> TransportUrl {
         text.parse().unwrap()
     }
@@ -197,7 +202,10 @@ mod tests {
     #[test]
     fn parses_every_scheme_and_the_generation() {
         let u = url("tcp://127.0.0.1:3863");
-        assert_eq!(u, TransportUrl::new(Transport::Tcp, "127.0.0.1:3863".parse().unwrap()));
+        assert_eq!(
+            u,
+            TransportUrl::new(Transport::Tcp, "127.0.0.1:3863".parse().unwrap())
+        );
         assert_eq!(u.generation, Generation::Rfc);
         let u = url("sctp://[::1]:9901?generation=ng");
         assert_eq!(u.transport, Transport::Sctp);
@@ -210,9 +218,15 @@ mod tests {
         assert_eq!(url("tcp://localhost:1").address.port(), 1);
         assert_eq!(url("udp://239.0.0.50:3863").transport, Transport::Udp);
         let u = url("MPTCP://[::1]:13863/?generation=ng");
-        assert_eq!((u.transport, u.generation), (Transport::Mptcp, Generation::Ng));
+        assert_eq!(
+            (u.transport, u.generation),
+            (Transport::Mptcp, Generation::Ng)
+        );
         assert_eq!(u.to_string(), "mptcp://[::1]:13863?generation=ng");
-        assert_eq!(url("tcp://127.0.0.1:1?generation=rfc").generation, Generation::Rfc);
+        assert_eq!(
+            url("tcp://127.0.0.1:1?generation=rfc").generation,
+            Generation::Rfc
+        );
         // empty options are passed over; the last generation given counts
         assert_eq!(url("tcp://127.0.0.1:1?").generation, Generation::Rfc);
         let u = url("tcp://127.0.0.1:1?&generation=rfc&generation=ng");
@@ -221,15 +235,22 @@ mod tests {
 
     #[test]
     fn each_caller_takes_its_schemes() {
-        let u = TransportUrl::parse("mptcp://127.0.0.1:3863?generation=ng", STREAMS).unwrap();
-        assert_eq!((u.transport, u.generation), (Transport::Mptcp, Generation::Ng));
+        let u = TransportUrl::parse("mptcp://127.0.0.1:3863?generation=ng", Transport::STREAMS)
+            .unwrap();
+        assert_eq!(
+            (u.transport, u.generation),
+            (Transport::Mptcp, Generation::Ng)
+        );
         assert_eq!(u.to_string(), "mptcp://127.0.0.1:3863?generation=ng");
-        let u = TransportUrl::parse("sctp://127.0.0.1:3863", CONNECTIONS).unwrap();
+        let u = TransportUrl::parse("sctp://127.0.0.1:3863", Transport::CONNECTIONS).unwrap();
         assert_eq!(u.transport, Transport::Sctp);
-        let e = TransportUrl::parse("udp://127.0.0.1:3863", CONNECTIONS).unwrap_err();
+        let e = TransportUrl::parse("udp://127.0.0.1:3863", Transport::CONNECTIONS).unwrap_err();
         assert!(e.to_string().contains("unknown scheme `udp`"), "{e}");
-        assert!(e.to_string().contains("the scheme sctp, tcp or mptcp,"), "{e}");
-        let e = TransportUrl::parse("sctp://127.0.0.1:3863", STREAMS).unwrap_err();
+        assert!(
+            e.to_string().contains("the scheme sctp, tcp or mptcp,"),
+            "{e}"
+        );
+        let e = TransportUrl::parse("sctp://127.0.0.1:3863", Transport::STREAMS).unwrap_err();
         assert!(e.to_string().contains("unknown scheme `sctp`"), "{e}");
         assert!(e.to_string().contains("the scheme tcp or mptcp,"), "{e}");
         assert!(e.to_string().contains("e.g. tcp://127.0.0.1:3863"), "{e}");
@@ -245,7 +266,10 @@ mod tests {
             ("tcp://:1", "missing host"),
             ("tcp://127.0.0.1:99999", "bad port `99999`"),
             ("tcp://127.0.0.1:70000", "bad port"),
-            ("tcp://127.0.0.1:1?generation=v3", "generation must be `rfc` or `ng`, not `v3`"),
+            (
+                "tcp://127.0.0.1:1?generation=v3",
+                "generation must be `rfc` or `ng`, not `v3`",
+            ),
             ("tcp://127.0.0.1:1?x=1", "unknown option `x=1`"),
         ] {
             let e = text.parse::<TransportUrl>().unwrap_err();
