@@ -1,16 +1,16 @@
 //! Addresses and sockets: `tcp://` and `mptcp://` URLs (with an optional `?generation=rfc|ng`,
-//! parsed by the transport URL parser of `rserpool_protocol::url`), connecting and listening over
-//! TCP or MPTCP through socket2.
+//! parsed by the transport URL parser of `rserpool_protocol::url`), connecting over TCP or MPTCP
+//! through `rserpool-net`, and the open-files limit that many connections need.
 
 use std::fmt;
 use std::io;
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream};
 use std::str::FromStr;
 
 use clap::ValueEnum;
+use rserpool_net::NetError;
 use rserpool_protocol::Generation;
 use rserpool_protocol::url::{Transport as UrlTransport, TransportUrl};
-use socket2::{Domain, Protocol, Socket, Type};
 
 /// The stream transport ASAP travels on.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
@@ -34,21 +34,6 @@ impl Transport {
             Self::Tcp => UrlTransport::Tcp,
             Self::Mptcp => UrlTransport::Mptcp,
         }
-    }
-
-    fn protocol(self) -> Protocol {
-        match self {
-            Self::Tcp => Protocol::TCP,
-            Self::Mptcp => Protocol::MPTCP,
-        }
-    }
-
-    fn socket(self, addr: SocketAddr) -> io::Result<Socket> {
-        Socket::new(
-            Domain::for_address(addr),
-            Type::STREAM,
-            Some(self.protocol()),
-        )
     }
 }
 
@@ -109,21 +94,13 @@ impl FromStr for Endpoint {
     }
 }
 
-/// Connects to `endpoint` with Nagle off (requests leave in one write each).
+/// Connects to `endpoint` with Nagle off (requests leave in one write each), blocking
+/// ([`rserpool_net::connect_stream_blocking`]); a failed call gives the kernel's answer alone, as
+/// callers name the endpoint.
 pub fn connect(endpoint: &Endpoint) -> io::Result<TcpStream> {
-    let socket = endpoint.transport.socket(endpoint.addr)?;
-    socket.set_tcp_nodelay(true)?;
-    socket.connect(&endpoint.addr.into())?;
-    Ok(socket.into())
-}
-
-/// Listens on `addr` (port 0 = any) over `transport`.
-pub fn listen(transport: Transport, addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = transport.socket(addr)?;
-    socket.set_reuse_address(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(1024)?;
-    Ok(socket.into())
+    rserpool_net::connect_stream_blocking(&endpoint.url(), None)
+        .map(TcpStream::from)
+        .map_err(NetError::into_kernel_error)
 }
 
 /// Raises this process's soft limit on open files, if it is lower, to hold `connections` client
@@ -152,19 +129,6 @@ pub fn raise_open_files(connections: usize) -> crate::Result<()> {
         },
     )
     .map_err(|e| crate::Error::new(format!("cannot raise the open-files limit to {need}: {e}")))
-}
-
-/// The local address this host would use to reach `peer` (a PE's user-transport address must be
-/// one of its association's addresses). Connecting a UDP socket sends nothing.
-pub fn local_ip_towards(peer: SocketAddr) -> io::Result<IpAddr> {
-    let any: SocketAddr = if peer.is_ipv4() {
-        ([0, 0, 0, 0], 0).into()
-    } else {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-    };
-    let probe = UdpSocket::bind(any)?;
-    probe.connect(peer)?;
-    Ok(probe.local_addr()?.ip())
 }
 
 #[cfg(test)]
@@ -199,11 +163,5 @@ mod tests {
             let e = url.parse::<Endpoint>().unwrap_err();
             assert!(e.contains(why), "{url}: {e}");
         }
-    }
-
-    #[test]
-    fn the_loopback_is_reached_from_the_loopback() {
-        let ip = local_ip_towards("127.0.0.1:9".parse().unwrap()).unwrap();
-        assert!(ip.is_loopback(), "{ip}");
     }
 }

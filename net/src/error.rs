@@ -79,6 +79,16 @@ impl NetError {
         }
     }
 
+    /// For a caller whose own message names what was being done (and where): a failed socket
+    /// call as the kernel's answer alone, without the action; any other error as
+    /// [`io::Error::from`] gives it, with its whole message.
+    pub fn into_kernel_error(self) -> io::Error {
+        match self {
+            Self::Io { source, .. } => source,
+            other => other.into(),
+        }
+    }
+
     /// Whether the kernel lacks the transport (SCTP, MPTCP) or the address and port are taken:
     /// what an endpoint marked "skip if unavailable" may be skipped for.
     pub fn unavailable_or_in_use(&self) -> bool {

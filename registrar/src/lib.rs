@@ -8,4 +8,3 @@ pub mod core;
 pub mod daemon;
 pub mod driver;
 pub mod metrics;
-pub mod net;

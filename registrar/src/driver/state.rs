@@ -11,14 +11,13 @@ use std::time::{Duration, Instant};
 
 use rserpool_handlespace::mailbox::Mailbox;
 use rserpool_handlespace::{AssociationId, Millis, PinnedReader};
+use rserpool_net::{AssocState, NetError, SctpAssocId, SctpRecv, Transport, TransportUrl};
 use rserpool_protocol::{PPID_ASAP, PPID_ENRP};
 
 use super::conn::{Closed, Dispatch};
 use super::{IoSettings, Listener, Shared, WorkerSetup};
 use crate::core::{AssociationInfo, Connect, CoreConfig, Forward, Output, Worker};
 use crate::metrics::{Limit, Protocol, RequestKind, TransportLabel, WorkerMetrics};
-use crate::net::{AssocState, NetError, SctpAssocId, SctpRecv};
-use rserpool_net::{Transport, TransportUrl};
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 

@@ -35,15 +35,14 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use rserpool_handlespace::{AssociationId, Millis, PinnedReader};
+use rserpool_net::{NetError, Transport, configure_accepted, connect_outcome, connect_stream};
 
 use super::conn::{Closed, StreamConn};
 use super::state::{LoopState, Route, send_to_sctp_address};
 use super::{Listener, WorkerSetup, send_datagram};
 use crate::core::{Connect, Target};
 use crate::metrics::Protocol;
-use crate::net::{NetError, configure_accepted, connect_outcome, connect_stream};
 use ring::{Completion, Ring, SendId};
-use rserpool_net::Transport;
 
 /// The token of the poll on the worker's eventfd (listeners and connections use their index).
 const WAKE: u64 = ring::MAX_TOKEN;

@@ -1,5 +1,5 @@
-//! Whether this process may use io_uring, as the registrar's driver choice asks (io_uring is the
-//! registrar's alone; the other sockets and host probes are `rserpool-net`'s).
+//! Whether this process may use io_uring, as the daemon's driver choice asks (io_uring is the
+//! registrar's alone; the sockets and the other host probes are `rserpool-net`'s).
 
 use std::{fs, io};
 
