@@ -9,28 +9,24 @@
 //! query through every mailbox, so each reply reflects every write worker 0 sent that shard
 //! before it, and every replication that shard sent before it has already gone out (design §3).
 
-use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use rserpool_handlespace::{
-    AssociationId, Millis, OwnerChecksums, PeId, PeRegistration, PoolElementEntry, PrId,
-    TableCursor,
+    AssociationId, FastMap, FastSet, Millis, OwnerChecksums, PeId, PeRegistration,
+    PoolElementEntry, PrId, TableCursor,
 };
 use rserpool_protocol::enrp::message_type;
+use rserpool_protocol::url::{Transport, TransportUrl};
 use rserpool_protocol::{
     DecodeError, EnrpBody, EnrpMessage, ErrorCause, Generation, PoolEntry, PoolHandle, Seq,
     ServerInformation, TransportKind, TransportParam as WireTransport, UpdateAction,
 };
 
 use super::{
-    AssociationInfo, CoreTimer, FastMap, Forward, Output, Target, Worker, encode_into, handle_hash,
-    jitter,
+    AssociationInfo, CoreTimer, Forward, Output, Target, Worker, encode_into, handle_hash, jitter,
 };
 use crate::metrics::{Protocol, RemovalReason};
-use rserpool_protocol::url::{Transport, TransportUrl};
-
-type FastSet<T> = HashSet<T, foldhash::fast::RandomState>;
 
 /// ENRP settings: the scope's peers and RFC 5353 §4's timers (defaults: RSPLIB's).
 #[derive(Clone, Debug, PartialEq)]

@@ -22,15 +22,14 @@ use std::sync::Arc;
 
 use rserpool_handlespace::timer::TimerWheel;
 use rserpool_handlespace::{
-    AssociationId, HandlespaceReader, ItemCount, Millis, PeId, PeRegistration, PrId, Rng, Shard,
+    AssociationId, FastMap, FastSet, HandlespaceReader, ItemCount, Millis, PeId, PeRegistration,
+    PrId, Rng, Shard,
 };
+use rserpool_protocol::url::{Transport, TransportUrl};
 use rserpool_protocol::{EncodeError, Generation};
 
 pub use self::enrp::{EnrpConfig, PeerAdd, Replicate, TablePageDone, TablePageRequest};
 use crate::metrics::{Protocol, RemovalReason, WorkerMetrics};
-use rserpool_protocol::url::{Transport, TransportUrl};
-
-type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Longest pool handle of the RFC generation (RSPLIB's `MAX_POOLHANDLESIZE`).
 pub const RFC_MAX_POOL_HANDLE: usize = 32;
@@ -434,7 +433,7 @@ pub enum Forward {
         /// The peer whose PEs were resynchronised.
         owner: PrId,
         /// The PEs it sent.
-        keep: Arc<std::collections::HashSet<(u64, PeId), foldhash::fast::RandomState>>,
+        keep: Arc<FastSet<(u64, PeId)>>,
     },
     /// Make `new_home` the home PR of every PE `dead` owned (to every shard; takeover).
     TakeOver {

@@ -5,6 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use rserpool_handlespace::{Limits, PeId, PrId};
 use rserpool_protocol::asap::message_type as mt;
+use rserpool_protocol::url::{Transport as UrlTransport, TransportUrl};
 use rserpool_protocol::{
     AsapMessage, Generation, Policy, PoolElementParam, PoolHandle, Resolution, Seq, TransportKind,
     TransportParam, UserTransport, cause,
@@ -12,7 +13,6 @@ use rserpool_protocol::{
 
 use super::cluster::{Cluster, Sent};
 use super::{AssociationInfo, CoreConfig, Target};
-use rserpool_protocol::url::{Transport as UrlTransport, TransportUrl};
 
 const PR: PrId = PrId(0x1234_5678);
 const PE_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));

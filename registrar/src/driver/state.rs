@@ -3,14 +3,13 @@
 //! the work every loop turn does the same way whatever the driver (configuration reload, timers,
 //! mailbox, forwards, the SCTP receive and send loops, metrics of the turn).
 
-use std::collections::HashMap;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rserpool_handlespace::mailbox::Mailbox;
-use rserpool_handlespace::{AssociationId, Millis, PinnedReader};
+use rserpool_handlespace::{AssociationId, FastMap, Millis, PinnedReader};
 use rserpool_net::{AssocState, NetError, SctpAssocId, SctpRecv, Transport, TransportUrl};
 use rserpool_protocol::{PPID_ASAP, PPID_ENRP};
 
@@ -18,8 +17,6 @@ use super::conn::{Closed, Dispatch};
 use super::{IoSettings, Listener, Shared, WorkerSetup};
 use crate::core::{AssociationInfo, Connect, CoreConfig, Forward, Output, Worker};
 use crate::metrics::{Limit, Protocol, RequestKind, TransportLabel, WorkerMetrics};
-
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Least time between two checks of one SCTP listener for peers that stopped reading.
 const STALL_CHECK_INTERVAL_MS: Millis = 100;
@@ -114,13 +111,13 @@ impl LoopState {
             listeners,
             sender,
             io,
-            routes: HashMap::default(),
+            routes: FastMap::default(),
             out: Output::default(),
             kinds: Vec::new(),
             sctp_out: SctpOut::default(),
             connects: Vec::new(),
             sctp_connects: Vec::new(),
-            sctp: HashMap::default(),
+            sctp: FastMap::default(),
             stall_checks,
             backlog: Backlog::new(workers),
             wake: vec![false; workers],

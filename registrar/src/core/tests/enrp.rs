@@ -5,6 +5,7 @@
 use rserpool_handlespace::{AssociationId, PeId, PrId};
 use rserpool_protocol::checksum::Internet16;
 use rserpool_protocol::enrp::message_type as et;
+use rserpool_protocol::url::{Transport as UrlTransport, TransportUrl};
 use rserpool_protocol::{
     EnrpBody, EnrpMessage, Generation, Policy, PoolElementParam, PoolEntry, PoolHandle, Seq,
     ServerInformation, TransportKind, TransportParam, UpdateAction, UserTransport,
@@ -14,7 +15,6 @@ use super::super::cluster::{Cluster, Sent};
 use super::super::{AssociationInfo, CoreConfig, EnrpConfig, Output, Target};
 use super::{PE_IP, info, registration, resolved};
 use crate::metrics::Protocol;
-use rserpool_protocol::url::{Transport as UrlTransport, TransportUrl};
 
 const PR: PrId = super::PR;
 const PEER: PrId = PrId(0x2222_0001);
