@@ -62,9 +62,8 @@ impl Endpoint {
 impl Endpoint {
     /// The endpoint as a transport URL.
     pub const fn url(&self) -> TransportUrl {
-        let mut url = TransportUrl::new(self.transport.url_transport(), self.addr);
-        url.generation = self.generation;
-        url
+        TransportUrl::new(self.transport.url_transport(), self.addr)
+            .with_generation(self.generation)
     }
 }
 

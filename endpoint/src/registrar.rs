@@ -105,9 +105,7 @@ pub struct RegistrarUrl {
 impl RegistrarUrl {
     /// The registrar URL as a transport URL.
     pub const fn url(&self) -> TransportUrl {
-        let mut url = self.registrar.url();
-        url.generation = self.generation;
-        url
+        self.registrar.url().with_generation(self.generation)
     }
 }
 

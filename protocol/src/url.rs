@@ -114,6 +114,11 @@ impl TransportUrl {
         }
     }
 
+    /// The same URL with the wire generation `generation`.
+    pub const fn with_generation(self, generation: Generation) -> Self {
+        Self { generation, ..self }
+    }
+
     /// Parses `text`, taking only the schemes of `accepted` (an error names them); host names
     /// are resolved, and the first address counts.
     pub fn parse(text: &str, accepted: &'static [Transport]) -> Result<Self, UrlError> {
@@ -227,6 +232,9 @@ mod tests {
             url("tcp://127.0.0.1:1?generation=rfc").generation,
             Generation::Rfc
         );
+        let ng = TransportUrl::new(Transport::Udp, "127.0.0.1:1".parse().unwrap())
+            .with_generation(Generation::Ng);
+        assert_eq!(ng, url("udp://127.0.0.1:1?generation=ng"));
         // empty options are passed over; the last generation given counts
         assert_eq!(url("tcp://127.0.0.1:1?").generation, Generation::Rfc);
         let u = url("tcp://127.0.0.1:1?&generation=rfc&generation=ng");

@@ -1,6 +1,7 @@
-//! Kernel SCTP, in two parts. The socket layer's SCTP: the registrar's one-to-many listener with a
-//! one-to-one client acting as a PE (PPID 11), notifications, peer addresses, abort, multihomed
-//! binding, a peer's receive window, and SO_REUSEPORT over several one-to-many sockets. Then the
+//! Kernel SCTP, in two parts. The SCTP of the socket layer (`rserpool-net`): the registrar's
+//! one-to-many listener with the one-to-one client (`SctpClient`) acting as a PE (PPID 11),
+//! notifications, peer addresses, abort, multihomed binding, a peer's receive window, and
+//! SO_REUSEPORT over several one-to-many sockets. Then the
 //! registrar daemon as a process serving ASAP over SCTP, every scenario once on each I/O driver
 //! (`io_uring::*` and `epoll::*`): registration, resolution over SCTP and UDP, keep-alives and
 //! removal with the association; PA-21 (ENRP's PPID on the ASAP port); hostile input; a peer that
