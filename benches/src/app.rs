@@ -19,7 +19,7 @@ use crate::echo::{EchoReply, EchoServer, MAX_REPLY, MIN_REPLY};
 use crate::error::{Error, Result};
 use crate::fleet::Fleet;
 use crate::load::{self, LoadSpec, Outcome, Poll};
-use crate::net::{self, Endpoint, Transport};
+use crate::net::{Endpoint, Transport};
 use crate::population::{self, PopulationOutcome, PopulationSpec, Share};
 use crate::report::{KeepAliveInfo, PopulationInfo, ResyncSummary, RunReport, Summary};
 use crate::takeover;
@@ -238,7 +238,7 @@ fn run_target(cli: &Cli, target: &Target) -> Result<Summary> {
             return Ok(s);
         }
         _ => {
-            let ip = net::local_ip_towards(endpoint.addr)?;
+            let ip = rserpool_net::local_ip_towards(endpoint.addr)?;
             let work = register_work(cli, endpoint.generation, ip, &mut ids)?;
             load::run(
                 &endpoint,
@@ -282,7 +282,7 @@ fn run_churn(cli: &Cli, target: &Target) -> Result<RunReport> {
     let generation = endpoint.generation;
     let mut ids = PeIds::new();
     let fleet = register_fleet(cli, &endpoint, &mut ids)?;
-    let ip = net::local_ip_towards(endpoint.addr)?;
+    let ip = rserpool_net::local_ip_towards(endpoint.addr)?;
     let churn_work = (0..cli.churners)
         .map(|c| {
             let pe = PeRecord {
@@ -651,7 +651,7 @@ const RSS_SETTLE: Duration = Duration::from_secs(1);
 fn run_population(cli: &Cli, target: &Target, name: String) -> Result<Summary> {
     let endpoint = &target.endpoint();
     let pid = target.pid();
-    let ip = net::local_ip_towards(endpoint.addr)?;
+    let ip = rserpool_net::local_ip_towards(endpoint.addr)?;
     let shares = population_shares(cli, endpoint.generation, ip)?;
     let settle = if pid.is_some() {
         RSS_SETTLE

@@ -4,16 +4,17 @@
 //! fixed size to stand in for a real response.
 
 use std::io::{self, ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
 
 use rserpool_protocol::framing::Frames;
+use rserpool_protocol::url::TransportUrl;
 use rserpool_protocol::{AsapMessage, Generation, PoolHandle};
 
 use crate::error::{Error, Result};
-use crate::net::{self, Endpoint, Transport};
+use crate::net::{Endpoint, Transport};
 use crate::workload::MAX_FRAME;
 
 /// Smallest sized reply: header, and a pool-handle parameter with a handle of 4 bytes.
@@ -66,9 +67,13 @@ impl EchoServer {
             EchoReply::Mirror => None,
             EchoReply::Sized(size) => Some(reply_frame(size)?),
         };
-        let listener = net::listen(transport, addr)
-            .map_err(|e| Error::new(format!("echo server: listen on {addr}: {e}")))?;
-        listener.set_nonblocking(true)?;
+        let url = TransportUrl::new(transport.url_transport(), addr);
+        let listener: TcpListener = rserpool_net::listen_stream(&url, false, 1024, 0)
+            .map_err(|e| {
+                let e = e.into_kernel_error();
+                Error::new(format!("echo server: listen on {addr}: {e}"))
+            })?
+            .into();
         let endpoint = Endpoint::new(transport, listener.local_addr()?);
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);

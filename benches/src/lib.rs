@@ -18,7 +18,6 @@ pub mod load;
 pub mod net;
 pub mod population;
 pub mod report;
-pub mod rng;
 pub mod takeover;
 pub mod target;
 pub mod workload;

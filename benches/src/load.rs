@@ -15,13 +15,13 @@ use std::time::{Duration, Instant};
 
 use clap::ValueEnum;
 use hdrhistogram::Histogram;
+use rserpool_handlespace::Rng;
 use rserpool_protocol::Generation;
 use rserpool_protocol::asap::message_type as mt;
 use rserpool_protocol::framing::Frames;
 
 use crate::error::{Context, Error, Result};
 use crate::net::{self, Endpoint};
-use crate::rng::Rng;
 use crate::workload::{self, Check, ConnWork, MAX_FRAME, Pick, Reply, Table, Totals};
 
 /// Largest latency the histogram holds (larger ones are clamped).
@@ -213,7 +213,7 @@ impl Conn {
             stream,
             work,
             index,
-            rng: Rng::from_clock(index as u64),
+            rng: Rng::from_entropy(),
             cursor: 0,
             out: Vec::with_capacity(pipeline * 128 + 4096),
             out_pos: 0,
@@ -356,7 +356,7 @@ impl Conn {
     fn push_request(&mut self, measuring: bool, stats: &mut Stats) {
         let table: &Table = &self.work.requests;
         let i = match self.work.pick {
-            Pick::Random => self.rng.below(table.len()),
+            Pick::Random => self.rng.below(table.len() as u64) as usize,
             Pick::Cycle => {
                 let i = self.cursor;
                 self.cursor = (i + 1) % table.len();

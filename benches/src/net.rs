@@ -1,14 +1,16 @@
-//! Addresses and sockets: `tcp://` and `mptcp://` URLs (with an optional `?generation=rfc|ng`),
-//! connecting and listening over TCP or MPTCP through socket2.
+//! Addresses and sockets: `tcp://` and `mptcp://` URLs (with an optional `?generation=rfc|ng`,
+//! parsed by the transport URL parser of `rserpool_protocol::url`), connecting over TCP or MPTCP
+//! through `rserpool-net`, and the open-files limit that many connections need.
 
 use std::fmt;
 use std::io;
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs, UdpSocket};
+use std::net::{SocketAddr, TcpStream};
 use std::str::FromStr;
 
 use clap::ValueEnum;
+use rserpool_net::NetError;
 use rserpool_protocol::Generation;
-use socket2::{Domain, Protocol, Socket, Type};
+use rserpool_protocol::url::{Transport as UrlTransport, TransportUrl};
 
 /// The stream transport ASAP travels on.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
@@ -23,25 +25,15 @@ pub enum Transport {
 impl Transport {
     /// The URL scheme.
     pub const fn scheme(self) -> &'static str {
-        match self {
-            Self::Tcp => "tcp",
-            Self::Mptcp => "mptcp",
-        }
+        self.url_transport().scheme()
     }
 
-    fn protocol(self) -> Protocol {
+    /// The same transport as transport URLs name it.
+    pub const fn url_transport(self) -> UrlTransport {
         match self {
-            Self::Tcp => Protocol::TCP,
-            Self::Mptcp => Protocol::MPTCP,
+            Self::Tcp => UrlTransport::Tcp,
+            Self::Mptcp => UrlTransport::Mptcp,
         }
-    }
-
-    fn socket(self, addr: SocketAddr) -> io::Result<Socket> {
-        Socket::new(
-            Domain::for_address(addr),
-            Type::STREAM,
-            Some(self.protocol()),
-        )
     }
 }
 
@@ -67,63 +59,47 @@ impl Endpoint {
     }
 }
 
+impl Endpoint {
+    /// The endpoint as a transport URL.
+    pub const fn url(&self) -> TransportUrl {
+        TransportUrl::new(self.transport.url_transport(), self.addr)
+            .with_generation(self.generation)
+    }
+}
+
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}://{}", self.transport.scheme(), self.addr)?;
-        if self.generation == Generation::Ng {
-            f.write_str("?generation=ng")?;
-        }
-        Ok(())
+        self.url().fmt(f)
     }
 }
 
 impl FromStr for Endpoint {
     type Err = String;
 
+    /// Parses a `tcp://` or `mptcp://` URL with the transport URL parser.
     fn from_str(s: &str) -> Result<Self, String> {
-        let bad = |why: &str| {
-            format!("bad URL `{s}`: {why} (expected tcp://HOST:PORT or mptcp://HOST:PORT)")
+        let url = TransportUrl::parse(s, UrlTransport::STREAMS).map_err(|e| e.to_string())?;
+        let transport = match url.transport {
+            UrlTransport::Tcp => Transport::Tcp,
+            UrlTransport::Mptcp => Transport::Mptcp,
+            // refused by the parser already: not among the schemes it was given
+            other => return Err(format!("bad URL `{s}`: {} is not a stream", other.scheme())),
         };
-        let (scheme, rest) = s.split_once("://").ok_or_else(|| bad("no scheme"))?;
-        let transport = match scheme {
-            "tcp" => Transport::Tcp,
-            "mptcp" => Transport::Mptcp,
-            _ => return Err(bad("the scheme must be tcp or mptcp")),
-        };
-        let (host, generation) = match rest.split_once('?') {
-            None => (rest, Generation::Rfc),
-            Some((host, "generation=rfc")) => (host, Generation::Rfc),
-            Some((host, "generation=ng")) => (host, Generation::Ng),
-            Some(_) => return Err(bad("the only query is generation=rfc or generation=ng")),
-        };
-        let addr = host
-            .to_socket_addrs()
-            .map_err(|e| bad(&e.to_string()))?
-            .next()
-            .ok_or_else(|| bad("the host has no address"))?;
         Ok(Self {
             transport,
-            addr,
-            generation,
+            addr: url.address,
+            generation: url.generation,
         })
     }
 }
 
-/// Connects to `endpoint` with Nagle off (requests leave in one write each).
+/// Connects to `endpoint` with Nagle off (requests leave in one write each), blocking
+/// ([`rserpool_net::connect_stream_blocking`]); a failed call gives the kernel's answer alone, as
+/// callers name the endpoint.
 pub fn connect(endpoint: &Endpoint) -> io::Result<TcpStream> {
-    let socket = endpoint.transport.socket(endpoint.addr)?;
-    socket.set_tcp_nodelay(true)?;
-    socket.connect(&endpoint.addr.into())?;
-    Ok(socket.into())
-}
-
-/// Listens on `addr` (port 0 = any) over `transport`.
-pub fn listen(transport: Transport, addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = transport.socket(addr)?;
-    socket.set_reuse_address(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(1024)?;
-    Ok(socket.into())
+    rserpool_net::connect_stream_blocking(&endpoint.url(), None)
+        .map(TcpStream::from)
+        .map_err(NetError::into_kernel_error)
 }
 
 /// Raises this process's soft limit on open files, if it is lower, to hold `connections` client
@@ -154,19 +130,6 @@ pub fn raise_open_files(connections: usize) -> crate::Result<()> {
     .map_err(|e| crate::Error::new(format!("cannot raise the open-files limit to {need}: {e}")))
 }
 
-/// The local address this host would use to reach `peer` (a PE's user-transport address must be
-/// one of its association's addresses). Connecting a UDP socket sends nothing.
-pub fn local_ip_towards(peer: SocketAddr) -> io::Result<IpAddr> {
-    let any: SocketAddr = if peer.is_ipv4() {
-        ([0, 0, 0, 0], 0).into()
-    } else {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-    };
-    let probe = UdpSocket::bind(any)?;
-    probe.connect(peer)?;
-    Ok(probe.local_addr()?.ip())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,19 +151,16 @@ mod tests {
     #[test]
     fn bad_urls_are_refused_with_the_reason() {
         for (url, why) in [
-            ("127.0.0.1:3863", "no scheme"),
-            ("sctp://127.0.0.1:3863", "tcp or mptcp"),
-            ("tcp://127.0.0.1:3863?generation=v3", "generation="),
-            ("tcp://127.0.0.1", "invalid socket address"),
+            ("127.0.0.1:3863", "missing `scheme://`"),
+            ("sctp://127.0.0.1:3863", "the scheme tcp or mptcp"),
+            (
+                "tcp://127.0.0.1:3863?generation=v3",
+                "?generation=rfc or ?generation=ng",
+            ),
+            ("tcp://127.0.0.1", "missing `:port`"),
         ] {
             let e = url.parse::<Endpoint>().unwrap_err();
             assert!(e.contains(why), "{url}: {e}");
         }
-    }
-
-    #[test]
-    fn the_loopback_is_reached_from_the_loopback() {
-        let ip = local_ip_towards("127.0.0.1:9".parse().unwrap()).unwrap();
-        assert!(ip.is_loopback(), "{ip}");
     }
 }

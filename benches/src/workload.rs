@@ -7,6 +7,7 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use rserpool_handlespace::Rng;
 use rserpool_protocol::asap::message_type as mt;
 use rserpool_protocol::{
     AsapMessage, Generation, PeId, Policy, PoolElementParam, PoolHandle, PrId,
@@ -18,7 +19,6 @@ use clap::ValueEnum;
 use rserpool_protocol::EncodeError;
 
 use crate::error::{Error, Result};
-use crate::rng::Rng;
 
 /// The largest frame the client accepts (the length field's range).
 pub const MAX_FRAME: usize = rserpool_protocol::MAX_MESSAGE_LEN;
@@ -448,7 +448,7 @@ impl PeIds {
     /// A source seeded from the clock.
     pub fn new() -> Self {
         Self {
-            rng: Rng::from_clock(0x5045),
+            rng: Rng::from_entropy(),
             used: HashSet::new(),
         }
     }

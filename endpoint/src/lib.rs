@@ -58,13 +58,14 @@ mod info;
 pub mod pe;
 pub mod pu;
 mod registrar;
-mod rng;
 pub mod servers;
 
 pub use error::{Cause, ConnectFailure, Error};
 pub use info::{PeInfo, PeTransport, policy_name};
 pub use registrar::{Registrar, RegistrarUrl, StreamTransport, UrlError};
-pub use rng::Rng;
+/// The endpoint's random source (PE identifiers, random member selection): the handlespace's
+/// xoshiro256++ generator.
+pub use rserpool_handlespace::Rng;
 
 /// Milliseconds on the caller's monotonic clock; only differences matter.
 pub type Millis = u64;

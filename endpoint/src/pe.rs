@@ -233,7 +233,7 @@ impl PoolElement {
                 )));
             }
             Some(id) => id,
-            None => PeId(Rng::seed(seed).nonzero(bits)),
+            None => PeId(nonzero_id(&mut Rng::seed(seed), bits)),
         };
         if config.pool_handle.is_empty() {
             return Err(Error::Config("the pool handle is empty".into()));
@@ -752,6 +752,21 @@ impl PoolElement {
 /// The first cause of an Operation Error, or "unspecified" when there is none.
 fn first_cause(error: Option<OperationError<'_>>) -> Cause {
     Cause(error.and_then(|e| e.first()).map_or(0, |c| c.code))
+}
+
+/// A non-zero value of `bits` bits (32 or 64): a PE identifier (RFC 5352 §3.1 R2; never 0).
+fn nonzero_id(rng: &mut Rng, bits: u32) -> u64 {
+    let mask = if bits >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << bits) - 1
+    };
+    loop {
+        let v = rng.next_u64() & mask;
+        if v != 0 {
+            return v;
+        }
+    }
 }
 
 #[cfg(test)]

@@ -232,7 +232,7 @@ impl PoolUser {
                 e.cursor = (i + 1) % n;
                 i
             }
-            Policy::Random | Policy::WeightedRandom { .. } => self.rng.below(n),
+            Policy::Random | Policy::WeightedRandom { .. } => self.rng.below(n as u64) as usize,
             _ => 0,
         };
         Some(e.pool_elements[i].clone())

@@ -1,12 +1,16 @@
 //! How an endpoint names a registrar: a transport (SCTP, TCP or MPTCP) and a socket address, and
 //! the URL form `sctp://127.0.0.1:3863`, `tcp://127.0.0.1:3863`, `mptcp://[::1]:3863?generation=ng`
-//! that configurations and the command line use.
+//! that configurations and the command line use. The URLs are transport URLs
+//! (`rserpool_protocol::url`), parsed by their one parser with the schemes of
+//! [`Transport::CONNECTIONS`].
 
 use std::fmt;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::str::FromStr;
 
 use rserpool_protocol::Generation;
+pub use rserpool_protocol::url::UrlError;
+use rserpool_protocol::url::{Transport, TransportUrl};
 
 /// The transport to a registrar: an SCTP association (one-to-one, each message whole with PPID
 /// 11) or a TCP or MPTCP byte stream (each message framed by its length, RFC 5354 §4).
@@ -24,11 +28,22 @@ pub enum StreamTransport {
 impl StreamTransport {
     /// The URL scheme.
     pub const fn scheme(self) -> &'static str {
+        self.url_transport().scheme()
+    }
+
+    /// The same transport as transport URLs name it.
+    pub const fn url_transport(self) -> Transport {
         match self {
-            Self::Tcp => "tcp",
-            Self::Mptcp => "mptcp",
-            Self::Sctp => "sctp",
+            Self::Tcp => Transport::Tcp,
+            Self::Mptcp => Transport::Mptcp,
+            Self::Sctp => Transport::Sctp,
         }
+    }
+}
+
+impl From<StreamTransport> for Transport {
+    fn from(transport: StreamTransport) -> Self {
+        transport.url_transport()
     }
 }
 
@@ -65,11 +80,16 @@ impl Registrar {
             address,
         }
     }
+
+    /// The registrar as a transport URL of the RFC generation.
+    pub const fn url(&self) -> TransportUrl {
+        TransportUrl::new(self.transport.url_transport(), self.address)
+    }
 }
 
 impl fmt::Display for Registrar {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}://{}", self.transport.scheme(), self.address)
+        self.url().fmt(f)
     }
 }
 
@@ -82,92 +102,44 @@ pub struct RegistrarUrl {
     pub generation: Generation,
 }
 
+impl RegistrarUrl {
+    /// The registrar URL as a transport URL.
+    pub const fn url(&self) -> TransportUrl {
+        self.registrar.url().with_generation(self.generation)
+    }
+}
+
 impl fmt::Display for RegistrarUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.registrar)?;
-        if self.generation == Generation::Ng {
-            f.write_str("?generation=ng")?;
-        }
-        Ok(())
+        self.url().fmt(f)
     }
 }
-
-/// Why a registrar URL was refused.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct UrlError {
-    /// The text given.
-    pub url: String,
-    /// What is wrong with it.
-    pub reason: String,
-}
-
-impl fmt::Display for UrlError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "bad registrar URL `{}`: {} (expected e.g. sctp://127.0.0.1:3863, \
-             tcp://127.0.0.1:3863 or mptcp://[::1]:3863?generation=ng)",
-            self.url, self.reason
-        )
-    }
-}
-
-impl std::error::Error for UrlError {}
 
 impl FromStr for RegistrarUrl {
     type Err = UrlError;
 
+    /// Parses an `sctp://`, `tcp://` or `mptcp://` URL with the transport URL parser.
     fn from_str(s: &str) -> Result<Self, UrlError> {
-        let err = |reason: String| UrlError {
-            url: s.to_owned(),
-            reason,
-        };
-        let (scheme, rest) = s
-            .split_once("://")
-            .ok_or_else(|| err("missing `scheme://`".into()))?;
-        let transport = match scheme.to_ascii_lowercase().as_str() {
-            "tcp" => StreamTransport::Tcp,
-            "mptcp" => StreamTransport::Mptcp,
-            "sctp" => StreamTransport::Sctp,
-            _ => return Err(err(format!("unknown scheme `{scheme}`"))),
-        };
-        let (authority, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let authority = authority.strip_suffix('/').unwrap_or(authority);
-        let address = match authority.parse::<SocketAddr>() {
-            Ok(a) => a,
-            Err(_) => {
-                let (host, port) = authority
-                    .rsplit_once(':')
-                    .ok_or_else(|| err("missing `:port`".into()))?;
-                if host.is_empty() {
-                    return Err(err("missing host".into()));
-                }
-                let port: u16 = port
-                    .parse()
-                    .map_err(|_| err(format!("bad port `{port}`")))?;
-                (host, port)
-                    .to_socket_addrs()
-                    .map_err(|e| err(format!("cannot resolve host `{host}`: {e}")))?
-                    .next()
-                    .ok_or_else(|| err(format!("host `{host}` has no address")))?
+        let url = TransportUrl::parse(s, Transport::CONNECTIONS)?;
+        let transport = match url.transport {
+            Transport::Tcp => StreamTransport::Tcp,
+            Transport::Mptcp => StreamTransport::Mptcp,
+            Transport::Sctp => StreamTransport::Sctp,
+            // refused by the parser already: UDP is not among the schemes it was given
+            Transport::Udp => {
+                return Err(UrlError {
+                    url: s.to_owned(),
+                    reason: "unknown scheme `udp`".into(),
+                    accepted: Transport::CONNECTIONS,
+                });
             }
         };
-        let mut generation = Generation::Rfc;
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            generation = match pair.split_once('=') {
-                Some(("generation", "rfc")) => Generation::Rfc,
-                Some(("generation", "ng")) => Generation::Ng,
-                Some(("generation", other)) => {
-                    return Err(err(format!(
-                        "generation must be `rfc` or `ng`, not `{other}`"
-                    )));
-                }
-                _ => return Err(err(format!("unknown option `{pair}`"))),
-            };
-        }
         Ok(Self {
-            registrar: Registrar { transport, address },
-            generation,
+            registrar: Registrar {
+                transport,
+                address: url.address,
+            },
+            generation: url.generation,
         })
     }
 }
@@ -183,6 +155,7 @@ impl FromStr for Registrar {
             return Err(UrlError {
                 url: s.to_owned(),
                 reason: "parse it as a RegistrarUrl to keep its generation".into(),
+                accepted: Transport::CONNECTIONS,
             });
         }
         Ok(url.registrar)
@@ -221,7 +194,7 @@ mod tests {
         for (url, reason) in [
             ("127.0.0.1:3863", "missing `scheme://`"),
             ("sctp:/127.0.0.1:3863", "missing `scheme://`"),
-            ("udp://127.0.0.1:3863", "unknown scheme"),
+            ("udp://127.0.0.1:3863", "unknown scheme `udp`"),
             ("tcp://127.0.0.1", "missing `:port`"),
             ("tcp://:1", "missing host"),
             ("tcp://127.0.0.1:70000", "bad port"),
@@ -230,6 +203,11 @@ mod tests {
         ] {
             let e = url.parse::<RegistrarUrl>().unwrap_err();
             assert!(e.to_string().contains(reason), "{url}: {e}");
+            assert!(
+                e.to_string()
+                    .contains("with the scheme sctp, tcp or mptcp,"),
+                "{url}: {e}"
+            );
         }
         assert!(
             "tcp://127.0.0.1:1?generation=ng"

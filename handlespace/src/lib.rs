@@ -35,6 +35,13 @@ pub use shard::{
 };
 pub use token_bucket::TokenBucket;
 
+/// A `HashMap` with foldhash's fast hasher, randomly seeded per map: the map of the handlespace's
+/// and the registrar's hot paths, whose keys (pool handles, PE, PR and association IDs) are short.
+pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
+/// A `HashSet` with the hasher of [`FastMap`].
+pub type FastSet<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;
+
 /// The shard that owns a pool handle among `shards`: XXH3-64 of the handle modulo the shard
 /// count, so every thread routes a handle the same way.
 pub fn shard_index(pool_handle: &[u8], shards: usize) -> usize {

@@ -2,7 +2,6 @@
 //! PEs each home PR owns in it, and its timer wheel. Exactly one writer (the owning worker) calls
 //! the `&mut self` operations; handle resolutions read published pool snapshots through `&self`.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use rserpool_protocol::checksum::{Internet16, NgDigest};
@@ -12,8 +11,7 @@ use crate::entry::{AssociationId, Millis, PeRegistration, PoolElementEntry};
 use crate::error::RegistrationError;
 use crate::pool::{Member, PeMeta, Pool, PoolSnapshot};
 use crate::timer::TimerWheel;
-
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+use crate::{FastMap, FastSet};
 
 /// The read side of a shard, shared with every thread: pool handle to the pool's published
 /// snapshot, in a lock-free hash map (`papaya`); the writer replaces a pool's snapshot by
@@ -162,8 +160,7 @@ impl ShardView {
     /// during the scan sits in a new slot of the lock-free map, where the iterator could meet it a
     /// second time; the scan skips handles it has already reported.)
     pub fn for_each_pool(&self, mut f: impl FnMut(&[u8], &PoolSnapshot)) {
-        let mut seen: std::collections::HashSet<PoolKey, foldhash::fast::RandomState> =
-            std::collections::HashSet::default();
+        let mut seen: FastSet<PoolKey> = FastSet::default();
         for (key, snapshot) in self.pools.pin().iter() {
             if seen.insert(key.clone()) {
                 f(key.handle(), snapshot);

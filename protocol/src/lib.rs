@@ -2,7 +2,8 @@
 //! message and every parameter of RFC 5354 with the member-selection policies of RFC 5356 and
 //! RSPLIB's private ones, RSPLIB's extensions and Component Status report, in two wire generations
 //! (RFC and NG, `../shared/spec/nextgen.md`); framing for byte streams; the Internet-16 and NG
-//! handlespace checksums. No I/O.
+//! handlespace checksums; transport URLs ([`url`]). No sockets and no clock; the one
+//! I/O is name resolution when a URL names a host rather than an address (std's `ToSocketAddrs`).
 //!
 //! Decoding returns borrowed views over the input and never allocates; encoding writes into a
 //! caller's buffer. Every decode path returns a typed [`DecodeError`] and never panics.
@@ -28,6 +29,7 @@ pub mod enrp;
 mod error;
 pub mod framing;
 mod param;
+pub mod url;
 mod wire;
 
 use core::fmt;

@@ -10,6 +10,7 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use rserpool_handlespace::{AssociationId, Limits, PeId, PrId};
+use rserpool_protocol::url::{Transport as UrlTransport, TransportUrl};
 use rserpool_protocol::{
     AsapMessage, Generation, Policy, PoolElementParam, PoolHandle, Seq, TransportKind,
     TransportParam, UserTransport,
@@ -17,7 +18,6 @@ use rserpool_protocol::{
 use rserpool_registrar::core::in_memory::InMemoryPr;
 use rserpool_registrar::core::{AssociationInfo, CoreConfig, EnrpConfig, Output, Target};
 use rserpool_registrar::metrics::Protocol;
-use rserpool_registrar::url::{Transport as UrlTransport, TransportUrl};
 
 fn url(address: &str, generation: Generation) -> TransportUrl {
     TransportUrl {

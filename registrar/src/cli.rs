@@ -26,9 +26,9 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use clap::builder::PossibleValuesParser;
+use rserpool_protocol::url::TransportUrl;
 
 use crate::config::{self, AddressOrOff, ConfigError, DriverChoice, Layers, Overrides};
-use crate::url::TransportUrl;
 
 /// The command line. Flags override the configuration file, which overrides the profile.
 #[derive(Debug, Clone, PartialEq, Parser)]

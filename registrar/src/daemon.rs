@@ -8,14 +8,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rserpool_handlespace::{Handlespace, ItemCount, Limits, PrId, Rng};
+use rserpool_net::{self as net, NetError, SctpSocket, Transport, TransportUrl};
 use rserpool_protocol::Generation;
 
 use crate::config::{Config, DriverChoice};
 use crate::core::{CoreConfig, PrShared, Worker};
-use crate::driver::{Driver, IoSettings, Listener, Shared, WorkerSetup, sys};
+use crate::driver::{Driver, IoSettings, Listener, Shared, WorkerSetup, io_uring_support, sys};
 use crate::metrics::{MetricsServer, ProcessInfo, Protocol, WorkerMetrics};
-use crate::net::{self, NetError, SctpSocket};
-use crate::url::{Transport, TransportUrl};
 
 /// Why the daemon could not start or stopped with an error.
 #[derive(Debug)]
@@ -265,20 +264,18 @@ fn pr_id(config: &Config) -> Result<PrId, DaemonError> {
 fn choose_driver(choice: DriverChoice) -> Result<Driver, DaemonError> {
     match choice {
         DriverChoice::Epoll => Ok(Driver::Epoll),
-        DriverChoice::Auto => match net::io_uring_support() {
+        DriverChoice::Auto => match io_uring_support() {
             Ok(()) => Ok(Driver::IoUring),
             Err(e) => {
                 tracing::warn!("using the epoll driver: {e}");
                 Ok(Driver::Epoll)
             }
         },
-        DriverChoice::IoUring => net::io_uring_support()
-            .map(|()| Driver::IoUring)
-            .map_err(|e| {
-                DaemonError::Config(format!(
-                    "registrar.driver = \"io-uring\" cannot be used: {e}"
-                ))
-            }),
+        DriverChoice::IoUring => io_uring_support().map(|()| Driver::IoUring).map_err(|e| {
+            DaemonError::Config(format!(
+                "registrar.driver = \"io-uring\" cannot be used: {e}"
+            ))
+        }),
     }
 }
 

@@ -9,5 +9,3 @@ pub mod core;
 pub mod daemon;
 pub mod driver;
 pub mod metrics;
-pub mod net;
-pub mod url;

@@ -1,6 +1,7 @@
-//! Kernel SCTP, in two parts. The socket layer's SCTP: the registrar's one-to-many listener with a
-//! one-to-one client acting as a PE (PPID 11), notifications, peer addresses, abort, multihomed
-//! binding, a peer's receive window, and SO_REUSEPORT over several one-to-many sockets. Then the
+//! Kernel SCTP, in two parts. The SCTP of the socket layer (`rserpool-net`): the registrar's
+//! one-to-many listener with the one-to-one client (`SctpClient`) acting as a PE (PPID 11),
+//! notifications, peer addresses, abort, multihomed binding, a peer's receive window, and
+//! SO_REUSEPORT over several one-to-many sockets. Then the
 //! registrar daemon as a process serving ASAP over SCTP, every scenario once on each I/O driver
 //! (`io_uring::*` and `epoll::*`): registration, resolution over SCTP and UDP, keep-alives and
 //! removal with the association; PA-21 (ENRP's PPID on the ASAP port); hostile input; a peer that
@@ -24,17 +25,16 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 use std::time::{Duration, Instant};
 
 use common::{Daemon, encode, eventually, resolution, resolve_udp, resolved};
-use rserpool_protocol::{
-    AsapMessage, EnrpBody, EnrpMessage, Generation, PPID_ENRP, PeId, Policy, PoolElement,
-    PoolHandle, PrId, Resolution, Seq, Transport, TransportKind, UserTransport, cause,
+use rserpool_net::{
+    AssocState, SctpAssocId, SctpClient, SctpRecv, SctpSocket, sctp_nodelay, sctp_support,
 };
-use rserpool_registrar::net::{
-    AssocState, SctpAssocId, SctpRecv, SctpSocket, recv_ppid, sctp_nodelay, sctp_support, send_ppid,
+use rserpool_protocol::{
+    AsapMessage, EnrpBody, EnrpMessage, Generation, PPID_ASAP, PPID_ENRP, PeId, Policy,
+    PoolElementParam, PoolHandle, PrId, Resolution, Seq, TransportKind, TransportParam,
+    UserTransport, cause,
 };
 use socket2::Socket;
 
-/// ASAP's payload protocol identifier.
-const PPID_ASAP: u32 = 11;
 /// The wire generation of `sctp://` listeners without `?generation=ng`.
 const RFC: Generation = Generation::Rfc;
 /// How long anything may take; UML's syscalls cost about 50 µs, a loopback association far less.
@@ -67,8 +67,16 @@ fn local_port(sock: &Socket) -> u16 {
     sock.local_addr().unwrap().as_socket().unwrap().port()
 }
 
-fn connect(addr: String) -> Socket {
-    SctpSocket::connect_one_to_one(addr.parse().unwrap(), WAIT).unwrap_or_else(|e| panic!("{e}"))
+/// A one-to-one association to `addr` from `source` if given (else from every local address),
+/// made non-blocking for [`wait_for`].
+fn connect_from(addr: SocketAddr, source: Option<IpAddr>) -> SctpClient {
+    let client = SctpClient::connect(addr, source, WAIT).unwrap_or_else(|e| panic!("{e}"));
+    client.socket().set_nonblocking(true).unwrap();
+    client
+}
+
+fn connect(addr: String) -> SctpClient {
+    connect_from(addr.parse().unwrap(), None)
 }
 
 /// The next message or notification on `server`, with the data in `buf`.
@@ -109,7 +117,7 @@ fn one_to_many_listener_serves_a_one_to_one_pe() {
     let pe = connect(format!("127.0.0.1:{port}"));
     assert!(sctp_nodelay(&pe).unwrap(), "SCTP_NODELAY on the client");
     let assoc = comm_up(&server, &mut buf);
-    assert_eq!(send_ppid(&pe, PPID_ASAP, 0, b"registration").unwrap(), 12);
+    assert_eq!(pe.send(PPID_ASAP, 0, b"registration").unwrap(), 12);
     assert_eq!(
         next(&server, &mut buf),
         SctpRecv::Data {
@@ -124,11 +132,11 @@ fn one_to_many_listener_serves_a_one_to_one_pe() {
 
     assert_eq!(server.send(assoc, PPID_ASAP, 0, b"response").unwrap(), 8);
     let mut reply = [0; 64];
-    let (len, ppid) = wait_for("the PE to receive", || recv_ppid(&pe, &mut reply)).unwrap();
+    let (len, ppid) = wait_for("the PE to receive", || pe.recv(&mut reply)).unwrap();
     assert_eq!((&reply[..len], ppid), (&b"response"[..], PPID_ASAP));
 
     // the unbound client lists each of its IPv4 addresses, all on its port
-    let pe_port = local_port(&pe);
+    let pe_port = local_port(pe.socket());
     let mut peers = server.peer_addresses(assoc).unwrap();
     peers.sort();
     assert_eq!(
@@ -143,7 +151,7 @@ fn one_to_many_listener_serves_a_one_to_one_pe() {
     let second = connect(format!("127.0.0.2:{port}"));
     let assoc2 = comm_up(&server, &mut buf);
     assert_ne!(assoc2, assoc);
-    send_ppid(&second, PPID_ASAP, 3, b"x").unwrap();
+    second.send(PPID_ASAP, 3, b"x").unwrap();
     assert!(matches!(
         next(&server, &mut buf),
         SctpRecv::Data { assoc: a, stream: 3, len: 1, .. } if a == assoc2
@@ -179,7 +187,7 @@ fn abort_ends_an_association_at_once() {
         .iter()
         .map(|a| (a.ip(), a.port()))
         .collect();
-    assert_eq!(peers, [("::1".parse().unwrap(), local_port(&pe))]);
+    assert_eq!(peers, [("::1".parse().unwrap(), local_port(pe.socket()))]);
 
     server.abort(assoc).unwrap();
     assert_eq!(
@@ -190,7 +198,7 @@ fn abort_ends_an_association_at_once() {
         }
     );
     let mut reply = [0; 16];
-    let e = wait_for("the abort to reach the PE", || recv_ppid(&pe, &mut reply)).unwrap_err();
+    let e = wait_for("the abort to reach the PE", || pe.recv(&mut reply)).unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::ConnectionReset, "{e}");
     assert!(server.send(assoc, PPID_ASAP, 0, b"late").is_err());
 }
@@ -247,7 +255,7 @@ fn reuse_port_spreads_associations_over_one_to_many_sockets() {
     assert!(e.to_string().contains("same set of addresses"), "{e}");
     let servers = [&first, &second];
     let mut per_server = [0; 2];
-    let pes: Vec<Socket> = (0..16)
+    let pes: Vec<SctpClient> = (0..16)
         .map(|_| connect(format!("127.0.0.1:{port}")))
         .collect();
     let mut buf = [0; 256];
@@ -296,11 +304,11 @@ fn mixed_family_listener_takes_ipv6_and_ipv4_associations() {
         assert!(
             peers
                 .iter()
-                .any(|p| p.ip().to_string() == ip && p.port() == local_port(&pe)),
+                .any(|p| p.ip().to_string() == ip && p.port() == local_port(pe.socket())),
             "{addr}: {peers:?}"
         );
         assert!(
-            peers.iter().all(|p| p.port() == local_port(&pe)),
+            peers.iter().all(|p| p.port() == local_port(pe.socket())),
             "{peers:?}"
         );
         // IPv4 peers come as IPv4 addresses, not as IPv4-mapped IPv6 ones
@@ -419,7 +427,7 @@ fn sctp_daemon(
 }
 
 /// A PE's or PU's association with the registrar: a one-to-one SCTP socket speaking ASAP.
-struct Asap(Socket);
+struct Asap(SctpClient);
 
 impl Asap {
     fn connect(addr: SocketAddr) -> Self {
@@ -428,10 +436,7 @@ impl Asap {
 
     /// An association from `source` only.
     fn connect_from(addr: SocketAddr, source: IpAddr) -> Self {
-        Self(
-            SctpSocket::connect_one_to_one_from(addr, Some(source), WAIT)
-                .unwrap_or_else(|e| panic!("{e}")),
-        )
+        Self(connect_from(addr, Some(source)))
     }
 
     /// Sends one ASAP message (PPID 11).
@@ -440,7 +445,7 @@ impl Asap {
     }
 
     fn send_with_ppid(&self, ppid: u32, msg: &[u8]) {
-        let sent = wait_for("room to send", || send_ppid(&self.0, ppid, 0, msg));
+        let sent = wait_for("room to send", || self.0.send(ppid, 0, msg));
         assert_eq!(sent.unwrap_or_else(|e| panic!("send: {e}")), msg.len());
     }
 
@@ -448,10 +453,8 @@ impl Asap {
     /// PPID is not ASAP's.
     fn recv(&self) -> Vec<u8> {
         let mut buf = vec![0; 1 << 16];
-        let (len, ppid) = wait_for("a message from the registrar", || {
-            recv_ppid(&self.0, &mut buf)
-        })
-        .unwrap_or_else(|e| panic!("receive: {e}"));
+        let (len, ppid) = wait_for("a message from the registrar", || self.0.recv(&mut buf))
+            .unwrap_or_else(|e| panic!("receive: {e}"));
         assert_ne!(
             (len, ppid),
             (0, 0),
@@ -482,7 +485,7 @@ impl Asap {
     /// Acks the keep-alives that have arrived, without waiting; anything else fails the test.
     fn ack_waiting_keep_alives(&self) {
         let mut buf = vec![0; 1 << 16];
-        while let Ok((len, ppid)) = recv_ppid(&self.0, &mut buf) {
+        while let Ok((len, ppid)) = self.0.recv(&mut buf) {
             assert_ne!(
                 (len, ppid),
                 (0, 0),
@@ -510,11 +513,11 @@ fn registration(handle: &[u8], id: u64, port: u16, addresses: &[IpAddr]) -> Vec<
     encode(
         &AsapMessage::Registration {
             pool_handle: PoolHandle(handle),
-            pool_element: PoolElement {
+            pool_element: PoolElementParam {
                 id: PeId(id),
                 home_pr: PrId(0),
                 registration_life: 60_000,
-                user_transport: UserTransport::Transport(Transport {
+                user_transport: UserTransport::Transport(TransportParam {
                     kind: TransportKind::Sctp,
                     port,
                     transport_use: 0,
@@ -698,7 +701,7 @@ fn enrp_ppid_on_the_asap_port_aborts_only_that_association(driver: &str) {
     intruder.send_with_ppid(PPID_ENRP, &buf[..n]);
     let mut reply = [0; 256];
     let e = wait_for("the abort to reach the intruder", || {
-        recv_ppid(&intruder.0, &mut reply)
+        intruder.0.recv(&mut reply)
     })
     .unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::ConnectionReset, "{e}");
@@ -770,7 +773,7 @@ fn hostile_messages_over_sctp_leave_the_daemon_serving_and_pes_intact(driver: &s
         }
         attacker.send(&m);
         if i % 50 == 49 {
-            while let Ok((n, ppid)) = recv_ppid(&attacker.0, &mut buf) {
+            while let Ok((n, ppid)) = attacker.0.recv(&mut buf) {
                 assert_eq!(ppid, PPID_ASAP, "{:?}", &buf[..n]);
                 answers += 1;
             }
@@ -1072,7 +1075,7 @@ fn a_peer_that_stops_reading_is_aborted_before_it_starves_the_others(driver: &st
             started.elapsed() < 3 * WAIT,
             "{sent} requests sent, the flooder is still there"
         );
-        match send_ppid(&flooder.0, PPID_ASAP, 0, &request) {
+        match flooder.0.send(PPID_ASAP, 0, &request) {
             Ok(_) => {
                 sent += 1;
                 if sent % 200 == 0 {
@@ -1416,7 +1419,7 @@ fn fault_member(
 }
 
 /// An ENRP peer played by the test over a one-to-one SCTP association (PPID 12).
-struct EnrpPeer(Socket);
+struct EnrpPeer(SctpClient);
 
 /// The test peer's PR ID.
 const FAKE_PR: PrId = PrId(0x0fa4_e5c7);
@@ -1428,7 +1431,7 @@ impl EnrpPeer {
 
     fn send(&self, body: EnrpBody<'_>) {
         let msg = common::enrp_message(FAKE_PR, body);
-        let sent = wait_for("room to send", || send_ppid(&self.0, PPID_ENRP, 0, &msg));
+        let sent = wait_for("room to send", || self.0.send(PPID_ENRP, 0, &msg));
         assert_eq!(sent.unwrap(), msg.len());
     }
 
@@ -1450,7 +1453,7 @@ impl EnrpPeer {
         let deadline = Instant::now() + limit;
         let mut buf = vec![0; 1 << 16];
         while Instant::now() < deadline {
-            match recv_ppid(&self.0, &mut buf) {
+            match self.0.recv(&mut buf) {
                 Ok((0, 0)) => return None,
                 Ok((len, ppid)) => {
                     assert_eq!(ppid, PPID_ENRP, "ENRP messages carry PPID 12");

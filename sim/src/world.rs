@@ -11,11 +11,11 @@ use rserpool_endpoint::pe::{self, PeEvent, PeState, PoolElement};
 use rserpool_endpoint::pu::{self, PoolUser, PuEvent};
 use rserpool_endpoint::{Action, ConnId, Registrar, Timers};
 use rserpool_handlespace::{Limits, Millis, PeId, PrId, Rng};
+use rserpool_protocol::url::{Transport, TransportUrl};
 use rserpool_protocol::{Generation, Policy};
 use rserpool_registrar::core::in_memory::{InMemoryPr, Sent};
 use rserpool_registrar::core::{AssociationInfo, Connect, CoreConfig, EnrpConfig, Target};
 use rserpool_registrar::metrics::Protocol;
-use rserpool_registrar::url::{Transport, TransportUrl};
 
 use crate::Failure;
 use crate::faults::{Fault, Scenario};

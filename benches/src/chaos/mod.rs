@@ -21,6 +21,8 @@ use std::sync::mpsc::{Receiver, channel};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use rserpool_handlespace::Rng;
+
 use bounds::{Bounds, Timers};
 use checker::{Checker, PeEnd};
 use pes::{PeFate, PeLaunch, PeLine, PeProcess, PeSaid, PeSpec};
@@ -32,7 +34,6 @@ pub use report::ChaosReport;
 use crate::cli::Cli;
 use crate::error::{Error, Result};
 use crate::net::Transport;
-use crate::rng::Rng;
 use crate::target;
 use crate::workload::pool_handle;
 
@@ -134,7 +135,7 @@ const PORT_BASE: u16 = 20_000;
 pub fn run(cli: &Cli) -> Result<ChaosReport> {
     let seed = cli
         .seed
-        .unwrap_or_else(|| Rng::from_clock(u64::from(std::process::id())).next_u64() >> 16);
+        .unwrap_or_else(|| Rng::from_entropy().next_u64() >> 16);
     let logs = match &cli.logs {
         Some(dir) => dir.clone(),
         None => std::env::temp_dir().join(format!("rserpool-chaos-{}-{seed}", std::process::id())),
@@ -201,7 +202,7 @@ pub fn run(cli: &Cli) -> Result<ChaosReport> {
         population: cli.population(),
         pool_count: pools,
         duration: (cli.chaos_duration() * 1000.0) as Millis,
-        rng: Rng::new(seed),
+        rng: Rng::seed(seed),
         checker: Checker::new(bounds, n, pools, PROBE_INTERVAL * 2),
         bounds,
         pe_launch: PeLaunch {
@@ -458,7 +459,7 @@ impl Run {
 
     /// A duration drawn uniformly from `range`.
     fn between(&mut self, (low, high): (Millis, Millis)) -> Millis {
-        low + self.rng.below((high - low + 1) as usize) as Millis
+        low + self.rng.below(high - low + 1)
     }
 
     /// The next kind from `bag`, refilled with `kinds` in a random order when empty: every kind
@@ -467,7 +468,7 @@ impl Run {
         if bag.is_empty() {
             bag.extend_from_slice(kinds);
             for i in (1..bag.len()).rev() {
-                bag.swap(i, rng.below(i + 1));
+                bag.swap(i, rng.below(i as u64 + 1) as usize);
             }
         }
         bag.pop().expect("refilled")
@@ -497,7 +498,7 @@ impl Run {
             self.registrar_bag.push(kind);
             return Ok(None);
         }
-        let i = ready[self.rng.below(ready.len())];
+        let i = ready[self.rng.below(ready.len() as u64) as usize];
         let name = self.slots[i].name();
         match kind {
             FaultKind::StopCont => {
@@ -540,7 +541,7 @@ impl Run {
             return Ok(());
         }
         let kind = Self::draw(&mut self.rng, &mut self.leaving_bag, &FaultKind::PE_LEAVING);
-        let index = alive[self.rng.below(alive.len())];
+        let index = alive[self.rng.below(alive.len() as u64) as usize];
         let id = self.pes[index].id;
         let before = self.clock.now();
         self.checker.pe_unregistered(id, before);

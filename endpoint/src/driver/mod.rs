@@ -1,38 +1,32 @@
 //! The blocking driver: runs a sans-I/O core over SCTP, TCP or MPTCP connections with plain
-//! threads.
+//! threads. The sockets are `rserpool-net`'s: [`Connection`] to a registrar, and the UDP socket
+//! announces arrive on.
 //! One thread per connection attempt and one reader per open connection turn socket events into
 //! inputs on a channel; the thread that owns the core waits on that channel until the core's
 //! next timeout, feeds it, and carries out its actions (connect, send, close). [`Pe`] runs a pool
 //! element on a background thread; [`Pu`] runs a pool user on the caller's thread.
 
-mod conn;
 mod pe;
 mod pu;
-mod sctp;
-mod sys;
 
 use std::collections::{HashMap, HashSet};
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::time::{Duration, Instant};
 
+use rserpool_net::NetError;
 use rserpool_protocol::{MAX_MESSAGE_LEN, Policy};
-use socket2::{Domain, Socket, Type};
 
-pub use conn::Connection;
 pub use pe::{Pe, PeHandle};
 pub use pu::Pu;
-pub use sctp::PPID_ASAP;
+pub use rserpool_net::Connection;
 
 use crate::pe::PoolElement;
 use crate::pu::PoolUser;
 use crate::{Action, ConnId, Millis, Registrar};
-
-/// IPPROTO_MPTCP (Linux).
-pub const IPPROTO_MPTCP: i32 = 262;
 
 /// How the driver does its I/O.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,9 +54,12 @@ impl Default for Options {
     }
 }
 
-/// Opens a connection to a registrar over its transport (see [`Connection::open`]).
+/// Opens a connection to a registrar over its transport, waiting at most `timeout` (see
+/// [`Connection::open`]). A failed socket call gives the kernel's answer alone (the caller names
+/// the registrar); a kernel without SCTP or MPTCP gives what to do about it.
 pub fn connect(registrar: &Registrar, timeout: Duration) -> io::Result<Connection> {
-    Connection::open(registrar, timeout)
+    Connection::open(registrar.transport.into(), registrar.address, timeout)
+        .map_err(NetError::into_kernel_error)
 }
 
 /// A command from the application to a driver thread.
@@ -294,23 +291,9 @@ impl Runner {
     }
 
     /// Receives announces on a UDP socket bound to `address`, joining it if it is a multicast
-    /// group.
+    /// group ([`rserpool_net::announce_receiver`]).
     fn listen_announces(&self, address: SocketAddr) -> io::Result<()> {
-        let socket = Socket::new(Domain::for_address(address), Type::DGRAM, None)?;
-        socket.set_reuse_address(true)?;
-        let group = address.ip().is_multicast().then_some(address.ip());
-        let bind: SocketAddr = match group {
-            Some(IpAddr::V4(_)) => (Ipv4Addr::UNSPECIFIED, address.port()).into(),
-            Some(IpAddr::V6(_)) => (Ipv6Addr::UNSPECIFIED, address.port()).into(),
-            None => address,
-        };
-        socket.bind(&bind.into())?;
-        let socket: UdpSocket = socket.into();
-        match group {
-            Some(IpAddr::V4(g)) => socket.join_multicast_v4(&g, &Ipv4Addr::UNSPECIFIED)?,
-            Some(IpAddr::V6(g)) => socket.join_multicast_v6(&g, 0)?,
-            None => {}
-        }
+        let socket = rserpool_net::announce_receiver(address)?;
         socket.set_read_timeout(Some(Duration::from_millis(200)))?;
         let tx = self.tx.clone();
         let stop = Arc::clone(&self.stop);

@@ -6,12 +6,12 @@ use std::net::SocketAddr;
 use std::ops::Range;
 
 use clap::ValueEnum;
+use rserpool_protocol::url::TransportUrl;
 use toml::Spanned;
 use toml::de::DeValue;
 
 use super::layers::Origins;
 use super::{AddressOrOff, Config, DriverChoice, LogFormat};
-use crate::url::TransportUrl;
 
 /// When a changed value takes effect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::path::Path;
 
+use rserpool_protocol::url::TransportUrl;
 use toml::de::{DeTable, DeValue};
 
 use super::keys::{self, KEYS};
@@ -14,7 +15,6 @@ use super::{
     Layers, LimitsConfig, LogConfig, LogFormat, MetricsConfig, Origin, Overrides, Problem,
     RegistrarConfig, ResolutionConfig, Source, TimerConfig, profile_text, validate,
 };
-use crate::url::TransportUrl;
 
 /// Where each key was set last, and each item of a list key.
 #[derive(Debug)]

@@ -31,9 +31,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-pub use error::{ConfigError, Origin, Problem, Source};
+use rserpool_protocol::url::TransportUrl;
 
-use crate::url::TransportUrl;
+pub use error::{ConfigError, Origin, Problem, Source};
 
 /// The embedded tuning profiles, by name, in the order `--help` lists them.
 const PROFILES: &[(&str, &str)] = &[

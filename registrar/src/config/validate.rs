@@ -8,12 +8,12 @@ use std::str::FromStr;
 
 use rserpool_handlespace::policy::MAX_SELECTION;
 use rserpool_protocol::Generation;
+use rserpool_protocol::url::{Transport, TransportUrl};
 use tracing::level_filters::LevelFilter;
 use tracing_subscriber::EnvFilter;
 
 use super::layers::Origins;
 use super::{Config, Origin, Problem};
-use crate::url::{Transport, TransportUrl};
 
 /// Milliseconds allowed for an interval: 10 ms catches seconds written as milliseconds, one day
 /// catches microseconds.

@@ -10,6 +10,7 @@ use rserpool_handlespace::{
 };
 use rserpool_protocol::asap::{self, message_type};
 use rserpool_protocol::csp::{CSP_GROUP_REGISTRAR, CspReport, component_id};
+use rserpool_protocol::url::Transport;
 use rserpool_protocol::{
     AsapMessage, DecodeError, Decoded, EncodeError, ErrorCause, Generation, PoolElementParam,
     PoolHandle, Resolution, Seq, TransportKind, TransportParam as WireTransport, Unrecognized,
@@ -24,7 +25,6 @@ use super::{
     Completion, Output, RFC_MAX_POOL_HANDLE, RegisterRequest, ShardWrite, Target, Worker,
     encode_into, jitter,
 };
-use crate::url::Transport;
 
 /// Why a request was refused before it reached the handlespace.
 enum Refusal {

@@ -157,9 +157,9 @@ impl TransportLabel {
     }
 }
 
-impl From<crate::url::Transport> for TransportLabel {
-    fn from(transport: crate::url::Transport) -> Self {
-        use crate::url::Transport as T;
+impl From<rserpool_protocol::url::Transport> for TransportLabel {
+    fn from(transport: rserpool_protocol::url::Transport) -> Self {
+        use rserpool_protocol::url::Transport as T;
         match transport {
             T::Sctp => Self::Sctp,
             T::Tcp => Self::Tcp,
@@ -578,7 +578,7 @@ mod tests {
 
     #[test]
     fn transport_label_follows_the_url_transport() {
-        use crate::url::Transport;
+        use rserpool_protocol::url::Transport;
         assert_eq!(TransportLabel::from(Transport::Sctp), TransportLabel::Sctp);
         assert_eq!(TransportLabel::from(Transport::Tcp), TransportLabel::Tcp);
         assert_eq!(

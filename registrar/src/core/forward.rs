@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use rserpool_handlespace::{AssociationId, PeId, PeRegistration, PrId};
+use rserpool_handlespace::{AssociationId, FastSet, PeId, PeRegistration, PrId};
 use rserpool_protocol::Generation;
 
 use super::counters::RemovalReason;
@@ -157,7 +157,7 @@ pub enum Replication {
         /// The peer whose PEs were resynchronised.
         owner: PrId,
         /// The PEs it sent.
-        keep: Arc<std::collections::HashSet<(u64, PeId), foldhash::fast::RandomState>>,
+        keep: Arc<FastSet<(u64, PeId)>>,
     },
     /// Make `new_home` the home PR of every PE `dead` owned (to every shard; takeover).
     TakeOver {

@@ -302,7 +302,7 @@ mod tests {
     use super::{InMemoryPr, Sent};
     use crate::core::Protocol;
     use crate::core::{AssociationInfo, CoreConfig, Target};
-    use crate::url::Transport as UrlTransport;
+    use rserpool_protocol::url::Transport as UrlTransport;
 
     fn registration(handle: &[u8]) -> Vec<u8> {
         let ip = [IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))];

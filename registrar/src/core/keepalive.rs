@@ -9,13 +9,10 @@
 //! [`sweep_period`]; a keep-alive or a timeout is acted on at the first sweep at or after its
 //! time, so up to one period late.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use rserpool_handlespace::idmap::{IdKey, IdMap};
-use rserpool_handlespace::{AssociationId, Millis, PeId};
-
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+use rserpool_handlespace::{AssociationId, FastMap, Millis, PeId};
 
 /// How often an association with monitored PEs is swept: an eighth of the shorter of the
 /// keep-alive interval and the ack timeout (at least 1 ms), so that keep-alives and timeouts

@@ -28,19 +28,17 @@ use std::sync::Arc;
 
 use rserpool_handlespace::timer::TimerWheel;
 use rserpool_handlespace::{
-    AssociationId, HandlespaceReader, ItemCount, Millis, PeId, PinnedReader, PrId, Rng, Shard,
-    TokenBucket,
+    AssociationId, FastMap, HandlespaceReader, ItemCount, Millis, PeId, PinnedReader, PrId, Rng,
+    Shard, TokenBucket,
 };
 use rserpool_protocol::Generation;
+use rserpool_protocol::url::{Transport, TransportUrl};
 
 use self::counters::{RemovalReason, RequestKind, WorkerMetrics};
 pub use self::enrp::{EnrpConfig, PeerAdd, Replicate, TablePageDone, TablePageRequest};
 pub use self::forward::{Completion, Forward, RegisterRequest, Replication, ShardWrite};
 use self::output::encode_into;
 pub use self::output::{Output, Run, Target, Transmit};
-use crate::url::{Transport, TransportUrl};
-
-type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// The protocol of an association or a UDP listener.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

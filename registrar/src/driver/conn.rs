@@ -382,7 +382,7 @@ mod tests {
     use super::*;
     use crate::core::in_memory::InMemoryPr;
     use crate::core::{AssociationInfo, CoreConfig};
-    use crate::url::Transport;
+    use rserpool_net::Transport;
 
     /// A one-worker PR with one TCP association open; its ID.
     fn worker() -> (InMemoryPr, AssociationId) {

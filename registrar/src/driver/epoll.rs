@@ -6,14 +6,13 @@ use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use rserpool_handlespace::{Millis, PinnedReader};
+use rserpool_net::{NetError, Transport, configure_accepted, connect_outcome, connect_stream};
 
 use super::conn::{Closed, StreamConn};
 use super::state::{LoopState, Transmitter};
 use super::sys::{Epoll, Event};
 use super::{Listener, WorkerSetup, send_datagram};
 use crate::core::Connect;
-use crate::net::{configure_accepted, connect_outcome, connect_stream};
-use crate::url::Transport;
 
 const TOKEN_WAKE: u64 = 0;
 const TAG_LISTENER: u64 = 1 << 60;
@@ -198,7 +197,7 @@ impl Loop {
         }
     }
 
-    fn start_connect(&mut self, connect: &Connect) -> Result<(), crate::net::NetError> {
+    fn start_connect(&mut self, connect: &Connect) -> Result<(), NetError> {
         if connect.url.transport == Transport::Sctp {
             return self.state.start_sctp_connect(connect);
         }
@@ -206,7 +205,7 @@ impl Loop {
         let slot = self.free_slot();
         if let Err(e) = self.epoll.add(&socket, TAG_CONN | slot as u64, false, true) {
             self.free.push(slot);
-            return Err(crate::net::NetError::io("watch a connection", e));
+            return Err(NetError::io("watch a connection", e));
         }
         self.state
             .connecting(connect.association, connect.url.transport, slot);

@@ -10,6 +10,7 @@ mod epoll;
 mod state;
 pub mod sys;
 mod uring;
+mod uring_probe;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,11 +20,12 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use rserpool_handlespace::Millis;
 use rserpool_handlespace::mailbox::Mailbox;
+use rserpool_net::{SctpSocket, TransportUrl};
 
 use crate::core::{CoreConfig, Forward, Worker};
 use crate::metrics::{Protocol, WorkerMetrics};
-use crate::net::SctpSocket;
-use crate::url::TransportUrl;
+
+pub use uring_probe::io_uring_support;
 
 /// The I/O driver the workers run on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

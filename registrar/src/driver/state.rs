@@ -3,14 +3,14 @@
 //! the work every loop turn does the same way whatever the driver (configuration reload, timers,
 //! mailbox, forwards, the SCTP receive and send loops, metrics of the turn).
 
-use std::collections::HashMap;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rserpool_handlespace::mailbox::Mailbox;
-use rserpool_handlespace::{AssociationId, Millis, PinnedReader};
+use rserpool_handlespace::{AssociationId, FastMap, Millis, PinnedReader};
+use rserpool_net::{AssocState, NetError, SctpAssocId, SctpRecv, Transport, TransportUrl};
 use rserpool_protocol::PPID_ASAP;
 
 use super::conn::{Closed, Dispatch};
@@ -19,10 +19,6 @@ use crate::core::{
     AssociationInfo, Connect, CoreConfig, Forward, Output, Received, Target, Worker,
 };
 use crate::metrics::{Limit, Protocol, RequestKind, TransportLabel, WorkerMetrics};
-use crate::net::{AssocState, NetError, SctpAssocId, SctpRecv};
-use crate::url::{Transport, TransportUrl};
-
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Least time between two checks of one SCTP listener for peers that stopped reading.
 const STALL_CHECK_INTERVAL_MS: Millis = 100;
@@ -127,14 +123,14 @@ impl LoopState {
             listeners,
             sender,
             io,
-            routes: HashMap::default(),
+            routes: FastMap::default(),
             out: Output::default(),
             kinds: Vec::new(),
             sctp_out: SctpOut::default(),
             connects: Vec::new(),
             aborts: Vec::new(),
             sctp_connects: Vec::new(),
-            sctp: HashMap::default(),
+            sctp: FastMap::default(),
             stall_checks,
             backlog: Backlog::new(workers),
             wake: vec![false; workers],

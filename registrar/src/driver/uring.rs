@@ -35,14 +35,13 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use rserpool_handlespace::{Millis, PinnedReader};
+use rserpool_net::{NetError, Transport, configure_accepted, connect_outcome, connect_stream};
 
 use super::conn::{Closed, StreamConn};
 use super::state::{LoopState, Transmitter};
 use super::{Listener, WorkerSetup};
 use crate::core::Connect;
 use crate::metrics::Protocol;
-use crate::net::{NetError, configure_accepted, connect_outcome, connect_stream};
-use crate::url::Transport;
 use ring::{Completion, Ring, SendId};
 
 /// The token of the poll on the worker's eventfd (listeners and connections use their index).

@@ -13,7 +13,7 @@ use rserpool_protocol::{EnrpBody, Generation};
 use super::{FastSet, Inbound};
 use crate::core::counters::RemovalReason;
 use crate::core::{FastMap, Output, Replication, Target, Worker, handle_hash};
-use crate::url::Transport;
+use rserpool_protocol::url::Transport;
 
 /// Work that waits for the scope's checksums.
 #[derive(Clone, Copy, Debug)]

@@ -33,10 +33,11 @@ mod takeover;
 mod transfer;
 mod update;
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 
-use rserpool_handlespace::{AssociationId, Millis, OwnerChecksums, PeId, PrId, TableCursor};
+use rserpool_handlespace::{
+    AssociationId, FastSet, Millis, OwnerChecksums, PeId, PrId, TableCursor,
+};
 use rserpool_protocol::enrp::message_type;
 use rserpool_protocol::{
     DecodeError, EnrpBody, EnrpMessage, ErrorCause, Generation, Seq, ServerInformation,
@@ -49,9 +50,7 @@ pub use self::transfer::{TablePageDone, TablePageRequest};
 pub use self::update::{PeerAdd, Replicate};
 use super::{FastMap, Output, Replication, Target, Worker};
 use crate::core::Protocol;
-use crate::url::{Transport, TransportUrl};
-
-type FastSet<T> = HashSet<T, foldhash::fast::RandomState>;
+use rserpool_protocol::url::{Transport, TransportUrl};
 
 /// ENRP settings: the scope's peers and RFC 5353 §4's timers (defaults: RSPLIB's).
 #[derive(Clone, Debug, PartialEq)]

@@ -17,7 +17,7 @@ use super::audit::AuditWork;
 use super::{Inbound, Peer, Phase, url_of};
 use crate::core::Protocol;
 use crate::core::{CoreTimer, Output, Target, Worker, jitter};
-use crate::url::Transport;
+use rserpool_protocol::url::Transport;
 
 impl Worker {
     /// The housekeeping tick (RFC 5353 §3.2, §3.4, §3.5): start-up timeout, reconnections,

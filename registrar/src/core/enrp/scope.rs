@@ -14,7 +14,7 @@ use super::audit::AuditWork;
 use super::{Peer, Phase, Scope, url_of};
 use crate::core::Protocol;
 use crate::core::{AssociationInfo, Connect, CoreTimer, Output, Worker};
-use crate::url::{Transport, TransportUrl};
+use rserpool_protocol::url::{Transport, TransportUrl};
 
 impl Worker {
     /// Starts the scope on worker 0: connects to the static peers and arms the housekeeping

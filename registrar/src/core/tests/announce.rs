@@ -9,7 +9,7 @@ use rserpool_protocol::{AsapMessage, Generation, Policy, TransportKind};
 use super::{PR, config, info, registration, run};
 use crate::core::Target;
 use crate::core::in_memory::{InMemoryPr, Sent};
-use crate::url::TransportUrl;
+use rserpool_protocol::url::TransportUrl;
 
 #[test]
 fn pa19_server_announce_every_interval_with_the_server_id_and_listeners() {

@@ -11,7 +11,7 @@ use super::{
 };
 use crate::core::in_memory::InMemoryPr;
 use crate::core::{AssociationInfo, Received};
-use crate::url::Transport as UrlTransport;
+use rserpool_protocol::url::Transport as UrlTransport;
 
 #[test]
 fn c04_to_c09_unknown_parameters_and_messages_follow_the_upper_two_bits() {

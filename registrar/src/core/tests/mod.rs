@@ -24,7 +24,7 @@ use rserpool_protocol::{
 
 use super::in_memory::{InMemoryPr, Sent};
 use super::{AssociationInfo, CoreConfig, Target};
-use crate::url::Transport as UrlTransport;
+use rserpool_protocol::url::Transport as UrlTransport;
 
 const PR: PrId = PrId(0x1234_5678);
 const PE_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));

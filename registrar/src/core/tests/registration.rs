@@ -16,7 +16,7 @@ use super::{
 };
 use crate::core::in_memory::InMemoryPr;
 use crate::core::{AssociationInfo, Target};
-use crate::url::Transport as UrlTransport;
+use rserpool_protocol::url::Transport as UrlTransport;
 
 #[test]
 fn pa01_pa02_pa12_registration_creates_the_pool_and_resolution_returns_it() {

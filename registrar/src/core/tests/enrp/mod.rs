@@ -24,7 +24,7 @@ use super::super::in_memory::{InMemoryPr, Sent};
 use super::super::{AssociationInfo, CoreConfig, EnrpConfig, Output, Target};
 use super::{PE_IP, info, resolved};
 use crate::core::Protocol;
-use crate::url::{Transport as UrlTransport, TransportUrl};
+use rserpool_protocol::url::{Transport as UrlTransport, TransportUrl};
 
 const PR: PrId = super::PR;
 const PEER: PrId = PrId(0x2222_0001);

@@ -14,7 +14,7 @@ use super::{
     tcp, to, types, update, with_static_peer,
 };
 use crate::core::Output;
-use crate::url::TransportUrl;
+use rserpool_protocol::url::TransportUrl;
 
 #[test]
 fn pe07_pe08_an_unknown_peer_is_added_answered_and_asked_for_its_list() {

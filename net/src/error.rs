@@ -2,6 +2,15 @@
 
 use std::{fmt, fs, io};
 
+/// What a socket is opened for: the advice of an unavailable transport differs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SocketUse {
+    /// A listener (the registrar's ASAP and ENRP endpoints).
+    Listen,
+    /// A connection to a peer (a PE's or PU's association, an ENRP peer).
+    Connect,
+}
+
 /// Why a socket could not be opened or set up.
 #[derive(Debug)]
 pub enum NetError {
@@ -9,6 +18,8 @@ pub enum NetError {
     SctpUnavailable {
         /// The `socket()` call that failed, e.g. `socket(AF_INET, SOCK_SEQPACKET, IPPROTO_SCTP)`.
         call: &'static str,
+        /// What the socket was for.
+        used_for: SocketUse,
         /// The kernel's answer.
         source: io::Error,
     },
@@ -18,10 +29,12 @@ pub enum NetError {
         call: &'static str,
         /// Whether MPTCP is switched off by the sysctl `net.mptcp.enabled = 0` (rather than absent).
         disabled: bool,
+        /// What the socket was for.
+        used_for: SocketUse,
         /// The kernel's answer.
         source: io::Error,
     },
-    /// io_uring cannot be used by this process.
+    /// io_uring cannot be used by this process (the registrar's probe of its io_uring driver).
     IoUringUnavailable {
         /// The likely cause and the remedy, in words.
         cause: String,
@@ -42,7 +55,7 @@ pub enum NetError {
 
 impl NetError {
     /// Wraps a failed socket call with what was being done.
-    pub(crate) fn io(action: impl Into<String>, source: io::Error) -> Self {
+    pub fn io(action: impl Into<String>, source: io::Error) -> Self {
         Self::Io {
             action: action.into(),
             source,
@@ -51,18 +64,31 @@ impl NetError {
 
     /// The error for a refused MPTCP `socket()` call; reads `net.mptcp.enabled` to tell a switched
     /// off MPTCP from a missing one.
-    pub(crate) fn mptcp_unavailable(call: &'static str, source: io::Error) -> Self {
+    pub(crate) fn mptcp_unavailable(
+        call: &'static str,
+        used_for: SocketUse,
+        source: io::Error,
+    ) -> Self {
         let disabled = source.raw_os_error() == Some(libc::ENOPROTOOPT)
             || fs::read_to_string("/proc/sys/net/mptcp/enabled").is_ok_and(|v| v.trim() == "0");
         Self::MptcpUnavailable {
             call,
             disabled,
+            used_for,
             source,
         }
     }
-}
 
-impl NetError {
+    /// For a caller whose own message names what was being done (and where): a failed socket
+    /// call as the kernel's answer alone, without the action; any other error as
+    /// [`io::Error::from`] gives it, with its whole message.
+    pub fn into_kernel_error(self) -> io::Error {
+        match self {
+            Self::Io { source, .. } => source,
+            other => other.into(),
+        }
+    }
+
     /// Whether the kernel lacks the transport (SCTP, MPTCP) or the address and port are taken:
     /// what an endpoint marked "skip if unavailable" may be skipped for.
     pub fn unavailable_or_in_use(&self) -> bool {
@@ -109,7 +135,11 @@ fn hint(source: &io::Error) -> &'static str {
 impl fmt::Display for NetError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::SctpUnavailable { call, source } => {
+            Self::SctpUnavailable {
+                call,
+                used_for,
+                source,
+            } => {
                 let (why, remedy) = match source.raw_os_error() {
                     Some(libc::EACCES | libc::EPERM) => (
                         "a security policy (seccomp, SELinux, AppArmor) forbids SCTP sockets",
@@ -125,15 +155,20 @@ impl fmt::Display for NetError {
                          /etc/modprobe.d)",
                     ),
                 };
+                let instead = match used_for {
+                    SocketUse::Listen => "remove the sctp:// listener",
+                    SocketUse::Connect => "connect over tcp:// or mptcp:// instead",
+                };
                 write!(
                     f,
                     "SCTP is not available: {why} ({call} failed with {source}); {remedy}, or \
-                     remove the sctp:// listener"
+                     {instead}"
                 )
             }
             Self::MptcpUnavailable {
                 call,
                 disabled,
+                used_for,
                 source,
             } => {
                 let why = if *disabled {
@@ -143,10 +178,13 @@ impl fmt::Display for NetError {
                     "the kernel has no MPTCP support (it needs Linux 5.6 or later built with \
                      CONFIG_MPTCP); use such a kernel"
                 };
+                let instead = match used_for {
+                    SocketUse::Listen => "use a tcp:// listener instead",
+                    SocketUse::Connect => "connect over tcp:// instead",
+                };
                 write!(
                     f,
-                    "MPTCP is not available: {call} failed with {source}: {why}, or use a \
-                     tcp:// listener instead"
+                    "MPTCP is not available: {call} failed with {source}: {why}, or {instead}"
                 )
             }
             Self::IoUringUnavailable { cause, source } => write!(
@@ -156,6 +194,21 @@ impl fmt::Display for NetError {
             Self::Io { action, source } => write!(f, "cannot {action}: {source}{}", hint(source)),
             Self::InvalidRequest(what) => f.write_str(what),
         }
+    }
+}
+
+/// For callers whose errors are `io::Error`s: the kind of the kernel's answer (`InvalidInput`
+/// for a request that cannot be carried out), and this error's message.
+impl From<NetError> for io::Error {
+    fn from(e: NetError) -> Self {
+        let kind = match &e {
+            NetError::SctpUnavailable { source, .. }
+            | NetError::MptcpUnavailable { source, .. }
+            | NetError::IoUringUnavailable { source, .. }
+            | NetError::Io { source, .. } => source.kind(),
+            NetError::InvalidRequest(_) => io::ErrorKind::InvalidInput,
+        };
+        io::Error::new(kind, e)
     }
 }
 
@@ -185,6 +238,7 @@ mod tests {
         let disabled = NetError::MptcpUnavailable {
             call,
             disabled: true,
+            used_for: SocketUse::Listen,
             source: os(libc::ENOPROTOOPT),
         }
         .to_string();
@@ -203,12 +257,17 @@ mod tests {
         let absent = NetError::MptcpUnavailable {
             call,
             disabled: false,
+            used_for: SocketUse::Connect,
             source: os(libc::EPROTONOSUPPORT),
         }
         .to_string();
         assert!(absent.contains("CONFIG_MPTCP"), "{absent}");
+        assert!(
+            absent.ends_with("or connect over tcp:// instead"),
+            "{absent}"
+        );
         assert!(matches!(
-            NetError::mptcp_unavailable(call, os(libc::ENOPROTOOPT)),
+            NetError::mptcp_unavailable(call, SocketUse::Listen, os(libc::ENOPROTOOPT)),
             NetError::MptcpUnavailable { disabled: true, .. }
         ));
     }
@@ -216,17 +275,42 @@ mod tests {
     #[test]
     fn sctp_messages_name_the_cause_and_the_remedy() {
         let call = "socket(AF_INET, SOCK_SEQPACKET, IPPROTO_SCTP)";
-        let text = |errno| {
+        let text = |errno, used_for| {
             NetError::SctpUnavailable {
                 call,
+                used_for,
                 source: os(errno),
             }
             .to_string()
         };
-        assert!(text(libc::ESOCKTNOSUPPORT).contains("no SCTP support"));
-        assert!(text(libc::EPERM).contains("seccomp"));
-        assert!(text(libc::EAFNOSUPPORT).contains("address family"));
-        assert!(text(libc::EPROTONOSUPPORT).ends_with("or remove the sctp:// listener"));
+        let listen = SocketUse::Listen;
+        assert!(text(libc::ESOCKTNOSUPPORT, listen).contains("no SCTP support"));
+        assert!(text(libc::EPERM, listen).contains("seccomp"));
+        assert!(text(libc::EAFNOSUPPORT, listen).contains("address family"));
+        assert!(text(libc::EPROTONOSUPPORT, listen).ends_with("or remove the sctp:// listener"));
+        let client = text(libc::EPROTONOSUPPORT, SocketUse::Connect);
+        assert!(client.contains("modprobe sctp"), "{client}");
+        assert!(
+            client.ends_with("or connect over tcp:// or mptcp:// instead"),
+            "{client}"
+        );
+    }
+
+    #[test]
+    fn io_errors_keep_the_kind_and_the_message() {
+        let e = io::Error::from(NetError::io(
+            "connect to tcp://127.0.0.1:1",
+            os(libc::ECONNREFUSED),
+        ));
+        assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused);
+        assert!(
+            e.to_string()
+                .starts_with("cannot connect to tcp://127.0.0.1:1: "),
+            "{e}"
+        );
+        let e = io::Error::from(NetError::InvalidRequest("give an address".into()));
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert_eq!(e.to_string(), "give an address");
     }
 
     #[test]

@@ -1,7 +1,7 @@
-//! The raw system calls the socket layer needs and socket2 does not wrap: socket options as byte
-//! buffers, `sendmsg`/`recvmsg` with ancillary data, thread affinity and the online CPU count.
-//! This is the only place of the crate with `unsafe` code; callers pass and get plain slices.
-#![allow(unsafe_code)]
+//! The raw system calls the socket layer needs and socket2 does not wrap, for servers and clients
+//! alike: socket options as byte buffers, `sendmsg`/`recvmsg` with ancillary data, thread
+//! affinity and the online CPU count. This is the only module of the crate with `unsafe` code
+//! (allowed on its declaration in `lib.rs`); callers pass and get plain slices.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -13,7 +13,7 @@ fn socklen(len: usize) -> io::Result<libc::socklen_t> {
 }
 
 /// `setsockopt(fd, level, name, value)`.
-pub(super) fn set_option(
+pub(crate) fn set_option(
     fd: BorrowedFd<'_>,
     level: i32,
     name: i32,
@@ -31,7 +31,7 @@ pub(super) fn set_option(
 
 /// `getsockopt(fd, level, name, buf)`: `buf` goes in (some options read an argument from it, such as
 /// an association id) and comes back with the option's value; returns how many bytes are valid.
-pub(super) fn get_option(
+pub(crate) fn get_option(
     fd: BorrowedFd<'_>,
     level: i32,
     name: i32,
@@ -64,7 +64,7 @@ fn empty_msghdr() -> libc::msghdr {
 }
 
 /// What `recv_msg` received.
-pub(super) struct Received {
+pub(crate) struct Received {
     /// Bytes of data written to the data buffer.
     pub len: usize,
     /// Bytes of ancillary data written to the control buffer.
@@ -74,7 +74,7 @@ pub(super) struct Received {
 }
 
 /// `recvmsg(fd, ...)` of one message into `buf`, with its ancillary data into `control`.
-pub(super) fn recv_msg(
+pub(crate) fn recv_msg(
     fd: BorrowedFd<'_>,
     buf: &mut [u8],
     control: &mut [u8],
@@ -107,7 +107,7 @@ pub(super) fn recv_msg(
 
 /// `sendmsg(fd, ...)` of `data` as one message with the ancillary data `control`, to `to` when
 /// given (an SCTP one-to-many socket sets up an association to an address it has none with).
-pub(super) fn send_msg(
+pub(crate) fn send_msg(
     fd: BorrowedFd<'_>,
     to: Option<&socket2::SockAddr>,
     data: &[u8],
@@ -139,7 +139,7 @@ pub(super) fn send_msg(
 }
 
 /// Binds the calling thread to CPU `core` (`sched_setaffinity`).
-pub(super) fn set_thread_affinity(core: usize) -> io::Result<()> {
+pub(crate) fn set_thread_affinity(core: usize) -> io::Result<()> {
     const WORD_BITS: usize = libc::c_ulong::BITS as usize;
     // glibc's cpu_set_t: 1024 bits in words of `unsigned long`
     let mut mask = [0 as libc::c_ulong; 1024 / WORD_BITS];
@@ -161,7 +161,7 @@ pub(super) fn set_thread_affinity(core: usize) -> io::Result<()> {
 }
 
 /// The number of online CPUs (`sysconf(_SC_NPROCESSORS_ONLN)`), or `None` if it is unknown.
-pub(super) fn online_cpus() -> Option<usize> {
+pub(crate) fn online_cpus() -> Option<usize> {
     // SAFETY: `sysconf` takes no pointers and has no preconditions.
     let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
     usize::try_from(n).ok().filter(|&n| n > 0)

@@ -1,9 +1,13 @@
-//! TCP and MPTCP listeners, and the options of the connections they accept.
+//! TCP and MPTCP sockets: the registrar's listeners and the options of the connections they
+//! accept, its outgoing ENRP connections, and the blocking connections of PEs, PUs and the load
+//! generator.
+
+use std::time::Duration;
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-use super::NetError;
-use crate::url::{Transport, TransportUrl};
+use crate::error::{NetError, SocketUse};
+use rserpool_protocol::url::{Transport, TransportUrl};
 
 /// Opens a non-blocking, close-on-exec listener for a `tcp://` or `mptcp://` URL.
 ///
@@ -19,17 +23,7 @@ pub fn listen_stream(
     buffer_bytes: usize,
 ) -> Result<Socket, NetError> {
     let addr = url.address;
-    let protocol = match url.transport {
-        Transport::Tcp => Protocol::TCP,
-        Transport::Mptcp => Protocol::MPTCP,
-        Transport::Sctp | Transport::Udp => {
-            return Err(NetError::InvalidRequest(format!(
-                "{url} is not a stream listener: listen_stream opens tcp:// and mptcp:// \
-                 listeners; open sctp:// with SctpSocket::listen and udp:// with bind_udp"
-            )));
-        }
-    };
-    let sock = stream_socket(url, protocol, "for")?;
+    let sock = stream_socket(url, SocketUse::Listen, Type::STREAM.nonblocking())?;
     let set = |what: &str, r: std::io::Result<()>| {
         r.map_err(|e| NetError::io(format!("set {what} on the listener for {url}"), e))
     };
@@ -53,55 +47,85 @@ pub fn listen_stream(
     Ok(sock)
 }
 
-/// A non-blocking, close-on-exec stream socket of `protocol` (TCP or MPTCP) for `url`; an
-/// error names the socket's purpose (`"for"` a listener, `"to connect to"` a peer) and, for
-/// MPTCP, the missing kernel support.
-fn stream_socket(
-    url: &TransportUrl,
-    protocol: Protocol,
-    purpose: &str,
-) -> Result<Socket, NetError> {
+/// A close-on-exec TCP or MPTCP socket of type `ty` (blocking or not) for `url`, which must be a
+/// `tcp://` or `mptcp://` URL; an error names what the socket is for and, for MPTCP, the
+/// missing kernel support.
+fn stream_socket(url: &TransportUrl, used_for: SocketUse, ty: Type) -> Result<Socket, NetError> {
     let addr = url.address;
-    Socket::new(
-        Domain::for_address(addr),
-        Type::STREAM.nonblocking().cloexec(),
-        Some(protocol),
-    )
-    .map_err(|e| match (url.transport, e.raw_os_error()) {
-        (Transport::Mptcp, Some(libc::EPROTONOSUPPORT | libc::ENOPROTOOPT)) => {
-            let call = if addr.is_ipv6() {
-                "socket(AF_INET6, SOCK_STREAM, IPPROTO_MPTCP)"
-            } else {
-                "socket(AF_INET, SOCK_STREAM, IPPROTO_MPTCP)"
-            };
-            NetError::mptcp_unavailable(call, e)
+    let protocol = match url.transport {
+        Transport::Tcp => Protocol::TCP,
+        Transport::Mptcp => Protocol::MPTCP,
+        Transport::Sctp | Transport::Udp => {
+            return Err(NetError::InvalidRequest(match used_for {
+                SocketUse::Listen => format!(
+                    "{url} is not a stream listener: listen_stream opens tcp:// and mptcp:// \
+                     listeners; open sctp:// with SctpSocket::listen and udp:// with bind_udp"
+                ),
+                SocketUse::Connect => format!(
+                    "{url} is not a stream URL: connect_stream and connect_stream_blocking \
+                     connect to tcp:// and mptcp:// peers; connect to sctp:// with \
+                     SctpClient::connect"
+                ),
+            }));
         }
-        _ => NetError::io(format!("create a socket {purpose} {url}"), e),
+    };
+    Socket::new(Domain::for_address(addr), ty.cloexec(), Some(protocol)).map_err(|e| {
+        match (url.transport, e.raw_os_error()) {
+            (Transport::Mptcp, Some(libc::EPROTONOSUPPORT | libc::ENOPROTOOPT)) => {
+                let call = if addr.is_ipv6() {
+                    "socket(AF_INET6, SOCK_STREAM, IPPROTO_MPTCP)"
+                } else {
+                    "socket(AF_INET, SOCK_STREAM, IPPROTO_MPTCP)"
+                };
+                NetError::mptcp_unavailable(call, used_for, e)
+            }
+            _ => {
+                let purpose = match used_for {
+                    SocketUse::Listen => "for",
+                    SocketUse::Connect => "to connect to",
+                };
+                NetError::io(format!("create a socket {purpose} {url}"), e)
+            }
+        }
     })
+}
+
+/// A stream socket to connect to `url`, of type `ty`, with `TCP_NODELAY` (requests leave at
+/// once, as from accepted connections).
+fn client_socket(url: &TransportUrl, ty: Type) -> Result<Socket, NetError> {
+    let sock = stream_socket(url, SocketUse::Connect, ty)?;
+    sock.set_tcp_nodelay(true)
+        .map_err(|e| NetError::io(format!("set TCP_NODELAY on the connection to {url}"), e))?;
+    Ok(sock)
 }
 
 /// Starts a non-blocking, close-on-exec connection to a `tcp://` or `mptcp://` URL (an outgoing
 /// ENRP association) with `TCP_NODELAY`, as accepted connections have. The connection completes
 /// in the background: wait until the socket is writable, then ask [`connect_outcome`].
 pub fn connect_stream(url: &TransportUrl) -> Result<Socket, NetError> {
-    let addr = url.address;
-    let protocol = match url.transport {
-        Transport::Tcp => Protocol::TCP,
-        Transport::Mptcp => Protocol::MPTCP,
-        Transport::Sctp | Transport::Udp => {
-            return Err(NetError::InvalidRequest(format!(
-                "{url} is not a stream URL: connect_stream connects to tcp:// and mptcp:// peers"
-            )));
-        }
-    };
-    let sock = stream_socket(url, protocol, "to connect to")?;
-    sock.set_tcp_nodelay(true)
-        .map_err(|e| NetError::io(format!("set TCP_NODELAY on the connection to {url}"), e))?;
-    match sock.connect(&SockAddr::from(addr)) {
+    let sock = client_socket(url, Type::STREAM.nonblocking())?;
+    match sock.connect(&SockAddr::from(url.address)) {
         Ok(()) => Ok(sock),
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok(sock),
         Err(e) => Err(NetError::io(format!("connect to {url}"), e)),
     }
+}
+
+/// Connects a blocking, close-on-exec socket to a `tcp://` or `mptcp://` URL with
+/// `TCP_NODELAY`, as a PE, a PU or the load generator does: waiting at most `timeout`, or as long
+/// as the kernel keeps trying (about two minutes) when it is `None`.
+pub fn connect_stream_blocking(
+    url: &TransportUrl,
+    timeout: Option<Duration>,
+) -> Result<Socket, NetError> {
+    let sock = client_socket(url, Type::STREAM)?;
+    let address = SockAddr::from(url.address);
+    match timeout {
+        Some(timeout) => sock.connect_timeout(&address, timeout),
+        None => sock.connect(&address),
+    }
+    .map_err(|e| NetError::io(format!("connect to {url}"), e))?;
+    Ok(sock)
 }
 
 /// The outcome of a [`connect_stream`] once its socket became writable: the peer's address, or
@@ -128,7 +152,7 @@ mod tests {
     use super::*;
     use std::io::{ErrorKind, Read, Write};
     use std::net::TcpStream;
-    use std::time::{Duration, Instant};
+    use std::time::Instant;
 
     fn url(s: &str) -> TransportUrl {
         s.parse().unwrap()
@@ -224,5 +248,28 @@ mod tests {
         assert!(e.to_string().contains("bind_udp"), "{e}");
         let e = listen_stream(&url("sctp://127.0.0.1:0"), false, 1, 0).unwrap_err();
         assert!(e.to_string().contains("SctpSocket::listen"), "{e}");
+        let e = connect_stream(&url("sctp://127.0.0.1:1")).unwrap_err();
+        assert!(e.to_string().contains("SctpClient::connect"), "{e}");
+        let e = connect_stream_blocking(&url("udp://127.0.0.1:1"), None).unwrap_err();
+        assert!(e.to_string().contains("is not a stream URL"), "{e}");
+    }
+
+    #[test]
+    fn blocking_connections_have_nodelay_and_name_a_refusal() {
+        let l = listen_stream(&url("tcp://127.0.0.1:0"), false, 1, 0).unwrap();
+        let port = l.local_addr().unwrap().as_socket().unwrap().port();
+        let target = url(&format!("tcp://127.0.0.1:{port}"));
+        let c = connect_stream_blocking(&target, Some(Duration::from_secs(5))).unwrap();
+        assert!(!c.nonblocking().unwrap());
+        assert!(c.tcp_nodelay().unwrap());
+        accept_any(&[&l]);
+        drop(l);
+        let e = connect_stream_blocking(&target, None).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with(&format!("cannot connect to tcp://127.0.0.1:{port}: ")),
+            "{e}"
+        );
+        assert_eq!(std::io::Error::from(e).kind(), ErrorKind::ConnectionRefused);
     }
 }

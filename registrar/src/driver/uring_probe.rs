@@ -1,29 +1,9 @@
-//! What the host offers the I/O drivers: its cores and thread pinning, io_uring, busy polling.
+//! Whether this process may use io_uring, as the daemon's driver choice asks (io_uring is the
+//! registrar's alone; the sockets and the other host probes are `rserpool-net`'s).
 
 use std::{fs, io};
 
-use socket2::Socket;
-
-use super::{NetError, sys};
-
-/// The number of online CPUs (at least 1).
-pub fn online_cores() -> usize {
-    sys::online_cpus().unwrap_or(1)
-}
-
-/// Binds the calling thread to CPU `core` (numbered as the kernel does, from 0).
-pub fn pin_current_thread(core: usize) -> io::Result<()> {
-    sys::set_thread_affinity(core).map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!(
-                "cannot pin the thread to core {core}: {e}; this host has {} online cores, and \
-                 taskset or a cgroup cpuset may allow fewer: choose a core this process may run on",
-                online_cores()
-            ),
-        )
-    })
-}
+use rserpool_net::NetError;
 
 /// Checks that this process may create an io_uring with `IORING_SETUP_SINGLE_ISSUER` and
 /// `IORING_SETUP_DEFER_TASKRUN`, the flags the io_uring driver uses.
@@ -83,20 +63,6 @@ fn io_uring_cause(e: &io::Error, disabled_sysctl: Option<&str>) -> String {
     format!("{cause}{OR_EPOLL}")
 }
 
-/// Sets `SO_BUSY_POLL` on `sock`: a blocking receive spins on the device queue for up to `usec`
-/// microseconds before sleeping (needs `CAP_NET_ADMIN` to raise it above `net.core.busy_read`).
-pub fn set_busy_poll(sock: &Socket, usec: u32) -> io::Result<()> {
-    sock.set_busy_poll(usec).map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!(
-                "cannot set SO_BUSY_POLL to {usec} µs: {e}; it needs CAP_NET_ADMIN, or leave busy \
-                 polling off"
-            ),
-        )
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,20 +81,5 @@ mod tests {
         assert!(io_uring_cause(&e(libc::ENOSYS), None).contains("older than 5.1"));
         assert!(io_uring_cause(&e(libc::EINVAL), None).contains("6.1"));
         assert!(io_uring_cause(&e(libc::EIO), None).ends_with("epoll driver"));
-    }
-
-    #[test]
-    fn pins_to_an_online_core_and_refuses_a_missing_one() {
-        assert!(online_cores() >= 1);
-        std::thread::spawn(|| {
-            // a CI machine's taskset may leave out core 0: any core this process may run on will do
-            assert!((0..online_cores()).any(|core| pin_current_thread(core).is_ok()));
-            let e = pin_current_thread(4096).unwrap_err();
-            assert!(e.to_string().contains("core 4096"), "{e}");
-            let e = pin_current_thread(1000).unwrap_err();
-            assert!(e.to_string().contains("online cores"), "{e}");
-        })
-        .join()
-        .unwrap();
     }
 }

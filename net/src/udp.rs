@@ -1,20 +1,23 @@
-//! UDP sockets: bound ones for requests and presence, and the unbound one that sends
-//! ASAP_SERVER_ANNOUNCE to multicast and unicast targets.
+//! UDP sockets: the registrar's bound ones for requests and presence and its unbound one that
+//! sends ASAP_SERVER_ANNOUNCE to multicast and unicast targets, and the one a PE or PU hears
+//! announces on; which local address reaches a peer.
 
-use std::net::SocketAddr;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-use super::NetError;
+use crate::error::NetError;
 
-/// A non-blocking, close-on-exec UDP socket of `domain`.
-fn udp_socket(domain: Domain, what: &str) -> Result<Socket, NetError> {
-    Socket::new(
-        domain,
-        Type::DGRAM.nonblocking().cloexec(),
-        Some(Protocol::UDP),
-    )
-    .map_err(|e| NetError::io(format!("create a UDP socket for {what}"), e))
+/// A close-on-exec UDP socket of `domain`, non-blocking unless `blocking`.
+fn udp_socket(domain: Domain, blocking: bool, what: &str) -> Result<Socket, NetError> {
+    let ty = if blocking {
+        Type::DGRAM
+    } else {
+        Type::DGRAM.nonblocking()
+    };
+    Socket::new(domain, ty.cloexec(), Some(Protocol::UDP))
+        .map_err(|e| NetError::io(format!("create a UDP socket for {what}"), e))
 }
 
 /// Opens a non-blocking, close-on-exec UDP socket bound to `addr`.
@@ -28,7 +31,7 @@ pub fn bind_udp(
     buffer_bytes: usize,
 ) -> Result<Socket, NetError> {
     let what = format!("udp://{addr}");
-    let sock = udp_socket(Domain::for_address(addr), &what)?;
+    let sock = udp_socket(Domain::for_address(addr), false, &what)?;
     let set = |opt: &str, r: std::io::Result<()>| {
         r.map_err(|e| NetError::io(format!("set {opt} on the socket for {what}"), e))
     };
@@ -71,7 +74,7 @@ pub fn announce_socket(
     let v6 = targets.iter().any(SocketAddr::is_ipv6);
     let v4 = targets.iter().any(SocketAddr::is_ipv4);
     let what = "the announce socket";
-    let sock = udp_socket(if v6 { Domain::IPV6 } else { Domain::IPV4 }, what)?;
+    let sock = udp_socket(if v6 { Domain::IPV6 } else { Domain::IPV4 }, false, what)?;
     let set = |opt: &str, r: std::io::Result<()>| {
         r.map_err(|e| NetError::io(format!("set {opt} on {what}"), e))
     };
@@ -86,15 +89,56 @@ pub fn announce_socket(
     }
     if source_port != 0 {
         let ip = if v6 {
-            std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED)
         } else {
-            std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
         };
         let addr = SocketAddr::new(ip, source_port);
         sock.bind(&addr.into())
             .map_err(|e| NetError::io(format!("bind {what} to udp://{addr}"), e))?;
     }
     Ok(sock)
+}
+
+/// Opens the blocking, close-on-exec UDP socket a PE or PU receives ASAP_SERVER_ANNOUNCEs on at
+/// `address`. A multicast group is joined (IPv4 on the default interface, IPv6 on interface 0) and
+/// the socket bound to the group's port on the unspecified address; a unicast address is bound as
+/// it is. `SO_REUSEADDR` lets several endpoints of one host hear the same group.
+pub fn announce_receiver(address: SocketAddr) -> Result<UdpSocket, NetError> {
+    let what = format!("announces at udp://{address}");
+    let sock = udp_socket(Domain::for_address(address), true, &what)?;
+    sock.set_reuse_address(true)
+        .map_err(|e| NetError::io(format!("set SO_REUSEADDR on the socket for {what}"), e))?;
+    let bind = match address.ip() {
+        IpAddr::V4(ip) if ip.is_multicast() => (Ipv4Addr::UNSPECIFIED, address.port()).into(),
+        IpAddr::V6(ip) if ip.is_multicast() => (Ipv6Addr::UNSPECIFIED, address.port()).into(),
+        _ => address,
+    };
+    sock.bind(&SockAddr::from(bind))
+        .map_err(|e| NetError::io(format!("bind udp://{bind} for {what}"), e))?;
+    let sock = UdpSocket::from(sock);
+    match address.ip() {
+        IpAddr::V4(group) if group.is_multicast() => {
+            sock.join_multicast_v4(&group, &Ipv4Addr::UNSPECIFIED)
+        }
+        IpAddr::V6(group) if group.is_multicast() => sock.join_multicast_v6(&group, 0),
+        _ => Ok(()),
+    }
+    .map_err(|e| NetError::io(format!("join the multicast group for {what}"), e))?;
+    Ok(sock)
+}
+
+/// The local address this host would use to reach `peer` (a PE's user-transport address must be
+/// one of its association's addresses). Connecting a UDP socket sends nothing.
+pub fn local_ip_towards(peer: SocketAddr) -> io::Result<IpAddr> {
+    let any: SocketAddr = if peer.is_ipv4() {
+        (Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let probe = UdpSocket::bind(any)?;
+    probe.connect(peer)?;
+    Ok(probe.local_addr()?.ip())
 }
 
 #[cfg(test)]
@@ -159,6 +203,31 @@ mod tests {
         assert_eq!(tx.send_to(b"v6", &t6.into()).unwrap(), 2);
         assert_eq!(receive(rx4).0, b"v4");
         assert_eq!(receive(rx6).0, b"v6");
+    }
+
+    #[test]
+    fn announces_are_heard_at_a_unicast_address_and_a_multicast_group() {
+        let rx = announce_receiver("127.0.0.1:0".parse().unwrap()).unwrap();
+        assert!(!Socket::from(rx.try_clone().unwrap()).nonblocking().unwrap());
+        let target = rx.local_addr().unwrap();
+        let tx = announce_socket(&[target], 1, 0).unwrap();
+        assert_eq!(tx.send_to(b"heard", &target.into()).unwrap(), 5);
+        rx.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = [0; 16];
+        let (n, _) = rx.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"heard");
+        // joining a group needs a multicast route, which a CI container may lack; then the
+        // error says what failed
+        match announce_receiver("239.0.0.50:0".parse().unwrap()) {
+            Ok(group) => assert!(group.local_addr().unwrap().ip().is_unspecified()),
+            Err(e) => assert!(e.to_string().contains("join the multicast group"), "{e}"),
+        }
+    }
+
+    #[test]
+    fn the_loopback_is_reached_from_the_loopback() {
+        let ip = local_ip_towards("127.0.0.1:9".parse().unwrap()).unwrap();
+        assert!(ip.is_loopback(), "{ip}");
     }
 
     #[test]

@@ -1,0 +1,299 @@
+//! A client's connection to a registrar's ASAP port over any of the three connection
+//! transports: a TCP or MPTCP byte stream whose messages are framed by their length (RFC 5354
+//! §4), or a one-to-one SCTP association that carries each message whole with PPID 11. Blocking:
+//! the endpoint's driver reads on one thread and sends from another.
+//!
+//! A stream connection reads and writes through [`ByteStream`], the seam for a stream wrapper:
+//! TLS will be a variant of it, and neither [`Connection`] nor its callers change.
+
+use std::io;
+use std::net::{Shutdown, SocketAddr};
+use std::time::Duration;
+
+use rserpool_protocol::framing::Frames;
+use rserpool_protocol::{MAX_MESSAGE_LEN, PPID_ASAP};
+use socket2::Socket;
+
+use crate::error::NetError;
+use crate::sctp::SctpClient;
+use crate::stream::connect_stream_blocking;
+use rserpool_protocol::url::{Transport, TransportUrl};
+
+/// An open connection to a registrar.
+#[derive(Debug)]
+pub struct Connection {
+    transport: Transport,
+    carrier: Carrier,
+}
+
+/// What carries a connection's messages.
+#[derive(Debug)]
+enum Carrier {
+    /// An SCTP association: each message whole, with its PPID.
+    Sctp(SctpClient),
+    /// A TCP or MPTCP byte stream: messages framed by their length.
+    Stream(ByteStream),
+}
+
+/// The byte stream under a TCP or MPTCP connection. Today the socket's bytes as they are; a TLS
+/// session will be a second variant that encrypts in [`Self::write_all`] and decrypts in
+/// [`Self::read`] over the same socket.
+#[derive(Debug)]
+enum ByteStream {
+    /// The socket itself.
+    Plain(Socket),
+}
+
+impl ByteStream {
+    /// Writes all of `bytes` (blocking, within the socket's write time-out).
+    fn write_all(&self, bytes: &[u8]) -> io::Result<()> {
+        let Self::Plain(socket) = self;
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            match socket.send_with_flags(rest, libc::MSG_NOSIGNAL) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => rest = &rest[n..],
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads what has arrived into `buf`, waiting for at least one byte; 0 at the end of the
+    /// stream.
+    fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        let Self::Plain(socket) = self;
+        io::Read::read(&mut &*socket, buf)
+    }
+
+    /// A second handle on the same stream.
+    fn try_clone(&self) -> io::Result<Self> {
+        let Self::Plain(socket) = self;
+        Ok(Self::Plain(socket.try_clone()?))
+    }
+
+    /// The socket under the stream.
+    fn socket(&self) -> &Socket {
+        let Self::Plain(socket) = self;
+        socket
+    }
+}
+
+impl Connection {
+    /// Connects to the registrar at `address` over `transport`, waiting at most `timeout`: TCP
+    /// and MPTCP with `TCP_NODELAY`, SCTP as a one-to-one association ([`SctpClient::connect`]).
+    /// UDP carries no connection and is refused.
+    pub fn open(
+        transport: Transport,
+        address: SocketAddr,
+        timeout: Duration,
+    ) -> Result<Self, NetError> {
+        let url = TransportUrl::new(transport, address);
+        let carrier = match transport {
+            Transport::Sctp => Carrier::Sctp(SctpClient::connect(address, None, timeout)?),
+            Transport::Tcp | Transport::Mptcp => Carrier::Stream(ByteStream::Plain(
+                connect_stream_blocking(&url, Some(timeout))?,
+            )),
+            Transport::Udp => {
+                return Err(NetError::InvalidRequest(format!(
+                    "{url} names no connection: reach a registrar over sctp://, tcp:// or mptcp://"
+                )));
+            }
+        };
+        Ok(Self { transport, carrier })
+    }
+
+    /// The transport.
+    pub fn transport(&self) -> Transport {
+        self.transport
+    }
+
+    /// The socket under the connection.
+    fn socket(&self) -> &Socket {
+        match &self.carrier {
+            Carrier::Sctp(client) => client.socket(),
+            Carrier::Stream(stream) => stream.socket(),
+        }
+    }
+
+    /// The local address (for SCTP, the primary path's source address).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket()
+            .local_addr()?
+            .as_socket()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "not an IP socket address"))
+    }
+
+    /// Sends one encoded ASAP message: written whole to a stream, or as one SCTP message with
+    /// PPID 11 that asks for an immediate SACK.
+    pub fn send(&self, message: &[u8]) -> io::Result<()> {
+        match &self.carrier {
+            Carrier::Sctp(client) => match client.send(PPID_ASAP, 0, message)? {
+                n if n == message.len() => Ok(()),
+                n => Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    format!("SCTP took {n} of the {} bytes of a message", message.len()),
+                )),
+            },
+            Carrier::Stream(stream) => stream.write_all(message),
+        }
+    }
+
+    /// Receives messages until the connection closes or breaks, handing each to `on_message`
+    /// until it returns false. A stream whose next message cannot be framed, or an SCTP message
+    /// longer than ASAP allows, breaks the connection with an error.
+    pub fn read_messages(&self, on_message: impl FnMut(&[u8]) -> bool) -> io::Result<()> {
+        match &self.carrier {
+            Carrier::Sctp(client) => read_sctp(client, on_message),
+            Carrier::Stream(stream) => read_frames(stream, on_message),
+        }
+    }
+
+    /// A second handle on the same connection (for a reader thread).
+    pub fn try_clone(&self) -> io::Result<Self> {
+        let carrier = match &self.carrier {
+            Carrier::Sctp(client) => Carrier::Sctp(client.try_clone()?),
+            Carrier::Stream(stream) => Carrier::Stream(stream.try_clone()?),
+        };
+        Ok(Self {
+            transport: self.transport,
+            carrier,
+        })
+    }
+
+    /// Bounds how long a send may block.
+    pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.socket().set_write_timeout(timeout)
+    }
+
+    /// Shuts the connection down both ways (an SCTP association gracefully); a reader returns.
+    pub fn shutdown(&self) -> io::Result<()> {
+        self.socket().shutdown(Shutdown::Both)
+    }
+}
+
+/// Reads SCTP messages, one per receive, until the association ends. A receive that fills the
+/// whole buffer is a message longer than ASAP allows.
+fn read_sctp(client: &SctpClient, mut on_message: impl FnMut(&[u8]) -> bool) -> io::Result<()> {
+    let mut buf = vec![0u8; MAX_MESSAGE_LEN + 1];
+    loop {
+        let n = match client.recv(&mut buf)? {
+            (0, _) => return Ok(()),
+            (n, _) => n,
+        };
+        if n == buf.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("the registrar sent an SCTP message longer than {MAX_MESSAGE_LEN} bytes"),
+            ));
+        }
+        if !on_message(&buf[..n]) {
+            return Ok(());
+        }
+    }
+}
+
+/// Frames a byte stream (RFC 5354 §4 lengths, padded to 4) into messages.
+fn read_frames(stream: &ByteStream, mut on_message: impl FnMut(&[u8]) -> bool) -> io::Result<()> {
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 16 * 1024];
+    loop {
+        let n = match stream.read(&mut chunk) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        let mut frames = Frames::new(&buf, MAX_MESSAGE_LEN);
+        for frame in frames.by_ref() {
+            if !on_message(frame) {
+                return Ok(());
+            }
+        }
+        if let Some(e) = frames.error() {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+        }
+        let consumed = frames.consumed();
+        buf.drain(..consumed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+
+    const WAIT: Duration = Duration::from_secs(5);
+
+    #[test]
+    fn a_tcp_connection_sends_whole_messages_and_frames_what_it_reads() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let conn = Connection::open(Transport::Tcp, listener.local_addr().unwrap(), WAIT).unwrap();
+        let (mut peer, _) = listener.accept().unwrap();
+        assert_eq!(conn.transport(), Transport::Tcp);
+        assert_eq!(conn.local_addr().unwrap(), peer.peer_addr().unwrap());
+        conn.send(&[0x0b, 0, 0, 8, 1, 2, 3, 4]).unwrap();
+        let mut got = [0; 8];
+        peer.read_exact(&mut got).unwrap();
+        assert_eq!(got, [0x0b, 0, 0, 8, 1, 2, 3, 4]);
+        // Two messages, the second split over two writes, then the end of the stream.
+        peer.write_all(&[1, 0, 0, 4, 2, 0, 0, 6, 9]).unwrap();
+        peer.write_all(&[9, 0, 0]).unwrap();
+        drop(peer);
+        let mut seen = Vec::new();
+        conn.try_clone()
+            .unwrap()
+            .read_messages(|m| {
+                seen.push(m.to_vec());
+                true
+            })
+            .unwrap();
+        assert_eq!(seen, [vec![1, 0, 0, 4], vec![2, 0, 0, 6, 9, 9, 0, 0]]);
+    }
+
+    #[test]
+    fn an_unframeable_stream_is_an_error() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let conn = Connection::open(Transport::Tcp, listener.local_addr().unwrap(), WAIT).unwrap();
+        let (mut peer, _) = listener.accept().unwrap();
+        peer.write_all(&[1, 0, 0, 2]).unwrap();
+        let e = conn.read_messages(|_| true).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        assert!(e.to_string().contains("below the minimum"), "{e}");
+    }
+
+    /// On this machine either SCTP works (a closed port refuses the association) or the error
+    /// names the missing kernel SCTP.
+    #[test]
+    fn connecting_reports_either_refusal_or_missing_sctp() {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let address = SocketAddr::from(([127, 0, 0, 1], port));
+        let e = io::Error::from(
+            Connection::open(Transport::Sctp, address, WAIT).expect_err("nothing listens there"),
+        );
+        let text = e.to_string();
+        match crate::sctp_support() {
+            Ok(()) => assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "{text}"),
+            Err(_) => {
+                assert!(text.starts_with("SCTP is not available"), "{text}");
+                assert!(
+                    text.contains("socket(AF_INET, SOCK_STREAM, IPPROTO_SCTP)"),
+                    "{text}"
+                );
+                assert!(text.contains("modprobe sctp"), "{text}");
+            }
+        }
+    }
+
+    #[test]
+    fn udp_is_refused() {
+        let e = Connection::open(Transport::Udp, "127.0.0.1:1".parse().unwrap(), WAIT).unwrap_err();
+        assert!(e.to_string().contains("sctp://, tcp:// or mptcp://"), "{e}");
+    }
+}

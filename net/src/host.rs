@@ -1,0 +1,61 @@
+//! What the host offers the registrar's workers: its online cores, pinning a thread to one, busy
+//! polling.
+
+use std::io;
+
+use socket2::Socket;
+
+use crate::sys;
+
+/// The number of online CPUs (at least 1).
+pub fn online_cores() -> usize {
+    sys::online_cpus().unwrap_or(1)
+}
+
+/// Binds the calling thread to CPU `core` (numbered as the kernel does, from 0).
+pub fn pin_current_thread(core: usize) -> io::Result<()> {
+    sys::set_thread_affinity(core).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!(
+                "cannot pin the thread to core {core}: {e}; this host has {} online cores, and \
+                 taskset or a cgroup cpuset may allow fewer: choose a core this process may run on",
+                online_cores()
+            ),
+        )
+    })
+}
+
+/// Sets `SO_BUSY_POLL` on `sock`: a blocking receive spins on the device queue for up to `usec`
+/// microseconds before sleeping (needs `CAP_NET_ADMIN` to raise it above `net.core.busy_read`).
+pub fn set_busy_poll(sock: &Socket, usec: u32) -> io::Result<()> {
+    sock.set_busy_poll(usec).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!(
+                "cannot set SO_BUSY_POLL to {usec} µs: {e}; it needs CAP_NET_ADMIN, or leave busy \
+                 polling off"
+            ),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pins_to_an_online_core_and_refuses_a_missing_one() {
+        assert!(online_cores() >= 1);
+        std::thread::spawn(|| {
+            // a CI machine's taskset may leave out core 0: any core this process may run on will do
+            assert!((0..online_cores()).any(|core| pin_current_thread(core).is_ok()));
+            let e = pin_current_thread(4096).unwrap_err();
+            assert!(e.to_string().contains("core 4096"), "{e}");
+            let e = pin_current_thread(1000).unwrap_err();
+            assert!(e.to_string().contains("online cores"), "{e}");
+        })
+        .join()
+        .unwrap();
+    }
+}

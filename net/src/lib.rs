@@ -1,0 +1,51 @@
+//! `rserpool-net` owns the sockets of RSerPool: the registrar's listeners and peer connections,
+//! and the client side that pool elements, pool users and the load generator share.
+//!
+//! - Transport URLs ([`TransportUrl`], [`Transport`], [`UrlError`]): the values and the parser
+//!   live in `rserpool_protocol::url`, socket-free, so that the registrar's sans-I/O core can hold
+//!   them; they are re-exported here with the sockets they name.
+//! - Kernel SCTP (RFC 4960, socket API RFC 6458): the socket options every SCTP socket gets, the
+//!   control messages that carry a message's PPID, stream and association (`SCTP_SNDINFO` built,
+//!   `SCTP_RCVINFO` parsed) and notifications; the registrar's one-to-many listener
+//!   ([`SctpSocket`]) and the one-to-one client ([`SctpClient`]).
+//! - TCP and MPTCP ([`listen_stream`], [`connect_stream`], [`connect_stream_blocking`]) and UDP
+//!   ([`bind_udp`], [`announce_socket`], [`announce_receiver`], [`local_ip_towards`]) set-up.
+//! - A client's connection to a registrar over SCTP, TCP or MPTCP ([`Connection`]), with ASAP's
+//!   framing on byte streams.
+//! - What the host offers the registrar's workers ([`online_cores`], [`pin_current_thread`]).
+//! - Errors that say what failed and what to do about it ([`NetError`]).
+//!
+//! # The `unsafe` boundary
+//!
+//! All `unsafe` code of the crate is in the private `sys` module (socket options as byte
+//! buffers, `sendmsg`/`recvmsg` with ancillary data, thread affinity, the online CPU count), one
+//! `// SAFETY:` comment per block; the crate denies `unsafe` everywhere else. Callers pass and
+//! get plain slices, and every kernel structure is built and parsed as bounds-checked bytes.
+//!
+//! # The stream seam (for TLS)
+//!
+//! A [`Connection`] over TCP or MPTCP reads and writes its bytes through one small private type,
+//! `connection::ByteStream`, which today passes the socket's bytes through unchanged. TLS will
+//! be a second variant of it that encrypts on write and decrypts on read over the same socket;
+//! the framing, [`Connection`]'s API and its callers stay as they are.
+
+mod connection;
+mod error;
+mod host;
+mod sctp;
+mod stream;
+#[allow(unsafe_code)]
+mod sys;
+mod udp;
+
+pub use connection::Connection;
+pub use error::{NetError, SocketUse};
+pub use host::{online_cores, pin_current_thread, set_busy_poll};
+pub use rserpool_protocol::url::{Transport, TransportUrl, UrlError};
+pub use sctp::{
+    AssocState, SctpAssocId, SctpClient, SctpRecv, SctpSocket, sctp_nodelay, sctp_support,
+};
+pub use stream::{
+    configure_accepted, connect_outcome, connect_stream, connect_stream_blocking, listen_stream,
+};
+pub use udp::{announce_receiver, announce_socket, bind_udp, local_ip_towards};
