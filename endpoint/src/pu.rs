@@ -10,6 +10,8 @@ use rserpool_protocol::{
     AsapMessage, Generation, PeId, Policy, PoolHandle, Resolution, cause as codes,
 };
 
+use rserpool_handlespace::TokenBucket;
+
 use crate::servers::{AnnounceSettings, Hunt, HuntOutcome, ServerList};
 use crate::{
     Action, Cause, ConnId, ConnectFailure, Error, Millis, PeInfo, Registrar, Rng, StreamTransport,
@@ -124,8 +126,8 @@ pub struct PoolUser {
     cache: HashMap<Vec<u8>, CacheEntry>,
     reports: VecDeque<(Vec<u8>, PeId)>,
     reported: HashMap<(Vec<u8>, PeId), Millis>,
-    tokens: u32,
-    refilled: Millis,
+    /// Unreachable reports per second (RFC 5355 §2.13 threat 8).
+    report_rate: TokenBucket,
     rng: Rng,
     next_request: u64,
     out: VecDeque<Action<PuEvent>>,
@@ -141,8 +143,7 @@ impl PoolUser {
             cache: HashMap::new(),
             reports: VecDeque::new(),
             reported: HashMap::new(),
-            tokens: config.max_reports_per_second,
-            refilled: 0,
+            report_rate: TokenBucket::full(config.max_reports_per_second, 0),
             rng: Rng::seed(seed),
             next_request: 0,
             out: VecDeque::new(),
@@ -272,21 +273,12 @@ impl PoolUser {
         if self.reported.contains_key(&key) {
             return false;
         }
-        let rate = self.config.max_reports_per_second;
-        let refill = now
-            .saturating_sub(self.refilled)
-            .saturating_mul(u64::from(rate))
-            / 1000;
-        if refill > 0 {
-            self.tokens = u32::try_from(u64::from(self.tokens) + refill)
-                .unwrap_or(u32::MAX)
-                .min(rate);
-            self.refilled = now;
-        }
-        if self.tokens == 0 {
+        if !self
+            .report_rate
+            .take(self.config.max_reports_per_second, now)
+        {
             return false;
         }
-        self.tokens -= 1;
         self.reported.insert(key.clone(), now);
         match self.conn {
             Some((conn, _)) => self.send_report(conn, &key.0, key.1),
