@@ -131,6 +131,17 @@ impl HandlespaceReader {
         self.read(pool_handle, |snapshot| select(snapshot, rng, selection, f))
     }
 
+    /// Handle resolution of a batch of requests with every shard pinned meanwhile (see
+    /// [`PinnedReader::resolve_batch`]).
+    pub fn resolve_batch(
+        &self,
+        requests: &[ResolveRequest<'_>],
+        rng: &mut Rng,
+        f: impl FnMut(usize, Option<&PoolSnapshot>, &[u32]),
+    ) {
+        self.pin().resolve_batch(requests, rng, f);
+    }
+
     /// This read side with every shard's epoch held on the calling thread until dropped
     /// ([`ShardView::pin`]), for a batch of reads (one loop turn).
     pub fn pin(&self) -> PinnedReader<'_> {
@@ -170,6 +181,64 @@ impl PinnedReader<'_> {
         f: impl FnOnce(&PoolSnapshot, &[u32]) -> R,
     ) -> Option<R> {
         self.read(pool_handle, |snapshot| select(snapshot, rng, selection, f))
+    }
+}
+
+/// One request of a batch of handle resolutions ([`PinnedReader::resolve_batch`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResolveRequest<'h> {
+    /// The pool to resolve.
+    pub pool_handle: &'h [u8],
+    /// How many PEs to select ([`ItemCount::for_request`]; at most [`policy::MAX_SELECTION`]).
+    pub items: usize,
+}
+
+/// Requests of a batch whose cache misses overlap: each stage runs over a whole group before the
+/// next stage starts.
+const GROUP: usize = 16;
+
+impl PinnedReader<'_> {
+    /// Handle resolution of a batch of requests (one loop turn's): calls `f` once per request,
+    /// in order, with its index in `requests`, the pool's snapshot (`None` for an unknown pool)
+    /// and the indices of the selected PEs into its entries. The same as calling
+    /// [`Self::resolve`] for each request in order (same random draws, same cursor advances),
+    /// but faster: the lookups of a group of requests are done stage by stage (find the pools,
+    /// read their snapshots, read their members ahead) so that their cache misses overlap.
+    pub fn resolve_batch(
+        &self,
+        requests: &[ResolveRequest<'_>],
+        rng: &mut Rng,
+        mut f: impl FnMut(usize, Option<&PoolSnapshot>, &[u32]),
+    ) {
+        let mut selection = [0u32; policy::MAX_SELECTION];
+        for (g, group) in requests.chunks(GROUP).enumerate() {
+            let mut found: [Option<&PoolSnapshot>; GROUP] = [None; GROUP];
+            for (slot, r) in found.iter_mut().zip(group) {
+                *slot = self.shards[shard_index(r.pool_handle, self.shards.len())]
+                    .get(r.pool_handle);
+            }
+            let mut ahead = 0u64;
+            for s in found.iter().flatten() {
+                ahead = ahead.wrapping_add(s.read_ahead_head());
+            }
+            for (s, r) in found.iter().zip(group) {
+                if let Some(s) = s {
+                    ahead = ahead.wrapping_add(s.read_ahead(r.items));
+                }
+            }
+            std::hint::black_box(ahead);
+            for (j, (s, r)) in found.iter().zip(group).enumerate() {
+                let index = g * GROUP + j;
+                match s {
+                    Some(s) => {
+                        let out = &mut selection[..r.items.min(policy::MAX_SELECTION)];
+                        let n = s.select(rng, out);
+                        f(index, Some(s), &out[..n]);
+                    }
+                    None => f(index, None, &[]),
+                }
+            }
+        }
     }
 }
 

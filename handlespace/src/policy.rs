@@ -534,6 +534,38 @@ pub(crate) fn select(
     }
 }
 
+/// Reads ahead, without changing anything, the members a selection of `n` PEs and the encoding
+/// of its result will read, so that a batch of resolutions can overlap their cache misses: for
+/// round robin the `n` members from the cursor on, for the other policies (whose selection
+/// scans the members' keys or values) the first leaf's worth of members. Returns a value folded
+/// from what it read, which the caller must consume so that the reads are kept.
+pub(crate) fn read_ahead(
+    members: &Tree<Member>,
+    policy_type: u32,
+    state: &SelectionState,
+    n: usize,
+) -> u64 {
+    let len = members.len();
+    if len == 0 {
+        return 0;
+    }
+    // A member's first bytes (keys) and its registration life (after the transport and policy
+    // an encoder reads) lie on the one or two cache lines a resolution reads of it.
+    let touch = |m: &Member| u64::from(m.order()) ^ m.entry().registration.registration_life as u64;
+    let mut acc = 0u64;
+    if family(policy_type) == Family::RoundRobin {
+        let start = (state.cursor() % len as u64) as usize;
+        for m in members.iter_from(start).chain(members.iter()).take(n.min(len)) {
+            acc = acc.wrapping_add(touch(m));
+        }
+    } else {
+        for m in members.iter().take(crate::tree::LEAF_MAX) {
+            acc = acc.wrapping_add(touch(m));
+        }
+    }
+    acc
+}
+
 /// Increments the counters of the first `max_increment` selected PEs, saturating at u32::MAX.
 fn increment(members: &Tree<Member>, selected: &[u32], max_increment: usize) {
     for &rank in selected.iter().take(max_increment) {

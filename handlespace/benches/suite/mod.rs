@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, SamplingMode, Throughput};
-use rserpool_handlespace::{AssociationId, PeId, PeRegistration, Rng, Shard};
+use rserpool_handlespace::{AssociationId, PeId, PeRegistration, ResolveRequest, Rng, Shard};
 use rserpool_protocol::Policy;
 
 use crate::common::{
@@ -71,7 +71,13 @@ enum Depth {
     NoTouch,
     /// `HandlespaceReader::snapshot` only: the pool lookup (for the breakdown).
     LookupOnly,
+    /// `HandlespaceReader::resolve_batch` over [`BATCH`] requests at a time, touching the
+    /// selected PEs like an encoder; timed per resolution.
+    Batch,
 }
+
+/// Requests per `resolve_batch` call in the batched benchmarks (one loop turn's resolutions).
+const BATCH: usize = 32;
 
 /// Benchmarks resolutions over `pools` pools of 10 PEs, one benchmark per `(name, depth)`, all
 /// on one handlespace, freshly built or `aged` (see `age_handlespace`).
@@ -117,6 +123,27 @@ fn bench_resolve_case(
                 reader
                     .read(h, |snapshot| black_box(snapshot).len())
                     .expect("known pool")
+            }),
+            Depth::Batch => b.iter_custom(|iters| {
+                let start = Instant::now();
+                let mut left = iters;
+                let mut acc = 0u64;
+                while left > 0 {
+                    let k = left.min(BATCH as u64) as usize;
+                    let handles: [Handle; BATCH] = std::array::from_fn(|_| *lookups.next());
+                    let requests: [ResolveRequest<'_>; BATCH] =
+                        std::array::from_fn(|j| ResolveRequest {
+                            pool_handle: &handles[j],
+                            items: ITEMS,
+                        });
+                    reader.resolve_batch(&requests[..k], &mut rng, |_, snapshot, picked| {
+                        let snapshot = snapshot.expect("known pool");
+                        acc = acc.wrapping_add(touch(snapshot, picked));
+                    });
+                    left -= k as u64;
+                }
+                black_box(acc);
+                start.elapsed()
             }),
         });
     }
@@ -205,6 +232,7 @@ pub fn resolve(c: &mut Criterion, prefix: &str) {
         false,
         &[
             ("cold_100k_pools_x10", Depth::Full),
+            ("cold_100k_pools_x10_batch", Depth::Batch),
             ("cold_100k_pools_x10_no_touch", Depth::NoTouch),
             ("cold_100k_pools_x10_lookup_only", Depth::LookupOnly),
         ],
@@ -217,6 +245,7 @@ pub fn resolve(c: &mut Criterion, prefix: &str) {
         true,
         &[
             ("cold_100k_pools_x10_aged", Depth::Full),
+            ("cold_100k_pools_x10_aged_batch", Depth::Batch),
             ("cold_100k_pools_x10_aged_no_touch", Depth::NoTouch),
         ],
     );
@@ -226,7 +255,10 @@ pub fn resolve(c: &mut Criterion, prefix: &str) {
         cold,
         PolicyKind::LeastUsed,
         false,
-        &[("cold_100k_pools_x10_least_used", Depth::Full)],
+        &[
+            ("cold_100k_pools_x10_least_used", Depth::Full),
+            ("cold_100k_pools_x10_least_used_batch", Depth::Batch),
+        ],
     );
     bench_resolve_case(
         c,
@@ -236,6 +268,7 @@ pub fn resolve(c: &mut Criterion, prefix: &str) {
         false,
         &[
             ("hot_1k_pools_x10", Depth::Full),
+            ("hot_1k_pools_x10_batch", Depth::Batch),
             ("hot_1k_pools_x10_no_touch", Depth::NoTouch),
             ("hot_1k_pools_x10_lookup_only", Depth::LookupOnly),
         ],
