@@ -219,17 +219,7 @@ fn run_target(cli: &Cli, target: &Target) -> Result<Summary> {
     let mut ids = PeIds::new();
     let outcome = match cli.scenario {
         ScenarioKind::Resolve => {
-            let fleet = Fleet::register(
-                &endpoint,
-                cli.pools,
-                cli.pool_elements,
-                cli.policy,
-                &mut ids,
-            )?;
-            note(
-                cli,
-                &format!("registered {} PEs in {} pools", fleet.pes(), cli.pools),
-            );
+            let fleet = register_fleet(cli, &endpoint, &mut ids)?;
             let work = resolve_work(cli, endpoint.generation)?;
             let outcome = load::run(
                 &endpoint,
@@ -261,6 +251,17 @@ fn run_target(cli: &Cli, target: &Target) -> Result<Summary> {
     Ok(summary(cli, cli.scenario.name(), name, &outcome))
 }
 
+/// Registers `--pools` × `--pool-elements` PEs that keep the pools resolvable while a scenario
+/// runs (resolve, churn), and says so.
+fn register_fleet(cli: &Cli, endpoint: &Endpoint, ids: &mut PeIds) -> Result<Fleet> {
+    let fleet = Fleet::register(endpoint, cli.pools, cli.pool_elements, cli.policy, ids)?;
+    note(
+        cli,
+        &format!("registered {} PEs in {} pools", fleet.pes(), cli.pools),
+    );
+    Ok(fleet)
+}
+
 /// The name of the target in reports.
 fn target_name(cli: &Cli, target: &Target) -> String {
     let endpoint = target.endpoint();
@@ -280,17 +281,7 @@ fn run_churn(cli: &Cli, target: &Target) -> Result<RunReport> {
     let name = target_name(cli, target);
     let generation = endpoint.generation;
     let mut ids = PeIds::new();
-    let fleet = Fleet::register(
-        &endpoint,
-        cli.pools,
-        cli.pool_elements,
-        cli.policy,
-        &mut ids,
-    )?;
-    note(
-        cli,
-        &format!("registered {} PEs in {} pools", fleet.pes(), cli.pools),
-    );
+    let fleet = register_fleet(cli, &endpoint, &mut ids)?;
     let ip = net::local_ip_towards(endpoint.addr)?;
     let churn_work = (0..cli.churners)
         .map(|c| {

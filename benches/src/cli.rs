@@ -332,6 +332,16 @@ impl Cli {
         Ok(cli)
     }
 
+    /// The command line `rserpool-bench args…` parsed as `main` parses it and validated, or the
+    /// error it would print.
+    pub fn from_args(args: &[&str]) -> Result<Self, String> {
+        let cli =
+            Self::parse_noting_given(std::iter::once("rserpool-bench").chain(args.iter().copied()))
+                .map_err(|e| e.to_string())?;
+        cli.validate()?;
+        Ok(cli)
+    }
+
     /// Whether the command line set the option `name` (its long name).
     pub fn was_given(&self, name: &str) -> bool {
         self.given.iter().any(|g| g == name)
@@ -706,27 +716,19 @@ mod tests {
     use super::{Cli, RestartKind, TakeoverFault, parse_seconds};
     use crate::ScenarioKind;
 
-    fn validated(args: &[&str]) -> Result<Cli, String> {
-        let cli =
-            Cli::parse_noting_given(std::iter::once("rserpool-bench").chain(args.iter().copied()))
-                .map_err(|e| e.to_string())?;
-        cli.validate()?;
-        Ok(cli)
-    }
-
     #[test]
     fn restart_and_fault_belong_to_their_scenarios() {
-        let resync = validated(&["resync", "--restart", "new-id"]).unwrap();
+        let resync = Cli::from_args(&["resync", "--restart", "new-id"]).unwrap();
         assert_eq!(resync.restart, Some(RestartKind::NewId));
-        assert_eq!(validated(&["resync"]).unwrap().restart, None);
-        let takeover = validated(&["takeover"]).unwrap();
+        assert_eq!(Cli::from_args(&["resync"]).unwrap().restart, None);
+        let takeover = Cli::from_args(&["takeover"]).unwrap();
         assert_eq!(takeover.takeover_fault(), TakeoverFault::Kill);
         assert_eq!(
             (takeover.population(), takeover.population_pools()),
             (1000, 100)
         );
         assert!(takeover.spawns() && !takeover.was_given("workers"));
-        let stopped = validated(&["takeover", "--fault", "stop", "--workers", "2"]).unwrap();
+        let stopped = Cli::from_args(&["takeover", "--fault", "stop", "--workers", "2"]).unwrap();
         assert_eq!(stopped.takeover_fault(), TakeoverFault::Stop);
         assert_eq!(stopped.scenario, ScenarioKind::Takeover);
         assert!(stopped.was_given("workers"));
@@ -753,7 +755,7 @@ mod tests {
             ),
             (&["takeover", "--rate", "5"][..], "sends no requests"),
         ] {
-            let e = validated(args).unwrap_err();
+            let e = Cli::from_args(args).unwrap_err();
             assert!(e.contains(why), "{args:?}: {e}");
         }
     }

@@ -9,9 +9,9 @@ use std::sync::Arc;
 
 use rserpool_protocol::asap::message_type as mt;
 use rserpool_protocol::{
-    AsapMessage, Generation, PeId, Policy, PoolElement, PoolHandle, PrId,
-    REGISTRATION_LIFE_INFINITE, Seq, TRANSPORT_USE_DATA_ONLY, Transport as WireTransport,
-    TransportKind, UserTransport, param_type,
+    AsapMessage, Generation, PeId, Policy, PoolElementParam, PoolHandle, PrId,
+    REGISTRATION_LIFE_INFINITE, Seq, TRANSPORT_USE_DATA_ONLY, TransportKind,
+    TransportParam as WireTransport, UserTransport, param_type,
 };
 
 use clap::ValueEnum;
@@ -347,7 +347,7 @@ pub fn push_registration(
     table.push(
         &AsapMessage::Registration {
             pool_handle: PoolHandle(&pe.pool),
-            pool_element: PoolElement {
+            pool_element: PoolElementParam {
                 id: pe.id,
                 home_pr: PrId(0),
                 registration_life: REGISTRATION_LIFE_INFINITE,
@@ -538,7 +538,7 @@ mod tests {
             service_code: 0,
             addresses: Seq::from_items(&ip),
         };
-        let element = PoolElement {
+        let element = PoolElementParam {
             id: PeId(1),
             home_pr: PrId(2),
             registration_life: 1000,

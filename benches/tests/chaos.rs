@@ -6,10 +6,9 @@
 //! the test (`cargo build -p rserpool-registrar -p rserpool-endpoint`, or `cargo test
 //! --workspace`, in the same profile).
 
-use std::process::{Command, Stdio};
-
-use rserpool_bench::target::default_registrar_bin;
 use serde_json::Value;
+
+mod common;
 
 /// The seed of the fault schedule (a failure names it; `--seed` replays the schedule, not the
 /// timing).
@@ -22,26 +21,22 @@ const MIN_JUDGED: u64 = 1000;
 
 #[test]
 fn a_scope_under_faults_keeps_every_bound() {
-    let registrar = default_registrar_bin().expect("the test's own path");
-    let rserpool = registrar.with_file_name("rserpool");
-    for bin in [&registrar, &rserpool] {
-        assert!(
-            bin.is_file(),
-            "{} is missing: run `cargo build -p rserpool-registrar -p rserpool-endpoint` (with \
-             --release for a release test), or `cargo test --workspace`, before this test",
-            bin.display()
-        );
-    }
+    common::registrar_bin();
+    common::rserpool_bin();
     let logs = std::env::temp_dir().join(format!("rserpool-chaos-test-{}", std::process::id()));
-    let out = Command::new(env!("CARGO_BIN_EXE_rserpool-bench"))
-        .args(["chaos", "--profile", "carrier", "--duration", DURATION])
-        .args(["--pool-elements", "4", "--seed", SEED, "--json", "--quiet"])
-        .arg("--logs")
-        .arg(&logs)
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .expect("run rserpool-bench");
+    let out = common::run(&[
+        "chaos",
+        "--profile",
+        "carrier",
+        "--duration",
+        DURATION,
+        "--pool-elements",
+        "4",
+        "--seed",
+        SEED,
+        "--logs",
+        logs.to_str().expect("a UTF-8 temporary directory"),
+    ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let v: Value = serde_json::from_str(&stdout)

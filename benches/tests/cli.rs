@@ -5,18 +5,9 @@ use rserpool_bench::load::Poll;
 use rserpool_bench::net::Transport;
 use rserpool_bench::{Cli, ScenarioKind};
 
-fn parse(args: &[&str]) -> Result<Cli, String> {
-    // As `main` parses: noting which options the command line gave.
-    let cli =
-        Cli::parse_noting_given(std::iter::once("rserpool-bench").chain(args.iter().copied()))
-            .map_err(|e| e.to_string())?;
-    cli.validate()?;
-    Ok(cli)
-}
-
 #[test]
 fn defaults_match_the_documentation() {
-    let cli = parse(&["echo"]).unwrap();
+    let cli = Cli::from_args(&["echo"]).unwrap();
     assert_eq!(cli.scenario, ScenarioKind::Echo);
     assert_eq!((cli.connections, cli.pipeline, cli.threads), (16, 32, 1));
     assert_eq!((cli.duration, cli.warmup), (5.0, 1.0));
@@ -29,7 +20,7 @@ fn defaults_match_the_documentation() {
 
 #[test]
 fn every_option_is_read() {
-    let cli = parse(&[
+    let cli = Cli::from_args(&[
         "resolve",
         "--connections",
         "64",
@@ -66,7 +57,7 @@ fn every_option_is_read() {
     assert_eq!(target.addr.port(), 3863);
     assert!(cli.compare_echo && cli.json && cli.quiet);
 
-    let spawn = parse(&[
+    let spawn = Cli::from_args(&[
         "register",
         "--spawn",
         "--registrar-bin",
@@ -90,7 +81,7 @@ fn every_option_is_read() {
     assert_eq!(spawn.transport, Transport::Mptcp);
     assert_eq!(spawn.poll, Poll::Block);
 
-    let echo = parse(&["echo", "--reply-size", "197"]).unwrap();
+    let echo = Cli::from_args(&["echo", "--reply-size", "197"]).unwrap();
     assert_eq!(echo.echo_reply_size(), Some(200));
 }
 
@@ -152,7 +143,7 @@ fn contradictions_are_refused_with_a_reason() {
         ),
         (&["flood"][..], "invalid value"),
     ] {
-        let Err(e) = parse(args) else {
+        let Err(e) = Cli::from_args(args) else {
             panic!("{args:?} was accepted");
         };
         assert!(e.contains(why), "{args:?}: {e}");
@@ -161,7 +152,7 @@ fn contradictions_are_refused_with_a_reason() {
 
 #[test]
 fn churn_and_keepalive_options_are_read_and_checked() {
-    let cli = parse(&[
+    let cli = Cli::from_args(&[
         "churn",
         "--spawn",
         "--rate",
@@ -181,7 +172,7 @@ fn churn_and_keepalive_options_are_read_and_checked() {
         Some(500.0),
         "churn's rate drives its PEs, which spin"
     );
-    let cli = parse(&[
+    let cli = Cli::from_args(&[
         "keepalive",
         "--spawn",
         "--population",
@@ -194,13 +185,13 @@ fn churn_and_keepalive_options_are_read_and_checked() {
     .unwrap();
     assert_eq!((cli.population(), cli.connections), (5000, 50));
     assert_eq!(cli.keep_alive_interval, Some(250));
-    let defaults = parse(&["keepalive", "--spawn"]).unwrap();
+    let defaults = Cli::from_args(&["keepalive", "--spawn"]).unwrap();
     assert_eq!(
         (defaults.population(), defaults.keep_alive_interval),
         (1000, None)
     );
     assert_eq!((defaults.churners, defaults.reregistrations), (16, 3));
-    let resync = parse(&[
+    let resync = Cli::from_args(&[
         "resync",
         "--profile",
         "carrier",
@@ -273,14 +264,14 @@ fn churn_and_keepalive_options_are_read_and_checked() {
         (&["resync", "--rate", "5"][..], "resync sends no requests"),
         (&["resync", "--compare-echo"][..], "not resync"),
     ] {
-        let e = parse(args).unwrap_err();
+        let e = Cli::from_args(args).unwrap_err();
         assert!(e.contains(why), "{args:?}: {e}");
     }
 }
 
 #[test]
 fn population_runs_are_read_and_nonsense_is_refused() {
-    let register = parse(&[
+    let register = Cli::from_args(&[
         "register",
         "--spawn",
         "--population",
@@ -298,8 +289,12 @@ fn population_runs_are_read_and_nonsense_is_refused() {
         60,
         "no --duration: 60 s"
     );
-    assert!(!parse(&["register", "--spawn"]).unwrap().registers_new_pes());
-    let storm = parse(&[
+    assert!(
+        !Cli::from_args(&["register", "--spawn"])
+            .unwrap()
+            .registers_new_pes()
+    );
+    let storm = Cli::from_args(&[
         "storm",
         "--spawn",
         "--population",
@@ -393,7 +388,7 @@ fn population_runs_are_read_and_nonsense_is_refused() {
             "invalid value",
         ),
     ] {
-        let e = parse(args).unwrap_err();
+        let e = Cli::from_args(args).unwrap_err();
         assert!(e.contains(why), "{args:?}: {e}");
     }
 }

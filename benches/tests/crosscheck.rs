@@ -13,8 +13,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use rserpool_bench::target::{default_registrar_bin, sample_sum, scrape};
+use rserpool_bench::target::{sample_sum, scrape};
 use serde_json::Value;
+
+mod common;
 
 /// The daemon under test, killed on drop.
 struct Registrar {
@@ -27,13 +29,7 @@ impl Registrar {
     /// Starts `rserpool-registrar` (built next to this test by `cargo test --workspace`) with one
     /// worker, a TCP listener, metrics on a free port and keep-alives every 200 ms.
     fn start() -> Self {
-        let bin = default_registrar_bin().expect("the test's own path");
-        assert!(
-            bin.is_file(),
-            "{} is missing: run `cargo build -p rserpool-registrar` (or `cargo test --workspace`) \
-             before this test",
-            bin.display()
-        );
+        let bin = common::registrar_bin();
         let config = std::env::temp_dir().join(format!(
             "rserpool-bench-crosscheck-{}-{:?}.toml",
             std::process::id(),
@@ -97,20 +93,15 @@ impl Registrar {
     /// its report and what the registrar counted meanwhile.
     fn bench(&self, args: &[&str]) -> (Value, Counters) {
         let before = self.counters();
-        let out = Command::new(env!("CARGO_BIN_EXE_rserpool-bench"))
-            .args(args)
-            .args(["--registrar", &self.asap, "--json", "--quiet"])
-            .args(["--duration", "1", "--warmup", "0.2"])
-            .stdin(Stdio::null())
-            .output()
-            .expect("run rserpool-bench");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{args:?}: {stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let report = serde_json::from_str(&stdout).expect("one JSON object");
+        let target = [
+            "--registrar",
+            &self.asap,
+            "--duration",
+            "1",
+            "--warmup",
+            "0.2",
+        ];
+        let report = common::report(&[args, &target].concat());
         (report, self.counters().since(&before))
     }
 }
@@ -319,23 +310,21 @@ fn keepalive_reports_what_the_registrar_counted() {
 /// sent in the window comes with the report.
 #[test]
 fn keepalive_configures_a_spawned_registrar_and_reads_its_count() {
-    let out = Command::new(env!("CARGO_BIN_EXE_rserpool-bench"))
-        .args(["keepalive", "--spawn", "--keep-alive-interval", "100"])
-        .args([
-            "--population",
-            "20",
-            "--connections",
-            "2",
-            "--json",
-            "--quiet",
-        ])
-        .args(["--duration", "1", "--warmup", "0.3"])
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
-        .expect("run rserpool-bench");
-    assert!(out.status.success(), "{out:?}");
-    let v: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    common::registrar_bin();
+    let v = common::report(&[
+        "keepalive",
+        "--spawn",
+        "--keep-alive-interval",
+        "100",
+        "--population",
+        "20",
+        "--connections",
+        "2",
+        "--duration",
+        "1",
+        "--warmup",
+        "0.3",
+    ]);
     let k = &v["keep_alive"];
     assert_eq!(k["interval_ms"], 100);
     assert_eq!(k["expected_per_s"], 200.0);

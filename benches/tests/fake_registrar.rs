@@ -9,13 +9,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
-use clap::Parser;
 use rserpool_bench::workload::MAX_FRAME;
 use rserpool_bench::{Cli, RunReport, app};
 use rserpool_protocol::framing::Frames;
 use rserpool_protocol::{
-    AsapMessage, ErrorCause, Generation, OperationError, PeId, Policy, PoolElement, PrId,
-    Resolution, Seq, Transport, TransportKind, UserTransport, cause,
+    AsapMessage, ErrorCause, Generation, OperationError, PeId, Policy, PoolElementParam, PrId,
+    Resolution, Seq, TransportKind, TransportParam, UserTransport, cause,
 };
 
 const GEN: Generation = Generation::Rfc;
@@ -43,11 +42,11 @@ fn encode(message: &AsapMessage<'_>, out: &mut Vec<u8>) {
 
 fn serve(mut stream: TcpStream, c: &Counters) {
     let ip = [IpAddr::from([127, 0, 0, 1])];
-    let element = [PoolElement {
+    let element = [PoolElementParam {
         id: PeId(1),
         home_pr: PrId(7),
         registration_life: -1,
-        user_transport: UserTransport::Transport(Transport {
+        user_transport: UserTransport::Transport(TransportParam {
             kind: TransportKind::Tcp,
             port: 1,
             transport_use: 0,
@@ -180,7 +179,7 @@ fn start() -> (String, Arc<Counters>) {
 }
 
 fn cli(args: &[&str]) -> Cli {
-    Cli::try_parse_from(std::iter::once("rserpool-bench").chain(args.iter().copied())).unwrap()
+    Cli::from_args(args).expect("a valid command line")
 }
 
 const SHORT: [&str; 9] = [

@@ -5,41 +5,22 @@
 //! built-in echo server.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use rserpool_bench::echo::{EchoReply, EchoServer};
 use rserpool_bench::load::Poll;
 use rserpool_bench::net::Transport;
 use rserpool_bench::population::{self, BANDS, PopulationSpec, Share};
-use rserpool_bench::target::default_registrar_bin;
 use rserpool_bench::workload::{self, Check, PeIds, PeRecord, PolicyKind};
 use rserpool_protocol::Generation;
 use serde_json::Value;
 
-/// Runs `rserpool-bench` with `args`, `--spawn --json --quiet`, and returns its JSON report.
+mod common;
+
+/// Runs `rserpool-bench` with `args` and `--spawn` (see [`common::report`]).
 fn bench(args: &[&str]) -> Value {
-    let bin = default_registrar_bin().expect("the test's own path");
-    assert!(
-        bin.is_file(),
-        "{} is missing: run `cargo build -p rserpool-registrar` (or `cargo test --workspace`) \
-         before this test",
-        bin.display()
-    );
-    let out = Command::new(env!("CARGO_BIN_EXE_rserpool-bench"))
-        .args(args)
-        .args(["--spawn", "--json", "--quiet"])
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .expect("run rserpool-bench");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{args:?}: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(&stdout).expect("one JSON object")
+    common::registrar_bin();
+    common::report(&[args, &["--spawn"]].concat())
 }
 
 /// Checks that every PE of `population` was answered, accepted and held by the registrar.

@@ -5,40 +5,20 @@
 //! killed and restarted until it holds every PE again; and the error when it does not within
 //! `--timeout`.
 
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
-use rserpool_bench::target::default_registrar_bin;
-use serde_json::Value;
+mod common;
 
-/// Runs `rserpool-bench resync` with `args`, `--json` and `--quiet`.
+/// Runs `rserpool-bench resync` with `args` (see [`common::run`]).
 fn resync(args: &[&str]) -> Output {
-    let bin = default_registrar_bin().expect("the test's own path");
-    assert!(
-        bin.is_file(),
-        "{} is missing: run `cargo build -p rserpool-registrar` (or `cargo test --workspace`) \
-         before this test",
-        bin.display()
-    );
-    Command::new(env!("CARGO_BIN_EXE_rserpool-bench"))
-        .arg("resync")
-        .args(args)
-        .args(["--json", "--quiet"])
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .expect("run rserpool-bench")
+    common::registrar_bin();
+    common::run(&[&["resync"], args].concat())
 }
 
 #[test]
 fn a_new_registrar_receives_every_pe_of_its_mentor() {
-    let out = resync(&["--population", "20000", "--connections", "4"]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_str(&stdout).expect("one JSON object");
+    let args = ["--population", "20000", "--connections", "4"];
+    let v = common::parse(&args, &resync(&args));
     assert_eq!(v["scenario"], "resync");
     assert_eq!(v["population"], 20000);
     assert_eq!(v["pools"], 2000, "pools of 10 PEs: {v}");
@@ -86,21 +66,15 @@ fn a_registrar_not_in_sync_in_time_is_an_error() {
 /// Runs a 20 000-PE resync with `--restart kind` and checks that the restarted registrar held
 /// the whole population again.
 fn restarted_registrar_gets_the_population_back(kind: &str) {
-    let out = resync(&[
+    let args = [
         "--population",
         "20000",
         "--connections",
         "4",
         "--restart",
         kind,
-    ]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_str(&stdout).expect("one JSON object");
+    ];
+    let v = common::parse(&args, &resync(&args));
     assert_eq!(v["population"], 20000);
     assert_eq!(v["restart"], kind, "{v}");
     // The run reports a restart time only once the restarted registrar held all 20000 PEs.

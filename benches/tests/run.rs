@@ -5,14 +5,13 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
-use clap::Parser;
 use rserpool_bench::net::Transport;
 use rserpool_bench::target::Target;
 use rserpool_bench::{Cli, RunReport, app};
 use serde_json::Value;
 
 fn cli(args: &[&str]) -> Cli {
-    Cli::try_parse_from(std::iter::once("rserpool-bench").chain(args.iter().copied())).unwrap()
+    Cli::from_args(args).expect("a valid command line")
 }
 
 fn single(report: RunReport) -> rserpool_bench::Summary {

@@ -3,34 +3,22 @@
 //! profile over loopback TCP, PEs registered at the first, the first killed; the survivors must
 //! answer every PE homed at one of them within the profile's takeover bound and a second.
 
-use std::process::{Command, Stdio};
-
-use rserpool_bench::target::default_registrar_bin;
 use serde_json::Value;
+
+mod common;
 
 #[test]
 fn the_survivors_take_a_killed_registrars_pes_over_within_the_bound() {
-    let bin = default_registrar_bin().expect("the test's own path");
-    assert!(
-        bin.is_file(),
-        "{} is missing: run `cargo build -p rserpool-registrar` (or `cargo test --workspace`) \
-         before this test",
-        bin.display()
-    );
-    let out = Command::new(env!("CARGO_BIN_EXE_rserpool-bench"))
-        .args(["takeover", "--profile", "carrier", "--population", "200"])
-        .args(["--connections", "4", "--json", "--quiet"])
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .expect("run rserpool-bench");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_str(&stdout).expect("one JSON object");
+    common::registrar_bin();
+    let v = common::report(&[
+        "takeover",
+        "--profile",
+        "carrier",
+        "--population",
+        "200",
+        "--connections",
+        "4",
+    ]);
     assert_eq!(v["scenario"], "takeover");
     assert_eq!(v["signal"], "SIGKILL");
     assert_eq!(

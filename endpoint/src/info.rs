@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use rserpool_protocol::{PeId, Policy, PoolElement, PrId, TransportKind, UserTransport};
+use rserpool_protocol::{PeId, Policy, PoolElementParam, PrId, TransportKind, UserTransport};
 
 /// A pool element as a handle resolution returned it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,7 +42,7 @@ pub enum PeTransport {
 
 impl PeInfo {
     /// The owned copy of a decoded Pool Element parameter.
-    pub fn from_view(pe: &PoolElement<'_>) -> Self {
+    pub fn from_view(pe: &PoolElementParam<'_>) -> Self {
         let transport = match &pe.user_transport {
             UserTransport::Transport(t) => PeTransport::Transport {
                 kind: t.kind,
@@ -118,18 +118,18 @@ pub fn policy_name(policy: &Policy) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use rserpool_protocol::{Seq, Transport};
+    use rserpool_protocol::{Seq, TransportParam};
 
     use super::*;
 
     #[test]
     fn copies_a_decoded_pool_element() {
         let ips = [IpAddr::from([127, 0, 0, 1])];
-        let view = PoolElement {
+        let view = PoolElementParam {
             id: PeId(5),
             home_pr: PrId(9),
             registration_life: 30_000,
-            user_transport: UserTransport::Transport(Transport {
+            user_transport: UserTransport::Transport(TransportParam {
                 kind: TransportKind::Tcp,
                 port: 7,
                 transport_use: 0,
@@ -146,7 +146,7 @@ mod tests {
         assert_eq!(info.port(), 7);
         assert_eq!(info.transport_name(), "tcp");
         assert_eq!(policy_name(&info.policy), "lu");
-        let opaque = PeInfo::from_view(&PoolElement {
+        let opaque = PeInfo::from_view(&PoolElementParam {
             user_transport: UserTransport::Opaque(b"x"),
             ..view
         });

@@ -8,8 +8,8 @@ use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 
 use rserpool_protocol::{
-    AsapMessage, Generation, OperationError, PeId, Policy, PoolElement as WirePe, PoolHandle, PrId,
-    Seq, Transport, TransportKind, UserTransport,
+    AsapMessage, Generation, OperationError, PeId, Policy, PoolElementParam as WirePe, PoolHandle,
+    PrId, Seq, TransportKind, TransportParam, UserTransport,
 };
 
 use crate::servers::{AnnounceSettings, Hunt, HuntOutcome, ServerList};
@@ -673,7 +673,7 @@ impl PoolElement {
                 id: self.id,
                 home_pr: PrId(0),
                 registration_life: self.config.registration_life.min(MAX_LIFE) as i32,
-                user_transport: UserTransport::Transport(Transport {
+                user_transport: UserTransport::Transport(TransportParam {
                     kind: spec.kind,
                     port: spec.port,
                     transport_use: spec.transport_use,

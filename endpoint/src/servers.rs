@@ -351,7 +351,7 @@ impl Hunt {
 
 #[cfg(test)]
 mod tests {
-    use rserpool_protocol::{Seq, Transport};
+    use rserpool_protocol::{Seq, TransportParam};
 
     use super::*;
 
@@ -371,7 +371,7 @@ mod tests {
         v
     }
 
-    fn announce(server_id: u64, transports: &[Transport<'_>]) -> Vec<u8> {
+    fn announce(server_id: u64, transports: &[TransportParam<'_>]) -> Vec<u8> {
         crate::encode(
             &AsapMessage::ServerAnnounce {
                 server_id: PrId(server_id),
@@ -491,14 +491,14 @@ mod tests {
             default_port: None,
         };
         let ip = [IpAddr::from([127, 0, 0, 9])];
-        let tcp = Transport {
+        let tcp = TransportParam {
             kind: TransportKind::Tcp,
             port: 3863,
             transport_use: 0,
             service_code: 0,
             addresses: Seq::from_items(&ip),
         };
-        let sctp = Transport {
+        let sctp = TransportParam {
             kind: TransportKind::Sctp,
             ..tcp
         };
@@ -515,7 +515,7 @@ mod tests {
             transport: StreamTransport::Sctp,
             ..settings
         };
-        let sctp_only = Transport { port: 3864, ..sctp };
+        let sctp_only = TransportParam { port: 3864, ..sctp };
         assert_eq!(
             over_sctp.on_announce(
                 from,

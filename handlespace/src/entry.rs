@@ -6,7 +6,8 @@ use std::net::IpAddr;
 use std::num::NonZeroU64;
 
 use rserpool_protocol::{
-    Generation, PeId, Policy, PoolElement, PrId, Seq, Transport, TransportKind, UserTransport,
+    Generation, PeId, Policy, PoolElementParam, PrId, Seq, TransportKind, TransportParam,
+    UserTransport,
 };
 
 /// Milliseconds since an epoch the caller chooses; the handlespace never reads a clock.
@@ -98,7 +99,7 @@ pub struct OwnedTransport {
 
 impl OwnedTransport {
     /// Copies a decoded transport.
-    pub fn from_view(t: &Transport<'_>) -> Self {
+    pub fn from_view(t: &TransportParam<'_>) -> Self {
         Self {
             kind: t.kind,
             port: t.port,
@@ -110,8 +111,8 @@ impl OwnedTransport {
 
     /// A view to encode.
     #[inline]
-    pub fn view(&self) -> Transport<'_> {
-        Transport {
+    pub fn view(&self) -> TransportParam<'_> {
+        TransportParam {
             kind: self.kind,
             port: self.port,
             transport_use: self.transport_use,
@@ -199,7 +200,7 @@ pub struct PeRegistration {
 
 impl PeRegistration {
     /// Copies a decoded Pool Element parameter.
-    pub fn from_view(pe: &PoolElement<'_>) -> Self {
+    pub fn from_view(pe: &PoolElementParam<'_>) -> Self {
         Self {
             id: pe.id,
             registration_life: pe.registration_life,
@@ -234,9 +235,9 @@ impl PoolElementEntry {
     /// A Pool Element view for encoding; `with_asap_transport` as ENRP needs it (RSPLIB's
     /// `includeRegistratorTransport`: yes in ENRP updates and table responses, no in ASAP).
     #[inline]
-    pub fn view(&self, with_asap_transport: bool) -> PoolElement<'_> {
+    pub fn view(&self, with_asap_transport: bool) -> PoolElementParam<'_> {
         let r = &self.registration;
-        PoolElement {
+        PoolElementParam {
             id: r.id,
             home_pr: self.home_pr,
             registration_life: r.registration_life,

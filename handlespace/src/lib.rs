@@ -16,6 +16,7 @@ mod pool;
 pub mod rng;
 pub mod shard;
 pub mod timer;
+pub mod token_bucket;
 mod tree;
 
 use std::sync::Arc;
@@ -32,6 +33,7 @@ pub use shard::{
     Limits, OwnerChecksums, PinnedShard, Registered, Removed, Shard, ShardView, TableCursor,
     TablePage,
 };
+pub use token_bucket::TokenBucket;
 
 /// The shard that owns a pool handle among `shards`: XXH3-64 of the handle modulo the shard
 /// count, so every thread routes a handle the same way.

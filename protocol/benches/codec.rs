@@ -19,12 +19,12 @@ const ADDRS: [[IpAddr; 1]; 3] = [
     [IpAddr::V4(Ipv4Addr::new(192, 0, 2, 3))],
 ];
 
-fn pe(i: usize, home: u64) -> PoolElement<'static> {
-    PoolElement {
+fn pe(i: usize, home: u64) -> PoolElementParam<'static> {
+    PoolElementParam {
         id: PeId(0x1000 + i as u64),
         home_pr: PrId(home),
         registration_life: 300_000,
-        user_transport: UserTransport::Transport(Transport {
+        user_transport: UserTransport::Transport(TransportParam {
             kind: TransportKind::Sctp,
             port: 7,
             transport_use: TRANSPORT_USE_DATA_ONLY,
@@ -36,14 +36,14 @@ fn pe(i: usize, home: u64) -> PoolElement<'static> {
     }
 }
 
-fn messages<'a>(pes: &'a [PoolElement<'a>]) -> [(&'static str, AsapMessage<'a>); 3] {
+fn messages<'a>(pes: &'a [PoolElementParam<'a>]) -> [(&'static str, AsapMessage<'a>); 3] {
     let handle = PoolHandle(b"EchoPool");
     [
         (
             "registration",
             AsapMessage::Registration {
                 pool_handle: handle,
-                pool_element: PoolElement {
+                pool_element: PoolElementParam {
                     home_pr: PrId(0),
                     ..pes[0]
                 },

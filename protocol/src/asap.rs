@@ -3,7 +3,7 @@
 
 use crate::error::{DecodeError, EncodeError};
 use crate::param::{
-    OperationError, Policy, PoolElement, PoolHandle, Transport, decode_operation_error,
+    OperationError, Policy, PoolElementParam, PoolHandle, TransportParam, decode_operation_error,
     decode_pe_id, decode_policy, decode_pool_element, decode_pool_handle, encode_operation_error,
     encode_pe_id, encode_policy, encode_pool_element, encode_pool_elements, encode_pool_handle,
     encode_transport,
@@ -54,7 +54,7 @@ pub enum Resolution<'a> {
         /// The overall pool policy.
         policy: Option<Policy>,
         /// The selected PEs.
-        pool_elements: Seq<'a, PoolElement<'a>>,
+        pool_elements: Seq<'a, PoolElementParam<'a>>,
     },
     /// The resolution failed (e.g. cause 0x9 Unknown Pool Handle).
     Failed(OperationError<'a>),
@@ -68,7 +68,7 @@ pub enum AsapMessage<'a> {
         /// The pool to join.
         pool_handle: PoolHandle<'a>,
         /// The PE (home PR 0 and no ASAP transport when sent by a PE).
-        pool_element: PoolElement<'a>,
+        pool_element: PoolElementParam<'a>,
     },
     /// ASAP_DEREGISTRATION (§2.2.2).
     Deregistration {
@@ -145,7 +145,7 @@ pub enum AsapMessage<'a> {
         /// The announcing PR.
         server_id: PrId,
         /// Where to reach it (SCTP or TCP); empty = the packet's source address.
-        transports: Seq<'a, Transport<'a>>,
+        transports: Seq<'a, TransportParam<'a>>,
     },
     /// ASAP_COOKIE (§2.2.11): opaque state from a PE to its PU.
     Cookie(&'a [u8]),
@@ -158,7 +158,7 @@ pub enum AsapMessage<'a> {
         /// A policy, as RSPLIB inserts one (decoded leniently; not in the RFC).
         policy: Option<Policy>,
         /// The PEs in preferred failover order.
-        pool_elements: Seq<'a, PoolElement<'a>>,
+        pool_elements: Seq<'a, PoolElementParam<'a>>,
     },
     /// ASAP_ERROR (§2.2.14).
     Error(OperationError<'a>),
@@ -531,7 +531,7 @@ pub fn decode_plain_handle_resolution(msg: &[u8]) -> Option<HandleResolutionRequ
 /// parameter's length (a multiple of 4) and where its Member Selection Policy parameter lies
 /// within it.
 pub fn encode_pool_element_parameter(
-    pe: &PoolElement<'_>,
+    pe: &PoolElementParam<'_>,
     generation: Generation,
     buf: &mut [u8],
 ) -> Result<(usize, Range<usize>), EncodeError> {
@@ -639,7 +639,7 @@ fn pool_elements<'a>(
     within: &'static str,
     generation: Generation,
     u: &mut Unrecognized,
-) -> Result<Seq<'a, PoolElement<'a>>, DecodeError> {
+) -> Result<Seq<'a, PoolElementParam<'a>>, DecodeError> {
     let pes = Seq::decode(cur, generation, u)?;
     if pes.is_empty() {
         return Err(DecodeError::MissingParameter {

@@ -3,7 +3,7 @@
 
 use crate::error::{DecodeError, EncodeError};
 use crate::param::{
-    OperationError, PoolElement, PoolHandle, ServerInformation, decode_operation_error,
+    OperationError, PoolElementParam, PoolHandle, ServerInformation, decode_operation_error,
     decode_pool_element, decode_pool_handle, decode_server_information, encode_operation_error,
     encode_pool_element, encode_pool_elements, encode_pool_handle, encode_server_information,
 };
@@ -49,7 +49,7 @@ pub struct PoolEntry<'a> {
     /// The pool.
     pub pool_handle: PoolHandle<'a>,
     /// Its PEs.
-    pub pool_elements: Seq<'a, PoolElement<'a>>,
+    pub pool_elements: Seq<'a, PoolElementParam<'a>>,
 }
 
 /// The body of an ENRP message, after the two PR IDs.
@@ -88,7 +88,7 @@ pub enum EnrpBody<'a> {
         /// The pool.
         pool_handle: PoolHandle<'a>,
         /// The PE, with its ASAP transport and home PR.
-        pool_element: PoolElement<'a>,
+        pool_element: PoolElementParam<'a>,
     },
     /// ENRP_LIST_REQUEST (§2.5).
     ListRequest,

@@ -36,9 +36,9 @@ pub use asap::{AsapMessage, Resolution};
 pub use enrp::{EnrpBody, EnrpMessage, PoolEntry, UpdateAction};
 pub use error::{DecodeError, EncodeError, ParameterAction, cause};
 pub use param::{
-    ErrorCause, OperationError, Policy, PoolElement, PoolHandle, REGISTRATION_LIFE_INFINITE,
-    ServerInformation, TRANSPORT_USE_DATA_ONLY, TRANSPORT_USE_DATA_PLUS_CONTROL, Transport,
-    TransportKind, UserTransport, encode_policy_parameter, encode_pool_handle_parameter,
+    ErrorCause, OperationError, Policy, PoolElementParam, PoolHandle, REGISTRATION_LIFE_INFINITE,
+    ServerInformation, TRANSPORT_USE_DATA_ONLY, TRANSPORT_USE_DATA_PLUS_CONTROL, TransportKind,
+    TransportParam, UserTransport, encode_policy_parameter, encode_pool_handle_parameter,
     encode_transport_parameter, policy_type,
 };
 pub use wire::{MAX_REPORTED, Seq, SeqIter, Unrecognized};

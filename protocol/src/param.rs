@@ -151,7 +151,7 @@ pub const TRANSPORT_USE_DATA_PLUS_CONTROL: u16 = 0x0001;
 
 /// A transport parameter: protocol, port and addresses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Transport<'a> {
+pub struct TransportParam<'a> {
     /// The transport protocol.
     pub kind: TransportKind,
     /// The port.
@@ -171,7 +171,7 @@ fn decode_transport<'a>(
     msg: &'a [u8],
     generation: Generation,
     unrecognized: &mut Unrecognized,
-) -> Result<Transport<'a>, DecodeError> {
+) -> Result<TransportParam<'a>, DecodeError> {
     let mut cur = tlv.cursor(msg);
     let port = cur.u16("transport port")?;
     let transport_use = cur.u16("transport use")?;
@@ -183,7 +183,7 @@ fn decode_transport<'a>(
     let addresses = Seq::decode(&mut cur, generation, unrecognized)?;
     match (kind, addresses.len()) {
         (_, 0) => Err(tlv.invalid("transport", "no address")),
-        (TransportKind::Sctp, _) | (_, 1) => Ok(Transport {
+        (TransportKind::Sctp, _) | (_, 1) => Ok(TransportParam {
             kind,
             port,
             transport_use,
@@ -200,7 +200,7 @@ pub(crate) fn transport_of<'a>(
     msg: &'a [u8],
     generation: Generation,
     unrecognized: &mut Unrecognized,
-) -> Result<Option<Transport<'a>>, DecodeError> {
+) -> Result<Option<TransportParam<'a>>, DecodeError> {
     match TransportKind::from_parameter_type(tlv.ty) {
         Some(kind) => decode_transport(tlv, kind, msg, generation, unrecognized).map(Some),
         None => Ok(None),
@@ -212,7 +212,7 @@ pub(crate) fn next_transport<'a>(
     cur: &mut Cursor<'a>,
     generation: Generation,
     unrecognized: &mut Unrecognized,
-) -> Result<Option<Transport<'a>>, DecodeError> {
+) -> Result<Option<TransportParam<'a>>, DecodeError> {
     let Some(tlv) = cur.peek(unrecognized)? else {
         return Ok(None);
     };
@@ -233,7 +233,10 @@ pub(crate) fn next_transport<'a>(
 // caller: a call each, with the error-carrying result returned through memory, cost more than
 // their few fixed-size writes.
 #[inline(always)]
-pub(crate) fn encode_transport(w: &mut Writer<'_>, t: &Transport<'_>) -> Result<(), EncodeError> {
+pub(crate) fn encode_transport(
+    w: &mut Writer<'_>,
+    t: &TransportParam<'_>,
+) -> Result<(), EncodeError> {
     match (t.kind, t.addresses.len()) {
         (_, 0) => {
             return Err(EncodeError::InvalidValue {
@@ -267,7 +270,7 @@ pub(crate) fn encode_transport(w: &mut Writer<'_>, t: &Transport<'_>) -> Result<
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UserTransport<'a> {
     /// SCTP, TCP, UDP, UDP-Lite or DCCP.
-    Transport(Transport<'a>),
+    Transport(TransportParam<'a>),
     /// Opaque Transport (0x0010): application-defined bytes.
     Opaque(&'a [u8]),
 }
@@ -654,7 +657,7 @@ pub const REGISTRATION_LIFE_INFINITE: i32 = -1;
 
 /// A Pool Element parameter (RFC 5354 §3.10; NG: 64-bit identifiers).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PoolElement<'a> {
+pub struct PoolElementParam<'a> {
     /// The PE identifier.
     pub id: PeId,
     /// The home PR's identifier; 0 = not yet determined (a PE registering sends 0).
@@ -667,7 +670,7 @@ pub struct PoolElement<'a> {
     /// The PE's member-selection policy and its parameters.
     pub policy: Policy,
     /// The PE's ASAP transport as its home PR saw it; only in ENRP messages.
-    pub asap_transport: Option<Transport<'a>>,
+    pub asap_transport: Option<TransportParam<'a>>,
 }
 
 pub(crate) fn decode_pool_element<'a>(
@@ -675,7 +678,7 @@ pub(crate) fn decode_pool_element<'a>(
     msg: &'a [u8],
     generation: Generation,
     unrecognized: &mut Unrecognized,
-) -> Result<PoolElement<'a>, DecodeError> {
+) -> Result<PoolElementParam<'a>, DecodeError> {
     const WITHIN: &str = "pool element";
     let mut cur = tlv.cursor(msg);
     let id = PeId(cur.id(generation, "PE identifier")?);
@@ -712,7 +715,7 @@ pub(crate) fn decode_pool_element<'a>(
         None => None,
     };
     cur.finish(WITHIN, unrecognized)?;
-    Ok(PoolElement {
+    Ok(PoolElementParam {
         id,
         home_pr,
         registration_life,
@@ -727,7 +730,7 @@ pub(crate) fn next_pool_element<'a>(
     cur: &mut Cursor<'a>,
     generation: Generation,
     unrecognized: &mut Unrecognized,
-) -> Result<Option<PoolElement<'a>>, DecodeError> {
+) -> Result<Option<PoolElementParam<'a>>, DecodeError> {
     match cur.list_item(
         pt::POOL_ELEMENT,
         "pool element list",
@@ -742,7 +745,7 @@ pub(crate) fn next_pool_element<'a>(
 /// A Pool Element parameter; returns where its Member Selection Policy parameter went.
 pub(crate) fn encode_pool_element(
     w: &mut Writer<'_>,
-    pe: &PoolElement<'_>,
+    pe: &PoolElementParam<'_>,
     generation: Generation,
 ) -> Result<Range<usize>, EncodeError> {
     let mark = w.pos();
@@ -783,7 +786,7 @@ pub(crate) fn encode_pool_element(
 /// Pool Element parameters, one after the other.
 pub(crate) fn encode_pool_elements(
     w: &mut Writer<'_>,
-    pool_elements: &Seq<'_, PoolElement<'_>>,
+    pool_elements: &Seq<'_, PoolElementParam<'_>>,
     generation: Generation,
 ) -> Result<(), EncodeError> {
     match pool_elements.items() {
@@ -828,7 +831,7 @@ pub struct ServerInformation<'a> {
     /// The PR's identifier (RSPLIB sends 0 for peers whose ID it has not learnt yet).
     pub server_id: PrId,
     /// The PR's ENRP transport (SCTP in the RFC; TCP for NG byte-stream peers).
-    pub transport: Transport<'a>,
+    pub transport: TransportParam<'a>,
 }
 
 pub(crate) fn decode_server_information<'a>(
@@ -994,14 +997,17 @@ pub fn encode_pool_handle_parameter(
 }
 
 /// Encodes a transport parameter on its own (the info of an "Inconsistent Transport Type" cause).
-pub fn encode_transport_parameter(t: &Transport<'_>, buf: &mut [u8]) -> Result<usize, EncodeError> {
+pub fn encode_transport_parameter(
+    t: &TransportParam<'_>,
+    buf: &mut [u8],
+) -> Result<usize, EncodeError> {
     let mut w = Writer::new(buf);
     encode_transport(&mut w, t)?;
     Ok(w.pos())
 }
 
 crate::wire::seq_item!('a, IpAddr, next_address);
-crate::wire::seq_item!('a, Transport<'a>, next_transport);
-crate::wire::seq_item!('a, PoolElement<'a>, next_pool_element);
+crate::wire::seq_item!('a, TransportParam<'a>, next_transport);
+crate::wire::seq_item!('a, PoolElementParam<'a>, next_pool_element);
 crate::wire::seq_item!('a, ServerInformation<'a>, next_server_information);
 crate::wire::seq_item!('a, ErrorCause<'a>, next_cause);

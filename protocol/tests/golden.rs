@@ -12,12 +12,12 @@ use rserpool_protocol::*;
 
 const ADDR: [IpAddr; 1] = [IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))];
 
-fn echo_pe() -> PoolElement<'static> {
-    PoolElement {
+fn echo_pe() -> PoolElementParam<'static> {
+    PoolElementParam {
         id: PeId(0x1234_5678),
         home_pr: PrId(0),
         registration_life: 300_000,
-        user_transport: UserTransport::Transport(Transport {
+        user_transport: UserTransport::Transport(TransportParam {
             kind: TransportKind::Sctp,
             port: 7,
             transport_use: TRANSPORT_USE_DATA_ONLY,
@@ -90,7 +90,7 @@ fn presence_vector() {
             checksum: Some(0x29a5),
             server_information: Some(ServerInformation {
                 server_id: PrId(0x0a0b_0c0d),
-                transport: Transport {
+                transport: TransportParam {
                     kind: TransportKind::Sctp,
                     port: 9901,
                     transport_use: TRANSPORT_USE_DATA_ONLY,

@@ -875,7 +875,7 @@ fn oversized_messages_are_too_long() {
     }
     // Many small parameters add up past the limit too.
     let addr = [IpAddr::from([192, 0, 2, 1])];
-    let t = Transport {
+    let t = TransportParam {
         kind: TransportKind::Tcp,
         port: 1,
         transport_use: 0,
@@ -965,7 +965,7 @@ proptest! {
         pool_handle in pool_handle(),
         pool_elements in pool_elements(Generation::Ng),
     ) {
-        let views: Vec<PoolElement<'_>> = pool_elements.iter().map(OPoolElement::view).collect();
+        let views: Vec<PoolElementParam<'_>> = pool_elements.iter().map(OPoolElement::view).collect();
         let message = AsapMessage::HandleResolutionResponse {
             accepted,
             pool_handle: PoolHandle(&pool_handle),

@@ -211,7 +211,7 @@ fn expect_address(a: IpAddr) -> Node {
     }
 }
 
-fn expect_transport(t: &Transport<'_>) -> Node {
+fn expect_transport(t: &TransportParam<'_>) -> Node {
     let n = match t.kind {
         TransportKind::Sctp => Node::param(param_type::SCTP_TRANSPORT, 4)
             .f("sctp_transport_port", t.port)
@@ -399,7 +399,7 @@ fn expect_unknown_param(ty: u16, value: &[u8]) -> Node {
     bytes_field(Node::param(ty, value.len()), "parameter_value", value)
 }
 
-fn expect_pool_element(pe: &PoolElement<'_>) -> Node {
+fn expect_pool_element(pe: &PoolElementParam<'_>) -> Node {
     let user = match pe.user_transport {
         UserTransport::Transport(t) => expect_transport(&t),
         // Opaque Transport (0x0010) is not dissected by Wireshark 4.0: a raw parameter value.
@@ -756,8 +756,8 @@ fn transport(
     port: u16,
     transport_use: u16,
     addrs: Vec<IpAddr>,
-) -> Transport<'static> {
-    Transport {
+) -> TransportParam<'static> {
+    TransportParam {
         kind,
         port,
         transport_use,
@@ -766,7 +766,7 @@ fn transport(
     }
 }
 
-fn sctp_multi() -> Transport<'static> {
+fn sctp_multi() -> TransportParam<'static> {
     transport(
         TransportKind::Sctp,
         0xe07d,
@@ -780,7 +780,7 @@ fn sctp_multi() -> Transport<'static> {
     )
 }
 
-fn asap_transport() -> Transport<'static> {
+fn asap_transport() -> TransportParam<'static> {
     transport(
         TransportKind::Sctp,
         3863,
@@ -789,8 +789,8 @@ fn asap_transport() -> Transport<'static> {
     )
 }
 
-fn dccp() -> Transport<'static> {
-    Transport {
+fn dccp() -> TransportParam<'static> {
+    TransportParam {
         service_code: 0xfedc_ba98,
         ..transport(TransportKind::Dccp, 5001, 0, vec![v4(192, 0, 2, 44)])
     }
@@ -868,9 +868,9 @@ fn pe(
     life: i32,
     user: UserTransport<'static>,
     policy: Policy,
-    asap: Option<Transport<'static>>,
-) -> PoolElement<'static> {
-    PoolElement {
+    asap: Option<TransportParam<'static>>,
+) -> PoolElementParam<'static> {
+    PoolElementParam {
         id: PeId(id.into()),
         home_pr: PrId(home.into()),
         registration_life: life,
@@ -880,7 +880,7 @@ fn pe(
     }
 }
 
-fn sctp_pe(id: u32, policy: Policy) -> PoolElement<'static> {
+fn sctp_pe(id: u32, policy: Policy) -> PoolElementParam<'static> {
     pe(
         id,
         0,
@@ -892,7 +892,12 @@ fn sctp_pe(id: u32, policy: Policy) -> PoolElement<'static> {
 }
 
 /// A PE as a PR stores it: home PR set, with its ASAP transport.
-fn homed_pe(id: u32, home: u32, user: Transport<'static>, policy: Policy) -> PoolElement<'static> {
+fn homed_pe(
+    id: u32,
+    home: u32,
+    user: TransportParam<'static>,
+    policy: Policy,
+) -> PoolElementParam<'static> {
     pe(
         id,
         home,
@@ -1383,7 +1388,7 @@ fn all_cases() -> Vec<Case> {
                 checksum: Some(0x29a5),
                 server_information: Some(ServerInformation {
                     server_id: PrId(0x0a0b_0c0d),
-                    transport: Transport {
+                    transport: TransportParam {
                         port: 9901,
                         transport_use: TRANSPORT_USE_DATA_ONLY,
                         ..sctp_multi()

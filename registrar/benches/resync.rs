@@ -11,10 +11,10 @@ use std::time::Instant;
 
 use rserpool_handlespace::{AssociationId, Limits, PeId, PrId};
 use rserpool_protocol::{
-    AsapMessage, Generation, Policy, PoolElement, PoolHandle, Seq, Transport, TransportKind,
-    UserTransport,
+    AsapMessage, Generation, Policy, PoolElementParam, PoolHandle, Seq, TransportKind,
+    TransportParam, UserTransport,
 };
-use rserpool_registrar::core::cluster::Cluster;
+use rserpool_registrar::core::in_memory::InMemoryPr;
 use rserpool_registrar::core::{AssociationInfo, CoreConfig, EnrpConfig, Output, Target};
 use rserpool_registrar::metrics::Protocol;
 use rserpool_registrar::url::{Transport as UrlTransport, TransportUrl};
@@ -67,7 +67,7 @@ fn main() {
         max_pools: 1 << 22,
         max_pes_per_pool: 1 << 16,
     };
-    let mut mentor = Cluster::new(1, config(1, mentor_url, Vec::new()), limits, 1);
+    let mut mentor = InMemoryPr::new(1, config(1, mentor_url, Vec::new()), limits, 1);
     mentor.start(0);
     // 10 PEs per pool; a new association every 50 000 PEs (the per-association limit).
     let fill = Instant::now();
@@ -81,11 +81,11 @@ fn main() {
         let handle = format!("pool-{:07}", i / 10);
         let message = AsapMessage::Registration {
             pool_handle: PoolHandle(handle.as_bytes()),
-            pool_element: PoolElement {
+            pool_element: PoolElementParam {
                 id: PeId(i + 1),
                 home_pr: PrId(0),
                 registration_life: -1,
-                user_transport: UserTransport::Transport(Transport {
+                user_transport: UserTransport::Transport(TransportParam {
                     kind: TransportKind::Tcp,
                     port: 7000,
                     transport_use: 0,
@@ -101,7 +101,7 @@ fn main() {
     }
     eprintln!("mentor filled with {pes} PEs in {:?}", fill.elapsed());
 
-    let mut fresh = Cluster::new(
+    let mut fresh = InMemoryPr::new(
         1,
         config(2, url("127.0.0.1:9902", generation), vec![mentor_url]),
         limits,

@@ -16,7 +16,7 @@
 //!     }
 //!     return;
 //! }
-//! let config = Config::load(&cli).unwrap_or_else(|e| {
+//! let config = Config::load(&cli.layers()).unwrap_or_else(|e| {
 //!     eprintln!("{e}");
 //!     std::process::exit(2);
 //! });
@@ -27,7 +27,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use clap::builder::PossibleValuesParser;
 
-use crate::config::{self, AddressOrOff, ConfigError, DriverChoice, Overrides};
+use crate::config::{self, AddressOrOff, ConfigError, DriverChoice, Layers, Overrides};
 use crate::url::TransportUrl;
 
 /// The command line. Flags override the configuration file, which overrides the profile.
@@ -114,12 +114,21 @@ impl Cli {
             log_level: self.log_level.clone(),
         }
     }
+
+    /// What the configuration is layered from: `--profile`, `--config` and the flags.
+    pub fn layers(&self) -> Layers {
+        Layers {
+            profile: self.profile.clone(),
+            file: self.config.clone(),
+            overrides: self.overrides(),
+        }
+    }
 }
 
 /// `--check-config`: loads the configuration `cli` asks for and returns it as TOML to print,
 /// each value a file or a flag set marked with where; or the errors.
 pub fn check_config(cli: &Cli) -> Result<String, ConfigError> {
-    config::check(cli)
+    config::check(&cli.layers())
 }
 
 #[cfg(test)]
@@ -143,7 +152,7 @@ mod tests {
         assert!(!cli.check_config);
         assert_eq!(cli.overrides(), Overrides::default());
         assert_eq!(
-            Config::load(&cli).unwrap(),
+            Config::load(&cli.layers()).unwrap(),
             Config::from_layers("default", None, &Overrides::default()).unwrap()
         );
     }
@@ -239,7 +248,7 @@ mod tests {
             "9",
         ])
         .unwrap();
-        let config = Config::load(&cli).unwrap();
+        let config = Config::load(&cli.layers()).unwrap();
         assert_eq!(config.asap.listen, vec![url("tcp://127.0.0.1:5000")]);
         assert!(!config.asap.skip_unavailable);
         assert_eq!(config.registrar.workers, 2);
@@ -269,7 +278,7 @@ mod tests {
             &Overrides::default(),
         )
         .unwrap();
-        assert_eq!(back, Config::load(&cli).unwrap());
+        assert_eq!(back, Config::load(&cli.layers()).unwrap());
         let bad = parse(&["--workers", "5000"]).unwrap();
         let e = check_config(&bad).unwrap_err().to_string();
         assert!(

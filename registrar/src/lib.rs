@@ -1,6 +1,7 @@
-//! `rserpool-registrar` owns the Pool Registrar (PR): the ASAP server side (and, later, the ENRP
-//! peer side) as a sans-I/O state machine fed with messages and time, the I/O drivers that feed it
-//! (io_uring, epoll), configuration and tuning profiles, metrics, and the daemon.
+//! `rserpool-registrar` owns the Pool Registrar (PR): the ASAP server side (RFC 5352) and the ENRP
+//! peer side (RFC 5353) as a sans-I/O state machine fed with messages and time (`core`), the I/O
+//! drivers that feed it (io_uring, epoll), configuration and tuning profiles, metrics, and the
+//! daemon.
 
 pub mod cli;
 pub mod config;

@@ -29,7 +29,8 @@ fn main() -> ExitCode {
             }
         };
     }
-    let config = match Config::load(&cli) {
+    let layers = cli.layers();
+    let config = match Config::load(&layers) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("rserpool-registrar: {e}");
@@ -44,10 +45,9 @@ fn main() -> ExitCode {
         LogFormat::Json => registry.with(fmt.json()).init(),
         LogFormat::Text => registry.with(fmt).init(),
     }
-    let reload_cli = cli.clone();
     let result = daemon::run(
         config,
-        Box::new(move || Config::load(&reload_cli).map_err(|e| e.to_string())),
+        Box::new(move || Config::load(&layers).map_err(|e| e.to_string())),
         Box::new(move |level| {
             let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
             handle.reload(filter).map_err(|e| e.to_string())

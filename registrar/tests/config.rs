@@ -25,14 +25,15 @@ fn a_file_given_with_config_is_layered_over_the_profile_and_under_the_flags() {
         "[registrar]\nworkers = 2\n\n[timers]\nkeep_alive_interval_ms = 700\n",
     );
     let path_text = path.to_str().unwrap();
-    let config = Config::load(&cli(&["--profile", "carrier", "--config", path_text])).unwrap();
+    let config =
+        Config::load(&cli(&["--profile", "carrier", "--config", path_text]).layers()).unwrap();
     assert_eq!(config.registrar.workers, 2);
     assert_eq!(config.timers.keep_alive_interval_ms, 700);
     assert_eq!(
         config.timers.keep_alive_timeout_ms, 300,
         "the carrier profile's"
     );
-    let config = Config::load(&cli(&["--config", path_text, "--workers", "5"])).unwrap();
+    let config = Config::load(&cli(&["--config", path_text, "--workers", "5"]).layers()).unwrap();
     assert_eq!(config.registrar.workers, 5);
     assert_eq!(
         config.timers.keep_alive_timeout_ms, 5000,
@@ -46,7 +47,7 @@ fn errors_in_a_file_name_its_path_and_line() {
         "config-errors.toml",
         "[timers]\n\nkeep_alive_interval_ms = 0\n",
     );
-    let e = Config::load(&cli(&["--config", path.to_str().unwrap()])).unwrap_err();
+    let e = Config::load(&cli(&["--config", path.to_str().unwrap()]).layers()).unwrap_err();
     assert_eq!(
         e.to_string(),
         format!(
@@ -60,7 +61,7 @@ fn errors_in_a_file_name_its_path_and_line() {
 #[test]
 fn a_missing_file_is_named_with_the_reason() {
     let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("no-such-config.toml");
-    let e = Config::load(&cli(&["--config", path.to_str().unwrap()])).unwrap_err();
+    let e = Config::load(&cli(&["--config", path.to_str().unwrap()]).layers()).unwrap_err();
     assert!(
         matches!(e, ConfigError::Unreadable { ref path, .. } if path.ends_with("no-such-config.toml"))
     );

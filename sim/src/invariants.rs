@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use rserpool_handlespace::{Millis, OwnerChecksums, PeId, PrId};
-use rserpool_registrar::core::cluster::Cluster;
+use rserpool_registrar::core::in_memory::InMemoryPr;
 
 /// Registration life of every PE (ms).
 pub const REGISTRATION_LIFE: Millis = 6_000;
@@ -167,7 +167,7 @@ pub struct PrView<'a> {
     /// Its current PR ID.
     pub id: PrId,
     /// Its state machine.
-    pub cluster: &'a Cluster,
+    pub cluster: &'a InMemoryPr,
 }
 
 impl PrView<'_> {

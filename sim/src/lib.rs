@@ -1,5 +1,5 @@
 //! `rserpool-sim` owns the deterministic simulation of an ENRP operating scope (design §5.3):
-//! PRs ([`rserpool_registrar::core::cluster::Cluster`]), PEs and PUs (the sans-I/O cores of
+//! PRs ([`rserpool_registrar::core::in_memory::InMemoryPr`]), PEs and PUs (the sans-I/O cores of
 //! `rserpool-endpoint`) in one process over a simulated network and clock, with faults drawn from
 //! a seed (PR crashes with and without RST, restarts at once with the same or a new ID or
 //! seconds later, a PR frozen and resumed (SIGSTOP/SIGCONT), partitions and heals, delay spikes,

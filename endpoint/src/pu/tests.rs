@@ -4,8 +4,8 @@
 use std::net::{IpAddr, SocketAddr};
 
 use rserpool_protocol::{
-    AsapMessage, ErrorCause, Generation, PeId, Policy, PoolElement, PoolHandle, PrId, Resolution,
-    Seq, Transport, TransportKind, UserTransport, cause,
+    AsapMessage, ErrorCause, Generation, PeId, Policy, PoolElementParam, PoolHandle, PrId,
+    Resolution, Seq, TransportKind, TransportParam, UserTransport, cause,
 };
 
 use super::*;
@@ -80,12 +80,12 @@ fn decode(bytes: &[u8]) -> AsapMessage<'_> {
     AsapMessage::decode(bytes, Generation::Rfc).unwrap().message
 }
 
-fn pe(id: u64, policy: Policy) -> PoolElement<'static> {
-    PoolElement {
+fn pe(id: u64, policy: Policy) -> PoolElementParam<'static> {
+    PoolElementParam {
         id: PeId(id),
         home_pr: PrId(1),
         registration_life: 30_000,
-        user_transport: UserTransport::Transport(Transport {
+        user_transport: UserTransport::Transport(TransportParam {
             kind: TransportKind::Tcp,
             port: 7,
             transport_use: 0,
@@ -97,7 +97,7 @@ fn pe(id: u64, policy: Policy) -> PoolElement<'static> {
     }
 }
 
-fn found(handle: &[u8], policy: Option<Policy>, pes: &[PoolElement<'_>]) -> Vec<u8> {
+fn found(handle: &[u8], policy: Option<Policy>, pes: &[PoolElementParam<'_>]) -> Vec<u8> {
     crate::encode(
         &AsapMessage::HandleResolutionResponse {
             accepted: false,

@@ -61,8 +61,8 @@ pub struct OTransport {
 }
 
 impl OTransport {
-    pub fn view(&self) -> Transport<'_> {
-        Transport {
+    pub fn view(&self) -> TransportParam<'_> {
+        TransportParam {
             kind: self.kind,
             port: self.port,
             transport_use: self.transport_use,
@@ -91,8 +91,8 @@ pub struct OPoolElement {
 }
 
 impl OPoolElement {
-    pub fn view(&self) -> PoolElement<'_> {
-        PoolElement {
+    pub fn view(&self) -> PoolElementParam<'_> {
+        PoolElementParam {
             id: PeId(self.id),
             home_pr: PrId(self.home_pr),
             registration_life: self.registration_life,
@@ -142,7 +142,7 @@ fn cause_views(c: &[OCause]) -> Vec<ErrorCause<'_>> {
         .collect()
 }
 
-fn pe_views(p: &[OPoolElement]) -> Vec<PoolElement<'_>> {
+fn pe_views(p: &[OPoolElement]) -> Vec<PoolElementParam<'_>> {
     p.iter().map(OPoolElement::view).collect()
 }
 
@@ -325,7 +325,7 @@ impl OAsap {
                 server_id,
                 transports,
             } => {
-                let ts: Vec<Transport<'_>> = transports.iter().map(OTransport::view).collect();
+                let ts: Vec<TransportParam<'_>> = transports.iter().map(OTransport::view).collect();
                 f(AsapMessage::ServerAnnounce {
                     server_id: PrId(*server_id),
                     transports: Seq::from_items(&ts),
@@ -458,7 +458,7 @@ impl OEnrp {
                 more_to_send,
                 entries,
             } => {
-                let pe_lists: Vec<Vec<PoolElement<'_>>> =
+                let pe_lists: Vec<Vec<PoolElementParam<'_>>> =
                     entries.iter().map(|(_, pes)| pe_views(pes)).collect();
                 let views: Vec<PoolEntry<'_>> = entries
                     .iter()
@@ -1377,7 +1377,7 @@ macro_rules! each {
 
 use std::hint::black_box as bb;
 
-pub fn touch_transport(t: &Transport<'_>) -> usize {
+pub fn touch_transport(t: &TransportParam<'_>) -> usize {
     bb(t.kind);
     bb(t.port);
     bb(t.transport_use);
@@ -1393,7 +1393,7 @@ pub fn touch_transport(t: &Transport<'_>) -> usize {
     1 + each!(t.addresses, |a| bb(a))
 }
 
-pub fn touch_pe(pe: &PoolElement<'_>) -> usize {
+pub fn touch_pe(pe: &PoolElementParam<'_>) -> usize {
     bb(pe.id);
     bb(pe.home_pr);
     bb(pe.registration_life);
@@ -1424,7 +1424,7 @@ pub fn touch_causes(c: &OperationError<'_>) -> usize {
     })
 }
 
-pub fn touch_pes(pes: &Seq<'_, PoolElement<'_>>) -> usize {
+pub fn touch_pes(pes: &Seq<'_, PoolElementParam<'_>>) -> usize {
     let mut inner = 0;
     inner += each!(pes, |pe| inner += touch_pe(&pe));
     inner

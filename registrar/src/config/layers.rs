@@ -11,10 +11,9 @@ use toml::de::{DeTable, DeValue};
 use super::keys::{self, KEYS};
 use super::{
     AnnounceConfig, AsapConfig, Config, ConfigError, CspConfig, DriverChoice, EnrpConfig, IoConfig,
-    LimitsConfig, LogConfig, LogFormat, MetricsConfig, Origin, Overrides, Problem, RegistrarConfig,
-    ResolutionConfig, Source, TimerConfig, profile_text, validate,
+    Layers, LimitsConfig, LogConfig, LogFormat, MetricsConfig, Origin, Overrides, Problem,
+    RegistrarConfig, ResolutionConfig, Source, TimerConfig, profile_text, validate,
 };
-use crate::cli::Cli;
 use crate::url::TransportUrl;
 
 /// Where each key was set last, and each item of a list key.
@@ -80,17 +79,16 @@ impl Origins {
     }
 }
 
-/// The configuration `cli` asks for, with the origin of every key.
-pub(super) fn load(cli: &Cli) -> Result<(Config, Origins), ConfigError> {
-    let overrides = cli.overrides();
-    match &cli.config {
-        None => build(&cli.profile, None, &overrides),
+/// The configuration of `layers`, with the origin of every key.
+pub(super) fn load(layers: &Layers) -> Result<(Config, Origins), ConfigError> {
+    match &layers.file {
+        None => build(&layers.profile, None, &layers.overrides),
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Unreadable {
                 path: path.clone(),
                 error,
             })?;
-            build(&cli.profile, Some((path, &text)), &overrides)
+            build(&layers.profile, Some((path, &text)), &layers.overrides)
         }
     }
 }

@@ -28,12 +28,11 @@ mod validate;
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 pub use error::{ConfigError, Origin, Problem, Source};
 
-use crate::cli::Cli;
 use crate::url::TransportUrl;
 
 /// The embedded tuning profiles, by name, in the order `--help` lists them.
@@ -314,11 +313,23 @@ pub struct Overrides {
     pub log_level: Option<String>,
 }
 
+/// What a configuration is layered from: a profile, an optional file and the overrides of the
+/// command line (built by [`crate::cli::Cli::layers`]; kept by the daemon to reload on SIGHUP).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Layers {
+    /// The embedded tuning profile underneath everything.
+    pub profile: String,
+    /// A TOML configuration file, read when the configuration is loaded.
+    pub file: Option<PathBuf>,
+    /// Values that override the profile and the file.
+    pub overrides: Overrides,
+}
+
 impl Config {
-    /// Loads the configuration the command line asks for: its profile, its `--config` file (read
-    /// here) and its flags, then validates it.
-    pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
-        layers::load(cli).map(|(config, _)| config)
+    /// Loads the configuration of `layers`: its profile, its file (read here) and its
+    /// overrides, then validates it.
+    pub fn load(layers: &Layers) -> Result<Config, ConfigError> {
+        layers::load(layers).map(|(config, _)| config)
     }
 
     /// Layers a profile, an optional file (its path, for messages, and its contents) and
@@ -345,10 +356,10 @@ impl Config {
 }
 
 /// The text `--check-config` prints (see [`crate::cli::check_config`]).
-pub(crate) fn check(cli: &Cli) -> Result<String, ConfigError> {
-    let (config, origins) = layers::load(cli)?;
-    let mut layers = format!("profile `{}`", cli.profile);
-    if let Some(path) = &cli.config {
+pub(crate) fn check(sources: &Layers) -> Result<String, ConfigError> {
+    let (config, origins) = layers::load(sources)?;
+    let mut layers = format!("profile `{}`", sources.profile);
+    if let Some(path) = &sources.file {
         layers.push_str(&format!(", then file {}", path.display()));
     }
     let flags = origins.flags();

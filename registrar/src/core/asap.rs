@@ -11,17 +11,19 @@ use rserpool_handlespace::{
 use rserpool_protocol::asap::{self, message_type};
 use rserpool_protocol::csp::{CSP_GROUP_REGISTRAR, CspReport, component_id};
 use rserpool_protocol::{
-    AsapMessage, DecodeError, Decoded, EncodeError, ErrorCause, Generation, PoolElement,
-    PoolHandle, Resolution, Seq, Transport as WireTransport, TransportKind, Unrecognized, cause,
-    encode_policy_parameter, encode_transport_parameter,
+    AsapMessage, DecodeError, Decoded, EncodeError, ErrorCause, Generation, PoolElementParam,
+    PoolHandle, Resolution, Seq, TransportKind, TransportParam as WireTransport, Unrecognized,
+    cause, encode_policy_parameter, encode_transport_parameter,
 };
 
+use super::Protocol;
+use super::counters::{RemovalReason, RequestKind, WorkerMetrics};
 use super::encoded::{EncodedPools, Part};
 use super::keepalive::{Due, NextSweep, SWEEP_BUDGET};
 use super::{
-    Forward, Output, RFC_MAX_POOL_HANDLE, RegisterRequest, Target, Worker, encode_into, jitter,
+    Completion, Output, RFC_MAX_POOL_HANDLE, RegisterRequest, ShardWrite, Target, Worker,
+    encode_into, jitter,
 };
-use crate::metrics::{Protocol, RemovalReason, RequestKind, WorkerMetrics};
 use crate::url::Transport;
 
 /// Why a request was refused before it reached the handlespace.
@@ -45,24 +47,9 @@ impl Refusal {
 }
 
 impl Worker {
-    /// Handles one ASAP or ENRP message received on an association (one SCTP user message, or
-    /// one frame of a TCP/MPTCP stream), reading the handlespace under its own pin. Returns the
-    /// kind of request, for latency metrics. Drivers handling a batch use
-    /// [`Worker::on_message_pinned`].
-    pub fn on_message(
-        &mut self,
-        association: AssociationId,
-        msg: &[u8],
-        now: Millis,
-        out: &mut Output,
-    ) -> RequestKind {
-        let reader = self.reader.clone();
-        self.on_message_pinned(&reader.pin(), association, msg, now, out)
-    }
-
-    /// [`Worker::on_message`] reading the handlespace through `reads`, pinned for a batch of
-    /// messages (one loop turn of a driver).
-    pub fn on_message_pinned(
+    /// An ASAP message on an association (RFC 5352 §3): registrations, deregistrations, handle
+    /// resolutions, keep-alive acks, unreachable reports.
+    pub(super) fn on_asap_message(
         &mut self,
         reads: &PinnedReader<'_>,
         association: AssociationId,
@@ -74,10 +61,6 @@ impl Worker {
             return RequestKind::Other;
         };
         let generation = a.info.generation;
-        if a.info.protocol == Protocol::Enrp {
-            self.on_enrp_message(association, generation, msg, now, out);
-            return RequestKind::Other;
-        }
         let target = Target::Association(association);
         // Most traffic: a plain handle resolution, read without the general decoder.
         if let Some(r) = asap::decode_plain_handle_resolution(msg) {
@@ -132,7 +115,7 @@ impl Worker {
                     self.metrics.unreachable_report();
                     self.route(
                         pool_handle.0,
-                        Forward::Unreachable {
+                        ShardWrite::Unreachable {
                             pool_handle: pool_handle.0.into(),
                             pe_id,
                         },
@@ -191,15 +174,13 @@ impl Worker {
     /// Handles one datagram of a UDP ASAP listener: stateless handle resolution for PUs.
     /// Registrations need an association (RFC 5352 §3.1: SCTP) and are refused with cause 0xa;
     /// everything else is dropped.
-    #[allow(clippy::too_many_arguments)]
-    pub fn on_datagram(
+    pub(super) fn on_asap_datagram(
         &mut self,
         reads: &PinnedReader<'_>,
         listener: u32,
         generation: Generation,
         from: SocketAddr,
         msg: &[u8],
-        _now: Millis,
         out: &mut Output,
     ) -> RequestKind {
         let target = Target::UdpReply { listener, to: from };
@@ -267,7 +248,7 @@ impl Worker {
         association: AssociationId,
         generation: Generation,
         pool_handle: PoolHandle<'_>,
-        pe: &PoolElement<'_>,
+        pe: &PoolElementParam<'_>,
         now: Millis,
         out: &mut Output,
     ) {
@@ -289,7 +270,7 @@ impl Worker {
                     >= self.config.max_pes_per_association)
                 .then(|| {
                     self.metrics
-                        .limit_refused(crate::metrics::Limit::PesPerAssociation);
+                        .limit_refused(crate::core::counters::Limit::PesPerAssociation);
                     Refusal::LackOfResources
                 })
         };
@@ -338,7 +319,7 @@ impl Worker {
             // This worker's own shard: no forward to box.
             self.apply_registration(request, now, out);
         } else {
-            self.route(handle, Forward::Register(Box::new(request)), now, out);
+            self.route(handle, ShardWrite::Register(Box::new(request)), now, out);
         }
     }
 
@@ -399,7 +380,7 @@ impl Worker {
             response.clear();
         }
         self.deliver(
-            Forward::Registered {
+            Completion::Registered {
                 association,
                 pool_handle,
                 pe_id,
@@ -428,7 +409,7 @@ impl Worker {
             if accepted {
                 self.route(
                     &pool_handle.clone(),
-                    Forward::Remove {
+                    ShardWrite::Remove {
                         association,
                         pool_handle,
                         pe_id,
@@ -464,7 +445,7 @@ impl Worker {
     ) {
         self.route(
             pool_handle.0,
-            Forward::Deregister {
+            ShardWrite::Deregister {
                 association,
                 generation,
                 pool_handle: pool_handle.0.into(),
@@ -511,7 +492,7 @@ impl Worker {
             response.clear();
         }
         self.deliver(
-            Forward::Deregistered {
+            Completion::Deregistered {
                 association,
                 pool_handle,
                 pe_id,
@@ -608,7 +589,7 @@ impl Worker {
                 }
                 // The views borrow this snapshot; the allocation is the worker's, reused from one
                 // resolution to the next (an empty vector changes its element lifetime in place).
-                let mut pool_elements: Vec<PoolElement<'_>> = recycle(std::mem::take(views));
+                let mut pool_elements: Vec<PoolElementParam<'_>> = recycle(std::mem::take(views));
                 pool_elements.extend(
                     snapshot
                         .entries_at(selected)
@@ -710,7 +691,7 @@ impl Worker {
                     tracing::debug!(?association, pe_id = pe_id.0, "keep-alive timeout");
                     self.route(
                         &pool_handle,
-                        Forward::Remove {
+                        ShardWrite::Remove {
                             association,
                             pool_handle: pool_handle[..].into(),
                             pe_id,
@@ -751,7 +732,7 @@ impl Worker {
         }
         self.route(
             pool_handle,
-            Forward::Refresh {
+            ShardWrite::Refresh {
                 pool_handle: pool_handle.into(),
                 pe_id,
             },
@@ -781,7 +762,7 @@ impl Worker {
                 .and_then(|e| e.association)
             {
                 self.deliver(
-                    Forward::Reported {
+                    Completion::Reported {
                         association,
                         pool_handle: pool_handle.into(),
                         pe_id,
@@ -795,7 +776,7 @@ impl Worker {
         self.metrics.pe_removed(RemovalReason::Unreachable);
         if let Some(association) = removed.entry.association {
             self.deliver(
-                Forward::Forget {
+                Completion::Forget {
                     association,
                     pool_handle: pool_handle.into(),
                     pe_id,
@@ -967,20 +948,7 @@ impl Worker {
         let Some(a) = self.associations.get_mut(&association) else {
             return false;
         };
-        let r = &mut a.rate;
-        let elapsed = now.saturating_sub(r.refilled);
-        let refill = elapsed.saturating_mul(u64::from(rate)) / 1000;
-        if refill > 0 {
-            r.tokens = u32::try_from(u64::from(r.tokens) + refill)
-                .unwrap_or(u32::MAX)
-                .min(rate);
-            r.refilled = now;
-        }
-        if r.tokens == 0 {
-            return false;
-        }
-        r.tokens -= 1;
-        true
+        a.rate.take(rate, now)
     }
 }
 
@@ -1064,7 +1032,7 @@ fn respond_from_cache(
 
 /// Empties a vector of views and hands its allocation on under another lifetime: collecting an
 /// empty `into_iter` of a same-layout type reuses the buffer in place (no allocation).
-fn recycle<'a, 'b>(mut views: Vec<PoolElement<'a>>) -> Vec<PoolElement<'b>> {
+fn recycle<'a, 'b>(mut views: Vec<PoolElementParam<'a>>) -> Vec<PoolElementParam<'b>> {
     views.clear();
     views
         .into_iter()

@@ -5,7 +5,7 @@
 //! The scope's state ([`Scope`]) lives on worker 0, which holds every ENRP association. Writes
 //! go to each pool's shard owner like ASAP writes ([`Forward::PeerAdd`] and friends), and each
 //! shard hands the changes of the PEs this PR owns back to worker 0 for replication
-//! ([`Forward::Replicate`]). Audit checksums are summed over the shards by a checksum round: a
+//! ([`Replication::Replicate`]). Audit checksums are summed over the shards by a checksum round: a
 //! query through every mailbox, so each reply reflects every write worker 0 sent that shard
 //! before it, and every replication that shard sent before it has already gone out (design §3).
 
@@ -20,14 +20,15 @@ use rserpool_handlespace::{
 use rserpool_protocol::enrp::message_type;
 use rserpool_protocol::{
     DecodeError, EnrpBody, EnrpMessage, ErrorCause, Generation, PoolEntry, PoolHandle, Seq,
-    ServerInformation, Transport as WireTransport, TransportKind, UpdateAction,
+    ServerInformation, TransportKind, TransportParam as WireTransport, UpdateAction,
 };
 
+use super::Protocol;
+use super::counters::RemovalReason;
 use super::{
-    AssociationInfo, CoreTimer, FastMap, Forward, Output, Target, Worker, encode_into, handle_hash,
-    jitter,
+    AssociationInfo, CoreTimer, FastMap, Output, Replication, Target, Worker, encode_into,
+    handle_hash, jitter,
 };
-use crate::metrics::{Protocol, RemovalReason};
 use crate::url::{Transport, TransportUrl};
 
 type FastSet<T> = HashSet<T, foldhash::fast::RandomState>;
@@ -742,7 +743,7 @@ impl Worker {
             work,
         });
         for w in 0..self.workers {
-            self.send_to(w, Forward::ChecksumQuery { round: id }, now, out);
+            self.send_to(w, Replication::ChecksumQuery { round: id }, now, out);
         }
     }
 
@@ -752,7 +753,7 @@ impl Worker {
         let shard = self.index;
         self.send_to(
             0,
-            Forward::ChecksumReply {
+            Replication::ChecksumReply {
                 round,
                 shard,
                 owners,
@@ -1418,7 +1419,7 @@ impl Worker {
         };
         let shard = transfer.shard;
         self.scope().peer_mut(sender).expect("known").outbound = Some(transfer);
-        self.send_to(shard, Forward::TablePage(Box::new(request)), now, out);
+        self.send_to(shard, Replication::TablePage(Box::new(request)), now, out);
     }
 
     /// PEs per table page: the configured number, at most RSPLIB's 128 towards RFC peers.
@@ -1466,7 +1467,7 @@ impl Worker {
         self.metrics.enrp_withheld(withheld);
         let more = next.is_some() || self.index + 1 < self.workers;
         let empty = page.is_empty();
-        let views: Vec<Vec<rserpool_protocol::PoolElement<'_>>> = page
+        let views: Vec<Vec<rserpool_protocol::PoolElementParam<'_>>> = page
             .iter()
             .map(|(_, es)| es.iter().map(|e| e.view(true)).collect())
             .collect();
@@ -1500,7 +1501,7 @@ impl Worker {
             empty,
             message: bytes.into(),
         };
-        self.send_to(0, Forward::TablePageDone(Box::new(done)), now, out);
+        self.send_to(0, Replication::TablePageDone(Box::new(done)), now, out);
     }
 
     /// At worker 0: a shard's page; sent, unless it is empty and more shards follow (then the
@@ -1547,7 +1548,7 @@ impl Worker {
                 cursor,
                 max_pes: self.page_size(generation),
             };
-            self.send_to(shard, Forward::TablePage(Box::new(request)), now, out);
+            self.send_to(shard, Replication::TablePage(Box::new(request)), now, out);
             return;
         }
         self.metrics
@@ -1605,7 +1606,7 @@ impl Worker {
         }
         for (shard, adds) in batches.into_iter().enumerate() {
             if !adds.is_empty() {
-                self.send_to(shard, Forward::PeerAdds(adds), now, out);
+                self.send_to(shard, Replication::PeerAdds(adds), now, out);
             }
         }
         if more_to_send {
@@ -1626,7 +1627,7 @@ impl Worker {
             for w in 0..self.workers {
                 self.send_to(
                     w,
-                    Forward::Purge {
+                    Replication::Purge {
                         owner: sender,
                         keep: Arc::clone(&keep),
                     },
@@ -1649,7 +1650,7 @@ impl Worker {
         sender: PrId,
         action: UpdateAction,
         pool_handle: PoolHandle<'_>,
-        pe: &rserpool_protocol::PoolElement<'_>,
+        pe: &rserpool_protocol::PoolElementParam<'_>,
         now: Millis,
         out: &mut Output,
     ) {
@@ -1662,7 +1663,7 @@ impl Worker {
                 }
                 self.route(
                     handle,
-                    Forward::PeerAdds(vec![PeerAdd {
+                    Replication::PeerAdds(vec![PeerAdd {
                         pool_handle: handle.into(),
                         registration: PeRegistration::from_view(pe),
                         home_pr: sender,
@@ -1673,7 +1674,7 @@ impl Worker {
             }
             UpdateAction::DelPe => self.route(
                 handle,
-                Forward::PeerDelete {
+                Replication::PeerDelete {
                     sender,
                     pool_handle: handle.into(),
                     pe_id: pe.id,
@@ -1817,7 +1818,7 @@ impl Worker {
         let own = self.shard.checksums(self.config.pr_id);
         self.send_to(
             0,
-            Forward::Replicate(Box::new(Replicate {
+            Replication::Replicate(Box::new(Replicate {
                 action,
                 pool_handle,
                 entry,
@@ -2066,7 +2067,7 @@ impl Worker {
         for w in 0..self.workers {
             self.send_to(
                 w,
-                Forward::TakeOver {
+                Replication::TakeOver {
                     dead: target,
                     new_home: own,
                 },
@@ -2089,7 +2090,7 @@ impl Worker {
         for w in 0..self.workers {
             self.send_to(
                 w,
-                Forward::TakeOver {
+                Replication::TakeOver {
                     dead: target,
                     new_home: sender,
                 },
@@ -2186,7 +2187,7 @@ impl Worker {
 
     /// A datagram on an ENRP UDP endpoint: presences announce peers (RSPLIB's multicast
     /// discovery); a new one is connected to. Audits only run over associations (RSPLIB).
-    pub fn on_enrp_datagram(
+    pub(in crate::core) fn on_enrp_datagram(
         &mut self,
         generation: Generation,
         msg: &[u8],

@@ -1,7 +1,11 @@
-//! The PR's ASAP server side (RFC 5352) as a sans-I/O state machine: one [`Worker`] per core, fed
-//! with (association, message, now), timer ticks and messages forwarded by other workers; it
-//! answers with an [`Output`] of messages to transmit, associations to abort and writes to forward
-//! to the worker owning a pool's shard. No clock, no socket, no blocking (design §2, §7).
+//! The PR as a sans-I/O state machine: ASAP towards PEs and PUs (RFC 5352, `asap`), ENRP towards
+//! the other PRs of the operating scope (RFC 5353, `enrp`), one [`Worker`] per core, fed with
+//! received messages ([`Worker::handle`]), timer ticks and messages forwarded by other workers;
+//! it answers with an [`Output`] of messages to transmit, associations to abort or open and
+//! writes to forward to other workers. No clock, no socket, no blocking (design §2, §7). The core
+//! imports only `rserpool-protocol`, `rserpool-handlespace` and itself (a test checks it): what
+//! it counts lives in [`counters`], and the drivers map their sockets to [`AssociationInfo`]
+//! and [`Received`].
 //!
 //! Ownership (design §3): each worker is the single writer of one handlespace shard; any worker
 //! resolves handles lock-free through the shared read side. A registration or deregistration
@@ -11,9 +15,10 @@
 //! association's worker, expiry by registration life with the pool's shard.
 
 mod asap;
-pub mod cluster;
+pub mod counters;
 mod encoded;
 mod enrp;
+pub mod in_memory;
 mod keepalive;
 
 use std::net::SocketAddr;
@@ -22,15 +27,46 @@ use std::sync::Arc;
 
 use rserpool_handlespace::timer::TimerWheel;
 use rserpool_handlespace::{
-    AssociationId, HandlespaceReader, ItemCount, Millis, PeId, PeRegistration, PrId, Rng, Shard,
+    AssociationId, HandlespaceReader, ItemCount, Millis, PeId, PeRegistration, PinnedReader, PrId,
+    Rng, Shard, TokenBucket,
 };
 use rserpool_protocol::{EncodeError, Generation};
 
+use self::counters::{RemovalReason, RequestKind, WorkerMetrics};
 pub use self::enrp::{EnrpConfig, PeerAdd, Replicate, TablePageDone, TablePageRequest};
-use crate::metrics::{Protocol, RemovalReason, WorkerMetrics};
 use crate::url::{Transport, TransportUrl};
 
 type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
+/// The protocol of an association or a UDP listener.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// ASAP (RFC 5352): PEs and PUs talking to this registrar.
+    Asap,
+    /// ENRP (RFC 5353): other registrars.
+    Enrp,
+}
+
+impl Protocol {
+    /// Every protocol, in exposition order.
+    pub const ALL: [Self; 2] = [Self::Asap, Self::Enrp];
+
+    /// The Prometheus label value.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Self::Asap => "asap",
+            Self::Enrp => "enrp",
+        }
+    }
+
+    /// Its SCTP payload protocol identifier (RFC 5352 §5: 11; RFC 5353 §5: 12).
+    pub const fn ppid(self) -> u32 {
+        match self {
+            Self::Asap => rserpool_protocol::PPID_ASAP,
+            Self::Enrp => rserpool_protocol::PPID_ENRP,
+        }
+    }
+}
 
 /// Longest pool handle of the RFC generation (RSPLIB's `MAX_POOLHANDLESIZE`).
 pub const RFC_MAX_POOL_HANDLE: usize = 32;
@@ -102,6 +138,34 @@ pub struct AssociationInfo {
     pub peer_addresses: Vec<SocketAddr>,
     /// ASAP (PEs and PUs) or ENRP (other PRs; worker 0 only).
     pub protocol: Protocol,
+}
+
+/// One message as a driver received it ([`Worker::handle`]).
+#[derive(Clone, Copy, Debug)]
+pub enum Received<'m> {
+    /// A message on an association: one SCTP user message with its payload protocol identifier,
+    /// or one frame of a TCP or MPTCP stream (`ppid: None`).
+    Message {
+        /// The association.
+        association: AssociationId,
+        /// The SCTP PPID, checked against the association's protocol.
+        ppid: Option<u32>,
+        /// The message.
+        message: &'m [u8],
+    },
+    /// A datagram on one of the driver's UDP listeners.
+    Datagram {
+        /// The listener's index in the driver (replies go back through it, [`Target::UdpReply`]).
+        listener: u32,
+        /// What the listener serves: ASAP handle resolutions or ENRP presences.
+        protocol: Protocol,
+        /// The listener's wire generation.
+        generation: Generation,
+        /// The sender.
+        from: SocketAddr,
+        /// The datagram.
+        message: &'m [u8],
+    },
 }
 
 /// An ENRP association the driver is asked to open (to a peer PR). The driver reports the
@@ -326,10 +390,24 @@ fn encode_into(
     }
 }
 
-/// A write one worker passes to another (design §3 mailboxes): requests to a pool's shard owner,
-/// and completions back to the worker holding the association.
+/// A message one worker passes to another through its mailbox (design §3 mailboxes): writes to a
+/// pool's shard owner, completions back to the worker holding the association, and ENRP work
+/// between the scope's worker and the shards.
 #[derive(Debug)]
 pub enum Forward {
+    /// To a pool's shard owner.
+    ShardWrite(ShardWrite),
+    /// To the worker holding an association.
+    Completion(Completion),
+    /// Between worker 0 (the scope) and the shards.
+    Replication(Replication),
+}
+
+/// A write to the worker owning a pool's shard (design §3): ASAP registrations and
+/// deregistrations received by another worker, and the removals and reports of PEs monitored on
+/// another worker's associations.
+#[derive(Debug)]
+pub enum ShardWrite {
     /// Apply a registration (to the shard owner).
     Register(Box<RegisterRequest>),
     /// Apply a deregistration (to the shard owner).
@@ -370,6 +448,19 @@ pub enum Forward {
         /// The PE.
         pe_id: PeId,
     },
+}
+
+impl From<ShardWrite> for Forward {
+    fn from(forward: ShardWrite) -> Self {
+        Self::ShardWrite(forward)
+    }
+}
+
+/// News for the worker holding a PE's association, from the pool's shard owner: the outcome of a
+/// registration or deregistration (with the encoded response to send), or a PE the shard
+/// removed or counted a report against.
+#[derive(Debug)]
+pub enum Completion {
     /// The shard owner counted an unreachable report of a PE registered over `association`
     /// (to the association's worker, whose next keep-alive ack of the PE then clears it).
     Reported {
@@ -416,6 +507,18 @@ pub enum Forward {
         /// Why it was removed.
         reason: RemovalReason,
     },
+}
+
+impl From<Completion> for Forward {
+    fn from(forward: Completion) -> Self {
+        Self::Completion(forward)
+    }
+}
+
+/// ENRP work between worker 0, which holds the operating scope, and the shards (RFC 5353): PEs
+/// learnt from or to be sent to peer PRs, handle table pages, audit checksums, takeovers.
+#[derive(Debug)]
+pub enum Replication {
     /// Store PEs learnt from a peer PR (to the shard owner; ENRP ADD_PE, or a handle table
     /// page's entries of that shard, applied as one batch).
     PeerAdds(Vec<PeerAdd>),
@@ -465,6 +568,24 @@ pub enum Forward {
     },
 }
 
+impl From<Replication> for Forward {
+    fn from(forward: Replication) -> Self {
+        Self::Replication(forward)
+    }
+}
+
+impl Completion {
+    /// The association whose worker it goes to.
+    fn association(&self) -> AssociationId {
+        match self {
+            Self::Registered { association, .. }
+            | Self::Deregistered { association, .. }
+            | Self::Forget { association, .. }
+            | Self::Reported { association, .. } => *association,
+        }
+    }
+}
+
 /// A registration on its way to the pool's shard owner.
 #[derive(Debug)]
 pub struct RegisterRequest {
@@ -508,23 +629,37 @@ enum CoreTimer {
     Enrp,
 }
 
-/// A token bucket per association (RFC 5355 §2.13-2.14 threats: floods of requests).
-#[derive(Debug)]
-struct RateLimit {
-    tokens: u32,
-    refilled: Millis,
-}
-
 #[derive(Debug)]
 struct Association {
     info: AssociationInfo,
     /// Registrations forwarded and not yet answered.
     pending: usize,
-    rate: RateLimit,
+    /// Its requests per second (RFC 5355 §2.13-2.14 threats: floods of requests).
+    rate: TokenBucket,
 }
 
 /// One worker's state machine: the writer of one handlespace shard, the holder of its own
 /// associations, and a reader of the whole handlespace.
+///
+/// # Method map
+///
+/// A driver feeds the worker inputs and time, and carries out the [`Output`] each call fills:
+///
+/// - **Inputs**, each with `now` and the output to fill:
+///   - [`Worker::open_association`], [`Worker::connected`] (an ENRP association this worker asked
+///     for is up), [`Worker::close_association`]: associations come and go;
+///   - [`Worker::handle`]: every received message, stream or SCTP message on an association,
+///     or UDP datagram, ASAP or ENRP (the one entry point; [`Worker::on_message`] is its
+///     shorthand for one message on an association);
+///   - [`Worker::on_forward`]: what another worker sent this one (a [`Forward`]).
+/// - **Timers**: [`Worker::next_timeout`] says when to call [`Worker::on_timer`] next; the worker
+///   keeps no clock.
+/// - **Outputs**, in [`Output`]: messages to transmit ([`Output::runs`]), associations to abort,
+///   ENRP associations to open, forwards to other workers ([`Output::take_forwards`]).
+/// - **Turns**: [`Worker::begin_turn`], [`Worker::publish_turn`] (before any output leaves) and
+///   [`Worker::end_turn`] batch the shard's changes of one loop turn.
+/// - **Lifecycle and state**: [`Worker::new`], [`Worker::start`], [`Worker::reconfigure`], and
+///   read-only accessors (`reader`, `shard`, `association_count`, `enrp_peers`, ...).
 #[derive(Debug)]
 pub struct Worker {
     index: usize,
@@ -539,7 +674,7 @@ pub struct Worker {
     metrics: Arc<WorkerMetrics>,
     selection: Vec<u32>,
     /// The allocation of a resolution's PE views, kept between resolutions.
-    views: Vec<rserpool_protocol::PoolElement<'static>>,
+    views: Vec<rserpool_protocol::PoolElementParam<'static>>,
     /// Encoded PEs of the pools this worker resolves, for assembling responses.
     encoded: Box<encoded::EncodedPools>,
     /// The ranges of a response's PEs in `encoded`, kept between resolutions.
@@ -660,13 +795,89 @@ impl Worker {
             Association {
                 info,
                 pending: 0,
-                rate: RateLimit {
-                    tokens: self.config.max_requests_per_second,
-                    refilled: now,
-                },
+                rate: TokenBucket::full(self.config.max_requests_per_second, now),
             },
         );
         id
+    }
+
+    /// Handles one received message, ASAP or ENRP, whatever it came over: the one way messages
+    /// enter the core. `reads` is the handlespace pinned for the driver's batch of messages
+    /// (one loop turn). Returns the kind of request, for latency metrics.
+    pub fn handle(
+        &mut self,
+        reads: &PinnedReader<'_>,
+        received: Received<'_>,
+        now: Millis,
+        out: &mut Output,
+    ) -> RequestKind {
+        match received {
+            Received::Message {
+                association,
+                ppid,
+                message,
+            } => {
+                let Some(a) = self.associations.get(&association) else {
+                    return RequestKind::Other;
+                };
+                let protocol = a.info.protocol;
+                if ppid.is_some_and(|ppid| ppid != protocol.ppid()) {
+                    // Checklist PA-21 (RFC 5352 §5, RFC 5353 §5): ENRP on the ASAP port, ASAP
+                    // on the ENRP port, or anything else: the association is aborted.
+                    tracing::debug!(
+                        ppid,
+                        protocol = protocol.label(),
+                        "SCTP message with a foreign PPID; aborting the association"
+                    );
+                    out.aborts.push(association);
+                    self.close_association(association, now, out);
+                    return RequestKind::Other;
+                }
+                match protocol {
+                    Protocol::Asap => self.on_asap_message(reads, association, message, now, out),
+                    Protocol::Enrp => {
+                        let generation = a.info.generation;
+                        self.on_enrp_message(association, generation, message, now, out);
+                        RequestKind::Other
+                    }
+                }
+            }
+            Received::Datagram {
+                listener,
+                protocol: Protocol::Asap,
+                generation,
+                from,
+                message,
+            } => self.on_asap_datagram(reads, listener, generation, from, message, out),
+            Received::Datagram {
+                protocol: Protocol::Enrp,
+                generation,
+                message,
+                ..
+            } => {
+                self.on_enrp_datagram(generation, message, now, out);
+                RequestKind::Other
+            }
+        }
+    }
+
+    /// [`Worker::handle`] for one message on an association (a stream frame; SCTP's PPID
+    /// checked by the caller), reading the handlespace under its own pin: for tests and tools
+    /// that deliver messages one by one.
+    pub fn on_message(
+        &mut self,
+        association: AssociationId,
+        message: &[u8],
+        now: Millis,
+        out: &mut Output,
+    ) -> RequestKind {
+        let reader = self.reader.clone();
+        let received = Received::Message {
+            association,
+            ppid: None,
+            message,
+        };
+        self.handle(&reader.pin(), received, now, out)
     }
 
     /// The association closed (shutdown, abort, connection loss): every PE registered over it is
@@ -681,7 +892,7 @@ impl Worker {
         for (pool_handle, pe_id) in self.monitor.close(association) {
             self.route(
                 &pool_handle,
-                Forward::Remove {
+                ShardWrite::Remove {
                     association,
                     pool_handle: pool_handle[..].into(),
                     pe_id,
@@ -708,7 +919,7 @@ impl Worker {
             self.metrics.pe_removed(RemovalReason::Expired);
             if let Some(association) = removed.entry.association {
                 self.deliver(
-                    Forward::Forget {
+                    Completion::Forget {
                         association,
                         pool_handle: removed.pool_handle[..].into(),
                         pe_id: removed.entry.id(),
@@ -762,17 +973,26 @@ impl Worker {
         }
     }
 
-    /// Handles a write forwarded by another worker (or by this one).
+    /// Handles what another worker (or this one) sent through its mailbox.
     pub fn on_forward(&mut self, forward: Forward, now: Millis, out: &mut Output) {
         match forward {
-            Forward::Register(request) => self.apply_registration(*request, now, out),
-            Forward::Deregister {
+            Forward::ShardWrite(write) => self.apply_shard_write(write, now, out),
+            Forward::Completion(completion) => self.complete(completion, now, out),
+            Forward::Replication(work) => self.on_replication(work, now, out),
+        }
+    }
+
+    /// A write to this worker's shard.
+    fn apply_shard_write(&mut self, forward: ShardWrite, now: Millis, out: &mut Output) {
+        match forward {
+            ShardWrite::Register(request) => self.apply_registration(*request, now, out),
+            ShardWrite::Deregister {
                 association,
                 generation,
                 pool_handle,
                 pe_id,
             } => self.apply_deregistration(association, generation, pool_handle, pe_id, now, out),
-            Forward::Remove {
+            ShardWrite::Remove {
                 association,
                 pool_handle,
                 pe_id,
@@ -792,18 +1012,24 @@ impl Worker {
                     self.replicate_removal(removed, now, out);
                 }
             }
-            Forward::Refresh { pool_handle, pe_id } => {
+            ShardWrite::Refresh { pool_handle, pe_id } => {
                 self.shard.refresh(&pool_handle, pe_id);
             }
-            Forward::Unreachable { pool_handle, pe_id } => {
+            ShardWrite::Unreachable { pool_handle, pe_id } => {
                 self.apply_unreachable(&pool_handle, pe_id, now, out)
             }
-            Forward::Reported {
+        }
+    }
+
+    /// News of a PE registered over one of this worker's associations.
+    fn complete(&mut self, forward: Completion, now: Millis, out: &mut Output) {
+        match forward {
+            Completion::Reported {
                 association,
                 pool_handle,
                 pe_id,
             } => self.monitor.mark_reported(association, &pool_handle, pe_id),
-            Forward::Registered {
+            Completion::Registered {
                 association,
                 pool_handle,
                 pe_id,
@@ -818,31 +1044,39 @@ impl Worker {
                 now,
                 out,
             ),
-            Forward::Deregistered {
+            Completion::Deregistered {
                 association,
                 pool_handle,
                 pe_id,
                 response,
             } => self.deregistration_done(association, &pool_handle, pe_id, &response, out),
-            Forward::Forget {
+            Completion::Forget {
                 association,
                 pool_handle,
                 pe_id,
                 reason,
             } => self.forget(association, &pool_handle, pe_id, reason, out),
-            Forward::PeerAdds(adds) => self.apply_peer_adds(adds, now),
-            Forward::PeerDelete {
+        }
+    }
+
+    /// ENRP work: at a shard, or at worker 0 (the scope).
+    fn on_replication(&mut self, forward: Replication, now: Millis, out: &mut Output) {
+        match forward {
+            Replication::PeerAdds(adds) => self.apply_peer_adds(adds, now),
+            Replication::PeerDelete {
                 sender,
                 pool_handle,
                 pe_id,
             } => self.apply_peer_delete(sender, &pool_handle, pe_id, now, out),
-            Forward::Purge { owner, keep } => self.apply_purge(owner, &keep, now, out),
-            Forward::TakeOver { dead, new_home } => self.apply_take_over(dead, new_home, now, out),
-            Forward::Replicate(update) => self.send_update(&update, out),
-            Forward::TablePage(request) => self.answer_table_page(*request, now, out),
-            Forward::TablePageDone(done) => self.table_page_done(*done, now, out),
-            Forward::ChecksumQuery { round } => self.answer_checksum_query(round, now, out),
-            Forward::ChecksumReply {
+            Replication::Purge { owner, keep } => self.apply_purge(owner, &keep, now, out),
+            Replication::TakeOver { dead, new_home } => {
+                self.apply_take_over(dead, new_home, now, out)
+            }
+            Replication::Replicate(update) => self.send_update(&update, out),
+            Replication::TablePage(request) => self.answer_table_page(*request, now, out),
+            Replication::TablePageDone(done) => self.table_page_done(*done, now, out),
+            Replication::ChecksumQuery { round } => self.answer_checksum_query(round, now, out),
+            Replication::ChecksumReply {
                 round,
                 shard,
                 owners,
@@ -866,25 +1100,33 @@ impl Worker {
         );
     }
 
-    /// Sends `forward` to the worker owning the shard of `pool_handle`, or applies it here.
-    fn route(&mut self, pool_handle: &[u8], forward: Forward, now: Millis, out: &mut Output) {
+    /// Sends a write (an ASAP [`ShardWrite`], or a peer's PE as [`Replication`]) to the worker
+    /// owning the shard of `pool_handle`, or applies it here.
+    fn route(
+        &mut self,
+        pool_handle: &[u8],
+        write: impl Into<Forward>,
+        now: Millis,
+        out: &mut Output,
+    ) {
         let owner = rserpool_handlespace::shard_index(pool_handle, self.workers);
-        self.send_to(owner, forward, now, out);
+        self.send_to(owner, write, now, out);
     }
 
-    /// Sends a completion (or news of a PE) to the worker holding `association`.
-    fn deliver(&mut self, forward: Forward, now: Millis, out: &mut Output) {
-        let association = match &forward {
-            Forward::Registered { association, .. }
-            | Forward::Deregistered { association, .. }
-            | Forward::Forget { association, .. }
-            | Forward::Reported { association, .. } => *association,
-            _ => unreachable!("only completions are delivered"),
-        };
-        self.send_to(worker_of(association), forward, now, out);
+    /// Sends a completion (or news of a PE) to the worker holding its association.
+    fn deliver(&mut self, completion: Completion, now: Millis, out: &mut Output) {
+        let worker = worker_of(completion.association());
+        self.send_to(worker, completion, now, out);
     }
 
-    fn send_to(&mut self, worker: usize, forward: Forward, now: Millis, out: &mut Output) {
+    fn send_to(
+        &mut self,
+        worker: usize,
+        forward: impl Into<Forward>,
+        now: Millis,
+        out: &mut Output,
+    ) {
+        let forward = forward.into();
         if worker == self.index {
             self.on_forward(forward, now, out);
         } else {

@@ -6,11 +6,11 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use rserpool_handlespace::{Limits, PeId, PrId};
 use rserpool_protocol::asap::message_type as mt;
 use rserpool_protocol::{
-    AsapMessage, Generation, Policy, PoolElement, PoolHandle, Resolution, Seq, Transport,
-    TransportKind, UserTransport, cause,
+    AsapMessage, Generation, Policy, PoolElementParam, PoolHandle, Resolution, Seq, TransportKind,
+    TransportParam, UserTransport, cause,
 };
 
-use super::cluster::{Cluster, Sent};
+use super::in_memory::{InMemoryPr, Sent};
 use super::{AssociationInfo, CoreConfig, Target};
 use crate::url::{Transport as UrlTransport, TransportUrl};
 
@@ -22,8 +22,8 @@ fn config() -> CoreConfig {
     CoreConfig::new(PR)
 }
 
-fn cluster(workers: usize) -> Cluster {
-    Cluster::new(workers, config(), Limits::default(), 7)
+fn cluster(workers: usize) -> InMemoryPr {
+    InMemoryPr::new(workers, config(), Limits::default(), 7)
 }
 
 fn info(generation: Generation) -> AssociationInfo {
@@ -57,7 +57,7 @@ fn registration_with(
     life: i32,
     generation: Generation,
 ) -> Vec<u8> {
-    let transport = Transport {
+    let transport = TransportParam {
         kind,
         port: 7,
         transport_use,
@@ -67,7 +67,7 @@ fn registration_with(
     encode(
         &AsapMessage::Registration {
             pool_handle: PoolHandle(handle),
-            pool_element: PoolElement {
+            pool_element: PoolElementParam {
                 id: PeId(id),
                 home_pr: PrId(0),
                 registration_life: life,
@@ -376,7 +376,7 @@ fn pa13_pa14_item_count_follows_the_option_the_default_and_the_cap() {
     for id in 1..=200 {
         pr.message(a, &registration(b"big", id, Policy::RoundRobin), 0);
     }
-    let count = |pr: &mut Cluster, items| {
+    let count = |pr: &mut InMemoryPr, items| {
         resolved(&pr.message(a, &resolution(b"big", items), 0))
             .unwrap()
             .0
@@ -440,7 +440,7 @@ fn ack(handle: &[u8], id: u64) -> Vec<u8> {
 }
 
 /// Runs the PR's timers millisecond by millisecond from `from` to `to`, collecting what it sent.
-fn run(pr: &mut Cluster, from: u64, to: u64) -> Vec<(u64, Sent)> {
+fn run(pr: &mut InMemoryPr, from: u64, to: u64) -> Vec<(u64, Sent)> {
     let mut sent = Vec::new();
     for now in from..=to {
         sent.extend(pr.on_timer(now).into_iter().map(|s| (now, s)));
@@ -544,7 +544,7 @@ fn re_registrations_postpone_the_keep_alive_and_answer_an_outstanding_one() {
 }
 
 /// The PEs the cluster's workers counted as removed for `reason`, from the metrics exposition.
-fn removals(pr: &Cluster, reason: &str) -> f64 {
+fn removals(pr: &InMemoryPr, reason: &str) -> f64 {
     let info = crate::metrics::ProcessInfo {
         pr_id: PR.0,
         version: "test",
@@ -642,7 +642,7 @@ fn pa17_a_keep_alive_ack_clears_the_unreachable_reports() {
             },
             Generation::Rfc,
         );
-        let found = |pr: &mut Cluster| {
+        let found = |pr: &mut InMemoryPr| {
             resolved(&pr.message(pu, &resolution(b"u", Some(9)), 1)).map_or(0, |r| r.0.len())
         };
         for _ in 0..2 {
@@ -710,7 +710,7 @@ fn pa19_server_announce_every_interval_with_the_server_id_and_listeners() {
         "tcp://127.0.0.1:13863?generation=ng".parse().unwrap(),
         "udp://127.0.0.1:3863".parse().unwrap(),
     ];
-    let mut pr = Cluster::new(2, config, Limits::default(), 1);
+    let mut pr = InMemoryPr::new(2, config, Limits::default(), 1);
     let mut sent: Vec<(u64, Sent)> = pr.start(0).into_iter().map(|s| (0, s)).collect();
     sent.extend(run(&mut pr, 1, 10_000));
     assert!(
@@ -837,7 +837,7 @@ fn limits_refuse_with_lack_of_resources() {
     let mut config = config();
     config.max_pes_per_association = 2;
     config.max_requests_per_second = 10;
-    let mut pr = Cluster::new(2, config, Limits::default(), 3);
+    let mut pr = InMemoryPr::new(2, config, Limits::default(), 3);
     let a = pr.open(0, info(Generation::Rfc), 0);
     for id in 1..=2 {
         assert_eq!(
@@ -996,7 +996,7 @@ fn a_registration_racing_its_association_close_is_undone() {
 }
 
 /// The two workers of a two-worker cluster, mutably.
-fn split(c: &mut Cluster) -> (&mut super::Worker, &mut super::Worker) {
+fn split(c: &mut InMemoryPr) -> (&mut super::Worker, &mut super::Worker) {
     let [a, b] = c.workers_mut() else {
         panic!("two workers")
     };
@@ -1043,7 +1043,7 @@ proptest::proptest! {
             pr.message(attacker, &m, 1);
         }
         // Others may join the pool, but PE 1 is still there, unchanged.
-        let entry = |pr: &Cluster| {
+        let entry = |pr: &InMemoryPr| {
             pr.workers()
                 .iter()
                 .find_map(|w| w.shard().entry(b"safe", PeId(1)).cloned())
@@ -1060,7 +1060,7 @@ fn csp_reports_reach_the_monitor_every_interval() {
     let monitor: SocketAddr = "127.0.0.1:2960".parse().unwrap();
     let mut config = config();
     config.csp = Some((monitor, 1_000));
-    let mut pr = Cluster::new(2, config, Limits::default(), 5);
+    let mut pr = InMemoryPr::new(2, config, Limits::default(), 5);
     let pe = pr.open(1, info(Generation::Rfc), 0);
     pr.message(pe, &registration(b"csp", 1, Policy::RoundRobin), 0);
     let mut sent: Vec<(u64, Sent)> = pr.start(0).into_iter().map(|s| (0, s)).collect();

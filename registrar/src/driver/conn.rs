@@ -13,7 +13,7 @@ use std::io::{self, Read, Write};
 use rserpool_handlespace::{AssociationId, Millis, PinnedReader};
 use rserpool_protocol::framing::{Frame, Frames, next_frame};
 
-use crate::core::{Output, Worker};
+use crate::core::{Output, Received, Worker};
 use crate::metrics::RequestKind;
 
 /// Above this many unsent bytes (queued replies plus those the current batch produced) a
@@ -356,10 +356,13 @@ fn frame(
         let Some(message) = frames.next() else {
             break;
         };
-        cx.kinds.push(
-            cx.worker
-                .on_message_pinned(cx.reads, association, message, cx.now, cx.out),
-        );
+        let received = Received::Message {
+            association,
+            ppid: None,
+            message,
+        };
+        cx.kinds
+            .push(cx.worker.handle(cx.reads, received, cx.now, cx.out));
         messages += 1;
     }
     if let Some(e) = frames.error() {
@@ -377,13 +380,13 @@ mod tests {
     use rserpool_protocol::{AsapMessage, Generation, PoolHandle};
 
     use super::*;
-    use crate::core::cluster::Cluster;
+    use crate::core::in_memory::InMemoryPr;
     use crate::core::{AssociationInfo, CoreConfig};
     use crate::url::Transport;
 
     /// A one-worker PR with one TCP association open; its ID.
-    fn worker() -> (Cluster, AssociationId) {
-        let mut pr = Cluster::new(1, CoreConfig::new(PrId(1)), Limits::default(), 1);
+    fn worker() -> (InMemoryPr, AssociationId) {
+        let mut pr = InMemoryPr::new(1, CoreConfig::new(PrId(1)), Limits::default(), 1);
         let info = AssociationInfo {
             transport: Transport::Tcp,
             generation: Generation::Rfc,

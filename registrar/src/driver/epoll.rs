@@ -5,13 +5,13 @@
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
-use rserpool_handlespace::{AssociationId, Millis, PinnedReader};
+use rserpool_handlespace::{Millis, PinnedReader};
 
 use super::conn::{Closed, StreamConn};
-use super::state::{LoopState, Route, send_to_sctp_address};
+use super::state::{LoopState, Transmitter};
 use super::sys::{Epoll, Event};
 use super::{Listener, WorkerSetup, send_datagram};
-use crate::core::{Connect, Target};
+use crate::core::Connect;
 use crate::net::{configure_accepted, connect_outcome, connect_stream};
 use crate::url::Transport;
 
@@ -359,49 +359,12 @@ impl Loop {
         self.state.worker.publish_turn();
         // Forwards first: completions may be waiting on them.
         self.state.post_forwards();
-        for run in self.state.out.runs() {
-            match run.target {
-                Target::Association(a) => match self.state.routes.get(&a) {
-                    Some(&Route::Stream(slot)) => {
-                        if let Some(c) = self.conns[slot].as_mut() {
-                            if !c.stream.wants_write() && !c.connecting {
-                                self.dirty.push(slot);
-                            }
-                            c.stream.queue(run.bytes());
-                        }
-                    }
-                    Some(&Route::Sctp { listener, assoc }) => {
-                        let listeners = &self.state.listeners;
-                        for bytes in run.messages() {
-                            self.state.sctp_out.send(listeners, listener, assoc, bytes);
-                        }
-                    }
-                    None => {}
-                },
-                Target::UdpReply { listener, to } => {
-                    if let Some(Listener::Udp { socket, .. }) =
-                        self.state.listeners.get(listener as usize)
-                    {
-                        run.messages()
-                            .for_each(|bytes| send_datagram(socket, to, bytes));
-                    }
-                }
-                Target::UdpSend(to) => {
-                    if let Some(sender) = &self.state.sender {
-                        run.messages()
-                            .for_each(|bytes| send_datagram(sender, to, bytes));
-                    }
-                }
-                Target::SctpAddress(to, generation) => {
-                    for bytes in run.messages() {
-                        send_to_sctp_address(&self.state.listeners, to, generation, bytes);
-                    }
-                }
-            }
-        }
-        let aborts: Vec<AssociationId> = self.state.out.aborts().to_vec();
-        self.state.keep_connects();
-        self.state.out.clear();
+        let mut streams = Streams {
+            conns: &mut self.conns,
+            dirty: &mut self.dirty,
+        };
+        // Sending a UDP reply never fails here: errors are logged and the reply dropped.
+        let _ = self.state.route_output(&mut streams);
         self.state.retry_blocked_sctp(now);
         let dirty = std::mem::take(&mut self.dirty);
         for slot in dirty {
@@ -417,14 +380,8 @@ impl Loop {
         for slot in std::mem::take(&mut self.finishing) {
             self.close_if_done(slot, now);
         }
-        for a in aborts {
-            match self.state.routes.get(&a).copied() {
-                Some(Route::Stream(slot)) => self.close_conn(slot, Closed::Eof, now),
-                Some(Route::Sctp { listener, assoc }) => {
-                    self.state.abort_sctp(listener, assoc, now);
-                }
-                None => {}
-            }
+        for slot in self.state.carry_out_aborts(now) {
+            self.close_conn(slot, Closed::Eof, now);
         }
         self.start_connects(now);
     }
@@ -447,5 +404,33 @@ impl Loop {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+}
+
+/// The epoll driver's side of the output router: replies queue on a connection's write buffer,
+/// flushed once per turn; UDP replies are sent at once.
+struct Streams<'a> {
+    conns: &'a mut [Option<Conn>],
+    dirty: &'a mut Vec<usize>,
+}
+
+impl Transmitter for Streams<'_> {
+    fn queue_stream(&mut self, slot: usize, bytes: &[u8]) {
+        if let Some(c) = self.conns[slot].as_mut() {
+            if !c.stream.wants_write() && !c.connecting {
+                self.dirty.push(slot);
+            }
+            c.stream.queue(bytes);
+        }
+    }
+
+    fn send_datagram(
+        &mut self,
+        socket: &std::net::UdpSocket,
+        to: std::net::SocketAddr,
+        bytes: &[u8],
+    ) -> std::io::Result<()> {
+        send_datagram(socket, to, bytes);
+        Ok(())
     }
 }

@@ -11,11 +11,13 @@ use std::time::{Duration, Instant};
 
 use rserpool_handlespace::mailbox::Mailbox;
 use rserpool_handlespace::{AssociationId, Millis, PinnedReader};
-use rserpool_protocol::{PPID_ASAP, PPID_ENRP};
+use rserpool_protocol::PPID_ASAP;
 
 use super::conn::{Closed, Dispatch};
-use super::{IoSettings, Listener, Shared, WorkerSetup};
-use crate::core::{AssociationInfo, Connect, CoreConfig, Forward, Output, Worker};
+use super::{IoSettings, Listener, Shared, WorkerSetup, send_datagram};
+use crate::core::{
+    AssociationInfo, Connect, CoreConfig, Forward, Output, Received, Target, Worker,
+};
 use crate::metrics::{Limit, Protocol, RequestKind, TransportLabel, WorkerMetrics};
 use crate::net::{AssocState, NetError, SctpAssocId, SctpRecv};
 use crate::url::{Transport, TransportUrl};
@@ -30,12 +32,20 @@ const STALL_CHECK_INTERVAL_MS: Millis = 100;
 /// send).
 const ENRP_MAX_MESSAGE: usize = 1 << 16;
 
-/// The SCTP payload protocol identifier of a protocol (RFC 5352 §5, RFC 5353 §5).
-pub(super) fn ppid(protocol: Protocol) -> u32 {
-    match protocol {
-        Protocol::Asap => PPID_ASAP,
-        Protocol::Enrp => PPID_ENRP,
-    }
+/// What a driver supplies to the output router ([`LoopState::route_output`]): the writes that
+/// go through what the driver owns, its stream connections and how it sends a UDP reply.
+pub(super) trait Transmitter {
+    /// Queues `bytes` (whole messages, back to back) on the stream connection in `slot`, to be
+    /// written by the end of the turn.
+    fn queue_stream(&mut self, slot: usize, bytes: &[u8]);
+
+    /// Sends one datagram from the UDP listener `socket` to `to`.
+    fn send_datagram(
+        &mut self,
+        socket: &std::net::UdpSocket,
+        to: SocketAddr,
+        bytes: &[u8],
+    ) -> std::io::Result<()>;
 }
 
 /// Where the core's association lives in a driver.
@@ -76,6 +86,8 @@ pub(super) struct LoopState {
     pub sctp_out: SctpOut,
     /// ENRP associations the worker asked to open, not yet started by the driver.
     connects: Vec<Connect>,
+    /// Associations the worker asked to abort, routed and not yet carried out.
+    aborts: Vec<AssociationId>,
     /// Outgoing SCTP associations started on an ENRP one-to-many socket, until the kernel reports
     /// them up: (listener, peer address, the core's association).
     sctp_connects: Vec<(usize, SocketAddr, AssociationId)>,
@@ -120,6 +132,7 @@ impl LoopState {
             kinds: Vec::new(),
             sctp_out: SctpOut::default(),
             connects: Vec::new(),
+            aborts: Vec::new(),
             sctp_connects: Vec::new(),
             sctp: HashMap::default(),
             stall_checks,
@@ -286,6 +299,65 @@ impl LoopState {
         self.metrics.connection_closed(label(transport));
     }
 
+    /// Routes the worker's output, the same for every driver: messages to their stream
+    /// connection (queued by the driver), SCTP association, UDP listener (sent by the driver) or
+    /// sending socket; the aborts and the ENRP connections are kept for the end of the turn
+    /// ([`LoopState::carry_out_aborts`], [`LoopState::take_connects`]). Forwards are the
+    /// caller's: it posts or keeps them first. Clears the output.
+    pub fn route_output(&mut self, driver: &mut impl Transmitter) -> std::io::Result<()> {
+        for run in self.out.runs() {
+            match run.target {
+                Target::Association(a) => match self.routes.get(&a) {
+                    Some(&Route::Stream(slot)) => driver.queue_stream(slot, run.bytes()),
+                    Some(&Route::Sctp { listener, assoc }) => {
+                        for bytes in run.messages() {
+                            self.sctp_out.send(&self.listeners, listener, assoc, bytes);
+                        }
+                    }
+                    None => {}
+                },
+                Target::UdpReply { listener, to } => {
+                    if let Some(Listener::Udp { socket, .. }) =
+                        self.listeners.get(listener as usize)
+                    {
+                        for bytes in run.messages() {
+                            driver.send_datagram(socket, to, bytes)?;
+                        }
+                    }
+                }
+                Target::UdpSend(to) => {
+                    if let Some(sender) = &self.sender {
+                        run.messages()
+                            .for_each(|bytes| send_datagram(sender, to, bytes));
+                    }
+                }
+                Target::SctpAddress(to, generation) => {
+                    for bytes in run.messages() {
+                        send_to_sctp_address(&self.listeners, to, generation, bytes);
+                    }
+                }
+            }
+        }
+        self.aborts.extend_from_slice(self.out.aborts());
+        self.keep_connects();
+        self.out.clear();
+        Ok(())
+    }
+
+    /// Carries out the aborts routed so far: SCTP associations are aborted here; returns the
+    /// driver's stream connections to close.
+    pub fn carry_out_aborts(&mut self, now: Millis) -> Vec<usize> {
+        let mut streams = Vec::new();
+        for a in std::mem::take(&mut self.aborts) {
+            match self.routes.get(&a).copied() {
+                Some(Route::Stream(slot)) => streams.push(slot),
+                Some(Route::Sctp { listener, assoc }) => self.abort_sctp(listener, assoc, now),
+                None => {}
+            }
+        }
+        streams
+    }
+
     /// Receives from UDP listener `i` with `recv_from` (at most `io.max_batch` datagrams) and
     /// hands each datagram to the worker.
     pub fn receive_datagrams(&mut self, i: usize, now: Millis, reads: &PinnedReader<'_>) {
@@ -321,21 +393,14 @@ impl LoopState {
         let Some(Listener::Udp { url, protocol, .. }) = self.listeners.get(listener) else {
             return;
         };
-        if *protocol == Protocol::Enrp {
-            let generation = url.generation;
-            self.worker
-                .on_enrp_datagram(generation, bytes, now, &mut self.out);
-            return;
-        }
-        let kind = self.worker.on_datagram(
-            reads,
-            listener as u32,
-            url.generation,
+        let received = Received::Datagram {
+            listener: listener as u32,
+            protocol: *protocol,
+            generation: url.generation,
             from,
-            bytes,
-            now,
-            &mut self.out,
-        );
+            message: bytes,
+        };
+        let kind = self.worker.handle(reads, received, now, &mut self.out);
         self.kinds.push(kind);
     }
 
@@ -370,24 +435,12 @@ impl LoopState {
                         self.metrics.limit_refused(Limit::MessageSize);
                         continue;
                     }
-                    if ppid != self::ppid(protocol) {
-                        // Checklist PA-21: ENRP on the ASAP port, ASAP on the ENRP port, or
-                        // anything else.
-                        tracing::debug!(
-                            ppid,
-                            protocol = protocol.label(),
-                            "SCTP message with a foreign PPID; aborting the association"
-                        );
-                        self.abort_sctp(i, assoc, now);
-                        continue;
-                    }
-                    let kind = self.worker.on_message_pinned(
-                        reads,
+                    let received = Received::Message {
                         association,
-                        &self.buf[..len],
-                        now,
-                        &mut self.out,
-                    );
+                        ppid: Some(ppid),
+                        message: &self.buf[..len],
+                    };
+                    let kind = self.worker.handle(reads, received, now, &mut self.out);
                     self.kinds.push(kind);
                 }
                 Ok(SctpRecv::AssocChange { assoc, state }) => match state {
@@ -463,7 +516,7 @@ impl LoopState {
             else {
                 continue;
             };
-            match socket.send(assoc, ppid(*protocol), 0, &bytes) {
+            match socket.send(assoc, protocol.ppid(), 0, &bytes) {
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     tracing::debug!("SCTP send buffer full; dropping this turn's other messages");
@@ -631,7 +684,7 @@ fn sctp_listener(
 
 /// Sends an ASAP message to a PE at `to` from the first SCTP ASAP listener of `generation` and
 /// `to`'s address family, over the association the kernel has or sets up with it.
-pub(super) fn send_to_sctp_address(
+fn send_to_sctp_address(
     listeners: &[Listener],
     to: SocketAddr,
     generation: rserpool_protocol::Generation,
@@ -682,7 +735,7 @@ impl SctpOut {
         else {
             return;
         };
-        match socket.send(assoc, ppid(*protocol), 0, bytes) {
+        match socket.send(assoc, protocol.ppid(), 0, bytes) {
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 self.blocked.push((listener, assoc, bytes.to_vec()));

@@ -34,12 +34,12 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use rserpool_handlespace::{AssociationId, Millis, PinnedReader};
+use rserpool_handlespace::{Millis, PinnedReader};
 
 use super::conn::{Closed, StreamConn};
-use super::state::{LoopState, Route, send_to_sctp_address};
-use super::{Listener, WorkerSetup, send_datagram};
-use crate::core::{Connect, Target};
+use super::state::{LoopState, Transmitter};
+use super::{Listener, WorkerSetup};
+use crate::core::Connect;
 use crate::metrics::Protocol;
 use crate::net::{NetError, configure_accepted, connect_outcome, connect_stream};
 use crate::url::Transport;
@@ -77,7 +77,6 @@ struct Loop {
     /// Connections with replies queued this turn.
     dirty: Vec<usize>,
     /// Associations the core asked to abort, after this turn's replies.
-    aborts: Vec<AssociationId>,
     /// SCTP listeners whose receive budget ran out: served again next turn.
     sctp_ready: Vec<usize>,
     stopping: bool,
@@ -107,7 +106,6 @@ pub fn run(setup: WorkerSetup) -> io::Result<()> {
         conns: Vec::new(),
         free: Vec::new(),
         dirty: Vec::new(),
-        aborts: Vec::new(),
         sctp_ready: Vec::new(),
         stopping: false,
     };
@@ -561,51 +559,12 @@ impl Loop {
         // What the output confirms is visible to readers before the output leaves.
         self.state.worker.publish_turn();
         self.state.keep_forwards();
-        for run in self.state.out.runs() {
-            match run.target {
-                Target::Association(a) => match self.state.routes.get(&a) {
-                    Some(&Route::Stream(slot)) => {
-                        if let Some(conn) = self.conns[slot].as_mut() {
-                            if !conn.stream.wants_write() {
-                                self.dirty.push(slot);
-                            }
-                            conn.stream.queue(run.bytes());
-                        }
-                    }
-                    Some(&Route::Sctp { listener, assoc }) => {
-                        let listeners = &self.state.listeners;
-                        for bytes in run.messages() {
-                            self.state.sctp_out.send(listeners, listener, assoc, bytes);
-                        }
-                    }
-                    None => {}
-                },
-                Target::UdpReply { listener, to } => {
-                    if let Some(Listener::Udp { socket, .. }) =
-                        self.state.listeners.get(listener as usize)
-                    {
-                        for bytes in run.messages() {
-                            self.ring.send_to(socket.as_fd(), bytes, to)?;
-                        }
-                    }
-                }
-                Target::UdpSend(to) => {
-                    if let Some(sender) = &self.state.sender {
-                        run.messages()
-                            .for_each(|bytes| send_datagram(sender, to, bytes));
-                    }
-                }
-                Target::SctpAddress(to, generation) => {
-                    for bytes in run.messages() {
-                        send_to_sctp_address(&self.state.listeners, to, generation, bytes);
-                    }
-                }
-            }
-        }
-        self.aborts.extend_from_slice(self.state.out.aborts());
-        self.state.keep_connects();
-        self.state.out.clear();
-        Ok(())
+        let mut streams = Streams {
+            conns: &mut self.conns,
+            dirty: &mut self.dirty,
+            ring: &mut self.ring,
+        };
+        self.state.route_output(&mut streams)
     }
 
     /// Ends a turn's output: forwards into the mailboxes, the SCTP messages a full send buffer
@@ -634,14 +593,8 @@ impl Loop {
             self.start_send(slot)?;
             self.hold_back(slot)?;
         }
-        for a in std::mem::take(&mut self.aborts) {
-            match self.state.routes.get(&a).copied() {
-                Some(Route::Stream(slot)) => self.close_conn(slot, Closed::Eof, now)?,
-                Some(Route::Sctp { listener, assoc }) => {
-                    self.state.abort_sctp(listener, assoc, now);
-                }
-                None => {}
-            }
+        for slot in self.state.carry_out_aborts(now) {
+            self.close_conn(slot, Closed::Eof, now)?;
         }
         self.start_connects(now)
     }
@@ -711,5 +664,33 @@ impl Loop {
                 }
             }
         }
+    }
+}
+
+/// The io_uring driver's side of the output router: replies queue on a connection, sent once per
+/// turn; UDP replies are submitted as sends on the ring.
+struct Streams<'a> {
+    conns: &'a mut [Option<Conn>],
+    dirty: &'a mut Vec<usize>,
+    ring: &'a mut Ring,
+}
+
+impl Transmitter for Streams<'_> {
+    fn queue_stream(&mut self, slot: usize, bytes: &[u8]) {
+        if let Some(conn) = self.conns[slot].as_mut() {
+            if !conn.stream.wants_write() {
+                self.dirty.push(slot);
+            }
+            conn.stream.queue(bytes);
+        }
+    }
+
+    fn send_datagram(
+        &mut self,
+        socket: &std::net::UdpSocket,
+        to: std::net::SocketAddr,
+        bytes: &[u8],
+    ) -> io::Result<()> {
+        self.ring.send_to(socket.as_fd(), bytes, to)
     }
 }

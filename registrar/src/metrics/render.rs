@@ -7,9 +7,11 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use rserpool_protocol::PrId;
 
-use super::{
+use super::ProcessInfo;
+use crate::core::Protocol;
+use crate::core::counters::{
     CAUSES, Counters, LATENCY_BOUNDS_NANOS, Limit, MESSAGE_SLOTS, OTHER_CAUSE, OUTCOME_SLOTS,
-    ProcessInfo, Protocol, RemovalReason, RequestKind, TransportLabel, UNKNOWN_TYPE, WorkerMetrics,
+    RemovalReason, RequestKind, TransportLabel, UNKNOWN_TYPE, WorkerMetrics,
 };
 
 /// Prometheus text exposition format 0.0.4 of all workers plus process-wide info, appended to
@@ -388,8 +390,8 @@ impl fmt::Display for Seconds {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Limit, RemovalReason, RequestKind, TransportLabel};
     use super::*;
+    use crate::core::counters::{Limit, RemovalReason, RequestKind, TransportLabel};
     use rserpool_protocol::asap::message_type as asap;
     use rserpool_protocol::cause;
     use rserpool_protocol::enrp::message_type as enrp;

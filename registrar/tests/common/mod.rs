@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use rserpool_protocol::framing::{Frame, next_frame};
 use rserpool_protocol::{
-    AsapMessage, Generation, PeId, Policy, PoolElement, PoolHandle, PrId, Resolution, Seq,
-    Transport, TransportKind, UserTransport,
+    AsapMessage, Generation, PeId, Policy, PoolElementParam, PoolHandle, PrId, Resolution, Seq,
+    TransportKind, TransportParam, UserTransport,
 };
 
 /// A running `rserpool-registrar`, killed on drop.
@@ -306,11 +306,11 @@ pub fn registration(handle: &[u8], id: u64, life_ms: i32, generation: Generation
     encode(
         &AsapMessage::Registration {
             pool_handle: PoolHandle(handle),
-            pool_element: PoolElement {
+            pool_element: PoolElementParam {
                 id: PeId(id),
                 home_pr: PrId(0),
                 registration_life: life_ms,
-                user_transport: UserTransport::Transport(Transport {
+                user_transport: UserTransport::Transport(TransportParam {
                     kind: TransportKind::Tcp,
                     port: 9,
                     transport_use: 0,
@@ -396,13 +396,13 @@ pub fn resolve_udp(
 
 /// A PE that the ENRP peer `home` (played by a test) owns: user transport `kind` on loopback
 /// port 7, registration life 60 s.
-pub fn peer_owned_pe(id: u64, home: PrId, kind: TransportKind) -> PoolElement<'static> {
+pub fn peer_owned_pe(id: u64, home: PrId, kind: TransportKind) -> PoolElementParam<'static> {
     const IPS: &[IpAddr] = &[IpAddr::V4(Ipv4Addr::LOCALHOST)];
-    PoolElement {
+    PoolElementParam {
         id: PeId(id),
         home_pr: home,
         registration_life: 60_000,
-        user_transport: UserTransport::Transport(Transport {
+        user_transport: UserTransport::Transport(TransportParam {
             kind,
             port: 7,
             transport_use: 0,

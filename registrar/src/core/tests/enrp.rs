@@ -6,11 +6,11 @@ use rserpool_handlespace::{AssociationId, PeId, PrId};
 use rserpool_protocol::checksum::Internet16;
 use rserpool_protocol::enrp::message_type as et;
 use rserpool_protocol::{
-    EnrpBody, EnrpMessage, Generation, Policy, PoolElement, PoolEntry, PoolHandle, Seq,
-    ServerInformation, Transport, TransportKind, UpdateAction, UserTransport,
+    EnrpBody, EnrpMessage, Generation, Policy, PoolElementParam, PoolEntry, PoolHandle, Seq,
+    ServerInformation, TransportKind, TransportParam, UpdateAction, UserTransport,
 };
 
-use super::super::cluster::{Cluster, Sent};
+use super::super::in_memory::{InMemoryPr, Sent};
 use super::super::{AssociationInfo, CoreConfig, EnrpConfig, Output, Target};
 use super::{PE_IP, info, registration, resolved};
 use crate::metrics::Protocol;
@@ -45,8 +45,8 @@ fn scope_config(peers: Vec<TransportUrl>) -> CoreConfig {
 }
 
 /// A started PR of `workers` workers in an operating scope without static peers.
-fn scope_pr(workers: usize) -> Cluster {
-    let mut pr = Cluster::new(
+fn scope_pr(workers: usize) -> InMemoryPr {
+    let mut pr = InMemoryPr::new(
         workers,
         scope_config(Vec::new()),
         rserpool_handlespace::Limits::default(),
@@ -113,19 +113,19 @@ fn types(sent: &[Sent], association: AssociationId) -> Vec<u8> {
 }
 
 /// A peer introduced with a presence (and the PR's answers drained).
-fn join(pr: &mut Cluster, id: PrId, now: u64) -> AssociationId {
+fn join(pr: &mut InMemoryPr, id: PrId, now: u64) -> AssociationId {
     let a = pr.open(0, enrp_info(), now);
     pr.message(a, &presence(id, false, 0xffff), now);
     a
 }
 
-fn pe_element(id: u64, home: PrId) -> PoolElement<'static> {
+fn pe_element(id: u64, home: PrId) -> PoolElementParam<'static> {
     const IPS: &[std::net::IpAddr] = &[PE_IP];
-    PoolElement {
+    PoolElementParam {
         id: PeId(id),
         home_pr: home,
         registration_life: 30_000,
-        user_transport: UserTransport::Transport(Transport {
+        user_transport: UserTransport::Transport(TransportParam {
             kind: TransportKind::Sctp,
             port: 7,
             transport_use: 0,
@@ -137,7 +137,7 @@ fn pe_element(id: u64, home: PrId) -> PoolElement<'static> {
     }
 }
 
-fn update(sender: PrId, action: UpdateAction, handle: &[u8], pe: PoolElement<'_>) -> Vec<u8> {
+fn update(sender: PrId, action: UpdateAction, handle: &[u8], pe: PoolElementParam<'_>) -> Vec<u8> {
     encode(
         sender,
         EnrpBody::HandleUpdate {
@@ -149,7 +149,7 @@ fn update(sender: PrId, action: UpdateAction, handle: &[u8], pe: PoolElement<'_>
     )
 }
 
-fn resolve_ids(pr: &mut Cluster, handle: &[u8], now: u64) -> Result<Vec<u64>, u16> {
+fn resolve_ids(pr: &mut InMemoryPr, handle: &[u8], now: u64) -> Result<Vec<u64>, u16> {
     let pu = pr.open(0, info(Generation::Rfc), now);
     let sent = pr.message(pu, &super::resolution(handle, Some(128)), now);
     pr.close(pu, now);
@@ -161,8 +161,8 @@ fn resolve_ids(pr: &mut Cluster, handle: &[u8], now: u64) -> Result<Vec<u64>, u1
 
 /// A started PR of one worker whose only static peer is `peer`, and the association its first
 /// tick asked the driver to open there (not yet connected).
-fn with_static_peer(peer: TransportUrl) -> (Cluster, AssociationId) {
-    let mut pr = Cluster::new(
+fn with_static_peer(peer: TransportUrl) -> (InMemoryPr, AssociationId) {
+    let mut pr = InMemoryPr::new(
         1,
         scope_config(vec![peer]),
         rserpool_handlespace::Limits::default(),
@@ -179,7 +179,7 @@ fn with_static_peer(peer: TransportUrl) -> (Cluster, AssociationId) {
 }
 
 /// The home PRs of the PEs a resolution of `handle` returns.
-fn homes(pr: &mut Cluster, handle: &[u8], now: u64) -> Vec<PrId> {
+fn homes(pr: &mut InMemoryPr, handle: &[u8], now: u64) -> Vec<PrId> {
     let pu = pr.open(0, info(Generation::Rfc), now);
     let sent = pr.message(pu, &super::resolution(handle, Some(128)), now);
     pr.close(pu, now);
@@ -443,7 +443,12 @@ fn pe12_pe13_a_checksum_mismatch_resynchronises_only_that_peers_pes() {
     }
 }
 
-fn table_response(sender: PrId, handle: &[u8], pes: &[PoolElement<'_>], more: bool) -> Vec<u8> {
+fn table_response(
+    sender: PrId,
+    handle: &[u8],
+    pes: &[PoolElementParam<'_>],
+    more: bool,
+) -> Vec<u8> {
     let entries = [PoolEntry {
         pool_handle: PoolHandle(handle),
         pool_elements: Seq::from_items(pes),
@@ -821,7 +826,7 @@ fn pe03_pe05_a_pr_with_a_mentor_loads_the_handlespace_before_serving_peers() {
 
 #[test]
 fn pe02_a_pr_whose_mentor_never_answers_serves_alone_after_the_discovery_timeout() {
-    let mut pr = Cluster::new(
+    let mut pr = InMemoryPr::new(
         1,
         scope_config(vec![tcp("127.0.0.2:9901")]),
         rserpool_handlespace::Limits::default(),
@@ -843,7 +848,7 @@ fn list_response_names_known_peers_with_their_transport() {
     const IP: &[std::net::IpAddr] = &[std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 3))];
     let info = ServerInformation {
         server_id: PEER2,
-        transport: Transport {
+        transport: TransportParam {
             kind: TransportKind::Tcp,
             port: 9902,
             transport_use: 0,
@@ -1019,7 +1024,7 @@ fn pe14_the_winner_sends_each_taken_over_sctp_pe_a_keep_alive_with_the_h_bit() {
     let dying = join(&mut pr, PEER, 0);
     const ASAP_IPS: &[std::net::IpAddr] = &[PE_IP];
     let mut sctp_pe = pe_element(21, PEER);
-    sctp_pe.asap_transport = Some(Transport {
+    sctp_pe.asap_transport = Some(TransportParam {
         kind: TransportKind::Sctp,
         port: 4711,
         transport_use: 0,
@@ -1058,7 +1063,7 @@ fn pe14_the_winner_sends_each_taken_over_sctp_pe_a_keep_alive_with_the_h_bit() {
 fn pe20_takeover_suggestion_goes_to_the_farthest_peer_and_is_honoured() {
     let mut config = scope_config(Vec::new());
     config.enrp.takeover_suggestion = true;
-    let mut pr = Cluster::new(1, config, rserpool_handlespace::Limits::default(), 7);
+    let mut pr = InMemoryPr::new(1, config, rserpool_handlespace::Limits::default(), 7);
     pr.start(0);
     let near = join(&mut pr, PrId(PR.0 ^ 1), 0);
     let far = join(&mut pr, PrId(!PR.0 & 0xffff_ffff), 0);
@@ -1077,7 +1082,7 @@ fn pe20_takeover_suggestion_goes_to_the_farthest_peer_and_is_honoured() {
     // Received with T=1: this PR claims the PE with a keep-alive with the H bit.
     const ASAP_IPS: &[std::net::IpAddr] = &[PE_IP];
     let mut suggested = pe_element(9, PrId(PR.0 ^ 1));
-    suggested.asap_transport = Some(Transport {
+    suggested.asap_transport = Some(TransportParam {
         kind: TransportKind::Sctp,
         port: 4712,
         transport_use: 0,
@@ -1258,7 +1263,7 @@ fn a_presence_datagram_introduces_a_peer_that_is_then_connected_to() {
     const IP: &[std::net::IpAddr] = &[std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 9))];
     let info = ServerInformation {
         server_id: PEER,
-        transport: Transport {
+        transport: TransportParam {
             kind: TransportKind::Tcp,
             port: 9909,
             transport_use: 0,

@@ -1,13 +1,13 @@
 //! A whole PR driven from one thread: its workers and the forwarded writes between them. Used
 //! by tests and the simulator; the daemon runs each [`Worker`] on its own thread instead.
 //! Besides the messages each call returns, it collects the associations the workers abort and
-//! the ENRP associations they ask to open, for the caller to take ([`Cluster::take_aborts`],
-//! [`Cluster::take_connects`]).
+//! the ENRP associations they ask to open, for the caller to take ([`InMemoryPr::take_aborts`],
+//! [`InMemoryPr::take_connects`]).
 //!
 //! Forwards are delivered at once, recursively, inside the call that made them (the default),
-//! or, in the asynchronous mode ([`Cluster::set_asynchronous`]), queued in one FIFO mailbox per
+//! or, in the asynchronous mode ([`InMemoryPr::set_asynchronous`]), queued in one FIFO mailbox per
 //! (sender, receiver) pair of workers until the caller delivers them
-//! ([`Cluster::deliver_mailbox`]), as the daemon's worker threads do a loop turn later: network
+//! ([`InMemoryPr::deliver_mailbox`]), as the daemon's worker threads do a loop turn later: network
 //! events and timers then interleave with the forwards in flight.
 
 use std::collections::VecDeque;
@@ -16,13 +16,14 @@ use std::sync::Arc;
 use rserpool_handlespace::{AssociationId, Handlespace, Limits, Millis};
 
 use super::{
-    AssociationInfo, Connect, CoreConfig, Forward, Output, PrShared, Target, Worker, worker_of,
+    AssociationInfo, Connect, CoreConfig, Forward, Output, PrShared, Protocol, Received, Target,
+    Worker, worker_of,
 };
-use crate::metrics::WorkerMetrics;
+use crate::core::counters::WorkerMetrics;
 
 /// A PR of `N` workers in one thread.
 #[derive(Debug)]
-pub struct Cluster {
+pub struct InMemoryPr {
     workers: Vec<Worker>,
     metrics: Vec<Arc<WorkerMetrics>>,
     out: Output,
@@ -43,7 +44,7 @@ pub struct Sent {
     pub bytes: Vec<u8>,
 }
 
-impl Cluster {
+impl InMemoryPr {
     /// A PR of `workers` workers with the given configuration and handlespace limits; `seed`
     /// makes its random choices reproducible.
     pub fn new(workers: usize, config: CoreConfig, limits: Limits, seed: u64) -> Self {
@@ -186,15 +187,14 @@ impl Cluster {
         now: Millis,
     ) -> Vec<Sent> {
         let reader = self.workers[worker].reader().clone();
-        self.workers[worker].on_datagram(
-            &reader.pin(),
-            0,
+        let received = Received::Datagram {
+            listener: 0,
+            protocol: Protocol::Asap,
             generation,
             from,
-            msg,
-            now,
-            &mut self.out,
-        );
+            message: msg,
+        };
+        self.workers[worker].handle(&reader.pin(), received, now, &mut self.out);
         self.settle(worker, now)
     }
 
@@ -205,7 +205,15 @@ impl Cluster {
         msg: &[u8],
         now: Millis,
     ) -> Vec<Sent> {
-        self.workers[0].on_enrp_datagram(generation, msg, now, &mut self.out);
+        let reader = self.workers[0].reader().clone();
+        let received = Received::Datagram {
+            listener: 0,
+            protocol: Protocol::Enrp,
+            generation,
+            from: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+            message: msg,
+        };
+        self.workers[0].handle(&reader.pin(), received, now, &mut self.out);
         self.settle(0, now)
     }
 
@@ -287,24 +295,24 @@ mod tests {
     use rserpool_handlespace::{Limits, PeId, PrId, shard_index};
     use rserpool_protocol::asap::message_type;
     use rserpool_protocol::{
-        AsapMessage, Generation, Policy, PoolElement, PoolHandle, Seq, Transport, TransportKind,
-        UserTransport,
+        AsapMessage, Generation, Policy, PoolElementParam, PoolHandle, Seq, TransportKind,
+        TransportParam, UserTransport,
     };
 
-    use super::{Cluster, Sent};
+    use super::{InMemoryPr, Sent};
+    use crate::core::Protocol;
     use crate::core::{AssociationInfo, CoreConfig, Target};
-    use crate::metrics::Protocol;
     use crate::url::Transport as UrlTransport;
 
     fn registration(handle: &[u8]) -> Vec<u8> {
         let ip = [IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))];
         let message = AsapMessage::Registration {
             pool_handle: PoolHandle(handle),
-            pool_element: PoolElement {
+            pool_element: PoolElementParam {
                 id: PeId(7),
                 home_pr: PrId(0),
                 registration_life: 5_000,
-                user_transport: UserTransport::Transport(Transport {
+                user_transport: UserTransport::Transport(TransportParam {
                     kind: TransportKind::Tcp,
                     port: 7,
                     transport_use: 0,
@@ -346,12 +354,12 @@ mod tests {
         };
         let config = || CoreConfig::new(PrId(1));
 
-        let mut sync = Cluster::new(2, config(), Limits::default(), 1);
+        let mut sync = InMemoryPr::new(2, config(), Limits::default(), 1);
         let a = sync.open(0, info.clone(), 0);
         assert_eq!(responses(&sync.message(a, &registration(&handle), 0)), 1);
         assert!(!sync.pending_forwards());
 
-        let mut pr = Cluster::new(2, config(), Limits::default(), 1);
+        let mut pr = InMemoryPr::new(2, config(), Limits::default(), 1);
         pr.set_asynchronous(true);
         assert!(pr.is_asynchronous());
         let a = pr.open(0, info, 0);

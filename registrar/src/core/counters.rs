@@ -1,0 +1,590 @@
+//! The counters, gauges and latency histograms of one worker: what its state machine counts as it
+//! handles messages (messages by protocol and type, registrations and their outcomes, PE
+//! removals, ENRP events) and what its driver adds (connections, loop load, request latency).
+//! The `metrics` module renders them for Prometheus.
+//!
+//! Each worker owns one [`WorkerMetrics`], shared as `Arc` with the exporter thread. An update is
+//! a few relaxed loads and stores into the worker's own block (its one writer: no read-modify-write
+//! instruction, no bus lock), which is aligned to and
+//! padded up to 128 bytes so that no two workers share a cache line: no locks, no allocation. A
+//! scrape loads every worker's atomics and sums them; one scrape is not a consistent snapshot
+//! across counters, which Prometheus tolerates.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use super::Protocol;
+
+/// Adds `n` to a counter that only its worker's thread writes: a relaxed load and store instead of
+/// a locked read-modify-write (the exporter only reads; every counter has exactly one writer).
+#[inline]
+fn add(counter: &AtomicU64, n: u64) {
+    counter.store(counter.load(Relaxed).wrapping_add(n), Relaxed);
+}
+
+use rserpool_protocol::asap::message_type as asap;
+use rserpool_protocol::cause;
+use rserpool_protocol::enrp::message_type as enrp;
+
+impl Protocol {
+    /// The known message type codes of this protocol and their label values.
+    pub(crate) const fn types(self) -> &'static [(u8, &'static str)] {
+        match self {
+            Self::Asap => &ASAP_TYPES,
+            Self::Enrp => &ENRP_TYPES,
+        }
+    }
+
+    /// The counter slot of a message type code: 0 for unknown codes, else 1 + its index in
+    /// [`Self::types`].
+    const fn slot(self, message_type: u8) -> usize {
+        let slots = match self {
+            Self::Asap => &ASAP_SLOTS,
+            Self::Enrp => &ENRP_SLOTS,
+        };
+        slots[message_type as usize] as usize
+    }
+}
+
+/// Why a pool element left the handlespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RemovalReason {
+    /// Its registration lifetime ran out.
+    Expired,
+    /// It did not answer an ASAP_ENDPOINT_KEEP_ALIVE in time.
+    KeepAliveTimeout,
+    /// Users reported it unreachable (ASAP_ENDPOINT_UNREACHABLE) often enough.
+    Unreachable,
+    /// The association or connection it registered over closed.
+    AssociationClosed,
+    /// It deregistered.
+    Deregistered,
+    /// Its home PR deleted it (ENRP DEL_PE), or an audit repair found it gone there.
+    Peer,
+}
+
+impl RemovalReason {
+    /// Every reason, in exposition order.
+    pub const ALL: [Self; 6] = [
+        Self::Expired,
+        Self::KeepAliveTimeout,
+        Self::Unreachable,
+        Self::AssociationClosed,
+        Self::Deregistered,
+        Self::Peer,
+    ];
+
+    /// The Prometheus label value.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Self::Expired => "expired",
+            Self::KeepAliveTimeout => "keep_alive_timeout",
+            Self::Unreachable => "unreachable",
+            Self::AssociationClosed => "association_closed",
+            Self::Deregistered => "deregistered",
+            Self::Peer => "peer",
+        }
+    }
+}
+
+/// A configured limit that refused a request or a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Limit {
+    /// Number of pools.
+    Pools,
+    /// Pool elements in one pool.
+    PesPerPool,
+    /// Pool elements registered over one association.
+    PesPerAssociation,
+    /// Open connections.
+    Connections,
+    /// Size of one message.
+    MessageSize,
+    /// The send buffer an SCTP socket's associations share: associations whose peers stopped
+    /// reading while it was full, aborted.
+    SendBuffer,
+}
+
+impl Limit {
+    /// Every limit, in exposition order.
+    pub const ALL: [Self; 6] = [
+        Self::Pools,
+        Self::PesPerPool,
+        Self::PesPerAssociation,
+        Self::Connections,
+        Self::MessageSize,
+        Self::SendBuffer,
+    ];
+
+    /// The Prometheus label value.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Self::Pools => "pools",
+            Self::PesPerPool => "pes_per_pool",
+            Self::PesPerAssociation => "pes_per_association",
+            Self::Connections => "connections",
+            Self::MessageSize => "message_size",
+            Self::SendBuffer => "send_buffer",
+        }
+    }
+}
+
+/// The transport of a connection, as a metrics label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TransportLabel {
+    /// SCTP.
+    Sctp,
+    /// TCP.
+    Tcp,
+    /// Multipath TCP.
+    Mptcp,
+    /// UDP.
+    Udp,
+}
+
+impl TransportLabel {
+    /// Every transport, in exposition order.
+    pub const ALL: [Self; 4] = [Self::Sctp, Self::Tcp, Self::Mptcp, Self::Udp];
+
+    /// The Prometheus label value.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Self::Sctp => "sctp",
+            Self::Tcp => "tcp",
+            Self::Mptcp => "mptcp",
+            Self::Udp => "udp",
+        }
+    }
+}
+
+impl From<crate::url::Transport> for TransportLabel {
+    fn from(transport: crate::url::Transport) -> Self {
+        use crate::url::Transport as T;
+        match transport {
+            T::Sctp => Self::Sctp,
+            T::Tcp => Self::Tcp,
+            T::Mptcp => Self::Mptcp,
+            T::Udp => Self::Udp,
+        }
+    }
+}
+
+/// The kind of request a latency is recorded for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RequestKind {
+    /// ASAP_REGISTRATION.
+    Registration,
+    /// ASAP_DEREGISTRATION.
+    Deregistration,
+    /// ASAP_HANDLE_RESOLUTION.
+    Resolution,
+    /// Any other request.
+    Other,
+}
+
+impl RequestKind {
+    /// Every kind, in exposition order.
+    pub const ALL: [Self; 4] = [
+        Self::Registration,
+        Self::Deregistration,
+        Self::Resolution,
+        Self::Other,
+    ];
+
+    /// The Prometheus label value.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Self::Registration => "registration",
+            Self::Deregistration => "deregistration",
+            Self::Resolution => "resolution",
+            Self::Other => "other",
+        }
+    }
+}
+
+/// ASAP message type codes and their label values.
+const ASAP_TYPES: [(u8, &str); 14] = [
+    (asap::REGISTRATION, "registration"),
+    (asap::DEREGISTRATION, "deregistration"),
+    (asap::REGISTRATION_RESPONSE, "registration_response"),
+    (asap::DEREGISTRATION_RESPONSE, "deregistration_response"),
+    (asap::HANDLE_RESOLUTION, "handle_resolution"),
+    (
+        asap::HANDLE_RESOLUTION_RESPONSE,
+        "handle_resolution_response",
+    ),
+    (asap::ENDPOINT_KEEP_ALIVE, "endpoint_keep_alive"),
+    (asap::ENDPOINT_KEEP_ALIVE_ACK, "endpoint_keep_alive_ack"),
+    (asap::ENDPOINT_UNREACHABLE, "endpoint_unreachable"),
+    (asap::SERVER_ANNOUNCE, "server_announce"),
+    (asap::COOKIE, "cookie"),
+    (asap::COOKIE_ECHO, "cookie_echo"),
+    (asap::BUSINESS_CARD, "business_card"),
+    (asap::ERROR, "error"),
+];
+
+/// ENRP message type codes and their label values.
+const ENRP_TYPES: [(u8, &str); 10] = [
+    (enrp::PRESENCE, "presence"),
+    (enrp::HANDLE_TABLE_REQUEST, "handle_table_request"),
+    (enrp::HANDLE_TABLE_RESPONSE, "handle_table_response"),
+    (enrp::HANDLE_UPDATE, "handle_update"),
+    (enrp::LIST_REQUEST, "list_request"),
+    (enrp::LIST_RESPONSE, "list_response"),
+    (enrp::INIT_TAKEOVER, "init_takeover"),
+    (enrp::INIT_TAKEOVER_ACK, "init_takeover_ack"),
+    (enrp::TAKEOVER_SERVER, "takeover_server"),
+    (enrp::ERROR, "error"),
+];
+
+/// Label value of message type codes that are not in the tables.
+pub(crate) const UNKNOWN_TYPE: &str = "unknown";
+
+/// Counter slots per protocol and direction: one for unknown codes, one per known code.
+pub(crate) const MESSAGE_SLOTS: usize = 1 + ASAP_TYPES.len();
+
+/// Slot of every possible ASAP message type code.
+const ASAP_SLOTS: [u8; 256] = slot_table(&ASAP_TYPES);
+/// Slot of every possible ENRP message type code.
+const ENRP_SLOTS: [u8; 256] = slot_table(&ENRP_TYPES);
+
+/// Maps every `u8` to 0, or to 1 + its index in `types`, so the hot path indexes instead of
+/// searching.
+const fn slot_table(types: &[(u8, &str)]) -> [u8; 256] {
+    let mut slots = [0u8; 256];
+    let mut i = 0;
+    while i < types.len() {
+        slots[types[i].0 as usize] = (i + 1) as u8;
+        i += 1;
+    }
+    slots
+}
+
+/// RFC 5354 error causes and their label values in `registrations_total{result}`.
+pub(crate) const CAUSES: [(u16, &str); 11] = [
+    (cause::UNSPECIFIED, "unspecified"),
+    (cause::UNRECOGNIZED_PARAMETER, "unrecognized_parameter"),
+    (cause::UNRECOGNIZED_MESSAGE, "unrecognized_message"),
+    (cause::INVALID_VALUES, "invalid_values"),
+    (cause::NON_UNIQUE_PE_ID, "non_unique_pe_id"),
+    (cause::INCONSISTENT_POLICY, "inconsistent_policy"),
+    (cause::LACK_OF_RESOURCES, "lack_of_resources"),
+    (cause::INCONSISTENT_TRANSPORT, "inconsistent_transport"),
+    (
+        cause::INCONSISTENT_DATA_CONTROL,
+        "inconsistent_data_control",
+    ),
+    (cause::UNKNOWN_POOL_HANDLE, "unknown_pool_handle"),
+    (cause::REJECTED_SECURITY, "rejected_security"),
+];
+
+/// Label value of cause codes that are not in [`CAUSES`].
+pub(crate) const OTHER_CAUSE: &str = "other";
+
+/// Counter slots of an outcome with a cause: slot 0 (accepted, or dropped), one per known cause,
+/// one for other causes.
+pub(crate) const OUTCOME_SLOTS: usize = 2 + CAUSES.len();
+
+/// The counter slot of an outcome: 0 for `None`, 1 + the cause's index in [`CAUSES`], or the last
+/// slot for other causes.
+fn outcome_slot(cause: Option<u16>) -> usize {
+    match cause {
+        None => 0,
+        Some(code) => {
+            1 + CAUSES
+                .iter()
+                .position(|&(c, _)| c == code)
+                .unwrap_or(CAUSES.len())
+        }
+    }
+}
+
+/// Upper bounds of the latency histogram buckets in nanoseconds (5 µs to 10 ms); one more bucket
+/// takes everything above.
+pub(crate) const LATENCY_BOUNDS_NANOS: [u64; 11] = [
+    5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000,
+    10_000_000,
+];
+
+/// A latency histogram: per-bucket (not cumulative) counts and the sum of all observations.
+#[derive(Default)]
+pub(crate) struct Histogram {
+    /// Observations per bucket of [`LATENCY_BOUNDS_NANOS`]; the last one counts those above all.
+    pub(crate) buckets: [AtomicU64; LATENCY_BOUNDS_NANOS.len() + 1],
+    /// Sum of all observations in nanoseconds.
+    pub(crate) sum_nanos: AtomicU64,
+}
+
+impl Histogram {
+    /// Records `count` observations of `nanos` each.
+    fn observe(&self, nanos: u64, count: u64) {
+        let bucket = LATENCY_BOUNDS_NANOS
+            .iter()
+            .position(|&bound| nanos <= bound)
+            .unwrap_or(LATENCY_BOUNDS_NANOS.len());
+        add(&self.buckets[bucket], count);
+        add(&self.sum_nanos, nanos.saturating_mul(count));
+    }
+}
+
+/// The atomics of one worker, indexed by the label enums' discriminants and the slot functions.
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) messages_in: [[AtomicU64; MESSAGE_SLOTS]; Protocol::ALL.len()],
+    pub(crate) messages_out: [[AtomicU64; MESSAGE_SLOTS]; Protocol::ALL.len()],
+    /// Slot 0 = dropped silently.
+    pub(crate) decode_errors: [AtomicU64; OUTCOME_SLOTS],
+    /// Slot 0 = accepted.
+    pub(crate) registrations: [AtomicU64; OUTCOME_SLOTS],
+    /// Slot 0 = accepted.
+    pub(crate) deregistrations: [AtomicU64; OUTCOME_SLOTS],
+    /// Found, unknown pool.
+    pub(crate) resolutions: [AtomicU64; 2],
+    pub(crate) resolution_items: AtomicU64,
+    pub(crate) pe_removals: [AtomicU64; RemovalReason::ALL.len()],
+    pub(crate) keep_alives_sent: AtomicU64,
+    pub(crate) keep_alive_acks: AtomicU64,
+    pub(crate) unreachable_reports: AtomicU64,
+    pub(crate) rate_limited: AtomicU64,
+    pub(crate) limit_refusals: [AtomicU64; Limit::ALL.len()],
+    pub(crate) connections_opened: [AtomicU64; TransportLabel::ALL.len()],
+    pub(crate) connections_closed: [AtomicU64; TransportLabel::ALL.len()],
+    pub(crate) mailbox_forwards: AtomicU64,
+    pub(crate) enrp_resyncs: AtomicU64,
+    pub(crate) enrp_peers_dead: AtomicU64,
+    pub(crate) enrp_takeovers: AtomicU64,
+    pub(crate) enrp_withheld: AtomicU64,
+    pub(crate) enrp_peers: AtomicU64,
+    pub(crate) pools: AtomicU64,
+    pub(crate) pool_elements: AtomicU64,
+    pub(crate) latency: [Histogram; RequestKind::ALL.len()],
+    pub(crate) busy_nanos: AtomicU64,
+    pub(crate) idle_nanos: AtomicU64,
+    pub(crate) events: AtomicU64,
+}
+
+/// The metrics of one worker thread. Only the worker's thread updates them (each counter has one
+/// writer, which is what lets an update be a plain load and store); the exporter reads them.
+#[repr(align(128))]
+pub struct WorkerMetrics {
+    pub(crate) worker: usize,
+    pub(crate) counters: Counters,
+}
+
+impl fmt::Debug for WorkerMetrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkerMetrics")
+            .field("worker", &self.worker)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WorkerMetrics {
+    /// Zeroed metrics of worker number `worker`.
+    pub fn new(worker: usize) -> Self {
+        Self {
+            worker,
+            counters: Counters::default(),
+        }
+    }
+
+    /// The worker number, the `worker` label of the per-worker series.
+    pub fn worker(&self) -> usize {
+        self.worker
+    }
+
+    /// A message received: `protocol` is [`Protocol::Asap`] or [`Protocol::Enrp`],
+    /// `message_type` its type code (any `u8`; unknown codes are counted as "unknown").
+    pub fn message_in(&self, protocol: Protocol, message_type: u8) {
+        add(
+            &self.counters.messages_in[protocol as usize][protocol.slot(message_type)],
+            1,
+        );
+    }
+
+    /// A message sent, counted like [`Self::message_in`].
+    pub fn message_out(&self, protocol: Protocol, message_type: u8) {
+        add(
+            &self.counters.messages_out[protocol as usize][protocol.slot(message_type)],
+            1,
+        );
+    }
+
+    /// A message that could not be decoded; `cause` = the RFC 5354 cause replied with, `None` =
+    /// dropped silently.
+    pub fn decode_error(&self, cause: Option<u16>) {
+        add(&self.counters.decode_errors[outcome_slot(cause)], 1);
+    }
+
+    /// A registration answered: accepted (`None`) or rejected with a cause code (0x0..0xa, others
+    /// counted as "other").
+    pub fn registration(&self, rejected_cause: Option<u16>) {
+        add(
+            &self.counters.registrations[outcome_slot(rejected_cause)],
+            1,
+        );
+    }
+
+    /// A deregistration answered, counted like [`Self::registration`].
+    pub fn deregistration(&self, rejected_cause: Option<u16>) {
+        add(
+            &self.counters.deregistrations[outcome_slot(rejected_cause)],
+            1,
+        );
+    }
+
+    /// A handle resolution answered; `found` false = unknown pool handle; `items` PEs returned.
+    pub fn resolution(&self, found: bool, items: usize) {
+        add(&self.counters.resolutions[usize::from(!found)], 1);
+        let items = u64::try_from(items).unwrap_or(u64::MAX);
+        add(&self.counters.resolution_items, items);
+    }
+
+    /// A pool element removed from the handlespace.
+    pub fn pe_removed(&self, reason: RemovalReason) {
+        add(&self.counters.pe_removals[reason as usize], 1);
+    }
+
+    /// An ASAP_ENDPOINT_KEEP_ALIVE sent to a pool element.
+    pub fn keep_alive_sent(&self) {
+        add(&self.counters.keep_alives_sent, 1);
+    }
+
+    /// An ASAP_ENDPOINT_KEEP_ALIVE_ACK received.
+    pub fn keep_alive_ack(&self) {
+        add(&self.counters.keep_alive_acks, 1);
+    }
+
+    /// An ASAP_ENDPOINT_UNREACHABLE report received.
+    pub fn unreachable_report(&self) {
+        add(&self.counters.unreachable_reports, 1);
+    }
+
+    /// A request refused by rate limiting.
+    pub fn rate_limited(&self) {
+        add(&self.counters.rate_limited, 1);
+    }
+
+    /// A request or connection refused by a configured limit.
+    pub fn limit_refused(&self, limit: Limit) {
+        add(&self.counters.limit_refusals[limit as usize], 1);
+    }
+
+    /// A connection or association accepted.
+    pub fn connection_opened(&self, transport: TransportLabel) {
+        add(&self.counters.connections_opened[transport as usize], 1);
+    }
+
+    /// A connection or association closed.
+    pub fn connection_closed(&self, transport: TransportLabel) {
+        add(&self.counters.connections_closed[transport as usize], 1);
+    }
+
+    /// A write passed to another worker's shard.
+    pub fn mailbox_forwarded(&self) {
+        add(&self.counters.mailbox_forwards, 1);
+    }
+
+    /// An ENRP audit found a peer's checksum different and started a repair.
+    pub fn enrp_resync(&self) {
+        add(&self.counters.enrp_resyncs, 1);
+    }
+
+    /// An ENRP peer did not answer its probe and was declared dead.
+    pub fn enrp_peer_dead(&self) {
+        add(&self.counters.enrp_peers_dead, 1);
+    }
+
+    /// This PR won a takeover of a dead peer's PEs.
+    pub fn enrp_takeover(&self) {
+        add(&self.counters.enrp_takeovers, 1);
+    }
+
+    /// `n` PEs were left out of what an RFC-generation peer was sent: their IDs need 64 bits.
+    pub fn enrp_withheld(&self, n: u64) {
+        add(&self.counters.enrp_withheld, n);
+    }
+
+    /// The number of ENRP peers the operating scope knows (worker 0), set after each loop turn.
+    pub fn set_enrp_peers(&self, peers: u64) {
+        self.counters.enrp_peers.store(peers, Relaxed);
+    }
+
+    /// Gauges of this worker's handlespace shard, set after each loop turn.
+    pub fn set_shard(&self, pools: u64, pes: u64) {
+        self.counters.pools.store(pools, Relaxed);
+        self.counters.pool_elements.store(pes, Relaxed);
+    }
+
+    /// `count` requests of one kind, each taking `nanos` from receive to reply queued (the
+    /// requests of one loop turn).
+    pub fn latencies(&self, kind: RequestKind, nanos: u64, count: u64) {
+        self.counters.latency[kind as usize].observe(nanos, count);
+    }
+
+    /// Per-worker load: time spent handling events vs waiting, in nanoseconds, per loop turn.
+    pub fn loop_turn(&self, busy_nanos: u64, idle_nanos: u64, events: u64) {
+        add(&self.counters.busy_nanos, busy_nanos);
+        add(&self.counters.idle_nanos, idle_nanos);
+        add(&self.counters.events, events);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_blocks_do_not_share_cache_lines() {
+        assert_eq!(align_of::<WorkerMetrics>(), 128);
+        assert_eq!(size_of::<WorkerMetrics>() % 128, 0);
+    }
+
+    #[test]
+    fn message_type_slots_match_the_tables() {
+        for protocol in Protocol::ALL {
+            for (i, &(code, _)) in protocol.types().iter().enumerate() {
+                assert_eq!(protocol.slot(code), i + 1);
+            }
+            assert_eq!(protocol.slot(0), 0);
+            assert_eq!(protocol.slot(0xff), 0);
+        }
+        assert_eq!(Protocol::Asap.slot(0x0e), 14);
+        assert_eq!(Protocol::Enrp.slot(0x0e), 0);
+    }
+
+    #[test]
+    fn outcome_slots_cover_every_cause_and_other() {
+        assert_eq!(outcome_slot(None), 0);
+        assert_eq!(outcome_slot(Some(cause::UNSPECIFIED)), 1);
+        assert_eq!(outcome_slot(Some(cause::REJECTED_SECURITY)), 11);
+        assert_eq!(outcome_slot(Some(0x000b)), OUTCOME_SLOTS - 1);
+        assert_eq!(outcome_slot(Some(u16::MAX)), OUTCOME_SLOTS - 1);
+    }
+
+    #[test]
+    fn histogram_bounds_are_inclusive() {
+        let h = Histogram::default();
+        for nanos in [0, 5_000, 5_001, 10_000_000, 10_000_001, u64::MAX / 2] {
+            h.observe(nanos, 1);
+        }
+        let counts: Vec<u64> = h.buckets.iter().map(|b| b.load(Relaxed)).collect();
+        assert_eq!(counts[0], 2);
+        assert_eq!(counts[1], 1);
+        assert_eq!(counts[LATENCY_BOUNDS_NANOS.len() - 1], 1);
+        assert_eq!(counts[LATENCY_BOUNDS_NANOS.len()], 2);
+        assert_eq!(counts.iter().sum::<u64>(), 6);
+    }
+
+    #[test]
+    fn transport_label_follows_the_url_transport() {
+        use crate::url::Transport;
+        assert_eq!(TransportLabel::from(Transport::Sctp), TransportLabel::Sctp);
+        assert_eq!(TransportLabel::from(Transport::Tcp), TransportLabel::Tcp);
+        assert_eq!(
+            TransportLabel::from(Transport::Mptcp),
+            TransportLabel::Mptcp
+        );
+        assert_eq!(TransportLabel::from(Transport::Udp), TransportLabel::Udp);
+    }
+}
