@@ -536,9 +536,14 @@ pub(crate) fn select(
 
 /// Reads ahead, without changing anything, the members a selection of `n` PEs and the encoding
 /// of its result will read, so that a batch of resolutions can overlap their cache misses: for
-/// round robin the `n` members from the cursor on, for the other policies (whose selection
-/// scans the members' keys or values) the first leaf's worth of members. Returns a value folded
-/// from what it read, which the caller must consume so that the reads are kept.
+/// round robin the `n` members from the cursor on (one descent to the leaf of the cursor's rank,
+/// and one to the first leaf when the selection wraps), for the other policies (whose selection
+/// scans the members' keys or values) the first leaf, which is the whole pool up to
+/// [`crate::tree::LEAF_MAX`] PEs. Returns a value folded from what it read, which the caller
+/// must consume so that the loads are kept: stable Rust has no prefetch instruction without
+/// `unsafe` (`core::arch::x86_64::_mm_prefetch` needs it; `std::hint::prefetch_read` is
+/// unstable), so the read-ahead consists of real loads whose results no later load depends on.
+#[inline]
 pub(crate) fn read_ahead(
     members: &Tree<Member>,
     policy_type: u32,
@@ -549,21 +554,31 @@ pub(crate) fn read_ahead(
     if len == 0 {
         return 0;
     }
-    // A member's first bytes (keys) and its registration life (after the transport and policy
-    // an encoder reads) lie on the one or two cache lines a resolution reads of it.
-    let touch = |m: &Member| u64::from(m.order()) ^ m.entry().registration.registration_life as u64;
-    let mut acc = 0u64;
-    if family(policy_type) == Family::RoundRobin {
-        let start = (state.cursor() % len as u64) as usize;
-        for m in members.iter_from(start).chain(members.iter()).take(n.min(len)) {
-            acc = acc.wrapping_add(touch(m));
-        }
+    let round_robin = family(policy_type) == Family::RoundRobin;
+    let (start, count) = if round_robin {
+        ((state.cursor() % len as u64) as usize, n.min(len))
     } else {
-        for m in members.iter().take(crate::tree::LEAF_MAX) {
+        (0, crate::tree::LEAF_MAX)
+    };
+    // The cache lines of a member that a resolution and its encoder read: its first 80 bytes,
+    // from the key parts at its start to the registration life (the entry's fields before its
+    // ASAP transport); a member of 160 bytes spans three or four lines, of which these are two
+    // or three.
+    let touch =
+        |m: &Member| u64::from(m.order()) ^ (m.entry().registration.registration_life as u64);
+    let mut acc = 0u64;
+    let (mut rank, mut left) = (start, count);
+    loop {
+        let run = members.leaf_from(rank);
+        for m in run.iter().take(left) {
             acc = acc.wrapping_add(touch(m));
         }
+        if !round_robin || run.is_empty() || run.len() >= left {
+            return acc;
+        }
+        left -= run.len();
+        rank = (rank + run.len()) % len;
     }
-    acc
 }
 
 /// Increments the counters of the first `max_increment` selected PEs, saturating at u32::MAX.
