@@ -537,9 +537,11 @@ pub(crate) fn select(
 /// Reads ahead, without changing anything, the members a selection of `n` PEs and the encoding
 /// of its result will read, so that a batch of resolutions can overlap their cache misses: for
 /// round robin the `n` members from the cursor on (one descent to the leaf of the cursor's rank,
-/// and one to the first leaf when the selection wraps), for the other policies (whose selection
-/// scans the members' keys or values) the first leaf, which is the whole pool up to
-/// [`crate::tree::LEAF_MAX`] PEs. Returns a value folded from what it read, which the caller
+/// and one to the next leaves when the selection goes on or wraps); for the policies ordered by
+/// a key, whose selection starts at the lowest keys, the first leaf (the whole pool up to
+/// [`crate::tree::LEAF_MAX`] PEs); for the weighted draws and weighted round robin, which land
+/// anywhere in the pool, the members of a pool of one leaf and nothing of a larger one (its first
+/// leaf would mostly be loaded in vain). Returns a value folded from what it read, which the caller
 /// must consume so that the loads are kept: stable Rust has no prefetch instruction without
 /// `unsafe` (`core::arch::x86_64::_mm_prefetch` needs it; `std::hint::prefetch_read` is
 /// unstable), so the read-ahead consists of real loads whose results no later load depends on.
@@ -554,11 +556,13 @@ pub(crate) fn read_ahead(
     if len == 0 {
         return 0;
     }
-    let round_robin = family(policy_type) == Family::RoundRobin;
-    let (start, count) = if round_robin {
-        ((state.cursor() % len as u64) as usize, n.min(len))
-    } else {
-        (0, crate::tree::LEAF_MAX)
+    let family = family(policy_type);
+    let round_robin = family == Family::RoundRobin;
+    let (start, count) = match family {
+        Family::RoundRobin => ((state.cursor() % len as u64) as usize, n.min(len)),
+        Family::Sorted | Family::DegradedSorted => (0, crate::tree::LEAF_MAX),
+        _ if len <= crate::tree::LEAF_MAX => (0, crate::tree::LEAF_MAX),
+        _ => return 0,
     };
     // The cache lines of a member that a resolution and its encoder read: its first 80 bytes,
     // from the key parts at its start to the registration life (the entry's fields before its
