@@ -534,6 +534,57 @@ pub(crate) fn select(
     }
 }
 
+/// Reads ahead, without changing anything, the members a selection of `n` PEs and the encoding
+/// of its result will read, so that a batch of resolutions can overlap their cache misses: for
+/// round robin the `n` members from the cursor on (one descent to the leaf of the cursor's rank,
+/// and one to the next leaves when the selection goes on or wraps); for the policies ordered by
+/// a key, whose selection starts at the lowest keys, the first leaf (the whole pool up to
+/// [`crate::tree::LEAF_MAX`] PEs); for the weighted draws and weighted round robin, which land
+/// anywhere in the pool, the members of a pool of one leaf and nothing of a larger one (its first
+/// leaf would mostly be loaded in vain). Returns a value folded from what it read, which the caller
+/// must consume so that the loads are kept: stable Rust has no prefetch instruction without
+/// `unsafe` (`core::arch::x86_64::_mm_prefetch` needs it; `std::hint::prefetch_read` is
+/// unstable), so the read-ahead consists of real loads whose results no later load depends on.
+#[inline]
+pub(crate) fn read_ahead(
+    members: &Tree<Member>,
+    policy_type: u32,
+    state: &SelectionState,
+    n: usize,
+) -> u64 {
+    let len = members.len();
+    if len == 0 {
+        return 0;
+    }
+    let family = family(policy_type);
+    let round_robin = family == Family::RoundRobin;
+    let (start, count) = match family {
+        Family::RoundRobin => ((state.cursor() % len as u64) as usize, n.min(len)),
+        Family::Sorted | Family::DegradedSorted => (0, crate::tree::LEAF_MAX),
+        _ if len <= crate::tree::LEAF_MAX => (0, crate::tree::LEAF_MAX),
+        _ => return 0,
+    };
+    // The cache lines of a member that a resolution and its encoder read: its first 80 bytes,
+    // from the key parts at its start to the registration life (the entry's fields before its
+    // ASAP transport); a member of 160 bytes spans three or four lines, of which these are two
+    // or three.
+    let touch =
+        |m: &Member| u64::from(m.order()) ^ (m.entry().registration.registration_life as u64);
+    let mut acc = 0u64;
+    let (mut rank, mut left) = (start, count);
+    loop {
+        let run = members.leaf_from(rank);
+        for m in run.iter().take(left) {
+            acc = acc.wrapping_add(touch(m));
+        }
+        if !round_robin || run.is_empty() || run.len() >= left {
+            return acc;
+        }
+        left -= run.len();
+        rank = (rank + run.len()) % len;
+    }
+}
+
 /// Increments the counters of the first `max_increment` selected PEs, saturating at u32::MAX.
 fn increment(members: &Tree<Member>, selected: &[u32], max_increment: usize) {
     for &rank in selected.iter().take(max_increment) {

@@ -310,6 +310,20 @@ impl PoolSnapshot {
         )
     }
 
+    /// Reads the snapshot's own fields a selection starts with (size, policy, cursor); returns
+    /// a value the caller must consume.
+    #[inline]
+    pub(crate) fn read_ahead_head(&self) -> u64 {
+        (self.members.len() as u64) ^ u64::from(self.policy_type) ^ self.state.cursor()
+    }
+
+    /// Reads ahead what [`Self::select`] of `n` PEs and the encoding of its result will read
+    /// (see [`policy::read_ahead`]); returns a value the caller must consume.
+    #[inline]
+    pub(crate) fn read_ahead(&self, n: usize) -> u64 {
+        policy::read_ahead(&self.members, self.policy_type, &self.state, n)
+    }
+
     /// The degradation counter of the PE at `rank` (selections since its last registration;
     /// always 0 for policies without degradation).
     pub fn degradation(&self, rank: usize) -> u32 {

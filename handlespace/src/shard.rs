@@ -42,6 +42,12 @@ impl std::fmt::Debug for PinnedShard<'_> {
 }
 
 impl PinnedShard<'_> {
+    /// The current snapshot of a pool, borrowed from the pinned map (a batch of resolutions
+    /// looks up a group of pools before it reads any of them).
+    pub(crate) fn get(&self, pool_handle: &[u8]) -> Option<&PoolSnapshot> {
+        self.pools.get(pool_handle).map(|s| &**s)
+    }
+
     /// Calls `f` with the current snapshot of a pool, read in place; `None` for an unknown
     /// pool.
     pub fn read<R>(

@@ -248,6 +248,32 @@ impl<T: Item> Tree<T> {
         }
     }
 
+    /// The items from `rank` to the end of the leaf holding it, found in one descent (what a
+    /// batch of resolutions reads ahead); empty if `rank >= self.len()`.
+    #[inline]
+    pub(crate) fn leaf_from(&self, rank: usize) -> &[T] {
+        let Some(mut node) = self.root.as_ref() else {
+            return &[];
+        };
+        let mut rank = rank;
+        loop {
+            match node {
+                Node::Leaf(items) => return items.get(rank..).unwrap_or(&[]),
+                Node::Inner(children) => {
+                    let mut i = 0;
+                    while i < children.len() && rank >= children[i].count as usize {
+                        rank -= children[i].count as usize;
+                        i += 1;
+                    }
+                    let Some(child) = children.get(i) else {
+                        return &[];
+                    };
+                    node = &child.node;
+                }
+            }
+        }
+    }
+
     /// The item whose value interval holds `mass` (items cover `[0, total)` in key order, each
     /// its value wide), with its rank and the start of its interval. `mass` must be below
     /// [`Self::total`]; zero-width items are never returned.

@@ -1,6 +1,8 @@
 //! The body of the criterion benchmarks (`handlespace.rs`, `handlespace_mimalloc.rs`): handle
-//! resolution over 100k pools (cold) and 1k pools (hot), a plain `std::collections::HashMap`
-//! baseline doing the same lookups and touches, and registrations (new PEs, re-registrations).
+//! resolution over 100k pools (cold) and 1k pools (hot), one by one (each pinning the read side,
+//! or through a reader pinned per batch as the registrar's loop turn) and batched
+//! (`resolve_batch`), a plain `std::collections::HashMap` baseline doing the same lookups and
+//! touches, and registrations (new PEs, re-registrations).
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -8,7 +10,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, SamplingMode, Throughput};
-use rserpool_handlespace::{AssociationId, PeId, PeRegistration, Rng, Shard};
+use rserpool_handlespace::{AssociationId, PeId, PeRegistration, ResolveRequest, Rng, Shard};
 use rserpool_protocol::Policy;
 
 use crate::common::{
@@ -71,7 +73,19 @@ enum Depth {
     NoTouch,
     /// `HandlespaceReader::snapshot` only: the pool lookup (for the breakdown).
     LookupOnly,
+    /// `PinnedReader::resolve` one request after another through a reader pinned for [`BATCH`]
+    /// requests (as the registrar's loop turn), touching the selected PEs like an encoder.
+    Pinned,
+    /// `PinnedReader::read` only, one request after another through a reader pinned for
+    /// [`BATCH`] requests: the pool lookups back to back (for the breakdown).
+    LookupOnlyPinned,
+    /// `HandlespaceReader::resolve_batch` over [`BATCH`] requests at a time, touching the
+    /// selected PEs like an encoder; timed per resolution.
+    Batch,
 }
+
+/// Requests per `resolve_batch` call in the batched benchmarks (one loop turn's resolutions).
+const BATCH: usize = 32;
 
 /// Benchmarks resolutions over `pools` pools of 10 PEs, one benchmark per `(name, depth)`, all
 /// on one handlespace, freshly built or `aged` (see `age_handlespace`).
@@ -117,6 +131,67 @@ fn bench_resolve_case(
                 reader
                     .read(h, |snapshot| black_box(snapshot).len())
                     .expect("known pool")
+            }),
+            Depth::Pinned => b.iter_custom(|iters| {
+                let start = Instant::now();
+                let mut left = iters;
+                let mut acc = 0u64;
+                while left > 0 {
+                    let k = left.min(BATCH as u64);
+                    let pinned = reader.pin();
+                    for _ in 0..k {
+                        let h = lookups.next();
+                        acc = acc.wrapping_add(
+                            pinned
+                                .resolve(h, &mut rng, &mut out, touch)
+                                .expect("known pool"),
+                        );
+                    }
+                    left -= k;
+                }
+                black_box(acc);
+                start.elapsed()
+            }),
+            Depth::LookupOnlyPinned => b.iter_custom(|iters| {
+                let start = Instant::now();
+                let mut left = iters;
+                let mut acc = 0usize;
+                while left > 0 {
+                    let k = left.min(BATCH as u64);
+                    let pinned = reader.pin();
+                    for _ in 0..k {
+                        let h = lookups.next();
+                        acc = acc.wrapping_add(
+                            pinned
+                                .read(h, |snapshot| black_box(snapshot).len())
+                                .expect("known pool"),
+                        );
+                    }
+                    left -= k;
+                }
+                black_box(acc);
+                start.elapsed()
+            }),
+            Depth::Batch => b.iter_custom(|iters| {
+                let start = Instant::now();
+                let mut left = iters;
+                let mut acc = 0u64;
+                while left > 0 {
+                    let k = left.min(BATCH as u64) as usize;
+                    let handles: [Handle; BATCH] = std::array::from_fn(|_| *lookups.next());
+                    let requests: [ResolveRequest<'_>; BATCH] =
+                        std::array::from_fn(|j| ResolveRequest {
+                            pool_handle: &handles[j],
+                            items: ITEMS,
+                        });
+                    reader.resolve_batch(&requests[..k], &mut rng, |_, snapshot, picked| {
+                        let snapshot = snapshot.expect("known pool");
+                        acc = acc.wrapping_add(touch(snapshot, picked));
+                    });
+                    left -= k as u64;
+                }
+                black_box(acc);
+                start.elapsed()
             }),
         });
     }
@@ -205,8 +280,14 @@ pub fn resolve(c: &mut Criterion, prefix: &str) {
         false,
         &[
             ("cold_100k_pools_x10", Depth::Full),
+            ("cold_100k_pools_x10_pinned", Depth::Pinned),
+            ("cold_100k_pools_x10_batch", Depth::Batch),
             ("cold_100k_pools_x10_no_touch", Depth::NoTouch),
             ("cold_100k_pools_x10_lookup_only", Depth::LookupOnly),
+            (
+                "cold_100k_pools_x10_lookup_only_pinned",
+                Depth::LookupOnlyPinned,
+            ),
         ],
     );
     bench_resolve_case(
@@ -217,6 +298,7 @@ pub fn resolve(c: &mut Criterion, prefix: &str) {
         true,
         &[
             ("cold_100k_pools_x10_aged", Depth::Full),
+            ("cold_100k_pools_x10_aged_batch", Depth::Batch),
             ("cold_100k_pools_x10_aged_no_touch", Depth::NoTouch),
         ],
     );
@@ -226,7 +308,10 @@ pub fn resolve(c: &mut Criterion, prefix: &str) {
         cold,
         PolicyKind::LeastUsed,
         false,
-        &[("cold_100k_pools_x10_least_used", Depth::Full)],
+        &[
+            ("cold_100k_pools_x10_least_used", Depth::Full),
+            ("cold_100k_pools_x10_least_used_batch", Depth::Batch),
+        ],
     );
     bench_resolve_case(
         c,
@@ -236,6 +321,7 @@ pub fn resolve(c: &mut Criterion, prefix: &str) {
         false,
         &[
             ("hot_1k_pools_x10", Depth::Full),
+            ("hot_1k_pools_x10_batch", Depth::Batch),
             ("hot_1k_pools_x10_no_touch", Depth::NoTouch),
             ("hot_1k_pools_x10_lookup_only", Depth::LookupOnly),
         ],
