@@ -19,7 +19,7 @@ use crate::echo::{EchoReply, EchoServer, MAX_REPLY, MIN_REPLY};
 use crate::error::{Error, Result};
 use crate::fleet::Fleet;
 use crate::load::{self, LoadSpec, Outcome, Poll};
-use crate::net::{Endpoint, Transport};
+use crate::net::{Endpoint, StreamTransport};
 use crate::population::{self, PopulationOutcome, PopulationSpec, Share};
 use crate::report::{KeepAliveInfo, PopulationInfo, ResyncSummary, RunReport, Summary};
 use crate::takeover;
@@ -591,7 +591,7 @@ fn await_population(
 /// The echo server under the request mix of `mimic`.
 fn run_echo(
     cli: &Cli,
-    transport: Transport,
+    transport: StreamTransport,
     generation: Generation,
     mimic: ScenarioKind,
     reply: EchoReply,

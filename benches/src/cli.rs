@@ -9,7 +9,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 
 use crate::echo::{MAX_REPLY, MIN_REPLY};
 use crate::load::{LoadSpec, Poll};
-use crate::net::{Endpoint, Transport};
+use crate::net::{Endpoint, StreamTransport};
 use crate::workload::PolicyKind;
 
 /// What to measure.
@@ -283,8 +283,8 @@ pub struct Cli {
     #[arg(long, value_name = "NAME", default_value = "default")]
     pub profile: String,
     /// Transport of the echo server and of a spawned registrar (a --registrar URL names its own).
-    #[arg(long, value_enum, default_value_t = Transport::Tcp)]
-    pub transport: Transport,
+    #[arg(long, value_enum, default_value_t = StreamTransport::Tcp)]
+    pub transport: StreamTransport,
 
     /// Print one JSON object on stdout instead of the text summary.
     #[arg(long)]

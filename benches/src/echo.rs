@@ -14,7 +14,7 @@ use rserpool_protocol::url::TransportUrl;
 use rserpool_protocol::{AsapMessage, Generation, PoolHandle};
 
 use crate::error::{Error, Result};
-use crate::net::{Endpoint, Transport};
+use crate::net::{Endpoint, StreamTransport};
 use crate::workload::MAX_FRAME;
 
 /// Smallest sized reply: header, and a pool-handle parameter with a handle of 4 bytes.
@@ -62,7 +62,7 @@ pub struct EchoServer {
 
 impl EchoServer {
     /// Listens on `addr` (port 0 = any) over `transport` and serves in a thread of its own.
-    pub fn start(transport: Transport, addr: SocketAddr, reply: EchoReply) -> Result<Self> {
+    pub fn start(transport: StreamTransport, addr: SocketAddr, reply: EchoReply) -> Result<Self> {
         let template = match reply {
             EchoReply::Mirror => None,
             EchoReply::Sized(size) => Some(reply_frame(size)?),

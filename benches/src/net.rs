@@ -14,7 +14,7 @@ use rserpool_protocol::url::{Transport as UrlTransport, TransportUrl};
 
 /// The stream transport ASAP travels on.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
-pub enum Transport {
+pub enum StreamTransport {
     /// Plain TCP.
     #[default]
     Tcp,
@@ -22,7 +22,7 @@ pub enum Transport {
     Mptcp,
 }
 
-impl Transport {
+impl StreamTransport {
     /// The URL scheme.
     pub const fn scheme(self) -> &'static str {
         self.url_transport().scheme()
@@ -41,7 +41,7 @@ impl Transport {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Endpoint {
     /// TCP or MPTCP.
-    pub transport: Transport,
+    pub transport: StreamTransport,
     /// The server's address.
     pub addr: SocketAddr,
     /// The wire generation spoken there (RFC unless `?generation=ng`).
@@ -50,7 +50,7 @@ pub struct Endpoint {
 
 impl Endpoint {
     /// An RFC-generation endpoint.
-    pub const fn new(transport: Transport, addr: SocketAddr) -> Self {
+    pub const fn new(transport: StreamTransport, addr: SocketAddr) -> Self {
         Self {
             transport,
             addr,
@@ -80,8 +80,8 @@ impl FromStr for Endpoint {
     fn from_str(s: &str) -> Result<Self, String> {
         let url = TransportUrl::parse(s, UrlTransport::STREAMS).map_err(|e| e.to_string())?;
         let transport = match url.transport {
-            UrlTransport::Tcp => Transport::Tcp,
-            UrlTransport::Mptcp => Transport::Mptcp,
+            UrlTransport::Tcp => StreamTransport::Tcp,
+            UrlTransport::Mptcp => StreamTransport::Mptcp,
             // refused by the parser already: not among the schemes it was given
             other => return Err(format!("bad URL `{s}`: {} is not a stream", other.scheme())),
         };
@@ -137,14 +137,14 @@ mod tests {
     #[test]
     fn urls_parse_with_scheme_and_generation() {
         let e: Endpoint = "mptcp://127.0.0.1:3863?generation=ng".parse().unwrap();
-        assert_eq!(e.transport, Transport::Mptcp);
+        assert_eq!(e.transport, StreamTransport::Mptcp);
         assert_eq!(e.addr, "127.0.0.1:3863".parse().unwrap());
         assert_eq!(e.generation, Generation::Ng);
         assert_eq!(e.to_string(), "mptcp://127.0.0.1:3863?generation=ng");
         let t: Endpoint = "tcp://127.0.0.1:1".parse().unwrap();
         assert_eq!(
             (t.transport, t.generation),
-            (Transport::Tcp, Generation::Rfc)
+            (StreamTransport::Tcp, Generation::Rfc)
         );
     }
 

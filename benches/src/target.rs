@@ -14,7 +14,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::net::{Endpoint, Transport};
+use crate::net::{Endpoint, StreamTransport};
 
 /// The registrar binary's file name.
 pub const REGISTRAR_BIN: &str = "rserpool-registrar";
@@ -58,7 +58,7 @@ struct Launch {
     bin: PathBuf,
     workers: usize,
     profile: String,
-    transport: Transport,
+    transport: StreamTransport,
     enrp: Option<EnrpSpawn>,
 }
 
@@ -92,7 +92,7 @@ impl Target {
         bin: &Path,
         workers: usize,
         profile: &str,
-        transport: Transport,
+        transport: StreamTransport,
         config: &str,
         enrp: Option<&EnrpSpawn>,
     ) -> Result<Self> {
@@ -400,9 +400,9 @@ mod tests {
     fn listening_lines_name_the_endpoint() {
         let e = parse_listening("listening asap tcp://127.0.0.1:40123").unwrap();
         assert_eq!(e.addr.port(), 40123);
-        assert_eq!(e.transport, Transport::Tcp);
+        assert_eq!(e.transport, StreamTransport::Tcp);
         let m = parse_listening("listening asap mptcp://127.0.0.1:7\n").unwrap();
-        assert_eq!(m.transport, Transport::Mptcp);
+        assert_eq!(m.transport, StreamTransport::Mptcp);
         assert_eq!(parse_listening("metrics http://127.0.0.1:9/metrics"), None);
         assert_eq!(parse_listening("listening asap sctp://127.0.0.1:7"), None);
     }

@@ -2,7 +2,7 @@
 
 use rserpool_bench::cli::EnrpGeneration;
 use rserpool_bench::load::Poll;
-use rserpool_bench::net::Transport;
+use rserpool_bench::net::StreamTransport;
 use rserpool_bench::{Cli, ScenarioKind};
 
 #[test]
@@ -13,7 +13,7 @@ fn defaults_match_the_documentation() {
     assert_eq!((cli.duration, cli.warmup), (5.0, 1.0));
     assert_eq!((cli.pools, cli.pool_elements, cli.workers), (100, 10, 1));
     assert_eq!(cli.rate, None);
-    assert_eq!(cli.transport, Transport::Tcp);
+    assert_eq!(cli.transport, StreamTransport::Tcp);
     assert_eq!(cli.poll, Poll::Spin);
     assert!(!cli.json && !cli.compare_echo && !cli.spawn && !cli.quiet);
 }
@@ -53,7 +53,7 @@ fn every_option_is_read() {
     );
     assert_eq!((cli.pools, cli.pool_elements), (1000, 3));
     let target = cli.registrar.unwrap();
-    assert_eq!(target.transport, Transport::Mptcp);
+    assert_eq!(target.transport, StreamTransport::Mptcp);
     assert_eq!(target.addr.port(), 3863);
     assert!(cli.compare_echo && cli.json && cli.quiet);
 
@@ -78,7 +78,7 @@ fn every_option_is_read() {
     assert_eq!(spawn.profile, "low-latency");
     assert_eq!(spawn.registrar_bin.unwrap().to_str(), Some("/opt/pr"));
     assert_eq!((spawn.workers, spawn.pes_per_connection), (2, 5));
-    assert_eq!(spawn.transport, Transport::Mptcp);
+    assert_eq!(spawn.transport, StreamTransport::Mptcp);
     assert_eq!(spawn.poll, Poll::Block);
 
     let echo = Cli::from_args(&["echo", "--reply-size", "197"]).unwrap();

@@ -6,7 +6,7 @@ use std::thread;
 use std::time::Duration;
 
 use rserpool_bench::echo::{EchoReply, EchoServer};
-use rserpool_bench::net::{self, Transport};
+use rserpool_bench::net::{self, StreamTransport};
 use rserpool_bench::workload::{MAX_FRAME, resolution_table};
 use rserpool_protocol::framing::Frames;
 use rserpool_protocol::{AsapMessage, Generation};
@@ -28,7 +28,7 @@ fn read_exactly(stream: &mut TcpStream, n: usize) -> Vec<u8> {
 #[test]
 fn sized_replies_answer_each_frame() {
     let server = EchoServer::start(
-        Transport::Tcp,
+        StreamTransport::Tcp,
         "127.0.0.1:0".parse().unwrap(),
         EchoReply::Sized(64),
     )
@@ -52,7 +52,7 @@ fn sized_replies_answer_each_frame() {
 #[test]
 fn mirrored_replies_are_the_requests_even_when_split() {
     let server = EchoServer::start(
-        Transport::Tcp,
+        StreamTransport::Tcp,
         "127.0.0.1:0".parse().unwrap(),
         EchoReply::Mirror,
     )
@@ -79,7 +79,7 @@ fn mirrored_replies_are_the_requests_even_when_split() {
 #[test]
 fn a_broken_stream_is_closed_and_others_keep_being_served() {
     let server = EchoServer::start(
-        Transport::Tcp,
+        StreamTransport::Tcp,
         "127.0.0.1:0".parse().unwrap(),
         EchoReply::Mirror,
     )
@@ -106,7 +106,7 @@ fn a_broken_stream_is_closed_and_others_keep_being_served() {
 #[test]
 fn mptcp_is_served_where_the_kernel_has_it() {
     let Ok(server) = EchoServer::start(
-        Transport::Mptcp,
+        StreamTransport::Mptcp,
         "127.0.0.1:0".parse().unwrap(),
         EchoReply::Sized(32),
     ) else {

@@ -33,7 +33,7 @@ pub use report::ChaosReport;
 
 use crate::cli::Cli;
 use crate::error::{Error, Result};
-use crate::net::Transport;
+use crate::net::StreamTransport;
 use crate::target;
 use crate::workload::pool_handle;
 
@@ -261,7 +261,7 @@ fn default_rserpool_bin(registrar_bin: &std::path::Path) -> PathBuf {
 /// The state of a run.
 struct Run {
     quiet: bool,
-    transport: Transport,
+    transport: StreamTransport,
     population: usize,
     pool_count: usize,
     duration: Millis,

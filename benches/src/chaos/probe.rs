@@ -16,7 +16,7 @@ use rserpool_protocol::{AsapMessage, Generation, PoolHandle, Resolution};
 use super::checker::Observation;
 use super::{Clock, Millis};
 use crate::error::Result;
-use crate::net::{self, Endpoint, Transport};
+use crate::net::{self, Endpoint, StreamTransport};
 use crate::workload::{MAX_FRAME, Table};
 
 /// PEs asked for per resolution: every PE of a pool (`resolution.max_items`).
@@ -42,7 +42,7 @@ pub struct ProbeSpec {
     /// The registrar's slot.
     pub slot: usize,
     /// ASAP over TCP or MPTCP.
-    pub transport: Transport,
+    pub transport: StreamTransport,
     /// The registrar's ASAP port on 127.0.0.1.
     pub port: u16,
     /// The pool handles to resolve.

@@ -14,7 +14,7 @@ use std::thread;
 
 use super::{Clock, Millis};
 use crate::error::{Error, Result};
-use crate::net::Transport;
+use crate::net::StreamTransport;
 
 /// A log file several threads append whole lines to.
 pub type Log = Arc<Mutex<LineWriter<File>>>;
@@ -64,7 +64,7 @@ pub struct Launch {
     /// `--workers`, only when the bench was given `--workers`.
     pub workers: Option<usize>,
     /// The ASAP and ENRP transport.
-    pub transport: Transport,
+    pub transport: StreamTransport,
 }
 
 /// Ports on 127.0.0.1 free now: bound to port 0 all at once (so that they differ), then
