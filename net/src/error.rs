@@ -48,6 +48,14 @@ pub enum NetError {
         /// The kernel's answer.
         source: io::Error,
     },
+    /// A listener's port is held by another registrar or another process ([`crate::PortClaim`]).
+    PortTaken {
+        /// The listener.
+        url: rserpool_protocol::url::TransportUrl,
+        /// Another `rserpool-registrar` serves the same listener (rather than some other socket
+        /// holding the port).
+        by_registrar: bool,
+    },
     /// The request cannot be carried out as given (a transport the function does not open, no
     /// address); the text says what to give instead.
     InvalidRequest(String),
@@ -95,13 +103,18 @@ impl NetError {
         match self {
             Self::SctpUnavailable { .. } | Self::MptcpUnavailable { .. } => true,
             Self::Io { .. } => self.in_use(),
+            Self::PortTaken { .. } => true,
             Self::IoUringUnavailable { .. } | Self::InvalidRequest(_) => false,
         }
     }
 
     /// Whether the address and port are taken (`EADDRINUSE`).
     pub fn in_use(&self) -> bool {
-        matches!(self, Self::Io { source, .. } if source.raw_os_error() == Some(libc::EADDRINUSE))
+        match self {
+            Self::Io { source, .. } => source.raw_os_error() == Some(libc::EADDRINUSE),
+            Self::PortTaken { .. } => true,
+            _ => false,
+        }
     }
 }
 
@@ -192,6 +205,24 @@ impl fmt::Display for NetError {
                 "io_uring is not available: io_uring_setup failed with {source}: {cause}"
             ),
             Self::Io { action, source } => write!(f, "cannot {action}: {source}{}", hint(source)),
+            Self::PortTaken {
+                url,
+                by_registrar: true,
+            } => write!(
+                f,
+                "{url} is already served by another rserpool-registrar on this host: stop it \
+                 first (e.g. `systemctl stop rserpool-registrar`), or give this one another \
+                 port; two registrars never share a listener"
+            ),
+            Self::PortTaken {
+                url,
+                by_registrar: false,
+            } => write!(
+                f,
+                "{url} is in use by another process (`ss -lnp` or `ss -lunp` shows which): stop \
+                 it, or choose another port; the registrar shares its ports with its own \
+                 workers only"
+            ),
             Self::InvalidRequest(what) => f.write_str(what),
         }
     }
@@ -206,6 +237,7 @@ impl From<NetError> for io::Error {
             | NetError::MptcpUnavailable { source, .. }
             | NetError::IoUringUnavailable { source, .. }
             | NetError::Io { source, .. } => source.kind(),
+            NetError::PortTaken { .. } => io::ErrorKind::AddrInUse,
             NetError::InvalidRequest(_) => io::ErrorKind::InvalidInput,
         };
         io::Error::new(kind, e)
@@ -219,7 +251,7 @@ impl std::error::Error for NetError {
             | Self::MptcpUnavailable { source, .. }
             | Self::IoUringUnavailable { source, .. }
             | Self::Io { source, .. } => Some(source),
-            Self::InvalidRequest(_) => None,
+            Self::PortTaken { .. } | Self::InvalidRequest(_) => None,
         }
     }
 }

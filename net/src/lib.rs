@@ -12,6 +12,9 @@
 //!   ([`bind_udp`], [`announce_socket`], [`announce_receiver`], [`local_ip_towards`]) set-up.
 //! - A client's connection to a registrar over SCTP, TCP or MPTCP ([`Connection`]), with ASAP's
 //!   framing on byte streams.
+//! - Port ownership ([`PortClaim`]): a registrar's listener ports are shared through
+//!   `SO_REUSEPORT` among its own workers only; a second registrar, or any other socket, on one
+//!   of them is refused.
 //! - What the host offers the registrar's workers ([`online_cores`], [`pin_current_thread`]).
 //! - Errors that say what failed and what to do about it ([`NetError`]).
 //!
@@ -32,6 +35,7 @@
 mod connection;
 mod error;
 mod host;
+mod ownership;
 mod sctp;
 mod stream;
 #[allow(unsafe_code)]
@@ -41,6 +45,7 @@ mod udp;
 pub use connection::Connection;
 pub use error::{NetError, SocketUse};
 pub use host::{online_cores, pin_current_thread, set_busy_poll};
+pub use ownership::PortClaim;
 pub use rserpool_protocol::url::{Transport, TransportUrl, UrlError};
 pub use sctp::{
     AssocState, SctpAssocId, SctpClient, SctpRecv, SctpSocket, sctp_nodelay, sctp_support,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rserpool_handlespace::{Handlespace, ItemCount, Limits, PrId, Rng};
-use rserpool_net::{self as net, NetError, SctpSocket, Transport, TransportUrl};
+use rserpool_net::{self as net, NetError, PortClaim, SctpSocket, Transport, TransportUrl};
 use rserpool_protocol::Generation;
 
 use crate::config::{Config, DriverChoice};
@@ -71,7 +71,9 @@ pub fn run(config: Config, reload: Reload, set_log_level: SetLogLevel) -> Result
         max_batch: config.io.max_batch,
         busy_poll_us: config.registrar.busy_poll_us,
     };
-    let (mut listeners, bound) = open_listeners(&config, workers)?;
+    // Held until `run` returns: the listeners' ports stay this process's alone.
+    let mut claims = Vec::new();
+    let (mut listeners, bound) = open_listeners(&config, workers, &mut claims)?;
     let enrp_bound = open_enrp_listeners(&config, &mut listeners[0])?;
     let mut sender = announce_sender(&config, &listeners[0], &bound)?;
     let core_config = Arc::new(core_config(&config, pr_id, &bound, &enrp_bound));
@@ -352,11 +354,14 @@ fn announce_sender(
     }
 }
 
-/// Opens every ASAP listener once per worker (`SO_REUSEPORT` spreads associations over them).
-/// A port of 0 is chosen by the kernel for worker 0 and reused for the others. Returns the listeners per worker and the bound URLs.
+/// Opens every ASAP listener once per worker (`SO_REUSEPORT` spreads associations over them),
+/// after claiming its port for this process ([`PortClaim`]; the claims are pushed to `claims`
+/// and must be kept while the listeners are open). A port of 0 is chosen by the kernel for
+/// worker 0 and reused for the others. Returns the listeners per worker and the bound URLs.
 fn open_listeners(
     config: &Config,
     workers: usize,
+    claims: &mut Vec<PortClaim>,
 ) -> Result<(Vec<Vec<Listener>>, Vec<TransportUrl>), DaemonError> {
     let mut per_worker: Vec<Vec<Listener>> = (0..workers).map(|_| Vec::new()).collect();
     let mut bound = Vec::new();
@@ -365,6 +370,11 @@ fn open_listeners(
     let backlog = config.io.listen_backlog;
     for url in &config.asap.listen {
         let mut url = *url;
+        if url.address.port() != 0 {
+            // Port ownership: a second registrar or another process on the port is refused
+            // here, before SO_REUSEPORT would silently split the traffic with it.
+            claims.push(while_in_use(&url, || PortClaim::acquire(&url))?);
+        }
         match url.transport {
             Transport::Sctp => {
                 if let Err(e) = net::sctp_support() {

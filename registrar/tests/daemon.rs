@@ -6,7 +6,8 @@
 mod common;
 
 use std::io::Write;
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use common::*;
 use rserpool_protocol::{AsapMessage, Generation, PeId, PoolHandle, cause};
@@ -454,4 +455,126 @@ fn bad_configuration_is_refused_with_the_key_file_and_line() {
         .unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("keep_alive_interval_ms"));
+}
+
+/// A loopback port of `ty` nobody holds right now (the kernel's choice, released again).
+fn free_port(ty: socket2::Type) -> u16 {
+    let probe = socket2::Socket::new(socket2::Domain::IPV4, ty, None).unwrap();
+    probe
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    probe.local_addr().unwrap().as_socket().unwrap().port()
+}
+
+/// Runs `rserpool-registrar` with `args` to its exit (it must exit within 10 s); returns the
+/// exit code and stderr.
+fn run_to_exit(args: &[String]) -> (Option<i32>, String) {
+    let started = Instant::now();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rserpool-registrar"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(10));
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_second_registrar_on_the_same_ports_is_refused_and_a_killed_one_restarts_at_once() {
+    let tcp = format!("tcp://127.0.0.1:{}", free_port(socket2::Type::STREAM));
+    let udp = format!("udp://127.0.0.1:{}", free_port(socket2::Type::DGRAM));
+    let args: Vec<String> = [
+        "--profile",
+        "default",
+        "--asap",
+        &tcp,
+        "--asap",
+        &udp,
+        "--enrp",
+        "tcp://127.0.0.1:0",
+        "--metrics",
+        "127.0.0.1:0",
+    ]
+    .map(String::from)
+    .to_vec();
+    let first = Daemon::start(&args);
+    let address = first.address("tcp://", false);
+    let mut pe = StreamClient::tcp(address, RFC);
+    pe.send_raw(&registration(b"owned", 1, 60_000, RFC));
+    assert!(accepted(&pe.recv_answering_keep_alives(), RFC));
+
+    // The same command line again: refused after the bind retry, naming the listener.
+    let (code, err) = run_to_exit(&args);
+    assert_ne!(code, Some(0), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{tcp} is already served by another rserpool-registrar"
+        )),
+        "{err}"
+    );
+    // The first one still has every connection: nothing was split off.
+    for _ in 0..8 {
+        let mut pu = StreamClient::tcp(address, RFC);
+        pu.send_raw(&resolution(b"owned", None, RFC));
+        assert_eq!(resolved(&pu.recv_bytes(), RFC), Ok(vec![1]));
+    }
+    assert_eq!(
+        resolve_udp(first.address("udp://", false), b"owned", RFC),
+        Ok(vec![1])
+    );
+
+    // Killed by its supervisor and started again with the same command line at once: it
+    // comes up (the claim died with the process).
+    let mut first = first;
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    let again = Daemon::start(&args);
+    let mut pe = StreamClient::tcp(again.address("tcp://", false), RFC);
+    pe.send_raw(&registration(b"owned", 1, 60_000, RFC));
+    assert!(accepted(&pe.recv_answering_keep_alives(), RFC));
+}
+
+#[test]
+fn a_port_another_process_holds_is_refused_even_if_it_set_so_reuseport() {
+    let other = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    other.set_reuse_port(true).unwrap();
+    other
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    other.listen(8).unwrap();
+    let port = other.local_addr().unwrap().as_socket().unwrap().port();
+    let tcp = format!("tcp://127.0.0.1:{port}");
+    let args: Vec<String> = [
+        "--profile",
+        "default",
+        "--asap",
+        &tcp,
+        "--metrics",
+        "127.0.0.1:0",
+    ]
+    .map(String::from)
+    .to_vec();
+    let (code, err) = run_to_exit(&args);
+    assert_ne!(code, Some(0), "{err}");
+    assert!(
+        err.contains(&format!("{tcp} is in use by another process")),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_default_profile_started_twice_refuses_the_second() {
+    // The defaults as shipped (port 3863 and the profile's listeners), only the metrics moved off
+    // their fixed port so that the test does not depend on it.
+    let args: Vec<String> = ["--metrics", "127.0.0.1:0"].map(String::from).to_vec();
+    let first = Daemon::start(&args);
+    let (code, err) = run_to_exit(&args);
+    assert_ne!(code, Some(0), "{err}");
+    assert!(
+        err.contains("127.0.0.1:3863 is already served by another rserpool-registrar"),
+        "{err}"
+    );
+    drop(first);
 }

@@ -52,7 +52,7 @@ fn socket_call(v6: bool, ty: Type) -> &'static str {
 
 /// A non-blocking, close-on-exec SCTP socket of type `ty` (one-to-many `SEQPACKET` or one-to-one
 /// `STREAM`) for `used_for`; a kernel without SCTP gives [`NetError::SctpUnavailable`].
-fn sctp_socket(v6: bool, ty: Type, used_for: SocketUse) -> Result<Socket, NetError> {
+pub(crate) fn sctp_socket(v6: bool, ty: Type, used_for: SocketUse) -> Result<Socket, NetError> {
     let domain = if v6 { Domain::IPV6 } else { Domain::IPV4 };
     Socket::new(domain, ty.nonblocking().cloexec(), Some(Protocol::SCTP)).map_err(|source| {
         let call = socket_call(v6, ty);
