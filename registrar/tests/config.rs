@@ -95,3 +95,12 @@ fn check_config_names_the_file_and_line_of_each_value_it_set() {
     assert!(text.contains("\nid = 42  # from --id\n"), "{text}");
     assert!(text.contains("\nlevel = \"info\"\n"), "{text}");
 }
+
+#[test]
+fn every_profile_keeps_the_unauthenticated_metrics_endpoint_on_loopback() {
+    for profile in ["default", "carrier", "low-latency"] {
+        let config = Config::load(&cli(&["--profile", profile]).layers()).unwrap();
+        let address = config.metrics.address.expect("metrics on");
+        assert!(address.ip().is_loopback(), "{profile}: {address}");
+    }
+}
