@@ -25,6 +25,7 @@ common::on_both_drivers!(
     busy_polling_workers_answer,
     sigterm_stops_cleanly_and_sighup_reloads,
     a_client_that_half_closes_gets_every_answer,
+    idle_connections_are_closed_and_used_ones_kept,
 );
 
 /// A daemon on `driver` with two workers, on ephemeral loopback ports with every transport,
@@ -577,4 +578,34 @@ fn the_default_profile_started_twice_refuses_the_second() {
         "{err}"
     );
     drop(first);
+}
+
+fn idle_connections_are_closed_and_used_ones_kept(driver: &str) {
+    let d = daemon_with(driver, 2, "[limits]\nidle_timeout_ms = 300\n");
+    let tcp = d.address("tcp://", false);
+    let mut pe = StreamClient::tcp(tcp, RFC);
+    pe.send_raw(&registration(b"kept", 1, 60_000, RFC));
+    assert!(accepted(&pe.recv_answering_keep_alives(), RFC));
+    let idle: Vec<std::net::TcpStream> = (0..4)
+        .map(|_| std::net::TcpStream::connect(tcp).unwrap())
+        .collect();
+    for mut s in idle {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut byte = [0u8; 1];
+        let started = Instant::now();
+        // The registrar closes it (EOF or reset) after the timeout, not before.
+        let n = std::io::Read::read(&mut s, &mut byte).unwrap_or(0);
+        assert_eq!(n, 0, "closed, not answered");
+        assert!(started.elapsed() < Duration::from_secs(4), "closed in time");
+    }
+    assert!(eventually(Duration::from_secs(2), || {
+        d.metric("rserpool_limit_refusals_total{limit=\"idle_timeout\"}") == 4.0
+    }));
+    let mut pu = StreamClient::tcp(tcp, RFC);
+    pu.send_raw(&resolution(b"kept", None, RFC));
+    assert_eq!(
+        resolved(&pu.recv_bytes(), RFC),
+        Ok(vec![1]),
+        "the PE that registered stays"
+    );
 }

@@ -210,6 +210,9 @@ pub struct LimitsConfig {
     pub max_connections: usize,
     /// Most requests per second on one association; 0 = unlimited.
     pub max_requests_per_second: u32,
+    /// Milliseconds an ASAP association may stay open without registering, deregistering or
+    /// resolving; 0 = unlimited.
+    pub idle_timeout_ms: u64,
 }
 
 /// `[io]`: rings, buffers and sockets of the I/O drivers.

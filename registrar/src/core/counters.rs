@@ -103,17 +103,21 @@ pub enum Limit {
     /// The send buffer an SCTP socket's associations share: associations whose peers stopped
     /// reading while it was full, aborted.
     SendBuffer,
+    /// The idle time of an association that neither registered nor resolved
+    /// (`limits.idle_timeout_ms`): aborted.
+    IdleTimeout,
 }
 
 impl Limit {
     /// Every limit, in exposition order.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::Pools,
         Self::PesPerPool,
         Self::PesPerAssociation,
         Self::Connections,
         Self::MessageSize,
         Self::SendBuffer,
+        Self::IdleTimeout,
     ];
 
     /// The Prometheus label value.
@@ -125,6 +129,7 @@ impl Limit {
             Self::Connections => "connections",
             Self::MessageSize => "message_size",
             Self::SendBuffer => "send_buffer",
+            Self::IdleTimeout => "idle_timeout",
         }
     }
 }

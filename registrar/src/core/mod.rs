@@ -34,7 +34,7 @@ use rserpool_handlespace::{
 use rserpool_protocol::Generation;
 use rserpool_protocol::url::{Transport, TransportUrl};
 
-use self::counters::{RemovalReason, RequestKind, WorkerMetrics};
+use self::counters::{Limit, RemovalReason, RequestKind, WorkerMetrics};
 pub use self::enrp::{EnrpConfig, PeerAdd, Replicate, TablePageDone, TablePageRequest};
 pub use self::forward::{Completion, Forward, RegisterRequest, Replication, ShardWrite};
 use self::output::encode_into;
@@ -92,6 +92,9 @@ pub struct CoreConfig {
     /// Requests per second one association may send (0 = unlimited); excess requests are
     /// answered with "lack of resources".
     pub max_requests_per_second: u32,
+    /// Time an ASAP association may stay open without a registration, deregistration or handle
+    /// resolution before it is aborted (RFC 5355 §2.13: resources held by idle peers); 0 = never.
+    pub idle_timeout: Millis,
     /// Longest pool handle accepted on NG listeners.
     pub max_pool_handle_len_ng: usize,
     /// Where to send ASAP_SERVER_ANNOUNCE (UDP, multicast or unicast) and in which generation.
@@ -117,6 +120,7 @@ impl CoreConfig {
             items: ItemCount::default(),
             max_pes_per_association: 1 << 16,
             max_requests_per_second: 0,
+            idle_timeout: 0,
             max_pool_handle_len_ng: 256,
             announce_targets: Vec::new(),
             announce_interval: 1_000,
@@ -205,6 +209,8 @@ pub struct PrShared {
 enum CoreTimer {
     /// Sweep the keep-alives of an association's PEs ([`keepalive`]).
     KeepAliveSweep(AssociationId),
+    /// Abort an association that has not registered, deregistered or resolved by now.
+    IdleCheck(AssociationId),
     Announce,
     Csp,
     Enrp,
@@ -217,6 +223,9 @@ struct Association {
     pending: usize,
     /// Its requests per second (RFC 5355 §2.13-2.14 threats: floods of requests).
     rate: TokenBucket,
+    /// Whether it has registered, deregistered or resolved (else it is aborted when
+    /// `idle_timeout` runs out).
+    active: bool,
 }
 
 /// One worker's state machine: the writer of one handlespace shard, the holder of its own
@@ -365,6 +374,7 @@ impl Worker {
 
     /// A new association; returns the ID the driver uses for it from now on.
     pub fn open_association(&mut self, info: AssociationInfo, now: Millis) -> AssociationId {
+        let info_protocol = info.protocol;
         let opened = self
             .pr
             .associations_opened
@@ -377,8 +387,13 @@ impl Worker {
                 info,
                 pending: 0,
                 rate: TokenBucket::full(self.config.max_requests_per_second, now),
+                active: false,
             },
         );
+        let idle = self.config.idle_timeout;
+        if idle > 0 && info_protocol == Protocol::Asap {
+            self.timers.arm(now + idle, CoreTimer::IdleCheck(id));
+        }
         id
     }
 
@@ -415,7 +430,17 @@ impl Worker {
                     return RequestKind::Other;
                 }
                 match protocol {
-                    Protocol::Asap => self.on_asap_message(reads, association, message, now, out),
+                    Protocol::Asap => {
+                        let was_active = a.active;
+                        let kind = self.on_asap_message(reads, association, message, now, out);
+                        if !was_active && kind != RequestKind::Other {
+                            // Its first registration or resolution (one more lookup, once).
+                            if let Some(a) = self.associations.get_mut(&association) {
+                                a.active = true;
+                            }
+                        }
+                        kind
+                    }
                     Protocol::Enrp => {
                         let generation = a.info.generation;
                         self.on_enrp_message(association, generation, message, now, out);
@@ -485,6 +510,21 @@ impl Worker {
         }
     }
 
+    /// Aborts `association` if it is still open and has neither registered, deregistered nor
+    /// resolved since it opened (RFC 5355 §2.13: a peer holding a connection it does not use).
+    fn idle_check(&mut self, association: AssociationId, now: Millis, out: &mut Output) {
+        if self.associations.get(&association).is_none_or(|a| a.active) {
+            return;
+        }
+        tracing::debug!(
+            ?association,
+            "aborting an association that neither registered nor resolved within limits.idle_timeout_ms"
+        );
+        self.metrics.limit_refused(Limit::IdleTimeout);
+        out.aborts.push(association);
+        self.close_association(association, now, out);
+    }
+
     /// The earliest time [`Self::on_timer`] has work (a lower bound).
     pub fn next_timeout(&self) -> Option<Millis> {
         match (self.timers.next_deadline(), self.shard.next_deadline()) {
@@ -519,6 +559,7 @@ impl Worker {
                 CoreTimer::KeepAliveSweep(association) => {
                     self.keep_alive_sweep(association, now, out);
                 }
+                CoreTimer::IdleCheck(association) => self.idle_check(association, now, out),
                 CoreTimer::Announce => self.announce(now, out),
                 CoreTimer::Csp => self.csp_report(now, out),
                 CoreTimer::Enrp => self.enrp_tick(now, out),

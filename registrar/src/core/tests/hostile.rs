@@ -183,3 +183,77 @@ fn pa21_a_message_with_a_foreign_ppid_aborts_its_association_and_removes_its_pes
     assert!(!w.has_association(a), "closed in the core at once");
     assert_eq!(w.shard().pe_count(), 0, "its PE went with it");
 }
+
+#[test]
+fn associations_that_neither_register_nor_resolve_are_aborted_after_the_idle_timeout() {
+    // RFC 5355 §2.13: a peer holding an association it does not use. limits.idle_timeout_ms.
+    let mut config = config();
+    config.idle_timeout = 1_000;
+    for workers in [1, 2] {
+        let mut pr = InMemoryPr::new(workers, config.clone(), Limits::default(), 7);
+        let pe = pr.open(0, info(Generation::Rfc), 0);
+        let pu = pr.open(workers - 1, info(Generation::Rfc), 0);
+        let silent = pr.open(0, info(Generation::Rfc), 0);
+        let noisy = pr.open(workers - 1, info(Generation::Rfc), 0);
+        let peer = pr.open(
+            0,
+            AssociationInfo {
+                protocol: crate::core::Protocol::Enrp,
+                ..info(Generation::Rfc)
+            },
+            0,
+        );
+        let registered = pr.message(pe, &registration(b"idle", 1, Policy::RoundRobin), 10);
+        assert_eq!(registration_outcome(&registered), (false, None));
+        assert_eq!(
+            resolved(&pr.message(pu, &resolution(b"idle", None), 20)),
+            Ok((vec![1], Some(Policy::RoundRobin)))
+        );
+        // Messages that are not requests (an unknown type, a keep-alive ack of nothing) do not
+        // count as use.
+        pr.message(noisy, &[0x3f, 0, 0, 4], 30);
+        pr.message(noisy, &ack(b"idle", 9), 40);
+        pr.on_timer(999);
+        assert!(pr.take_aborts().is_empty(), "not before the timeout");
+        pr.on_timer(1_000);
+        let mut aborted = pr.take_aborts();
+        aborted.sort();
+        let mut idle = vec![silent, noisy];
+        idle.sort();
+        assert_eq!(aborted, idle, "{workers} workers");
+        assert!(
+            pr.workers()
+                .iter()
+                .all(|w| !w.has_association(silent) && !w.has_association(noisy))
+        );
+        assert!(pr.workers().iter().any(|w| w.has_association(pe)));
+        assert!(pr.workers().iter().any(|w| w.has_association(pu)));
+        assert!(
+            pr.workers().iter().any(|w| w.has_association(peer)),
+            "ENRP is exempt"
+        );
+        let refused: u64 = pr
+            .metrics()
+            .iter()
+            .map(|m| {
+                m.counters.limit_refusals[crate::core::counters::Limit::IdleTimeout as usize]
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            })
+            .sum();
+        assert_eq!(refused, 2);
+        assert_eq!(
+            resolved(&pr.message(pu, &resolution(b"idle", None), 5_000)),
+            Ok((vec![1], Some(Policy::RoundRobin))),
+            "the PE and the PU stay"
+        );
+    }
+}
+
+#[test]
+fn no_idle_timeout_when_it_is_zero() {
+    let mut pr = cluster(1);
+    let silent = pr.open(0, info(Generation::Rfc), 0);
+    pr.on_timer(10_000_000);
+    assert!(pr.take_aborts().is_empty());
+    assert!(pr.workers()[0].has_association(silent));
+}
