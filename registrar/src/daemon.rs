@@ -87,8 +87,13 @@ pub fn run(config: Config, reload: Reload, set_log_level: SetLogLevel) -> Result
         .map(|i| Arc::new(WorkerMetrics::new(i)))
         .collect();
     let shared = Arc::new(
-        Shared::new(workers, 1 << 16, Arc::clone(&core_config))
-            .map_err(|e| DaemonError::Io("cannot create the workers' wake-up eventfds", e))?,
+        Shared::new(
+            workers,
+            1 << 16,
+            Arc::clone(&core_config),
+            config.limits.max_connections_per_source,
+        )
+        .map_err(|e| DaemonError::Io("cannot create the workers' wake-up eventfds", e))?,
     );
     let started_unix_secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -26,6 +26,7 @@ common::on_both_drivers!(
     sigterm_stops_cleanly_and_sighup_reloads,
     a_client_that_half_closes_gets_every_answer,
     idle_connections_are_closed_and_used_ones_kept,
+    one_source_address_gets_at_most_its_share_of_connections,
 );
 
 /// A daemon on `driver` with two workers, on ephemeral loopback ports with every transport,
@@ -608,4 +609,45 @@ fn idle_connections_are_closed_and_used_ones_kept(driver: &str) {
         Ok(vec![1]),
         "the PE that registered stays"
     );
+}
+
+fn one_source_address_gets_at_most_its_share_of_connections(driver: &str) {
+    // Two workers: the count is over all of them, wherever SO_REUSEPORT puts a connection.
+    let d = daemon_with(driver, 2, "[limits]\nmax_connections_per_source = 3\n");
+    let tcp = d.address("tcp://", false);
+    let local = Some(std::net::IpAddr::from([127, 0, 0, 1]));
+    let mut held: Vec<StreamClient> = (0..3)
+        .map(|_| StreamClient::connect_from(tcp, local, 6, RFC))
+        .collect();
+    for c in &mut held {
+        c.send_raw(&resolution(b"nothing", None, RFC));
+        assert_eq!(
+            resolved(&c.recv_bytes(), RFC),
+            Err(cause::UNKNOWN_POOL_HANDLE)
+        );
+    }
+    // The fourth from the same address is closed unanswered.
+    let mut fourth = StreamClient::connect_from(tcp, local, 6, RFC);
+    fourth.send_raw(&resolution(b"nothing", None, RFC));
+    let mut byte = [0u8; 1];
+    let n = std::io::Read::read(&mut fourth.stream, &mut byte).unwrap_or(0);
+    assert_eq!(n, 0, "refused");
+    // Another address has its own share.
+    let mut other = StreamClient::connect_from(tcp, Some(ATTACKER), 6, RFC);
+    other.send_raw(&resolution(b"nothing", None, RFC));
+    assert_eq!(
+        resolved(&other.recv_bytes(), RFC),
+        Err(cause::UNKNOWN_POOL_HANDLE)
+    );
+    assert!(eventually(Duration::from_secs(2), || {
+        d.metric("rserpool_limit_refusals_total{limit=\"connections_per_source\"}") == 1.0
+    }));
+    // A closed connection gives its place back.
+    drop(held.pop());
+    assert!(eventually(Duration::from_secs(5), || {
+        let mut again = StreamClient::connect_from(tcp, local, 6, RFC);
+        again.send_raw(&resolution(b"nothing", None, RFC));
+        let mut buf = [0u8; 64];
+        std::io::Read::read(&mut again.stream, &mut buf).unwrap_or(0) > 0
+    }));
 }

@@ -192,6 +192,7 @@ fn blank() -> Config {
             max_pool_handle_len: 0,
             max_message_size: 0,
             max_connections: 0,
+            max_connections_per_source: 0,
             max_requests_per_second: 0,
             idle_timeout_ms: 0,
         },

@@ -208,6 +208,8 @@ pub struct LimitsConfig {
     pub max_message_size: usize,
     /// Most open associations and connections per worker.
     pub max_connections: usize,
+    /// Most open associations from one source address over all workers; 0 = unlimited.
+    pub max_connections_per_source: usize,
     /// Most requests per second on one association; 0 = unlimited.
     pub max_requests_per_second: u32,
     /// Milliseconds an ASAP association may stay open without registering, deregistering or

@@ -207,7 +207,7 @@ fn an_unknown_key_names_the_key_the_file_the_line_and_the_known_keys() {
         error(file),
         "config.toml:4: unknown key `limits.max_poolz` (known keys in [limits]: max_pools, \
          max_pes_per_pool, max_pes_per_association, max_pool_handle_len, max_message_size, \
-         max_connections, max_requests_per_second, idle_timeout_ms)"
+         max_connections, max_connections_per_source, max_requests_per_second, idle_timeout_ms)"
     );
     let e = error("[limits]\nmax_items = 20\n");
     assert!(
@@ -462,9 +462,8 @@ fn listeners_that_would_share_a_socket_conflict() {
     assert!(
         e.starts_with(
             "config.toml:2: `asap.listen` tcp://127.0.0.1:9863 conflicts with `metrics.address` \
-             127.0.0.1:9863 (at profile default:79): the metrics endpoint needs a TCP port of its \
-             own"
-        ),
+             127.0.0.1:9863 (at profile default:"
+        ) && e.contains("): the metrics endpoint needs a TCP port of its own"),
         "{e}"
     );
     let e = error("[enrp]\nlisten = [\"sctp://127.0.0.1:3863\"]\n");

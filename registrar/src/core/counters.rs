@@ -103,6 +103,9 @@ pub enum Limit {
     /// The send buffer an SCTP socket's associations share: associations whose peers stopped
     /// reading while it was full, aborted.
     SendBuffer,
+    /// Associations from one source address over all workers
+    /// (`limits.max_connections_per_source`).
+    ConnectionsPerSource,
     /// The idle time of an association that neither registered nor resolved
     /// (`limits.idle_timeout_ms`): aborted.
     IdleTimeout,
@@ -110,13 +113,14 @@ pub enum Limit {
 
 impl Limit {
     /// Every limit, in exposition order.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::Pools,
         Self::PesPerPool,
         Self::PesPerAssociation,
         Self::Connections,
         Self::MessageSize,
         Self::SendBuffer,
+        Self::ConnectionsPerSource,
         Self::IdleTimeout,
     ];
 
@@ -129,6 +133,7 @@ impl Limit {
             Self::Connections => "connections",
             Self::MessageSize => "message_size",
             Self::SendBuffer => "send_buffer",
+            Self::ConnectionsPerSource => "connections_per_source",
             Self::IdleTimeout => "idle_timeout",
         }
     }

@@ -148,24 +148,25 @@ impl Loop {
                     return;
                 }
             };
-            if !self.state.admits_association() {
-                tracing::debug!(%url, "connection refused: the worker's connection limit is reached");
+            let Some(peer) = peer.as_socket() else {
                 continue;
-            }
+            };
+            let Some(ticket) = self.state.admit(peer.ip()) else {
+                continue;
+            };
             if let Err(e) = configure_accepted(&socket) {
                 tracing::debug!(%e, "cannot set up an accepted connection");
                 continue;
             }
-            let Some(peer) = peer.as_socket() else {
-                continue;
-            };
             let slot = self.free_slot();
             if let Err(e) = self.epoll.add(&socket, TAG_CONN | slot as u64, true, false) {
                 tracing::warn!(%e, "cannot watch a connection");
                 self.free.push(slot);
                 continue;
             }
-            let association = self.state.open_stream(url, protocol, peer, slot, now);
+            let association = self
+                .state
+                .open_stream(url, protocol, peer, slot, ticket, now);
             let stream = StreamConn::new(
                 socket,
                 association,

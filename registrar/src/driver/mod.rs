@@ -5,6 +5,7 @@
 //! settings), in `state` (the loop work that does not depend on the driver) and in `conn` (stream
 //! framing, write buffers and backpressure).
 
+mod admission;
 pub mod conn;
 mod epoll;
 mod state;
@@ -22,6 +23,7 @@ use rserpool_handlespace::Millis;
 use rserpool_handlespace::mailbox::Mailbox;
 use rserpool_net::{SctpSocket, TransportUrl};
 
+use self::admission::SourceCounts;
 use crate::core::{CoreConfig, Forward, Worker};
 use crate::metrics::{Protocol, WorkerMetrics};
 
@@ -67,14 +69,18 @@ pub struct Shared {
     pub core_config: ArcSwap<CoreConfig>,
     /// Where time starts for every worker (the state machines count milliseconds from it).
     pub epoch: Instant,
+    /// Associations per source address over all workers.
+    pub sources: Arc<SourceCounts>,
 }
 
 impl Shared {
-    /// Shared state for `workers` workers with mailboxes of `mailbox_capacity` messages.
+    /// Shared state for `workers` workers with mailboxes of `mailbox_capacity` messages, at
+    /// most `max_connections_per_source` associations per source address (0 = unlimited).
     pub fn new(
         workers: usize,
         mailbox_capacity: usize,
         config: Arc<CoreConfig>,
+        max_connections_per_source: usize,
     ) -> std::io::Result<Self> {
         Ok(Self {
             mailboxes: (0..workers)
@@ -86,6 +92,7 @@ impl Shared {
             stop: AtomicBool::new(false),
             core_config: ArcSwap::new(config),
             epoch: Instant::now(),
+            sources: SourceCounts::new(max_connections_per_source),
         })
     }
 

@@ -4,7 +4,7 @@
 //! mailbox, forwards, the SCTP receive and send loops, metrics of the turn).
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,6 +13,7 @@ use rserpool_handlespace::{AssociationId, FastMap, Millis, PinnedReader};
 use rserpool_net::{AssocState, NetError, SctpAssocId, SctpRecv, Transport, TransportUrl};
 use rserpool_protocol::PPID_ASAP;
 
+use super::admission::SourceTicket;
 use super::conn::{Closed, Dispatch};
 use super::{IoSettings, Listener, Shared, WorkerSetup, send_datagram};
 use crate::core::{
@@ -74,6 +75,8 @@ pub(super) struct LoopState {
     pub io: IoSettings,
     /// Where each open association lives.
     pub routes: FastMap<AssociationId, Route>,
+    /// Each incoming association's place in its source address's count.
+    tickets: FastMap<AssociationId, SourceTicket>,
     /// What the worker asked for since the driver last carried it out.
     pub out: Output,
     /// The kinds of the requests handled this turn (for the latency histogram).
@@ -124,6 +127,7 @@ impl LoopState {
             sender,
             io,
             routes: FastMap::default(),
+            tickets: FastMap::default(),
             out: Output::default(),
             kinds: Vec::new(),
             sctp_out: SctpOut::default(),
@@ -179,13 +183,22 @@ impl LoopState {
         }
     }
 
-    /// Whether one more association fits the worker's limit; counts a refusal if not.
-    pub fn admits_association(&self) -> bool {
+    /// Admits one more incoming association from `source` if it fits the worker's connection
+    /// limit and the limit per source address; counts and logs a refusal if not. The ticket goes
+    /// to [`Self::open_stream`] (or is kept with the SCTP association) and frees the place when
+    /// the association closes.
+    pub fn admit(&mut self, source: IpAddr) -> Option<SourceTicket> {
         if self.routes.len() >= self.io.max_connections {
             self.metrics.limit_refused(Limit::Connections);
-            return false;
+            tracing::debug!(%source, "association refused: the worker's connection limit is reached");
+            return None;
         }
-        true
+        let ticket = self.shared.sources.admit(source);
+        if ticket.is_none() {
+            self.metrics.limit_refused(Limit::ConnectionsPerSource);
+            tracing::debug!(%source, "association refused: limits.max_connections_per_source reached");
+        }
+        ticket
     }
 
     /// Opens the association of a stream connection accepted on `url` (a listener of
@@ -196,6 +209,7 @@ impl LoopState {
         protocol: Protocol,
         peer: SocketAddr,
         slot: usize,
+        ticket: SourceTicket,
         now: Millis,
     ) -> AssociationId {
         let info = AssociationInfo {
@@ -206,6 +220,7 @@ impl LoopState {
         };
         let association = self.worker.open_association(info, now);
         self.routes.insert(association, Route::Stream(slot));
+        self.tickets.insert(association, ticket);
         self.metrics.connection_opened(label(url.transport));
         association
     }
@@ -290,6 +305,7 @@ impl LoopState {
             Closed::Io(e) => tracing::debug!(%e, "connection failed"),
         }
         self.routes.remove(&association);
+        self.tickets.remove(&association);
         self.worker
             .close_association(association, now, &mut self.out);
         self.metrics.connection_closed(label(transport));
@@ -447,17 +463,21 @@ impl LoopState {
                         if self.outgoing_sctp_up(i, assoc, now) {
                             continue;
                         }
-                        if !self.admits_association() {
-                            if let Listener::Sctp { socket, .. } = &self.listeners[i] {
-                                let _ = socket.abort(assoc);
-                            }
-                            continue;
-                        }
                         let peer_addresses = match &self.listeners[i] {
                             Listener::Sctp { socket, .. } => {
                                 socket.peer_addresses(assoc).unwrap_or_default()
                             }
                             _ => Vec::new(),
+                        };
+                        // A multi-homed peer counts as its primary (first) address.
+                        let source = peer_addresses
+                            .first()
+                            .map_or(IpAddr::from([0, 0, 0, 0]), SocketAddr::ip);
+                        let Some(ticket) = self.admit(source) else {
+                            if let Listener::Sctp { socket, .. } = &self.listeners[i] {
+                                let _ = socket.abort(assoc);
+                            }
+                            continue;
                         };
                         let info = AssociationInfo {
                             transport: Transport::Sctp,
@@ -466,6 +486,7 @@ impl LoopState {
                             protocol,
                         };
                         let association = self.worker.open_association(info, now);
+                        self.tickets.insert(association, ticket);
                         self.sctp.insert((i, assoc), association);
                         self.routes
                             .insert(association, Route::Sctp { listener: i, assoc });
@@ -594,6 +615,7 @@ impl LoopState {
     fn forget_sctp(&mut self, listener: usize, assoc: SctpAssocId, now: Millis) {
         if let Some(association) = self.sctp.remove(&(listener, assoc)) {
             self.routes.remove(&association);
+            self.tickets.remove(&association);
             self.worker
                 .close_association(association, now, &mut self.out);
             self.metrics.connection_closed(TransportLabel::Sctp);

@@ -341,20 +341,21 @@ impl Loop {
             return Ok(());
         };
         let (url, protocol) = (*url, self.state.listeners[i].protocol());
-        if !self.state.admits_association() {
-            tracing::debug!(%url, "connection refused: the worker's connection limit is reached");
+        let Some(peer) = socket.peer_addr().ok().and_then(|a| a.as_socket()) else {
             return Ok(());
-        }
+        };
+        let Some(ticket) = self.state.admit(peer.ip()) else {
+            return Ok(());
+        };
         if let Err(e) = configure_accepted(&socket) {
             tracing::debug!(%e, "cannot set up an accepted connection");
             return Ok(());
         }
-        let Some(peer) = socket.peer_addr().ok().and_then(|a| a.as_socket()) else {
-            return Ok(());
-        };
         let slot = self.free_slot();
         self.ring.recv(socket.as_fd(), slot as u64)?;
-        let association = self.state.open_stream(url, protocol, peer, slot, now);
+        let association = self
+            .state
+            .open_stream(url, protocol, peer, slot, ticket, now);
         self.conns[slot] = Some(Conn {
             stream: StreamConn::new(
                 socket,
