@@ -93,7 +93,7 @@ pub struct CoreConfig {
     /// answered with "lack of resources".
     pub max_requests_per_second: u32,
     /// Time an ASAP association may stay open without a registration, deregistration or handle
-    /// resolution before it is aborted (RFC 5355 §2.13: resources held by idle peers); 0 = never.
+    /// resolution before it is aborted (resource exhaustion, RFC 5355 §2.1-2.2 floods); 0 = never.
     pub idle_timeout: Millis,
     /// Longest pool handle accepted on NG listeners.
     pub max_pool_handle_len_ng: usize,
@@ -511,7 +511,7 @@ impl Worker {
     }
 
     /// Aborts `association` if it is still open and has neither registered, deregistered nor
-    /// resolved since it opened (RFC 5355 §2.13: a peer holding a connection it does not use).
+    /// resolved since it opened (resource exhaustion by idle peers, RFC 5355 §2.1-2.2 floods).
     fn idle_check(&mut self, association: AssociationId, now: Millis, out: &mut Output) {
         if self.associations.get(&association).is_none_or(|a| a.active) {
             return;

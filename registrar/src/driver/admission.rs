@@ -1,7 +1,7 @@
 //! Admission of incoming associations by source address: how many associations one address holds
-//! over all the registrar's workers (`limits.max_connections_per_source`; RFC 5355 §2.13: one
-//! peer exhausting the connections of all). Counted under a mutex taken once per association
-//! opened and once per association closed, never per request.
+//! over all the registrar's workers (`limits.max_connections_per_source`: one host exhausting the
+//! connections of all, the resource side of RFC 5355 §2.1-2.2 floods). Counted under a mutex
+//! taken once per association opened and once per association closed, never per request.
 
 use std::collections::HashMap;
 use std::net::IpAddr;

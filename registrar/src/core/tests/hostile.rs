@@ -186,7 +186,7 @@ fn pa21_a_message_with_a_foreign_ppid_aborts_its_association_and_removes_its_pes
 
 #[test]
 fn associations_that_neither_register_nor_resolve_are_aborted_after_the_idle_timeout() {
-    // RFC 5355 §2.13: a peer holding an association it does not use. limits.idle_timeout_ms.
+    // Resource exhaustion (RFC 5355 §2.1-2.2 floods): a peer holding an association it does not use. limits.idle_timeout_ms.
     let mut config = config();
     config.idle_timeout = 1_000;
     for workers in [1, 2] {
