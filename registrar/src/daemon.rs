@@ -65,6 +65,7 @@ pub fn run(config: Config, reload: Reload, set_log_level: SetLogLevel) -> Result
     let io = IoSettings {
         max_message_size: config.limits.max_message_size,
         max_connections: config.limits.max_connections,
+        max_buffered_bytes: config.limits.max_buffered_bytes_per_connection,
         buffer_size: config.io.buffer_size,
         buffer_count: config.io.buffer_count,
         ring_entries: config.io.ring_entries,

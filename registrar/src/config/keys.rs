@@ -126,6 +126,7 @@ pub(super) const KEYS: &[KeyDef] = &[
     key!(limits.max_message_size, Restart),
     key!(limits.max_connections, Restart),
     key!(limits.max_connections_per_source, Restart),
+    key!(limits.max_buffered_bytes_per_connection, Restart),
     key!(limits.max_requests_per_second, Sighup),
     key!(limits.idle_timeout_ms, Sighup),
     key!(io.ring_entries, Restart),

@@ -193,6 +193,7 @@ fn blank() -> Config {
             max_message_size: 0,
             max_connections: 0,
             max_connections_per_source: 0,
+            max_buffered_bytes_per_connection: 0,
             max_requests_per_second: 0,
             idle_timeout_ms: 0,
         },

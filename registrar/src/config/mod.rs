@@ -210,6 +210,9 @@ pub struct LimitsConfig {
     pub max_connections: usize,
     /// Most open associations from one source address over all workers; 0 = unlimited.
     pub max_connections_per_source: usize,
+    /// Unsent reply bytes per stream connection above which it is not read until its peer
+    /// catches up.
+    pub max_buffered_bytes_per_connection: usize,
     /// Most requests per second on one association; 0 = unlimited.
     pub max_requests_per_second: u32,
     /// Milliseconds an ASAP association may stay open without registering, deregistering or

@@ -207,7 +207,8 @@ fn an_unknown_key_names_the_key_the_file_the_line_and_the_known_keys() {
         error(file),
         "config.toml:4: unknown key `limits.max_poolz` (known keys in [limits]: max_pools, \
          max_pes_per_pool, max_pes_per_association, max_pool_handle_len, max_message_size, \
-         max_connections, max_connections_per_source, max_requests_per_second, idle_timeout_ms)"
+         max_connections, max_connections_per_source, max_buffered_bytes_per_connection, \
+         max_requests_per_second, idle_timeout_ms)"
     );
     let e = error("[limits]\nmax_items = 20\n");
     assert!(
@@ -674,4 +675,11 @@ fn enrp_keys_are_checked_and_the_flags_replace_endpoints_and_peers() {
         e.max_time_last_heard_ms + e.max_time_no_response_ms < 1000,
         "carrier declares a silent peer dead in under a second"
     );
+}
+
+#[test]
+fn the_reply_buffer_per_connection_must_hold_at_least_64_kib() {
+    let e = error("[limits]\nmax_buffered_bytes_per_connection = 1000\n");
+    assert!(e.contains("max_buffered_bytes_per_connection"), "{e}");
+    assert!(e.contains("65536"), "{e}");
 }

@@ -377,6 +377,12 @@ impl Checker<'_> {
             MESSAGE_SIZE,
             " bytes",
         );
+        self.range(
+            "limits.max_buffered_bytes_per_connection",
+            l.max_buffered_bytes_per_connection,
+            65_536..=1 << 30,
+            " bytes",
+        );
         if l.max_pool_handle_len < 32 {
             self.fail(
                 "limits.max_pool_handle_len",

@@ -16,11 +16,6 @@ use rserpool_protocol::framing::{Frame, Frames, next_frame};
 use crate::core::{Output, Received, Worker};
 use crate::metrics::RequestKind;
 
-/// Above this many unsent bytes (queued replies plus those the current batch produced) a
-/// connection's messages are not handled, and its socket not read, until the peer catches up, so
-/// that a client that does not read its replies cannot make the registrar buffer without bound.
-pub const WRITE_HIGH_WATER: usize = 4 << 20;
-
 /// Why a connection must be closed.
 #[derive(Debug)]
 pub enum Closed {
@@ -88,6 +83,11 @@ pub struct StreamConn<S> {
     read_size: usize,
     /// Longest message accepted; a longer one breaks the stream.
     max_message: usize,
+    /// Above this many unsent bytes (queued replies plus those the current batch produced) the
+    /// connection's messages are not handled, and its socket not read, until the peer catches
+    /// up (`limits.max_buffered_bytes_per_connection`), so that a client that does not read its
+    /// replies cannot make the registrar buffer without bound.
+    high_water: usize,
     /// Messages wait in the read buffer because the replies passed the high-water mark.
     held: bool,
     /// Queued replies; `write[written..]` are not sent yet.
@@ -104,12 +104,14 @@ pub struct StreamConn<S> {
 
 impl<S> StreamConn<S> {
     /// A connection whose socket reads take up to `buffer_size` bytes (at least one message of
-    /// `max_message` bytes, the longest it accepts).
+    /// `max_message` bytes, the longest it accepts), and that stops taking messages while more
+    /// than `high_water` bytes of replies wait.
     pub fn new(
         socket: S,
         association: AssociationId,
         buffer_size: usize,
         max_message: usize,
+        high_water: usize,
     ) -> Self {
         let read_size = buffer_size.max(max_message + 4);
         Self {
@@ -120,6 +122,7 @@ impl<S> StreamConn<S> {
             end: 0,
             read_size,
             max_message,
+            high_water,
             held: false,
             write: Vec::new(),
             written: 0,
@@ -157,7 +160,7 @@ impl<S> StreamConn<S> {
 
     /// Whether the connection should not be read until its replies drain.
     pub fn paused(&self) -> bool {
-        self.unsent() > WRITE_HIGH_WATER
+        self.unsent() > self.high_water
     }
 
     /// Whether received messages wait for the replies to drain (call
@@ -167,7 +170,7 @@ impl<S> StreamConn<S> {
     }
 
     fn over_high_water(&self, cx: &Dispatch<'_>) -> bool {
-        self.unsent() + cx.produced() > WRITE_HIGH_WATER
+        self.unsent() + cx.produced() > self.high_water
     }
 
     /// Hands the complete messages in the read buffer to the worker, as far as the high-water mark
@@ -178,6 +181,7 @@ impl<S> StreamConn<S> {
             self.association,
             &self.read[self.start..self.end],
             unsent,
+            self.high_water,
             self.max_message,
             cx,
         )?;
@@ -199,8 +203,14 @@ impl<S> StreamConn<S> {
     /// the high-water mark) in the read buffer. Returns the number of messages.
     pub fn receive(&mut self, bytes: &[u8], cx: &mut Dispatch<'_>) -> Result<usize, Closed> {
         if self.start == self.end {
-            let (consumed, messages, held) =
-                frame(self.association, bytes, self.unsent(), self.max_message, cx)?;
+            let (consumed, messages, held) = frame(
+                self.association,
+                bytes,
+                self.unsent(),
+                self.high_water,
+                self.max_message,
+                cx,
+            )?;
             self.held = held;
             self.buffer(&bytes[consumed..]);
             Ok(messages)
@@ -335,12 +345,13 @@ impl<S: Write> StreamConn<S> {
 
 /// The framing loop of both drivers: hands every complete message at the front of `bytes` to the
 /// worker (each at most `max_message` bytes), and stops early once the connection's replies (`unsent`, plus what this dispatch
-/// produced) pass [`WRITE_HIGH_WATER`]. Returns the bytes consumed, the messages handled and
+/// produced) pass `high_water`. Returns the bytes consumed, the messages handled and
 /// whether it stopped at the high-water mark.
 fn frame(
     association: AssociationId,
     bytes: &[u8],
     unsent: usize,
+    high_water: usize,
     max_message: usize,
     cx: &mut Dispatch<'_>,
 ) -> Result<(usize, usize, bool), Closed> {
@@ -348,7 +359,7 @@ fn frame(
     let mut messages = 0;
     let mut held = false;
     loop {
-        if unsent + cx.produced() > WRITE_HIGH_WATER {
+        if unsent + cx.produced() > high_water {
             let rest = &bytes[frames.consumed()..];
             held = matches!(next_frame(rest, max_message), Ok(Frame::Complete { .. }));
             break;
@@ -384,6 +395,9 @@ mod tests {
     use crate::core::{AssociationInfo, CoreConfig};
     use rserpool_net::Transport;
 
+    /// The profiles' `limits.max_buffered_bytes_per_connection`.
+    const HIGH_WATER: usize = 4 << 20;
+
     /// A one-worker PR with one TCP association open; its ID.
     fn worker() -> (InMemoryPr, AssociationId) {
         let mut pr = InMemoryPr::new(1, CoreConfig::new(PrId(1)), Limits::default(), 1);
@@ -414,7 +428,7 @@ mod tests {
         let (mut pr, association) = worker();
         let reader = pr.workers()[0].reader().clone();
         let reads = reader.pin();
-        let mut conn = StreamConn::new((), association, 64, 64);
+        let mut conn = StreamConn::new((), association, 64, 64, HIGH_WATER);
         let (mut out, mut kinds) = (Output::default(), Vec::new());
         let stream = resolutions(5);
         let mut handled = 0;
@@ -437,9 +451,9 @@ mod tests {
         let (mut pr, association) = worker();
         let reader = pr.workers()[0].reader().clone();
         let reads = reader.pin();
-        let mut conn = StreamConn::new((), association, 64, 64);
+        let mut conn = StreamConn::new((), association, 64, 64, HIGH_WATER);
         let (mut out, mut kinds) = (Output::default(), Vec::new());
-        conn.queue(&vec![0; WRITE_HIGH_WATER + 1]);
+        conn.queue(&vec![0; HIGH_WATER + 1]);
         assert!(conn.paused());
         let mut cx = Dispatch::new(&mut pr.workers_mut()[0], &reads, &mut out, &mut kinds, 0);
         assert_eq!(conn.receive(&resolutions(3), &mut cx).unwrap(), 0);
@@ -447,7 +461,7 @@ mod tests {
 
         let (buf, from) = conn.take_unsent().unwrap();
         assert!(conn.paused(), "a lent buffer still counts as unsent");
-        conn.give_back(buf, from, WRITE_HIGH_WATER + 1);
+        conn.give_back(buf, from, HIGH_WATER + 1);
         assert!(!conn.paused() && !conn.wants_write());
         let mut cx = Dispatch::new(&mut pr.workers_mut()[0], &reads, &mut out, &mut kinds, 0);
         assert_eq!(conn.dispatch_buffered(&mut cx).unwrap(), 3);
@@ -460,9 +474,9 @@ mod tests {
         let (mut pr, association) = worker();
         let reader = pr.workers()[0].reader().clone();
         let reads = reader.pin();
-        let mut conn = StreamConn::new((), association, 64, 64);
+        let mut conn = StreamConn::new((), association, 64, 64, HIGH_WATER);
         let (mut out, mut kinds) = (Output::default(), Vec::new());
-        conn.queue(&vec![0; WRITE_HIGH_WATER - 10]);
+        conn.queue(&vec![0; HIGH_WATER - 10]);
         let mut cx = Dispatch::new(&mut pr.workers_mut()[0], &reads, &mut out, &mut kinds, 0);
         // The first reply passes the mark: the other messages wait.
         assert_eq!(conn.receive(&resolutions(4), &mut cx).unwrap(), 1);
@@ -472,7 +486,7 @@ mod tests {
     #[test]
     fn what_a_short_send_leaves_goes_before_replies_queued_meanwhile() {
         let (_, association) = worker();
-        let mut conn = StreamConn::new((), association, 64, 64);
+        let mut conn = StreamConn::new((), association, 64, 64, HIGH_WATER);
         conn.queue(b"abc");
         let (buf, from) = conn.take_unsent().unwrap();
         assert_eq!(&buf[from..], b"abc");
@@ -496,7 +510,7 @@ mod tests {
         let reads = reader.pin();
         let (mut peer, socket) = UnixStream::pair().unwrap();
         socket.set_nonblocking(true).unwrap();
-        let mut conn = StreamConn::new(socket, association, 64, 64);
+        let mut conn = StreamConn::new(socket, association, 64, 64, HIGH_WATER);
         let (mut out, mut kinds) = (Output::default(), Vec::new());
         peer.write_all(&resolutions(10)).unwrap();
         let mut cx = Dispatch::new(&mut pr.workers_mut()[0], &reads, &mut out, &mut kinds, 0);
@@ -519,5 +533,17 @@ mod tests {
             conn.done(),
             "nothing left to answer: the connection can close"
         );
+    }
+
+    #[test]
+    fn each_connection_pauses_at_its_own_configured_mark() {
+        let association = AssociationId::new(1).unwrap();
+        let mut small = StreamConn::new((), association, 64, 64, 65_536);
+        let mut large = StreamConn::new((), association, 64, 64, HIGH_WATER);
+        for conn in [&mut small, &mut large] {
+            conn.queue(&vec![0; 100_000]);
+        }
+        assert!(small.paused(), "100 000 bytes wait, above its 65 536");
+        assert!(!large.paused(), "below its 4 MiB");
     }
 }

@@ -172,6 +172,7 @@ impl Loop {
                 association,
                 self.state.io.buffer_size,
                 self.state.max_message(protocol),
+                self.state.io.max_buffered_bytes,
             );
             self.conns[slot] = Some(Conn {
                 stream,
@@ -215,6 +216,7 @@ impl Loop {
             connect.association,
             self.state.io.buffer_size,
             self.state.max_message(crate::metrics::Protocol::Enrp),
+            self.state.io.max_buffered_bytes,
         );
         self.conns[slot] = Some(Conn {
             stream,

@@ -183,6 +183,8 @@ pub struct IoSettings {
     pub max_message_size: usize,
     /// Most open associations per worker.
     pub max_connections: usize,
+    /// Unsent reply bytes above which a stream connection is not read until its peer catches up.
+    pub max_buffered_bytes: usize,
     /// Read buffer per stream association, and size of each io_uring receive buffer, in bytes.
     pub buffer_size: usize,
     /// io_uring receive buffers per worker (a power of two, at most 32768).

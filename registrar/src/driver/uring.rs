@@ -9,7 +9,7 @@
 //!   The replies of a loop turn leave in one send per connection, from the connection's write
 //!   buffer lent to the kernel until the send completes; at most one send per connection is in
 //!   flight, and what a short send leaves goes first in the next.
-//! - Backpressure: a connection whose replies pass `conn::WRITE_HIGH_WATER` has its receive
+//! - Backpressure: a connection whose replies pass ``limits.max_buffered_bytes_per_connection`` has its receive
 //!   cancelled and its remaining messages held until the replies drain, then it is read again.
 //! - UDP listeners: a multishot `recvmsg` into the same buffer ring; replies are io_uring sends
 //!   with a destination address, batched into the loop's one `io_uring_enter` (rather than one
@@ -303,6 +303,7 @@ impl Loop {
                 connect.association,
                 self.state.io.buffer_size,
                 self.state.max_message(Protocol::Enrp),
+                self.state.io.max_buffered_bytes,
             ),
             transport: connect.url.transport,
             recv: Receiving::Off,
@@ -362,6 +363,7 @@ impl Loop {
                 association,
                 self.state.io.buffer_size,
                 self.state.max_message(protocol),
+                self.state.io.max_buffered_bytes,
             ),
             transport: url.transport,
             recv: Receiving::Armed,
