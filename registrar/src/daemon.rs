@@ -629,6 +629,7 @@ fn core_config(
             reconnect_interval: e.reconnect_interval_ms,
             max_pes_per_table_response: e.max_pes_per_table_response,
             takeover_suggestion: e.takeover_suggestion,
+            allowed_peers: e.allowed_peers.clone(),
         },
     }
 }

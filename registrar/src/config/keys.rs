@@ -111,6 +111,7 @@ pub(super) const KEYS: &[KeyDef] = &[
     key!(enrp.reconnect_interval_ms, Sighup),
     key!(enrp.max_pes_per_table_response, Sighup),
     key!(enrp.takeover_suggestion, Sighup),
+    key!(enrp.allowed_peers, Sighup),
     key!(announce.targets, Sighup),
     key!(announce.interval_ms, Sighup),
     key!(announce.ttl, Sighup),
@@ -422,6 +423,33 @@ impl TomlValue for Vec<TransportUrl> {
     fn write(&self) -> Option<Literal> {
         Some(Literal::List(
             self.iter().map(|u| quote(&u.to_string())).collect(),
+        ))
+    }
+}
+
+impl TomlValue for Vec<crate::core::AllowedPeer> {
+    fn read(value: &Spanned<DeValue<'_>>) -> Result<Self, Bad> {
+        let DeValue::Array(items) = value.get_ref() else {
+            return Err(bad(
+                value,
+                format!(
+                    "must be a list in brackets, e.g. [\"0x2a@10.0.0.0/24\"], not {}",
+                    describe(value.get_ref())
+                ),
+            ));
+        };
+        items
+            .iter()
+            .map(|item| {
+                string(item, "\"0x2a@10.0.0.7\"")?
+                    .parse()
+                    .map_err(|e| bad(item, format!("has a bad item: {e}")))
+            })
+            .collect()
+    }
+    fn write(&self) -> Option<Literal> {
+        Some(Literal::List(
+            self.iter().map(|p| quote(&p.to_string())).collect(),
         ))
     }
 }

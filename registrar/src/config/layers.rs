@@ -170,6 +170,7 @@ fn blank() -> Config {
             reconnect_interval_ms: 0,
             max_pes_per_table_response: 0,
             takeover_suggestion: false,
+            allowed_peers: Vec::new(),
         },
         announce: AnnounceConfig {
             targets: Vec::new(),

@@ -160,6 +160,8 @@ pub struct EnrpConfig {
     pub max_pes_per_table_response: usize,
     /// RSPLIB's takeover suggestion: send and honour the T flag of ADD_PE (RSPLIB: off).
     pub takeover_suggestion: bool,
+    /// The PRs admitted to the operating scope, each optionally bound to a subnet; empty: any.
+    pub allowed_peers: Vec<crate::core::AllowedPeer>,
 }
 
 /// `[announce]`: ASAP_SERVER_ANNOUNCE over UDP.

@@ -355,7 +355,7 @@ fn bad_values_name_the_key_and_the_line() {
         (
             "[io]\nbuffer_size = 4096\n",
             "config.toml:2: `io.buffer_size` 4096 bytes is smaller than \
-             `limits.max_message_size` 16384 bytes (set at profile default:65): a UDP or SCTP \
+             `limits.max_message_size` 16384 bytes (set at profile default:{LINE}): a UDP or SCTP \
              message that large would be cut short; raise the one or lower the other",
         ),
         (
@@ -400,6 +400,13 @@ fn bad_values_name_the_key_and_the_line() {
              \"info,rserpool_registrar=debug\"",
         ),
     ] {
+        // The line of the default profile that sets `limits.max_message_size`.
+        let line = include_str!("../../../tuning/default.toml")
+            .lines()
+            .position(|l| l.starts_with("max_message_size"))
+            .expect("the default profile sets it")
+            + 1;
+        let expected = expected.replace("{LINE}", &line.to_string());
         assert_eq!(error(file), expected, "{file}");
     }
     let e = error("[log]\nlevel = \"info,foo=loud\"\n");

@@ -106,6 +106,9 @@ pub enum Limit {
     /// Associations from one source address over all workers
     /// (`limits.max_connections_per_source`).
     ConnectionsPerSource,
+    /// A PR not on `enrp.allowed_peers` (or not from its subnet): its association aborted, its
+    /// presence datagram or list entry ignored.
+    EnrpPeer,
     /// The idle time of an association that neither registered nor resolved
     /// (`limits.idle_timeout_ms`): aborted.
     IdleTimeout,
@@ -113,7 +116,7 @@ pub enum Limit {
 
 impl Limit {
     /// Every limit, in exposition order.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::Pools,
         Self::PesPerPool,
         Self::PesPerAssociation,
@@ -121,6 +124,7 @@ impl Limit {
         Self::MessageSize,
         Self::SendBuffer,
         Self::ConnectionsPerSource,
+        Self::EnrpPeer,
         Self::IdleTimeout,
     ];
 
@@ -134,6 +138,7 @@ impl Limit {
             Self::MessageSize => "message_size",
             Self::SendBuffer => "send_buffer",
             Self::ConnectionsPerSource => "connections_per_source",
+            Self::EnrpPeer => "enrp_peer",
             Self::IdleTimeout => "idle_timeout",
         }
     }

@@ -35,7 +35,9 @@ use rserpool_protocol::Generation;
 use rserpool_protocol::url::{Transport, TransportUrl};
 
 use self::counters::{Limit, RemovalReason, RequestKind, WorkerMetrics};
-pub use self::enrp::{EnrpConfig, PeerAdd, Replicate, TablePageDone, TablePageRequest};
+pub use self::enrp::{
+    AllowedPeer, AllowedPeerError, EnrpConfig, PeerAdd, Replicate, TablePageDone, TablePageRequest,
+};
 pub use self::forward::{Completion, Forward, RegisterRequest, Replication, ShardWrite};
 use self::output::encode_into;
 pub use self::output::{Output, Run, Target, Transmit};
@@ -458,10 +460,11 @@ impl Worker {
             Received::Datagram {
                 protocol: Protocol::Enrp,
                 generation,
+                from,
                 message,
                 ..
             } => {
-                self.on_enrp_datagram(generation, message, now, out);
+                self.on_enrp_datagram(generation, from, message, now, out);
                 RequestKind::Other
             }
         }

@@ -46,6 +46,7 @@ impl World {
             reconnect_interval: RECONNECT_INTERVAL,
             max_pes_per_table_response: self.scenario.table_page,
             takeover_suggestion: false,
+            allowed_peers: Vec::new(),
         };
         c
     }

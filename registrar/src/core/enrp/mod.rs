@@ -26,6 +26,7 @@
 //! [`Replication::PeerAdds`]: super::Replication::PeerAdds
 //! [`Replication::Replicate`]: super::Replication::Replicate
 
+mod allowlist;
 mod audit;
 mod presence;
 mod scope;
@@ -44,12 +45,14 @@ use rserpool_protocol::{
     TransportKind, UpdateAction,
 };
 
+pub use self::allowlist::{AllowedPeer, AllowedPeerError};
 use self::audit::{AuditWork, Round};
 pub(super) use self::takeover::TakenOver;
 pub use self::transfer::{TablePageDone, TablePageRequest};
 pub use self::update::{PeerAdd, Replicate};
 use super::{FastMap, Output, Replication, Target, Worker};
 use crate::core::Protocol;
+use crate::core::counters::Limit;
 use rserpool_protocol::url::{Transport, TransportUrl};
 
 /// ENRP settings: the scope's peers and RFC 5353 §4's timers (defaults: RSPLIB's).
@@ -82,6 +85,9 @@ pub struct EnrpConfig {
     /// by XOR (if farther than ours), and a T flag received makes this PR claim the PE with a
     /// keep-alive with the H bit. Off by default, as in RSPLIB.
     pub takeover_suggestion: bool,
+    /// The peers admitted to the operating scope (RFC 5355 §2.5); empty: every PR that reaches
+    /// the ENRP endpoints, as RSPLIB.
+    pub allowed_peers: Vec<AllowedPeer>,
 }
 
 impl Default for EnrpConfig {
@@ -98,6 +104,7 @@ impl Default for EnrpConfig {
             reconnect_interval: 1_000,
             max_pes_per_table_response: 128,
             takeover_suggestion: false,
+            allowed_peers: Vec::new(),
         }
     }
 }
@@ -246,6 +253,8 @@ pub(super) struct Scope {
     /// checksum (see [`TakenOver`]).
     taken_over: FastMap<PrId, Millis>,
     next_heartbeat: Millis,
+    /// When a refusal of each PR not on the allowlist was last logged (once a minute per PR).
+    refusals_logged: FastMap<PrId, Millis>,
 }
 
 impl Scope {
@@ -276,6 +285,7 @@ impl Scope {
             own_by_shard: vec![OwnerChecksums::default(); workers],
             taken_over: FastMap::default(),
             next_heartbeat: now,
+            refusals_logged: FastMap::default(),
         }
     }
 
@@ -438,6 +448,11 @@ impl Worker {
         if sender == self.config.pr_id || sender.0 == 0 {
             return;
         }
+        // RFC 5355 §2.5: a PR not on the allowlist never enters the scope or the handlespace.
+        if !self.admits_peer(association, sender) {
+            self.refuse_peer(association, generation, sender, now, out);
+            return;
+        }
         // An association speaks for one peer: the first sender it carried.
         match self.scope().bound.get(&association) {
             Some(&bound) if bound != sender => {
@@ -552,6 +567,53 @@ impl Worker {
     }
 
     /// ENRP_ERROR (RFC 5353 §3.7, checklist PE-19).
+    /// Whether `sender`, speaking over `association`, is on the allowlist.
+    fn admits_peer(&self, association: AssociationId, sender: PrId) -> bool {
+        let list = &self.config.enrp.allowed_peers;
+        list.is_empty()
+            || self
+                .associations
+                .get(&association)
+                .is_some_and(|a| allowlist::admits(list, sender, &a.info.peer_addresses))
+    }
+
+    /// Refuses a PR not on the allowlist (RFC 5355 §2.5): an ENRP_ERROR with cause 0xa
+    /// ("rejected due to security considerations"), then the association is aborted. Counted
+    /// every time, logged once a minute per PR.
+    fn refuse_peer(
+        &mut self,
+        association: AssociationId,
+        generation: Generation,
+        sender: PrId,
+        now: Millis,
+        out: &mut Output,
+    ) {
+        self.metrics.limit_refused(Limit::EnrpPeer);
+        self.log_refusal(sender, now, "over an ENRP association");
+        let causes = [ErrorCause {
+            code: rserpool_protocol::cause::REJECTED_SECURITY,
+            info: &[],
+        }];
+        self.send_enrp_error(association, generation, &causes, out);
+        out.aborts.push(association);
+        self.close_association(association, now, out);
+    }
+
+    /// Logs a refused PR at most once a minute.
+    pub(super) fn log_refusal(&mut self, sender: PrId, now: Millis, how: &str) {
+        let logged = &mut self.scope().refusals_logged;
+        if logged
+            .get(&sender)
+            .is_none_or(|&at| now.saturating_sub(at) >= 60_000)
+        {
+            logged.insert(sender, now);
+            tracing::warn!(
+                peer = %sender,
+                "ENRP peer refused {how}: not on enrp.allowed_peers (or not from its subnet)"
+            );
+        }
+    }
+
     fn send_enrp_error(
         &mut self,
         association: AssociationId,

@@ -4,7 +4,7 @@
 //! start-up mentor, §3.2.2-3.2.3, and feed the audit, §3.6.1), and presence datagrams (RSPLIB's
 //! multicast discovery).
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use rserpool_handlespace::{AssociationId, Millis, PrId};
@@ -16,6 +16,7 @@ use rserpool_protocol::{
 use super::audit::AuditWork;
 use super::{Inbound, Peer, Phase, url_of};
 use crate::core::Protocol;
+use crate::core::counters::Limit;
 use crate::core::{CoreTimer, Output, Target, Worker, jitter};
 use rserpool_protocol::url::Transport;
 
@@ -297,6 +298,7 @@ impl Worker {
     pub(in crate::core) fn on_enrp_datagram(
         &mut self,
         generation: Generation,
+        from: SocketAddr,
         msg: &[u8],
         now: Millis,
         out: &mut Output,
@@ -319,6 +321,12 @@ impl Worker {
             return;
         };
         if message.sender == self.config.pr_id || message.sender.0 == 0 {
+            return;
+        }
+        // RFC 5355 §2.5: a PR not on the allowlist is not heard, let alone connected to.
+        if !super::allowlist::admits(&self.config.enrp.allowed_peers, message.sender, &[from]) {
+            self.metrics.limit_refused(Limit::EnrpPeer);
+            self.log_refusal(message.sender, now, "in a presence datagram");
             return;
         }
         let scope = self.scope();

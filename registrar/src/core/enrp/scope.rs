@@ -13,6 +13,7 @@ use rserpool_protocol::{
 use super::audit::AuditWork;
 use super::{Peer, Phase, Scope, url_of};
 use crate::core::Protocol;
+use crate::core::counters::Limit;
 use crate::core::{AssociationInfo, Connect, CoreTimer, Output, Worker};
 use rserpool_protocol::url::{Transport, TransportUrl};
 
@@ -308,6 +309,17 @@ impl Worker {
             if scope.peers.iter().any(|p| p.url == Some(url)) {
                 continue;
             }
+            // RFC 5355 §2.5: a listed PR not on the allowlist is not connected to.
+            if !super::allowlist::admits(
+                &self.config.enrp.allowed_peers,
+                s.server_id,
+                &[url.address],
+            ) {
+                self.metrics.limit_refused(Limit::EnrpPeer);
+                self.log_refusal(s.server_id, now, "in a peer list");
+                continue;
+            }
+            let scope = self.scope();
             scope.peers.push(Peer::new(Some(url), false, now));
         }
     }

@@ -13,8 +13,15 @@ use super::{
     PEER, PEER2, PR, checksum_of, encode, enrp_info, homes, join, pe_element, presence, scope_pr,
     tcp, to, types, update, with_static_peer,
 };
-use crate::core::Output;
+use crate::core::in_memory::InMemoryPr;
+use crate::core::{AssociationInfo, Output};
 use rserpool_protocol::url::TransportUrl;
+
+/// Where the test's presence datagrams come from.
+const FROM: std::net::SocketAddr = std::net::SocketAddr::new(
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 9)),
+    9901,
+);
 
 #[test]
 fn pe07_pe08_an_unknown_peer_is_added_answered_and_asked_for_its_list() {
@@ -239,12 +246,12 @@ fn a_presence_datagram_introduces_a_peer_that_is_then_connected_to() {
     );
     let mut out = Output::default();
     let w = &mut pr.workers_mut()[0];
-    w.on_enrp_datagram(Generation::Rfc, &datagram, 10, &mut out);
+    w.on_enrp_datagram(Generation::Rfc, FROM, &datagram, 10, &mut out);
     let connects: Vec<TransportUrl> = out.connects().iter().map(|c| c.url).collect();
     assert_eq!(connects, [tcp("127.0.0.9:9909")]);
     out.clear();
     // The same presence again: already connecting, no second association.
-    w.on_enrp_datagram(Generation::Rfc, &datagram, 20, &mut out);
+    w.on_enrp_datagram(Generation::Rfc, FROM, &datagram, 20, &mut out);
     assert!(out.connects().is_empty());
     // Our own presence (a multicast loop) and one without server information are ignored.
     let own = encode(
@@ -255,13 +262,117 @@ fn a_presence_datagram_introduces_a_peer_that_is_then_connected_to() {
             server_information: Some(info),
         },
     );
-    w.on_enrp_datagram(Generation::Rfc, &own, 30, &mut out);
+    w.on_enrp_datagram(Generation::Rfc, FROM, &own, 30, &mut out);
     w.on_enrp_datagram(
         Generation::Rfc,
+        FROM,
         &presence(PEER2, false, 0xffff),
         30,
         &mut out,
     );
     assert!(out.connects().is_empty());
     assert!(out.transmits().next().is_none());
+}
+
+/// A one-worker scope PR admitting only PEER, from 127.0.0.2 (where [`enrp_info`] associations
+/// come from).
+fn allowlisted_pr() -> InMemoryPr {
+    let mut config = super::scope_config(Vec::new());
+    config.enrp.allowed_peers = vec!["0x22220001@127.0.0.2".parse().unwrap()];
+    let mut pr = InMemoryPr::new(1, config, rserpool_handlespace::Limits::default(), 7);
+    pr.start(0);
+    pr
+}
+
+fn enrp_peer_refusals(pr: &InMemoryPr) -> u64 {
+    pr.metrics()
+        .iter()
+        .map(|m| {
+            m.counters.limit_refusals[crate::core::counters::Limit::EnrpPeer as usize]
+                .load(std::sync::atomic::Ordering::Relaxed)
+        })
+        .sum()
+}
+
+#[test]
+fn a_pr_not_on_the_allowlist_is_refused_with_cause_0xa_and_never_enters_the_handlespace() {
+    // RFC 5355 §2.5: a malicious ENRP server joining the group of legitimate ones.
+    let mut pr = allowlisted_pr();
+    let a = join(&mut pr, PEER, 0);
+    assert_eq!(
+        pr.workers()[0].enrp_peers(),
+        [PEER],
+        "the listed peer joins"
+    );
+    pr.take_aborts();
+
+    let intruder = pr.open(0, enrp_info(), 10);
+    let sent = pr.message(intruder, &presence(PEER2, true, 0xffff), 10);
+    let errors = to(&sent, intruder, |m| match m.body {
+        EnrpBody::Error(causes) => causes.iter().map(|c| c.code).collect::<Vec<_>>(),
+        _ => vec![0xffff],
+    });
+    assert_eq!(errors, [[rserpool_protocol::cause::REJECTED_SECURITY]]);
+    assert_eq!(pr.take_aborts(), [intruder]);
+    // Whatever it sends next finds no association: its PE never enters the handlespace.
+    pr.message(
+        intruder,
+        &update(PEER2, UpdateAction::AddPe, b"stolen", pe_element(66, PEER2)),
+        11,
+    );
+    assert_eq!(
+        super::resolve_ids(&mut pr, b"stolen", 12),
+        Err(rserpool_protocol::cause::UNKNOWN_POOL_HANDLE)
+    );
+    assert_eq!(pr.workers()[0].enrp_peers(), [PEER]);
+
+    // The listed ID from outside its subnet is refused too.
+    let elsewhere = pr.open(
+        0,
+        AssociationInfo {
+            peer_addresses: vec!["127.0.0.3:9901".parse().unwrap()],
+            ..enrp_info()
+        },
+        20,
+    );
+    pr.message(elsewhere, &presence(PEER, false, 0xffff), 20);
+    assert_eq!(pr.take_aborts(), [elsewhere]);
+
+    // A presence datagram from an unlisted PR introduces nothing.
+    let ips: [std::net::IpAddr; 1] = ["127.0.0.2".parse().unwrap()];
+    let info = ServerInformation {
+        server_id: PEER2,
+        transport: TransportParam {
+            kind: TransportKind::Tcp,
+            port: 9909,
+            transport_use: 0,
+            service_code: 0,
+            addresses: Seq::from_items(&ips),
+        },
+    };
+    let datagram = encode(
+        PEER2,
+        EnrpBody::Presence {
+            reply_required: false,
+            checksum: Some(0xffff),
+            server_information: Some(info),
+        },
+    );
+    let mut out = Output::default();
+    pr.workers_mut()[0].on_enrp_datagram(
+        Generation::Rfc,
+        "127.0.0.2:9901".parse().unwrap(),
+        &datagram,
+        30,
+        &mut out,
+    );
+    assert!(out.connects().is_empty());
+    assert_eq!(enrp_peer_refusals(&pr), 3);
+    // The listed peer still takes part: its update is applied.
+    pr.message(
+        a,
+        &update(PEER, UpdateAction::AddPe, b"theirs", pe_element(7, PEER)),
+        40,
+    );
+    assert_eq!(super::resolve_ids(&mut pr, b"theirs", 41), Ok(vec![7]));
 }
