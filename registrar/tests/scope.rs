@@ -29,11 +29,17 @@ fn registrar(driver: &str, id: u32, peers: &[&str]) -> Daemon {
 
 /// [`registrar`] with the ENRP endpoint on `scheme` (`tcp` or `mptcp`).
 fn registrar_on(driver: &str, id: u32, scheme: &str, peers: &[&str]) -> Daemon {
+    registrar_with(driver, id, scheme, peers, "")
+}
+
+/// A registrar whose `[enrp]` section (the carrier profile's timers, shortened) ends with
+/// `enrp_extra`.
+fn registrar_with(driver: &str, id: u32, scheme: &str, peers: &[&str], enrp_extra: &str) -> Daemon {
     let config = std::env::temp_dir().join(format!(
         "rserpool-scope-{}-{driver}-{id}.toml",
         std::process::id()
     ));
-    std::fs::write(&config, CARRIER_ENRP).unwrap();
+    std::fs::write(&config, format!("{CARRIER_ENRP}{enrp_extra}")).unwrap();
     let id = id.to_string();
     let enrp = format!("{scheme}://127.0.0.1:0");
     let mut args = vec![
@@ -200,4 +206,38 @@ fn two_registrars_peer_over_mptcp(driver: &str) {
     );
     assert_eq!(a.metric("rserpool_enrp_peers"), 1.0);
     assert_eq!(b.metric("rserpool_enrp_peers"), 1.0);
+}
+
+#[test]
+fn a_registrar_not_on_the_allowlist_never_joins_the_scope() {
+    // RFC 5355 §2.5. A admits PR 3 only; B (PR 2) and C (PR 3) both name A as their peer.
+    let a = registrar_with(
+        "epoll",
+        1,
+        "tcp",
+        &[],
+        "allowed_peers = [\"3@127.0.0.1\"]\n",
+    );
+    let b = registrar_on("epoll", 2, "tcp", &[&a.enrp[0]]);
+    let c = registrar_on("epoll", 3, "tcp", &[&a.enrp[0]]);
+    let mut pe = StreamClient::tcp(a.address("tcp://", false), RFC);
+    pe.send_raw(&registration(POOL, 31, 60_000, RFC));
+    assert!(accepted(&pe.recv_answering_keep_alives(), RFC));
+    let mut intruder_pe = StreamClient::tcp(b.address("tcp://", false), RFC);
+    intruder_pe.send_raw(&registration(POOL, 32, 60_000, RFC));
+    assert!(accepted(&intruder_pe.recv_answering_keep_alives(), RFC));
+    let c_asap = c.address("tcp://", false);
+    time_until(
+        Duration::from_secs(10),
+        "the PE replicated to the listed peer",
+        || homes(c_asap) == [(31, 1)],
+    );
+    assert!(eventually(Duration::from_secs(5), || {
+        a.metric("rserpool_limit_refusals_total{limit=\"enrp_peer\"}") >= 1.0
+    }));
+    // A few heartbeats later: B is still outside, its PE never reached A, A's never reached B.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(a.metric("rserpool_enrp_peers"), 1.0, "C only");
+    assert_eq!(homes(a.address("tcp://", false)), [(31, 1)]);
+    assert_eq!(homes(b.address("tcp://", false)), [(32, 2)]);
 }
