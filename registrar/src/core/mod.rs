@@ -22,6 +22,7 @@ mod forward;
 pub mod in_memory;
 mod keepalive;
 mod output;
+pub mod subnet;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -3,18 +3,20 @@
 //! bound to the addresses it may speak from. Without TLS the binding is to a source subnet.
 
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::str::FromStr;
 
 use rserpool_handlespace::PrId;
+
+use crate::core::subnet::Subnet;
 
 /// One admitted peer: a PR ID, and the subnet it must speak from (any address when `None`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AllowedPeer {
     /// The peer's PR ID.
     pub id: PrId,
-    /// The network its associations and presences must come from: address and prefix length.
-    pub from: Option<(IpAddr, u8)>,
+    /// The network its associations and presences must come from.
+    pub from: Option<Subnet>,
 }
 
 impl AllowedPeer {
@@ -22,11 +24,9 @@ impl AllowedPeer {
     /// entry.
     pub fn admits(&self, id: PrId, addresses: &[SocketAddr]) -> bool {
         self.id == id
-            && self.from.is_none_or(|(net, prefix)| {
-                addresses
-                    .iter()
-                    .any(|a| in_subnet(a.ip().to_canonical(), net, prefix))
-            })
+            && self
+                .from
+                .is_none_or(|net| addresses.iter().any(|a| net.contains(a.ip())))
     }
 }
 
@@ -34,21 +34,6 @@ impl AllowedPeer {
 /// scope).
 pub fn admits(list: &[AllowedPeer], id: PrId, addresses: &[SocketAddr]) -> bool {
     list.is_empty() || list.iter().any(|p| p.admits(id, addresses))
-}
-
-/// Whether `ip` lies in `net/prefix` (of the same family).
-fn in_subnet(ip: IpAddr, net: IpAddr, prefix: u8) -> bool {
-    match (ip, net) {
-        (IpAddr::V4(ip), IpAddr::V4(net)) => {
-            let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
-            u32::from(ip) & mask == u32::from(net) & mask
-        }
-        (IpAddr::V6(ip), IpAddr::V6(net)) => {
-            let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
-            u128::from(ip) & mask == u128::from(net) & mask
-        }
-        _ => false,
-    }
 }
 
 /// Why an allowlist entry was refused.
@@ -88,27 +73,7 @@ impl FromStr for AllowedPeer {
         }
         let from = match from {
             None => None,
-            Some(from) => {
-                let (address, prefix) = match from.split_once('/') {
-                    Some((a, p)) => (a, Some(p)),
-                    None => (from, None),
-                };
-                let address: IpAddr = address
-                    .trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .parse()
-                    .map_err(|_| err("the address is not an IP address"))?;
-                let max = if address.is_ipv4() { 32 } else { 128 };
-                let prefix = match prefix {
-                    None => max,
-                    Some(p) => p
-                        .parse::<u8>()
-                        .ok()
-                        .filter(|&p| p <= max)
-                        .ok_or_else(|| err(&format!("the prefix length is not 0 to {max}")))?,
-                };
-                Some((address.to_canonical(), prefix))
-            }
+            Some(from) => Some(from.parse::<Subnet>().map_err(|why| err(&why))?),
         };
         Ok(Self { id: PrId(id), from })
     }
@@ -119,10 +84,7 @@ impl fmt::Display for AllowedPeer {
         write!(f, "{:#x}", self.id.0)?;
         match self.from {
             None => Ok(()),
-            Some((net, prefix)) if prefix == if net.is_ipv4() { 32 } else { 128 } => {
-                write!(f, "@{net}")
-            }
-            Some((net, prefix)) => write!(f, "@{net}/{prefix}"),
+            Some(net) => write!(f, "@{net}"),
         }
     }
 }
