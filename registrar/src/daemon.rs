@@ -612,6 +612,7 @@ fn core_config(
         max_pes_per_association: config.limits.max_pes_per_association,
         max_requests_per_second: config.limits.max_requests_per_second,
         idle_timeout: config.limits.idle_timeout_ms,
+        access_rules: config.access.rules.clone(),
         max_pool_handle_len_ng: config.limits.max_pool_handle_len,
         announce_targets: config.announce.targets.clone(),
         announce_interval: config.announce.interval_ms,

@@ -651,3 +651,36 @@ fn one_source_address_gets_at_most_its_share_of_connections(driver: &str) {
         std::io::Read::read(&mut again.stream, &mut buf).unwrap_or(0) > 0
     }));
 }
+
+#[test]
+fn access_rules_from_the_configuration_refuse_with_cause_0xa() {
+    let d = daemon_with(
+        "epoll",
+        2,
+        "[access]\nrules = [\"ok* register 127.0.0.1\", \"* resolve any\"]\n",
+    );
+    let tcp = d.address("tcp://", false);
+    let mut pe = StreamClient::tcp(tcp, RFC);
+    pe.send_raw(&registration(b"ok-1", 1, 60_000, RFC));
+    assert!(accepted(&pe.recv_answering_keep_alives(), RFC));
+    let mut other = StreamClient::tcp(tcp, RFC);
+    other.send_raw(&registration(b"elsewhere", 2, 60_000, RFC));
+    let answer = other.recv_answering_keep_alives();
+    assert!(!accepted(&answer, RFC));
+    let AsapMessage::RegistrationResponse { error, .. } =
+        AsapMessage::decode(&answer, RFC).unwrap().message
+    else {
+        panic!("a registration response");
+    };
+    assert_eq!(
+        error.and_then(|e| e.iter().next()).map(|c| c.code),
+        Some(cause::REJECTED_SECURITY)
+    );
+    let mut pu = StreamClient::tcp(tcp, RFC);
+    pu.send_raw(&resolution(b"ok-1", None, RFC));
+    assert_eq!(resolved(&pu.recv_bytes(), RFC), Ok(vec![1]));
+    assert_eq!(
+        d.metric("rserpool_limit_refusals_total{limit=\"access\"}"),
+        1.0
+    );
+}

@@ -210,16 +210,17 @@ fn two_registrars_peer_over_mptcp(driver: &str) {
 
 #[test]
 fn a_registrar_not_on_the_allowlist_never_joins_the_scope() {
-    // RFC 5355 §2.5. A admits PR 3 only; B (PR 2) and C (PR 3) both name A as their peer.
+    // RFC 5355 §2.5. A (PR 41) admits PR 43 only; B (PR 42) and C (PR 43) both name A as
+    // their peer. (IDs of their own: the configuration file is named after the driver and ID.)
     let a = registrar_with(
         "epoll",
-        1,
+        41,
         "tcp",
         &[],
-        "allowed_peers = [\"3@127.0.0.1\"]\n",
+        "allowed_peers = [\"43@127.0.0.1\"]\n",
     );
-    let b = registrar_on("epoll", 2, "tcp", &[&a.enrp[0]]);
-    let c = registrar_on("epoll", 3, "tcp", &[&a.enrp[0]]);
+    let b = registrar_on("epoll", 42, "tcp", &[&a.enrp[0]]);
+    let c = registrar_on("epoll", 43, "tcp", &[&a.enrp[0]]);
     let mut pe = StreamClient::tcp(a.address("tcp://", false), RFC);
     pe.send_raw(&registration(POOL, 31, 60_000, RFC));
     assert!(accepted(&pe.recv_answering_keep_alives(), RFC));
@@ -230,7 +231,7 @@ fn a_registrar_not_on_the_allowlist_never_joins_the_scope() {
     time_until(
         Duration::from_secs(10),
         "the PE replicated to the listed peer",
-        || homes(c_asap) == [(31, 1)],
+        || homes(c_asap) == [(31, 41)],
     );
     assert!(eventually(Duration::from_secs(5), || {
         a.metric("rserpool_limit_refusals_total{limit=\"enrp_peer\"}") >= 1.0
@@ -238,6 +239,6 @@ fn a_registrar_not_on_the_allowlist_never_joins_the_scope() {
     // A few heartbeats later: B is still outside, its PE never reached A, A's never reached B.
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(a.metric("rserpool_enrp_peers"), 1.0, "C only");
-    assert_eq!(homes(a.address("tcp://", false)), [(31, 1)]);
-    assert_eq!(homes(b.address("tcp://", false)), [(32, 2)]);
+    assert_eq!(homes(a.address("tcp://", false)), [(31, 41)]);
+    assert_eq!(homes(b.address("tcp://", false)), [(32, 42)]);
 }

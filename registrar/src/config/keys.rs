@@ -130,6 +130,7 @@ pub(super) const KEYS: &[KeyDef] = &[
     key!(limits.max_buffered_bytes_per_connection, Restart),
     key!(limits.max_requests_per_second, Sighup),
     key!(limits.idle_timeout_ms, Sighup),
+    key!(access.rules, Sighup),
     key!(io.ring_entries, Restart),
     key!(io.buffer_size, Restart),
     key!(io.buffer_count, Restart),
@@ -450,6 +451,34 @@ impl TomlValue for Vec<crate::core::AllowedPeer> {
     fn write(&self) -> Option<Literal> {
         Some(Literal::List(
             self.iter().map(|p| quote(&p.to_string())).collect(),
+        ))
+    }
+}
+
+impl TomlValue for Vec<crate::core::access::AccessRule> {
+    fn read(value: &Spanned<DeValue<'_>>) -> Result<Self, Bad> {
+        let DeValue::Array(items) = value.get_ref() else {
+            return Err(bad(
+                value,
+                format!(
+                    "must be a list in brackets, e.g. [\"billing* register 10.1.0.0/16\", \
+                     \"* resolve any\"], not {}",
+                    describe(value.get_ref())
+                ),
+            ));
+        };
+        items
+            .iter()
+            .map(|item| {
+                string(item, "\"* resolve any\"")?
+                    .parse()
+                    .map_err(|e| bad(item, format!("has a bad item: {e}")))
+            })
+            .collect()
+    }
+    fn write(&self) -> Option<Literal> {
+        Some(Literal::List(
+            self.iter().map(|r| quote(&r.to_string())).collect(),
         ))
     }
 }

@@ -215,6 +215,7 @@ fn blank() -> Config {
             monitor: None,
             interval_ms: 0,
         },
+        access: super::AccessConfig { rules: Vec::new() },
     }
 }
 

@@ -83,6 +83,8 @@ pub struct Config {
     pub resolution: ResolutionConfig,
     /// `[limits]`: bounds on state and input.
     pub limits: LimitsConfig,
+    /// `[access]`: who may register, deregister and resolve in which pools.
+    pub access: AccessConfig,
     /// `[io]`: rings, buffers and sockets of the I/O drivers.
     pub io: IoConfig,
     /// `[metrics]`: the metrics endpoint.
@@ -91,6 +93,13 @@ pub struct Config {
     pub log: LogConfig,
     /// `[csp]`: reports to RSPLIB's component status monitor.
     pub csp: CspConfig,
+}
+
+/// `[access]`: who may register, deregister and resolve in which pools.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccessConfig {
+    /// The rules; empty: everyone may do everything.
+    pub rules: Vec<crate::core::access::AccessRule>,
 }
 
 /// `[registrar]`: identity, threads and the I/O driver.

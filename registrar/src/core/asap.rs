@@ -18,7 +18,8 @@ use rserpool_protocol::{
 };
 
 use super::Protocol;
-use super::counters::{RemovalReason, RequestKind, WorkerMetrics};
+use super::access::{self, Operation};
+use super::counters::{Limit, RemovalReason, RequestKind, WorkerMetrics};
 use super::encoded::{EncodedPools, Part};
 use super::keepalive::{Due, NextSweep, SWEEP_BUDGET};
 use super::{
@@ -260,6 +261,8 @@ impl Worker {
         };
         let refusal = if handle.is_empty() || handle.len() > max_handle || pe.id.0 == 0 {
             Some(Refusal::InvalidValues)
+        } else if !self.access_allows(target, handle, Operation::Register) {
+            Some(Refusal::Rejected)
         } else if !self.take_token(association, now) {
             self.metrics.rate_limited();
             Some(Refusal::LackOfResources)
@@ -269,8 +272,7 @@ impl Worker {
                 && self.monitor.count(association) + a.pending
                     >= self.config.max_pes_per_association)
                 .then(|| {
-                    self.metrics
-                        .limit_refused(crate::core::counters::Limit::PesPerAssociation);
+                    self.metrics.limit_refused(Limit::PesPerAssociation);
                     Refusal::LackOfResources
                 })
         };
@@ -443,6 +445,21 @@ impl Worker {
         now: Millis,
         out: &mut Output,
     ) {
+        let target = Target::Association(association);
+        if !self.access_allows(target, pool_handle.0, Operation::Deregister) {
+            self.metrics.deregistration(Some(cause::REJECTED_SECURITY));
+            let causes = [ErrorCause {
+                code: cause::REJECTED_SECURITY,
+                info: &[],
+            }];
+            let message = AsapMessage::DeregistrationResponse {
+                pool_handle,
+                pe_id,
+                error: Some(Seq::from_items(&causes)),
+            };
+            send(&self.metrics, target, generation, &message, out);
+            return;
+        }
         self.route(
             pool_handle.0,
             ShardWrite::Deregister {
@@ -559,6 +576,16 @@ impl Worker {
         items: Option<u32>,
         out: &mut Output,
     ) {
+        if !self.access_allows(target, pool_handle.0, Operation::Resolve) {
+            self.resolution_failed(
+                target,
+                generation,
+                pool_handle,
+                cause::REJECTED_SECURITY,
+                out,
+            );
+            return;
+        }
         let n = self.config.items.for_request(items);
         let Self {
             rng,
@@ -937,6 +964,32 @@ impl Worker {
         out: &mut Output,
     ) {
         send(&self.metrics, target, generation, message, out);
+    }
+
+    /// Whether the access rules let the peer behind `target` do `operation` in `pool_handle`
+    /// (an association's addresses, or a datagram's sender); counts a refusal.
+    fn access_allows(&self, target: Target, pool_handle: &[u8], operation: Operation) -> bool {
+        let rules = &self.config.access_rules;
+        if rules.is_empty() {
+            return true;
+        }
+        let allowed = match target {
+            Target::Association(a) => self.associations.get(&a).is_some_and(|a| {
+                access::allows(rules, pool_handle, operation, &a.info.peer_addresses)
+            }),
+            Target::UdpReply { to, .. } => access::allows(rules, pool_handle, operation, &[to]),
+            Target::UdpSend(_) | Target::SctpAddress(..) => false,
+        };
+        if !allowed {
+            self.metrics.limit_refused(Limit::Access);
+            tracing::debug!(
+                ?target,
+                ?operation,
+                pool_handle = %String::from_utf8_lossy(pool_handle),
+                "request refused by access.rules"
+            );
+        }
+        allowed
     }
 
     /// Takes one request token of the association's rate limit; `false` when it is exhausted.

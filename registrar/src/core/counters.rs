@@ -106,6 +106,8 @@ pub enum Limit {
     /// Associations from one source address over all workers
     /// (`limits.max_connections_per_source`).
     ConnectionsPerSource,
+    /// A request no rule of `access.rules` allows (answered with cause 0xa).
+    Access,
     /// A PR not on `enrp.allowed_peers` (or not from its subnet): its association aborted, its
     /// presence datagram or list entry ignored.
     EnrpPeer,
@@ -116,7 +118,7 @@ pub enum Limit {
 
 impl Limit {
     /// Every limit, in exposition order.
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 10] = [
         Self::Pools,
         Self::PesPerPool,
         Self::PesPerAssociation,
@@ -124,6 +126,7 @@ impl Limit {
         Self::MessageSize,
         Self::SendBuffer,
         Self::ConnectionsPerSource,
+        Self::Access,
         Self::EnrpPeer,
         Self::IdleTimeout,
     ];
@@ -138,6 +141,7 @@ impl Limit {
             Self::MessageSize => "message_size",
             Self::SendBuffer => "send_buffer",
             Self::ConnectionsPerSource => "connections_per_source",
+            Self::Access => "access",
             Self::EnrpPeer => "enrp_peer",
             Self::IdleTimeout => "idle_timeout",
         }

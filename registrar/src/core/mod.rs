@@ -14,6 +14,7 @@
 //! holding the association, which sends it. Keep-alive monitoring of a PE lives with its
 //! association's worker, expiry by registration life with the pool's shard.
 
+pub mod access;
 mod asap;
 pub mod counters;
 mod encoded;
@@ -95,6 +96,8 @@ pub struct CoreConfig {
     /// Requests per second one association may send (0 = unlimited); excess requests are
     /// answered with "lack of resources".
     pub max_requests_per_second: u32,
+    /// Which sources may register, deregister and resolve in which pools (empty: everyone).
+    pub access_rules: Vec<access::AccessRule>,
     /// Time an ASAP association may stay open without a registration, deregistration or handle
     /// resolution before it is aborted (resource exhaustion, RFC 5355 §2.1-2.2 floods); 0 = never.
     pub idle_timeout: Millis,
@@ -124,6 +127,7 @@ impl CoreConfig {
             max_pes_per_association: 1 << 16,
             max_requests_per_second: 0,
             idle_timeout: 0,
+            access_rules: Vec::new(),
             max_pool_handle_len_ng: 256,
             announce_targets: Vec::new(),
             announce_interval: 1_000,

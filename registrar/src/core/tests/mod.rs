@@ -7,6 +7,7 @@
 //! This module holds the fixtures they share: the PR under test, PE associations, and ASAP
 //! messages encoded and decoded.
 
+mod access;
 mod announce;
 mod enrp;
 mod hostile;
