@@ -326,6 +326,41 @@ fn choice_name<T: ValueEnum>(v: &T) -> Option<Literal> {
         .map(|p| Literal::Scalar(quote(p.get_name())))
 }
 
+/// A list of strings, each parsed into a `T`; `example` shows a list, `item` one string.
+fn string_list<T: std::str::FromStr>(
+    value: &Spanned<DeValue<'_>>,
+    example: &str,
+    item: &str,
+) -> Result<Vec<T>, Bad>
+where
+    T::Err: std::fmt::Display,
+{
+    let DeValue::Array(items) = value.get_ref() else {
+        return Err(bad(
+            value,
+            format!(
+                "must be a list in brackets, e.g. {example}, not {}",
+                describe(value.get_ref())
+            ),
+        ));
+    };
+    items
+        .iter()
+        .map(|one| {
+            string(one, item)?
+                .parse()
+                .map_err(|e| bad(one, format!("has a bad item: {e}")))
+        })
+        .collect()
+}
+
+/// A list written as quoted strings.
+fn quoted_list<T: std::fmt::Display>(items: &[T]) -> Option<Literal> {
+    Some(Literal::List(
+        items.iter().map(|i| quote(&i.to_string())).collect(),
+    ))
+}
+
 impl TomlValue for u64 {
     fn read(value: &Spanned<DeValue<'_>>) -> Result<Self, Bad> {
         integer(value)
@@ -403,83 +438,36 @@ impl TomlValue for Option<SocketAddr> {
 
 impl TomlValue for Vec<TransportUrl> {
     fn read(value: &Spanned<DeValue<'_>>) -> Result<Self, Bad> {
-        let DeValue::Array(items) = value.get_ref() else {
-            return Err(bad(
-                value,
-                format!(
-                    "must be a list in brackets, e.g. [\"tcp://127.0.0.1:3863\"], not {}",
-                    describe(value.get_ref())
-                ),
-            ));
-        };
-        items
-            .iter()
-            .map(|item| {
-                let s = string(item, "\"tcp://127.0.0.1:3863\"")?;
-                s.parse::<TransportUrl>()
-                    .map_err(|e| bad(item, format!("has a bad item: {e}")))
-            })
-            .collect()
+        string_list(
+            value,
+            "[\"tcp://127.0.0.1:3863\"]",
+            "\"tcp://127.0.0.1:3863\"",
+        )
     }
     fn write(&self) -> Option<Literal> {
-        Some(Literal::List(
-            self.iter().map(|u| quote(&u.to_string())).collect(),
-        ))
+        quoted_list(self)
     }
 }
 
 impl TomlValue for Vec<crate::core::AllowedPeer> {
     fn read(value: &Spanned<DeValue<'_>>) -> Result<Self, Bad> {
-        let DeValue::Array(items) = value.get_ref() else {
-            return Err(bad(
-                value,
-                format!(
-                    "must be a list in brackets, e.g. [\"0x2a@10.0.0.0/24\"], not {}",
-                    describe(value.get_ref())
-                ),
-            ));
-        };
-        items
-            .iter()
-            .map(|item| {
-                string(item, "\"0x2a@10.0.0.7\"")?
-                    .parse()
-                    .map_err(|e| bad(item, format!("has a bad item: {e}")))
-            })
-            .collect()
+        string_list(value, "[\"0x2a@10.0.0.0/24\"]", "\"0x2a@10.0.0.7\"")
     }
     fn write(&self) -> Option<Literal> {
-        Some(Literal::List(
-            self.iter().map(|p| quote(&p.to_string())).collect(),
-        ))
+        quoted_list(self)
     }
 }
 
 impl TomlValue for Vec<crate::core::access::AccessRule> {
     fn read(value: &Spanned<DeValue<'_>>) -> Result<Self, Bad> {
-        let DeValue::Array(items) = value.get_ref() else {
-            return Err(bad(
-                value,
-                format!(
-                    "must be a list in brackets, e.g. [\"billing* register 10.1.0.0/16\", \
-                     \"* resolve any\"], not {}",
-                    describe(value.get_ref())
-                ),
-            ));
-        };
-        items
-            .iter()
-            .map(|item| {
-                string(item, "\"* resolve any\"")?
-                    .parse()
-                    .map_err(|e| bad(item, format!("has a bad item: {e}")))
-            })
-            .collect()
+        string_list(
+            value,
+            "[\"billing* register 10.1.0.0/16\", \"* resolve any\"]",
+            "\"* resolve any\"",
+        )
     }
     fn write(&self) -> Option<Literal> {
-        Some(Literal::List(
-            self.iter().map(|r| quote(&r.to_string())).collect(),
-        ))
+        quoted_list(self)
     }
 }
 
