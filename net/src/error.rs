@@ -59,6 +59,9 @@ pub enum NetError {
     /// The request cannot be carried out as given (a transport the function does not open, no
     /// address); the text says what to give instead.
     InvalidRequest(String),
+    /// A TLS certificate, private key or CA bundle cannot be used; the text names the file, what
+    /// is wrong with it and what to give instead.
+    Tls(String),
 }
 
 impl NetError {
@@ -104,7 +107,7 @@ impl NetError {
             Self::SctpUnavailable { .. } | Self::MptcpUnavailable { .. } => true,
             Self::Io { .. } => self.in_use(),
             Self::PortTaken { .. } => true,
-            Self::IoUringUnavailable { .. } | Self::InvalidRequest(_) => false,
+            Self::IoUringUnavailable { .. } | Self::InvalidRequest(_) | Self::Tls(_) => false,
         }
     }
 
@@ -223,7 +226,7 @@ impl fmt::Display for NetError {
                  it, or choose another port; the registrar shares its ports with its own \
                  workers only"
             ),
-            Self::InvalidRequest(what) => f.write_str(what),
+            Self::InvalidRequest(what) | Self::Tls(what) => f.write_str(what),
         }
     }
 }
@@ -238,7 +241,7 @@ impl From<NetError> for io::Error {
             | NetError::IoUringUnavailable { source, .. }
             | NetError::Io { source, .. } => source.kind(),
             NetError::PortTaken { .. } => io::ErrorKind::AddrInUse,
-            NetError::InvalidRequest(_) => io::ErrorKind::InvalidInput,
+            NetError::InvalidRequest(_) | NetError::Tls(_) => io::ErrorKind::InvalidInput,
         };
         io::Error::new(kind, e)
     }
@@ -251,7 +254,7 @@ impl std::error::Error for NetError {
             | Self::MptcpUnavailable { source, .. }
             | Self::IoUringUnavailable { source, .. }
             | Self::Io { source, .. } => Some(source),
-            Self::PortTaken { .. } | Self::InvalidRequest(_) => None,
+            Self::PortTaken { .. } | Self::InvalidRequest(_) | Self::Tls(_) => None,
         }
     }
 }

@@ -12,6 +12,8 @@
 //!   ([`bind_udp`], [`announce_socket`], [`announce_receiver`], [`local_ip_towards`]) set-up.
 //! - A client's connection to a registrar over SCTP, TCP or MPTCP ([`Connection`]), with ASAP's
 //!   framing on byte streams.
+//! - TLS 1.3 over TCP and MPTCP ([`ServerTls`], [`ClientTls`], [`TlsSession`],
+//!   [`PeerIdentity`]): rustls with the ring provider, sans-I/O, certificates from PEM files.
 //! - Port ownership ([`PortClaim`]): a registrar's listener ports are shared through
 //!   `SO_REUSEPORT` among its own workers only; a second registrar, or any other socket, on one
 //!   of them is refused.
@@ -25,12 +27,12 @@
 //! `// SAFETY:` comment per block; the crate denies `unsafe` everywhere else. Callers pass and
 //! get plain slices, and every kernel structure is built and parsed as bounds-checked bytes.
 //!
-//! # The stream seam (for TLS)
+//! # The stream seam (TLS)
 //!
 //! A [`Connection`] over TCP or MPTCP reads and writes its bytes through one small private type,
-//! `connection::ByteStream`, which today passes the socket's bytes through unchanged. TLS will
-//! be a second variant of it that encrypts on write and decrypts on read over the same socket;
-//! the framing, [`Connection`]'s API and its callers stay as they are.
+//! `connection::ByteStream`: the socket's bytes as they are, or a [`TlsSession`] that encrypts
+//! on write and decrypts on read over the same socket; the framing, [`Connection`]'s API and its
+//! callers are the same for both.
 
 mod connection;
 mod error;
@@ -40,6 +42,7 @@ mod sctp;
 mod stream;
 #[allow(unsafe_code)]
 mod sys;
+mod tls;
 mod udp;
 
 pub use connection::Connection;
@@ -52,5 +55,9 @@ pub use sctp::{
 };
 pub use stream::{
     configure_accepted, connect_outcome, connect_stream, connect_stream_blocking, listen_stream,
+};
+pub use tls::{
+    ClientCertificate, ClientTls, PeerIdentity, ServerTls, TlsFiles, TlsSession, name_matches,
+    server_name,
 };
 pub use udp::{announce_receiver, announce_socket, bind_udp, local_ip_towards};

@@ -121,6 +121,7 @@ mod tests {
             transport,
             address,
             generation: Generation::Rfc,
+            tls: None,
         }
     }
 

@@ -1,10 +1,14 @@
 //! Transport URLs: how the registrar's configuration and command line, the endpoint's
 //! configuration and command line and the load generator name a transport address. A URL is a
-//! scheme (`sctp://`, `tcp://`, `mptcp://` or `udp://`, any case), then `host:port` (an IPv4
-//! address, a bracketed IPv6 address or a host name to resolve), an optional `/`, then optional
-//! `?generation=rfc` or `?generation=ng` (RFC when absent). One parser serves every tool; each
-//! tool says which schemes it takes ([`TransportUrl::parse`] with [`Transport::ALL`],
-//! [`Transport::CONNECTIONS`] or [`Transport::STREAMS`]).
+//! scheme (`sctp://`, `tcp://`, `mptcp://` or `udp://`, any case; `tcp+tls://` and
+//! `mptcp+tls://` for TLS 1.3 over a stream, RFC 5352 §9.3), then `host:port` (an IPv4 address, a
+//! bracketed IPv6 address or a host name to resolve), an optional `/`, then options:
+//! `generation=rfc` or `generation=ng` (RFC when absent) and, on a TLS listener,
+//! `client_certificate=required|optional|none` (required when absent: mutual TLS), joined by `&`
+//! after a `?`. One parser serves every tool; each tool says which schemes it takes
+//! ([`TransportUrl::parse`] with [`Transport::ALL`], [`Transport::CONNECTIONS`] or
+//! [`Transport::STREAMS`]; the TLS form of a stream transport is taken wherever the stream
+//! transport is).
 //!
 //! Values and parsing only, no sockets: the registrar's sans-I/O core holds these values, and
 //! `rserpool-net` opens the sockets they name. A host name is resolved with std's
@@ -56,6 +60,30 @@ impl Transport {
     }
 }
 
+/// What a TLS listener asks of its clients (`client_certificate=` in its URL).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ClientCertificate {
+    /// Every client presents a certificate the CA bundle vouches for (mutual TLS, RFC 5355
+    /// §2.1-2.4: PEs and PRs): the default.
+    Required,
+    /// A client may present one; if it does, it is verified, else the client has no identity
+    /// (e.g. PUs, which RFC 5352 §9.3 lets authenticate the PR only).
+    Optional,
+    /// No client certificate is asked for.
+    None,
+}
+
+impl ClientCertificate {
+    /// The value of the URL option.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Required => "required",
+            Self::Optional => "optional",
+            Self::None => "none",
+        }
+    }
+}
+
 /// A transport, an address and the wire generation spoken there.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct TransportUrl {
@@ -65,6 +93,9 @@ pub struct TransportUrl {
     pub address: SocketAddr,
     /// The wire generation (RFC unless `?generation=ng`).
     pub generation: Generation,
+    /// TLS over the stream (`tcp+tls://`, `mptcp+tls://`), and what a listener asks of its
+    /// clients; `None` for plain transports.
+    pub tls: Option<ClientCertificate>,
 }
 
 /// Why a transport URL was refused.
@@ -93,6 +124,9 @@ impl fmt::Display for UrlError {
             };
             write!(f, "{separator}{}", transport.scheme())?;
         }
+        if self.accepted.iter().any(|t| t.is_stream()) {
+            f.write_str(" (tcp+tls or mptcp+tls for TLS)")?;
+        }
         let example = self.accepted.first().map_or("tcp", |t| t.scheme());
         write!(
             f,
@@ -111,6 +145,25 @@ impl TransportUrl {
             transport,
             address,
             generation: Generation::Rfc,
+            tls: None,
+        }
+    }
+
+    /// The same URL over TLS (a listener requiring client certificates); only stream
+    /// transports carry TLS.
+    pub const fn with_tls(self) -> Self {
+        Self {
+            tls: Some(ClientCertificate::Required),
+            ..self
+        }
+    }
+
+    /// The URL's scheme: the transport's, with `+tls` when TLS is on.
+    pub const fn scheme(&self) -> &'static str {
+        match (self.transport, self.tls.is_some()) {
+            (Transport::Tcp, true) => "tcp+tls",
+            (Transport::Mptcp, true) => "mptcp+tls",
+            (t, _) => t.scheme(),
         }
     }
 
@@ -130,11 +183,24 @@ impl TransportUrl {
         let (scheme, rest) = text
             .split_once("://")
             .ok_or_else(|| err("missing `scheme://`".into()))?;
+        let (base, tls) = match scheme.len().checked_sub(4) {
+            Some(at) if scheme.is_char_boundary(at) && scheme[at..].eq_ignore_ascii_case("+tls") => {
+                (&scheme[..at], true)
+            }
+            _ => (scheme, false),
+        };
         let transport = accepted
             .iter()
             .copied()
-            .find(|t| t.scheme().eq_ignore_ascii_case(scheme))
+            .find(|t| t.scheme().eq_ignore_ascii_case(base))
             .ok_or_else(|| err(format!("unknown scheme `{scheme}`")))?;
+        if tls && !transport.is_stream() {
+            return Err(err(format!(
+                "TLS runs over tcp and mptcp only, not over {base} (RFC 5355's alternative for \
+                 SCTP is IPsec)"
+            )));
+        }
+        let mut client_certificate = tls.then_some(ClientCertificate::Required);
         let (authority, query) = rest.split_once('?').unwrap_or((rest, ""));
         let authority = authority.strip_suffix('/').unwrap_or(authority);
         let address = match authority.parse::<SocketAddr>() {
@@ -158,21 +224,41 @@ impl TransportUrl {
         };
         let mut generation = Generation::Rfc;
         for pair in query.split('&').filter(|p| !p.is_empty()) {
-            generation = match pair.split_once('=') {
-                Some(("generation", "rfc")) => Generation::Rfc,
-                Some(("generation", "ng")) => Generation::Ng,
+            match pair.split_once('=') {
+                Some(("generation", "rfc")) => generation = Generation::Rfc,
+                Some(("generation", "ng")) => generation = Generation::Ng,
                 Some(("generation", other)) => {
                     return Err(err(format!(
                         "generation must be `rfc` or `ng`, not `{other}`"
                     )));
                 }
+                Some(("client_certificate", value)) if tls => {
+                    client_certificate = Some(match value {
+                        "required" => ClientCertificate::Required,
+                        "optional" => ClientCertificate::Optional,
+                        "none" => ClientCertificate::None,
+                        other => {
+                            return Err(err(format!(
+                                "client_certificate must be `required`, `optional` or `none`, \
+                                 not `{other}`"
+                            )));
+                        }
+                    });
+                }
+                Some(("client_certificate", _)) => {
+                    return Err(err(
+                        "client_certificate applies to TLS listeners (tcp+tls://, mptcp+tls://)"
+                            .into(),
+                    ));
+                }
                 _ => return Err(err(format!("unknown option `{pair}`"))),
-            };
+            }
         }
         Ok(Self {
             transport,
             address,
             generation,
+            tls: client_certificate,
         })
     }
 }
@@ -188,9 +274,15 @@ impl FromStr for TransportUrl {
 
 impl fmt::Display for TransportUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}://{}", self.transport.scheme(), self.address)?;
+        write!(f, "{}://{}", self.scheme(), self.address)?;
+        let mut separator = '?';
         if self.generation == Generation::Ng {
-            f.write_str("?generation=ng")?;
+            write!(f, "{separator}generation=ng")?;
+            separator = '&';
+        }
+        match self.tls {
+            None | Some(ClientCertificate::Required) => {}
+            Some(c) => write!(f, "{separator}client_certificate={}", c.name())?,
         }
         Ok(())
     }
@@ -255,13 +347,51 @@ mod tests {
         let e = TransportUrl::parse("udp://127.0.0.1:3863", Transport::CONNECTIONS).unwrap_err();
         assert!(e.to_string().contains("unknown scheme `udp`"), "{e}");
         assert!(
-            e.to_string().contains("the scheme sctp, tcp or mptcp,"),
+            e.to_string()
+                .contains("the scheme sctp, tcp or mptcp (tcp+tls or mptcp+tls for TLS),"),
             "{e}"
         );
         let e = TransportUrl::parse("sctp://127.0.0.1:3863", Transport::STREAMS).unwrap_err();
         assert!(e.to_string().contains("unknown scheme `sctp`"), "{e}");
-        assert!(e.to_string().contains("the scheme tcp or mptcp,"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("the scheme tcp or mptcp (tcp+tls or mptcp+tls for TLS),"),
+            "{e}"
+        );
         assert!(e.to_string().contains("e.g. tcp://127.0.0.1:3863"), "{e}");
+    }
+
+    #[test]
+    fn tls_is_a_scheme_suffix_of_the_stream_transports() {
+        let u = url("tcp+tls://127.0.0.1:3864");
+        assert_eq!(
+            (u.transport, u.tls),
+            (Transport::Tcp, Some(ClientCertificate::Required))
+        );
+        assert_eq!(u.to_string(), "tcp+tls://127.0.0.1:3864");
+        assert_eq!(
+            u,
+            TransportUrl::new(Transport::Tcp, "127.0.0.1:3864".parse().unwrap()).with_tls()
+        );
+        let u = url("MPTCP+TLS://[::1]:3864?generation=ng&client_certificate=optional");
+        assert_eq!(
+            (u.transport, u.generation, u.tls),
+            (
+                Transport::Mptcp,
+                Generation::Ng,
+                Some(ClientCertificate::Optional)
+            )
+        );
+        assert_eq!(
+            u.to_string(),
+            "mptcp+tls://[::1]:3864?generation=ng&client_certificate=optional"
+        );
+        let u = url("tcp+tls://127.0.0.1:1?client_certificate=none");
+        assert_eq!(u.tls, Some(ClientCertificate::None));
+        assert_eq!(u.to_string(), "tcp+tls://127.0.0.1:1?client_certificate=none");
+        assert_eq!(url("tcp://127.0.0.1:1").tls, None);
+        let u = TransportUrl::parse("tcp+tls://127.0.0.1:1", Transport::STREAMS).unwrap();
+        assert_eq!(u.scheme(), "tcp+tls");
     }
 
     #[test]
@@ -279,6 +409,17 @@ mod tests {
                 "generation must be `rfc` or `ng`, not `v3`",
             ),
             ("tcp://127.0.0.1:1?x=1", "unknown option `x=1`"),
+            ("sctp+tls://127.0.0.1:1", "TLS runs over tcp and mptcp only"),
+            ("udp+tls://127.0.0.1:1", "TLS runs over tcp and mptcp only"),
+            ("tcp+tl://127.0.0.1:1", "unknown scheme `tcp+tl`"),
+            (
+                "tcp://127.0.0.1:1?client_certificate=none",
+                "client_certificate applies to TLS listeners",
+            ),
+            (
+                "tcp+tls://127.0.0.1:1?client_certificate=maybe",
+                "client_certificate must be `required`, `optional` or `none`, not `maybe`",
+            ),
         ] {
             let e = text.parse::<TransportUrl>().unwrap_err();
             assert_eq!(e.url, text);
@@ -289,7 +430,7 @@ mod tests {
                 "{message}"
             );
             assert!(
-                message.contains("with the scheme sctp, tcp, mptcp or udp, optionally followed by ?generation=rfc or ?generation=ng"),
+                message.contains("with the scheme sctp, tcp, mptcp or udp (tcp+tls or mptcp+tls for TLS), optionally followed by ?generation=rfc or ?generation=ng"),
                 "{message}"
             );
         }

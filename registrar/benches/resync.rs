@@ -24,6 +24,7 @@ fn url(address: &str, generation: Generation) -> TransportUrl {
         transport: UrlTransport::Tcp,
         address: address.parse().expect("address"),
         generation,
+        tls: None,
     }
 }
 

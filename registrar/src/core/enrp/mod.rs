@@ -649,5 +649,6 @@ fn url_of(info: &ServerInformation<'_>, generation: Generation) -> Option<Transp
         transport,
         address: SocketAddr::new(ip, info.transport.port),
         generation,
+        tls: None,
     })
 }

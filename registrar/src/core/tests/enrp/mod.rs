@@ -35,6 +35,7 @@ fn tcp(address: &str) -> TransportUrl {
         transport: UrlTransport::Tcp,
         address: address.parse().unwrap(),
         generation: Generation::Rfc,
+        tls: None,
     }
 }
 
