@@ -12,6 +12,7 @@ impl World {
             transport: Transport::Tcp,
             address: SocketAddr::new(self.prs[j].address, port),
             generation: Generation::Rfc,
+            tls: None,
         };
         let mut c = CoreConfig::new(id);
         c.keep_alive_interval = 1_000;
@@ -25,6 +26,7 @@ impl World {
                 transport: Transport::Udp,
                 address: PRESENCE_GROUP,
                 generation: Generation::Rfc,
+                tls: None,
             };
             (Vec::new(), vec![group])
         } else {
