@@ -36,6 +36,9 @@ pub enum RegistrationError {
     /// The PE is registered over another association; a PE may only change itself (cause 0xa,
     /// RFC 5352 §2.2.2, RFC 5355 §2.3.3).
     NotOwner,
+    /// The PE ID is bound to the TLS identity that registered it, and another identity asked
+    /// (cause 0xa, RFC 5355 §2.3).
+    BoundToAnotherIdentity,
 }
 
 impl RegistrationError {
@@ -47,7 +50,7 @@ impl RegistrationError {
             Self::InconsistentTransport { .. } => cause::INCONSISTENT_TRANSPORT,
             Self::InconsistentDataControl => cause::INCONSISTENT_DATA_CONTROL,
             Self::LackOfResources { .. } => cause::LACK_OF_RESOURCES,
-            Self::NotOwner => cause::REJECTED_SECURITY,
+            Self::NotOwner | Self::BoundToAnotherIdentity => cause::REJECTED_SECURITY,
         }
     }
 }
@@ -72,6 +75,11 @@ impl fmt::Display for RegistrationError {
             Self::NotOwner => write!(
                 f,
                 "the PE is registered over another association; only that association may change it"
+            ),
+            Self::BoundToAnotherIdentity => write!(
+                f,
+                "the PE ID was registered by another TLS identity; only that identity may \
+                 re-register it"
             ),
         }
     }

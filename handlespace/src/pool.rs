@@ -191,6 +191,7 @@ impl Member {
             },
             home_pr: rserpool_protocol::PrId(1),
             association: None,
+            identity: 0,
         };
         let meta = PeMeta {
             deadline: Millis::MAX,

@@ -449,6 +449,21 @@ impl Shard {
         association: Option<AssociationId>,
         now: Millis,
     ) -> Result<Registered, RegistrationError> {
+        self.register_as(pool_handle, registration, home_pr, association, 0, now)
+    }
+
+    /// [`Self::register`] by a PE whose association has the TLS identity digest `identity` (0:
+    /// none). A PE registered with an identity stays bound to it: another identity's
+    /// registration of its ID is refused, even from the same host (cause 0xa, RFC 5355 §2.3).
+    pub fn register_as(
+        &mut self,
+        pool_handle: &[u8],
+        registration: PeRegistration,
+        home_pr: PrId,
+        association: Option<AssociationId>,
+        identity: u64,
+        now: Millis,
+    ) -> Result<Registered, RegistrationError> {
         if registration.id.0 == 0 {
             return Err(RegistrationError::InvalidValue {
                 reason: "PE identifier 0",
@@ -482,6 +497,9 @@ impl Shard {
             match pool.get(registration.id) {
                 Some(member) => {
                     let old = member.entry();
+                    if association.is_some() && old.identity != 0 && old.identity != identity {
+                        return Err(RegistrationError::BoundToAnotherIdentity);
+                    }
                     if let Some(owner) = old.association
                         && association.is_some_and(|a| {
                             a != owner
@@ -495,7 +513,8 @@ impl Shard {
                         meta: member.meta(),
                         unchanged: old.registration == registration
                             && old.home_pr == home_pr
-                            && old.association == association,
+                            && old.association == association
+                            && old.identity == identity,
                     });
                 }
                 None if pool.len() >= self.limits.max_pes_per_pool => {
@@ -549,6 +568,7 @@ impl Shard {
             registration,
             home_pr,
             association,
+            identity,
         };
         let expiry = kept_timer.or_else(|| {
             deadline.map(|d| {

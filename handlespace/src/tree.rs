@@ -39,10 +39,12 @@ pub(crate) trait Item: Clone {
 
 /// Most items per leaf.
 ///
-/// 19 because a full leaf of pool members (19 × 160 bytes and the reference counts, 3 056
+/// 18 because a full leaf of pool members (18 × 168 bytes and the reference counts, 3 040
 /// bytes) fills mimalloc's 3 072-byte size class: pools in registration order consist of full
-/// leaves, and 16 members (2 576 bytes) would waste 496 bytes of a 3 072-byte block, 31 per PE.
-pub(crate) const LEAF_MAX: usize = 19;
+/// leaves, and 16 members (2 704 bytes) would waste 368 bytes of a 3 072-byte block, 23 per PE.
+/// (A member grew from 160 to 168 bytes with the TLS identity a PE ID is bound to; 19 of
+/// them would spill into the next size class.)
+pub(crate) const LEAF_MAX: usize = 18;
 /// Most children per inner node.
 pub(crate) const INNER_MAX: usize = 16;
 /// Deepest tree: inner nodes split in halves (at least 8 children each) except at the tree's

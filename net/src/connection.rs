@@ -3,11 +3,12 @@
 //! §4), or a one-to-one SCTP association that carries each message whole with PPID 11. Blocking:
 //! the endpoint's driver reads on one thread and sends from another.
 //!
-//! A stream connection reads and writes through [`ByteStream`], the seam for a stream wrapper:
-//! TLS will be a variant of it, and neither [`Connection`] nor its callers change.
+//! A stream connection reads and writes through [`ByteStream`]: the socket's bytes, or a TLS
+//! session over them ([`Connection::open_tls`]); neither the framing nor the callers differ.
 
 use std::io;
 use std::net::{Shutdown, SocketAddr};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use rserpool_protocol::framing::Frames;
@@ -17,6 +18,7 @@ use socket2::Socket;
 use crate::error::NetError;
 use crate::sctp::SctpClient;
 use crate::stream::connect_stream_blocking;
+use crate::tls::{ClientTls, TlsSession, server_name};
 use rserpool_protocol::url::{Transport, TransportUrl};
 
 /// An open connection to a registrar.
@@ -35,48 +37,138 @@ enum Carrier {
     Stream(ByteStream),
 }
 
-/// The byte stream under a TCP or MPTCP connection. Today the socket's bytes as they are; a TLS
-/// session will be a second variant that encrypts in [`Self::write_all`] and decrypts in
-/// [`Self::read`] over the same socket.
+/// The byte stream under a TCP or MPTCP connection: the socket's bytes as they are, or a TLS
+/// session that encrypts in [`Self::write_all`] and decrypts in [`Self::read_into`] over the
+/// same socket.
 #[derive(Debug)]
 enum ByteStream {
     /// The socket itself.
     Plain(Socket),
+    /// TLS over the socket; the session is shared by the handles of [`Connection::try_clone`]
+    /// (a reader thread and a sender).
+    Tls(Arc<TlsStream>),
+}
+
+/// A TLS session and its socket.
+#[derive(Debug)]
+struct TlsStream {
+    socket: Socket,
+    /// The session, and plaintext that arrived with the handshake.
+    state: Mutex<(TlsSession, Vec<u8>)>,
+}
+
+/// Writes all of `bytes` to `socket` (blocking, within its write time-out).
+fn write_all(socket: &Socket, bytes: &[u8]) -> io::Result<()> {
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        match socket.send_with_flags(rest, libc::MSG_NOSIGNAL) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => rest = &rest[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Reads what has arrived into `buf`, waiting for at least one byte; 0 at the end of the stream.
+fn read_some(socket: &Socket, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match io::Read::read(&mut &*socket, buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            other => return other,
+        }
+    }
+}
+
+impl TlsStream {
+    /// Runs the client's handshake on `socket` (blocking, within its time-outs).
+    fn handshake(socket: Socket, mut session: TlsSession) -> io::Result<Self> {
+        let (mut out, mut plain, mut chunk) = (Vec::new(), Vec::new(), vec![0u8; 16 * 1024]);
+        loop {
+            out.clear();
+            session.take_outgoing(&mut out);
+            write_all(&socket, &out)?;
+            if !session.is_handshaking() {
+                break;
+            }
+            let n = read_some(&socket, &mut chunk)?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the registrar closed the connection during the TLS handshake",
+                ));
+            }
+            session.receive(&chunk[..n], &mut plain)?;
+        }
+        Ok(Self {
+            socket,
+            state: Mutex::new((session, plain)),
+        })
+    }
 }
 
 impl ByteStream {
     /// Writes all of `bytes` (blocking, within the socket's write time-out).
     fn write_all(&self, bytes: &[u8]) -> io::Result<()> {
-        let Self::Plain(socket) = self;
-        let mut rest = bytes;
-        while !rest.is_empty() {
-            match socket.send_with_flags(rest, libc::MSG_NOSIGNAL) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => rest = &rest[n..],
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+        match self {
+            Self::Plain(socket) => write_all(socket, bytes),
+            Self::Tls(tls) => {
+                let mut state = tls.state.lock().unwrap_or_else(PoisonError::into_inner);
+                state.0.seal(bytes)?;
+                let mut out = Vec::with_capacity(bytes.len() + 64);
+                state.0.take_outgoing(&mut out);
+                // Under the lock: records leave in the order they were sealed.
+                write_all(&tls.socket, &out)
             }
         }
-        Ok(())
     }
 
-    /// Reads what has arrived into `buf`, waiting for at least one byte; 0 at the end of the
-    /// stream.
-    fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        let Self::Plain(socket) = self;
-        io::Read::read(&mut &*socket, buf)
+    /// Waits for bytes and appends what they carry to `buf` (over TLS, possibly nothing yet);
+    /// `false` at the end of the stream.
+    fn read_into(&self, chunk: &mut [u8], buf: &mut Vec<u8>) -> io::Result<bool> {
+        match self {
+            Self::Plain(socket) => {
+                let n = read_some(socket, chunk)?;
+                buf.extend_from_slice(&chunk[..n]);
+                Ok(n > 0)
+            }
+            Self::Tls(tls) => {
+                {
+                    let mut state = tls.state.lock().unwrap_or_else(PoisonError::into_inner);
+                    if !state.1.is_empty() {
+                        buf.append(&mut state.1);
+                        return Ok(true);
+                    }
+                }
+                let n = read_some(&tls.socket, chunk)?;
+                let mut state = tls.state.lock().unwrap_or_else(PoisonError::into_inner);
+                let closed = state.0.receive(&chunk[..n], buf);
+                if state.0.wants_write() {
+                    // An alert or a key update to answer.
+                    let mut out = Vec::new();
+                    state.0.take_outgoing(&mut out);
+                    let _ = write_all(&tls.socket, &out);
+                }
+                Ok(n > 0 && !closed?)
+            }
+        }
     }
 
     /// A second handle on the same stream.
     fn try_clone(&self) -> io::Result<Self> {
-        let Self::Plain(socket) = self;
-        Ok(Self::Plain(socket.try_clone()?))
+        Ok(match self {
+            Self::Plain(socket) => Self::Plain(socket.try_clone()?),
+            Self::Tls(tls) => Self::Tls(Arc::clone(tls)),
+        })
     }
 
     /// The socket under the stream.
     fn socket(&self) -> &Socket {
-        let Self::Plain(socket) = self;
-        socket
+        match self {
+            Self::Plain(socket) => socket,
+            Self::Tls(tls) => &tls.socket,
+        }
     }
 }
 
@@ -102,6 +194,41 @@ impl Connection {
             }
         };
         Ok(Self { transport, carrier })
+    }
+
+    /// Connects to the registrar at `address` over TLS on `transport` (TCP or MPTCP), waiting
+    /// at most `timeout` for the connection and again for the handshake. The registrar's
+    /// certificate must name `server_name`, or the address when `None`; `tls` presents the
+    /// client's certificate if it has one.
+    pub fn open_tls(
+        transport: Transport,
+        address: SocketAddr,
+        timeout: Duration,
+        tls: &ClientTls,
+        server: Option<&str>,
+    ) -> Result<Self, NetError> {
+        let url = TransportUrl::new(transport, address).with_tls();
+        if !transport.is_stream() {
+            return Err(NetError::InvalidRequest(format!(
+                "TLS runs over tcp and mptcp, not over {}: use tcp+tls:// or mptcp+tls://",
+                transport.scheme()
+            )));
+        }
+        let session = tls.connect(server_name(server, address.ip())?)?;
+        let socket = connect_stream_blocking(&url, Some(timeout))?;
+        let saved = socket.read_timeout().ok().flatten();
+        let handshake = socket
+            .set_read_timeout(Some(timeout))
+            .and_then(|()| TlsStream::handshake(socket, session))
+            .map_err(|e| NetError::io(format!("TLS handshake with {url}"), e))?;
+        handshake
+            .socket
+            .set_read_timeout(saved)
+            .map_err(|e| NetError::io(format!("set up {url}"), e))?;
+        Ok(Self {
+            transport,
+            carrier: Carrier::Stream(ByteStream::Tls(Arc::new(handshake))),
+        })
     }
 
     /// The transport.
@@ -199,13 +326,9 @@ fn read_frames(stream: &ByteStream, mut on_message: impl FnMut(&[u8]) -> bool) -
     let mut buf = Vec::new();
     let mut chunk = vec![0u8; 16 * 1024];
     loop {
-        let n = match stream.read(&mut chunk) {
-            Ok(0) => return Ok(()),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        buf.extend_from_slice(&chunk[..n]);
+        if !stream.read_into(&mut chunk, &mut buf)? {
+            return Ok(());
+        }
         let mut frames = Frames::new(&buf, MAX_MESSAGE_LEN);
         for frame in frames.by_ref() {
             if !on_message(frame) {
@@ -289,6 +412,91 @@ mod tests {
                 assert!(text.contains("modprobe sctp"), "{text}");
             }
         }
+    }
+
+    /// A TLS echo server for one connection: what it decrypts it sends back sealed. The names
+    /// of the client's certificate come back through the handle.
+    fn tls_echo(
+        server: crate::ServerTls,
+    ) -> (
+        SocketAddr,
+        std::thread::JoinHandle<io::Result<Option<Vec<String>>>>,
+    ) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let thread = std::thread::spawn(move || {
+            let (mut socket, _) = listener.accept()?;
+            let mut session = server
+                .accept(crate::ClientCertificate::Required)
+                .expect("a CA bundle");
+            let (mut chunk, mut plain, mut out) = (vec![0; 4096], Vec::new(), Vec::new());
+            loop {
+                let n = socket.read(&mut chunk)?;
+                let closed = match session.receive(&chunk[..n], &mut plain) {
+                    Ok(closed) => n == 0 || closed,
+                    Err(e) => {
+                        // The alert that says why.
+                        out.clear();
+                        session.take_outgoing(&mut out);
+                        socket.write_all(&out)?;
+                        return Err(e);
+                    }
+                };
+                if !plain.is_empty() {
+                    session.seal(&plain)?;
+                    plain.clear();
+                }
+                out.clear();
+                session.take_outgoing(&mut out);
+                socket.write_all(&out)?;
+                if closed {
+                    return Ok(session.peer_names());
+                }
+            }
+        });
+        (address, thread)
+    }
+
+    #[test]
+    fn a_tls_connection_carries_framed_messages_and_is_refused_without_a_certificate() {
+        let pki = crate::tls::tests::Pki::new("connection");
+        let server = crate::ServerTls::load(&pki.issue("registrar", &["127.0.0.1"])).unwrap();
+        let client = ClientTls::load(&pki.issue("pe-1", &[])).unwrap();
+        let (address, echo) = tls_echo(server.clone());
+        let conn = Connection::open_tls(Transport::Tcp, address, WAIT, &client, None).unwrap();
+        conn.send(&[0x0b, 0, 0, 8, 1, 2, 3, 4]).unwrap();
+        conn.send(&[0x0c, 0, 0, 4]).unwrap();
+        let mut seen = Vec::new();
+        conn.try_clone()
+            .unwrap()
+            .read_messages(|m| {
+                seen.push(m.to_vec());
+                seen.len() < 2
+            })
+            .unwrap();
+        assert_eq!(seen, [vec![0x0b, 0, 0, 8, 1, 2, 3, 4], vec![0x0c, 0, 0, 4]]);
+        conn.shutdown().unwrap();
+        assert_eq!(echo.join().unwrap().unwrap(), Some(vec!["pe-1".to_owned()]));
+
+        let anonymous = ClientTls::load(&crate::TlsFiles {
+            ca: pki.issue("x", &[]).ca,
+            ..crate::TlsFiles::default()
+        })
+        .unwrap();
+        let (address, echo) = tls_echo(server);
+        let refused = Connection::open_tls(Transport::Tcp, address, WAIT, &anonymous, None)
+            .and_then(|c| {
+                c.send(&[0x0c, 0, 0, 4])
+                    .map_err(|e| NetError::io("send", e))?;
+                c.read_messages(|_| true)
+                    .map_err(|e| NetError::io("read", e))
+            });
+        let e = refused.expect_err("no client certificate");
+        assert!(e.to_string().contains("Certificate"), "{e}");
+        assert!(
+            echo.join().unwrap().is_err(),
+            "the server refused the handshake"
+        );
     }
 
     #[test]

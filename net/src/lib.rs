@@ -12,8 +12,8 @@
 //!   ([`bind_udp`], [`announce_socket`], [`announce_receiver`], [`local_ip_towards`]) set-up.
 //! - A client's connection to a registrar over SCTP, TCP or MPTCP ([`Connection`]), with ASAP's
 //!   framing on byte streams.
-//! - TLS 1.3 over TCP and MPTCP ([`ServerTls`], [`ClientTls`], [`TlsSession`],
-//!   [`PeerIdentity`]): rustls with the ring provider, sans-I/O, certificates from PEM files.
+//! - TLS 1.3 over TCP and MPTCP ([`ServerTls`], [`ClientTls`], [`TlsSession`]): rustls with the
+//!   ring provider, sans-I/O, certificates from PEM files, the peer's certificate names.
 //! - Port ownership ([`PortClaim`]): a registrar's listener ports are shared through
 //!   `SO_REUSEPORT` among its own workers only; a second registrar, or any other socket, on one
 //!   of them is refused.
@@ -56,8 +56,5 @@ pub use sctp::{
 pub use stream::{
     configure_accepted, connect_outcome, connect_stream, connect_stream_blocking, listen_stream,
 };
-pub use tls::{
-    ClientCertificate, ClientTls, PeerIdentity, ServerTls, TlsFiles, TlsSession, name_matches,
-    server_name,
-};
+pub use tls::{ClientCertificate, ClientTls, ServerTls, TlsFiles, TlsSession, server_name};
 pub use udp::{announce_receiver, announce_socket, bind_udp, local_ip_towards};

@@ -131,7 +131,11 @@ impl ServerTls {
                     builder
                 };
                 builder.build().map_err(|e| {
-                    tls_error(&files.ca, "the CA bundle", format!("cannot verify clients: {e}"))
+                    tls_error(
+                        &files.ca,
+                        "the CA bundle",
+                        format!("cannot verify clients: {e}"),
+                    )
                 })
             };
             (
@@ -163,9 +167,7 @@ impl ServerTls {
         let mut conn = rustls::ServerConnection::new(config).ok()?;
         // The owner bounds what waits to be sent (the registrar's high-water mark).
         conn.set_buffer_limit(None);
-        Some(TlsSession {
-            conn: conn.into(),
-        })
+        Some(TlsSession { conn: conn.into() })
     }
 }
 
@@ -292,97 +294,53 @@ impl TlsSession {
         self.conn.send_close_notify();
     }
 
-    /// The names of the peer's verified certificate, once the handshake is done; `None` when
-    /// the peer presented none (a server that does not ask for one, or a client where it is
-    /// optional).
-    pub fn peer_identity(&self) -> Option<PeerIdentity> {
+    /// The names of the peer's verified certificate, once the handshake is done: the
+    /// subject's common names, then its subject alternative names (DNS names, URIs, e-mail
+    /// addresses, IP addresses). `None` when the peer presented none (a server that does not ask
+    /// for one, or a client where it is optional).
+    pub fn peer_names(&self) -> Option<Vec<String>> {
         let leaf = self.conn.peer_certificates()?.first()?;
-        Some(PeerIdentity::from_certificate(leaf))
+        Some(certificate_names(leaf))
     }
 }
 
-/// The names a peer's verified certificate gives it (RFC 5355 §2.2: what access rules and the
-/// ENRP peer allowlist authorise): the subject's common names, then the subject alternative
-/// names (DNS names, URIs, e-mail addresses, IP addresses).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct PeerIdentity {
-    names: Box<[String]>,
-}
-
-impl PeerIdentity {
-    /// An identity of the names given (tests, and peers known by configuration).
-    pub fn new(names: impl IntoIterator<Item = String>) -> Self {
-        Self {
-            names: names.into_iter().collect(),
+/// The names a DER certificate gives its subject; none when it cannot be parsed (rustls verified
+/// it, so it can).
+fn certificate_names(der: &CertificateDer<'_>) -> Vec<String> {
+    use x509_parser::extensions::GeneralName;
+    let mut names = Vec::new();
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return names;
+    };
+    for cn in cert.subject().iter_common_name() {
+        if let Ok(cn) = cn.as_str() {
+            names.push(cn.to_owned());
         }
     }
-
-    /// The names of a DER certificate; none when it cannot be parsed (rustls verified it, so it
-    /// can).
-    fn from_certificate(der: &CertificateDer<'_>) -> Self {
-        use x509_parser::extensions::GeneralName;
-        let mut names = Vec::new();
-        if let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) {
-            for cn in cert.subject().iter_common_name() {
-                if let Ok(cn) = cn.as_str() {
-                    names.push(cn.to_owned());
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            match name {
+                GeneralName::DNSName(s) | GeneralName::URI(s) | GeneralName::RFC822Name(s) => {
+                    names.push((*s).to_owned());
                 }
-            }
-            if let Ok(Some(san)) = cert.subject_alternative_name() {
-                for name in &san.value.general_names {
-                    match name {
-                        GeneralName::DNSName(s) | GeneralName::URI(s) | GeneralName::RFC822Name(s) => {
-                            names.push((*s).to_owned());
-                        }
-                        GeneralName::IPAddress(bytes) => {
-                            let ip = match bytes.len() {
-                                4 => <[u8; 4]>::try_from(*bytes).ok().map(IpAddr::from),
-                                16 => <[u8; 16]>::try_from(*bytes).ok().map(IpAddr::from),
-                                _ => None,
-                            };
-                            names.extend(ip.map(|ip| ip.to_string()));
-                        }
-                        _ => {}
-                    }
+                GeneralName::IPAddress(bytes) => {
+                    let ip = match bytes.len() {
+                        4 => <[u8; 4]>::try_from(*bytes).ok().map(IpAddr::from),
+                        16 => <[u8; 16]>::try_from(*bytes).ok().map(IpAddr::from),
+                        _ => None,
+                    };
+                    names.extend(ip.map(|ip| ip.to_string()));
                 }
+                _ => {}
             }
         }
-        names.dedup();
-        Self {
-            names: names.into(),
-        }
     }
-
-    /// The names, common names first.
-    pub fn names(&self) -> &[String] {
-        &self.names
-    }
-
-    /// The name logs and metrics show: the first one.
-    pub fn primary(&self) -> &str {
-        self.names.first().map_or("", String::as_str)
-    }
-
-    /// Whether one of the names is `pattern`, compared without regard to ASCII case; a pattern
-    /// `*.example.net` stands for any one left-most label (`pe1.example.net`, not
-    /// `a.b.example.net`).
-    pub fn matches(&self, pattern: &str) -> bool {
-        self.names.iter().any(|name| name_matches(pattern, name))
-    }
-}
-
-/// Whether `name` is `pattern` (see [`PeerIdentity::matches`]).
-pub fn name_matches(pattern: &str, name: &str) -> bool {
-    match pattern.strip_prefix("*.") {
-        Some(suffix) => name.split_once('.').is_some_and(|(label, rest)| {
-            !label.is_empty() && rest.eq_ignore_ascii_case(suffix)
-        }),
-        None => pattern.eq_ignore_ascii_case(name),
-    }
+    names.dedup();
+    names
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A CA, and certificates it signs, written to a temporary directory.
@@ -393,7 +351,8 @@ mod tests {
 
     impl Pki {
         pub(crate) fn new(tag: &str) -> Self {
-            let dir = std::env::temp_dir().join(format!("rserpool-tls-{tag}-{}", std::process::id()));
+            let dir =
+                std::env::temp_dir().join(format!("rserpool-tls-{tag}-{}", std::process::id()));
             std::fs::create_dir_all(&dir).unwrap();
             let mut params = rcgen::CertificateParams::new(Vec::new()).unwrap();
             params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -412,10 +371,13 @@ mod tests {
         /// Writes a certificate with common name `cn` and subject alternative names `sans`;
         /// its files (with the CA bundle).
         pub(crate) fn issue(&self, cn: &str, sans: &[&str]) -> TlsFiles {
-            let mut params =
-                rcgen::CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-                    .unwrap();
-            params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+            let mut params = rcgen::CertificateParams::new(
+                sans.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            )
+            .unwrap();
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, cn);
             let key = rcgen::KeyPair::generate().unwrap();
             let cert = params.signed_by(&key, &self.ca).unwrap();
             let certificate = self.dir.join(format!("{cn}.pem"));
@@ -455,8 +417,8 @@ mod tests {
     #[test]
     fn mutual_tls_carries_bytes_both_ways_and_names_the_client() {
         let pki = Pki::new("mutual");
-        let server = ServerTls::load(&pki.issue("registrar", &["127.0.0.1", "pr.example.net"]))
-            .unwrap();
+        let server =
+            ServerTls::load(&pki.issue("registrar", &["127.0.0.1", "pr.example.net"])).unwrap();
         assert!(server.verifies_clients());
         let client = ClientTls::load(&pki.issue("pe-7", &["pe7.example.net"])).unwrap();
         let mut s = server.accept(ClientCertificate::Required).unwrap();
@@ -464,11 +426,11 @@ mod tests {
         // Sealed before the handshake: held until it completes.
         c.seal(b"early").unwrap();
         let mut plain = handshake(&mut c, &mut s).unwrap();
-        let identity = s.peer_identity().unwrap();
-        assert_eq!(identity.names(), ["pe-7", "pe7.example.net"]);
-        assert!(identity.matches("PE7.example.net") && identity.matches("*.example.net"));
-        assert!(!identity.matches("example.net") && !identity.matches("pe-8"));
-        assert_eq!(c.peer_identity().unwrap().primary(), "registrar");
+        assert_eq!(s.peer_names().unwrap(), ["pe-7", "pe7.example.net"]);
+        assert_eq!(
+            c.peer_names().unwrap(),
+            ["registrar", "127.0.0.1", "pr.example.net"]
+        );
 
         let mut wire = Vec::new();
         c.seal(b" and late").unwrap();
@@ -507,7 +469,7 @@ mod tests {
         let mut s = server.accept(ClientCertificate::Optional).unwrap();
         let mut c = anonymous.connect(localhost()).unwrap();
         handshake(&mut c, &mut s).unwrap();
-        assert_eq!(s.peer_identity(), None);
+        assert_eq!(s.peer_names(), None);
     }
 
     #[test]
@@ -544,7 +506,10 @@ mod tests {
         let mut files = pki.issue("registrar", &[]);
         files.private_key = pki.dir.join("missing.key");
         let e = ServerTls::load(&files).unwrap_err().to_string();
-        assert!(e.contains("missing.key") && e.contains("private key"), "{e}");
+        assert!(
+            e.contains("missing.key") && e.contains("private key"),
+            "{e}"
+        );
         let mut files = pki.issue("registrar", &[]);
         files.private_key = pki.issue("other", &[]).private_key;
         let e = ServerTls::load(&files).unwrap_err().to_string();
@@ -553,7 +518,9 @@ mod tests {
         files.certificate = files.private_key.clone();
         let e = ServerTls::load(&files).unwrap_err().to_string();
         assert!(e.contains("no certificate in"), "{e}");
-        let e = ClientTls::load(&TlsFiles::default()).unwrap_err().to_string();
+        let e = ClientTls::load(&TlsFiles::default())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("CA bundle"), "{e}");
         let server = ServerTls::load(&TlsFiles {
             ca: PathBuf::new(),
@@ -563,14 +530,5 @@ mod tests {
         assert!(!server.verifies_clients());
         assert!(server.accept(ClientCertificate::Required).is_none());
         assert!(server.accept(ClientCertificate::None).is_some());
-    }
-
-    #[test]
-    fn wildcards_stand_for_one_label() {
-        assert!(name_matches("*.example.net", "a.example.net"));
-        assert!(!name_matches("*.example.net", "a.b.example.net"));
-        assert!(!name_matches("*.example.net", ".example.net"));
-        assert!(name_matches("PE-1", "pe-1"));
-        assert!(!name_matches("pe-1", "pe-10"));
     }
 }

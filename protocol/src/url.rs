@@ -184,7 +184,9 @@ impl TransportUrl {
             .split_once("://")
             .ok_or_else(|| err("missing `scheme://`".into()))?;
         let (base, tls) = match scheme.len().checked_sub(4) {
-            Some(at) if scheme.is_char_boundary(at) && scheme[at..].eq_ignore_ascii_case("+tls") => {
+            Some(at)
+                if scheme.is_char_boundary(at) && scheme[at..].eq_ignore_ascii_case("+tls") =>
+            {
                 (&scheme[..at], true)
             }
             _ => (scheme, false),
@@ -388,7 +390,10 @@ mod tests {
         );
         let u = url("tcp+tls://127.0.0.1:1?client_certificate=none");
         assert_eq!(u.tls, Some(ClientCertificate::None));
-        assert_eq!(u.to_string(), "tcp+tls://127.0.0.1:1?client_certificate=none");
+        assert_eq!(
+            u.to_string(),
+            "tcp+tls://127.0.0.1:1?client_certificate=none"
+        );
         assert_eq!(url("tcp://127.0.0.1:1").tls, None);
         let u = TransportUrl::parse("tcp+tls://127.0.0.1:1", Transport::STREAMS).unwrap();
         assert_eq!(u.scheme(), "tcp+tls");

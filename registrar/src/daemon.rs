@@ -13,7 +13,9 @@ use rserpool_protocol::Generation;
 
 use crate::config::{Config, DriverChoice};
 use crate::core::{CoreConfig, PrShared, Worker};
-use crate::driver::{Driver, IoSettings, Listener, Shared, WorkerSetup, io_uring_support, sys};
+use crate::driver::{
+    Driver, IoSettings, Listener, Shared, TlsContext, WorkerSetup, io_uring_support, sys,
+};
 use crate::metrics::{MetricsServer, ProcessInfo, Protocol, WorkerMetrics};
 
 /// Why the daemon could not start or stopped with an error.
@@ -96,6 +98,9 @@ pub fn run(config: Config, reload: Reload, set_log_level: SetLogLevel) -> Result
         )
         .map_err(|e| DaemonError::Io("cannot create the workers' wake-up eventfds", e))?,
     );
+    let tls = TlsContext::load(&config.tls.files())
+        .map_err(|e| DaemonError::Config(format!("{e}; fix the [tls] keys")))?;
+    shared.tls.store(tls.map(Arc::new));
     let started_unix_secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -219,6 +224,12 @@ fn supervise(
             }
             Ok(Some(sys::Signal::Reload)) => match reload() {
                 Ok(config) => {
+                    match TlsContext::load(&config.tls.files()) {
+                        Ok(tls) => shared.tls.store(tls.map(Arc::new)),
+                        Err(e) => {
+                            tracing::error!("TLS certificates not reloaded, the old ones stay: {e}")
+                        }
+                    }
                     let live = core_config(&config, pr_id, &bound.asap, &bound.enrp);
                     shared.reconfigure(Arc::new(live));
                     if let Err(e) = set_log_level(&config.log.level) {
@@ -226,8 +237,9 @@ fn supervise(
                     }
                     tracing::info!(
                         "configuration reloaded (timers, ENRP timers, limits per association, \
-                         resolution items, announces, CSP, log level; listeners, ENRP endpoints \
-                         and peers, workers and the PR ID need a restart)"
+                         resolution items, announces, CSP, log level, access rules, TLS \
+                         certificates and identities; listeners, ENRP endpoints and peers, \
+                         workers and the PR ID need a restart)"
                     );
                 }
                 Err(e) => tracing::error!("configuration not reloaded, the old one stays: {e}"),
@@ -613,6 +625,7 @@ fn core_config(
         max_requests_per_second: config.limits.max_requests_per_second,
         idle_timeout: config.limits.idle_timeout_ms,
         access_rules: config.access.rules.clone(),
+        allowed_identities: config.tls.allowed_identities.clone(),
         max_pool_handle_len_ng: config.limits.max_pool_handle_len,
         announce_targets: config.announce.targets.clone(),
         announce_interval: config.announce.interval_ms,

@@ -131,6 +131,10 @@ pub(super) const KEYS: &[KeyDef] = &[
     key!(limits.max_requests_per_second, Sighup),
     key!(limits.idle_timeout_ms, Sighup),
     key!(access.rules, Sighup),
+    key!(tls.certificate, Sighup),
+    key!(tls.private_key, Sighup),
+    key!(tls.ca, Sighup),
+    key!(tls.allowed_identities, Sighup),
     key!(io.ring_entries, Restart),
     key!(io.buffer_size, Restart),
     key!(io.buffer_count, Restart),
@@ -464,6 +468,19 @@ impl TomlValue for Vec<crate::core::access::AccessRule> {
             value,
             "[\"billing* register 10.1.0.0/16\", \"* resolve any\"]",
             "\"* resolve any\"",
+        )
+    }
+    fn write(&self) -> Option<Literal> {
+        quoted_list(self)
+    }
+}
+
+impl TomlValue for Vec<crate::core::identity::NamePattern> {
+    fn read(value: &Spanned<DeValue<'_>>) -> Result<Self, Bad> {
+        string_list(
+            value,
+            "[\"*.pe.example.net\", \"pr7.example.net\"]",
+            "\"pe7.example.net\"",
         )
     }
     fn write(&self) -> Option<Literal> {

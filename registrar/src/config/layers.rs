@@ -216,6 +216,12 @@ fn blank() -> Config {
             interval_ms: 0,
         },
         access: super::AccessConfig { rules: Vec::new() },
+        tls: super::TlsConfig {
+            certificate: String::new(),
+            private_key: String::new(),
+            ca: String::new(),
+            allowed_identities: Vec::new(),
+        },
     }
 }
 

@@ -85,6 +85,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// `[access]`: who may register, deregister and resolve in which pools.
     pub access: AccessConfig,
+    /// `[tls]`: certificates and identities of the TLS listeners and ENRP peers.
+    pub tls: TlsConfig,
     /// `[io]`: rings, buffers and sockets of the I/O drivers.
     pub io: IoConfig,
     /// `[metrics]`: the metrics endpoint.
@@ -100,6 +102,31 @@ pub struct Config {
 pub struct AccessConfig {
     /// The rules; empty: everyone may do everything.
     pub rules: Vec<crate::core::access::AccessRule>,
+}
+
+/// `[tls]`: TLS 1.3 on the `tcp+tls://` and `mptcp+tls://` listeners and ENRP peers (RFC 5352
+/// §9.3, RFC 5353 §6.3). Files are read at start and again on SIGHUP.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsConfig {
+    /// The registrar's certificate chain (PEM); empty: no TLS.
+    pub certificate: String,
+    /// The certificate's private key (PEM).
+    pub private_key: String,
+    /// The CA bundle (PEM) that vouches for clients' certificates and ENRP peers'.
+    pub ca: String,
+    /// The certificate names admitted on TLS connections; empty: any the CA vouches for.
+    pub allowed_identities: Vec<crate::core::identity::NamePattern>,
+}
+
+impl TlsConfig {
+    /// The files as the socket layer takes them.
+    pub fn files(&self) -> rserpool_net::TlsFiles {
+        rserpool_net::TlsFiles {
+            certificate: self.certificate.clone().into(),
+            private_key: self.private_key.clone().into(),
+            ca: self.ca.clone().into(),
+        }
+    }
 }
 
 /// `[registrar]`: identity, threads and the I/O driver.

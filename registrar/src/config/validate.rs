@@ -35,6 +35,7 @@ pub(super) fn check(config: &Config, origins: &Origins) -> Vec<Problem> {
     c.announce_and_timers(config);
     c.enrp(config);
     c.limits(config);
+    c.tls(config);
     c.io(config);
     c.log(config);
     let mut problems = c.problems;
@@ -405,6 +406,65 @@ impl Checker<'_> {
                     l.max_pool_handle_len, l.max_message_size
                 ),
             );
+        }
+    }
+
+    /// TLS URLs need the certificate and key, listeners that verify client certificates and
+    /// ENRP peers over TLS need the CA bundle, and every file named must load.
+    fn tls(&mut self, config: &Config) {
+        use rserpool_protocol::url::ClientCertificate;
+        let t = &config.tls;
+        let urls = [
+            ("asap.listen", &config.asap.listen),
+            ("enrp.listen", &config.enrp.listen),
+            ("enrp.peers", &config.enrp.peers),
+        ];
+        let mut needs_server = None;
+        for (path, list) in urls {
+            for (i, url) in list.iter().enumerate() {
+                let Some(asks) = url.tls else { continue };
+                if path != "enrp.peers" && needs_server.is_none() {
+                    needs_server = Some((path, i));
+                }
+                let verifies = path == "enrp.peers" || asks != ClientCertificate::None;
+                if verifies && t.ca.is_empty() {
+                    self.fail_item(
+                        path,
+                        i,
+                        format!(
+                            "`{url}` verifies the peer's certificate, which needs `tls.ca` (the \
+                             CA bundle, PEM); set it, or use client_certificate=none on a \
+                             listener"
+                        ),
+                    );
+                }
+            }
+        }
+        if let Some((path, i)) = needs_server
+            && (t.certificate.is_empty() || t.private_key.is_empty())
+        {
+            self.fail_item(
+                path,
+                i,
+                format!(
+                    "`{}` serves TLS, which needs `tls.certificate` and `tls.private_key` (PEM \
+                     files); set both",
+                    urls.iter()
+                        .find(|(p, _)| *p == path)
+                        .map_or(String::new(), |(_, l)| l[i].to_string())
+                ),
+            );
+            return;
+        }
+        if !t.certificate.is_empty()
+            && let Err(e) = rserpool_net::ServerTls::load(&t.files())
+        {
+            self.fail("tls.certificate", e.to_string());
+        } else if t.certificate.is_empty() && !t.ca.is_empty() {
+            let e = rserpool_net::ClientTls::load(&t.files());
+            if let Err(e) = e {
+                self.fail("tls.ca", e.to_string());
+            }
         }
     }
 

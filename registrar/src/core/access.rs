@@ -1,7 +1,8 @@
 //! Access control per pool handle (`access.rules`; RFC 5355 §2.2-2.4: registrations by
 //! unauthorized PEs, §2.7: resolutions by unauthorized PUs): which sources may register,
-//! deregister and resolve in which pools. Without TLS a source is its address; a multi-homed
-//! SCTP peer matches if one of its addresses does. An empty rule list allows everything; once a
+//! deregister and resolve in which pools. A source is a subnet (a multi-homed SCTP peer
+//! matches if one of its addresses does) or, over TLS, a name of its verified certificate
+//! (`identity:NAME`, [`Principal`]). An empty rule list allows everything; once a
 //! rule exists, every request needs a rule that allows it, and a refusal is answered with cause
 //! 0xa ("rejected due to security considerations", RFC 5354 §4.1).
 
@@ -9,7 +10,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
 
-use crate::core::subnet::Subnet;
+use crate::core::identity::{Identity, Principal};
 
 /// What a request asks to do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,31 +72,38 @@ pub struct AccessRule {
     pub pools: Pools,
     /// The operations it allows, as [`Operation`] bits.
     operations: u8,
-    /// Where requests must come from.
-    pub from: Subnet,
+    /// Whom it admits: a subnet, or a TLS certificate name.
+    pub from: Principal,
 }
 
 impl AccessRule {
-    /// Whether it allows `operation` in `pool_handle` from one of `sources`.
-    pub fn allows(&self, pool_handle: &[u8], operation: Operation, sources: &[SocketAddr]) -> bool {
+    /// Whether it allows `operation` in `pool_handle` from one of `sources` with `identity`.
+    pub fn allows(
+        &self,
+        pool_handle: &[u8],
+        operation: Operation,
+        sources: &[SocketAddr],
+        identity: Option<&Identity>,
+    ) -> bool {
         self.operations & operation.bit() != 0
             && self.pools.matches(pool_handle)
-            && sources.iter().any(|s| self.from.contains(s.ip()))
+            && self.from.admits(sources, identity)
     }
 }
 
-/// Whether `rules` allow `operation` in `pool_handle` from one of `sources` (an empty list
-/// allows everything).
+/// Whether `rules` allow `operation` in `pool_handle` from one of `sources` with `identity`
+/// (an empty list allows everything).
 pub fn allows(
     rules: &[AccessRule],
     pool_handle: &[u8],
     operation: Operation,
     sources: &[SocketAddr],
+    identity: Option<&Identity>,
 ) -> bool {
     rules.is_empty()
         || rules
             .iter()
-            .any(|r| r.allows(pool_handle, operation, sources))
+            .any(|r| r.allows(pool_handle, operation, sources, identity))
 }
 
 impl FromStr for AccessRule {
@@ -107,7 +115,8 @@ impl FromStr for AccessRule {
                 "bad access rule `{s}`: {why} (expected `<pools> <operations> <from>`, e.g. \
                  \"billing* register,deregister 10.1.0.0/16\" or \"* resolve any\"; pools: a \
                  handle, a prefix ending in `*`, or `*`; operations: register, deregister, \
-                 resolve or all, comma-separated; from: an address, a subnet or any)"
+                 resolve or all, comma-separated; from: an address, a subnet, any, or \
+                 identity:NAME for a TLS peer whose certificate names NAME)"
             )
         };
         let words: Vec<&str> = s.split_whitespace().collect();
@@ -202,6 +211,42 @@ mod tests {
     }
 
     #[test]
+    fn tls_peers_are_admitted_by_certificate_name() {
+        let rules: Vec<AccessRule> = ["billing register identity:*.billing.example.net"]
+            .iter()
+            .map(|r| r.parse().unwrap())
+            .collect();
+        let pe = Identity::new(["pe1.billing.example.net".to_owned()]);
+        let stranger = Identity::new(["pe1.payroll.example.net".to_owned()]);
+        let here = at("10.1.2.3");
+        assert!(allows(
+            &rules,
+            b"billing",
+            Operation::Register,
+            &here,
+            Some(&pe)
+        ));
+        assert!(!allows(
+            &rules,
+            b"billing",
+            Operation::Register,
+            &here,
+            Some(&stranger)
+        ));
+        assert!(!allows(
+            &rules,
+            b"billing",
+            Operation::Register,
+            &here,
+            None
+        ));
+        assert_eq!(
+            rules[0].to_string(),
+            "billing register identity:*.billing.example.net"
+        );
+    }
+
+    #[test]
     fn a_request_needs_a_rule_for_its_pool_its_operation_and_its_source() {
         let rules: Vec<AccessRule> = ["billing* register,deregister 10.1.0.0/16", "* resolve any"]
             .iter()
@@ -209,40 +254,59 @@ mod tests {
             .collect();
         let inside = at("10.1.2.3");
         let outside = at("192.0.2.1");
-        assert!(allows(&rules, b"billing-eu", Operation::Register, &inside));
+        assert!(allows(
+            &rules,
+            b"billing-eu",
+            Operation::Register,
+            &inside,
+            None
+        ));
         assert!(allows(
             &rules,
             b"billing-eu",
             Operation::Deregister,
-            &inside
+            &inside,
+            None
         ));
         assert!(
-            !allows(&rules, b"billing-eu", Operation::Register, &outside),
+            !allows(&rules, b"billing-eu", Operation::Register, &outside, None),
             "another source"
         );
         assert!(
-            !allows(&rules, b"payroll", Operation::Register, &inside),
+            !allows(&rules, b"payroll", Operation::Register, &inside, None),
             "another pool"
         );
         assert!(
-            allows(&rules, b"payroll", Operation::Resolve, &outside),
+            allows(&rules, b"payroll", Operation::Resolve, &outside, None),
             "resolving is open"
         );
         let mut multihomed = outside.clone();
         multihomed.extend(at("10.1.0.1"));
-        assert!(allows(&rules, b"billing", Operation::Register, &multihomed));
+        assert!(allows(
+            &rules,
+            b"billing",
+            Operation::Register,
+            &multihomed,
+            None
+        ));
         assert!(
-            allows(&[], b"anything", Operation::Register, &outside),
+            allows(&[], b"anything", Operation::Register, &outside, None),
             "no rules: open"
         );
         let exact: Vec<AccessRule> = vec!["billing resolve any".parse().unwrap()];
-        assert!(allows(&exact, b"billing", Operation::Resolve, &outside));
+        assert!(allows(
+            &exact,
+            b"billing",
+            Operation::Resolve,
+            &outside,
+            None
+        ));
         assert!(
-            !allows(&exact, b"billing-eu", Operation::Resolve, &outside),
+            !allows(&exact, b"billing-eu", Operation::Resolve, &outside, None),
             "exact"
         );
         assert!(
-            !allows(&exact, b"billing", Operation::Register, &outside),
+            !allows(&exact, b"billing", Operation::Register, &outside, None),
             "default deny"
         );
     }

@@ -26,6 +26,7 @@ use super::{
     Completion, Output, RFC_MAX_POOL_HANDLE, RegisterRequest, ShardWrite, Target, Worker,
     encode_into, jitter,
 };
+use super::{identity, refusals};
 
 /// Why a request was refused before it reached the handlespace.
 enum Refusal {
@@ -159,7 +160,7 @@ impl Worker {
     ) {
         let target = Target::Association(association);
         if self.take_token(association, now) {
-            self.resolve(reads, target, generation, pool_handle, items, out);
+            self.resolve(reads, target, generation, pool_handle, items, now, out);
         } else {
             self.metrics.rate_limited();
             self.resolution_failed(
@@ -182,13 +183,14 @@ impl Worker {
         generation: Generation,
         from: SocketAddr,
         msg: &[u8],
+        now: Millis,
         out: &mut Output,
     ) -> RequestKind {
         let target = Target::UdpReply { listener, to: from };
         if let Some(r) = asap::decode_plain_handle_resolution(msg) {
             self.metrics
                 .message_in(Protocol::Asap, message_type::HANDLE_RESOLUTION);
-            self.resolve(reads, target, generation, r.pool_handle, r.items, out);
+            self.resolve(reads, target, generation, r.pool_handle, r.items, now, out);
             return RequestKind::Resolution;
         }
         let Ok(decoded) = self.receive(target, generation, msg, out) else {
@@ -198,7 +200,7 @@ impl Worker {
             AsapMessage::HandleResolution {
                 pool_handle, items, ..
             } => {
-                self.resolve(reads, target, generation, pool_handle, items, out);
+                self.resolve(reads, target, generation, pool_handle, items, now, out);
                 RequestKind::Resolution
             }
             AsapMessage::Registration {
@@ -261,7 +263,7 @@ impl Worker {
         };
         let refusal = if handle.is_empty() || handle.len() > max_handle || pe.id.0 == 0 {
             Some(Refusal::InvalidValues)
-        } else if !self.access_allows(target, handle, Operation::Register) {
+        } else if !self.access_allows(target, handle, Operation::Register, now) {
             Some(Refusal::Rejected)
         } else if !self.take_token(association, now) {
             self.metrics.rate_limited();
@@ -316,6 +318,7 @@ impl Worker {
             generation,
             pool_handle: handle.into(),
             registration,
+            identity: a.identity.as_ref().map_or(0, identity::Identity::key),
         };
         if rserpool_handlespace::shard_index(handle, self.workers) == self.index {
             // This worker's own shard: no forward to box.
@@ -338,15 +341,20 @@ impl Worker {
             generation,
             pool_handle,
             registration,
+            identity,
         } = request;
         let pe_id = registration.id;
-        let result = self.shard.register(
+        let result = self.shard.register_as(
             &pool_handle,
             registration,
             self.config.pr_id,
             Some(association),
+            identity,
             now,
         );
+        if let Err(RegistrationError::BoundToAnotherIdentity) = &result {
+            self.metrics.limit_refused(Limit::PeBinding);
+        }
         // RFC 5353 §3.3.1: every granted registration and re-registration goes to the peers.
         if let Ok(registered) = &result
             && self.replicates()
@@ -446,7 +454,7 @@ impl Worker {
         out: &mut Output,
     ) {
         let target = Target::Association(association);
-        if !self.access_allows(target, pool_handle.0, Operation::Deregister) {
+        if !self.access_allows(target, pool_handle.0, Operation::Deregister, now) {
             self.metrics.deregistration(Some(cause::REJECTED_SECURITY));
             let causes = [ErrorCause {
                 code: cause::REJECTED_SECURITY,
@@ -574,9 +582,10 @@ impl Worker {
         generation: Generation,
         pool_handle: PoolHandle<'_>,
         items: Option<u32>,
+        now: Millis,
         out: &mut Output,
     ) {
-        if !self.access_allows(target, pool_handle.0, Operation::Resolve) {
+        if !self.access_allows(target, pool_handle.0, Operation::Resolve, now) {
             self.resolution_failed(
                 target,
                 generation,
@@ -967,29 +976,64 @@ impl Worker {
     }
 
     /// Whether the access rules let the peer behind `target` do `operation` in `pool_handle`
-    /// (an association's addresses, or a datagram's sender); counts a refusal.
-    fn access_allows(&self, target: Target, pool_handle: &[u8], operation: Operation) -> bool {
+    /// (an association's addresses and TLS identity, or a datagram's sender); counts a refusal
+    /// and logs it once a minute per peer.
+    fn access_allows(
+        &mut self,
+        target: Target,
+        pool_handle: &[u8],
+        operation: Operation,
+        now: Millis,
+    ) -> bool {
         let rules = &self.config.access_rules;
         if rules.is_empty() {
             return true;
         }
-        let allowed = match target {
-            Target::Association(a) => self.associations.get(&a).is_some_and(|a| {
-                access::allows(rules, pool_handle, operation, &a.info.peer_addresses)
-            }),
-            Target::UdpReply { to, .. } => access::allows(rules, pool_handle, operation, &[to]),
-            Target::UdpSend(_) | Target::SctpAddress(..) => false,
+        let association = match target {
+            Target::Association(a) => self.associations.get(&a),
+            _ => None,
         };
-        if !allowed {
-            self.metrics.limit_refused(Limit::Access);
-            tracing::debug!(
-                ?target,
+        let allowed = match (target, association) {
+            (Target::Association(_), Some(a)) => access::allows(
+                rules,
+                pool_handle,
+                operation,
+                &a.info.peer_addresses,
+                a.identity.as_ref(),
+            ),
+            (Target::UdpReply { to, .. }, _) => {
+                access::allows(rules, pool_handle, operation, &[to], None)
+            }
+            _ => false,
+        };
+        if allowed {
+            return true;
+        }
+        // The peer as logs name it: its certificate name over TLS, else its address.
+        let peer = match (target, association) {
+            (_, Some(a)) => a.identity.as_ref().map_or_else(
+                || {
+                    a.info
+                        .peer_addresses
+                        .first()
+                        .map_or_else(String::new, |p| p.ip().to_string())
+                },
+                |identity| identity.primary().to_owned(),
+            ),
+            (Target::UdpReply { to, .. }, _) => to.ip().to_string(),
+            _ => String::new(),
+        };
+        self.metrics.limit_refused(Limit::Access);
+        if self.refusals.should_log(refusals::peer_key(&peer), now) {
+            tracing::warn!(
+                %peer,
                 ?operation,
                 pool_handle = %String::from_utf8_lossy(pool_handle),
-                "request refused by access.rules"
+                "request refused by access.rules (further refusals of this peer are counted, \
+                 logged again in a minute)"
             );
         }
-        allowed
+        false
     }
 
     /// Takes one request token of the association's rate limit; `false` when it is exhausted.

@@ -114,11 +114,19 @@ pub enum Limit {
     /// The idle time of an association that neither registered nor resolved
     /// (`limits.idle_timeout_ms`): aborted.
     IdleTimeout,
+    /// A TLS handshake that failed: no client certificate where one is required, one the CA
+    /// bundle does not vouch for, a broken record. The connection is closed.
+    TlsHandshake,
+    /// A TLS peer whose certificate names none of `tls.allowed_identities`: aborted.
+    Identity,
+    /// A PE ID registered over TLS, re-registered or deregistered by another identity (cause
+    /// 0xa).
+    PeBinding,
 }
 
 impl Limit {
     /// Every limit, in exposition order.
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 13] = [
         Self::Pools,
         Self::PesPerPool,
         Self::PesPerAssociation,
@@ -129,6 +137,9 @@ impl Limit {
         Self::Access,
         Self::EnrpPeer,
         Self::IdleTimeout,
+        Self::TlsHandshake,
+        Self::Identity,
+        Self::PeBinding,
     ];
 
     /// The Prometheus label value.
@@ -144,6 +155,9 @@ impl Limit {
             Self::Access => "access",
             Self::EnrpPeer => "enrp_peer",
             Self::IdleTimeout => "idle_timeout",
+            Self::TlsHandshake => "tls_handshake",
+            Self::Identity => "tls_identity",
+            Self::PeBinding => "pe_binding",
         }
     }
 }

@@ -217,4 +217,6 @@ pub struct RegisterRequest {
     pub pool_handle: Box<[u8]>,
     /// What to store (ASAP transport filled in).
     pub registration: PeRegistration,
+    /// The digest of the association's TLS identity (0: none), which the PE ID is bound to.
+    pub identity: u64,
 }

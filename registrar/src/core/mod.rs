@@ -20,9 +20,11 @@ pub mod counters;
 mod encoded;
 mod enrp;
 mod forward;
+pub mod identity;
 pub mod in_memory;
 mod keepalive;
 mod output;
+mod refusals;
 pub mod subnet;
 
 use std::net::SocketAddr;
@@ -98,6 +100,9 @@ pub struct CoreConfig {
     pub max_requests_per_second: u32,
     /// Which sources may register, deregister and resolve in which pools (empty: everyone).
     pub access_rules: Vec<access::AccessRule>,
+    /// The certificate names admitted on TLS connections (`tls.allowed_identities`; empty: any
+    /// certificate the CA bundle vouches for).
+    pub allowed_identities: Vec<identity::NamePattern>,
     /// Time an ASAP association may stay open without a registration, deregistration or handle
     /// resolution before it is aborted (resource exhaustion, RFC 5355 §2.1-2.2 floods); 0 = never.
     pub idle_timeout: Millis,
@@ -128,6 +133,7 @@ impl CoreConfig {
             max_requests_per_second: 0,
             idle_timeout: 0,
             access_rules: Vec::new(),
+            allowed_identities: Vec::new(),
             max_pool_handle_len_ng: 256,
             announce_targets: Vec::new(),
             announce_interval: 1_000,
@@ -233,6 +239,9 @@ struct Association {
     /// Whether it has registered, deregistered or resolved (else it is aborted when
     /// `idle_timeout` runs out).
     active: bool,
+    /// The peer's TLS certificate names, once its handshake ended ([`Worker::authenticated`]);
+    /// `None` without TLS or without a client certificate.
+    identity: Option<identity::Identity>,
 }
 
 /// One worker's state machine: the writer of one handlespace shard, the holder of its own
@@ -285,6 +294,8 @@ pub struct Worker {
     /// that PR comes back (it was hung, not dead), its audit repair removes those it no longer
     /// has ([`enrp::TakenOver`]).
     taken_over: FastMap<PrId, enrp::TakenOver>,
+    /// When each refused peer was last logged (once a minute per peer).
+    refusals: refusals::RefusalLog,
 }
 
 impl Worker {
@@ -321,6 +332,7 @@ impl Worker {
             scope: None,
             pr,
             taken_over: FastMap::default(),
+            refusals: refusals::RefusalLog::default(),
         }
     }
 
@@ -395,6 +407,7 @@ impl Worker {
                 pending: 0,
                 rate: TokenBucket::full(self.config.max_requests_per_second, now),
                 active: false,
+                identity: None,
             },
         );
         let idle = self.config.idle_timeout;
@@ -461,7 +474,7 @@ impl Worker {
                 generation,
                 from,
                 message,
-            } => self.on_asap_datagram(reads, listener, generation, from, message, out),
+            } => self.on_asap_datagram(reads, listener, generation, from, message, now, out),
             Received::Datagram {
                 protocol: Protocol::Enrp,
                 generation,
@@ -492,6 +505,38 @@ impl Worker {
             message,
         };
         self.handle(&reader.pin(), received, now, out)
+    }
+
+    /// The TLS handshake of `association` ended and the peer's certificate names `identity`
+    /// (RFC 5355 §2.1-2.5: authentication before any state is created or changed; the driver
+    /// hands in no message before this). A peer whose certificate has none of the names of
+    /// `tls.allowed_identities` is aborted and counted.
+    pub fn authenticated(
+        &mut self,
+        association: AssociationId,
+        identity: identity::Identity,
+        now: Millis,
+        out: &mut Output,
+    ) {
+        let allowed = &self.config.allowed_identities;
+        if !allowed.is_empty() && !allowed.iter().any(|p| identity.matches(p)) {
+            self.metrics.limit_refused(Limit::Identity);
+            if self
+                .refusals
+                .should_log(refusals::peer_key(identity.primary()), now)
+            {
+                tracing::warn!(
+                    identity = identity.primary(),
+                    "TLS peer refused: its certificate names none of tls.allowed_identities"
+                );
+            }
+            out.aborts.push(association);
+            self.close_association(association, now, out);
+            return;
+        }
+        if let Some(a) = self.associations.get_mut(&association) {
+            a.identity = Some(identity);
+        }
     }
 
     /// The association closed (shutdown, abort, connection loss): every PE registered over it is

@@ -7,12 +7,20 @@
 //! socket itself ([`StreamConn::read_and_dispatch`]) and writes with [`StreamConn::flush`]; the
 //! io_uring driver hands in what the kernel received ([`StreamConn::receive`]) and lends the write
 //! buffer to a kernel send ([`StreamConn::take_unsent`], [`StreamConn::give_back`]).
+//!
+//! Over TLS (`tcp+tls://`, `mptcp+tls://`) the same connection holds a [`TlsSession`]: received
+//! bytes are decrypted into the read buffer before framing, replies wait as plaintext until the
+//! batch leaves and are then sealed into records in one go (one record per batch, not per reply).
+//! No message reaches the worker before the handshake ends, and the worker learns the peer's
+//! certificate names first ([`Worker::authenticated`]).
 
 use std::io::{self, Read, Write};
 
 use rserpool_handlespace::{AssociationId, Millis, PinnedReader};
+use rserpool_net::TlsSession;
 use rserpool_protocol::framing::{Frame, Frames, next_frame};
 
+use crate::core::identity::Identity;
 use crate::core::{Output, Received, Worker};
 use crate::metrics::RequestKind;
 
@@ -25,6 +33,8 @@ pub enum Closed {
     Framing(rserpool_protocol::framing::FramingError),
     /// A socket error.
     Io(io::Error),
+    /// The TLS session failed (handshake refused, bad record).
+    Tls(io::Error),
 }
 
 /// What handing received messages to the state machine needs. Made once per event: the replies
@@ -100,6 +110,22 @@ pub struct StreamConn<S> {
     /// The peer closed its sending side: nothing more to read; the connection closes once the
     /// replies to what it sent are written.
     finished: bool,
+    /// The TLS session, on a TLS listener or to a TLS peer.
+    tls: Option<Box<Tls>>,
+}
+
+/// A connection's TLS state.
+#[derive(Debug)]
+struct Tls {
+    session: TlsSession,
+    /// Replies queued and not yet sealed.
+    plain_out: Vec<u8>,
+    /// Plaintext decrypted from the last bytes received.
+    plain_in: Vec<u8>,
+    /// The epoll driver's socket reads (ciphertext).
+    cipher_in: Vec<u8>,
+    /// Whether the worker has been told the peer's identity.
+    authenticated: bool,
 }
 
 impl<S> StreamConn<S> {
@@ -129,7 +155,20 @@ impl<S> StreamConn<S> {
             lent: None,
             spare: Vec::new(),
             finished: false,
+            tls: None,
         }
+    }
+
+    /// The same connection over TLS: every byte in and out goes through `session`.
+    pub fn with_tls(mut self, session: TlsSession) -> Self {
+        self.tls = Some(Box::new(Tls {
+            session,
+            plain_out: Vec::new(),
+            plain_in: Vec::new(),
+            cipher_in: Vec::new(),
+            authenticated: false,
+        }));
+        self
     }
 
     /// Notes that the peer closed its sending side (a read of 0 bytes, a receive of nothing).
@@ -148,14 +187,78 @@ impl<S> StreamConn<S> {
         self.finished && !self.held && !self.wants_write() && self.lent.is_none()
     }
 
-    /// Whether replies are waiting to be written (not counting a buffer lent to a send).
+    /// Whether replies (or TLS records) are waiting to be written (not counting a buffer lent
+    /// to a send).
     pub fn wants_write(&self) -> bool {
         self.written < self.write.len()
+            || self
+                .tls
+                .as_ref()
+                .is_some_and(|t| !t.plain_out.is_empty() || t.session.wants_write())
     }
 
-    /// Reply bytes not yet sent, including those of a lent buffer.
+    /// Reply bytes not yet sent, including those of a lent buffer and those not yet sealed.
     pub fn unsent(&self) -> usize {
-        self.write.len() - self.written + self.lent.unwrap_or(0)
+        self.write.len() - self.written
+            + self.lent.unwrap_or(0)
+            + self.tls.as_ref().map_or(0, |t| t.plain_out.len())
+    }
+
+    /// Over TLS: seals the queued replies into records and moves everything the session has to
+    /// send into the write buffer.
+    fn seal(&mut self) -> io::Result<()> {
+        let Some(tls) = self.tls.as_mut() else {
+            return Ok(());
+        };
+        if !tls.plain_out.is_empty() {
+            tls.session.seal(&tls.plain_out)?;
+            tls.plain_out.clear();
+        }
+        if tls.session.wants_write() {
+            if self.written == self.write.len() {
+                self.write.clear();
+                self.written = 0;
+            }
+            tls.session.take_outgoing(&mut self.write);
+        }
+        Ok(())
+    }
+
+    /// After a failed TLS session: the alert that tells the peer why, to send (without waiting)
+    /// before the connection closes.
+    pub fn tls_alert(&mut self) -> Option<Vec<u8>> {
+        let tls = self.tls.as_mut()?;
+        let mut alert = Vec::new();
+        tls.session.take_outgoing(&mut alert);
+        (!alert.is_empty()).then_some(alert)
+    }
+
+    /// Over TLS: decrypts `bytes` into the read buffer, tells the worker the peer's identity
+    /// once the handshake has ended, and notes a `close_notify`. Without TLS: buffers `bytes`.
+    fn decrypt(&mut self, bytes: &[u8], cx: &mut Dispatch<'_>) -> Result<(), Closed> {
+        let Some(tls) = self.tls.as_mut() else {
+            self.buffer(bytes);
+            return Ok(());
+        };
+        let mut plain = std::mem::take(&mut tls.plain_in);
+        let closed = tls
+            .session
+            .receive(bytes, &mut plain)
+            .map_err(Closed::Tls)?;
+        if !tls.authenticated && !tls.session.is_handshaking() {
+            tls.authenticated = true;
+            if let Some(names) = tls.session.peer_names() {
+                cx.worker
+                    .authenticated(self.association, Identity::new(names), cx.now, cx.out);
+            }
+        }
+        self.finished |= closed;
+        self.buffer(&plain);
+        plain.clear();
+        if let Some(tls) = self.tls.as_mut() {
+            tls.plain_in = plain;
+        }
+        Ok(())
     }
 
     /// Whether the connection should not be read until its replies drain.
@@ -202,6 +305,10 @@ impl<S> StreamConn<S> {
     /// nothing is buffered, and keeps what is left (a partial message, or messages held back by
     /// the high-water mark) in the read buffer. Returns the number of messages.
     pub fn receive(&mut self, bytes: &[u8], cx: &mut Dispatch<'_>) -> Result<usize, Closed> {
+        if self.tls.is_some() {
+            self.decrypt(bytes, cx)?;
+            return self.dispatch_buffered(cx);
+        }
         if self.start == self.end {
             let (consumed, messages, held) = frame(
                 self.association,
@@ -237,8 +344,12 @@ impl<S> StreamConn<S> {
         self.end += bytes.len();
     }
 
-    /// Appends a reply to the write buffer.
+    /// Appends a reply to the write buffer (over TLS, to the replies to seal).
     pub fn queue(&mut self, message: &[u8]) {
+        if let Some(tls) = self.tls.as_mut() {
+            tls.plain_out.extend_from_slice(message);
+            return;
+        }
         if self.written == self.write.len() {
             self.write.clear();
             self.written = 0;
@@ -251,6 +362,9 @@ impl<S> StreamConn<S> {
     /// meanwhile go to another buffer; [`Self::give_back`] returns this one.
     pub fn take_unsent(&mut self) -> Option<(Vec<u8>, usize)> {
         if self.lent.is_some() || !self.wants_write() {
+            return None;
+        }
+        if self.seal().is_err() || self.written == self.write.len() {
             return None;
         }
         let buf = std::mem::replace(&mut self.write, std::mem::take(&mut self.spare));
@@ -286,6 +400,9 @@ impl<S: Read> StreamConn<S> {
         cx: &mut Dispatch<'_>,
         budget: usize,
     ) -> Result<usize, Closed> {
+        if self.tls.is_some() {
+            return self.read_tls_and_dispatch(cx, budget);
+        }
         let mut messages = self.dispatch_buffered(cx)?;
         if self.read.len() < self.read_size {
             self.read.resize(self.read_size, 0);
@@ -325,9 +442,63 @@ impl<S: Read> StreamConn<S> {
     }
 }
 
+impl<S: Read> StreamConn<S> {
+    /// [`Self::read_and_dispatch`] over TLS: reads records into a buffer of their own and
+    /// decrypts them into the read buffer.
+    fn read_tls_and_dispatch(
+        &mut self,
+        cx: &mut Dispatch<'_>,
+        budget: usize,
+    ) -> Result<usize, Closed> {
+        let mut messages = self.dispatch_buffered(cx)?;
+        let Some(mut cipher) = self.tls.as_mut().map(|t| std::mem::take(&mut t.cipher_in)) else {
+            return Ok(messages);
+        };
+        cipher.resize(self.read_size, 0);
+        let mut result = Ok(());
+        for _ in 0..budget.max(1) {
+            if self.over_high_water(cx) || self.finished {
+                break;
+            }
+            let n = match self.socket.read(&mut cipher) {
+                Ok(0) => {
+                    self.finished = true;
+                    break;
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    result = Err(Closed::Io(e));
+                    break;
+                }
+            };
+            if let Err(e) = self.decrypt(&cipher[..n], cx) {
+                result = Err(e);
+                break;
+            }
+            match self.dispatch_buffered(cx) {
+                Ok(m) => messages += m,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+            if n < cipher.len() {
+                break;
+            }
+        }
+        if let Some(tls) = self.tls.as_mut() {
+            tls.cipher_in = cipher;
+        }
+        result.map(|()| messages)
+    }
+}
+
 impl<S: Write> StreamConn<S> {
     /// Writes as much of the write buffer as the socket takes; `Ok(true)` when all is written.
     pub fn flush(&mut self) -> io::Result<bool> {
+        self.seal()?;
         while self.written < self.write.len() {
             match self.socket.write(&self.write[self.written..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),

@@ -158,6 +158,13 @@ impl Loop {
                 tracing::debug!(%e, "cannot set up an accepted connection");
                 continue;
             }
+            let tls = match self.state.tls_session(&url, false) {
+                Ok(tls) => tls,
+                Err(e) => {
+                    tracing::warn!(listener = %url, %e, "connection refused");
+                    continue;
+                }
+            };
             let slot = self.free_slot();
             if let Err(e) = self.epoll.add(&socket, TAG_CONN | slot as u64, true, false) {
                 tracing::warn!(%e, "cannot watch a connection");
@@ -167,13 +174,7 @@ impl Loop {
             let association = self
                 .state
                 .open_stream(url, protocol, peer, slot, ticket, now);
-            let stream = StreamConn::new(
-                socket,
-                association,
-                self.state.io.buffer_size,
-                self.state.max_message(protocol),
-                self.state.io.max_buffered_bytes,
-            );
+            let stream = self.state.stream_conn(socket, association, protocol, tls);
             self.conns[slot] = Some(Conn {
                 stream,
                 transport: url.transport,
@@ -203,6 +204,7 @@ impl Loop {
         if connect.url.transport == Transport::Sctp {
             return self.state.start_sctp_connect(connect);
         }
+        let tls = self.state.tls_session(&connect.url, true)?;
         let socket = connect_stream(&connect.url)?;
         let slot = self.free_slot();
         if let Err(e) = self.epoll.add(&socket, TAG_CONN | slot as u64, false, true) {
@@ -211,12 +213,11 @@ impl Loop {
         }
         self.state
             .connecting(connect.association, connect.url.transport, slot);
-        let stream = StreamConn::new(
+        let stream = self.state.stream_conn(
             socket,
             connect.association,
-            self.state.io.buffer_size,
-            self.state.max_message(crate::metrics::Protocol::Enrp),
-            self.state.io.max_buffered_bytes,
+            crate::metrics::Protocol::Enrp,
+            tls,
         );
         self.conns[slot] = Some(Conn {
             stream,
@@ -236,6 +237,10 @@ impl Loop {
         match connect_outcome(&conn.stream.socket) {
             Ok(peer) => {
                 let association = conn.stream.association;
+                if conn.stream.wants_write() {
+                    // A TLS client speaks first.
+                    self.dirty.push(slot);
+                }
                 self.update_interest(slot);
                 self.state.connected(association, peer, now);
             }
@@ -299,15 +304,27 @@ impl Loop {
         let result = conn
             .stream
             .read_and_dispatch(&mut self.state.dispatch(now, reads), budget);
-        if let Err(closed) = result {
-            self.close_conn(slot, closed, now);
+        match result {
+            // A TLS handshake's answer, with no reply from the worker to carry it.
+            Ok(_) if conn.stream.wants_write() => self.dirty.push(slot),
+            Ok(_) => {}
+            Err(closed) => self.close_conn(slot, closed, now),
         }
     }
 
     fn close_conn(&mut self, slot: usize, why: Closed, now: Millis) {
-        let Some(conn) = self.conns.get_mut(slot).and_then(Option::take) else {
+        let Some(mut conn) = self.conns.get_mut(slot).and_then(Option::take) else {
             return;
         };
+        if matches!(why, Closed::Tls(_))
+            && let Some(alert) = conn.stream.tls_alert()
+        {
+            // Best effort: a few bytes into an empty send buffer.
+            let _ = conn
+                .stream
+                .socket
+                .send_with_flags(&alert, libc::MSG_DONTWAIT);
+        }
         let _ = self.epoll.delete(&conn.stream.socket);
         self.free.push(slot);
         self.state

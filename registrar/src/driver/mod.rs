@@ -18,10 +18,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use rserpool_handlespace::Millis;
 use rserpool_handlespace::mailbox::Mailbox;
-use rserpool_net::{SctpSocket, TransportUrl};
+use rserpool_net::{ClientTls, NetError, SctpSocket, ServerTls, TlsFiles, TransportUrl};
 
 use self::admission::SourceCounts;
 use crate::core::{CoreConfig, Forward, Worker};
@@ -71,6 +71,35 @@ pub struct Shared {
     pub epoch: Instant,
     /// Associations per source address over all workers.
     pub sources: Arc<SourceCounts>,
+    /// The TLS certificates in use; replaced on SIGHUP (new connections take the new ones).
+    pub tls: ArcSwapOption<TlsContext>,
+}
+
+/// The registrar's TLS: the server side of its TLS listeners, and the client side it connects
+/// to ENRP peers with (its own certificate as the client certificate).
+#[derive(Debug)]
+pub struct TlsContext {
+    /// For `tcp+tls://` and `mptcp+tls://` listeners; `None` without a certificate.
+    pub server: Option<ServerTls>,
+    /// For ENRP peers reached over TLS; `None` without a CA bundle.
+    pub client: Option<ClientTls>,
+}
+
+impl TlsContext {
+    /// Loads the files `files` names; `None` when they name none.
+    pub fn load(files: &TlsFiles) -> Result<Option<Self>, NetError> {
+        let server = if files.certificate.as_os_str().is_empty() {
+            None
+        } else {
+            Some(ServerTls::load(files)?)
+        };
+        let client = if files.ca.as_os_str().is_empty() {
+            None
+        } else {
+            Some(ClientTls::load(files)?)
+        };
+        Ok((server.is_some() || client.is_some()).then_some(Self { server, client }))
+    }
 }
 
 impl Shared {
@@ -93,6 +122,7 @@ impl Shared {
             core_config: ArcSwap::new(config),
             epoch: Instant::now(),
             sources: SourceCounts::new(max_connections_per_source),
+            tls: ArcSwapOption::empty(),
         })
     }
 

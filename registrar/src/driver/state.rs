@@ -10,11 +10,13 @@ use std::time::{Duration, Instant};
 
 use rserpool_handlespace::mailbox::Mailbox;
 use rserpool_handlespace::{AssociationId, FastMap, Millis, PinnedReader};
-use rserpool_net::{AssocState, NetError, SctpAssocId, SctpRecv, Transport, TransportUrl};
+use rserpool_net::{
+    AssocState, NetError, SctpAssocId, SctpRecv, TlsSession, Transport, TransportUrl,
+};
 use rserpool_protocol::PPID_ASAP;
 
 use super::admission::SourceTicket;
-use super::conn::{Closed, Dispatch};
+use super::conn::{Closed, Dispatch, StreamConn};
 use super::{IoSettings, Listener, Shared, WorkerSetup, send_datagram};
 use crate::core::{
     AssociationInfo, Connect, CoreConfig, Forward, Output, Received, Target, Worker,
@@ -201,6 +203,65 @@ impl LoopState {
         ticket
     }
 
+    /// The TLS session for a connection accepted on `url` (`Ok(None)` for a plain listener),
+    /// or for one to the ENRP peer `url` when `outgoing`; an error when the certificates that
+    /// would serve it are not configured (the configuration check prevents that).
+    pub fn tls_session(
+        &self,
+        url: &TransportUrl,
+        outgoing: bool,
+    ) -> Result<Option<TlsSession>, NetError> {
+        let Some(asks) = url.tls else {
+            return Ok(None);
+        };
+        let context = self.shared.tls.load();
+        let missing = |what: &str| {
+            NetError::Tls(format!(
+                "{url} needs {what}, which the configuration does not give (tls.certificate, \
+                 tls.private_key, tls.ca)"
+            ))
+        };
+        if outgoing {
+            let client = context
+                .as_ref()
+                .and_then(|c| c.client.as_ref())
+                .ok_or_else(|| missing("the CA bundle to verify the peer"))?;
+            let name = rserpool_net::server_name(None, url.address.ip())?;
+            client.connect(name).map(Some)
+        } else {
+            context
+                .as_ref()
+                .and_then(|c| c.server.as_ref())
+                .and_then(|s| s.accept(asks))
+                .map(Some)
+                .ok_or_else(|| {
+                    missing("a certificate and key (and a CA bundle for client certificates)")
+                })
+        }
+    }
+
+    /// A stream connection of the core's `association` (of `protocol`) on `socket`, over TLS
+    /// when `tls` is given.
+    pub fn stream_conn<S>(
+        &self,
+        socket: S,
+        association: AssociationId,
+        protocol: Protocol,
+        tls: Option<TlsSession>,
+    ) -> StreamConn<S> {
+        let conn = StreamConn::new(
+            socket,
+            association,
+            self.io.buffer_size,
+            self.max_message(protocol),
+            self.io.max_buffered_bytes,
+        );
+        match tls {
+            Some(session) => conn.with_tls(session),
+            None => conn,
+        }
+    }
+
     /// Opens the association of a stream connection accepted on `url` (a listener of
     /// `protocol`) from `peer`, held in the driver's `slot`.
     pub fn open_stream(
@@ -303,6 +364,10 @@ impl LoopState {
                 tracing::debug!(%e, "closing a connection whose stream cannot be framed");
             }
             Closed::Io(e) => tracing::debug!(%e, "connection failed"),
+            Closed::Tls(e) => {
+                self.metrics.limit_refused(Limit::TlsHandshake);
+                tracing::debug!(%e, "closing a connection whose TLS session failed");
+            }
         }
         self.routes.remove(&association);
         self.tickets.remove(&association);

@@ -289,6 +289,10 @@ impl Loop {
         if connect.url.transport == Transport::Sctp {
             return Ok(self.state.start_sctp_connect(connect));
         }
+        let tls = match self.state.tls_session(&connect.url, true) {
+            Ok(tls) => tls,
+            Err(e) => return Ok(Err(e)),
+        };
         let socket = match connect_stream(&connect.url) {
             Ok(s) => s,
             Err(e) => return Ok(Err(e)),
@@ -298,13 +302,9 @@ impl Loop {
         self.state
             .connecting(connect.association, connect.url.transport, slot);
         self.conns[slot] = Some(Conn {
-            stream: StreamConn::new(
-                socket,
-                connect.association,
-                self.state.io.buffer_size,
-                self.state.max_message(Protocol::Enrp),
-                self.state.io.max_buffered_bytes,
-            ),
+            stream: self
+                .state
+                .stream_conn(socket, connect.association, Protocol::Enrp, tls),
             transport: connect.url.transport,
             recv: Receiving::Off,
             send: None,
@@ -328,6 +328,10 @@ impl Loop {
         match connect_outcome(&conn.stream.socket) {
             Ok(peer) => {
                 let association = conn.stream.association;
+                if conn.stream.wants_write() {
+                    // A TLS client speaks first.
+                    self.dirty.push(slot);
+                }
                 self.rearm_recv(slot)?;
                 self.state.connected(association, peer, now);
                 self.route_output()
@@ -352,19 +356,20 @@ impl Loop {
             tracing::debug!(%e, "cannot set up an accepted connection");
             return Ok(());
         }
+        let tls = match self.state.tls_session(&url, false) {
+            Ok(tls) => tls,
+            Err(e) => {
+                tracing::warn!(listener = %url, %e, "connection refused");
+                return Ok(());
+            }
+        };
         let slot = self.free_slot();
         self.ring.recv(socket.as_fd(), slot as u64)?;
         let association = self
             .state
             .open_stream(url, protocol, peer, slot, ticket, now);
         self.conns[slot] = Some(Conn {
-            stream: StreamConn::new(
-                socket,
-                association,
-                self.state.io.buffer_size,
-                self.state.max_message(protocol),
-                self.state.io.max_buffered_bytes,
-            ),
+            stream: self.state.stream_conn(socket, association, protocol, tls),
             transport: url.transport,
             recv: Receiving::Armed,
             send: None,
@@ -402,6 +407,14 @@ impl Loop {
                 self.ring.recycle(buf);
                 match handled {
                     Ok(_) => {
+                        if self.conns[slot]
+                            .as_ref()
+                            .is_some_and(|c| c.stream.wants_write())
+                        {
+                            // A TLS handshake's answer, with no reply from the worker to
+                            // carry it.
+                            self.dirty.push(slot);
+                        }
                         self.route_output()?;
                         self.hold_back(slot)?;
                     }
@@ -515,6 +528,16 @@ impl Loop {
             return Ok(());
         }
         conn.closed = true;
+        if matches!(why, Closed::Tls(_))
+            && conn.send.is_none()
+            && let Some(alert) = conn.stream.tls_alert()
+        {
+            // Best effort: a few bytes into an empty send buffer.
+            let _ = conn
+                .stream
+                .socket
+                .send_with_flags(&alert, libc::MSG_DONTWAIT);
+        }
         if conn.recv == Receiving::Armed {
             self.ring.cancel_recv(slot as u64)?;
             conn.recv = Receiving::Cancelling;

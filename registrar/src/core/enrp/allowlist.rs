@@ -1,6 +1,7 @@
 //! The ENRP peer allowlist (`enrp.allowed_peers`; RFC 5355 §2.5: a malicious ENRP server joining
 //! the group of legitimate ones): which PR IDs may join the operating scope, each optionally
-//! bound to the addresses it may speak from. Without TLS the binding is to a source subnet.
+//! bound to the addresses it may speak from or, over TLS, to a name of its certificate
+//! (`42@identity:pr42.example.net`).
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -8,32 +9,39 @@ use std::str::FromStr;
 
 use rserpool_handlespace::PrId;
 
-use crate::core::subnet::Subnet;
+use crate::core::identity::{Identity, Principal};
 
-/// One admitted peer: a PR ID, and the subnet it must speak from (any address when `None`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// One admitted peer: a PR ID, and the subnet it must speak from or the certificate name it
+/// must have (anyone when `None`).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AllowedPeer {
     /// The peer's PR ID.
     pub id: PrId,
-    /// The network its associations and presences must come from.
-    pub from: Option<Subnet>,
+    /// The network its associations and presences must come from, or its certificate name.
+    pub from: Option<Principal>,
 }
 
 impl AllowedPeer {
-    /// Whether `id`, speaking from one of `addresses` (any of a multi-homed peer's), is this
-    /// entry.
-    pub fn admits(&self, id: PrId, addresses: &[SocketAddr]) -> bool {
+    /// Whether `id`, speaking from one of `addresses` (any of a multi-homed peer's) with
+    /// `identity`, is this entry.
+    pub fn admits(&self, id: PrId, addresses: &[SocketAddr], identity: Option<&Identity>) -> bool {
         self.id == id
             && self
                 .from
-                .is_none_or(|net| addresses.iter().any(|a| net.contains(a.ip())))
+                .as_ref()
+                .is_none_or(|from| from.admits(addresses, identity))
     }
 }
 
 /// Whether the list admits `id` from `addresses`: an empty list admits everyone (RSPLIB's open
 /// scope).
-pub fn admits(list: &[AllowedPeer], id: PrId, addresses: &[SocketAddr]) -> bool {
-    list.is_empty() || list.iter().any(|p| p.admits(id, addresses))
+pub fn admits(
+    list: &[AllowedPeer],
+    id: PrId,
+    addresses: &[SocketAddr],
+    identity: Option<&Identity>,
+) -> bool {
+    list.is_empty() || list.iter().any(|p| p.admits(id, addresses, identity))
 }
 
 /// Why an allowlist entry was refused.
@@ -44,8 +52,9 @@ impl fmt::Display for AllowedPeerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} (expected a PR ID, optionally with the subnet it speaks from: \"0x2a\", \"42\", \
-             \"42@10.0.0.7\", \"42@10.0.0.0/24\", \"42@fd00::/64\")",
+            "{} (expected a PR ID, optionally with the subnet it speaks from or its TLS \
+             certificate name: \"0x2a\", \"42\", \"42@10.0.0.7\", \"42@10.0.0.0/24\", \
+             \"42@fd00::/64\", \"42@identity:pr42.example.net\")",
             self.0
         )
     }
@@ -73,7 +82,7 @@ impl FromStr for AllowedPeer {
         }
         let from = match from {
             None => None,
-            Some(from) => Some(from.parse::<Subnet>().map_err(|why| err(&why))?),
+            Some(from) => Some(from.parse::<Principal>().map_err(|why| err(&why))?),
         };
         Ok(Self { id: PrId(id), from })
     }
@@ -82,9 +91,9 @@ impl FromStr for AllowedPeer {
 impl fmt::Display for AllowedPeer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:#x}", self.id.0)?;
-        match self.from {
+        match &self.from {
             None => Ok(()),
-            Some(net) => write!(f, "@{net}"),
+            Some(from) => write!(f, "@{from}"),
         }
     }
 }
@@ -106,6 +115,10 @@ mod tests {
             ("42@10.0.0.0/24", "0x2a@10.0.0.0/24"),
             ("42@[fd00::1]", "0x2a@fd00::1"),
             ("42@fd00::/64", "0x2a@fd00::/64"),
+            (
+                "42@identity:pr42.example.net",
+                "0x2a@identity:pr42.example.net",
+            ),
         ] {
             let peer: AllowedPeer = text.parse().unwrap();
             assert_eq!(peer.to_string(), printed);
@@ -119,10 +132,28 @@ mod tests {
             "42@10.0.0.300",
             "42@10.0.0.0/33",
             "42@::/129",
+            "42@identity:",
         ] {
             let e = bad.parse::<AllowedPeer>().unwrap_err().to_string();
             assert!(e.contains("expected a PR ID"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn an_entry_bound_to_a_certificate_name_admits_that_name_only() {
+        let entry: AllowedPeer = "7@identity:pr7.example.net".parse().unwrap();
+        let pr7 = Identity::new(["pr7.example.net".to_owned()]);
+        let pr8 = Identity::new(["pr8.example.net".to_owned()]);
+        assert!(entry.admits(PrId(7), &at("10.0.0.1"), Some(&pr7)));
+        assert!(
+            !entry.admits(PrId(7), &at("10.0.0.1"), Some(&pr8)),
+            "another name"
+        );
+        assert!(!entry.admits(PrId(7), &at("10.0.0.1"), None), "no TLS");
+        assert!(
+            !entry.admits(PrId(8), &at("10.0.0.1"), Some(&pr7)),
+            "another ID"
+        );
     }
 
     #[test]
@@ -131,24 +162,33 @@ mod tests {
             .iter()
             .map(|s| s.parse().unwrap())
             .collect();
-        assert!(admits(&list, PrId(7), &at("10.0.0.99")));
-        assert!(!admits(&list, PrId(7), &at("10.0.1.1")), "another subnet");
-        assert!(!admits(&list, PrId(7), &at("fd00::1")), "another family");
+        assert!(admits(&list, PrId(7), &at("10.0.0.99"), None));
         assert!(
-            admits(&list, PrId(7), &at("::ffff:10.0.0.5")),
+            !admits(&list, PrId(7), &at("10.0.1.1"), None),
+            "another subnet"
+        );
+        assert!(
+            !admits(&list, PrId(7), &at("fd00::1"), None),
+            "another family"
+        );
+        assert!(
+            admits(&list, PrId(7), &at("::ffff:10.0.0.5"), None),
             "IPv4-mapped"
         );
-        assert!(admits(&list, PrId(8), &at("192.0.2.1")), "any address");
-        assert!(!admits(&list, PrId(9), &at("10.0.0.1")), "not listed");
+        assert!(
+            admits(&list, PrId(8), &at("192.0.2.1"), None),
+            "any address"
+        );
+        assert!(!admits(&list, PrId(9), &at("10.0.0.1"), None), "not listed");
         // A multi-homed peer: one of its addresses in the subnet is enough.
         let mut both = at("192.0.2.1");
         both.extend(at("10.0.0.3"));
-        assert!(admits(&list, PrId(7), &both));
+        assert!(admits(&list, PrId(7), &both, None));
         assert!(
-            admits(&[], PrId(9), &at("192.0.2.1")),
+            admits(&[], PrId(9), &at("192.0.2.1"), None),
             "an empty list is open"
         );
         let everyone: AllowedPeer = "9@0.0.0.0/0".parse().unwrap();
-        assert!(everyone.admits(PrId(9), &at("203.0.113.9")));
+        assert!(everyone.admits(PrId(9), &at("203.0.113.9"), None));
     }
 }

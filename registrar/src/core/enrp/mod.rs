@@ -571,10 +571,9 @@ impl Worker {
     fn admits_peer(&self, association: AssociationId, sender: PrId) -> bool {
         let list = &self.config.enrp.allowed_peers;
         list.is_empty()
-            || self
-                .associations
-                .get(&association)
-                .is_some_and(|a| allowlist::admits(list, sender, &a.info.peer_addresses))
+            || self.associations.get(&association).is_some_and(|a| {
+                allowlist::admits(list, sender, &a.info.peer_addresses, a.identity.as_ref())
+            })
     }
 
     /// Refuses a PR not on the allowlist (RFC 5355 §2.5): an ENRP_ERROR with cause 0xa

@@ -324,7 +324,14 @@ impl Worker {
             return;
         }
         // RFC 5355 §2.5: a PR not on the allowlist is not heard, let alone connected to.
-        if !super::allowlist::admits(&self.config.enrp.allowed_peers, message.sender, &[from]) {
+        // A datagram carries no TLS identity: an entry bound to a certificate name admits
+        // nothing here.
+        if !super::allowlist::admits(
+            &self.config.enrp.allowed_peers,
+            message.sender,
+            &[from],
+            None,
+        ) {
             self.metrics.limit_refused(Limit::EnrpPeer);
             self.log_refusal(message.sender, now, "in a presence datagram");
             return;

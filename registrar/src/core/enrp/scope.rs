@@ -309,11 +309,14 @@ impl Worker {
             if scope.peers.iter().any(|p| p.url == Some(url)) {
                 continue;
             }
-            // RFC 5355 §2.5: a listed PR not on the allowlist is not connected to.
+            // RFC 5355 §2.5: a listed PR not on the allowlist is not connected to. A list names
+            // plain transports only: an entry bound to a certificate name admits nothing here
+            // (such a peer is reached through `enrp.peers`).
             if !super::allowlist::admits(
                 &self.config.enrp.allowed_peers,
                 s.server_id,
                 &[url.address],
+                None,
             ) {
                 self.metrics.limit_refused(Limit::EnrpPeer);
                 self.log_refusal(s.server_id, now, "in a peer list");
