@@ -48,6 +48,13 @@ impl Refusal {
     }
 }
 
+/// A handle resolution request: the pool, and how many PEs the PU asked for (RFC 5352 §3.3).
+#[derive(Clone, Copy, Debug)]
+struct Query<'a> {
+    pool_handle: PoolHandle<'a>,
+    items: Option<u32>,
+}
+
 impl Worker {
     /// An ASAP message on an association (RFC 5352 §3): registrations, deregistrations, handle
     /// resolutions, keep-alive acks, unreachable reports.
@@ -160,7 +167,14 @@ impl Worker {
     ) {
         let target = Target::Association(association);
         if self.take_token(association, now) {
-            self.resolve(reads, target, generation, pool_handle, items, now, out);
+            self.resolve(
+                reads,
+                target,
+                generation,
+                Query { pool_handle, items },
+                now,
+                out,
+            );
         } else {
             self.metrics.rate_limited();
             self.resolution_failed(
@@ -179,18 +193,20 @@ impl Worker {
     pub(super) fn on_asap_datagram(
         &mut self,
         reads: &PinnedReader<'_>,
-        listener: u32,
+        target: Target,
         generation: Generation,
-        from: SocketAddr,
         msg: &[u8],
         now: Millis,
         out: &mut Output,
     ) -> RequestKind {
-        let target = Target::UdpReply { listener, to: from };
         if let Some(r) = asap::decode_plain_handle_resolution(msg) {
             self.metrics
                 .message_in(Protocol::Asap, message_type::HANDLE_RESOLUTION);
-            self.resolve(reads, target, generation, r.pool_handle, r.items, now, out);
+            let query = Query {
+                pool_handle: r.pool_handle,
+                items: r.items,
+            };
+            self.resolve(reads, target, generation, query, now, out);
             return RequestKind::Resolution;
         }
         let Ok(decoded) = self.receive(target, generation, msg, out) else {
@@ -200,7 +216,14 @@ impl Worker {
             AsapMessage::HandleResolution {
                 pool_handle, items, ..
             } => {
-                self.resolve(reads, target, generation, pool_handle, items, now, out);
+                self.resolve(
+                    reads,
+                    target,
+                    generation,
+                    Query { pool_handle, items },
+                    now,
+                    out,
+                );
                 RequestKind::Resolution
             }
             AsapMessage::Registration {
@@ -580,11 +603,11 @@ impl Worker {
         reads: &PinnedReader<'_>,
         target: Target,
         generation: Generation,
-        pool_handle: PoolHandle<'_>,
-        items: Option<u32>,
+        query: Query<'_>,
         now: Millis,
         out: &mut Output,
     ) {
+        let Query { pool_handle, items } = query;
         if !self.access_allows(target, pool_handle.0, Operation::Resolve, now) {
             self.resolution_failed(
                 target,

@@ -474,7 +474,10 @@ impl Worker {
                 generation,
                 from,
                 message,
-            } => self.on_asap_datagram(reads, listener, generation, from, message, now, out),
+            } => {
+                let target = Target::UdpReply { listener, to: from };
+                self.on_asap_datagram(reads, target, generation, message, now, out)
+            }
             Received::Datagram {
                 protocol: Protocol::Enrp,
                 generation,
