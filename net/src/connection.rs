@@ -289,6 +289,12 @@ impl Connection {
         })
     }
 
+    /// Bounds how long a read may wait (`None`: for ever); a read that runs out fails with
+    /// `WouldBlock` or `TimedOut`.
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.socket().set_read_timeout(timeout)
+    }
+
     /// Bounds how long a send may block.
     pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         self.socket().set_write_timeout(timeout)

@@ -1,0 +1,302 @@
+//! TLS as operators run it (issue 17, RFC 5355): the registrar daemon on the default profile with
+//! a `tcp+tls://` listener that requires client certificates, certificates made here by a test
+//! CA (nothing committed), and PEs that speak through the project's client connection. Each
+//! scenario runs on both I/O drivers. Shown: a certified PE registers, and is resolvable over
+//! plain TCP; a PE without a certificate, or with one of another CA, fails its handshake; an
+//! identity the access rules do not allow in a pool is refused with cause 0xa; an identity
+//! cannot re-register another identity's PE ID; `tls.allowed_identities` aborts the others; and a
+//! SIGHUP loads new certificates. Every refusal is counted in the metrics.
+
+mod common;
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::{Daemon, eventually, registration, resolution, resolved};
+use rserpool_net::{ClientTls, Connection, TlsFiles, Transport};
+use rserpool_protocol::{AsapMessage, Generation, cause};
+
+const RFC: Generation = Generation::Rfc;
+const WAIT: Duration = Duration::from_secs(5);
+
+common::on_both_drivers!(
+    certified_pes_register_and_the_others_are_refused_and_counted,
+    allowed_identities_abort_the_others_and_sighup_loads_new_certificates,
+);
+
+/// A test CA and the certificates it signs, in a directory of their own.
+struct Pki {
+    dir: PathBuf,
+    name: String,
+    ca: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+impl Pki {
+    fn new(dir: &Path, name: &str) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+        Self {
+            dir: dir.to_owned(),
+            name: name.to_owned(),
+            ca: rcgen::Issuer::new(params, key),
+        }
+    }
+
+    fn ca_file(&self) -> PathBuf {
+        self.dir.join(format!("{}.pem", self.name))
+    }
+
+    /// A certificate for `name` (common name and DNS name; `127.0.0.1` as an IP address name
+    /// too, for the registrar), written as `file`.pem and `file`.key.
+    fn issue(&self, name: &str, file: &str) -> TlsFiles {
+        let mut sans = vec![name.to_owned()];
+        if name.starts_with("registrar") {
+            sans.push("127.0.0.1".to_owned());
+        }
+        let mut params = rcgen::CertificateParams::new(sans).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.ca).unwrap();
+        let files = TlsFiles {
+            certificate: self.dir.join(format!("{file}.pem")),
+            private_key: self.dir.join(format!("{file}.key")),
+            ca: self.ca_file(),
+        };
+        std::fs::write(&files.certificate, cert.pem()).unwrap();
+        std::fs::write(&files.private_key, key.serialize_pem()).unwrap();
+        files
+    }
+}
+
+/// A directory for one scenario on one driver.
+fn scratch(scenario: &str, driver: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "rserpool-tls-{scenario}-{driver}-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// The daemon on the default profile and `driver`, two workers, a TLS listener and a plain TCP
+/// one, with the `[tls]` keys of `server` and the rest of `config`.
+fn daemon(dir: &Path, driver: &str, server: &TlsFiles, config: &str) -> Daemon {
+    let file = dir.join("registrar.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[tls]\ncertificate = {:?}\nprivate_key = {:?}\nca = {:?}\n{config}",
+            server.certificate, server.private_key, server.ca
+        ),
+    )
+    .unwrap();
+    Daemon::start(&[
+        "--profile",
+        "default",
+        "--config",
+        file.to_str().unwrap(),
+        "--driver",
+        driver,
+        "--workers",
+        "2",
+        "--asap",
+        "tcp+tls://127.0.0.1:0",
+        "--asap",
+        "tcp://127.0.0.1:0",
+        "--metrics",
+        "127.0.0.1:0",
+    ])
+}
+
+/// A PE's TLS connection with the certificate `files` (or none).
+fn connect(address: SocketAddr, files: &TlsFiles) -> Result<Connection, rserpool_net::NetError> {
+    let client = ClientTls::load(files)?;
+    let conn = Connection::open_tls(Transport::Tcp, address, WAIT, &client, None)?;
+    conn.set_read_timeout(Some(WAIT)).unwrap();
+    Ok(conn)
+}
+
+/// Sends `request` and reads the first reply that is not a keep-alive.
+fn request(conn: &Connection, request: &[u8]) -> io::Result<Vec<u8>> {
+    conn.send(request)?;
+    let mut reply = None;
+    conn.read_messages(|m| {
+        if m.first() == Some(&0x07) {
+            // ENDPOINT_KEEP_ALIVE: not what was asked.
+            return true;
+        }
+        reply = Some(m.to_vec());
+        false
+    })?;
+    reply.ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "closed without a reply"))
+}
+
+/// The registration response's verdict: `Ok(())` or the first cause.
+fn registered(reply: &[u8]) -> Result<(), u16> {
+    match AsapMessage::decode(reply, RFC).unwrap().message {
+        AsapMessage::RegistrationResponse {
+            rejected: false, ..
+        } => Ok(()),
+        AsapMessage::RegistrationResponse { error, .. } => {
+            Err(error.and_then(|e| e.iter().next()).map_or(0, |c| c.code))
+        }
+        other => panic!("not a registration response: {other:?}"),
+    }
+}
+
+/// What a plain TCP PU gets for `pool`.
+fn resolve(d: &Daemon, pool: &[u8]) -> Result<Vec<u64>, u16> {
+    let mut pu = common::StreamClient::tcp(d.address("tcp://", false), RFC);
+    pu.send_raw(&resolution(pool, Some(16), RFC));
+    resolved(&pu.recv_bytes(), RFC)
+}
+
+fn refusals(d: &Daemon, limit: &str) -> f64 {
+    d.metric(&format!(
+        "rserpool_limit_refusals_total{{limit=\"{limit}\"}}"
+    ))
+}
+
+fn certified_pes_register_and_the_others_are_refused_and_counted(driver: &str) {
+    let dir = scratch("pes", driver);
+    let pki = Pki::new(&dir, "test-ca");
+    let stranger_ca = Pki::new(&dir, "stranger-ca");
+    let server = pki.issue("registrar.example.net", "registrar");
+    let d = daemon(
+        &dir,
+        driver,
+        &server,
+        "\n[access]\nrules = [\"billing register,deregister identity:*.billing.example.net\", \
+         \"* resolve any\"]\n",
+    );
+    let tls = d.address("tcp+tls://", false);
+
+    // A PE whose certificate the access rules allow in the pool.
+    let pe1_files = pki.issue("pe1.billing.example.net", "pe1");
+    let pe1 = connect(tls, &pe1_files).unwrap();
+    let reply = request(&pe1, &registration(b"billing", 7, 60_000, RFC)).unwrap();
+    assert_eq!(registered(&reply), Ok(()));
+    assert_eq!(resolve(&d, b"billing"), Ok(vec![7]));
+
+    // No client certificate, or one of another CA: the handshake fails, with an alert.
+    let anonymous = TlsFiles {
+        ca: pki.ca_file(),
+        ..TlsFiles::default()
+    };
+    let strangers = {
+        let mut f = stranger_ca.issue("pe9.billing.example.net", "pe9");
+        f.ca = pki.ca_file();
+        f
+    };
+    for (who, files) in [("no certificate", &anonymous), ("another CA", &strangers)] {
+        let refused = connect(tls, files)
+            .map_err(io::Error::from)
+            .and_then(|c| request(&c, &registration(b"billing", 66, 60_000, RFC)));
+        let e = refused.expect_err(who);
+        assert!(
+            e.to_string().contains("alert") || e.kind() == io::ErrorKind::UnexpectedEof,
+            "{who}: {e}"
+        );
+    }
+    assert!(
+        eventually(WAIT, || refusals(&d, "tls_handshake") >= 2.0),
+        "both failed handshakes counted"
+    );
+
+    // An identity the rules do not allow in this pool.
+    let payroll = connect(tls, &pki.issue("pe1.payroll.example.net", "payroll")).unwrap();
+    let reply = request(&payroll, &registration(b"billing", 8, 60_000, RFC)).unwrap();
+    assert_eq!(registered(&reply), Err(cause::REJECTED_SECURITY));
+    assert!(refusals(&d, "access") >= 1.0);
+
+    // Another allowed identity, from the same host over a newer connection, takes PE ID 7: the
+    // same host could without TLS, but the ID is bound to pe1's identity.
+    let pe2 = connect(tls, &pki.issue("pe2.billing.example.net", "pe2")).unwrap();
+    let reply = request(&pe2, &registration(b"billing", 7, 60_000, RFC)).unwrap();
+    assert_eq!(registered(&reply), Err(cause::REJECTED_SECURITY));
+    assert!(refusals(&d, "pe_binding") >= 1.0);
+    // pe2 registers its own PE; pe1, reconnected, re-registers its own.
+    let reply = request(&pe2, &registration(b"billing", 9, 60_000, RFC)).unwrap();
+    assert_eq!(registered(&reply), Ok(()));
+    let pe1_again = connect(tls, &pe1_files).unwrap();
+    let reply = request(&pe1_again, &registration(b"billing", 7, 60_000, RFC)).unwrap();
+    assert_eq!(registered(&reply), Ok(()));
+    let mut pes = resolve(&d, b"billing").unwrap();
+    pes.sort_unstable();
+    assert_eq!(pes, [7, 9]);
+    drop((pe1, pe1_again, pe2, payroll));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn allowed_identities_abort_the_others_and_sighup_loads_new_certificates(driver: &str) {
+    let dir = scratch("reload", driver);
+    let old_ca = Pki::new(&dir, "old-ca");
+    let server = old_ca.issue("registrar.example.net", "registrar");
+    let d = daemon(
+        &dir,
+        driver,
+        &server,
+        "allowed_identities = [\"*.pe.example.net\"]\n",
+    );
+    let tls = d.address("tcp+tls://", false);
+    let allowed = connect(tls, &old_ca.issue("a.pe.example.net", "a")).unwrap();
+    let reply = request(&allowed, &registration(b"pool", 1, 60_000, RFC)).unwrap();
+    assert_eq!(registered(&reply), Ok(()));
+    // Certified by the CA, but not among the allowed names: aborted once its handshake ends.
+    let other = connect(tls, &old_ca.issue("intruder.example.net", "intruder")).unwrap();
+    let refused = request(&other, &registration(b"pool", 2, 60_000, RFC));
+    assert!(refused.is_err(), "{refused:?}");
+    assert!(eventually(WAIT, || refusals(&d, "tls_identity") >= 1.0));
+    assert_eq!(resolve(&d, b"pool"), Ok(vec![1]));
+
+    // New CA, new registrar certificate, same files; SIGHUP. A client of the old CA keeps a
+    // copy of it.
+    let old_trust = dir.join("old-ca-kept.pem");
+    std::fs::copy(old_ca.ca_file(), &old_trust).unwrap();
+    let old_client = TlsFiles {
+        ca: old_trust,
+        ..old_ca.issue("b.pe.example.net", "b")
+    };
+    let new_ca = Pki::new(&dir, "new-ca");
+    let renewed = new_ca.issue("registrar.example.net", "registrar-new");
+    std::fs::copy(&renewed.certificate, &server.certificate).unwrap();
+    std::fs::copy(&renewed.private_key, &server.private_key).unwrap();
+    std::fs::copy(new_ca.ca_file(), old_ca.ca_file()).unwrap();
+    d.signal("HUP");
+    let new_client = new_ca.issue("c.pe.example.net", "c");
+    // Kept open: a PE leaves with its connection.
+    let mut registered_pe = None;
+    assert!(
+        eventually(WAIT, || {
+            let Ok(c) = connect(tls, &new_client) else {
+                return false;
+            };
+            let ok = request(&c, &registration(b"pool", 3, 60_000, RFC))
+                .is_ok_and(|r| registered(&r).is_ok());
+            registered_pe = ok.then_some(c);
+            ok
+        }),
+        "a client of the new CA gets in after SIGHUP"
+    );
+    let e = connect(tls, &old_client).expect_err("the old CA vouches for no one now");
+    assert!(e.to_string().contains("UnknownIssuer"), "{e}");
+    // The connection opened before the reload keeps its session.
+    let reply = request(&allowed, &registration(b"pool", 1, 60_000, RFC)).unwrap();
+    assert_eq!(registered(&reply), Ok(()));
+    let mut pes = resolve(&d, b"pool").unwrap();
+    pes.sort_unstable();
+    assert_eq!(pes, [1, 3]);
+    drop(registered_pe);
+    let _ = std::fs::remove_dir_all(&dir);
+}
