@@ -24,6 +24,7 @@ const WAIT: Duration = Duration::from_secs(5);
 common::on_both_drivers!(
     certified_pes_register_and_the_others_are_refused_and_counted,
     allowed_identities_abort_the_others_and_sighup_loads_new_certificates,
+    registrars_peer_over_tls_and_the_allowlist_binds_pr_ids_to_certificates,
 );
 
 /// A test CA and the certificates it signs, in a directory of their own.
@@ -56,10 +57,10 @@ impl Pki {
     }
 
     /// A certificate for `name` (common name and DNS name; `127.0.0.1` as an IP address name
-    /// too, for the registrar), written as `file`.pem and `file`.key.
+    /// too, for registrars: `registrar…` and `pr…`), written as `file`.pem and `file`.key.
     fn issue(&self, name: &str, file: &str) -> TlsFiles {
         let mut sans = vec![name.to_owned()];
-        if name.starts_with("registrar") {
+        if name.starts_with("registrar") || name.starts_with("pr") {
             sans.push("127.0.0.1".to_owned());
         }
         let mut params = rcgen::CertificateParams::new(sans).unwrap();
@@ -117,6 +118,61 @@ fn daemon(dir: &Path, driver: &str, server: &TlsFiles, config: &str) -> Daemon {
         "--metrics",
         "127.0.0.1:0",
     ])
+}
+
+/// A registrar with PR ID `id` on `driver` in an operating scope over TLS: its certificate
+/// `files`, an ENRP endpoint on an ephemeral `tcp+tls://` port, the static peers `peers`, the
+/// carrier profile's ENRP timers (shortened) and `enrp_extra` in `[enrp]`.
+fn registrar(
+    dir: &Path,
+    driver: &str,
+    id: u32,
+    files: &TlsFiles,
+    peers: &[&str],
+    enrp_extra: &str,
+) -> Daemon {
+    let file = dir.join(format!("registrar-{id}.toml"));
+    std::fs::write(
+        &file,
+        format!(
+            "[tls]\ncertificate = {:?}\nprivate_key = {:?}\nca = {:?}\n\n{}{enrp_extra}",
+            files.certificate,
+            files.private_key,
+            files.ca,
+            common::CARRIER_ENRP
+        ),
+    )
+    .unwrap();
+    let id = id.to_string();
+    let mut args = vec![
+        "--profile",
+        "default",
+        "--config",
+        file.to_str().unwrap(),
+        "--driver",
+        driver,
+        "--workers",
+        "2",
+        "--id",
+        &id,
+        "--asap",
+        "tcp://127.0.0.1:0",
+        "--enrp",
+        "tcp+tls://127.0.0.1:0",
+        "--metrics",
+        "127.0.0.1:0",
+    ];
+    for peer in peers {
+        args.extend(["--peer", peer]);
+    }
+    Daemon::start(&args)
+}
+
+/// The PE IDs a plain TCP PU gets for `pool` at `d`, sorted; empty while it is unknown.
+fn pe_ids(d: &Daemon, pool: &[u8]) -> Vec<u64> {
+    let mut ids = resolve(d, pool).unwrap_or_default();
+    ids.sort_unstable();
+    ids
 }
 
 /// A PE's TLS connection with the certificate `files` (or none).
@@ -298,5 +354,58 @@ fn allowed_identities_abort_the_others_and_sighup_loads_new_certificates(driver:
     pes.sort_unstable();
     assert_eq!(pes, [1, 3]);
     drop(registered_pe);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn registrars_peer_over_tls_and_the_allowlist_binds_pr_ids_to_certificates(driver: &str) {
+    // RFC 5353 §6.3, RFC 5355 §2.5. A (PR 51) admits PR 53 bound to its certificate name only;
+    // B (PR 52, certified by the same CA) and C (PR 53) both name A as their peer over TLS.
+    let dir = scratch("scope", driver);
+    let pki = Pki::new(&dir, "scope-ca");
+    let a = registrar(
+        &dir,
+        driver,
+        51,
+        &pki.issue("pr51.example.net", "pr51"),
+        &[],
+        "allowed_peers = [\"53@identity:pr53.example.net\"]\n",
+    );
+    assert!(a.enrp[0].starts_with("tcp+tls://"), "{:?}", a.enrp);
+    let b = registrar(
+        &dir,
+        driver,
+        52,
+        &pki.issue("pr52.example.net", "pr52"),
+        &[&a.enrp[0]],
+        "",
+    );
+    let c = registrar(
+        &dir,
+        driver,
+        53,
+        &pki.issue("pr53.example.net", "pr53"),
+        &[&a.enrp[0]],
+        "",
+    );
+    let mut pe = common::StreamClient::tcp(a.address("tcp://", false), RFC);
+    pe.send_raw(&registration(b"scope", 61, 60_000, RFC));
+    assert!(common::accepted(&pe.recv_answering_keep_alives(), RFC));
+    let mut intruder_pe = common::StreamClient::tcp(b.address("tcp://", false), RFC);
+    intruder_pe.send_raw(&registration(b"scope", 62, 60_000, RFC));
+    assert!(common::accepted(
+        &intruder_pe.recv_answering_keep_alives(),
+        RFC
+    ));
+    assert!(
+        eventually(Duration::from_secs(10), || pe_ids(&c, b"scope") == [61]),
+        "replicated over TLS to the admitted peer"
+    );
+    assert!(eventually(WAIT, || {
+        a.metric("rserpool_limit_refusals_total{limit=\"enrp_peer\"}") >= 1.0
+    }));
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(a.metric("rserpool_enrp_peers"), 1.0, "C only");
+    assert_eq!(pe_ids(&a, b"scope"), [61], "B's PE never reached A");
+    assert_eq!(pe_ids(&b, b"scope"), [62], "A's PE never reached B");
     let _ = std::fs::remove_dir_all(&dir);
 }
