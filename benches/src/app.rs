@@ -24,11 +24,20 @@ use crate::population::{self, PopulationOutcome, PopulationSpec, Share};
 use crate::report::{KeepAliveInfo, PopulationInfo, ResyncSummary, RunReport, Summary};
 use crate::takeover;
 use crate::target::{self, EnrpSpawn, Target};
+use crate::tls::{self, RunPki};
 use crate::workload::{self, Check, ConnWork, PeIds, PeRecord, Pick, Table};
 
 /// Runs what `cli` asks for.
 pub fn run(cli: &Cli) -> Result<RunReport> {
     cli.validate().map_err(Error::new)?;
+    let pki = if cli.tls {
+        let pki = RunPki::new()?;
+        tls::set_client(pki.client_tls()?);
+        Some(pki)
+    } else {
+        None
+    };
+    let pki = pki.as_ref();
     match cli.scenario {
         ScenarioKind::Echo => {
             let reply = cli
@@ -36,6 +45,7 @@ pub fn run(cli: &Cli) -> Result<RunReport> {
                 .map_or(EchoReply::Mirror, EchoReply::Sized);
             let echo = run_echo(
                 cli,
+                pki,
                 cli.transport,
                 Generation::Rfc,
                 ScenarioKind::Resolve,
@@ -43,15 +53,17 @@ pub fn run(cli: &Cli) -> Result<RunReport> {
             )?;
             Ok(RunReport::Single(echo))
         }
-        ScenarioKind::Churn => run_churn(cli, &open_target(cli)?),
-        ScenarioKind::Keepalive => run_keepalive(cli, &open_target(cli)?).map(RunReport::Single),
+        ScenarioKind::Churn => run_churn(cli, &open_target(cli, pki)?),
+        ScenarioKind::Keepalive => {
+            run_keepalive(cli, &open_target(cli, pki)?).map(RunReport::Single)
+        }
         ScenarioKind::Resync => run_resync(cli).map(RunReport::Resync),
         ScenarioKind::Takeover => {
             takeover::run(cli, &registrar_bin(cli)?, &spawn_config(cli)).map(RunReport::Takeover)
         }
         ScenarioKind::Chaos => chaos::run(cli).map(|r| RunReport::Chaos(Box::new(r))),
         ScenarioKind::Resolve | ScenarioKind::Register | ScenarioKind::Storm => {
-            let target = open_target(cli)?;
+            let target = open_target(cli, pki)?;
             let endpoint = target.endpoint();
             let scenario = run_target(cli, &target)?;
             // The registrar must not compete with the echo server for the cores.
@@ -68,6 +80,7 @@ pub fn run(cli: &Cli) -> Result<RunReport> {
             let size = reply_size_for(scenario.mean_reply_bytes);
             let echo = run_echo(
                 cli,
+                pki,
                 endpoint.transport,
                 endpoint.generation,
                 cli.scenario,
@@ -85,17 +98,22 @@ pub fn reply_size_for(mean: f64) -> usize {
     size.clamp(MIN_REPLY, MAX_REPLY)
 }
 
-fn open_target(cli: &Cli) -> Result<Target> {
+fn open_target(cli: &Cli, pki: Option<&RunPki>) -> Result<Target> {
     if let Some(endpoint) = cli.registrar {
         return Ok(Target::external(endpoint));
     }
     let bin = registrar_bin(cli)?;
+    let mut config = spawn_config(cli);
+    if let Some(pki) = pki {
+        config.push_str(&pki.registrar_config());
+    }
     let target = Target::spawn(
         &bin,
         cli.workers,
         &cli.profile,
         cli.transport,
-        &spawn_config(cli),
+        pki.is_some(),
+        &config,
         None,
     )?;
     note(
@@ -417,6 +435,7 @@ fn run_resync(cli: &Cli) -> Result<ResyncSummary> {
             cli.workers,
             &cli.profile,
             cli.transport,
+            false,
             &config,
             Some(&enrp),
         )?;
@@ -591,13 +610,19 @@ fn await_population(
 /// The echo server under the request mix of `mimic`.
 fn run_echo(
     cli: &Cli,
+    pki: Option<&RunPki>,
     transport: StreamTransport,
     generation: Generation,
     mimic: ScenarioKind,
     reply: EchoReply,
 ) -> Result<Summary> {
     let bind = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
-    let server = EchoServer::start(transport, bind, reply)?;
+    let server = EchoServer::start(
+        transport,
+        bind,
+        reply,
+        pki.map(RunPki::server_tls).transpose()?,
+    )?;
     let endpoint = Endpoint {
         generation,
         ..server.endpoint()

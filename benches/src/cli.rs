@@ -285,6 +285,11 @@ pub struct Cli {
     /// Transport of the echo server and of a spawned registrar (a --registrar URL names its own).
     #[arg(long, value_enum, default_value_t = StreamTransport::Tcp)]
     pub transport: StreamTransport,
+    /// TLS 1.3 with client certificates (resolve and register, with --spawn, and echo): the run
+    /// makes a throwaway CA, the registrar's and the echo server's certificate and the
+    /// clients', and the spawned registrar listens on tcp+tls:// (or mptcp+tls://).
+    #[arg(long)]
+    pub tls: bool,
 
     /// Print one JSON object on stdout instead of the text summary.
     #[arg(long)]
@@ -570,6 +575,26 @@ impl Cli {
         }
         if self.registrar_bin.is_some() && !self.spawns() {
             return Err("--registrar-bin needs --spawn".into());
+        }
+        if self.tls
+            && !(matches!(self.scenario, ScenarioKind::Resolve | ScenarioKind::Echo)
+                || (self.scenario == ScenarioKind::Register && !self.registers_new_pes()))
+        {
+            return Err(format!(
+                "--tls applies to resolve, register (re-registrations) and echo, not {}",
+                if self.registers_new_pes() {
+                    "register --population"
+                } else {
+                    self.scenario.name()
+                }
+            ));
+        }
+        if self.tls && self.registrar.is_some() {
+            return Err(
+                "--tls makes the certificates of a registrar this run starts: use --spawn (the \
+                 bench has no flags for another CA's files)"
+                    .into(),
+            );
         }
         if self.profile != "default" && !self.spawns() {
             return Err(

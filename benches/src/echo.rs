@@ -9,12 +9,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
 
+use rserpool_net::{ClientCertificate, ServerTls};
 use rserpool_protocol::framing::Frames;
 use rserpool_protocol::url::TransportUrl;
 use rserpool_protocol::{AsapMessage, Generation, PoolHandle};
 
 use crate::error::{Error, Result};
 use crate::net::{Endpoint, StreamTransport};
+use crate::tls::SecureStream;
 use crate::workload::MAX_FRAME;
 
 /// Smallest sized reply: header, and a pool-handle parameter with a handle of 4 bytes.
@@ -61,8 +63,15 @@ pub struct EchoServer {
 }
 
 impl EchoServer {
-    /// Listens on `addr` (port 0 = any) over `transport` and serves in a thread of its own.
-    pub fn start(transport: StreamTransport, addr: SocketAddr, reply: EchoReply) -> Result<Self> {
+    /// Listens on `addr` (port 0 = any) over `transport`, over TLS with `tls` (client
+    /// certificates required, as a registrar's TLS listener does), and serves in a thread of its
+    /// own.
+    pub fn start(
+        transport: StreamTransport,
+        addr: SocketAddr,
+        reply: EchoReply,
+        tls: Option<ServerTls>,
+    ) -> Result<Self> {
         let template = match reply {
             EchoReply::Mirror => None,
             EchoReply::Sized(size) => Some(reply_frame(size)?),
@@ -74,12 +83,15 @@ impl EchoServer {
                 Error::new(format!("echo server: listen on {addr}: {e}"))
             })?
             .into();
-        let endpoint = Endpoint::new(transport, listener.local_addr()?);
+        let endpoint = Endpoint {
+            tls: tls.is_some(),
+            ..Endpoint::new(transport, listener.local_addr()?)
+        };
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let thread = thread::Builder::new()
             .name("echo-server".into())
-            .spawn(move || serve(&listener, template.as_deref(), &flag))?;
+            .spawn(move || serve(&listener, template.as_deref(), tls.as_ref(), &flag))?;
         Ok(Self {
             endpoint,
             stop,
@@ -116,7 +128,7 @@ impl Drop for EchoServer {
 
 /// One client connection of the echo server.
 struct Peer {
-    stream: TcpStream,
+    stream: SecureStream,
     inbuf: Box<[u8]>,
     in_len: usize,
     out: Vec<u8>,
@@ -125,9 +137,18 @@ struct Peer {
 }
 
 impl Peer {
-    fn new(stream: TcpStream) -> io::Result<Self> {
-        stream.set_nonblocking(true)?;
+    fn new(stream: TcpStream, tls: Option<&ServerTls>) -> io::Result<Self> {
         stream.set_nodelay(true)?;
+        let mut stream = match tls {
+            None => SecureStream::plain(stream),
+            Some(tls) => {
+                let session = tls.accept(ClientCertificate::Required).ok_or_else(|| {
+                    io::Error::new(ErrorKind::InvalidInput, "the echo server has no CA bundle")
+                })?;
+                SecureStream::tls(stream, session)
+            }
+        };
+        stream.set_nonblocking(true)?;
         Ok(Self {
             stream,
             inbuf: vec![0; 2 * MAX_FRAME].into_boxed_slice(),
@@ -206,6 +227,7 @@ impl Peer {
 fn serve(
     listener: &std::net::TcpListener,
     template: Option<&[u8]>,
+    tls: Option<&ServerTls>,
     stop: &AtomicBool,
 ) -> io::Result<()> {
     let mut peers: Vec<Peer> = Vec::new();
@@ -213,7 +235,7 @@ fn serve(
         let mut moved = false;
         match listener.accept() {
             Ok((stream, _)) => {
-                peers.push(Peer::new(stream)?);
+                peers.push(Peer::new(stream, tls)?);
                 moved = true;
             }
             Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::Interrupted => {}

@@ -5,7 +5,6 @@
 //! and ack is tallied in the registrar's terms ([`Totals`]).
 
 use std::io::{self, ErrorKind, Read, Write};
-use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::{self, JoinHandle};
@@ -17,7 +16,8 @@ use rserpool_protocol::{AsapMessage, Generation};
 
 use crate::error::{Context, Error, Result};
 use crate::load::{LoadSpec, Outcome, Poll, Stats};
-use crate::net::{self, Endpoint};
+use crate::net::Endpoint;
+use crate::tls::{self, SecureStream};
 use crate::workload::{self, MAX_FRAME, PeIds, PeRecord, PolicyKind, Table, Totals};
 
 /// Setup connections at most for [`Fleet::register`]; PEs are dealt out over them.
@@ -45,7 +45,7 @@ struct Batch {
 
 /// One setup connection: an association carrying several PEs.
 struct SetupConn {
-    stream: TcpStream,
+    stream: SecureStream,
     pes: Vec<PeRecord>,
     inbuf: Vec<u8>,
     in_len: usize,
@@ -221,7 +221,7 @@ impl Fleet {
         let count = connections.clamp(1, total.max(1));
         let mut conns = Vec::with_capacity(count);
         for _ in 0..count {
-            let stream = net::connect(endpoint).context(|| format!("connect to {endpoint}"))?;
+            let stream = tls::connect(endpoint).context(|| format!("connect to {endpoint}"))?;
             stream.set_read_timeout(Some(SETUP_TIMEOUT))?;
             conns.push(SetupConn {
                 stream,
@@ -269,7 +269,7 @@ impl Fleet {
                 refused.len()
             )));
         }
-        for conn in &conns {
+        for conn in &mut conns {
             conn.stream.set_nonblocking(true)?;
         }
         let stop = Arc::new(AtomicBool::new(false));

@@ -5,7 +5,8 @@
 //! synchronisation of a second spawned registrar and its restart (`resync`), the takeover of a
 //! killed registrar's PEs by the survivors of a scope of three (`takeover`), a fault test of an
 //! operating scope of real registrar processes (`chaos`), a spawned or external registrar as the
-//! target, and text or JSON reports with HDR latency percentiles and whole-run totals in the
+//! target, TLS (`--tls`: `tcp+tls://` with a throwaway PKI, the echo server too), and text or
+//! JSON reports with HDR latency percentiles and whole-run totals in the
 //! registrar's terms. See `docs/benchmarking.md`.
 
 pub mod app;
@@ -20,6 +21,7 @@ pub mod population;
 pub mod report;
 pub mod takeover;
 pub mod target;
+pub mod tls;
 pub mod workload;
 
 pub use cli::{Cli, ScenarioKind};

@@ -8,7 +8,6 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, ErrorKind, Read, Write};
-use std::net::TcpStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -21,7 +20,8 @@ use rserpool_protocol::asap::message_type as mt;
 use rserpool_protocol::framing::Frames;
 
 use crate::error::{Context, Error, Result};
-use crate::net::{self, Endpoint};
+use crate::net::Endpoint;
+use crate::tls::{self, SecureStream};
 use crate::workload::{self, Check, ConnWork, MAX_FRAME, Pick, Reply, Table, Totals};
 
 /// Largest latency the histogram holds (larger ones are clamped).
@@ -185,7 +185,7 @@ impl Plan {
 
 /// One client connection.
 struct Conn {
-    stream: TcpStream,
+    stream: SecureStream,
     work: ConnWork,
     index: usize,
     rng: Rng,
@@ -200,7 +200,12 @@ struct Conn {
 }
 
 impl Conn {
-    fn new(stream: TcpStream, work: ConnWork, index: usize, spec: &LoadSpec) -> Result<Self> {
+    fn new(
+        mut stream: SecureStream,
+        work: ConnWork,
+        index: usize,
+        spec: &LoadSpec,
+    ) -> Result<Self> {
         if work.requests.is_empty() {
             return Err(Error::new("a connection has no request to send"));
         }
@@ -311,6 +316,14 @@ impl Conn {
     /// Refills the window (closed loop) or sends what is due (open loop) in one write, together
     /// with any pending keep-alive acks; finishes a partial write first. Returns whether bytes left.
     fn send(&mut self, plan: &Plan, stats: &mut Stats) -> bool {
+        // TLS records a full socket held back leave first.
+        let mut moved = match self.stream.flush_records() {
+            Ok(moved) => moved,
+            Err(_) => {
+                self.close(stats);
+                return true;
+            }
+        };
         if self.out_pos == self.out.len() {
             self.out.clear();
             self.out_pos = 0;
@@ -337,15 +350,16 @@ impl Conn {
                 }
             }
             if self.out.is_empty() {
-                return false;
+                return moved;
             }
         }
         match self.stream.write(&self.out[self.out_pos..]) {
             Ok(n) => {
                 self.out_pos += n;
-                n > 0
+                moved |= n > 0;
+                moved
             }
-            Err(e) if retry(&e) => false,
+            Err(e) if retry(&e) => moved,
             Err(_) => {
                 self.close(stats);
                 true
@@ -522,7 +536,7 @@ pub fn run(
     }
     let mut groups: Vec<Vec<Conn>> = (0..spec.threads).map(|_| Vec::new()).collect();
     for (index, w) in work.into_iter().enumerate() {
-        let stream = net::connect(endpoint).context(|| format!("connect to {endpoint}"))?;
+        let stream = tls::connect(endpoint).context(|| format!("connect to {endpoint}"))?;
         groups[index % spec.threads].push(Conn::new(stream, w, index, spec)?);
     }
     let start = Instant::now();

@@ -46,15 +46,18 @@ pub struct Endpoint {
     pub addr: SocketAddr,
     /// The wire generation spoken there (RFC unless `?generation=ng`).
     pub generation: Generation,
+    /// TLS over the stream (`tcp+tls://`, `mptcp+tls://`).
+    pub tls: bool,
 }
 
 impl Endpoint {
-    /// An RFC-generation endpoint.
+    /// An RFC-generation endpoint without TLS.
     pub const fn new(transport: StreamTransport, addr: SocketAddr) -> Self {
         Self {
             transport,
             addr,
             generation: Generation::Rfc,
+            tls: false,
         }
     }
 }
@@ -62,8 +65,9 @@ impl Endpoint {
 impl Endpoint {
     /// The endpoint as a transport URL.
     pub const fn url(&self) -> TransportUrl {
-        TransportUrl::new(self.transport.url_transport(), self.addr)
-            .with_generation(self.generation)
+        let url = TransportUrl::new(self.transport.url_transport(), self.addr)
+            .with_generation(self.generation);
+        if self.tls { url.with_tls() } else { url }
     }
 }
 
@@ -89,15 +93,20 @@ impl FromStr for Endpoint {
             transport,
             addr: url.address,
             generation: url.generation,
+            tls: url.tls.is_some(),
         })
     }
 }
 
-/// Connects to `endpoint` with Nagle off (requests leave in one write each), blocking
-/// ([`rserpool_net::connect_stream_blocking`]); a failed call gives the kernel's answer alone, as
-/// callers name the endpoint.
+/// Connects the socket to `endpoint` with Nagle off (requests leave in one write each),
+/// blocking ([`rserpool_net::connect_stream_blocking`]); a failed call gives the kernel's answer
+/// alone, as callers name the endpoint. TLS is [`crate::tls::connect`]'s.
 pub fn connect(endpoint: &Endpoint) -> io::Result<TcpStream> {
-    rserpool_net::connect_stream_blocking(&endpoint.url(), None)
+    let url = TransportUrl {
+        tls: None,
+        ..endpoint.url()
+    };
+    rserpool_net::connect_stream_blocking(&url, None)
         .map(TcpStream::from)
         .map_err(NetError::into_kernel_error)
 }

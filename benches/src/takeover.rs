@@ -63,6 +63,7 @@ pub fn run(cli: &Cli, bin: &Path, config: &str) -> Result<TakeoverSummary> {
             workers.unwrap_or(0),
             &cli.profile,
             cli.transport,
+            false,
             config,
             Some(&spawn),
         )?;

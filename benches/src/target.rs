@@ -59,6 +59,8 @@ struct Launch {
     workers: usize,
     profile: String,
     transport: StreamTransport,
+    /// The ASAP listener is a TLS one (`tcp+tls://`; the configuration has the `[tls]` keys).
+    tls: bool,
     enrp: Option<EnrpSpawn>,
 }
 
@@ -84,7 +86,8 @@ impl Target {
     }
 
     /// Writes `config` (TOML) to a temporary file and starts `bin` with `--workers workers
-    /// --profile PROFILE --asap SCHEME://127.0.0.1:0 --metrics 127.0.0.1:0 --config FILE`, and
+    /// --profile PROFILE --asap SCHEME://127.0.0.1:0 --metrics 127.0.0.1:0 --config FILE` (the
+    /// scheme with `+tls` when `tls`, and then `config` has the `[tls]` keys), and
     /// with `enrp` also `--enrp LISTEN`, a `--peer` per peer, `--id` if it has one, and its ASAP
     /// and metrics ports instead of 0; waits for its `listening asap` line (and with `enrp` its
     /// `listening enrp` line) and notes its `metrics` line. Its stderr goes to ours.
@@ -93,6 +96,7 @@ impl Target {
         workers: usize,
         profile: &str,
         transport: StreamTransport,
+        tls: bool,
         config: &str,
         enrp: Option<&EnrpSpawn>,
     ) -> Result<Self> {
@@ -123,6 +127,7 @@ impl Target {
                 workers,
                 profile: profile.to_owned(),
                 transport,
+                tls,
                 enrp: enrp.cloned(),
             }),
         };
@@ -178,8 +183,9 @@ impl Target {
             .arg(launch.workers.to_string())
             .args(["--profile", &launch.profile, "--asap"])
             .arg(format!(
-                "{}://127.0.0.1:{}",
+                "{}{}://127.0.0.1:{}",
                 launch.transport.scheme(),
+                if launch.tls { "+tls" } else { "" },
                 enrp.map_or(0, |e| e.asap_port)
             ))
             .arg("--metrics")

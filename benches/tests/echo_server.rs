@@ -31,6 +31,7 @@ fn sized_replies_answer_each_frame() {
         StreamTransport::Tcp,
         "127.0.0.1:0".parse().unwrap(),
         EchoReply::Sized(64),
+        None,
     )
     .unwrap();
     let mut stream = client(&server);
@@ -55,6 +56,7 @@ fn mirrored_replies_are_the_requests_even_when_split() {
         StreamTransport::Tcp,
         "127.0.0.1:0".parse().unwrap(),
         EchoReply::Mirror,
+        None,
     )
     .unwrap();
     let mut stream = client(&server);
@@ -82,6 +84,7 @@ fn a_broken_stream_is_closed_and_others_keep_being_served() {
         StreamTransport::Tcp,
         "127.0.0.1:0".parse().unwrap(),
         EchoReply::Mirror,
+        None,
     )
     .unwrap();
     let mut bad = client(&server);
@@ -109,6 +112,7 @@ fn mptcp_is_served_where_the_kernel_has_it() {
         StreamTransport::Mptcp,
         "127.0.0.1:0".parse().unwrap(),
         EchoReply::Sized(32),
+        None,
     ) else {
         eprintln!("skipped: no MPTCP in this kernel");
         return;
@@ -117,5 +121,48 @@ fn mptcp_is_served_where_the_kernel_has_it() {
     let requests = resolution_table(1, Generation::Rfc).unwrap();
     stream.write_all(requests.all()).unwrap();
     assert_eq!(read_exactly(&mut stream, 32).len(), 32);
+    server.stop().unwrap();
+}
+
+/// Over TLS (`--tls`): the client's handshake, its certificate, then sized replies as in plain
+/// TCP.
+#[test]
+fn tls_echo_answers_each_frame_over_a_verified_session() {
+    let pki = rserpool_bench::tls::RunPki::new().unwrap();
+    let server = EchoServer::start(
+        StreamTransport::Tcp,
+        "127.0.0.1:0".parse().unwrap(),
+        EchoReply::Sized(64),
+        Some(pki.server_tls().unwrap()),
+    )
+    .unwrap();
+    assert!(server.endpoint().tls);
+    assert!(server.endpoint().to_string().starts_with("tcp+tls://"));
+    rserpool_bench::tls::set_client(pki.client_tls().unwrap());
+    let mut stream = rserpool_bench::tls::connect(&server.endpoint()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let requests = resolution_table(3, Generation::Rfc).unwrap();
+    stream.write_all(requests.all()).unwrap();
+    let mut replies = vec![0; 3 * 64];
+    stream.read_exact(&mut replies).unwrap();
+    let frames: Vec<&[u8]> = Frames::new(&replies, MAX_FRAME).collect();
+    assert_eq!(frames.len(), 3);
+    assert!(frames.iter().all(|f| f.len() == 64));
+    // A plain client gets nothing it can frame: the server speaks TLS only.
+    let mut plain = TcpStream::connect(server.endpoint().addr).unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    plain.write_all(requests.all()).unwrap();
+    let mut got = Vec::new();
+    let _ = plain.read_to_end(&mut got);
+    assert!(
+        Frames::new(&got, MAX_FRAME)
+            .next()
+            .is_none_or(|f| f[0] != 0x03),
+        "no handle resolution back over plain TCP"
+    );
     server.stop().unwrap();
 }

@@ -134,7 +134,7 @@ fn resolve_preloads_one_pool_with_a_weighted_policy() {
 #[test]
 fn the_driver_writes_everything_at_once_and_gets_every_echo() {
     let bind = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
-    let server = EchoServer::start(StreamTransport::Tcp, bind, EchoReply::Mirror).unwrap();
+    let server = EchoServer::start(StreamTransport::Tcp, bind, EchoReply::Mirror, None).unwrap();
     let mut ids = PeIds::new();
     let shares: Vec<Share> = (0..8)
         .map(|c| {

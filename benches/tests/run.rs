@@ -176,7 +176,16 @@ fn a_spawned_registrar_is_found_by_its_listening_line() {
          echo \"listening asap $6\" | sed 's/:0$/:4321/'\nexec sleep 30",
     );
     let config = "[timers]\nkeep_alive_interval_ms = 250\n";
-    let target = Target::spawn(&bin, 1, "default", StreamTransport::Tcp, config, None).unwrap();
+    let target = Target::spawn(
+        &bin,
+        1,
+        "default",
+        StreamTransport::Tcp,
+        false,
+        config,
+        None,
+    )
+    .unwrap();
     assert_eq!(target.endpoint().addr, "127.0.0.1:4321".parse().unwrap());
     assert_eq!(target.metrics_url(), Some("http://127.0.0.1:9/metrics"));
     assert!(target.is_spawned());
@@ -185,7 +194,7 @@ fn a_spawned_registrar_is_found_by_its_listening_line() {
 #[test]
 fn a_registrar_that_exits_early_is_reported() {
     let bin = script("exits", "echo 'bad option' >&2\nexit 3");
-    let e = Target::spawn(&bin, 1, "default", StreamTransport::Tcp, "", None).unwrap_err();
+    let e = Target::spawn(&bin, 1, "default", StreamTransport::Tcp, false, "", None).unwrap_err();
     assert!(
         e.message().contains("exited") && e.message().contains('3'),
         "{e}"

@@ -18,7 +18,7 @@ use socket2::Socket;
 use crate::error::NetError;
 use crate::sctp::SctpClient;
 use crate::stream::connect_stream_blocking;
-use crate::tls::{ClientTls, TlsSession, server_name};
+use crate::tls::{ClientTls, TlsSession, handshake_blocking, server_name};
 use rserpool_protocol::url::{Transport, TransportUrl};
 
 /// An open connection to a registrar.
@@ -84,23 +84,7 @@ fn read_some(socket: &Socket, buf: &mut [u8]) -> io::Result<usize> {
 impl TlsStream {
     /// Runs the client's handshake on `socket` (blocking, within its time-outs).
     fn handshake(socket: Socket, mut session: TlsSession) -> io::Result<Self> {
-        let (mut out, mut plain, mut chunk) = (Vec::new(), Vec::new(), vec![0u8; 16 * 1024]);
-        loop {
-            out.clear();
-            session.take_outgoing(&mut out);
-            write_all(&socket, &out)?;
-            if !session.is_handshaking() {
-                break;
-            }
-            let n = read_some(&socket, &mut chunk)?;
-            if n == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the registrar closed the connection during the TLS handshake",
-                ));
-            }
-            session.receive(&chunk[..n], &mut plain)?;
-        }
+        let plain = handshake_blocking(&mut session, &socket)?;
         Ok(Self {
             socket,
             state: Mutex::new((session, plain)),

@@ -56,5 +56,7 @@ pub use sctp::{
 pub use stream::{
     configure_accepted, connect_outcome, connect_stream, connect_stream_blocking, listen_stream,
 };
-pub use tls::{ClientCertificate, ClientTls, ServerTls, TlsFiles, TlsSession, server_name};
+pub use tls::{
+    ClientCertificate, ClientTls, ServerTls, TlsFiles, TlsSession, handshake_blocking, server_name,
+};
 pub use udp::{announce_receiver, announce_socket, bind_udp, local_ip_towards};

@@ -220,6 +220,36 @@ impl ClientTls {
     }
 }
 
+/// Runs a client's handshake to its end over a blocking `stream` (within its time-outs).
+/// Returns the plaintext that arrived with the last handshake records, if any.
+pub fn handshake_blocking(
+    session: &mut TlsSession,
+    mut stream: impl io::Read + io::Write,
+) -> io::Result<Vec<u8>> {
+    let (mut out, mut plain, mut chunk) = (Vec::new(), Vec::new(), vec![0u8; 16 * 1024]);
+    loop {
+        out.clear();
+        session.take_outgoing(&mut out);
+        stream.write_all(&out)?;
+        if !session.is_handshaking() {
+            return Ok(plain);
+        }
+        let n = loop {
+            match stream.read(&mut chunk) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                other => break other?,
+            }
+        };
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the registrar closed the connection during the TLS handshake",
+            ));
+        }
+        session.receive(&chunk[..n], &mut plain)?;
+    }
+}
+
 /// The name a client expects in the server's certificate: `name` if given (a DNS name or an IP
 /// address), else the address connected to.
 pub fn server_name(name: Option<&str>, address: IpAddr) -> Result<ServerName<'static>, NetError> {

@@ -1,0 +1,371 @@
+//! TLS for the load generator and its echo server (`--tls`, `tcp+tls://` endpoints): a
+//! non-blocking stream that reads and writes plaintext over a TLS session
+//! ([`SecureStream`]), and a throwaway PKI that `--tls --spawn` makes for one run (a CA, the
+//! registrar's certificate for 127.0.0.1, a client certificate), written to a temporary
+//! directory and removed afterwards ([`RunPki`]).
+
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+
+use rserpool_net::{ClientTls, ServerTls, TlsFiles, TlsSession};
+
+use crate::error::{Error, Result};
+
+/// A TCP stream, plain or over TLS, with the `Read` and `Write` of a non-blocking socket: a
+/// read that decrypts no plaintext yet is `WouldBlock`; a write takes all the plaintext or,
+/// while earlier records still wait for the socket, nothing (`WouldBlock`).
+#[derive(Debug)]
+pub struct SecureStream {
+    stream: TcpStream,
+    tls: Option<Box<Session>>,
+    /// The socket blocks: a read waits until it has plaintext.
+    blocking: bool,
+}
+
+/// A TLS session with its buffers.
+#[derive(Debug)]
+struct Session {
+    session: TlsSession,
+    /// Decrypted, not yet read.
+    plain: Vec<u8>,
+    plain_pos: usize,
+    /// Records not yet written.
+    cipher_out: Vec<u8>,
+    cipher_pos: usize,
+    /// Socket reads.
+    scratch: Box<[u8]>,
+}
+
+impl SecureStream {
+    /// The stream as it is.
+    pub fn plain(stream: TcpStream) -> Self {
+        Self {
+            stream,
+            tls: None,
+            blocking: true,
+        }
+    }
+
+    /// TLS over `stream` with `session` (a client's: it speaks first, or a server's).
+    pub fn tls(stream: TcpStream, session: TlsSession) -> Self {
+        Self {
+            blocking: true,
+            stream,
+            tls: Some(Box::new(Session {
+                session,
+                plain: Vec::new(),
+                plain_pos: 0,
+                cipher_out: Vec::new(),
+                cipher_pos: 0,
+                scratch: vec![0; 64 * 1024].into_boxed_slice(),
+            })),
+        }
+    }
+
+    /// A client's TLS over the connected, still blocking `stream`, the handshake done.
+    pub fn connect_tls(mut stream: TcpStream, client: &ClientTls) -> io::Result<Self> {
+        let name = rserpool_net::server_name(None, stream.peer_addr()?.ip())?;
+        let mut session = client.connect(name)?;
+        let early = rserpool_net::handshake_blocking(&mut session, &mut stream)?;
+        let mut secure = Self::tls(stream, session);
+        if let Some(tls) = secure.tls.as_mut() {
+            tls.plain = early;
+        }
+        Ok(secure)
+    }
+
+    /// The socket.
+    pub fn socket(&self) -> &TcpStream {
+        &self.stream
+    }
+
+    /// Sets the socket non-blocking or blocking.
+    pub fn set_nonblocking(&mut self, nonblocking: bool) -> io::Result<()> {
+        self.stream.set_nonblocking(nonblocking)?;
+        self.blocking = !nonblocking;
+        Ok(())
+    }
+
+    /// Bounds how long a blocking write waits.
+    pub fn set_write_timeout(&self, timeout: Option<std::time::Duration>) -> io::Result<()> {
+        self.stream.set_write_timeout(timeout)
+    }
+
+    /// Bounds how long a blocking read waits.
+    pub fn set_read_timeout(&self, timeout: Option<std::time::Duration>) -> io::Result<()> {
+        self.stream.set_read_timeout(timeout)
+    }
+
+    /// Writes records that wait for the socket; whether any left.
+    pub fn flush_records(&mut self) -> io::Result<bool> {
+        let Some(tls) = self.tls.as_mut() else {
+            return Ok(false);
+        };
+        tls.session.take_outgoing(&mut tls.cipher_out);
+        let mut moved = false;
+        while tls.cipher_pos < tls.cipher_out.len() {
+            match self.stream.write(&tls.cipher_out[tls.cipher_pos..]) {
+                Ok(0) => return Err(ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    tls.cipher_pos += n;
+                    moved = true;
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if tls.cipher_pos == tls.cipher_out.len() {
+            tls.cipher_out.clear();
+            tls.cipher_pos = 0;
+        }
+        Ok(moved)
+    }
+
+    fn records_waiting(&self) -> bool {
+        self.tls
+            .as_ref()
+            .is_some_and(|t| t.cipher_pos < t.cipher_out.len())
+    }
+}
+
+impl Read for SecureStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.tls.is_none() {
+            return self.stream.read(buf);
+        }
+        self.flush_records()?;
+        loop {
+            let tls = self.tls.as_mut().expect("a TLS stream");
+            if tls.plain_pos < tls.plain.len() {
+                break;
+            }
+            tls.plain.clear();
+            tls.plain_pos = 0;
+            let n = self.stream.read(&mut tls.scratch)?;
+            if n == 0 {
+                return Ok(0);
+            }
+            let closed = tls.session.receive(&tls.scratch[..n], &mut tls.plain)?;
+            let empty = tls.plain.is_empty();
+            // The handshake's answers, alerts.
+            self.flush_records()?;
+            match (empty, closed) {
+                (false, _) => break,
+                (true, true) => return Ok(0),
+                (true, false) if self.blocking => {}
+                (true, false) => return Err(ErrorKind::WouldBlock.into()),
+            }
+        }
+        let tls = self.tls.as_mut().expect("a TLS stream");
+        let n = buf.len().min(tls.plain.len() - tls.plain_pos);
+        buf[..n].copy_from_slice(&tls.plain[tls.plain_pos..tls.plain_pos + n]);
+        tls.plain_pos += n;
+        Ok(n)
+    }
+}
+
+impl SecureStream {
+    /// The local address of the socket.
+    pub fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
+        self.stream.local_addr()
+    }
+}
+
+impl Write for SecureStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.tls.is_none() {
+            return self.stream.write(buf);
+        }
+        self.flush_records()?;
+        if self.records_waiting() {
+            return Err(ErrorKind::WouldBlock.into());
+        }
+        if let Some(tls) = self.tls.as_mut() {
+            tls.session.seal(buf)?;
+        }
+        self.flush_records()?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.flush_records().map(drop)
+    }
+}
+
+/// The client side of `--tls`, set once at the start of a run: every connection to a
+/// `tcp+tls://` endpoint (registrar or echo server) presents its certificate and trusts its CA.
+static CLIENT: std::sync::OnceLock<ClientTls> = std::sync::OnceLock::new();
+
+/// Sets the client side of `--tls` for the run (the first call counts).
+pub fn set_client(client: ClientTls) {
+    let _ = CLIENT.set(client);
+}
+
+/// Connects to `endpoint`: over TLS with the run's client side for a `tcp+tls://` endpoint.
+pub fn connect(endpoint: &crate::net::Endpoint) -> io::Result<SecureStream> {
+    let stream = crate::net::connect(endpoint)?;
+    if !endpoint.tls {
+        return Ok(SecureStream::plain(stream));
+    }
+    let client = CLIENT.get().ok_or_else(|| {
+        io::Error::new(
+            ErrorKind::InvalidInput,
+            format!("{endpoint} speaks TLS: run with --tls (and --spawn)"),
+        )
+    })?;
+    SecureStream::connect_tls(stream, client)
+}
+
+/// A CA, a registrar certificate for 127.0.0.1 and a client certificate, made for one run and
+/// removed with this value.
+#[derive(Debug)]
+pub struct RunPki {
+    dir: PathBuf,
+    /// The registrar's (and the echo server's) files, with the CA bundle.
+    pub server: TlsFiles,
+    /// The load generator's files, with the CA bundle.
+    pub client: TlsFiles,
+}
+
+impl RunPki {
+    /// Makes the certificates in a new temporary directory.
+    pub fn new() -> Result<Self> {
+        let dir = std::env::temp_dir().join(format!(
+            "rserpool-bench-tls-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        ));
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::new(format!("cannot create {}: {e}", dir.display())))?;
+        let pki = |e: rcgen::Error| Error::new(format!("cannot make test certificates: {e}"));
+        let mut params = rcgen::CertificateParams::new(Vec::new()).map_err(pki)?;
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "rserpool-bench CA");
+        let ca_key = rcgen::KeyPair::generate().map_err(pki)?;
+        let ca_cert = params.self_signed(&ca_key).map_err(pki)?;
+        let ca = rcgen::Issuer::new(params, ca_key);
+        let ca_file = dir.join("ca.pem");
+        write(&ca_file, &ca_cert.pem())?;
+        let issue = |name: &str, sans: Vec<String>| -> Result<TlsFiles> {
+            let mut params = rcgen::CertificateParams::new(sans).map_err(pki)?;
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, name);
+            let key = rcgen::KeyPair::generate().map_err(pki)?;
+            let cert = params.signed_by(&key, &ca).map_err(pki)?;
+            let files = TlsFiles {
+                certificate: dir.join(format!("{name}.pem")),
+                private_key: dir.join(format!("{name}.key")),
+                ca: ca_file.clone(),
+            };
+            write(&files.certificate, &cert.pem())?;
+            write(&files.private_key, &key.serialize_pem())?;
+            Ok(files)
+        };
+        let server = issue("registrar", vec!["127.0.0.1".into()])?;
+        let client = issue("rserpool-bench", vec!["rserpool-bench".into()])?;
+        Ok(Self {
+            dir,
+            server,
+            client,
+        })
+    }
+
+    /// The registrar's `[tls]` section.
+    pub fn registrar_config(&self) -> String {
+        format!(
+            "\n[tls]\ncertificate = {:?}\nprivate_key = {:?}\nca = {:?}\n",
+            self.server.certificate, self.server.private_key, self.server.ca
+        )
+    }
+
+    /// The server side (the echo server's).
+    pub fn server_tls(&self) -> Result<ServerTls> {
+        ServerTls::load(&self.server).map_err(|e| Error::new(e.to_string()))
+    }
+
+    /// The client side (the load's).
+    pub fn client_tls(&self) -> Result<ClientTls> {
+        ClientTls::load(&self.client).map_err(|e| Error::new(e.to_string()))
+    }
+}
+
+impl Drop for RunPki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn write(path: &Path, text: &str) -> Result<()> {
+    std::fs::write(path, text)
+        .map_err(|e| Error::new(format!("cannot write {}: {e}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    /// A client and a server stream over loopback, both non-blocking, carry bytes both ways
+    /// through the handshake.
+    #[test]
+    fn secure_streams_carry_bytes_both_ways() {
+        let pki = RunPki::new().unwrap();
+        let server = pki.server_tls().unwrap();
+        // The client's blocking handshake runs in a thread of its own; the test thread serves.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let client_tls = pki.client_tls().unwrap();
+        let connect = std::thread::spawn(move || {
+            SecureStream::connect_tls(TcpStream::connect(address).unwrap(), &client_tls)
+        });
+        let (socket, _) = listener.accept().unwrap();
+        socket.set_nonblocking(true).unwrap();
+        let mut server_side = SecureStream::tls(
+            socket,
+            server
+                .accept(rserpool_net::ClientCertificate::Required)
+                .unwrap(),
+        );
+        server_side.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 64];
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !connect.is_finished() {
+            assert!(std::time::Instant::now() < deadline, "no handshake");
+            match server_side.read(&mut buf) {
+                Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::yield_now(),
+                other => panic!("nothing to read yet: {other:?}"),
+            }
+        }
+        let mut client_side = connect.join().unwrap().unwrap();
+        client_side.set_nonblocking(true).unwrap();
+        assert_eq!(client_side.write(b"ping").unwrap(), 4);
+        let mut got = Vec::new();
+        while got.len() < 4 {
+            assert!(std::time::Instant::now() < deadline, "no ping");
+            match server_side.read(&mut buf) {
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::yield_now(),
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(got, b"ping");
+        assert_eq!(server_side.write(b"pong").unwrap(), 4);
+        got.clear();
+        while got.len() < 4 {
+            assert!(std::time::Instant::now() < deadline, "no pong");
+            match client_side.read(&mut buf) {
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::yield_now(),
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(got, b"pong");
+    }
+}
