@@ -6,7 +6,7 @@
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use rserpool_net::{ClientTls, ServerTls, TlsFiles, TlsSession};
 
@@ -241,35 +241,14 @@ impl RunPki {
         ));
         std::fs::create_dir_all(&dir)
             .map_err(|e| Error::new(format!("cannot create {}: {e}", dir.display())))?;
-        let pki = |e: rcgen::Error| Error::new(format!("cannot make test certificates: {e}"));
-        let mut params = rcgen::CertificateParams::new(Vec::new()).map_err(pki)?;
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "rserpool-bench CA");
-        let ca_key = rcgen::KeyPair::generate().map_err(pki)?;
-        let ca_cert = params.self_signed(&ca_key).map_err(pki)?;
-        let ca = rcgen::Issuer::new(params, ca_key);
-        let ca_file = dir.join("ca.pem");
-        write(&ca_file, &ca_cert.pem())?;
-        let issue = |name: &str, sans: Vec<String>| -> Result<TlsFiles> {
-            let mut params = rcgen::CertificateParams::new(sans).map_err(pki)?;
-            params
-                .distinguished_name
-                .push(rcgen::DnType::CommonName, name);
-            let key = rcgen::KeyPair::generate().map_err(pki)?;
-            let cert = params.signed_by(&key, &ca).map_err(pki)?;
-            let files = TlsFiles {
-                certificate: dir.join(format!("{name}.pem")),
-                private_key: dir.join(format!("{name}.key")),
-                ca: ca_file.clone(),
-            };
-            write(&files.certificate, &cert.pem())?;
-            write(&files.private_key, &key.serialize_pem())?;
-            Ok(files)
+        let ca = rserpool_net::TestPki::new(&dir, "rserpool-bench CA")
+            .map_err(|e| Error::new(e.to_string()))?;
+        let issue = |name: &str, san: &str| {
+            ca.issue(name, &[san], name)
+                .map_err(|e| Error::new(format!("cannot write test certificates: {e}")))
         };
-        let server = issue("registrar", vec!["127.0.0.1".into()])?;
-        let client = issue("rserpool-bench", vec!["rserpool-bench".into()])?;
+        let server = issue("registrar", "127.0.0.1")?;
+        let client = issue("rserpool-bench", "rserpool-bench")?;
         Ok(Self {
             dir,
             server,
@@ -300,11 +279,6 @@ impl Drop for RunPki {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-fn write(path: &Path, text: &str) -> Result<()> {
-    std::fs::write(path, text)
-        .map_err(|e| Error::new(format!("cannot write {}: {e}", path.display())))
 }
 
 #[cfg(test)]

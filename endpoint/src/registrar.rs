@@ -1,6 +1,7 @@
-//! How an endpoint names a registrar: a transport (SCTP, TCP or MPTCP) and a socket address, and
-//! the URL form `sctp://127.0.0.1:3863`, `tcp://127.0.0.1:3863`, `mptcp://[::1]:3863?generation=ng`
-//! that configurations and the command line use. The URLs are transport URLs
+//! How an endpoint names a registrar: a transport (SCTP, TCP or MPTCP, the latter two optionally
+//! over TLS) and a socket address, and the URL form `sctp://127.0.0.1:3863`,
+//! `tcp://127.0.0.1:3863`, `tcp+tls://127.0.0.1:3864`, `mptcp://[::1]:3863?generation=ng` that
+//! configurations and the command line use. The URLs are transport URLs
 //! (`rserpool_protocol::url`), parsed by their one parser with the schemes of
 //! [`Transport::CONNECTIONS`].
 
@@ -54,6 +55,9 @@ pub struct Registrar {
     pub transport: StreamTransport,
     /// The registrar's ASAP listener.
     pub address: SocketAddr,
+    /// TLS over the stream (`tcp+tls://`, `mptcp+tls://`; the driver's
+    /// [`crate::driver::Options::tls`] says with which certificates).
+    pub tls: bool,
 }
 
 impl Registrar {
@@ -62,6 +66,7 @@ impl Registrar {
         Self {
             transport: StreamTransport::Tcp,
             address,
+            tls: false,
         }
     }
 
@@ -70,6 +75,7 @@ impl Registrar {
         Self {
             transport: StreamTransport::Mptcp,
             address,
+            tls: false,
         }
     }
 
@@ -78,12 +84,19 @@ impl Registrar {
         Self {
             transport: StreamTransport::Sctp,
             address,
+            tls: false,
         }
+    }
+
+    /// The same registrar over TLS.
+    pub const fn with_tls(self) -> Self {
+        Self { tls: true, ..self }
     }
 
     /// The registrar as a transport URL of the RFC generation.
     pub const fn url(&self) -> TransportUrl {
-        TransportUrl::new(self.transport.url_transport(), self.address)
+        let url = TransportUrl::new(self.transport.url_transport(), self.address);
+        if self.tls { url.with_tls() } else { url }
     }
 }
 
@@ -138,6 +151,7 @@ impl FromStr for RegistrarUrl {
             registrar: Registrar {
                 transport,
                 address: url.address,
+                tls: url.tls.is_some(),
             },
             generation: url.generation,
         })
@@ -187,6 +201,23 @@ mod tests {
         );
         assert_eq!(u.generation, Generation::Ng);
         assert_eq!(u.to_string(), "sctp://127.0.0.1:3863?generation=ng");
+    }
+
+    #[test]
+    fn tls_urls_name_a_tls_registrar() {
+        let u: RegistrarUrl = "tcp+tls://127.0.0.1:3864".parse().unwrap();
+        assert_eq!(
+            u.registrar,
+            Registrar::tcp("127.0.0.1:3864".parse().unwrap()).with_tls()
+        );
+        assert_eq!(u.to_string(), "tcp+tls://127.0.0.1:3864");
+        assert!(
+            !"tcp://127.0.0.1:1"
+                .parse::<RegistrarUrl>()
+                .unwrap()
+                .registrar
+                .tls
+        );
     }
 
     #[test]

@@ -130,9 +130,11 @@ impl ServerList {
         }
         let mut new = 0;
         for address in found {
+            // An announce names plain transports only.
             let registrar = Registrar {
                 transport: settings.transport,
                 address,
+                tls: false,
             };
             new += usize::from(self.learn(registrar, server_id, now, t7));
         }

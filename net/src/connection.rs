@@ -449,9 +449,11 @@ mod tests {
 
     #[test]
     fn a_tls_connection_carries_framed_messages_and_is_refused_without_a_certificate() {
-        let pki = crate::tls::tests::Pki::new("connection");
-        let server = crate::ServerTls::load(&pki.issue("registrar", &["127.0.0.1"])).unwrap();
-        let client = ClientTls::load(&pki.issue("pe-1", &[])).unwrap();
+        let pki = crate::tls::tests::pki("connection");
+        let server =
+            crate::ServerTls::load(&pki.issue("registrar", &["127.0.0.1"], "registrar").unwrap())
+                .unwrap();
+        let client = ClientTls::load(&pki.issue("pe-1", &[], "pe-1").unwrap()).unwrap();
         let (address, echo) = tls_echo(server.clone());
         let conn = Connection::open_tls(Transport::Tcp, address, WAIT, &client, None).unwrap();
         conn.send(&[0x0b, 0, 0, 8, 1, 2, 3, 4]).unwrap();
@@ -469,7 +471,7 @@ mod tests {
         assert_eq!(echo.join().unwrap().unwrap(), Some(vec!["pe-1".to_owned()]));
 
         let anonymous = ClientTls::load(&crate::TlsFiles {
-            ca: pki.issue("x", &[]).ca,
+            ca: pki.issue("x", &[], "x").unwrap().ca,
             ..crate::TlsFiles::default()
         })
         .unwrap();

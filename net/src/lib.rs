@@ -14,6 +14,7 @@
 //!   framing on byte streams.
 //! - TLS 1.3 over TCP and MPTCP ([`ServerTls`], [`ClientTls`], [`TlsSession`]): rustls with the
 //!   ring provider, sans-I/O, certificates from PEM files, the peer's certificate names.
+//! - With the feature `test-pki`, a throwaway CA for tests and benchmarks (`TestPki`).
 //! - Port ownership ([`PortClaim`]): a registrar's listener ports are shared through
 //!   `SO_REUSEPORT` among its own workers only; a second registrar, or any other socket, on one
 //!   of them is refused.
@@ -42,6 +43,8 @@ mod sctp;
 mod stream;
 #[allow(unsafe_code)]
 mod sys;
+#[cfg(any(test, feature = "test-pki"))]
+mod test_pki;
 mod tls;
 mod udp;
 
@@ -56,6 +59,8 @@ pub use sctp::{
 pub use stream::{
     configure_accepted, connect_outcome, connect_stream, connect_stream_blocking, listen_stream,
 };
+#[cfg(feature = "test-pki")]
+pub use test_pki::TestPki;
 pub use tls::{
     ClientCertificate, ClientTls, ServerTls, TlsFiles, TlsSession, handshake_blocking, server_name,
 };

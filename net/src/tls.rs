@@ -373,53 +373,10 @@ fn certificate_names(der: &CertificateDer<'_>) -> Vec<String> {
 pub(crate) mod tests {
     use super::*;
 
-    /// A CA, and certificates it signs, written to a temporary directory.
-    pub(crate) struct Pki {
-        dir: PathBuf,
-        ca: rcgen::Issuer<'static, rcgen::KeyPair>,
-    }
-
-    impl Pki {
-        pub(crate) fn new(tag: &str) -> Self {
-            let dir =
-                std::env::temp_dir().join(format!("rserpool-tls-{tag}-{}", std::process::id()));
-            std::fs::create_dir_all(&dir).unwrap();
-            let mut params = rcgen::CertificateParams::new(Vec::new()).unwrap();
-            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-            params
-                .distinguished_name
-                .push(rcgen::DnType::CommonName, format!("test CA {tag}"));
-            let key = rcgen::KeyPair::generate().unwrap();
-            let cert = params.self_signed(&key).unwrap();
-            std::fs::write(dir.join("ca.pem"), cert.pem()).unwrap();
-            Self {
-                dir,
-                ca: rcgen::Issuer::new(params, key),
-            }
-        }
-
-        /// Writes a certificate with common name `cn` and subject alternative names `sans`;
-        /// its files (with the CA bundle).
-        pub(crate) fn issue(&self, cn: &str, sans: &[&str]) -> TlsFiles {
-            let mut params = rcgen::CertificateParams::new(
-                sans.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-            )
-            .unwrap();
-            params
-                .distinguished_name
-                .push(rcgen::DnType::CommonName, cn);
-            let key = rcgen::KeyPair::generate().unwrap();
-            let cert = params.signed_by(&key, &self.ca).unwrap();
-            let certificate = self.dir.join(format!("{cn}.pem"));
-            let private_key = self.dir.join(format!("{cn}.key"));
-            std::fs::write(&certificate, cert.pem()).unwrap();
-            std::fs::write(&private_key, key.serialize_pem()).unwrap();
-            TlsFiles {
-                certificate,
-                private_key,
-                ca: self.dir.join("ca.pem"),
-            }
-        }
+    /// A test CA in a temporary directory of its own.
+    pub(crate) fn pki(tag: &str) -> crate::test_pki::TestPki {
+        let dir = std::env::temp_dir().join(format!("rserpool-tls-{tag}-{}", std::process::id()));
+        crate::test_pki::TestPki::new(&dir, &format!("test CA {tag}")).unwrap()
     }
 
     /// Runs a handshake between two sessions in memory; the plaintext the server got meanwhile
@@ -446,11 +403,15 @@ pub(crate) mod tests {
 
     #[test]
     fn mutual_tls_carries_bytes_both_ways_and_names_the_client() {
-        let pki = Pki::new("mutual");
-        let server =
-            ServerTls::load(&pki.issue("registrar", &["127.0.0.1", "pr.example.net"])).unwrap();
+        let pki = pki("mutual");
+        let server = ServerTls::load(
+            &pki.issue("registrar", &["127.0.0.1", "pr.example.net"], "registrar")
+                .unwrap(),
+        )
+        .unwrap();
         assert!(server.verifies_clients());
-        let client = ClientTls::load(&pki.issue("pe-7", &["pe7.example.net"])).unwrap();
+        let client =
+            ClientTls::load(&pki.issue("pe-7", &["pe7.example.net"], "pe-7").unwrap()).unwrap();
         let mut s = server.accept(ClientCertificate::Required).unwrap();
         let mut c = client.connect(localhost()).unwrap();
         // Sealed before the handshake: held until it completes.
@@ -484,10 +445,11 @@ pub(crate) mod tests {
 
     #[test]
     fn a_client_without_a_certificate_is_refused_where_one_is_required() {
-        let pki = Pki::new("required");
-        let server = ServerTls::load(&pki.issue("registrar", &["127.0.0.1"])).unwrap();
+        let pki = pki("required");
+        let server =
+            ServerTls::load(&pki.issue("registrar", &["127.0.0.1"], "registrar").unwrap()).unwrap();
         let anonymous = ClientTls::load(&TlsFiles {
-            ca: pki.dir.join("ca.pem"),
+            ca: pki.ca_file(),
             ..TlsFiles::default()
         })
         .unwrap();
@@ -504,17 +466,22 @@ pub(crate) mod tests {
 
     #[test]
     fn a_certificate_of_another_ca_is_refused_both_ways() {
-        let (ours, theirs) = (Pki::new("ours"), Pki::new("theirs"));
-        let server = ServerTls::load(&ours.issue("registrar", &["127.0.0.1"])).unwrap();
-        let mut stranger = theirs.issue("pe-1", &[]);
-        stranger.ca = ours.dir.join("ca.pem");
+        let (ours, theirs) = (pki("ours"), pki("theirs"));
+        let server = ServerTls::load(
+            &ours
+                .issue("registrar", &["127.0.0.1"], "registrar")
+                .unwrap(),
+        )
+        .unwrap();
+        let mut stranger = theirs.issue("pe-1", &[], "pe-1").unwrap();
+        stranger.ca = ours.ca_file();
         let client = ClientTls::load(&stranger).unwrap();
         let mut s = server.accept(ClientCertificate::Required).unwrap();
         let mut c = client.connect(localhost()).unwrap();
         assert!(handshake(&mut c, &mut s).is_err(), "client of another CA");
 
-        let mut trusting_theirs = ours.issue("pe-2", &[]);
-        trusting_theirs.ca = theirs.dir.join("ca.pem");
+        let mut trusting_theirs = ours.issue("pe-2", &[], "pe-2").unwrap();
+        trusting_theirs.ca = theirs.ca_file();
         let client = ClientTls::load(&trusting_theirs).unwrap();
         let mut s = server.accept(ClientCertificate::None).unwrap();
         let mut c = client.connect(localhost()).unwrap();
@@ -522,7 +489,7 @@ pub(crate) mod tests {
         assert!(e.to_string().contains("UnknownIssuer"), "{e}");
         // A server whose certificate does not name the address connected to.
         let mut s = server.accept(ClientCertificate::None).unwrap();
-        let mut c = ClientTls::load(&ours.issue("pe-3", &[]))
+        let mut c = ClientTls::load(&ours.issue("pe-3", &[], "pe-3").unwrap())
             .unwrap()
             .connect(server_name(None, "127.0.0.2".parse().unwrap()).unwrap())
             .unwrap();
@@ -532,19 +499,19 @@ pub(crate) mod tests {
 
     #[test]
     fn unusable_files_are_named_with_what_to_do() {
-        let pki = Pki::new("files");
-        let mut files = pki.issue("registrar", &[]);
-        files.private_key = pki.dir.join("missing.key");
+        let pki = pki("files");
+        let mut files = pki.issue("registrar", &[], "registrar").unwrap();
+        files.private_key = std::env::temp_dir().join("rserpool-missing.key");
         let e = ServerTls::load(&files).unwrap_err().to_string();
         assert!(
             e.contains("missing.key") && e.contains("private key"),
             "{e}"
         );
-        let mut files = pki.issue("registrar", &[]);
-        files.private_key = pki.issue("other", &[]).private_key;
+        let mut files = pki.issue("registrar", &[], "registrar").unwrap();
+        files.private_key = pki.issue("other", &[], "other").unwrap().private_key;
         let e = ServerTls::load(&files).unwrap_err().to_string();
         assert!(e.contains("must belong to"), "{e}");
-        let mut files = pki.issue("registrar", &[]);
+        let mut files = pki.issue("registrar", &[], "registrar").unwrap();
         files.certificate = files.private_key.clone();
         let e = ServerTls::load(&files).unwrap_err().to_string();
         assert!(e.contains("no certificate in"), "{e}");
@@ -554,7 +521,7 @@ pub(crate) mod tests {
         assert!(e.contains("CA bundle"), "{e}");
         let server = ServerTls::load(&TlsFiles {
             ca: PathBuf::new(),
-            ..pki.issue("registrar", &[])
+            ..pki.issue("registrar", &[], "registrar").unwrap()
         })
         .unwrap();
         assert!(!server.verifies_clients());

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::{Daemon, eventually, registration, resolution, resolved};
-use rserpool_net::{ClientTls, Connection, TlsFiles, Transport};
+use rserpool_net::{ClientTls, Connection, TestPki, TlsFiles, Transport};
 use rserpool_protocol::{AsapMessage, Generation, cause};
 
 const RFC: Generation = Generation::Rfc;
@@ -27,56 +27,25 @@ common::on_both_drivers!(
     registrars_peer_over_tls_and_the_allowlist_binds_pr_ids_to_certificates,
 );
 
-/// A test CA and the certificates it signs, in a directory of their own.
-struct Pki {
-    dir: PathBuf,
-    name: String,
-    ca: rcgen::Issuer<'static, rcgen::KeyPair>,
-}
+/// A test CA in `dir` whose certificates (`issue`) name themselves and, for registrars
+/// (`registrar…`, `pr…`), also 127.0.0.1, the address their peers connect to.
+struct Pki(TestPki);
 
 impl Pki {
     fn new(dir: &Path, name: &str) -> Self {
-        std::fs::create_dir_all(dir).unwrap();
-        let mut params = rcgen::CertificateParams::new(Vec::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = params.self_signed(&key).unwrap();
-        std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
-        Self {
-            dir: dir.to_owned(),
-            name: name.to_owned(),
-            ca: rcgen::Issuer::new(params, key),
-        }
+        Self(TestPki::new(dir, name).unwrap())
     }
 
     fn ca_file(&self) -> PathBuf {
-        self.dir.join(format!("{}.pem", self.name))
+        self.0.ca_file()
     }
 
-    /// A certificate for `name` (common name and DNS name; `127.0.0.1` as an IP address name
-    /// too, for registrars: `registrar…` and `pr…`), written as `file`.pem and `file`.key.
     fn issue(&self, name: &str, file: &str) -> TlsFiles {
-        let mut sans = vec![name.to_owned()];
+        let mut sans = vec![name];
         if name.starts_with("registrar") || name.starts_with("pr") {
-            sans.push("127.0.0.1".to_owned());
+            sans.push("127.0.0.1");
         }
-        let mut params = rcgen::CertificateParams::new(sans).unwrap();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.ca).unwrap();
-        let files = TlsFiles {
-            certificate: self.dir.join(format!("{file}.pem")),
-            private_key: self.dir.join(format!("{file}.key")),
-            ca: self.ca_file(),
-        };
-        std::fs::write(&files.certificate, cert.pem()).unwrap();
-        std::fs::write(&files.private_key, key.serialize_pem()).unwrap();
-        files
+        self.0.issue(name, &sans, file).unwrap()
     }
 }
 

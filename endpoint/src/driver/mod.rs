@@ -29,7 +29,7 @@ use crate::pu::PoolUser;
 use crate::{Action, ConnId, Millis, Registrar};
 
 /// How the driver does its I/O.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Options {
     /// Longest wait for one connection attempt.
     pub connect_timeout: Duration,
@@ -41,6 +41,20 @@ pub struct Options {
     /// How long dropping a [`PeHandle`] waits for the deregistration before it closes the
     /// connection instead (the registrar then removes the PE with its association).
     pub drop_timeout: Duration,
+    /// TLS to registrars named `tcp+tls://` or `mptcp+tls://`: the CA bundle that vouches for
+    /// them, the certificate to present, the name to expect; `None`: such registrars are
+    /// unreachable.
+    pub tls: Option<TlsOptions>,
+}
+
+/// The client side of TLS to registrars.
+#[derive(Clone, Debug)]
+pub struct TlsOptions {
+    /// CA bundle and, if the registrar asks for one (PEs: it does), the client certificate.
+    pub client: rserpool_net::ClientTls,
+    /// The name the registrar's certificate must have; `None`: the address connected to (an IP
+    /// address subject alternative name).
+    pub server_name: Option<String>,
 }
 
 impl Default for Options {
@@ -50,6 +64,7 @@ impl Default for Options {
             send_timeout: Duration::from_secs(5),
             announce_listen: None,
             drop_timeout: Duration::from_secs(5),
+            tls: None,
         }
     }
 }
@@ -57,9 +72,26 @@ impl Default for Options {
 /// Opens a connection to a registrar over its transport, waiting at most `timeout` (see
 /// [`Connection::open`]). A failed socket call gives the kernel's answer alone (the caller names
 /// the registrar); a kernel without SCTP or MPTCP gives what to do about it.
-pub fn connect(registrar: &Registrar, timeout: Duration) -> io::Result<Connection> {
-    Connection::open(registrar.transport.into(), registrar.address, timeout)
-        .map_err(NetError::into_kernel_error)
+pub fn connect(registrar: &Registrar, options: &Options) -> io::Result<Connection> {
+    let timeout = options.connect_timeout;
+    if !registrar.tls {
+        return Connection::open(registrar.transport.into(), registrar.address, timeout)
+            .map_err(NetError::into_kernel_error);
+    }
+    let tls = options.tls.as_ref().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{registrar} speaks TLS: give the CA bundle that vouches for it (--tls-ca)"),
+        )
+    })?;
+    Connection::open_tls(
+        registrar.transport.into(),
+        registrar.address,
+        timeout,
+        &tls.client,
+        tls.server_name.as_deref(),
+    )
+    .map_err(NetError::into_kernel_error)
 }
 
 /// A command from the application to a driver thread.
@@ -258,9 +290,9 @@ impl Runner {
             match action {
                 Action::Connect { conn, registrar } => {
                     let tx = self.tx.clone();
-                    let timeout = self.options.connect_timeout;
+                    let options = self.options.clone();
                     std::thread::spawn(move || {
-                        let input = match connect(&registrar, timeout) {
+                        let input = match connect(&registrar, &options) {
                             Ok(stream) => Input::Connected { conn, stream },
                             Err(error) => Input::ConnectFailed { conn, error },
                         };

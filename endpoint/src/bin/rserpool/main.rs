@@ -14,15 +14,17 @@ mod status;
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
-use rserpool_endpoint::driver::{Pe, Pu};
+use rserpool_endpoint::driver::{Options, Pe, Pu, TlsOptions};
 use rserpool_endpoint::pe::{self, PeEvent, PeState};
 use rserpool_endpoint::{Error, PeInfo, RegistrarUrl, pu};
+use rserpool_net::{ClientTls, TlsFiles};
 use rserpool_protocol::{Generation, PeId, Policy};
 
 /// The command line.
@@ -32,7 +34,10 @@ use rserpool_protocol::{Generation, PeId, Policy};
     version,
     about = "RSerPool endpoint: run a pool element, resolve and watch pools, summarise a registrar",
     after_help = "Registrar URLs: sctp://HOST:PORT, tcp://HOST:PORT or mptcp://HOST:PORT, with \
-                  ?generation=ng for the NG wire generation (64-bit identifiers)."
+                  ?generation=ng for the NG wire generation (64-bit identifiers); \
+                  tcp+tls://HOST:PORT or mptcp+tls://HOST:PORT for TLS 1.3 (with --tls-ca, and \
+                  --tls-certificate and --tls-key where the registrar asks for a client \
+                  certificate)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -53,10 +58,56 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct Registrars {
-    /// A registrar, e.g. sctp://127.0.0.1:3863 or tcp://127.0.0.1:3863; repeat for failover (all
-    /// of one generation).
+    /// A registrar, e.g. sctp://127.0.0.1:3863, tcp://127.0.0.1:3863 or (TLS)
+    /// tcp+tls://127.0.0.1:3864; repeat for failover (all of one generation).
     #[arg(long = "registrar", value_name = "URL", required = true)]
     registrars: Vec<RegistrarUrl>,
+    /// The CA bundle (PEM) that vouches for tcp+tls:// and mptcp+tls:// registrars.
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// The certificate chain (PEM) to present to TLS registrars (a PE needs one where the
+    /// registrar requires client certificates).
+    #[arg(long, value_name = "FILE", requires = "tls_key", requires = "tls_ca")]
+    tls_certificate: Option<PathBuf>,
+    /// The private key (PEM) of --tls-certificate.
+    #[arg(long, value_name = "FILE", requires = "tls_certificate")]
+    tls_key: Option<PathBuf>,
+    /// The name the registrar's certificate must have (default: the address connected to).
+    #[arg(long, value_name = "NAME", requires = "tls_ca")]
+    tls_server_name: Option<String>,
+}
+
+impl Registrars {
+    /// The driver options: TLS with the files given.
+    fn options(&self) -> Result<Options, String> {
+        let tls = match &self.tls_ca {
+            None => {
+                if let Some(url) = self.registrars.iter().find(|u| u.registrar.tls) {
+                    return Err(format!(
+                        "{url} speaks TLS: give the CA bundle that vouches for it with --tls-ca \
+                         FILE (and --tls-certificate and --tls-key where it asks for a client \
+                         certificate)"
+                    ));
+                }
+                None
+            }
+            Some(ca) => {
+                let files = TlsFiles {
+                    certificate: self.tls_certificate.clone().unwrap_or_default(),
+                    private_key: self.tls_key.clone().unwrap_or_default(),
+                    ca: ca.clone(),
+                };
+                Some(TlsOptions {
+                    client: ClientTls::load(&files).map_err(|e| e.to_string())?,
+                    server_name: self.tls_server_name.clone(),
+                })
+            }
+        };
+        Ok(Options {
+            tls,
+            ..Options::default()
+        })
+    }
 }
 
 #[derive(Debug, Args)]
@@ -195,6 +246,7 @@ fn echo_service(address: Option<IpAddr>) -> Result<u16, String> {
 
 fn register(args: RegisterArgs) -> Result<(), String> {
     let generation = generation(&args.registrars)?;
+    let options = args.registrars.options()?;
     let stop = stop_flag()?;
     let registrars = args
         .registrars
@@ -217,7 +269,7 @@ fn register(args: RegisterArgs) -> Result<(), String> {
             port
         }
     };
-    let handle = Pe::register(config).map_err(|e| e.to_string())?;
+    let handle = Pe::register_with(config, options).map_err(|e| e.to_string())?;
     println!(
         "registered PE {} in pool {} at {}",
         handle.pe_id(),
@@ -269,7 +321,7 @@ fn pool_user(registrars: &Registrars, cache_stale: u64) -> Result<Pu, String> {
     let mut config = pu::Config::new(registrars.registrars.iter().map(|u| u.registrar).collect());
     config.generation = generation(registrars)?;
     config.cache_stale = cache_stale;
-    Ok(Pu::new(config))
+    Pu::with_options(config, registrars.options()?).map_err(|e| e.to_string())
 }
 
 fn resolve(args: ResolveArgs) -> Result<(), String> {
