@@ -183,8 +183,11 @@ pub fn spawn_config(cli: &Cli) -> String {
             cli.pool_elements + cli.churners.div_ceil(pools),
         ),
     };
+    // Every association of the bench comes from one address, one identity to the registrar:
+    // the limit per identity (the carrier profile's) would meter the whole load.
     let mut config = format!(
-        "[limits]\nmax_pes_per_association = {}\nmax_pes_per_pool = {}\n",
+        "[limits]\nmax_pes_per_association = {}\nmax_pes_per_pool = {}\n\
+         max_registrations_per_second_per_identity = 0\n",
         per_association.max(1000),
         per_pool.max(10_000)
     );

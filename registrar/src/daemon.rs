@@ -623,6 +623,9 @@ fn core_config(
         },
         max_pes_per_association: config.limits.max_pes_per_association,
         max_requests_per_second: config.limits.max_requests_per_second,
+        max_registrations_per_second_per_identity: config
+            .limits
+            .max_registrations_per_second_per_identity,
         idle_timeout: config.limits.idle_timeout_ms,
         access_rules: config.access.rules.clone(),
         allowed_identities: config.tls.allowed_identities.clone(),

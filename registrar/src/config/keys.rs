@@ -129,6 +129,7 @@ pub(super) const KEYS: &[KeyDef] = &[
     key!(limits.max_connections_per_source, Restart),
     key!(limits.max_buffered_bytes_per_connection, Restart),
     key!(limits.max_requests_per_second, Sighup),
+    key!(limits.max_registrations_per_second_per_identity, Sighup),
     key!(limits.idle_timeout_ms, Sighup),
     key!(access.rules, Sighup),
     key!(tls.certificate, Sighup),

@@ -196,6 +196,7 @@ fn blank() -> Config {
             max_connections_per_source: 0,
             max_buffered_bytes_per_connection: 0,
             max_requests_per_second: 0,
+            max_registrations_per_second_per_identity: 0,
             idle_timeout_ms: 0,
         },
         io: IoConfig {

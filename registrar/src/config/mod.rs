@@ -253,6 +253,9 @@ pub struct LimitsConfig {
     pub max_buffered_bytes_per_connection: usize,
     /// Most requests per second on one association; 0 = unlimited.
     pub max_requests_per_second: u32,
+    /// Most registrations per second of one identity (a TLS certificate name, else a source
+    /// address) over all its associations; 0 = unlimited.
+    pub max_registrations_per_second_per_identity: u32,
     /// Milliseconds an ASAP association may stay open without registering, deregistering or
     /// resolving; 0 = unlimited.
     pub idle_timeout_ms: u64,

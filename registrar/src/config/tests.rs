@@ -208,7 +208,7 @@ fn an_unknown_key_names_the_key_the_file_the_line_and_the_known_keys() {
         "config.toml:4: unknown key `limits.max_poolz` (known keys in [limits]: max_pools, \
          max_pes_per_pool, max_pes_per_association, max_pool_handle_len, max_message_size, \
          max_connections, max_connections_per_source, max_buffered_bytes_per_connection, \
-         max_requests_per_second, idle_timeout_ms)"
+         max_requests_per_second, max_registrations_per_second_per_identity, idle_timeout_ms)"
     );
     let e = error("[limits]\nmax_items = 20\n");
     assert!(

@@ -291,6 +291,9 @@ impl Worker {
         } else if !self.take_token(association, now) {
             self.metrics.rate_limited();
             Some(Refusal::LackOfResources)
+        } else if !self.take_registration_token(association, now) {
+            self.metrics.limit_refused(Limit::RegistrationsPerIdentity);
+            Some(Refusal::LackOfResources)
         } else {
             let a = &self.associations[&association];
             (!self.monitor.contains(association, handle, pe.id)
@@ -1057,6 +1060,24 @@ impl Worker {
             );
         }
         false
+    }
+
+    /// Takes one registration token of the identity behind `association` (its TLS certificate
+    /// name, else its source address); `false` when the identity's rate is exhausted.
+    fn take_registration_token(&mut self, association: AssociationId, now: Millis) -> bool {
+        let rate = self.config.max_registrations_per_second_per_identity;
+        if rate == 0 {
+            return true;
+        }
+        let Some(a) = self.associations.get(&association) else {
+            return false;
+        };
+        let key = match (&a.identity, a.info.peer_addresses.first()) {
+            (Some(identity), _) => identity.key(),
+            (None, Some(address)) => refusals::peer_key(address.ip()),
+            (None, None) => return true,
+        };
+        self.pr.registration_rates.take(key, rate, now)
     }
 
     /// Takes one request token of the association's rate limit; `false` when it is exhausted.

@@ -122,11 +122,14 @@ pub enum Limit {
     /// A PE ID registered over TLS, re-registered or deregistered by another identity (cause
     /// 0xa).
     PeBinding,
+    /// Registrations of one identity beyond
+    /// `limits.max_registrations_per_second_per_identity` (cause 0x6).
+    RegistrationsPerIdentity,
 }
 
 impl Limit {
     /// Every limit, in exposition order.
-    pub const ALL: [Self; 13] = [
+    pub const ALL: [Self; 14] = [
         Self::Pools,
         Self::PesPerPool,
         Self::PesPerAssociation,
@@ -140,6 +143,7 @@ impl Limit {
         Self::TlsHandshake,
         Self::Identity,
         Self::PeBinding,
+        Self::RegistrationsPerIdentity,
     ];
 
     /// The Prometheus label value.
@@ -158,6 +162,7 @@ impl Limit {
             Self::TlsHandshake => "tls_handshake",
             Self::Identity => "tls_identity",
             Self::PeBinding => "pe_binding",
+            Self::RegistrationsPerIdentity => "registrations_per_identity",
         }
     }
 }

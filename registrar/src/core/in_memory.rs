@@ -230,6 +230,20 @@ impl InMemoryPr {
         self.settle(w, now)
     }
 
+    /// The TLS handshake of `association` ended with a peer certificate naming `names`
+    /// ([`Worker::authenticated`]); returns everything sent until the workers are idle.
+    pub fn authenticated(
+        &mut self,
+        association: AssociationId,
+        names: &[&str],
+        now: Millis,
+    ) -> Vec<Sent> {
+        let w = worker_of(association);
+        let identity = crate::core::identity::Identity::new(names.iter().map(|n| (*n).to_owned()));
+        self.workers[w].authenticated(association, identity, now, &mut self.out);
+        self.settle(w, now)
+    }
+
     /// Takes the associations the workers asked to abort since the last call (after the
     /// messages returned before them); the caller closes each with [`Self::close`].
     pub fn take_aborts(&mut self) -> Vec<AssociationId> {

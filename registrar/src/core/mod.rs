@@ -24,6 +24,7 @@ pub mod identity;
 pub mod in_memory;
 mod keepalive;
 mod output;
+mod rates;
 mod refusals;
 pub mod subnet;
 
@@ -98,6 +99,10 @@ pub struct CoreConfig {
     /// Requests per second one association may send (0 = unlimited); excess requests are
     /// answered with "lack of resources".
     pub max_requests_per_second: u32,
+    /// Registrations per second of one identity (a TLS certificate name, else a source
+    /// address), over all its associations (0 = unlimited); excess registrations are answered
+    /// with "lack of resources".
+    pub max_registrations_per_second_per_identity: u32,
     /// Which sources may register, deregister and resolve in which pools (empty: everyone).
     pub access_rules: Vec<access::AccessRule>,
     /// The certificate names admitted on TLS connections (`tls.allowed_identities`; empty: any
@@ -131,6 +136,7 @@ impl CoreConfig {
             items: ItemCount::default(),
             max_pes_per_association: 1 << 16,
             max_requests_per_second: 0,
+            max_registrations_per_second_per_identity: 0,
             idle_timeout: 0,
             access_rules: Vec::new(),
             allowed_identities: Vec::new(),
@@ -216,6 +222,8 @@ pub struct PrShared {
     replicating: std::sync::atomic::AtomicBool,
     /// Associations opened so far, on any worker.
     associations_opened: std::sync::atomic::AtomicU64,
+    /// Registrations per second of each identity, over all workers.
+    registration_rates: rates::IdentityRates,
 }
 
 #[derive(Clone, Copy, Debug)]

@@ -11,6 +11,7 @@ mod access;
 mod announce;
 mod enrp;
 mod hostile;
+mod identity;
 mod keepalive;
 mod registration;
 mod resolution;
