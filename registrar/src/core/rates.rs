@@ -17,10 +17,13 @@ const MAX_IDENTITIES: usize = 4096;
 /// Locks.
 const SHARDS: usize = 16;
 
+/// One lock's buckets: each identity's, with when it was last used.
+type Buckets = FastMap<u64, (TokenBucket, Millis)>;
+
 /// The registration rate of each identity.
 #[derive(Debug)]
 pub struct IdentityRates {
-    shards: Box<[Mutex<FastMap<u64, (TokenBucket, Millis)>>]>,
+    shards: Box<[Mutex<Buckets>]>,
 }
 
 impl Default for IdentityRates {
