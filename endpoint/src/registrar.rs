@@ -236,7 +236,7 @@ mod tests {
             assert!(e.to_string().contains(reason), "{url}: {e}");
             assert!(
                 e.to_string()
-                    .contains("with the scheme sctp, tcp or mptcp,"),
+                    .contains("with the scheme sctp, tcp or mptcp (tcp+tls or mptcp+tls for TLS),"),
                 "{url}: {e}"
             );
         }

@@ -108,6 +108,7 @@ pub fn run(config: Config, reload: Reload, set_log_level: SetLogLevel) -> Result
     // a signal the kernel hands to a thread that does not block it takes its default action
     // (ending the process).
     sys::block_signals().map_err(|e| DaemonError::Io("cannot block signals", e))?;
+    let token = metrics_token(&config)?;
     let metrics_server = match config.metrics.address {
         Some(address) => {
             let server = MetricsServer::start(
@@ -119,6 +120,7 @@ pub fn run(config: Config, reload: Reload, set_log_level: SetLogLevel) -> Result
                     started_unix_secs,
                     driver: driver.name(),
                 },
+                token,
             )
             .map_err(|e| {
                 DaemonError::Config(format!(
@@ -199,6 +201,27 @@ pub fn run(config: Config, reload: Reload, set_log_level: SetLogLevel) -> Result
     }
     tracing::info!("registrar stopped");
     failure.map_or(Ok(()), Err)
+}
+
+/// The bearer token of the metrics endpoint, from `metrics.bearer_token_file`.
+fn metrics_token(config: &Config) -> Result<Option<String>, DaemonError> {
+    let file = &config.metrics.bearer_token_file;
+    if file.is_empty() {
+        return Ok(None);
+    }
+    let token = std::fs::read_to_string(file).map_err(|e| {
+        DaemonError::Config(format!(
+            "cannot read the metrics bearer token from `{file}`: {e}; fix \
+             metrics.bearer_token_file"
+        ))
+    })?;
+    let token = token.trim();
+    if token.is_empty() || token.contains(char::is_whitespace) {
+        return Err(DaemonError::Config(format!(
+            "`{file}` must hold one bearer token (no spaces); fix metrics.bearer_token_file"
+        )));
+    }
+    Ok(Some(token.to_owned()))
 }
 
 /// The endpoints the daemon opened, with the ports the kernel chose for port 0.

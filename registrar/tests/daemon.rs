@@ -684,3 +684,62 @@ fn access_rules_from_the_configuration_refuse_with_cause_0xa() {
         1.0
     );
 }
+
+/// `metrics.bearer_token_file`: the metrics need the token from the file; a missing file fails
+/// the start with its name.
+#[test]
+fn the_metrics_endpoint_asks_for_the_bearer_token_of_its_file() {
+    let dir = std::env::temp_dir();
+    let token_file = dir.join(format!("rserpool-metrics-token-{}", std::process::id()));
+    std::fs::write(&token_file, "  t0ken-from-a-file\n").unwrap();
+    let config = dir.join(format!(
+        "rserpool-metrics-token-{}.toml",
+        std::process::id()
+    ));
+    std::fs::write(
+        &config,
+        format!("[metrics]\nbearer_token_file = {:?}\n", token_file),
+    )
+    .unwrap();
+    let args = |config: &std::path::Path| {
+        vec![
+            "--profile".to_owned(),
+            "default".into(),
+            "--config".into(),
+            config.display().to_string(),
+            "--asap".into(),
+            "tcp://127.0.0.1:0".into(),
+            "--metrics".into(),
+            "127.0.0.1:0".into(),
+        ]
+    };
+    let d = Daemon::start(&args(&config));
+    let metrics = d.metrics.unwrap();
+    let get = |authorization: &str| {
+        let mut s = std::net::TcpStream::connect(metrics).unwrap();
+        s.write_all(
+            format!("GET /metrics HTTP/1.1\r\n{authorization}Connection: close\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
+        let mut response = String::new();
+        std::io::Read::read_to_string(&mut s, &mut response).unwrap();
+        response
+    };
+    assert!(get("").starts_with("HTTP/1.1 401"));
+    let ok = get("Authorization: Bearer t0ken-from-a-file\r\n");
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    assert!(ok.contains("rserpool_registrar_info"), "{ok}");
+    drop(d);
+
+    std::fs::remove_file(&token_file).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rserpool-registrar"))
+        .args(args(&config))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("metrics.bearer_token_file") && stderr.contains("rserpool-metrics-token"),
+        "{stderr}"
+    );
+}

@@ -143,6 +143,7 @@ pub(super) const KEYS: &[KeyDef] = &[
     key!(io.listen_backlog, Restart),
     key!(io.max_batch, Restart),
     key!(metrics.address, Restart),
+    key!(metrics.bearer_token_file, Restart),
     key!(log.level, Sighup),
     key!(log.format, Restart),
     key!(csp.monitor, Sighup),

@@ -207,7 +207,10 @@ fn blank() -> Config {
             listen_backlog: 0,
             max_batch: 0,
         },
-        metrics: MetricsConfig { address: None },
+        metrics: MetricsConfig {
+            address: None,
+            bearer_token_file: String::new(),
+        },
         log: LogConfig {
             level: String::new(),
             format: LogFormat::Text,

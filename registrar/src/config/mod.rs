@@ -283,6 +283,8 @@ pub struct IoConfig {
 pub struct MetricsConfig {
     /// Where the HTTP metrics endpoint listens; `None` = no endpoint.
     pub address: Option<SocketAddr>,
+    /// A file whose content (trimmed) is the bearer token `GET /metrics` needs; empty: none.
+    pub bearer_token_file: String,
 }
 
 /// `[log]`: log filter and format.

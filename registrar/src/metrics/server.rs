@@ -32,11 +32,13 @@ pub struct MetricsServer {
 }
 
 impl MetricsServer {
-    /// Binds `addr` and starts the serving thread.
+    /// Binds `addr` and starts the serving thread. With `token`, `GET /metrics` needs the
+    /// header `Authorization: Bearer <token>` (else 401).
     pub fn start(
         addr: SocketAddr,
         workers: Vec<Arc<WorkerMetrics>>,
         info: ProcessInfo,
+        token: Option<String>,
     ) -> io::Result<MetricsServer> {
         let listener = TcpListener::bind(addr)?;
         listener.set_nonblocking(true)?;
@@ -45,7 +47,7 @@ impl MetricsServer {
         let flag = Arc::clone(&stop);
         let thread = thread::Builder::new()
             .name("metrics".into())
-            .spawn(move || serve(&listener, &workers, &info, &flag))?;
+            .spawn(move || serve(&listener, &workers, &info, token.as_deref(), &flag))?;
         tracing::info!(%local_addr, "metrics endpoint listening");
         Ok(MetricsServer {
             local_addr,
@@ -87,13 +89,14 @@ fn serve(
     listener: &TcpListener,
     workers: &[Arc<WorkerMetrics>],
     info: &ProcessInfo,
+    token: Option<&str>,
     stop: &AtomicBool,
 ) {
     let mut body = String::new();
     while !stop.load(Ordering::Relaxed) {
         match listener.accept() {
             Ok((stream, peer)) => {
-                if let Err(e) = handle(stream, workers, info, stop, &mut body) {
+                if let Err(e) = handle(stream, workers, info, token, stop, &mut body) {
                     tracing::debug!(%peer, error = %e, "metrics client");
                 }
             }
@@ -123,6 +126,8 @@ enum Route {
     BadRequest,
     /// No end of the head within [`MAX_REQUEST`] bytes.
     TooLarge,
+    /// `GET /metrics` without the bearer token the endpoint requires.
+    Unauthorized,
 }
 
 /// Serves one connection: reads the request head, answers, closes.
@@ -130,13 +135,14 @@ fn handle(
     mut stream: TcpStream,
     workers: &[Arc<WorkerMetrics>],
     info: &ProcessInfo,
+    token: Option<&str>,
     stop: &AtomicBool,
     body: &mut String,
 ) -> io::Result<()> {
     // Accepted sockets inherit non-blocking mode on some systems.
     stream.set_nonblocking(false)?;
     stream.set_nodelay(true)?;
-    let Some(request) = read_request(&mut stream, stop)? else {
+    let Some(request) = read_request(&mut stream, token, stop)? else {
         return Ok(());
     };
     body.clear();
@@ -165,6 +171,12 @@ fn handle(
             body.push_str("request too large\n");
             ("431 Request Header Fields Too Large", "")
         }
+        Route::Unauthorized => {
+            body.push_str(
+                "the metrics need `Authorization: Bearer <token>` (metrics.bearer_token_file)\n",
+            );
+            ("401 Unauthorized", "WWW-Authenticate: Bearer\r\n")
+        }
     };
     let content_type = if request == Route::Metrics {
         "text/plain; version=0.0.4; charset=utf-8"
@@ -186,13 +198,17 @@ fn handle(
 
 /// Reads a request head and classifies it; `None` if the client went away, took too long or the
 /// server is stopping.
-fn read_request(stream: &mut TcpStream, stop: &AtomicBool) -> io::Result<Option<Route>> {
+fn read_request(
+    stream: &mut TcpStream,
+    token: Option<&str>,
+    stop: &AtomicBool,
+) -> io::Result<Option<Route>> {
     let deadline = Instant::now() + CLIENT_DEADLINE;
     let mut buf = [0u8; MAX_REQUEST];
     let mut len = 0;
     loop {
         if let Some(end) = head_end(&buf[..len]) {
-            return Ok(Some(classify(&buf[..end])));
+            return Ok(Some(authorize(classify(&buf[..end]), &buf[..end], token)));
         }
         if len == buf.len() {
             return Ok(Some(Route::TooLarge));
@@ -204,7 +220,9 @@ fn read_request(stream: &mut TcpStream, stop: &AtomicBool) -> io::Result<Option<
             // The client finished sending: answer a complete request line, else give up.
             Ok(0) => {
                 let line_complete = buf[..len].contains(&b'\n');
-                return Ok(line_complete.then(|| classify(&buf[..len])));
+                return Ok(
+                    line_complete.then(|| authorize(classify(&buf[..len]), &buf[..len], token))
+                );
             }
             Ok(n) => len += n,
             Err(e) if is_retry(&e) => {}
@@ -288,6 +306,38 @@ fn head_end(buf: &[u8]) -> Option<usize> {
     }
 }
 
+/// `GET /metrics` becomes [`Route::Unauthorized`] when `token` is set and the head has no
+/// `Authorization: Bearer <token>` header (compared in constant time).
+fn authorize(route: Route, head: &[u8], token: Option<&str>) -> Route {
+    let Some(token) = token else {
+        return route;
+    };
+    if route != Route::Metrics {
+        return route;
+    }
+    let presented = head
+        .split(|&b| b == b'\n')
+        .skip(1)
+        .filter_map(|line| std::str::from_utf8(line).ok())
+        .filter_map(|line| line.split_once(':'))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case("authorization"))
+        .and_then(|(_, value)| {
+            let value = value.trim();
+            let (scheme, credentials) = value.split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then(|| credentials.trim())
+        });
+    let matches = presented.is_some_and(|p| {
+        p.len() == token.len()
+            && p.bytes()
+                .zip(token.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    });
+    if matches { route } else { Route::Unauthorized }
+}
+
 /// Classifies a request head by its request line `METHOD SP target SP HTTP/x.y`.
 fn classify(head: &[u8]) -> Route {
     let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
@@ -340,9 +390,40 @@ mod tests {
             "127.0.0.1:0".parse().unwrap(),
             vec![Arc::clone(&worker)],
             info(),
+            None,
         )
         .unwrap();
         (server, worker)
+    }
+
+    #[test]
+    fn a_bearer_token_guards_the_metrics_and_nothing_else() {
+        let worker = Arc::new(WorkerMetrics::new(0));
+        let server = MetricsServer::start(
+            "127.0.0.1:0".parse().unwrap(),
+            vec![worker],
+            info(),
+            Some("s3cret-token".into()),
+        )
+        .unwrap();
+        let addr = server.local_addr();
+        let (status, headers, body) = split(get(addr, "/metrics"));
+        assert_eq!(status, "HTTP/1.1 401 Unauthorized");
+        assert!(headers.contains("WWW-Authenticate: Bearer"), "{headers}");
+        assert!(!body.contains("rserpool_"), "{body}");
+        for wrong in ["Bearer s3cret-tokem", "Bearer s3cret", "Basic s3cret-token"] {
+            let request = format!("GET /metrics HTTP/1.1\r\nAuthorization: {wrong}\r\n\r\n");
+            let (status, _, _) = split(exchange(addr, request.as_bytes()));
+            assert_eq!(status, "HTTP/1.1 401 Unauthorized", "{wrong}");
+        }
+        let request =
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nauthorization:  bearer s3cret-token\r\n\r\n";
+        let (status, _, body) = split(exchange(addr, request.as_bytes()));
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        assert!(body.contains("rserpool_"), "{body}");
+        let (status, _, _) = split(get(addr, "/"));
+        assert_eq!(status, "HTTP/1.1 200 OK", "the index tells nothing");
+        server.stop();
     }
 
     /// Sends `request` raw and returns the whole response.
