@@ -19,6 +19,7 @@ use rserpool_net::{ClientTls, Connection, TestPki, TlsFiles, Transport};
 use rserpool_protocol::{AsapMessage, Generation, cause};
 
 const RFC: Generation = Generation::Rfc;
+const NG: Generation = Generation::Ng;
 const WAIT: Duration = Duration::from_secs(5);
 
 common::on_both_drivers!(
@@ -84,9 +85,23 @@ fn daemon(dir: &Path, driver: &str, server: &TlsFiles, config: &str) -> Daemon {
         "tcp+tls://127.0.0.1:0",
         "--asap",
         "tcp://127.0.0.1:0",
+        "--asap",
+        "mptcp+tls://127.0.0.1:0?generation=ng",
+        "--asap",
+        "tcp+tls://127.0.0.1:0?client_certificate=optional",
         "--metrics",
         "127.0.0.1:0",
     ])
+}
+
+/// The address of `d`'s listener whose URL ends with `suffix`.
+fn listener_ending(d: &Daemon, scheme: &str, suffix: &str) -> SocketAddr {
+    let url = d
+        .listeners
+        .iter()
+        .find(|u| u.starts_with(scheme) && u.ends_with(suffix))
+        .unwrap_or_else(|| panic!("no {scheme}...{suffix} in {:?}", d.listeners));
+    url[scheme.len()..url.len() - suffix.len()].parse().unwrap()
 }
 
 /// A registrar with PR ID `id` on `driver` in an operating scope over TLS: its certificate
@@ -146,8 +161,17 @@ fn pe_ids(d: &Daemon, pool: &[u8]) -> Vec<u64> {
 
 /// A PE's TLS connection with the certificate `files` (or none).
 fn connect(address: SocketAddr, files: &TlsFiles) -> Result<Connection, rserpool_net::NetError> {
+    connect_over(Transport::Tcp, address, files)
+}
+
+/// [`connect`] over `transport`.
+fn connect_over(
+    transport: Transport,
+    address: SocketAddr,
+    files: &TlsFiles,
+) -> Result<Connection, rserpool_net::NetError> {
     let client = ClientTls::load(files)?;
-    let conn = Connection::open_tls(Transport::Tcp, address, WAIT, &client, None)?;
+    let conn = Connection::open_tls(transport, address, WAIT, &client, None)?;
     conn.set_read_timeout(Some(WAIT)).unwrap();
     Ok(conn)
 }
@@ -260,7 +284,39 @@ fn certified_pes_register_and_the_others_are_refused_and_counted(driver: &str) {
     let mut pes = resolve(&d, b"billing").unwrap();
     pes.sort_unstable();
     assert_eq!(pes, [7, 9]);
-    drop((pe1, pe1_again, pe2, payroll));
+
+    // A listener where client certificates are optional: a PU without one resolves, and as
+    // it has no identity the access rules give it no registration.
+    let optional = listener_ending(&d, "tcp+tls://", "?client_certificate=optional");
+    let pu = connect(optional, &anonymous).unwrap();
+    let reply = request(&pu, &resolution(b"billing", Some(16), RFC)).unwrap();
+    let mut pes = resolved(&reply, RFC).unwrap();
+    pes.sort_unstable();
+    assert_eq!(pes, [7, 9]);
+    let reply = request(&pu, &registration(b"billing", 10, 60_000, RFC)).unwrap();
+    assert_eq!(registered(&reply), Err(cause::REJECTED_SECURITY));
+
+    // The NG generation over MPTCP and TLS: a 64-bit PE ID.
+    let ng = listener_ending(&d, "mptcp+tls://", "?generation=ng");
+    let pe_ng = connect_over(Transport::Mptcp, ng, &pe1_files).unwrap();
+    let id = 0x1_0000_0007;
+    pe_ng
+        .send(&registration(b"billing", id, 60_000, NG))
+        .unwrap();
+    let mut reply = None;
+    pe_ng
+        .read_messages(|m| {
+            reply = Some(m.to_vec());
+            false
+        })
+        .unwrap();
+    match AsapMessage::decode(&reply.unwrap(), NG).unwrap().message {
+        AsapMessage::RegistrationResponse {
+            rejected, pe_id, ..
+        } => assert!(!rejected && pe_id.0 == id),
+        other => panic!("{other:?}"),
+    }
+    drop((pe1, pe1_again, pe2, payroll, pu, pe_ng));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
