@@ -51,6 +51,7 @@ pub use sctp::{
     AssocState, SctpAssocId, SctpClient, SctpRecv, SctpSocket, sctp_nodelay, sctp_support,
 };
 pub use stream::{
-    configure_accepted, connect_outcome, connect_stream, connect_stream_blocking, listen_stream,
+    configure_accepted, connect_outcome, connect_stream, connect_stream_blocking,
+    connect_stream_blocking_from, listen_stream,
 };
 pub use udp::{announce_receiver, announce_socket, bind_udp, local_ip_towards};
