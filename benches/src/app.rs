@@ -2,7 +2,8 @@
 //! needs, run the load (for `churn` two loads at once, for `keepalive` the keep-alive measurement,
 //! for `resync` a second registrar brought in sync by the first, and with `--restart` brought in
 //! sync again after a SIGKILL and a restart; `takeover` is [`crate::takeover`]'s, `chaos`
-//! [`crate::chaos`]'s), clean up, and for `--compare-echo` run the echo ceiling right after.
+//! [`crate::chaos`]'s, `hostile` [`crate::hostile`]'s), clean up, and for `--compare-echo` run
+//! the echo ceiling right after.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -18,6 +19,7 @@ use crate::cli::{Cli, EnrpGeneration, RestartKind, ScenarioKind};
 use crate::echo::{EchoReply, EchoServer, MAX_REPLY, MIN_REPLY};
 use crate::error::{Error, Result};
 use crate::fleet::Fleet;
+use crate::hostile;
 use crate::load::{self, LoadSpec, Outcome, Poll};
 use crate::net::{Endpoint, StreamTransport};
 use crate::population::{self, PopulationOutcome, PopulationSpec, Share};
@@ -62,6 +64,7 @@ pub fn run(cli: &Cli) -> Result<RunReport> {
             takeover::run(cli, &registrar_bin(cli)?, &spawn_config(cli)).map(RunReport::Takeover)
         }
         ScenarioKind::Chaos => chaos::run(cli).map(|r| RunReport::Chaos(Box::new(r))),
+        ScenarioKind::Hostile => hostile::run(cli).map(|r| RunReport::Hostile(Box::new(r))),
         ScenarioKind::Resolve | ScenarioKind::Register | ScenarioKind::Storm => {
             let target = open_target(cli, pki)?;
             let endpoint = target.endpoint();
@@ -178,7 +181,11 @@ pub fn spawn_config(cli: &Cli) -> String {
             cli.pes_per_connection,
             (cli.connections * cli.pes_per_connection).div_ceil(pools),
         ),
-        ScenarioKind::Resolve | ScenarioKind::Churn | ScenarioKind::Echo | ScenarioKind::Chaos => (
+        ScenarioKind::Resolve
+        | ScenarioKind::Churn
+        | ScenarioKind::Echo
+        | ScenarioKind::Chaos
+        | ScenarioKind::Hostile => (
             setup.div_ceil(16),
             cli.pool_elements + cli.churners.div_ceil(pools),
         ),

@@ -46,6 +46,11 @@ pub enum ScenarioKind {
     /// leaving, dying, hanging, joining) while a checker holds every resolution to the bounds
     /// the profile's timers imply; fails on any violation.
     Chaos,
+    /// The hostile-input soak: legitimate PEs registered and kept alive while attacker
+    /// connections (and UDP datagrams) send `--messages` mutated and random messages; checks
+    /// every `--check-every` messages that the registrar runs, that every legitimate PE stays
+    /// resolvable and that its memory stays within `--max-rss-growth-mib`; fails on any miss.
+    Hostile,
 }
 
 impl ScenarioKind {
@@ -61,6 +66,7 @@ impl ScenarioKind {
             Self::Resync => "resync",
             Self::Takeover => "takeover",
             Self::Chaos => "chaos",
+            Self::Hostile => "hostile",
         }
     }
 }
@@ -142,6 +148,15 @@ pub const CHAOS_DURATION: f64 = 60.0;
 pub const CHAOS_REGISTRARS: std::ops::RangeInclusive<usize> = 3..=5;
 /// The most PEs a resolution returns (`resolution.max_items`): a `chaos` pool holds no more.
 pub const CHAOS_MAX_POOL: usize = 128;
+
+/// The default number of hostile messages of a `hostile` run.
+pub const HOSTILE_MESSAGES: u64 = 1_000_000;
+/// The default pools of a `hostile` run's legitimate PEs (`--pools`).
+pub const HOSTILE_POOLS: usize = 8;
+/// The default legitimate PEs per pool of a `hostile` run (`--pool-elements`).
+pub const HOSTILE_POOL_ELEMENTS: usize = 8;
+/// The default attacker connections of a `hostile` run (`--connections`).
+pub const HOSTILE_ATTACKERS: usize = 8;
 
 /// The most PEs per handle table page the registrar accepts
 /// (`enrp.max_pes_per_table_response`).
@@ -245,8 +260,8 @@ pub struct Cli {
     /// Chaos: registrars in the operating scope (3 to 5).
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub registrars: usize,
-    /// Chaos: the seed of the fault schedule and the PE identifiers (default: from the clock;
-    /// the run prints it).
+    /// Chaos: the seed of the fault schedule and the PE identifiers; hostile: of the messages,
+    /// their mutations and the PE identifiers (default: from the clock; the run prints it).
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
     /// Chaos: the directory for the registrars' and PEs' logs (default: a new directory in the
@@ -265,7 +280,8 @@ pub struct Cli {
     #[arg(long)]
     pub compare_echo: bool,
 
-    /// The registrar to load: tcp://HOST:PORT or mptcp://HOST:PORT, optional ?generation=ng.
+    /// The registrar to load: tcp://HOST:PORT or mptcp://HOST:PORT (hostile: also
+    /// sctp://HOST:PORT), optional ?generation=ng.
     #[arg(long, value_name = "URL")]
     pub registrar: Option<Endpoint>,
     /// Start rserpool-registrar for the run and stop it afterwards (resync always starts two,
@@ -282,7 +298,8 @@ pub struct Cli {
     /// The tuning profile of a spawned registrar (default, carrier, low-latency).
     #[arg(long, value_name = "NAME", default_value = "default")]
     pub profile: String,
-    /// Transport of the echo server and of a spawned registrar (a --registrar URL names its own).
+    /// Transport of the echo server and of a spawned registrar (a --registrar URL names its own);
+    /// sctp for `hostile` only.
     #[arg(long, value_enum, default_value_t = StreamTransport::Tcp)]
     pub transport: StreamTransport,
     /// TLS 1.3 with client certificates (resolve and register, with --spawn, and echo): the run
@@ -290,6 +307,25 @@ pub struct Cli {
     /// clients', and the spawned registrar listens on tcp+tls:// (or mptcp+tls://).
     #[arg(long)]
     pub tls: bool,
+
+    /// Hostile: the hostile messages to send (over the attacker connections and UDP).
+    #[arg(long, value_name = "N")]
+    pub messages: Option<u64>,
+    /// Hostile: check the registrar (alive, every legitimate PE resolvable, memory) every this
+    /// many messages, and at the end.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub check_every: u64,
+    /// Hostile: fail when the registrar's resident memory (VmRSS) grows by more than this many
+    /// MiB over its figure before the attack.
+    #[arg(long, value_name = "MIB", default_value_t = 64)]
+    pub max_rss_growth_mib: u64,
+    /// Hostile: the UDP port of a --registrar to send every fourth message to as a datagram (a
+    /// spawned registrar gets a UDP listener of its own).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub udp: Option<std::net::SocketAddr>,
+    /// Hostile: the process ID of a --registrar, whose life and memory are checked.
+    #[arg(long, value_name = "PID", conflicts_with = "spawn")]
+    pub pid: Option<u32>,
 
     /// Print one JSON object on stdout instead of the text summary.
     #[arg(long)]
@@ -509,6 +545,7 @@ impl Cli {
         if self.scenario == ScenarioKind::Chaos {
             self.validate_chaos()?;
         }
+        self.validate_hostile()?;
         if self.registers_new_pes() || self.scenario == ScenarioKind::Storm {
             self.validate_population()?;
         }
@@ -675,6 +712,97 @@ impl Cli {
         Ok(())
     }
 
+    /// The checks of the `hostile` options: its own options only there, SCTP only there.
+    fn validate_hostile(&self) -> Result<(), String> {
+        let hostile = self.scenario == ScenarioKind::Hostile;
+        let sctp = self.transport == StreamTransport::Sctp
+            || self
+                .registrar
+                .is_some_and(|r| r.transport == StreamTransport::Sctp);
+        if !hostile {
+            let own = [
+                "messages",
+                "check_every",
+                "max_rss_growth_mib",
+                "udp",
+                "pid",
+            ];
+            if let Some(name) = own.iter().find(|n| self.was_given(n)) {
+                return Err(format!(
+                    "--{} applies to hostile only",
+                    name.replace('_', "-")
+                ));
+            }
+            if sctp {
+                return Err(format!(
+                    "{} frames byte streams: SCTP is for hostile only (use tcp or mptcp)",
+                    self.scenario.name()
+                ));
+            }
+            return Ok(());
+        }
+        if self.messages == Some(0) || self.check_every == 0 {
+            return Err("--messages and --check-every must be at least 1".into());
+        }
+        if self.hostile_pool_elements() > CHAOS_MAX_POOL {
+            return Err(format!(
+                "--pool-elements {} exceeds the {CHAOS_MAX_POOL} PEs one resolution returns: \
+                 the soak checks whole pools",
+                self.pool_elements
+            ));
+        }
+        if self.rate.is_some() || self.compare_echo {
+            return Err("hostile sends as fast as it can: drop --rate and --compare-echo".into());
+        }
+        if self.udp.is_some() && self.spawns() {
+            return Err(
+                "--udp names an external registrar's UDP port: a spawned one gets its own".into(),
+            );
+        }
+        if let Some(r) = self.registrar
+            && r.addr.ip() != std::net::IpAddr::from([127, 0, 0, 1])
+        {
+            return Err(format!(
+                "hostile needs a registrar on 127.0.0.1 (its attackers connect from 127.2.0.0 \
+                 and up, other hosts as far as the registrar can tell), not {}",
+                r.addr
+            ));
+        }
+        Ok(())
+    }
+
+    /// The hostile messages of a `hostile` run: `--messages` or 1 000 000.
+    pub fn hostile_messages(&self) -> u64 {
+        self.messages.unwrap_or(HOSTILE_MESSAGES)
+    }
+
+    /// The pools of a `hostile` run's legitimate PEs: `--pools` if given, else 8.
+    pub fn hostile_pools(&self) -> usize {
+        if self.was_given("pools") {
+            self.pools
+        } else {
+            HOSTILE_POOLS
+        }
+    }
+
+    /// The legitimate PEs per pool of a `hostile` run: `--pool-elements` if given, else 8.
+    pub fn hostile_pool_elements(&self) -> usize {
+        if self.was_given("pool_elements") {
+            self.pool_elements
+        } else {
+            HOSTILE_POOL_ELEMENTS
+        }
+    }
+
+    /// The attacker connections of a `hostile` run: `--connections` if given, else 8.
+    pub fn hostile_attackers(&self) -> usize {
+        if self.was_given("connections") {
+            self.connections
+        } else {
+            HOSTILE_ATTACKERS
+        }
+    }
+
     /// The checks only a `chaos` run needs.
     fn validate_chaos(&self) -> Result<(), String> {
         if self.registrar.is_some() {
@@ -783,6 +911,60 @@ mod tests {
             let e = Cli::from_args(args).unwrap_err();
             assert!(e.contains(why), "{args:?}: {e}");
         }
+    }
+
+    #[test]
+    fn hostile_options_belong_to_hostile_and_sctp_too() {
+        let soak = Cli::from_args(&["hostile", "--spawn", "--transport", "sctp"]).unwrap();
+        assert_eq!(soak.hostile_messages(), 1_000_000);
+        assert_eq!(
+            (
+                soak.hostile_pools(),
+                soak.hostile_pool_elements(),
+                soak.hostile_attackers()
+            ),
+            (8, 8, 8)
+        );
+        let given = Cli::from_args(&["hostile", "--spawn", "-c", "3", "--messages", "5"]).unwrap();
+        assert_eq!(
+            (given.hostile_attackers(), given.hostile_messages()),
+            (3, 5)
+        );
+        for (args, why) in [
+            (
+                &["resolve", "--spawn", "--messages", "5"][..],
+                "--messages applies to hostile only",
+            ),
+            (
+                &["resolve", "--spawn", "--transport", "sctp"][..],
+                "SCTP is for hostile only",
+            ),
+            (
+                &["echo", "--transport", "sctp"][..],
+                "SCTP is for hostile only",
+            ),
+            (&["hostile", "--spawn", "--messages", "0"][..], "at least 1"),
+            (
+                &["hostile", "--spawn", "--udp", "127.0.0.1:1"][..],
+                "a spawned one gets its own",
+            ),
+            (
+                &["hostile", "--registrar", "tcp://10.0.0.1:1"][..],
+                "needs a registrar on 127.0.0.1",
+            ),
+            (
+                &["hostile", "--spawn", "--pool-elements", "129"][..],
+                "exceeds the 128 PEs",
+            ),
+            (&["hostile"][..], "hostile needs a registrar"),
+        ] {
+            let e = Cli::from_args(args).unwrap_err();
+            assert!(e.contains(why), "{args:?}: {e}");
+        }
+        assert!(Cli::from_args(&["hostile", "--spawn", "--pid", "1"]).is_err());
+        let external =
+            Cli::from_args(&["hostile", "--registrar", "sctp://127.0.0.1:3863"]).unwrap();
+        assert!(external.registrar.is_some_and(|r| !r.transport.is_stream()));
     }
 
     #[test]

@@ -4,9 +4,10 @@
 //! once as after a registrar restart (`register --population`, `storm`), a built-in echo server as the ceiling (`echo`), the ENRP start-up
 //! synchronisation of a second spawned registrar and its restart (`resync`), the takeover of a
 //! killed registrar's PEs by the survivors of a scope of three (`takeover`), a fault test of an
-//! operating scope of real registrar processes (`chaos`), a spawned or external registrar as the
-//! target, TLS (`--tls`: `tcp+tls://` with a throwaway PKI, the echo server too), and text or
-//! JSON reports with HDR latency percentiles and whole-run totals in the
+//! operating scope of real registrar processes (`chaos`), the hostile-input soak (`hostile`), a
+//! spawned or external registrar as the target, TLS (`--tls`: `tcp+tls://` with a throwaway PKI,
+//! the echo server too), and text or JSON reports with HDR latency percentiles and whole-run
+//! totals in the
 //! registrar's terms. See `docs/benchmarking.md`.
 
 pub mod app;
@@ -15,6 +16,7 @@ pub mod cli;
 pub mod echo;
 pub mod error;
 pub mod fleet;
+pub mod hostile;
 pub mod load;
 pub mod net;
 pub mod population;

@@ -1,6 +1,7 @@
-//! Addresses and sockets: `tcp://` and `mptcp://` URLs (with an optional `?generation=rfc|ng`,
-//! parsed by the transport URL parser of `rserpool_protocol::url`), connecting over TCP or MPTCP
-//! through `rserpool-net`, and the open-files limit that many connections need.
+//! Addresses and sockets: `tcp://`, `mptcp://` and (for `hostile`) `sctp://` URLs (with an
+//! optional `?generation=rfc|ng`, parsed by the transport URL parser of `rserpool_protocol::url`),
+//! connecting over TCP or MPTCP through `rserpool-net`, and the open-files limit that many
+//! connections need.
 
 use std::fmt;
 use std::io;
@@ -12,7 +13,7 @@ use rserpool_net::NetError;
 use rserpool_protocol::Generation;
 use rserpool_protocol::url::{Transport as UrlTransport, TransportUrl};
 
-/// The stream transport ASAP travels on.
+/// The transport ASAP travels on: a byte stream for every scenario, or SCTP for `hostile`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
 pub enum StreamTransport {
     /// Plain TCP.
@@ -20,6 +21,9 @@ pub enum StreamTransport {
     Tcp,
     /// Multipath TCP (IPPROTO_MPTCP), framed like TCP.
     Mptcp,
+    /// SCTP one-to-one associations, each message whole (the `hostile` scenario only: the load
+    /// scenarios frame byte streams).
+    Sctp,
 }
 
 impl StreamTransport {
@@ -33,14 +37,20 @@ impl StreamTransport {
         match self {
             Self::Tcp => UrlTransport::Tcp,
             Self::Mptcp => UrlTransport::Mptcp,
+            Self::Sctp => UrlTransport::Sctp,
         }
+    }
+
+    /// Whether it is a byte stream (TCP or MPTCP), which every scenario takes.
+    pub const fn is_stream(self) -> bool {
+        matches!(self, Self::Tcp | Self::Mptcp)
     }
 }
 
 /// Where an ASAP server listens: transport, address and wire generation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Endpoint {
-    /// TCP or MPTCP.
+    /// TCP, MPTCP, or SCTP (`hostile` only).
     pub transport: StreamTransport,
     /// The server's address.
     pub addr: SocketAddr,
@@ -80,14 +90,21 @@ impl fmt::Display for Endpoint {
 impl FromStr for Endpoint {
     type Err = String;
 
-    /// Parses a `tcp://` or `mptcp://` URL with the transport URL parser.
+    /// Parses a `tcp://`, `mptcp://` or `sctp://` URL with the transport URL parser (the
+    /// command line refuses SCTP for every scenario but `hostile`).
     fn from_str(s: &str) -> Result<Self, String> {
-        let url = TransportUrl::parse(s, UrlTransport::STREAMS).map_err(|e| e.to_string())?;
+        let url = TransportUrl::parse(s, UrlTransport::CONNECTIONS).map_err(|e| e.to_string())?;
         let transport = match url.transport {
             UrlTransport::Tcp => StreamTransport::Tcp,
             UrlTransport::Mptcp => StreamTransport::Mptcp,
+            UrlTransport::Sctp => StreamTransport::Sctp,
             // refused by the parser already: not among the schemes it was given
-            other => return Err(format!("bad URL `{s}`: {} is not a stream", other.scheme())),
+            other => {
+                return Err(format!(
+                    "bad URL `{s}`: {} carries no connection",
+                    other.scheme()
+                ));
+            }
         };
         Ok(Self {
             transport,
@@ -161,7 +178,7 @@ mod tests {
     fn bad_urls_are_refused_with_the_reason() {
         for (url, why) in [
             ("127.0.0.1:3863", "missing `scheme://`"),
-            ("sctp://127.0.0.1:3863", "the scheme tcp or mptcp"),
+            ("udp://127.0.0.1:3863", "the scheme sctp, tcp or mptcp"),
             (
                 "tcp://127.0.0.1:3863?generation=v3",
                 "?generation=rfc or ?generation=ng",

@@ -8,6 +8,7 @@ use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
 pub use crate::chaos::ChaosReport;
+use crate::hostile::HostileReport;
 use crate::load::Outcome;
 use crate::workload::{Totals, cause_name};
 
@@ -735,6 +736,8 @@ pub enum RunReport {
     Takeover(TakeoverSummary),
     /// `chaos`: the faults injected and the violations the checker found.
     Chaos(Box<ChaosReport>),
+    /// `hostile`: the hostile messages sent and what the checks found.
+    Hostile(Box<HostileReport>),
 }
 
 impl RunReport {
@@ -745,7 +748,8 @@ impl RunReport {
             | Self::Churn { .. }
             | Self::Resync(_)
             | Self::Takeover(_)
-            | Self::Chaos(_) => None,
+            | Self::Chaos(_)
+            | Self::Hostile(_) => None,
             Self::Compared { scenario, echo } if echo.ops_per_s > 0.0 => {
                 Some(scenario.ops_per_s / echo.ops_per_s)
             }
@@ -785,6 +789,8 @@ impl RunReport {
             (Self::Takeover(r), true) => r.to_json().to_string(),
             (Self::Chaos(r), false) => r.text(),
             (Self::Chaos(r), true) => r.to_json().to_string(),
+            (Self::Hostile(r), false) => r.text(),
+            (Self::Hostile(r), true) => r.to_json().to_string(),
         }
     }
 
@@ -792,6 +798,7 @@ impl RunReport {
     pub fn passed(&self) -> bool {
         match self {
             Self::Chaos(r) => r.passed(),
+            Self::Hostile(r) => r.passed(),
             _ => true,
         }
     }

@@ -5,7 +5,7 @@
 //! from its Prometheus metrics.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::net::{Endpoint, StreamTransport};
+use rserpool_protocol::url::{Transport as UrlTransport, TransportUrl};
 
 /// The registrar binary's file name.
 pub const REGISTRAR_BIN: &str = "rserpool-registrar";
@@ -33,6 +34,8 @@ pub struct Target {
     started: Option<(Instant, Instant)>,
     /// The command line of a spawned registrar, kept for [`Target::restart`].
     launch: Option<Launch>,
+    /// The UDP listener a registrar spawned by [`Target::spawn_with_udp`] printed.
+    udp: Option<SocketAddr>,
 }
 
 /// The ENRP side of a spawned registrar: where it listens, the peers it starts with, its PR ID,
@@ -62,11 +65,14 @@ struct Launch {
     /// The ASAP listener is a TLS one (`tcp+tls://`; the configuration has the `[tls]` keys).
     tls: bool,
     enrp: Option<EnrpSpawn>,
+    /// Whether it gets a UDP listener besides (`--asap udp://127.0.0.1:0`).
+    udp: bool,
 }
 
 /// What a spawned registrar printed on stdout that the bench looks for.
 enum Announced {
     Asap(Endpoint),
+    Udp(SocketAddr),
     Enrp(String),
     Metrics(String),
 }
@@ -82,6 +88,7 @@ impl Target {
             config: None,
             started: None,
             launch: None,
+            udp: None,
         }
     }
 
@@ -100,6 +107,42 @@ impl Target {
         config: &str,
         enrp: Option<&EnrpSpawn>,
     ) -> Result<Self> {
+        let launch = Launch {
+            bin: bin.to_owned(),
+            workers,
+            profile: profile.to_owned(),
+            transport,
+            tls,
+            enrp: enrp.cloned(),
+            udp: false,
+        };
+        Self::spawn_launch(launch, config)
+    }
+
+    /// Like [`Target::spawn`] without ENRP, with a UDP listener besides the ASAP listener
+    /// (`--asap udp://127.0.0.1:0`), whose address [`Target::udp`] then tells.
+    pub fn spawn_with_udp(
+        bin: &Path,
+        workers: usize,
+        profile: &str,
+        transport: StreamTransport,
+        config: &str,
+    ) -> Result<Self> {
+        let launch = Launch {
+            bin: bin.to_owned(),
+            workers,
+            profile: profile.to_owned(),
+            transport,
+            tls: false,
+            enrp: None,
+            udp: true,
+        };
+        Self::spawn_launch(launch, config)
+    }
+
+    /// Writes `config` to a temporary file and starts the registrar `launch` describes.
+    fn spawn_launch(launch: Launch, config: &str) -> Result<Self> {
+        let bin = &launch.bin;
         if !bin.is_file() {
             return Err(Error::new(format!(
                 "registrar binary {} not found: build it (cargo build --release -p \
@@ -116,20 +159,14 @@ impl Target {
         std::fs::write(&path, config)
             .map_err(|e| Error::new(format!("cannot write {}: {e}", path.display())))?;
         let mut target = Self {
-            endpoint: Endpoint::new(transport, ([127, 0, 0, 1], 0).into()),
+            endpoint: Endpoint::new(launch.transport, ([127, 0, 0, 1], 0).into()),
             child: None,
             metrics: None,
             enrp: None,
             config: Some(path),
             started: None,
-            launch: Some(Launch {
-                bin: bin.to_owned(),
-                workers,
-                profile: profile.to_owned(),
-                transport,
-                tls,
-                enrp: enrp.cloned(),
-            }),
+            launch: Some(launch),
+            udp: None,
         };
         target.start()?;
         Ok(target)
@@ -192,6 +229,9 @@ impl Target {
             .arg(format!("127.0.0.1:{}", enrp.map_or(0, |e| e.metrics_port)))
             .arg("--config")
             .arg(config);
+        if launch.udp {
+            command.args(["--asap", "udp://127.0.0.1:0"]);
+        }
         if let Some(enrp) = enrp {
             command.args(["--enrp", &enrp.listen]);
             for peer in &enrp.peers {
@@ -202,7 +242,9 @@ impl Target {
             }
         }
         let awaits_enrp = enrp.is_some();
+        let awaits_udp = launch.udp;
         self.metrics = None;
+        self.udp = None;
         self.enrp = None;
         self.started = None;
         let started = Instant::now();
@@ -224,9 +266,13 @@ impl Target {
                 let announced = match (parse_listening(&line), line.strip_prefix("metrics ")) {
                     (Some(endpoint), _) => Announced::Asap(endpoint),
                     (None, Some(url)) => Announced::Metrics(url.trim().to_owned()),
-                    (None, None) => match line.trim().strip_prefix("listening enrp ") {
-                        Some(url) => Announced::Enrp(url.trim().to_owned()),
-                        None => continue,
+                    (None, None) => match (
+                        line.trim().strip_prefix("listening enrp "),
+                        parse_udp_listening(&line),
+                    ) {
+                        (Some(url), _) => Announced::Enrp(url.trim().to_owned()),
+                        (None, Some(addr)) => Announced::Udp(addr),
+                        (None, None) => continue,
                     },
                 };
                 // The receiver is gone after the listeners; later lines are only drained.
@@ -245,18 +291,22 @@ impl Target {
                 Ok(Announced::Asap(endpoint)) => {
                     asap.get_or_insert(endpoint);
                 }
+                Ok(Announced::Udp(addr)) => {
+                    self.udp.get_or_insert(addr);
+                }
                 Err(e) => break Err(e),
             }
             if let Some(endpoint) = asap
                 && (!awaits_enrp || self.enrp.is_some())
+                && (!awaits_udp || self.udp.is_some())
             {
                 break Ok(endpoint);
             }
         };
-        let wanted = if awaits_enrp {
-            "`listening asap` and `listening enrp`"
-        } else {
-            "`listening asap`"
+        let wanted = match (awaits_enrp, awaits_udp) {
+            (true, _) => "`listening asap` and `listening enrp`",
+            (false, true) => "`listening asap` for its stream and UDP listeners",
+            (false, false) => "`listening asap`",
         };
         match found {
             Ok(endpoint) => {
@@ -285,6 +335,11 @@ impl Target {
     /// Where to send ASAP.
     pub fn endpoint(&self) -> Endpoint {
         self.endpoint
+    }
+
+    /// The UDP listener of a registrar spawned by [`Target::spawn_with_udp`].
+    pub fn udp(&self) -> Option<SocketAddr> {
+        self.udp
     }
 
     /// Whether this run started the registrar.
@@ -389,6 +444,14 @@ pub fn default_registrar_bin() -> Result<PathBuf> {
         .clone())
 }
 
+/// The address of a `listening asap udp://127.0.0.1:PORT` line.
+pub fn parse_udp_listening(line: &str) -> Option<SocketAddr> {
+    let url = line.trim().strip_prefix("listening asap ")?.trim();
+    TransportUrl::parse(url, &[UrlTransport::Udp])
+        .ok()
+        .map(|u| u.address)
+}
+
 /// The endpoint of a `listening asap tcp://127.0.0.1:PORT` line.
 pub fn parse_listening(line: &str) -> Option<Endpoint> {
     line.trim()
@@ -410,7 +473,17 @@ mod tests {
         let m = parse_listening("listening asap mptcp://127.0.0.1:7\n").unwrap();
         assert_eq!(m.transport, StreamTransport::Mptcp);
         assert_eq!(parse_listening("metrics http://127.0.0.1:9/metrics"), None);
-        assert_eq!(parse_listening("listening asap sctp://127.0.0.1:7"), None);
+        let sctp = parse_listening("listening asap sctp://127.0.0.1:7").unwrap();
+        assert_eq!(sctp.transport, StreamTransport::Sctp);
+        assert_eq!(parse_listening("listening asap udp://127.0.0.1:7"), None);
+        assert_eq!(
+            parse_udp_listening("listening asap udp://127.0.0.1:7"),
+            Some(([127, 0, 0, 1], 7).into())
+        );
+        assert_eq!(
+            parse_udp_listening("listening asap tcp://127.0.0.1:7"),
+            None
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! session over them ([`Connection::open_tls`]); neither the framing nor the callers differ.
 
 use std::io;
-use std::net::{Shutdown, SocketAddr};
+use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ use socket2::Socket;
 
 use crate::error::NetError;
 use crate::sctp::SctpClient;
-use crate::stream::connect_stream_blocking;
+use crate::stream::{connect_stream_blocking, connect_stream_blocking_from};
 use crate::tls::{ClientTls, TlsSession, handshake_blocking, server_name};
 use rserpool_protocol::url::{Transport, TransportUrl};
 
@@ -165,11 +165,23 @@ impl Connection {
         address: SocketAddr,
         timeout: Duration,
     ) -> Result<Self, NetError> {
+        Self::open_from(transport, address, None, timeout)
+    }
+
+    /// [`Connection::open`] from the local address `source` if given: on loopback, 127.0.0.2 is
+    /// another host as far as the registrar can tell (an SCTP association then has that one
+    /// local address).
+    pub fn open_from(
+        transport: Transport,
+        address: SocketAddr,
+        source: Option<IpAddr>,
+        timeout: Duration,
+    ) -> Result<Self, NetError> {
         let url = TransportUrl::new(transport, address);
         let carrier = match transport {
-            Transport::Sctp => Carrier::Sctp(SctpClient::connect(address, None, timeout)?),
+            Transport::Sctp => Carrier::Sctp(SctpClient::connect(address, source, timeout)?),
             Transport::Tcp | Transport::Mptcp => Carrier::Stream(ByteStream::Plain(
-                connect_stream_blocking(&url, Some(timeout))?,
+                connect_stream_blocking_from(&url, source, Some(timeout))?,
             )),
             Transport::Udp => {
                 return Err(NetError::InvalidRequest(format!(
@@ -365,6 +377,22 @@ mod tests {
             })
             .unwrap();
         assert_eq!(seen, [vec![1, 0, 0, 4], vec![2, 0, 0, 6, 9, 9, 0, 0]]);
+    }
+
+    #[test]
+    fn a_connection_from_another_loopback_address_comes_from_it() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let source = IpAddr::from([127, 0, 0, 2]);
+        let conn = Connection::open_from(
+            Transport::Tcp,
+            listener.local_addr().unwrap(),
+            Some(source),
+            WAIT,
+        )
+        .unwrap();
+        let (_peer, from) = listener.accept().unwrap();
+        assert_eq!(from.ip(), source);
+        assert_eq!(conn.local_addr().unwrap(), from);
     }
 
     #[test]

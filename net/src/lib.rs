@@ -57,7 +57,8 @@ pub use sctp::{
     AssocState, SctpAssocId, SctpClient, SctpRecv, SctpSocket, sctp_nodelay, sctp_support,
 };
 pub use stream::{
-    configure_accepted, connect_outcome, connect_stream, connect_stream_blocking, listen_stream,
+    configure_accepted, connect_outcome, connect_stream, connect_stream_blocking,
+    connect_stream_blocking_from, listen_stream,
 };
 #[cfg(feature = "test-pki")]
 pub use test_pki::TestPki;

@@ -118,7 +118,21 @@ pub fn connect_stream_blocking(
     url: &TransportUrl,
     timeout: Option<Duration>,
 ) -> Result<Socket, NetError> {
+    connect_stream_blocking_from(url, None, timeout)
+}
+
+/// [`connect_stream_blocking`] from the local address `source` if given (on loopback, 127.0.0.2
+/// is another host as far as the registrar can tell), else from the address the kernel picks.
+pub fn connect_stream_blocking_from(
+    url: &TransportUrl,
+    source: Option<std::net::IpAddr>,
+    timeout: Option<Duration>,
+) -> Result<Socket, NetError> {
     let sock = client_socket(url, Type::STREAM)?;
+    if let Some(ip) = source {
+        sock.bind(&SockAddr::from(std::net::SocketAddr::new(ip, 0)))
+            .map_err(|e| NetError::io(format!("bind {ip} for a connection to {url}"), e))?;
+    }
     let address = SockAddr::from(url.address);
     match timeout {
         Some(timeout) => sock.connect_timeout(&address, timeout),

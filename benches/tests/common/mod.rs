@@ -1,6 +1,6 @@
 //! What the end-to-end tests of `rserpool-bench` share: the daemon binaries they need (built next
-//! to the test by `cargo test --workspace`), and running `rserpool-bench` itself for its JSON
-//! report.
+//! to the test by `cargo test --workspace`), running `rserpool-bench` itself for its JSON
+//! report, and the checks of a `hostile` soak's report.
 
 // Each test binary uses a different subset.
 #![allow(dead_code)]
@@ -60,4 +60,48 @@ pub fn parse(args: &[&str], out: &Output) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_str(&stdout).expect("one JSON object")
+}
+
+/// Asserts the JSON report `v` of a `hostile` soak of `messages` messages with the legitimate
+/// PEs' keep-alives every 200 ms and a spawned registrar: every check passed, every mutation
+/// kind and action-bit pattern was sent, the legitimate PEs answered keep-alives throughout, and
+/// the registrar counted the garbage it received.
+pub fn assert_hostile_soak_passed(messages: u64, v: &Value) {
+    let context = serde_json::to_string_pretty(v).unwrap_or_default();
+    let n = |key: &str| {
+        v[key]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no {key}; {context}"))
+    };
+    assert_eq!(v["passed"], true, "{context}");
+    assert_eq!(n("failure_count"), 0, "{context}");
+    assert_eq!(n("messages"), messages, "{context}");
+    // One check per 10 000 messages (some may pass together under load) and the final one.
+    assert!(n("checks") > messages / 20_000, "{context}");
+    assert_eq!(n("checks"), n("checks_passed"), "{context}");
+    for (kind, count) in v["by_kind"].as_object().expect("kinds") {
+        assert!(
+            count.as_u64() > Some(messages / 10),
+            "few {kind}; {context}"
+        );
+    }
+    assert_eq!(v["by_kind"].as_object().map(|k| k.len()), Some(6));
+    for count in v["unknown_by_action"].as_array().expect("four patterns") {
+        assert!(count.as_u64() > Some(messages / 50), "{context}");
+    }
+    assert!(n("from_corpus") > messages / 4, "{context}");
+    assert!(n("over_udp") > messages / 5, "{context}");
+    assert_eq!(n("legit_pes"), 64, "{context}");
+    assert!(
+        n("keep_alives_answered") >= 64,
+        "the legitimate PEs answered keep-alives during the attack; {context}"
+    );
+    let rss = &v["rss"];
+    let (start, peak) = (rss["start"].as_u64(), rss["peak"].as_u64());
+    assert!(start > Some(0) && peak >= start, "{context}");
+    // The registrar saw the messages and refused most: it counts what it received.
+    let received = v["registrar_messages_received"].as_f64().unwrap_or(0.0);
+    let errors = v["registrar_decode_errors"].as_f64().unwrap_or(0.0);
+    assert!(received > 0.7 * messages as f64, "{context}");
+    assert!(errors > 0.5 * messages as f64, "{context}");
 }
