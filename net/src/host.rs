@@ -1,5 +1,5 @@
-//! What the host offers the registrar's workers: its online cores, pinning a thread to one, busy
-//! polling.
+//! What the host offers the registrar's workers: the cores this process may use (its affinity
+//! mask and cgroup CPU quota), pinning a thread to one of them, busy polling.
 
 use std::io;
 
@@ -7,9 +7,25 @@ use socket2::Socket;
 
 use crate::sys;
 
-/// The number of online CPUs (at least 1).
+/// The number of online CPUs (at least 1), whether this process may use them or not.
 pub fn online_cores() -> usize {
     sys::online_cpus().unwrap_or(1)
+}
+
+/// How many cores this process may keep busy (at least 1): the CPUs of its affinity mask
+/// (`taskset`, a cgroup cpuset), fewer under a cgroup CPU quota (`cpu.max`, as
+/// `std::thread::available_parallelism` reads it). What "one worker per core" means.
+pub fn usable_cores() -> usize {
+    let allowed = allowed_cores().len().max(1);
+    std::thread::available_parallelism().map_or(allowed, |n| n.get().min(allowed))
+}
+
+/// The CPUs this process may run on, ascending (all online ones when the mask cannot be read).
+pub fn allowed_cores() -> Vec<usize> {
+    sys::allowed_cpus()
+        .ok()
+        .filter(|cpus| !cpus.is_empty())
+        .unwrap_or_else(|| (0..online_cores()).collect())
 }
 
 /// Binds the calling thread to CPU `core` (numbered as the kernel does, from 0).
@@ -43,6 +59,28 @@ pub fn set_busy_poll(sock: &Socket, usec: u32) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn usable_cores_are_those_of_the_affinity_mask_at_most() {
+        let allowed = allowed_cores();
+        assert!(!allowed.is_empty());
+        assert!(allowed.windows(2).all(|w| w[0] < w[1]), "{allowed:?}");
+        assert!(allowed.iter().all(|&c| c < 1024));
+        let usable = usable_cores();
+        assert!(
+            usable >= 1 && usable <= allowed.len(),
+            "{usable} of {allowed:?}"
+        );
+        // A thread restricted to one allowed core sees exactly it.
+        let first = allowed[0];
+        std::thread::spawn(move || {
+            pin_current_thread(first).unwrap();
+            assert_eq!(allowed_cores(), [first]);
+            assert_eq!(usable_cores(), 1);
+        })
+        .join()
+        .unwrap();
+    }
 
     #[test]
     fn pins_to_an_online_core_and_refuses_a_missing_one() {

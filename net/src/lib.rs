@@ -18,7 +18,8 @@
 //! - Port ownership ([`PortClaim`]): a registrar's listener ports are shared through
 //!   `SO_REUSEPORT` among its own workers only; a second registrar, or any other socket, on one
 //!   of them is refused.
-//! - What the host offers the registrar's workers ([`online_cores`], [`pin_current_thread`]).
+//! - What the host offers the registrar's workers ([`usable_cores`], [`allowed_cores`],
+//!   [`pin_current_thread`]).
 //! - Errors that say what failed and what to do about it ([`NetError`]).
 //!
 //! # The `unsafe` boundary
@@ -50,7 +51,7 @@ mod udp;
 
 pub use connection::Connection;
 pub use error::{NetError, SocketUse};
-pub use host::{online_cores, pin_current_thread, set_busy_poll};
+pub use host::{allowed_cores, online_cores, pin_current_thread, set_busy_poll, usable_cores};
 pub use ownership::PortClaim;
 pub use rserpool_protocol::url::{Transport, TransportUrl, UrlError};
 pub use sctp::{

@@ -160,6 +160,22 @@ pub(crate) fn set_thread_affinity(core: usize) -> io::Result<()> {
     }
 }
 
+/// The CPUs the calling thread may run on (`sched_getaffinity`: taskset, a cgroup cpuset),
+/// ascending.
+pub(crate) fn allowed_cpus() -> io::Result<Vec<usize>> {
+    const WORD_BITS: usize = libc::c_ulong::BITS as usize;
+    let mut mask = [0 as libc::c_ulong; 1024 / WORD_BITS];
+    // SAFETY: `mask` is a live, writable buffer with the size and layout of `cpu_set_t`, passed
+    // with its length; the kernel writes at most that many bytes. Pid 0 names the calling thread.
+    let rc = unsafe { libc::sched_getaffinity(0, size_of_val(&mask), mask.as_mut_ptr().cast()) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((0..mask.len() * WORD_BITS)
+        .filter(|&cpu| mask[cpu / WORD_BITS] & (1 << (cpu % WORD_BITS)) != 0)
+        .collect())
+}
+
 /// The number of online CPUs (`sysconf(_SC_NPROCESSORS_ONLN)`), or `None` if it is unknown.
 pub(crate) fn online_cpus() -> Option<usize> {
     // SAFETY: `sysconf` takes no pointers and has no preconditions.

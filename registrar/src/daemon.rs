@@ -60,7 +60,7 @@ pub type SetLogLevel = Box<dyn Fn(&str) -> Result<(), String> + Send>;
 pub fn run(config: Config, reload: Reload, set_log_level: SetLogLevel) -> Result<(), DaemonError> {
     let pr_id = pr_id(&config)?;
     let workers = match config.registrar.workers {
-        0 => net::online_cores(),
+        0 => net::usable_cores(),
         n => n,
     };
     let driver = choose_driver(config.registrar.driver)?;
@@ -138,6 +138,8 @@ pub fn run(config: Config, reload: Reload, set_log_level: SetLogLevel) -> Result
     };
     let mut threads = Vec::with_capacity(workers);
     let pr = Arc::new(PrShared::default());
+    // Worker i is pinned to the i-th core this process may run on (taskset, cpuset), not to CPU i.
+    let cores = net::allowed_cores();
     for (index, shard) in shards.into_iter().enumerate() {
         let worker = Worker::new(
             index,
@@ -157,11 +159,16 @@ pub fn run(config: Config, reload: Reload, set_log_level: SetLogLevel) -> Result
             sender: if index == 0 { sender.take() } else { None },
             io,
         };
-        let pin = config.registrar.pin_workers;
+        let pin = config
+            .registrar
+            .pin_workers
+            .then(|| cores[index % cores.len()]);
         let thread = std::thread::Builder::new()
             .name(format!("worker-{index}"))
             .spawn(move || {
-                if pin && let Err(e) = net::pin_current_thread(index) {
+                if let Some(core) = pin
+                    && let Err(e) = net::pin_current_thread(core)
+                {
                     tracing::warn!(worker = index, %e, "cannot pin the worker to its core");
                 }
                 driver.run(setup)

@@ -39,7 +39,11 @@ fn main() -> ExitCode {
     };
     let filter = EnvFilter::try_new(&config.log.level).unwrap_or_else(|_| EnvFilter::new("info"));
     let (filter, handle) = reload::Layer::new(filter);
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Colour only on a terminal: a file or a journal gets plain text.
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let format = config.log.format;
     let registry = tracing_subscriber::registry().with(filter);
     match config.log.format {
         LogFormat::Json => registry.with(fmt.json()).init(),
@@ -56,8 +60,11 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e}");
-            eprintln!("rserpool-registrar: {e}");
+            // One line per error: JSON logs get it as a log record, text logs as plain text.
+            match format {
+                LogFormat::Json => tracing::error!("{e}"),
+                LogFormat::Text => eprintln!("rserpool-registrar: {e}"),
+            }
             ExitCode::FAILURE
         }
     }

@@ -742,4 +742,45 @@ fn the_metrics_endpoint_asks_for_the_bearer_token_of_its_file() {
         stderr.contains("metrics.bearer_token_file") && stderr.contains("rserpool-metrics-token"),
         "{stderr}"
     );
+    // One line for the error, and no terminal colours in a pipe.
+    assert_eq!(
+        stderr
+            .matches("cannot read the metrics bearer token")
+            .count(),
+        1,
+        "{stderr}"
+    );
+    assert!(!stderr.contains('\x1b'), "{stderr}");
+}
+
+/// The default worker count is one per core the process may use: under `taskset -c <one CPU>`
+/// the default profile starts one worker (it used to count every online CPU).
+#[test]
+fn the_default_worker_count_honours_the_affinity_mask() {
+    let cpu = rserpool_net::allowed_cores()[0].to_string();
+    let mut child = std::process::Command::new("taskset")
+        .args(["-c", &cpu])
+        .arg(env!("CARGO_BIN_EXE_rserpool-registrar"))
+        .args([
+            "--profile",
+            "default",
+            "--asap",
+            "tcp://127.0.0.1:0",
+            "--metrics",
+            "127.0.0.1:0",
+            "--log-level",
+            "info",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("taskset (util-linux) runs the registrar");
+    let stderr = child.stderr.take().unwrap();
+    let ready = std::io::BufRead::lines(std::io::BufReader::new(stderr))
+        .map_while(Result::ok)
+        .find(|l| l.contains("registrar ready"));
+    let _ = child.kill();
+    let _ = child.wait();
+    let ready = ready.expect("a `registrar ready` line");
+    assert!(ready.contains("workers=1"), "{ready}");
 }

@@ -135,11 +135,11 @@ pub struct RegistrarConfig {
     /// The PR identifier; `None` draws a random non-zero 32-bit id at start. Never 0. RFC peers
     /// only accept ids up to `u32::MAX`, so a larger id needs NG-only listeners.
     pub id: Option<u64>,
-    /// Worker threads; 0 = one per online core.
+    /// Worker threads; 0 = one per core this process may use (affinity mask, cgroup quota).
     pub workers: usize,
     /// The I/O driver.
     pub driver: DriverChoice,
-    /// Pin each worker to its own core.
+    /// Pin each worker to its own core of the process's affinity mask.
     pub pin_workers: bool,
     /// Microseconds an idle worker spins before it sleeps in the kernel; 0 = sleep at once.
     pub busy_poll_us: u64,
