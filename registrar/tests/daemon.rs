@@ -784,3 +784,59 @@ fn the_default_worker_count_honours_the_affinity_mask() {
     let ready = ready.expect("a `registrar ready` line");
     assert!(ready.contains("workers=1"), "{ready}");
 }
+
+/// `/healthz` answers while the process serves; `/readyz` only once every worker runs and the
+/// ENRP start-up is over (here: a configured peer that never answers, so the registrar waits
+/// out `enrp.mentor_discovery_timeout_ms` before serving alone); `HEAD` gets the headers of
+/// `GET` without the body.
+#[test]
+fn readyz_waits_for_the_enrp_start_up_and_healthz_and_head_answer() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let peer = format!("tcp://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let config = std::env::temp_dir().join(format!("rserpool-readyz-{}.toml", std::process::id()));
+    std::fs::write(&config, "[enrp]\nmentor_discovery_timeout_ms = 2000\n").unwrap();
+    let started = std::time::Instant::now();
+    let d = Daemon::start(&[
+        "--profile",
+        "default",
+        "--config",
+        config.to_str().unwrap(),
+        "--asap",
+        "tcp://127.0.0.1:0",
+        "--enrp",
+        "tcp://127.0.0.1:0",
+        "--peer",
+        &peer,
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    let request = |line: &str| {
+        let mut s = std::net::TcpStream::connect(d.metrics.unwrap()).unwrap();
+        s.write_all(format!("{line} HTTP/1.1\r\nConnection: close\r\n\r\n").as_bytes())
+            .unwrap();
+        let mut response = String::new();
+        std::io::Read::read_to_string(&mut s, &mut response).unwrap();
+        response
+    };
+    assert!(request("GET /healthz").starts_with("HTTP/1.1 200"));
+    let early = request("GET /readyz");
+    assert!(
+        early.starts_with("HTTP/1.1 503") || started.elapsed() >= Duration::from_millis(2000),
+        "{early}"
+    );
+    assert!(eventually(Duration::from_secs(10), || request(
+        "GET /readyz"
+    )
+    .starts_with("HTTP/1.1 200")));
+    assert!(
+        started.elapsed() >= Duration::from_millis(1900),
+        "ready only after the start-up"
+    );
+    assert_eq!(d.metric("rserpool_enrp_starting"), 0.0);
+    let head = request("HEAD /metrics");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let (headers, body) = head.split_once("\r\n\r\n").unwrap();
+    assert!(headers.contains("Content-Length: "), "{headers}");
+    assert!(body.is_empty(), "{body}");
+}

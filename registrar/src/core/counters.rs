@@ -393,6 +393,8 @@ pub(crate) struct Counters {
     pub(crate) enrp_takeovers: AtomicU64,
     pub(crate) enrp_withheld: AtomicU64,
     pub(crate) enrp_peers: AtomicU64,
+    pub(crate) enrp_starting: AtomicU64,
+    pub(crate) workers_running: AtomicU64,
     pub(crate) pools: AtomicU64,
     pub(crate) pool_elements: AtomicU64,
     pub(crate) latency: [Histogram; RequestKind::ALL.len()],
@@ -541,6 +543,22 @@ impl WorkerMetrics {
     /// `n` PEs were left out of what an RFC-generation peer was sent: their IDs need 64 bits.
     pub fn enrp_withheld(&self, n: u64) {
         add(&self.counters.enrp_withheld, n);
+    }
+
+    /// Notes that the worker runs and whether the ENRP start-up (loading the handlespace from a
+    /// mentor, RFC 5353 §3.2) is over (`/readyz`, `rserpool_enrp_starting`); set after each
+    /// loop turn.
+    pub fn set_phase(&self, enrp_live: bool) {
+        self.counters.workers_running.store(1, Relaxed);
+        self.counters
+            .enrp_starting
+            .store(u64::from(!enrp_live), Relaxed);
+    }
+
+    /// Whether this worker runs and is past the ENRP start-up (see [`Self::set_phase`]).
+    pub fn ready(&self) -> bool {
+        self.counters.workers_running.load(Relaxed) == 1
+            && self.counters.enrp_starting.load(Relaxed) == 0
     }
 
     /// The number of ENRP peers the operating scope knows (worker 0), set after each loop turn.

@@ -654,6 +654,7 @@ impl Worker {
     pub fn publish_gauges(&self) {
         self.metrics
             .set_shard(self.shard.pool_count() as u64, self.shard.pe_count() as u64);
+        self.metrics.set_phase(self.enrp_live());
         if self.scope.is_some() {
             self.metrics.set_enrp_peers(self.enrp_peer_count() as u64);
         }

@@ -170,6 +170,17 @@ pub fn render(workers: &[Arc<WorkerMetrics>], info: &ProcessInfo, out: &mut Stri
         "ENRP peers (other registrars of the operating scope) this registrar knows.",
         |c| &c.enrp_peers,
     );
+    e.gauge(
+        "rserpool_enrp_starting",
+        "1 while the registrar loads the handlespace from a mentor at start-up (RFC 5353 §3.2) \
+         and is not ready; 0 after.",
+        |c| &c.enrp_starting,
+    );
+    e.gauge(
+        "rserpool_workers_running",
+        "Workers whose event loop has run at least one turn.",
+        |c| &c.workers_running,
+    );
     e.gauge("rserpool_pools", "Pools in the handlespace.", |c| &c.pools);
     e.gauge(
         "rserpool_pool_elements",
@@ -796,7 +807,7 @@ mod tests {
             .lines()
             .filter_map(|l| l.strip_prefix("# TYPE "))
             .collect();
-        assert_eq!(types.len(), 29, "{types:?}");
+        assert_eq!(types.len(), 31, "{types:?}");
         for family in [
             "rserpool_messages_received_total counter",
             "rserpool_connections_open gauge",

@@ -111,13 +111,18 @@ fn serve(
     }
 }
 
-/// What a request head asked for, by the answer it gets.
+/// What a request head asked for, by the answer it gets. `HEAD` gets the same status and
+/// headers as `GET`, without the body.
 #[derive(Debug, PartialEq, Eq)]
 enum Route {
     /// `GET /metrics`.
     Metrics,
     /// `GET /`.
     Index,
+    /// `GET /healthz`: the process serves (200).
+    Health,
+    /// `GET /readyz`: 200 once every worker runs and the ENRP start-up is over, else 503.
+    Ready,
     /// `GET` of another path.
     NotFound,
     /// Another method.
@@ -142,17 +147,34 @@ fn handle(
     // Accepted sockets inherit non-blocking mode on some systems.
     stream.set_nonblocking(false)?;
     stream.set_nodelay(true)?;
-    let Some(request) = read_request(&mut stream, token, stop)? else {
+    let Some((request, head_only)) = read_request(&mut stream, token, stop)? else {
         return Ok(());
     };
     body.clear();
     let (status, extra) = match request {
+        Route::Health => {
+            body.push_str("ok\n");
+            ("200 OK", "")
+        }
+        Route::Ready if workers.iter().all(|w| w.ready()) => {
+            body.push_str("ready\n");
+            ("200 OK", "")
+        }
+        Route::Ready => {
+            body.push_str(
+                "not ready: workers starting, or loading the handlespace from a mentor (ENRP \
+                 start-up)\n",
+            );
+            ("503 Service Unavailable", "")
+        }
         Route::Metrics => {
             render(workers, info, body);
             ("200 OK", "")
         }
         Route::Index => {
-            body.push_str("RSerPool registrar metrics: GET /metrics\n");
+            body.push_str(
+                "RSerPool registrar: GET /metrics, /healthz (alive), /readyz (serving)\n",
+            );
             ("200 OK", "")
         }
         Route::NotFound => {
@@ -160,8 +182,8 @@ fn handle(
             ("404 Not Found", "")
         }
         Route::MethodNotAllowed => {
-            body.push_str("only GET is supported\n");
-            ("405 Method Not Allowed", "Allow: GET\r\n")
+            body.push_str("only GET and HEAD are supported\n");
+            ("405 Method Not Allowed", "Allow: GET, HEAD\r\n")
         }
         Route::BadRequest => {
             body.push_str("bad request\n");
@@ -190,7 +212,9 @@ fn handle(
     );
     let deadline = Instant::now() + CLIENT_DEADLINE;
     write_all(&mut stream, head.as_bytes(), deadline, stop)?;
-    write_all(&mut stream, body.as_bytes(), deadline, stop)?;
+    if !head_only {
+        write_all(&mut stream, body.as_bytes(), deadline, stop)?;
+    }
     stream.shutdown(Shutdown::Write)?;
     linger(&mut stream);
     Ok(())
@@ -202,16 +226,17 @@ fn read_request(
     stream: &mut TcpStream,
     token: Option<&str>,
     stop: &AtomicBool,
-) -> io::Result<Option<Route>> {
+) -> io::Result<Option<(Route, bool)>> {
     let deadline = Instant::now() + CLIENT_DEADLINE;
     let mut buf = [0u8; MAX_REQUEST];
     let mut len = 0;
     loop {
         if let Some(end) = head_end(&buf[..len]) {
-            return Ok(Some(authorize(classify(&buf[..end]), &buf[..end], token)));
+            let (route, head_only) = classify(&buf[..end]);
+            return Ok(Some((authorize(route, &buf[..end], token), head_only)));
         }
         if len == buf.len() {
-            return Ok(Some(Route::TooLarge));
+            return Ok(Some((Route::TooLarge, false)));
         }
         if !wait_step(stream, deadline, stop, TcpStream::set_read_timeout)? {
             return Ok(None);
@@ -220,9 +245,10 @@ fn read_request(
             // The client finished sending: answer a complete request line, else give up.
             Ok(0) => {
                 let line_complete = buf[..len].contains(&b'\n');
-                return Ok(
-                    line_complete.then(|| authorize(classify(&buf[..len]), &buf[..len], token))
-                );
+                return Ok(line_complete.then(|| {
+                    let (route, head_only) = classify(&buf[..len]);
+                    (authorize(route, &buf[..len], token), head_only)
+                }));
             }
             Ok(n) => len += n,
             Err(e) if is_retry(&e) => {}
@@ -338,18 +364,19 @@ fn authorize(route: Route, head: &[u8], token: Option<&str>) -> Route {
     if matches { route } else { Route::Unauthorized }
 }
 
-/// Classifies a request head by its request line `METHOD SP target SP HTTP/x.y`.
-fn classify(head: &[u8]) -> Route {
+/// Classifies a request head by its request line `METHOD SP target SP HTTP/x.y`; whether it
+/// is a `HEAD` (headers only).
+fn classify(head: &[u8]) -> (Route, bool) {
     let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let Ok(line) = std::str::from_utf8(line) else {
-        return Route::BadRequest;
+        return (Route::BadRequest, false);
     };
     let mut parts = line.split(' ');
     let (Some(method), Some(target), Some(version), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return Route::BadRequest;
+        return (Route::BadRequest, false);
     };
     let token = |s: &str| {
         !s.is_empty()
@@ -357,17 +384,21 @@ fn classify(head: &[u8]) -> Route {
                 .all(|b| b.is_ascii_alphanumeric() || b"-_.!~*'#$%&+^`|".contains(&b))
     };
     if !token(method) || !version.starts_with("HTTP/") || target.is_empty() {
-        return Route::BadRequest;
+        return (Route::BadRequest, false);
     }
-    if method != "GET" {
-        return Route::MethodNotAllowed;
+    let head_only = method == "HEAD";
+    if method != "GET" && !head_only {
+        return (Route::MethodNotAllowed, false);
     }
     let path = target.split_once('?').map_or(target, |(path, _)| path);
-    match path {
+    let route = match path {
         "/metrics" => Route::Metrics,
         "/" => Route::Index,
+        "/healthz" => Route::Health,
+        "/readyz" => Route::Ready,
         _ => Route::NotFound,
-    }
+    };
+    (route, head_only)
 }
 
 #[cfg(test)]
@@ -559,15 +590,22 @@ mod tests {
 
     #[test]
     fn requests_are_classified() {
-        assert_eq!(classify(b"GET /metrics HTTP/1.0\r\n"), Route::Metrics);
-        assert_eq!(classify(b"GET / HTTP/1.1\n"), Route::Index);
-        assert_eq!(classify(b"GET /metricsx HTTP/1.1"), Route::NotFound);
-        assert_eq!(classify(b"HEAD /metrics HTTP/1.1"), Route::MethodNotAllowed);
-        assert_eq!(classify(b"GET /metrics"), Route::BadRequest);
-        assert_eq!(classify(b"GET  /metrics HTTP/1.1"), Route::BadRequest);
-        assert_eq!(classify(b"GET /metrics FTP/1.1"), Route::BadRequest);
-        assert_eq!(classify(b"G\"T /metrics HTTP/1.1"), Route::BadRequest);
-        assert_eq!(classify(b"\xff /metrics HTTP/1.1"), Route::BadRequest);
+        let route = |head: &[u8]| classify(head).0;
+        assert_eq!(
+            classify(b"GET /metrics HTTP/1.0\r\n"),
+            (Route::Metrics, false)
+        );
+        assert_eq!(route(b"GET / HTTP/1.1\n"), Route::Index);
+        assert_eq!(route(b"GET /metricsx HTTP/1.1"), Route::NotFound);
+        assert_eq!(classify(b"HEAD /metrics HTTP/1.1"), (Route::Metrics, true));
+        assert_eq!(route(b"GET /healthz HTTP/1.1"), Route::Health);
+        assert_eq!(route(b"HEAD /readyz?x HTTP/1.1"), Route::Ready);
+        assert_eq!(route(b"PUT /metrics HTTP/1.1"), Route::MethodNotAllowed);
+        assert_eq!(route(b"GET /metrics"), Route::BadRequest);
+        assert_eq!(route(b"GET  /metrics HTTP/1.1"), Route::BadRequest);
+        assert_eq!(route(b"GET /metrics FTP/1.1"), Route::BadRequest);
+        assert_eq!(route(b"G\"T /metrics HTTP/1.1"), Route::BadRequest);
+        assert_eq!(route(b"\xff /metrics HTTP/1.1"), Route::BadRequest);
         assert_eq!(head_end(b"GET / HTTP/1.1\r\nA: b\r\n\r\nrest"), Some(24));
         assert_eq!(head_end(b"GET / HTTP/1.1\n\n"), Some(16));
         assert_eq!(head_end(b"GET / HTTP/1.1\r\n"), None);
