@@ -193,7 +193,18 @@ pub fn run(config: Config, reload: Reload, set_log_level: SetLogLevel) -> Result
         asap: bound,
         enrp: enrp_bound,
     };
-    let result = supervise(&shared, &threads, pr_id, &bound, reload, set_log_level);
+    let result = supervise(
+        &shared,
+        &threads,
+        Supervision {
+            pr_id,
+            bound: &bound,
+            started: &config,
+            metrics: &metrics[0],
+        },
+        reload,
+        set_log_level,
+    );
     shared.request_stop();
     let mut failure = result.err();
     for (i, t) in threads.into_iter().enumerate() {
@@ -237,15 +248,31 @@ struct Bound {
     enrp: Vec<TransportUrl>,
 }
 
+/// What the supervisor needs to apply a reload.
+struct Supervision<'a> {
+    pr_id: PrId,
+    bound: &'a Bound,
+    /// The configuration the process started with: a reload names the keys whose change needs
+    /// a restart against it.
+    started: &'a Config,
+    /// Where reloads are counted (worker 0's metrics).
+    metrics: &'a WorkerMetrics,
+}
+
 /// Waits for signals and watches the workers.
 fn supervise(
     shared: &Shared,
     threads: &[std::thread::JoinHandle<std::io::Result<()>>],
-    pr_id: PrId,
-    bound: &Bound,
+    s: Supervision<'_>,
     reload: Reload,
     set_log_level: SetLogLevel,
 ) -> Result<(), DaemonError> {
+    let Supervision {
+        pr_id,
+        bound,
+        started,
+        metrics,
+    } = s;
     loop {
         match sys::wait_signal(Duration::from_millis(200)) {
             Ok(Some(sys::Signal::Stop)) => {
@@ -265,14 +292,22 @@ fn supervise(
                     if let Err(e) = set_log_level(&config.log.level) {
                         tracing::warn!(%e, "log level not changed");
                     }
-                    tracing::info!(
-                        "configuration reloaded (timers, ENRP timers, limits per association, \
-                         resolution items, announces, CSP, log level, access rules, TLS \
-                         certificates and identities; listeners, ENRP endpoints and peers, \
-                         workers and the PR ID need a restart)"
-                    );
+                    metrics.config_reloaded(true);
+                    let restart = started.changes_needing_restart(&config);
+                    if restart.is_empty() {
+                        tracing::info!("configuration reloaded");
+                    } else {
+                        tracing::warn!(
+                            "configuration reloaded; changed keys that need a restart keep their \
+                             running values until then: {}",
+                            restart.join(", ")
+                        );
+                    }
                 }
-                Err(e) => tracing::error!("configuration not reloaded, the old one stays: {e}"),
+                Err(e) => {
+                    metrics.config_reloaded(false);
+                    tracing::error!("configuration not reloaded, the old one stays: {e}");
+                }
             },
             Ok(None) => {}
             Err(e) => return Err(DaemonError::Io("waiting for signals failed", e)),

@@ -840,3 +840,51 @@ fn readyz_waits_for_the_enrp_start_up_and_healthz_and_head_answer() {
     assert!(headers.contains("Content-Length: "), "{headers}");
     assert!(body.is_empty(), "{body}");
 }
+
+/// SIGHUP names each changed key that needs a restart, and counts applied and refused reloads
+/// in the metrics.
+#[test]
+fn sighup_names_the_keys_that_need_a_restart_and_counts_reloads() {
+    let config = std::env::temp_dir().join(format!("rserpool-sighup-{}.toml", std::process::id()));
+    std::fs::write(&config, "[timers]\nkeep_alive_interval_ms = 5000\n").unwrap();
+    let d = Daemon::start(&[
+        "--profile",
+        "default",
+        "--config",
+        config.to_str().unwrap(),
+        "--asap",
+        "tcp://127.0.0.1:0",
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    std::fs::write(
+        &config,
+        "[timers]\nkeep_alive_interval_ms = 6000\n\n[io]\nmax_batch = 7\n\n[limits]\nmax_pools = 12345\n",
+    )
+    .unwrap();
+    d.signal("HUP");
+    assert!(eventually(Duration::from_secs(5), || d
+        .metric("rserpool_config_reloads_total")
+        == 1.0));
+    std::fs::write(&config, "[timers]\nkeep_alive_interval_ms = \"soon\"\n").unwrap();
+    d.signal("HUP");
+    assert!(eventually(Duration::from_secs(5), || d
+        .metric("rserpool_config_reload_failures_total")
+        == 1.0));
+    d.signal("TERM");
+    let (code, stderr) = d.wait(Duration::from_secs(10));
+    assert_eq!(code, Some(0), "{stderr}");
+    let named = stderr
+        .lines()
+        .find(|l| l.contains("need a restart"))
+        .unwrap_or_else(|| panic!("no line naming restart keys:\n{stderr}"));
+    assert!(
+        named.contains("limits.max_pools") && named.contains("io.max_batch"),
+        "{named}"
+    );
+    assert!(
+        !named.contains("keep_alive_interval_ms"),
+        "that one reloads: {named}"
+    );
+    assert!(stderr.contains("configuration not reloaded"), "{stderr}");
+}

@@ -395,6 +395,8 @@ pub(crate) struct Counters {
     pub(crate) enrp_peers: AtomicU64,
     pub(crate) enrp_starting: AtomicU64,
     pub(crate) workers_running: AtomicU64,
+    pub(crate) config_reloads: AtomicU64,
+    pub(crate) config_reload_failures: AtomicU64,
     pub(crate) pools: AtomicU64,
     pub(crate) pool_elements: AtomicU64,
     pub(crate) latency: [Histogram; RequestKind::ALL.len()],
@@ -553,6 +555,16 @@ impl WorkerMetrics {
         self.counters
             .enrp_starting
             .store(u64::from(!enrp_live), Relaxed);
+    }
+
+    /// Counts a SIGHUP reload of the configuration, `applied` or refused (worker 0's metrics).
+    pub fn config_reloaded(&self, applied: bool) {
+        let counter = if applied {
+            &self.counters.config_reloads
+        } else {
+            &self.counters.config_reload_failures
+        };
+        counter.fetch_add(1, Relaxed);
     }
 
     /// Whether this worker runs and is past the ENRP start-up (see [`Self::set_phase`]).

@@ -181,6 +181,16 @@ pub fn render(workers: &[Arc<WorkerMetrics>], info: &ProcessInfo, out: &mut Stri
         "Workers whose event loop has run at least one turn.",
         |c| &c.workers_running,
     );
+    e.counter(
+        "rserpool_config_reloads_total",
+        "SIGHUP reloads of the configuration that were applied.",
+        |c| &c.config_reloads,
+    );
+    e.counter(
+        "rserpool_config_reload_failures_total",
+        "SIGHUP reloads refused because the new configuration is invalid (the old one stays).",
+        |c| &c.config_reload_failures,
+    );
     e.gauge("rserpool_pools", "Pools in the handlespace.", |c| &c.pools);
     e.gauge(
         "rserpool_pool_elements",
@@ -807,7 +817,7 @@ mod tests {
             .lines()
             .filter_map(|l| l.strip_prefix("# TYPE "))
             .collect();
-        assert_eq!(types.len(), 31, "{types:?}");
+        assert_eq!(types.len(), 33, "{types:?}");
         for family in [
             "rserpool_messages_received_total counter",
             "rserpool_connections_open gauge",
