@@ -192,7 +192,7 @@ pub struct Cli {
     #[arg(long, short = 'd', default_value_t = 5.0, value_parser = parse_seconds)]
     pub duration: f64,
     /// Seconds of load before measuring.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = parse_seconds)]
     pub warmup: f64,
     /// Open loop: requests per second over all connections, latency from the intended send time
     /// (the pipeline still caps what is in flight). Churn: the PEs' operations per second
@@ -246,7 +246,7 @@ pub struct Cli {
     /// Resync: seconds the second registrar may take to hold the whole population (and again
     /// after `--restart`). Takeover: seconds the survivors may take to hold every PE, before
     /// and after the fault. Storm: seconds from the first write the answers may take.
-    #[arg(long, value_name = "S", default_value_t = 60.0)]
+    #[arg(long, value_name = "S", default_value_t = 60.0, value_parser = parse_seconds)]
     pub timeout: f64,
     /// Resync: once the new registrar holds the population, SIGKILL it, wait for its exit and
     /// start it again at once with the same command line (same ports) and the same `--id`
@@ -342,17 +342,19 @@ pub struct Cli {
 
 /// Seconds from `90`, `1.5`, `90s`, `10m` or `1h`.
 pub fn parse_seconds(text: &str) -> Result<f64, String> {
-    let (number, unit) = match text.trim().char_indices().last() {
-        Some((i, 's')) => (&text[..i], 1.0),
-        Some((i, 'm')) => (&text[..i], 60.0),
-        Some((i, 'h')) => (&text[..i], 3600.0),
-        _ => (text, 1.0),
+    let trimmed = text.trim();
+    let (number, unit) = match trimmed.strip_suffix("ms") {
+        Some(ms) => (ms, 0.001),
+        None => match trimmed.char_indices().last() {
+            Some((i, 's')) => (&trimmed[..i], 1.0),
+            Some((i, 'm')) => (&trimmed[..i], 60.0),
+            Some((i, 'h')) => (&trimmed[..i], 3600.0),
+            _ => (trimmed, 1.0),
+        },
     };
-    number
-        .trim()
-        .parse::<f64>()
-        .map(|n| n * unit)
-        .map_err(|_| format!("`{text}` is not a duration: give seconds (90, 1.5) or 90s, 10m, 1h"))
+    number.trim().parse::<f64>().map(|n| n * unit).map_err(|_| {
+        format!("`{text}` is not a duration: give seconds (90, 1.5) or 500ms, 90s, 10m, 1h")
+    })
 }
 
 impl Cli {
@@ -974,6 +976,8 @@ mod tests {
         assert_eq!(parse_seconds("90s"), Ok(90.0));
         assert_eq!(parse_seconds("10m"), Ok(600.0));
         assert_eq!(parse_seconds("1h"), Ok(3600.0));
+        assert_eq!(parse_seconds("500ms"), Ok(0.5));
+        assert!(parse_seconds("5xms").is_err());
         assert!(parse_seconds("ten").unwrap_err().contains("10m"));
     }
 }

@@ -73,8 +73,9 @@ pub struct Cli {
     #[arg(long = "announce", value_name = "URL")]
     pub announce: Vec<TransportUrl>,
 
-    /// The registrar identifier (non-zero; at most 4294967295 with RFC listeners).
-    #[arg(long, value_name = "N")]
+    /// The registrar identifier (non-zero; at most 0xffffffff with RFC listeners), decimal or
+    /// hexadecimal with 0x as the logs print it.
+    #[arg(long, value_name = "N", value_parser = parse_id)]
     pub id: Option<u64>,
 
     /// Worker threads; 0 = one per online core.
@@ -129,6 +130,15 @@ impl Cli {
 /// each value a file or a flag set marked with where; or the errors.
 pub fn check_config(cli: &Cli) -> Result<String, ConfigError> {
     config::check(&cli.layers())
+}
+
+/// A PR ID as `--id` takes it: decimal, or hexadecimal after `0x`.
+fn parse_id(text: &str) -> Result<u64, String> {
+    let parsed = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => text.parse(),
+    };
+    parsed.map_err(|_| format!("`{text}` is not a PR ID: give a number, decimal or 0x-hexadecimal"))
 }
 
 #[cfg(test)]
@@ -214,6 +224,12 @@ mod tests {
     }
 
     #[test]
+    fn ids_are_taken_in_hexadecimal_as_the_logs_print_them() {
+        assert_eq!(parse(&["--id", "0x2A"]).unwrap().id, Some(42));
+        assert_eq!(parse(&["--id", "42"]).unwrap().id, Some(42));
+    }
+
+    #[test]
     fn bad_flags_are_refused_with_the_reason() {
         for (args, reason) in [
             (
@@ -223,7 +239,8 @@ mod tests {
             (&["--asap", "tcp://127.0.0.1"], "missing `:port`"),
             (&["--asap", "http://127.0.0.1:1"], "unknown scheme"),
             (&["--id=-1"], "invalid value '-1' for '--id <N>'"),
-            (&["--id", "18446744073709551616"], "number too large"),
+            (&["--id", "18446744073709551616"], "is not a PR ID"),
+            (&["--id", "0xzz"], "is not a PR ID"),
             (&["--workers", "many"], "invalid digit"),
             (&["--metrics", "localhost"], "nor `off`"),
             (
