@@ -337,11 +337,27 @@ fn outcome_slot(cause: Option<u16>) -> usize {
     }
 }
 
-/// Upper bounds of the latency histogram buckets in nanoseconds (5 µs to 10 ms); one more bucket
-/// takes everything above.
-pub(crate) const LATENCY_BOUNDS_NANOS: [u64; 11] = [
-    5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000,
+/// Upper bounds of the latency histogram buckets in nanoseconds (5 µs to 10 s: a request that
+/// waits behind a full mailbox or a stalled peer shows where it landed); one more bucket takes
+/// everything above.
+pub(crate) const LATENCY_BOUNDS_NANOS: [u64; 17] = [
+    5_000,
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
     10_000_000,
+    50_000_000,
+    100_000_000,
+    500_000_000,
+    1_000_000_000,
+    5_000_000_000,
+    10_000_000_000,
 ];
 
 /// A latency histogram: per-bucket (not cumulative) counts and the sum of all observations.
@@ -633,15 +649,32 @@ mod tests {
     #[test]
     fn histogram_bounds_are_inclusive() {
         let h = Histogram::default();
-        for nanos in [0, 5_000, 5_001, 10_000_000, 10_000_001, u64::MAX / 2] {
+        for nanos in [
+            0,
+            5_000,
+            5_001,
+            10_000_000,
+            3_000_000_000,
+            10_000_000_000,
+            10_000_000_001,
+            u64::MAX / 2,
+        ] {
             h.observe(nanos, 1);
         }
         let counts: Vec<u64> = h.buckets.iter().map(|b| b.load(Relaxed)).collect();
+        let at = |bound: u64| {
+            LATENCY_BOUNDS_NANOS
+                .iter()
+                .position(|&b| b == bound)
+                .unwrap()
+        };
         assert_eq!(counts[0], 2);
         assert_eq!(counts[1], 1);
-        assert_eq!(counts[LATENCY_BOUNDS_NANOS.len() - 1], 1);
+        assert_eq!(counts[at(10_000_000)], 1);
+        assert_eq!(counts[at(5_000_000_000)], 1, "3 s");
+        assert_eq!(counts[LATENCY_BOUNDS_NANOS.len() - 1], 1, "10 s");
         assert_eq!(counts[LATENCY_BOUNDS_NANOS.len()], 2);
-        assert_eq!(counts.iter().sum::<u64>(), 6);
+        assert_eq!(counts.iter().sum::<u64>(), 8);
     }
 
     #[test]
