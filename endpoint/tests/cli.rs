@@ -300,8 +300,13 @@ fn bad_command_lines_are_refused_with_the_reason() {
         "--pool",
         "x",
     ]);
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(2), "a usage error");
     assert!(stderr(&o).contains("same generation"), "{}", stderr(&o));
+    // An empty pool handle is refused before the echo service starts.
+    let o = rserpool(&["register", "--registrar", "tcp://127.0.0.1:1", "--pool", ""]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--pool must name"), "{}", stderr(&o));
+    assert!(!stdout(&o).contains("serving echo"), "{}", stdout(&o));
 }
 
 #[test]
@@ -470,8 +475,18 @@ fn register_and_resolve_over_tls_with_client_certificates() {
     // Without the CA bundle: refused at once, with what to give. (Without a client
     // certificate the registrar refuses the handshake: registrar/tests/tls.rs.)
     let o = rserpool(&["resolve", "--registrar", &url, "--pool", "secure"]);
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(2), "a usage error");
     assert!(stderr(&o).contains("--tls-ca FILE"), "{}", stderr(&o));
+    // The registrar from the environment, as scripts set it once.
+    let o = Command::new(env!("CARGO_BIN_EXE_rserpool"))
+        .args(["resolve", "--pool", "secure", "--json"])
+        .args(tls)
+        .env("RSERPOOL_REGISTRAR", &url)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(json_ids(&o).len(), 1);
     let status = terminate(&mut child);
     assert!(status.success(), "{status:?}");
     assert!(out.rest().iter().any(|l| l.starts_with("deregistered PE ")));

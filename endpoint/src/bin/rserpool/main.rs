@@ -59,8 +59,15 @@ enum Command {
 #[derive(Debug, Args)]
 struct Registrars {
     /// A registrar, e.g. sctp://127.0.0.1:3863, tcp://127.0.0.1:3863 or (TLS)
-    /// tcp+tls://127.0.0.1:3864; repeat for failover (all of one generation).
-    #[arg(long = "registrar", value_name = "URL", required = true)]
+    /// tcp+tls://127.0.0.1:3864; repeat (or separate with commas) for failover, all of one
+    /// generation. Taken from $RSERPOOL_REGISTRAR when not given.
+    #[arg(
+        long = "registrar",
+        value_name = "URL",
+        required = true,
+        env = "RSERPOOL_REGISTRAR",
+        value_delimiter = ','
+    )]
     registrars: Vec<RegistrarUrl>,
     /// The CA bundle (PEM) that vouches for tcp+tls:// and mptcp+tls:// registrars.
     #[arg(long, value_name = "FILE")]
@@ -182,6 +189,11 @@ struct StatusArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A command line that cannot work is a usage error (exit 2), before anything starts.
+    if let Err(e) = cli.command.check() {
+        eprintln!("rserpool: {e}");
+        return ExitCode::from(2);
+    }
     let result = match cli.command {
         Command::Register(args) => register(args),
         Command::Resolve(args) => resolve(args),
@@ -194,6 +206,27 @@ fn main() -> ExitCode {
             eprintln!("rserpool: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+impl Command {
+    /// What clap cannot check: one generation over all registrars, loadable TLS files, a
+    /// non-empty pool handle.
+    fn check(&self) -> Result<(), String> {
+        let (registrars, pool) = match self {
+            Self::Register(a) => (&a.registrars, Some(&a.pool)),
+            Self::Resolve(a) => (&a.registrars, Some(&a.pool)),
+            Self::Watch(a) => (&a.registrars, Some(&a.pool)),
+            Self::Status(_) => return Ok(()),
+        };
+        generation(registrars)?;
+        registrars.options()?;
+        if pool.is_some_and(String::is_empty) {
+            return Err(
+                "--pool must name a pool handle (1 to 32 bytes over the RFC generation)".into(),
+            );
+        }
+        Ok(())
     }
 }
 
