@@ -1,8 +1,9 @@
 //! Metrics exposition: the workers' counters ([`WorkerMetrics`], kept by each worker in
 //! `core::counters`) in the Prometheus text format summed over workers ([`render`]), the
-//! process-wide facts shown next to them ([`ProcessInfo`]), and the small HTTP endpoint that
-//! serves them ([`MetricsServer`]).
+//! process-wide facts shown next to them ([`ProcessInfo`]), the standard `process_*` metrics read
+//! from `/proc/self`, and the small HTTP endpoint that serves them ([`MetricsServer`]).
 
+mod process;
 mod render;
 mod server;
 

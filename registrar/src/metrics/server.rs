@@ -169,6 +169,7 @@ fn handle(
         }
         Route::Metrics => {
             render(workers, info, body);
+            super::process::render(body, info.started_unix_secs);
             ("200 OK", "")
         }
         Route::Index => {
@@ -510,7 +511,9 @@ mod tests {
         ));
         let mut expected = String::new();
         render(&[worker], &info(), &mut expected);
-        assert_eq!(body, expected);
+        let (registrar, process) = body.split_at(expected.len());
+        assert_eq!(registrar, expected);
+        assert!(process.starts_with("# HELP process_"), "{process}");
         server.stop();
     }
 
