@@ -59,7 +59,7 @@ pub use sctp::{
 };
 pub use stream::{
     configure_accepted, connect_outcome, connect_stream, connect_stream_blocking,
-    connect_stream_blocking_from, listen_stream,
+    connect_stream_blocking_from, listen_stream, negotiated_transport,
 };
 #[cfg(feature = "test-pki")]
 pub use test_pki::TestPki;

@@ -27,6 +27,7 @@ common::on_both_drivers!(
     a_client_that_half_closes_gets_every_answer,
     idle_connections_are_closed_and_used_ones_kept,
     one_source_address_gets_at_most_its_share_of_connections,
+    a_plain_tcp_client_of_an_mptcp_listener_is_counted_as_tcp,
 );
 
 /// A daemon on `driver` with two workers, on ephemeral loopback ports with every transport,
@@ -887,4 +888,25 @@ fn sighup_names_the_keys_that_need_a_restart_and_counts_reloads() {
         "that one reloads: {named}"
     );
     assert!(stderr.contains("configuration not reloaded"), "{stderr}");
+}
+
+/// An MPTCP listener takes plain TCP clients too (they fall back to TCP): those are counted as
+/// `transport="tcp"`, MPTCP clients as `transport="mptcp"` (where the kernel says which, Linux
+/// 5.16 and later; this machine's does).
+fn a_plain_tcp_client_of_an_mptcp_listener_is_counted_as_tcp(driver: &str) {
+    let d = daemon(driver, 60_000);
+    let mptcp = d.address("mptcp://", false);
+    let opened = |t: &str| {
+        d.metric(&format!(
+            "rserpool_connections_opened_total{{transport=\"{t}\"}}"
+        ))
+    };
+    let mut plain = StreamClient::tcp(mptcp, RFC);
+    plain.send_raw(&resolution(b"x", None, RFC));
+    let _ = plain.recv_bytes();
+    assert_eq!((opened("tcp"), opened("mptcp")), (1.0, 0.0));
+    let mut multipath = StreamClient::mptcp(mptcp, RFC);
+    multipath.send_raw(&resolution(b"x", None, RFC));
+    let _ = multipath.recv_bytes();
+    assert_eq!((opened("tcp"), opened("mptcp")), (1.0, 1.0));
 }

@@ -356,6 +356,11 @@ impl Loop {
             tracing::debug!(%e, "cannot set up an accepted connection");
             return Ok(());
         }
+        // A plain TCP client of an MPTCP listener is a TCP connection.
+        let url = rserpool_net::TransportUrl {
+            transport: rserpool_net::negotiated_transport(&socket, url.transport),
+            ..url
+        };
         let tls = match self.state.tls_session(&url, false) {
             Ok(tls) => tls,
             Err(e) => {
