@@ -161,6 +161,24 @@ pub fn configure_accepted(sock: &Socket) -> std::io::Result<()> {
     sock.set_tcp_nodelay(true)
 }
 
+/// `TCP_IS_MPTCP` (Linux 5.16): 1 on an MPTCP socket, 0 on one that fell back to plain TCP.
+const TCP_IS_MPTCP: i32 = 43;
+
+/// The transport a connection accepted on a listener of `listening` really runs: an MPTCP
+/// listener also takes plain TCP clients (the connection falls back to TCP), which this tells
+/// apart where the kernel says (`TCP_IS_MPTCP`); on older kernels, `listening` as it is.
+pub fn negotiated_transport(socket: &Socket, listening: Transport) -> Transport {
+    use std::os::fd::AsFd;
+    if listening != Transport::Mptcp {
+        return listening;
+    }
+    let mut value = [0u8; 4];
+    match crate::sys::get_option(socket.as_fd(), libc::SOL_TCP, TCP_IS_MPTCP, &mut value) {
+        Ok(4) if i32::from_ne_bytes(value) == 0 => Transport::Tcp,
+        _ => Transport::Mptcp,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,23 +303,5 @@ mod tests {
             "{e}"
         );
         assert_eq!(std::io::Error::from(e).kind(), ErrorKind::ConnectionRefused);
-    }
-}
-
-/// `TCP_IS_MPTCP` (Linux 5.16): 1 on an MPTCP socket, 0 on one that fell back to plain TCP.
-const TCP_IS_MPTCP: i32 = 43;
-
-/// The transport a connection accepted on a listener of `listening` really runs: an MPTCP
-/// listener also takes plain TCP clients (the connection falls back to TCP), which this tells
-/// apart where the kernel says (`TCP_IS_MPTCP`); on older kernels, `listening` as it is.
-pub fn negotiated_transport(socket: &Socket, listening: Transport) -> Transport {
-    use std::os::fd::AsFd;
-    if listening != Transport::Mptcp {
-        return listening;
-    }
-    let mut value = [0u8; 4];
-    match crate::sys::get_option(socket.as_fd(), libc::SOL_TCP, TCP_IS_MPTCP, &mut value) {
-        Ok(4) if i32::from_ne_bytes(value) == 0 => Transport::Tcp,
-        _ => Transport::Mptcp,
     }
 }
