@@ -200,7 +200,7 @@ pub fn run(config: Config, reload: Reload, set_log_level: SetLogLevel) -> Result
             pr_id,
             bound: &bound,
             started: &config,
-            metrics: &metrics[0],
+            metrics: &metrics,
         },
         reload,
         set_log_level,
@@ -255,8 +255,45 @@ struct Supervision<'a> {
     /// The configuration the process started with: a reload names the keys whose change needs
     /// a restart against it.
     started: &'a Config,
-    /// Where reloads are counted (worker 0's metrics).
-    metrics: &'a WorkerMetrics,
+    /// Every worker's metrics: readiness and loop turns; reloads are counted in worker 0's.
+    metrics: &'a [Arc<WorkerMetrics>],
+}
+
+/// Feeds the service manager's watchdog while every worker's loop keeps turning: a worker wakes
+/// at least once a second, so one whose turn count has not moved over a whole interval is stuck,
+/// and the manager, not fed, restarts the service.
+struct Watchdog {
+    interval: Duration,
+    last: std::time::Instant,
+    turns: Vec<u64>,
+}
+
+impl Watchdog {
+    fn new(interval: Duration, workers: &[Arc<WorkerMetrics>]) -> Self {
+        Self {
+            interval: interval.max(Duration::from_millis(1100)),
+            last: std::time::Instant::now(),
+            turns: workers.iter().map(|w| w.turns()).collect(),
+        }
+    }
+
+    /// Whether to send `WATCHDOG=1` now: an interval passed and every worker turned in it.
+    fn due(&mut self, workers: &[Arc<WorkerMetrics>]) -> bool {
+        if self.last.elapsed() < self.interval {
+            return false;
+        }
+        let turns: Vec<u64> = workers.iter().map(|w| w.turns()).collect();
+        let alive = turns.iter().zip(&self.turns).all(|(now, then)| now != then);
+        self.turns = turns;
+        self.last = std::time::Instant::now();
+        if !alive {
+            tracing::error!(
+                "a worker's event loop has not turned for {:?}: not feeding the watchdog",
+                self.interval
+            );
+        }
+        alive
+    }
 }
 
 /// Waits for signals and watches the workers.
@@ -271,12 +308,33 @@ fn supervise(
         pr_id,
         bound,
         started,
-        metrics,
+        metrics: workers,
     } = s;
+    let metrics = &workers[0];
+    let notifier = crate::notify::Notifier::from_env();
+    let mut watchdog = notifier
+        .as_ref()
+        .and_then(|n| n.watchdog_interval())
+        .map(|interval| Watchdog::new(interval, workers));
+    let mut notified_ready = false;
     loop {
+        if let Some(notifier) = &notifier {
+            if !notified_ready && workers.iter().all(|w| w.ready()) {
+                notifier.send("READY=1\nSTATUS=serving");
+                notified_ready = true;
+            }
+            if let Some(watchdog) = &mut watchdog
+                && watchdog.due(workers)
+            {
+                notifier.send("WATCHDOG=1");
+            }
+        }
         match sys::wait_signal(Duration::from_millis(200)) {
             Ok(Some(sys::Signal::Stop)) => {
                 tracing::info!("stop requested: draining");
+                if let Some(notifier) = &notifier {
+                    notifier.send("STOPPING=1");
+                }
                 return Ok(());
             }
             Ok(Some(sys::Signal::Reload)) => match reload() {

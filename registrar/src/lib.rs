@@ -9,3 +9,4 @@ pub mod core;
 pub mod daemon;
 pub mod driver;
 pub mod metrics;
+pub mod notify;

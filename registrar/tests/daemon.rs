@@ -910,3 +910,53 @@ fn a_plain_tcp_client_of_an_mptcp_listener_is_counted_as_tcp(driver: &str) {
     let _ = multipath.recv_bytes();
     assert_eq!((opened("tcp"), opened("mptcp")), (1.0, 1.0));
 }
+
+/// Under a service manager (`Type=notify`): `READY=1` once the registrar listens and its ENRP
+/// start-up is over, `WATCHDOG=1` while the workers turn (`WatchdogSec=`), `STOPPING=1` on
+/// SIGTERM, on the socket `$NOTIFY_SOCKET` names.
+#[test]
+fn the_service_manager_is_told_ready_fed_the_watchdog_and_told_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let path = std::env::temp_dir().join(format!("rserpool-notify-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let manager = UnixDatagram::bind(&path).unwrap();
+    manager
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rserpool-registrar"))
+        .args([
+            "--profile",
+            "default",
+            "--asap",
+            "tcp://127.0.0.1:0",
+            "--metrics",
+            "127.0.0.1:0",
+        ])
+        .env("NOTIFY_SOCKET", &path)
+        .env("WATCHDOG_USEC", "2400000")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let mut next = || {
+        let n = manager.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let first = next();
+    assert!(first.starts_with("READY=1"), "{first}");
+    let second = next();
+    assert_eq!(second, "WATCHDOG=1");
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut last = next();
+    while last == "WATCHDOG=1" {
+        last = next();
+    }
+    assert_eq!(last, "STOPPING=1");
+    assert!(child.wait().unwrap().success());
+    let _ = std::fs::remove_file(&path);
+}

@@ -411,6 +411,8 @@ pub(crate) struct Counters {
     pub(crate) enrp_peers: AtomicU64,
     pub(crate) enrp_starting: AtomicU64,
     pub(crate) workers_running: AtomicU64,
+    /// Loop turns, for the service manager's watchdog (not exposed).
+    pub(crate) turns: AtomicU64,
     pub(crate) config_reloads: AtomicU64,
     pub(crate) config_reload_failures: AtomicU64,
     pub(crate) pools: AtomicU64,
@@ -568,6 +570,7 @@ impl WorkerMetrics {
     /// loop turn.
     pub fn set_phase(&self, enrp_live: bool) {
         self.counters.workers_running.store(1, Relaxed);
+        self.counters.turns.fetch_add(1, Relaxed);
         self.counters
             .enrp_starting
             .store(u64::from(!enrp_live), Relaxed);
@@ -581,6 +584,11 @@ impl WorkerMetrics {
             &self.counters.config_reload_failures
         };
         counter.fetch_add(1, Relaxed);
+    }
+
+    /// Loop turns so far: a worker whose count stops moving is stuck (the watchdog).
+    pub fn turns(&self) -> u64 {
+        self.counters.turns.load(Relaxed)
     }
 
     /// Whether this worker runs and is past the ENRP start-up (see [`Self::set_phase`]).
