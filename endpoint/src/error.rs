@@ -32,6 +32,36 @@ impl Cause {
     }
 }
 
+impl Cause {
+    /// What a refusal with this cause usually means and what to do, for people reading it; empty
+    /// when there is nothing to add to the name.
+    pub const fn hint(self) -> &'static str {
+        match self.0 {
+            cause::INVALID_VALUES => {
+                "the pool handle is empty or too long for the wire generation, the PE ID is 0, or \
+                 the PE's addresses are not among those its connection comes from (RFC 5352 \
+                 §2.2.1): register an address the registrar sees"
+            }
+            cause::LACK_OF_RESOURCES => {
+                "a limit of the registrar was reached (pools, PEs per pool or per association, \
+                 requests or registrations per second): its metric \
+                 rserpool_limit_refusals_total names which"
+            }
+            cause::INCONSISTENT_POLICY
+            | cause::INCONSISTENT_TRANSPORT
+            | cause::INCONSISTENT_DATA_CONTROL => {
+                "the pool's first PE fixed this for the pool: register with the same, or in \
+                 another pool"
+            }
+            cause::REJECTED_SECURITY => {
+                "the registrar's access rules or TLS identities do not allow this, or the PE ID \
+                 belongs to another connection or identity"
+            }
+            _ => "",
+        }
+    }
+}
+
 impl fmt::Display for Cause {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} (cause {:#06x})", self.name(), self.0)
@@ -109,7 +139,13 @@ impl fmt::Display for Error {
                 }
                 Ok(())
             }
-            Self::Rejected { cause } => write!(f, "registration refused by the registrar: {cause}"),
+            Self::Rejected { cause } => {
+                write!(f, "registration refused by the registrar: {cause}")?;
+                match cause.hint() {
+                    "" => Ok(()),
+                    hint => write!(f, "; {hint}"),
+                }
+            }
             Self::UnknownPool { pool_handle } => {
                 write!(
                     f,
@@ -143,6 +179,31 @@ mod tests {
         );
         assert_eq!(Cause(0xf005).name(), "implementation-specific error");
         assert!(Cause(0x1003).to_string().contains("0x1003"));
+    }
+
+    #[test]
+    fn refusals_say_what_the_cause_usually_means() {
+        let e = Error::Rejected {
+            cause: Cause(cause::INVALID_VALUES),
+        };
+        let text = e.to_string();
+        assert!(text.contains("Invalid Values (cause 0x0003)"), "{text}");
+        assert!(
+            text.contains("addresses are not among those its connection"),
+            "{text}"
+        );
+        let e = Error::Rejected {
+            cause: Cause(cause::REJECTED_SECURITY),
+        };
+        assert!(e.to_string().contains("access rules or TLS identities"));
+        let e = Error::Rejected {
+            cause: Cause(cause::LACK_OF_RESOURCES),
+        };
+        assert!(e.to_string().contains("rserpool_limit_refusals_total"));
+        let e = Error::Rejected {
+            cause: Cause(cause::UNKNOWN_POOL_HANDLE),
+        };
+        assert!(!e.to_string().contains(';'), "no hint to add");
     }
 
     #[test]
