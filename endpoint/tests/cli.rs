@@ -492,3 +492,28 @@ fn register_and_resolve_over_tls_with_client_certificates() {
     assert!(out.rest().iter().any(|l| l.starts_with("deregistered PE ")));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `rserpool completions SHELL` and `rserpool man-page` print what shells and `man` read, made
+/// from the command line's own definition.
+#[test]
+fn completions_and_the_manual_page_name_every_subcommand() {
+    for shell in ["bash", "zsh", "fish"] {
+        let o = rserpool(&["completions", shell]);
+        assert!(o.status.success(), "{shell}: {}", stderr(&o));
+        let script = stdout(&o);
+        for word in ["register", "resolve", "--registrar", "--tls-ca"] {
+            let name = word.trim_start_matches('-');
+            assert!(script.contains(name), "{shell} lacks {word}");
+        }
+    }
+    let o = rserpool(&["man-page"]);
+    let page = stdout(&o);
+    assert!(
+        page.starts_with(".ie") && page.contains(".TH rserpool 1"),
+        "{page}"
+    );
+    assert!(
+        page.contains("register") && page.contains("resolve"),
+        "{page}"
+    );
+}

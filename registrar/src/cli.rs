@@ -97,6 +97,14 @@ pub struct Cli {
     /// Validate the configuration, print it with where each value came from, and exit.
     #[arg(long)]
     pub check_config: bool,
+
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) and exit.
+    #[arg(long, value_name = "SHELL", exclusive = true)]
+    pub completions: Option<clap_complete::Shell>,
+
+    /// Print the manual page (roff, section 8) and exit.
+    #[arg(long, exclusive = true)]
+    pub man_page: bool,
 }
 
 impl Cli {
@@ -130,6 +138,24 @@ impl Cli {
 /// each value a file or a flag set marked with where; or the errors.
 pub fn check_config(cli: &Cli) -> Result<String, ConfigError> {
     config::check(&cli.layers())
+}
+
+/// What `--completions` and `--man-page` print: the shell completion script or the manual page
+/// made from this command line's definition; `None` when neither was asked for.
+pub fn generated(cli: &Cli) -> Option<Vec<u8>> {
+    use clap::CommandFactory;
+    let mut command = Cli::command();
+    let mut out = Vec::new();
+    if let Some(shell) = cli.completions {
+        clap_complete::generate(shell, &mut command, "rserpool-registrar", &mut out);
+        return Some(out);
+    }
+    if cli.man_page {
+        let man = clap_mangen::Man::new(command).section("8");
+        man.render(&mut out).ok()?;
+        return Some(out);
+    }
+    None
 }
 
 /// A PR ID as `--id` takes it: decimal, or hexadecimal after `0x`.

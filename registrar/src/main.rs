@@ -17,6 +17,12 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(text) = cli::generated(&cli) {
+        return match std::io::Write::write_all(&mut std::io::stdout(), &text) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(_) => ExitCode::FAILURE,
+        };
+    }
     if cli.check_config {
         return match cli::check_config(&cli) {
             Ok(text) => {

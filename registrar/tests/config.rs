@@ -104,3 +104,30 @@ fn every_profile_keeps_the_unauthenticated_metrics_endpoint_on_loopback() {
         assert!(address.ip().is_loopback(), "{profile}: {address}");
     }
 }
+
+/// `--completions SHELL` and `--man-page` print what shells and `man` read, made from the command
+/// line's own definition, and start nothing.
+#[test]
+fn completions_and_the_manual_page_come_from_the_command_line() {
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_rserpool-registrar"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    for shell in ["bash", "zsh", "fish"] {
+        let o = run(&["--completions", shell]);
+        assert!(o.status.success(), "{shell}");
+        let script = String::from_utf8_lossy(&o.stdout);
+        for flag in ["--profile", "--check-config", "--asap"] {
+            let name = flag.trim_start_matches('-');
+            assert!(script.contains(name), "{shell} lacks {flag}");
+        }
+    }
+    let o = run(&["--man-page"]);
+    let page = String::from_utf8_lossy(&o.stdout);
+    assert!(page.contains(".TH rserpool-registrar 8"), "{page}");
+    assert!(page.contains("check\\-config"), "{page}");
+    let o = run(&["--man-page", "--profile", "carrier"]);
+    assert_eq!(o.status.code(), Some(2), "exclusive");
+}

@@ -1,6 +1,7 @@
 //! `rserpool`: the RSerPool endpoint on the command line. `register` runs a pool element until
 //! Ctrl-C or SIGTERM and then deregisters; `resolve` prints a pool's elements; `watch` resolves
-//! repeatedly and prints the changes; `status` summarises a registrar's metrics.
+//! repeatedly and prints the changes; `status` summarises a registrar's metrics; `completions`
+//! and `man-page` print a shell completion script and the manual page.
 //!
 //! Signals: SIGINT and SIGTERM only set a flag (signal-hook's safe `flag::register`, no code of
 //! ours runs in the handler); the main loop looks at it every 100 ms and then deregisters.
@@ -54,6 +55,13 @@ enum Command {
     Watch(WatchArgs),
     /// Summarise a registrar's Prometheus metrics.
     Status(StatusArgs),
+    /// Print a shell completion script for rserpool (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page of rserpool (roff, section 1).
+    ManPage,
 }
 
 #[derive(Debug, Args)]
@@ -199,6 +207,18 @@ fn main() -> ExitCode {
         Command::Resolve(args) => resolve(args),
         Command::Watch(args) => watch(args),
         Command::Status(args) => status(&args),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut command = Cli::command();
+            clap_complete::generate(shell, &mut command, "rserpool", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::ManPage => {
+            use clap::CommandFactory;
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut std::io::stdout())
+                .map_err(|e| format!("cannot write the manual page: {e}"))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -217,7 +237,7 @@ impl Command {
             Self::Register(a) => (&a.registrars, Some(&a.pool)),
             Self::Resolve(a) => (&a.registrars, Some(&a.pool)),
             Self::Watch(a) => (&a.registrars, Some(&a.pool)),
-            Self::Status(_) => return Ok(()),
+            Self::Status(_) | Self::Completions { .. } | Self::ManPage => return Ok(()),
         };
         generation(registrars)?;
         registrars.options()?;
