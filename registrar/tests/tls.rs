@@ -430,6 +430,14 @@ fn registrars_peer_over_tls_and_the_allowlist_binds_pr_ids_to_certificates(drive
     }));
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(a.metric("rserpool_enrp_peers"), 1.0, "C only");
+    assert!(eventually(WAIT, || a
+        .metric("rserpool_enrp_peer_connected{peer=\"0x00000035\"}")
+        == 1.0));
+    assert!(a.metric("rserpool_enrp_peer_last_heard_seconds{peer=\"0x00000035\"}") < 5.0);
+    assert!(
+        !a.scrape().contains("peer=\"0x00000034\""),
+        "the refused PR 52 is no peer"
+    );
     assert_eq!(pe_ids(&a, b"scope"), [61], "B's PE never reached A");
     assert_eq!(pe_ids(&b, b"scope"), [62], "A's PE never reached B");
     let _ = std::fs::remove_dir_all(&dir);

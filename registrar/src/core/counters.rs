@@ -14,6 +14,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use super::Protocol;
+use rserpool_handlespace::Millis;
 
 /// Adds `n` to a counter that only its worker's thread writes: a relaxed load and store instead of
 /// a locked read-modify-write (the exporter only reads; every counter has exactly one writer).
@@ -429,6 +430,19 @@ pub(crate) struct Counters {
 pub struct WorkerMetrics {
     pub(crate) worker: usize,
     pub(crate) counters: Counters,
+    /// The ENRP peers as worker 0 last saw them (its ENRP timer); empty elsewhere.
+    pub(crate) peers: std::sync::Mutex<Vec<PeerGauge>>,
+}
+
+/// One ENRP peer's state for the metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerGauge {
+    /// The peer's PR ID.
+    pub id: u64,
+    /// Whether an association to it is up.
+    pub connected: bool,
+    /// Milliseconds since a message of it last arrived.
+    pub heard_ago: Millis,
 }
 
 impl fmt::Debug for WorkerMetrics {
@@ -445,7 +459,26 @@ impl WorkerMetrics {
         Self {
             worker,
             counters: Counters::default(),
+            peers: std::sync::Mutex::default(),
         }
+    }
+
+    /// Replaces the ENRP peers' states (worker 0, at its ENRP timer).
+    pub fn set_peers(&self, peers: impl Iterator<Item = PeerGauge>) {
+        let mut held = self
+            .peers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        held.clear();
+        held.extend(peers);
+    }
+
+    /// The ENRP peers' states as last set.
+    pub fn peers(&self) -> Vec<PeerGauge> {
+        self.peers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// The worker number, the `worker` label of the per-worker series.

@@ -626,7 +626,10 @@ impl Worker {
                 CoreTimer::IdleCheck(association) => self.idle_check(association, now, out),
                 CoreTimer::Announce => self.announce(now, out),
                 CoreTimer::Csp => self.csp_report(now, out),
-                CoreTimer::Enrp => self.enrp_tick(now, out),
+                CoreTimer::Enrp => {
+                    self.enrp_tick(now, out);
+                    self.publish_peers(now);
+                }
             }
         }
         self.publish_gauges();

@@ -170,6 +170,27 @@ pub fn render(workers: &[Arc<WorkerMetrics>], info: &ProcessInfo, out: &mut Stri
         "ENRP peers (other registrars of the operating scope) this registrar knows.",
         |c| &c.enrp_peers,
     );
+    let peers: Vec<_> = e.workers.iter().flat_map(|w| w.peers()).collect();
+    let name = "rserpool_enrp_peer_connected";
+    e.family(
+        name,
+        "gauge",
+        "1 while an association to the ENRP peer is up, by PR ID (as of the last ENRP timer).",
+    );
+    for p in &peers {
+        let id = PrId(p.id).to_string();
+        e.sample(name, &[("peer", &id)], u64::from(p.connected));
+    }
+    let name = "rserpool_enrp_peer_last_heard_seconds";
+    e.family(
+        name,
+        "gauge",
+        "Seconds since the ENRP peer was last heard from, by PR ID (as of the last ENRP timer).",
+    );
+    for p in &peers {
+        let id = PrId(p.id).to_string();
+        e.sample(name, &[("peer", &id)], Seconds(p.heard_ago * 1_000_000));
+    }
     e.gauge(
         "rserpool_enrp_starting",
         "1 while the registrar loads the handlespace from a mentor at start-up (RFC 5353 §3.2) \
@@ -817,7 +838,7 @@ mod tests {
             .lines()
             .filter_map(|l| l.strip_prefix("# TYPE "))
             .collect();
-        assert_eq!(types.len(), 33, "{types:?}");
+        assert_eq!(types.len(), 35, "{types:?}");
         for family in [
             "rserpool_messages_received_total counter",
             "rserpool_connections_open gauge",

@@ -61,6 +61,21 @@ impl Worker {
             .map_or(0, |s| s.peers.iter().filter(|p| p.id.0 != 0).count())
     }
 
+    /// Publishes each known peer's state to the metrics (worker 0, at the ENRP timer).
+    pub(in crate::core) fn publish_peers(&self, now: Millis) {
+        let Some(scope) = self.scope.as_ref() else {
+            return;
+        };
+        self.metrics
+            .set_peers(scope.peers.iter().filter(|p| p.id.0 != 0).map(|p| {
+                crate::core::counters::PeerGauge {
+                    id: p.id.0,
+                    connected: p.connected,
+                    heard_ago: now.saturating_sub(p.last_heard),
+                }
+            }));
+    }
+
     /// The identifiers of the peers the scope currently knows (worker 0).
     pub fn enrp_peers(&self) -> Vec<PrId> {
         self.scope.as_ref().map_or_else(Vec::new, |s| {
