@@ -715,19 +715,11 @@ fn the_metrics_endpoint_asks_for_the_bearer_token_of_its_file() {
         ]
     };
     let d = Daemon::start(&args(&config));
-    let metrics = d.metrics.unwrap();
-    let get = |authorization: &str| {
-        let mut s = std::net::TcpStream::connect(metrics).unwrap();
-        s.write_all(
-            format!("GET /metrics HTTP/1.1\r\n{authorization}Connection: close\r\n\r\n").as_bytes(),
-        )
-        .unwrap();
-        let mut response = String::new();
-        std::io::Read::read_to_string(&mut s, &mut response).unwrap();
-        response
-    };
-    assert!(get("").starts_with("HTTP/1.1 401"));
-    let ok = get("Authorization: Bearer t0ken-from-a-file\r\n");
+    assert!(d.http("GET /metrics", "").starts_with("HTTP/1.1 401"));
+    let ok = d.http(
+        "GET /metrics",
+        "Authorization: Bearer t0ken-from-a-file\r\n",
+    );
     assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
     assert!(ok.contains("rserpool_registrar_info"), "{ok}");
     drop(d);
@@ -812,14 +804,7 @@ fn readyz_waits_for_the_enrp_start_up_and_healthz_and_head_answer() {
         "--metrics",
         "127.0.0.1:0",
     ]);
-    let request = |line: &str| {
-        let mut s = std::net::TcpStream::connect(d.metrics.unwrap()).unwrap();
-        s.write_all(format!("{line} HTTP/1.1\r\nConnection: close\r\n\r\n").as_bytes())
-            .unwrap();
-        let mut response = String::new();
-        std::io::Read::read_to_string(&mut s, &mut response).unwrap();
-        response
-    };
+    let request = |line: &str| d.http(line, "");
     assert!(request("GET /healthz").starts_with("HTTP/1.1 200"));
     let early = request("GET /readyz");
     assert!(

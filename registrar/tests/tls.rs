@@ -60,18 +60,25 @@ fn scratch(scenario: &str, driver: &str) -> PathBuf {
     dir
 }
 
-/// The daemon on the default profile and `driver`, two workers, a TLS listener and a plain TCP
-/// one, with the `[tls]` keys of `server` and the rest of `config`.
-fn daemon(dir: &Path, driver: &str, server: &TlsFiles, config: &str) -> Daemon {
-    let file = dir.join("registrar.toml");
+/// Writes the configuration file `dir/name`: the `[tls]` keys of `files`, then `rest` (more
+/// `[tls]` keys, or sections).
+fn config_file(dir: &Path, name: &str, files: &TlsFiles, rest: &str) -> PathBuf {
+    let file = dir.join(name);
     std::fs::write(
         &file,
         format!(
-            "[tls]\ncertificate = {:?}\nprivate_key = {:?}\nca = {:?}\n{config}",
-            server.certificate, server.private_key, server.ca
+            "[tls]\ncertificate = {:?}\nprivate_key = {:?}\nca = {:?}\n{rest}",
+            files.certificate, files.private_key, files.ca
         ),
     )
     .unwrap();
+    file
+}
+
+/// The daemon on the default profile and `driver`, two workers, a TLS listener and a plain TCP
+/// one, with the `[tls]` keys of `server` and the rest of `config`.
+fn daemon(dir: &Path, driver: &str, server: &TlsFiles, config: &str) -> Daemon {
+    let file = config_file(dir, "registrar.toml", server, config);
     Daemon::start(&[
         "--profile",
         "default",
@@ -115,18 +122,12 @@ fn registrar(
     peers: &[&str],
     enrp_extra: &str,
 ) -> Daemon {
-    let file = dir.join(format!("registrar-{id}.toml"));
-    std::fs::write(
-        &file,
-        format!(
-            "[tls]\ncertificate = {:?}\nprivate_key = {:?}\nca = {:?}\n\n{}{enrp_extra}",
-            files.certificate,
-            files.private_key,
-            files.ca,
-            common::CARRIER_ENRP
-        ),
-    )
-    .unwrap();
+    let file = config_file(
+        dir,
+        &format!("registrar-{id}.toml"),
+        files,
+        &format!("\n{}{enrp_extra}", common::CARRIER_ENRP),
+    );
     let id = id.to_string();
     let mut args = vec![
         "--profile",

@@ -424,7 +424,7 @@ impl Checker<'_> {
             for (i, url) in list.iter().enumerate() {
                 let Some(asks) = url.tls else { continue };
                 if path != "enrp.peers" && needs_server.is_none() {
-                    needs_server = Some((path, i));
+                    needs_server = Some((path, i, *url));
                 }
                 let verifies = path == "enrp.peers" || asks != ClientCertificate::None;
                 if verifies && t.ca.is_empty() {
@@ -440,18 +440,15 @@ impl Checker<'_> {
                 }
             }
         }
-        if let Some((path, i)) = needs_server
+        if let Some((path, i, url)) = needs_server
             && (t.certificate.is_empty() || t.private_key.is_empty())
         {
             self.fail_item(
                 path,
                 i,
                 format!(
-                    "`{}` serves TLS, which needs `tls.certificate` and `tls.private_key` (PEM \
-                     files); set both",
-                    urls.iter()
-                        .find(|(p, _)| *p == path)
-                        .map_or(String::new(), |(_, l)| l[i].to_string())
+                    "`{url}` serves TLS, which needs `tls.certificate` and `tls.private_key` (PEM \
+                     files); set both"
                 ),
             );
             return;
@@ -460,11 +457,11 @@ impl Checker<'_> {
             && let Err(e) = rserpool_net::ServerTls::load(&t.files())
         {
             self.fail("tls.certificate", e.to_string());
-        } else if t.certificate.is_empty() && !t.ca.is_empty() {
-            let e = rserpool_net::ClientTls::load(&t.files());
-            if let Err(e) = e {
-                self.fail("tls.ca", e.to_string());
-            }
+        } else if t.certificate.is_empty()
+            && !t.ca.is_empty()
+            && let Err(e) = rserpool_net::ClientTls::load(&t.files())
+        {
+            self.fail("tls.ca", e.to_string());
         }
     }
 

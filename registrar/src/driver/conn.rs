@@ -420,17 +420,14 @@ impl<S: Read> StreamConn<S> {
             if room == 0 {
                 break;
             }
-            let n = match self.socket.read(&mut self.read[self.end..]) {
-                Ok(0) => {
-                    // The peer finished sending; its last requests are still answered.
-                    self.finished = true;
-                    break;
-                }
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(Closed::Io(e)),
+            let Some(n) = read_socket(&mut self.socket, &mut self.read[self.end..])? else {
+                break;
             };
+            if n == 0 {
+                // The peer finished sending; its last requests are still answered.
+                self.finished = true;
+                break;
+            }
             self.end += n;
             messages += self.dispatch_buffered(cx)?;
             if n < room {
@@ -440,11 +437,9 @@ impl<S: Read> StreamConn<S> {
         }
         Ok(messages)
     }
-}
 
-impl<S: Read> StreamConn<S> {
     /// [`Self::read_and_dispatch`] over TLS: reads records into a buffer of their own and
-    /// decrypts them into the read buffer.
+    /// hands them to [`Self::receive`], which decrypts them into the read buffer.
     fn read_tls_and_dispatch(
         &mut self,
         cx: &mut Dispatch<'_>,
@@ -455,35 +450,19 @@ impl<S: Read> StreamConn<S> {
             return Ok(messages);
         };
         cipher.resize(self.read_size, 0);
-        let mut result = Ok(());
+        // On an error the connection closes, and the buffer with it.
         for _ in 0..budget.max(1) {
             if self.over_high_water(cx) || self.finished {
                 break;
             }
-            let n = match self.socket.read(&mut cipher) {
-                Ok(0) => {
-                    self.finished = true;
-                    break;
-                }
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    result = Err(Closed::Io(e));
-                    break;
-                }
+            let Some(n) = read_socket(&mut self.socket, &mut cipher)? else {
+                break;
             };
-            if let Err(e) = self.decrypt(&cipher[..n], cx) {
-                result = Err(e);
+            if n == 0 {
+                self.finished = true;
                 break;
             }
-            match self.dispatch_buffered(cx) {
-                Ok(m) => messages += m,
-                Err(e) => {
-                    result = Err(e);
-                    break;
-                }
-            }
+            messages += self.receive(&cipher[..n], cx)?;
             if n < cipher.len() {
                 break;
             }
@@ -491,7 +470,20 @@ impl<S: Read> StreamConn<S> {
         if let Some(tls) = self.tls.as_mut() {
             tls.cipher_in = cipher;
         }
-        result.map(|()| messages)
+        Ok(messages)
+    }
+}
+
+/// One read of a non-blocking socket: `Ok(None)` when it has nothing now, `Ok(Some(0))` at the
+/// end of the stream.
+fn read_socket(socket: &mut impl Read, buf: &mut [u8]) -> Result<Option<usize>, Closed> {
+    loop {
+        match socket.read(buf) {
+            Ok(n) => return Ok(Some(n)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Closed::Io(e)),
+        }
     }
 }
 

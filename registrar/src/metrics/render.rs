@@ -170,16 +170,20 @@ pub fn render(workers: &[Arc<WorkerMetrics>], info: &ProcessInfo, out: &mut Stri
         "ENRP peers (other registrars of the operating scope) this registrar knows.",
         |c| &c.enrp_peers,
     );
-    let peers: Vec<_> = e.workers.iter().flat_map(|w| w.peers()).collect();
+    let peers: Vec<_> = e
+        .workers
+        .iter()
+        .flat_map(|w| w.peers())
+        .map(|p| (PrId(p.id).to_string(), p))
+        .collect();
     let name = "rserpool_enrp_peer_connected";
     e.family(
         name,
         "gauge",
         "1 while an association to the ENRP peer is up, by PR ID (as of the last ENRP timer).",
     );
-    for p in &peers {
-        let id = PrId(p.id).to_string();
-        e.sample(name, &[("peer", &id)], u64::from(p.connected));
+    for (id, p) in &peers {
+        e.sample(name, &[("peer", id)], u64::from(p.connected));
     }
     let name = "rserpool_enrp_peer_last_heard_seconds";
     e.family(
@@ -187,9 +191,8 @@ pub fn render(workers: &[Arc<WorkerMetrics>], info: &ProcessInfo, out: &mut Stri
         "gauge",
         "Seconds since the ENRP peer was last heard from, by PR ID (as of the last ENRP timer).",
     );
-    for p in &peers {
-        let id = PrId(p.id).to_string();
-        e.sample(name, &[("peer", &id)], Seconds(p.heard_ago * 1_000_000));
+    for (id, p) in &peers {
+        e.sample(name, &[("peer", id)], Seconds(p.heard_ago * 1_000_000));
     }
     e.gauge(
         "rserpool_enrp_starting",

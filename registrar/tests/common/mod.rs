@@ -121,13 +121,22 @@ impl Daemon {
 
     /// The metrics text.
     pub fn scrape(&self) -> String {
+        self.http("GET /metrics", "")
+    }
+
+    /// The whole response of the metrics endpoint to `request` (`METHOD /path`) with the
+    /// header lines `headers` (each ending in CRLF).
+    pub fn http(&self, request: &str, headers: &str) -> String {
         let addr = self.metrics.expect("metrics enabled");
         let mut s = TcpStream::connect(addr).unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .unwrap();
-        let mut body = String::new();
-        s.read_to_string(&mut body).unwrap();
-        body
+        s.write_all(
+            format!("{request} HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .unwrap();
+        let mut response = String::new();
+        s.read_to_string(&mut response).unwrap();
+        response
     }
 
     /// Sums the samples of a metric whose line starts with `prefix` (name and labels).

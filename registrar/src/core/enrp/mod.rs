@@ -253,8 +253,6 @@ pub(super) struct Scope {
     /// checksum (see [`TakenOver`]).
     taken_over: FastMap<PrId, Millis>,
     next_heartbeat: Millis,
-    /// When a refusal of each PR not on the allowlist was last logged (once a minute per PR).
-    refusals_logged: FastMap<PrId, Millis>,
 }
 
 impl Scope {
@@ -285,7 +283,6 @@ impl Scope {
             own_by_shard: vec![OwnerChecksums::default(); workers],
             taken_over: FastMap::default(),
             next_heartbeat: now,
-            refusals_logged: FastMap::default(),
         }
     }
 
@@ -600,12 +597,11 @@ impl Worker {
 
     /// Logs a refused PR at most once a minute.
     pub(super) fn log_refusal(&mut self, sender: PrId, now: Millis, how: &str) {
-        let logged = &mut self.scope().refusals_logged;
-        if logged
-            .get(&sender)
-            .is_none_or(|&at| now.saturating_sub(at) >= 60_000)
+        // Keyed apart from the ASAP peers' keys (addresses and certificate names).
+        if self
+            .refusals
+            .should_log(super::refusals::peer_key(("enrp", sender.0)), now)
         {
-            logged.insert(sender, now);
             tracing::warn!(
                 peer = %sender,
                 "ENRP peer refused {how}: not on enrp.allowed_peers (or not from its subnet)"
