@@ -4,7 +4,7 @@
 //! (allowed on its declaration in `lib.rs`); callers pass and get plain slices.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 /// A buffer length as `socklen_t`, refused when it does not fit.
 fn socklen(len: usize) -> io::Result<libc::socklen_t> {
@@ -49,11 +49,26 @@ pub(crate) fn get_option(
             &mut len,
         )
     };
-    if rc == 0 {
+    // Only the SCTP peel-off options return a positive value (the new socket, also in `buf`).
+    if rc >= 0 {
         Ok((len as usize).min(buf.len()))
     } else {
         Err(io::Error::last_os_error())
     }
+}
+
+/// Takes ownership of a file descriptor a socket option has just created (such as
+/// `SCTP_SOCKOPT_PEELOFF_FLAGS`), so that it is closed when dropped. Refuses a negative value.
+pub(crate) fn created_fd(fd: i32) -> io::Result<OwnedFd> {
+    if fd < 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("the kernel returned the invalid file descriptor {fd}"),
+        ));
+    }
+    // SAFETY: the kernel has just created `fd` for this process and returned it to the caller,
+    // who passes it here once; no other owner exists, so `OwnedFd` may close it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// An empty `msghdr`: no address, no data, no ancillary data.

@@ -1,7 +1,8 @@
 //! The registrar's SCTP listener: a one-to-many (`SOCK_SEQPACKET`) socket, multihomed through
 //! `sctp_bindx`, on which every message comes with its PPID, stream and association id and
 //! association changes come in line as notifications; aborting an association, and asking for
-//! its peer's addresses and receive window.
+//! its peer's addresses and receive window; peeling an association off onto a socket of its own
+//! (RFC 6458 §9.2), which the same type then serves.
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
@@ -31,6 +32,11 @@ const SCTP_STATUS_LEN: usize = 24 + 4 + 128 + 5 * 4;
 const SSTAT_RWND: usize = 8;
 /// Subscribe to one notification type (RFC 6458 §6.2.2, Linux 5.0+).
 const SCTP_EVENT: i32 = 127;
+/// `sctp_peeloff_flags` as a socket option (Linux 4.13+): the new socket's `O_NONBLOCK` and
+/// `O_CLOEXEC` set in the same call.
+const SCTP_SOCKOPT_PEELOFF_FLAGS: i32 = 122;
+/// `struct sctp_peeloff_flags_arg_t { sctp_assoc_t associd; int sd; unsigned flags; }`.
+const PEELOFF_ARG_LEN: usize = 12;
 /// `sctp_assoc_change` notification type.
 const SCTP_ASSOC_CHANGE: u16 = 0x8001;
 /// `sctp_shutdown_event` notification type.
@@ -86,6 +92,9 @@ pub enum SctpRecv {
     },
     /// A notification the registrar does not act on (or the rest of one that did not fit).
     OtherNotification,
+    /// A peeled-off socket's association has ended (`recvmsg` read end of file): nothing more
+    /// will come on the socket.
+    Ended,
 }
 
 /// Subscribes to one notification type for every association of the socket (`SCTP_EVENT` with
@@ -221,7 +230,9 @@ fn parse_getaddrs(bytes: &[u8]) -> io::Result<Vec<SocketAddr>> {
 
 /// An SCTP one-to-many (`SOCK_SEQPACKET`) socket, as the registrar listens on it: many
 /// associations on one socket, each message with its PPID, stream and association id, and
-/// association changes reported in line as notifications.
+/// association changes reported in line as notifications. An association peeled off it
+/// ([`SctpSocket::peel_off`]) is served by the same type: the kernel then ignores the association
+/// ids passed in, and reports the association's own id with each message.
 #[derive(Debug)]
 pub struct SctpSocket {
     sock: Socket,
@@ -314,6 +325,10 @@ impl SctpSocket {
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<SctpRecv> {
         let mut control = [0; RECV_CONTROL_LEN];
         let r = sys::recv_msg(self.sock.as_fd(), buf, &mut control, 0)?;
+        if r.len == 0 && r.control_len == 0 && r.flags & libc::MSG_NOTIFICATION == 0 {
+            // Only a peeled-off socket reads end of file: its association is gone.
+            return Ok(SctpRecv::Ended);
+        }
         let complete = r.flags & libc::MSG_EOR != 0;
         if r.flags & libc::MSG_NOTIFICATION != 0 {
             if self
@@ -411,6 +426,43 @@ impl SctpSocket {
                     format!("SCTP_STATUS answered {n} bytes, too few for the peer window"),
                 )
             })
+    }
+
+    /// Moves association `assoc` onto a socket of its own (`sctp_peeloff`, RFC 6458 §9.2), non-
+    /// blocking and close-on-exec, with this socket's options and subscriptions. What the
+    /// association had waiting here moves with it. Its own receive and send buffers mean that a
+    /// peer which floods or stops reading fills only its own, not those every other association
+    /// of this socket shares.
+    pub fn peel_off(&self, assoc: SctpAssocId) -> io::Result<Self> {
+        let mut arg = [0; PEELOFF_ARG_LEN];
+        put(&mut arg, 0, &assoc.0.to_ne_bytes());
+        let flags = (libc::O_NONBLOCK | libc::O_CLOEXEC) as u32;
+        put(&mut arg, 8, &flags.to_ne_bytes());
+        let n = sys::get_option(
+            self.sock.as_fd(),
+            libc::IPPROTO_SCTP,
+            SCTP_SOCKOPT_PEELOFF_FLAGS,
+            &mut arg,
+        )
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot peel SCTP association {} off its listener: {e}",
+                    assoc.0
+                ),
+            )
+        })?;
+        let sd = field(&arg[..n], 4).map(i32::from_ne_bytes).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("SCTP_SOCKOPT_PEELOFF_FLAGS answered {n} bytes, too few for a socket"),
+            )
+        })?;
+        Ok(Self {
+            sock: Socket::from(sys::created_fd(sd)?),
+            notification_continues: AtomicBool::new(false),
+        })
     }
 
     /// The socket, for what socket2 offers (local address, buffer sizes, busy polling).

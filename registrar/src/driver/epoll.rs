@@ -104,6 +104,7 @@ impl Loop {
             self.state.drain_mailbox(now);
             self.state.run_timers(now);
             self.flush_output(now);
+            self.watch_peeled_sctp();
             self.state.worker.end_turn();
             drop(reads);
             self.state.finish_turn(idle_start, busy_start, events.len());
@@ -119,6 +120,11 @@ impl Loop {
     }
 
     fn listener_ready(&mut self, i: usize, now: Millis, reads: &PinnedReader<'_>) {
+        if self.state.sctp_sockets.is_peeled(i) {
+            // An SCTP association on a socket of its own, level-triggered like a listener.
+            self.state.receive_sctp(i, now, reads);
+            return;
+        }
         match &self.state.listeners[i] {
             Listener::Stream { .. } => self.accept(i, now),
             Listener::Udp { .. } => self.state.receive_datagrams(i, now, reads),
@@ -366,6 +372,29 @@ impl Loop {
     /// datagrams, aborts, connections to ENRP peers, forwards into other workers' mailboxes.
     /// What closing associations and failed connections produce is carried out too, for a few
     /// rounds.
+    /// Watches the SCTP associations peeled off this turn (as listeners: their slots come after
+    /// the listeners' indices) and releases those that ended; closing a socket takes it out of
+    /// the epoll set.
+    fn watch_peeled_sctp(&mut self) {
+        for s in self.state.sctp_sockets.take_opened() {
+            let Some(socket) = self.state.sctp_sockets.peeled_socket(s) else {
+                continue;
+            };
+            if let Err(e) = self
+                .epoll
+                .add(&socket.as_fd(), TAG_LISTENER | s as u64, true, false)
+            {
+                tracing::warn!(%e, "cannot watch an SCTP association; aborting it");
+                if let Some(assoc) = self.state.sctp_sockets.association(s) {
+                    self.state.abort_sctp(s, assoc, self.state.shared.now());
+                }
+            }
+        }
+        for s in self.state.sctp_sockets.take_closed() {
+            self.state.sctp_sockets.release(s);
+        }
+    }
+
     fn flush_output(&mut self, now: Millis) {
         for _ in 0..4 {
             self.flush_once(now);

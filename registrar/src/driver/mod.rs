@@ -8,6 +8,7 @@
 mod admission;
 pub mod conn;
 mod epoll;
+mod sctp;
 mod state;
 pub mod sys;
 mod uring;

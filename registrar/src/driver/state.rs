@@ -13,17 +13,17 @@ use rserpool_handlespace::{AssociationId, FastMap, Millis, PinnedReader};
 use rserpool_net::{
     AssocState, NetError, SctpAssocId, SctpRecv, TlsSession, Transport, TransportUrl,
 };
-use rserpool_protocol::PPID_ASAP;
 
 use super::admission::SourceTicket;
 use super::conn::{Closed, Dispatch, StreamConn};
+use super::sctp::{SctpOut, SctpSockets, sctp_listener, send_to_sctp_address};
 use super::{IoSettings, Listener, Shared, WorkerSetup, send_datagram};
 use crate::core::{
     AssociationInfo, Connect, CoreConfig, Forward, Output, Received, Target, Worker,
 };
 use crate::metrics::{Limit, Protocol, RequestKind, TransportLabel, WorkerMetrics};
 
-/// Least time between two checks of one SCTP listener for peers that stopped reading.
+/// Least time between two checks of one SCTP socket for peers that stopped reading.
 const STALL_CHECK_INTERVAL_MS: Millis = 100;
 
 /// Longest ENRP message accepted: the most a common header's 16-bit length can announce, padded
@@ -52,11 +52,12 @@ pub(super) trait Transmitter {
 pub(super) enum Route {
     /// A stream connection in the driver's slot.
     Stream(usize),
-    /// An association of an SCTP one-to-many listener.
+    /// An SCTP association.
     Sctp {
-        /// The listener's index.
-        listener: usize,
-        /// The kernel's association id on it.
+        /// Its socket's index in [`LoopState::sctp_sockets`]: the one-to-many listener it is
+        /// served on, or its own socket (peeled off).
+        socket: usize,
+        /// The kernel's association id.
         assoc: SctpAssocId,
     },
 }
@@ -85,6 +86,8 @@ pub(super) struct LoopState {
     pub kinds: Vec<RequestKind>,
     /// This turn's SCTP sends.
     pub sctp_out: SctpOut,
+    /// The SCTP listeners and the associations peeled off them.
+    pub sctp_sockets: SctpSockets,
     /// ENRP associations the worker asked to open, not yet started by the driver.
     connects: Vec<Connect>,
     /// Associations the worker asked to abort, routed and not yet carried out.
@@ -92,9 +95,10 @@ pub(super) struct LoopState {
     /// Outgoing SCTP associations started on an ENRP one-to-many socket, until the kernel reports
     /// them up: (listener, peer address, the core's association).
     sctp_connects: Vec<(usize, SocketAddr, AssociationId)>,
+    /// The core's association of each (SCTP socket, kernel association).
     sctp: FastMap<(usize, SctpAssocId), AssociationId>,
-    /// Per listener: when it was last checked for SCTP peers that stopped reading.
-    stall_checks: Vec<Option<Millis>>,
+    /// Per SCTP socket: when it was last checked for peers that stopped reading.
+    stall_checks: FastMap<usize, Millis>,
     backlog: Backlog<Forward>,
     wake: Vec<bool>,
     buf: Vec<u8>,
@@ -113,13 +117,13 @@ impl LoopState {
             io,
         } = setup;
         let workers = shared.wakers.len();
-        let stall_checks = vec![None; listeners.len()];
         let largest = if listeners.iter().any(|l| l.protocol() == Protocol::Enrp) {
             io.max_message_size.max(ENRP_MAX_MESSAGE)
         } else {
             io.max_message_size
         };
         let config = shared.core_config.load_full();
+        let sctp_sockets = SctpSockets::new(listeners.len());
         worker.start(shared.now());
         Self {
             worker,
@@ -133,11 +137,12 @@ impl LoopState {
             out: Output::default(),
             kinds: Vec::new(),
             sctp_out: SctpOut::default(),
+            sctp_sockets,
             connects: Vec::new(),
             aborts: Vec::new(),
             sctp_connects: Vec::new(),
             sctp: FastMap::default(),
-            stall_checks,
+            stall_checks: FastMap::default(),
             backlog: Backlog::new(workers),
             wake: vec![false; workers],
             buf: vec![0; largest.max(64) + 64],
@@ -386,9 +391,13 @@ impl LoopState {
             match run.target {
                 Target::Association(a) => match self.routes.get(&a) {
                     Some(&Route::Stream(slot)) => driver.queue_stream(slot, run.bytes()),
-                    Some(&Route::Sctp { listener, assoc }) => {
-                        for bytes in run.messages() {
-                            self.sctp_out.send(&self.listeners, listener, assoc, bytes);
+                    Some(&Route::Sctp { socket: s, assoc }) => {
+                        if let Some((socket, _, protocol)) =
+                            self.sctp_sockets.get(&self.listeners, s)
+                        {
+                            for bytes in run.messages() {
+                                self.sctp_out.send(socket, protocol.ppid(), s, assoc, bytes);
+                            }
                         }
                     }
                     None => {}
@@ -410,7 +419,13 @@ impl LoopState {
                 }
                 Target::SctpAddress(to, generation) => {
                     for bytes in run.messages() {
-                        send_to_sctp_address(&self.listeners, to, generation, bytes);
+                        send_to_sctp_address(
+                            &self.listeners,
+                            &self.sctp_sockets,
+                            to,
+                            generation,
+                            bytes,
+                        );
                     }
                 }
             }
@@ -428,7 +443,7 @@ impl LoopState {
         for a in std::mem::take(&mut self.aborts) {
             match self.routes.get(&a).copied() {
                 Some(Route::Stream(slot)) => streams.push(slot),
-                Some(Route::Sctp { listener, assoc }) => self.abort_sctp(listener, assoc, now),
+                Some(Route::Sctp { socket, assoc }) => self.abort_sctp(socket, assoc, now),
                 None => {}
             }
         }
@@ -481,22 +496,17 @@ impl LoopState {
         self.kinds.push(kind);
     }
 
-    /// Receives from SCTP listener `i` (at most `io.max_batch` messages and notifications):
-    /// messages go to the worker, notifications open and close associations. Returns whether the
-    /// socket is drained (false: the budget ran out first).
-    pub fn receive_sctp(&mut self, i: usize, now: Millis, reads: &PinnedReader<'_>) -> bool {
+    /// Receives from SCTP socket `s` (at most `io.max_batch` messages and notifications): a
+    /// listener, or an association peeled off one. Messages go to the worker, notifications open
+    /// and close associations; an association that comes up on a listener is peeled off onto a
+    /// socket of its own, which the driver learns from [`SctpSockets::take_opened`]. Returns
+    /// whether the socket is drained (false: the budget ran out first).
+    pub fn receive_sctp(&mut self, s: usize, now: Millis, reads: &PinnedReader<'_>) -> bool {
         for _ in 0..self.io.max_batch.max(1) {
-            let Listener::Sctp {
-                socket,
-                url,
-                protocol,
-            } = &self.listeners[i]
-            else {
+            let Some((socket, url, protocol)) = self.sctp_sockets.get(&self.listeners, s) else {
                 return true;
             };
-            let (url, protocol) = (*url, *protocol);
-            let received = socket.recv(&mut self.buf);
-            match received {
+            match socket.recv(&mut self.buf) {
                 Ok(SctpRecv::Data {
                     assoc,
                     ppid,
@@ -504,7 +514,7 @@ impl LoopState {
                     complete,
                     ..
                 }) => {
-                    let Some(&association) = self.sctp.get(&(i, assoc)) else {
+                    let Some(&association) = self.sctp.get(&(s, assoc)) else {
                         continue;
                     };
                     if !complete {
@@ -520,50 +530,31 @@ impl LoopState {
                     let kind = self.worker.handle(reads, received, now, &mut self.out);
                     self.kinds.push(kind);
                 }
-                Ok(SctpRecv::AssocChange { assoc, state }) => match state {
-                    AssocState::CommUp | AssocState::Restart => {
-                        if self.sctp.contains_key(&(i, assoc)) {
-                            continue;
-                        }
-                        if self.outgoing_sctp_up(i, assoc, now) {
-                            continue;
-                        }
-                        let peer_addresses = match &self.listeners[i] {
-                            Listener::Sctp { socket, .. } => {
-                                socket.peer_addresses(assoc).unwrap_or_default()
-                            }
-                            _ => Vec::new(),
-                        };
-                        // A multi-homed peer counts as its primary (first) address.
-                        let source = peer_addresses
-                            .first()
-                            .map_or(IpAddr::from([0, 0, 0, 0]), SocketAddr::ip);
-                        let Some(ticket) = self.admit(source) else {
-                            if let Listener::Sctp { socket, .. } = &self.listeners[i] {
-                                let _ = socket.abort(assoc);
-                            }
-                            continue;
-                        };
-                        let info = AssociationInfo {
-                            transport: Transport::Sctp,
-                            generation: url.generation,
-                            peer_addresses,
-                            protocol,
-                        };
-                        let association = self.worker.open_association(info, now);
-                        self.tickets.insert(association, ticket);
-                        self.sctp.insert((i, assoc), association);
-                        self.routes
-                            .insert(association, Route::Sctp { listener: i, assoc });
-                        self.metrics.connection_opened(TransportLabel::Sctp);
+                Ok(SctpRecv::AssocChange {
+                    assoc,
+                    state: AssocState::CommUp | AssocState::Restart,
+                }) => {
+                    if self.sctp.contains_key(&(s, assoc)) || self.outgoing_sctp_up(s, assoc, now) {
+                        continue;
                     }
-                    _ => self.forget_sctp(i, assoc, now),
-                },
-                Ok(SctpRecv::Shutdown { assoc }) => self.forget_sctp(i, assoc, now),
-                Ok(_) => {}
+                    self.sctp_incoming(s, assoc, url, protocol, now);
+                }
+                Ok(SctpRecv::AssocChange { assoc, .. } | SctpRecv::Shutdown { assoc }) => {
+                    self.forget_sctp(s, assoc, now);
+                }
+                Ok(SctpRecv::Ended) => {
+                    if let Some(assoc) = self.sctp_sockets.association(s) {
+                        self.forget_sctp(s, assoc, now);
+                    }
+                }
+                Ok(SctpRecv::OtherNotification) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
                 Err(e) => {
                     tracing::debug!(%e, "SCTP receive failed");
+                    // A peeled-off socket fails only with its association.
+                    if let Some(assoc) = self.sctp_sockets.association(s) {
+                        self.forget_sctp(s, assoc, now);
+                    }
                     return true;
                 }
             }
@@ -571,38 +562,79 @@ impl LoopState {
         false
     }
 
+    /// An association came up on SCTP listener `listener`, started by the peer: admitted (or
+    /// aborted), peeled off onto a socket of its own where the kernel allows, opened in the
+    /// worker.
+    fn sctp_incoming(
+        &mut self,
+        listener: usize,
+        assoc: SctpAssocId,
+        url: TransportUrl,
+        protocol: Protocol,
+        now: Millis,
+    ) {
+        let Some((socket, ..)) = self.sctp_sockets.get(&self.listeners, listener) else {
+            return;
+        };
+        let peer_addresses = socket.peer_addresses(assoc).unwrap_or_default();
+        // A multi-homed peer counts as its primary (first) address.
+        let source = peer_addresses
+            .first()
+            .map_or(IpAddr::from([0, 0, 0, 0]), SocketAddr::ip);
+        let Some(ticket) = self.admit(source) else {
+            if let Some((socket, ..)) = self.sctp_sockets.get(&self.listeners, listener) {
+                let _ = socket.abort(assoc);
+            }
+            return;
+        };
+        let s = self
+            .sctp_sockets
+            .peel_off(&self.listeners, listener, assoc, &peer_addresses)
+            .unwrap_or(listener);
+        let info = AssociationInfo {
+            transport: Transport::Sctp,
+            generation: url.generation,
+            peer_addresses,
+            protocol,
+        };
+        let association = self.worker.open_association(info, now);
+        self.tickets.insert(association, ticket);
+        self.sctp.insert((s, assoc), association);
+        self.routes
+            .insert(association, Route::Sctp { socket: s, assoc });
+        self.metrics.connection_opened(TransportLabel::Sctp);
+    }
+
     /// Ends a turn's SCTP sends: those that found a socket's send buffer full, and those queued
-    /// behind them. The buffer is shared by all the socket's associations, so one peer that stops
-    /// reading would starve every other: such peers (a zero receive window) are aborted, then the
-    /// sends are tried once more, in order. What still finds the buffer full is dropped. Closing
-    /// the aborted associations may leave forwards in the output.
+    /// behind them. A listener's buffer is shared by all its associations, so one peer that stops
+    /// reading would starve every other; a peeled-off association's is its own. Peers that stopped
+    /// reading (a zero receive window) are aborted, then the sends are tried once more, in order.
+    /// What still finds the buffer full is dropped. Closing the aborted associations may leave
+    /// forwards in the output.
     pub fn retry_blocked_sctp(&mut self, now: Millis) {
         if self.sctp_out.blocked.is_empty() {
             return;
         }
         let mut blocked = std::mem::take(&mut self.sctp_out.blocked);
-        let mut listeners: Vec<usize> = blocked.iter().map(|b| b.0).collect();
-        listeners.sort_unstable();
-        listeners.dedup();
-        for &listener in &listeners {
-            self.abort_stalled(listener, now);
+        let mut sockets: Vec<usize> = blocked.iter().map(|b| b.0).collect();
+        sockets.sort_unstable();
+        sockets.dedup();
+        for &s in &sockets {
+            self.abort_stalled(s, now);
         }
         let mut full = Vec::new();
-        for (listener, assoc, bytes) in blocked.drain(..) {
-            if full.contains(&listener) || !self.sctp.contains_key(&(listener, assoc)) {
+        for (s, assoc, bytes) in blocked.drain(..) {
+            if full.contains(&s) || !self.sctp.contains_key(&(s, assoc)) {
                 continue;
             }
-            let Listener::Sctp {
-                socket, protocol, ..
-            } = &self.listeners[listener]
-            else {
+            let Some((socket, _, protocol)) = self.sctp_sockets.get(&self.listeners, s) else {
                 continue;
             };
             match socket.send(assoc, protocol.ppid(), 0, &bytes) {
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     tracing::debug!("SCTP send buffer full; dropping this turn's other messages");
-                    full.push(listener);
+                    full.push(s);
                 }
                 Err(e) => tracing::debug!(%e, "SCTP send failed"),
             }
@@ -610,24 +642,27 @@ impl LoopState {
         self.sctp_out.blocked = blocked;
     }
 
-    /// Aborts the associations of SCTP listener `listener` whose peers have closed their receive
-    /// window, at most once per 100 ms per listener (each check is a system call).
-    fn abort_stalled(&mut self, listener: usize, now: Millis) {
-        let Listener::Sctp { socket, url, .. } = &self.listeners[listener] else {
+    /// Aborts the associations of SCTP socket `s` whose peers have closed their receive window,
+    /// at most once per 100 ms per socket (each check is a system call).
+    fn abort_stalled(&mut self, s: usize, now: Millis) {
+        let Some((socket, url, _)) = self.sctp_sockets.get(&self.listeners, s) else {
             return;
         };
-        if self.stall_checks[listener].is_some_and(|at| now < at + STALL_CHECK_INTERVAL_MS) {
+        if self
+            .stall_checks
+            .get(&s)
+            .is_some_and(|&at| now < at + STALL_CHECK_INTERVAL_MS)
+        {
             return;
         }
-        self.stall_checks[listener] = Some(now);
+        self.stall_checks.insert(s, now);
         let stalled: Vec<SctpAssocId> = self
             .sctp
             .keys()
-            .filter(|(l, _)| *l == listener)
+            .filter(|(on, _)| *on == s)
             .map(|&(_, assoc)| assoc)
             .filter(|&assoc| socket.peer_window(assoc).is_ok_and(|w| w == 0))
             .collect();
-        let url = *url;
         for assoc in stalled {
             tracing::debug!(
                 listener = %url,
@@ -636,16 +671,16 @@ impl LoopState {
                  was full"
             );
             self.metrics.limit_refused(Limit::SendBuffer);
-            self.abort_sctp(listener, assoc, now);
+            self.abort_sctp(s, assoc, now);
         }
     }
 
-    /// Aborts an SCTP association and closes it in the worker.
-    pub fn abort_sctp(&mut self, listener: usize, assoc: SctpAssocId, now: Millis) {
-        if let Listener::Sctp { socket, .. } = &self.listeners[listener] {
+    /// Aborts an association of SCTP socket `s` and closes it in the worker.
+    pub fn abort_sctp(&mut self, s: usize, assoc: SctpAssocId, now: Millis) {
+        if let Some((socket, ..)) = self.sctp_sockets.get(&self.listeners, s) {
             let _ = socket.abort(assoc);
         }
-        self.forget_sctp(listener, assoc, now);
+        self.forget_sctp(s, assoc, now);
     }
 
     /// An association came up on listener `i`: if it is one this worker started (its peer is a
@@ -653,10 +688,10 @@ impl LoopState {
     fn outgoing_sctp_up(&mut self, i: usize, assoc: SctpAssocId, now: Millis) -> bool {
         self.sctp_connects
             .retain(|&(_, _, association)| self.worker.has_association(association));
-        if self.sctp_connects.is_empty() {
+        if self.sctp_connects.is_empty() || self.sctp_sockets.is_peeled(i) {
             return false;
         }
-        let Listener::Sctp { socket, .. } = &self.listeners[i] else {
+        let Some((socket, ..)) = self.sctp_sockets.get(&self.listeners, i) else {
             return false;
         };
         let peer_addresses = socket.peer_addresses(assoc).unwrap_or_default();
@@ -670,15 +705,21 @@ impl LoopState {
         let (_, _, association) = self.sctp_connects.swap_remove(k);
         self.sctp.insert((i, assoc), association);
         self.routes
-            .insert(association, Route::Sctp { listener: i, assoc });
+            .insert(association, Route::Sctp { socket: i, assoc });
         self.metrics.connection_opened(TransportLabel::Sctp);
         self.worker
             .connected(association, peer_addresses, now, &mut self.out);
         true
     }
 
-    fn forget_sctp(&mut self, listener: usize, assoc: SctpAssocId, now: Millis) {
-        if let Some(association) = self.sctp.remove(&(listener, assoc)) {
+    /// Association `assoc` of SCTP socket `s` has ended: closed in the worker; a peeled-off
+    /// socket closes with it.
+    fn forget_sctp(&mut self, s: usize, assoc: SctpAssocId, now: Millis) {
+        if self.sctp_sockets.is_peeled(s) {
+            self.sctp_sockets.close(s);
+            self.stall_checks.remove(&s);
+        }
+        if let Some(association) = self.sctp.remove(&(s, assoc)) {
             self.routes.remove(&association);
             self.tickets.remove(&association);
             self.worker
@@ -746,85 +787,6 @@ impl LoopState {
             (busy_start - idle_start).as_nanos() as u64,
             events as u64,
         );
-    }
-}
-
-/// The first SCTP listener of `protocol` and `generation` that can reach `peer` (the same
-/// address family: IPv6 listeners are V6ONLY).
-fn sctp_listener(
-    listeners: &[Listener],
-    protocol: Protocol,
-    generation: rserpool_protocol::Generation,
-    peer: SocketAddr,
-) -> Option<usize> {
-    listeners.iter().position(|l| {
-        matches!(l, Listener::Sctp { url, protocol: p, .. }
-            if *p == protocol
-                && url.generation == generation
-                && url.address.is_ipv4() == peer.is_ipv4())
-    })
-}
-
-/// Sends an ASAP message to a PE at `to` from the first SCTP ASAP listener of `generation` and
-/// `to`'s address family, over the association the kernel has or sets up with it.
-fn send_to_sctp_address(
-    listeners: &[Listener],
-    to: SocketAddr,
-    generation: rserpool_protocol::Generation,
-    bytes: &[u8],
-) {
-    let socket = sctp_listener(listeners, Protocol::Asap, generation, to).and_then(|i| {
-        match &listeners[i] {
-            Listener::Sctp { socket, .. } => Some(socket),
-            _ => None,
-        }
-    });
-    let Some(socket) = socket else {
-        tracing::debug!(%to, "no SCTP ASAP listener to reach a PE from");
-        return;
-    };
-    if let Err(e) = socket.send_to(to, PPID_ASAP, bytes) {
-        tracing::debug!(%to, %e, "cannot send to a PE's SCTP address");
-    }
-}
-
-/// A loop turn's SCTP sends, and the messages that found their listener's send buffer full.
-#[derive(Debug, Default)]
-pub(super) struct SctpOut {
-    /// The blocked messages and those of the same listener queued behind them, in order:
-    /// (listener, association, message). [`LoopState::retry_blocked_sctp`] empties it.
-    blocked: Vec<(usize, SctpAssocId, Vec<u8>)>,
-}
-
-impl SctpOut {
-    /// Sends a message on an SCTP association of `listeners[listener]` (one `sendmsg` with PPID
-    /// 11 for ASAP, 12 for ENRP). A message that finds the listener's send buffer full waits for
-    /// [`LoopState::retry_blocked_sctp`], and so does every later message of the listener, to keep
-    /// each association's order.
-    pub fn send(
-        &mut self,
-        listeners: &[Listener],
-        listener: usize,
-        assoc: SctpAssocId,
-        bytes: &[u8],
-    ) {
-        if self.blocked.iter().any(|b| b.0 == listener) {
-            self.blocked.push((listener, assoc, bytes.to_vec()));
-            return;
-        }
-        let Listener::Sctp {
-            socket, protocol, ..
-        } = &listeners[listener]
-        else {
-            return;
-        };
-        match socket.send(assoc, protocol.ppid(), 0, bytes) {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                self.blocked.push((listener, assoc, bytes.to_vec()));
-            }
-            Err(e) => tracing::debug!(%e, "SCTP send failed"),
-        }
     }
 }
 

@@ -157,6 +157,7 @@ impl Loop {
             self.state.run_timers(now);
             self.route_output()?;
             self.finish_output(now)?;
+            self.watch_peeled_sctp()?;
             self.state.worker.end_turn();
             drop(reads);
             self.state.finish_turn(idle_start, busy_start, events);
@@ -239,6 +240,8 @@ impl Loop {
                         self.ring
                             .poll_readable(self.state.shared.wakers[index].as_fd(), WAKE)?;
                     }
+                } else if self.state.sctp_sockets.is_peeled(token as usize) {
+                    self.peeled_polled(token as usize, result, more, now, reads)?;
                 } else {
                     let i = token as usize;
                     if !more && !self.stopping {
@@ -595,6 +598,64 @@ impl Loop {
             ring: &mut self.ring,
         };
         self.state.route_output(&mut streams)
+    }
+
+    /// A readiness poll on the SCTP association peeled off into slot `s` completed: armed again
+    /// if it ended (the slot is released instead once its association has ended), then the
+    /// socket is read.
+    fn peeled_polled(
+        &mut self,
+        s: usize,
+        result: io::Result<u32>,
+        more: bool,
+        now: Millis,
+        reads: &PinnedReader<'_>,
+    ) -> io::Result<()> {
+        let sockets = &mut self.state.sctp_sockets;
+        if !more {
+            sockets.set_armed(s, false);
+            if sockets.closing(s) {
+                sockets.release(s);
+                return Ok(());
+            }
+            if !self.stopping {
+                self.arm_peeled(s)?;
+            }
+        }
+        match result {
+            Ok(_) => self.receive_sctp(s, now, reads),
+            Err(e) if ended(&e) => Ok(()),
+            Err(e) => {
+                tracing::debug!(%e, "SCTP poll failed");
+                Ok(())
+            }
+        }
+    }
+
+    /// Arms a readiness poll on the SCTP association peeled off into slot `s`.
+    fn arm_peeled(&mut self, s: usize) -> io::Result<()> {
+        if let Some(socket) = self.state.sctp_sockets.peeled_socket(s) {
+            self.ring.poll_readable(socket.as_fd(), s as u64)?;
+            self.state.sctp_sockets.set_armed(s, true);
+        }
+        Ok(())
+    }
+
+    /// Watches the SCTP associations peeled off this turn, and stops watching those that ended:
+    /// their poll is cancelled, and the slot released when its last completion comes (the
+    /// socket stays open until then, so that the cancellation finds it).
+    fn watch_peeled_sctp(&mut self) -> io::Result<()> {
+        for s in self.state.sctp_sockets.take_opened() {
+            self.arm_peeled(s)?;
+        }
+        for s in self.state.sctp_sockets.take_closed() {
+            let sockets = &mut self.state.sctp_sockets;
+            match sockets.peeled_socket(s) {
+                Some(socket) if sockets.armed(s) => self.ring.cancel_fd(socket.as_fd())?,
+                _ => sockets.release(s),
+            }
+        }
+        Ok(())
     }
 
     /// Ends a turn's output: forwards into the mailboxes, the SCTP messages a full send buffer
