@@ -1,5 +1,5 @@
 //! What the host offers the registrar's workers: the cores this process may use (its affinity
-//! mask and cgroup CPU quota), pinning a thread to one of them, busy polling.
+//! mask and cgroup CPU quota), pinning a thread to one of them, busy polling, open files.
 
 use std::io;
 
@@ -26,6 +26,12 @@ pub fn allowed_cores() -> Vec<usize> {
         .ok()
         .filter(|cpus| !cpus.is_empty())
         .unwrap_or_else(|| (0..online_cores()).collect())
+}
+
+/// Raises this process's soft limit of open files to its hard limit (each TCP connection and
+/// each SCTP association has a descriptor of its own) and returns the limit now in force.
+pub fn raise_open_file_limit() -> io::Result<u64> {
+    sys::raise_open_file_limit()
 }
 
 /// Binds the calling thread to CPU `core` (numbered as the kernel does, from 0).

@@ -51,7 +51,10 @@ mod udp;
 
 pub use connection::Connection;
 pub use error::{NetError, SocketUse};
-pub use host::{allowed_cores, online_cores, pin_current_thread, set_busy_poll, usable_cores};
+pub use host::{
+    allowed_cores, online_cores, pin_current_thread, raise_open_file_limit, set_busy_poll,
+    usable_cores,
+};
 pub use ownership::PortClaim;
 pub use rserpool_protocol::url::{Transport, TransportUrl, UrlError};
 pub use sctp::{

@@ -57,6 +57,29 @@ pub(crate) fn get_option(
     }
 }
 
+/// Raises the soft limit of open files to the hard one; returns the limit now in force.
+pub(crate) fn raise_open_file_limit() -> io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a live, writable `rlimit` the kernel fills in.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: `raised` is a live `rlimit` the kernel only reads.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            limit.rlim_cur = limit.rlim_max;
+        }
+    }
+    Ok(limit.rlim_cur)
+}
+
 /// Takes ownership of a file descriptor a socket option has just created (such as
 /// `SCTP_SOCKOPT_PEELOFF_FLAGS`), so that it is closed when dropped. Refuses a negative value.
 pub(crate) fn created_fd(fd: i32) -> io::Result<OwnedFd> {

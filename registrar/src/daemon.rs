@@ -50,6 +50,26 @@ impl From<NetError> for DaemonError {
     }
 }
 
+/// Raises the open-file limit as far as the hard limit allows, and warns when the associations
+/// the configuration admits would not fit in it.
+fn check_open_file_limit(max_connections: usize, workers: usize) {
+    match net::raise_open_file_limit() {
+        Ok(limit) => {
+            let wanted = (max_connections as u64).saturating_mul(workers as u64);
+            if wanted > limit {
+                tracing::warn!(
+                    open_file_limit = limit,
+                    "limits.max_connections ({max_connections}) x {workers} workers exceeds the \
+                     open-file limit: connections beyond it are refused and SCTP associations \
+                     share their listener's socket; raise the hard limit (LimitNOFILE= in the \
+                     systemd unit, ulimit -Hn) or lower limits.max_connections"
+                );
+            }
+        }
+        Err(e) => tracing::warn!(%e, "cannot read the open-file limit"),
+    }
+}
+
 /// Reloads the configuration on SIGHUP (the same layers as at start-up).
 pub type Reload = Box<dyn Fn() -> Result<Config, String> + Send>;
 
@@ -64,6 +84,7 @@ pub fn run(config: Config, reload: Reload, set_log_level: SetLogLevel) -> Result
         n => n,
     };
     let driver = choose_driver(config.registrar.driver)?;
+    check_open_file_limit(config.limits.max_connections, workers);
     let io = IoSettings {
         max_message_size: config.limits.max_message_size,
         max_connections: config.limits.max_connections,

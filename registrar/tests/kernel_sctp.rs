@@ -1,7 +1,7 @@
 //! Kernel SCTP, in two parts. The SCTP of the socket layer (`rserpool-net`): the registrar's
 //! one-to-many listener with the one-to-one client (`SctpClient`) acting as a PE (PPID 11),
-//! notifications, peer addresses, abort, multihomed binding, a peer's receive window, and
-//! SO_REUSEPORT over several one-to-many sockets. Then the
+//! notifications, peer addresses, abort, multihomed binding, a peer's receive window, peeling
+//! an association off onto its own socket, and SO_REUSEPORT over several one-to-many sockets. Then the
 //! registrar daemon as a process serving ASAP over SCTP, every scenario once on each I/O driver
 //! (`io_uring::*` and `epoll::*`): registration, resolution over SCTP and UDP, keep-alives and
 //! removal with the association; PA-21 (ENRP's PPID on the ASAP port); hostile input; a peer that
@@ -237,6 +237,87 @@ fn peer_window_closes_when_the_peer_stops_reading() {
 }
 
 #[test]
+fn peel_off_moves_an_association_and_what_waits_for_it_onto_its_own_socket() {
+    let server = listener(&["127.0.0.1:0"], false);
+    let port = local_port(server.socket());
+    let mut buf = [0; 256];
+    let pe = connect(format!("127.0.0.1:{port}"));
+    let assoc = comm_up(&server, &mut buf);
+    let stays = connect(format!("127.0.0.1:{port}"));
+    let stays_assoc = comm_up(&server, &mut buf);
+    // Sent before the peel-off: it waits on the listener and moves with the association.
+    pe.send(PPID_ASAP, 0, b"before").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let own = server.peel_off(assoc).unwrap();
+    assert!(own.socket().nonblocking().unwrap(), "non-blocking");
+    assert!(close_on_exec(&own), "close-on-exec");
+    assert!(
+        sctp_nodelay(own.socket()).unwrap(),
+        "SCTP_NODELAY is inherited"
+    );
+    match next(&own, &mut buf) {
+        SctpRecv::Data {
+            assoc: a,
+            ppid,
+            len,
+            complete: true,
+            ..
+        } => assert_eq!((a, ppid, &buf[..len]), (assoc, PPID_ASAP, &b"before"[..])),
+        other => panic!("expected the waiting message, got {other:?}"),
+    }
+    pe.send(PPID_ASAP, 0, b"after").unwrap();
+    match next(&own, &mut buf) {
+        SctpRecv::Data { assoc: a, len, .. } => {
+            assert_eq!((a, &buf[..len]), (assoc, &b"after"[..]));
+        }
+        other => panic!("expected the next message, got {other:?}"),
+    }
+    // The association's id works on its socket; the listener keeps serving the other one.
+    let peers = own.peer_addresses(assoc).unwrap();
+    assert_eq!(peers[0].port(), local_port(pe.socket()));
+    own.send(assoc, PPID_ASAP, 0, b"reply").unwrap();
+    let mut reply = [0; 16];
+    let (n, ppid) = wait_for("the reply", || pe.recv(&mut reply)).unwrap();
+    assert_eq!((&reply[..n], ppid), (&b"reply"[..], PPID_ASAP));
+    stays.send(PPID_ASAP, 0, b"other").unwrap();
+    match next(&server, &mut buf) {
+        SctpRecv::Data { assoc: a, len, .. } => {
+            assert_eq!((a, &buf[..len]), (stays_assoc, &b"other"[..]));
+        }
+        other => panic!("expected the other association's message, got {other:?}"),
+    }
+    // The peer closes: the notifications come on the association's socket.
+    drop(pe);
+    let mut seen = Vec::new();
+    while !seen.contains(&SctpRecv::AssocChange {
+        assoc,
+        state: AssocState::ShutdownComplete,
+    }) {
+        seen.push(next(&own, &mut buf));
+        assert!(seen.len() < 5, "no SCTP_SHUTDOWN_COMP: {seen:?}");
+    }
+    assert!(seen.contains(&SctpRecv::Shutdown { assoc }), "{seen:?}");
+    assert_eq!(
+        server.recv(&mut buf).unwrap_err().kind(),
+        io::ErrorKind::WouldBlock,
+        "nothing of the peeled association comes on the listener"
+    );
+}
+
+/// Whether a socket is close-on-exec (the `flags` line of its `/proc/self/fdinfo`, in octal).
+fn close_on_exec(socket: &SctpSocket) -> bool {
+    use std::os::fd::AsRawFd;
+    let fd = socket.socket().as_raw_fd();
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).unwrap();
+    let flags = info
+        .lines()
+        .find_map(|l| l.strip_prefix("flags:"))
+        .map(|f| i64::from_str_radix(f.trim(), 8).unwrap())
+        .unwrap();
+    flags & i64::from(libc::O_CLOEXEC) != 0
+}
+
+#[test]
 fn reuse_port_spreads_associations_over_one_to_many_sockets() {
     let first = listener(&["127.0.0.1:0"], true);
     let port = local_port(first.socket());
@@ -338,6 +419,7 @@ common::on_both_drivers!(
     a_silent_sctp_peer_is_taken_over_with_any_worker_count,
     a_presence_over_sctp_counts_every_pe_already_replicated,
     a_registrar_restarted_at_once_serves_every_pe_over_sctp,
+    each_association_gets_a_socket_of_its_own_and_gives_it_back,
 );
 
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -1060,8 +1142,9 @@ fn rsplib_pe_and_pu_interoperate_through_the_registrar(driver: &str) {
 }
 
 fn a_peer_that_stops_reading_is_aborted_before_it_starves_the_others(driver: &str) {
-    // The associations of a one-to-many socket share its send buffer: answers a peer does not
-    // read would fill it and every other association's answers would be dropped.
+    // Answers a peer does not read fill its association's send buffer (its own since it was
+    // peeled off; on a shared one-to-many socket every other association's answers would be
+    // dropped too): the peer is aborted, the others are served.
     let (d, addr) = sctp_daemon(driver, 1, 60_000, 60_000);
     let pe = Asap::connect(addr);
     register(&pe, b"victim", 7);
@@ -1105,6 +1188,58 @@ fn a_peer_that_stops_reading_is_aborted_before_it_starves_the_others(driver: &st
     );
     assert_eq!(resolve(&pu, b"victim"), Ok(vec![7]));
     assert_eq!(resolve(&pe, b"victim"), Ok(vec![7]));
+}
+
+/// The registrar's open file descriptors.
+fn open_fds(d: &Daemon) -> usize {
+    std::fs::read_dir(format!("/proc/{}/fd", d.child.id()))
+        .unwrap()
+        .count()
+}
+
+fn each_association_gets_a_socket_of_its_own_and_gives_it_back(driver: &str) {
+    // Incoming associations are peeled off the one-to-many listener (a flood on one then fills
+    // only its own buffers): one more descriptor each while it lasts, none after it ends,
+    // whether the peer closes it or the registrar aborts it.
+    let (d, addr) = sctp_daemon(driver, 1, 60_000, 60_000);
+    let pu = Asap::connect(addr);
+    assert_eq!(resolve(&pu, b"nothing"), Err(cause::UNKNOWN_POOL_HANDLE));
+    let before = open_fds(&d);
+    let pes: Vec<Asap> = (0..20).map(|_| Asap::connect(addr)).collect();
+    for (i, pe) in pes.iter().enumerate() {
+        register(pe, b"peeled", 100 + i as u64);
+    }
+    assert_eq!(open_fds(&d), before + 20);
+    assert_eq!(resolve(&pu, b"peeled").unwrap().len(), 20);
+    drop(pes);
+    assert!(
+        eventually(WAIT, || open_fds(&d) == before),
+        "{} descriptors after the PEs closed, {before} before",
+        open_fds(&d)
+    );
+    assert!(eventually(WAIT, || resolve(&pu, b"peeled")
+        == Err(cause::UNKNOWN_POOL_HANDLE)));
+    // Aborted by the registrar (PA-21: ENRP's PPID on the ASAP port).
+    let intruder = Asap::connect(addr);
+    register(&intruder, b"peeled", 7);
+    assert_eq!(open_fds(&d), before + 1);
+    intruder.send_with_ppid(PPID_ENRP, b"not ASAP");
+    let mut reply = [0; 64];
+    let e = wait_for("the abort", || intruder.0.recv(&mut reply)).unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::ConnectionReset, "{e}");
+    assert!(
+        eventually(WAIT, || open_fds(&d) == before),
+        "{} descriptors after the abort, {before} before",
+        open_fds(&d)
+    );
+    // The slots are reused and served as before.
+    let again = Asap::connect(addr);
+    register(&again, b"peeled", 8);
+    assert_eq!(resolve(&pu, b"peeled"), Ok(vec![8]));
+    assert_eq!(
+        d.metric("rserpool_connections_open{transport=\"sctp\"}"),
+        2.0
+    );
 }
 
 // ENRP over kernel SCTP: two of our registrars, then ours with RSPLIB's `rspregistrar`.

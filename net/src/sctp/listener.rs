@@ -92,9 +92,6 @@ pub enum SctpRecv {
     },
     /// A notification the registrar does not act on (or the rest of one that did not fit).
     OtherNotification,
-    /// A peeled-off socket's association has ended (`recvmsg` read end of file): nothing more
-    /// will come on the socket.
-    Ended,
 }
 
 /// Subscribes to one notification type for every association of the socket (`SCTP_EVENT` with
@@ -325,10 +322,6 @@ impl SctpSocket {
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<SctpRecv> {
         let mut control = [0; RECV_CONTROL_LEN];
         let r = sys::recv_msg(self.sock.as_fd(), buf, &mut control, 0)?;
-        if r.len == 0 && r.control_len == 0 && r.flags & libc::MSG_NOTIFICATION == 0 {
-            // Only a peeled-off socket reads end of file: its association is gone.
-            return Ok(SctpRecv::Ended);
-        }
         let complete = r.flags & libc::MSG_EOR != 0;
         if r.flags & libc::MSG_NOTIFICATION != 0 {
             if self

@@ -51,6 +51,8 @@ pub(super) struct SctpSockets {
     opened: Vec<usize>,
     /// Ended since the driver last looked: it stops watching them and releases them.
     closed: Vec<usize>,
+    /// Associations the kernel would not peel off.
+    peel_failures: u64,
 }
 
 impl SctpSockets {
@@ -63,6 +65,7 @@ impl SctpSockets {
             by_peer: FastMap::default(),
             opened: Vec::new(),
             closed: Vec::new(),
+            peel_failures: 0,
         }
     }
 
@@ -107,11 +110,17 @@ impl SctpSockets {
         let socket = match from.peel_off(assoc) {
             Ok(socket) => socket,
             Err(e) => {
-                tracing::warn!(
-                    listener = %url,
-                    %e,
-                    "serving an SCTP association on its listener's shared socket"
-                );
+                // Out of descriptors, this repeats for every association: the first and every
+                // thousandth is logged.
+                self.peel_failures += 1;
+                if self.peel_failures % 1000 == 1 {
+                    tracing::warn!(
+                        listener = %url,
+                        %e,
+                        failures = self.peel_failures,
+                        "serving an SCTP association on its listener's shared socket"
+                    );
+                }
                 return None;
             }
         };

@@ -542,11 +542,6 @@ impl LoopState {
                 Ok(SctpRecv::AssocChange { assoc, .. } | SctpRecv::Shutdown { assoc }) => {
                     self.forget_sctp(s, assoc, now);
                 }
-                Ok(SctpRecv::Ended) => {
-                    if let Some(assoc) = self.sctp_sockets.association(s) {
-                        self.forget_sctp(s, assoc, now);
-                    }
-                }
                 Ok(SctpRecv::OtherNotification) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
                 Err(e) => {
