@@ -98,6 +98,12 @@ pub struct Cli {
     #[arg(long)]
     pub check_config: bool,
 
+    /// Check this host against the configuration (kernel SCTP and MPTCP, io_uring, sysctls,
+    /// open-file limit, cores, busy polling, CPU governor, NIC interrupts), print each finding
+    /// with why it matters and the fix, and exit (1 if any would stop the registrar).
+    #[arg(long, conflicts_with = "check_config")]
+    pub check_host: bool,
+
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) and exit.
     #[arg(long, value_name = "SHELL", exclusive = true)]
     pub completions: Option<clap_complete::Shell>,
@@ -138,6 +144,16 @@ impl Cli {
 /// each value a file or a flag set marked with where; or the errors.
 pub fn check_config(cli: &Cli) -> Result<String, ConfigError> {
     config::check(&cli.layers())
+}
+
+/// `--check-host`: the findings on this host for the configuration `cli` asks for, as text, and
+/// whether any is an error; or the configuration's errors.
+pub fn check_host(cli: &Cli) -> Result<(String, bool), ConfigError> {
+    use crate::host_check::{self, Host, Severity};
+    let config = crate::config::Config::load(&cli.layers())?;
+    let findings = host_check::check(&config, &Host::this());
+    let failed = findings.iter().any(|f| f.severity == Severity::Error);
+    Ok((host_check::render(&findings), failed))
 }
 
 /// What `--completions` and `--man-page` print: the shell completion script or the manual page

@@ -50,22 +50,30 @@ impl From<NetError> for DaemonError {
     }
 }
 
-/// Raises the open-file limit as far as the hard limit allows, and warns when the associations
-/// the configuration admits would not fit in it.
-fn check_open_file_limit(max_connections: usize, workers: usize) {
-    match net::raise_open_file_limit() {
-        Ok(limit) => {
-            let wanted = (max_connections as u64).saturating_mul(workers as u64);
-            if wanted > limit {
-                tracing::warn!(
-                    open_file_limit = limit,
-                    "limits.max_connections ({max_connections}) x {workers} workers exceeds the \
-                     open-file limit: connections beyond it are refused and SCTP associations \
-                     share their listener's socket; raise the hard limit (LimitNOFILE= in the \
-                     systemd unit, ulimit -Hn) or lower limits.max_connections"
-                );
-            }
+/// Logs what `--check-host` would warn about for this configuration, but for the transports and
+/// io_uring, which the start-up reports itself when it skips a listener or falls back to epoll
+/// (and errors stop the start with their own message).
+fn warn_about_the_host(config: &Config) {
+    use crate::host_check::{self, Host, Severity};
+    const REPORTED_BY_THE_START: [&str; 3] = ["kernel SCTP", "kernel MPTCP", "io_uring"];
+    for f in host_check::check(config, &Host::this()) {
+        if f.severity == Severity::Warning && !REPORTED_BY_THE_START.contains(&f.check) {
+            tracing::warn!(
+                check = f.check,
+                current = %f.current,
+                fix = %f.fix,
+                "{} (rserpool-registrar --check-host lists every check)",
+                f.why
+            );
         }
+    }
+}
+
+/// Raises the soft open-file limit to the hard one: each TCP connection and SCTP association
+/// needs a descriptor (`--check-host` warns when even the hard limit is too low).
+fn raise_open_file_limit() {
+    match net::raise_open_file_limit() {
+        Ok(limit) => tracing::debug!(limit, "open-file limit"),
         Err(e) => tracing::warn!(%e, "cannot read the open-file limit"),
     }
 }
@@ -84,7 +92,8 @@ pub fn run(config: Config, reload: Reload, set_log_level: SetLogLevel) -> Result
         n => n,
     };
     let driver = choose_driver(config.registrar.driver)?;
-    check_open_file_limit(config.limits.max_connections, workers);
+    raise_open_file_limit();
+    warn_about_the_host(&config);
     let io = IoSettings {
         max_message_size: config.limits.max_message_size,
         max_connections: config.limits.max_connections,

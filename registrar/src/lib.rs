@@ -8,5 +8,6 @@ pub mod config;
 pub mod core;
 pub mod daemon;
 pub mod driver;
+pub mod host_check;
 pub mod metrics;
 pub mod notify;

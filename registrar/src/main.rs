@@ -35,6 +35,22 @@ fn main() -> ExitCode {
             }
         };
     }
+    if cli.check_host {
+        return match cli::check_host(&cli) {
+            Ok((text, failed)) => {
+                print!("{text}");
+                if failed {
+                    ExitCode::FAILURE
+                } else {
+                    ExitCode::SUCCESS
+                }
+            }
+            Err(e) => {
+                eprintln!("rserpool-registrar: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let layers = cli.layers();
     let config = match Config::load(&layers) {
         Ok(c) => c,
