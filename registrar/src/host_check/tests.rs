@@ -11,10 +11,8 @@ struct Tree(PathBuf);
 
 impl Tree {
     fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "rserpool-host-check-{name}-{}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("rserpool-host-check-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         Self(dir)
@@ -129,12 +127,18 @@ fn more_workers_than_a_cgroup_quota_allows_are_reported() {
     config.registrar.workers = 2;
     let f = finding(&check(&config, &tree.host()), "workers and cores").clone();
     assert_eq!(f.severity, Severity::Warning);
-    assert!(f.current.contains("quota 1.0 CPUs (1 usable)"), "{}", f.current);
+    assert!(
+        f.current.contains("quota 1.0 CPUs (1 usable)"),
+        "{}",
+        f.current
+    );
     // workers = 0 follows the quota.
     let findings = check(&profile("default"), &tree.host());
-    assert!(finding(&findings, "workers and cores")
-        .current
-        .starts_with("1 workers"));
+    assert!(
+        finding(&findings, "workers and cores")
+            .current
+            .starts_with("1 workers")
+    );
 }
 
 #[test]
@@ -149,7 +153,10 @@ fn missing_sctp_is_an_error_unless_skipped_and_missing_mptcp_likewise() {
     config.asap.skip_unavailable = true;
     config.enrp.skip_unavailable = true;
     let findings = check(&config, &tree.host());
-    assert_eq!(finding(&findings, "kernel SCTP").severity, Severity::Warning);
+    assert_eq!(
+        finding(&findings, "kernel SCTP").severity,
+        Severity::Warning
+    );
     let default = check(&profile("default"), &tree.host());
     let mptcp = finding(&default, "kernel MPTCP");
     assert_eq!(mptcp.current, "net.mptcp.enabled = 0");
@@ -158,8 +165,7 @@ fn missing_sctp_is_an_error_unless_skipped_and_missing_mptcp_likewise() {
 
 #[test]
 fn disabled_io_uring_is_a_warning_on_auto_and_an_error_when_required() {
-    let tree =
-        Tree::two_cpus("uring").file("proc/sys/kernel/io_uring_disabled", "2\n");
+    let tree = Tree::two_cpus("uring").file("proc/sys/kernel/io_uring_disabled", "2\n");
     let mut config = profile("default");
     assert_eq!(
         finding(&check(&config, &tree.host()), "io_uring").severity,
@@ -171,9 +177,11 @@ fn disabled_io_uring_is_a_warning_on_auto_and_an_error_when_required() {
         Severity::Error
     );
     config.registrar.driver = DriverChoice::Epoll;
-    assert!(check(&config, &tree.host())
-        .iter()
-        .all(|f| f.check != "io_uring"));
+    assert!(
+        check(&config, &tree.host())
+            .iter()
+            .all(|f| f.check != "io_uring")
+    );
     let seccomp = Tree::two_cpus("seccomp")
         .file("proc/self/status", "Seccomp:\t2\nCpus_allowed_list:\t0-1\n");
     assert_eq!(
@@ -208,13 +216,19 @@ fn an_open_file_limit_below_the_connections_is_reported() {
         "Max open files            1024                 4096                 files\n",
     );
     // carrier: 65 536 connections per worker.
-    let f = finding(&check(&profile("carrier"), &tree.host()), "open files (RLIMIT_NOFILE)")
-        .clone();
+    let f = finding(
+        &check(&profile("carrier"), &tree.host()),
+        "open files (RLIMIT_NOFILE)",
+    )
+    .clone();
     assert_eq!(f.severity, Severity::Warning);
     assert!(f.fix.contains("LimitNOFILE=131136"), "{}", f.fix);
     assert_eq!(
-        finding(&check(&profile("default"), &tree.host()), "open files (RLIMIT_NOFILE)")
-            .severity,
+        finding(
+            &check(&profile("default"), &tree.host()),
+            "open files (RLIMIT_NOFILE)"
+        )
+        .severity,
         Severity::Ok
     );
 }
@@ -246,9 +260,11 @@ fn pinned_workers_see_the_governor_and_nic_interrupts_on_their_cores() {
     assert_eq!(irqs.current, "eth0 IRQ 24 on CPUs 1");
     // Not pinned, not spinning: neither is looked at.
     let findings = check(&profile("default"), &tree.host());
-    assert!(findings
-        .iter()
-        .all(|f| f.check != "NIC interrupts" && f.check != "CPU frequency governor"));
+    assert!(
+        findings
+            .iter()
+            .all(|f| f.check != "NIC interrupts" && f.check != "CPU frequency governor")
+    );
 }
 
 #[test]
@@ -257,7 +273,11 @@ fn always_on_huge_pages_are_a_note() {
         "sys/kernel/mm/transparent_hugepage/enabled",
         "[always] madvise never\n",
     );
-    let f = finding(&check(&profile("default"), &tree.host()), "transparent huge pages").clone();
+    let f = finding(
+        &check(&profile("default"), &tree.host()),
+        "transparent huge pages",
+    )
+    .clone();
     assert_eq!(f.severity, Severity::Note);
     assert!(render(&[f]).contains("fix: echo madvise"));
 }
@@ -268,4 +288,57 @@ fn cpu_lists_read_and_write_as_the_kernel_does() {
     assert_eq!(cpu_list_text(&[0, 1, 2, 3, 8, 10, 11]), "0-3,8,10-11");
     assert_eq!(cpu_list(""), Vec::<usize>::new());
     assert_eq!(cpu_list("x,2"), [2]);
+}
+
+/// The sysctl drop-ins of `tuning/sysctl.d/`, by profile.
+const DROP_INS: [(&str, &str); 3] = [
+    (
+        "default",
+        include_str!("../../tuning/sysctl.d/60-rserpool-default.conf"),
+    ),
+    (
+        "low-latency",
+        include_str!("../../tuning/sysctl.d/60-rserpool-low-latency.conf"),
+    ),
+    (
+        "carrier",
+        include_str!("../../tuning/sysctl.d/60-rserpool-carrier.conf"),
+    ),
+];
+
+#[test]
+fn each_profiles_sysctl_drop_in_clears_its_sysctl_findings() {
+    for (name, drop_in) in DROP_INS {
+        // A host with the kernel's smallest defaults, then the drop-in's values.
+        let mut tree = Tree::two_cpus(&format!("drop-in-{name}"))
+            .file("proc/sys/net/core/somaxconn", "128\n")
+            .file("proc/sys/net/core/rmem_max", "212992\n")
+            .file("proc/sys/net/core/wmem_max", "212992\n")
+            .file("proc/sys/net/mptcp/enabled", "0\n");
+        let mut keys = 0;
+        for line in drop_in.lines().map(str::trim) {
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (key, value) = line.split_once('=').expect("key = value");
+            let path = format!("proc/sys/{}", key.trim().replace('.', "/"));
+            tree = tree.file(&path, &format!("{}\n", value.trim()));
+            keys += 1;
+        }
+        assert!(keys > 0, "{name}: an empty drop-in");
+        let mut config = profile(name);
+        config.asap.skip_unavailable = true;
+        config.enrp.skip_unavailable = true;
+        let findings = check(&config, &tree.host());
+        for check in [
+            "net.core.somaxconn",
+            "net.core.rmem_max",
+            "net.core.wmem_max",
+            "kernel MPTCP",
+        ] {
+            if let Some(f) = findings.iter().find(|f| f.check == check) {
+                assert_eq!(f.severity, Severity::Ok, "{name}: {f:?}");
+            }
+        }
+    }
 }
