@@ -248,8 +248,8 @@ fn transports(config: &Config, host: &Host, findings: &mut Vec<Finding>) {
         (asap, enrp)
     };
     let severity = |(asap, enrp): (bool, bool)| {
-        let skipped = (!asap || config.asap.skip_unavailable)
-            && (!enrp || config.enrp.skip_unavailable);
+        let skipped =
+            (!asap || config.asap.skip_unavailable) && (!enrp || config.enrp.skip_unavailable);
         if skipped {
             Severity::Warning
         } else {
@@ -322,7 +322,9 @@ fn io_uring(config: &Config, host: &Host, findings: &mut Vec<Finding>) {
     } else {
         "the registrar falls back to epoll, which costs throughput"
     };
-    let disabled = host.number("proc/sys/kernel/io_uring_disabled").unwrap_or(0);
+    let disabled = host
+        .number("proc/sys/kernel/io_uring_disabled")
+        .unwrap_or(0);
     if disabled == 2 {
         findings.push(Finding::bad(
             "io_uring",
@@ -436,7 +438,9 @@ fn open_files(config: &Config, host: &Host, workers: usize, findings: &mut Vec<F
         Finding::bad(
             "open files (RLIMIT_NOFILE)",
             Severity::Warning,
-            format!("hard limit {hard}, below {wanted} (limits.max_connections x {workers} workers)"),
+            format!(
+                "hard limit {hard}, below {wanted} (limits.max_connections x {workers} workers)"
+            ),
             "every TCP connection and SCTP association needs a descriptor: beyond the limit \
              connections are refused and SCTP associations share their listener's socket",
             format!(
@@ -535,7 +539,10 @@ fn governor(host: &Host, worker_cpus: &[usize], findings: &mut Vec<Finding>) {
         return;
     }
     findings.push(if slow.is_empty() {
-        Finding::ok("CPU frequency governor", "performance on the workers' cores")
+        Finding::ok(
+            "CPU frequency governor",
+            "performance on the workers' cores",
+        )
     } else {
         Finding::bad(
             "CPU frequency governor",

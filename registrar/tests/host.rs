@@ -26,7 +26,10 @@ fn the_low_latency_profile_is_told_its_spinning_workers_share_every_core() {
         out.contains("warning  busy polling on shared cores:"),
         "{out}{err}"
     );
-    assert!(out.contains("fix: give the registrar cores of its own"), "{out}");
+    assert!(
+        out.contains("fix: give the registrar cores of its own"),
+        "{out}"
+    );
     // Every check line names a severity, and the summary counts them.
     let summary = out.lines().last().unwrap();
     assert!(summary.ends_with("notes"), "{summary}");
