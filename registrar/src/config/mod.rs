@@ -2,7 +2,8 @@
 //! layering (profile, then configuration file, then command-line flags), validation with errors
 //! that name the key, the file and the line, and printing the effective configuration.
 //!
-//! Every key is documented in `docs/configuration.md`; the profiles are `tuning/*.toml`.
+//! Every key is documented in `docs/configuration.md`; the profiles are `registrar/tuning/*.toml`
+//! (embedded here, so that the published crate carries them; the top-level `tuning/` links to them).
 //!
 //! ```
 //! use rserpool_registrar::config::{Config, Overrides};
@@ -37,12 +38,9 @@ pub use error::{ConfigError, Origin, Problem, Source};
 
 /// The embedded tuning profiles, by name, in the order `--help` lists them.
 const PROFILES: &[(&str, &str)] = &[
-    ("default", include_str!("../../../tuning/default.toml")),
-    ("carrier", include_str!("../../../tuning/carrier.toml")),
-    (
-        "low-latency",
-        include_str!("../../../tuning/low-latency.toml"),
-    ),
+    ("default", include_str!("../../tuning/default.toml")),
+    ("carrier", include_str!("../../tuning/carrier.toml")),
+    ("low-latency", include_str!("../../tuning/low-latency.toml")),
 ];
 
 /// The names of [`PROFILES`], for [`profile_names`].

@@ -401,7 +401,7 @@ fn bad_values_name_the_key_and_the_line() {
         ),
     ] {
         // The line of the default profile that sets `limits.max_message_size`.
-        let line = include_str!("../../../tuning/default.toml")
+        let line = include_str!("../../tuning/default.toml")
             .lines()
             .position(|l| l.starts_with("max_message_size"))
             .expect("the default profile sets it")
