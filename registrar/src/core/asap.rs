@@ -378,8 +378,21 @@ impl Worker {
             identity,
             now,
         );
-        if let Err(RegistrationError::BoundToAnotherIdentity) = &result {
-            self.metrics.limit_refused(Limit::PeBinding);
+        match &result {
+            Err(RegistrationError::BoundToAnotherIdentity) => {
+                self.metrics.limit_refused(Limit::PeBinding);
+            }
+            // The shard's limits: a PE beyond `limits.max_pes_per_pool` of a pool that exists,
+            // or a new pool beyond `limits.max_pools` (a refusal creates no pool).
+            Err(RegistrationError::LackOfResources { .. }) => {
+                let limit = if self.shard.pool_handle(&pool_handle).is_some() {
+                    Limit::PesPerPool
+                } else {
+                    Limit::Pools
+                };
+                self.metrics.limit_refused(limit);
+            }
+            _ => {}
         }
         // RFC 5353 §3.3.1: every granted registration and re-registration goes to the peers.
         if let Ok(registered) = &result

@@ -36,6 +36,25 @@ impl Protocol {
         }
     }
 
+    /// The message types of this protocol a PR receives from PEs, PUs or peers: their
+    /// `rserpool_messages_received_total` series are exposed from the start, those of other
+    /// known types only once one arrived.
+    pub(crate) const fn received(self) -> &'static [u8] {
+        match self {
+            Self::Asap => &ASAP_RECEIVED,
+            Self::Enrp => &ENRP_EXCHANGED,
+        }
+    }
+
+    /// The message types of this protocol a PR sends: their `rserpool_messages_sent_total`
+    /// series are exposed from the start, those of other types only once one was counted.
+    pub(crate) const fn sent(self) -> &'static [u8] {
+        match self {
+            Self::Asap => &ASAP_SENT,
+            Self::Enrp => &ENRP_EXCHANGED,
+        }
+    }
+
     /// The counter slot of a message type code: 0 for unknown codes, else 1 + its index in
     /// [`Self::types`].
     const fn slot(self, message_type: u8) -> usize {
@@ -91,9 +110,11 @@ impl RemovalReason {
 /// A configured limit that refused a request or a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Limit {
-    /// Number of pools.
+    /// Number of pools (`limits.max_pools`): a registration that would create one more,
+    /// refused (cause 0x6).
     Pools,
-    /// Pool elements in one pool.
+    /// Pool elements in one pool (`limits.max_pes_per_pool`): a registration into a full pool,
+    /// refused (cause 0x6).
     PesPerPool,
     /// Pool elements registered over one association.
     PesPerAssociation,
@@ -184,6 +205,12 @@ pub enum TransportLabel {
 impl TransportLabel {
     /// Every transport, in exposition order.
     pub const ALL: [Self; 4] = [Self::Sctp, Self::Tcp, Self::Mptcp, Self::Udp];
+
+    /// Whether this transport has connections or associations: UDP has none, so its
+    /// connection series are exposed only should one ever be counted.
+    pub const fn has_connections(self) -> bool {
+        !matches!(self, Self::Udp)
+    }
 
     /// The Prometheus label value.
     pub const fn label(self) -> &'static str {
@@ -276,6 +303,41 @@ const ENRP_TYPES: [(u8, &str); 10] = [
     (enrp::ERROR, "error"),
 ];
 
+/// ASAP message types a PR receives (RFC 5352 §3): requests and reports of PEs and PUs, and
+/// their errors.
+const ASAP_RECEIVED: [u8; 6] = [
+    asap::REGISTRATION,
+    asap::DEREGISTRATION,
+    asap::HANDLE_RESOLUTION,
+    asap::ENDPOINT_KEEP_ALIVE_ACK,
+    asap::ENDPOINT_UNREACHABLE,
+    asap::ERROR,
+];
+
+/// ASAP message types a PR sends (RFC 5352 §3): responses, keep-alives, announces, errors.
+const ASAP_SENT: [u8; 6] = [
+    asap::REGISTRATION_RESPONSE,
+    asap::DEREGISTRATION_RESPONSE,
+    asap::HANDLE_RESOLUTION_RESPONSE,
+    asap::ENDPOINT_KEEP_ALIVE,
+    asap::SERVER_ANNOUNCE,
+    asap::ERROR,
+];
+
+/// ENRP message types: a PR both sends and receives every one (RFC 5353 §3).
+const ENRP_EXCHANGED: [u8; 10] = [
+    enrp::PRESENCE,
+    enrp::HANDLE_TABLE_REQUEST,
+    enrp::HANDLE_TABLE_RESPONSE,
+    enrp::HANDLE_UPDATE,
+    enrp::LIST_REQUEST,
+    enrp::LIST_RESPONSE,
+    enrp::INIT_TAKEOVER,
+    enrp::INIT_TAKEOVER_ACK,
+    enrp::TAKEOVER_SERVER,
+    enrp::ERROR,
+];
+
 /// Label value of message type codes that are not in the tables.
 pub(crate) const UNKNOWN_TYPE: &str = "unknown";
 
@@ -299,7 +361,9 @@ const fn slot_table(types: &[(u8, &str)]) -> [u8; 256] {
     slots
 }
 
-/// RFC 5354 error causes and their label values in `registrations_total{result}`.
+/// RFC 5354 error causes and their label values: the `cause` of
+/// `rserpool_decode_errors_total` and the `result` of `rserpool_registrations_total` and
+/// `rserpool_deregistrations_total`.
 pub(crate) const CAUSES: [(u16, &str); 11] = [
     (cause::UNSPECIFIED, "unspecified"),
     (cause::UNRECOGNIZED_PARAMETER, "unrecognized_parameter"),
@@ -319,6 +383,29 @@ pub(crate) const CAUSES: [(u16, &str); 11] = [
 
 /// Label value of cause codes that are not in [`CAUSES`].
 pub(crate) const OTHER_CAUSE: &str = "other";
+
+/// The causes a registration is refused with (RFC 5352 §3.1: the handlespace's checks, the
+/// configured limits, rate limits and access rules): the `result` series of
+/// `rserpool_registrations_total` exposed from the start; any other only once counted.
+pub(crate) const REGISTRATION_CAUSES: [u16; 6] = [
+    cause::INVALID_VALUES,
+    cause::INCONSISTENT_POLICY,
+    cause::LACK_OF_RESOURCES,
+    cause::INCONSISTENT_TRANSPORT,
+    cause::INCONSISTENT_DATA_CONTROL,
+    cause::REJECTED_SECURITY,
+];
+
+/// The cause a deregistration is refused with: another association's PE, or an access rule
+/// (an unknown PE is a success, RFC 5352 §3.2).
+pub(crate) const DEREGISTRATION_CAUSES: [u16; 1] = [cause::REJECTED_SECURITY];
+
+/// The causes an undecodable message is answered with (RFC 5354 §3-4); the others are dropped.
+pub(crate) const DECODE_ERROR_CAUSES: [u16; 3] = [
+    cause::UNRECOGNIZED_PARAMETER,
+    cause::UNRECOGNIZED_MESSAGE,
+    cause::INVALID_VALUES,
+];
 
 /// Counter slots of an outcome with a cause: slot 0 (accepted, or dropped), one per known cause,
 /// one for other causes.
@@ -416,6 +503,8 @@ pub(crate) struct Counters {
     pub(crate) turns: AtomicU64,
     pub(crate) config_reloads: AtomicU64,
     pub(crate) config_reload_failures: AtomicU64,
+    /// 1 while the last reload was refused.
+    pub(crate) config_last_reload_failed: AtomicU64,
     pub(crate) pools: AtomicU64,
     pub(crate) pool_elements: AtomicU64,
     pub(crate) latency: [Histogram; RequestKind::ALL.len()],
@@ -617,6 +706,9 @@ impl WorkerMetrics {
             &self.counters.config_reload_failures
         };
         counter.fetch_add(1, Relaxed);
+        self.counters
+            .config_last_reload_failed
+            .store(u64::from(!applied), Relaxed);
     }
 
     /// Loop turns so far: a worker whose count stops moving is stuck (the watchdog).
@@ -676,6 +768,111 @@ mod tests {
         }
         assert_eq!(Protocol::Asap.slot(0x0e), 14);
         assert_eq!(Protocol::Enrp.slot(0x0e), 0);
+    }
+
+    #[test]
+    fn the_exchanged_message_types_have_slots() {
+        for protocol in Protocol::ALL {
+            for &code in protocol.received().iter().chain(protocol.sent()) {
+                assert_ne!(protocol.slot(code), 0, "{protocol:?} type {code:#04x}");
+            }
+        }
+        assert!(!Protocol::Asap.received().contains(&asap::COOKIE));
+        assert!(!Protocol::Asap.sent().contains(&asap::REGISTRATION));
+    }
+
+    #[test]
+    fn every_decode_error_reply_is_an_exposed_cause() {
+        use rserpool_protocol::{DecodeError, ParameterAction};
+        let mut errors = vec![
+            DecodeError::Truncated {
+                what: "x",
+                offset: 0,
+            },
+            DecodeError::BadLength {
+                what: "x",
+                length: 1,
+                offset: 0,
+            },
+            DecodeError::MissingParameter {
+                within: "x",
+                expected: "y",
+            },
+            DecodeError::UnexpectedParameter {
+                within: "x",
+                parameter_type: 1,
+                tlv: 0..4,
+            },
+            DecodeError::InvalidValue {
+                what: "x",
+                reason: "y",
+                tlv: 0..4,
+            },
+            DecodeError::UnsupportedPolicy {
+                policy_type: 0xff,
+                tlv: 0..4,
+            },
+        ];
+        for report in [false, true] {
+            errors.push(DecodeError::UnknownMessageType {
+                message_type: 0x7f,
+                report,
+            });
+        }
+        for action in [
+            ParameterAction::Stop,
+            ParameterAction::StopAndReport,
+            ParameterAction::Skip,
+            ParameterAction::SkipAndReport,
+        ] {
+            errors.push(DecodeError::UnrecognizedParameter {
+                parameter_type: 0x7fff,
+                tlv: 0..4,
+                action,
+            });
+        }
+        let causes: Vec<u16> = errors.iter().filter_map(DecodeError::reply_cause).collect();
+        assert!(
+            causes.iter().all(|c| DECODE_ERROR_CAUSES.contains(c)),
+            "{causes:?}"
+        );
+        for exposed in DECODE_ERROR_CAUSES {
+            assert!(causes.contains(&exposed), "{exposed:#06x} is never replied");
+        }
+    }
+
+    #[test]
+    fn every_registration_refusal_is_an_exposed_cause() {
+        use rserpool_handlespace::{OwnedUserTransport, RegistrationError};
+        use rserpool_protocol::Policy;
+        let errors = [
+            RegistrationError::InvalidValue { reason: "x" },
+            RegistrationError::InconsistentPolicy {
+                pool_policy: Policy::RoundRobin,
+            },
+            RegistrationError::InconsistentTransport {
+                pool_transport: OwnedUserTransport::Opaque(Box::new([])),
+            },
+            RegistrationError::InconsistentDataControl,
+            RegistrationError::LackOfResources { limit: "x" },
+            RegistrationError::NotOwner,
+            RegistrationError::BoundToAnotherIdentity,
+        ];
+        let causes: Vec<u16> = errors.iter().map(RegistrationError::cause).collect();
+        for code in &causes {
+            assert!(REGISTRATION_CAUSES.contains(code), "{code:#06x}");
+        }
+        for exposed in REGISTRATION_CAUSES {
+            assert!(
+                causes.contains(&exposed),
+                "{exposed:#06x} is never answered"
+            );
+        }
+        assert_eq!(
+            RegistrationError::NotOwner.cause(),
+            DEREGISTRATION_CAUSES[0],
+            "the one refusal of a deregistration by the handlespace"
+        );
     }
 
     #[test]

@@ -10,50 +10,56 @@ use rserpool_protocol::PrId;
 use super::ProcessInfo;
 use crate::core::Protocol;
 use crate::core::counters::{
-    CAUSES, Counters, LATENCY_BOUNDS_NANOS, Limit, MESSAGE_SLOTS, OTHER_CAUSE, OUTCOME_SLOTS,
-    RemovalReason, RequestKind, TransportLabel, UNKNOWN_TYPE, WorkerMetrics,
+    CAUSES, Counters, DECODE_ERROR_CAUSES, DEREGISTRATION_CAUSES, LATENCY_BOUNDS_NANOS, Limit,
+    MESSAGE_SLOTS, OTHER_CAUSE, OUTCOME_SLOTS, REGISTRATION_CAUSES, RemovalReason, RequestKind,
+    TransportLabel, UNKNOWN_TYPE, WorkerMetrics,
 };
 
 /// Prometheus text exposition format 0.0.4 of all workers plus process-wide info, appended to
-/// `out`.
+/// `out`. A labelled series is exposed from the start when the registrar can move it; one it
+/// cannot (a message type it never sends, a cause it never answers with) is left out, and
+/// appears only should it be counted anyway, so that no count is ever hidden.
 pub fn render(workers: &[Arc<WorkerMetrics>], info: &ProcessInfo, out: &mut String) {
     let mut e = Exposition { out, workers };
 
     e.messages(
         "rserpool_messages_received_total",
-        "Messages received, by protocol and message type.",
+        "Messages received, by protocol and message type (\"unknown\" = a type code the \
+         protocol does not define).",
         |c| &c.messages_in,
+        Protocol::received,
+        true,
     );
     e.messages(
         "rserpool_messages_sent_total",
         "Messages sent, by protocol and message type.",
         |c| &c.messages_out,
+        Protocol::sent,
+        false,
     );
-
-    let name = "rserpool_decode_errors_total";
-    e.family(
-        name,
-        "counter",
-        "Messages that could not be decoded, by the RFC 5354 cause replied with \
-         (\"dropped\" = no reply).",
-    );
-    for (i, &(code, _)) in CAUSES.iter().enumerate() {
-        let v = e.sum(|c| &c.decode_errors[i + 1]);
-        e.sample(name, &[("cause", &format!("0x{code:04x}"))], v);
-    }
-    let v = e.sum(|c| &c.decode_errors[CAUSES.len() + 1]);
-    e.sample(name, &[("cause", OTHER_CAUSE)], v);
-    let v = e.sum(|c| &c.decode_errors[0]);
-    e.sample(name, &[("cause", "dropped")], v);
 
     e.outcomes(
+        "rserpool_decode_errors_total",
+        "Messages that could not be decoded, by the RFC 5354 cause replied with (\"dropped\" = \
+         no reply).",
+        ("cause", "dropped"),
+        &DECODE_ERROR_CAUSES,
+        |c| &c.decode_errors,
+    );
+    e.outcomes(
         "rserpool_registrations_total",
-        "Registrations answered, by result: accepted or the rejecting cause.",
+        "Registrations answered, by result: accepted or the RFC 5354 cause they were refused \
+         with.",
+        ("result", "accepted"),
+        &REGISTRATION_CAUSES,
         |c| &c.registrations,
     );
     e.outcomes(
         "rserpool_deregistrations_total",
-        "Deregistrations answered, by result: accepted or the rejecting cause.",
+        "Deregistrations answered, by result: accepted or the RFC 5354 cause they were refused \
+         with.",
+        ("result", "accepted"),
+        &DEREGISTRATION_CAUSES,
         |c| &c.deregistrations,
     );
 
@@ -126,7 +132,7 @@ pub fn render(workers: &[Arc<WorkerMetrics>], info: &ProcessInfo, out: &mut Stri
         "Connections and associations accepted, by transport.",
     );
     for (t, v) in TransportLabel::ALL.iter().zip(opened) {
-        e.sample(name, &[("transport", t.label())], v);
+        e.sample_if(t.has_connections(), name, &[("transport", t.label())], v);
     }
     let name = "rserpool_connections_open";
     e.family(
@@ -135,7 +141,13 @@ pub fn render(workers: &[Arc<WorkerMetrics>], info: &ProcessInfo, out: &mut Stri
         "Connections and associations open now, by transport.",
     );
     for ((t, o), c) in TransportLabel::ALL.iter().zip(opened).zip(closed) {
-        e.sample(name, &[("transport", t.label())], o.saturating_sub(c));
+        let labels = [("transport", t.label())];
+        e.sample_if(
+            t.has_connections() || o != 0,
+            name,
+            &labels,
+            o.saturating_sub(c),
+        );
     }
 
     e.counter(
@@ -215,6 +227,14 @@ pub fn render(workers: &[Arc<WorkerMetrics>], info: &ProcessInfo, out: &mut Stri
         "SIGHUP reloads refused because the new configuration is invalid (the old one stays).",
         |c| &c.config_reload_failures,
     );
+    let name = "rserpool_config_last_reload_successful";
+    e.family(
+        name,
+        "gauge",
+        "0 while the last SIGHUP reload of the configuration was refused, else 1.",
+    );
+    let failed = e.sum(|c| &c.config_last_reload_failed);
+    e.sample(name, &[], u64::from(failed == 0));
     e.gauge("rserpool_pools", "Pools in the handlespace.", |c| &c.pools);
     e.gauge(
         "rserpool_pool_elements",
@@ -313,42 +333,58 @@ impl Exposition<'_> {
         }
     }
 
-    /// A message counter family: every known type of both protocols, then "unknown".
+    /// A message counter family of one direction: per protocol, the types of `exchanged`
+    /// (those the registrar receives, or sends), the other known types once counted, then
+    /// "unknown" (always when `unknown_exchanged`, else once counted).
     fn messages(
         &mut self,
         name: &str,
         help: &str,
         field: impl Fn(&Counters) -> &[[AtomicU64; MESSAGE_SLOTS]; Protocol::ALL.len()],
+        exchanged: fn(Protocol) -> &'static [u8],
+        unknown_exchanged: bool,
     ) {
         self.family(name, "counter", help);
         for protocol in Protocol::ALL {
             let p = protocol as usize;
-            for (i, &(_, ty)) in protocol.types().iter().enumerate() {
+            for (i, &(code, ty)) in protocol.types().iter().enumerate() {
                 let v = self.sum(|c| &field(c)[p][i + 1]);
-                self.sample(name, &[("protocol", protocol.label()), ("type", ty)], v);
+                let labels = [("protocol", protocol.label()), ("type", ty)];
+                self.sample_if(exchanged(protocol).contains(&code), name, &labels, v);
             }
             let v = self.sum(|c| &field(c)[p][0]);
             let labels = [("protocol", protocol.label()), ("type", UNKNOWN_TYPE)];
-            self.sample(name, &labels, v);
+            self.sample_if(unknown_exchanged, name, &labels, v);
         }
     }
 
-    /// An outcome counter family: "accepted", every known cause, then "other".
+    /// An outcome counter family labelled `label`: `none` (slot 0: accepted, or dropped), the
+    /// causes of `causes` by name, and any other cause, or "other", once counted.
     fn outcomes(
         &mut self,
         name: &str,
         help: &str,
+        (label, none): (&str, &str),
+        causes: &[u16],
         field: impl Fn(&Counters) -> &[AtomicU64; OUTCOME_SLOTS],
     ) {
         self.family(name, "counter", help);
         let v = self.sum(|c| &field(c)[0]);
-        self.sample(name, &[("result", "accepted")], v);
-        for (i, &(_, cause)) in CAUSES.iter().enumerate() {
+        self.sample(name, &[(label, none)], v);
+        for (i, &(code, cause)) in CAUSES.iter().enumerate() {
             let v = self.sum(|c| &field(c)[i + 1]);
-            self.sample(name, &[("result", cause)], v);
+            self.sample_if(causes.contains(&code), name, &[(label, cause)], v);
         }
         let v = self.sum(|c| &field(c)[CAUSES.len() + 1]);
-        self.sample(name, &[("result", OTHER_CAUSE)], v);
+        self.sample_if(false, name, &[(label, OTHER_CAUSE)], v);
+    }
+
+    /// A sample of a series the registrar can move (`exposed`), or of one it cannot that was
+    /// counted anyway (not zero).
+    fn sample_if(&mut self, exposed: bool, name: &str, labels: &[(&str, &str)], value: u64) {
+        if exposed || value != 0 {
+            self.sample(name, labels, value);
+        }
     }
 
     /// One sample line; label values are escaped.
@@ -617,7 +653,7 @@ mod tests {
         b.registration(None);
         b.registration(Some(cause::INCONSISTENT_POLICY));
         a.registration(Some(0x1234));
-        b.deregistration(Some(cause::UNKNOWN_POOL_HANDLE));
+        b.deregistration(Some(cause::REJECTED_SECURITY));
         a.decode_error(None);
         b.decode_error(Some(cause::UNRECOGNIZED_PARAMETER));
         a.resolution(true, 3);
@@ -655,7 +691,7 @@ mod tests {
             1.0
         );
         assert_eq!(
-            value(&s, "rserpool_messages_received_total", &asap("cookie")),
+            value(&s, "rserpool_messages_received_total", &asap("error")),
             0.0
         );
         assert_eq!(
@@ -695,7 +731,7 @@ mod tests {
             value(
                 &s,
                 "rserpool_deregistrations_total",
-                &reg("unknown_pool_handle")
+                &reg("rejected_security")
             ),
             1.0
         );
@@ -704,7 +740,11 @@ mod tests {
             1.0
         );
         assert_eq!(
-            value(&s, "rserpool_decode_errors_total", &[("cause", "0x0001")]),
+            value(
+                &s,
+                "rserpool_decode_errors_total",
+                &[("cause", "unrecognized_parameter")]
+            ),
             1.0
         );
         assert_eq!(value(&s, "rserpool_resolutions_total", &reg("found")), 2.0);
@@ -841,21 +881,137 @@ mod tests {
             .lines()
             .filter_map(|l| l.strip_prefix("# TYPE "))
             .collect();
-        assert_eq!(types.len(), 35, "{types:?}");
+        assert_eq!(types.len(), 36, "{types:?}");
         for family in [
             "rserpool_messages_received_total counter",
             "rserpool_connections_open gauge",
             "rserpool_request_duration_seconds histogram",
             "rserpool_registrar_info gauge",
+            "rserpool_config_last_reload_successful gauge",
         ] {
             assert!(types.contains(&family), "{family} missing");
         }
-        // Every known message type of both protocols plus "unknown", in both directions.
-        let received = samples
-            .iter()
-            .filter(|s| s.name == "rserpool_messages_received_total")
-            .count();
-        assert_eq!(received, 14 + 10 + 2);
+        let labels = |name: &str, label: &str| -> Vec<String> {
+            samples
+                .iter()
+                .filter(|s| s.name == name)
+                .map(|s| {
+                    s.labels
+                        .iter()
+                        .map(|(k, v)| {
+                            if k == label {
+                                v.clone()
+                            } else {
+                                format!("{k}={v}")
+                            }
+                        })
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .collect()
+        };
+        // Received: the 6 ASAP types a PR takes from PEs and PUs, every ENRP type, and unknown
+        // codes of both protocols; sent: the 6 ASAP types a PR sends and every ENRP type.
+        let received = labels("rserpool_messages_received_total", "type");
+        assert_eq!(received.len(), 6 + 1 + 10 + 1, "{received:?}");
+        for absent in [
+            "protocol=asap,cookie",
+            "protocol=asap,registration_response",
+        ] {
+            assert!(!received.contains(&absent.to_owned()), "{absent}");
+        }
+        let sent = labels("rserpool_messages_sent_total", "type");
+        assert_eq!(sent.len(), 6 + 10, "{sent:?}");
+        for absent in ["protocol=asap,registration", "protocol=enrp,unknown"] {
+            assert!(!sent.contains(&absent.to_owned()), "{absent}");
+        }
+        assert_eq!(
+            labels("rserpool_decode_errors_total", "cause"),
+            [
+                "dropped",
+                "unrecognized_parameter",
+                "unrecognized_message",
+                "invalid_values"
+            ]
+        );
+        assert_eq!(
+            labels("rserpool_registrations_total", "result"),
+            [
+                "accepted",
+                "invalid_values",
+                "inconsistent_policy",
+                "lack_of_resources",
+                "inconsistent_transport",
+                "inconsistent_data_control",
+                "rejected_security"
+            ]
+        );
+        assert_eq!(
+            labels("rserpool_deregistrations_total", "result"),
+            ["accepted", "rejected_security"]
+        );
+        assert_eq!(
+            labels("rserpool_connections_open", "transport"),
+            ["sctp", "tcp", "mptcp"]
+        );
+        assert_eq!(
+            labels("rserpool_limit_refusals_total", "limit").len(),
+            Limit::ALL.len()
+        );
+        assert_eq!(
+            value(&samples, "rserpool_config_last_reload_successful", &[]),
+            1.0
+        );
+    }
+
+    #[test]
+    fn a_series_that_cannot_move_appears_once_counted_anyway() {
+        let w = Arc::new(WorkerMetrics::new(0));
+        w.message_in(Protocol::Asap, asap::COOKIE);
+        w.message_out(Protocol::Enrp, 0x7f);
+        w.decode_error(Some(cause::UNKNOWN_POOL_HANDLE));
+        w.registration(Some(0x1234));
+        w.connection_opened(TransportLabel::Udp);
+        w.config_reloaded(false);
+        let s = parse(&rendered(&[w], &info()));
+        let asap = |ty| [("protocol", "asap"), ("type", ty)];
+        assert_eq!(
+            value(&s, "rserpool_messages_received_total", &asap("cookie")),
+            1.0
+        );
+        assert_eq!(
+            value(
+                &s,
+                "rserpool_messages_sent_total",
+                &[("protocol", "enrp"), ("type", "unknown")]
+            ),
+            1.0
+        );
+        assert_eq!(
+            value(
+                &s,
+                "rserpool_decode_errors_total",
+                &[("cause", "unknown_pool_handle")]
+            ),
+            1.0
+        );
+        assert_eq!(
+            value(&s, "rserpool_registrations_total", &[("result", "other")]),
+            1.0
+        );
+        let udp = [("transport", "udp")];
+        assert_eq!(value(&s, "rserpool_connections_opened_total", &udp), 1.0);
+        assert_eq!(value(&s, "rserpool_connections_open", &udp), 1.0);
+        assert!(
+            !s.iter()
+                .any(|x| x.labels.iter().any(|(_, v)| v == "business_card")),
+            "only what was counted appears"
+        );
+        assert_eq!(value(&s, "rserpool_config_reload_failures_total", &[]), 1.0);
+        assert_eq!(
+            value(&s, "rserpool_config_last_reload_successful", &[]),
+            0.0
+        );
     }
 
     #[test]

@@ -396,3 +396,32 @@ fn a_stale_registration_over_the_old_association_does_not_take_the_pe_back() {
         );
     }
 }
+
+#[test]
+fn registrations_beyond_the_shard_limits_are_counted_by_limit() {
+    use crate::core::counters::Limit;
+    use std::sync::atomic::Ordering::Relaxed;
+    let limits = rserpool_handlespace::Limits {
+        max_pools: 1,
+        max_pes_per_pool: 1,
+        ..rserpool_handlespace::Limits::default()
+    };
+    let mut pr = InMemoryPr::new(1, super::config(), limits, 7);
+    let pe = pr.open(0, info(Generation::Rfc), 0);
+    let full = (true, Some(cause::LACK_OF_RESOURCES));
+    let outcome = |pr: &mut InMemoryPr, handle: &[u8], id| {
+        registration_outcome(&pr.message(pe, &registration(handle, id, Policy::RoundRobin), 1))
+    };
+    assert_eq!(outcome(&mut pr, b"one", 1), (false, None));
+    assert_eq!(outcome(&mut pr, b"one", 2), full, "a second PE in the pool");
+    assert_eq!(outcome(&mut pr, b"two", 3), full, "a second pool");
+    assert_eq!(outcome(&mut pr, b"two", 4), full, "still no second pool");
+    let refusals = |limit: Limit| -> u64 {
+        pr.metrics()
+            .iter()
+            .map(|m| m.counters.limit_refusals[limit as usize].load(Relaxed))
+            .sum()
+    };
+    assert_eq!(refusals(Limit::PesPerPool), 1);
+    assert_eq!(refusals(Limit::Pools), 2);
+}
