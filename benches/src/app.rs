@@ -15,7 +15,7 @@ use rserpool_protocol::Generation;
 
 use crate::chaos;
 use crate::chaos::scope::free_ports;
-use crate::cli::{Cli, EnrpGeneration, RestartKind, ScenarioKind};
+use crate::cli::{Cli, EnrpGeneration, RESYNC_KEEP_ALIVE_MS, RestartKind, ScenarioKind};
 use crate::echo::{EchoReply, EchoServer, MAX_REPLY, MIN_REPLY};
 use crate::error::{Error, Result};
 use crate::fleet::Fleet;
@@ -146,9 +146,6 @@ const PROFILE_MAX_CONNECTIONS: usize = 1024;
 /// Connections a run opens besides `--connections` and `--churners`: setup associations and
 /// metrics scrapes.
 const SETUP_ROOM: usize = 64;
-/// A `resync` mentor's default keep-alive interval: one hour, so that no keep-alive competes
-/// with the transfer.
-const RESYNC_KEEP_ALIVE_MS: u64 = 3_600_000;
 /// How often a `resync` run reads the new registrar's metrics.
 const RESYNC_POLL: Duration = Duration::from_millis(10);
 /// The PR ID of a `resync` run's new registrar when it is to be restarted.
@@ -786,6 +783,7 @@ fn population_summary(
     let timed = Outcome {
         stats: outcome.stats.clone(),
         elapsed: Duration::from_secs_f64(outcome.seconds),
+        timeline: outcome.timeline.clone(),
     };
     let mut s = Summary::new(
         scenario,
@@ -873,10 +871,9 @@ fn register_work(
 mod tests {
     use super::{reply_size_for, spawn_config};
     use crate::Cli;
-    use clap::Parser;
 
     fn cli(args: &[&str]) -> Cli {
-        Cli::try_parse_from(std::iter::once("rserpool-bench").chain(args.iter().copied())).unwrap()
+        Cli::from_args(args).unwrap()
     }
 
     #[test]

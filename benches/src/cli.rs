@@ -1,11 +1,15 @@
-//! The command line of `rserpool-bench`: scenario, load shape, target and output, and the checks
-//! that reject contradictory options before anything connects.
+//! The command line of `rserpool-bench`: a subcommand per scenario taking only that scenario's
+//! options, under the headings target, load shape, scenario options and output, each option's
+//! help as it applies to that scenario; and the checks that reject contradictory options before
+//! anything connects. An option a scenario has not, and a contradiction, is a usage error.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::builder::PossibleValuesParser;
+use clap::error::ErrorKind;
 use clap::parser::ValueSource;
-use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
+use clap::{Command, CommandFactory, FromArgMatches, Parser, ValueEnum};
 
 use crate::echo::{MAX_REPLY, MIN_REPLY};
 use crate::load::{LoadSpec, Poll};
@@ -68,6 +72,418 @@ impl ScenarioKind {
             Self::Chaos => "chaos",
             Self::Hostile => "hostile",
         }
+    }
+
+    /// The ids of the scenario's options (long names with `_`).
+    pub fn options(self) -> Vec<&'static str> {
+        const LOAD: &[&str] = &[
+            "connections",
+            "pipeline",
+            "threads",
+            "duration",
+            "warmup",
+            "rate",
+            "poll",
+        ];
+        // A registrar given by URL or spawned.
+        const REGISTRAR: &[&str] = &[
+            "registrar",
+            "spawn",
+            "registrar_bin",
+            "workers",
+            "profile",
+            "transport",
+            "keep_alive_interval",
+        ];
+        // The registrars a scenario always starts itself.
+        const SCOPE: &[&str] = &["registrar_bin", "workers", "profile", "transport"];
+        // The output of the scenarios that measure latencies.
+        const LATENCY_OUTPUT: &[&str] = &["json", "csv", "hdr_log", "quiet"];
+        const OUTPUT: &[&str] = &["json", "quiet"];
+        let groups: &[&[&str]] = match self {
+            Self::Echo => &[
+                LOAD,
+                &["transport", "tls", "pools", "reply_size"],
+                LATENCY_OUTPUT,
+            ],
+            Self::Resolve => &[
+                LOAD,
+                REGISTRAR,
+                &["tls", "pools", "pool_elements", "policy", "compare_echo"],
+                LATENCY_OUTPUT,
+            ],
+            Self::Register => &[
+                LOAD,
+                REGISTRAR,
+                &[
+                    "tls",
+                    "pools",
+                    "pes_per_connection",
+                    "policy",
+                    "population",
+                    "pool_elements",
+                    "compare_echo",
+                ],
+                LATENCY_OUTPUT,
+            ],
+            Self::Storm => &[
+                &["connections", "threads", "poll"],
+                REGISTRAR,
+                &[
+                    "population",
+                    "pool_elements",
+                    "policy",
+                    "timeout",
+                    "compare_echo",
+                ],
+                LATENCY_OUTPUT,
+            ],
+            Self::Churn => &[
+                LOAD,
+                REGISTRAR,
+                &["pools", "pool_elements", "churners", "reregistrations"],
+                LATENCY_OUTPUT,
+            ],
+            Self::Keepalive => &[
+                &["connections", "duration", "warmup", "poll"],
+                REGISTRAR,
+                &["pools", "population"],
+                LATENCY_OUTPUT,
+            ],
+            Self::Resync => &[
+                &["connections"],
+                SCOPE,
+                &[
+                    "keep_alive_interval",
+                    "population",
+                    "pool_elements",
+                    "page",
+                    "enrp_generation",
+                    "timeout",
+                    "restart",
+                ],
+                OUTPUT,
+            ],
+            Self::Takeover => &[
+                &["connections"],
+                SCOPE,
+                &[
+                    "keep_alive_interval",
+                    "population",
+                    "pool_elements",
+                    "enrp_generation",
+                    "timeout",
+                    "fault",
+                ],
+                OUTPUT,
+            ],
+            Self::Chaos => &[
+                &["duration"],
+                SCOPE,
+                &[
+                    "rserpool_bin",
+                    "registrars",
+                    "seed",
+                    "logs",
+                    "population",
+                    "pool_elements",
+                ],
+                OUTPUT,
+            ],
+            Self::Hostile => &[
+                &["connections"],
+                REGISTRAR,
+                &[
+                    "udp",
+                    "pid",
+                    "pools",
+                    "pool_elements",
+                    "messages",
+                    "check_every",
+                    "max_rss_growth_mib",
+                    "seed",
+                ],
+                OUTPUT,
+            ],
+        };
+        groups.concat()
+    }
+
+    /// The scenario's subcommand: its options out of `all` (every option's definition), by
+    /// heading, each with its help for this scenario; `--transport sctp` for `hostile` only.
+    fn command(self, all: &Command) -> Command {
+        let options = self.options();
+        let about = self
+            .to_possible_value()
+            .and_then(|v| v.get_help().cloned())
+            .unwrap_or_default();
+        let mut command = Command::new(self.name()).about(about);
+        for heading in HEADINGS {
+            for arg in all.get_arguments().filter(|a| {
+                a.get_help_heading() == Some(heading) && options.contains(&a.get_id().as_str())
+            }) {
+                let id = arg.get_id().as_str();
+                let mut arg = arg.clone();
+                if id == "transport" && self != Self::Hostile {
+                    let streams = StreamTransport::value_variants()
+                        .iter()
+                        .filter(|t| t.is_stream())
+                        .filter_map(ValueEnum::to_possible_value);
+                    arg = arg.value_parser(PossibleValuesParser::new(streams));
+                }
+                if let Some((help, own_default)) = self.help_for(id) {
+                    arg = arg.help(help).hide_default_value(own_default);
+                }
+                command = command.arg(arg);
+            }
+        }
+        command
+    }
+
+    /// The help of option `id` in this scenario where it differs from the option's own, and
+    /// whether the help names the scenario's own default (hiding the option's).
+    fn help_for(self, id: &str) -> Option<(String, bool)> {
+        use ScenarioKind as S;
+        let (help, own_default): (String, bool) = match (self, id) {
+            (S::Echo, "pools") => (
+                "Pools the requests name (the resolve request mix)".into(),
+                false,
+            ),
+            (S::Echo, "transport") => ("Transport of the built-in echo server".into(), false),
+            (S::Echo, "tls") => (
+                "TLS 1.3 with client certificates: the run makes a throwaway CA, the echo \
+                 server's certificate and the clients'"
+                    .into(),
+                false,
+            ),
+            (S::Echo, "connections") => ("Connections to the built-in echo server".into(), false),
+            (S::Echo, "reply_size") => (
+                format!(
+                    "Answer each request with a frame of this many bytes ({MIN_REPLY} to \
+                     {MAX_REPLY}, rounded up to 4) instead of the request itself"
+                ),
+                false,
+            ),
+            (S::Register, "connections") => (
+                "Connections, one PE association each (with --population: the associations \
+                 the population is dealt out over)"
+                    .into(),
+                false,
+            ),
+            (S::Register, "duration") => (
+                "Seconds measured: a number of seconds, or with a unit (500ms, 90s, 10m, 1h); \
+                 with --population the time the registrations may take (default 60)"
+                    .into(),
+                false,
+            ),
+            (S::Register, "warmup") => (
+                "Seconds of load before measuring (units as for --duration; not with \
+                 --population)"
+                    .into(),
+                false,
+            ),
+            (S::Register, "rate") => (
+                "Open loop: registrations per second over all connections, latency from the \
+                 intended send time (not with --population)"
+                    .into(),
+                false,
+            ),
+            (S::Register, "pools") => (
+                "Pools the connections' PEs are spread over (not with --population)".into(),
+                false,
+            ),
+            (S::Register, "pool_elements") => (
+                "With --population: PEs per pool (the population fills population / \
+                 pool-elements pools)"
+                    .into(),
+                false,
+            ),
+            (S::Register, "pes_per_connection") => (
+                "PEs each connection re-registers in turn (not with --population)".into(),
+                false,
+            ),
+            (S::Register, "population") => (
+                "Register this many new PEs, each once, into pools of --pool-elements (instead \
+                 of re-registering)"
+                    .into(),
+                false,
+            ),
+            (S::Register | S::Resolve, "tls") => (
+                "TLS 1.3 with client certificates, with --spawn: the run makes a throwaway CA, \
+                 the registrar's certificate and the clients', and the spawned registrar listens \
+                 on tcp+tls:// (or mptcp+tls://)"
+                    .into(),
+                false,
+            ),
+            (S::Storm, "connections") => (
+                "Associations the population is dealt out over; each writes all its \
+                 registrations at once"
+                    .into(),
+                false,
+            ),
+            (S::Storm, "population") => (
+                format!("New PEs to register [default: {STORM_POPULATION}]"),
+                true,
+            ),
+            (S::Storm | S::Resync, "pool_elements") => {
+                ("PEs per pool of the population".into(), false)
+            }
+            (S::Takeover, "pool_elements") => (
+                format!(
+                    "PEs per pool of the population (at most {CHAOS_MAX_POOL}: the survivors' \
+                     homes are read from whole pools)"
+                ),
+                false,
+            ),
+            (S::Storm, "timeout") => (
+                "Seconds from the first write the answers may take (units as for --duration)"
+                    .into(),
+                false,
+            ),
+            (S::Churn, "connections") => ("Pool users resolving in the closed loop".into(), false),
+            (S::Churn, "pipeline") => ("Resolutions in flight per pool user at most".into(), false),
+            (S::Churn, "threads") => ("Client threads of the pool users".into(), false),
+            (S::Churn, "rate") => (
+                "The churning PEs' operations per second (required; the pool users run closed \
+                 loop)"
+                    .into(),
+                false,
+            ),
+            (S::Churn, "pools") => (
+                "Pools registered before the run, resolved by the pool users and churned into"
+                    .into(),
+                false,
+            ),
+            (S::Keepalive, "connections") => {
+                ("Associations the population is spread over".into(), false)
+            }
+            (S::Keepalive, "warmup") => (
+                "Seconds of keep-alives answered before measuring (units as for --duration)".into(),
+                false,
+            ),
+            (S::Keepalive, "poll") => (
+                "How the client waits for keep-alives: spin (yield when a pass moved nothing) \
+                 or block (sleep 1 ms)"
+                    .into(),
+                false,
+            ),
+            (S::Keepalive, "pools") => ("Pools the population is spread over".into(), false),
+            (S::Keepalive, "population") => (
+                format!("PEs registered [default: {KEEPALIVE_POPULATION}]"),
+                true,
+            ),
+            (S::Resync | S::Takeover, "connections") => (
+                "Associations the population registers over at the first registrar".into(),
+                false,
+            ),
+            (S::Resync, "population") => (
+                format!("PEs registered at the first registrar [default: {RESYNC_POPULATION}]"),
+                true,
+            ),
+            (S::Resync, "keep_alive_interval") => (
+                format!(
+                    "The first registrar's keep-alive interval in milliseconds [default: \
+                     {RESYNC_KEEP_ALIVE_MS}, so that no keep-alive competes with the transfer]"
+                ),
+                true,
+            ),
+            (S::Resync, "timeout") => (
+                "Seconds the second registrar may take to hold the whole population (and again \
+                 after --restart)"
+                    .into(),
+                false,
+            ),
+            (S::Resync | S::Takeover | S::Chaos, "transport") => (
+                "Transport of the registrars' ASAP and ENRP endpoints".into(),
+                false,
+            ),
+            (S::Resync | S::Takeover | S::Chaos, "profile") => (
+                "The tuning profile of every registrar (default, carrier, low-latency)".into(),
+                false,
+            ),
+            (S::Resync | S::Takeover | S::Chaos, "registrar_bin") => (
+                "The registrar binary to start (default: next to this binary)".into(),
+                false,
+            ),
+            (S::Resync, "workers") => ("Worker threads of each registrar".into(), false),
+            (S::Takeover | S::Chaos, "workers") => (
+                "Worker threads of each registrar [default: the profile's, one per core]".into(),
+                true,
+            ),
+            (S::Takeover, "population") => (
+                format!("PEs registered at the first registrar [default: {TAKEOVER_POPULATION}]"),
+                true,
+            ),
+            (S::Takeover, "keep_alive_interval") => (
+                "The registrars' keep-alive interval in milliseconds (default: the profile's)"
+                    .into(),
+                false,
+            ),
+            (S::Takeover, "timeout") => (
+                "Seconds the survivors may take to hold every PE, before and after the fault"
+                    .into(),
+                false,
+            ),
+            (S::Chaos, "duration") => (
+                format!(
+                    "Seconds of faults, at least {CHAOS_MIN_DURATION} (units as 90s, 10m, 1h) \
+                     [default: {CHAOS_DURATION}]"
+                ),
+                true,
+            ),
+            (S::Chaos, "population") => (
+                format!("PEs alive at any time [default: {CHAOS_POPULATION}]"),
+                true,
+            ),
+            (S::Chaos, "pool_elements") => (
+                format!("PEs per pool (at most {CHAOS_MAX_POOL}: the checker sees whole pools)"),
+                false,
+            ),
+            (S::Chaos, "seed") => (
+                "The seed of the fault schedule and the PE identifiers (default: from the \
+                 clock; the run prints it)"
+                    .into(),
+                false,
+            ),
+            (S::Hostile, "connections") => (
+                format!("Attacker connections [default: {HOSTILE_ATTACKERS}]"),
+                true,
+            ),
+            (S::Hostile, "pools") => (
+                format!("Pools of the legitimate PEs [default: {HOSTILE_POOLS}]"),
+                true,
+            ),
+            (S::Hostile, "pool_elements") => (
+                format!(
+                    "Legitimate PEs per pool, at most {CHAOS_MAX_POOL} [default: \
+                     {HOSTILE_POOL_ELEMENTS}]"
+                ),
+                true,
+            ),
+            (S::Hostile, "seed") => (
+                "The seed of the messages, their mutations and the PE identifiers (default: \
+                 from the clock; the run prints it)"
+                    .into(),
+                false,
+            ),
+            (S::Hostile, "registrar") => (
+                "The registrar to attack, on 127.0.0.1: tcp://, mptcp:// or \
+                 sctp://127.0.0.1:PORT, optional ?generation=ng"
+                    .into(),
+                false,
+            ),
+            (S::Hostile, "transport") => (
+                "Transport of a spawned registrar: tcp, mptcp or sctp".into(),
+                false,
+            ),
+            (S::Hostile, "workers") => (
+                "Worker threads of a spawned registrar [default: the profile's, one per core]"
+                    .into(),
+                true,
+            ),
+            _ => return None,
+        };
+        Some((help, own_default))
     }
 }
 
@@ -134,6 +550,9 @@ pub const KEEPALIVE_POPULATION: usize = 1000;
 pub const RESYNC_POPULATION: usize = 1_000_000;
 /// The default population of `storm`: the figure of the design's target.
 pub const STORM_POPULATION: usize = 1_000_000;
+/// A `resync` mentor's default keep-alive interval: one hour, so that no keep-alive competes
+/// with the transfer.
+pub const RESYNC_KEEP_ALIVE_MS: u64 = 3_600_000;
 /// The default time `register --population` may take when `--duration` is not given.
 pub const POPULATION_DURATION: f64 = 60.0;
 /// The default population of `takeover`: few enough to resolve every pool every 10 ms.
@@ -164,183 +583,186 @@ pub const MAX_PAGE: usize = 4096;
 /// The most PEs per page the registrar sends to an RFC peer.
 pub const MAX_RFC_PAGE: usize = 128;
 
-/// `rserpool-bench <scenario> [options]`.
+/// The help heading of the options that choose, start and configure the registrar(s).
+const TARGET: &str = "Target";
+/// The help heading of the options that shape the load.
+const LOAD: &str = "Load shape";
+/// The help heading of the options of one scenario.
+const SCENARIO: &str = "Scenario options";
+/// The help heading of the options that choose what is printed and written.
+const OUTPUT: &str = "Output";
+/// The help headings in the order a scenario's help lists them.
+const HEADINGS: [&str; 4] = [TARGET, LOAD, SCENARIO, OUTPUT];
+
+/// The options of a run: every option of every scenario, those a scenario has not at their
+/// defaults. Read from the command line by [`Cli::parse_noting_given`], which lets each scenario
+/// take only its own options (see [`Cli::scenario_commands`]).
 #[derive(Clone, Debug, Parser)]
-#[command(
-    name = "rserpool-bench",
-    version,
-    about = "Load generator for RSerPool pool registrars: ASAP over TCP or MPTCP, closed or open \
-             loop, churn, keep-alive populations, ENRP resynchronisation and takeovers"
-)]
+#[command(name = "rserpool-bench", version)]
 pub struct Cli {
     /// What to measure.
     #[arg(value_enum)]
     pub scenario: ScenarioKind,
 
-    /// Connections to the server (churn: the resolving pool users; keepalive: the associations
-    /// the population is spread over).
-    #[arg(long, short = 'c', default_value_t = 16)]
+    /// Connections to the server.
+    #[arg(long, short = 'c', default_value_t = 16, help_heading = LOAD)]
     pub connections: usize,
     /// Requests in flight per connection at most; a connection refills its window in one write.
-    #[arg(long, short = 'p', default_value_t = 32)]
+    #[arg(long, short = 'p', default_value_t = 32, help_heading = LOAD)]
     pub pipeline: usize,
     /// Client threads; connections are dealt out among them.
-    #[arg(long, short = 't', default_value_t = 1)]
+    #[arg(long, short = 't', default_value_t = 1, help_heading = LOAD)]
     pub threads: usize,
-    /// Seconds measured (chaos: seconds of faults, default 60); a number of seconds, or with
-    /// the unit s, m or h (`90s`, `10m`).
-    #[arg(long, short = 'd', default_value_t = 5.0, value_parser = parse_seconds)]
+    /// Seconds measured: a number of seconds, or with a unit (500ms, 90s, 10m, 1h).
+    #[arg(long, short = 'd', value_name = "TIME", default_value_t = 5.0,
+          value_parser = parse_seconds, help_heading = LOAD)]
     pub duration: f64,
-    /// Seconds of load before measuring.
-    #[arg(long, default_value_t = 1.0, value_parser = parse_seconds)]
+    /// Seconds of load before measuring (units as for --duration).
+    #[arg(long, value_name = "TIME", default_value_t = 1.0, value_parser = parse_seconds,
+          help_heading = LOAD)]
     pub warmup: f64,
     /// Open loop: requests per second over all connections, latency from the intended send time
-    /// (the pipeline still caps what is in flight). Churn: the PEs' operations per second
-    /// (required there; the pool users run closed loop).
-    #[arg(long)]
+    /// (the pipeline still caps what is in flight).
+    #[arg(long, value_name = "PER_S", help_heading = LOAD)]
     pub rate: Option<f64>,
     /// How client threads wait for replies: spin (poll non-blocking sockets) or block (read each
     /// connection in turn; closed loop only).
-    #[arg(long, value_enum, default_value_t = Poll::Spin)]
+    #[arg(long, value_enum, default_value_t = Poll::Spin, help_heading = LOAD)]
     pub poll: Poll,
 
-    /// Pools (resolve: registered and resolved; register: the connections' PEs spread over them;
-    /// keepalive: the population spread over them; not used by resync and takeover).
-    #[arg(long, default_value_t = 100)]
+    /// Pools registered and resolved.
+    #[arg(long, default_value_t = 100, help_heading = SCENARIO)]
     pub pools: usize,
-    /// PEs registered per pool before a resolve run; resync, takeover and chaos: PEs per pool of
-    /// the population.
-    #[arg(long, default_value_t = 10)]
+    /// PEs registered per pool before the timed phase.
+    #[arg(long, default_value_t = 10, help_heading = SCENARIO)]
     pub pool_elements: usize,
-    /// PEs each connection of a register run registers over and over.
-    #[arg(long, default_value_t = 1)]
+    /// PEs each connection registers over and over.
+    #[arg(long, default_value_t = 1, help_heading = SCENARIO)]
     pub pes_per_connection: usize,
-    /// The member-selection policy of the PEs that register, resolve and storm register, with
-    /// per-PE parameters drawn from the PE's number (weights and priorities 1 to 10, loads
-    /// spread over the 32-bit range).
-    #[arg(long, value_enum, default_value_t = PolicyKind::Rr)]
+    /// The member-selection policy of the PEs, with per-PE parameters drawn from the PE's number
+    /// (weights and priorities 1 to 10, loads spread over the 32-bit range).
+    #[arg(long, value_enum, default_value_t = PolicyKind::Rr, help_heading = SCENARIO)]
     pub policy: PolicyKind,
-    /// Churn: PE associations, one PE each, cycling register, re-register, deregister.
-    #[arg(long, default_value_t = 16)]
+    /// PE associations, one PE each, cycling register, re-register, deregister at --rate
+    /// operations per second.
+    #[arg(long, default_value_t = 16, help_heading = SCENARIO)]
     pub churners: usize,
-    /// Churn: re-registrations between a PE's registration and its deregistration.
-    #[arg(long, default_value_t = 3)]
+    /// Re-registrations between a PE's registration and its deregistration.
+    #[arg(long, default_value_t = 3, help_heading = SCENARIO)]
     pub reregistrations: usize,
-    /// Keepalive, resync, takeover and storm: PEs registered over the `--connections`
-    /// associations (default: 1000 for keepalive and takeover, 1000000 for resync and storm).
-    /// Register: that many new PEs, each registered once, in pools of `--pool-elements`.
-    /// Chaos: PEs alive at any time (default 12), in pools of `--pool-elements`.
-    #[arg(long, value_name = "N")]
+    /// PEs registered (each scenario has its own default).
+    #[arg(long, value_name = "N", help_heading = SCENARIO)]
     pub population: Option<usize>,
-    /// Keepalive: the spawned registrar's keep-alive interval in milliseconds (default: its
-    /// profile's, 5000). Resync: the first registrar's (default: one hour, so that keep-alives
-    /// do not load it during the transfer).
-    #[arg(long, value_name = "MS")]
-    pub keep_alive_interval: Option<u64>,
-    /// Resync: the most PEs per ENRP handle table page (`enrp.max_pes_per_table_response`).
-    #[arg(long, value_name = "PES", default_value_t = 1024)]
+    /// The most PEs per ENRP handle table page (`enrp.max_pes_per_table_response`); at most 128
+    /// with --enrp-generation rfc.
+    #[arg(long, value_name = "PES", default_value_t = 1024, help_heading = SCENARIO)]
     pub page: usize,
-    /// Resync and takeover: the wire format of the registrars' ENRP endpoints.
-    #[arg(long, value_enum, default_value_t = EnrpGeneration::Ng)]
+    /// The wire format of the registrars' ENRP endpoints.
+    #[arg(long, value_enum, default_value_t = EnrpGeneration::Ng, help_heading = SCENARIO)]
     pub enrp_generation: EnrpGeneration,
-    /// Resync: seconds the second registrar may take to hold the whole population (and again
-    /// after `--restart`). Takeover: seconds the survivors may take to hold every PE, before
-    /// and after the fault. Storm: seconds from the first write the answers may take.
-    #[arg(long, value_name = "S", default_value_t = 60.0, value_parser = parse_seconds)]
+    /// Seconds the run waits at most (units as for --duration).
+    #[arg(long, value_name = "TIME", default_value_t = 60.0, value_parser = parse_seconds,
+          help_heading = SCENARIO)]
     pub timeout: f64,
-    /// Resync: once the new registrar holds the population, SIGKILL it, wait for its exit and
-    /// start it again at once with the same command line (same ports) and the same `--id`
-    /// (`same-id`) or another (`new-id`); report the time until it holds the population again.
-    #[arg(long, value_enum, value_name = "KIND")]
+    /// Once the new registrar holds the population, SIGKILL it, wait for its exit and start it
+    /// again at once with the same command line (same ports) and the same --id (same-id) or
+    /// another (new-id); report the time until it holds the population again.
+    #[arg(long, value_enum, value_name = "KIND", help_heading = SCENARIO)]
     pub restart: Option<RestartKind>,
-    /// Takeover: what happens to the registrar the PEs are registered at: `kill` (SIGKILL,
-    /// default) or `stop` (SIGSTOP, SIGCONT at the end).
-    #[arg(long, value_enum, value_name = "FAULT")]
+    /// What happens to the registrar the PEs are registered at: kill (SIGKILL) or stop (SIGSTOP,
+    /// SIGCONT at the end) [default: kill].
+    #[arg(long, value_enum, value_name = "FAULT", help_heading = SCENARIO)]
     pub fault: Option<TakeoverFault>,
-    /// Chaos: registrars in the operating scope (3 to 5).
-    #[arg(long, value_name = "N", default_value_t = 3)]
+    /// Registrars in the operating scope (3 to 5).
+    #[arg(long, value_name = "N", default_value_t = 3, help_heading = SCENARIO)]
     pub registrars: usize,
-    /// Chaos: the seed of the fault schedule and the PE identifiers; hostile: of the messages,
-    /// their mutations and the PE identifiers (default: from the clock; the run prints it).
-    #[arg(long, value_name = "N")]
+    /// The seed of the run (default: from the clock; the run prints it).
+    #[arg(long, value_name = "N", help_heading = SCENARIO)]
     pub seed: Option<u64>,
-    /// Chaos: the directory for the registrars' and PEs' logs (default: a new directory in the
+    /// The directory for the registrars' and PEs' logs (default: a new directory in the
     /// temporary directory; the run prints it).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", help_heading = SCENARIO)]
     pub logs: Option<PathBuf>,
-    /// Chaos: the `rserpool` command line the PEs run as (default: next to this binary).
-    #[arg(long, value_name = "PATH")]
+    /// The `rserpool` command line the PEs run as (default: next to this binary).
+    #[arg(long, value_name = "PATH", help_heading = SCENARIO)]
     pub rserpool_bin: Option<PathBuf>,
-    /// Echo: answer each request with a frame of this many bytes (rounded up to 4) instead of
-    /// the request itself.
-    #[arg(long)]
+    /// Answer each request with a frame of this many bytes (rounded up to 4) instead of the
+    /// request itself.
+    #[arg(long, value_name = "BYTES", help_heading = SCENARIO)]
     pub reply_size: Option<usize>,
     /// After the scenario, run the echo server under the same load and reply size and print the
     /// ratio scenario/echo.
-    #[arg(long)]
+    #[arg(long, help_heading = SCENARIO)]
     pub compare_echo: bool,
 
-    /// The registrar to load: tcp://HOST:PORT or mptcp://HOST:PORT (hostile: also
-    /// sctp://HOST:PORT), optional ?generation=ng.
-    #[arg(long, value_name = "URL")]
+    /// The registrar to load: tcp://HOST:PORT or mptcp://HOST:PORT, optional ?generation=ng.
+    #[arg(long, value_name = "URL", help_heading = TARGET)]
     pub registrar: Option<Endpoint>,
-    /// Start rserpool-registrar for the run and stop it afterwards (resync always starts two,
-    /// takeover three).
-    #[arg(long, conflicts_with = "registrar")]
+    /// Start rserpool-registrar for the run and stop it afterwards.
+    #[arg(long, conflicts_with = "registrar", help_heading = TARGET)]
     pub spawn: bool,
-    /// The registrar binary for --spawn (default: next to this binary).
-    #[arg(long, value_name = "PATH")]
+    /// The registrar binary to start (default: next to this binary); needs --spawn.
+    #[arg(long, value_name = "PATH", help_heading = TARGET)]
     pub registrar_bin: Option<PathBuf>,
-    /// Worker threads of a spawned registrar (chaos and takeover: passed on only when given; the
-    /// profile's one per core otherwise).
-    #[arg(long, default_value_t = 1)]
+    /// Worker threads of a spawned registrar.
+    #[arg(long, default_value_t = 1, help_heading = TARGET)]
     pub workers: usize,
-    /// The tuning profile of a spawned registrar (default, carrier, low-latency).
-    #[arg(long, value_name = "NAME", default_value = "default")]
+    /// The tuning profile of a spawned registrar (default, carrier, low-latency); needs --spawn.
+    #[arg(long, value_name = "NAME", default_value = "default", help_heading = TARGET)]
     pub profile: String,
-    /// Transport of the echo server and of a spawned registrar (a --registrar URL names its own);
-    /// sctp for `hostile` only.
-    #[arg(long, value_enum, default_value_t = StreamTransport::Tcp)]
+    /// Transport of a spawned registrar (a --registrar URL names its own).
+    #[arg(long, value_enum, default_value_t = StreamTransport::Tcp, help_heading = TARGET)]
     pub transport: StreamTransport,
-    /// TLS 1.3 with client certificates (resolve and register, with --spawn, and echo): the run
-    /// makes a throwaway CA, the registrar's and the echo server's certificate and the
-    /// clients', and the spawned registrar listens on tcp+tls:// (or mptcp+tls://).
-    #[arg(long)]
+    /// TLS 1.3 with client certificates, with --spawn: the run makes a throwaway CA, the
+    /// registrar's and the echo server's certificate and the clients', and the spawned registrar
+    /// listens on tcp+tls:// (or mptcp+tls://).
+    #[arg(long, help_heading = TARGET)]
     pub tls: bool,
-
-    /// Hostile: the hostile messages to send (over the attacker connections and UDP).
-    #[arg(long, value_name = "N")]
-    pub messages: Option<u64>,
-    /// Hostile: check the registrar (alive, every legitimate PE resolvable, memory) every this
-    /// many messages, and at the end.
-    #[arg(long, value_name = "N", default_value_t = 10_000)]
-    pub check_every: u64,
-    /// Hostile: fail when the registrar's resident memory (VmRSS) grows by more than this many
-    /// MiB over its figure before the attack.
-    #[arg(long, value_name = "MIB", default_value_t = 64)]
-    pub max_rss_growth_mib: u64,
-    /// Hostile: the UDP port of a --registrar to send every fourth message to as a datagram (a
-    /// spawned registrar gets a UDP listener of its own).
-    #[arg(long, value_name = "HOST:PORT")]
+    /// The spawned registrar's keep-alive interval in milliseconds (default: its profile's,
+    /// 5000); needs --spawn.
+    #[arg(long, value_name = "MS", help_heading = TARGET)]
+    pub keep_alive_interval: Option<u64>,
+    /// The UDP port of a --registrar to send every fourth message to as a datagram (a spawned
+    /// registrar gets a UDP listener of its own).
+    #[arg(long, value_name = "HOST:PORT", help_heading = TARGET)]
     pub udp: Option<std::net::SocketAddr>,
-    /// Hostile: the process ID of a --registrar, whose life and memory are checked.
-    #[arg(long, value_name = "PID", conflicts_with = "spawn")]
+    /// The process ID of a --registrar, whose life and memory are checked.
+    #[arg(long, value_name = "PID", conflicts_with = "spawn", help_heading = TARGET)]
     pub pid: Option<u32>,
 
+    /// The hostile messages to send (over the attacker connections and UDP).
+    #[arg(long, value_name = "N", default_value_t = HOSTILE_MESSAGES, help_heading = SCENARIO)]
+    pub messages: u64,
+    /// Check the registrar (alive, every legitimate PE resolvable, memory) every this many
+    /// messages, and at the end.
+    #[arg(long, value_name = "N", default_value_t = 10_000, help_heading = SCENARIO)]
+    pub check_every: u64,
+    /// Fail when the registrar's resident memory (VmRSS) grows by more than this many MiB over
+    /// its figure before the attack.
+    #[arg(long, value_name = "MIB", default_value_t = 64, help_heading = SCENARIO)]
+    pub max_rss_growth_mib: u64,
+
     /// Print one JSON object on stdout instead of the text summary.
-    #[arg(long)]
+    #[arg(long, help_heading = OUTPUT)]
     pub json: bool,
+    /// Print CSV on stdout instead of the text summary: a header line and one row per run.
+    #[arg(long, conflicts_with = "json", help_heading = OUTPUT)]
+    pub csv: bool,
+    /// Also write the latency histogram to FILE as an HdrHistogram V2 interval log (nanoseconds,
+    /// one interval per run).
+    #[arg(long, value_name = "FILE", help_heading = OUTPUT)]
+    pub hdr_log: Option<PathBuf>,
     /// No progress lines on stderr.
-    #[arg(long, short = 'q')]
+    #[arg(long, short = 'q', help_heading = OUTPUT)]
     pub quiet: bool,
 
-    /// The options given on the command line rather than defaulted, by their long names
-    /// (`workers`, `duration`); filled by [`Cli::parse_noting_given`].
+    /// The options given on the command line rather than defaulted, by their ids (`workers`,
+    /// `pool_elements`); filled by [`Cli::parse_noting_given`].
     #[arg(skip)]
     pub given: Vec<String>,
 }
 
-/// Seconds from `90`, `1.5`, `90s`, `10m` or `1h`.
+/// Seconds from `90`, `1.5`, `90s`, `500ms`, `10m` or `1h`.
 pub fn parse_seconds(text: &str) -> Result<f64, String> {
     let trimmed = text.trim();
     let (number, unit) = match trimmed.strip_suffix("ms") {
@@ -358,34 +780,65 @@ pub fn parse_seconds(text: &str) -> Result<f64, String> {
 }
 
 impl Cli {
-    /// Parses `args` (the program name first) like [`Parser::try_parse_from`], and notes in
-    /// [`Cli::given`] which options the command line set.
+    /// The command line as people use it: `rserpool-bench <scenario> [options]`, a subcommand
+    /// per scenario with only that scenario's options, under the headings target, load shape,
+    /// scenario options and output.
+    pub fn scenario_commands() -> Command {
+        let all = Self::command();
+        ScenarioKind::value_variants().iter().fold(
+            Command::new("rserpool-bench")
+                .version(env!("CARGO_PKG_VERSION"))
+                .about(
+                    "Load generator for RSerPool pool registrars: ASAP over TCP or MPTCP, closed \
+                     or open loop, churn, keep-alive populations, ENRP resynchronisation, \
+                     takeovers, fault and hostile-input tests",
+                )
+                .after_help("`rserpool-bench <scenario> --help` lists a scenario's options.")
+                .subcommand_required(true)
+                .arg_required_else_help(true),
+            |root, kind| root.subcommand(kind.command(&all)),
+        )
+    }
+
+    /// Parses and validates `args` (the program name first), and notes in [`Cli::given`] which
+    /// options the command line set. An option the scenario has not and a contradiction are
+    /// usage errors (`clap::Error::exit` exits with 2).
     pub fn parse_noting_given<I, T>(args: I) -> Result<Self, clap::Error>
     where
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        let matches = Self::command().try_get_matches_from(args)?;
-        let mut cli = Self::from_arg_matches(&matches)?;
-        cli.given = matches
+        let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+        let mut commands = Self::scenario_commands();
+        let matches = commands.try_get_matches_from_mut(&args)?;
+        let (name, own) = matches
+            .subcommand()
+            .expect("the scenario commands require a scenario");
+        // The scenario's command accepted the words; every option's definition reads them, so
+        // that the options the scenario has not take their defaults.
+        let mut cli = Self::from_arg_matches(&Self::command().try_get_matches_from(&args)?)?;
+        cli.given = own
             .ids()
-            .filter(|id| matches.value_source(id.as_str()) == Some(ValueSource::CommandLine))
+            .filter(|id| own.value_source(id.as_str()) == Some(ValueSource::CommandLine))
             .map(|id| id.as_str().to_owned())
             .collect();
+        cli.validate().map_err(|why| {
+            commands
+                .find_subcommand_mut(name)
+                .expect("the scenario's subcommand")
+                .error(ErrorKind::ArgumentConflict, why)
+        })?;
         Ok(cli)
     }
 
-    /// The command line `rserpool-bench args…` parsed as `main` parses it and validated, or the
+    /// The command line `rserpool-bench args…` parsed and validated as `main` does it, or the
     /// error it would print.
     pub fn from_args(args: &[&str]) -> Result<Self, String> {
-        let cli =
-            Self::parse_noting_given(std::iter::once("rserpool-bench").chain(args.iter().copied()))
-                .map_err(|e| e.to_string())?;
-        cli.validate()?;
-        Ok(cli)
+        Self::parse_noting_given(std::iter::once("rserpool-bench").chain(args.iter().copied()))
+            .map_err(|e| e.to_string())
     }
 
-    /// Whether the command line set the option `name` (its long name).
+    /// Whether the command line set the option `name` (its id: the long name with `_`).
     pub fn was_given(&self, name: &str) -> bool {
         self.given.iter().any(|g| g == name)
     }
@@ -458,7 +911,8 @@ impl Cli {
         self.fault.unwrap_or(TakeoverFault::Kill)
     }
 
-    /// Rejects values and combinations that cannot run.
+    /// Rejects values and combinations that cannot run (options a scenario has not never come
+    /// this far: the scenario's command refuses them).
     pub fn validate(&self) -> Result<(), String> {
         let positive = [
             ("--connections", self.connections),
@@ -487,6 +941,9 @@ impl Cli {
         if !(self.warmup.is_finite() && self.warmup >= 0.0) {
             return Err("--warmup must be zero or a positive number of seconds".into());
         }
+        if !(self.timeout.is_finite() && self.timeout > 0.0) {
+            return Err("--timeout must be a positive number of seconds".into());
+        }
         if let Some(r) = self.rate {
             if !(r.is_finite() && r > 0.0) {
                 return Err("--rate must be a positive number of requests per second".into());
@@ -496,105 +953,51 @@ impl Cli {
                 return Err("--rate sends on a schedule: it needs --poll spin".into());
             }
         }
-        match self.scenario {
-            ScenarioKind::Churn if self.rate.is_none() => {
-                return Err(
-                    "churn needs --rate R: the PEs' register, re-register and deregister \
-                     operations per second"
-                        .into(),
-                );
-            }
-            ScenarioKind::Keepalive | ScenarioKind::Resync | ScenarioKind::Takeover
-                if self.rate.is_some() =>
-            {
-                return Err(format!(
-                    "{} sends no requests: drop --rate",
-                    self.scenario.name()
-                ));
-            }
-            ScenarioKind::Storm if self.rate.is_some() => {
-                return Err(
-                    "storm writes every registration at once: drop --rate (register \
-                     --population sends them in a window of --pipeline)"
-                        .into(),
-                );
-            }
+        if self.scenario == ScenarioKind::Churn && self.rate.is_none() {
+            return Err(
+                "churn needs --rate R: the PEs' register, re-register and deregister operations \
+                 per second"
+                    .into(),
+            );
+        }
+        let populated = matches!(
+            self.scenario,
             ScenarioKind::Keepalive
-            | ScenarioKind::Resync
-            | ScenarioKind::Takeover
-            | ScenarioKind::Storm
-                if self.connections > self.population() =>
-            {
-                return Err(format!(
-                    "--connections {} exceeds --population {}: every association needs a PE",
-                    self.connections,
-                    self.population()
-                ));
-            }
-            ScenarioKind::Churn
-            | ScenarioKind::Keepalive
-            | ScenarioKind::Resync
-            | ScenarioKind::Takeover
-                if self.compare_echo =>
-            {
-                return Err(format!(
-                    "--compare-echo applies to resolve, register and storm, not {}",
-                    self.scenario.name()
-                ));
-            }
+                | ScenarioKind::Resync
+                | ScenarioKind::Takeover
+                | ScenarioKind::Storm
+        ) || self.registers_new_pes();
+        if populated && self.connections > self.population() {
+            return Err(format!(
+                "--connections {} exceeds --population {}: every association needs a PE",
+                self.connections,
+                self.population()
+            ));
+        }
+        match self.scenario {
+            ScenarioKind::Register => self.validate_register()?,
+            ScenarioKind::Resync => self.validate_resync()?,
+            ScenarioKind::Takeover | ScenarioKind::Chaos => self.validate_scope()?,
+            ScenarioKind::Hostile => self.validate_hostile()?,
             _ => {}
         }
-        if self.scenario == ScenarioKind::Chaos {
-            self.validate_chaos()?;
-        }
-        self.validate_hostile()?;
-        if self.registers_new_pes() || self.scenario == ScenarioKind::Storm {
-            self.validate_population()?;
-        }
-        if self.was_given("policy")
-            && !matches!(
-                self.scenario,
-                ScenarioKind::Register | ScenarioKind::Resolve | ScenarioKind::Storm
-            )
-        {
+        self.validate_target()
+    }
+
+    /// The checks of the options that choose and configure the registrar.
+    fn validate_target(&self) -> Result<(), String> {
+        let sctp = self.transport == StreamTransport::Sctp
+            || self
+                .registrar
+                .is_some_and(|r| r.transport == StreamTransport::Sctp);
+        if sctp && self.scenario != ScenarioKind::Hostile {
             return Err(format!(
-                "--policy applies to the PEs of register, resolve and storm, not {}",
+                "{} frames byte streams: SCTP is for hostile only (use tcp or mptcp)",
                 self.scenario.name()
             ));
         }
         if self.keep_alive_interval == Some(0) {
             return Err("--keep-alive-interval must be at least 1 ms".into());
-        }
-        if self.page > MAX_PAGE {
-            return Err(format!("--page must be from 1 to {MAX_PAGE} PEs"));
-        }
-        if self.restart.is_some() && self.scenario != ScenarioKind::Resync {
-            return Err("--restart applies to resync only".into());
-        }
-        if self.fault.is_some() && self.scenario != ScenarioKind::Takeover {
-            return Err("--fault applies to takeover only".into());
-        }
-        if self.scenario == ScenarioKind::Takeover {
-            self.validate_takeover()?;
-        }
-        if self.scenario == ScenarioKind::Resync {
-            if self.enrp_generation == EnrpGeneration::Rfc && self.page > MAX_RFC_PAGE {
-                return Err(format!(
-                    "--page {} exceeds the {MAX_RFC_PAGE} PEs a registrar sends an RFC peer per \
-                     page: use --enrp-generation ng or --page {MAX_RFC_PAGE}",
-                    self.page
-                ));
-            }
-            if !(self.timeout.is_finite() && self.timeout > 0.0) {
-                return Err("--timeout must be a positive number of seconds".into());
-            }
-            if self.registrar.is_some() {
-                return Err(
-                    "resync starts both registrars itself: drop --registrar (--registrar-bin \
-                     names the binary)"
-                        .into(),
-                );
-            }
         }
         if self.keep_alive_interval.is_some() && !self.spawns() {
             return Err(
@@ -602,31 +1005,14 @@ impl Cli {
                     .into(),
             );
         }
-        if let Some(size) = self.reply_size {
-            if self.scenario != ScenarioKind::Echo {
-                return Err("--reply-size applies to the echo scenario only".into());
-            }
-            if !(MIN_REPLY..=MAX_REPLY).contains(&size) {
-                return Err(format!(
-                    "--reply-size must be from {MIN_REPLY} to {MAX_REPLY} bytes"
-                ));
-            }
-        }
         if self.registrar_bin.is_some() && !self.spawns() {
             return Err("--registrar-bin needs --spawn".into());
         }
-        if self.tls
-            && !(matches!(self.scenario, ScenarioKind::Resolve | ScenarioKind::Echo)
-                || (self.scenario == ScenarioKind::Register && !self.registers_new_pes()))
-        {
-            return Err(format!(
-                "--tls applies to resolve, register (re-registrations) and echo, not {}",
-                if self.registers_new_pes() {
-                    "register --population"
-                } else {
-                    self.scenario.name()
-                }
-            ));
+        if self.profile != "default" && !self.spawns() {
+            return Err(
+                "--profile chooses the profile of a registrar this run starts: it needs --spawn"
+                    .into(),
+            );
         }
         if self.tls && self.registrar.is_some() {
             return Err(
@@ -635,115 +1021,107 @@ impl Cli {
                     .into(),
             );
         }
-        if self.profile != "default" && !self.spawns() {
-            return Err(
-                "--profile chooses the profile of a registrar this run starts: it needs --spawn"
-                    .into(),
-            );
+        if let Some(size) = self.reply_size
+            && !(MIN_REPLY..=MAX_REPLY).contains(&size)
+        {
+            return Err(format!(
+                "--reply-size must be from {MIN_REPLY} to {MAX_REPLY} bytes"
+            ));
         }
-        let has_target = self.registrar.is_some() || self.spawns();
-        match self.scenario {
-            ScenarioKind::Echo if has_target || self.compare_echo => Err(
-                "echo runs against its built-in server: drop --registrar, --spawn and --compare-echo"
-                    .into(),
-            ),
-            ScenarioKind::Echo => Ok(()),
-            _ if !has_target => Err(format!(
+        if self.scenario != ScenarioKind::Echo && self.registrar.is_none() && !self.spawns() {
+            return Err(format!(
                 "{} needs a registrar: --registrar URL or --spawn",
                 self.scenario.name()
-            )),
-            _ => Ok(()),
-        }
-    }
-
-    /// The checks only `storm` and `register --population` need.
-    fn validate_population(&self) -> Result<(), String> {
-        let name = if self.scenario == ScenarioKind::Storm {
-            "storm"
-        } else {
-            "register --population"
-        };
-        if self.connections > self.population() {
-            return Err(format!(
-                "--connections {} exceeds --population {}: every association needs a PE",
-                self.connections,
-                self.population()
             ));
-        }
-        if self.rate.is_some() {
-            return Err(format!(
-                "{name} registers every PE once, as fast as the registrar answers: drop --rate"
-            ));
-        }
-        if self.was_given("pools") {
-            return Err(format!(
-                "{name} makes pools of --pool-elements PEs (population / pool-elements of them): \
-                 drop --pools"
-            ));
-        }
-        if self.was_given("pes_per_connection") {
-            return Err(format!(
-                "{name} deals the population out over --connections: drop --pes-per-connection"
-            ));
-        }
-        if !(self.timeout.is_finite() && self.timeout > 0.0) {
-            return Err("--timeout must be a positive number of seconds".into());
         }
         Ok(())
     }
 
-    /// The checks only a `takeover` run needs.
-    fn validate_takeover(&self) -> Result<(), String> {
-        if self.registrar.is_some() {
-            return Err(
-                "takeover starts its three registrars itself: drop --registrar (--registrar-bin \
-                 names the binary)"
-                    .into(),
-            );
+    /// The checks of `register`: the options of re-registration and of `--population` apart.
+    fn validate_register(&self) -> Result<(), String> {
+        let refused: &[(&str, &str)] = if self.registers_new_pes() {
+            &[
+                (
+                    "rate",
+                    "registers every PE once, as fast as the registrar answers",
+                ),
+                ("warmup", "times the registrations from the first write"),
+                (
+                    "pools",
+                    "makes pools of --pool-elements PEs (population / pool-elements of them)",
+                ),
+                (
+                    "pes_per_connection",
+                    "deals the population out over --connections",
+                ),
+                ("tls", "runs over plain TCP or MPTCP"),
+            ]
+        } else {
+            &[(
+                "pool_elements",
+                "re-registers --pes-per-connection PEs per connection over --pools pools",
+            )]
+        };
+        let mode = if self.registers_new_pes() {
+            "register --population"
+        } else {
+            "register without --population"
+        };
+        match refused.iter().find(|(id, _)| self.was_given(id)) {
+            Some((id, why)) => Err(format!("{mode} {why}: drop --{}", id.replace('_', "-"))),
+            None => Ok(()),
         }
+    }
+
+    /// The checks of `resync`.
+    fn validate_resync(&self) -> Result<(), String> {
+        if self.page > MAX_PAGE {
+            return Err(format!("--page must be from 1 to {MAX_PAGE} PEs"));
+        }
+        if self.enrp_generation == EnrpGeneration::Rfc && self.page > MAX_RFC_PAGE {
+            return Err(format!(
+                "--page {} exceeds the {MAX_RFC_PAGE} PEs a registrar sends an RFC peer per \
+                 page: use --enrp-generation ng or --page {MAX_RFC_PAGE}",
+                self.page
+            ));
+        }
+        Ok(())
+    }
+
+    /// The checks of `takeover` and `chaos`, which read whole pools in one resolution each.
+    fn validate_scope(&self) -> Result<(), String> {
         if self.pool_elements > CHAOS_MAX_POOL {
             return Err(format!(
-                "--pool-elements {} exceeds the {CHAOS_MAX_POOL} PEs one resolution returns: the \
-                 survivors' homes are read from whole pools",
-                self.pool_elements
+                "--pool-elements {} exceeds the {CHAOS_MAX_POOL} PEs one resolution returns: \
+                 {} reads whole pools",
+                self.pool_elements,
+                self.scenario.name()
             ));
         }
-        if !(self.timeout.is_finite() && self.timeout > 0.0) {
-            return Err("--timeout must be a positive number of seconds".into());
+        if self.scenario != ScenarioKind::Chaos {
+            return Ok(());
+        }
+        if !CHAOS_REGISTRARS.contains(&self.registrars) {
+            return Err(format!(
+                "--registrars {} is out of range: chaos runs {} to {} registrars",
+                self.registrars,
+                CHAOS_REGISTRARS.start(),
+                CHAOS_REGISTRARS.end()
+            ));
+        }
+        let duration = self.chaos_duration();
+        if !(duration.is_finite() && duration >= CHAOS_MIN_DURATION) {
+            return Err(format!(
+                "chaos injects faults for --duration: give at least {CHAOS_MIN_DURATION} s (e.g. \
+                 --duration 60 or --duration 10m)"
+            ));
         }
         Ok(())
     }
 
-    /// The checks of the `hostile` options: its own options only there, SCTP only there.
+    /// The checks of `hostile`.
     fn validate_hostile(&self) -> Result<(), String> {
-        let hostile = self.scenario == ScenarioKind::Hostile;
-        let sctp = self.transport == StreamTransport::Sctp
-            || self
-                .registrar
-                .is_some_and(|r| r.transport == StreamTransport::Sctp);
-        if !hostile {
-            let own = [
-                "messages",
-                "check_every",
-                "max_rss_growth_mib",
-                "udp",
-                "pid",
-            ];
-            if let Some(name) = own.iter().find(|n| self.was_given(n)) {
-                return Err(format!(
-                    "--{} applies to hostile only",
-                    name.replace('_', "-")
-                ));
-            }
-            if sctp {
-                return Err(format!(
-                    "{} frames byte streams: SCTP is for hostile only (use tcp or mptcp)",
-                    self.scenario.name()
-                ));
-            }
-            return Ok(());
-        }
-        if self.messages == Some(0) || self.check_every == 0 {
+        if self.messages == 0 || self.check_every == 0 {
             return Err("--messages and --check-every must be at least 1".into());
         }
         if self.hostile_pool_elements() > CHAOS_MAX_POOL {
@@ -752,9 +1130,6 @@ impl Cli {
                  the soak checks whole pools",
                 self.pool_elements
             ));
-        }
-        if self.rate.is_some() || self.compare_echo {
-            return Err("hostile sends as fast as it can: drop --rate and --compare-echo".into());
         }
         if self.udp.is_some() && self.spawns() {
             return Err(
@@ -771,11 +1146,6 @@ impl Cli {
             ));
         }
         Ok(())
-    }
-
-    /// The hostile messages of a `hostile` run: `--messages` or 1 000 000.
-    pub fn hostile_messages(&self) -> u64 {
-        self.messages.unwrap_or(HOSTILE_MESSAGES)
     }
 
     /// The pools of a `hostile` run's legitimate PEs: `--pools` if given, else 8.
@@ -803,47 +1173,6 @@ impl Cli {
         } else {
             HOSTILE_ATTACKERS
         }
-    }
-
-    /// The checks only a `chaos` run needs.
-    fn validate_chaos(&self) -> Result<(), String> {
-        if self.registrar.is_some() {
-            return Err(
-                "chaos starts its registrars itself: drop --registrar (--registrar-bin names the \
-                 binary)"
-                    .into(),
-            );
-        }
-        if !CHAOS_REGISTRARS.contains(&self.registrars) {
-            return Err(format!(
-                "--registrars {} is out of range: chaos runs {} to {} registrars",
-                self.registrars,
-                CHAOS_REGISTRARS.start(),
-                CHAOS_REGISTRARS.end()
-            ));
-        }
-        let duration = self.chaos_duration();
-        if !(duration.is_finite() && duration >= CHAOS_MIN_DURATION) {
-            return Err(format!(
-                "chaos injects faults for --duration: give at least {CHAOS_MIN_DURATION} s (e.g. \
-                 --duration 60 or --duration 10m)"
-            ));
-        }
-        if self.pool_elements > CHAOS_MAX_POOL {
-            return Err(format!(
-                "--pool-elements {} exceeds the {CHAOS_MAX_POOL} PEs one resolution returns: the \
-                 checker must see whole pools",
-                self.pool_elements
-            ));
-        }
-        if self.rate.is_some() || self.compare_echo || self.keep_alive_interval.is_some() {
-            return Err(
-                "chaos runs its own PEs and PUs: drop --rate, --compare-echo and \
-                 --keep-alive-interval"
-                    .into(),
-            );
-        }
-        Ok(())
     }
 
     /// The echo server's reply: the size asked, rounded up to 4.
@@ -890,15 +1219,15 @@ mod tests {
         for (args, why) in [
             (
                 &["takeover", "--restart", "same-id"][..],
-                "--restart applies to resync only",
+                "unexpected argument '--restart'",
             ),
             (
                 &["resync", "--fault", "kill"][..],
-                "--fault applies to takeover only",
+                "unexpected argument '--fault'",
             ),
             (
                 &["takeover", "--registrar", "tcp://127.0.0.1:1"][..],
-                "drop --registrar",
+                "unexpected argument '--registrar'",
             ),
             (
                 &["takeover", "--pool-elements", "129"][..],
@@ -908,7 +1237,10 @@ mod tests {
                 &["takeover", "--timeout", "0"][..],
                 "--timeout must be a positive",
             ),
-            (&["takeover", "--rate", "5"][..], "sends no requests"),
+            (
+                &["takeover", "--rate", "5"][..],
+                "unexpected argument '--rate'",
+            ),
         ] {
             let e = Cli::from_args(args).unwrap_err();
             assert!(e.contains(why), "{args:?}: {e}");
@@ -918,7 +1250,7 @@ mod tests {
     #[test]
     fn hostile_options_belong_to_hostile_and_sctp_too() {
         let soak = Cli::from_args(&["hostile", "--spawn", "--transport", "sctp"]).unwrap();
-        assert_eq!(soak.hostile_messages(), 1_000_000);
+        assert_eq!(soak.messages, 1_000_000);
         assert_eq!(
             (
                 soak.hostile_pools(),
@@ -928,22 +1260,23 @@ mod tests {
             (8, 8, 8)
         );
         let given = Cli::from_args(&["hostile", "--spawn", "-c", "3", "--messages", "5"]).unwrap();
-        assert_eq!(
-            (given.hostile_attackers(), given.hostile_messages()),
-            (3, 5)
-        );
+        assert_eq!((given.hostile_attackers(), given.messages), (3, 5));
         for (args, why) in [
             (
                 &["resolve", "--spawn", "--messages", "5"][..],
-                "--messages applies to hostile only",
+                "unexpected argument '--messages'",
             ),
             (
                 &["resolve", "--spawn", "--transport", "sctp"][..],
+                "invalid value 'sctp' for '--transport <TRANSPORT>'",
+            ),
+            (
+                &["resolve", "--registrar", "sctp://127.0.0.1:1"][..],
                 "SCTP is for hostile only",
             ),
             (
                 &["echo", "--transport", "sctp"][..],
-                "SCTP is for hostile only",
+                "[possible values: tcp, mptcp]",
             ),
             (&["hostile", "--spawn", "--messages", "0"][..], "at least 1"),
             (

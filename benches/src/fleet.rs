@@ -17,6 +17,7 @@ use rserpool_protocol::{AsapMessage, Generation};
 use crate::error::{Context, Error, Result};
 use crate::load::{LoadSpec, Outcome, Poll, Stats};
 use crate::net::Endpoint;
+use crate::series::Series;
 use crate::tls::{self, SecureStream};
 use crate::workload::{self, MAX_FRAME, PeIds, PeRecord, PolicyKind, Table, Totals};
 
@@ -318,6 +319,8 @@ impl Fleet {
         let start = Instant::now();
         let measure = start + spec.warmup;
         let end = measure + spec.duration;
+        let series = Series::new(measure, Some(spec.duration));
+        let mut seconds = series.recorders(1).pop().expect("one recorder");
         let mut window_open = false;
         let mut tick = start + Duration::from_secs(1);
         let (mut second, mut this_second) = (1, 0u64);
@@ -330,6 +333,7 @@ impl Fleet {
             if now >= end {
                 break;
             }
+            seconds.advance(now);
             if spec.progress && now >= tick {
                 let phase = if tick <= measure {
                     "warm-up"
@@ -372,6 +376,7 @@ impl Fleet {
                         stats.ops += acks;
                         let nanos = sent.saturating_duration_since(at).as_nanos() as u64;
                         let _ = stats.histogram.record_n(nanos.max(1), acks);
+                        seconds.record(sent, nanos, acks);
                     }
                 }
             }
@@ -387,9 +392,11 @@ impl Fleet {
             conn.waiting.clear();
         }
         self.idle = conns;
+        drop(seconds);
         Outcome {
             stats,
             elapsed: spec.duration,
+            timeline: series.finish(spec.duration),
         }
     }
 

@@ -410,7 +410,7 @@ pub fn run(cli: &Cli) -> Result<HostileReport> {
         ),
     );
     let mut checker = Checker::new(endpoint, pid, &targets, &legit, cli.max_rss_growth_mib)?;
-    let total = cli.hostile_messages();
+    let total = cli.messages;
     let tally = Tally::default();
     let attack = Attack {
         corpus: &corpus,

@@ -2,9 +2,9 @@
 //! sockets in a loop. A connection reads whatever replies arrived in one read, then refills its
 //! window of pipelined requests in one write (closed loop), or sends the requests whose intended
 //! time has come (open loop, `--rate`). Latency runs from send (closed loop) or intended send
-//! (open loop) to reply, into an HDR histogram. After the run every connection reads the answers
-//! still in flight and deregisters its PEs, so that the whole-run [`Totals`] hold every answer the
-//! server sent.
+//! (open loop) to reply, into an HDR histogram, and into the thread's histogram of the current
+//! second of the [`Series`]. After the run every connection reads the answers still in flight and
+//! deregisters its PEs, so that the whole-run [`Totals`] hold every answer the server sent.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, ErrorKind, Read, Write};
@@ -21,6 +21,7 @@ use rserpool_protocol::framing::Frames;
 
 use crate::error::{Context, Error, Result};
 use crate::net::Endpoint;
+use crate::series::{Recorder, Series, Timeline};
 use crate::tls::{self, SecureStream};
 use crate::workload::{self, Check, ConnWork, MAX_FRAME, Pick, Reply, Table, Totals};
 
@@ -28,6 +29,12 @@ use crate::workload::{self, Check, ConnWork, MAX_FRAME, Pick, Reply, Table, Tota
 const MAX_LATENCY: Duration = Duration::from_secs(60);
 /// With [`Poll::Block`], the longest a read waits before the thread looks at the clock again.
 const BLOCK_TIMEOUT: Duration = Duration::from_millis(20);
+
+/// An empty histogram of latencies in nanoseconds: 1 ns to 60 s, 3 significant digits.
+pub fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_LATENCY.as_nanos() as u64, 3)
+        .expect("static histogram bounds are valid")
+}
 
 /// How a client thread waits for replies.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
@@ -100,8 +107,7 @@ impl Stats {
             request_bytes: 0,
             replies: 0,
             reply_bytes: 0,
-            histogram: Histogram::new_with_bounds(1, MAX_LATENCY.as_nanos() as u64, 3)
-                .expect("static histogram bounds are valid"),
+            histogram: latency_histogram(),
             totals: Totals::default(),
         }
     }
@@ -144,13 +150,15 @@ fn ratio(a: u64, b: u64) -> f64 {
     if b == 0 { 0.0 } else { a as f64 / b as f64 }
 }
 
-/// A finished run: the counts and the length of the measured window.
+/// A finished run: the counts, the length of the measured window and its seconds.
 #[derive(Clone, Debug)]
 pub struct Outcome {
     /// Counts of all threads.
     pub stats: Stats,
     /// The measured window.
     pub elapsed: Duration,
+    /// Ops and latency per second of the window.
+    pub timeline: Timeline,
 }
 
 impl Outcome {
@@ -230,9 +238,15 @@ impl Conn {
         })
     }
 
-    /// One read; every whole frame is accounted. Returns the replies seen (warm-up included), or
-    /// `None` when nothing was read.
-    fn receive(&mut self, plan: &Plan, stats: &mut Stats) -> Option<u64> {
+    /// One read; every whole frame is accounted, the latencies of the measured ones also into
+    /// `seconds` when given. Returns the replies seen (warm-up included), or `None` when nothing
+    /// was read.
+    fn receive(
+        &mut self,
+        plan: &Plan,
+        stats: &mut Stats,
+        mut seconds: Option<&mut Recorder<'_>>,
+    ) -> Option<u64> {
         if plan.poll == Poll::Block && self.sent.is_empty() {
             return None;
         }
@@ -292,6 +306,9 @@ impl Conn {
                     }
                     let nanos = now.saturating_duration_since(sent_at).as_nanos() as u64;
                     stats.histogram.saturating_record(nanos.max(1));
+                    if let Some(r) = seconds.as_deref_mut() {
+                        r.record(now, nanos, 1);
+                    }
                 }
                 Reply::Error | Reply::KeepAlive => stats.errors += 1,
             }
@@ -403,7 +420,7 @@ impl Conn {
             if left.is_zero() || self.stream.set_read_timeout(Some(left)).is_err() {
                 return;
             }
-            self.receive(&after, stats);
+            self.receive(&after, stats, None);
             if self.out_pos < self.out.len() {
                 if self.stream.write_all(&self.out[self.out_pos..]).is_err() {
                     self.close(stats);
@@ -484,17 +501,19 @@ fn retry(e: &io::Error) -> bool {
 #[derive(Default)]
 struct Live(AtomicU64);
 
-fn drive(conns: &mut [Conn], plan: &Plan, live: &Live) -> Stats {
+fn drive(conns: &mut [Conn], plan: &Plan, live: &Live, mut seconds: Recorder<'_>) -> Stats {
     let mut stats = Stats::new();
     let mut seen_total = 0u64;
     loop {
-        if Instant::now() >= plan.end {
+        let now = Instant::now();
+        if now >= plan.end {
             break;
         }
+        seconds.advance(now);
         let mut moved = false;
         let before = seen_total;
         for conn in conns.iter_mut().filter(|c| c.open) {
-            if let Some(seen) = conn.receive(plan, &mut stats) {
+            if let Some(seen) = conn.receive(plan, &mut stats, Some(&mut seconds)) {
                 seen_total += seen;
                 moved = true;
             }
@@ -551,14 +570,16 @@ pub fn run(
         poll: spec.poll,
     };
     let lives: Vec<Live> = (0..spec.threads).map(|_| Live::default()).collect();
+    let series = Series::new(plan.measure, Some(spec.duration));
     let mut totals = Stats::new();
     thread::scope(|scope| {
         let handles: Vec<_> = groups
             .iter_mut()
             .zip(&lives)
-            .map(|(group, live)| {
+            .zip(series.recorders(spec.threads))
+            .map(|((group, live), seconds)| {
                 let plan = &plan;
-                scope.spawn(move || drive(group, plan, live))
+                scope.spawn(move || drive(group, plan, live, seconds))
             })
             .collect();
         if spec.progress {
@@ -587,6 +608,7 @@ pub fn run(
     Ok(Outcome {
         stats: totals,
         elapsed: spec.duration,
+        timeline: series.finish(spec.duration),
     })
 }
 

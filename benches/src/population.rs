@@ -6,8 +6,8 @@
 //! sockets): with a thousand associations a pass over every socket would cost more than the
 //! answers. Keep-alives the registrar sends meanwhile are answered on the association they came
 //! on, before the next registrations. The answers are counted by tenths of the population (the
-//! registrar's PE count going from 0 to 10 %, 10 to 20 %, ...), refusals by their error cause.
-//! Afterwards the PEs are deregistered, best effort.
+//! registrar's PE count going from 0 to 10 %, 10 to 20 %, ...), refusals by their error cause,
+//! latencies per second too. Afterwards the PEs are deregistered, best effort.
 
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
@@ -23,6 +23,7 @@ use rustix::event::{Timespec, epoll};
 use crate::error::{Context, Error, Result};
 use crate::load::{Poll, Stats};
 use crate::net::{self, Endpoint};
+use crate::series::{Recorder, Series, Timeline};
 use crate::workload::{self, Check, MAX_FRAME, PeRecord, Reply, Table};
 
 /// The tenths the population's answers are counted in.
@@ -84,6 +85,8 @@ pub struct PopulationOutcome {
     pub bands: Vec<(u64, Option<f64>)>,
     /// Associations used.
     pub connections: usize,
+    /// Accepted registrations and their latency per second from the first write.
+    pub timeline: Timeline,
 }
 
 impl PopulationOutcome {
@@ -174,11 +177,17 @@ impl Conn {
     }
 
     /// Reads until the socket is empty, then writes until it is full or nothing is left.
-    fn pump(&mut self, phase: &Phase, shared: &Shared, stats: &mut Stats) {
+    fn pump(
+        &mut self,
+        phase: &Phase,
+        shared: &Shared,
+        stats: &mut Stats,
+        mut seconds: Option<&mut Recorder<'_>>,
+    ) {
         while self.open {
             match self.stream.read(&mut self.inbuf[self.in_len..]) {
                 Ok(0) => self.close(phase, shared, stats),
-                Ok(n) => self.receive(n, phase, shared, stats),
+                Ok(n) => self.receive(n, phase, shared, stats, seconds.as_deref_mut()),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(_) => self.close(phase, shared, stats),
@@ -197,8 +206,16 @@ impl Conn {
         }
     }
 
-    /// Accounts the whole frames among `n` new bytes.
-    fn receive(&mut self, n: usize, phase: &Phase, shared: &Shared, stats: &mut Stats) {
+    /// Accounts the whole frames among `n` new bytes, the latencies also into `seconds` when
+    /// given.
+    fn receive(
+        &mut self,
+        n: usize,
+        phase: &Phase,
+        shared: &Shared,
+        stats: &mut Stats,
+        mut seconds: Option<&mut Recorder<'_>>,
+    ) {
         let now = Instant::now();
         self.in_len += n;
         let mut answers = 0;
@@ -227,6 +244,9 @@ impl Conn {
                     stats.ops += 1;
                     let nanos = now.saturating_duration_since(sent_at).as_nanos() as u64;
                     stats.histogram.saturating_record(nanos.max(1));
+                    if let Some(r) = seconds.as_deref_mut() {
+                        r.record(now, nanos, 1);
+                    }
                 }
                 Reply::Rejected => {
                     stats.rejections += 1;
@@ -285,8 +305,13 @@ impl Conn {
 }
 
 /// One client thread's loop over its associations, until the phase is over for them or
-/// `shared.stop`.
-fn drive(conns: &mut [Conn], phase: &Phase, shared: &Shared) -> Result<Stats> {
+/// `shared.stop`; the latencies also into `seconds` when given.
+fn drive(
+    conns: &mut [Conn],
+    phase: &Phase,
+    shared: &Shared,
+    mut seconds: Option<Recorder<'_>>,
+) -> Result<Stats> {
     let mut stats = Stats::new();
     let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)
         .map_err(|e| Error::new(format!("epoll_create: {e}")))?;
@@ -313,6 +338,9 @@ fn drive(conns: &mut [Conn], phase: &Phase, shared: &Shared) -> Result<Stats> {
     let mut events = Vec::with_capacity(EVENTS);
     let mut pending = conns.iter().filter(|c| !c.done()).count();
     loop {
+        if let Some(r) = seconds.as_mut() {
+            r.advance(Instant::now());
+        }
         // The measured phase runs until the main thread says stop, so that the associations
         // answer keep-alives while the registrar settles; the other until it is done.
         let over = if phase.measured {
@@ -342,7 +370,7 @@ fn drive(conns: &mut [Conn], phase: &Phase, shared: &Shared) -> Result<Stats> {
         for event in &events {
             let conn = &mut conns[event.data.u64() as usize];
             let was_done = conn.done();
-            conn.pump(phase, shared, &mut stats);
+            conn.pump(phase, shared, &mut stats, seconds.as_mut());
             if !was_done && conn.done() {
                 pending -= 1;
             }
@@ -351,20 +379,29 @@ fn drive(conns: &mut [Conn], phase: &Phase, shared: &Shared) -> Result<Stats> {
     Ok(stats)
 }
 
-/// Runs one phase over `groups` (one thread each) and merges their counts into `stats`. `main`
-/// runs on this thread meanwhile; after it the measured phase is stopped, while the other ends
-/// when its associations are done or its deadline passed.
+/// Runs one phase over `groups` (one thread each) and merges their counts into `stats`, the
+/// latencies per second into `series` when given. `main` runs on this thread meanwhile; after
+/// it the measured phase is stopped, while the other ends when its associations are done or its
+/// deadline passed.
 fn run_phase(
     groups: &mut [Vec<Conn>],
     phase: &Phase,
     shared: &Shared,
     stats: &mut Stats,
+    series: Option<&Series>,
     main: impl FnOnce(),
 ) -> Result<()> {
+    let mut recorders = series
+        .map(|s| s.recorders(groups.len()))
+        .unwrap_or_default()
+        .into_iter();
     thread::scope(|scope| {
         let handles: Vec<_> = groups
             .iter_mut()
-            .map(|group| scope.spawn(move || drive(group, phase, shared)))
+            .map(|group| {
+                let seconds = recorders.next();
+                scope.spawn(move || drive(group, phase, shared, seconds))
+            })
             .collect();
         main();
         if phase.measured {
@@ -446,13 +483,22 @@ pub fn run(
     };
     let mut stats = Stats::new();
     let mut finished = start + spec.limit;
-    run_phase(&mut groups, &phase, &shared, &mut stats, || {
-        finished = watch(&shared, spec, phase.deadline);
-        thread::sleep(spec.settle);
-        at_end();
-    })?;
+    let series = Series::new(start, None);
+    run_phase(
+        &mut groups,
+        &phase,
+        &shared,
+        &mut stats,
+        Some(&series),
+        || {
+            finished = watch(&shared, spec, phase.deadline);
+            thread::sleep(spec.settle);
+            at_end();
+        },
+    )?;
     let answered = shared.answered.load(Ordering::Relaxed);
-    let seconds = finished.duration_since(start).as_secs_f64();
+    let elapsed = finished.duration_since(start);
+    let seconds = elapsed.as_secs_f64();
     let bands = bands(&shared);
     deregister(&mut groups, &phase, &shared, &mut stats, seconds)?;
     Ok(PopulationOutcome {
@@ -463,6 +509,7 @@ pub fn run(
         completed: answered == population as u64,
         bands,
         connections,
+        timeline: series.finish(elapsed),
     })
 }
 
@@ -563,7 +610,7 @@ fn deregister(
         ..*registering
     };
     let mut after = Stats::new();
-    let result = run_phase(groups, &phase, shared, &mut after, || {});
+    let result = run_phase(groups, &phase, shared, &mut after, None, || {});
     stats.totals.add(&after.totals);
     result
 }

@@ -1,20 +1,61 @@
-//! Results for people and programs: the text summary, the JSON object, the whole-run totals in a
-//! registrar's terms, the comparison of a scenario with the echo ceiling, the two op streams of
-//! a churn run, the times of a resync run (and of its restart), and those of a takeover run.
+//! Results for people and programs: the text summary (with a small latency histogram), the JSON
+//! object (with the per-second series), the CSV rows and the HDR interval log of `--csv` and
+//! `--hdr-log`, the whole-run totals in a registrar's terms, the comparison of a scenario with the
+//! echo ceiling, the two op streams of a churn run, the times of a resync run (and of its
+//! restart), and those of a takeover run.
 
 use std::fmt::Write as _;
+use std::io;
+use std::time::{Duration, SystemTime};
 
 use hdrhistogram::Histogram;
+use hdrhistogram::serialization::V2DeflateSerializer;
+use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
 use serde_json::{Value, json};
 
 pub use crate::chaos::ChaosReport;
 use crate::hostile::HostileReport;
 use crate::load::Outcome;
+use crate::series::Timeline;
 use crate::workload::{Totals, cause_name};
 
-/// Latency percentiles in microseconds.
+/// The columns of `--csv`, in order: one row per run (two for `--compare-echo` and `churn`).
+/// Latencies are in microseconds; `rate` is empty in the closed loop.
+pub const CSV_COLUMNS: [&str; 22] = [
+    "scenario",
+    "target",
+    "connections",
+    "pipeline",
+    "threads",
+    "rate",
+    "duration_s",
+    "ops",
+    "ops_per_s",
+    "errors",
+    "rejections",
+    "keep_alives",
+    "mean_request_bytes",
+    "mean_reply_bytes",
+    "latency_min_us",
+    "latency_mean_us",
+    "latency_stdev_us",
+    "latency_p50_us",
+    "latency_p90_us",
+    "latency_p99_us",
+    "latency_p99_9_us",
+    "latency_max_us",
+];
+
+/// The most buckets of the text summary's latency histogram.
+const MAX_BUCKETS: usize = 12;
+/// The width of the fullest bucket's bar.
+const BAR: u64 = 40;
+
+/// Latency statistics in microseconds.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Latency {
+    /// Smallest.
+    pub min: f64,
     /// Median.
     pub p50: f64,
     /// 90th percentile.
@@ -27,23 +68,104 @@ pub struct Latency {
     pub max: f64,
     /// Mean.
     pub mean: f64,
+    /// Standard deviation.
+    pub stdev: f64,
 }
 
 impl Latency {
-    /// The percentiles of a histogram of nanoseconds (all 0 when it is empty).
+    /// The statistics of a histogram of nanoseconds (all 0 when it is empty).
     pub fn from_nanos(h: &Histogram<u64>) -> Self {
         if h.is_empty() {
             return Self::default();
         }
         let us = |ns: u64| ns as f64 / 1000.0;
         Self {
+            min: us(h.min()),
             p50: us(h.value_at_quantile(0.5)),
             p90: us(h.value_at_quantile(0.9)),
             p99: us(h.value_at_quantile(0.99)),
             p99_9: us(h.value_at_quantile(0.999)),
             max: us(h.max()),
             mean: h.mean() / 1000.0,
+            stdev: h.stdev() / 1000.0,
         }
+    }
+}
+
+/// One bar of the text summary's latency histogram: ops of `from_ns` up to `to_ns`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bucket {
+    /// The bucket's lower bound in nanoseconds (inclusive).
+    pub from_ns: u64,
+    /// Its upper bound in nanoseconds (exclusive).
+    pub to_ns: u64,
+    /// Ops whose latency falls in it.
+    pub count: u64,
+}
+
+/// The histogram `h` of nanoseconds in a few log-spaced buckets from its smallest to its largest
+/// value: bounds of 1, 2 and 5 times a power of ten, or of powers of ten when those would make
+/// more than 12 buckets. Empty for an empty histogram.
+pub fn latency_buckets(h: &Histogram<u64>) -> Vec<Bucket> {
+    if h.is_empty() {
+        return Vec::new();
+    }
+    let (min, max) = (h.min(), h.max());
+    let bounds = |steps: &[u64]| -> Vec<u64> {
+        let mut all = Vec::new();
+        let mut decade = 1u64;
+        'out: loop {
+            for &m in steps {
+                let b = m.saturating_mul(decade);
+                all.push(b);
+                if b > max || b == u64::MAX {
+                    break 'out;
+                }
+            }
+            decade = decade.saturating_mul(10);
+        }
+        let first = all.iter().rposition(|&b| b <= min).unwrap_or(0);
+        all.split_off(first)
+    };
+    let mut edges = bounds(&[1, 2, 5]);
+    if edges.len() > MAX_BUCKETS + 1 {
+        edges = bounds(&[1]);
+    }
+    let mut buckets: Vec<Bucket> = edges
+        .windows(2)
+        .map(|w| Bucket {
+            from_ns: w[0],
+            to_ns: w[1],
+            count: 0,
+        })
+        .collect();
+    for v in h.iter_recorded() {
+        let value = v.value_iterated_to();
+        let k = buckets
+            .iter()
+            .position(|b| value < b.to_ns)
+            .unwrap_or(buckets.len() - 1);
+        buckets[k].count += v.count_at_value();
+    }
+    buckets
+}
+
+/// A latency bound for people: `500 ns`, `20 us`, `5 ms`, `2 s`.
+fn bound(ns: u64) -> String {
+    match ns {
+        0..1_000 => format!("{ns} ns"),
+        1_000..1_000_000 => format!("{} us", ns / 1_000),
+        1_000_000..1_000_000_000 => format!("{} ms", ns / 1_000_000),
+        _ => format!("{} s", ns / 1_000_000_000),
+    }
+}
+
+/// One CSV field, quoted when it holds a comma, a quote or a line break (RFC 4180).
+fn csv_field(text: &str) -> String {
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_owned()
     }
 }
 
@@ -92,6 +214,10 @@ pub struct Summary {
     /// `register --population` and `storm`: the population, its tenths and the registrar's
     /// memory.
     pub population: Option<PopulationInfo>,
+    /// Every op's latency in nanoseconds.
+    pub histogram: Histogram<u64>,
+    /// Ops and latency per second of the measured window, and when it began.
+    pub timeline: Timeline,
 }
 
 /// A population run (`register --population`, `storm`): what was registered, how long it took,
@@ -230,6 +356,8 @@ impl Summary {
             keep_alive: None,
             refusals: s.refusals.iter().map(|(c, n)| (*c, *n)).collect(),
             population: None,
+            histogram: s.histogram.clone(),
+            timeline: outcome.timeline.clone(),
         }
     }
 
@@ -260,6 +388,8 @@ impl Summary {
             "mean_request_bytes": self.mean_request_bytes,
             "mean_reply_bytes": self.mean_reply_bytes,
             "latency_us": {
+                "min": l.min,
+                "stdev": l.stdev,
                 "p50": l.p50,
                 "p90": l.p90,
                 "p99": l.p99,
@@ -272,7 +402,62 @@ impl Summary {
             "keep_alive": keep_alive,
             "refusals": refusals_json(&self.refusals),
             "population": self.population.as_ref().map(|p| self.population_json(p)),
+            "per_second": self.timeline.seconds.iter().map(|s| json!({
+                "t": s.t,
+                "ops": s.ops,
+                "p50_us": s.p50_us,
+                "p99_us": s.p99_us,
+            })).collect::<Vec<_>>(),
         })
+    }
+
+    /// The CSV row, fields as [`CSV_COLUMNS`] names them, without a line break.
+    pub fn csv_row(&self) -> String {
+        let l = &self.latency;
+        let rate = self.rate.map_or_else(String::new, |r| r.to_string());
+        let mut fields = vec![
+            csv_field(&self.scenario),
+            csv_field(&self.target),
+            self.connections.to_string(),
+            self.pipeline.to_string(),
+            self.threads.to_string(),
+            rate,
+            format!("{:.3}", self.duration_s),
+            self.ops.to_string(),
+            format!("{:.3}", self.ops_per_s),
+            self.errors.to_string(),
+            self.rejections.to_string(),
+            self.keep_alives.to_string(),
+            format!("{:.3}", self.mean_request_bytes),
+            format!("{:.3}", self.mean_reply_bytes),
+        ];
+        fields.extend(
+            [l.min, l.mean, l.stdev, l.p50, l.p90, l.p99, l.p99_9, l.max]
+                .map(|us| format!("{us:.3}")),
+        );
+        fields.join(",")
+    }
+
+    /// The lines of the latency histogram, a bar per bucket.
+    fn histogram_text(&self, s: &mut String) {
+        let buckets = latency_buckets(&self.histogram);
+        let most = buckets.iter().map(|b| b.count).max().unwrap_or(0).max(1);
+        for (k, b) in buckets.iter().enumerate() {
+            let bar = if b.count == 0 {
+                0
+            } else {
+                (b.count * BAR).div_ceil(most)
+            };
+            let _ = writeln!(
+                s,
+                "  {:<10}  {:>6} - {:<6} {:>12}  {}",
+                if k == 0 { "histogram" } else { "" },
+                bound(b.from_ns),
+                bound(b.to_ns),
+                b.count,
+                "#".repeat(bar as usize)
+            );
+        }
     }
 
     fn population_json(&self, p: &PopulationInfo) -> Value {
@@ -412,9 +597,11 @@ impl Summary {
         );
         let _ = writeln!(
             s,
-            "  latency us  p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}  mean {:.1}",
-            l.p50, l.p90, l.p99, l.p99_9, l.max, l.mean
+            "  latency us  min {:.1}  mean {:.1}  stdev {:.1}  p50 {:.1}  p90 {:.1}  p99 {:.1}  \
+             p99.9 {:.1}  max {:.1}",
+            l.min, l.mean, l.stdev, l.p50, l.p90, l.p99, l.p99_9, l.max
         );
+        self.histogram_text(&mut s);
         if !self.refusals.is_empty() {
             let causes: Vec<String> = self
                 .refusals
@@ -794,6 +981,61 @@ impl RunReport {
         }
     }
 
+    /// The summaries with latencies: one, or two for a comparison and a churn run; none for
+    /// `resync`, `takeover`, `chaos` and `hostile`.
+    pub fn summaries(&self) -> Vec<&Summary> {
+        match self {
+            Self::Single(s) => vec![s],
+            Self::Compared { scenario, echo } => vec![scenario, echo],
+            Self::Churn { churn, resolve } => vec![churn, resolve],
+            Self::Resync(_) | Self::Takeover(_) | Self::Chaos(_) | Self::Hostile(_) => Vec::new(),
+        }
+    }
+
+    /// The CSV text of `--csv`: the [`CSV_COLUMNS`] header and a row per summary.
+    pub fn csv(&self) -> String {
+        let mut text = CSV_COLUMNS.join(",");
+        text.push('\n');
+        for s in self.summaries() {
+            text.push_str(&s.csv_row());
+            text.push('\n');
+        }
+        text
+    }
+
+    /// Writes the HDR interval log of `--hdr-log` to `out`: each summary's latency histogram (in
+    /// nanoseconds) as one interval, V2-compressed, its timestamp the seconds from the first
+    /// measured window's start (the log's StartTime and BaseTime), the interval maximum in
+    /// milliseconds as HdrHistogram's own logs write it. The first interval is untagged (the
+    /// one HdrHistogram's tools read by default), a second one (the echo ceiling, a churn run's
+    /// pool users) tagged with its scenario.
+    pub fn write_hdr_log(&self, out: &mut impl io::Write) -> io::Result<()> {
+        let summaries = self.summaries();
+        let base = summaries
+            .iter()
+            .map(|s| s.timeline.started)
+            .min()
+            .unwrap_or_else(SystemTime::now);
+        let mut serializer = V2DeflateSerializer::new();
+        let mut log = IntervalLogWriterBuilder::new()
+            .add_comment("rserpool-bench latencies in nanoseconds, one interval per run")
+            .with_start_time(base)
+            .with_base_time(base)
+            .with_max_value_divisor(1e6)
+            .begin_log_with(out, &mut serializer)?;
+        for (k, s) in summaries.into_iter().enumerate() {
+            let start = s.timeline.started.duration_since(base).unwrap_or_default();
+            log.write_histogram(
+                &s.histogram,
+                start,
+                Duration::from_secs_f64(s.duration_s),
+                Tag::new(&s.scenario).filter(|_| k > 0),
+            )
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        }
+        Ok(())
+    }
+
     /// Whether the run passed: false for a `chaos` run that found a violation.
     pub fn passed(&self) -> bool {
         match self {
@@ -808,8 +1050,10 @@ impl RunReport {
 mod tests {
     use super::*;
     use crate::load::Stats;
-    use std::time::Duration;
+    use crate::series::Second;
+    use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
 
+    /// A run of 2 s whose ops took `latencies_us`, all in its first second.
     fn outcome(latencies_us: &[u64]) -> Outcome {
         let mut stats = Stats::new();
         for &us in latencies_us {
@@ -818,9 +1062,19 @@ mod tests {
         stats.ops = latencies_us.len() as u64;
         stats.replies = stats.ops;
         stats.reply_bytes = 64 * stats.ops;
+        let first = Second {
+            t: 1,
+            ops: stats.ops,
+            p50_us: 1.0,
+            p99_us: 2.0,
+        };
         Outcome {
             stats,
             elapsed: Duration::from_secs(2),
+            timeline: Timeline {
+                started: SystemTime::now(),
+                seconds: vec![first, Second { t: 2, ..first }],
+            },
         }
     }
 
@@ -831,6 +1085,10 @@ mod tests {
         assert!((l.p50 - 500.0).abs() <= 1.0, "{l:?}");
         assert!((l.p99 - 990.0).abs() <= 1.0, "{l:?}");
         assert!((l.max - 1000.0).abs() <= 1.0, "{l:?}");
+        assert!((l.min - 1.0).abs() <= 0.01, "{l:?}");
+        assert!((l.mean - 500.5).abs() <= 1.0, "{l:?}");
+        // The standard deviation of 1..=1000 is about 288.7.
+        assert!((l.stdev - 288.7).abs() <= 1.0, "{l:?}");
         assert_eq!(
             Latency::from_nanos(&Stats::new().histogram),
             Latency::default()
@@ -849,14 +1107,139 @@ mod tests {
         assert_eq!(s.ops_per_s, 1.5);
         assert_eq!(s.mean_reply_bytes, 64.0);
         let text = s.text();
-        for field in ["p50", "p90", "p99 ", "p99.9", "max", "ops/s", "errors"] {
+        for field in [
+            "min 10.0",
+            "mean 20.0",
+            "stdev 8.2",
+            "p50",
+            "p90",
+            "p99 ",
+            "p99.9",
+            "max",
+            "ops/s",
+            "errors",
+        ] {
             assert!(text.contains(field), "{field} missing in {text}");
         }
+        // 10 us in the bucket 10 to 20 us, 20 and 30 us in the next, 20 to 50 us: the fuller
+        // one gets the whole bar.
+        assert!(
+            text.contains(&format!(
+                "10 us - 20 us             1  {}\n",
+                "#".repeat(20)
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "20 us - 50 us             2  {}\n",
+                "#".repeat(40)
+            )),
+            "{text}"
+        );
         let v: Value = serde_json::from_str(&RunReport::Single(s).render(true)).unwrap();
-        for field in ["p50", "p90", "p99", "p99_9", "max"] {
+        for field in ["min", "mean", "stdev", "p50", "p90", "p99", "p99_9", "max"] {
             assert!(v["latency_us"][field].is_f64(), "{field} missing in {v}");
         }
         assert_eq!(v["ops"], 3);
+        assert_eq!(
+            v["per_second"],
+            json!([
+                {"t": 1, "ops": 3, "p50_us": 1.0, "p99_us": 2.0},
+                {"t": 2, "ops": 3, "p50_us": 1.0, "p99_us": 2.0},
+            ])
+        );
+    }
+
+    #[test]
+    fn latency_buckets_are_log_spaced_and_count_every_op() {
+        let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).unwrap();
+        for (us, n) in [(15, 10), (30, 5), (120, 1)] {
+            h.record_n(us * 1000, n).unwrap();
+        }
+        let buckets: Vec<(u64, u64, u64)> = latency_buckets(&h)
+            .iter()
+            .map(|b| (b.from_ns / 1000, b.to_ns / 1000, b.count))
+            .collect();
+        assert_eq!(
+            buckets,
+            [(10, 20, 10), (20, 50, 5), (50, 100, 0), (100, 200, 1)]
+        );
+        // From 1 us to 10 s the 1-2-5 steps would make 21 buckets: decades instead.
+        h.record(1000).unwrap();
+        h.record(10_000_000_000).unwrap();
+        let decades = latency_buckets(&h);
+        assert_eq!(decades.len(), 8, "{decades:?}");
+        assert!(
+            decades.iter().all(|b| b.to_ns == b.from_ns * 10),
+            "{decades:?}"
+        );
+        assert_eq!(decades.iter().map(|b| b.count).sum::<u64>(), h.len());
+        assert!(latency_buckets(&Stats::new().histogram).is_empty());
+    }
+
+    #[test]
+    fn csv_has_a_header_and_a_row_per_run() {
+        let mut a = Summary::new(
+            "resolve",
+            "tcp://127.0.0.1:1 (spawned, 1 workers)".into(),
+            (2, 4, 1),
+            Some(500.0),
+            &outcome(&[10, 20]),
+        );
+        a.errors = 1;
+        let b = Summary::new("echo", "e".into(), (2, 4, 1), None, &outcome(&[5]));
+        let csv = RunReport::Compared {
+            scenario: a,
+            echo: b,
+        }
+        .csv();
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(lines.len(), 3, "{csv}");
+        assert_eq!(lines[0], CSV_COLUMNS.join(","));
+        assert!(
+            lines[1].starts_with("resolve,\"tcp://127.0.0.1:1 (spawned, 1 workers)\",2,4,1,500,"),
+            "{csv}"
+        );
+        assert!(
+            lines[2].starts_with("echo,e,2,4,1,,2.000,1,0.500,0,"),
+            "{csv}"
+        );
+        // The quoted target holds one comma: one field more than columns when split naively.
+        assert_eq!(lines[1].split(',').count(), CSV_COLUMNS.len() + 1);
+        assert_eq!(lines[2].split(',').count(), CSV_COLUMNS.len());
+        assert!(
+            lines[2].ends_with(",5.003"),
+            "max 5 us (its bucket's top): {csv}"
+        );
+    }
+
+    #[test]
+    fn the_hdr_log_has_an_interval_per_run_the_second_tagged() {
+        let churn = RunReport::Churn {
+            churn: Summary::new("churn", "t".into(), (1, 1, 1), None, &outcome(&[1, 2])),
+            resolve: Summary::new("resolve", "t".into(), (1, 1, 1), None, &outcome(&[3])),
+        };
+        let mut log = Vec::new();
+        churn.write_hdr_log(&mut log).unwrap();
+        let entries: Vec<LogEntry<'_>> = IntervalLogIterator::new(&log)
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let intervals: Vec<(String, f64)> = entries
+            .iter()
+            .filter_map(|e| match e {
+                LogEntry::Interval(i) => Some((
+                    i.tag().map(|t| t.as_str().to_owned()).unwrap_or_default(),
+                    i.duration().as_secs_f64(),
+                )),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            intervals,
+            [(String::new(), 2.0), ("resolve".to_owned(), 2.0)]
+        );
+        assert!(matches!(entries[0], LogEntry::StartTime(_)), "{entries:?}");
     }
 
     #[test]
@@ -894,6 +1277,11 @@ mod tests {
             restart: None,
         });
         assert_eq!(r.ratio(), None);
+        assert_eq!(
+            r.csv(),
+            CSV_COLUMNS.join(",") + "\n",
+            "no latencies: no rows"
+        );
         let text = r.render(false);
         for part in [
             "2048 PEs in 4 pools over 2 associations in 0.50 s (4096/s)",
