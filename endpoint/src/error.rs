@@ -2,6 +2,7 @@
 //! of each attempt), refused requests with their RFC 5354 §3.12 cause, timeouts.
 
 use core::fmt;
+use std::net::SocketAddr;
 
 use rserpool_protocol::cause;
 
@@ -83,12 +84,31 @@ impl fmt::Display for ConnectFailure {
     }
 }
 
+/// A registrar's UDP listener that did not answer a stateless handle resolution
+/// ([`crate::driver::resolve_udp`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DatagramFailure {
+    /// The registrar's UDP address.
+    pub address: SocketAddr,
+    /// What the operating system said, or that no response came.
+    pub error: String,
+}
+
+impl fmt::Display for DatagramFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "udp://{}: {}", self.address, self.error)
+    }
+}
+
 /// Why an endpoint operation failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Error {
     /// No registrar could be reached: every configured or learnt address failed (RFC 5352
     /// §3.6 server hunt). Empty when no registrar is known at all.
     Unreachable(Vec<ConnectFailure>),
+    /// No registrar's UDP listener answered a stateless handle resolution: each one's OS error
+    /// or unanswered requests, in the order tried.
+    UdpUnreachable(Vec<DatagramFailure>),
     /// A registrar refused the registration (R=1, RFC 5352 §3.1). Never retried unchanged.
     Rejected {
         /// The first cause it gave ([`Cause`]`(0)` when it gave none).
@@ -129,16 +149,8 @@ impl fmt::Display for Error {
                     "no registrar is known (configure one or listen for announces)"
                 )
             }
-            Self::Unreachable(failures) => {
-                write!(f, "no registrar reachable: ")?;
-                for (i, failure) in failures.iter().enumerate() {
-                    if i > 0 {
-                        f.write_str("; ")?;
-                    }
-                    write!(f, "{failure}")?;
-                }
-                Ok(())
-            }
+            Self::Unreachable(failures) => unreachable(f, failures),
+            Self::UdpUnreachable(failures) => unreachable(f, failures),
             Self::Rejected { cause } => {
                 write!(f, "registration refused by the registrar: {cause}")?;
                 match cause.hint() {
@@ -165,6 +177,18 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+/// "no registrar reachable: " and every failure, separated by semicolons.
+fn unreachable<T: fmt::Display>(f: &mut fmt::Formatter<'_>, failures: &[T]) -> fmt::Result {
+    write!(f, "no registrar reachable: ")?;
+    for (i, failure) in failures.iter().enumerate() {
+        if i > 0 {
+            f.write_str("; ")?;
+        }
+        write!(f, "{failure}")?;
+    }
+    Ok(())
+}
 
 #[cfg(test)]
 mod tests {
@@ -225,6 +249,14 @@ mod tests {
             Error::Unreachable(vec![])
                 .to_string()
                 .contains("no registrar is known")
+        );
+        let e = Error::UdpUnreachable(vec![DatagramFailure {
+            address: "[::1]:3863".parse().unwrap(),
+            error: "no response to 3 request(s)".into(),
+        }]);
+        assert_eq!(
+            e.to_string(),
+            "no registrar reachable: udp://[::1]:3863: no response to 3 request(s)"
         );
     }
 }

@@ -2,7 +2,8 @@
 //! re-register, answer keep-alives, deregister, fail over) and the pool user (PU: server hunt,
 //! handle resolution with a cache, unreachable reports, member selection), each as a sans-I/O
 //! state machine ([`pe::PoolElement`], [`pu::PoolUser`]) plus a small blocking driver over SCTP,
-//! TCP and MPTCP ([`driver`]); and the `rserpool` command line.
+//! TCP and MPTCP, with stateless handle resolution over UDP ([`driver`]); and the `rserpool`
+//! command line.
 //!
 //! The cores never read a clock and never touch a socket: the caller feeds them received
 //! messages, connection outcomes and the current time in milliseconds ([`Millis`]), asks
@@ -60,7 +61,7 @@ pub mod pu;
 mod registrar;
 pub mod servers;
 
-pub use error::{Cause, ConnectFailure, Error};
+pub use error::{Cause, ConnectFailure, DatagramFailure, Error};
 pub use info::{PeInfo, PeTransport, policy_name};
 pub use registrar::{Registrar, RegistrarUrl, StreamTransport, UrlError};
 /// The endpoint's random source (PE identifiers, random member selection): the handlespace's

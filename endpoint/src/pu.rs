@@ -417,17 +417,8 @@ impl PoolUser {
             return;
         };
         let p = self.pending.remove(i);
-        match resolution {
-            Resolution::Found {
-                policy,
-                pool_elements,
-            } => {
-                let pool_elements: Vec<PeInfo> = pool_elements
-                    .iter()
-                    .map(|pe| PeInfo::from_view(&pe))
-                    .collect();
-                // Checklist PU-08: no overall policy means Round Robin.
-                let policy = policy.unwrap_or(Policy::RoundRobin);
+        match resolution_outcome(&p.handle, resolution) {
+            Ok((pool_elements, policy)) => {
                 self.cache.insert(
                     p.handle.clone(),
                     CacheEntry {
@@ -446,19 +437,8 @@ impl PoolUser {
                 };
                 self.out.push_back(Action::Event(event));
             }
-            Resolution::Failed(causes) => {
+            Err(error) => {
                 self.cache.remove(pool_handle.0);
-                let code = causes.first().map_or(codes::UNSPECIFIED, |c| c.code);
-                let error = if code == codes::UNKNOWN_POOL_HANDLE {
-                    Error::UnknownPool {
-                        pool_handle: PoolHandle(&p.handle).to_string(),
-                    }
-                } else {
-                    Error::Operation {
-                        request: "handle resolution",
-                        cause: Cause(code),
-                    }
-                };
                 self.fail(p, error);
             }
         }
@@ -516,6 +496,41 @@ impl PoolUser {
         };
         if let Ok(message) = crate::encode(&message, self.config.generation) {
             self.out.push_back(Action::Send { conn, message });
+        }
+    }
+}
+
+/// What an ASAP_HANDLE_RESOLUTION_RESPONSE for `pool_handle` says (RFC 5352 §3.3): the PEs with
+/// the pool's overall policy (Round Robin when the response had none, checklist PU-08), or the
+/// registrar's refusal (cause 0x9 as [`Error::UnknownPool`]). The PU core and the stateless UDP
+/// resolution ([`crate::driver::resolve_udp`]) read responses with it.
+pub(crate) fn resolution_outcome(
+    pool_handle: &[u8],
+    resolution: Resolution<'_>,
+) -> Result<(Vec<PeInfo>, Policy), Error> {
+    match resolution {
+        Resolution::Found {
+            policy,
+            pool_elements,
+        } => {
+            let pool_elements = pool_elements
+                .iter()
+                .map(|pe| PeInfo::from_view(&pe))
+                .collect();
+            Ok((pool_elements, policy.unwrap_or(Policy::RoundRobin)))
+        }
+        Resolution::Failed(causes) => {
+            let code = causes.first().map_or(codes::UNSPECIFIED, |c| c.code);
+            Err(if code == codes::UNKNOWN_POOL_HANDLE {
+                Error::UnknownPool {
+                    pool_handle: PoolHandle(pool_handle).to_string(),
+                }
+            } else {
+                Error::Operation {
+                    request: "handle resolution",
+                    cause: Cause(code),
+                }
+            })
         }
     }
 }

@@ -5,9 +5,11 @@
 //! inputs on a channel; the thread that owns the core waits on that channel until the core's
 //! next timeout, feeds it, and carries out its actions (connect, send, close). [`Pe`] runs a pool
 //! element on a background thread; [`Pu`] runs a pool user on the caller's thread.
+//! [`resolve_udp`] resolves without a connection, one datagram to a registrar's UDP listener.
 
 mod pe;
 mod pu;
+mod udp;
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -23,6 +25,7 @@ use rserpool_protocol::{MAX_MESSAGE_LEN, Policy};
 pub use pe::{Pe, PeHandle};
 pub use pu::Pu;
 pub use rserpool_net::Connection;
+pub use udp::resolve_udp;
 
 use crate::pe::PoolElement;
 use crate::pu::PoolUser;

@@ -14,15 +14,29 @@ pub struct Sample {
     value: f64,
 }
 
-/// Fetches `url` (`http://host:port/path`) and returns the response body.
-pub fn fetch(url: &str) -> Result<String, String> {
-    let rest = url.strip_prefix("http://").ok_or_else(|| {
-        format!("`{url}` is not an http:// URL (e.g. http://127.0.0.1:9863/metrics)")
-    })?;
+/// The authority (`host:port`) and path of a metrics URL (`http://host:port/path`; the path
+/// defaults to `/metrics`), or what is wrong with it.
+pub fn check_url(url: &str) -> Result<(&str, &str), String> {
+    let example = "e.g. http://127.0.0.1:9863/metrics";
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("`{url}` is not an http:// URL ({example})"))?;
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/metrics"),
     };
+    let port = authority.rsplit_once(':').map(|(_, port)| port);
+    if port.is_none_or(|p| p.parse::<u16>().is_err()) || authority.starts_with(':') {
+        return Err(format!(
+            "`{url}` needs a host and a port ({example}; the registrar's `metrics.address`)"
+        ));
+    }
+    Ok((authority, path))
+}
+
+/// Fetches `url` (`http://host:port/path`) and returns the response body.
+pub fn fetch(url: &str) -> Result<String, String> {
+    let (authority, path) = check_url(url)?;
     let address = authority
         .to_socket_addrs()
         .map_err(|e| format!("cannot resolve `{authority}`: {e}"))?
@@ -298,6 +312,18 @@ rserpool_start_time_seconds 1000
                 .unwrap_err()
                 .contains("not an http:// URL")
         );
+        assert_eq!(
+            check_url("http://[::1]:9863"),
+            Ok(("[::1]:9863", "/metrics"))
+        );
+        for bad in ["http://localhost/metrics", "http://:9863/m", "http://h:x/m"] {
+            assert!(
+                check_url(bad)
+                    .unwrap_err()
+                    .contains("needs a host and a port"),
+                "{bad}"
+            );
+        }
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let address = listener.local_addr().unwrap();
         drop(listener);
