@@ -2,8 +2,9 @@
 //! needs, run the load (for `churn` two loads at once, for `keepalive` the keep-alive measurement,
 //! for `resync` a second registrar brought in sync by the first, and with `--restart` brought in
 //! sync again after a SIGKILL and a restart; `takeover` is [`crate::takeover`]'s, `chaos`
-//! [`crate::chaos`]'s, `hostile` [`crate::hostile`]'s), clean up, and for `--compare-echo` run
-//! the echo ceiling right after.
+//! [`crate::chaos`]'s, `hostile` [`crate::hostile`]'s, `sweep` [`crate::sweep`]'s, which runs
+//! [`run_target`] once per point), clean up, and for `--compare-echo` run the echo ceiling right
+//! after.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -65,6 +66,9 @@ pub fn run(cli: &Cli) -> Result<RunReport> {
         }
         ScenarioKind::Chaos => chaos::run(cli).map(|r| RunReport::Chaos(Box::new(r))),
         ScenarioKind::Hostile => hostile::run(cli).map(|r| RunReport::Hostile(Box::new(r))),
+        ScenarioKind::Sweep => Err(Error::new(
+            "sweep reports a table of runs, not one run: run it with sweep::run",
+        )),
         ScenarioKind::Resolve | ScenarioKind::Register | ScenarioKind::Storm => {
             let target = open_target(cli, pki)?;
             let endpoint = target.endpoint();
@@ -179,6 +183,7 @@ pub fn spawn_config(cli: &Cli) -> String {
             (cli.connections * cli.pes_per_connection).div_ceil(pools),
         ),
         ScenarioKind::Resolve
+        | ScenarioKind::Sweep
         | ScenarioKind::Churn
         | ScenarioKind::Echo
         | ScenarioKind::Chaos
@@ -235,7 +240,7 @@ fn note(cli: &Cli, line: &str) {
 }
 
 /// The resolve, register or storm scenario against the registrar.
-fn run_target(cli: &Cli, target: &Target) -> Result<Summary> {
+pub fn run_target(cli: &Cli, target: &Target) -> Result<Summary> {
     let endpoint = target.endpoint();
     let name = target_name(cli, target);
     if cli.registers_new_pes() || cli.scenario == ScenarioKind::Storm {

@@ -55,6 +55,11 @@ pub enum ScenarioKind {
     /// every `--check-every` messages that the registrar runs, that every legitimate PE stays
     /// resolvable and that its memory stays within `--max-rss-growth-mib`; fails on any miss.
     Hostile,
+    /// The `resolve` load against a freshly spawned registrar per point of a short grid over the
+    /// I/O keys (io.max_batch, io.ring_entries, registrar.busy_poll_us, registrar.workers,
+    /// registrar.pin_workers) around `--profile`, the base measured too; reports every point and
+    /// the best by a stated rule, and can write it as a profile (`--write-profile`).
+    Sweep,
 }
 
 impl ScenarioKind {
@@ -71,6 +76,7 @@ impl ScenarioKind {
             Self::Takeover => "takeover",
             Self::Chaos => "chaos",
             Self::Hostile => "hostile",
+            Self::Sweep => "sweep",
         }
     }
 
@@ -204,6 +210,20 @@ impl ScenarioKind {
                     "seed",
                 ],
                 OUTPUT,
+            ],
+            // Every point spawns its own registrar; `--workers` is one of the keys swept.
+            Self::Sweep => &[
+                LOAD,
+                &["registrar_bin", "profile", "transport"],
+                &[
+                    "pools",
+                    "pool_elements",
+                    "policy",
+                    "points",
+                    "budget",
+                    "verify",
+                ],
+                &["json", "quiet", "write_profile"],
             ],
         };
         groups.concat()
@@ -476,6 +496,34 @@ impl ScenarioKind {
                 "Transport of a spawned registrar: tcp, mptcp or sctp".into(),
                 false,
             ),
+            (S::Sweep, "duration") => (
+                format!(
+                    "Seconds measured per point (units as for --duration) [default: \
+                     {SWEEP_DURATION}]"
+                ),
+                true,
+            ),
+            (S::Sweep, "warmup") => (
+                "Seconds of load before each point is measured (units as for --duration)".into(),
+                false,
+            ),
+            (S::Sweep, "rate") => (
+                "Open loop: resolutions per second over all connections; the best point is then \
+                 the one with the lowest p99 at this rate"
+                    .into(),
+                false,
+            ),
+            (S::Sweep, "profile") => (
+                "The base profile (default, carrier, low-latency): the grid varies its I/O keys \
+                 around its values, and it is measured as a point of its own"
+                    .into(),
+                false,
+            ),
+            (S::Sweep, "registrar_bin") => (
+                "The registrar binary started for each point (default: next to this binary)".into(),
+                false,
+            ),
+            (S::Sweep, "transport") => ("Transport of the spawned registrars".into(), false),
             (S::Hostile, "workers") => (
                 "Worker threads of a spawned registrar [default: the profile's, one per core]"
                     .into(),
@@ -576,6 +624,11 @@ pub const HOSTILE_POOLS: usize = 8;
 pub const HOSTILE_POOL_ELEMENTS: usize = 8;
 /// The default attacker connections of a `hostile` run (`--connections`).
 pub const HOSTILE_ATTACKERS: usize = 8;
+
+/// The default seconds measured per point of a `sweep` (`--duration`).
+pub const SWEEP_DURATION: f64 = 2.0;
+/// The default time bound of a whole `sweep` in seconds (`--budget`).
+pub const SWEEP_BUDGET: f64 = 60.0;
 
 /// The most PEs per handle table page the registrar accepts
 /// (`enrp.max_pes_per_table_response`).
@@ -742,6 +795,19 @@ pub struct Cli {
     #[arg(long, value_name = "MIB", default_value_t = 64, help_heading = SCENARIO)]
     pub max_rss_growth_mib: u64,
 
+    /// Measure at most N points of the grid, the base included (default: the whole grid).
+    #[arg(long, value_name = "N", help_heading = SCENARIO)]
+    pub points: Option<usize>,
+    /// The time the whole sweep may take, verification included (units as for --duration); a
+    /// point that would not fit is left out.
+    #[arg(long, value_name = "TIME", default_value_t = SWEEP_BUDGET, value_parser = parse_seconds,
+          help_heading = SCENARIO)]
+    pub budget: f64,
+    /// After the grid, run the base and the chosen point once more, alternately, and report
+    /// whether the chosen one still beats the base.
+    #[arg(long, help_heading = SCENARIO)]
+    pub verify: bool,
+
     /// Print one JSON object on stdout instead of the text summary.
     #[arg(long, help_heading = OUTPUT)]
     pub json: bool,
@@ -755,6 +821,10 @@ pub struct Cli {
     /// No progress lines on stderr.
     #[arg(long, short = 'q', help_heading = OUTPUT)]
     pub quiet: bool,
+    /// Write the chosen point as a profile TOML file: the whole base profile with the chosen keys
+    /// changed, and comments on the host, the load, the command and the figures.
+    #[arg(long, value_name = "FILE", help_heading = OUTPUT)]
+    pub write_profile: Option<PathBuf>,
 
     /// The options given on the command line rather than defaulted, by their ids (`workers`,
     /// `pool_elements`); filled by [`Cli::parse_noting_given`].
@@ -843,6 +913,15 @@ impl Cli {
         self.given.iter().any(|g| g == name)
     }
 
+    /// The seconds measured per point of a `sweep`: `--duration` if given, else 2.
+    pub fn sweep_duration(&self) -> f64 {
+        if self.was_given("duration") {
+            self.duration
+        } else {
+            SWEEP_DURATION
+        }
+    }
+
     /// The seconds of faults of a `chaos` run: `--duration` if given, else 60.
     pub fn chaos_duration(&self) -> f64 {
         if self.was_given("duration") {
@@ -896,13 +975,16 @@ impl Cli {
         Duration::from_secs_f64(seconds)
     }
 
-    /// Whether this run starts its registrar(s): `--spawn`, or always for `resync`, `takeover`
-    /// and `chaos`.
+    /// Whether this run starts its registrar(s): `--spawn`, or always for `resync`, `takeover`,
+    /// `chaos` and `sweep`.
     pub fn spawns(&self) -> bool {
         self.spawn
             || matches!(
                 self.scenario,
-                ScenarioKind::Resync | ScenarioKind::Takeover | ScenarioKind::Chaos
+                ScenarioKind::Resync
+                    | ScenarioKind::Takeover
+                    | ScenarioKind::Chaos
+                    | ScenarioKind::Sweep
             )
     }
 
@@ -979,6 +1061,7 @@ impl Cli {
             ScenarioKind::Resync => self.validate_resync()?,
             ScenarioKind::Takeover | ScenarioKind::Chaos => self.validate_scope()?,
             ScenarioKind::Hostile => self.validate_hostile()?,
+            ScenarioKind::Sweep => self.validate_sweep()?,
             _ => {}
         }
         self.validate_target()
@@ -1114,6 +1197,31 @@ impl Cli {
             return Err(format!(
                 "chaos injects faults for --duration: give at least {CHAOS_MIN_DURATION} s (e.g. \
                  --duration 60 or --duration 10m)"
+            ));
+        }
+        Ok(())
+    }
+
+    /// The checks of `sweep`: a points bound that holds the base and another point, and a budget
+    /// that holds two points' load (four with `--verify`).
+    fn validate_sweep(&self) -> Result<(), String> {
+        if self.points.is_some_and(|n| n < 2) {
+            return Err(
+                "--points must be at least 2: the base and one point to set against it".into(),
+            );
+        }
+        let point = self.warmup + self.sweep_duration();
+        let least = point * if self.verify { 4.0 } else { 2.0 };
+        if !(self.budget.is_finite() && self.budget >= least) {
+            return Err(format!(
+                "--budget {} s cannot hold the base and one more point of {point} s each{}: give \
+                 at least {least} s",
+                self.budget,
+                if self.verify {
+                    ", and their verification"
+                } else {
+                    ""
+                }
             ));
         }
         Ok(())

@@ -8,8 +8,9 @@
 //! (`chaos`), the hostile-input soak (`hostile`), a spawned or external registrar as the target,
 //! TLS (`--tls`: `tcp+tls://` with a throwaway PKI, the echo server too), a subcommand per
 //! scenario with only its options, and text, JSON or CSV reports with HDR latency statistics, a
-//! per-second series, an HDR interval log and whole-run totals in the registrar's terms. See
-//! `docs/benchmarking.md`.
+//! per-second series, an HDR interval log and whole-run totals in the registrar's terms; and a
+//! sweep of the registrar's I/O keys under the `resolve` load that writes the best point as a
+//! profile (`sweep`). See `docs/benchmarking.md`.
 
 pub mod app;
 pub mod chaos;
@@ -23,6 +24,7 @@ pub mod net;
 pub mod population;
 pub mod report;
 pub mod series;
+pub mod sweep;
 pub mod takeover;
 pub mod target;
 pub mod tls;
