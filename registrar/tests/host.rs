@@ -1,6 +1,7 @@
-//! `rserpool-registrar --check-host` on this machine, as an operator runs it: the low-latency
-//! profile's spinning workers take every core the process may use, which it must report with
-//! the fix; a bad configuration is a usage error. Each check against faked hosts is in
+//! `rserpool-registrar --check-host` on this machine, as an operator runs it: workers that spin
+//! (`registrar.busy_poll_us`, as the low-latency profile did before it was measured) on every core
+//! the process may use must be reported with the fix; no profile as shipped spins; a bad
+//! configuration is a usage error. Each check against faked hosts is in
 //! `registrar/src/host_check/tests.rs`.
 
 use std::process::Command;
@@ -19,9 +20,18 @@ fn check_host(args: &[&str]) -> (Option<i32>, String, String) {
 }
 
 #[test]
-fn the_low_latency_profile_is_told_its_spinning_workers_share_every_core() {
+fn spinning_workers_on_every_core_are_reported_with_the_fix() {
     // workers = 0 takes every usable core, and busy_poll_us = 50 spins on each: on any host.
-    let (code, out, err) = check_host(&["--profile", "low-latency"]);
+    let config =
+        std::env::temp_dir().join(format!("rserpool-host-spin-{}.toml", std::process::id()));
+    std::fs::write(&config, "[registrar]\nbusy_poll_us = 50\n").unwrap();
+    let (code, out, err) = check_host(&[
+        "--profile",
+        "low-latency",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    let _ = std::fs::remove_file(&config);
     assert!(
         out.contains("warning  busy polling on shared cores:"),
         "{out}{err}"
@@ -38,10 +48,15 @@ fn the_low_latency_profile_is_told_its_spinning_workers_share_every_core() {
 }
 
 #[test]
-fn the_default_profile_does_not_spin() {
-    let (_, out, err) = check_host(&["--profile", "default"]);
-    assert!(out.contains("workers and cores:"), "{out}{err}");
-    assert!(!out.contains("busy polling on shared cores"), "{out}");
+fn no_profile_as_shipped_spins() {
+    for profile in ["default", "carrier", "low-latency"] {
+        let (_, out, err) = check_host(&["--profile", profile]);
+        assert!(out.contains("workers and cores:"), "{profile}: {out}{err}");
+        assert!(
+            !out.contains("busy polling on shared cores"),
+            "{profile}: {out}"
+        );
+    }
 }
 
 #[test]
