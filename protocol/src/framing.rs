@@ -1,6 +1,6 @@
 //! Framing of ASAP and ENRP messages on byte streams (TCP, MPTCP): messages stand back to back,
 //! each extending over its header's length field rounded up to a multiple of 4 (RFC 5354 §4
-//! padding; `../shared/spec/nextgen.md`).
+//! padding; `docs/wire-format.md`).
 
 use core::fmt;
 

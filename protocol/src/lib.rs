@@ -1,7 +1,7 @@
 //! `rserpool-protocol` owns the RSerPool wire format: every ASAP (RFC 5352) and ENRP (RFC 5353)
 //! message and every parameter of RFC 5354 with the member-selection policies of RFC 5356 and
 //! RSPLIB's private ones, RSPLIB's extensions and Component Status report, in two wire generations
-//! (RFC and NG, `../shared/spec/nextgen.md`); framing for byte streams; the Internet-16 and NG
+//! (RFC and NG, `docs/wire-format.md`); framing for byte streams; the Internet-16 and NG
 //! handlespace checksums; transport URLs ([`url`]). No sockets and no clock; the one
 //! I/O is name resolution when a URL names a host rather than an address (std's `ToSocketAddrs`).
 //!
@@ -24,6 +24,8 @@
 
 pub mod asap;
 pub mod checksum;
+#[cfg(feature = "corpus")]
+pub mod corpus;
 pub mod csp;
 pub mod enrp;
 mod error;
@@ -56,7 +58,7 @@ pub const ENRP_PORT: u16 = 9901;
 /// Largest message the 16-bit length field allows.
 pub const MAX_MESSAGE_LEN: usize = 65535;
 
-/// The wire generation a conversation speaks (`../shared/spec/nextgen.md`). There is no version
+/// The wire generation a conversation speaks (`docs/wire-format.md`). There is no version
 /// field on the wire: the listener or peer configuration decides.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Generation {

@@ -19,7 +19,7 @@ use rserpool_protocol::{
 };
 
 /// The RSPLIB corpus (`N proto transport HEX` per line), built into the binary.
-const CORPUS: &str = include_str!("../../../protocol/tests/data/rsplib-messages.txt");
+const CORPUS: &str = rserpool_protocol::corpus::RSPLIB_MESSAGES;
 /// The first byte of every attacker PE identifier.
 pub const ATTACKER_ID_BYTE: u32 = 0xa5;
 /// The first byte of every legitimate PE identifier.
