@@ -101,30 +101,40 @@ pub fn announce_socket(
 }
 
 /// Opens the blocking, close-on-exec UDP socket a PE or PU receives ASAP_SERVER_ANNOUNCEs on at
-/// `address`. A multicast group is joined (IPv4 on the default interface, IPv6 on interface 0) and
-/// the socket bound to the group's port on the unspecified address; a unicast address is bound as
-/// it is. `SO_REUSEADDR` lets several endpoints of one host hear the same group.
+/// `address`, bound to it as given. A multicast group is bound as the group address, so that it
+/// hears that group only and shares its port with sockets bound to other addresses of the host
+/// (a registrar's UDP listener on 127.0.0.1:3863 beside the default group 239.0.0.50:3863), and
+/// joined where announces come from: IPv4 on the default interface (other hosts) and on the
+/// loopback (registrars of this host, whose announces leave through it), either being enough;
+/// IPv6 on interface 0. `SO_REUSEADDR` lets several endpoints of one host hear the same group.
 pub fn announce_receiver(address: SocketAddr) -> Result<UdpSocket, NetError> {
     let what = format!("announces at udp://{address}");
     let sock = udp_socket(Domain::for_address(address), true, &what)?;
     sock.set_reuse_address(true)
         .map_err(|e| NetError::io(format!("set SO_REUSEADDR on the socket for {what}"), e))?;
-    let bind = match address.ip() {
-        IpAddr::V4(ip) if ip.is_multicast() => (Ipv4Addr::UNSPECIFIED, address.port()).into(),
-        IpAddr::V6(ip) if ip.is_multicast() => (Ipv6Addr::UNSPECIFIED, address.port()).into(),
-        _ => address,
-    };
-    sock.bind(&SockAddr::from(bind))
-        .map_err(|e| NetError::io(format!("bind udp://{bind} for {what}"), e))?;
-    let sock = UdpSocket::from(sock);
-    match address.ip() {
-        IpAddr::V4(group) if group.is_multicast() => {
-            sock.join_multicast_v4(&group, &Ipv4Addr::UNSPECIFIED)
-        }
-        IpAddr::V6(group) if group.is_multicast() => sock.join_multicast_v6(&group, 0),
-        _ => Ok(()),
+    if address.is_ipv6() {
+        sock.set_only_v6(true)
+            .map_err(|e| NetError::io(format!("set IPV6_V6ONLY on the socket for {what}"), e))?;
     }
-    .map_err(|e| NetError::io(format!("join the multicast group for {what}"), e))?;
+    sock.bind(&SockAddr::from(address))
+        .map_err(|e| NetError::io(format!("bind udp://{address} for {what}"), e))?;
+    let sock = UdpSocket::from(sock);
+    let joins: Vec<io::Result<()>> = match address.ip() {
+        IpAddr::V4(group) if group.is_multicast() => [Ipv4Addr::UNSPECIFIED, Ipv4Addr::LOCALHOST]
+            .iter()
+            .map(|interface| sock.join_multicast_v4(&group, interface))
+            .collect(),
+        IpAddr::V6(group) if group.is_multicast() => vec![sock.join_multicast_v6(&group, 0)],
+        _ => Vec::new(),
+    };
+    if joins.iter().all(Result::is_err)
+        && let Some(Err(e)) = joins.into_iter().next()
+    {
+        return Err(NetError::io(
+            format!("join the multicast group for {what}"),
+            e,
+        ));
+    }
     Ok(sock)
 }
 
@@ -219,9 +229,42 @@ mod tests {
         // joining a group needs a multicast route, which a CI container may lack; then the
         // error says what failed
         match announce_receiver("239.0.0.50:0".parse().unwrap()) {
-            Ok(group) => assert!(group.local_addr().unwrap().ip().is_unspecified()),
+            Ok(group) => assert_eq!(
+                group.local_addr().unwrap().ip(),
+                "239.0.0.50".parse::<IpAddr>().unwrap()
+            ),
             Err(e) => assert!(e.to_string().contains("join the multicast group"), "{e}"),
         }
+    }
+
+    #[test]
+    fn a_group_is_heard_beside_a_registrar_on_the_loopback_at_the_same_port() {
+        // The default profile's UDP listener holds 127.0.0.1:PORT; announces go to the group at
+        // the same port, through the loopback.
+        let registrar = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = registrar.local_addr().unwrap().port();
+        let group: SocketAddr = (Ipv4Addr::new(239, 0, 0, 50), port).into();
+        let rx = match announce_receiver(group) {
+            Ok(rx) => rx,
+            // No multicast at all in this container: the bind itself must not be what failed.
+            Err(e) => {
+                assert!(e.to_string().contains("join the multicast group"), "{e}");
+                return;
+            }
+        };
+        assert_eq!(rx.local_addr().unwrap(), group);
+        let tx = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
+        tx.set_multicast_if_v4(&Ipv4Addr::LOCALHOST).unwrap();
+        tx.send_to(b"announce", &group.into()).unwrap();
+        rx.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = [0; 16];
+        let (n, _) = rx.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"announce");
+        registrar.set_nonblocking(true).unwrap();
+        assert!(
+            registrar.recv_from(&mut buf).is_err(),
+            "the listener heard nothing"
+        );
     }
 
     #[test]

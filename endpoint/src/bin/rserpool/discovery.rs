@@ -3,20 +3,17 @@
 //! timeout. Discovery happens once, when the command starts; the registrars of that announce are
 //! then used as if given with `--registrar`.
 //!
-//! The socket is this module's own rather than `rserpool_net::announce_receiver`'s, which binds a
-//! group's port on the wildcard address and joins on the default interface only: on the host of a
-//! registrar whose UDP ASAP listener holds 127.0.0.1:3863 (the default profile) that bind fails,
-//! and that registrar's announces leave through the loopback, where such a socket does not hear
-//! them.
+//! The socket is `rserpool_net::announce_receiver`'s: bound to the group address (it shares the
+//! port with a registrar's UDP listener on the loopback) and joined on the default interface and
+//! the loopback, where this host's registrars announce.
 
-use std::io::{self, ErrorKind};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::io::ErrorKind;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use rserpool_endpoint::servers::{AnnounceSettings, ServerList};
 use rserpool_endpoint::{Registrar, StreamTransport};
 use rserpool_protocol::MAX_MESSAGE_LEN;
-use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::reach::{Discovery, REGISTRAR_ENV};
 
@@ -25,7 +22,7 @@ use crate::reach::{Discovery, REGISTRAR_ENV};
 /// and port), telling on stderr which it found.
 pub fn discover(discovery: &Discovery) -> Result<Vec<Registrar>, String> {
     let url = discovery.listen;
-    let socket = receiver(url.address).map_err(|e| {
+    let socket = rserpool_net::announce_receiver(url.address).map_err(|e| {
         format!(
             "cannot listen for registrar announces on {url}: {e}; give a registrar with \
              --registrar URL, or another --discover address"
@@ -70,44 +67,6 @@ pub fn discover(discovery: &Discovery) -> Result<Vec<Registrar>, String> {
         );
     }
     Ok(list.entries().iter().map(|k| k.registrar).collect())
-}
-
-/// The blocking socket announces arrive on at `address`. A multicast group is the socket's own
-/// address (it hears that group only, and shares the port with other sockets bound to other
-/// addresses, such as a registrar's UDP listener on the loopback), joined on the default
-/// interface and on the loopback; a unicast address is bound as it is. `SO_REUSEADDR` lets
-/// several commands listen at once.
-fn receiver(address: SocketAddr) -> io::Result<UdpSocket> {
-    let socket = Socket::new(
-        Domain::for_address(address),
-        Type::DGRAM,
-        Some(Protocol::UDP),
-    )?;
-    socket.set_reuse_address(true)?;
-    if address.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
-    socket.bind(&address.into())?;
-    // Joined where a group's announces come from: other hosts through the default interface,
-    // this host's loopback registrars through the loopback. One of the two is enough; the
-    // first error tells when neither works.
-    let joins: Vec<io::Result<()>> = match address.ip() {
-        IpAddr::V4(group) if group.is_multicast() => [Ipv4Addr::UNSPECIFIED, Ipv4Addr::LOCALHOST]
-            .iter()
-            .map(|interface| socket.join_multicast_v4(&group, interface))
-            .collect(),
-        IpAddr::V6(group) if group.is_multicast() => vec![socket.join_multicast_v6(&group, 0)],
-        _ => Vec::new(),
-    };
-    if let Some(Err(e)) = joins.iter().find(|j| j.is_err())
-        && joins.iter().all(Result::is_err)
-    {
-        return Err(io::Error::new(
-            e.kind(),
-            format!("cannot join the multicast group: {e}"),
-        ));
-    }
-    Ok(socket.into())
 }
 
 /// The error when the wait ended without a usable announce.
