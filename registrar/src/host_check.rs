@@ -491,6 +491,18 @@ fn cores(config: &Config, cpus: &Cpus, workers: usize, findings: &mut Vec<Findin
         ));
         return;
     }
+    if config.registrar.pin_workers && workers >= cpus.usable {
+        findings.push(Finding::bad(
+            "workers and cores",
+            Severity::Note,
+            format!("{current}; registrar.pin_workers = true"),
+            "pinned workers on every usable core suit a host dedicated to the registrar; other \
+             load on these cores cannot move away from them (with the load generator on the same \
+             cores, rserpool-bench sweep measured p99 5-9 times higher with pinning)",
+            "keep other work off these cores, or set registrar.pin_workers = false",
+        ));
+        return;
+    }
     findings.push(Finding::ok("workers and cores", current));
 }
 

@@ -122,6 +122,29 @@ fn spinning_workers_on_every_usable_core_are_reported() {
 }
 
 #[test]
+fn pinned_workers_on_every_usable_core_are_a_note() {
+    let tree = Tree::two_cpus("pinned-all");
+    // low-latency pins one worker per core: fine on a dedicated host, worth saying.
+    let f = finding(
+        &check(&profile("low-latency"), &tree.host()),
+        "workers and cores",
+    )
+    .clone();
+    assert_eq!(f.severity, Severity::Note);
+    assert!(
+        f.current.ends_with("registrar.pin_workers = true"),
+        "{}",
+        f.current
+    );
+    let mut one = profile("low-latency");
+    one.registrar.workers = 1;
+    assert_eq!(
+        finding(&check(&one, &tree.host()), "workers and cores").severity,
+        Severity::Ok
+    );
+}
+
+#[test]
 fn more_workers_than_a_cgroup_quota_allows_are_reported() {
     let tree = Tree::two_cpus("quota").file("sys/fs/cgroup/cpu.max", "100000 100000\n");
     let mut config = profile("default");
