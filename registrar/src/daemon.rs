@@ -50,21 +50,33 @@ impl From<NetError> for DaemonError {
     }
 }
 
-/// Logs what `--check-host` would warn about for this configuration, but for the transports and
-/// io_uring, which the start-up reports itself when it skips a listener or falls back to epoll
-/// (and errors stop the start with their own message).
+/// Logs what `--check-host` finds for this configuration: warnings as warnings, notes that give
+/// a reason (pinned workers on every core, say) as information; not the transports and io_uring,
+/// which the start-up reports itself when it skips a listener or falls back to epoll (and errors
+/// stop the start with their own message).
 fn warn_about_the_host(config: &Config) {
     use crate::host_check::{self, Host, Severity};
     const REPORTED_BY_THE_START: [&str; 3] = ["kernel SCTP", "kernel MPTCP", "io_uring"];
     for f in host_check::check(config, &Host::this()) {
-        if f.severity == Severity::Warning && !REPORTED_BY_THE_START.contains(&f.check) {
-            tracing::warn!(
+        if REPORTED_BY_THE_START.contains(&f.check) {
+            continue;
+        }
+        match f.severity {
+            Severity::Warning => tracing::warn!(
                 check = f.check,
                 current = %f.current,
                 fix = %f.fix,
                 "{} (rserpool-registrar --check-host lists every check)",
                 f.why
-            );
+            ),
+            Severity::Note if !f.why.is_empty() => tracing::info!(
+                check = f.check,
+                current = %f.current,
+                fix = %f.fix,
+                "{} (rserpool-registrar --check-host lists every check)",
+                f.why
+            ),
+            _ => {}
         }
     }
 }

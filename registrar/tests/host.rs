@@ -1,7 +1,8 @@
 //! `rserpool-registrar --check-host` on this machine, as an operator runs it: workers that spin
 //! (`registrar.busy_poll_us`, as the low-latency profile did before it was measured) on every core
-//! the process may use must be reported with the fix; no profile as shipped spins; a bad
-//! configuration is a usage error. Each check against faked hosts is in
+//! the process may use must be reported with the fix; no profile as shipped spins; the
+//! low-latency profile's pinned workers on every core are said at start; a bad configuration is
+//! a usage error. Each check against faked hosts is in
 //! `registrar/src/host_check/tests.rs`.
 
 use std::process::Command;
@@ -57,6 +58,48 @@ fn no_profile_as_shipped_spins() {
             "{profile}: {out}"
         );
     }
+}
+
+#[test]
+fn the_low_latency_profile_says_at_start_that_its_pinned_workers_take_every_core() {
+    // One pinned worker per usable core, on any host: the daemon says so when it starts.
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_rserpool-registrar"))
+        .args([
+            "--profile",
+            "low-latency",
+            "--asap",
+            "tcp://127.0.0.1:0",
+            "--enrp",
+            "tcp://127.0.0.1:0",
+            "--metrics",
+            "off",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(daemon.stdout.take().unwrap());
+    let mut line = String::new();
+    while std::io::BufRead::read_line(&mut stdout, &mut line).unwrap() > 0
+        && !line.starts_with("listening asap")
+    {
+        line.clear();
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status();
+    let out = daemon.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        line.starts_with("listening asap"),
+        "it did not start: {err}"
+    );
+    let note = err
+        .lines()
+        .find(|l| l.contains("pinned workers on every usable core"))
+        .unwrap_or_else(|| panic!("no note about pinned workers: {err}"));
+    assert!(note.contains("INFO"), "{note}");
+    assert!(note.contains("registrar.pin_workers = false"), "{note}");
 }
 
 #[test]
