@@ -14,33 +14,14 @@ mod common;
 /// Hostile messages per soak: the bound for CI.
 const MESSAGES: u64 = 100_000;
 
-fn soak(transport: &str, seed: &str) -> Value {
-    common::registrar_bin();
-    let messages = MESSAGES.to_string();
-    common::report(&[
-        "hostile",
-        "--spawn",
-        "--transport",
-        transport,
-        "--messages",
-        &messages,
-        "--check-every",
-        "10000",
-        "--keep-alive-interval",
-        "200",
-        "--seed",
-        seed,
-    ])
-}
-
 #[test]
 fn a_hundred_thousand_hostile_messages_over_tcp_and_udp_leave_every_legitimate_pe() {
-    common::assert_hostile_soak_passed(MESSAGES, &soak("tcp", "17"));
+    common::assert_hostile_soak_passed(MESSAGES, &common::hostile_soak("tcp", MESSAGES, "17"));
 }
 
 #[test]
 fn a_hundred_thousand_hostile_messages_over_mptcp_and_udp_leave_every_legitimate_pe() {
-    common::assert_hostile_soak_passed(MESSAGES, &soak("mptcp", "18"));
+    common::assert_hostile_soak_passed(MESSAGES, &common::hostile_soak("mptcp", MESSAGES, "18"));
 }
 
 /// The checks can fail: a memory bound of 0 MiB does not hold while the registrar takes in

@@ -21,24 +21,8 @@ const MESSAGES: u64 = 100_000;
 
 #[test]
 fn a_hundred_thousand_hostile_messages_over_sctp_and_udp_leave_every_legitimate_pe() {
-    common::registrar_bin();
-    let messages = MESSAGES.to_string();
-    let args = [
-        "hostile",
-        "--spawn",
-        "--transport",
-        "sctp",
-        "--messages",
-        &messages,
-        "--check-every",
-        "10000",
-        "--keep-alive-interval",
-        "200",
-        "--seed",
-        "20",
-    ];
     let started = std::time::Instant::now();
-    let v = common::report(&args);
+    let v = common::hostile_soak("sctp", MESSAGES, "20");
     eprintln!(
         "{MESSAGES} hostile messages over SCTP in {:?}: {v}",
         started.elapsed()

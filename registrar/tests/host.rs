@@ -5,6 +5,8 @@
 //! a usage error. Each check against faked hosts is in
 //! `registrar/src/host_check/tests.rs`.
 
+mod common;
+
 use std::process::Command;
 
 fn check_host(args: &[&str]) -> (Option<i32>, String, String) {
@@ -63,37 +65,19 @@ fn no_profile_as_shipped_spins() {
 #[test]
 fn the_low_latency_profile_says_at_start_that_its_pinned_workers_take_every_core() {
     // One pinned worker per usable core, on any host: the daemon says so when it starts.
-    let mut daemon = Command::new(env!("CARGO_BIN_EXE_rserpool-registrar"))
-        .args([
-            "--profile",
-            "low-latency",
-            "--asap",
-            "tcp://127.0.0.1:0",
-            "--enrp",
-            "tcp://127.0.0.1:0",
-            "--metrics",
-            "off",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = std::io::BufReader::new(daemon.stdout.take().unwrap());
-    let mut line = String::new();
-    while std::io::BufRead::read_line(&mut stdout, &mut line).unwrap() > 0
-        && !line.starts_with("listening asap")
-    {
-        line.clear();
-    }
-    let _ = Command::new("kill")
-        .args(["-TERM", &daemon.id().to_string()])
-        .status();
-    let out = daemon.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        line.starts_with("listening asap"),
-        "it did not start: {err}"
-    );
+    let daemon = common::Daemon::start(&[
+        "--profile",
+        "low-latency",
+        "--asap",
+        "tcp://127.0.0.1:0",
+        "--enrp",
+        "tcp://127.0.0.1:0",
+        "--metrics",
+        "off",
+    ]);
+    daemon.signal("TERM");
+    let (code, err) = daemon.wait(std::time::Duration::from_secs(20));
+    assert_eq!(code, Some(0), "{err}");
     let note = err
         .lines()
         .find(|l| l.contains("pinned workers on every usable core"))

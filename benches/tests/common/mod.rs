@@ -63,6 +63,28 @@ pub fn parse(args: &[&str], out: &Output) -> Value {
 }
 
 /// Asserts the JSON report `v` of a `hostile` soak of `messages` messages with the legitimate
+/// The `hostile` soak of `messages` over `transport` with `seed` against a spawned registrar on
+/// its default worker count, the legitimate PEs' keep-alives every 200 ms, checks every 10 000
+/// messages: its JSON report.
+pub fn hostile_soak(transport: &str, messages: u64, seed: &str) -> Value {
+    registrar_bin();
+    let messages = messages.to_string();
+    report(&[
+        "hostile",
+        "--spawn",
+        "--transport",
+        transport,
+        "--messages",
+        &messages,
+        "--check-every",
+        "10000",
+        "--keep-alive-interval",
+        "200",
+        "--seed",
+        seed,
+    ])
+}
+
 /// PEs' keep-alives every 200 ms and a spawned registrar: every check passed, every mutation
 /// kind and action-bit pattern was sent, the legitimate PEs answered keep-alives throughout, and
 /// the registrar counted the garbage it received.
