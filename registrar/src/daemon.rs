@@ -57,7 +57,7 @@ impl From<NetError> for DaemonError {
 fn warn_about_the_host(config: &Config) {
     use crate::host_check::{self, Host, Severity};
     const REPORTED_BY_THE_START: [&str; 3] = ["kernel SCTP", "kernel MPTCP", "io_uring"];
-    for f in host_check::check(config, &Host::this()) {
+    for f in host_check::check(config, &Host::this_unprobed()) {
         if REPORTED_BY_THE_START.contains(&f.check) {
             continue;
         }

@@ -95,6 +95,15 @@ impl Host {
         }
     }
 
+    /// This machine, read only (`/proc` and `/sys`, nothing opened): for the daemon's start,
+    /// which probes the transports and io_uring itself when it opens them.
+    pub fn this_unprobed() -> Self {
+        Self {
+            root: PathBuf::from("/"),
+            probe: false,
+        }
+    }
+
     /// A faked tree under `root` (`root/proc/...`, `root/sys/...`), without probes.
     pub fn faked(root: impl Into<PathBuf>) -> Self {
         Self {

@@ -651,11 +651,18 @@ impl LoopState {
             return;
         }
         self.stall_checks.insert(s, now);
-        let stalled: Vec<SctpAssocId> = self
-            .sctp
-            .keys()
-            .filter(|(on, _)| *on == s)
-            .map(|&(_, assoc)| assoc)
+        // A peeled-off socket holds its one association; a listener, any number of them.
+        let on_socket: Vec<SctpAssocId> = match self.sctp_sockets.association(s) {
+            Some(assoc) => vec![assoc],
+            None => self
+                .sctp
+                .keys()
+                .filter(|(on, _)| *on == s)
+                .map(|&(_, assoc)| assoc)
+                .collect(),
+        };
+        let stalled: Vec<SctpAssocId> = on_socket
+            .into_iter()
             .filter(|&assoc| socket.peer_window(assoc).is_ok_and(|w| w == 0))
             .collect();
         for assoc in stalled {
