@@ -360,6 +360,8 @@ pub(crate) struct Pool {
     staged: bool,
     /// Changed since the last publication.
     dirty: bool,
+    /// Someone watches its changes ([`crate::Shard::watch`]): the shard notes each change.
+    pub watched: bool,
 }
 
 impl Pool {
@@ -376,7 +378,13 @@ impl Pool {
             snapshot: Arc::new(PoolSnapshot::new(policy_type, Tree::default(), 0)),
             staged: false,
             dirty: false,
+            watched: false,
         }
+    }
+
+    /// Whether changes wait for [`Pool::publish_staged`] (made in a batch, not yet published).
+    pub fn unpublished(&self) -> bool {
+        self.dirty
     }
 
     /// The version published last.

@@ -301,6 +301,11 @@ pub struct Shard {
     batched: Option<Vec<u32>>,
     /// How many batches are open (they nest; the outermost one publishes).
     batch_depth: u32,
+    /// Handles of the pools whose changes someone watches ([`Shard::watch`]; ASAP
+    /// subscriptions, RFC 5352 §2.2.5), whether the pool exists or not.
+    watched: FastSet<Arc<[u8]>>,
+    /// Watched pools changed since [`Shard::take_watched_changes`] (may repeat a handle).
+    watched_changes: Vec<Arc<[u8]>>,
 }
 
 impl Shard {
@@ -317,7 +322,57 @@ impl Shard {
             view: Arc::new(ShardView::default()),
             batched: None,
             batch_depth: 0,
+            watched: FastSet::default(),
+            watched_changes: Vec::new(),
         }
+    }
+
+    /// Starts watching pool `handle` (which need not exist yet): from now on each change of it
+    /// (a PE added, changed or removed, the pool created or removed, a takeover) is noted for
+    /// [`Shard::take_watched_changes`]. With no pool watched, noting a change costs one branch.
+    pub fn watch(&mut self, handle: &[u8]) {
+        if !self.watched.contains(handle) {
+            self.watched.insert(handle.into());
+        }
+        if let Some(&slot) = self.index.get(handle)
+            && let Some(Some(pool)) = self.pools.get_mut(slot as usize)
+        {
+            pool.watched = true;
+        }
+    }
+
+    /// Stops watching pool `handle`.
+    pub fn unwatch(&mut self, handle: &[u8]) {
+        self.watched.remove(handle);
+        if let Some(&slot) = self.index.get(handle)
+            && let Some(Some(pool)) = self.pools.get_mut(slot as usize)
+        {
+            pool.watched = false;
+        }
+    }
+
+    /// Whether pool `handle` differs from the snapshot with serial `seen` a reader saw (0: the
+    /// reader found no pool): another snapshot is published, or changes wait for the batch's
+    /// publication, or the pool appeared or went away.
+    pub fn changed_since(&self, handle: &[u8], seen: u64) -> bool {
+        match self.pool(handle) {
+            Some(pool) => pool.snapshot().serial() != seen || pool.unpublished(),
+            None => seen != 0,
+        }
+    }
+
+    /// Whether a watched pool changed since the last [`Shard::take_watched_changes`].
+    pub fn has_watched_changes(&self) -> bool {
+        !self.watched_changes.is_empty()
+    }
+
+    /// The watched pools changed since the last call, each once. Call it after publishing
+    /// ([`Shard::publish_batch`]), so that readers see what the changes made.
+    pub fn take_watched_changes(&mut self) -> Vec<Arc<[u8]>> {
+        let mut changed = std::mem::take(&mut self.watched_changes);
+        changed.sort_unstable();
+        changed.dedup();
+        changed
     }
 
     /// Runs `f` as one batch: each pool it changes is republished to readers once, at the end,
@@ -527,7 +582,8 @@ impl Shard {
         }
         let slot_index = if pool_created {
             let handle: Arc<[u8]> = pool_handle.into();
-            let pool = Pool::new(Arc::clone(&handle), policy_type, shape);
+            let mut pool = Pool::new(Arc::clone(&handle), policy_type, shape);
+            pool.watched = !self.watched.is_empty() && self.watched.contains(pool_handle);
             let s = match self.free.pop() {
                 Some(s) => {
                     self.pools[s as usize] = Some(pool);
@@ -598,6 +654,9 @@ impl Shard {
                 self.pes += 1;
             }
         }
+        if pool.watched && !existing.as_ref().is_some_and(|e| e.unchanged) {
+            self.watched_changes.push(Arc::clone(&pool.handle));
+        }
         // The checksums cover (pool handle, PE ID) per owner: only a new PE or a change of home
         // PR changes them.
         if previous != Some(home_pr) {
@@ -663,6 +722,9 @@ impl Shard {
             .or_default()
             .remove(&pool.handle, entry.id());
         let pool_handle = Arc::clone(&pool.handle);
+        if pool.watched {
+            self.watched_changes.push(Arc::clone(&pool_handle));
+        }
         let pool_removed = pool.len() == 0;
         if pool_removed {
             self.index.remove(&pool_handle);
@@ -769,6 +831,9 @@ impl Shard {
             }
             let changed =
                 pool.update_where(|e| e.home_pr == dead, |e| e.home_pr = new_home, &self.view);
+            if pool.watched && !changed.is_empty() {
+                self.watched_changes.push(Arc::clone(&pool.handle));
+            }
             moved.extend(changed.into_iter().map(|e| (Arc::clone(&pool.handle), e)));
         }
         if let Some(c) = self.owners.remove(&dead) {
@@ -969,5 +1034,63 @@ mod tests {
                 Some(e.id())
             );
         }
+    }
+
+    /// Watched pools (ASAP subscriptions): every change that republishes a pool is noted once
+    /// per take, an unchanged re-registration is not, a pool is watched before it exists and
+    /// after it went away, and an unwatched pool is not noted.
+    #[test]
+    fn watched_pools_note_their_changes() {
+        let mut shard = Shard::new(Limits::default());
+        let h: &[u8] = b"w";
+        let taken = |shard: &mut Shard| -> Vec<Vec<u8>> {
+            shard
+                .take_watched_changes()
+                .iter()
+                .map(|h| h.to_vec())
+                .collect()
+        };
+        shard
+            .register(b"other", pe(9, 0), PrId(1), None, 0)
+            .unwrap();
+        assert!(!shard.has_watched_changes(), "nothing watched");
+        assert!(!shard.changed_since(h, 0), "no pool, none seen");
+        shard.watch(h);
+        shard.register(h, pe(1, 0), PrId(1), None, 0).unwrap();
+        shard.register(h, pe(2, 0), PrId(1), None, 0).unwrap();
+        shard
+            .register(b"other", pe(8, 0), PrId(1), None, 0)
+            .unwrap();
+        assert_eq!(taken(&mut shard), [h.to_vec()], "created and added: once");
+        let serial = shard.snapshot(h).unwrap().serial();
+        assert!(!shard.changed_since(h, serial));
+        assert!(shard.changed_since(h, serial - 1));
+        shard.register(h, pe(2, 0), PrId(1), None, 1).unwrap();
+        assert!(!shard.has_watched_changes(), "unchanged re-registration");
+        shard.register(h, pe(2, 5), PrId(1), None, 1).unwrap();
+        assert_eq!(taken(&mut shard), [h.to_vec()], "changed attributes");
+        shard.take_over(PrId(1), PrId(2));
+        assert_eq!(taken(&mut shard), [h.to_vec()], "takeover");
+        shard.begin_batch();
+        shard.deregister(h, PeId(1), None).unwrap();
+        let serial = shard.snapshot(h).unwrap().serial();
+        assert!(
+            shard.changed_since(h, serial),
+            "a change waits for the batch"
+        );
+        shard.end_batch();
+        assert_eq!(taken(&mut shard), [h.to_vec()], "removal");
+        shard.deregister(h, PeId(2), None).unwrap();
+        assert_eq!(taken(&mut shard), [h.to_vec()], "the pool went away");
+        assert!(shard.changed_since(h, serial) && !shard.changed_since(h, 0));
+        shard.register(h, pe(3, 0), PrId(1), None, 0).unwrap();
+        assert_eq!(
+            taken(&mut shard),
+            [h.to_vec()],
+            "still watched: created again"
+        );
+        shard.unwatch(h);
+        shard.register(h, pe(4, 0), PrId(1), None, 0).unwrap();
+        assert!(!shard.has_watched_changes(), "unwatched");
     }
 }

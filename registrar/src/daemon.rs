@@ -813,5 +813,10 @@ fn core_config(
             takeover_suggestion: e.takeover_suggestion,
             allowed_peers: e.allowed_peers.clone(),
         },
+        subscriptions: crate::core::SubscriptionConfig {
+            max_per_association: config.subscriptions.max_per_association,
+            max_total: config.subscriptions.max_total,
+            min_push_interval: config.subscriptions.min_push_interval_ms,
+        },
     }
 }

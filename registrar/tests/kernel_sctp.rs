@@ -420,6 +420,7 @@ common::on_both_drivers!(
     a_presence_over_sctp_counts_every_pe_already_replicated,
     a_registrar_restarted_at_once_serves_every_pe_over_sctp,
     each_association_gets_a_socket_of_its_own_and_gives_it_back,
+    a_subscriber_over_sctp_gets_pushes_until_its_association_ends,
 );
 
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -799,6 +800,40 @@ fn enrp_ppid_on_the_asap_port_aborts_only_that_association(driver: &str) {
         d.metric("rserpool_messages_received_total{protocol=\"enrp\""),
         0.0,
         "the ENRP message was not processed"
+    );
+}
+
+/// RFC 5352 §2.2.5-6 over SCTP (a peeled-off association): the S bit is answered with the A
+/// bit, a change of the pool is pushed with it, and the subscription ends with the association.
+fn a_subscriber_over_sctp_gets_pushes_until_its_association_ends(driver: &str) {
+    let (d, addr) = sctp_daemon(driver, 2, 60_000, 60_000);
+    let pe = Asap::connect(addr);
+    register(&pe, b"watched", 1);
+    let pu = Asap::connect(addr);
+    let subscribe = encode(
+        &AsapMessage::HandleResolution {
+            subscribe: true,
+            pool_handle: PoolHandle(b"watched"),
+            items: None,
+        },
+        RFC,
+    );
+    let a_bit = |bytes: &[u8]| match AsapMessage::decode(bytes, RFC).expect("decodable").message {
+        AsapMessage::HandleResolutionResponse { accepted, .. } => accepted,
+        other => panic!("not a resolution response: {other:?}"),
+    };
+    let answer = pu.request(&subscribe);
+    assert!(a_bit(&answer), "the A bit answers the S bit");
+    assert_eq!(resolved(&answer, RFC), Ok(vec![1]));
+    register(&pe, b"watched", 2);
+    let push = pu.recv();
+    assert!(a_bit(&push), "a push carries the A bit");
+    assert_eq!(resolved(&push, RFC), Ok(vec![1, 2]));
+    assert_eq!(d.metric("rserpool_subscriptions "), 1.0);
+    drop(pu);
+    assert!(
+        eventually(WAIT, || d.metric("rserpool_subscriptions ") == 0.0),
+        "the subscription ends with its association"
     );
 }
 

@@ -199,6 +199,11 @@ fn blank() -> Config {
             max_registrations_per_second_per_identity: 0,
             idle_timeout_ms: 0,
         },
+        subscriptions: super::SubscriptionsConfig {
+            max_per_association: 0,
+            max_total: 0,
+            min_push_interval_ms: 0,
+        },
         io: IoConfig {
             ring_entries: 0,
             buffer_size: 0,

@@ -81,6 +81,8 @@ pub struct Config {
     pub resolution: ResolutionConfig,
     /// `[limits]`: bounds on state and input.
     pub limits: LimitsConfig,
+    /// `[subscriptions]`: ASAP subscriptions to pool changes (RFC 5352 §2.2.5-6).
+    pub subscriptions: SubscriptionsConfig,
     /// `[access]`: who may register, deregister and resolve in which pools.
     pub access: AccessConfig,
     /// `[tls]`: certificates and identities of the TLS listeners and ENRP peers.
@@ -257,6 +259,18 @@ pub struct LimitsConfig {
     /// Milliseconds an ASAP association may stay open without registering, deregistering or
     /// resolving; 0 = unlimited.
     pub idle_timeout_ms: u64,
+}
+
+/// `[subscriptions]`: ASAP subscriptions to pool changes (RFC 5352 §2.2.5-6).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubscriptionsConfig {
+    /// Most pools one association may subscribe to; 0 = subscriptions off.
+    pub max_per_association: usize,
+    /// Most subscriptions over all associations and workers; 0 = subscriptions off.
+    pub max_total: usize,
+    /// Least time between two pushes to one subscriber, in milliseconds; 0 = every change at
+    /// once.
+    pub min_push_interval_ms: u64,
 }
 
 /// `[io]`: rings, buffers and sockets of the I/O drivers.

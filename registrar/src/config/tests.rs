@@ -374,6 +374,17 @@ fn bad_values_name_the_key_and_the_line() {
             "config.toml:2: `limits.max_pes_per_association` must be at least 1, not 0",
         ),
         (
+            "[subscriptions]\nmin_push_interval_ms = 120000\n",
+            "config.toml:2: `subscriptions.min_push_interval_ms` must be between 0 and 60000 ms \
+             (0 = push every change at once), not 120000",
+        ),
+        (
+            "[subscriptions]\nmax_total = 10\nmax_per_association = 20\n",
+            "config.toml:3: `subscriptions.max_per_association` 20 exceeds \
+             `subscriptions.max_total` 10 (set at config.toml:2): no association could reach \
+             it; lower the one or raise the other (0 in either turns subscriptions off)",
+        ),
+        (
             "[registrar]\nworkers = 5000\n",
             "config.toml:2: `registrar.workers` must be between 0 and 1024 (0 = one per core), \
              not 5000",

@@ -35,6 +35,7 @@ pub(super) fn check(config: &Config, origins: &Origins) -> Vec<Problem> {
     c.announce_and_timers(config);
     c.enrp(config);
     c.limits(config);
+    c.subscriptions(config);
     c.tls(config);
     c.io(config);
     c.log(config);
@@ -404,6 +405,30 @@ impl Checker<'_> {
                      `limits.max_message_size` {} bytes (set at {at}); lower the one or raise \
                      the other",
                     l.max_pool_handle_len, l.max_message_size
+                ),
+            );
+        }
+    }
+
+    /// Subscriptions: a push interval of at most a minute, and a limit per association that
+    /// the total limit leaves room for.
+    fn subscriptions(&mut self, config: &Config) {
+        let s = &config.subscriptions;
+        self.range(
+            "subscriptions.min_push_interval_ms",
+            s.min_push_interval_ms,
+            0..=60_000,
+            " ms (0 = push every change at once)",
+        );
+        if s.max_total > 0 && s.max_per_association > s.max_total {
+            let at = self.origins.of("subscriptions.max_total");
+            self.fail(
+                "subscriptions.max_per_association",
+                format!(
+                    "`subscriptions.max_per_association` {} exceeds `subscriptions.max_total` {} \
+                     (set at {at}): no association could reach it; lower the one or raise the \
+                     other (0 in either turns subscriptions off)",
+                    s.max_per_association, s.max_total
                 ),
             );
         }

@@ -75,15 +75,11 @@ impl Worker {
         if let Some(r) = asap::decode_plain_handle_resolution(msg) {
             self.metrics
                 .message_in(Protocol::Asap, message_type::HANDLE_RESOLUTION);
-            self.on_resolution(
-                reads,
-                association,
-                generation,
-                r.pool_handle,
-                r.items,
-                now,
-                out,
-            );
+            let query = Query {
+                pool_handle: r.pool_handle,
+                items: r.items,
+            };
+            self.on_resolution(reads, association, generation, query, r.subscribe, now, out);
             return RequestKind::Resolution;
         }
         let Ok(decoded) = self.receive(target, generation, msg, out) else {
@@ -109,9 +105,12 @@ impl Worker {
                 RequestKind::Deregistration
             }
             AsapMessage::HandleResolution {
-                pool_handle, items, ..
+                subscribe,
+                pool_handle,
+                items,
             } => {
-                self.on_resolution(reads, association, generation, pool_handle, items, now, out);
+                let query = Query { pool_handle, items };
+                self.on_resolution(reads, association, generation, query, subscribe, now, out);
                 RequestKind::Resolution
             }
             AsapMessage::EndpointKeepAliveAck { pool_handle, pe_id } => {
@@ -153,35 +152,31 @@ impl Worker {
         }
     }
 
-    /// RFC 5352 §3.3: a handle resolution within the association's request rate.
+    /// RFC 5352 §3.3: a handle resolution within the association's request rate; with the S
+    /// bit (`subscribe`, §2.2.5) also a subscription to the pool's changes.
     #[allow(clippy::too_many_arguments)]
     fn on_resolution(
         &mut self,
         reads: &PinnedReader<'_>,
         association: AssociationId,
         generation: Generation,
-        pool_handle: PoolHandle<'_>,
-        items: Option<u32>,
+        query: Query<'_>,
+        subscribe: bool,
         now: Millis,
         out: &mut Output,
     ) {
         let target = Target::Association(association);
         if self.take_token(association, now) {
-            self.resolve(
-                reads,
-                target,
-                generation,
-                Query { pool_handle, items },
-                now,
-                out,
-            );
+            let subscriber = subscribe.then_some(association);
+            self.resolve(reads, target, generation, query, subscriber, now, out);
         } else {
             self.metrics.rate_limited();
             self.resolution_failed(
                 target,
                 generation,
-                pool_handle,
+                query.pool_handle,
                 cause::LACK_OF_RESOURCES,
+                false,
                 out,
             );
         }
@@ -206,7 +201,9 @@ impl Worker {
                 pool_handle: r.pool_handle,
                 items: r.items,
             };
-            self.resolve(reads, target, generation, query, now, out);
+            // RFC 5352 §2.2.5: a subscription lives as long as its association; a datagram has
+            // none, so the S bit is answered with the A bit clear.
+            self.resolve(reads, target, generation, query, None, now, out);
             return RequestKind::Resolution;
         }
         let Ok(decoded) = self.receive(target, generation, msg, out) else {
@@ -216,14 +213,8 @@ impl Worker {
             AsapMessage::HandleResolution {
                 pool_handle, items, ..
             } => {
-                self.resolve(
-                    reads,
-                    target,
-                    generation,
-                    Query { pool_handle, items },
-                    now,
-                    out,
-                );
+                let query = Query { pool_handle, items };
+                self.resolve(reads, target, generation, query, None, now, out);
                 RequestKind::Resolution
             }
             AsapMessage::Registration {
@@ -613,13 +604,18 @@ impl Worker {
 
     /// RFC 5352 §3.3: select PEs by the pool policy and answer; the overall policy TLV is always
     /// included (RSPLIB's PUs need it): the policy of the first selected PE, as RSPLIB does.
-    /// Unknown pool: an Operation Error with cause 0x9.
+    /// Unknown pool: an Operation Error with cause 0x9. With `subscriber` (the S bit on an
+    /// association, §2.2.5) the subscription is admitted or refused by its limits and the
+    /// answer carries the A bit accordingly; a pool that does not exist yet is subscribed too
+    /// (answered with cause 0x9 and the A bit), so that a PU can watch for it to appear.
+    #[allow(clippy::too_many_arguments)]
     fn resolve(
         &mut self,
         reads: &PinnedReader<'_>,
         target: Target,
         generation: Generation,
         query: Query<'_>,
+        subscriber: Option<AssociationId>,
         now: Millis,
         out: &mut Output,
     ) {
@@ -630,10 +626,43 @@ impl Worker {
                 generation,
                 pool_handle,
                 cause::REJECTED_SECURITY,
+                false,
                 out,
             );
             return;
         }
+        let accepted = subscriber.is_some_and(|a| self.admit_subscription(a, pool_handle.0));
+        let (sent, serial) =
+            self.answer(reads, target, generation, pool_handle, items, accepted, out);
+        self.metrics.resolution(sent > 0, sent);
+        if let (Some(association), true) = (subscriber, accepted) {
+            self.record_subscription(
+                association,
+                generation,
+                pool_handle.0,
+                items,
+                serial,
+                now,
+                out,
+            );
+        }
+    }
+
+    /// Selects PEs of `pool_handle` by the pool policy (at most `items`, RFC 5352 §3.3) and
+    /// sends ASAP_HANDLE_RESOLUTION_RESPONSE with the A bit `accepted` (§2.2.5-6), or cause 0x9
+    /// for an unknown pool. Returns the PEs sent (0: the failure) and the serial of the pool's
+    /// snapshot read (0: no pool).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn answer(
+        &mut self,
+        reads: &PinnedReader<'_>,
+        target: Target,
+        generation: Generation,
+        pool_handle: PoolHandle<'_>,
+        items: Option<u32>,
+        accepted: bool,
+        out: &mut Output,
+    ) -> (usize, u64) {
         let n = self.config.items.for_request(items);
         let Self {
             rng,
@@ -649,18 +678,22 @@ impl Worker {
             rng,
             &mut selection[..n],
             |snapshot, selected| {
-                if let Some(found) = respond_from_cache(
+                let serial = snapshot.serial();
+                if let Some(sent) = respond_from_cache(
                     encoded,
                     parts,
                     metrics,
                     snapshot,
                     selected,
-                    target,
-                    generation,
-                    pool_handle,
+                    Response {
+                        target,
+                        generation,
+                        pool_handle,
+                        accepted,
+                    },
                     out,
                 ) {
-                    return found;
+                    return (sent, serial);
                 }
                 // The views borrow this snapshot; the allocation is the worker's, reused from one
                 // resolution to the next (an empty vector changes its element lifetime in place).
@@ -673,11 +706,10 @@ impl Worker {
                 );
                 // Empty: only PEs this generation cannot carry (64-bit identifiers on an RFC
                 // listener).
-                let found = !pool_elements.is_empty();
-                if found {
-                    metrics.resolution(true, pool_elements.len());
+                let sent = pool_elements.len();
+                if sent > 0 {
                     let message = AsapMessage::HandleResolutionResponse {
-                        accepted: false,
+                        accepted,
                         pool_handle,
                         resolution: Resolution::Found {
                             policy: Some(pool_elements[0].policy),
@@ -687,32 +719,36 @@ impl Worker {
                     send(metrics, target, generation, &message, out);
                 }
                 *views = recycle(pool_elements);
-                found
+                (sent, serial)
             },
         );
-        if found != Some(true) {
-            self.metrics.resolution(false, 0);
+        let (sent, serial) = found.unwrap_or((0, 0));
+        if sent == 0 {
             self.resolution_failed(
                 target,
                 generation,
                 pool_handle,
                 cause::UNKNOWN_POOL_HANDLE,
+                accepted,
                 out,
             );
         }
+        (sent, serial)
     }
 
+    /// ASAP_HANDLE_RESOLUTION_RESPONSE with cause `code` and the A bit `accepted`.
     fn resolution_failed(
         &mut self,
         target: Target,
         generation: Generation,
         pool_handle: PoolHandle<'_>,
         code: u16,
+        accepted: bool,
         out: &mut Output,
     ) {
         let causes = [ErrorCause { code, info: &[] }];
         let message = AsapMessage::HandleResolutionResponse {
-            accepted: false,
+            accepted,
             pool_handle,
             resolution: Resolution::Failed(Seq::from_items(&causes)),
         };
@@ -1132,22 +1168,36 @@ fn transmit(
     }
 }
 
+/// Where and how a handle resolution response goes.
+#[derive(Clone, Copy)]
+struct Response<'a> {
+    target: Target,
+    generation: Generation,
+    pool_handle: PoolHandle<'a>,
+    /// The A bit (RFC 5352 §2.2.5): a subscription accepted, or a push.
+    accepted: bool,
+}
+
 /// A handle resolution response assembled from the worker's encoded PEs
 /// ([`super::encoded`]): the same bytes as encoding it (the overall policy is the first
-/// PE's, as there). Whether a PE was found; `None` when the pool or one of the selected PEs is
-/// not cached, for the caller to encode the response.
-#[allow(clippy::too_many_arguments)]
+/// PE's, as there). The number of PEs sent (0: only PEs the generation cannot carry); `None`
+/// when the pool or one of the selected PEs is not cached, for the caller to encode the
+/// response.
 fn respond_from_cache(
     encoded: &mut EncodedPools,
     parts: &mut Vec<(u32, u32)>,
     metrics: &WorkerMetrics,
     snapshot: &PoolSnapshot,
     selected: &[u32],
-    target: Target,
-    generation: Generation,
-    pool_handle: PoolHandle<'_>,
+    response: Response<'_>,
     out: &mut Output,
-) -> Option<bool> {
+) -> Option<usize> {
+    let Response {
+        target,
+        generation,
+        pool_handle,
+        accepted,
+    } = response;
     let mut pool = encoded.pool(snapshot, generation, pool_handle)?;
     parts.clear();
     let mut policy = (0, 0);
@@ -1165,14 +1215,13 @@ fn respond_from_cache(
     }
     if parts.is_empty() {
         // Only PEs this generation cannot carry (64-bit identifiers on an RFC listener).
-        return Some(false);
+        return Some(0);
     }
-    metrics.resolution(true, parts.len());
     let bytes = pool.bytes();
     let at = |(start, end): (u32, u32)| &bytes[start as usize..end as usize];
     let encode = |buf: &mut [u8]| {
         asap::encode_resolution_response(
-            false,
+            accepted,
             pool.pool_handle(),
             at(policy),
             parts.iter().map(|&r| at(r)),
@@ -1181,7 +1230,7 @@ fn respond_from_cache(
     };
     let ty = message_type::HANDLE_RESOLUTION_RESPONSE;
     transmit(metrics, target, ty, encode, out);
-    Some(true)
+    Some(parts.len())
 }
 
 /// Empties a vector of views and hands its allocation on under another lifetime: collecting an

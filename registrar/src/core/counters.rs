@@ -189,6 +189,29 @@ impl Limit {
     }
 }
 
+/// Why a subscription (an ASAP_HANDLE_RESOLUTION with the S bit, RFC 5352 §2.2.5) was
+/// refused: answered as a plain resolution, A bit clear.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SubscriptionRefusal {
+    /// The association holds `subscriptions.max_per_association` subscriptions already.
+    PerAssociation,
+    /// The registrar holds `subscriptions.max_total` subscriptions already.
+    Total,
+}
+
+impl SubscriptionRefusal {
+    /// Every reason, in exposition order.
+    pub const ALL: [Self; 2] = [Self::PerAssociation, Self::Total];
+
+    /// The Prometheus label value.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Self::PerAssociation => "per_association",
+            Self::Total => "total",
+        }
+    }
+}
+
 /// The transport of a connection, as a metrics label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TransportLabel {
@@ -492,6 +515,11 @@ pub(crate) struct Counters {
     pub(crate) connections_opened: [AtomicU64; TransportLabel::ALL.len()],
     pub(crate) connections_closed: [AtomicU64; TransportLabel::ALL.len()],
     pub(crate) mailbox_forwards: AtomicU64,
+    /// Subscriptions held by the worker's associations (a gauge).
+    pub(crate) subscriptions: AtomicU64,
+    pub(crate) subscriptions_accepted: AtomicU64,
+    pub(crate) subscription_refusals: [AtomicU64; SubscriptionRefusal::ALL.len()],
+    pub(crate) subscription_pushes: AtomicU64,
     pub(crate) enrp_resyncs: AtomicU64,
     pub(crate) enrp_peers_dead: AtomicU64,
     pub(crate) enrp_takeovers: AtomicU64,
@@ -665,6 +693,26 @@ impl WorkerMetrics {
     /// A write passed to another worker's shard.
     pub fn mailbox_forwarded(&self) {
         add(&self.counters.mailbox_forwards, 1);
+    }
+
+    /// A new subscription accepted (RFC 5352 §2.2.5, A bit set in the answer).
+    pub fn subscription_accepted(&self) {
+        add(&self.counters.subscriptions_accepted, 1);
+    }
+
+    /// A subscription refused by a limit (answered with the A bit clear).
+    pub fn subscription_refused(&self, reason: SubscriptionRefusal) {
+        add(&self.counters.subscription_refusals[reason as usize], 1);
+    }
+
+    /// An unsolicited ASAP_HANDLE_RESOLUTION_RESPONSE pushed to a subscriber.
+    pub fn subscription_pushed(&self) {
+        add(&self.counters.subscription_pushes, 1);
+    }
+
+    /// The subscriptions the worker's associations hold now.
+    pub fn set_subscriptions(&self, subscriptions: u64) {
+        self.counters.subscriptions.store(subscriptions, Relaxed);
     }
 
     /// An ENRP audit found a peer's checksum different and started a repair.

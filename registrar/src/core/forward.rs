@@ -1,6 +1,7 @@
 //! What workers send each other through their mailboxes (design §3): writes to a pool's shard
 //! owner ([`ShardWrite`]), completions back to the worker holding an association
-//! ([`Completion`]), and ENRP work between worker 0 and the shards ([`Replication`]).
+//! ([`Completion`]), ENRP work between worker 0 and the shards ([`Replication`]), and ASAP
+//! subscription bookkeeping ([`SubscriptionNote`]).
 
 use std::sync::Arc;
 
@@ -9,6 +10,7 @@ use rserpool_protocol::Generation;
 
 use super::counters::RemovalReason;
 use super::enrp::{PeerAdd, Replicate, TablePageDone, TablePageRequest};
+use super::subscriptions::SubscriptionNote;
 
 /// A message one worker passes to another through its mailbox (design §3 mailboxes): writes to a
 /// pool's shard owner, completions back to the worker holding the association, and ENRP work
@@ -21,6 +23,14 @@ pub enum Forward {
     Completion(Completion),
     /// Between worker 0 (the scope) and the shards.
     Replication(Replication),
+    /// ASAP subscriptions: between a pool's shard owner and the workers of its subscribers.
+    Subscription(SubscriptionNote),
+}
+
+impl From<SubscriptionNote> for Forward {
+    fn from(note: SubscriptionNote) -> Self {
+        Self::Subscription(note)
+    }
 }
 
 /// A write to the worker owning a pool's shard (design §3): ASAP registrations and

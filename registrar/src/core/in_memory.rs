@@ -279,6 +279,8 @@ impl InMemoryPr {
         let mut queue = VecDeque::new();
         let mut from = from;
         loop {
+            // As a driver before output leaves: publish, and tell subscribers' workers.
+            self.workers[from].publish_turn(now, &mut self.out);
             sent.extend(self.out.transmits().map(|(target, bytes)| Sent {
                 target,
                 bytes: bytes.to_vec(),

@@ -27,6 +27,7 @@ mod output;
 mod rates;
 mod refusals;
 pub mod subnet;
+mod subscriptions;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -46,6 +47,7 @@ pub use self::enrp::{
 pub use self::forward::{Completion, Forward, RegisterRequest, Replication, ShardWrite};
 use self::output::encode_into;
 pub use self::output::{Output, Run, Target, Transmit};
+pub use self::subscriptions::{SubscriptionConfig, SubscriptionNote};
 
 /// The protocol of an association or a UDP listener.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -123,6 +125,8 @@ pub struct CoreConfig {
     pub csp: Option<(SocketAddr, Millis)>,
     /// The operating scope (ENRP, RFC 5353).
     pub enrp: EnrpConfig,
+    /// ASAP subscriptions (RFC 5352 §2.2.5-6): limits and push pacing.
+    pub subscriptions: SubscriptionConfig,
 }
 
 impl CoreConfig {
@@ -146,6 +150,7 @@ impl CoreConfig {
             listeners: Vec::new(),
             csp: None,
             enrp: EnrpConfig::default(),
+            subscriptions: SubscriptionConfig::default(),
         }
     }
 }
@@ -224,6 +229,8 @@ pub struct PrShared {
     associations_opened: std::sync::atomic::AtomicU64,
     /// Registrations per second of each identity, over all workers.
     registration_rates: rates::IdentityRates,
+    /// Subscriptions held, over all workers (`subscriptions.max_total`).
+    subscriptions: subscriptions::TotalSubscriptions,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -235,6 +242,8 @@ enum CoreTimer {
     Announce,
     Csp,
     Enrp,
+    /// Push to the subscribers whose push interval ended ([`subscriptions`]).
+    SubscriptionPush,
 }
 
 #[derive(Debug)]
@@ -304,6 +313,8 @@ pub struct Worker {
     taken_over: FastMap<PrId, enrp::TakenOver>,
     /// When each refused peer was last logged (once a minute per peer).
     refusals: refusals::RefusalLog,
+    /// ASAP subscriptions of this worker's associations and to its shard's pools.
+    subscriptions: subscriptions::Subscriptions,
 }
 
 impl Worker {
@@ -341,6 +352,7 @@ impl Worker {
             pr,
             taken_over: FastMap::default(),
             refusals: refusals::RefusalLog::default(),
+            subscriptions: subscriptions::Subscriptions::default(),
         }
     }
 
@@ -372,6 +384,11 @@ impl Worker {
     /// Whether the association is open (or being opened) in the core.
     pub fn has_association(&self, association: AssociationId) -> bool {
         self.associations.contains_key(&association)
+    }
+
+    /// Subscriptions (RFC 5352 §2.2.5) held by this worker's associations.
+    pub fn subscription_count(&self) -> usize {
+        self.subscriptions.count()
     }
 
     /// Number of open associations.
@@ -559,6 +576,7 @@ impl Worker {
         if a.info.protocol == Protocol::Enrp {
             self.enrp_association_closed(association, now);
         }
+        self.drop_subscriptions(association, now, out);
         for (pool_handle, pe_id) in self.monitor.close(association) {
             self.route(
                 &pool_handle,
@@ -589,8 +607,12 @@ impl Worker {
         self.close_association(association, now, out);
     }
 
-    /// The earliest time [`Self::on_timer`] has work (a lower bound).
+    /// The earliest time [`Self::on_timer`] has work (a lower bound). Changes of watched pools
+    /// made after the turn's last [`Self::publish_turn`] are due at once (0).
     pub fn next_timeout(&self) -> Option<Millis> {
+        if self.shard.has_watched_changes() || self.subscriptions.has_notes() {
+            return Some(0);
+        }
         match (self.timers.next_deadline(), self.shard.next_deadline()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -600,6 +622,7 @@ impl Worker {
     /// Runs every timer due by `now`: registration expiry in this worker's shard, keep-alives
     /// and their timeouts, announces, CSP reports.
     pub fn on_timer(&mut self, now: Millis, out: &mut Output) {
+        self.notify_watchers(now, out);
         for removed in self.shard.expire(now) {
             self.metrics.pe_removed(RemovalReason::Expired);
             if let Some(association) = removed.entry.association {
@@ -630,6 +653,7 @@ impl Worker {
                     self.enrp_tick(now, out);
                     self.publish_peers(now);
                 }
+                CoreTimer::SubscriptionPush => self.push_deferred(now, out),
             }
         }
         self.publish_gauges();
@@ -642,9 +666,12 @@ impl Worker {
         self.shard.begin_batch();
     }
 
-    /// Publishes the pools changed so far in this turn (before output leaves).
-    pub fn publish_turn(&mut self) {
+    /// Publishes the pools changed so far in this turn (before output leaves), then tells the
+    /// workers watching a changed pool, whose subscribers get their pushes (RFC 5352 §2.2.6;
+    /// this worker's own are queued in `out`).
+    pub fn publish_turn(&mut self, now: Millis, out: &mut Output) {
         self.shard.publish_batch();
+        self.notify_watchers(now, out);
     }
 
     /// Ends a loop turn: publishes the pools changed in it.
@@ -669,6 +696,7 @@ impl Worker {
             Forward::ShardWrite(write) => self.apply_shard_write(write, now, out),
             Forward::Completion(completion) => self.complete(completion, now, out),
             Forward::Replication(work) => self.on_replication(work, now, out),
+            Forward::Subscription(note) => self.on_subscription_note(note, now, out),
         }
     }
 

@@ -409,7 +409,7 @@ impl Loop {
 
     fn flush_once(&mut self, now: Millis) {
         // What the output confirms is visible to readers before the output leaves.
-        self.state.worker.publish_turn();
+        self.state.publish_turn();
         // Forwards first: completions may be waiting on them.
         self.state.post_forwards();
         let mut streams = Streams {

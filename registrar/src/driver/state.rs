@@ -730,6 +730,13 @@ impl LoopState {
         }
     }
 
+    /// Publishes the worker's changes of the turn so far ([`Worker::publish_turn`]), before
+    /// output leaves; pushes to subscribers join the output.
+    pub fn publish_turn(&mut self) {
+        let now = self.shared.now();
+        self.worker.publish_turn(now, &mut self.out);
+    }
+
     /// Handles what other workers forwarded (a bounded batch).
     pub fn drain_mailbox(&mut self, now: Millis) {
         let index = self.worker.index();

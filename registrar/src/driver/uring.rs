@@ -590,7 +590,7 @@ impl Loop {
             return Ok(());
         }
         // What the output confirms is visible to readers before the output leaves.
-        self.state.worker.publish_turn();
+        self.state.publish_turn();
         self.state.keep_forwards();
         let mut streams = Streams {
             conns: &mut self.conns,
@@ -677,7 +677,7 @@ impl Loop {
     }
 
     fn finish_once(&mut self, now: Millis) -> io::Result<()> {
-        self.state.worker.publish_turn();
+        self.state.publish_turn();
         self.state.post_forwards();
         self.state.retry_blocked_sctp(now);
         for slot in std::mem::take(&mut self.dirty) {

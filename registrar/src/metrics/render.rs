@@ -12,7 +12,7 @@ use crate::core::Protocol;
 use crate::core::counters::{
     CAUSES, Counters, DECODE_ERROR_CAUSES, DEREGISTRATION_CAUSES, LATENCY_BOUNDS_NANOS, Limit,
     MESSAGE_SLOTS, OTHER_CAUSE, OUTCOME_SLOTS, REGISTRATION_CAUSES, RemovalReason, RequestKind,
-    TransportLabel, UNKNOWN_TYPE, WorkerMetrics,
+    SubscriptionRefusal, TransportLabel, UNKNOWN_TYPE, WorkerMetrics,
 };
 
 /// Prometheus text exposition format 0.0.4 of all workers plus process-wide info, appended to
@@ -154,6 +154,33 @@ pub fn render(workers: &[Arc<WorkerMetrics>], info: &ProcessInfo, out: &mut Stri
         "rserpool_mailbox_forwards_total",
         "Handlespace writes passed to another worker's shard.",
         |c| &c.mailbox_forwards,
+    );
+    e.gauge(
+        "rserpool_subscriptions",
+        "ASAP subscriptions (handle resolutions with the S bit, RFC 5352 §2.2.5) held now.",
+        |c| &c.subscriptions,
+    );
+    e.counter(
+        "rserpool_subscriptions_accepted_total",
+        "ASAP subscriptions accepted (answered with the A bit); a renewal is not counted.",
+        |c| &c.subscriptions_accepted,
+    );
+    let name = "rserpool_subscriptions_refused_total";
+    e.family(
+        name,
+        "counter",
+        "ASAP subscriptions refused by a [subscriptions] limit (answered without the A bit), by \
+         limit.",
+    );
+    for reason in SubscriptionRefusal::ALL {
+        let v = e.sum(|c| &c.subscription_refusals[reason as usize]);
+        e.sample(name, &[("limit", reason.label())], v);
+    }
+    e.counter(
+        "rserpool_subscription_pushes_total",
+        "Handle resolution responses pushed to subscribers after a pool changed (RFC 5352 \
+         §2.2.6).",
+        |c| &c.subscription_pushes,
     );
     e.counter(
         "rserpool_enrp_resyncs_total",
@@ -671,6 +698,12 @@ mod tests {
         b.connection_closed(TransportLabel::Tcp);
         a.mailbox_forwarded();
         b.mailbox_forwarded();
+        a.set_subscriptions(2);
+        b.set_subscriptions(1);
+        a.subscription_accepted();
+        b.subscription_accepted();
+        b.subscription_refused(SubscriptionRefusal::Total);
+        a.subscription_pushed();
         a.set_shard(3, 10);
         b.set_shard(4, 20);
         a.loop_turn(1_500_000_000, 250_000, 7);
@@ -777,6 +810,17 @@ mod tests {
         assert_eq!(value(&s, "rserpool_connections_opened_total", &tcp), 2.0);
         assert_eq!(value(&s, "rserpool_connections_open", &tcp), 1.0);
         assert_eq!(value(&s, "rserpool_mailbox_forwards_total", &[]), 2.0);
+        assert_eq!(value(&s, "rserpool_subscriptions", &[]), 3.0);
+        assert_eq!(value(&s, "rserpool_subscriptions_accepted_total", &[]), 2.0);
+        let refused = |limit| {
+            value(
+                &s,
+                "rserpool_subscriptions_refused_total",
+                &[("limit", limit)],
+            )
+        };
+        assert_eq!((refused("per_association"), refused("total")), (0.0, 1.0));
+        assert_eq!(value(&s, "rserpool_subscription_pushes_total", &[]), 1.0);
         assert_eq!(value(&s, "rserpool_pools", &[]), 7.0);
         assert_eq!(value(&s, "rserpool_pool_elements", &[]), 30.0);
         let w = |n| [("worker", n)];
@@ -881,7 +925,7 @@ mod tests {
             .lines()
             .filter_map(|l| l.strip_prefix("# TYPE "))
             .collect();
-        assert_eq!(types.len(), 36, "{types:?}");
+        assert_eq!(types.len(), 40, "{types:?}");
         for family in [
             "rserpool_messages_received_total counter",
             "rserpool_connections_open gauge",

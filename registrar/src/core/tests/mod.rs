@@ -1,7 +1,7 @@
 //! The state machine's tests. The ASAP server side against the acceptance checklist
 //! (`acceptance-checklist.md` §2.1-2.2: C-04..C-09, PA-01..PA-20), on a PR of one and of several
 //! workers: registration and deregistration ([`registration`]), handle resolution
-//! ([`resolution`]), keep-alives and the removal of PEs ([`keepalive`]), announces and CSP reports
+//! ([`resolution`]), subscriptions ([`subscriptions`]), keep-alives and the removal of PEs ([`keepalive`]), announces and CSP reports
 //! ([`announce`]), hostile and excessive input ([`hostile`]); the ENRP peer side in [`enrp`].
 //!
 //! This module holds the fixtures they share: the PR under test, PE associations, and ASAP
@@ -15,6 +15,7 @@ mod identity;
 mod keepalive;
 mod registration;
 mod resolution;
+mod subscriptions;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 

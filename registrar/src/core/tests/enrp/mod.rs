@@ -27,7 +27,7 @@ use crate::core::Protocol;
 use rserpool_protocol::url::{Transport as UrlTransport, TransportUrl};
 
 const PR: PrId = super::PR;
-const PEER: PrId = PrId(0x2222_0001);
+pub(super) const PEER: PrId = PrId(0x2222_0001);
 const PEER2: PrId = PrId(0x2222_0002);
 
 fn tcp(address: &str) -> TransportUrl {
@@ -39,7 +39,7 @@ fn tcp(address: &str) -> TransportUrl {
     }
 }
 
-fn scope_config(peers: Vec<TransportUrl>) -> CoreConfig {
+pub(super) fn scope_config(peers: Vec<TransportUrl>) -> CoreConfig {
     CoreConfig {
         enrp: EnrpConfig {
             local: vec![tcp("127.0.0.1:9901")],
@@ -57,12 +57,12 @@ fn scope_config(peers: Vec<TransportUrl>) -> CoreConfig {
 
 /// A started PR of `workers` workers in an operating scope without static peers.
 fn scope_pr(workers: usize) -> InMemoryPr {
-    let mut pr = InMemoryPr::new(
-        workers,
-        scope_config(Vec::new()),
-        rserpool_handlespace::Limits::default(),
-        7,
-    );
+    scope_pr_with(workers, scope_config(Vec::new()))
+}
+
+/// A started PR of `workers` workers with `config`.
+pub(super) fn scope_pr_with(workers: usize, config: CoreConfig) -> InMemoryPr {
+    let mut pr = InMemoryPr::new(workers, config, rserpool_handlespace::Limits::default(), 7);
     pr.start(0);
     pr
 }
@@ -124,13 +124,13 @@ fn types(sent: &[Sent], association: AssociationId) -> Vec<u8> {
 }
 
 /// A peer introduced with a presence (and the PR's answers drained).
-fn join(pr: &mut InMemoryPr, id: PrId, now: u64) -> AssociationId {
+pub(super) fn join(pr: &mut InMemoryPr, id: PrId, now: u64) -> AssociationId {
     let a = pr.open(0, enrp_info(), now);
     pr.message(a, &presence(id, false, 0xffff), now);
     a
 }
 
-fn pe_element(id: u64, home: PrId) -> PoolElementParam<'static> {
+pub(super) fn pe_element(id: u64, home: PrId) -> PoolElementParam<'static> {
     const IPS: &[std::net::IpAddr] = &[PE_IP];
     PoolElementParam {
         id: PeId(id),
@@ -148,7 +148,12 @@ fn pe_element(id: u64, home: PrId) -> PoolElementParam<'static> {
     }
 }
 
-fn update(sender: PrId, action: UpdateAction, handle: &[u8], pe: PoolElementParam<'_>) -> Vec<u8> {
+pub(super) fn update(
+    sender: PrId,
+    action: UpdateAction,
+    handle: &[u8],
+    pe: PoolElementParam<'_>,
+) -> Vec<u8> {
     encode(
         sender,
         EnrpBody::HandleUpdate {
