@@ -25,6 +25,7 @@ use crate::load::{self, LoadSpec, Outcome, Poll};
 use crate::net::{Endpoint, StreamTransport};
 use crate::population::{self, PopulationOutcome, PopulationSpec, Share};
 use crate::report::{KeepAliveInfo, PopulationInfo, ResyncSummary, RunReport, Summary};
+use crate::subscribe;
 use crate::takeover;
 use crate::target::{self, EnrpSpawn, Target};
 use crate::tls::{self, RunPki};
@@ -66,6 +67,10 @@ pub fn run(cli: &Cli) -> Result<RunReport> {
         }
         ScenarioKind::Chaos => chaos::run(cli).map(|r| RunReport::Chaos(Box::new(r))),
         ScenarioKind::Hostile => hostile::run(cli).map(|r| RunReport::Hostile(Box::new(r))),
+        ScenarioKind::Subscribe => {
+            let target = open_target(cli, pki)?;
+            subscribe::run(cli, &target.endpoint()).map(RunReport::Subscribe)
+        }
         ScenarioKind::Sweep => Err(Error::new(
             "sweep reports a table of runs, not one run: run it with sweep::run",
         )),
@@ -147,6 +152,10 @@ fn registrar_bin(cli: &Cli) -> Result<PathBuf> {
 const PROFILE_MAX_POOLS: usize = 100_000;
 /// The profile's `limits.max_connections` (per worker), raised when `--connections` needs more.
 const PROFILE_MAX_CONNECTIONS: usize = 1024;
+/// The profiles' `subscriptions.max_per_association`, raised when a `subscribe` run needs more.
+const PROFILE_SUBSCRIPTIONS_PER_ASSOCIATION: usize = 64;
+/// The smallest `subscriptions.max_total` of the profiles, raised when a `subscribe` run needs more.
+const PROFILE_MAX_SUBSCRIPTIONS: usize = 100_000;
 /// Connections a run opens besides `--connections` and `--churners`: setup associations and
 /// metrics scrapes.
 const SETUP_ROOM: usize = 64;
@@ -191,6 +200,8 @@ pub fn spawn_config(cli: &Cli) -> String {
             setup.div_ceil(16),
             cli.pool_elements + cli.churners.div_ceil(pools),
         ),
+        // One changing association holds a PE in every pool.
+        ScenarioKind::Subscribe => (cli.pools, 1),
     };
     // Every association of the bench comes from one address, one identity to the registrar:
     // the limit per identity (the carrier profile's) would meter the whole load.
@@ -229,6 +240,17 @@ pub fn spawn_config(cli: &Cli) -> String {
             "[enrp]\nmax_pes_per_table_response = {}\n",
             cli.page
         ));
+    }
+    // Room for each association's share of the subscriptions, and for all of them.
+    if cli.scenario == ScenarioKind::Subscribe {
+        let per = cli.subscribers.div_ceil(cli.connections.max(1));
+        config.push_str("[subscriptions]\n");
+        if per > PROFILE_SUBSCRIPTIONS_PER_ASSOCIATION {
+            config.push_str(&format!("max_per_association = {per}\n"));
+        }
+        if cli.subscribers > PROFILE_MAX_SUBSCRIPTIONS {
+            config.push_str(&format!("max_total = {}\n", cli.subscribers));
+        }
     }
     config
 }

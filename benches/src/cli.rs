@@ -60,6 +60,10 @@ pub enum ScenarioKind {
     /// registrar.pin_workers) around `--profile`, the base measured too; reports every point and
     /// the best by a stated rule, and can write it as a profile (`--write-profile`).
     Sweep,
+    /// `--subscribers` pool subscriptions (the S bit) over `--connections` associations, while
+    /// a PE's attributes change at `--rate` per second: the latency from a change to the push
+    /// that reports it, pushes/s, and that every subscription saw its pool's last change.
+    Subscribe,
 }
 
 impl ScenarioKind {
@@ -77,6 +81,7 @@ impl ScenarioKind {
             Self::Chaos => "chaos",
             Self::Hostile => "hostile",
             Self::Sweep => "sweep",
+            Self::Subscribe => "subscribe",
         }
     }
 
@@ -224,6 +229,12 @@ impl ScenarioKind {
                     "verify",
                 ],
                 &["json", "quiet", "write_profile"],
+            ],
+            Self::Subscribe => &[
+                &["connections", "duration", "warmup", "rate"],
+                REGISTRAR,
+                &["pools", "subscribers"],
+                OUTPUT,
             ],
         };
         groups.concat()
@@ -465,6 +476,19 @@ impl ScenarioKind {
                     .into(),
                 false,
             ),
+            (S::Subscribe, "connections") => (
+                "Subscriber associations; the subscriptions are dealt out over them".into(),
+                false,
+            ),
+            (S::Subscribe, "rate") => (
+                format!(
+                    "Pool changes per second (re-registrations with a new load value) [default: {SUBSCRIBE_RATE}]"
+                ),
+                true,
+            ),
+            (S::Subscribe, "pools") => {
+                ("Pools watched, one PE each, changed in turn".into(), false)
+            }
             (S::Hostile, "connections") => (
                 format!("Attacker connections [default: {HOSTILE_ATTACKERS}]"),
                 true,
@@ -616,6 +640,9 @@ pub const CHAOS_REGISTRARS: std::ops::RangeInclusive<usize> = 3..=5;
 /// The most PEs a resolution returns (`resolution.max_items`): a `chaos` pool holds no more.
 pub const CHAOS_MAX_POOL: usize = 128;
 
+/// The default changes per second of a `subscribe` run (`--rate`).
+pub const SUBSCRIBE_RATE: f64 = 1000.0;
+
 /// The default number of hostile messages of a `hostile` run.
 pub const HOSTILE_MESSAGES: u64 = 1_000_000;
 /// The default pools of a `hostile` run's legitimate PEs (`--pools`).
@@ -703,6 +730,10 @@ pub struct Cli {
     /// Re-registrations between a PE's registration and its deregistration.
     #[arg(long, default_value_t = 3, help_heading = SCENARIO)]
     pub reregistrations: usize,
+    /// Pool subscriptions (`subscribe`): HANDLE_RESOLUTIONs with the S bit, each association
+    /// subscribing to distinct pools.
+    #[arg(long, value_name = "N", default_value_t = 10_000, help_heading = SCENARIO)]
+    pub subscribers: usize,
     /// PEs registered (each scenario has its own default).
     #[arg(long, value_name = "N", help_heading = SCENARIO)]
     pub population: Option<usize>,
@@ -1007,6 +1038,7 @@ impl Cli {
             ("--population", self.population()),
             ("--workers", self.workers),
             ("--page", self.page),
+            ("--subscribers", self.subscribers),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(format!("{name} must be at least 1"));

@@ -10,7 +10,7 @@
 //! scenario with only its options, and text, JSON or CSV reports with HDR latency statistics, a
 //! per-second series, an HDR interval log and whole-run totals in the registrar's terms; and a
 //! sweep of the registrar's I/O keys under the `resolve` load that writes the best point as a
-//! profile (`sweep`). See `docs/benchmarking.md`.
+//! profile (`sweep`); and the push latency of pool subscriptions (`subscribe`). See `docs/benchmarking.md`.
 
 pub mod app;
 pub mod chaos;
@@ -24,6 +24,7 @@ pub mod net;
 pub mod population;
 pub mod report;
 pub mod series;
+pub mod subscribe;
 pub mod sweep;
 pub mod takeover;
 pub mod target;

@@ -897,6 +897,110 @@ impl TakeoverSummary {
     }
 }
 
+/// A `subscribe` run: subscriptions, the changes made to their pools and the pushes that
+/// reported them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SubscribeSummary {
+    /// Pools watched (one PE each).
+    pub pools: usize,
+    /// Subscriber associations.
+    pub connections: usize,
+    /// Subscriptions asked for.
+    pub subscribers: usize,
+    /// Answered with the A bit.
+    pub accepted: usize,
+    /// Answered without it (limits, or a registrar that pushes nothing).
+    pub refused: usize,
+    /// Changes per second asked for.
+    pub rate: f64,
+    /// Changes sent (warm-up included).
+    pub changes: usize,
+    /// Seconds measured.
+    pub duration_s: f64,
+    /// Pushes received, warm-up included.
+    pub pushes: u64,
+    /// Pushes timed (the first report of a change, after the warm-up).
+    pub measured_pushes: u64,
+    /// Subscriptions whose last push missed their pool's last change: must be 0.
+    pub stale: usize,
+    /// Push latency from the change's send to the push's arrival.
+    pub latency: Latency,
+}
+
+impl SubscribeSummary {
+    /// Sets the latency statistics from a histogram of nanoseconds.
+    pub fn fill_latency(&mut self, h: &Histogram<u64>) {
+        self.latency = Latency::from_nanos(h);
+    }
+
+    /// Pushes timed per measured second.
+    pub fn pushes_per_s(&self) -> f64 {
+        if self.duration_s > 0.0 {
+            self.measured_pushes as f64 / self.duration_s
+        } else {
+            0.0
+        }
+    }
+
+    /// The JSON object.
+    pub fn to_json(&self) -> Value {
+        let l = &self.latency;
+        json!({
+            "scenario": "subscribe",
+            "pools": self.pools,
+            "connections": self.connections,
+            "subscribers": self.subscribers,
+            "accepted": self.accepted,
+            "refused": self.refused,
+            "rate": self.rate,
+            "changes": self.changes,
+            "duration_s": self.duration_s,
+            "pushes": self.pushes,
+            "measured_pushes": self.measured_pushes,
+            "pushes_per_s": self.pushes_per_s(),
+            "stale": self.stale,
+            "latency_us": {
+                "min": l.min, "p50": l.p50, "p90": l.p90, "p99": l.p99,
+                "p99_9": l.p99_9, "max": l.max, "mean": l.mean,
+            },
+        })
+    }
+
+    /// The text summary, several lines.
+    pub fn text(&self) -> String {
+        let l = &self.latency;
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "subscribe   {} subscriptions over {} associations to {} pools: {} accepted, {} \
+             refused",
+            self.subscribers, self.connections, self.pools, self.accepted, self.refused
+        );
+        let _ = writeln!(
+            s,
+            "  changes   {} sent at {:.0}/s; pushes {} received, {} timed in {:.1} s ({:.0}/s)",
+            self.changes,
+            self.rate,
+            self.pushes,
+            self.measured_pushes,
+            self.duration_s,
+            self.pushes_per_s()
+        );
+        let _ = writeln!(
+            s,
+            "  latency   change to push, us: p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}",
+            l.p50, l.p90, l.p99, l.p99_9, l.max
+        );
+        let _ = writeln!(
+            s,
+            "  stale     {} subscriptions missed their pool's last change{}",
+            self.stale,
+            if self.stale == 0 { "" } else { " (FAILED)" }
+        );
+        s
+    }
+}
+
 /// What a run produced: one summary, or a scenario and the echo ceiling measured right after.
 #[derive(Clone, Debug)]
 pub enum RunReport {
@@ -925,6 +1029,8 @@ pub enum RunReport {
     Chaos(Box<ChaosReport>),
     /// `hostile`: the hostile messages sent and what the checks found.
     Hostile(Box<HostileReport>),
+    /// `subscribe`: the push latency of pool subscriptions.
+    Subscribe(SubscribeSummary),
 }
 
 impl RunReport {
@@ -936,7 +1042,8 @@ impl RunReport {
             | Self::Resync(_)
             | Self::Takeover(_)
             | Self::Chaos(_)
-            | Self::Hostile(_) => None,
+            | Self::Hostile(_)
+            | Self::Subscribe(_) => None,
             Self::Compared { scenario, echo } if echo.ops_per_s > 0.0 => {
                 Some(scenario.ops_per_s / echo.ops_per_s)
             }
@@ -978,6 +1085,8 @@ impl RunReport {
             (Self::Chaos(r), true) => r.to_json().to_string(),
             (Self::Hostile(r), false) => r.text(),
             (Self::Hostile(r), true) => r.to_json().to_string(),
+            (Self::Subscribe(r), false) => r.text(),
+            (Self::Subscribe(r), true) => r.to_json().to_string(),
         }
     }
 
@@ -988,7 +1097,11 @@ impl RunReport {
             Self::Single(s) => vec![s],
             Self::Compared { scenario, echo } => vec![scenario, echo],
             Self::Churn { churn, resolve } => vec![churn, resolve],
-            Self::Resync(_) | Self::Takeover(_) | Self::Chaos(_) | Self::Hostile(_) => Vec::new(),
+            Self::Resync(_)
+            | Self::Takeover(_)
+            | Self::Chaos(_)
+            | Self::Hostile(_)
+            | Self::Subscribe(_) => Vec::new(),
         }
     }
 
@@ -1036,11 +1149,13 @@ impl RunReport {
         Ok(())
     }
 
-    /// Whether the run passed: false for a `chaos` run that found a violation.
+    /// Whether the run passed: false for a `chaos` run that found a violation, a `hostile` soak
+    /// that lost a PE or a `subscribe` run with a subscription that missed its pool's last change.
     pub fn passed(&self) -> bool {
         match self {
             Self::Chaos(r) => r.passed(),
             Self::Hostile(r) => r.passed(),
+            Self::Subscribe(r) => r.stale == 0,
             _ => true,
         }
     }

@@ -60,6 +60,12 @@ impl Table {
         Ok(())
     }
 
+    /// Forgets every message, keeping the allocation.
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.spans.clear();
+    }
+
     /// Number of messages.
     pub fn len(&self) -> usize {
         self.spans.len()
