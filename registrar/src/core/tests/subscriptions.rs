@@ -443,3 +443,56 @@ fn a_change_from_a_peer_over_enrp_is_pushed() {
         assert_eq!(responses(&sent, pu), [GONE]);
     }
 }
+
+/// RFC 5353 §3.5 takeover: the PEs of a dead PR get a new home PR, which the PE parameters of
+/// a resolution carry; each subscriber of their pools gets a push naming the new home.
+#[test]
+fn a_takeover_of_the_pes_home_pr_is_pushed() {
+    use super::enrp::{PEER, PEER2, join, pe_element, scope_pr_with, update};
+    use rserpool_protocol::EnrpBody;
+    for workers in [1, 3] {
+        let mut config = super::enrp::scope_config(Vec::new());
+        config.subscriptions = immediate();
+        let mut pr = scope_pr_with(workers, config);
+        let dead = join(&mut pr, PEER, 0);
+        let winner = join(&mut pr, PEER2, 0);
+        let h = handle_away_from(0, workers, "takeover");
+        pr.message(
+            dead,
+            &update(PEER, UpdateAction::AddPe, &h, pe_element(5, PEER)),
+            0,
+        );
+        let pu = pr.open(0, info(Generation::Rfc), 0);
+        let sent = pr.message(pu, &subscribe(&h, None), 1);
+        assert_eq!(responses(&sent, pu), [OK(&[5])]);
+        assert_eq!(homes(&sent, pu), [vec![PEER.0]]);
+        pr.message(
+            winner,
+            &super::enrp::encode(PEER2, EnrpBody::InitTakeover { target: PEER }),
+            10,
+        );
+        let sent = pr.message(
+            winner,
+            &super::enrp::encode(PEER2, EnrpBody::TakeoverServer { target: PEER }),
+            20,
+        );
+        assert_eq!(responses(&sent, pu), [OK(&[5])], "{workers} workers");
+        assert_eq!(homes(&sent, pu), [vec![PEER2.0]], "{workers} workers");
+    }
+}
+
+/// The home PR IDs of the PEs of each handle resolution response among `sent` to `pu`.
+fn homes(sent: &[Sent], pu: AssociationId) -> Vec<Vec<u64>> {
+    sent.iter()
+        .filter(|s| s.target == Target::Association(pu))
+        .filter_map(
+            |s| match AsapMessage::decode(&s.bytes, Generation::Rfc).ok()?.message {
+                AsapMessage::HandleResolutionResponse {
+                    resolution: Resolution::Found { pool_elements, .. },
+                    ..
+                } => Some(pool_elements.iter().map(|p| p.home_pr.0).collect()),
+                _ => None,
+            },
+        )
+        .collect()
+}

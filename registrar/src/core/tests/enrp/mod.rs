@@ -28,7 +28,7 @@ use rserpool_protocol::url::{Transport as UrlTransport, TransportUrl};
 
 const PR: PrId = super::PR;
 pub(super) const PEER: PrId = PrId(0x2222_0001);
-const PEER2: PrId = PrId(0x2222_0002);
+pub(super) const PEER2: PrId = PrId(0x2222_0002);
 
 fn tcp(address: &str) -> TransportUrl {
     TransportUrl {
@@ -76,7 +76,7 @@ fn enrp_info() -> AssociationInfo {
     }
 }
 
-fn encode(sender: PrId, body: EnrpBody<'_>) -> Vec<u8> {
+pub(super) fn encode(sender: PrId, body: EnrpBody<'_>) -> Vec<u8> {
     let mut buf = vec![0; 65_536];
     let n = EnrpMessage {
         sender,
