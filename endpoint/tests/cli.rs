@@ -1,7 +1,8 @@
 //! The `rserpool` command line as processes against the real registrar: register until SIGTERM,
-//! resolve as a table and as JSON (over TCP and UDP), watch changes, status from the metrics, the
-//! configuration file and its precedence, discovery by announces, and its error messages and exit
-//! codes, with every bad command line refused before anything is bound or connected.
+//! resolve as a table and as JSON (over TCP and UDP), watch changes (pushed, or polled where the
+//! registrar declines the subscription), status from the metrics, the configuration file and its
+//! precedence, discovery by announces, and its error messages and exit codes, with every bad
+//! command line refused before anything is bound or connected.
 
 mod common;
 
@@ -429,6 +430,60 @@ fn watch_prints_pes_as_they_come_and_go() {
         1,
         "an unchanged error is printed once: {}",
         stdout(&o)
+    );
+}
+
+/// A registrar with subscriptions turned off answers the S bit without the A bit (RFC 5352
+/// §2.2.6), as RSPLIB's does: `watch` says once on stderr that it polls, and polling at
+/// `--interval` prints the same lines as pushes.
+#[test]
+fn watch_polls_a_registrar_that_declines_the_subscription() {
+    let config = write_config(
+        "no-subscriptions",
+        "registrar.toml",
+        "[subscriptions]\nmax_per_association = 0\n",
+    );
+    let d = Daemon::with_args(
+        &[
+            "--config".into(),
+            config.display().to_string(),
+            "--workers".into(),
+            "1".into(),
+            "--metrics".into(),
+            "127.0.0.1:0".into(),
+            "--asap".into(),
+            "tcp://127.0.0.1:0".into(),
+        ],
+        1,
+    );
+    let tcp = d.url("tcp://", false);
+    let (mut child, mut out, mut err) = spawn(&[
+        "watch",
+        "--registrar",
+        &tcp,
+        "--pool",
+        "polled",
+        "--interval",
+        "50",
+    ]);
+    let note = err.wait_for(WAIT, |l| l.contains("declined the subscription"));
+    assert!(note.contains("polling every 50 ms"), "{note}");
+    out.wait_for(WAIT, |l| l.contains("unknown pool `polled`"));
+    let pe = register_pe(&tcp, "polled", 4545);
+    let added = out.wait_for(WAIT, |l| l.contains(" + "));
+    assert!(
+        added.contains(&pe.pe_id().to_string()) && added.contains("127.0.0.1:4545"),
+        "{added}"
+    );
+    drop(pe);
+    out.wait_for(WAIT, |l| l.contains(" - "));
+    out.wait_for(WAIT, |l| l.contains("unknown pool `polled`"));
+    assert!(terminate(&mut child).success());
+    let notes = err.rest();
+    assert_eq!(
+        notes.iter().filter(|l| l.contains("declined")).count(),
+        1,
+        "said once: {notes:?}"
     );
 }
 

@@ -24,6 +24,7 @@ use rserpool_protocol::{MAX_MESSAGE_LEN, Policy};
 
 pub use pe::{Pe, PeHandle};
 pub use pu::Pu;
+pub use pu::Subscription;
 pub use rserpool_net::Connection;
 pub use udp::resolve_udp;
 

@@ -497,3 +497,475 @@ fn without_a_registrar_connection_a_report_waits_for_the_hunt() {
         AsapMessage::EndpointUnreachable { pe_id: PeId(2), .. }
     ));
 }
+
+// Subscriptions (RFC 5352 §2.2.5-§2.2.6: the S and A bits).
+
+/// A handle resolution response with the A bit as given.
+fn answer(handle: &[u8], accepted: bool, pes: &[PoolElementParam<'_>]) -> Vec<u8> {
+    crate::encode(
+        &AsapMessage::HandleResolutionResponse {
+            accepted,
+            pool_handle: PoolHandle(handle),
+            resolution: Resolution::Found {
+                policy: Some(Policy::RoundRobin),
+                pool_elements: Seq::from_items(pes),
+            },
+        },
+        Generation::Rfc,
+    )
+    .unwrap()
+}
+
+/// An Unknown Pool Handle response with the A bit as given.
+fn unknown(handle: &[u8], accepted: bool) -> Vec<u8> {
+    let causes = [ErrorCause {
+        code: cause::UNKNOWN_POOL_HANDLE,
+        info: &[],
+    }];
+    crate::encode(
+        &AsapMessage::HandleResolutionResponse {
+            accepted,
+            pool_handle: PoolHandle(handle),
+            resolution: Resolution::Failed(Seq::from_items(&causes)),
+        },
+        Generation::Rfc,
+    )
+    .unwrap()
+}
+
+/// The changes of subscribed pools among `actions`.
+fn changes(actions: &[Action<PuEvent>]) -> Vec<PoolChange> {
+    events(actions)
+        .into_iter()
+        .filter_map(|e| match e {
+            PuEvent::Subscription {
+                pool_handle,
+                change,
+            } => {
+                assert_eq!(pool_handle, HANDLE);
+                Some(change)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn ids(pes: &[PeInfo]) -> Vec<u64> {
+    pes.iter().map(|p| p.id.0).collect()
+}
+
+/// `(added, removed, changed, elements)` of an Elements change, as PE IDs.
+fn diff_ids(change: &PoolChange) -> [Vec<u64>; 4] {
+    match change {
+        PoolChange::Elements {
+            added,
+            removed,
+            changed,
+            elements,
+        } => [ids(added), ids(removed), ids(changed), ids(elements)],
+        other => panic!("not an Elements change: {other:?}"),
+    }
+}
+
+/// A PU connected to its first registrar with `HANDLE` subscribed and the subscription request
+/// sent (returned).
+fn subscribing(config: Config) -> (Sim, ConnId, Vec<u8>) {
+    let (mut sim, conn) = Sim::connected(config);
+    sim.pu.subscribe(HANDLE, Some(10), 100);
+    let sent = sends(&sim.take());
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].0, conn);
+    (sim, conn, sent[0].1.clone())
+}
+
+#[test]
+fn a_subscription_sets_the_s_bit_and_pushes_keep_the_pool_current() {
+    let mut c = Config::new(vec![reg(1)]);
+    c.cache_stale = 1_000;
+    let (mut sim, conn, request) = subscribing(c);
+    assert_eq!(
+        decode(&request),
+        AsapMessage::HandleResolution {
+            subscribe: true,
+            pool_handle: PoolHandle(HANDLE),
+            items: Some(10)
+        },
+        "RFC 5352 §2.2.5: the S bit"
+    );
+    assert_eq!(sim.pu.subscription_mode(HANDLE), None, "not answered yet");
+    let lu = |load| Policy::LeastUsed { load };
+    sim.pu.on_message(
+        conn,
+        &answer(HANDLE, true, &[pe(1, lu(1)), pe(2, lu(2))]),
+        110,
+    );
+    let ch = changes(&sim.take());
+    assert_eq!(ch.len(), 2, "{ch:?}");
+    assert_eq!(ch[0], PoolChange::Mode(SubscriptionMode::Pushed));
+    assert_eq!(diff_ids(&ch[1]), [vec![1, 2], vec![], vec![], vec![1, 2]]);
+    assert_eq!(
+        sim.pu.subscription_mode(HANDLE),
+        Some(SubscriptionMode::Pushed)
+    );
+    assert_eq!(sim.pu.poll_timeout(), None, "pushed: no polling");
+
+    // A push: PE 1 left, PE 2's load changed, PE 3 joined.
+    sim.pu.on_message(
+        conn,
+        &answer(HANDLE, true, &[pe(2, lu(7)), pe(3, lu(3))]),
+        500_000,
+    );
+    let ch = changes(&sim.take());
+    assert_eq!(ch.len(), 1, "{ch:?}");
+    assert_eq!(diff_ids(&ch[0]), [vec![3], vec![1], vec![2], vec![2, 3]]);
+    let PoolChange::Elements { changed, .. } = &ch[0] else {
+        unreachable!()
+    };
+    assert_eq!(changed[0].policy, lu(7), "the new values");
+    // The same PEs again (a home PR that changed is no change for the user): nothing.
+    sim.pu.on_message(
+        conn,
+        &answer(HANDLE, true, &[pe(2, lu(7)), pe(3, lu(3))]),
+        500_001,
+    );
+    assert!(sim.take().is_empty());
+    assert_eq!(sim.pu.subscription(HANDLE).unwrap().updates(), 3);
+
+    // The entry never goes stale while pushed: a resolution long after is answered from it.
+    assert_eq!(sim.pu.cached(HANDLE, 10_000_000).map(ids), Some(vec![2, 3]));
+    let id = sim.pu.resolve(HANDLE, None, 10_000_000);
+    let actions = sim.take();
+    assert!(sends(&actions).is_empty(), "no request while pushed");
+    assert!(matches!(
+        &events(&actions)[..],
+        [PuEvent::Resolved { request, cached: true, .. }] if *request == id
+    ));
+}
+
+#[test]
+fn a_push_for_a_vanished_pool_says_gone_and_the_subscription_stays() {
+    let (mut sim, conn, _) = subscribing(Config::new(vec![reg(1)]));
+    let rr = Policy::RoundRobin;
+    sim.pu
+        .on_message(conn, &answer(HANDLE, true, &[pe(1, rr), pe(2, rr)]), 110);
+    sim.take();
+    sim.pu.on_message(conn, &unknown(HANDLE, true), 200);
+    let ch = changes(&sim.take());
+    assert!(
+        matches!(&ch[..], [PoolChange::Gone { removed }] if ids(removed) == [1, 2]),
+        "{ch:?}"
+    );
+    assert!(sim.pu.cached(HANDLE, 200).is_none(), "nothing to select");
+    assert_eq!(
+        sim.pu.subscription_mode(HANDLE),
+        Some(SubscriptionMode::Pushed)
+    );
+    assert!(sim.pu.subscription(HANDLE).unwrap().elements().is_none());
+    sim.pu.on_message(conn, &unknown(HANDLE, true), 210);
+    assert!(changes(&sim.take()).is_empty(), "still gone: said once");
+    sim.pu
+        .on_message(conn, &answer(HANDLE, true, &[pe(4, rr)]), 300);
+    let ch = changes(&sim.take());
+    assert_eq!(diff_ids(&ch[0]), [vec![4], vec![], vec![], vec![4]], "back");
+
+    // A pool unknown at the first answer is gone from the start, with nothing removed.
+    let (mut sim, conn, _) = subscribing(Config::new(vec![reg(1)]));
+    sim.pu.on_message(conn, &unknown(HANDLE, true), 110);
+    let ch = changes(&sim.take());
+    assert_eq!(
+        ch,
+        [
+            PoolChange::Mode(SubscriptionMode::Pushed),
+            PoolChange::Gone { removed: vec![] }
+        ]
+    );
+}
+
+#[test]
+fn pushes_do_not_answer_outstanding_resolutions() {
+    let mut c = Config::new(vec![reg(1)]);
+    c.cache_stale = 0;
+    let (mut sim, conn, _) = subscribing(c);
+    let rr = Policy::RoundRobin;
+    sim.pu
+        .on_message(conn, &answer(HANDLE, true, &[pe(1, rr)]), 110);
+    sim.take();
+    let id = sim.pu.resolve(b"other", None, 120);
+    assert_eq!(sends(&sim.take()).len(), 1);
+    // A push for the subscribed pool, then one for a pool nobody subscribed: neither is the
+    // answer to the outstanding resolution of `other`.
+    sim.pu
+        .on_message(conn, &answer(HANDLE, true, &[pe(1, rr), pe(2, rr)]), 130);
+    sim.pu
+        .on_message(conn, &answer(b"other", true, &[pe(8, rr)]), 131);
+    let actions = sim.take();
+    assert!(
+        !events(&actions)
+            .iter()
+            .any(|e| matches!(e, PuEvent::Resolved { .. } | PuEvent::Failed { .. })),
+        "{actions:?}"
+    );
+    assert_eq!(diff_ids(&changes(&actions)[0])[0], [2]);
+    sim.pu
+        .on_message(conn, &answer(b"other", false, &[pe(9, rr)]), 140);
+    let ev = events(&sim.take());
+    assert!(
+        matches!(&ev[..], [PuEvent::Resolved { request, .. }] if *request == id),
+        "{ev:?}"
+    );
+    assert_eq!(resolved_ids(&ev[0]), [9], "the answer, not the push");
+}
+
+#[test]
+fn a_declined_subscription_is_polled_at_the_interval() {
+    let mut c = Config::new(vec![reg(1)]);
+    c.poll_interval = 250;
+    c.cache_stale = 100;
+    let (mut sim, conn, _) = subscribing(c);
+    let rr = Policy::RoundRobin;
+    // RSPLIB's registrar: the answer without the A bit.
+    sim.pu
+        .on_message(conn, &answer(HANDLE, false, &[pe(1, rr)]), 110);
+    let ch = changes(&sim.take());
+    assert_eq!(ch[0], PoolChange::Mode(SubscriptionMode::Polling));
+    assert_eq!(diff_ids(&ch[1])[0], [1]);
+    assert_eq!(sim.pu.poll_timeout(), Some(360), "the next poll");
+    assert!(
+        sim.pu.cached(HANDLE, 210).is_none(),
+        "polled entries go stale"
+    );
+    // A resolve call of the pool between two polls: its answer (another selection) is the
+    // call's, not a change of the subscription.
+    let id = sim.pu.resolve(HANDLE, Some(1), 210);
+    assert_eq!(sends(&sim.take()).len(), 1);
+    sim.pu
+        .on_message(conn, &answer(HANDLE, false, &[pe(5, rr)]), 220);
+    let actions = sim.take();
+    assert!(changes(&actions).is_empty(), "{actions:?}");
+    assert!(matches!(
+        &events(&actions)[..],
+        [PuEvent::Resolved { request, .. }] if *request == id
+    ));
+    sim.pu.handle_timeout(359);
+    assert!(sends(&sim.take()).is_empty(), "not yet");
+    sim.pu.handle_timeout(360);
+    let sent = sends(&sim.take());
+    assert_eq!(sent.len(), 1);
+    assert!(
+        matches!(
+            decode(&sent[0].1),
+            AsapMessage::HandleResolution {
+                subscribe: true,
+                ..
+            }
+        ),
+        "each poll asks again: a registrar may accept later"
+    );
+    assert_eq!(
+        sim.pu.poll_timeout(),
+        Some(360 + 15_000),
+        "T1 only while asking"
+    );
+    sim.pu
+        .on_message(conn, &answer(HANDLE, false, &[pe(1, rr), pe(2, rr)]), 370);
+    let ch = changes(&sim.take());
+    assert_eq!(ch.len(), 1, "the mode is said once: {ch:?}");
+    assert_eq!(diff_ids(&ch[0])[0], [2]);
+    assert_eq!(sim.pu.poll_timeout(), Some(620));
+    sim.pu.handle_timeout(620);
+    sim.take();
+    sim.pu.on_message(conn, &unknown(HANDLE, false), 630);
+    let ch = changes(&sim.take());
+    assert!(matches!(&ch[..], [PoolChange::Gone { removed }] if removed.len() == 2));
+    assert_eq!(sim.pu.subscription(HANDLE).unwrap().updates(), 3);
+    assert_eq!(sim.pu.poll_timeout(), Some(880), "polling goes on");
+}
+
+#[test]
+fn a_lost_registrar_is_replaced_and_the_subscription_asked_for_again() {
+    let mut c = Config::new(vec![reg(1), reg(2)]);
+    c.timers.max_parallel_connects = 1;
+    c.cache_stale = 1_000;
+    let (mut sim, conn, _) = subscribing(c);
+    let rr = Policy::RoundRobin;
+    sim.pu
+        .on_message(conn, &answer(HANDLE, true, &[pe(1, rr)]), 110);
+    sim.take();
+    sim.pu.on_closed(conn, 5_000);
+    assert_eq!(
+        sim.pu.subscription_mode(HANDLE),
+        None,
+        "no acceptance any more"
+    );
+    assert!(
+        sim.pu.cached(HANDLE, 5_000).is_none(),
+        "without pushes the entry is stale again"
+    );
+    let (next, registrar) = connects(&sim.take())[0];
+    assert_eq!(registrar, reg(2), "the next registrar");
+    sim.pu.on_connected(next, None, 5_010);
+    let sent = sends(&sim.take());
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].0, next);
+    assert!(matches!(
+        decode(&sent[0].1),
+        AsapMessage::HandleResolution {
+            subscribe: true,
+            ..
+        }
+    ));
+    // Pushes on the old association no longer count.
+    sim.pu
+        .on_message(conn, &answer(HANDLE, true, &[pe(7, rr)]), 5_015);
+    assert!(sim.take().is_empty());
+    sim.pu
+        .on_message(next, &answer(HANDLE, true, &[pe(1, rr), pe(2, rr)]), 5_020);
+    let ch = changes(&sim.take());
+    assert_eq!(ch.len(), 1, "same mode as before: only the change: {ch:?}");
+    assert_eq!(diff_ids(&ch[0])[0], [2]);
+    assert_eq!(
+        sim.pu.subscription_mode(HANDLE),
+        Some(SubscriptionMode::Pushed)
+    );
+
+    // The new registrar declines: the mode changes to polling.
+    sim.pu.on_closed(next, 6_000);
+    let (third, registrar) = connects(&sim.take())[0];
+    assert_eq!(registrar, reg(1));
+    sim.pu.on_connected(third, None, 6_010);
+    sim.take();
+    sim.pu.on_message(
+        third,
+        &answer(HANDLE, false, &[pe(1, rr), pe(2, rr)]),
+        6_020,
+    );
+    assert_eq!(
+        changes(&sim.take()),
+        [PoolChange::Mode(SubscriptionMode::Polling)]
+    );
+}
+
+#[test]
+fn failed_attempts_are_reported_once_and_retried() {
+    let mut c = Config::new(vec![reg(1)]);
+    c.poll_interval = 500;
+    let mut sim = Sim::new(c);
+    sim.pu.subscribe(HANDLE, None, 0);
+    let (conn, _) = connects(&sim.take())[0];
+    sim.pu.on_connect_failed(conn, "refused".into());
+    let ch = changes(&sim.take());
+    assert!(
+        matches!(&ch[..], [PoolChange::Failed(Error::Unreachable(f))] if f.len() == 1),
+        "{ch:?}"
+    );
+    assert_eq!(
+        sim.pu.poll_timeout(),
+        Some(500),
+        "tried again after the interval"
+    );
+    sim.pu.handle_timeout(500);
+    let (conn, _) = connects(&sim.take())[0];
+    sim.pu.on_connect_failed(conn, "refused".into());
+    assert!(changes(&sim.take()).is_empty(), "the same error: said once");
+    sim.pu.handle_timeout(1_000);
+    let (conn, _) = connects(&sim.take())[0];
+    sim.pu.on_connected(conn, None, 1_001);
+    sim.take();
+    // No answer within T1, twice retransmitted: a timeout, then the next attempt.
+    for t in [16_001, 31_001] {
+        sim.pu.handle_timeout(t);
+        sim.take();
+    }
+    sim.pu.handle_timeout(46_001);
+    let ch = changes(&sim.take());
+    assert!(
+        matches!(
+            &ch[..],
+            [PoolChange::Failed(Error::Timeout { attempts: 3, .. })]
+        ),
+        "{ch:?}"
+    );
+    assert_eq!(sim.pu.poll_timeout(), Some(46_501));
+    sim.pu.handle_timeout(46_501);
+    let sent = sends(&sim.take());
+    assert_eq!(sent.len(), 1);
+    sim.pu
+        .on_message(conn, &failed(HANDLE, cause::LACK_OF_RESOURCES), 46_502);
+    let ch = changes(&sim.take());
+    assert!(
+        matches!(&ch[..], [PoolChange::Mode(SubscriptionMode::Polling), PoolChange::Failed(Error::Operation { cause: Cause(c), .. })] if *c == cause::LACK_OF_RESOURCES),
+        "{ch:?}"
+    );
+}
+
+#[test]
+fn unsubscribing_ignores_pushes_and_closes_an_association_left_unused() {
+    let (mut sim, conn, _) = subscribing(Config::new(vec![reg(1)]));
+    let rr = Policy::RoundRobin;
+    sim.pu
+        .on_message(conn, &answer(HANDLE, true, &[pe(1, rr)]), 110);
+    sim.take();
+    assert!(sim.pu.unsubscribe(HANDLE));
+    assert!(!sim.pu.unsubscribe(HANDLE), "once");
+    assert_eq!(
+        sim.take(),
+        [Action::Close { conn }],
+        "no unsubscribe message in RFC 5352: the association goes"
+    );
+    assert_eq!(sim.pu.registrar(), None);
+    assert_eq!(sim.pu.subscription_mode(HANDLE), None);
+
+    // With a resolution outstanding the association stays; the pool's pushes are ignored.
+    let (mut sim, conn, _) = subscribing(Config::new(vec![reg(1)]));
+    sim.pu
+        .on_message(conn, &answer(HANDLE, true, &[pe(1, rr)]), 110);
+    sim.take();
+    sim.pu.resolve(b"other", None, 120);
+    sim.take();
+    sim.pu.unsubscribe(HANDLE);
+    assert!(sim.take().is_empty(), "still needed");
+    sim.pu
+        .on_message(conn, &answer(HANDLE, true, &[pe(2, rr)]), 130);
+    assert!(sim.take().is_empty(), "ignored");
+}
+
+#[test]
+fn a_tracker_reports_what_changed_between_answers() {
+    let info = |id, load| PeInfo::from_view(&pe(id, Policy::LeastUsed { load }));
+    let mut t = PoolTracker::new();
+    assert_eq!(t.elements(), None);
+    let c = t.update(Ok(vec![])).unwrap();
+    assert_eq!(
+        diff_ids(&c),
+        [vec![], vec![], vec![], vec![]],
+        "an empty pool is news"
+    );
+    assert!(t.update(Ok(vec![])).is_none());
+    let c = t.update(Ok(vec![info(1, 0), info(2, 0)])).unwrap();
+    assert_eq!(diff_ids(&c), [vec![1, 2], vec![], vec![], vec![1, 2]]);
+    assert!(
+        t.update(Ok(vec![info(2, 0), info(1, 0)])).is_none(),
+        "order is no change"
+    );
+    let c = t.update(Ok(vec![info(2, 5)])).unwrap();
+    assert_eq!(diff_ids(&c), [vec![], vec![1], vec![2], vec![2]]);
+    let refused = Error::Operation {
+        request: "handle resolution",
+        cause: Cause(cause::LACK_OF_RESOURCES),
+    };
+    assert_eq!(
+        t.update(Err(refused.clone())),
+        Some(PoolChange::Failed(refused.clone()))
+    );
+    assert!(t.update(Err(refused)).is_none());
+    assert_eq!(
+        t.elements().map(ids),
+        Some(vec![2]),
+        "a failure forgets nothing"
+    );
+    assert!(
+        t.update(Ok(vec![info(2, 5)])).is_none(),
+        "same PEs after the failure"
+    );
+    assert_eq!(t.updates(), 8);
+}

@@ -1,6 +1,7 @@
 //! `rserpool`: the RSerPool endpoint on the command line. `register` runs a pool element until
 //! Ctrl-C or SIGTERM and then deregisters; `resolve` prints a pool's elements (over a connection
-//! or one UDP datagram); `watch` resolves repeatedly and prints the changes; `status` summarises
+//! or one UDP datagram); `watch` subscribes to a pool (RFC 5352 §2.2.5) and prints its changes
+//! as the registrar pushes them, polling where it declines or over UDP; `status` summarises
 //! a registrar's metrics; `completions` and `man-page` print a shell completion script and the
 //! manual page.
 //!
@@ -29,11 +30,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use clap::{Args, Parser, Subcommand};
 use rserpool_endpoint::driver::{Pe, Pu, resolve_udp};
 use rserpool_endpoint::pe::{self, PeEvent, PeState};
+use rserpool_endpoint::pu::{PoolChange, PoolTracker, SubscriptionMode};
 use rserpool_endpoint::{Error, PeInfo, Registrar, Timers, pu};
 use rserpool_protocol::{
     AsapMessage, Generation, MAX_MESSAGE_LEN, PeId, Policy, PoolElementParam, PoolHandle, PrId,
@@ -80,7 +82,9 @@ enum Command {
     Register(RegisterArgs),
     /// Resolve a pool handle and print the pool elements.
     Resolve(ResolveArgs),
-    /// Resolve a pool handle repeatedly and print what changes.
+    /// Follow a pool and print its changes as they happen: subscribed at the registrar, which
+    /// pushes every change (RFC 5352 §2.2.5); polled at --interval where the registrar declines
+    /// (RSPLIB's does) and over udp://.
     Watch(WatchArgs),
     /// Summarise a registrar's Prometheus metrics.
     Status(StatusArgs),
@@ -149,12 +153,20 @@ struct WatchArgs {
     /// How many PEs to ask for, at least 1 (default: all).
     #[arg(long, value_name = "N", default_value_t = u32::MAX)]
     items: u32,
-    /// Time between two resolutions in milliseconds, at least 10.
+    /// Time between two resolutions in milliseconds when polling (a registrar that declines
+    /// the subscription, udp://), and before another attempt after a failure; at least 10.
     #[arg(long, value_name = "MS", default_value_t = 1_000)]
     interval: u64,
-    /// Stop after this many resolutions, at least 1 (default: until Ctrl-C).
+    /// Stop after this many resolutions, at least 1 (default: until Ctrl-C). When the
+    /// registrar pushes: after this many answers (the first, then each push) or N-1 intervals
+    /// after the first, whichever comes first.
     #[arg(long, value_name = "N")]
     count: Option<u64>,
+    /// Print one JSON object per line: event (added, removed, changed, gone, error), time,
+    /// pool, and the PE's id, home_pr, transport, addresses, port, policy, policy_type and
+    /// registration_life_ms (or the error).
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -199,6 +211,7 @@ struct Watch {
     items: u32,
     interval: u64,
     count: Option<u64>,
+    json: bool,
 }
 
 fn main() -> ExitCode {
@@ -283,6 +296,7 @@ impl Job {
                     items: a.items,
                     interval: a.interval,
                     count: a.count,
+                    json: a.json,
                 })
             }
             Command::Status(a) => {
@@ -634,43 +648,99 @@ fn resolve(job: Resolve) -> Result<(), String> {
     Ok(())
 }
 
+/// Prints the lines of one change with the current time.
+fn print_change(printer: &mut output::WatchPrinter, change: &PoolChange) {
+    let time = output::rfc3339(SystemTime::now());
+    for line in printer.lines(change, &time) {
+        println!("{line}");
+    }
+}
+
 fn watch(job: Watch) -> Result<(), String> {
-    let mut resolver = Resolver::new(job.reach)?;
     let stop = stop_flag()?;
-    let started = Instant::now();
-    let mut last: Option<Result<Vec<PeInfo>, Error>> = None;
-    let mut done = 0;
-    while !stop.load(Ordering::Relaxed) && job.count.is_none_or(|c| done < c) {
-        let next = resolver.resolve(&job.pool, Some(job.items));
-        done += 1;
-        let t = started.elapsed().as_secs_f64();
-        match (&last, &next) {
-            (Some(Ok(old)), Ok(new)) => {
-                for pe in new.iter().filter(|p| !old.iter().any(|o| o.id == p.id)) {
-                    println!("[{t:8.3}] + {}", output::line(pe));
-                }
-                for pe in old.iter().filter(|p| !new.iter().any(|n| n.id == p.id)) {
-                    println!("[{t:8.3}] - {}", output::line(pe));
-                }
-                for pe in new
-                    .iter()
-                    .filter(|p| old.iter().any(|o| o.id == p.id && o != *p))
-                {
-                    println!("[{t:8.3}] ~ {}", output::line(pe));
-                }
-            }
-            (_, Ok(new)) => {
-                println!("[{t:8.3}] pool {}: {} PE(s)", job.pool, new.len());
-                for pe in new {
-                    println!("[{t:8.3}] + {}", output::line(pe));
-                }
-            }
-            (Some(Err(old)), Err(e)) if old == e => {}
-            (_, Err(e)) => println!("[{t:8.3}] {e}"),
+    let mut printer = output::WatchPrinter::new(&job.pool, job.json);
+    if let Registrars::Udp(registrars) = &job.reach.registrars {
+        return watch_udp(&job, registrars, &stop, &mut printer);
+    }
+    let mut config = pu::Config::new(streams(&job.reach)?);
+    config.generation = job.reach.generation;
+    config.cache_stale = 0;
+    config.poll_interval = job.interval;
+    let mut pu = Pu::with_options(config, job.reach.options.clone()).map_err(|e| e.to_string())?;
+    let mut subscription = pu
+        .subscribe(job.pool.as_bytes(), Some(job.items))
+        .map_err(|e| e.to_string())?;
+    let mut polling = false;
+    // --count N: N answers; when pushed, at most N-1 intervals after the first answer (as long
+    // as N polls take), since an unchanged pool pushes nothing.
+    let window = job
+        .count
+        .map(|c| Duration::from_millis(job.interval.saturating_mul(c - 1)));
+    let mut first: Option<Instant> = None;
+    while !stop.load(Ordering::Relaxed) {
+        let updates = subscription.updates();
+        if updates > 0 {
+            first.get_or_insert_with(Instant::now);
         }
-        last = Some(next);
+        let pushed = subscription.mode() == Some(SubscriptionMode::Pushed);
+        let left = match (first, window) {
+            (Some(t), Some(w)) if pushed => w.saturating_sub(t.elapsed()),
+            _ => Duration::MAX,
+        };
+        if job.count.is_some_and(|c| updates >= c) || left.is_zero() {
+            break;
+        }
+        let wait = left.min(Duration::from_millis(100));
+        if let Some(change) = subscription.next_change(wait) {
+            match change {
+                // RFC 5352 §2.2.6: the A bit clear, the registrar does not push.
+                PoolChange::Mode(SubscriptionMode::Polling) if !polling => {
+                    polling = true;
+                    eprintln!(
+                        "rserpool: the registrar declined the subscription (RFC 5352 §2.2.6): \
+                         polling every {} ms (--interval)",
+                        job.interval
+                    );
+                }
+                PoolChange::Mode(SubscriptionMode::Pushed) if polling => {
+                    polling = false;
+                    eprintln!(
+                        "rserpool: the registrar accepted the subscription: changes are pushed"
+                    );
+                }
+                change => print_change(&mut printer, &change),
+            }
+        }
+    }
+    // The answer that ended the watch may have brought more than one change.
+    while let Some(change) = subscription.next_change(Duration::ZERO) {
+        print_change(&mut printer, &change);
+    }
+    Ok(())
+}
+
+/// `watch` over `udp://`: no association to push on, so one datagram resolution every
+/// interval.
+fn watch_udp(
+    job: &Watch,
+    registrars: &[SocketAddr],
+    stop: &AtomicBool,
+    printer: &mut output::WatchPrinter,
+) -> Result<(), String> {
+    let mut tracker = PoolTracker::new();
+    while !stop.load(Ordering::Relaxed) && job.count.is_none_or(|c| tracker.updates() < c) {
+        let outcome = resolve_udp(
+            registrars,
+            job.reach.generation,
+            job.pool.as_bytes(),
+            Some(job.items),
+            &Timers::default(),
+        );
+        if let Some(change) = tracker.update(outcome) {
+            print_change(printer, &change);
+        }
         let until = Instant::now() + Duration::from_millis(job.interval);
-        while job.count.is_none_or(|c| done < c) && !stop.load(Ordering::Relaxed) {
+        while job.count.is_none_or(|c| tracker.updates() < c) && !stop.load(Ordering::Relaxed) {
             let left = until.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
