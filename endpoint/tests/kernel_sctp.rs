@@ -227,3 +227,124 @@ fn the_command_line_resolves_over_sctp() {
         .collect();
     assert_eq!(listed, [pe.pe_id().0]);
 }
+
+/// A non-loopback address of the guest for RSPLIB's tools, which refuse loopback addresses in
+/// registrations; set up once by [`with_test_net`].
+const TEST_NET: &str = "192.0.2.1";
+
+/// Adds a dummy interface with [`TEST_NET`] (user-mode Linux only: the guest is ours).
+fn with_test_net() {
+    static DONE: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    DONE.get_or_init(|| {
+        need_sctp();
+        let cpu = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        assert!(
+            cpu.contains("User Mode Linux"),
+            "this test adds a dummy interface with {TEST_NET}: run it in user-mode Linux \
+             (ci/uml-run.sh), not on this machine"
+        );
+        let address = format!("{TEST_NET}/24");
+        let steps: [&[&str]; 3] = [
+            &["link", "add", "rsp0", "type", "dummy"],
+            &["addr", "add", &address, "dev", "rsp0"],
+            &["link", "set", "rsp0", "up"],
+        ];
+        for args in steps {
+            let out = Command::new("ip").args(args).output().expect("run ip");
+            assert!(
+                out.status.success(),
+                "ip {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    });
+}
+
+/// RSPLIB's `rspregistrar` as a child process, killed on drop.
+struct RsplibRegistrar(std::process::Child);
+
+impl Drop for RsplibRegistrar {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// RSPLIB's registrar never sets the A bit (RFC 5352 §2.2.6 lets a PR decline a subscription):
+/// a pool user that subscribes through it learns so from the first answer, polls at its
+/// interval instead, and still sees PEs come and go (checklist: subscriptions fall back to
+/// polling against a PR that does not push).
+#[test]
+fn a_subscription_at_rsplibs_registrar_falls_back_to_polling() {
+    use rserpool_endpoint::pu::{PoolChange, SubscriptionMode};
+    with_test_net();
+    let asap = 24_001;
+    let child = Command::new("rspregistrar")
+        .args([
+            format!("-asap={TEST_NET}:{asap}"),
+            format!("-enrp={TEST_NET}:24002"),
+            "-identifier=35".to_owned(),
+            "-logcolor=off".to_owned(),
+            "-loglevel=1".to_owned(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start rspregistrar (Debian's rsplib-registrar): {e}"));
+    let _r = RsplibRegistrar(child);
+    let registrar = format!("sctp://{TEST_NET}:{asap}");
+    let mut first = None;
+    let mut error = None;
+    assert!(
+        eventually(WAIT, || {
+            match Pe::register(pe_config(&[&registrar], "fallback", 7101)) {
+                Ok(pe) => first = Some(pe),
+                Err(e) => error = Some(e),
+            }
+            first.is_some()
+        }),
+        "no registration at rspregistrar: {error:?}"
+    );
+    let first = first.unwrap();
+    let mut c = pu::Config::new(vec![url(&registrar).registrar]);
+    c.cache_stale = 0;
+    c.poll_interval = 200;
+    let mut pu = Pu::new(c);
+    let mut subscription = pu.subscribe(b"fallback", None).expect("subscribed");
+    // Collects changes until `done` says so or WAIT passes.
+    let mut collect = |done: &dyn Fn(&[PoolChange]) -> bool| {
+        let mut changes = Vec::new();
+        let deadline = Instant::now() + WAIT;
+        while !done(&changes) && Instant::now() < deadline {
+            if let Some(change) = subscription.next_change(Duration::from_millis(200)) {
+                changes.push(change);
+            }
+        }
+        changes
+    };
+    let added = |changes: &[PoolChange], id: PeId| {
+        changes.iter().any(
+            |c| matches!(c, PoolChange::Elements { added, .. } if added.iter().any(|p| p.id == id)),
+        )
+    };
+    let start = collect(&|c| added(c, first.pe_id()));
+    assert!(
+        start.contains(&PoolChange::Mode(SubscriptionMode::Polling)),
+        "{start:?}"
+    );
+    assert!(added(&start, first.pe_id()), "{start:?}");
+    let second = Pe::register(pe_config(&[&registrar], "fallback", 7102)).expect("second PE");
+    let later = collect(&|c| added(c, second.pe_id()));
+    assert!(added(&later, second.pe_id()), "{later:?}");
+    let id = second.pe_id();
+    second.deregister().expect("deregistered");
+    let removed = collect(&|c| {
+        c.iter().any(|c| {
+            matches!(c, PoolChange::Elements { removed, .. } if removed.iter().any(|p| p.id == id))
+        })
+    });
+    assert!(!removed.is_empty(), "no removal seen by polling");
+    assert_eq!(subscription.mode(), Some(SubscriptionMode::Polling));
+}
