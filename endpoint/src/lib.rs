@@ -60,6 +60,7 @@ pub mod pe;
 pub mod pu;
 mod registrar;
 pub mod servers;
+pub mod session;
 
 pub use error::{Cause, ConnectFailure, DatagramFailure, Error};
 pub use info::{PeInfo, PeTransport, policy_name};

@@ -9,6 +9,7 @@
 
 mod pe;
 mod pu;
+pub mod session;
 mod udp;
 
 use std::collections::{HashMap, HashSet};
@@ -26,6 +27,7 @@ pub use pe::{Pe, PeHandle};
 pub use pu::Pu;
 pub use pu::Subscription;
 pub use rserpool_net::Connection;
+pub use session::{Session, SessionServer};
 pub use udp::resolve_udp;
 
 use crate::pe::PoolElement;
