@@ -231,7 +231,7 @@ impl ScenarioKind {
                 &["json", "quiet", "write_profile"],
             ],
             Self::Subscribe => &[
-                &["connections", "duration", "warmup", "rate"],
+                &["connections", "threads", "duration", "warmup", "rate"],
                 REGISTRAR,
                 &["pools", "subscribers"],
                 OUTPUT,
@@ -478,6 +478,12 @@ impl ScenarioKind {
             ),
             (S::Subscribe, "connections") => (
                 "Subscriber associations; the subscriptions are dealt out over them".into(),
+                false,
+            ),
+            (S::Subscribe, "threads") => (
+                "Client threads reading the pushes; the associations are dealt out among them, \
+                 each thread polling its share without sleeping"
+                    .into(),
                 false,
             ),
             (S::Subscribe, "rate") => (
@@ -1094,9 +1100,26 @@ impl Cli {
             ScenarioKind::Takeover | ScenarioKind::Chaos => self.validate_scope()?,
             ScenarioKind::Hostile => self.validate_hostile()?,
             ScenarioKind::Sweep => self.validate_sweep()?,
+            ScenarioKind::Subscribe => self.validate_subscribe()?,
             _ => {}
         }
         self.validate_target()
+    }
+
+    /// The checks of `subscribe`'s options: each association subscribes to a pool once, and the
+    /// changes have a rate.
+    fn validate_subscribe(&self) -> Result<(), String> {
+        if self.subscribers > self.connections.saturating_mul(self.pools) {
+            return Err(format!(
+                "--subscribers {} exceeds --connections {} x --pools {}: an association \
+                 subscribes to a pool once",
+                self.subscribers, self.connections, self.pools
+            ));
+        }
+        if self.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+            return Err("--rate must be a positive number of changes per second".into());
+        }
+        Ok(())
     }
 
     /// The checks of the options that choose and configure the registrar.

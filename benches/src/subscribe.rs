@@ -43,18 +43,7 @@ pub fn run(cli: &Cli, endpoint: &Endpoint) -> Result<SubscribeSummary> {
     let pools = cli.pools;
     let connections = cli.connections;
     let subscribers = cli.subscribers;
-    if subscribers > connections * pools {
-        return Err(Error::new(format!(
-            "--subscribers {subscribers} exceeds --connections {connections} x --pools {pools}: \
-             an association subscribes to a pool once"
-        )));
-    }
     let rate = cli.rate.unwrap_or(SUBSCRIBE_RATE);
-    if !(rate.is_finite() && rate > 0.0) {
-        return Err(Error::new(
-            "--rate must be a positive number of changes per second",
-        ));
-    }
     if endpoint.tls {
         return Err(Error::new(
             "subscribe runs over tcp:// or mptcp://, not TLS",
@@ -104,13 +93,18 @@ pub fn run(cli: &Cli, endpoint: &Endpoint) -> Result<SubscribeSummary> {
     let start = Instant::now();
     let measure_from = start + warmup;
     let stop = Arc::new(AtomicBool::new(false));
-    let threads: Vec<_> = subscribed
+    // Associations dealt out over the client threads, each polling its share without sleeping.
+    let mut shares: Vec<Vec<Subscriber>> = (0..cli.threads).map(|_| Vec::new()).collect();
+    for (i, s) in subscribed.into_iter().enumerate() {
+        shares[i % cli.threads].push(s);
+    }
+    let threads: Vec<_> = shares
         .into_iter()
-        .map(|s| {
+        .map(|share| {
             let sent = Arc::clone(&sent);
             let stop = Arc::clone(&stop);
             let index = handles.clone();
-            thread::spawn(move || s.receive(&index, &sent, start, measure_from, &stop))
+            thread::spawn(move || receive(share, &index, &sent, start, measure_from, &stop))
         })
         .collect();
     let changes = changer.change(rate, capacity - 1, &sent, start, warmup + duration)?;
@@ -378,43 +372,52 @@ impl Subscriber {
         }
         Ok((accepted, refused))
     }
+}
 
-    /// Reads pushes until `stop`, timing each against the send of the change it reflects.
-    fn receive(
-        mut self,
-        handles: &[Vec<u8>],
-        sent: &[AtomicU64],
-        start: Instant,
-        measure_from: Instant,
-        stop: &AtomicBool,
-    ) -> Result<Seen> {
-        let mut seen = Seen {
-            latency: latency_histogram(),
-            pushes: 0,
-            measured_pushes: 0,
-            last: self.pools.iter().map(|&p| (p, 0)).collect(),
-        };
-        let slot_of: std::collections::HashMap<usize, usize> = self
-            .pools
-            .iter()
-            .enumerate()
-            .map(|(i, &p)| (p, i))
-            .collect();
-        while !stop.load(Ordering::Relaxed) {
-            for frame in read_frames(&mut self.stream, &mut self.input, &mut self.filled)? {
-                let Some((pool, load, true)) = push_of(&frame, self.generation, handles) else {
+/// Reads the pushes of `subscribers` until `stop`, polling their non-blocking sockets in turn
+/// and yielding the core when a pass read nothing; times each push against the send of the
+/// newest change it reflects. Returns what all of them saw.
+fn receive(
+    mut subscribers: Vec<Subscriber>,
+    handles: &[Vec<u8>],
+    sent: &[AtomicU64],
+    start: Instant,
+    measure_from: Instant,
+    stop: &AtomicBool,
+) -> Result<Seen> {
+    let mut seen = Seen {
+        latency: latency_histogram(),
+        pushes: 0,
+        measured_pushes: 0,
+        last: Vec::new(),
+    };
+    // The last load value per subscription, by subscriber and pool.
+    let mut last: Vec<std::collections::HashMap<usize, u64>> = subscribers
+        .iter()
+        .map(|s| s.pools.iter().map(|&p| (p, 0)).collect())
+        .collect();
+    for s in &subscribers {
+        s.stream
+            .set_nonblocking(true)
+            .map_err(|e| Error::new(format!("cannot make a socket non-blocking: {e}")))?;
+    }
+    while !stop.load(Ordering::Relaxed) {
+        let mut moved = false;
+        for (s, last) in subscribers.iter_mut().zip(&mut last) {
+            for frame in read_frames(&mut s.stream, &mut s.input, &mut s.filled)? {
+                moved = true;
+                let Some((pool, load, true)) = push_of(&frame, s.generation, handles) else {
                     continue;
                 };
                 let now = Instant::now();
                 seen.pushes += 1;
-                let Some(&slot) = slot_of.get(&pool) else {
+                let Some(newest) = last.get_mut(&pool) else {
                     continue;
                 };
-                let last = &mut seen.last[slot].1;
-                if load <= *last {
+                if load <= *newest {
                     continue;
                 }
-                *last = load;
+                *newest = load;
                 let at = sent
                     .get(load as usize)
                     .map_or(0, |s| s.load(Ordering::Acquire));
@@ -427,8 +430,12 @@ impl Subscriber {
                 seen.measured_pushes += 1;
             }
         }
-        Ok(seen)
+        if !moved {
+            thread::yield_now();
+        }
     }
+    seen.last = last.into_iter().flatten().collect();
+    Ok(seen)
 }
 
 /// A HANDLE_RESOLUTION_RESPONSE's pool index, the load value of its first PE (0 for an error

@@ -157,6 +157,24 @@ fn contradictions_are_refused_with_a_reason() {
             "needs --spawn",
         ),
         (&["flood"][..], "unrecognized subcommand 'flood'"),
+        (
+            &[
+                "subscribe",
+                "--spawn",
+                "-c",
+                "4",
+                "--pools",
+                "10",
+                "--subscribers",
+                "41",
+            ][..],
+            "--subscribers 41 exceeds --connections 4 x --pools 10",
+        ),
+        (&["subscribe", "--spawn", "--rate", "0"][..], "--rate"),
+        (
+            &["subscribe", "--spawn", "--pipeline", "2"][..],
+            "unexpected argument '--pipeline'",
+        ),
     ] {
         let Err(e) = Cli::from_args(args) else {
             panic!("{args:?} was accepted");
