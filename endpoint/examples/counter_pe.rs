@@ -1,6 +1,6 @@
 //! A pool element serving a counter whose state survives its own death: each request (an 8-byte
 //! big-endian increment, PPID 0x43544e31 "CTN1") adds to the session's running total; the PE
-//! sends the total as an ASAP_COOKIE signed with SipHash-2-4 under a shared key, then the
+//! sends the total as an ASAP_COOKIE signed with HMAC-SHA256 under a shared key, then the
 //! total as the reply. When the PE dies, the PU fails over and echoes the latest cookie to
 //! another counter PE (RFC 5352 §3.8), which checks the signature and goes on from that total.
 //! At session start the PE sends a business card naming the pool's other PEs (RFC 5352 §3.9).
@@ -12,17 +12,23 @@
 //! cargo run -p rserpool-endpoint --example counter_pu -- --registrar tcp://127.0.0.1:3863
 //! ```
 //!
+//! Over kernel SCTP (the control channel is PPID 11 on the PU's association): `--listen
+//! sctp://127.0.0.1:0` here and `--transport sctp` for the PU.
+//!
 //! It prints `pe <id> port <port>` once registered, `restored <total>` for each accepted cookie
 //! echo, `total <total>` for each request.
 
 use std::io::Write;
-use std::net::SocketAddr;
 
 use clap::Parser;
-use rserpool_endpoint::driver::session::{PeerSession, SessionHandler, SessionOptions};
+use ring::hmac;
+use rserpool_endpoint::driver::session::{
+    PeerSession, SessionHandler, SessionOptions, transport_kind,
+};
 use rserpool_endpoint::driver::{Pe, Pu, SessionServer};
 use rserpool_endpoint::session::{PeSessionConfig, SessionError};
 use rserpool_endpoint::{PeInfo, RegistrarUrl, pe, pu};
+use rserpool_net::{Transport, TransportUrl};
 use rserpool_protocol::{PeId, TRANSPORT_USE_DATA_PLUS_CONTROL};
 
 /// The counter's application PPID ("CTN1").
@@ -37,107 +43,55 @@ pub struct Args {
     /// The pool to join.
     #[arg(long, default_value = "counter")]
     pub pool: String,
-    /// Where PUs connect (port 0: any free port).
-    #[arg(long, default_value = "127.0.0.1:0")]
-    pub listen: SocketAddr,
+    /// Where PUs connect: sctp://, tcp:// or mptcp:// and an address, or an address alone for
+    /// TCP (port 0: any free port).
+    #[arg(long, default_value = "tcp://127.0.0.1:0", value_parser = parse_listen)]
+    pub listen: TransportUrl,
     /// The secret the pool's PEs sign cookies with (use a real secret in production).
     #[arg(long, default_value = "rserpool counter example")]
     pub key: String,
 }
 
-/// SipHash-2-4 of `data` under `key` (Aumasson and Bernstein): a keyed MAC for short inputs.
-pub fn siphash24(key: [u8; 16], data: &[u8]) -> u64 {
-    let [
-        a0,
-        a1,
-        a2,
-        a3,
-        a4,
-        a5,
-        a6,
-        a7,
-        b0,
-        b1,
-        b2,
-        b3,
-        b4,
-        b5,
-        b6,
-        b7,
-    ] = key;
-    let k0 = u64::from_le_bytes([a0, a1, a2, a3, a4, a5, a6, a7]);
-    let k1 = u64::from_le_bytes([b0, b1, b2, b3, b4, b5, b6, b7]);
-    let mut v = [
-        k0 ^ 0x736f_6d65_7073_6575,
-        k1 ^ 0x646f_7261_6e64_6f6d,
-        k0 ^ 0x6c79_6765_6e65_7261,
-        k1 ^ 0x7465_6462_7974_6573,
-    ];
-    fn round(v: &mut [u64; 4]) {
-        v[0] = v[0].wrapping_add(v[1]);
-        v[1] = v[1].rotate_left(13) ^ v[0];
-        v[0] = v[0].rotate_left(32);
-        v[2] = v[2].wrapping_add(v[3]);
-        v[3] = v[3].rotate_left(16) ^ v[2];
-        v[0] = v[0].wrapping_add(v[3]);
-        v[3] = v[3].rotate_left(21) ^ v[0];
-        v[2] = v[2].wrapping_add(v[1]);
-        v[1] = v[1].rotate_left(17) ^ v[2];
-        v[2] = v[2].rotate_left(32);
-    }
-    let mut compress = |m: u64| {
-        v[3] ^= m;
-        round(&mut v);
-        round(&mut v);
-        v[0] ^= m;
-    };
-    let mut chunks = data.chunks_exact(8);
-    for chunk in &mut chunks {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        compress(u64::from_le_bytes(word));
-    }
-    let mut last = [0u8; 8];
-    last[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
-    last[7] = data.len() as u8;
-    compress(u64::from_le_bytes(last));
-    v[2] ^= 0xff;
-    for _ in 0..4 {
-        round(&mut v);
-    }
-    v[0] ^ v[1] ^ v[2] ^ v[3]
+/// The signing key from the shared secret's text: HMAC-SHA256 keyed with its bytes.
+pub fn derive_key(secret: &str) -> hmac::Key {
+    hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes())
 }
 
-/// The 16-byte key from the shared secret's text.
-pub fn derive_key(secret: &str) -> [u8; 16] {
-    let mut key = [0u8; 16];
-    key[..8].copy_from_slice(&siphash24([0; 16], secret.as_bytes()).to_le_bytes());
-    key[8..].copy_from_slice(&siphash24([1; 16], secret.as_bytes()).to_le_bytes());
-    key
-}
-
-/// The cookie of a total: "CNT1", the total (8 bytes, big-endian), the signature over both.
-pub fn cookie(key: [u8; 16], total: u64) -> Vec<u8> {
+/// The cookie of a total: "CNT1", the total (8 bytes, big-endian), the HMAC-SHA256 over both
+/// (32 bytes).
+pub fn cookie(key: &hmac::Key, total: u64) -> Vec<u8> {
     let mut c = b"CNT1".to_vec();
     c.extend_from_slice(&total.to_be_bytes());
-    let tag = siphash24(key, &c);
-    c.extend_from_slice(&tag.to_be_bytes());
+    let tag = hmac::sign(key, &c);
+    c.extend_from_slice(tag.as_ref());
     c
 }
 
-/// The total of a cookie whose signature checks out.
-pub fn open_cookie(key: [u8; 16], cookie: &[u8]) -> Option<u64> {
+/// The total of a cookie whose signature checks out (compared in constant time).
+pub fn open_cookie(key: &hmac::Key, cookie: &[u8]) -> Option<u64> {
     let (body, tag) = cookie.split_at_checked(12)?;
-    let total = body.strip_prefix(b"CNT1")?;
-    let tag: [u8; 8] = tag.try_into().ok()?;
-    let total: [u8; 8] = total.try_into().ok()?;
-    (siphash24(key, body) == u64::from_be_bytes(tag)).then_some(u64::from_be_bytes(total))
+    let total: [u8; 8] = body.strip_prefix(b"CNT1")?.try_into().ok()?;
+    hmac::verify(key, body, tag).ok()?;
+    Some(u64::from_be_bytes(total))
+}
+
+/// A session listener: a transport URL, or an address alone for TCP.
+fn parse_listen(text: &str) -> Result<TransportUrl, String> {
+    if let Ok(address) = text.parse() {
+        return Ok(TransportUrl::new(Transport::Tcp, address));
+    }
+    let url = TransportUrl::parse(text, &[Transport::Sctp, Transport::Tcp, Transport::Mptcp])
+        .map_err(|e| e.to_string())?;
+    if url.tls.is_some() {
+        return Err("sessions do not run over TLS yet".into());
+    }
+    Ok(url)
 }
 
 /// One session's counter.
 struct Counter {
     total: u64,
-    key: [u8; 16],
+    key: hmac::Key,
     me: PeId,
     registrar: RegistrarUrl,
     pool: String,
@@ -158,7 +112,7 @@ impl SessionHandler for Counter {
     }
 
     fn on_cookie_echo(&mut self, _session: &mut PeerSession<'_>, cookie: &[u8]) {
-        match open_cookie(self.key, cookie) {
+        match open_cookie(&self.key, cookie) {
             Some(total) => {
                 self.total = total;
                 say(&format!("restored {total}"));
@@ -182,7 +136,7 @@ impl SessionHandler for Counter {
         self.total = self.total.wrapping_add(u64::from_be_bytes(increment));
         // The cookie before the reply: a PU that has the reply has the cookie of that total.
         let sent = session
-            .send_cookie(&cookie(self.key, self.total))
+            .send_cookie(&cookie(&self.key, self.total))
             .and_then(|()| session.send_data(COUNTER_PPID, &self.total.to_be_bytes()));
         match sent {
             Ok(()) => say(&format!("total {}", self.total)),
@@ -209,17 +163,21 @@ pub fn run(args: &Args) -> Result<(), String> {
         .parse()
         .map_err(|e| format!("--registrar {}: {e}", args.registrar))?;
     let server = SessionServer::bind(
-        args.listen,
+        args.listen.address,
         PeSessionConfig {
             generation: registrar.generation,
             ..PeSessionConfig::new(args.pool.as_bytes())
         },
-        SessionOptions::default(),
+        SessionOptions {
+            transport: args.listen.transport,
+            ..SessionOptions::default()
+        },
     )
     .map_err(|e| e.to_string())?;
     let port = server.local_addr().map_err(|e| e.to_string())?.port();
     let mut config = pe::Config::new(vec![registrar.registrar], args.pool.as_bytes());
     config.generation = registrar.generation;
+    config.transport.kind = transport_kind(args.listen.transport);
     config.transport.port = port;
     config.transport.transport_use = TRANSPORT_USE_DATA_PLUS_CONTROL;
     let handle = Pe::register(config).map_err(|e| e.to_string())?;
@@ -229,7 +187,7 @@ pub fn run(args: &Args) -> Result<(), String> {
     let pool = args.pool.clone();
     let result = server.run(move |_peer| Counter {
         total: 0,
-        key,
+        key: key.clone(),
         me,
         registrar,
         pool: pool.clone(),

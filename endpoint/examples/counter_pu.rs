@@ -7,6 +7,8 @@
 //! cargo run -p rserpool-endpoint --example counter_pu -- --registrar tcp://127.0.0.1:3863 \
 //!     --count 100 --interval-ms 500
 //! ```
+//!
+//! `--transport sctp` reaches PEs listening on kernel SCTP (`counter_pe --listen sctp://...`).
 
 use std::time::Duration;
 
@@ -16,6 +18,7 @@ use rserpool_endpoint::driver::session::{Received, SessionOptions};
 use rserpool_endpoint::driver::{Pu, Session};
 use rserpool_endpoint::pu;
 use rserpool_endpoint::session::{PuSessionConfig, SessionError};
+use rserpool_net::Transport;
 
 /// The counter's application PPID ("CTN1").
 const COUNTER_PPID: u32 = 0x4354_4e31;
@@ -38,6 +41,17 @@ struct Args {
     /// Pause between requests.
     #[arg(long, default_value_t = 200)]
     interval_ms: u64,
+    /// The transport to the PEs: sctp, tcp or mptcp.
+    #[arg(long, default_value = "tcp", value_parser = parse_transport)]
+    transport: Transport,
+}
+
+/// A session transport by its URL scheme.
+fn parse_transport(text: &str) -> Result<Transport, String> {
+    [Transport::Sctp, Transport::Tcp, Transport::Mptcp]
+        .into_iter()
+        .find(|t| t.scheme() == text)
+        .ok_or_else(|| format!("`{text}`: expected sctp, tcp or mptcp"))
 }
 
 /// Sends one increment and waits for the total, sending it again after a failover.
@@ -76,8 +90,12 @@ fn run(args: &Args) -> Result<(), String> {
         generation: registrar.generation,
         ..PuSessionConfig::new(args.pool.as_bytes())
     };
-    let mut session = Session::open(Pu::new(config), session_config, SessionOptions::default())
-        .map_err(|e| e.to_string())?;
+    let options = SessionOptions {
+        transport: args.transport,
+        ..SessionOptions::default()
+    };
+    let mut session =
+        Session::open(Pu::new(config), session_config, options).map_err(|e| e.to_string())?;
     for _ in 0..args.count {
         let total = add(&mut session, args.step).map_err(|e| e.to_string())?;
         match session.current_pe() {

@@ -10,7 +10,7 @@
 //! records, a PPID and its payload, either whole ([`PeSession::on_record`], as an SCTP message
 //! arrives) or as stream bytes cut by the [`framing`] of `docs/session.md`
 //! ([`PeSession::on_stream_bytes`]), and give [`Transmit`]s to send and events for the
-//! application. [`crate::driver::session`] runs them over TCP and MPTCP.
+//! application. [`crate::driver::session`] runs them over kernel SCTP, TCP and MPTCP.
 //!
 //! Hostile input never panics and never allocates without bound: a control message that does not
 //! decode, does not belong on the control channel or in this direction, or carries a cookie

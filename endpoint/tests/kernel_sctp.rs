@@ -348,3 +348,653 @@ fn a_subscription_at_rsplibs_registrar_falls_back_to_polling() {
     assert!(!removed.is_empty(), "no removal seen by polling");
     assert_eq!(subscription.mode(), Some(SubscriptionMode::Polling));
 }
+
+// ---- The session layer over kernel SCTP (RFC 5352 §3.8-3.9: PPID 11 on the data association) --
+
+use std::path::PathBuf;
+
+use rserpool_endpoint::driver::Session;
+use rserpool_endpoint::driver::session::{Received, SessionOptions};
+use rserpool_endpoint::session::PuSessionConfig;
+use rserpool_net::{SctpClient, SctpListener, Transport, sctp_nodelay};
+
+/// Sessions over kernel SCTP.
+fn sctp_session_options() -> SessionOptions {
+    SessionOptions {
+        transport: Transport::Sctp,
+        connect_timeout: WAIT,
+        send_timeout: WAIT,
+        ..SessionOptions::default()
+    }
+}
+
+/// Whether the descriptor `fd` of this process is close-on-exec (`/proc/self/fdinfo`).
+fn close_on_exec(fd: std::os::fd::RawFd) -> bool {
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).expect("fdinfo");
+    let flags = info
+        .lines()
+        .find_map(|l| l.strip_prefix("flags:"))
+        .and_then(|f| u32::from_str_radix(f.trim(), 8).ok())
+        .expect("a flags line");
+    flags & 0o2_000_000 != 0
+}
+
+/// `rserpool-net`'s one-to-one SCTP listener: non-blocking and close-on-exec with SCTP_NODELAY;
+/// every accepted association blocking, close-on-exec, with SCTP_NODELAY, carrying each message
+/// whole with its PPID each way (the control channel's 11 beside data), a message longer than
+/// the buffer in marked parts, and the peer's shutdown as the end.
+#[test]
+fn the_one_to_one_sctp_listener_accepts_associations_with_nodelay() {
+    use std::os::fd::AsRawFd;
+    need_sctp();
+    let listener = SctpListener::bind("127.0.0.1:0".parse().unwrap(), 8).expect("listening");
+    assert!(listener.socket().nonblocking().unwrap());
+    assert!(sctp_nodelay(&listener).unwrap());
+    assert!(close_on_exec(listener.as_raw_fd()));
+    let address = listener.local_addr().unwrap();
+    assert_ne!(address.port(), 0);
+    let mut pairs = Vec::new();
+    for _ in 0..3 {
+        let client = SctpClient::connect(address, None, WAIT).expect("associated");
+        let mut accepted = None;
+        assert!(eventually(WAIT, || {
+            accepted = listener.accept().ok();
+            accepted.is_some()
+        }));
+        let (server, peer) = accepted.unwrap();
+        assert_eq!(
+            Some(peer),
+            client.socket().local_addr().unwrap().as_socket(),
+            "the peer's address"
+        );
+        assert!(sctp_nodelay(&server).unwrap(), "SCTP_NODELAY accepted");
+        assert!(!server.socket().nonblocking().unwrap());
+        assert!(close_on_exec(server.as_raw_fd()));
+        pairs.push((client, server));
+    }
+    for (i, (client, server)) in pairs.iter().enumerate() {
+        let mut buf = [0u8; 256];
+        client.send(11, 0, b"control").unwrap();
+        client.send(i as u32 + 100, 3, b"data").unwrap();
+        assert_eq!(server.recv(&mut buf).unwrap(), (7, 11));
+        assert_eq!(&buf[..7], b"control");
+        assert_eq!(server.recv(&mut buf).unwrap(), (4, i as u32 + 100));
+        let long = vec![i as u8; 1000];
+        server.send(0x4354_4e31, 0, &long).unwrap();
+        let mut got = Vec::new();
+        loop {
+            let part = client.recv_part(&mut buf).unwrap().expect("a message");
+            assert_eq!(part.ppid, 0x4354_4e31);
+            got.extend_from_slice(&buf[..part.len]);
+            if part.complete {
+                break;
+            }
+            assert_eq!(part.len, buf.len());
+        }
+        assert_eq!(got, long);
+    }
+    let (client, server) = pairs.pop().unwrap();
+    drop(client);
+    let mut buf = [0u8; 16];
+    assert_eq!(server.recv_part(&mut buf).unwrap(), None, "shut down");
+}
+
+/// The `counter_pe` example binary: target/<profile>/examples/counter_pe, beside
+/// target/<profile>/deps where this test runs.
+fn counter_pe_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test's own path");
+    let binary = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("the test runs from target/<profile>/deps")
+        .join("examples")
+        .join(format!("counter_pe{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        binary.exists(),
+        "{} is missing: run `cargo build -p rserpool-endpoint --examples` before this test",
+        binary.display()
+    );
+    binary
+}
+
+/// A counter PE (the example) in a child process, killed on drop.
+struct CounterPe {
+    child: std::process::Child,
+    id: PeId,
+    lines: Lines,
+}
+
+impl Drop for CounterPe {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts a counter PE that registers at `registrar` and serves sessions on `listen`.
+fn spawn_counter_pe(registrar: &str, listen: &str) -> CounterPe {
+    let mut child = Command::new(counter_pe_binary())
+        .args([
+            "--registrar",
+            registrar,
+            "--pool",
+            "counter",
+            "--listen",
+            listen,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start a counter PE");
+    let mut lines = Lines::new(child.stdout.take().expect("stdout"));
+    let line = lines.wait_for(WAIT, |l| l.starts_with("pe ") && l.contains(" port "));
+    let id = line
+        .strip_prefix("pe ")
+        .and_then(|rest| rest.split(' ').next()?.parse().ok())
+        .map(PeId)
+        .expect("pe <id> port <port>");
+    CounterPe { child, id, lines }
+}
+
+/// The counter's application PPID ("CTN1").
+const COUNTER_PPID: u32 = 0x4354_4e31;
+
+/// Adds `step` through the session, returns the total; repeats the request after a failover and
+/// records it.
+fn add(session: &mut Session, step: u64, failovers: &mut Vec<(PeId, PeId)>) -> u64 {
+    session
+        .send(COUNTER_PPID, &step.to_be_bytes())
+        .expect("send");
+    loop {
+        match session.recv(WAIT).expect("receive") {
+            Some(Received::Data { ppid, payload }) => {
+                assert_eq!(ppid, COUNTER_PPID);
+                return u64::from_be_bytes(payload.try_into().expect("an 8-byte total"));
+            }
+            Some(Received::FailedOver { from, to }) => {
+                failovers.push((from.id, to.id));
+                session
+                    .send(COUNTER_PPID, &step.to_be_bytes())
+                    .expect("resend");
+            }
+            None => panic!("no total within {WAIT:?}"),
+        }
+    }
+}
+
+/// RFC 5352 §3.8-3.9 over kernel SCTP end to end: two counter PEs (the example binary) listen
+/// on SCTP and register their SCTP transport over an SCTP association with the registrar; a PU
+/// session over SCTP gets the business card and the signed cookies on PPID 11 of the data
+/// association; SIGKILL of its PE, and the next PE gets the cookie echo first and goes on from
+/// the total.
+#[test]
+fn an_sctp_session_survives_a_pe_kill_through_the_cookie() {
+    let d = daemon(60_000);
+    let sctp = d.url("sctp://", false);
+    let mut pes = vec![
+        spawn_counter_pe(&sctp, "sctp://127.0.0.1:0"),
+        spawn_counter_pe(&sctp, "sctp://127.0.0.1:0"),
+    ];
+    let mut resolver = pool_user(&sctp);
+    let mut listed = Vec::new();
+    assert!(
+        eventually(WAIT, || {
+            listed = resolver
+                .resolve_items("counter", Some(10))
+                .unwrap_or_default();
+            listed.len() == 2
+        }),
+        "both counter PEs registered"
+    );
+    for pe in &listed {
+        assert!(
+            matches!(
+                pe.transport,
+                rserpool_endpoint::PeTransport::Transport {
+                    kind: rserpool_protocol::TransportKind::Sctp,
+                    ..
+                }
+            ),
+            "{pe:?} registered its SCTP listener"
+        );
+    }
+    let mut session = Session::open(
+        pool_user(&sctp),
+        PuSessionConfig::new("counter"),
+        sctp_session_options(),
+    )
+    .expect("session opened over SCTP");
+    let mut failovers = Vec::new();
+    const N: u64 = 5;
+    for i in 1..=N {
+        assert_eq!(add(&mut session, 1, &mut failovers), i);
+    }
+    let first = session.current_pe().expect("a PE").id;
+    let other = pes.iter().find(|p| p.id != first).expect("the other PE").id;
+    let card: Vec<PeId> = session.business_card().iter().map(|p| p.id).collect();
+    assert_eq!(card, [other], "the business card names the other PE");
+    let cookie = session.cookie().expect("a cookie").to_vec();
+    assert_eq!(cookie.len(), 4 + 8 + 32, "CNT1, the total, HMAC-SHA256");
+    assert_eq!(
+        &cookie[..12],
+        &[&b"CNT1"[..], &N.to_be_bytes()].concat()[..]
+    );
+    let i = pes.iter().position(|p| p.id == first).expect("ours");
+    let mut victim = pes.remove(i);
+    victim.child.kill().expect("SIGKILL the PE");
+    victim.child.wait().expect("reaped");
+    for i in N + 1..=2 * N {
+        assert_eq!(add(&mut session, 1, &mut failovers), i);
+    }
+    assert_eq!(failovers, [(first, other)]);
+    assert_eq!(session.current_pe().map(|p| p.id), Some(other));
+    pes[0]
+        .lines
+        .wait_for(WAIT, |l| l == format!("restored {N}"));
+    assert_eq!(session.dropped(), 0);
+}
+
+/// An RSPLIB tool (Debian's rsplib-tools) as a child process with its output collected; killed
+/// on drop.
+struct RsplibTool {
+    name: &'static str,
+    child: std::process::Child,
+    lines: Lines,
+}
+
+impl RsplibTool {
+    fn start(name: &'static str, args: &[String]) -> Self {
+        let mut child = Command::new(name)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name} (Debian's rsplib-tools): {e}"));
+        let lines = Lines::new(child.stdout.take().expect("stdout"));
+        Self { name, child, lines }
+    }
+}
+
+impl RsplibTool {
+    /// Stops the tool and returns what it printed, each line under its name.
+    fn output(mut self) -> Vec<String> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let lines = std::mem::replace(&mut self.lines, Lines::new(std::io::empty()));
+        let name = self.name;
+        lines
+            .rest()
+            .into_iter()
+            .map(|l| format!("{name}: {l}"))
+            .collect()
+    }
+}
+
+impl Drop for RsplibTool {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Our registrar on an SCTP listener at [`TEST_NET`] (RSPLIB's PEs register their non-loopback
+/// addresses) and `count` `rspserver`s of `service` in `pool` registered there.
+fn rspservers(service: &[&str], pool: &str, count: usize) -> (Daemon, String, Vec<RsplibTool>) {
+    with_test_net();
+    let d = Daemon::start(60_000, &[&format!("sctp://{TEST_NET}:0")]);
+    let sctp = d.url("sctp://", false);
+    let registrar = sctp.trim_start_matches("sctp://").to_owned();
+    let mut args: Vec<String> = service.iter().map(|s| s.to_string()).collect();
+    args.extend([
+        format!("-registrar={registrar}"),
+        format!("-poolhandle={pool}"),
+        "-asapannounce=off".to_owned(),
+        "-logcolor=off".to_owned(),
+        "-loglevel=2".to_owned(),
+        "-rereginterval=1000".to_owned(),
+    ]);
+    let tools: Vec<RsplibTool> = (0..count)
+        .map(|_| RsplibTool::start("rspserver", &args))
+        .collect();
+    let mut resolver = pool_user(&sctp);
+    let mut found = Vec::new();
+    let registered = eventually(WAIT, || {
+        found = resolver.resolve_items(pool, Some(10)).unwrap_or_default();
+        found.len() == count
+    });
+    if !registered {
+        let output: Vec<String> = tools.into_iter().flat_map(RsplibTool::output).collect();
+        panic!(
+            "{count} rspserver {service:?} did not register at {sctp}: {found:?}; they \
+             printed:\n{}",
+            output.join("\n")
+        );
+    }
+    (d, sctp, tools)
+}
+
+/// Our PU session over SCTP with RSPLIB's `rspserver -echo`: data comes back on its PPID; the
+/// echo service sends no cookie and no business card, and nothing we drop.
+#[test]
+fn an_sctp_session_talks_to_rsplibs_echo_server() {
+    let (_d, sctp, _servers) = rspservers(&["-echo"], "SessionEcho", 1);
+    let mut session = Session::open(
+        pool_user(&sctp),
+        PuSessionConfig::new("SessionEcho"),
+        sctp_session_options(),
+    )
+    .expect("session opened with rspserver");
+    assert_eq!(
+        session
+            .current_pe()
+            .and_then(|p| p.addresses().first().copied()),
+        Some(TEST_NET.parse().unwrap())
+    );
+    for (ppid, payload) in [
+        (0u32, &b"hello RSPLIB"[..]),
+        (0x1234_5678, b"second"),
+        (7, &[0u8; 3000][..]),
+    ] {
+        session.send(ppid, payload).expect("send");
+        match session.recv(WAIT).expect("receive") {
+            Some(Received::Data {
+                ppid: p,
+                payload: echoed,
+            }) => {
+                assert_eq!((p, echoed.as_slice()), (ppid, payload), "echoed as sent");
+            }
+            other => panic!("no echo from rspserver: {other:?}"),
+        }
+    }
+    assert_eq!(session.cookie(), None, "the echo service sends no cookie");
+    assert!(
+        session.business_card().is_empty(),
+        "RSPLIB sends no business card"
+    );
+    assert_eq!(session.dropped(), 0);
+}
+
+/// RSPLIB's ping-pong service (`rspserver -pingpong`, wire layout from RSPLIB's
+/// `pingpongpackets.h`): Ping = type 1, flags, 16-bit length of the whole message, 64-bit message
+/// number, data; Pong = type 2, flags, length, the ping's message number, the server's 64-bit
+/// reply number, the data. All big-endian.
+fn ping(message_no: u64, data: &[u8]) -> Vec<u8> {
+    let mut m = vec![1, 0];
+    m.extend_from_slice(&u16::try_from(12 + data.len()).unwrap().to_be_bytes());
+    m.extend_from_slice(&message_no.to_be_bytes());
+    m.extend_from_slice(data);
+    m
+}
+
+/// A pong's message number, reply number and data.
+fn pong(m: &[u8]) -> (u64, u64, Vec<u8>) {
+    assert!(m.len() >= 20 && m[0] == 2, "not a pong: {m:?}");
+    assert_eq!(usize::from(u16::from_be_bytes([m[2], m[3]])), m.len());
+    let message_no = u64::from_be_bytes(m[4..12].try_into().unwrap());
+    let reply_no = u64::from_be_bytes(m[12..20].try_into().unwrap());
+    (message_no, reply_no, m[20..].to_vec())
+}
+
+/// RSPLIB's ping-pong cookie: "<PP-TD1>" and the next reply number (64 bits, big-endian).
+fn pingpong_cookie(next_reply: u64) -> Vec<u8> {
+    [&b"<PP-TD1>"[..], &next_reply.to_be_bytes()].concat()
+}
+
+/// The PPIDs RSPLIB's ping-pong service has used: 33 (now) and 0x29097602 (before).
+const PINGPONG_PPIDS: [u32; 2] = [33, 0x2909_7602];
+
+/// Our PU session with two `rspserver -pingpong -pppfailureafter=3`: each pong is followed by
+/// RSPLIB's ASAP_COOKIE, which we keep; after the third pong the server drops the session, we
+/// fail over to the other rspserver and echo the latest cookie as the first message; the other
+/// server's reply numbers go on from it.
+#[test]
+fn an_sctp_session_fails_over_between_rsplib_pingpong_servers_with_their_cookie() {
+    let (_d, sctp, _servers) =
+        rspservers(&["-pingpong", "-pppfailureafter=3"], "SessionPingPong", 2);
+    let mut session = Session::open(
+        pool_user(&sctp),
+        PuSessionConfig::new("SessionPingPong"),
+        sctp_session_options(),
+    )
+    .expect("session opened with rspserver");
+    let first = session.current_pe().expect("a PE").id;
+    let mut failovers = Vec::new();
+    let mut replies = Vec::new();
+    for message_no in 1..=5u64 {
+        let data = format!("ping {message_no}");
+        session
+            .send(PINGPONG_PPIDS[0], &ping(message_no, data.as_bytes()))
+            .expect("send");
+        let (ppid, payload) = loop {
+            match session.recv(WAIT).expect("receive") {
+                Some(Received::Data { ppid, payload }) => break (ppid, payload),
+                Some(Received::FailedOver { from, to }) => {
+                    failovers.push((message_no, from.id, to.id));
+                    session
+                        .send(PINGPONG_PPIDS[0], &ping(message_no, data.as_bytes()))
+                        .expect("resend");
+                }
+                None => panic!("no pong for message {message_no} within {WAIT:?}"),
+            }
+        };
+        assert!(PINGPONG_PPIDS.contains(&ppid), "pong with PPID {ppid:#x}");
+        let (no, reply_no, echoed) = pong(&payload);
+        assert_eq!((no, echoed.as_slice()), (message_no, data.as_bytes()));
+        replies.push(reply_no);
+        eprintln!(
+            "pong {message_no}: PPID {ppid:#x}, reply {reply_no} from PE {}; cookie {:?}",
+            session.current_pe().map_or(0, |p| p.id.0),
+            session.cookie().map(|c| c.escape_ascii().to_string())
+        );
+        // The cookie after each pong holds the next reply number (the server may drop the
+        // session meanwhile: the failover is then already made for the next ping).
+        assert!(
+            eventually(WAIT, || {
+                match session.recv(Duration::from_millis(10)) {
+                    Ok(Some(Received::FailedOver { from, to })) => {
+                        failovers.push((message_no + 1, from.id, to.id));
+                    }
+                    Ok(None) => {}
+                    other => panic!("between pongs: {other:?}"),
+                }
+                session.cookie() == Some(&pingpong_cookie(reply_no + 1)[..])
+            }),
+            "RSPLIB's cookie after reply {reply_no}: {:?}",
+            session.cookie()
+        );
+    }
+    assert_eq!(
+        replies,
+        [1, 2, 3, 4, 5],
+        "the reply numbers go on from the cookie"
+    );
+    let other = session.current_pe().expect("a PE").id;
+    assert_ne!(other, first);
+    assert_eq!(
+        failovers,
+        [(4, first, other)],
+        "one failover, at the fourth ping"
+    );
+    assert!(
+        session.business_card().is_empty(),
+        "RSPLIB sends no business card"
+    );
+    assert_eq!(session.dropped(), 0);
+}
+
+/// What our echo PEs saw of RSPLIB's pool user, shared with the test.
+#[derive(Default)]
+struct Seen {
+    /// (PE port, cookie) of each cookie echo.
+    cookie_echoes: Vec<(u16, Vec<u8>)>,
+    /// (PE port, message) of each message.
+    data: Vec<(u16, Vec<u8>)>,
+    /// Business cards RSPLIB's PU sent.
+    cards: usize,
+}
+
+/// Our echo PE for RSPLIB's `rspterminal`: sends a business card naming the pool's PEs, echoes
+/// each message on its PPID after a cookie naming the PE and the count, and ends the session
+/// after a message starting "close now".
+struct EchoForRsplib {
+    port: u16,
+    count: u64,
+    card: Vec<rserpool_endpoint::PeInfo>,
+    seen: std::sync::Arc<std::sync::Mutex<Seen>>,
+}
+
+impl rserpool_endpoint::driver::session::SessionHandler for EchoForRsplib {
+    fn business_card(&mut self) -> Vec<rserpool_endpoint::PeInfo> {
+        self.card.clone()
+    }
+
+    fn on_cookie_echo(
+        &mut self,
+        _session: &mut rserpool_endpoint::driver::session::PeerSession<'_>,
+        cookie: &[u8],
+    ) {
+        let seen = &mut self.seen.lock().unwrap().cookie_echoes;
+        seen.push((self.port, cookie.to_vec()));
+    }
+
+    fn on_data(
+        &mut self,
+        session: &mut rserpool_endpoint::driver::session::PeerSession<'_>,
+        ppid: u32,
+        payload: &[u8],
+    ) {
+        self.count += 1;
+        let seen = &mut self.seen.lock().unwrap().data;
+        seen.push((self.port, payload.to_vec()));
+        let cookie = format!("port {} count {}", self.port, self.count);
+        session.send_cookie(cookie.as_bytes()).expect("cookie");
+        session.send_data(ppid, payload).expect("echo");
+        if payload.starts_with(b"close now") {
+            session.close();
+        }
+    }
+
+    fn on_business_card(
+        &mut self,
+        _session: &mut rserpool_endpoint::driver::session::PeerSession<'_>,
+        _pool_elements: &[rserpool_endpoint::PeInfo],
+    ) {
+        self.seen.lock().unwrap().cards += 1;
+    }
+}
+
+/// RSPLIB's pool user (`rspterminal`) with two of our PEs serving sessions over SCTP: it takes
+/// our business card without complaint, keeps our cookies, and when our PE ends the session it
+/// fails over to a PE of the pool and echoes the latest cookie as its first message there (RFC
+/// 5352 §3.8), which our PE's `on_cookie_echo` receives.
+#[test]
+fn rsplibs_terminal_fails_over_between_our_sctp_pes_with_our_cookie() {
+    use rserpool_endpoint::driver::SessionServer;
+    use rserpool_endpoint::session::PeSessionConfig;
+    use std::io::Write as _;
+    use std::sync::{Arc, Mutex};
+    with_test_net();
+    let d = Daemon::start(60_000, &[&format!("sctp://{TEST_NET}:0")]);
+    let sctp = d.url("sctp://", false);
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let mut servers = Vec::new();
+    let mut pes = Vec::new();
+    for _ in 0..2 {
+        let server = SessionServer::bind(
+            format!("{TEST_NET}:0").parse().unwrap(),
+            PeSessionConfig::new("TermPool"),
+            sctp_session_options(),
+        )
+        .expect("listening on SCTP");
+        let port = server.local_addr().unwrap().port();
+        let mut c = pe_config(&[&sctp], "TermPool", port);
+        c.transport.kind = rserpool_protocol::TransportKind::Sctp;
+        c.transport.addresses = vec![TEST_NET.parse().unwrap()];
+        c.transport.transport_use = rserpool_protocol::TRANSPORT_USE_DATA_PLUS_CONTROL;
+        pes.push(Pe::register(c).expect("registered"));
+        servers.push((server, port));
+    }
+    // Each PE's card names the pool's PEs, the other first.
+    let all = pool_user(&sctp)
+        .resolve_items("TermPool", Some(10))
+        .expect("both registered");
+    assert_eq!(all.len(), 2);
+    let mut handles = Vec::new();
+    for (server, port) in servers {
+        let mut card = all.clone();
+        card.sort_by_key(|p| p.port() == port);
+        let seen = Arc::clone(&seen);
+        handles.push(
+            server
+                .spawn(move |_| EchoForRsplib {
+                    port,
+                    count: 0,
+                    card: card.clone(),
+                    seen: Arc::clone(&seen),
+                })
+                .expect("serving"),
+        );
+    }
+    let registrar = sctp.trim_start_matches("sctp://");
+    let mut terminal = RsplibTool::start(
+        "rspterminal",
+        &[
+            format!("-registrar={registrar}"),
+            "-poolhandle=TermPool".to_owned(),
+            "-asapannounce=off".to_owned(),
+            "-logcolor=off".to_owned(),
+            "-loglevel=3".to_owned(),
+        ],
+    );
+    let mut stdin = terminal.child.stdin.take().expect("stdin");
+    let out = &mut terminal.lines;
+    writeln!(stdin, "hello from RSPLIB").unwrap();
+    out.wait_for(WAIT, |l| l.contains("hello from RSPLIB"));
+    writeln!(stdin, "close now").unwrap();
+    out.wait_for(WAIT, |l| l.contains("close now"));
+    let (first, latest) = {
+        let s = seen.lock().unwrap();
+        let first = s.data.first().expect("data").0;
+        (first, format!("port {first} count 2").into_bytes())
+    };
+    // The session is gone; RSPLIB fails over as it sends the next line (which may be lost).
+    let mut answered = false;
+    for i in 0..20 {
+        writeln!(stdin, "after the failure {i}").unwrap();
+        if eventually(Duration::from_millis(500), || {
+            let s = seen.lock().unwrap();
+            !s.cookie_echoes.is_empty()
+                && s.data
+                    .iter()
+                    .any(|(_, d)| d.starts_with(b"after the failure"))
+        }) {
+            answered = true;
+            break;
+        }
+    }
+    let s = seen.lock().unwrap();
+    let printable = |v: &[(u16, Vec<u8>)]| {
+        v.iter()
+            .map(|(p, c)| format!("{p}: {}", c.escape_ascii()))
+            .collect::<Vec<_>>()
+    };
+    eprintln!(
+        "first PE port {first}; cookie echoes {:?}; data {:?}; cards from RSPLIB {}",
+        printable(&s.cookie_echoes),
+        printable(&s.data),
+        s.cards
+    );
+    assert!(answered, "rspterminal did not fail over with a cookie echo");
+    drop(s);
+    out.wait_for(WAIT, |l| l.contains("after the failure"));
+    let s = seen.lock().unwrap();
+    assert_eq!(s.cookie_echoes.len(), 1, "one failover, one cookie echo");
+    assert_eq!(s.cookie_echoes[0].1, latest, "the latest cookie echoed");
+    assert_ne!(s.cookie_echoes[0].0, first, "to the other PE");
+    assert_eq!(s.cards, 0, "RSPLIB's PU sends no business card");
+    drop(s);
+    drop(terminal);
+    drop(handles);
+    drop(pes);
+}

@@ -1,20 +1,21 @@
 //! The session layer end to end over TCP (RFC 5352 §3.8-3.9; checklist EP-09, EP-10, PU-07):
 //! the real `rserpool-registrar` on its default profile, two counter PEs (the `counter_pe`
-//! example, run as child processes of this test binary), a PU counting through a session; then
-//! SIGKILL of the PE it talks to, and the count goes on at the other PE from the cookie.
+//! example binary that `cargo test` builds, `target/<profile>/examples/counter_pe`), a PU
+//! counting through a session; then SIGKILL of the PE it talks to, and the count goes on at the
+//! other PE from the cookie.
 
 mod common;
 
-#[allow(dead_code)] // Only `run` and the cookie helpers are used here.
+#[allow(dead_code)] // Only the cookie helpers are used here.
 #[path = "../examples/counter_pe.rs"]
 mod counter_pe;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use clap::Parser;
 use common::*;
 use rserpool_endpoint::driver::session::{PeerSession, Received, SessionHandler, SessionOptions};
 use rserpool_endpoint::driver::{Pe, Session, SessionServer};
@@ -23,19 +24,24 @@ use rserpool_net::Transport;
 use rserpool_protocol::PeId;
 
 const WAIT: Duration = Duration::from_secs(20);
-/// Set in a child process of this binary: run the counter PE with these arguments.
-const CHILD_ARGS: &str = "RSERPOOL_SESSION_TEST_COUNTER_PE";
 
-/// Not a test: the body of a counter PE child process (see [`spawn_pe`]).
-#[test]
-fn counter_pe_child() {
-    let Ok(args) = std::env::var(CHILD_ARGS) else {
-        return;
-    };
-    let args = counter_pe::Args::parse_from(std::iter::once("counter_pe").chain(args.split(' ')));
-    if let Err(e) = counter_pe::run(&args) {
-        panic!("counter_pe: {e}");
-    }
+/// The `counter_pe` example binary: target/<profile>/examples/counter_pe, beside
+/// target/<profile>/deps where this test runs.
+fn counter_pe_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test's own path");
+    let binary = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("the test runs from target/<profile>/deps")
+        .join("examples")
+        .join(format!("counter_pe{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        binary.exists(),
+        "{} is missing: run `cargo build -p rserpool-endpoint --examples` (a plain `cargo test` \
+         builds it too) before this test",
+        binary.display()
+    );
+    binary
 }
 
 /// A counter PE in a child process, killed on drop.
@@ -53,17 +59,8 @@ impl Drop for CounterPe {
 }
 
 fn spawn_pe(registrar: &str) -> CounterPe {
-    let mut child = Command::new(std::env::current_exe().expect("the test's own path"))
-        .args([
-            "--exact",
-            "counter_pe_child",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(
-            CHILD_ARGS,
-            format!("--registrar {registrar} --pool counter"),
-        )
+    let mut child = Command::new(counter_pe_binary())
+        .args(["--registrar", registrar, "--pool", "counter"])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -74,13 +71,12 @@ fn spawn_pe(registrar: &str) -> CounterPe {
         id: PeId(0),
         lines,
     };
-    // libtest starts the line ("test counter_pe_child ... "): the PE's words end it.
     let line = pe
         .lines
-        .wait_for(WAIT, |l| l.contains("pe ") && l.contains(" port "));
+        .wait_for(WAIT, |l| l.starts_with("pe ") && l.contains(" port "));
     pe.id = line
-        .rsplit_once("pe ")
-        .and_then(|(_, rest)| rest.split(' ').next()?.parse().ok())
+        .strip_prefix("pe ")
+        .and_then(|rest| rest.split(' ').next()?.parse().ok())
         .map(PeId)
         .expect("pe <id> port <port>");
     pe
@@ -152,7 +148,7 @@ fn the_count_survives_a_pe_kill_through_the_cookie() {
     // EP-09: the latest cookie holds the total N, signed.
     let key = counter_pe::derive_key("rserpool counter example");
     assert_eq!(
-        counter_pe::open_cookie(key, session.cookie().expect("a cookie")),
+        counter_pe::open_cookie(&key, session.cookie().expect("a cookie")),
         Some(N)
     );
     let i = pes.iter().position(|p| p.id == first).expect("ours");
@@ -173,22 +169,21 @@ fn the_count_survives_a_pe_kill_through_the_cookie() {
 
 #[test]
 fn cookies_are_signed() {
-    // SipHash-2-4 of the empty message under key 00..0f (the reference implementation's
-    // vectors).
-    let key: [u8; 16] = core::array::from_fn(|i| i as u8);
-    assert_eq!(counter_pe::siphash24(key, b""), 0x726f_db47_dd0e_0e31);
-    let msg: Vec<u8> = (0..15).collect();
-    assert_eq!(counter_pe::siphash24(key, &msg), 0xa129_ca61_49be_45e5);
     let k = counter_pe::derive_key("secret");
-    let mut c = counter_pe::cookie(k, 42);
-    assert_eq!(counter_pe::open_cookie(k, &c), Some(42));
+    let mut c = counter_pe::cookie(&k, 42);
+    assert_eq!(c.len(), 4 + 8 + 32, "CNT1, the total, HMAC-SHA256");
+    assert_eq!(counter_pe::open_cookie(&k, &c), Some(42));
     assert_eq!(
-        counter_pe::open_cookie(counter_pe::derive_key("other"), &c),
+        counter_pe::open_cookie(&counter_pe::derive_key("other"), &c),
         None
     );
-    c[11] ^= 1;
-    assert_eq!(counter_pe::open_cookie(k, &c), None);
-    assert_eq!(counter_pe::open_cookie(k, b"short"), None);
+    for i in [3, 11, 12, 43] {
+        c[i] ^= 1;
+        assert_eq!(counter_pe::open_cookie(&k, &c), None, "byte {i} flipped");
+        c[i] ^= 1;
+    }
+    assert_eq!(counter_pe::open_cookie(&k, &c[..43]), None);
+    assert_eq!(counter_pe::open_cookie(&k, b"short"), None);
 }
 
 /// Echoes data back after a cookie naming how many messages it saw.

@@ -58,7 +58,8 @@ pub use host::{
 pub use ownership::PortClaim;
 pub use rserpool_protocol::url::{Transport, TransportUrl, UrlError};
 pub use sctp::{
-    AssocState, SctpAssocId, SctpClient, SctpRecv, SctpSocket, sctp_nodelay, sctp_support,
+    AssocState, SctpAssocId, SctpClient, SctpListener, SctpPart, SctpRecv, SctpSocket,
+    sctp_nodelay, sctp_support,
 };
 pub use stream::{
     configure_accepted, connect_outcome, connect_stream, connect_stream_blocking,

@@ -1,9 +1,9 @@
-//! The blocking driver of the session layer (RFC 5352 §3.8-3.9) over TCP and MPTCP with the
-//! record framing of `docs/session.md`: [`SessionServer`] runs the PE side (an accept loop, a
-//! thread per PU connection, a [`SessionHandler`] per session), [`Session`] the PU side (a session
-//! with a pool through a [`Pu`] resolver, failing over with the cookie echo when its PE fails).
-//! Kernel SCTP (PPID 11 on the data association) is not driven here yet: the cores take whole
-//! SCTP messages ([`crate::session::PeSession::on_record`]), the sockets are the missing part.
+//! The blocking driver of the session layer (RFC 5352 §3.8-3.9) over kernel SCTP (one-to-one
+//! associations, each message whole with its PPID: 11 for the ASAP control channel, any other
+//! for data) and over TCP and MPTCP with the record framing of `docs/session.md`:
+//! [`SessionServer`] runs the PE side (an accept loop, a thread per PU connection, a
+//! [`SessionHandler`] per session), [`Session`] the PU side (a session with a pool through a
+//! [`Pu`] resolver, failing over with the cookie echo when its PE fails).
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -14,15 +14,15 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// The transports a session runs over ([`SessionOptions::transport`]): TCP or MPTCP.
+/// The transports a session runs over ([`SessionOptions::transport`]): SCTP, TCP or MPTCP.
 pub use rserpool_net::Transport;
-use rserpool_net::TransportUrl;
-use rserpool_protocol::PeId;
+use rserpool_net::{SctpClient, SctpListener, TransportUrl};
+use rserpool_protocol::{MAX_MESSAGE_LEN, PeId, TransportKind};
 
 use super::Pu;
 use crate::session::{
-    PeSession, PeSessionConfig, PeSessionEvent, PuSession, PuSessionConfig, PuSessionEvent,
-    SessionAction, SessionError, Transmit,
+    PPID_CONTROL, PeSession, PeSessionConfig, PeSessionEvent, PuSession, PuSessionConfig,
+    PuSessionEvent, SessionAction, SessionError, Transmit,
 };
 use crate::{ConnId, PeInfo};
 
@@ -38,7 +38,7 @@ const ACCEPT_POLL: Duration = Duration::from_millis(100);
 /// How the session driver does its I/O.
 #[derive(Clone, Debug)]
 pub struct SessionOptions {
-    /// TCP or MPTCP (which falls back to TCP with a plain peer).
+    /// SCTP (needs kernel SCTP), TCP, or MPTCP (which falls back to TCP with a plain peer).
     pub transport: Transport,
     /// Longest wait for a connection to a PE.
     pub connect_timeout: Duration,
@@ -66,16 +66,183 @@ fn io_error(what: impl Into<String>, e: impl std::fmt::Display) -> SessionError 
     }
 }
 
-/// Writes each message as a record, in one write.
-fn write_records(stream: &TcpStream, transmits: &[Transmit]) -> io::Result<()> {
-    let mut out = Vec::new();
-    for t in transmits {
-        let record = t
-            .framed()
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        out.extend_from_slice(&record);
+/// The error for a transport sessions do not run over.
+fn no_session_transport(transport: Transport) -> String {
+    format!(
+        "sessions run over sctp://, tcp:// or mptcp://, not {}://",
+        transport.scheme()
+    )
+}
+
+/// The transport kind a PE registers for a session listener of `transport`, and that a PU's
+/// session reaches PEs over: SCTP, or TCP (MPTCP endpoints advertise TCP, RFC 5354 has no
+/// MPTCP transport parameter).
+pub fn transport_kind(transport: Transport) -> TransportKind {
+    match transport {
+        Transport::Sctp => TransportKind::Sctp,
+        Transport::Tcp | Transport::Mptcp | Transport::Udp => TransportKind::Tcp,
     }
-    (&*stream).write_all(&out)
+}
+
+/// One session's connection: an SCTP association (each message whole with its PPID) or a byte
+/// stream carrying the record framing.
+#[derive(Debug)]
+enum Conn {
+    Stream(TcpStream),
+    Sctp(SctpClient),
+}
+
+/// What a connection's reader got.
+enum Incoming {
+    /// Bytes of the stream framing.
+    Bytes(Vec<u8>),
+    /// One whole SCTP message.
+    Record { ppid: u32, payload: Vec<u8> },
+}
+
+impl Conn {
+    /// Sends each message: on SCTP one message with its PPID on stream 0, on a stream the
+    /// records in one write.
+    fn write(&self, transmits: &[Transmit]) -> io::Result<()> {
+        match self {
+            Self::Stream(stream) => {
+                let mut out = Vec::new();
+                for t in transmits {
+                    let record = t
+                        .framed()
+                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+                    out.extend_from_slice(&record);
+                }
+                (&*stream).write_all(&out)
+            }
+            Self::Sctp(assoc) => {
+                for t in transmits {
+                    let sent = assoc.send(t.ppid, 0, &t.payload)?;
+                    if sent != t.payload.len() {
+                        return Err(io::Error::new(
+                            io::ErrorKind::WriteZero,
+                            format!("sent {sent} of a {}-byte SCTP message", t.payload.len()),
+                        ));
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn shutdown(&self) {
+        let _ = match self {
+            Self::Stream(stream) => stream.shutdown(Shutdown::Both),
+            Self::Sctp(assoc) => assoc.socket().shutdown(Shutdown::Both),
+        };
+    }
+
+    fn try_clone(&self) -> io::Result<Self> {
+        Ok(match self {
+            Self::Stream(stream) => Self::Stream(stream.try_clone()?),
+            Self::Sctp(assoc) => Self::Sctp(assoc.try_clone()?),
+        })
+    }
+
+    /// Blocking I/O, sends waiting at most `send_timeout`, no Nagle on TCP.
+    fn set_up(&self, send_timeout: Duration) -> io::Result<()> {
+        match self {
+            Self::Stream(stream) => {
+                stream.set_nonblocking(false)?;
+                stream.set_nodelay(true)?;
+                stream.set_write_timeout(Some(send_timeout))
+            }
+            Self::Sctp(assoc) => {
+                assoc.socket().set_nonblocking(false)?;
+                assoc.socket().set_write_timeout(Some(send_timeout))
+            }
+        }
+    }
+}
+
+/// Reads a connection: stream bytes as they come, SCTP messages whole (their parts joined, a
+/// message longer than its limit breaks the connection: control messages one ASAP message,
+/// data `max_data_len`).
+struct Reader {
+    conn: Conn,
+    buf: Vec<u8>,
+    max_data_len: usize,
+}
+
+impl Reader {
+    fn new(conn: Conn, max_data_len: usize) -> Self {
+        Self {
+            conn,
+            buf: vec![0u8; READ_CHUNK],
+            max_data_len,
+        }
+    }
+
+    /// The next input; `None` when the peer closed the connection.
+    fn next(&mut self) -> io::Result<Option<Incoming>> {
+        match &self.conn {
+            Conn::Stream(stream) => loop {
+                match (&*stream).read(&mut self.buf) {
+                    Ok(0) => return Ok(None),
+                    Ok(n) => return Ok(Some(Incoming::Bytes(self.buf[..n].to_vec()))),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            },
+            Conn::Sctp(assoc) => {
+                let mut message = Vec::new();
+                loop {
+                    let Some(part) = assoc.recv_part(&mut self.buf)? else {
+                        return Ok(None);
+                    };
+                    let max = if part.ppid == PPID_CONTROL {
+                        MAX_MESSAGE_LEN
+                    } else {
+                        self.max_data_len
+                    };
+                    if message.len() + part.len > max {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!(
+                                "an SCTP message with PPID {} longer than the limit of {max} bytes",
+                                part.ppid
+                            ),
+                        ));
+                    }
+                    message.extend_from_slice(&self.buf[..part.len]);
+                    if part.complete {
+                        return Ok(Some(Incoming::Record {
+                            ppid: part.ppid,
+                            payload: message,
+                        }));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A session server's listener.
+#[derive(Debug)]
+enum Listener {
+    Stream(TcpListener),
+    Sctp(SctpListener),
+}
+
+impl Listener {
+    fn accept(&self) -> io::Result<(Conn, SocketAddr)> {
+        match self {
+            Self::Stream(l) => l.accept().map(|(s, peer)| (Conn::Stream(s), peer)),
+            Self::Sctp(l) => l.accept().map(|(a, peer)| (Conn::Sctp(a), peer)),
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        match self {
+            Self::Stream(l) => l.local_addr(),
+            Self::Sctp(l) => l.local_addr(),
+        }
+    }
 }
 
 /// What a PE's application does with one session; [`SessionServer`] calls it on the session's
@@ -110,6 +277,7 @@ pub trait SessionHandler: Send + 'static {
 pub struct PeerSession<'a> {
     core: &'a mut PeSession,
     peer: SocketAddr,
+    close: &'a mut bool,
 }
 
 impl PeerSession<'_> {
@@ -132,12 +300,18 @@ impl PeerSession<'_> {
     pub fn send_business_card(&mut self, pool_elements: &[PeInfo]) -> Result<(), SessionError> {
         self.core.send_business_card(pool_elements)
     }
+
+    /// Ends the session once what was sent has gone out (the PU fails over to another PE with
+    /// the latest cookie, as after a failure).
+    pub fn close(&mut self) {
+        *self.close = true;
+    }
 }
 
 /// The PE side: accepts PU connections and runs a session on each.
 #[derive(Debug)]
 pub struct SessionServer {
-    listener: TcpListener,
+    listener: Listener,
     config: PeSessionConfig,
     options: SessionOptions,
 }
@@ -168,28 +342,37 @@ impl Drop for ServerHandle {
 }
 
 impl SessionServer {
-    /// Listens on `address` over the options' transport (TCP or MPTCP; port 0 = any free
-    /// port). The PE registers this address's port as its user transport with
-    /// `transport_use` data plus control (RFC 5354 §3.4).
+    /// Listens on `address` over the options' transport (SCTP, TCP or MPTCP; port 0 = any free
+    /// port). The PE registers this address's port as its user transport, of the kind
+    /// [`transport_kind`] names, with `transport_use` data plus control (RFC 5354 §3.4).
     pub fn bind(
         address: SocketAddr,
         config: PeSessionConfig,
         options: SessionOptions,
     ) -> Result<Self, SessionError> {
         let url = TransportUrl::new(options.transport, address);
-        if !options.transport.is_stream() {
-            return Err(io_error(
-                format!("listen on {url}"),
-                "sessions run over tcp:// or mptcp:// (kernel SCTP is not driven yet)",
-            ));
-        }
-        let socket = rserpool_net::listen_stream(&url, false, 128, 0)
-            .map_err(|e| io_error(format!("listen on {url}"), e))?;
-        socket
-            .set_nonblocking(true)
-            .map_err(|e| io_error(format!("set up {url}"), e))?;
+        let listener = match options.transport {
+            Transport::Sctp => Listener::Sctp(
+                SctpListener::bind(address, 128)
+                    .map_err(|e| io_error(format!("listen on {url}"), e))?,
+            ),
+            Transport::Tcp | Transport::Mptcp => {
+                let socket = rserpool_net::listen_stream(&url, false, 128, 0)
+                    .map_err(|e| io_error(format!("listen on {url}"), e))?;
+                socket
+                    .set_nonblocking(true)
+                    .map_err(|e| io_error(format!("set up {url}"), e))?;
+                Listener::Stream(TcpListener::from(socket))
+            }
+            Transport::Udp => {
+                return Err(io_error(
+                    format!("listen on {url}"),
+                    no_session_transport(options.transport),
+                ));
+            }
+        };
         Ok(Self {
-            listener: TcpListener::from(socket),
+            listener,
             config,
             options,
         })
@@ -278,7 +461,7 @@ impl SessionServer {
             };
             failures = 0;
             if active.load(Ordering::Relaxed) >= self.options.max_sessions {
-                let _ = stream.shutdown(Shutdown::Both);
+                stream.shutdown();
                 continue;
             }
             let handler = new_handler(peer);
@@ -303,15 +486,26 @@ impl SessionServer {
 /// One PE session on its thread: business card first, then records in, handler calls, records
 /// out, until the PU closes or the stream breaks.
 fn serve<H: SessionHandler>(
-    stream: TcpStream,
+    stream: Conn,
     peer: SocketAddr,
     config: PeSessionConfig,
     send_timeout: Duration,
     mut handler: H,
 ) {
-    let _ = stream.set_nonblocking(false);
-    let _ = stream.set_nodelay(true);
-    let _ = stream.set_write_timeout(Some(send_timeout));
+    if stream.set_up(send_timeout).is_err() {
+        stream.shutdown();
+        handler.on_closed();
+        return;
+    }
+    let reading = match stream.try_clone() {
+        Ok(reading) => reading,
+        Err(_) => {
+            stream.shutdown();
+            handler.on_closed();
+            return;
+        }
+    };
+    let mut reader = Reader::new(reading, config.max_data_len);
     let card = handler.business_card();
     let mut core = match PeSession::new(config.clone(), &card) {
         Ok(core) => core,
@@ -323,13 +517,14 @@ fn serve<H: SessionHandler>(
             }
         }
     };
-    let mut buf = vec![0u8; READ_CHUNK];
+    let mut close = false;
     loop {
         let mut transmits = Vec::new();
         while let Some(event) = core.poll_event() {
             let mut session = PeerSession {
                 core: &mut core,
                 peer,
+                close: &mut close,
             };
             match event {
                 PeSessionEvent::CookieEcho(cookie) => handler.on_cookie_echo(&mut session, &cookie),
@@ -343,21 +538,30 @@ fn serve<H: SessionHandler>(
             }
         }
         transmits.extend(std::iter::from_fn(|| core.poll_transmit()));
-        if !transmits.is_empty() && write_records(&stream, &transmits).is_err() {
+        if (!transmits.is_empty() && stream.write(&transmits).is_err()) || close {
             break;
         }
-        let n = match (&stream).read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
-        };
-        if let Err(e) = core.on_stream_bytes(&buf[..n]) {
-            handler.on_error(&e);
-            break;
+        match reader.next() {
+            Ok(Some(Incoming::Bytes(bytes))) => {
+                if let Err(e) = core.on_stream_bytes(&bytes) {
+                    handler.on_error(&e);
+                    break;
+                }
+            }
+            // A dropped message: the session goes on.
+            Ok(Some(Incoming::Record { ppid, payload })) => {
+                if let Err(e) = core.on_record(ppid, &payload) {
+                    handler.on_error(&e);
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                handler.on_error(&io_error("receive from the PU", e));
+                break;
+            }
         }
     }
-    let _ = stream.shutdown(Shutdown::Both);
+    stream.shutdown();
     handler.on_closed();
 }
 
@@ -382,8 +586,19 @@ pub enum Received {
 }
 
 enum Input {
-    Bytes { conn: ConnId, bytes: Vec<u8> },
-    Closed { conn: ConnId, error: String },
+    Bytes {
+        conn: ConnId,
+        bytes: Vec<u8>,
+    },
+    Record {
+        conn: ConnId,
+        ppid: u32,
+        payload: Vec<u8>,
+    },
+    Closed {
+        conn: ConnId,
+        error: String,
+    },
 }
 
 /// The PU side: a session with a pool on the caller's thread.
@@ -393,7 +608,7 @@ pub struct Session {
     core: PuSession,
     pool_handle: Vec<u8>,
     options: SessionOptions,
-    live: Option<(ConnId, TcpStream)>,
+    live: Option<(ConnId, Conn)>,
     tx: SyncSender<Input>,
     rx: Receiver<Input>,
     received: VecDeque<Received>,
@@ -407,6 +622,11 @@ impl std::fmt::Debug for Input {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Bytes { conn, bytes } => write!(f, "Bytes({conn:?}, {})", bytes.len()),
+            Self::Record {
+                conn,
+                ppid,
+                payload,
+            } => write!(f, "Record({conn:?}, {ppid}, {})", payload.len()),
             Self::Closed { conn, error } => write!(f, "Closed({conn:?}, {error})"),
         }
     }
@@ -415,18 +635,20 @@ impl std::fmt::Debug for Input {
 impl Session {
     /// Opens a session with the pool `config.pool_handle`: `pu` picks the PE by the pool's
     /// policy (resolving the handle if its cache has no fresh entry) and the session connects
-    /// to it, failing over to the next PE while connections fail.
+    /// to it over `options.transport`, failing over to the next PE while connections fail.
+    /// `config.transport` is set to the options' transport ([`transport_kind`]).
     pub fn open(
         mut pu: Pu,
-        config: PuSessionConfig,
+        mut config: PuSessionConfig,
         options: SessionOptions,
     ) -> Result<Self, SessionError> {
-        if !options.transport.is_stream() {
+        if options.transport == Transport::Udp {
             return Err(io_error(
                 "open a session",
-                "sessions run over tcp:// or mptcp:// (kernel SCTP is not driven yet)",
+                no_session_transport(options.transport),
             ));
         }
+        config.transport = transport_kind(options.transport);
         let pool_handle = config.pool_handle.clone();
         let first = pu.select(&pool_handle).map_err(SessionError::Resolution)?;
         let (tx, rx) = sync_channel(READ_BACKLOG);
@@ -497,6 +719,16 @@ impl Session {
                     // A stream that cannot be framed fails the PE inside the core.
                     let _ = self.core.on_stream_bytes(conn, &bytes);
                 }
+                Ok(Input::Record {
+                    conn,
+                    ppid,
+                    payload,
+                }) => {
+                    // A message that does not belong is dropped; the session goes on.
+                    if self.core.on_record(conn, ppid, &payload).is_err() {
+                        self.dropped += 1;
+                    }
+                }
                 Ok(Input::Closed { conn, error }) => {
                     if self.live.as_ref().is_some_and(|(c, _)| *c == conn) {
                         self.live = None;
@@ -520,7 +752,7 @@ impl Session {
     /// Ends the session.
     pub fn close(mut self) {
         if let Some((_, stream)) = self.live.take() {
-            let _ = stream.shutdown(Shutdown::Both);
+            stream.shutdown();
         }
     }
 
@@ -580,7 +812,8 @@ impl Session {
                 Ok(stream) => match stream.try_clone() {
                     Ok(reading) => {
                         let tx = self.tx.clone();
-                        std::thread::spawn(move || read_stream(conn, reading, &tx));
+                        let reader = Reader::new(reading, self.core_max_data_len());
+                        std::thread::spawn(move || read_stream(conn, reader, &tx));
                         self.live = Some((conn, stream));
                         self.core.on_connected(conn);
                     }
@@ -592,59 +825,69 @@ impl Session {
                 let Some((_, stream)) = self.live.as_ref().filter(|(c, _)| *c == conn) else {
                     return;
                 };
-                if let Err(e) = write_records(stream, &[transmit]) {
-                    let _ = stream.shutdown(Shutdown::Both);
+                if let Err(e) = stream.write(&[transmit]) {
+                    stream.shutdown();
                     self.live = None;
                     self.core.on_closed(conn, format!("send failed: {e}"));
                 }
             }
             SessionAction::Close { conn } => {
                 if let Some((_, stream)) = self.live.take_if(|(c, _)| *c == conn) {
-                    let _ = stream.shutdown(Shutdown::Both);
+                    stream.shutdown();
                 }
             }
         }
     }
 
+    /// The longest application message the session accepts.
+    fn core_max_data_len(&self) -> usize {
+        self.core.config().max_data_len
+    }
+
     /// Connects to a PE's user transport (its first address).
-    fn connect(&self, pe: &PeInfo) -> Result<TcpStream, String> {
+    fn connect(&self, pe: &PeInfo) -> Result<Conn, String> {
         let Some(ip) = pe.addresses().first() else {
             return Err(format!("PE {} has no address", pe.id));
         };
-        let url = TransportUrl::new(self.options.transport, SocketAddr::new(*ip, pe.port()));
-        let socket =
-            rserpool_net::connect_stream_blocking(&url, Some(self.options.connect_timeout))
+        let address = SocketAddr::new(*ip, pe.port());
+        let url = TransportUrl::new(self.options.transport, address);
+        let timeout = self.options.connect_timeout;
+        let conn = if self.options.transport == Transport::Sctp {
+            Conn::Sctp(SctpClient::connect(address, None, timeout).map_err(|e| e.to_string())?)
+        } else {
+            let socket = rserpool_net::connect_stream_blocking(&url, Some(timeout))
                 .map_err(|e| e.to_string())?;
-        let stream = TcpStream::from(socket);
-        stream
-            .set_write_timeout(Some(self.options.send_timeout))
+            Conn::Stream(TcpStream::from(socket))
+        };
+        conn.set_up(self.options.send_timeout)
             .map_err(|e| format!("set up {url}: {e}"))?;
-        Ok(stream)
+        Ok(conn)
     }
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
         if let Some((_, stream)) = self.live.take() {
-            let _ = stream.shutdown(Shutdown::Both);
+            stream.shutdown();
         }
     }
 }
 
-/// A connection's reader: passes what arrives to the session until the stream ends.
-fn read_stream(conn: ConnId, stream: TcpStream, tx: &SyncSender<Input>) {
-    let mut buf = vec![0u8; READ_CHUNK];
+/// A connection's reader: passes what arrives to the session until the connection ends.
+fn read_stream(conn: ConnId, mut reader: Reader, tx: &SyncSender<Input>) {
     let error = loop {
-        match (&stream).read(&mut buf) {
-            Ok(0) => break "the PE closed the connection".to_owned(),
-            Ok(n) => {
-                let bytes = buf[..n].to_vec();
-                if tx.send(Input::Bytes { conn, bytes }).is_err() {
-                    return;
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+        let input = match reader.next() {
+            Ok(Some(Incoming::Bytes(bytes))) => Input::Bytes { conn, bytes },
+            Ok(Some(Incoming::Record { ppid, payload })) => Input::Record {
+                conn,
+                ppid,
+                payload,
+            },
+            Ok(None) => break "the PE closed the connection".to_owned(),
             Err(e) => break e.to_string(),
+        };
+        if tx.send(input).is_err() {
+            return;
         }
     };
     let _ = tx.send(Input::Closed { conn, error });

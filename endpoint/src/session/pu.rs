@@ -25,7 +25,7 @@ pub struct PuSessionConfig {
     /// The wire generation of the control messages.
     pub generation: Generation,
     /// The transport the session reaches PEs over: business-card entries of another transport
-    /// are skipped.
+    /// are skipped. [`crate::driver::Session::open`] sets it from its options' transport.
     pub transport: TransportKind,
     /// The longest cookie kept (at most [`MAX_COOKIE_LEN`]); a longer one is dropped.
     pub max_cookie_len: usize,
@@ -187,6 +187,11 @@ impl PuSession {
         });
         self.actions.push_back(SessionAction::Connect { conn, pe });
         conn
+    }
+
+    /// The session's configuration.
+    pub fn config(&self) -> &PuSessionConfig {
+        &self.config
     }
 
     /// The PE in use or being connected to.

@@ -24,7 +24,24 @@ pub struct SctpClient {
     sock: Socket,
 }
 
+/// What one [`SctpClient::recv_part`] received: a message, or a part of one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SctpPart {
+    /// How many bytes of the buffer it filled.
+    pub len: usize,
+    /// The message's payload protocol identifier.
+    pub ppid: u32,
+    /// Whether this is the message's end (`MSG_EOR`); if not, the rest comes with the next
+    /// receives (on a one-to-one association, before any other message).
+    pub complete: bool,
+}
+
 impl SctpClient {
+    /// An association accepted by [`super::SctpListener`], its options set.
+    pub(super) fn from_socket(sock: Socket) -> Self {
+        Self { sock }
+    }
+
     /// Opens a one-to-one association to `address`, waiting at most `timeout` for it to come up.
     /// Bound to `source` if given, the association has that one local address (on loopback,
     /// 127.0.0.2 is another host as far as the peer can tell), where an unbound client lists all
@@ -68,6 +85,13 @@ impl SctpClient {
     /// the association down. Notifications are skipped; a message longer than `buf` comes in
     /// parts. `WouldBlock` when a non-blocking socket has nothing waiting.
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<(usize, u32)> {
+        Ok(self.recv_part(buf)?.map_or((0, 0), |p| (p.len, p.ppid)))
+    }
+
+    /// Receives one message, or the next part of one longer than `buf`, saying which; `None`
+    /// when the peer has shut the association down. Notifications are skipped. `WouldBlock`
+    /// when a non-blocking socket has nothing waiting.
+    pub fn recv_part(&self, buf: &mut [u8]) -> io::Result<Option<SctpPart>> {
         loop {
             let mut control = [0; RECV_CONTROL_LEN];
             let r = match sys::recv_msg(self.sock.as_fd(), buf, &mut control, 0) {
@@ -78,10 +102,14 @@ impl SctpClient {
                 continue;
             }
             if r.len == 0 && r.control_len == 0 {
-                return Ok((0, 0));
+                return Ok(None);
             }
             let info = parse_rcvinfo(&control[..r.control_len]).ok_or_else(missing_rcvinfo)?;
-            return Ok((r.len, info.ppid));
+            return Ok(Some(SctpPart {
+                len: r.len,
+                ppid: info.ppid,
+                complete: r.flags & libc::MSG_EOR != 0,
+            }));
         }
     }
 

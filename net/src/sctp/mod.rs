@@ -2,10 +2,11 @@
 //! the options every one of them gets (`SCTP_NODELAY` above all), and the control messages that
 //! carry a message's PPID, stream and association (`SCTP_SNDINFO` built, `SCTP_RCVINFO` parsed).
 //! The registrar's one-to-many listener is in `listener`, the one-to-one client of PEs, PUs and
-//! tests in `client`. The kernel's structures (`sctp_sndinfo`, `sctp_rcvinfo`,
+//! tests in `client`, the one-to-one listener of a PE's session server in `acceptor`. The kernel's structures (`sctp_sndinfo`, `sctp_rcvinfo`,
 //! `sctp_notification`, `sctp_getaddrs`, `sockaddr_in`/`_in6`) are built and parsed as byte
 //! slices, every field read bounds-checked: lengths inside them are never trusted.
 
+mod acceptor;
 mod client;
 mod listener;
 
@@ -18,7 +19,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 use crate::error::{NetError, SocketUse};
 use crate::sys;
 
-pub use client::SctpClient;
+pub use acceptor::SctpListener;
+pub use client::{SctpClient, SctpPart};
 pub use listener::{AssocState, SctpAssocId, SctpRecv, SctpSocket};
 
 /// Streams asked for in each direction (`SCTP_INITMSG`).
