@@ -85,6 +85,22 @@ impl ScenarioKind {
         }
     }
 
+    /// Whether the scenario runs over SCTP (one-to-one associations, whole messages) as well
+    /// as over TCP and MPTCP: `hostile`, and the load scenarios whose connections go through
+    /// the load driver and the setup fleet (`register --population` does not: it waits on epoll
+    /// for TCP sockets, see `Cli::validate_target`).
+    pub const fn speaks_sctp(self) -> bool {
+        matches!(
+            self,
+            Self::Echo
+                | Self::Resolve
+                | Self::Register
+                | Self::Churn
+                | Self::Keepalive
+                | Self::Hostile
+        )
+    }
+
     /// The ids of the scenario's options (long names with `_`).
     pub fn options(self) -> Vec<&'static str> {
         const LOAD: &[&str] = &[
@@ -241,7 +257,8 @@ impl ScenarioKind {
     }
 
     /// The scenario's subcommand: its options out of `all` (every option's definition), by
-    /// heading, each with its help for this scenario; `--transport sctp` for `hostile` only.
+    /// heading, each with its help for this scenario; `--transport sctp` for the scenarios that
+    /// [speak SCTP](Self::speaks_sctp) only.
     fn command(self, all: &Command) -> Command {
         let options = self.options();
         let about = self
@@ -255,7 +272,7 @@ impl ScenarioKind {
             }) {
                 let id = arg.get_id().as_str();
                 let mut arg = arg.clone();
-                if id == "transport" && self != Self::Hostile {
+                if id == "transport" && !self.speaks_sctp() {
                     let streams = StreamTransport::value_variants()
                         .iter()
                         .filter(|t| t.is_stream())
@@ -280,7 +297,10 @@ impl ScenarioKind {
                 "Pools the requests name (the resolve request mix)".into(),
                 false,
             ),
-            (S::Echo, "transport") => ("Transport of the built-in echo server".into(), false),
+            (S::Echo, "transport") => (
+                "Transport of the built-in echo server (sctp: one one-to-many socket)".into(),
+                false,
+            ),
             (S::Echo, "tls") => (
                 "TLS 1.3 with client certificates: the run makes a throwaway CA, the echo \
                  server's certificate and the clients'"
@@ -524,6 +544,24 @@ impl ScenarioKind {
             ),
             (S::Hostile, "transport") => (
                 "Transport of a spawned registrar: tcp, mptcp or sctp".into(),
+                false,
+            ),
+            (S::Resolve | S::Churn | S::Keepalive, "registrar") => (
+                "The registrar to load: tcp://HOST:PORT, mptcp://HOST:PORT or sctp://HOST:PORT, \
+                 optional ?generation=ng"
+                    .into(),
+                false,
+            ),
+            (S::Register, "registrar") => (
+                "The registrar to load: tcp://HOST:PORT, mptcp://HOST:PORT or sctp://HOST:PORT \
+                 (sctp: not with --population), optional ?generation=ng"
+                    .into(),
+                false,
+            ),
+            (S::Resolve | S::Register | S::Churn | S::Keepalive, "transport") => (
+                "Transport of a spawned registrar (a --registrar URL names its own); sctp: \
+                 one-to-one associations, each ASAP message whole with PPID 11"
+                    .into(),
                 false,
             ),
             (S::Sweep, "duration") => (
@@ -1128,11 +1166,22 @@ impl Cli {
             || self
                 .registrar
                 .is_some_and(|r| r.transport == StreamTransport::Sctp);
-        if sctp && self.scenario != ScenarioKind::Hostile {
+        if sctp && !self.scenario.speaks_sctp() {
             return Err(format!(
-                "{} frames byte streams: SCTP is for hostile only (use tcp or mptcp)",
+                "{} frames byte streams: SCTP is for resolve, register, churn, keepalive, echo \
+                 and hostile only (use tcp or mptcp)",
                 self.scenario.name()
             ));
+        }
+        if sctp && self.registers_new_pes() {
+            return Err(
+                "register --population waits for TCP sockets: SCTP is for re-registration only \
+                 (use tcp or mptcp)"
+                    .into(),
+            );
+        }
+        if sctp && self.tls {
+            return Err("--tls runs over tcp and mptcp, not over SCTP (IPsec instead)".into());
         }
         if self.keep_alive_interval == Some(0) {
             return Err("--keep-alive-interval must be at least 1 ms".into());
@@ -1430,16 +1479,30 @@ mod tests {
                 "unexpected argument '--messages'",
             ),
             (
-                &["resolve", "--spawn", "--transport", "sctp"][..],
+                &["storm", "--spawn", "--transport", "sctp"][..],
                 "invalid value 'sctp' for '--transport <TRANSPORT>'",
             ),
             (
-                &["resolve", "--registrar", "sctp://127.0.0.1:1"][..],
-                "SCTP is for hostile only",
+                &["storm", "--registrar", "sctp://127.0.0.1:1"][..],
+                "SCTP is for resolve, register, churn, keepalive, echo and hostile only",
             ),
             (
-                &["echo", "--transport", "sctp"][..],
+                &["resync", "--transport", "sctp"][..],
                 "[possible values: tcp, mptcp]",
+            ),
+            (
+                &[
+                    "register",
+                    "--registrar",
+                    "sctp://127.0.0.1:1",
+                    "--population",
+                    "50",
+                ][..],
+                "SCTP is for re-registration only",
+            ),
+            (
+                &["resolve", "--spawn", "--transport", "sctp", "--tls"][..],
+                "not over SCTP",
             ),
             (&["hostile", "--spawn", "--messages", "0"][..], "at least 1"),
             (
@@ -1463,6 +1526,27 @@ mod tests {
         let external =
             Cli::from_args(&["hostile", "--registrar", "sctp://127.0.0.1:3863"]).unwrap();
         assert!(external.registrar.is_some_and(|r| !r.transport.is_stream()));
+        for args in [
+            &[
+                "resolve",
+                "--spawn",
+                "--transport",
+                "sctp",
+                "--compare-echo",
+            ][..],
+            &["resolve", "--registrar", "sctp://192.0.2.1:3863"][..],
+            &["register", "--spawn", "--transport", "sctp"][..],
+            &["churn", "--registrar", "sctp://127.0.0.1:1", "--rate", "10"][..],
+            &["keepalive", "--spawn", "--transport", "sctp"][..],
+            &["echo", "--transport", "sctp"][..],
+        ] {
+            let cli = Cli::from_args(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            assert!(
+                cli.transport == crate::net::StreamTransport::Sctp
+                    || cli.registrar.is_some_and(|r| !r.transport.is_stream()),
+                "{args:?}"
+            );
+        }
     }
 
     #[test]

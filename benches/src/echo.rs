@@ -1,7 +1,9 @@
 //! The built-in echo server, the ceiling a registrar is compared with: one thread, non-blocking
 //! sockets polled in a loop (no epoll), every read drained into whole frames and all their
 //! answers sent in one write. It answers each frame with the same bytes, or with a frame of a
-//! fixed size to stand in for a real response.
+//! fixed size to stand in for a real response. Over SCTP it is one one-to-many socket: every
+//! message that arrived is received (one call each, as the kernel's API has it) before the
+//! answers go out, each as one message on the association it came from.
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -9,10 +11,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
 
-use rserpool_net::{ClientCertificate, ServerTls};
+use rserpool_net::{ClientCertificate, SctpRecv, SctpSocket, ServerTls};
 use rserpool_protocol::framing::Frames;
 use rserpool_protocol::url::TransportUrl;
-use rserpool_protocol::{AsapMessage, Generation, PoolHandle};
+use rserpool_protocol::{AsapMessage, Generation, PPID_ASAP, PoolHandle};
 
 use crate::error::{Error, Result};
 use crate::net::{Endpoint, StreamTransport};
@@ -76,6 +78,12 @@ impl EchoServer {
             EchoReply::Mirror => None,
             EchoReply::Sized(size) => Some(reply_frame(size)?),
         };
+        if transport == StreamTransport::Sctp {
+            if tls.is_some() {
+                return Err(Error::new("the echo server speaks no TLS over SCTP"));
+            }
+            return Self::start_sctp(addr, template);
+        }
         let url = TransportUrl::new(transport.url_transport(), addr);
         let listener: TcpListener = rserpool_net::listen_stream(&url, false, 1024, 0)
             .map_err(|e| {
@@ -92,6 +100,30 @@ impl EchoServer {
         let thread = thread::Builder::new()
             .name("echo-server".into())
             .spawn(move || serve(&listener, template.as_deref(), tls.as_ref(), &flag))?;
+        Ok(Self {
+            endpoint,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// The SCTP echo server: one one-to-many socket on `addr`.
+    fn start_sctp(addr: SocketAddr, template: Option<Vec<u8>>) -> Result<Self> {
+        let socket = SctpSocket::listen(&[addr], false, 1024, 0).map_err(|e| {
+            let e = e.into_kernel_error();
+            Error::new(format!("echo server: listen on sctp://{addr}: {e}"))
+        })?;
+        let local = socket
+            .socket()
+            .local_addr()?
+            .as_socket()
+            .ok_or_else(|| Error::new("echo server: the SCTP socket has no IP address"))?;
+        let endpoint = Endpoint::new(StreamTransport::Sctp, local);
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = thread::Builder::new()
+            .name("echo-server".into())
+            .spawn(move || serve_sctp(&socket, template.as_deref(), &flag))?;
         Ok(Self {
             endpoint,
             stop,
@@ -246,6 +278,81 @@ fn serve(
             moved |= peer.pump(template);
         }
         peers.retain(|p| p.open);
+        if !moved {
+            thread::yield_now();
+        }
+    }
+    Ok(())
+}
+
+/// Answers waiting for room in the SCTP socket's send buffer at most; while more wait, the
+/// server receives nothing (the clients' windows bound them anyway).
+const SCTP_BACKLOG: usize = 64 * 1024;
+
+/// The SCTP echo server's loop: receives every message that arrived (until `WouldBlock` or
+/// [`SCTP_BACKLOG`] answers wait), then sends their answers in order; notifications are
+/// skipped, a message cut in parts answered once, when its end came.
+fn serve_sctp(socket: &SctpSocket, template: Option<&[u8]>, stop: &AtomicBool) -> io::Result<()> {
+    let mut buf = vec![0; MAX_FRAME + 4];
+    // (association, offset and length in `answers`), in arrival order
+    let mut queue: Vec<(rserpool_net::SctpAssocId, usize, usize)> = Vec::new();
+    let mut answers: Vec<u8> = Vec::new();
+    let mut next = 0;
+    // A message longer than the buffer: its first part's bytes (mirrored) so far.
+    let mut partial: Vec<u8> = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        let mut moved = false;
+        while queue.len() - next < SCTP_BACKLOG {
+            match socket.recv(&mut buf) {
+                Ok(SctpRecv::Data {
+                    assoc,
+                    len,
+                    complete,
+                    ..
+                }) => {
+                    moved = true;
+                    if template.is_none() {
+                        partial.extend_from_slice(&buf[..len]);
+                    }
+                    if !complete {
+                        continue;
+                    }
+                    let start = answers.len();
+                    match template {
+                        Some(t) => answers.extend_from_slice(t),
+                        None => answers.append(&mut partial),
+                    }
+                    queue.push((assoc, start, answers.len() - start));
+                }
+                Ok(_) => moved = true,
+                Err(e)
+                    if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::Interrupted =>
+                {
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        while let Some(&(assoc, start, len)) = queue.get(next) {
+            match socket.send(assoc, PPID_ASAP, 0, &answers[start..start + len]) {
+                Ok(_) => {
+                    next += 1;
+                    moved = true;
+                }
+                Err(e)
+                    if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::Interrupted =>
+                {
+                    break;
+                }
+                // The association is gone (the client closed): its answers are dropped.
+                Err(_) => next += 1,
+            }
+        }
+        if next == queue.len() {
+            queue.clear();
+            answers.clear();
+            next = 0;
+        }
         if !moved {
             thread::yield_now();
         }

@@ -1,4 +1,4 @@
-//! Addresses and sockets: `tcp://`, `mptcp://` and (for `hostile`) `sctp://` URLs (with an
+//! Addresses and sockets: `tcp://`, `mptcp://` and `sctp://` URLs (with an
 //! optional `?generation=rfc|ng`, parsed by the transport URL parser of `rserpool_protocol::url`),
 //! connecting over TCP or MPTCP through `rserpool-net`, and the open-files limit that many
 //! connections need.
@@ -13,7 +13,8 @@ use rserpool_net::NetError;
 use rserpool_protocol::Generation;
 use rserpool_protocol::url::{Transport as UrlTransport, TransportUrl};
 
-/// The transport ASAP travels on: a byte stream for every scenario, or SCTP for `hostile`.
+/// The transport ASAP travels on: a byte stream for every scenario, or SCTP for those that
+/// [speak it](crate::cli::ScenarioKind::speaks_sctp).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
 pub enum StreamTransport {
     /// Plain TCP.
@@ -21,8 +22,8 @@ pub enum StreamTransport {
     Tcp,
     /// Multipath TCP (IPPROTO_MPTCP), framed like TCP.
     Mptcp,
-    /// SCTP one-to-one associations, each message whole (the `hostile` scenario only: the load
-    /// scenarios frame byte streams).
+    /// SCTP one-to-one associations, each message whole (`hostile`, and `resolve`, `register`,
+    /// `churn`, `keepalive` and `echo` through [`crate::tls::SecureStream`]).
     Sctp,
 }
 
@@ -50,7 +51,7 @@ impl StreamTransport {
 /// Where an ASAP server listens: transport, address and wire generation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Endpoint {
-    /// TCP, MPTCP, or SCTP (`hostile` only).
+    /// TCP, MPTCP, or SCTP.
     pub transport: StreamTransport,
     /// The server's address.
     pub addr: SocketAddr,
@@ -91,7 +92,7 @@ impl FromStr for Endpoint {
     type Err = String;
 
     /// Parses a `tcp://`, `mptcp://` or `sctp://` URL with the transport URL parser (the
-    /// command line refuses SCTP for every scenario but `hostile`).
+    /// command line refuses SCTP for the scenarios that do not speak it).
     fn from_str(s: &str) -> Result<Self, String> {
         let url = TransportUrl::parse(s, UrlTransport::CONNECTIONS).map_err(|e| e.to_string())?;
         let transport = match url.transport {

@@ -1,5 +1,6 @@
 //! TLS for the load generator and its echo server (`--tls`, `tcp+tls://` endpoints): a
-//! non-blocking stream that reads and writes plaintext over a TLS session
+//! non-blocking stream that reads and writes plaintext over a TLS session, or plain TCP, or
+//! ASAP messages over a one-to-one SCTP association as if they were a byte stream
 //! ([`SecureStream`]), and a throwaway PKI that `--tls --spawn` makes for one run (a CA, the
 //! registrar's certificate for 127.0.0.1, a client certificate), written to a temporary
 //! directory and removed afterwards ([`RunPki`]).
@@ -7,17 +8,25 @@
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
+use std::time::Duration;
 
-use rserpool_net::{ClientTls, ServerTls, TlsFiles, TlsSession};
+use rserpool_net::{ClientTls, SctpClient, ServerTls, TlsFiles, TlsSession};
+use rserpool_protocol::PPID_ASAP;
+use rserpool_protocol::framing::{Frame, next_frame};
 
 use crate::error::{Error, Result};
 
 /// A TCP stream, plain or over TLS, with the `Read` and `Write` of a non-blocking socket: a
 /// read that decrypts no plaintext yet is `WouldBlock`; a write takes all the plaintext or,
 /// while earlier records still wait for the socket, nothing (`WouldBlock`).
+///
+/// Or a one-to-one SCTP association ([`SecureStream::sctp`]) that looks like a byte stream of
+/// ASAP messages: a read receives whole messages (as many as arrived and fit, each padded to 4
+/// bytes as stream framing has them), a write sends each whole frame of the buffer as one
+/// message with PPID 11 and takes the frames that left.
 #[derive(Debug)]
 pub struct SecureStream {
-    stream: TcpStream,
+    stream: Carrier,
     tls: Option<Box<Session>>,
     /// The socket blocks: a read waits until it has plaintext.
     blocking: bool,
@@ -37,11 +46,76 @@ struct Session {
     scratch: Box<[u8]>,
 }
 
+/// The socket under a [`SecureStream`].
+#[derive(Debug)]
+enum Carrier {
+    Tcp(TcpStream),
+    Sctp(SctpClient),
+}
+
+impl Carrier {
+    fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
+        match self {
+            Self::Tcp(s) => s.set_nonblocking(nonblocking),
+            Self::Sctp(c) => c.socket().set_nonblocking(nonblocking),
+        }
+    }
+
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        match self {
+            Self::Tcp(s) => s.set_read_timeout(timeout),
+            Self::Sctp(c) => c.socket().set_read_timeout(timeout),
+        }
+    }
+
+    fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        match self {
+            Self::Tcp(s) => s.set_write_timeout(timeout),
+            Self::Sctp(c) => c.socket().set_write_timeout(timeout),
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
+        match self {
+            Self::Tcp(s) => s.local_addr(),
+            Self::Sctp(c) => {
+                c.socket().local_addr()?.as_socket().ok_or_else(|| {
+                    io::Error::new(ErrorKind::InvalidData, "not an IP socket address")
+                })
+            }
+        }
+    }
+
+    fn tcp(&mut self) -> &mut TcpStream {
+        match self {
+            Self::Tcp(s) => s,
+            Self::Sctp(_) => unreachable!("TLS runs over TCP only"),
+        }
+    }
+}
+
+/// The bytes of `buf` a frame occupies at its start, if a whole one is there.
+fn whole_frame(buf: &[u8]) -> Option<usize> {
+    match next_frame(buf, crate::workload::MAX_FRAME) {
+        Ok(Frame::Complete { len }) if len <= buf.len() => Some(len),
+        _ => None,
+    }
+}
+
 impl SecureStream {
     /// The stream as it is.
     pub fn plain(stream: TcpStream) -> Self {
         Self {
-            stream,
+            stream: Carrier::Tcp(stream),
+            tls: None,
+            blocking: true,
+        }
+    }
+
+    /// A one-to-one SCTP association, blocking as [`SctpClient::connect`] leaves it.
+    pub fn sctp(client: SctpClient) -> Self {
+        Self {
+            stream: Carrier::Sctp(client),
             tls: None,
             blocking: true,
         }
@@ -51,7 +125,7 @@ impl SecureStream {
     pub fn tls(stream: TcpStream, session: TlsSession) -> Self {
         Self {
             blocking: true,
-            stream,
+            stream: Carrier::Tcp(stream),
             tls: Some(Box::new(Session {
                 session,
                 plain: Vec::new(),
@@ -75,11 +149,6 @@ impl SecureStream {
         Ok(secure)
     }
 
-    /// The socket.
-    pub fn socket(&self) -> &TcpStream {
-        &self.stream
-    }
-
     /// Sets the socket non-blocking or blocking.
     pub fn set_nonblocking(&mut self, nonblocking: bool) -> io::Result<()> {
         self.stream.set_nonblocking(nonblocking)?;
@@ -88,13 +157,72 @@ impl SecureStream {
     }
 
     /// Bounds how long a blocking write waits.
-    pub fn set_write_timeout(&self, timeout: Option<std::time::Duration>) -> io::Result<()> {
+    pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         self.stream.set_write_timeout(timeout)
     }
 
     /// Bounds how long a blocking read waits.
-    pub fn set_read_timeout(&self, timeout: Option<std::time::Duration>) -> io::Result<()> {
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         self.stream.set_read_timeout(timeout)
+    }
+
+    /// Receives whole SCTP messages into `buf`: at least one (or the error), then, on a
+    /// non-blocking socket (`more`), more while they arrive without waiting and the room left
+    /// holds a message of any size. Each is
+    /// padded with zeros to its frame's length, so that stream framing reads them back to back;
+    /// a message cut short or longer than its header says breaks the association.
+    fn recv_sctp(client: &SctpClient, buf: &mut [u8], more: bool) -> io::Result<usize> {
+        let broken = |why: &str| io::Error::new(ErrorKind::InvalidData, why.to_owned());
+        let mut filled = 0;
+        loop {
+            let part = match client.recv_part(&mut buf[filled..]) {
+                Ok(Some(part)) => part,
+                // the peer shut the association down: what came before counts first
+                Ok(None) => return Ok(filled),
+                Err(e) if filled > 0 && e.kind() == ErrorKind::WouldBlock => return Ok(filled),
+                Err(e) => return Err(e),
+            };
+            if !part.complete {
+                return Err(broken("an SCTP message larger than the receive buffer"));
+            }
+            let message = &mut buf[filled..];
+            // The header's length, rounded up to 4; the padding the sender left off is added.
+            let length = match message.get(2..4) {
+                Some(l) if part.len >= 4 => usize::from(u16::from_be_bytes([l[0], l[1]])),
+                _ => return Err(broken("an SCTP message shorter than an ASAP header")),
+            };
+            let padded = length.div_ceil(4) * 4;
+            if length < 4 || length > part.len || padded > message.len() {
+                return Err(broken(
+                    "an SCTP message whose length field disagrees with it",
+                ));
+            }
+            message[length..padded].fill(0);
+            filled += padded;
+            if !more || buf.len() - filled < crate::workload::MAX_FRAME {
+                return Ok(filled);
+            }
+        }
+    }
+
+    /// Sends the whole frames at the start of `buf`, each as one SCTP message with PPID 11;
+    /// returns the bytes of those that left (`WouldBlock` if none did).
+    fn send_sctp(client: &SctpClient, buf: &[u8]) -> io::Result<usize> {
+        let mut sent = 0;
+        while let Some(len) = whole_frame(&buf[sent..]) {
+            match client.send(PPID_ASAP, 0, &buf[sent..sent + len]) {
+                Ok(_) => sent += len,
+                Err(e) if sent > 0 && e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        if sent == 0 && !buf.is_empty() {
+            return Err(io::Error::new(
+                ErrorKind::InvalidInput,
+                "bytes that are not a whole ASAP message cannot go out over SCTP",
+            ));
+        }
+        Ok(sent)
     }
 
     /// Writes records that wait for the socket; whether any left.
@@ -105,7 +233,7 @@ impl SecureStream {
         tls.session.take_outgoing(&mut tls.cipher_out);
         let mut moved = false;
         while tls.cipher_pos < tls.cipher_out.len() {
-            match self.stream.write(&tls.cipher_out[tls.cipher_pos..]) {
+            match self.stream.tcp().write(&tls.cipher_out[tls.cipher_pos..]) {
                 Ok(0) => return Err(ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     tls.cipher_pos += n;
@@ -133,7 +261,10 @@ impl SecureStream {
 impl Read for SecureStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.tls.is_none() {
-            return self.stream.read(buf);
+            return match &mut self.stream {
+                Carrier::Tcp(s) => s.read(buf),
+                Carrier::Sctp(c) => Self::recv_sctp(c, buf, !self.blocking),
+            };
         }
         self.flush_records()?;
         loop {
@@ -143,7 +274,7 @@ impl Read for SecureStream {
             }
             tls.plain.clear();
             tls.plain_pos = 0;
-            let n = self.stream.read(&mut tls.scratch)?;
+            let n = self.stream.tcp().read(&mut tls.scratch)?;
             if n == 0 {
                 return Ok(0);
             }
@@ -176,7 +307,10 @@ impl SecureStream {
 impl Write for SecureStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if self.tls.is_none() {
-            return self.stream.write(buf);
+            return match &mut self.stream {
+                Carrier::Tcp(s) => s.write(buf),
+                Carrier::Sctp(c) => Self::send_sctp(c, buf),
+            };
         }
         self.flush_records()?;
         if self.records_waiting() {
@@ -203,8 +337,17 @@ pub fn set_client(client: ClientTls) {
     let _ = CLIENT.set(client);
 }
 
-/// Connects to `endpoint`: over TLS with the run's client side for a `tcp+tls://` endpoint.
+/// How long an SCTP association may take to come up.
+const SCTP_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connects to `endpoint`: over TLS with the run's client side for a `tcp+tls://` endpoint, as
+/// a one-to-one association for an `sctp://` one.
 pub fn connect(endpoint: &crate::net::Endpoint) -> io::Result<SecureStream> {
+    if endpoint.transport == crate::net::StreamTransport::Sctp {
+        return SctpClient::connect(endpoint.addr, None, SCTP_CONNECT_TIMEOUT)
+            .map(SecureStream::sctp)
+            .map_err(rserpool_net::NetError::into_kernel_error);
+    }
     let stream = crate::net::connect(endpoint)?;
     if !endpoint.tls {
         return Ok(SecureStream::plain(stream));

@@ -143,7 +143,7 @@ fn contradictions_are_refused_with_a_reason() {
             "--spawn",
         ),
         (
-            &["resolve", "--registrar", "sctp://127.0.0.1:1"][..],
+            &["storm", "--registrar", "sctp://127.0.0.1:1"][..],
             "tcp or mptcp",
         ),
         (
