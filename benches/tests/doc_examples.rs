@@ -154,12 +154,15 @@ enum Binary {
     Registrar,
     Bench,
     Cli,
+    /// One of the endpoint crate's examples (`cargo run -p rserpool-endpoint --example NAME`).
+    Example,
 }
 
-/// What an example runs: the binary and its arguments, after the wrappers (environment
+/// What an example runs: the binary, the example's name for [`Binary::Example`], and its
+/// arguments, after the wrappers (environment
 /// assignments, `taskset -c N`, `ci/uml-run.sh`, `sudo`, `cargo run ... --`), up to a pipe, a
 /// redirection, `&&`, `;` or a trailing `&`. `None` when it runs none of the project's binaries.
-fn invocation(words: &[String]) -> Option<(Binary, Vec<String>)> {
+fn invocation(words: &[String]) -> Option<(Binary, Option<String>, Vec<String>)> {
     let mut rest: &[String] = words;
     loop {
         match rest.first().map(String::as_str) {
@@ -170,13 +173,19 @@ fn invocation(words: &[String]) -> Option<(Binary, Vec<String>)> {
         }
     }
     let first = rest.first()?;
+    let mut example = None;
     let (binary, args) = if first == "cargo" && rest.get(1).map(String::as_str) == Some("run") {
         let split = rest.iter().position(|w| w == "--");
         let package = rest
             .windows(2)
             .find(|w| w[0] == "-p" || w[0] == "--package")
             .map(|w| w[1].as_str())?;
+        example = rest
+            .windows(2)
+            .find(|w| w[0] == "--example")
+            .map(|w| w[1].clone());
         let binary = match package {
+            _ if example.is_some() => Binary::Example,
             "rserpool-registrar" => Binary::Registrar,
             "rserpool-bench" => Binary::Bench,
             "rserpool-endpoint" => Binary::Cli,
@@ -204,7 +213,7 @@ fn invocation(words: &[String]) -> Option<(Binary, Vec<String>)> {
     if args.last().is_some_and(|w| w == "&") {
         args.pop();
     }
-    Some((binary, args))
+    Some((binary, example, args))
 }
 
 /// Whether an argument is a placeholder the reader fills in.
@@ -228,7 +237,9 @@ fn every_shell_example_of_the_docs_runs_as_written() {
     let registrar = common::registrar_bin();
     let cli = common::rserpool_bin();
     let bench = PathBuf::from(env!("CARGO_BIN_EXE_rserpool-bench"));
-    let mut checked = [0usize; 3];
+    // The endpoint's examples, which `cargo test --workspace` builds next to the binaries.
+    let examples = bench.parent().expect("a target directory").join("examples");
+    let mut checked = [0usize; 4];
     let mut skipped = Vec::new();
     let mut failures = Vec::new();
     for doc in documents() {
@@ -245,7 +256,7 @@ fn every_shell_example_of_the_docs_runs_as_written() {
                 }
                 continue;
             };
-            let Some((binary, args)) = invocation(&words) else {
+            let Some((binary, example, args)) = invocation(&words) else {
                 continue;
             };
             if args.iter().any(|a| placeholder(a)) {
@@ -253,6 +264,7 @@ fn every_shell_example_of_the_docs_runs_as_written() {
                 continue;
             }
             let mut args: Vec<String> = args.iter().map(|a| installed_path(a)).collect();
+            let example_path;
             let program = match binary {
                 Binary::Registrar => {
                     let checks = [
@@ -275,6 +287,17 @@ fn every_shell_example_of_the_docs_runs_as_written() {
                 Binary::Cli => {
                     args.push("--help".to_owned());
                     &cli
+                }
+                Binary::Example => {
+                    example_path = examples.join(example.as_deref().unwrap_or_default());
+                    assert!(
+                        example_path.is_file(),
+                        "{} is missing: run `cargo build -p rserpool-endpoint --examples` (or \
+                         `cargo test --workspace`) before this test",
+                        example_path.display()
+                    );
+                    args.push("--help".to_owned());
+                    &example_path
                 }
             };
             let out = Command::new(program)
@@ -300,14 +323,15 @@ fn every_shell_example_of_the_docs_runs_as_written() {
         eprintln!("skipped {s}");
     }
     eprintln!(
-        "checked {} registrar, {} bench and {} rserpool examples",
-        checked[0], checked[1], checked[2]
+        "checked {} registrar, {} bench, {} rserpool and {} endpoint example commands",
+        checked[0], checked[1], checked[2], checked[3]
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     // What the docs held when this test was written: fewer means the extraction broke.
     assert!(checked[0] >= 5, "{checked:?}");
     assert!(checked[1] >= 40, "{checked:?}");
     assert!(checked[2] >= 10, "{checked:?}");
+    assert!(checked[3] >= 3, "{checked:?}");
 }
 
 #[test]
@@ -329,20 +353,35 @@ fn the_extraction_finds_commands_joins_continuations_and_drops_output() {
         invocation(&w),
         Some((
             Binary::Bench,
+            None,
             vec!["resolve".into(), "-c".into(), "16".into()]
         ))
     );
     let w = words("taskset -c 0 target/release/rserpool-registrar --workers 1 &").unwrap();
     assert_eq!(
         invocation(&w),
-        Some((Binary::Registrar, vec!["--workers".into(), "1".into()]))
+        Some((
+            Binary::Registrar,
+            None,
+            vec!["--workers".into(), "1".into()]
+        ))
     );
     let w = words("X=1 cargo run --release -p rserpool-registrar -- --profile 'default'").unwrap();
     assert_eq!(
         invocation(&w),
         Some((
             Binary::Registrar,
+            None,
             vec!["--profile".into(), "default".into()]
+        ))
+    );
+    let w = words("cargo run -p rserpool-endpoint --example counter_pu -- --count 5").unwrap();
+    assert_eq!(
+        invocation(&w),
+        Some((
+            Binary::Example,
+            Some("counter_pu".into()),
+            vec!["--count".into(), "5".into()]
         ))
     );
     assert_eq!(words("rserpool-bench --pid \"$(pidof x)\""), None);

@@ -13,22 +13,25 @@
 //! ```
 //!
 //! Over kernel SCTP (the control channel is PPID 11 on the PU's association): `--listen
-//! sctp://127.0.0.1:0` here and `--transport sctp` for the PU.
+//! sctp://127.0.0.1:0` here and `--transport sctp` for the PU. Over TLS with mutual
+//! authentication: `--listen tcp+tls://127.0.0.1:0 --tls-certificate pe.pem --tls-key pe.key
+//! --tls-ca ca.pem` here, `--tls-ca ca.pem --tls-certificate pu.pem --tls-key pu.key` for the PU.
 //!
 //! It prints `pe <id> port <port>` once registered, `restored <total>` for each accepted cookie
 //! echo, `total <total>` for each request.
 
 use std::io::Write;
+use std::path::PathBuf;
 
 use clap::Parser;
 use ring::hmac;
 use rserpool_endpoint::driver::session::{
-    PeerSession, SessionHandler, SessionOptions, transport_kind,
+    CloseReason, PeerSession, SessionHandler, SessionOptions, SessionTls, transport_kind,
 };
 use rserpool_endpoint::driver::{Pe, Pu, SessionServer};
 use rserpool_endpoint::session::{PeSessionConfig, SessionError};
 use rserpool_endpoint::{PeInfo, RegistrarUrl, pe, pu};
-use rserpool_net::{Transport, TransportUrl};
+use rserpool_net::{ClientCertificate, ServerTls, TlsFiles, Transport, TransportUrl};
 use rserpool_protocol::{PeId, TRANSPORT_USE_DATA_PLUS_CONTROL};
 
 /// The counter's application PPID ("CTN1").
@@ -43,10 +46,19 @@ pub struct Args {
     /// The pool to join.
     #[arg(long, default_value = "counter")]
     pub pool: String,
-    /// Where PUs connect: sctp://, tcp:// or mptcp:// and an address, or an address alone for
-    /// TCP (port 0: any free port).
+    /// Where PUs connect: sctp://, tcp://, mptcp://, tcp+tls:// or mptcp+tls:// and an
+    /// address, or an address alone for TCP (port 0: any free port).
     #[arg(long, default_value = "tcp://127.0.0.1:0", value_parser = parse_listen)]
     pub listen: TransportUrl,
+    /// TLS: the PE's certificate chain (PEM).
+    #[arg(long)]
+    pub tls_certificate: Option<PathBuf>,
+    /// TLS: the PE's private key (PEM).
+    #[arg(long)]
+    pub tls_key: Option<PathBuf>,
+    /// TLS: the CA bundle (PEM) that vouches for the PUs' certificates.
+    #[arg(long)]
+    pub tls_ca: Option<PathBuf>,
     /// The secret the pool's PEs sign cookies with (use a real secret in production).
     #[arg(long, default_value = "rserpool counter example")]
     pub key: String,
@@ -82,10 +94,35 @@ fn parse_listen(text: &str) -> Result<TransportUrl, String> {
     }
     let url = TransportUrl::parse(text, &[Transport::Sctp, Transport::Tcp, Transport::Mptcp])
         .map_err(|e| e.to_string())?;
-    if url.tls.is_some() {
-        return Err("sessions do not run over TLS yet".into());
+    if url
+        .tls
+        .is_some_and(|asks| asks != ClientCertificate::Required)
+    {
+        return Err("session PEs authenticate every PU: drop the client-certificate option".into());
     }
     Ok(url)
+}
+
+/// The PE's side of TLS when `--listen` names it: all three `--tls-*` files.
+fn session_tls(args: &Args) -> Result<Option<SessionTls>, String> {
+    if args.listen.tls.is_none() {
+        return Ok(None);
+    }
+    let (Some(certificate), Some(private_key), Some(ca)) =
+        (&args.tls_certificate, &args.tls_key, &args.tls_ca)
+    else {
+        return Err(format!(
+            "--listen {} needs --tls-certificate, --tls-key and --tls-ca",
+            args.listen
+        ));
+    };
+    let files = TlsFiles {
+        certificate: certificate.clone(),
+        private_key: private_key.clone(),
+        ca: ca.clone(),
+    };
+    let server = ServerTls::load(&files).map_err(|e| e.to_string())?;
+    Ok(Some(SessionTls::Pe(server)))
 }
 
 /// One session's counter.
@@ -147,6 +184,15 @@ impl SessionHandler for Counter {
     fn on_error(&mut self, error: &SessionError) {
         eprintln!("counter_pe: {error}");
     }
+
+    fn on_closed(&mut self, reason: &CloseReason) {
+        if matches!(
+            reason,
+            CloseReason::Idle(_) | CloseReason::TooManySessions { .. }
+        ) {
+            eprintln!("counter_pe: session closed: {reason}");
+        }
+    }
 }
 
 /// Prints a line on stdout at once (tests read it through a pipe).
@@ -170,6 +216,7 @@ pub fn run(args: &Args) -> Result<(), String> {
         },
         SessionOptions {
             transport: args.listen.transport,
+            tls: session_tls(args)?,
             ..SessionOptions::default()
         },
     )

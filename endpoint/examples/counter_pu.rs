@@ -9,16 +9,19 @@
 //! ```
 //!
 //! `--transport sctp` reaches PEs listening on kernel SCTP (`counter_pe --listen sctp://...`).
+//! `--tls-ca ca.pem --tls-certificate pu.pem --tls-key pu.key` reaches PEs listening on
+//! `tcp+tls://` (the PE's certificate must name its IP address).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
 use rserpool_endpoint::RegistrarUrl;
-use rserpool_endpoint::driver::session::{Received, SessionOptions};
-use rserpool_endpoint::driver::{Pu, Session};
+use rserpool_endpoint::driver::session::{Received, SessionOptions, SessionTls};
+use rserpool_endpoint::driver::{Pu, Session, TlsOptions};
 use rserpool_endpoint::pu;
 use rserpool_endpoint::session::{PuSessionConfig, SessionError};
-use rserpool_net::Transport;
+use rserpool_net::{ClientTls, TlsFiles, Transport};
 
 /// The counter's application PPID ("CTN1").
 const COUNTER_PPID: u32 = 0x4354_4e31;
@@ -44,6 +47,32 @@ struct Args {
     /// The transport to the PEs: sctp, tcp or mptcp.
     #[arg(long, default_value = "tcp", value_parser = parse_transport)]
     transport: Transport,
+    /// TLS to the PEs: the CA bundle (PEM) that vouches for their certificates.
+    #[arg(long, requires_all = ["tls_certificate", "tls_key"])]
+    tls_ca: Option<PathBuf>,
+    /// TLS: the PU's certificate chain (PEM); the PEs require one.
+    #[arg(long, requires = "tls_ca")]
+    tls_certificate: Option<PathBuf>,
+    /// TLS: the PU's private key (PEM).
+    #[arg(long, requires = "tls_ca")]
+    tls_key: Option<PathBuf>,
+}
+
+/// The PU's side of TLS when `--tls-ca` is given.
+fn session_tls(args: &Args) -> Result<Option<SessionTls>, String> {
+    let Some(ca) = &args.tls_ca else {
+        return Ok(None);
+    };
+    let files = TlsFiles {
+        certificate: args.tls_certificate.clone().unwrap_or_default(),
+        private_key: args.tls_key.clone().unwrap_or_default(),
+        ca: ca.clone(),
+    };
+    let client = ClientTls::load(&files).map_err(|e| e.to_string())?;
+    Ok(Some(SessionTls::Pu(TlsOptions {
+        client,
+        server_name: None,
+    })))
 }
 
 /// A session transport by its URL scheme.
@@ -92,6 +121,7 @@ fn run(args: &Args) -> Result<(), String> {
     };
     let options = SessionOptions {
         transport: args.transport,
+        tls: session_tls(args)?,
         ..SessionOptions::default()
     };
     let mut session =

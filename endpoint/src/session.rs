@@ -149,6 +149,13 @@ pub enum SessionError {
     },
     /// The session is closed (the peer or the application closed it).
     Closed,
+    /// A PE's session ended (the PU closed it, the application did, it was idle, or its
+    /// connection broke): nothing more can be sent on it, e.g. through a
+    /// [`crate::driver::session::SessionHandle`] kept by another thread.
+    Ended {
+        /// Why it ended, printable.
+        reason: String,
+    },
 }
 
 impl fmt::Display for SessionError {
@@ -222,6 +229,12 @@ impl fmt::Display for SessionError {
             Self::Resolution(e) => write!(f, "cannot resolve the pool: {e}"),
             Self::Io { what, error } => write!(f, "{what}: {error}"),
             Self::Closed => write!(f, "the session is closed"),
+            Self::Ended { reason } => write!(
+                f,
+                "the session has ended ({reason}): nothing more can be sent on it; drop its \
+                 handle (the PU fails over with the latest cookie and its new session brings it \
+                 back in ASAP_COOKIE_ECHO, RFC 5352 §3.8)"
+            ),
         }
     }
 }

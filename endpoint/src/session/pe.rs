@@ -206,6 +206,12 @@ impl PeSession {
         self.out.pop_front()
     }
 
+    /// Whether events wait for [`Self::poll_event`] (the driver counts a whole record received
+    /// as activity by the events it gives).
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty()
+    }
+
     /// The next event for the application.
     pub fn poll_event(&mut self) -> Option<PeSessionEvent> {
         self.events.pop_front()
