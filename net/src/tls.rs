@@ -243,7 +243,7 @@ pub fn handshake_blocking(
         if n == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
-                "the registrar closed the connection during the TLS handshake",
+                "the peer closed the connection during the TLS handshake (does it listen for TLS, and does it trust this side's certificate?)",
             ));
         }
         session.receive(&chunk[..n], &mut plain)?;
