@@ -292,8 +292,8 @@ fn every_shell_example_of_the_docs_runs_as_written() {
                     example_path = examples.join(example.as_deref().unwrap_or_default());
                     assert!(
                         example_path.is_file(),
-                        "{} is missing: run `cargo build -p rserpool-endpoint --examples` (or \
-                         `cargo test --workspace`) before this test",
+                        "{} is missing: run `cargo build -p rserpool-endpoint --examples` before this test \
+                         (.ci/run does)",
                         example_path.display()
                     );
                     args.push("--help".to_owned());

@@ -44,8 +44,8 @@ fn counter_pe_binary() -> PathBuf {
         .join(format!("counter_pe{}", std::env::consts::EXE_SUFFIX));
     assert!(
         binary.exists(),
-        "{} is missing: run `cargo build -p rserpool-endpoint --examples` (a plain `cargo test` \
-         builds it too) before this test",
+        "{} is missing: run `cargo build -p rserpool-endpoint --examples` before this test \
+         (.ci/run does)",
         binary.display()
     );
     binary
