@@ -224,6 +224,7 @@ impl Worker {
             return false;
         };
         p.inbound = Some(Inbound {
+            association,
             asked: now,
             own_children_only: true,
             mentor: false,

@@ -143,6 +143,10 @@ enum Phase {
 /// A handle table transfer a peer is sending us (RFC 5353 §3.2.3, §3.6.3).
 #[derive(Debug)]
 struct Inbound {
+    /// The association the requests go out on: pages arriving on another one (two PRs that both
+    /// connect hold two) belong to another exchange and are ignored, or two request chains on
+    /// two associations would restart the peer's transfer in turn for ever.
+    association: AssociationId,
     /// When the last request of the transfer went out: a transfer whose page does not come
     /// within [`EnrpConfig::transfer_patience`] is given up (the audits would wait for it
     /// forever).

@@ -241,6 +241,7 @@ impl Worker {
             }
             let p = self.scope().peer_mut(sender).expect("known");
             p.inbound = Some(Inbound {
+                association,
                 asked: now,
                 own_children_only: false,
                 mentor: true,

@@ -298,6 +298,16 @@ impl Worker {
         let Some(p) = self.scope().peer_mut(sender) else {
             return;
         };
+        if p.inbound
+            .as_ref()
+            .is_some_and(|i| i.association != association)
+        {
+            // A page of another exchange with the peer, over its other association: asking
+            // for more there would restart the peer's transfer of this one (it keeps one per
+            // peer), and the two would restart each other for ever.
+            tracing::debug!(peer = %sender, "ENRP handle table page on another association than the request's; ignored");
+            return;
+        }
         let Some(mut inbound) = p.inbound.take() else {
             // Not asked for: ignored (RSPLIB).
             return;

@@ -165,7 +165,7 @@ pub(super) fn update(
     )
 }
 
-fn resolve_ids(pr: &mut InMemoryPr, handle: &[u8], now: u64) -> Result<Vec<u64>, u16> {
+pub(super) fn resolve_ids(pr: &mut InMemoryPr, handle: &[u8], now: u64) -> Result<Vec<u64>, u16> {
     let pu = pr.open(0, info(Generation::Rfc), now);
     let sent = pr.message(pu, &super::resolution(handle, Some(128)), now);
     pr.close(pu, now);
@@ -244,7 +244,7 @@ fn pe19_a_malformed_enrp_message_gets_an_enrp_error() {
     );
 }
 
-fn table_response(
+pub(super) fn table_response(
     sender: PrId,
     handle: &[u8],
     pes: &[PoolElementParam<'_>],

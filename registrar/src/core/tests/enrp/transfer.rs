@@ -7,8 +7,8 @@ use rserpool_protocol::{EnrpBody, Generation, Policy, UpdateAction};
 
 use super::super::{info, registration};
 use super::{
-    PEER, PEER2, checksum_of, encode, enrp_info, join, pe_element, presence, scope_config,
-    scope_pr, to, types, update,
+    PEER, PEER2, checksum_of, encode, enrp_info, join, pe_element, presence, resolve_ids,
+    scope_config, scope_pr, table_response, to, types, update,
 };
 use crate::core::in_memory::Sent;
 
@@ -209,4 +209,57 @@ fn a_transfer_whose_page_never_comes_is_given_up() {
     }
     let sent = pr.message(peer, &presence(PEER, false, 0xffff), now);
     assert!(asks(&sent), "asked again after {patience} ms: {sent:?}");
+}
+
+/// Two PRs that both connect hold two associations. A handle table page arriving on the one the
+/// request did not go over belongs to another exchange: it is not applied and no request follows
+/// it there. (Simulation seed 2996: two request chains, one per association, restarted the
+/// peer's one transfer per peer in turn for ever, and a stale page re-added a deregistered PE.)
+#[test]
+fn a_table_page_on_another_association_than_the_requests_is_ignored() {
+    for workers in [1, 3] {
+        let mut pr = scope_pr(workers);
+        let first = join(&mut pr, PEER, 0);
+        let second = join(&mut pr, PEER, 0);
+        let is_request = |sent: &[Sent], a| {
+            to(sent, a, |m| {
+                matches!(m.body, EnrpBody::HandleTableRequest { .. })
+            })
+            .contains(&true)
+        };
+        // An audit mismatch (we hold a PE of the peer's, its checksum says it owns none): a
+        // repair request (W=1) over one of the two.
+        pr.message(
+            first,
+            &update(PEER, UpdateAction::AddPe, b"p", pe_element(1, PEER)),
+            0,
+        );
+        let sent = pr.message(first, &presence(PEER, false, 0xffff), 100);
+        let asked_on = [first, second]
+            .into_iter()
+            .find(|&a| is_request(&sent, a))
+            .unwrap_or_else(|| panic!("{workers} workers: a repair request: {sent:?}"));
+        let other = if asked_on == first { second } else { first };
+        let stale = table_response(PEER, b"stale", &[pe_element(7, PEER)], true);
+        let sent = pr.message(other, &stale, 110);
+        assert!(
+            !is_request(&sent, other) && !is_request(&sent, asked_on),
+            "{workers} workers: no request follows a page of another exchange: {sent:?}"
+        );
+        assert_eq!(
+            resolve_ids(&mut pr, b"stale", 111),
+            Err(rserpool_protocol::cause::UNKNOWN_POOL_HANDLE),
+            "{workers} workers: its PEs are not applied"
+        );
+        // The transfer itself goes on over its own association.
+        let page = table_response(PEER, b"p", &[pe_element(8, PEER)], true);
+        let sent = pr.message(asked_on, &page, 120);
+        assert!(
+            is_request(&sent, asked_on),
+            "{workers} workers: the next page is asked for: {sent:?}"
+        );
+        let last = table_response(PEER, b"p", &[pe_element(9, PEER)], false);
+        pr.message(asked_on, &last, 130);
+        assert_eq!(resolve_ids(&mut pr, b"p", 131), Ok(vec![8, 9]));
+    }
 }
