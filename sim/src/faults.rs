@@ -1,5 +1,6 @@
 //! The scenario a seed draws: how many PRs (and workers each), PEs, pools and PUs, whether the
-//! workers' mailboxes are asynchronous, and the timeline of faults. A run is a warm-up, then
+//! workers' mailboxes are asynchronous, which PUs subscribe to which pools and how often the PRs
+//! push, and the timeline of faults. A run is a warm-up, then
 //! cycles of a fault phase followed by a quiet phase that repairs every fault and ends with the
 //! convergence checks. [`Scenario`]'s `Display` is the parameter block a failing seed prints.
 
@@ -116,6 +117,13 @@ pub struct Scenario {
     /// later, interleaved with network events and timers, as between the daemon's worker threads
     /// (one seed in two); otherwise they are delivered inside the call that made them.
     pub async_mailboxes: bool,
+    /// The pools each PU subscribes to (RFC 5352 §2.2.5, the S bit), by PU index: none for the
+    /// PUs that only resolve; for a subscriber some of the pools, never all of them, so that it
+    /// still resolves some pool at its PR and notices a half-open association as the others do.
+    pub subscriptions: Vec<Vec<usize>>,
+    /// The PRs' `subscriptions.min_push_interval` (RFC 5352 §2.2.6 pushes coalesced to one per
+    /// subscriber per interval): 0, 10, 100 or 1 000 ms.
+    pub push_interval: Millis,
     /// The end of the run.
     pub end: Millis,
 }
@@ -239,6 +247,25 @@ impl Scenario {
         let datagram_loss = rng.below(31);
         let async_mailboxes = rng.below(2) == 0;
         let reregistration = if rng.below(2) == 0 { 2_000 } else { 4_000 };
+        // The first `subscribers` PUs subscribe, each to a random subset of the pools that leaves
+        // one out at least.
+        let subscribers = rng.below(pus as u64 + 1) as usize;
+        let subscriptions = (0..pus)
+            .map(|k| {
+                if k >= subscribers {
+                    return Vec::new();
+                }
+                let left_out = rng.below(pools as u64) as usize;
+                let mut subscribed: Vec<usize> = (0..pools)
+                    .filter(|&p| p != left_out && rng.below(2) == 0)
+                    .collect();
+                if subscribed.is_empty() {
+                    subscribed.push((left_out + 1) % pools);
+                }
+                subscribed
+            })
+            .collect();
+        let push_interval = [0, 10, 100, 1_000][rng.below(4) as usize];
         Self {
             seed,
             workers,
@@ -251,6 +278,8 @@ impl Scenario {
             datagram_loss,
             async_mailboxes,
             reregistration,
+            subscriptions,
+            push_interval,
             end,
         }
     }
@@ -287,6 +316,23 @@ impl fmt::Display for Scenario {
                 "synchronous"
             }
         )?;
+        let subscribers: Vec<String> = self
+            .subscriptions
+            .iter()
+            .enumerate()
+            .filter(|(_, pools)| !pools.is_empty())
+            .map(|(k, pools)| format!("PU {k} to pools {pools:?}"))
+            .collect();
+        if subscribers.is_empty() {
+            writeln!(f, "  subscriptions: none")?;
+        } else {
+            writeln!(
+                f,
+                "  subscriptions: {}; pushed at most every {} ms",
+                subscribers.join(", "),
+                self.push_interval
+            )?;
+        }
         writeln!(f, "  faults:")?;
         for (at, fault) in &self.timeline {
             writeln!(f, "    {at:>6} ms {fault:?}")?;

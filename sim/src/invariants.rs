@@ -1,8 +1,8 @@
 //! The invariants of the operating scope, each a named function that returns what is wrong, the
 //! ledger of every PE's life they are judged against, and the PR timers the simulation
 //! configures with the liveness bounds derived from them. The cheap ones run after every step;
-//! the liveness ones at their deadline after the fault that started them; the convergence ones
-//! at the end of each quiet phase (`Fault::Settle`).
+//! the liveness ones at their deadline after the fault that started them; the convergence ones,
+//! subscribers' views included, at the end of each quiet phase (`Fault::Settle`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -491,4 +491,91 @@ pub fn no_pe_owned_twice(prs: &[PrView<'_>]) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// How long after a pool last changed at a PR every subscriber of that PR has been pushed the
+/// change (RFC 5352 §2.2.6), with `interval` the PRs' `subscriptions.min_push_interval`: a
+/// change within the interval after a push waits for its end; the shard owner's note to the
+/// subscriber's worker and that worker's timer take a few mailbox hops and a millisecond each
+/// (a core's deadline is a lower bound); the push one [`BASE_DELAY`] (checked only at the end of
+/// a quiet phase, without delay faults). With a 100 ms interval: 100 + 5 + 16 + 2 = 123 ms.
+pub fn push_bound(interval: Millis) -> Millis {
+    interval + BASE_DELAY + MAILBOX_HOPS * MAILBOX_DELAY + 2
+}
+
+/// What a handle resolution answers for a pool, as the subscription invariants compare it: the
+/// PE IDs with their home PRs (empty for cause 0x9, Unknown Pool Handle), or another cause.
+pub type PoolAnswer = Result<BTreeSet<(PeId, PrId)>, u16>;
+
+/// One subscription a PU holds, as judged at the end of a quiet phase.
+pub struct SubscriberView {
+    /// The PU's index.
+    pub pu: usize,
+    /// The pool.
+    pub pool: Vec<u8>,
+    /// The index of the PR the subscription is at.
+    pub pr: usize,
+    /// The latest answer or push with the A bit the PU received over its association.
+    pub pushed: PoolAnswer,
+    /// What that PR answers for the pool now.
+    pub current: PoolAnswer,
+    /// When the PU received `pushed`.
+    pub received: Millis,
+}
+
+/// **A subscriber sees its pool** (settle, RFC 5352 §2.2.5-6): a PU whose association to its
+/// PR is up and whose subscription that PR answered with the A bit holds, from the latest answer
+/// or push, the PEs (and their home PRs) the PR answers for the pool now. Judged only for pools
+/// that did not change at that PR within [`push_bound`] (the push may still be owed).
+pub fn subscribers_see_their_pools(views: &[SubscriberView]) -> Result<(), String> {
+    for v in views {
+        if v.pushed != v.current {
+            return Err(format!(
+                "PU {} subscribed to {} at PR {} holds {:?} (received at {} ms), the PR answers \
+                 {:?}",
+                v.pu,
+                String::from_utf8_lossy(&v.pool),
+                v.pr,
+                v.pushed,
+                v.received,
+                v.current
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// **Pushes go only to subscribers** (after every step, RFC 5352 §2.2.6): a handle resolution
+/// response with the A bit reaches a PU only over an association on which it asked for that
+/// pool with the S bit (`asked`: the pools it asked for on that association).
+pub fn pushes_only_to_subscribers(
+    pu: usize,
+    asked: Option<&BTreeSet<Vec<u8>>>,
+    pool: &[u8],
+) -> Result<(), String> {
+    if asked.is_some_and(|a| a.contains(pool)) {
+        return Ok(());
+    }
+    Err(format!(
+        "PU {pu} received a response with the A bit for {} over an association it did not \
+         subscribe on",
+        String::from_utf8_lossy(pool)
+    ))
+}
+
+/// **Nothing goes to a closed association** (after every step): a PR sends no message to an
+/// association after it was told that it closed or aborted it (`closed_at`: when).
+pub fn nothing_sent_after_close(
+    pr: usize,
+    association: u64,
+    first_byte: Option<u8>,
+    closed_at: Option<Millis>,
+) -> Result<(), String> {
+    match closed_at {
+        None => Ok(()),
+        Some(at) => Err(format!(
+            "PR {pr} sends a message (type {first_byte:?}) to association {association:#x}, \
+             closed at {at} ms"
+        )),
+    }
 }

@@ -7,9 +7,12 @@
 //! joining; in one seed in three the PRs find each other only by presence datagrams to a
 //! multicast group, with up to 30 % of them lost; in one in two the forwards between a PR's 1-4
 //! workers wait in asynchronous mailboxes as between the daemon's threads; associations never
-//! lose messages, they break or stay half-open) and the scope's invariants ([`invariants`])
-//! checked after every step, at the deadline of each liveness bound a fault starts, and at the
-//! end of every quiet phase.
+//! lose messages, they break or stay half-open; some PUs subscribe to some pools, RFC 5352
+//! §2.2.5-6, with pushes coalesced to 0-1 000 ms) and the scope's invariants ([`invariants`])
+//! checked after every step (among them: a push only over an association that subscribed,
+//! nothing sent to a closed association), at the deadline of each liveness bound a fault
+//! starts, and at the end of every quiet phase (among them: each subscriber's latest pushed PEs
+//! are what its PR answers).
 //!
 //! Everything random comes from the seed and every event runs in (time, sequence) order, so a
 //! seed replays bit for bit; a failure names its seed and the command that replays it.

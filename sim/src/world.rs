@@ -2,15 +2,16 @@
 //! network events and how events become their inputs (and, with asynchronous mailboxes, how the
 //! forwards between a PR's workers are delivered), the faults as they happen (a frozen PR's
 //! backlog, a vanished host's half-open associations), the invariant checks after every step,
-//! and the liveness obligations a fault starts, judged at their deadline.
+//! the liveness obligations a fault starts, judged at their deadline, and the PUs' subscriptions
+//! (RFC 5352 §2.2.5-6) as they see them on the wire.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use rserpool_endpoint::pe::{self, PeEvent, PeState, PoolElement};
 use rserpool_endpoint::pu::{self, PoolUser, PuEvent};
 use rserpool_endpoint::{Action, ConnId, Registrar, Timers};
-use rserpool_handlespace::{Limits, Millis, PeId, PrId, Rng};
+use rserpool_handlespace::{AssociationId, Limits, Millis, PeId, PrId, Rng};
 use rserpool_protocol::url::{Transport, TransportUrl};
 use rserpool_protocol::{Generation, Policy};
 use rserpool_registrar::core::in_memory::{InMemoryPr, Sent};
@@ -29,6 +30,7 @@ use crate::net::{End, Event, Handle, LinkId, Net, Node};
 mod checks;
 mod links;
 mod nodes;
+mod subscribers;
 
 /// Port of every PR's ASAP listener.
 const ASAP_PORT: u16 = 3863;
@@ -76,6 +78,11 @@ struct Pe {
 struct Pu {
     core: PoolUser,
     timer_at: Option<Millis>,
+    /// Per link, the pools it asked for with the S bit on it.
+    asked: BTreeMap<LinkId, BTreeSet<Vec<u8>>>,
+    /// Per subscribed pool, the latest answer or push with the A bit over the association it
+    /// subscribed on last; absent while unknown (not answered there yet).
+    pushed: BTreeMap<Vec<u8>, subscribers::Pushed>,
 }
 
 /// Which side of a partition each node is on.
@@ -119,6 +126,11 @@ pub struct Summary {
     /// Liveness obligations judged at their deadline (the others were cut short by a
     /// partition, a freeze or another PR's crash or restart).
     pub liveness_checks: u64,
+    /// Handle resolution responses with the A bit PUs received (answers to subscriptions and
+    /// pushes, RFC 5352 §2.2.6).
+    pub pushes: u64,
+    /// Subscribers' views compared with their PR's answer at the end of quiet phases.
+    pub subscription_checks: u64,
 }
 
 /// What a fault obliges the scope to do by a deadline (see the bounds in [`invariants`]).
@@ -191,6 +203,12 @@ pub struct World {
     freezes: Vec<(Millis, Millis, usize)>,
     /// The most extra one-way delay from each time on (spike plus slow PR).
     delays: Vec<(Millis, Millis)>,
+    /// The associations each PR incarnation was told closed or aborted: (PR index,
+    /// incarnation, association ID) -> since when.
+    closed_associations: BTreeMap<(usize, u32, u64), Millis>,
+    /// Per (PR index, pool handle), the serial of the pool's published snapshot (0: none) and
+    /// since when it has been the current one.
+    pool_changes: BTreeMap<(usize, Vec<u8>), (u64, Millis)>,
 }
 
 impl World {
@@ -234,6 +252,8 @@ impl World {
             partitions: Vec::new(),
             freezes: Vec::new(),
             delays: vec![(0, 0)],
+            closed_associations: BTreeMap::new(),
+            pool_changes: BTreeMap::new(),
         }
     }
 
@@ -265,6 +285,12 @@ impl World {
         while let Some(event) = self.net.pop(until) {
             self.summary.events += 1;
             let touched = self.step(event);
+            // Only a PR's step changes what it publishes.
+            match touched {
+                Touched::Node(Node::Pr(i)) => self.track_pools(Some(i)),
+                Touched::All => self.track_pools(None),
+                Touched::Nothing | Touched::Node(_) => {}
+            }
             if self.failure.is_none() {
                 match touched {
                     Touched::Nothing => {}

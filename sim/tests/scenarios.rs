@@ -1,7 +1,7 @@
 //! Focused scenarios: a takeover after a crash, a partition that heals, a restart that
 //! resynchronises, restarts at once with the same ID, a vanished and a frozen PR taken over
-//! within the liveness bound, asynchronous mailboxes, what the seeds draw, and the determinism
-//! every replay relies on.
+//! within the liveness bound, asynchronous mailboxes, what the seeds draw (subscribers included),
+//! and the determinism every replay relies on.
 
 use rserpool_sim::invariants::takeover_bound;
 use rserpool_sim::{Fault, Scenario, World, run_seed};
@@ -219,6 +219,7 @@ fn seeds_draw_every_fault_kind_and_print_their_parameters() {
     let seeds = 300;
     let mut workers = [0; 5];
     let (mut same_id, mut at_once_new, mut vanish, mut freeze, mut asynchronous) = (0, 0, 0, 0, 0);
+    let mut subscribers = 0;
     for seed in 0..seeds {
         let s = Scenario::draw(seed);
         for &w in &s.workers {
@@ -229,6 +230,9 @@ fn seeds_draw_every_fault_kind_and_print_their_parameters() {
         vanish += u64::from(has(&|f| matches!(f, Fault::Vanish(_))));
         freeze += u64::from(has(&|f| matches!(f, Fault::Freeze(_))));
         asynchronous += u64::from(s.async_mailboxes);
+        subscribers += u64::from(s.subscriptions.iter().any(|p| !p.is_empty()));
+        // A subscriber leaves one pool out at least, which it resolves at its PR.
+        assert!(s.subscriptions.iter().all(|p| p.len() < s.pools));
         // A restart with a new ID at most 200 ms after a kill.
         at_once_new += u64::from(s.timeline.windows(2).any(|w| {
             matches!(w[0].1, Fault::Crash(_) | Fault::Vanish(_))
@@ -245,6 +249,7 @@ fn seeds_draw_every_fault_kind_and_print_their_parameters() {
             "peers:",
             "loss",
             "mailboxes:",
+            "subscriptions:",
         ] {
             assert!(block.contains(item), "{item} missing from\n{block}");
         }
@@ -264,6 +269,7 @@ fn seeds_draw_every_fault_kind_and_print_their_parameters() {
         ("vanish", vanish),
         ("freeze", freeze),
         ("asynchronous mailboxes", asynchronous),
+        ("subscribers", subscribers),
     ] {
         assert!(
             n * 10 >= seeds,

@@ -157,6 +157,7 @@ impl World {
                 self.pe_output(i);
             }
             (Node::Pu(k), Some(Handle::Conn(c))) => {
+                self.pu_receives(k, link, &bytes);
                 self.pus[k].core.on_message(c, &bytes, now);
                 self.pu_output(k);
             }
@@ -268,6 +269,7 @@ impl World {
         let now = self.now();
         match (end.node, end.handle) {
             (Node::Pr(i), Some(Handle::Association(a))) => {
+                self.note_closed(i, a);
                 let _span = self.pr_span(i);
                 let cluster = self.prs[i].cluster.as_mut().expect("alive");
                 let sent = cluster.close(a, now);

@@ -20,6 +20,7 @@ impl World {
         // one way): a PE is never removed for a keep-alive that is only late.
         c.keep_alive_timeout = 2_000;
         c.listeners = vec![url(i, ASAP_PORT)];
+        c.subscriptions.min_push_interval = self.scenario.push_interval;
         // Static peers, or none and presence datagrams to a multicast group to find them.
         let (peers, presence_targets) = if self.scenario.discovery {
             let group = TransportUrl {
@@ -311,7 +312,19 @@ impl World {
         self.pus.push(Pu {
             core: PoolUser::new(config, seed),
             timer_at: None,
+            asked: BTreeMap::new(),
+            pushed: BTreeMap::new(),
         });
+        // RFC 5352 §2.2.5: the S bit, asking for every PE (0xffffffff; the registrar caps the
+        // items at 128, above the largest pool the scenario makes) so that selection does not
+        // matter when the pushed view is compared with the PR's pool.
+        let now = self.now();
+        for p in self.scenario.subscriptions[k].clone() {
+            self.pus[k]
+                .core
+                .subscribe(&pool_handle(p), Some(u32::MAX), now);
+        }
+        self.pu_output(k);
         let first = self.now() + 1_000 + self.rng.below(1_000);
         self.net.schedule(first, Event::Resolve(k));
     }
@@ -335,6 +348,7 @@ impl World {
             for s in sent.drain(..) {
                 match s.target {
                     Target::Association(a) => {
+                        self.check_sent(i, a, &s.bytes);
                         if let Some(link) =
                             self.net
                                 .find(Node::Pr(i), incarnation, Handle::Association(a))
@@ -364,6 +378,7 @@ impl World {
                     let side = self.side_of(link, Node::Pr(i));
                     self.close_by(link, side);
                 }
+                self.note_closed(i, a);
                 let _span = self.pr_span(i);
                 let cluster = self.prs[i].cluster.as_mut().expect("up");
                 sent.extend(cluster.close(a, now));
@@ -513,6 +528,11 @@ impl World {
 
     pub(super) fn pu_output(&mut self, k: usize) {
         while let Some(action) = self.pus[k].core.poll_action() {
+            if let Action::Send { conn, message } = &action
+                && let Some(link) = self.net.find(Node::Pu(k), 0, Handle::Conn(*conn))
+            {
+                self.pu_sends(k, link, message);
+            }
             let Some(event) = self.endpoint_action(Node::Pu(k), action) else {
                 continue;
             };
