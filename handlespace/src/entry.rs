@@ -224,10 +224,6 @@ pub struct PoolElementEntry {
     pub registration: PeRegistration,
     /// The local association the PE registered over; `None` for PEs learnt via ENRP.
     pub association: Option<AssociationId>,
-    /// A digest of the TLS certificate name the PE registered with (0: none, or learnt via
-    /// ENRP): no other identity may re-register it (RFC 5355 §2.3: registration by an
-    /// unauthorized PE).
-    pub identity: u64,
 }
 
 impl PoolElementEntry {

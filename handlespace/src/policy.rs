@@ -7,10 +7,11 @@
 //! variants), in registration order otherwise. The tree counts the members and sums their selection
 //! values below every node, so each step of a selection is one descent, O(log n) in the pool
 //! size, and a registration changes only the members on one path. What each member contributes
-//! (`member_key`) is computed once, when it registers:
+//! (`member_key`):
 //!
-//! * the static key of the ordered policies and the value of the weighted ones (weight, or the
-//!   value of a randomized least-used policy at degradation 0);
+//! * the static key of the ordered policies, computed once, when it registers, and the value of
+//!   the weighted ones (weight, or the value of a randomized least-used policy at degradation
+//!   0), derived from its policy where needed (`member_value`);
 //! * its degradation counter ("times returned since the PE's last (re-)registration",
 //!   RFC 5356 §5.2.2), an atomic the resolutions advance;
 //! * [`SelectionState`], per published version of the pool, holds the pool-wide round-robin
@@ -383,12 +384,31 @@ pub(crate) fn is_ordered(policy_type: u32) -> bool {
 /// type slip in, its fields are taken from its own variant where they exist (weight 1 and 0 for
 /// everything else otherwise).
 pub(crate) fn member_key(policy_type: u32, policy: &Policy) -> (u32, u32) {
-    let p = Params::of(policy);
+    let value = value_of(policy_type, policy);
     match family(policy_type) {
-        Family::RoundRobin => (0, 1),
-        Family::WeightedRoundRobin => (0, p.weight),
-        Family::Weighted | Family::DegradedWeighted => (0, sat32(random_value(policy_type, &p))),
-        Family::Sorted | Family::DegradedSorted => (static_key(policy_type, &p), 1),
+        Family::Sorted | Family::DegradedSorted => {
+            (static_key(policy_type, &Params::of(policy)), value)
+        }
+        _ => (0, value),
+    }
+}
+
+/// A member's selection value ([`member_key`]'s second part) in a pool of its own policy's type,
+/// the type of every PE of its pool: not stored in the member (4 bytes per PE) but derived
+/// where the tree sums values or a weighted draw scans a leaf.
+#[inline]
+pub(crate) fn member_value(policy: &Policy) -> u32 {
+    value_of(policy.policy_type(), policy)
+}
+
+#[inline]
+fn value_of(policy_type: u32, policy: &Policy) -> u32 {
+    match family(policy_type) {
+        Family::RoundRobin | Family::Sorted | Family::DegradedSorted => 1,
+        Family::WeightedRoundRobin => Params::of(policy).weight,
+        Family::Weighted | Family::DegradedWeighted => {
+            sat32(random_value(policy_type, &Params::of(policy)))
+        }
     }
 }
 

@@ -16,19 +16,26 @@ use crate::timer::TimerId;
 use crate::tree::{Item, Iter, Key, Tree};
 
 /// What the writer keeps per PE beside the published entry: the fields that change without a
-/// re-registration (expiry, reports), so that a sign of life never republishes.
+/// re-registration (expiry), so that a sign of life never republishes, and the TLS identity the
+/// PE ID is bound to. (Its unreachable reports, rare and transient, are counted in the shard.)
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct PeMeta {
     /// When the registration life runs out (`Millis::MAX`: never).
     pub deadline: Millis,
-    /// The expiry timer. It may be armed earlier than `deadline` (a re-registration moves only
-    /// the deadline; the timer re-arms itself when it fires early), never later.
-    pub expiry: Option<TimerId>,
-    pub unreachable_reports: u32,
+    /// The expiry timer's slab index ([`TimerId::index`]; the shard finds the timer with
+    /// [`crate::timer::TimerWheel::at`] and knows it as this PE's by its payload). It may be
+    /// armed earlier than `deadline` (a re-registration moves only the deadline; the timer
+    /// re-arms itself when it fires early), never later.
+    pub expiry: Option<u32>,
+    /// The index of the TLS identity the PE registered with in its shard's table of identity
+    /// digests (0: none, or learnt via ENRP): no other identity may re-register it (RFC 5355
+    /// §2.3: registration by an unauthorized PE).
+    pub identity: u32,
 }
 
-/// `Member::expiry` of a PE without an expiry timer (no [`TimerId`] has these bits).
-const NO_TIMER: u64 = u64::MAX;
+/// `Member::expiry` of a PE without an expiry timer (no slab index: the wheel never gives a
+/// timer this one).
+const NO_TIMER: u32 = u32::MAX;
 
 /// A PE as its pool holds it: the entry resolutions return, its place in selection, its
 /// degradation counter, and the writer's bookkeeping ([`PeMeta`]).
@@ -38,20 +45,26 @@ const NO_TIMER: u64 = u64::MAX;
 /// except the degradation counter, which resolutions advance) instead of copying the leaf.
 ///
 /// Laid out in declaration order: the key's parts (`order`, then the entry's identifier), the
-/// selection value and what a handle resolution reads share the first cache line or two.
+/// degradation counter and what a handle resolution reads share the first cache line or two.
+///
+/// 152 bytes (a unit test holds it there), so that 20 fill a tree leaf in mimalloc's 3 072-byte
+/// size class ([`crate::tree::LEAF_MAX`]): the selection value is not stored but derived from
+/// the entry's policy ([`policy::member_value`]), the expiry timer is kept as its slab index
+/// and the TLS identity as an index into the shard's table of digests (4 bytes each instead of
+/// 8), and unreachable reports are counted in the shard, for the few PEs that have any.
 #[derive(Debug)]
 #[repr(C)]
 pub(crate) struct Member {
     /// Static key of ordered policies ([`policy::member_key`]), else the sequence number of
     /// its registration in its pool.
     order: u32,
-    /// Selection value ([`policy::member_key`]).
-    value: u32,
-    entry: PoolElementEntry,
     degradation: AtomicU32,
-    unreachable_reports: AtomicU32,
+    entry: PoolElementEntry,
+    /// The expiry timer's slab index, or [`NO_TIMER`].
+    expiry: AtomicU32,
+    /// [`PeMeta::identity`].
+    identity: AtomicU32,
     deadline: AtomicU64,
-    expiry: AtomicU64,
 }
 
 impl Clone for Member {
@@ -59,11 +72,10 @@ impl Clone for Member {
         Self {
             entry: self.entry.clone(),
             order: self.order,
-            value: self.value,
             degradation: AtomicU32::new(self.degradation()),
-            unreachable_reports: AtomicU32::new(self.unreachable_reports.load(Ordering::Relaxed)),
+            expiry: AtomicU32::new(self.expiry.load(Ordering::Relaxed)),
+            identity: AtomicU32::new(self.identity.load(Ordering::Relaxed)),
             deadline: AtomicU64::new(self.deadline.load(Ordering::Relaxed)),
-            expiry: AtomicU64::new(self.expiry.load(Ordering::Relaxed)),
         }
     }
 }
@@ -76,21 +88,20 @@ impl Item for Member {
 
     #[inline]
     fn value(&self) -> u32 {
-        self.value
+        policy::member_value(&self.entry.registration.policy)
     }
 }
 
 impl Member {
     pub(crate) fn new(entry: PoolElementEntry, policy_type: u32, meta: PeMeta) -> Self {
-        let (order, value) = policy::member_key(policy_type, &entry.registration.policy);
+        let (order, _) = policy::member_key(policy_type, &entry.registration.policy);
         let member = Self {
             entry,
             order,
-            value,
             degradation: AtomicU32::new(0),
-            unreachable_reports: AtomicU32::new(0),
+            expiry: AtomicU32::new(NO_TIMER),
+            identity: AtomicU32::new(0),
             deadline: AtomicU64::new(0),
-            expiry: AtomicU64::new(NO_TIMER),
         };
         member.set_meta(meta);
         member
@@ -137,36 +148,23 @@ impl Member {
         let expiry = self.expiry.load(Ordering::Relaxed);
         PeMeta {
             deadline: self.deadline.load(Ordering::Relaxed),
-            expiry: (expiry != NO_TIMER).then(|| TimerId::from_bits(expiry)),
-            unreachable_reports: self.unreachable_reports.load(Ordering::Relaxed),
+            expiry: (expiry != NO_TIMER).then_some(expiry),
+            identity: self.identity.load(Ordering::Relaxed),
         }
     }
 
     /// Replaces the writer's bookkeeping.
     pub(crate) fn set_meta(&self, meta: PeMeta) {
         self.deadline.store(meta.deadline, Ordering::Relaxed);
-        self.expiry.store(
-            meta.expiry.map_or(NO_TIMER, TimerId::to_bits),
-            Ordering::Relaxed,
-        );
-        self.unreachable_reports
-            .store(meta.unreachable_reports, Ordering::Relaxed);
-    }
-
-    /// Notes a sign of life: reports cleared.
-    pub(crate) fn refresh(&self) {
-        self.unreachable_reports.store(0, Ordering::Relaxed);
-    }
-
-    /// Counts one more unreachability report; returns the count.
-    pub(crate) fn report_unreachable(&self) -> u32 {
-        self.unreachable_reports.fetch_add(1, Ordering::Relaxed) + 1
+        self.expiry
+            .store(meta.expiry.unwrap_or(NO_TIMER), Ordering::Relaxed);
+        self.identity.store(meta.identity, Ordering::Relaxed);
     }
 
     /// Sets the expiry timer.
     pub(crate) fn set_expiry(&self, expiry: Option<TimerId>) {
         self.expiry
-            .store(expiry.map_or(NO_TIMER, TimerId::to_bits), Ordering::Relaxed);
+            .store(expiry.map_or(NO_TIMER, TimerId::index), Ordering::Relaxed);
     }
 }
 
@@ -191,12 +189,11 @@ impl Member {
             },
             home_pr: rserpool_protocol::PrId(1),
             association: None,
-            identity: 0,
         };
         let meta = PeMeta {
             deadline: Millis::MAX,
             expiry: None,
-            unreachable_reports: 0,
+            identity: 0,
         };
         Self::new(entry, policy_type, meta)
     }
@@ -336,6 +333,27 @@ impl PoolSnapshot {
     }
 }
 
+/// A PE ID as the pool's index keeps it: in two halves, so that a slot with its 4-byte value
+/// takes 12 bytes, not 16 (hashed as the ID).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct IndexKey([u32; 2]);
+
+impl IndexKey {
+    fn of(id: PeId) -> Self {
+        Self([id.0 as u32, (id.0 >> 32) as u32])
+    }
+}
+
+impl std::hash::Hash for IndexKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(u64::from(self.0[0]) | (u64::from(self.0[1]) << 32));
+    }
+}
+
+impl crate::idmap::IdKey for IndexKey {
+    const EMPTY: Self = Self([0, 0]);
+}
+
 /// A pool as its writer holds it: the members as changed so far, and the version published last.
 #[derive(Debug)]
 pub(crate) struct Pool {
@@ -346,9 +364,9 @@ pub(crate) struct Pool {
     members: Tree<Member>,
     /// PE ID to the first part of its key ([`Member::order`]), to find a member by its ID; kept
     /// only while the pool is larger than one leaf (`indexed`): a pool of one leaf is scanned
-    /// (its members' IDs sit in their first cache lines), which saves an index of ~24 bytes per
+    /// (its members' IDs sit in their first cache lines), which saves an index of ~17 bytes per
     /// PE in the many small pools.
-    keys: IdMap<PeId, u32>,
+    keys: IdMap<IndexKey, u32>,
     indexed: bool,
     /// Pools not ordered by a static key keep their PEs in registration order: the next PE's
     /// sequence number (its `order`). A new PE then goes to the tree's end, whose path the
@@ -423,7 +441,7 @@ impl Pool {
 
     fn key_of(&self, id: PeId) -> Option<Key> {
         if self.indexed {
-            return self.keys.get(&id).map(|&order| (order, id.0));
+            return self.keys.get(&IndexKey::of(id)).map(|&order| (order, id.0));
         }
         self.members
             .iter()
@@ -438,7 +456,8 @@ impl Pool {
         let len = self.len();
         if !self.indexed && len > crate::tree::LEAF_MAX {
             for member in self.members.iter() {
-                self.keys.insert(member.entry.id(), member.order);
+                self.keys
+                    .insert(IndexKey::of(member.entry.id()), member.order);
             }
             self.indexed = true;
         } else if self.indexed && len <= crate::tree::LEAF_MAX / 2 {
@@ -465,7 +484,8 @@ impl Pool {
             self.next_seq = Some(seq + 1);
         }
         if self.indexed {
-            self.keys.insert(member.entry.id(), member.order);
+            self.keys
+                .insert(IndexKey::of(member.entry.id()), member.order);
         }
         self.members.insert(member);
         self.index_for_size();
@@ -482,7 +502,8 @@ impl Pool {
         for (seq, mut member) in members.into_iter().enumerate() {
             member.order = seq as u32;
             if self.indexed {
-                self.keys.insert(member.entry.id(), member.order);
+                self.keys
+                    .insert(IndexKey::of(member.entry.id()), member.order);
             }
             self.members.insert(member);
         }
@@ -515,7 +536,7 @@ impl Pool {
         } else {
             self.members.remove(old_key);
             if self.indexed {
-                self.keys.insert(id, member.order);
+                self.keys.insert(IndexKey::of(id), member.order);
             }
             self.members.insert(member);
         }
@@ -528,7 +549,7 @@ impl Pool {
         let key = self.key_of(id)?;
         let member = self.members.remove(key)?;
         if self.indexed {
-            self.keys.remove(&id);
+            self.keys.remove(&IndexKey::of(id));
         }
         self.index_for_size();
         if self.len() > 0 {
@@ -591,6 +612,16 @@ mod tests {
     fn a_full_leaf_of_members_fits_the_allocator_size_class_it_was_chosen_for() {
         let leaf = crate::tree::LEAF_MAX * std::mem::size_of::<Member>() + 16;
         assert!((3_000..=3_072).contains(&leaf), "{leaf} bytes");
+    }
+
+    /// A member's size, to the byte: every PE of a carrier-scale handlespace pays it (1 M PEs
+    /// per GB of it), and `tree::LEAF_MAX` is chosen for it. A new field shows up here; see
+    /// the memory budget in docs/performance.md before changing the figures.
+    #[test]
+    fn a_member_takes_152_bytes_its_entry_128() {
+        assert_eq!(std::mem::size_of::<PoolElementEntry>(), 128);
+        assert_eq!(std::mem::size_of::<Member>(), 152);
+        assert_eq!(std::mem::align_of::<Member>(), 8);
     }
 
     /// A pool whose registration sequence numbers run out numbers its PEs again, in the same

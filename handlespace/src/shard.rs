@@ -10,7 +10,7 @@ use rserpool_protocol::{PeId, PrId};
 use crate::entry::{AssociationId, Millis, PeRegistration, PoolElementEntry};
 use crate::error::RegistrationError;
 use crate::pool::{Member, PeMeta, Pool, PoolSnapshot};
-use crate::timer::TimerWheel;
+use crate::timer::{TimerId, TimerWheel};
 use crate::{FastMap, FastSet};
 
 /// The read side of a shard, shared with every thread: pool handle to the pool's published
@@ -274,15 +274,111 @@ pub type TablePage<'a> = Vec<(&'a Arc<[u8]>, Vec<&'a PoolElementEntry>)>;
 struct Existing {
     home_pr: PrId,
     meta: PeMeta,
+    /// The digest of the TLS identity it is bound to (0: none).
+    identity: u64,
     /// The registration repeats the stored entry exactly.
     unchanged: bool,
 }
 
-/// Timer payload: which PE's registration life runs out.
+/// Timer payload: which PE's registration life runs out. The PE ID in two halves, so that the
+/// payload (12 bytes) makes a timer entry of 36 bytes, not 40 (one per PE with a finite
+/// registration life).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Expiry {
     pool: u32,
+    pe: [u32; 2],
+}
+
+impl Expiry {
+    fn new(pool: u32, pe: PeId) -> Self {
+        Self {
+            pool,
+            pe: [pe.0 as u32, (pe.0 >> 32) as u32],
+        }
+    }
+
+    fn pe(self) -> PeId {
+        PeId(u64::from(self.pe[0]) | (u64::from(self.pe[1]) << 32))
+    }
+}
+
+/// The expiry timer of PE `pe` of pool slot `pool`, whose member keeps the timer's slab index
+/// (`index`): the timer armed there if its payload names this PE. (A member keeps only the
+/// index, 4 bytes; the payload check stands in for the id's generation, so that a PE could
+/// never cancel another PE's timer.)
+fn expiry_timer(
+    timers: &TimerWheel<Expiry>,
+    index: Option<u32>,
+    pool: u32,
     pe: PeId,
+) -> Option<TimerId> {
+    let (id, payload) = timers.at(index?)?;
+    (*payload == Expiry::new(pool, pe)).then_some(id)
+}
+
+/// The TLS identity digests PEs are bound to (RFC 5355 §2.3), each stored once: a member keeps
+/// its identity's index here (4 bytes instead of the 8-byte digest). Index 0 is no identity
+/// (digest 0) and is not counted; the others count their members and are forgotten with the last.
+#[derive(Debug, Default)]
+struct Identities {
+    /// Digest and members of index `i + 1`; a free slot has no members.
+    slots: Vec<(u64, u32)>,
+    by_digest: FastMap<u64, u32>,
+    free: Vec<u32>,
+}
+
+impl Identities {
+    /// The digest of index `index` (0 for 0).
+    fn digest(&self, index: u32) -> u64 {
+        match index {
+            0 => 0,
+            i => self.slots[i as usize - 1].0,
+        }
+    }
+
+    /// The index of `digest`, with one more member.
+    fn acquire(&mut self, digest: u64) -> u32 {
+        if digest == 0 {
+            return 0;
+        }
+        if let Some(&i) = self.by_digest.get(&digest) {
+            self.slots[i as usize - 1].1 += 1;
+            return i;
+        }
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.slots[i as usize - 1] = (digest, 1);
+                i
+            }
+            None => {
+                self.slots.push((digest, 1));
+                // Fewer identities than PEs, which a tree counts in a u32.
+                self.slots.len() as u32
+            }
+        };
+        self.by_digest.insert(digest, i);
+        i
+    }
+
+    /// One member less of index `index`.
+    fn release(&mut self, index: u32) {
+        if index == 0 {
+            return;
+        }
+        let slot = &mut self.slots[index as usize - 1];
+        slot.1 -= 1;
+        if slot.1 == 0 {
+            self.by_digest.remove(&slot.0);
+            *slot = (0, 0);
+            self.free.push(index);
+        }
+    }
+
+    /// Identities with members.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.by_digest.len()
+    }
 }
 
 /// One shard of the handlespace.
@@ -296,6 +392,11 @@ pub struct Shard {
     pes: usize,
     owners: FastMap<PrId, OwnerChecksums>,
     timers: TimerWheel<Expiry>,
+    /// The TLS identities PEs are bound to.
+    identities: Identities,
+    /// Unreachable reports (RFC 5352 §3.5) per (pool slot, PE) counted since the PE's last
+    /// sign of life or registration: only PEs with reports have an entry.
+    reports: FastMap<(u32, PeId), u32>,
     view: Arc<ShardView>,
     /// Inside [`Shard::batch`]: the slots of the pools staged so far (`None` outside a batch).
     batched: Option<Vec<u32>>,
@@ -319,6 +420,8 @@ impl Shard {
             pes: 0,
             owners: FastMap::default(),
             timers: TimerWheel::new(),
+            identities: Identities::default(),
+            reports: FastMap::default(),
             view: Arc::new(ShardView::default()),
             batched: None,
             batch_depth: 0,
@@ -552,7 +655,9 @@ impl Shard {
             match pool.get(registration.id) {
                 Some(member) => {
                     let old = member.entry();
-                    if association.is_some() && old.identity != 0 && old.identity != identity {
+                    let meta = member.meta();
+                    let old_identity = self.identities.digest(meta.identity);
+                    if association.is_some() && old_identity != 0 && old_identity != identity {
                         return Err(RegistrationError::BoundToAnotherIdentity);
                     }
                     if let Some(owner) = old.association
@@ -565,11 +670,12 @@ impl Shard {
                     }
                     existing = Some(Existing {
                         home_pr: old.home_pr,
-                        meta: member.meta(),
+                        meta,
+                        identity: old_identity,
                         unchanged: old.registration == registration
                             && old.home_pr == home_pr
                             && old.association == association
-                            && old.identity == identity,
+                            && old_identity == identity,
                     });
                 }
                 None if pool.len() >= self.limits.max_pes_per_pool => {
@@ -611,7 +717,9 @@ impl Shard {
                 let kept = match meta.expiry {
                     Some(t) if deadline.is_some() && new_deadline >= meta.deadline => Some(t),
                     Some(t) => {
-                        self.timers.cancel(t);
+                        if let Some(t) = expiry_timer(&self.timers, Some(t), slot_index, id) {
+                            self.timers.cancel(t);
+                        }
                         None
                     }
                     None => None,
@@ -624,23 +732,26 @@ impl Shard {
             registration,
             home_pr,
             association,
-            identity,
         };
-        let expiry = kept_timer.or_else(|| {
-            deadline.map(|d| {
-                self.timers.arm(
-                    d,
-                    Expiry {
-                        pool: slot_index,
-                        pe: id,
-                    },
-                )
-            })
-        });
+        let identity = match &existing {
+            Some(e) if e.identity == identity => e.meta.identity,
+            Some(e) => {
+                let new = self.identities.acquire(identity);
+                self.identities.release(e.meta.identity);
+                new
+            }
+            None => self.identities.acquire(identity),
+        };
+        if existing.is_some() && !self.reports.is_empty() {
+            // A registration is a sign of life.
+            self.reports.remove(&(slot_index, id));
+        }
+        let expiry = kept_timer
+            .or_else(|| deadline.map(|d| self.timers.arm(d, Expiry::new(slot_index, id)).index()));
         let meta = PeMeta {
             deadline: new_deadline,
             expiry,
-            unreachable_reports: 0,
+            identity,
         };
         match &existing {
             // A periodic re-registration with nothing changed (the common case) publishes
@@ -713,8 +824,12 @@ impl Shard {
         let meta = member.meta();
         let entry = member.into_entry();
         self.pes -= 1;
-        if let Some(t) = meta.expiry {
+        if let Some(t) = expiry_timer(&self.timers, meta.expiry, slot_index, id) {
             self.timers.cancel(t);
+        }
+        self.identities.release(meta.identity);
+        if !self.reports.is_empty() {
+            self.reports.remove(&(slot_index, id));
         }
         let home = entry.home_pr;
         self.owners
@@ -754,21 +869,21 @@ impl Shard {
         let mut due = Vec::new();
         self.timers.expire(now, |id, e| due.push((id, e)));
         let mut removed = Vec::new();
-        for (id, Expiry { pool, pe }) in due {
+        for (id, expiry) in due {
+            let (pool, pe) = (expiry.pool, expiry.pe());
             let Some(p) = self.pools.get_mut(pool as usize).and_then(Option::as_mut) else {
                 continue;
             };
             let Some(member) = p.get(pe) else { continue };
             let meta = member.meta();
-            if meta.expiry != Some(id) {
+            if meta.expiry != Some(id.index()) {
                 continue;
             }
             if meta.deadline > now {
                 // Re-registered since the timer was armed: wait for the real deadline.
                 let deadline = meta.deadline;
                 member.set_expiry(
-                    (deadline != Millis::MAX)
-                        .then(|| self.timers.arm(deadline, Expiry { pool, pe })),
+                    (deadline != Millis::MAX).then(|| self.timers.arm(deadline, expiry)),
                 );
                 continue;
             }
@@ -791,10 +906,12 @@ impl Shard {
             return false;
         };
         let pool = self.pools[s as usize].as_ref().expect("live pool");
-        let Some(member) = pool.get(id) else {
+        if pool.get(id).is_none() {
             return false;
-        };
-        member.refresh();
+        }
+        if !self.reports.is_empty() {
+            self.reports.remove(&(s, id));
+        }
         true
     }
 
@@ -808,7 +925,10 @@ impl Shard {
     ) -> Option<Removed> {
         let &s = self.index.get(pool_handle)?;
         let pool = self.pools[s as usize].as_ref().expect("live pool");
-        let reports = pool.get(id)?.report_unreachable();
+        pool.get(id)?;
+        let count = self.reports.entry((s, id)).or_insert(0);
+        *count = count.saturating_add(1);
+        let reports = *count;
         if reports >= max_reports {
             self.remove_pe(s, id)
         } else {
@@ -981,7 +1101,7 @@ mod tests {
         }
     }
 
-    /// A pool past one tree leaf (19 PEs): lookups, updates, removals and the unreachable
+    /// A pool past one tree leaf (20 PEs): lookups, updates, removals and the unreachable
     /// count stay right while it splits and merges leaves.
     #[test]
     fn lookups_stay_right_when_a_pool_grows_past_one_leaf() {
@@ -1092,5 +1212,72 @@ mod tests {
         shard.unwatch(h);
         shard.register(h, pe(4, 0), PrId(1), None, 0).unwrap();
         assert!(!shard.has_watched_changes(), "unwatched");
+    }
+
+    /// Identity digests are stored once per identity and forgotten with their last PE; a PE's
+    /// unreachable reports go with it, and with a re-registration; its expiry timer with it.
+    #[test]
+    fn identities_reports_and_timers_are_forgotten_with_their_pe() {
+        let mut shard = Shard::new(Limits::default());
+        let h = b"pool";
+        let a = AssociationId::new;
+        let life = |id| PeRegistration {
+            registration_life: 60_000,
+            ..pe(id, 0)
+        };
+        let (alice, bob) = (0xa11ce, 0xb0b);
+        for id in 1..=3 {
+            shard
+                .register_as(h, life(id), PrId(1), a(1), alice, 0)
+                .unwrap();
+        }
+        shard
+            .register_as(h, life(4), PrId(1), a(2), bob, 0)
+            .unwrap();
+        shard.register_as(h, life(5), PrId(1), a(2), 0, 0).unwrap();
+        assert_eq!((shard.identities.len(), shard.timers.len()), (2, 5));
+        assert!(matches!(
+            shard.register_as(h, life(1), PrId(1), a(2), bob, 1),
+            Err(RegistrationError::BoundToAnotherIdentity)
+        ));
+        assert!(
+            !shard
+                .register_as(h, life(1), PrId(1), a(1), alice, 1)
+                .unwrap()
+                .added
+        );
+        // PE 5 had no identity: it takes bob's, and is bound to it from then on.
+        shard
+            .register_as(h, life(5), PrId(1), a(2), bob, 1)
+            .unwrap();
+        assert!(matches!(
+            shard.register_as(h, life(5), PrId(1), a(2), alice, 2),
+            Err(RegistrationError::BoundToAnotherIdentity)
+        ));
+        for id in 1..=2 {
+            shard.deregister(h, PeId(id), a(1)).unwrap().unwrap();
+        }
+        assert_eq!(shard.identities.len(), 2);
+        shard.deregister(h, PeId(3), a(1)).unwrap().unwrap();
+        assert_eq!(shard.identities.len(), 1, "alice's last PE is gone");
+        shard
+            .register_as(h, life(6), PrId(1), a(3), 0xca201, 2)
+            .unwrap();
+        assert_eq!(shard.identities.slots.len(), 2, "alice's slot reused");
+        assert!(shard.report_unreachable(h, PeId(4), 3).is_none());
+        assert!(shard.report_unreachable(h, PeId(5), 3).is_none());
+        assert!(shard.report_unreachable(h, PeId(6), 3).is_none());
+        assert_eq!(shard.reports.len(), 3);
+        assert!(shard.refresh(h, PeId(6)));
+        shard
+            .register_as(h, life(4), PrId(1), a(2), bob, 3)
+            .unwrap();
+        assert_eq!(shard.reports.len(), 1, "a registration is a sign of life");
+        shard.deregister(h, PeId(5), a(2)).unwrap().unwrap();
+        assert!(shard.reports.is_empty());
+        shard.deregister(h, PeId(4), a(2)).unwrap().unwrap();
+        assert_eq!(shard.timers.len(), 1);
+        shard.deregister(h, PeId(6), a(3)).unwrap().unwrap();
+        assert_eq!((shard.identities.len(), shard.timers.len()), (0, 0));
     }
 }

@@ -11,7 +11,8 @@
 //!
 //! * Timers live in a slab (`Vec`) of entries addressed by `u32` index; freed entries are chained
 //!   into a free list and reused, so after warm-up arming does not allocate. Each entry is
-//!   24 bytes plus the payload `T`.
+//!   24 bytes plus the payload `T`, aligned to 4 bytes (the deadline is kept in two halves), so
+//!   that a payload of 4-byte fields packs in without padding.
 //! * Every slot is the head of an intrusive doubly linked list threaded through the slab by index,
 //!   so [`arm`](TimerWheel::arm), [`cancel`](TimerWheel::cancel) and
 //!   [`rearm`](TimerWheel::rearm) are O(1).
@@ -58,6 +59,12 @@ pub struct TimerId {
 }
 
 impl TimerId {
+    /// The slab index of the timer's entry: what a holder short of room may keep instead of
+    /// the id, finding the timer again with [`TimerWheel::at`].
+    pub fn index(self) -> u32 {
+        self.index
+    }
+
     /// The id as one number, to keep in an atomic ([`TimerId::from_bits`] reverses it).
     pub fn to_bits(self) -> u64 {
         (u64::from(self.generation) << 32) | u64::from(self.index)
@@ -75,8 +82,10 @@ impl TimerId {
 /// One slab entry: a live timer linked into a slot list, or a free entry on the free list.
 #[derive(Clone, Debug)]
 struct Entry<T> {
-    /// Deadline as passed by the caller.
-    deadline: Millis,
+    /// Deadline as passed by the caller, low half first: two `u32`s rather than a `u64`, so
+    /// that the entry is aligned to 4 bytes (a shard's expiry payload, 12 bytes, then makes a
+    /// 36-byte entry instead of 40).
+    deadline: [u32; 2],
     /// Previous entry in the slot list (`NIL` at the head). Unused while free.
     prev: u32,
     /// Next entry in the slot list, or next free entry while free.
@@ -87,6 +96,17 @@ struct Entry<T> {
     location: u32,
     /// The caller's key. Left in place (stale) while the entry is free; `T: Copy` needs no drop.
     payload: T,
+}
+
+impl<T> Entry<T> {
+    fn deadline(&self) -> Millis {
+        u64::from(self.deadline[0]) | (u64::from(self.deadline[1]) << 32)
+    }
+}
+
+/// A deadline as [`Entry::deadline`] keeps it.
+fn split(deadline: Millis) -> [u32; 2] {
+    [deadline as u32, (deadline >> 32) as u32]
 }
 
 /// A hierarchical timer wheel holding timers with payload `T`.
@@ -210,7 +230,7 @@ impl<T: Copy> TimerWheel<T> {
                 .filter(|&i| i != NIL)
                 .expect("TimerWheel: too many timers armed");
             self.entries.push(Entry {
-                deadline,
+                deadline: split(deadline),
                 prev: NIL,
                 next: NIL,
                 generation: 0,
@@ -222,7 +242,7 @@ impl<T: Copy> TimerWheel<T> {
             let index = self.free_head;
             let entry = &mut self.entries[index as usize];
             self.free_head = entry.next;
-            entry.deadline = deadline;
+            entry.deadline = split(deadline);
             entry.payload = payload;
             index
         };
@@ -249,7 +269,7 @@ impl<T: Copy> TimerWheel<T> {
     pub fn rearm(&mut self, id: TimerId, new_deadline: Millis) -> Option<TimerId> {
         let index = self.live_index(id)?;
         self.unlink(index);
-        self.entries[index as usize].deadline = new_deadline;
+        self.entries[index as usize].deadline = split(new_deadline);
         self.link(index);
         Some(id)
     }
@@ -265,7 +285,22 @@ impl<T: Copy> TimerWheel<T> {
     #[must_use]
     pub fn deadline(&self, id: TimerId) -> Option<Millis> {
         self.live_index(id)
-            .map(|index| self.entries[index as usize].deadline)
+            .map(|index| self.entries[index as usize].deadline())
+    }
+
+    /// The armed timer in slab entry `index` ([`TimerId::index`]) and its payload; `None` if the
+    /// entry is free. A holder that keeps only its timer's index recognises the timer as its own
+    /// by the payload (the index alone may have been reused by another timer since).
+    #[must_use]
+    pub fn at(&self, index: u32) -> Option<(TimerId, &T)> {
+        let entry = self.entries.get(index as usize)?;
+        (entry.location != FREE).then_some((
+            TimerId {
+                index,
+                generation: entry.generation,
+            },
+            &entry.payload,
+        ))
     }
 
     /// The payload of an armed timer; `None` if `id` is stale.
@@ -360,7 +395,7 @@ impl<T: Copy> TimerWheel<T> {
     /// Links entry `index` (not currently in any slot) into the slot its deadline belongs to.
     fn link(&mut self, index: u32) {
         let tick = self.entries[index as usize]
-            .deadline
+            .deadline()
             .div_ceil(self.tick_ms)
             .max(self.elapsed);
         let significant = ((tick ^ self.elapsed) | (SLOTS as u64 - 1)).ilog2();
@@ -462,6 +497,8 @@ mod tests {
         assert_eq!(std::mem::size_of::<Entry<()>>(), 24);
         assert_eq!(std::mem::size_of::<Entry<(u32, u32)>>(), 32);
         assert_eq!(std::mem::size_of::<TimerId>(), 8);
+        // A shard's expiry payload: pool slot and PE ID in 4-byte halves.
+        assert_eq!(std::mem::size_of::<Entry<(u32, [u32; 2])>>(), 36);
     }
 
     #[test]

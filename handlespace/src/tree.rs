@@ -39,12 +39,14 @@ pub(crate) trait Item: Clone {
 
 /// Most items per leaf.
 ///
-/// 18 because a full leaf of pool members (18 × 168 bytes and the reference counts, 3 040
+/// 20 because a full leaf of pool members (20 × 152 bytes and the reference counts, 3 056
 /// bytes) fills mimalloc's 3 072-byte size class: pools in registration order consist of full
-/// leaves, and 16 members (2 704 bytes) would waste 368 bytes of a 3 072-byte block, 23 per PE.
-/// (A member grew from 160 to 168 bytes with the TLS identity a PE ID is bound to; 19 of
-/// them would spill into the next size class.)
-pub(crate) const LEAF_MAX: usize = 18;
+/// leaves, and 16 members (2 448 bytes) would waste 624 bytes of a 3 072-byte block, 39 per PE.
+/// (A member was 160 bytes, 19 to a leaf, then 168 with the TLS identity a PE ID is bound to,
+/// 18 to a leaf, 171 bytes of block per PE; it is 152 since its selection value is derived,
+/// its expiry timer and identity are 4-byte indexes and its unreachable reports are counted in
+/// the shard: 154 bytes of block per PE. Smaller members would need 144 bytes for 21 a leaf.)
+pub(crate) const LEAF_MAX: usize = 20;
 /// Most children per inner node.
 pub(crate) const INNER_MAX: usize = 16;
 /// Deepest tree: inner nodes split in halves (at least 8 children each) except at the tree's
