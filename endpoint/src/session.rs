@@ -258,6 +258,15 @@ enum Control {
     },
 }
 
+/// Application data of `len` bytes, sent or received, within `max`
+/// ([`SessionError::DataTooLong`] beyond).
+fn check_data_len(len: usize, max: usize) -> Result<(), SessionError> {
+    if len > max {
+        return Err(SessionError::DataTooLong { len, max });
+    }
+    Ok(())
+}
+
 /// Decodes one control message received by `receiver` ("PE" or "PU"). Cookies longer than
 /// `max_cookie` are refused before they are copied.
 fn decode_control(

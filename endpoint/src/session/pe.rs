@@ -9,7 +9,7 @@ use rserpool_protocol::{Generation, Policy};
 use super::framing::RecordDecoder;
 use super::{
     Control, DEFAULT_MAX_DATA_LEN, MAX_CONTROL_LEN, MAX_COOKIE_LEN, PPID_CONTROL, SessionError,
-    Transmit, decode_control, encode_business_card, encode_cookie,
+    Transmit, check_data_len, decode_control, encode_business_card, encode_cookie,
 };
 use crate::PeInfo;
 
@@ -127,12 +127,7 @@ impl PeSession {
         if ppid == PPID_CONTROL {
             return Err(SessionError::ReservedPpid);
         }
-        if payload.len() > self.config.max_data_len {
-            return Err(SessionError::DataTooLong {
-                len: payload.len(),
-                max: self.config.max_data_len,
-            });
-        }
+        check_data_len(payload.len(), self.config.max_data_len)?;
         self.out.push_back(Transmit {
             ppid,
             payload: payload.to_vec(),
@@ -146,12 +141,7 @@ impl PeSession {
         let first = !self.received_any;
         self.received_any = true;
         if ppid != PPID_CONTROL {
-            if payload.len() > self.config.max_data_len {
-                return Err(SessionError::DataTooLong {
-                    len: payload.len(),
-                    max: self.config.max_data_len,
-                });
-            }
+            check_data_len(payload.len(), self.config.max_data_len)?;
             self.events.push_back(PeSessionEvent::Data {
                 ppid,
                 payload: payload.to_vec(),

@@ -10,7 +10,7 @@ use rserpool_protocol::{Generation, PeId, TransportKind};
 use super::framing::RecordDecoder;
 use super::{
     Control, DEFAULT_MAX_DATA_LEN, MAX_CONTROL_LEN, MAX_COOKIE_LEN, PPID_CONTROL, SessionError,
-    Transmit, decode_control, encode_cookie,
+    Transmit, check_data_len, decode_control, encode_cookie,
 };
 use crate::{ConnId, PeInfo, PeTransport};
 
@@ -323,12 +323,7 @@ impl PuSession {
         if ppid == PPID_CONTROL {
             return Err(SessionError::ReservedPpid);
         }
-        if payload.len() > self.config.max_data_len {
-            return Err(SessionError::DataTooLong {
-                len: payload.len(),
-                max: self.config.max_data_len,
-            });
-        }
+        check_data_len(payload.len(), self.config.max_data_len)?;
         let transmit = Transmit {
             ppid,
             payload: payload.to_vec(),
@@ -369,12 +364,7 @@ impl PuSession {
         // The PE answers: the failovers in a row end.
         self.failovers = 0;
         if ppid != PPID_CONTROL {
-            if payload.len() > self.config.max_data_len {
-                return Err(SessionError::DataTooLong {
-                    len: payload.len(),
-                    max: self.config.max_data_len,
-                });
-            }
+            check_data_len(payload.len(), self.config.max_data_len)?;
             self.events.push_back(PuSessionEvent::Data {
                 ppid,
                 payload: payload.to_vec(),
