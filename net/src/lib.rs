@@ -58,8 +58,9 @@ pub use host::{
 pub use ownership::PortClaim;
 pub use rserpool_protocol::url::{Transport, TransportUrl, UrlError};
 pub use sctp::{
-    AssocState, SctpAssocId, SctpClient, SctpListener, SctpPart, SctpRecv, SctpSocket,
-    sctp_nodelay, sctp_support,
+    AssocState, RECV_CONTROL_LEN as SCTP_RECV_CONTROL_LEN,
+    SNDINFO_CMSG_LEN as SCTP_SEND_CONTROL_LEN, SctpAssocId, SctpClient, SctpListener, SctpPart,
+    SctpRecv, SctpSocket, sctp_nodelay, sctp_support, send_control as sctp_send_control,
 };
 pub use stream::{
     configure_accepted, connect_outcome, connect_stream, connect_stream_blocking,

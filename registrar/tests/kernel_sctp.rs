@@ -421,6 +421,7 @@ common::on_both_drivers!(
     a_registrar_restarted_at_once_serves_every_pe_over_sctp,
     each_association_gets_a_socket_of_its_own_and_gives_it_back,
     a_subscriber_over_sctp_gets_pushes_until_its_association_ends,
+    an_sctp_message_beyond_the_limit_is_dropped_whole_and_the_next_served,
 );
 
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -916,6 +917,41 @@ fn hostile_messages_over_sctp_leave_the_daemon_serving_and_pes_intact(driver: &s
     assert!(eventually(WAIT, || resolve(&pu, b"victim") == Ok(vec![7])));
     assert_eq!(resolve(&pe, b"victim"), Ok(vec![7]));
     assert!(d.metric("rserpool_decode_errors_total") > 100.0);
+}
+
+/// A message longer than `limits.max_message_size` (and than an io_uring receive buffer) comes
+/// in parts: it is counted once and dropped whole, none of its parts taken for a message, and
+/// the association's next messages are served. Registered right after the association came up,
+/// the PE's first message also tests that nothing received ahead on the listener is lost when
+/// the association moves to a socket of its own.
+fn an_sctp_message_beyond_the_limit_is_dropped_whole_and_the_next_served(driver: &str) {
+    let (d, addr) = sctp_daemon(driver, 1, 60_000, 60_000);
+    for round in 0..3_u64 {
+        let pe = Asap::connect(addr);
+        register(&pe, b"big", 100 + round);
+        // 40 000 bytes with registrations where the drivers' parts start (epoll: every
+        // 16 448 bytes, its receive buffer; io_uring: every 16 400, a ring buffer less the
+        // kernel's header and control messages): taken for a message, a part would register
+        // PE 9.
+        let decoy = registration(b"big", 9, 4711, &[LOOPBACK]);
+        let mut big = registration(b"big", 1, 4711, &[LOOPBACK]);
+        big.resize(40_000, 0);
+        let len = big.len() as u16;
+        big[2..4].copy_from_slice(&len.to_be_bytes());
+        for at in [16_400, 16_448, 32_800, 32_896] {
+            big[at..at + decoy.len()].copy_from_slice(&decoy);
+        }
+        pe.send(&big);
+        register(&pe, b"big", 200 + round);
+        let pes = resolve(&pe, b"big").expect("the pool");
+        assert!(!pes.contains(&9) && !pes.contains(&1), "{pes:?}");
+        assert!(pes.contains(&(200 + round)), "{pes:?}");
+        assert_eq!(
+            d.metric("rserpool_limit_refusals_total{limit=\"message_size\"}"),
+            (round + 1) as f64,
+            "one refusal per message, not per part"
+        );
+    }
 }
 
 /// The events each of two workers has handled, from the metrics.

@@ -5,6 +5,7 @@
 //! (RFC 6458 §9.2), which the same type then serves.
 
 use std::io;
+use std::mem::size_of;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,6 +38,8 @@ const SCTP_EVENT: i32 = 127;
 const SCTP_SOCKOPT_PEELOFF_FLAGS: i32 = 122;
 /// `struct sctp_peeloff_flags_arg_t { sctp_assoc_t associd; int sd; unsigned flags; }`.
 const PEELOFF_ARG_LEN: usize = 12;
+/// The default `struct sctp_sndinfo` of a socket's sends (RFC 6458 §8.1.31).
+const SCTP_DEFAULT_SNDINFO: i32 = 34;
 /// `sctp_assoc_change` notification type.
 const SCTP_ASSOC_CHANGE: u16 = 0x8001;
 /// `sctp_shutdown_event` notification type.
@@ -322,22 +325,30 @@ impl SctpSocket {
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<SctpRecv> {
         let mut control = [0; RECV_CONTROL_LEN];
         let r = sys::recv_msg(self.sock.as_fd(), buf, &mut control, 0)?;
-        let complete = r.flags & libc::MSG_EOR != 0;
-        if r.flags & libc::MSG_NOTIFICATION != 0 {
+        self.received(r.flags, &control[..r.control_len], &buf[..r.len])
+    }
+
+    /// What a receive on this socket made of by other means (io_uring's `recvmsg`, `recvmmsg`)
+    /// brought: `flags` (the `msg_flags`), the control messages and the payload it received.
+    /// Receives must reach this in the order they were made: a notification's rest is told
+    /// from its start by the state kept here.
+    pub fn received(&self, flags: i32, control: &[u8], payload: &[u8]) -> io::Result<SctpRecv> {
+        let complete = flags & libc::MSG_EOR != 0;
+        if flags & libc::MSG_NOTIFICATION != 0 {
             if self
                 .notification_continues
                 .swap(!complete, Ordering::Relaxed)
             {
                 return Ok(SctpRecv::OtherNotification);
             }
-            return parse_notification(&buf[..r.len]);
+            return parse_notification(payload);
         }
-        let info = parse_rcvinfo(&control[..r.control_len]).ok_or_else(missing_rcvinfo)?;
+        let info = parse_rcvinfo(control).ok_or_else(missing_rcvinfo)?;
         Ok(SctpRecv::Data {
             assoc: SctpAssocId(info.assoc),
             ppid: info.ppid,
             stream: info.stream,
-            len: r.len,
+            len: payload.len(),
             complete,
         })
     }
@@ -456,6 +467,21 @@ impl SctpSocket {
             sock: Socket::from(sys::created_fd(sd)?),
             notification_continues: AtomicBool::new(false),
         })
+    }
+
+    /// Makes `ppid` the payload protocol identifier of every message sent without an
+    /// `SCTP_SNDINFO` control message (`SCTP_DEFAULT_SNDINFO`, RFC 6458 §8.1.31): on a
+    /// peeled-off association, a plain `send` then carries it, and no control message needs
+    /// to be built per message.
+    pub fn set_default_ppid(&self, ppid: u32) -> io::Result<()> {
+        let cmsg = sndinfo_cmsg(0, 0, ppid, 0);
+        let info = &cmsg[super::CMSG_HEADER..super::CMSG_HEADER + size_of::<libc::sctp_sndinfo>()];
+        sys::set_option(
+            self.sock.as_fd(),
+            libc::IPPROTO_SCTP,
+            SCTP_DEFAULT_SNDINFO,
+            info,
+        )
     }
 
     /// The socket, for what socket2 offers (local address, buffer sizes, busy polling).

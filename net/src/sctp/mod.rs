@@ -25,10 +25,11 @@ pub use listener::{AssocState, SctpAssocId, SctpRecv, SctpSocket};
 
 /// Streams asked for in each direction (`SCTP_INITMSG`).
 const STREAMS: u16 = 16;
-/// Room for the `SCTP_RCVINFO` control message of a received message, with spare.
-const RECV_CONTROL_LEN: usize = 2 * cmsg_space(size_of::<libc::sctp_rcvinfo>());
-/// The length of an `SCTP_SNDINFO` control message.
-const SNDINFO_CMSG_LEN: usize = cmsg_space(size_of::<libc::sctp_sndinfo>());
+/// Room for the `SCTP_RCVINFO` control message of a received message, with spare: what a
+/// receive made by other means (io_uring, `recvmmsg`) must leave for control messages.
+pub const RECV_CONTROL_LEN: usize = 2 * cmsg_space(size_of::<libc::sctp_rcvinfo>());
+/// The length of an `SCTP_SNDINFO` control message ([`send_control`]).
+pub const SNDINFO_CMSG_LEN: usize = cmsg_space(size_of::<libc::sctp_sndinfo>());
 /// Where the data of a control message starts.
 const CMSG_HEADER: usize = cmsg_align(size_of::<libc::cmsghdr>());
 
@@ -112,6 +113,13 @@ pub fn sctp_nodelay(sock: &impl AsFd) -> io::Result<bool> {
     let mut v = [0; 4];
     let n = sys::get_option(sock.as_fd(), libc::IPPROTO_SCTP, libc::SCTP_NODELAY, &mut v)?;
     Ok(v[..n].iter().any(|&b| b != 0))
+}
+
+/// The `SCTP_SNDINFO` control message that sends a message on association `assoc` of a
+/// one-to-many socket with PPID `ppid` on stream 0: for sends made by other means (io_uring's
+/// `sendmsg`, `sendmmsg`).
+pub fn send_control(assoc: SctpAssocId, ppid: u32) -> [u8; SNDINFO_CMSG_LEN] {
+    sndinfo_cmsg(0, 0, ppid, assoc.0)
 }
 
 /// An `SCTP_SNDINFO` control message: send on `stream` with `ppid` and `flags` to `assoc`.

@@ -32,6 +32,9 @@ struct Peeled {
     peers: Vec<SocketAddr>,
     /// Its association has ended; the socket waits for the driver to let it go.
     closing: bool,
+    /// Its default PPID is set: a plain `send` carries the protocol's PPID, and no
+    /// `SCTP_SNDINFO` control message is needed.
+    default_ppid: bool,
     /// The driver has a readiness poll armed on it (io_uring).
     armed: bool,
 }
@@ -47,6 +50,8 @@ pub(super) struct SctpSockets {
     free: Vec<usize>,
     /// Peer address to the peeled socket whose association reaches it.
     by_peer: FastMap<SocketAddr, usize>,
+    /// The kernel's association id (unique in the system) to its peeled socket.
+    by_assoc: FastMap<SctpAssocId, usize>,
     /// Peeled since the driver last looked: it watches them for reading.
     opened: Vec<usize>,
     /// Ended since the driver last looked: it stops watching them and releases them.
@@ -63,6 +68,7 @@ impl SctpSockets {
             peeled: Vec::new(),
             free: Vec::new(),
             by_peer: FastMap::default(),
+            by_assoc: FastMap::default(),
             opened: Vec::new(),
             closed: Vec::new(),
             peel_failures: 0,
@@ -124,7 +130,15 @@ impl SctpSockets {
                 return None;
             }
         };
+        let default_ppid = match socket.set_default_ppid(protocol.ppid()) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!(%e, "SCTP_DEFAULT_SNDINFO refused; sends carry SCTP_SNDINFO");
+                false
+            }
+        };
         let peeled = Peeled {
+            default_ppid,
             socket,
             url,
             protocol,
@@ -147,8 +161,21 @@ impl SctpSockets {
         for &peer in peers {
             self.by_peer.insert(peer, s);
         }
+        self.by_assoc.insert(assoc, s);
         self.opened.push(s);
         Some(s)
+    }
+
+    /// Whether messages sent on SCTP socket `s` need an `SCTP_SNDINFO` control message: on a
+    /// listener (its many associations), not on a peeled-off association with its default
+    /// PPID set.
+    pub fn needs_send_info(&self, s: usize) -> bool {
+        self.slot(s).is_none_or(|p| !p.default_ppid)
+    }
+
+    /// The open peeled slot of association `assoc`.
+    pub fn peeled_slot(&self, assoc: SctpAssocId) -> Option<usize> {
+        self.by_assoc.get(&assoc).copied()
     }
 
     /// The association of peeled slot `s`, open or closing.
@@ -166,6 +193,10 @@ impl SctpSockets {
             return;
         }
         let peers = std::mem::take(&mut p.peers);
+        let assoc = p.assoc;
+        if self.by_assoc.get(&assoc) == Some(&s) {
+            self.by_assoc.remove(&assoc);
+        }
         for peer in peers {
             if self.by_peer.get(&peer) == Some(&s) {
                 self.by_peer.remove(&peer);
@@ -238,16 +269,32 @@ impl SctpSockets {
 /// A loop turn's SCTP sends, and the messages that found their socket's send buffer full.
 #[derive(Debug, Default)]
 pub(super) struct SctpOut {
+    /// The driver sends a turn's messages together at its end (io_uring: all in the turn's one
+    /// `io_uring_enter`) instead of one `sendmsg` each as they are routed.
+    batched: bool,
+    /// This turn's messages, in order, when batched: (SCTP socket index, association,
+    /// message). The driver takes them with [`Self::take_queued`].
+    queued: Vec<(usize, SctpAssocId, Vec<u8>)>,
     /// The blocked messages and those of the same socket queued behind them, in order:
     /// (SCTP socket index, association, message). `LoopState::retry_blocked_sctp` empties it.
     pub blocked: Vec<(usize, SctpAssocId, Vec<u8>)>,
+    /// Buffers of sent messages, for the next ones.
+    spare: Vec<Vec<u8>>,
 }
 
 impl SctpOut {
-    /// Sends a message on association `assoc` of SCTP socket `s` (one `sendmsg` with PPID 11 for
-    /// ASAP, 12 for ENRP). A message that finds the socket's send buffer full waits for
-    /// `LoopState::retry_blocked_sctp`, and so does every later message of the socket, to keep
-    /// each association's order.
+    /// A turn's sends for a driver that sends them together at the end of the turn.
+    pub fn batched() -> Self {
+        Self {
+            batched: true,
+            ..Self::default()
+        }
+    }
+
+    /// Sends a message on association `assoc` of SCTP socket `s` (PPID 11 for ASAP, 12 for
+    /// ENRP): at once with one `sendmsg`, or queued for the driver when batched. A message that
+    /// finds the socket's send buffer full waits for `LoopState::retry_blocked_sctp`, and so
+    /// does every later message of the socket, to keep each association's order.
     pub fn send(
         &mut self,
         socket: &SctpSocket,
@@ -256,16 +303,68 @@ impl SctpOut {
         assoc: SctpAssocId,
         bytes: &[u8],
     ) {
-        if self.blocked.iter().any(|b| b.0 == s) {
-            self.blocked.push((s, assoc, bytes.to_vec()));
+        if self.batched || self.blocked.iter().any(|b| b.0 == s) {
+            let message = self.buffer(bytes);
+            if self.batched {
+                self.queued.push((s, assoc, message));
+            } else {
+                self.blocked.push((s, assoc, message));
+            }
             return;
         }
         match socket.send(assoc, ppid, 0, bytes) {
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                self.blocked.push((s, assoc, bytes.to_vec()));
+                let message = self.buffer(bytes);
+                self.blocked.push((s, assoc, message));
             }
             Err(e) => tracing::debug!(%e, "SCTP send failed"),
+        }
+    }
+
+    /// A copy of `bytes` in a buffer an earlier message gave back.
+    fn buffer(&mut self, bytes: &[u8]) -> Vec<u8> {
+        let mut buf = self.spare.pop().unwrap_or_default();
+        buf.clear();
+        buf.extend_from_slice(bytes);
+        buf
+    }
+
+    /// Keeps a sent message's buffer for a later message.
+    pub fn reuse(&mut self, mut buf: Vec<u8>) {
+        buf.clear();
+        self.spare.push(buf);
+    }
+
+    /// The turn's queued messages to send, in order. Those of a socket with blocked messages
+    /// join them instead (behind them, in order), for `LoopState::retry_blocked_sctp`.
+    pub fn take_queued(&mut self) -> Vec<(usize, SctpAssocId, Vec<u8>)> {
+        let mut queued = std::mem::take(&mut self.queued);
+        if !self.blocked.is_empty() {
+            let blocked = &mut self.blocked;
+            queued.retain_mut(|(s, assoc, message)| {
+                if blocked.iter().any(|b| b.0 == *s) {
+                    blocked.push((*s, *assoc, std::mem::take(message)));
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        queued
+    }
+
+    /// Keeps a message [`Self::take_queued`] gave out for the next turn (queued before that
+    /// turn's messages).
+    pub fn hold(&mut self, s: usize, assoc: SctpAssocId, message: Vec<u8>) {
+        self.queued.push((s, assoc, message));
+    }
+
+    /// Gives back the (emptied) list [`Self::take_queued`] lent, to keep its room.
+    pub fn return_queue(&mut self, mut queue: Vec<(usize, SctpAssocId, Vec<u8>)>) {
+        if self.queued.is_empty() {
+            queue.clear();
+            self.queued = queue;
         }
     }
 }

@@ -97,6 +97,9 @@ pub(super) struct LoopState {
     sctp_connects: Vec<(usize, SocketAddr, AssociationId)>,
     /// The core's association of each (SCTP socket, kernel association).
     sctp: FastMap<(usize, SctpAssocId), AssociationId>,
+    /// Per SCTP socket, a message arriving in parts: what came so far, or `None` once it
+    /// outgrew the largest message accepted (its rest is dropped).
+    sctp_partial: FastMap<usize, Option<Vec<u8>>>,
     /// Per SCTP socket: when it was last checked for peers that stopped reading.
     stall_checks: FastMap<usize, Millis>,
     backlog: Backlog<Forward>,
@@ -142,6 +145,7 @@ impl LoopState {
             aborts: Vec::new(),
             sctp_connects: Vec::new(),
             sctp: FastMap::default(),
+            sctp_partial: FastMap::default(),
             stall_checks: FastMap::default(),
             backlog: Backlog::new(workers),
             wake: vec![false; workers],
@@ -436,6 +440,11 @@ impl LoopState {
         Ok(())
     }
 
+    /// Whether aborts wait to be carried out ([`Self::carry_out_aborts`]).
+    pub fn aborts_pending(&self) -> bool {
+        !self.aborts.is_empty()
+    }
+
     /// Carries out the aborts routed so far: SCTP associations are aborted here; returns the
     /// driver's stream connections to close.
     pub fn carry_out_aborts(&mut self, now: Millis) -> Vec<usize> {
@@ -496,65 +505,147 @@ impl LoopState {
         self.kinds.push(kind);
     }
 
-    /// Receives from SCTP socket `s` (at most `io.max_batch` messages and notifications): a
-    /// listener, or an association peeled off one. Messages go to the worker, notifications open
-    /// and close associations; an association that comes up on a listener is peeled off onto a
-    /// socket of its own, which the driver learns from [`SctpSockets::take_opened`]. Returns
-    /// whether the socket is drained (false: the budget ran out first).
+    /// Receives from SCTP socket `s` with `recvmsg` (at most `io.max_batch` messages and
+    /// notifications) and handles each ([`Self::sctp_received`]). Returns whether the socket is
+    /// drained (false: the budget ran out first).
     pub fn receive_sctp(&mut self, s: usize, now: Millis, reads: &PinnedReader<'_>) -> bool {
         for _ in 0..self.io.max_batch.max(1) {
-            let Some((socket, url, protocol)) = self.sctp_sockets.get(&self.listeners, s) else {
+            let Some((socket, ..)) = self.sctp_sockets.get(&self.listeners, s) else {
                 return true;
             };
-            match socket.recv(&mut self.buf) {
-                Ok(SctpRecv::Data {
-                    assoc,
-                    ppid,
-                    len,
-                    complete,
-                    ..
-                }) => {
-                    let Some(&association) = self.sctp.get(&(s, assoc)) else {
-                        continue;
-                    };
-                    if !complete {
-                        // Larger than the largest message we accept.
+            let mut buf = std::mem::take(&mut self.buf);
+            let received = socket.recv(&mut buf);
+            let len = match &received {
+                Ok(SctpRecv::Data { len, .. }) => *len,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    self.buf = buf;
+                    return true;
+                }
+                _ => 0,
+            };
+            let failed = received.is_err();
+            self.sctp_received(s, received, &buf[..len], now, reads);
+            self.buf = buf;
+            if failed {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Handles what one receive on SCTP socket `s` brought (`payload`: a message's bytes, or
+    /// the part of one that fitted), however the driver received it: a listener, or an
+    /// association peeled off one. Messages go to the worker (one that came in parts once its
+    /// last part is here), notifications open and close associations; an association that comes
+    /// up on a listener is peeled off onto a socket of its own, which the driver learns from
+    /// [`SctpSockets::take_opened`].
+    pub fn sctp_received(
+        &mut self,
+        s: usize,
+        received: std::io::Result<SctpRecv>,
+        payload: &[u8],
+        now: Millis,
+        reads: &PinnedReader<'_>,
+    ) {
+        let Some((_, url, protocol)) = self.sctp_sockets.get(&self.listeners, s) else {
+            return;
+        };
+        match received {
+            Ok(SctpRecv::Data {
+                assoc,
+                ppid,
+                complete,
+                ..
+            }) => {
+                let Some((_, association)) = self.sctp_association(s, assoc) else {
+                    return;
+                };
+                // The largest message the protocol accepts; a longer one is dropped whole.
+                let limit = match protocol {
+                    Protocol::Enrp => ENRP_MAX_MESSAGE,
+                    Protocol::Asap => self.io.max_message_size,
+                };
+                let partial = self.sctp_partial.remove(&s);
+                if partial.is_none() && complete {
+                    if payload.len() > limit {
                         self.metrics.limit_refused(Limit::MessageSize);
-                        continue;
+                        return;
                     }
                     let received = Received::Message {
                         association,
                         ppid: Some(ppid),
-                        message: &self.buf[..len],
+                        message: payload,
                     };
                     let kind = self.worker.handle(reads, received, now, &mut self.out);
                     self.kinds.push(kind);
+                    return;
                 }
-                Ok(SctpRecv::AssocChange {
-                    assoc,
-                    state: AssocState::CommUp | AssocState::Restart,
-                }) => {
-                    if self.sctp.contains_key(&(s, assoc)) || self.outgoing_sctp_up(s, assoc, now) {
-                        continue;
+                // A message in parts (larger than a receive buffer): kept until its last part,
+                // up to the limit; beyond that its rest is dropped.
+                let mut sofar = partial.unwrap_or_else(|| Some(Vec::new()));
+                if let Some(bytes) = &mut sofar {
+                    if bytes.len() + payload.len() > limit {
+                        self.metrics.limit_refused(Limit::MessageSize);
+                        sofar = None;
+                    } else {
+                        bytes.extend_from_slice(payload);
                     }
-                    self.sctp_incoming(s, assoc, url, protocol, now);
                 }
-                Ok(SctpRecv::AssocChange { assoc, .. } | SctpRecv::Shutdown { assoc }) => {
+                match sofar {
+                    _ if !complete => {
+                        self.sctp_partial.insert(s, sofar);
+                    }
+                    Some(message) => {
+                        let received = Received::Message {
+                            association,
+                            ppid: Some(ppid),
+                            message: &message,
+                        };
+                        let kind = self.worker.handle(reads, received, now, &mut self.out);
+                        self.kinds.push(kind);
+                    }
+                    None => {}
+                }
+            }
+            Ok(SctpRecv::AssocChange {
+                assoc,
+                state: AssocState::CommUp | AssocState::Restart,
+            }) => {
+                if self.sctp_association(s, assoc).is_some() || self.outgoing_sctp_up(s, assoc, now)
+                {
+                    return;
+                }
+                self.sctp_incoming(s, assoc, url, protocol, now);
+            }
+            Ok(SctpRecv::AssocChange { assoc, .. } | SctpRecv::Shutdown { assoc }) => {
+                let on = self.sctp_association(s, assoc).map_or(s, |(on, _)| on);
+                self.forget_sctp(on, assoc, now);
+            }
+            Ok(SctpRecv::OtherNotification) => {}
+            Err(e) => {
+                tracing::debug!(%e, "SCTP receive failed");
+                // A peeled-off socket fails only with its association.
+                if let Some(assoc) = self.sctp_sockets.association(s) {
                     self.forget_sctp(s, assoc, now);
-                }
-                Ok(SctpRecv::OtherNotification) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
-                Err(e) => {
-                    tracing::debug!(%e, "SCTP receive failed");
-                    // A peeled-off socket fails only with its association.
-                    if let Some(assoc) = self.sctp_sockets.association(s) {
-                        self.forget_sctp(s, assoc, now);
-                    }
-                    return true;
                 }
             }
         }
-        false
+    }
+
+    /// The socket and core association of SCTP association `assoc` that came on socket `s`: a
+    /// listener's association may have been peeled off after the driver received its next
+    /// messages from the listener (io_uring receives ahead), and is found on its own socket.
+    fn sctp_association(&self, s: usize, assoc: SctpAssocId) -> Option<(usize, AssociationId)> {
+        if let Some(&association) = self.sctp.get(&(s, assoc)) {
+            return Some((s, association));
+        }
+        let own = self
+            .sctp_sockets
+            .peeled_slot(assoc)
+            .filter(|&own| own != s)?;
+        self.sctp
+            .get(&(own, assoc))
+            .map(|&association| (own, association))
     }
 
     /// An association came up on SCTP listener `listener`, started by the peer: admitted (or
@@ -619,20 +710,23 @@ impl LoopState {
         }
         let mut full = Vec::new();
         for (s, assoc, bytes) in blocked.drain(..) {
-            if full.contains(&s) || !self.sctp.contains_key(&(s, assoc)) {
-                continue;
-            }
-            let Some((socket, _, protocol)) = self.sctp_sockets.get(&self.listeners, s) else {
-                continue;
-            };
-            match socket.send(assoc, protocol.ppid(), 0, &bytes) {
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    tracing::debug!("SCTP send buffer full; dropping this turn's other messages");
-                    full.push(s);
+            let socket = self.sctp_sockets.get(&self.listeners, s);
+            if let Some((socket, _, protocol)) = socket
+                && !full.contains(&s)
+                && self.sctp.contains_key(&(s, assoc))
+            {
+                match socket.send(assoc, protocol.ppid(), 0, &bytes) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        tracing::debug!(
+                            "SCTP send buffer full; dropping this turn's other messages"
+                        );
+                        full.push(s);
+                    }
+                    Err(e) => tracing::debug!(%e, "SCTP send failed"),
                 }
-                Err(e) => tracing::debug!(%e, "SCTP send failed"),
             }
+            self.sctp_out.reuse(bytes);
         }
         self.sctp_out.blocked = blocked;
     }
@@ -720,6 +814,7 @@ impl LoopState {
         if self.sctp_sockets.is_peeled(s) {
             self.sctp_sockets.close(s);
             self.stall_checks.remove(&s);
+            self.sctp_partial.remove(&s);
         }
         if let Some(association) = self.sctp.remove(&(s, assoc)) {
             self.routes.remove(&association);

@@ -15,12 +15,18 @@
 //!   with a destination address, batched into the loop's one `io_uring_enter` (rather than one
 //!   `sendto` system call each), and dropped when the socket buffer is full, as epoll's
 //!   non-blocking `sendto` drops them. Announces and CSP reports (a few a second) keep `sendto`.
-//! - SCTP listeners: notifications, PPIDs and association ids need `msg_flags` and ancillary
-//!   data, so a multishot poll reports readiness and the SCTP receive loop the epoll driver uses
-//!   (`recvmsg`) reads them; replies use `sendmsg`. SCTP traffic is small (registrations,
-//!   keep-alives), so this costs little. Replies that find the socket's shared send buffer full
-//!   wait until the end of the turn, when peers that stopped reading are aborted and the replies
-//!   tried once more (`state`, as with epoll).
+//! - SCTP listeners and the associations peeled off them: a multishot `recvmsg` into the same
+//!   buffer ring, so that a completion brings each message or notification with its `msg_flags`
+//!   and `SCTP_RCVINFO` and no system call reads them (a message larger than a buffer comes in
+//!   parts, joined in `state`). A turn's SCTP messages are submitted at its end, in order, as
+//!   non-waiting sends (`MSG_DONTWAIT`) that leave with the turn's one `io_uring_enter`: a plain
+//!   `send` on a peeled-off association (its default PPID is set once, when it is peeled off), a
+//!   `sendmsg` with `SCTP_SNDINFO` on a listener. Sends on one socket are issued in order; one
+//!   that finds the send buffer full comes back and waits, with every later one of its socket,
+//!   for the end of the next turn, when peers that stopped reading are aborted and the messages
+//!   tried once more (`state`, as with epoll). Should a later message of the socket have left
+//!   meanwhile (the peer acknowledged between the two), the waiting one is dropped rather than
+//!   sent out of order.
 //! - The worker's eventfd (woken by other workers' mailbox posts) and the stop flag: a multishot
 //!   poll. Timers: the wait's timeout (`IORING_ENTER_EXT_ARG`), at most one second.
 //!
@@ -30,12 +36,16 @@
 
 mod ring;
 
+use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use rserpool_handlespace::{Millis, PinnedReader};
-use rserpool_net::{NetError, Transport, configure_accepted, connect_outcome, connect_stream};
+use rserpool_handlespace::{FastMap, Millis, PinnedReader};
+use rserpool_net::{
+    NetError, SctpAssocId, Transport, configure_accepted, connect_outcome, connect_stream,
+    sctp_send_control,
+};
 
 use super::conn::{Closed, StreamConn};
 use super::state::{LoopState, Transmitter};
@@ -46,8 +56,13 @@ use ring::{Completion, Ring, SendId};
 
 /// The token of the poll on the worker's eventfd (listeners and connections use their index).
 const WAKE: u64 = ring::MAX_TOKEN;
-/// Room in each receive buffer for the `recvmsg` header and source address of a datagram.
-const DATAGRAM_HEADROOM: usize = 64;
+/// Room in each receive buffer for the `recvmsg` header and the source address of a datagram
+/// or the control messages of an SCTP message.
+const RECVMSG_HEADROOM: usize = 128;
+/// SCTP send tokens: the socket index in the low 32 bits, the send's sequence number in its
+/// socket above them (24 bits, within the ring's 56-bit tokens).
+const SCTP_SEQ_SHIFT: u32 = 32;
+const SCTP_SEQ_MASK: u32 = (1 << 24) - 1;
 
 /// Where a connection's multishot receive stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,9 +91,24 @@ struct Loop {
     /// Connections with replies queued this turn.
     dirty: Vec<usize>,
     /// Associations the core asked to abort, after this turn's replies.
-    /// SCTP listeners whose receive budget ran out: served again next turn.
-    sctp_ready: Vec<usize>,
+    /// Per SCTP socket, its sends on the ring not completed yet.
+    sctp_flights: FastMap<usize, SctpFlight>,
+    /// Loop turns so far.
+    turn: u64,
     stopping: bool,
+}
+
+/// The SCTP sends of one socket on the ring, in the order they were issued.
+#[derive(Debug, Default)]
+struct SctpFlight {
+    /// (sequence number, association) of each send not completed yet.
+    sends: VecDeque<(u32, SctpAssocId)>,
+    /// The next send's sequence number.
+    next: u32,
+    /// The turn that last submitted sends.
+    turn: u64,
+    /// Sends that found the send buffer full, in order, until the flight's last completion.
+    full: Vec<(SctpAssocId, Vec<u8>)>,
 }
 
 /// Runs one worker on io_uring until a stop is requested and the replies are flushed.
@@ -87,7 +117,7 @@ pub fn run(setup: WorkerSetup) -> io::Result<()> {
     let mut ring = Ring::new(
         io.ring_entries,
         io.buffer_count,
-        io.buffer_size.max(io.max_message_size) + DATAGRAM_HEADROOM,
+        io.buffer_size.max(io.max_message_size) + RECVMSG_HEADROOM,
     )?;
     if !ring.deferred_taskrun() {
         tracing::info!(
@@ -99,13 +129,16 @@ pub fn run(setup: WorkerSetup) -> io::Result<()> {
     for (i, l) in setup.listeners.iter().enumerate() {
         arm_listener(&mut ring, l, i)?;
     }
+    let mut state = LoopState::start(setup);
+    state.sctp_out = super::sctp::SctpOut::batched();
     let mut l = Loop {
         ring,
-        state: LoopState::start(setup),
+        state,
         conns: Vec::new(),
         free: Vec::new(),
         dirty: Vec::new(),
-        sctp_ready: Vec::new(),
+        sctp_flights: FastMap::default(),
+        turn: 0,
         stopping: false,
     };
     l.run()
@@ -116,7 +149,7 @@ fn arm_listener(ring: &mut Ring, listener: &Listener, i: usize) -> io::Result<()
     match listener {
         Listener::Stream { socket, .. } => ring.accept(socket.as_fd(), i as u64),
         Listener::Udp { socket, .. } => ring.recv_datagrams(socket.as_fd(), i as u64),
-        Listener::Sctp { socket, .. } => ring.poll_readable(socket.as_fd(), i as u64),
+        Listener::Sctp { socket, .. } => ring.recv_sctp(socket.as_fd(), i as u64),
     }
 }
 
@@ -134,6 +167,7 @@ impl Loop {
                 return self.drain_and_stop();
             }
             self.state.reload_config();
+            self.turn += 1;
             let idle_start = Instant::now();
             self.wait(idle_start)?;
             let busy_start = Instant::now();
@@ -150,9 +184,6 @@ impl Loop {
                 self.complete(c, now, &reads)?;
                 events += 1;
             }
-            for i in std::mem::take(&mut self.sctp_ready) {
-                self.receive_sctp(i, now, &reads)?;
-            }
             self.state.drain_mailbox(now);
             self.state.run_timers(now);
             self.route_output()?;
@@ -167,7 +198,7 @@ impl Loop {
     /// Submits this turn's operations and waits for completions: not at all when some wait,
     /// spinning first when busy polling is on, else until the next timer.
     fn wait(&mut self, idle_start: Instant) -> io::Result<()> {
-        if self.ring.has_completions() || !self.sctp_ready.is_empty() {
+        if self.ring.has_completions() {
             return self.ring.submit();
         }
         let timeout = self.state.timeout();
@@ -240,20 +271,16 @@ impl Loop {
                         self.ring
                             .poll_readable(self.state.shared.wakers[index].as_fd(), WAKE)?;
                     }
-                } else if self.state.sctp_sockets.is_peeled(token as usize) {
-                    self.peeled_polled(token as usize, result, more, now, reads)?;
-                } else {
-                    let i = token as usize;
-                    if !more && !self.stopping {
-                        arm_listener(&mut self.ring, &self.state.listeners[i], i)?;
-                    }
-                    match result {
-                        Ok(_) => self.receive_sctp(i, now, reads)?,
-                        Err(e) if ended(&e) => {}
-                        Err(e) => tracing::debug!(%e, "SCTP poll failed"),
-                    }
+                } else if let Err(e) = result {
+                    tracing::debug!(token, %e, "poll failed");
                 }
             }
+            Completion::SctpMessage {
+                token,
+                result,
+                more,
+            } => self.sctp_received(token as usize, result, more, now, reads)?,
+            Completion::SctpSent { token, result, buf } => self.sctp_sent(token, result, buf),
             Completion::Sent {
                 token,
                 result,
@@ -574,14 +601,6 @@ impl Loop {
         }
     }
 
-    fn receive_sctp(&mut self, i: usize, now: Millis, reads: &PinnedReader<'_>) -> io::Result<()> {
-        if !self.state.receive_sctp(i, now, reads) {
-            // A poll reports readiness once: what the budget left is served next turn.
-            self.sctp_ready.push(i);
-        }
-        self.route_output()
-    }
-
     /// Carries out what the worker asked for so far: replies queued on their connections (sent
     /// at the end of the turn), datagrams submitted, SCTP messages sent, forwards kept for the
     /// end of the turn, aborts noted.
@@ -600,49 +619,79 @@ impl Loop {
         self.state.route_output(&mut streams)
     }
 
-    /// A readiness poll on the SCTP association peeled off into slot `s` completed: armed again
-    /// if it ended (the slot is released instead once its association has ended), then the
-    /// socket is read.
-    fn peeled_polled(
+    /// A multishot receive on SCTP socket `s` (a listener, or an association peeled off one)
+    /// completed: the message or notification is handled; the receive is submitted again if it
+    /// ended, unless the peeled-off association has ended (its slot is then released).
+    fn sctp_received(
         &mut self,
         s: usize,
-        result: io::Result<u32>,
+        result: io::Result<Option<ring::Buf>>,
         more: bool,
         now: Millis,
         reads: &PinnedReader<'_>,
     ) -> io::Result<()> {
-        let sockets = &mut self.state.sctp_sockets;
-        if !more {
-            sockets.set_armed(s, false);
-            if sockets.closing(s) {
-                sockets.release(s);
-                return Ok(());
+        let peeled = self.state.sctp_sockets.is_peeled(s);
+        match result {
+            Ok(Some(buf)) => {
+                if let Some(m) = self.ring.sctp_message(&buf)
+                    && let Some((socket, ..)) =
+                        self.state.sctp_sockets.get(&self.state.listeners, s)
+                {
+                    let received = socket.received(m.flags, m.control, m.payload);
+                    self.state.sctp_received(s, received, m.payload, now, reads);
+                }
+                self.ring.recycle(buf);
             }
-            if !self.stopping {
-                self.arm_peeled(s)?;
+            Ok(None) if peeled => {
+                // The end of a peeled-off association's stream: its association has ended.
+                if let Some(assoc) = self.state.sctp_sockets.association(s) {
+                    self.state.abort_sctp(s, assoc, now);
+                }
+            }
+            Ok(None) => {}
+            Err(e) if ended(&e) => {}
+            Err(e) => tracing::debug!(%e, "SCTP receive failed"),
+        }
+        if !more {
+            if !peeled {
+                if !self.stopping {
+                    arm_listener(&mut self.ring, &self.state.listeners[s], s)?;
+                }
+            } else {
+                self.state.sctp_sockets.set_armed(s, false);
+                if self.state.sctp_sockets.closing(s) {
+                    self.release_peeled(s);
+                } else if !self.stopping {
+                    self.arm_peeled(s)?;
+                }
             }
         }
-        match result {
-            Ok(_) => self.receive_sctp(s, now, reads),
-            Err(e) if ended(&e) => Ok(()),
-            Err(e) => {
-                tracing::debug!(%e, "SCTP poll failed");
-                Ok(())
-            }
+        self.route_output()
+    }
+
+    /// Releases the closed peeled-off slot `s` once no operation on its socket is left.
+    fn release_peeled(&mut self, s: usize) {
+        let sockets = &mut self.state.sctp_sockets;
+        if sockets.closing(s)
+            && !sockets.armed(s)
+            && self.sctp_flights.get(&s).is_none_or(|f| f.sends.is_empty())
+        {
+            self.sctp_flights.remove(&s);
+            sockets.release(s);
         }
     }
 
-    /// Arms a readiness poll on the SCTP association peeled off into slot `s`.
+    /// Arms the multishot receive on the SCTP association peeled off into slot `s`.
     fn arm_peeled(&mut self, s: usize) -> io::Result<()> {
         if let Some(socket) = self.state.sctp_sockets.peeled_socket(s) {
-            self.ring.poll_readable(socket.as_fd(), s as u64)?;
+            self.ring.recv_sctp(socket.as_fd(), s as u64)?;
             self.state.sctp_sockets.set_armed(s, true);
         }
         Ok(())
     }
 
     /// Watches the SCTP associations peeled off this turn, and stops watching those that ended:
-    /// their poll is cancelled, and the slot released when its last completion comes (the
+    /// their receive is cancelled, and the slot released when its last completion comes (the
     /// socket stays open until then, so that the cancellation finds it).
     fn watch_peeled_sctp(&mut self) -> io::Result<()> {
         for s in self.state.sctp_sockets.take_opened() {
@@ -652,10 +701,105 @@ impl Loop {
             let sockets = &mut self.state.sctp_sockets;
             match sockets.peeled_socket(s) {
                 Some(socket) if sockets.armed(s) => self.ring.cancel_fd(socket.as_fd())?,
-                _ => sockets.release(s),
+                _ => self.release_peeled(s),
             }
         }
         Ok(())
+    }
+
+    /// Submits the turn's SCTP messages as sends on the ring, in order. A socket whose sends of
+    /// an earlier turn have not all completed keeps its messages for the next turn (their order
+    /// would not be certain otherwise); those of a socket with blocked messages joined them
+    /// ([`super::sctp::SctpOut::take_queued`]).
+    fn flush_sctp(&mut self) -> io::Result<()> {
+        let mut queued = self.state.sctp_out.take_queued();
+        if queued.is_empty() {
+            self.state.sctp_out.return_queue(queued);
+            return Ok(());
+        }
+        let busy: Vec<usize> = self
+            .sctp_flights
+            .iter()
+            .filter(|(_, f)| !f.sends.is_empty() && f.turn != self.turn)
+            .map(|(&s, _)| s)
+            .collect();
+        for (s, assoc, message) in queued.drain(..) {
+            let Some((socket, _, protocol)) = self.state.sctp_sockets.get(&self.state.listeners, s)
+            else {
+                self.state.sctp_out.reuse(message);
+                continue;
+            };
+            if busy.contains(&s) {
+                self.state.sctp_out.hold(s, assoc, message);
+                continue;
+            }
+            let control = self
+                .state
+                .sctp_sockets
+                .needs_send_info(s)
+                .then(|| sctp_send_control(assoc, protocol.ppid()));
+            let flight = self.sctp_flights.entry(s).or_default();
+            flight.turn = self.turn;
+            let seq = flight.next;
+            flight.next = (seq + 1) & SCTP_SEQ_MASK;
+            flight.sends.push_back((seq, assoc));
+            let token = ((seq as u64) << SCTP_SEQ_SHIFT) | s as u64;
+            self.ring
+                .send_sctp(socket.as_fd(), control, message, token)?;
+        }
+        self.state.sctp_out.return_queue(queued);
+        Ok(())
+    }
+
+    /// An SCTP send completed. One that found the send buffer full waits for the rest of its
+    /// socket's sends; after the last, those waiting join the blocked messages, which are tried
+    /// again at the end of the turn. One that waits while a later send of its socket left is
+    /// dropped: sent now, it would arrive out of order.
+    fn sctp_sent(&mut self, token: u64, result: io::Result<usize>, buf: Vec<u8>) {
+        let s = (token & u64::from(u32::MAX)) as usize;
+        let seq = (token >> SCTP_SEQ_SHIFT) as u32;
+        let Some(flight) = self.sctp_flights.get_mut(&s) else {
+            self.state.sctp_out.reuse(buf);
+            return;
+        };
+        let Some(assoc) = flight
+            .sends
+            .iter()
+            .position(|&(q, _)| q == seq)
+            .and_then(|i| flight.sends.remove(i))
+            .map(|(_, assoc)| assoc)
+        else {
+            self.state.sctp_out.reuse(buf);
+            return;
+        };
+        match result {
+            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => flight.full.push((assoc, buf)),
+            Ok(_) => {
+                if !flight.full.is_empty() {
+                    tracing::debug!(
+                        dropped = flight.full.len(),
+                        "SCTP send buffer full, then a later message left: dropping the \
+                         earlier ones to keep the order"
+                    );
+                    for (_, dropped) in flight.full.drain(..) {
+                        self.state.sctp_out.reuse(dropped);
+                    }
+                }
+                self.state.sctp_out.reuse(buf);
+            }
+            Err(e) => {
+                tracing::debug!(%e, "SCTP send failed");
+                self.state.sctp_out.reuse(buf);
+            }
+        }
+        if flight.sends.is_empty() {
+            for (assoc, message) in flight.full.drain(..) {
+                self.state.sctp_out.blocked.push((s, assoc, message));
+            }
+            if self.state.sctp_sockets.is_peeled(s) {
+                self.release_peeled(s);
+            }
+        }
     }
 
     /// Ends a turn's output: forwards into the mailboxes, the SCTP messages a full send buffer
@@ -680,6 +824,11 @@ impl Loop {
         self.state.publish_turn();
         self.state.post_forwards();
         self.state.retry_blocked_sctp(now);
+        self.flush_sctp()?;
+        if self.state.aborts_pending() {
+            // The turn's messages leave before the aborts that may follow them.
+            self.ring.submit()?;
+        }
         for slot in std::mem::take(&mut self.dirty) {
             self.start_send(slot)?;
             self.hold_back(slot)?;
@@ -750,6 +899,10 @@ impl Loop {
                     }
                     | Completion::Datagram {
                         result: Ok(buf), ..
+                    }
+                    | Completion::SctpMessage {
+                        result: Ok(Some(buf)),
+                        ..
                     } => self.ring.recycle(buf),
                     _ => {}
                 }

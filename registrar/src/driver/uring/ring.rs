@@ -3,8 +3,8 @@
 //!
 //! Every piece of memory the kernel reads or writes for an operation is owned here and stays in
 //! place until that operation's last completion: the receive buffers (an `mmap`ed buffer ring and
-//! buffer area), the buffer and address of every send (boxed in `sends`), the `msghdr` of the
-//! multishot `recvmsg`. A receive buffer the kernel filled is handed out as a [`Buf`] token that
+//! buffer area), the buffer, address and SCTP header of every send (boxed in `sends`), the
+//! `msghdr`s of the multishot `recvmsg`s. A receive buffer the kernel filled is handed out as a [`Buf`] token that
 //! must come back through [`Ring::recycle`] before the kernel may use it again. Dropping the ring
 //! cancels and reaps every operation in flight before anything is freed, and leaks that memory
 //! instead if the kernel does not finish in time.
@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use io_uring::types::{CancelBuilder, Fd, RecvMsgOut, SubmitArgs, Timespec};
 use io_uring::{IoUring, cqueue, opcode, squeue};
+use rserpool_net::{SCTP_RECV_CONTROL_LEN, SCTP_SEND_CONTROL_LEN};
 use socket2::SockAddr;
 
 /// The buffer group of the provided-buffer ring (one ring per worker, so one group each).
@@ -43,6 +44,8 @@ enum Kind {
     SendTo,
     Cancel,
     Writable,
+    SctpRecv,
+    SctpSend,
 }
 
 impl Kind {
@@ -56,6 +59,8 @@ impl Kind {
             6 => Self::SendTo,
             7 => Self::Cancel,
             8 => Self::Writable,
+            9 => Self::SctpRecv,
+            10 => Self::SctpSend,
             _ => return None,
         })
     }
@@ -119,15 +124,68 @@ pub(super) enum Completion {
     /// A one-shot poll for writability ended: a connection in progress completed, failed, or
     /// the poll was cancelled (the socket tells which).
     Writable { token: u64 },
+    /// A multishot SCTP receive: one message, notification or part of one (read it with
+    /// [`Ring::sctp_message`]), the end of a one-to-one socket's stream (`None`: its association
+    /// has ended), or an error.
+    SctpMessage {
+        token: u64,
+        result: io::Result<Option<Buf>>,
+        more: bool,
+    },
+    /// An SCTP send ended; the message's buffer comes back (to be sent again if the socket's
+    /// send buffer was full).
+    SctpSent {
+        token: u64,
+        result: io::Result<usize>,
+        buf: Vec<u8>,
+    },
 }
 
-/// A send's memory: the bytes, where they start, and for a datagram the destination.
+/// What an SCTP receive brought, as `recvmsg` reports it.
+pub(super) struct SctpMessage<'a> {
+    /// `msg_flags`: `MSG_EOR`, `MSG_NOTIFICATION`, `MSG_CTRUNC`.
+    pub flags: i32,
+    /// The control messages (`SCTP_RCVINFO`).
+    pub control: &'a [u8],
+    /// The message, notification, or part of one.
+    pub payload: &'a [u8],
+}
+
+/// The header of an SCTP `sendmsg`: it names the data and the `SCTP_SNDINFO` control message
+/// beside it in the same box.
+struct SctpHeader {
+    msghdr: libc::msghdr,
+    iov: libc::iovec,
+    control: [u8; SCTP_SEND_CONTROL_LEN],
+}
+
+impl Default for SctpHeader {
+    fn default() -> Self {
+        // SAFETY: msghdr and iovec are plain old data; all zeroes is "nothing" for both.
+        let (msghdr, iov) = unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
+        Self {
+            msghdr,
+            iov,
+            control: [0; SCTP_SEND_CONTROL_LEN],
+        }
+    }
+}
+
+impl std::fmt::Debug for SctpHeader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SctpHeader").finish_non_exhaustive()
+    }
+}
+
+/// A send's memory: the bytes, where they start, for a datagram the destination, for an SCTP
+/// message on a one-to-many socket the `sendmsg` header.
 #[derive(Debug, Default)]
 struct Outgoing {
     buf: Vec<u8>,
     from: usize,
     to: Option<SockAddr>,
     token: u64,
+    sctp: SctpHeader,
 }
 
 /// One worker's io_uring.
@@ -143,8 +201,12 @@ pub(super) struct Ring {
     )]
     spare_sends: Vec<Box<Outgoing>>,
     spare_datagrams: Vec<Vec<u8>>,
-    /// The header of the multishot `recvmsg`: room for an IPv4 or IPv6 source address.
+    /// The header of the multishot `recvmsg` of datagrams: room for an IPv4 or IPv6 source
+    /// address.
     msghdr: Box<libc::msghdr>,
+    /// The header of the multishot `recvmsg` of SCTP messages: room for their control messages,
+    /// no address (the association id in `SCTP_RCVINFO` tells the sender).
+    sctp_msghdr: Box<libc::msghdr>,
     /// Operations submitted (or queued) whose last completion has not been reaped.
     in_flight: usize,
     deferred: bool,
@@ -193,6 +255,9 @@ impl Ring {
         // SAFETY: msghdr is plain old data; all zeroes is "no name, no control, no data".
         let mut msghdr: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
         msghdr.msg_namelen = size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+        // SAFETY: as above.
+        let mut sctp_msghdr: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
+        sctp_msghdr.msg_controllen = SCTP_RECV_CONTROL_LEN as _;
         Ok(Self {
             ring,
             bufs: Some(bufs),
@@ -201,6 +266,7 @@ impl Ring {
             spare_sends: Vec::new(),
             spare_datagrams: Vec::new(),
             msghdr,
+            sctp_msghdr,
             in_flight: 0,
             deferred,
         })
@@ -214,7 +280,8 @@ impl Ring {
     fn push(&mut self, entry: squeue::Entry) -> io::Result<()> {
         loop {
             // SAFETY: every entry comes from this module's methods, and all the memory it names
-            // (receive buffers, a boxed send buffer and address, the boxed msghdr) belongs to this
+            // (receive buffers, a boxed send buffer with its address or SCTP header, the boxed
+            // msghdrs) belongs to this
             // ring and stays in place until the operation's last completion is reaped; `Drop`
             // reaps every operation (or leaks that memory) before freeing it.
             if unsafe { self.ring.submission().push(&entry) }.is_ok() {
@@ -255,6 +322,15 @@ impl Ring {
         let entry = opcode::RecvMsgMulti::new(Fd(fd.as_raw_fd()), &*self.msghdr, BUFFER_GROUP)
             .build()
             .user_data(Kind::RecvMsg.user_data(token));
+        self.push(entry)
+    }
+
+    /// Receives SCTP messages and notifications with their control messages into provided
+    /// buffers (multishot `recvmsg`), one completion each, until an error or a cancel.
+    pub fn recv_sctp(&mut self, fd: BorrowedFd<'_>, token: u64) -> io::Result<()> {
+        let entry = opcode::RecvMsgMulti::new(Fd(fd.as_raw_fd()), &*self.sctp_msghdr, BUFFER_GROUP)
+            .build()
+            .user_data(Kind::SctpRecv.user_data(token));
         self.push(entry)
     }
 
@@ -361,6 +437,59 @@ impl Ring {
         self.push(entry)
     }
 
+    /// Sends `buf` as one SCTP message on `fd`: with `control` (an `SCTP_SNDINFO` naming the
+    /// association and PPID, for a one-to-many socket) as a `sendmsg`, else as a plain `send`
+    /// (a peeled-off association whose default PPID is set). Never waits for room
+    /// (`MSG_DONTWAIT`): a full send buffer fails it with `EAGAIN`, and the buffer comes back
+    /// with the completion either way. Sends on one socket are issued in the order they are
+    /// queued.
+    pub fn send_sctp(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        control: Option<[u8; SCTP_SEND_CONTROL_LEN]>,
+        buf: Vec<u8>,
+        token: u64,
+    ) -> io::Result<()> {
+        let mut out = self.spare_sends.pop().unwrap_or_default();
+        out.buf = buf;
+        out.from = 0;
+        out.to = None;
+        out.token = token;
+        let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+        let entry = match control {
+            None => {
+                let (id, ptr, len, _) = self.store_send(out);
+                opcode::Send::new(Fd(fd.as_raw_fd()), ptr, len)
+                    .flags(flags)
+                    .build()
+                    .user_data(Kind::SctpSend.user_data(id as u64))
+            }
+            Some(control) => {
+                out.sctp.control = control;
+                let id = match self.free_sends.pop() {
+                    Some(id) => id,
+                    None => {
+                        self.sends.push(None);
+                        self.sends.len() - 1
+                    }
+                };
+                let out = &mut **self.sends[id].insert(out);
+                let h = &mut out.sctp;
+                h.iov.iov_base = out.buf.as_mut_ptr().cast();
+                h.iov.iov_len = out.buf.len();
+                h.msghdr.msg_iov = &raw mut h.iov;
+                h.msghdr.msg_iovlen = 1;
+                h.msghdr.msg_control = h.control.as_mut_ptr().cast();
+                h.msghdr.msg_controllen = SCTP_SEND_CONTROL_LEN as _;
+                opcode::SendMsg::new(Fd(fd.as_raw_fd()), &raw const h.msghdr)
+                    .flags(flags as u32)
+                    .build()
+                    .user_data(Kind::SctpSend.user_data(id as u64))
+            }
+        };
+        self.push(entry)
+    }
+
     /// Submits what is queued without waiting.
     pub fn submit(&mut self) -> io::Result<()> {
         if self.ring.submission().is_empty() {
@@ -451,7 +580,20 @@ impl Ring {
                     more,
                 },
                 Kind::Writable => Completion::Writable { token },
-                Kind::Send | Kind::SendTo => {
+                Kind::SctpRecv => Completion::SctpMessage {
+                    token,
+                    result: match (outcome(res), buf) {
+                        (Ok(_), Some(buf)) => Ok(Some(buf)),
+                        (result, buf) => {
+                            if let Some(buf) = buf {
+                                self.recycle(buf);
+                            }
+                            result.map(|_| None)
+                        }
+                    },
+                    more,
+                },
+                Kind::Send | Kind::SendTo | Kind::SctpSend => {
                     let id = token as usize;
                     let Some(mut out) = self.sends.get_mut(id).and_then(Option::take) else {
                         continue;
@@ -465,6 +607,12 @@ impl Ring {
                         self.spare_datagrams.push(buf);
                         Completion::SentTo {
                             result: outcome(res),
+                        }
+                    } else if kind == Kind::SctpSend {
+                        Completion::SctpSent {
+                            token,
+                            result: outcome(res),
+                            buf,
                         }
                     } else {
                         Completion::Sent {
@@ -500,6 +648,24 @@ impl Ring {
         Some((from, &bytes[start..start + payload.len()]))
     }
 
+    /// The flags, control messages and payload an SCTP receive ([`Ring::recv_sctp`]) put in
+    /// `buf`; `None` if the kernel's header does not fit the buffer.
+    pub fn sctp_message(&self, buf: &Buf) -> Option<SctpMessage<'_>> {
+        let bytes = self.bytes(buf);
+        let out = RecvMsgOut::parse(bytes, &self.sctp_msghdr).ok()?;
+        // `RecvMsgOut` lends its slices only for its own lifetime: find them in `bytes` again.
+        let within = |part: &[u8]| {
+            let start = part.as_ptr() as usize - bytes.as_ptr() as usize;
+            start..start + part.len()
+        };
+        let (control, payload) = (within(out.control_data()), within(out.payload_data()));
+        Some(SctpMessage {
+            flags: out.flags() as i32,
+            control: &bytes[control],
+            payload: &bytes[payload],
+        })
+    }
+
     /// Gives a buffer back to the kernel.
     pub fn recycle(&mut self, buf: Buf) {
         if let Some(bufs) = &mut self.bufs {
@@ -525,6 +691,10 @@ impl Ring {
                     }
                     | Completion::Datagram {
                         result: Ok(buf), ..
+                    }
+                    | Completion::SctpMessage {
+                        result: Ok(Some(buf)),
+                        ..
                     } => self.recycle(buf),
                     _ => {}
                 }
@@ -546,11 +716,13 @@ impl Drop for Ring {
         );
         std::mem::forget(self.bufs.take());
         std::mem::forget(std::mem::take(&mut self.sends));
-        std::mem::forget(std::mem::replace(
-            &mut self.msghdr,
-            // SAFETY: msghdr is plain old data; all zeroes is a valid value.
-            Box::new(unsafe { std::mem::zeroed() }),
-        ));
+        for msghdr in [&mut self.msghdr, &mut self.sctp_msghdr] {
+            std::mem::forget(std::mem::replace(
+                msghdr,
+                // SAFETY: msghdr is plain old data; all zeroes is a valid value.
+                Box::new(unsafe { std::mem::zeroed() }),
+            ));
+        }
     }
 }
 
@@ -859,5 +1031,93 @@ mod tests {
         drop(ring);
         drop(sender);
         assert_eq!(reader.join().unwrap(), sent);
+    }
+
+    /// A Unix `SEQPACKET` pair stands in for a peeled-off SCTP association (message boundaries;
+    /// the host has no kernel SCTP; the SCTP sockets themselves are tested in user-mode Linux):
+    /// sends that find the buffer full fail at once and give their bytes back, the ones before
+    /// them arrive whole and in order through the multishot receive.
+    #[test]
+    fn sctp_sends_never_wait_and_arrive_in_order() {
+        use socket2::{Domain, Socket, Type};
+        use std::os::fd::AsFd;
+        let (sender, receiver) = Socket::pair(Domain::UNIX, Type::SEQPACKET, None).unwrap();
+        sender.set_nonblocking(true).unwrap();
+        receiver.set_nonblocking(true).unwrap();
+        let mut ring = Ring::new(64, 8, 1000 + 128).unwrap();
+        const MESSAGES: u64 = 200;
+        for i in 0..MESSAGES {
+            ring.send_sctp(sender.as_fd(), None, vec![i as u8; 1000], i)
+                .unwrap();
+        }
+        ring.submit_and_wait(Duration::from_millis(100)).unwrap();
+        let mut outcomes = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while outcomes.len() < MESSAGES as usize && Instant::now() < deadline {
+            match ring.next() {
+                Some(Completion::SctpSent { token, result, buf }) => {
+                    assert_eq!(
+                        buf,
+                        vec![token as u8; 1000],
+                        "the message's bytes come back"
+                    );
+                    outcomes.push((token, result.map_err(|e| e.raw_os_error())));
+                }
+                Some(other) => panic!("unexpected {other:?}"),
+                None => ring.submit_and_wait(Duration::from_millis(10)).unwrap(),
+            }
+        }
+        assert_eq!(
+            outcomes.len(),
+            MESSAGES as usize,
+            "every send completed without waiting"
+        );
+        let sent = outcomes.iter().take_while(|(_, r)| r == &Ok(1000)).count();
+        assert!(
+            sent > 0 && sent < MESSAGES as usize,
+            "{sent} sent before the buffer filled"
+        );
+        for (i, (token, result)) in outcomes.iter().enumerate() {
+            assert_eq!(*token, i as u64, "completions in the order of the sends");
+            if i >= sent {
+                assert_eq!(
+                    *result,
+                    Err(Some(libc::EAGAIN)),
+                    "send {i} after a full buffer"
+                );
+            }
+        }
+        ring.recv_sctp(receiver.as_fd(), 3).unwrap();
+        let mut received = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while received.len() < sent && Instant::now() < deadline {
+            ring.submit_and_wait(Duration::from_millis(10)).unwrap();
+            while let Some(c) = ring.next() {
+                let buf = match c {
+                    Completion::SctpMessage {
+                        token: 3,
+                        result: Ok(Some(buf)),
+                        more: true,
+                    } => buf,
+                    // The eight buffers ran out before they came back: armed again.
+                    Completion::SctpMessage {
+                        token: 3,
+                        result: Err(e),
+                        more: false,
+                    } if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                        ring.recv_sctp(receiver.as_fd(), 3).unwrap();
+                        continue;
+                    }
+                    other => panic!("unexpected {other:?}"),
+                };
+                let m = ring.sctp_message(&buf).expect("the kernel's header");
+                assert_eq!(m.flags & libc::MSG_TRUNC, 0);
+                assert!(m.control.is_empty(), "no control messages on a Unix socket");
+                received.push(m.payload.to_vec());
+                ring.recycle(buf);
+            }
+        }
+        let expected: Vec<Vec<u8>> = (0..sent).map(|i| vec![i as u8; 1000]).collect();
+        assert_eq!(received, expected);
     }
 }
