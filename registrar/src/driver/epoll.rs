@@ -72,7 +72,7 @@ impl Loop {
                 return Ok(());
             }
             self.state.reload_config();
-            let idle_start = Instant::now();
+            let idle_start = self.state.idle_since();
             let timeout = if self.resume.is_empty() {
                 self.state.timeout()
             } else {
@@ -90,11 +90,11 @@ impl Loop {
                 self.epoll.wait(Some(timeout), |e| events.push(e))?;
             }
             let busy_start = Instant::now();
-            let now = self.state.shared.now();
+            let now = self.state.shared.millis_at(busy_start);
             // Every shard's map is pinned for the turn: its resolutions read through the pin
             // instead of entering and leaving the map's epoch each.
             let reads = reader.pin();
-            self.state.worker.begin_turn();
+            self.state.begin_turn(now);
             for slot in std::mem::take(&mut self.resume) {
                 self.dispatch(slot, now, &reads);
             }

@@ -129,7 +129,12 @@ impl Shared {
 
     /// Milliseconds since the epoch.
     pub fn now(&self) -> Millis {
-        self.epoch.elapsed().as_millis() as Millis
+        self.millis_at(Instant::now())
+    }
+
+    /// Milliseconds from the epoch to `at`.
+    pub fn millis_at(&self, at: Instant) -> Millis {
+        at.saturating_duration_since(self.epoch).as_millis() as Millis
     }
 
     /// Asks every worker to drain and stop.

@@ -102,6 +102,11 @@ pub(super) struct LoopState {
     sctp_partial: FastMap<usize, Option<Vec<u8>>>,
     /// Per SCTP socket: when it was last checked for peers that stopped reading.
     stall_checks: FastMap<usize, Millis>,
+    /// The time of the current loop turn ([`Self::begin_turn`]).
+    turn_now: Millis,
+    /// When the last loop turn ended ([`Self::finish_turn`]): the idle time since then is the
+    /// next turn's wait.
+    turn_end: Instant,
     backlog: Backlog<Forward>,
     wake: Vec<bool>,
     buf: Vec<u8>,
@@ -147,6 +152,8 @@ impl LoopState {
             sctp: FastMap::default(),
             sctp_partial: FastMap::default(),
             stall_checks: FastMap::default(),
+            turn_now: 0,
+            turn_end: Instant::now(),
             backlog: Backlog::new(workers),
             wake: vec![false; workers],
             buf: vec![0; largest.max(64) + 64],
@@ -173,7 +180,7 @@ impl LoopState {
         if !self.backlog.is_empty() {
             return Duration::from_millis(1);
         }
-        let now = self.shared.now();
+        let now = self.shared.millis_at(self.turn_end);
         let ms = self
             .worker
             .next_timeout()
@@ -825,11 +832,25 @@ impl LoopState {
         }
     }
 
+    /// When the last loop turn ended: the idle time of the next one starts there. (The clock
+    /// is read twice a turn, when it starts and when it ends: where there is no vDSO, as in
+    /// user-mode Linux, each read is a system call.)
+    pub fn idle_since(&self) -> Instant {
+        self.turn_end
+    }
+
+    /// Starts a loop turn at `now` (the time the turn's work is stamped with).
+    pub fn begin_turn(&mut self, now: Millis) {
+        self.turn_now = now;
+        self.worker.begin_turn();
+    }
+
     /// Publishes the worker's changes of the turn so far ([`Worker::publish_turn`]), before
-    /// output leaves; pushes to subscribers join the output.
+    /// output leaves; pushes to subscribers join the output. Stamped with the turn's time: the
+    /// clock is read once a turn, not per message (a system call where there is no vDSO, as in
+    /// user-mode Linux).
     pub fn publish_turn(&mut self) {
-        let now = self.shared.now();
-        self.worker.publish_turn(now, &mut self.out);
+        self.worker.publish_turn(self.turn_now, &mut self.out);
     }
 
     /// Handles what other workers forwarded (a bounded batch).
@@ -874,7 +895,8 @@ impl LoopState {
     /// Ends a loop turn: shard gauges, the latency of the requests handled, the turn's timing.
     pub fn finish_turn(&mut self, idle_start: Instant, busy_start: Instant, events: usize) {
         self.worker.publish_gauges();
-        let elapsed = busy_start.elapsed();
+        self.turn_end = Instant::now();
+        let elapsed = self.turn_end - busy_start;
         // Every request of the turn took the turn's time: one observation per kind.
         let mut counts = [0u64; RequestKind::ALL.len()];
         for kind in self.kinds.drain(..) {

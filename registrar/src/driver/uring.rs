@@ -168,14 +168,14 @@ impl Loop {
             }
             self.state.reload_config();
             self.turn += 1;
-            let idle_start = Instant::now();
+            let idle_start = self.state.idle_since();
             self.wait(idle_start)?;
             let busy_start = Instant::now();
-            let now = self.state.shared.now();
+            let now = self.state.shared.millis_at(busy_start);
             // Every shard's map is pinned for the turn: its resolutions read through the pin
             // instead of entering and leaving the map's epoch each.
             let reads = reader.pin();
-            self.state.worker.begin_turn();
+            self.state.begin_turn(now);
             let mut events = 0;
             while events < self.state.io.max_batch.max(1) {
                 let Some(c) = self.ring.next() else {
@@ -203,7 +203,7 @@ impl Loop {
         }
         let timeout = self.state.timeout();
         let spin = Duration::from_micros(self.state.io.busy_poll_us).min(timeout);
-        while idle_start.elapsed() < spin {
+        while !spin.is_zero() && idle_start.elapsed() < spin {
             self.ring.submit_and_wait(Duration::ZERO)?;
             if self.ring.has_completions() {
                 return Ok(());

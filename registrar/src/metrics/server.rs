@@ -17,8 +17,8 @@ const MAX_REQUEST: usize = 8 * 1024;
 const CLIENT_DEADLINE: Duration = Duration::from_secs(2);
 /// Longest single blocking read or write, so that a stop request is noticed promptly.
 const STEP: Duration = Duration::from_millis(50);
-/// Pause between accept polls when no client is waiting.
-const ACCEPT_POLL: Duration = Duration::from_millis(20);
+/// Pause after an accept that failed (out of descriptors and the like) before the next.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(20);
 /// Time spent discarding what a client still sends after the response, before closing.
 const LINGER: Duration = Duration::from_millis(100);
 
@@ -27,6 +27,9 @@ const LINGER: Duration = Duration::from_millis(100);
 #[derive(Debug)]
 pub struct MetricsServer {
     local_addr: SocketAddr,
+    /// Blocking: the thread sleeps in `accept` until a client comes or the listener is shut
+    /// down to stop it (no polling while idle).
+    listener: Arc<TcpListener>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -40,17 +43,18 @@ impl MetricsServer {
         info: ProcessInfo,
         token: Option<String>,
     ) -> io::Result<MetricsServer> {
-        let listener = TcpListener::bind(addr)?;
-        listener.set_nonblocking(true)?;
+        let listener = Arc::new(TcpListener::bind(addr)?);
         let local_addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
+        let serving = Arc::clone(&listener);
         let thread = thread::Builder::new()
             .name("metrics".into())
-            .spawn(move || serve(&listener, &workers, &info, token.as_deref(), &flag))?;
+            .spawn(move || serve(&serving, &workers, &info, token.as_deref(), &flag))?;
         tracing::info!(%local_addr, "metrics endpoint listening");
         Ok(MetricsServer {
             local_addr,
+            listener,
             stop,
             thread: Some(thread),
         })
@@ -67,9 +71,15 @@ impl MetricsServer {
         self.shutdown();
     }
 
-    /// Signals the thread and joins it, once.
+    /// Signals the thread and joins it, once. Shutting the listening socket down wakes an
+    /// `accept` that waits (Linux fails it with `EINVAL`).
     fn shutdown(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        if self.thread.is_some()
+            && let Err(e) = socket2::SockRef::from(&*self.listener).shutdown(Shutdown::Both)
+        {
+            tracing::warn!(error = %e, "cannot wake the metrics endpoint's accept");
+        }
         if let Some(thread) = self.thread.take()
             && thread.join().is_err()
         {
@@ -84,7 +94,7 @@ impl Drop for MetricsServer {
     }
 }
 
-/// The accept loop: polls the non-blocking listener until told to stop.
+/// The accept loop: waits in `accept` until told to stop.
 fn serve(
     listener: &TcpListener,
     workers: &[Arc<WorkerMetrics>],
@@ -100,12 +110,12 @@ fn serve(
                     tracing::debug!(%peer, error = %e, "metrics client");
                 }
             }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => thread::sleep(ACCEPT_POLL),
+            Err(_) if stop.load(Ordering::Relaxed) => {}
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => {
                 // Out of descriptors and the like: back off instead of spinning.
                 tracing::warn!(error = %e, "metrics endpoint accept");
-                thread::sleep(ACCEPT_POLL);
+                thread::sleep(ACCEPT_BACKOFF);
             }
         }
     }
@@ -578,13 +588,32 @@ mod tests {
         server.stop();
     }
 
+    /// The thread sleeps in a blocking `accept` while no client comes (no polling); stopping
+    /// it wakes that `accept`.
+    #[test]
+    fn stop_wakes_the_idle_accept() {
+        let (server, _worker) = start();
+        thread::sleep(Duration::from_millis(60));
+        let (done, stopped) = std::sync::mpsc::channel();
+        let started = Instant::now();
+        thread::spawn(move || {
+            server.stop();
+            let _ = done.send(());
+        });
+        assert!(
+            stopped.recv_timeout(Duration::from_secs(5)).is_ok(),
+            "stop did not return: the accept was not woken"
+        );
+        assert!(started.elapsed() < Duration::from_millis(500));
+    }
+
     #[test]
     fn stop_returns_promptly_even_with_a_client_connected() {
         let (server, _worker) = start();
         let addr = server.local_addr();
         let silent = TcpStream::connect(addr).unwrap();
         // Let the server accept it and block reading.
-        thread::sleep(ACCEPT_POLL * 3);
+        thread::sleep(Duration::from_millis(60));
         let started = Instant::now();
         server.stop();
         assert!(started.elapsed() < Duration::from_millis(500));
