@@ -2,8 +2,8 @@
 //! sockets polled in a loop (no epoll), every read drained into whole frames and all their
 //! answers sent in one write. It answers each frame with the same bytes, or with a frame of a
 //! fixed size to stand in for a real response. Over SCTP it is one one-to-many socket: every
-//! message that arrived is received (one call each, as the kernel's API has it) before the
-//! answers go out, each as one message on the association it came from.
+//! message that arrived is received (up to 64 in one `recvmmsg`) before the answers go out,
+//! each as one message on the association it came from (up to 64 in one `sendmmsg`).
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
 
-use rserpool_net::{ClientCertificate, SctpRecv, SctpSocket, ServerTls};
+use rserpool_net::{
+    ClientCertificate, SCTP_BATCH_MAX, SctpAssocId, SctpRecv, SctpRecvBatch, SctpSocket, ServerTls,
+};
 use rserpool_protocol::framing::Frames;
 use rserpool_protocol::url::TransportUrl;
 use rserpool_protocol::{AsapMessage, Generation, PPID_ASAP, PoolHandle};
@@ -289,62 +291,80 @@ fn serve(
 /// server receives nothing (the clients' windows bound them anyway).
 const SCTP_BACKLOG: usize = 64 * 1024;
 
-/// The SCTP echo server's loop: receives every message that arrived (until `WouldBlock` or
-/// [`SCTP_BACKLOG`] answers wait), then sends their answers in order; notifications are
-/// skipped, a message cut in parts answered once, when its end came.
+/// The SCTP echo server's loop: receives every message that arrived (until a batch finds
+/// fewer than it could take, or [`SCTP_BACKLOG`] answers wait), then sends their answers in
+/// order, in batches; notifications are skipped, a message cut in parts answered once, when its
+/// end came.
 fn serve_sctp(socket: &SctpSocket, template: Option<&[u8]>, stop: &AtomicBool) -> io::Result<()> {
-    let mut buf = vec![0; MAX_FRAME + 4];
+    // room for any ASAP message whole (4 MiB, touched only where messages land)
+    let mut batch = SctpRecvBatch::new(SCTP_BATCH_MAX, MAX_FRAME + 4);
     // (association, offset and length in `answers`), in arrival order
-    let mut queue: Vec<(rserpool_net::SctpAssocId, usize, usize)> = Vec::new();
+    let mut queue: Vec<(SctpAssocId, usize, usize)> = Vec::new();
     let mut answers: Vec<u8> = Vec::new();
     let mut next = 0;
-    // A message longer than the buffer: its first part's bytes (mirrored) so far.
+    // A message longer than its room: its first parts' bytes (mirrored) so far.
     let mut partial: Vec<u8> = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         let mut moved = false;
         while queue.len() - next < SCTP_BACKLOG {
-            match socket.recv(&mut buf) {
-                Ok(SctpRecv::Data {
-                    assoc,
-                    len,
-                    complete,
-                    ..
-                }) => {
-                    moved = true;
-                    if template.is_none() {
-                        partial.extend_from_slice(&buf[..len]);
-                    }
-                    if !complete {
-                        continue;
-                    }
-                    let start = answers.len();
-                    match template {
-                        Some(t) => answers.extend_from_slice(t),
-                        None => answers.append(&mut partial),
-                    }
-                    queue.push((assoc, start, answers.len() - start));
-                }
-                Ok(_) => moved = true,
+            let max = SCTP_BACKLOG - (queue.len() - next);
+            let received = match socket.recv_batch(&mut batch, max) {
+                Ok(n) => n,
                 Err(e)
                     if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::Interrupted =>
                 {
                     break;
                 }
                 Err(e) => return Err(e),
+            };
+            moved = true;
+            for (recv, payload) in batch.messages(socket) {
+                let SctpRecv::Data {
+                    assoc, complete, ..
+                } = recv?
+                else {
+                    continue;
+                };
+                if template.is_none() {
+                    partial.extend_from_slice(payload);
+                }
+                if !complete {
+                    continue;
+                }
+                let start = answers.len();
+                match template {
+                    Some(t) => answers.extend_from_slice(t),
+                    None => answers.append(&mut partial),
+                }
+                queue.push((assoc, start, answers.len() - start));
+            }
+            // the socket had no more: asking again would find nothing
+            if received < max.min(batch.capacity()) {
+                break;
             }
         }
-        while let Some(&(assoc, start, len)) = queue.get(next) {
-            match socket.send(assoc, PPID_ASAP, 0, &answers[start..start + len]) {
-                Ok(_) => {
-                    next += 1;
+        let mut sends: [(SctpAssocId, u32, &[u8]); SCTP_BATCH_MAX] =
+            [(SctpAssocId(0), PPID_ASAP, &[]); SCTP_BATCH_MAX];
+        while next < queue.len() {
+            let count = (queue.len() - next).min(SCTP_BATCH_MAX);
+            for (send, &(assoc, start, len)) in sends.iter_mut().zip(&queue[next..next + count]) {
+                *send = (assoc, PPID_ASAP, &answers[start..start + len]);
+            }
+            match socket.send_batch(&sends[..count]) {
+                Ok(sent) => {
+                    next += sent;
                     moved = true;
+                    // the send buffer is full, or the next answer fails: that shows next turn
+                    if sent < count {
+                        break;
+                    }
                 }
                 Err(e)
                     if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::Interrupted =>
                 {
                     break;
                 }
-                // The association is gone (the client closed): its answers are dropped.
+                // The association is gone (the client closed): its answer is dropped.
                 Err(_) => next += 1,
             }
         }

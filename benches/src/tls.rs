@@ -10,7 +10,9 @@ use std::net::TcpStream;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use rserpool_net::{ClientTls, SctpClient, ServerTls, TlsFiles, TlsSession};
+use rserpool_net::{
+    ClientTls, SCTP_BATCH_MAX, SctpClient, SctpRecvBatch, ServerTls, TlsFiles, TlsSession,
+};
 use rserpool_protocol::PPID_ASAP;
 use rserpool_protocol::framing::{Frame, next_frame};
 
@@ -22,8 +24,8 @@ use crate::error::{Error, Result};
 ///
 /// Or a one-to-one SCTP association ([`SecureStream::sctp`]) that looks like a byte stream of
 /// ASAP messages: a read receives whole messages (as many as arrived and fit, each padded to 4
-/// bytes as stream framing has them), a write sends each whole frame of the buffer as one
-/// message with PPID 11 and takes the frames that left.
+/// bytes as stream framing has them, in one `recvmmsg`), a write sends each whole frame of the
+/// buffer as one message with PPID 11 (in one `sendmmsg` per 64) and takes the frames that left.
 #[derive(Debug)]
 pub struct SecureStream {
     stream: Carrier,
@@ -50,35 +52,40 @@ struct Session {
 #[derive(Debug)]
 enum Carrier {
     Tcp(TcpStream),
-    Sctp(SctpClient),
+    /// An association, with the buffers its reads receive a batch of messages into.
+    Sctp(SctpClient, SctpRecvBatch),
 }
+
+/// The room each message of an SCTP read's batch has (a resolution's answer with a dozen PEs);
+/// a longer one comes in parts, put back together in the read's buffer.
+const SCTP_MESSAGE_ROOM: usize = 1024;
 
 impl Carrier {
     fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
         match self {
             Self::Tcp(s) => s.set_nonblocking(nonblocking),
-            Self::Sctp(c) => c.socket().set_nonblocking(nonblocking),
+            Self::Sctp(c, _) => c.socket().set_nonblocking(nonblocking),
         }
     }
 
     fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         match self {
             Self::Tcp(s) => s.set_read_timeout(timeout),
-            Self::Sctp(c) => c.socket().set_read_timeout(timeout),
+            Self::Sctp(c, _) => c.socket().set_read_timeout(timeout),
         }
     }
 
     fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         match self {
             Self::Tcp(s) => s.set_write_timeout(timeout),
-            Self::Sctp(c) => c.socket().set_write_timeout(timeout),
+            Self::Sctp(c, _) => c.socket().set_write_timeout(timeout),
         }
     }
 
     fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
         match self {
             Self::Tcp(s) => s.local_addr(),
-            Self::Sctp(c) => {
+            Self::Sctp(c, _) => {
                 c.socket().local_addr()?.as_socket().ok_or_else(|| {
                     io::Error::new(ErrorKind::InvalidData, "not an IP socket address")
                 })
@@ -89,9 +96,37 @@ impl Carrier {
     fn tcp(&mut self) -> &mut TcpStream {
         match self {
             Self::Tcp(s) => s,
-            Self::Sctp(_) => unreachable!("TLS runs over TCP only"),
+            Self::Sctp(..) => unreachable!("TLS runs over TCP only"),
         }
     }
+}
+
+/// An error that breaks an SCTP association: what arrived is not a message stream framing reads.
+fn broken(why: &str) -> io::Error {
+    io::Error::new(ErrorKind::InvalidData, why.to_owned())
+}
+
+/// The error for an SCTP message whose start came and whose rest did not.
+fn cut_off() -> io::Error {
+    broken("an SCTP message cut off: its rest did not follow its start")
+}
+
+/// Pads the SCTP message of `len` bytes at the start of `message` with zeros to its frame's
+/// length (the header's, rounded up to 4: the padding the sender left off) and returns that;
+/// a message shorter than a header, or whose header disagrees with it, is an error.
+fn pad_message(message: &mut [u8], len: usize) -> io::Result<usize> {
+    let length = match message.get(2..4) {
+        Some(l) if len >= 4 => usize::from(u16::from_be_bytes([l[0], l[1]])),
+        _ => return Err(broken("an SCTP message shorter than an ASAP header")),
+    };
+    let padded = length.div_ceil(4) * 4;
+    if length < 4 || length > len || padded > message.len() {
+        return Err(broken(
+            "an SCTP message whose length field disagrees with it",
+        ));
+    }
+    message[length..padded].fill(0);
+    Ok(padded)
 }
 
 /// The bytes of `buf` a frame occupies at its start, if a whole one is there.
@@ -115,7 +150,10 @@ impl SecureStream {
     /// A one-to-one SCTP association, blocking as [`SctpClient::connect`] leaves it.
     pub fn sctp(client: SctpClient) -> Self {
         Self {
-            stream: Carrier::Sctp(client),
+            stream: Carrier::Sctp(
+                client,
+                SctpRecvBatch::new(SCTP_BATCH_MAX, SCTP_MESSAGE_ROOM),
+            ),
             tls: None,
             blocking: true,
         }
@@ -168,52 +206,117 @@ impl SecureStream {
 
     /// Receives whole SCTP messages into `buf`: at least one (or the error), then, on a
     /// non-blocking socket (`more`), more while they arrive without waiting and the room left
-    /// holds a message of any size. Each is
-    /// padded with zeros to its frame's length, so that stream framing reads them back to back;
-    /// a message cut short or longer than its header says breaks the association.
-    fn recv_sctp(client: &SctpClient, buf: &mut [u8], more: bool) -> io::Result<usize> {
-        let broken = |why: &str| io::Error::new(ErrorKind::InvalidData, why.to_owned());
-        let mut filled = 0;
+    /// holds them whatever their sizes. Each is padded with zeros to its frame's length, so that
+    /// stream framing reads them back to back; a message cut short or longer than its header
+    /// says breaks the association.
+    ///
+    /// A non-blocking read takes all that waits (and fits) with one `recvmmsg` into `batch`, at
+    /// most as many messages as `buf` holds at [`SCTP_MESSAGE_ROOM`] bytes (and padding) each,
+    /// and copies them into `buf`, a message that came in parts put back together; the rest of a
+    /// message longer than the batch follows straight into `buf`. A blocking read, or one into
+    /// a buffer too small for a batch, receives one message straight into `buf`.
+    fn recv_sctp(
+        client: &SctpClient,
+        batch: &mut SctpRecvBatch,
+        buf: &mut [u8],
+        more: bool,
+    ) -> io::Result<usize> {
+        let fit = if more {
+            buf.len() / (batch.message_size() + 3)
+        } else {
+            0
+        };
+        if fit == 0 {
+            return Ok(Self::recv_sctp_message(client, buf, 0)?.unwrap_or(0));
+        }
         loop {
-            let part = match client.recv_part(&mut buf[filled..]) {
-                Ok(Some(part)) => part,
-                // the peer shut the association down: what came before counts first
-                Ok(None) => return Ok(filled),
-                Err(e) if filled > 0 && e.kind() == ErrorKind::WouldBlock => return Ok(filled),
-                Err(e) => return Err(e),
-            };
-            if !part.complete {
+            client.recv_batch(batch, fit)?;
+            let mut filled = 0;
+            // the bytes of a message in parts so far, at `buf[filled..]`
+            let mut open = 0;
+            for (part, payload) in batch.parts() {
+                let Some(part) = part? else {
+                    // the peer shut the association down: what came before counts first
+                    return if open == 0 {
+                        Ok(filled)
+                    } else {
+                        Err(cut_off())
+                    };
+                };
+                // `fit` messages of at most the batch's room each, padded, fit in `buf`
+                buf[filled + open..][..payload.len()].copy_from_slice(payload);
+                open += part.len;
+                if part.complete {
+                    filled += pad_message(&mut buf[filled..], open)?;
+                    open = 0;
+                }
+            }
+            if open > 0 {
+                filled += Self::recv_sctp_message(client, &mut buf[filled..], open)?
+                    .ok_or_else(cut_off)?;
+            }
+            if filled > 0 {
+                return Ok(filled);
+            }
+            // notifications only: what else waits (`WouldBlock` when nothing)
+        }
+    }
+
+    /// Receives the rest of one SCTP message straight into `message`, after the `have` bytes
+    /// of it already there, and pads it (see [`pad_message`]); returns its padded length, or
+    /// `None` when the peer shut the association down before the message began.
+    fn recv_sctp_message(
+        client: &SctpClient,
+        message: &mut [u8],
+        mut have: usize,
+    ) -> io::Result<Option<usize>> {
+        loop {
+            if have == message.len() {
                 return Err(broken("an SCTP message larger than the receive buffer"));
             }
-            let message = &mut buf[filled..];
-            // The header's length, rounded up to 4; the padding the sender left off is added.
-            let length = match message.get(2..4) {
-                Some(l) if part.len >= 4 => usize::from(u16::from_be_bytes([l[0], l[1]])),
-                _ => return Err(broken("an SCTP message shorter than an ASAP header")),
-            };
-            let padded = length.div_ceil(4) * 4;
-            if length < 4 || length > part.len || padded > message.len() {
-                return Err(broken(
-                    "an SCTP message whose length field disagrees with it",
-                ));
-            }
-            message[length..padded].fill(0);
-            filled += padded;
-            if !more || buf.len() - filled < crate::workload::MAX_FRAME {
-                return Ok(filled);
+            match client.recv_part(&mut message[have..]) {
+                Ok(Some(part)) => {
+                    have += part.len;
+                    if part.complete {
+                        return pad_message(message, have).map(Some);
+                    }
+                }
+                Ok(None) if have == 0 => return Ok(None),
+                Ok(None) => return Err(cut_off()),
+                Err(e) if have > 0 && e.kind() == ErrorKind::WouldBlock => return Err(cut_off()),
+                Err(e) => return Err(e),
             }
         }
     }
 
-    /// Sends the whole frames at the start of `buf`, each as one SCTP message with PPID 11;
-    /// returns the bytes of those that left (`WouldBlock` if none did).
+    /// Sends the whole frames at the start of `buf`, each as one SCTP message with PPID 11,
+    /// with one `sendmmsg` per [`SCTP_BATCH_MAX`] frames; returns the bytes of those that left
+    /// (`WouldBlock` if none did). An error after some frames left comes with the next write.
     fn send_sctp(client: &SctpClient, buf: &[u8]) -> io::Result<usize> {
+        let mut frames: [(u32, u16, &[u8]); SCTP_BATCH_MAX] = [(PPID_ASAP, 0, &[]); SCTP_BATCH_MAX];
         let mut sent = 0;
-        while let Some(len) = whole_frame(&buf[sent..]) {
-            match client.send(PPID_ASAP, 0, &buf[sent..sent + len]) {
-                Ok(_) => sent += len,
-                Err(e) if sent > 0 && e.kind() == ErrorKind::WouldBlock => break,
+        loop {
+            let mut end = sent;
+            let mut count = 0;
+            while count < SCTP_BATCH_MAX
+                && let Some(len) = whole_frame(&buf[end..])
+            {
+                frames[count].2 = &buf[end..end + len];
+                end += len;
+                count += 1;
+            }
+            if count == 0 {
+                break;
+            }
+            let left = match client.send_batch(&frames[..count]) {
+                Ok(left) => left,
+                // the frames before left; the error, if it lasts, comes with the next write
+                Err(_) if sent > 0 => 0,
                 Err(e) => return Err(e),
+            };
+            sent += frames[..left].iter().map(|f| f.2.len()).sum::<usize>();
+            if left < count {
+                break;
             }
         }
         if sent == 0 && !buf.is_empty() {
@@ -263,7 +366,7 @@ impl Read for SecureStream {
         if self.tls.is_none() {
             return match &mut self.stream {
                 Carrier::Tcp(s) => s.read(buf),
-                Carrier::Sctp(c) => Self::recv_sctp(c, buf, !self.blocking),
+                Carrier::Sctp(c, batch) => Self::recv_sctp(c, batch, buf, !self.blocking),
             };
         }
         self.flush_records()?;
@@ -309,7 +412,7 @@ impl Write for SecureStream {
         if self.tls.is_none() {
             return match &mut self.stream {
                 Carrier::Tcp(s) => s.write(buf),
-                Carrier::Sctp(c) => Self::send_sctp(c, buf),
+                Carrier::Sctp(c, _) => Self::send_sctp(c, buf),
             };
         }
         self.flush_records()?;

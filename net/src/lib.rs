@@ -58,9 +58,10 @@ pub use host::{
 pub use ownership::PortClaim;
 pub use rserpool_protocol::url::{Transport, TransportUrl, UrlError};
 pub use sctp::{
-    AssocState, RECV_CONTROL_LEN as SCTP_RECV_CONTROL_LEN,
+    AssocState, RECV_CONTROL_LEN as SCTP_RECV_CONTROL_LEN, SCTP_BATCH_MAX,
     SNDINFO_CMSG_LEN as SCTP_SEND_CONTROL_LEN, SctpAssocId, SctpClient, SctpListener, SctpPart,
-    SctpRecv, SctpSocket, sctp_nodelay, sctp_support, send_control as sctp_send_control,
+    SctpRecv, SctpRecvBatch, SctpSocket, sctp_nodelay, sctp_support,
+    send_control as sctp_send_control,
 };
 pub use stream::{
     configure_accepted, connect_outcome, connect_stream, connect_stream_blocking,

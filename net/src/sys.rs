@@ -1,7 +1,8 @@
 //! The raw system calls the socket layer needs and socket2 does not wrap, for servers and clients
-//! alike: socket options as byte buffers, `sendmsg`/`recvmsg` with ancillary data, thread
-//! affinity and the online CPU count. This is the only module of the crate with `unsafe` code
-//! (allowed on its declaration in `lib.rs`); callers pass and get plain slices.
+//! alike: socket options as byte buffers, `sendmsg`/`recvmsg` with ancillary data and their
+//! batched forms `sendmmsg`/`recvmmsg`, thread affinity and the online CPU count. This is the
+//! only module of the crate with `unsafe` code (allowed on its declaration in `lib.rs`); callers
+//! pass and get plain slices.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -101,7 +102,8 @@ fn empty_msghdr() -> libc::msghdr {
     unsafe { std::mem::zeroed() }
 }
 
-/// What `recv_msg` received.
+/// What `recv_msg` received, or one message of `recv_mmsg`.
+#[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Received {
     /// Bytes of data written to the data buffer.
     pub len: usize,
@@ -173,6 +175,149 @@ pub(crate) fn send_msg(
         Err(io::Error::last_os_error())
     } else {
         Ok(n as usize)
+    }
+}
+
+/// The most messages one `recv_mmsg` or `send_mmsg` takes: their headers live on the stack. (The
+/// kernel's own bound on a call, `UIO_MAXIOV`, is 1024.)
+pub(crate) const MMSG_MAX: usize = 64;
+
+/// An empty `mmsghdr`: an empty `msghdr`, nothing transferred.
+fn empty_mmsghdr() -> libc::mmsghdr {
+    libc::mmsghdr {
+        msg_hdr: empty_msghdr(),
+        msg_len: 0,
+    }
+}
+
+/// An `iovec` of nothing, to fill arrays with.
+const NO_IOVEC: libc::iovec = libc::iovec {
+    iov_base: std::ptr::null_mut(),
+    iov_len: 0,
+};
+
+/// `recvmmsg(fd, ..., flags, NULL)`: receives message `i` into the `i`-th pair of `messages` (its
+/// data buffer, its control buffer) and says what it received in `received[i]`; returns how many
+/// messages came. Offers at most `received.len()` messages, and at most [`MMSG_MAX`]; none
+/// offered is `Ok(0)` without a call. With `MSG_WAITFORONE` in `flags` a blocking socket waits
+/// for the first message only. An interrupted call (`ErrorKind::Interrupted`) is returned: the
+/// caller decides whether to retry. An error after the first message ends the batch early, and
+/// the kernel reports it with the next call.
+pub(crate) fn recv_mmsg<'a>(
+    fd: BorrowedFd<'_>,
+    messages: impl IntoIterator<Item = (&'a mut [u8], &'a mut [u8])>,
+    received: &mut [Received],
+    flags: i32,
+) -> io::Result<usize> {
+    let mut iovs = [NO_IOVEC; MMSG_MAX];
+    let mut hdrs = [empty_mmsghdr(); MMSG_MAX];
+    // the control buffers' lengths, which the kernel overwrites in `hdrs`
+    let mut control_room = [0; MMSG_MAX];
+    let mut count = 0;
+    for ((data, control), ((iov, hdr), room)) in messages
+        .into_iter()
+        .zip(iovs.iter_mut().zip(hdrs.iter_mut()).zip(&mut control_room))
+        .take(received.len())
+    {
+        iov.iov_base = data.as_mut_ptr().cast();
+        iov.iov_len = data.len();
+        hdr.msg_hdr.msg_control = control.as_mut_ptr().cast();
+        hdr.msg_hdr.msg_controllen = control.len() as _;
+        *room = control.len();
+        count += 1;
+    }
+    if count == 0 {
+        return Ok(0);
+    }
+    let iov_base = iovs.as_mut_ptr();
+    for (i, hdr) in hdrs[..count].iter_mut().enumerate() {
+        hdr.msg_hdr.msg_iov = iov_base.wrapping_add(i);
+        hdr.msg_hdr.msg_iovlen = 1;
+    }
+    // SAFETY: the first `count` (at most `MMSG_MAX`) entries of `hdrs` each point at their own
+    // entry of `iovs`, which points at a data buffer, and at a control buffer: buffers borrowed
+    // mutably for `'a`, live and writable for the lengths given, and local arrays that stay in
+    // place until the call returns. The kernel writes only within them and into `hdrs`.
+    let n = unsafe {
+        libc::recvmmsg(
+            fd.as_raw_fd(),
+            hdrs.as_mut_ptr(),
+            count as libc::c_uint,
+            flags,
+            std::ptr::null_mut(),
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let n = (n as usize).min(count);
+    for (((out, hdr), iov), room) in received
+        .iter_mut()
+        .zip(&hdrs[..n])
+        .zip(&iovs)
+        .zip(control_room)
+    {
+        // `msg_controllen` is a `size_t` in glibc and a `socklen_t` in musl
+        #[allow(clippy::unnecessary_cast)]
+        let control_len = (hdr.msg_hdr.msg_controllen as usize).min(room);
+        *out = Received {
+            len: (hdr.msg_len as usize).min(iov.iov_len),
+            control_len,
+            flags: hdr.msg_hdr.msg_flags,
+        };
+    }
+    Ok(n)
+}
+
+/// `sendmmsg(fd, ..., flags)`: sends each pair of `messages` (its data, its ancillary data) as
+/// one message, over the socket's association or connection; returns how many messages left,
+/// fewer than offered when the send buffer filled (or an error stopped the batch: the next call
+/// then meets it at its first message). Offers at most [`MMSG_MAX`] messages; none offered is
+/// `Ok(0)` without a call. An interrupted call (`ErrorKind::Interrupted`) is returned: the caller
+/// decides whether to retry.
+pub(crate) fn send_mmsg<'a>(
+    fd: BorrowedFd<'_>,
+    messages: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
+    flags: i32,
+) -> io::Result<usize> {
+    let mut iovs = [NO_IOVEC; MMSG_MAX];
+    let mut hdrs = [empty_mmsghdr(); MMSG_MAX];
+    let mut count = 0;
+    for ((data, control), (iov, hdr)) in messages
+        .into_iter()
+        .zip(iovs.iter_mut().zip(hdrs.iter_mut()))
+    {
+        iov.iov_base = data.as_ptr().cast_mut().cast();
+        iov.iov_len = data.len();
+        hdr.msg_hdr.msg_control = control.as_ptr().cast_mut().cast();
+        hdr.msg_hdr.msg_controllen = control.len() as _;
+        count += 1;
+    }
+    if count == 0 {
+        return Ok(0);
+    }
+    let iov_base = iovs.as_mut_ptr();
+    for (i, hdr) in hdrs[..count].iter_mut().enumerate() {
+        hdr.msg_hdr.msg_iov = iov_base.wrapping_add(i);
+        hdr.msg_hdr.msg_iovlen = 1;
+    }
+    // SAFETY: the first `count` (at most `MMSG_MAX`) entries of `hdrs` each point at their own
+    // entry of `iovs`, which points at a data buffer, and at a control buffer: buffers borrowed
+    // for `'a`, live for the lengths given, and local arrays that stay in place until the call
+    // returns. The kernel only reads the buffers (the `*mut` is the C signature) and writes
+    // each entry's `msg_len` into `hdrs`.
+    let n = unsafe {
+        libc::sendmmsg(
+            fd.as_raw_fd(),
+            hdrs.as_mut_ptr(),
+            count as libc::c_uint,
+            flags,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok((n as usize).min(count))
     }
 }
 

@@ -7,6 +7,7 @@
 //! slices, every field read bounds-checked: lengths inside them are never trusted.
 
 mod acceptor;
+mod batch;
 mod client;
 mod listener;
 
@@ -20,6 +21,7 @@ use crate::error::{NetError, SocketUse};
 use crate::sys;
 
 pub use acceptor::SctpListener;
+pub use batch::{SCTP_BATCH_MAX, SctpRecvBatch};
 pub use client::{SctpClient, SctpPart};
 pub use listener::{AssocState, SctpAssocId, SctpRecv, SctpSocket};
 

@@ -418,6 +418,7 @@ impl Loop {
         };
         // Sending a UDP reply never fails here: errors are logged and the reply dropped.
         let _ = self.state.route_output(&mut streams);
+        self.state.send_queued_sctp();
         self.state.retry_blocked_sctp(now);
         let dirty = std::mem::take(&mut self.dirty);
         for slot in dirty {

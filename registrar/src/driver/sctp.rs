@@ -267,13 +267,13 @@ impl SctpSockets {
 }
 
 /// A loop turn's SCTP sends, and the messages that found their socket's send buffer full.
+/// Messages are queued as the output is routed and leave together at the end of the turn: with
+/// one `sendmmsg` per socket (epoll, [`super::state::LoopState::send_queued_sctp`]), or in the
+/// turn's one `io_uring_enter` (io_uring).
 #[derive(Debug, Default)]
 pub(super) struct SctpOut {
-    /// The driver sends a turn's messages together at its end (io_uring: all in the turn's one
-    /// `io_uring_enter`) instead of one `sendmsg` each as they are routed.
-    batched: bool,
-    /// This turn's messages, in order, when batched: (SCTP socket index, association,
-    /// message). The driver takes them with [`Self::take_queued`].
+    /// This turn's messages, in order: (SCTP socket index, association, message). The driver
+    /// takes them with [`Self::take_queued`].
     queued: Vec<(usize, SctpAssocId, Vec<u8>)>,
     /// The blocked messages and those of the same socket queued behind them, in order:
     /// (SCTP socket index, association, message). `LoopState::retry_blocked_sctp` empties it.
@@ -283,43 +283,11 @@ pub(super) struct SctpOut {
 }
 
 impl SctpOut {
-    /// A turn's sends for a driver that sends them together at the end of the turn.
-    pub fn batched() -> Self {
-        Self {
-            batched: true,
-            ..Self::default()
-        }
-    }
-
-    /// Sends a message on association `assoc` of SCTP socket `s` (PPID 11 for ASAP, 12 for
-    /// ENRP): at once with one `sendmsg`, or queued for the driver when batched. A message that
-    /// finds the socket's send buffer full waits for `LoopState::retry_blocked_sctp`, and so
-    /// does every later message of the socket, to keep each association's order.
-    pub fn send(
-        &mut self,
-        socket: &SctpSocket,
-        ppid: u32,
-        s: usize,
-        assoc: SctpAssocId,
-        bytes: &[u8],
-    ) {
-        if self.batched || self.blocked.iter().any(|b| b.0 == s) {
-            let message = self.buffer(bytes);
-            if self.batched {
-                self.queued.push((s, assoc, message));
-            } else {
-                self.blocked.push((s, assoc, message));
-            }
-            return;
-        }
-        match socket.send(assoc, ppid, 0, bytes) {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                let message = self.buffer(bytes);
-                self.blocked.push((s, assoc, message));
-            }
-            Err(e) => tracing::debug!(%e, "SCTP send failed"),
-        }
+    /// Queues a message for association `assoc` of SCTP socket `s`, to leave at the end of the
+    /// turn.
+    pub fn send(&mut self, s: usize, assoc: SctpAssocId, bytes: &[u8]) {
+        let message = self.buffer(bytes);
+        self.queued.push((s, assoc, message));
     }
 
     /// A copy of `bytes` in a buffer an earlier message gave back.

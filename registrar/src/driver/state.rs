@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use rserpool_handlespace::mailbox::Mailbox;
 use rserpool_handlespace::{AssociationId, FastMap, Millis, PinnedReader};
 use rserpool_net::{
-    AssocState, NetError, SctpAssocId, SctpRecv, TlsSession, Transport, TransportUrl,
+    AssocState, NetError, SctpAssocId, SctpRecv, SctpRecvBatch, TlsSession, Transport, TransportUrl,
 };
 
 use super::admission::SourceTicket;
@@ -22,6 +22,9 @@ use crate::core::{
     AssociationInfo, Connect, CoreConfig, Forward, Output, Received, Target, Worker,
 };
 use crate::metrics::{Limit, Protocol, RequestKind, TransportLabel, WorkerMetrics};
+
+/// Messages and notifications one `recvmmsg` on an SCTP socket takes at most (epoll).
+const SCTP_RECV_BATCH: usize = 32;
 
 /// Least time between two checks of one SCTP socket for peers that stopped reading.
 const STALL_CHECK_INTERVAL_MS: Millis = 100;
@@ -97,6 +100,10 @@ pub(super) struct LoopState {
     sctp_connects: Vec<(usize, SocketAddr, AssociationId)>,
     /// The core's association of each (SCTP socket, kernel association).
     sctp: FastMap<(usize, SctpAssocId), AssociationId>,
+    /// The buffers of the SCTP receives (epoll), made at the first.
+    sctp_batch: Option<SctpRecvBatch>,
+    /// What a batch of SCTP receives brought, interpreted before it is handled (room kept).
+    sctp_received: Vec<std::io::Result<SctpRecv>>,
     /// Per SCTP socket, a message arriving in parts: what came so far, or `None` once it
     /// outgrew the largest message accepted (its rest is dropped).
     sctp_partial: FastMap<usize, Option<Vec<u8>>>,
@@ -150,6 +157,8 @@ impl LoopState {
             aborts: Vec::new(),
             sctp_connects: Vec::new(),
             sctp: FastMap::default(),
+            sctp_batch: None,
+            sctp_received: Vec::new(),
             sctp_partial: FastMap::default(),
             stall_checks: FastMap::default(),
             turn_now: 0,
@@ -403,12 +412,8 @@ impl LoopState {
                 Target::Association(a) => match self.routes.get(&a) {
                     Some(&Route::Stream(slot)) => driver.queue_stream(slot, run.bytes()),
                     Some(&Route::Sctp { socket: s, assoc }) => {
-                        if let Some((socket, _, protocol)) =
-                            self.sctp_sockets.get(&self.listeners, s)
-                        {
-                            for bytes in run.messages() {
-                                self.sctp_out.send(socket, protocol.ppid(), s, assoc, bytes);
-                            }
+                        for bytes in run.messages() {
+                            self.sctp_out.send(s, assoc, bytes);
                         }
                     }
                     None => {}
@@ -512,32 +517,47 @@ impl LoopState {
         self.kinds.push(kind);
     }
 
-    /// Receives from SCTP socket `s` with `recvmsg` (at most `io.max_batch` messages and
-    /// notifications) and handles each ([`Self::sctp_received`]). Returns whether the socket is
-    /// drained (false: the budget ran out first).
+    /// Receives from SCTP socket `s` with `recvmmsg` ([`SCTP_RECV_BATCH`] messages a call, at
+    /// most `io.max_batch` in all) and handles each message and notification
+    /// ([`Self::sctp_received`]). Returns whether the socket is drained (false: the budget ran
+    /// out first).
     pub fn receive_sctp(&mut self, s: usize, now: Millis, reads: &PinnedReader<'_>) -> bool {
-        for _ in 0..self.io.max_batch.max(1) {
+        let mut budget = self.io.max_batch.max(1);
+        let mut batch = self.sctp_batch.take().unwrap_or_else(|| {
+            let size = self.io.buffer_size.max(self.io.max_message_size) + 64;
+            SctpRecvBatch::new(SCTP_RECV_BATCH, size)
+        });
+        let mut received = std::mem::take(&mut self.sctp_received);
+        let drained = loop {
             let Some((socket, ..)) = self.sctp_sockets.get(&self.listeners, s) else {
-                return true;
+                break true;
             };
-            let mut buf = std::mem::take(&mut self.buf);
-            let received = socket.recv(&mut buf);
-            let len = match &received {
-                Ok(SctpRecv::Data { len, .. }) => *len,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    self.buf = buf;
-                    return true;
+            let max = budget.min(batch.capacity());
+            match socket.recv_batch(&mut batch, max) {
+                Ok(n) => {
+                    received.extend(batch.messages(socket).map(|(r, _)| r));
+                    for (i, r) in received.drain(..).enumerate() {
+                        self.sctp_received(s, r, batch.payload(i), now, reads);
+                    }
+                    budget -= n.min(budget);
+                    if n < max {
+                        break true;
+                    }
+                    if budget == 0 {
+                        break false;
+                    }
                 }
-                _ => 0,
-            };
-            let failed = received.is_err();
-            self.sctp_received(s, received, &buf[..len], now, reads);
-            self.buf = buf;
-            if failed {
-                return true;
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break true,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.sctp_received(s, Err(e), &[], now, reads);
+                    break true;
+                }
             }
-        }
-        false
+        };
+        self.sctp_received = received;
+        self.sctp_batch = Some(batch);
+        drained
     }
 
     /// Handles what one receive on SCTP socket `s` brought (`payload`: a message's bytes, or
@@ -696,6 +716,54 @@ impl LoopState {
         self.routes
             .insert(association, Route::Sctp { socket: s, assoc });
         self.metrics.connection_opened(TransportLabel::Sctp);
+    }
+
+    /// Sends the turn's queued SCTP messages with one `sendmmsg` per socket (a batch call each
+    /// [`rserpool_net::SCTP_BATCH_MAX`] messages), each socket's in order; those that find the
+    /// send buffer full, and the rest of their socket's, join the blocked messages for
+    /// [`Self::retry_blocked_sctp`] (the epoll driver; io_uring submits them on its ring).
+    pub fn send_queued_sctp(&mut self) {
+        let mut queued = self.sctp_out.take_queued();
+        // Stable: each socket's messages keep their order.
+        queued.sort_by_key(|q| q.0);
+        let mut runs = Vec::new();
+        let mut start = 0;
+        while start < queued.len() {
+            let s = queued[start].0;
+            let end = start + queued[start..].iter().take_while(|q| q.0 == s).count();
+            let sent = match self.sctp_sockets.get(&self.listeners, s) {
+                Some((socket, _, protocol)) => {
+                    let messages: Vec<(SctpAssocId, u32, &[u8])> = queued[start..end]
+                        .iter()
+                        .map(|(_, assoc, m)| (*assoc, protocol.ppid(), &m[..]))
+                        .collect();
+                    match socket.send_batch(&messages) {
+                        Ok(sent) => sent,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+                        Err(e) => {
+                            // The first message's association failed: the others are tried
+                            // one by one.
+                            tracing::debug!(%e, "SCTP send failed");
+                            1
+                        }
+                    }
+                }
+                None => end - start,
+            };
+            runs.push((start + sent.min(end - start), end));
+            start = end;
+        }
+        let mut unsent = runs.into_iter().peekable();
+        for (i, (s, assoc, message)) in queued.drain(..).enumerate() {
+            while unsent.peek().is_some_and(|&(_, end)| end <= i) {
+                unsent.next();
+            }
+            match unsent.peek() {
+                Some(&(from, _)) if i >= from => self.sctp_out.blocked.push((s, assoc, message)),
+                _ => self.sctp_out.reuse(message),
+            }
+        }
+        self.sctp_out.return_queue(queued);
     }
 
     /// Ends a turn's SCTP sends: those that found a socket's send buffer full, and those queued

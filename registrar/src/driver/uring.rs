@@ -129,11 +129,9 @@ pub fn run(setup: WorkerSetup) -> io::Result<()> {
     for (i, l) in setup.listeners.iter().enumerate() {
         arm_listener(&mut ring, l, i)?;
     }
-    let mut state = LoopState::start(setup);
-    state.sctp_out = super::sctp::SctpOut::batched();
     let mut l = Loop {
         ring,
-        state,
+        state: LoopState::start(setup),
         conns: Vec::new(),
         free: Vec::new(),
         dirty: Vec::new(),
