@@ -2,9 +2,11 @@
 //! the options every one of them gets (`SCTP_NODELAY` above all), and the control messages that
 //! carry a message's PPID, stream and association (`SCTP_SNDINFO` built, `SCTP_RCVINFO` parsed).
 //! The registrar's one-to-many listener is in `listener`, the one-to-one client of PEs, PUs and
-//! tests in `client`, the one-to-one listener of a PE's session server in `acceptor`. The kernel's structures (`sctp_sndinfo`, `sctp_rcvinfo`,
-//! `sctp_notification`, `sctp_getaddrs`, `sockaddr_in`/`_in6`) are built and parsed as byte
-//! slices, every field read bounds-checked: lengths inside them are never trusted.
+//! tests in `client`, the one-to-one listener of a PE's session server in `acceptor`, many
+//! messages per system call (`recvmmsg`/`sendmmsg`) for both kinds in `batch`. The kernel's
+//! structures (`sctp_sndinfo`, `sctp_rcvinfo`, `sctp_notification`, `sctp_getaddrs`,
+//! `sockaddr_in`/`_in6`) are built and parsed as byte slices, every field read bounds-checked:
+//! lengths inside them are never trusted.
 
 mod acceptor;
 mod batch;
