@@ -25,10 +25,10 @@
 //! # The `unsafe` boundary
 //!
 //! All `unsafe` code of the crate is in the private `sys` module (socket options as byte
-//! buffers, `sendmsg`/`recvmsg` and the batched `sendmmsg`/`recvmmsg` with ancillary data, thread
-//! affinity, the online CPU count), one
-//! `// SAFETY:` comment per block; the crate denies `unsafe` everywhere else. Callers pass and
-//! get plain slices, and every kernel structure is built and parsed as bounds-checked bytes.
+//! buffers, `sendmsg`/`recvmsg` and the batched `sendmmsg`/`recvmmsg` with ancillary data,
+//! thread affinity, the online CPU count), one `// SAFETY:` comment per block; the crate denies
+//! `unsafe` everywhere else. Callers pass and get plain slices, and every kernel structure is
+//! built and parsed as bounds-checked bytes.
 //!
 //! # The stream seam (TLS)
 //!
