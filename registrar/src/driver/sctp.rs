@@ -166,6 +166,13 @@ impl SctpSockets {
         Some(s)
     }
 
+    /// Whether a message for association `assoc` may go out on SCTP socket `s`: any association
+    /// of a listener; on a peeled-off socket only its own, open association (a message queued
+    /// for an association that ended must not reach one peeled into the slot since).
+    pub fn carries(&self, s: usize, assoc: SctpAssocId) -> bool {
+        !self.is_peeled(s) || self.slot(s).is_some_and(|p| !p.closing && p.assoc == assoc)
+    }
+
     /// Whether messages sent on SCTP socket `s` need an `SCTP_SNDINFO` control message: on a
     /// listener (its many associations), not on a peeled-off association with its default
     /// PPID set.

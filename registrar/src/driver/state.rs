@@ -724,6 +724,14 @@ impl LoopState {
     /// [`Self::retry_blocked_sctp`] (the epoll driver; io_uring submits them on its ring).
     pub fn send_queued_sctp(&mut self) {
         let mut queued = self.sctp_out.take_queued();
+        let (sockets, out) = (&self.sctp_sockets, &mut self.sctp_out);
+        queued.retain_mut(|(s, assoc, message)| {
+            let carried = sockets.carries(*s, *assoc);
+            if !carried {
+                out.reuse(std::mem::take(message));
+            }
+            carried
+        });
         // Stable: each socket's messages keep their order.
         queued.sort_by_key(|q| q.0);
         let mut runs = Vec::new();

@@ -722,7 +722,10 @@ impl Loop {
             .map(|(&s, _)| s)
             .collect();
         for (s, assoc, message) in queued.drain(..) {
-            let Some((socket, _, protocol)) = self.state.sctp_sockets.get(&self.state.listeners, s)
+            let sockets = &self.state.sctp_sockets;
+            let Some((socket, _, protocol)) = sockets
+                .get(&self.state.listeners, s)
+                .filter(|_| sockets.carries(s, assoc))
             else {
                 self.state.sctp_out.reuse(message);
                 continue;
