@@ -42,6 +42,7 @@ mod error;
 mod host;
 mod ownership;
 mod sctp;
+pub mod sctp_udp;
 mod stream;
 #[allow(unsafe_code)]
 mod sys;
