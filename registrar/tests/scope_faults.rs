@@ -259,11 +259,41 @@ per_worker_count!(
 );
 
 /// `N` distinct free TCP ports on loopback (bound together, read and released: a restarted
-/// registrar must get the same command line, so ports cannot be ephemeral).
+/// registrar must get the same command line, so ports cannot be ephemeral), drawn below the
+/// kernel's ephemeral range: a port from that range can be taken between a kill and the
+/// restart as the local port of any connection on the machine, and the restart then cannot
+/// bind it (seen once in CI).
 fn free_ports<const N: usize>() -> [u16; N] {
-    let listeners: [std::net::TcpListener; N] =
-        std::array::from_fn(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap());
-    listeners.map(|l| l.local_addr().unwrap().port())
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    let (low, high) = (10_000_u16, ephemeral_start.max(10_001));
+    let mut seed = u64::from(std::process::id())
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        low + (seed % u64::from(high - low)) as u16
+    };
+    loop {
+        let listeners: Vec<std::net::TcpListener> = (0..N)
+            .filter_map(|_| std::net::TcpListener::bind(("127.0.0.1", next())).ok())
+            .collect();
+        let mut ports: Vec<u16> = listeners
+            .iter()
+            .map(|l| l.local_addr().unwrap().port())
+            .collect();
+        ports.sort_unstable();
+        ports.dedup();
+        if let Ok(ports) = <[u16; N]>::try_from(ports) {
+            return ports;
+        }
+    }
 }
 
 /// One registrar of a scope of three with fixed ports, restartable with the same command line.
