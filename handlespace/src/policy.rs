@@ -41,7 +41,7 @@ use rserpool_protocol::{Policy, policy_type as pt};
 
 use crate::pool::Member;
 use crate::rng::Rng;
-use crate::tree::{Item, Tree};
+use crate::tree::{Located, Tree};
 
 /// The most PEs one selection returns: handle resolutions are capped at 128 entries (RSPLIB's
 /// registrar, procedures.md §7). Larger requests are clamped.
@@ -395,10 +395,19 @@ pub(crate) fn member_key(policy_type: u32, policy: &Policy) -> (u32, u32) {
 
 /// A member's selection value ([`member_key`]'s second part) in a pool of its own policy's type,
 /// the type of every PE of its pool: not stored in the member (4 bytes per PE) but derived
-/// where the tree sums values or a weighted draw scans a leaf.
+/// where the tree sums values or a weighted draw scans a leaf. The common types are read off the
+/// variant here (the same values as [`value_of`] of the variant's type, which the others take).
 #[inline]
 pub(crate) fn member_value(policy: &Policy) -> u32 {
-    value_of(policy.policy_type(), policy)
+    match *policy {
+        Policy::WeightedRandom { weight } | Policy::WeightedRoundRobin { weight } => weight,
+        Policy::RoundRobin
+        | Policy::Random
+        | Policy::Priority { .. }
+        | Policy::LeastUsed { .. }
+        | Policy::LeastUsedDegradation { .. } => 1,
+        _ => value_of(policy.policy_type(), policy),
+    }
 }
 
 #[inline]
@@ -613,23 +622,16 @@ fn increment(members: &Tree<Member>, selected: &[u32], max_increment: usize) {
 }
 
 /// The intervals of the members chosen so far in a draw without replacement, sorted by start.
-struct Chosen {
-    /// (interval start, interval width), ascending by start.
-    intervals: [(u64, u64); MAX_SELECTION],
+struct Chosen<'b> {
+    /// (interval start, interval width), ascending by start, in `intervals[..len]`; room for
+    /// the whole selection.
+    intervals: &'b mut [(u64, u64)],
     len: usize,
     /// Sum of the chosen widths.
     mass: u64,
 }
 
-impl Chosen {
-    fn new() -> Self {
-        Self {
-            intervals: [(0, 0); MAX_SELECTION],
-            len: 0,
-            mass: 0,
-        }
-    }
-
+impl Chosen<'_> {
     /// Maps a point of the mass not chosen yet (`[0, total − mass)`) to a point of the whole
     /// `[0, total)` by skipping the chosen intervals.
     fn skip(&self, mut x: u64) -> u64 {
@@ -644,8 +646,12 @@ impl Chosen {
     }
 
     fn insert(&mut self, start: u64, width: u64) {
-        let at = self.intervals[..self.len].partition_point(|&(s, _)| s < start);
-        self.intervals.copy_within(at..self.len, at + 1);
+        // Insertion from the end: a selection's few intervals, not worth a `memmove` call.
+        let mut at = self.len;
+        while at > 0 && self.intervals[at - 1].0 >= start {
+            self.intervals[at] = self.intervals[at - 1];
+            at -= 1;
+        }
         self.intervals[at] = (start, width);
         self.len += 1;
         self.mass += width;
@@ -658,18 +664,39 @@ impl Chosen {
 fn without_replacement<'m>(
     members: &'m Tree<Member>,
     out: &mut [u32],
-    mut pick: impl FnMut(usize, u64, &Chosen) -> (usize, u64, &'m Member),
+    pick: impl FnMut(usize, u64, &Chosen<'_>) -> Located<'m, Member>,
+) -> usize {
+    /// Selections of up to this many PEs (the usual few) keep their intervals in a small
+    /// array: zeroing room for [`MAX_SELECTION`] (2 KiB) cost more than drawing three PEs.
+    const SMALL: usize = 8;
+    if out.len() <= SMALL {
+        draw_without_replacement(members, out, &mut [(0, 0); SMALL], pick)
+    } else {
+        draw_without_replacement(members, out, &mut [(0, 0); MAX_SELECTION], pick)
+    }
+}
+
+/// [`without_replacement`] with room for the chosen intervals.
+fn draw_without_replacement<'m>(
+    members: &'m Tree<Member>,
+    out: &mut [u32],
+    intervals: &mut [(u64, u64)],
+    mut pick: impl FnMut(usize, u64, &Chosen<'_>) -> Located<'m, Member>,
 ) -> usize {
     let total = members.total();
-    let mut chosen = Chosen::new();
+    let mut chosen = Chosen {
+        intervals,
+        len: 0,
+        mass: 0,
+    };
     for (j, o) in out.iter_mut().enumerate() {
         let remaining = total - chosen.mass;
         if remaining == 0 {
             return j;
         }
-        let (rank, start, member) = pick(j, remaining, &chosen);
-        chosen.insert(start, u64::from(member.value()));
-        *o = rank as u32;
+        let found = pick(j, remaining, &chosen);
+        chosen.insert(found.start, u64::from(found.value));
+        *o = found.rank as u32;
     }
     out.len()
 }
@@ -722,8 +749,8 @@ fn draw_degraded(
         let mut best_ratio = -1.0;
         for _ in 0..REJECTION_TRIES {
             let candidate = members.locate(chosen.skip(rng.below(remaining)));
-            let bound = u64::from(candidate.2.value()).max(1);
-            let v = live(candidate.2);
+            let bound = u64::from(candidate.value).max(1);
+            let v = live(candidate.item);
             if v >= bound || rng.below(bound) < v {
                 return candidate;
             }
@@ -747,18 +774,29 @@ fn select_sorted(members: &Tree<Member>, cursor: u64, out: &mut [u32]) -> usize 
     let len = members.len();
     let mut w = 0;
     let mut start = 0usize;
-    while w < n && start < len {
-        let key = members.at(start).order();
+    // The members from `start` on, walked (one descent per leaf) while groups are small.
+    let mut walk = members.walk_from(0);
+    let mut first = walk.next();
+    while w < n
+        && let Some(member) = first
+    {
+        let key = member.order();
         let mut end = start + 1;
-        while end < len && members.at(end).order() == key {
+        first = walk.next();
+        while let Some(next) = first
+            && next.order() == key
+        {
             end += 1;
             if end - start > SCAN {
                 end = match key.checked_add(1) {
                     Some(after) => members.rank_of((after, 0)),
                     None => len,
                 };
+                walk = members.walk_from(end);
+                first = walk.next();
                 break;
             }
+            first = walk.next();
         }
         let g = end - start;
         let mut r = (cursor % g as u64) as usize;

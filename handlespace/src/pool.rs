@@ -250,7 +250,8 @@ impl PoolSnapshot {
     }
 
     /// The PEs at `ranks`, in that order: runs of consecutive ranks (round robin, tie groups)
-    /// are walked instead of searched for one by one.
+    /// are walked along their leaves instead of searched for one by one; any other rank takes
+    /// one descent (no iterator with a stack of the tree's levels to set up for it).
     ///
     /// # Panics
     ///
@@ -259,19 +260,15 @@ impl PoolSnapshot {
         &'s self,
         ranks: &'s [u32],
     ) -> impl Iterator<Item = &'s PoolElementEntry> + 's {
-        let mut walk: Option<(usize, Iter<'s, Member>)> = None;
+        // The rest of the leaf after the previous rank, and that rank + 1.
+        let mut run: (&'s [Member], usize) = (&[], usize::MAX);
         ranks.iter().map(move |&rank| {
             let rank = rank as usize;
-            if let Some((next, members)) = &mut walk
-                && *next == rank
-                && let Some(member) = members.next()
-            {
-                *next += 1;
-                return member.entry();
+            if run.1 != rank || run.0.is_empty() {
+                run.0 = self.members.leaf_from(rank);
             }
-            let mut members = self.members.iter_from(rank);
-            let member = members.next().expect("rank within the pool");
-            walk = Some((rank + 1, members));
+            let (member, rest) = run.0.split_first().expect("rank within the pool");
+            run = (rest, rank + 1);
             member.entry()
         })
     }

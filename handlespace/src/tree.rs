@@ -5,9 +5,10 @@
 //! # Model
 //!
 //! Items sit in leaves in ascending [`Key`] order; every inner node keeps, per child, the number
-//! of items below it, the sum of their selection values and the greatest key. So a reader finds
-//! the item at a rank, the item whose interval holds a point of the values' cumulative sum
-//! (weighted draws), or the rank of a key, each in one descent.
+//! of items below it, the sum of their selection values and the greatest key, and for a leaf
+//! whose items' values are not all 1 the values themselves. So a reader finds the item at a
+//! rank, the item whose interval holds a point of the values' cumulative sum (weighted draws,
+//! which read no item but the one found), or the rank of a key, each in one descent.
 //!
 //! Nodes are shared through [`Arc`]: a [`Tree`] is a cheap handle on its root, and a published
 //! version is just a clone of the writer's tree. The writer changes its tree in place where a
@@ -73,25 +74,40 @@ impl<T> Clone for Node<T> {
     }
 }
 
-/// An inner node's summary of one child.
+/// The values of a leaf's items in order (zeros past its end), kept for a leaf whose values
+/// are not all 1 ([`Child::values`]).
+type LeafValues = Option<Arc<[u32; LEAF_MAX]>>;
+
+/// An inner node's summary of one child: 56 bytes, so that a full inner node (16 of them and
+/// the reference counts, 912 bytes) fits mimalloc's 1 024-byte size class.
 #[derive(Debug)]
 struct Child<T> {
     node: Node<T>,
-    /// Items below.
-    count: u32,
     /// Sum of the values below.
     sum: u64,
-    /// Greatest key below.
-    last: Key,
+    /// The greatest key below, in two fields (see [`Child::last`]) so that `count` fills the
+    /// room a `Key` would pad.
+    last_id: u64,
+    last_order: u32,
+    /// Items below.
+    count: u32,
+    /// For a leaf whose items' values are not all 1 (a pool of a weighted policy), the values:
+    /// a leaf's members lie a cache line or more apart and a value is derived from a member's
+    /// policy, so that [`Tree::locate`] reads, of a leaf's items, only the one it returns. In
+    /// their own allocation, shared by the copies of the parent: pools whose values are all 1
+    /// (round robin, the sorted policies, random) do not pay for them.
+    values: LeafValues,
 }
 
 impl<T> Clone for Child<T> {
     fn clone(&self) -> Self {
         Self {
             node: self.node.clone(),
-            count: self.count,
             sum: self.sum,
-            last: self.last,
+            last_id: self.last_id,
+            last_order: self.last_order,
+            count: self.count,
+            values: self.values.clone(),
         }
     }
 }
@@ -122,26 +138,58 @@ impl<T: Item> Node<T> {
             Self::Inner(children) => (
                 children.iter().map(|c| c.count).sum(),
                 children.iter().map(|c| c.sum).sum(),
-                children.last().map_or((0, 0), |c| c.last),
+                children.last().map_or((0, 0), Child::last),
             ),
         }
+    }
+
+    /// [`Child::values`] of this node (O(node size)).
+    fn values(&self) -> LeafValues {
+        let Self::Leaf(items) = self else {
+            return None;
+        };
+        if items.iter().all(|t| t.value() == 1) {
+            return None;
+        }
+        let mut values = [0; LEAF_MAX];
+        for (value, item) in values.iter_mut().zip(items.iter()) {
+            *value = item.value();
+        }
+        Some(Arc::new(values))
     }
 }
 
 impl<T: Item> Child<T> {
     fn summarize(node: Node<T>) -> Self {
         let (count, sum, last) = node.summary();
-        Self {
-            node,
-            count,
+        let mut child = Self {
             sum,
-            last,
-        }
+            last_id: 0,
+            last_order: 0,
+            count,
+            values: node.values(),
+            node,
+        };
+        child.set_last(last);
+        child
+    }
+
+    /// The greatest key below.
+    #[inline]
+    fn last(&self) -> Key {
+        (self.last_order, self.last_id)
+    }
+
+    fn set_last(&mut self, (order, id): Key) {
+        (self.last_order, self.last_id) = (order, id);
     }
 
     /// Recomputes the summary after the child changed in ways the caller did not track.
     fn refresh(&mut self) {
-        (self.count, self.sum, self.last) = self.node.summary();
+        let last;
+        (self.count, self.sum, last) = self.node.summary();
+        self.set_last(last);
+        self.values = self.node.values();
     }
 }
 
@@ -217,7 +265,7 @@ impl<T: Item> Tree<T> {
         loop {
             match node {
                 Node::Inner(children) => {
-                    let i = children.partition_point(|c| c.last < key);
+                    let i = children.partition_point(|c| c.last() < key);
                     node = &children.get(i)?.node;
                 }
                 Node::Leaf(items) => {
@@ -278,10 +326,28 @@ impl<T: Item> Tree<T> {
         }
     }
 
+    /// The items from rank `from` on, each leaf found by one descent ([`Self::leaf_from`]): for
+    /// the few items of a selection, cheaper to start than [`Self::iter_from`] (no stack of the
+    /// levels to set up).
+    pub(crate) fn walk_from(&self, from: usize) -> impl Iterator<Item = &T> + '_ {
+        let (mut rank, mut leaf): (usize, &[T]) = (from, &[]);
+        std::iter::from_fn(move || {
+            if leaf.is_empty() {
+                leaf = self.leaf_from(rank);
+            }
+            let (first, rest) = leaf.split_first()?;
+            (rank, leaf) = (rank + 1, rest);
+            Some(first)
+        })
+    }
+
     /// The item whose value interval holds `mass` (items cover `[0, total)` in key order, each
-    /// its value wide), with its rank and the start of its interval. `mass` must be below
-    /// [`Self::total`]; zero-width items are never returned.
-    pub(crate) fn locate(&self, mass: u64) -> (usize, u64, &T) {
+    /// its value wide), with its rank, the start of its interval and its value. `mass` must be
+    /// below [`Self::total`]; zero-width items are never returned. A leaf below the root is
+    /// searched in its summary's values ([`Child::values`]; none when all are 1): of the leaf's
+    /// items, only the one returned is read (a member is a cache line or more apart from the
+    /// next, and a draw waited for each one it read, the misses one after the other).
+    pub(crate) fn locate(&self, mass: u64) -> Located<'_, T> {
         let mut node = self.root.as_ref().expect("mass within the tree");
         let (mut rank, mut start) = (0usize, 0u64);
         loop {
@@ -294,20 +360,40 @@ impl<T: Item> Tree<T> {
                         rank += children[i].count as usize;
                         i += 1;
                     }
-                    node = &children[i].node;
+                    let child = &children[i];
+                    if let Node::Leaf(items) = &child.node {
+                        let (i, value) = match &child.values {
+                            Some(values) => {
+                                let values = &values[..items.len()];
+                                let i = interval_at(values.iter().copied(), mass, &mut start);
+                                (i, values[i])
+                            }
+                            // Every item 1 wide: the offset is the index.
+                            None => {
+                                let i = usize::try_from(mass - start)
+                                    .unwrap_or(usize::MAX)
+                                    .min(items.len() - 1);
+                                start += i as u64;
+                                (i, 1)
+                            }
+                        };
+                        return Located {
+                            rank: rank + i,
+                            start,
+                            value,
+                            item: &items[i],
+                        };
+                    }
+                    node = &child.node;
                 }
                 Node::Leaf(items) => {
-                    let last = items.len() - 1;
-                    let mut i = 0;
-                    while i < last {
-                        let v = u64::from(items[i].value());
-                        if mass < start + v {
-                            break;
-                        }
-                        start += v;
-                        i += 1;
-                    }
-                    return (rank + i, start, &items[i]);
+                    let i = interval_at(items.iter().map(Item::value), mass, &mut start);
+                    return Located {
+                        rank: rank + i,
+                        start,
+                        value: items[i].value(),
+                        item: &items[i],
+                    };
                 }
             }
         }
@@ -323,7 +409,7 @@ impl<T: Item> Tree<T> {
             match node {
                 Node::Leaf(items) => return rank + items.partition_point(|t| t.key() < key),
                 Node::Inner(children) => {
-                    let i = children.partition_point(|c| c.last < key);
+                    let i = children.partition_point(|c| c.last() < key);
                     rank += children[..i]
                         .iter()
                         .map(|c| c.count as usize)
@@ -434,6 +520,34 @@ impl<T: Item> Tree<T> {
     }
 }
 
+/// What [`Tree::locate`] found.
+#[derive(Debug)]
+pub(crate) struct Located<'t, T> {
+    /// The item's rank (0-based, in key order).
+    pub rank: usize,
+    /// The start of its value interval.
+    pub start: u64,
+    /// Its value (the interval's width).
+    pub value: u32,
+    /// The item.
+    pub item: &'t T,
+}
+
+/// The index of the interval that holds `mass` among consecutive intervals of widths `values`
+/// from `*start` on (the last one if none before it does), moving `*start` to its start.
+#[inline]
+fn interval_at(values: impl ExactSizeIterator<Item = u32>, mass: u64, start: &mut u64) -> usize {
+    let last = values.len() - 1;
+    for (i, v) in values.enumerate().take(last) {
+        let v = u64::from(v);
+        if mass < *start + v {
+            return i;
+        }
+        *start += v;
+    }
+    last
+}
+
 /// Inserts into the subtree at `node`; returns a new right sibling if `node` split.
 fn insert_into<T: Item>(node: &mut Node<T>, item: T, key: Key, at_end: bool) -> Option<Child<T>> {
     match node {
@@ -450,7 +564,7 @@ fn insert_into<T: Item>(node: &mut Node<T>, item: T, key: Key, at_end: bool) -> 
         Node::Inner(children) => {
             let value = u64::from(item.value());
             let i = children
-                .partition_point(|c| c.last < key)
+                .partition_point(|c| c.last() < key)
                 .min(children.len() - 1);
             let own = Arc::make_mut(children);
             let split = insert_into(&mut own[i].node, item, key, at_end);
@@ -458,7 +572,8 @@ fn insert_into<T: Item>(node: &mut Node<T>, item: T, key: Key, at_end: bool) -> 
             let Some(right) = split else {
                 child.count += 1;
                 child.sum += value;
-                child.last = child.last.max(key);
+                child.values = child.node.values();
+                child.set_last(child.last().max(key));
                 return None;
             };
             child.refresh();
@@ -486,15 +601,16 @@ fn remove_from<T: Item>(node: &mut Node<T>, key: Key) -> Option<T> {
             Some(item)
         }
         Node::Inner(children) => {
-            let i = children.partition_point(|c| c.last < key);
+            let i = children.partition_point(|c| c.last() < key);
             let own = Arc::make_mut(children);
             let child = own.get_mut(i)?;
             let item = remove_from(&mut child.node, key)?;
             child.count -= 1;
             child.sum -= u64::from(item.value());
+            child.values = child.node.values();
             let empty = child.count == 0;
-            if !empty && child.last == key {
-                child.last = child.node.summary().2;
+            if !empty && child.last() == key {
+                child.set_last(child.node.summary().2);
             }
             if empty {
                 let mut copy = children.to_vec();
@@ -530,10 +646,12 @@ fn merge_small<T: Item>(children: &mut Arc<[Child<T>]>, i: usize) {
         _ => unreachable!("siblings are at the same depth"),
     };
     let merged = Child {
-        node,
-        count: a.count + b.count,
         sum: a.sum + b.sum,
-        last: b.last,
+        last_id: b.last_id,
+        last_order: b.last_order,
+        count: a.count + b.count,
+        values: node.values(),
+        node,
     };
     let mut copy = Vec::with_capacity(children.len() - 1);
     copy.extend_from_slice(&children[..left]);
@@ -559,10 +677,13 @@ fn update_in<T: Item, R>(
             (result, old, item.value())
         }
         Node::Inner(children) => {
-            let i = children.partition_point(|c| c.last < key);
+            let i = children.partition_point(|c| c.last() < key);
             let own = Arc::make_mut(children);
             let (result, old, new) = update_in(&mut own[i].node, key, f);
-            own[i].sum = own[i].sum - u64::from(old) + u64::from(new);
+            if old != new {
+                own[i].sum = own[i].sum - u64::from(old) + u64::from(new);
+                own[i].values = own[i].node.values();
+            }
             (result, old, new)
         }
     }
@@ -702,7 +823,8 @@ mod tests {
             Node::Leaf(_) => depths.push(depth),
             Node::Inner(children) => {
                 for c in children.iter() {
-                    assert_eq!((c.count, c.sum, c.last), c.node.summary());
+                    assert_eq!((c.count, c.sum, c.last()), c.node.summary());
+                    assert_eq!(c.values, c.node.values());
                     walk(&c.node, depth + 1, depths, false);
                 }
             }
@@ -752,22 +874,44 @@ mod tests {
 
     #[test]
     fn locate_maps_every_point_of_the_cumulative_sum_to_its_item() {
-        let mut tree = Tree::default();
-        let values = [3u32, 0, 1, 5, 0, 2];
-        for (i, v) in (0..600).map(|i| (i, values[i % values.len()])) {
-            tree.insert(t(i as u64, v));
-        }
-        let mut mass = 0u64;
-        for r in 0..600 {
-            let v = u64::from(values[r % values.len()]);
-            for m in mass..mass + v {
-                let (rank, start, item) = tree.locate(m);
-                assert_eq!((rank, start), (r, mass));
-                assert_eq!(item.key, (0, r as u64));
+        // Values of item `i`: mixed; all 1 (no leaf keeps its values); runs of 1 and of zeros
+        // between mixed stretches (leaves of each kind in one tree); a single leaf (the root).
+        type Values = fn(usize) -> u32;
+        let patterns: [(usize, Values); 4] = [
+            (600, |i| [3, 0, 1, 5, 0, 2][i % 6]),
+            (600, |_| 1),
+            (900, |i| match (i / 50) % 3 {
+                0 => 1,
+                1 => 0,
+                _ => [4, 1, 0, 9][i % 4],
+            }),
+            (15, |i| [1, 1, 2, 0][i % 4]),
+        ];
+        for (len, value) in patterns {
+            let mut tree = Tree::default();
+            for i in 0..len {
+                tree.insert(t(i as u64, value(i)));
             }
-            mass += v;
+            let mut mass = 0u64;
+            for r in 0..len {
+                let v = u64::from(value(r));
+                for m in mass..mass + v {
+                    let found = tree.locate(m);
+                    assert_eq!((found.rank, found.start), (r, mass));
+                    assert_eq!((found.value, found.item.key), (v as u32, (0, r as u64)));
+                }
+                mass += v;
+            }
+            assert_eq!(mass, tree.total());
         }
-        assert_eq!(mass, tree.total());
+    }
+
+    /// A child's summary is 56 bytes, so that a full inner node fills mimalloc's 1 024-byte
+    /// size class ([`Child`]).
+    #[test]
+    fn a_child_summary_takes_56_bytes() {
+        assert_eq!(std::mem::size_of::<Child<T>>(), 56);
+        assert!(INNER_MAX * std::mem::size_of::<Child<T>>() + 16 <= 1024);
     }
 
     #[test]

@@ -982,6 +982,87 @@ fn adaptive_list_matches_rsplib() {
     assert_eq!(degrading, 6);
 }
 
+/// A member's value read off its policy's variant is the value of the variant's type, for every
+/// type, with its fields at the extremes.
+#[test]
+fn member_values_read_off_the_variant_are_the_values_of_its_type() {
+    for scale in [0, 1, 2, QUARTER, HALF, MAX - 1, MAX] {
+        for policy in one_of_each() {
+            for fields in [[scale; 4], [scale, 1, scale, 1], [1, scale, 1, scale]] {
+                let policy = with_fields(policy, fields);
+                let ty = policy.policy_type();
+                assert_eq!(member_value(&policy), value_of(ty, &policy), "{policy:?}");
+            }
+        }
+    }
+}
+
+/// `policy`'s variant with its fields (in wire order) set to `f`.
+fn with_fields(policy: Policy, f: [u32; 4]) -> Policy {
+    match policy {
+        Policy::RoundRobin | Policy::Random => policy,
+        Policy::WeightedRoundRobin { .. } => Policy::WeightedRoundRobin { weight: f[0] },
+        Policy::WeightedRandom { .. } => Policy::WeightedRandom { weight: f[0] },
+        Policy::Priority { .. } => Policy::Priority { priority: f[0] },
+        Policy::LeastUsed { .. } => Policy::LeastUsed { load: f[0] },
+        Policy::RandomizedLeastUsed { .. } => Policy::RandomizedLeastUsed { load: f[0] },
+        Policy::LeastUsedDegradation { .. } => Policy::LeastUsedDegradation {
+            load: f[0],
+            load_degradation: f[1],
+        },
+        Policy::PriorityLeastUsed { .. } => Policy::PriorityLeastUsed {
+            load: f[0],
+            load_degradation: f[1],
+        },
+        Policy::RandomizedPriorityLeastUsed { .. } => Policy::RandomizedPriorityLeastUsed {
+            load: f[0],
+            load_degradation: f[1],
+        },
+        Policy::RandomizedLeastUsedDegradation { .. } => Policy::RandomizedLeastUsedDegradation {
+            load: f[0],
+            load_degradation: f[1],
+        },
+        Policy::PriorityLeastUsedDegradation { .. } => Policy::PriorityLeastUsedDegradation {
+            load: f[0],
+            load_degradation: f[1],
+        },
+        Policy::RandomizedPriorityLeastUsedDegradation { .. } => {
+            Policy::RandomizedPriorityLeastUsedDegradation {
+                load: f[0],
+                load_degradation: f[1],
+            }
+        }
+        Policy::WeightedRandomDpf { .. } => Policy::WeightedRandomDpf {
+            weight: f[0],
+            weight_dpf: f[1],
+            distance: f[2],
+        },
+        Policy::LeastUsedDpf { .. } => Policy::LeastUsedDpf {
+            load: f[0],
+            load_dpf: f[1],
+            distance: f[2],
+        },
+        Policy::LeastUsedDegradationDpf { .. } => Policy::LeastUsedDegradationDpf {
+            load: f[0],
+            load_degradation: f[1],
+            load_dpf: f[2],
+            distance: f[3],
+        },
+        Policy::PriorityLeastUsedDpf { .. } => Policy::PriorityLeastUsedDpf {
+            load: f[0],
+            load_degradation: f[1],
+            load_dpf: f[2],
+            distance: f[3],
+        },
+        Policy::PriorityLeastUsedDegradationDpf { .. } => Policy::PriorityLeastUsedDegradationDpf {
+            load: f[0],
+            load_degradation: f[1],
+            load_dpf: f[2],
+            distance: f[3],
+        },
+    }
+}
+
 // ----- Concurrency -----
 
 #[test]

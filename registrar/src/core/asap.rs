@@ -56,20 +56,18 @@ struct Query<'a> {
 }
 
 impl Worker {
-    /// An ASAP message on an association (RFC 5352 §3): registrations, deregistrations, handle
-    /// resolutions, keep-alive acks, unreachable reports.
+    /// An ASAP message on an association (RFC 5352 §3) of wire generation `generation`, which
+    /// the caller found open: registrations, deregistrations, handle resolutions, keep-alive
+    /// acks, unreachable reports.
     pub(super) fn on_asap_message(
         &mut self,
         reads: &PinnedReader<'_>,
         association: AssociationId,
+        generation: Generation,
         msg: &[u8],
         now: Millis,
         out: &mut Output,
     ) -> RequestKind {
-        let Some(a) = self.associations.get(&association) else {
-            return RequestKind::Other;
-        };
-        let generation = a.info.generation;
         let target = Target::Association(association);
         // Most traffic: a plain handle resolution, read without the general decoder.
         if let Some(r) = asap::decode_plain_handle_resolution(msg) {

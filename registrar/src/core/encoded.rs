@@ -4,12 +4,17 @@
 //!
 //! Entries are keyed by the snapshot they were encoded from ([`PoolSnapshot::serial`], never
 //! reused), so a pool that changes simply stops matching: nothing is invalidated. Each PE is
-//! encoded on its first selection. The cache is bounded: [`SLOTS`] pools (two ways per set,
-//! the least recently used of a set makes room), pools of at most [`MAX_CACHED_PES`] PEs, at
-//! most [`SLOT_BYTES`] of encoded parameters per pool (about 9 MiB per worker at most, whatever
-//! PEs register; a PE with one address takes about 40 bytes); what does not fit is encoded per
-//! response. The memory lives beside the handlespace, not in it, so the handlespace's bytes
-//! per PE do not grow.
+//! encoded on its first selection. The cache is bounded: [`SLOTS`] pools of at most
+//! [`MAX_CACHED_PES`] PEs and at most [`SLOT_BYTES`] of encoded parameters each, and
+//! [`LARGE_SLOTS`] larger pools of at most [`MAX_LARGE_PES`] PEs and [`LARGE_SLOT_BYTES`] each
+//! (two ways per set, the least recently used of a set makes room; about 10 MiB and 2.5 MiB per
+//! worker at most, whatever PEs register; a PE with one address takes about 40 bytes); what
+//! does not fit is encoded per response. The memory lives beside the handlespace, not in it,
+//! so the handlespace's bytes per PE do not grow.
+//!
+//! A slot taken over by another snapshot costs O(1), whatever the pool's size: its PEs are
+//! marked stale by the slot's epoch, not cleared, so that a large pool that changes every loop
+//! turn does not clear its slot's thousands of entries each time.
 
 use std::ops::Range;
 
@@ -18,18 +23,28 @@ use rserpool_protocol::{EncodeError, Generation, PoolHandle, asap, encode_pool_h
 
 /// Pools held at once.
 pub(crate) const SLOTS: usize = 1024;
-/// Larger pools are encoded per response (their PEs rarely repeat within a snapshot's life).
+/// Larger pools go to the large slots.
 pub(crate) const MAX_CACHED_PES: usize = 128;
-/// The longest PE parameter kept: longer ones (PEs with many addresses) are encoded per response.
-const MAX_PE_BYTES: usize = 1024;
 /// Encoded bytes kept per pool (its handle and its PEs); PEs beyond are encoded per response.
 const SLOT_BYTES: usize = 8 * 1024;
+/// Large pools held at once (one set of two ways): resolutions from a pool of thousands of PEs
+/// return each of its PEs many times within a snapshot's life too (a round robin over 10 000
+/// PEs, 3 a resolution, comes round in 3 334 resolutions, about a millisecond), and encoding
+/// the PEs per response took a third of such a resolution's time in user space.
+pub(crate) const LARGE_SLOTS: usize = 2;
+/// Larger pools are encoded per response.
+pub(crate) const MAX_LARGE_PES: usize = 16 * 1024;
+/// Encoded bytes kept per large pool: 16 384 PEs of 64 bytes.
+const LARGE_SLOT_BYTES: usize = 1024 * 1024;
+/// The longest PE parameter kept: longer ones (PEs with many addresses) are encoded per response.
+const MAX_PE_BYTES: usize = 1024;
 
 /// Where one PE's parameter lies in its slot's bytes.
 #[derive(Clone, Copy, Debug, Default)]
 struct Span {
+    /// The slot's epoch it was encoded in ([`Slot::epoch`]); another: not encoded yet.
+    epoch: u32,
     start: u32,
-    /// 0: not encoded yet.
     len: u16,
     /// The PE's Member Selection Policy parameter, relative to `start`.
     policy_start: u16,
@@ -47,10 +62,45 @@ struct Slot {
     generation: Option<Generation>,
     /// The turn of the last use, for replacement.
     used: u64,
+    /// Counts the snapshots the slot held; the spans of earlier ones are stale (0: none yet).
+    epoch: u32,
+    /// Per PE of the snapshot (at least as many as it has; those of an earlier epoch are stale).
     spans: Vec<Span>,
     /// The pool's Pool Handle parameter (`bytes[..handle_len]`), then the PEs' parameters.
     bytes: Vec<u8>,
     handle_len: usize,
+    /// The most bytes kept.
+    budget: usize,
+}
+
+impl Slot {
+    /// Takes the slot over for `snapshot` of `pool_handle` in `generation`: O(1) but for the
+    /// handle's encoding (and, the first time, growing the spans to the pool's size).
+    fn take_over(
+        &mut self,
+        snapshot: &PoolSnapshot,
+        generation: Generation,
+        pool_handle: PoolHandle<'_>,
+    ) -> Option<()> {
+        self.serial = 0;
+        self.epoch = self.epoch.wrapping_add(1);
+        if self.epoch == 0 {
+            // Once in 2^32 take-overs: no span may be taken for one of this epoch.
+            self.spans.clear();
+            self.epoch = 1;
+        }
+        if self.spans.len() < snapshot.len() {
+            self.spans.resize(snapshot.len(), Span::default());
+        }
+        self.bytes.clear();
+        self.bytes.resize(pool_handle.0.len() + 8, 0);
+        let n = encode_pool_handle_parameter(pool_handle, &mut self.bytes).ok()?;
+        self.bytes.truncate(n);
+        self.handle_len = n;
+        self.serial = snapshot.serial();
+        self.generation = Some(generation);
+        Some(())
+    }
 }
 
 /// What a selected PE contributes to a response.
@@ -68,13 +118,23 @@ pub(crate) enum Part {
 #[derive(Debug)]
 pub(crate) struct EncodedPools {
     slots: Box<[Slot]>,
+    large: Box<[Slot]>,
     clock: u64,
 }
 
 impl Default for EncodedPools {
     fn default() -> Self {
+        let slots = |n: usize, budget: usize| {
+            (0..n)
+                .map(|_| Slot {
+                    budget,
+                    ..Slot::default()
+                })
+                .collect()
+        };
         Self {
-            slots: (0..SLOTS).map(|_| Slot::default()).collect(),
+            slots: slots(SLOTS, SLOT_BYTES),
+            large: slots(LARGE_SLOTS, LARGE_SLOT_BYTES),
             clock: 0,
         }
     }
@@ -96,34 +156,31 @@ impl EncodedPools {
         pool_handle: PoolHandle<'_>,
     ) -> Option<PoolParts<'_>> {
         let len = snapshot.len();
-        if len > MAX_CACHED_PES {
+        let slots = if len <= MAX_CACHED_PES {
+            &mut self.slots
+        } else if len <= MAX_LARGE_PES {
+            &mut self.large
+        } else {
             return None;
-        }
+        };
         self.clock += 1;
         let serial = snapshot.serial();
-        let set = (mix(serial, generation) as usize % (SLOTS / 2)) * 2;
-        let hit = (set..set + 2).find(|&i| {
-            self.slots[i].serial == serial && self.slots[i].generation == Some(generation)
-        });
+        // Sets are a power of two of each kind: a mask, not a division by a length known only
+        // at run time.
+        const { assert!(SLOTS.is_power_of_two() && LARGE_SLOTS.is_power_of_two()) };
+        let set = (mix(serial, generation) as usize & (slots.len() / 2 - 1)) * 2;
+        let hit = (set..set + 2)
+            .find(|&i| slots[i].serial == serial && slots[i].generation == Some(generation));
         let i = hit.unwrap_or_else(|| {
-            if self.slots[set].used <= self.slots[set + 1].used {
+            if slots[set].used <= slots[set + 1].used {
                 set
             } else {
                 set + 1
             }
         });
-        let slot = &mut self.slots[i];
+        let slot = &mut slots[i];
         if hit.is_none() {
-            slot.serial = 0;
-            slot.spans.clear();
-            slot.spans.resize(len, Span::default());
-            slot.bytes.clear();
-            slot.bytes.resize(pool_handle.0.len() + 8, 0);
-            let n = encode_pool_handle_parameter(pool_handle, &mut slot.bytes).ok()?;
-            slot.bytes.truncate(n);
-            slot.handle_len = n;
-            slot.serial = serial;
-            slot.generation = Some(generation);
+            slot.take_over(snapshot, generation, pool_handle)?;
         }
         slot.used = self.clock;
         Some(PoolParts { slot })
@@ -142,11 +199,14 @@ impl PoolParts<'_> {
         let Some(span) = slot.spans.get(i).copied() else {
             return Part::Uncached;
         };
-        let span = if span.len == 0 && !span.unusable {
-            let span = encode_pe(&mut slot.bytes, snapshot, i, generation);
-            slot.spans[i] = span;
+        let span = if span.epoch == slot.epoch {
             span
         } else {
+            let span = Span {
+                epoch: slot.epoch,
+                ..encode_pe(&mut slot.bytes, slot.budget, snapshot, i, generation)
+            };
+            slot.spans[i] = span;
             span
         };
         if span.unusable {
@@ -175,13 +235,18 @@ impl PoolParts<'_> {
     }
 }
 
-/// Appends PE `i`'s parameter to `bytes`; its span (unusable when it does not fit).
+/// Appends PE `i`'s parameter to `bytes` (which keep at most `budget` bytes); its span
+/// (unusable when it does not fit), of no epoch yet.
 fn encode_pe(
     bytes: &mut Vec<u8>,
+    budget: usize,
     snapshot: &PoolSnapshot,
     i: usize,
     generation: Generation,
 ) -> Span {
+    /// Room offered first: nearly every PE fits (one with one address takes about 40 bytes),
+    /// and room is zeroed before the encoder writes to it.
+    const FIRST_TRY: usize = 256;
     let unusable = Span {
         unusable: true,
         ..Span::default()
@@ -191,35 +256,37 @@ fn encode_pe(
         return unusable;
     }
     let start = bytes.len();
-    let room = SLOT_BYTES.saturating_sub(start).min(MAX_PE_BYTES);
     let Ok(start32) = u32::try_from(start) else {
         return unusable;
     };
-    if room == 0 {
-        return unusable;
+    let most = budget.saturating_sub(start).min(MAX_PE_BYTES);
+    let mut room = most.min(FIRST_TRY);
+    while room > 0 {
+        bytes.resize(start + room, 0);
+        let view = entry.view(false);
+        match asap::encode_pool_element_parameter(&view, generation, &mut bytes[start..]) {
+            Ok((len, policy)) => {
+                if let Some(span) = span(start32, len, policy) {
+                    bytes.truncate(start + len);
+                    return span;
+                }
+                break;
+            }
+            Err(EncodeError::BufferTooSmall { .. }) if room < most => room = most,
+            Err(EncodeError::BufferTooSmall { .. }) => break,
+            Err(e) => {
+                tracing::warn!(%e, "cannot encode a PE for a handle resolution response; left out");
+                break;
+            }
+        }
     }
-    bytes.resize(start + room, 0);
-    let encoded =
-        asap::encode_pool_element_parameter(&entry.view(false), generation, &mut bytes[start..]);
-    match encoded {
-        Ok((len, policy)) => {
-            bytes.truncate(start + len);
-            span(start32, len, policy).unwrap_or(unusable)
-        }
-        Err(EncodeError::BufferTooSmall { .. }) => {
-            bytes.truncate(start);
-            unusable
-        }
-        Err(e) => {
-            bytes.truncate(start);
-            tracing::warn!(%e, "cannot encode a PE for a handle resolution response; left out");
-            unusable
-        }
-    }
+    bytes.truncate(start);
+    unusable
 }
 
 fn span(start: u32, len: usize, policy: Range<usize>) -> Option<Span> {
     Some(Span {
+        epoch: 0,
         start,
         len: u16::try_from(len).ok()?,
         policy_start: u16::try_from(policy.start).ok()?,
@@ -274,7 +341,7 @@ mod tests {
     ) {
         let mut pool = cache
             .pool(snapshot, generation, PoolHandle(handle))
-            .expect("a small pool");
+            .expect("a cached pool");
         let mut want = vec![0; handle.len() + 8];
         let n = encode_pool_handle_parameter(PoolHandle(handle), &mut want).expect("encodable");
         assert_eq!(pool.pool_handle(), &want[..n]);
@@ -395,6 +462,38 @@ mod tests {
         );
     }
 
+    /// Pools beyond [`MAX_CACHED_PES`] take the large slots: three of them in turn, changing,
+    /// take the two slots over from each other, and every PE served is its current encoding.
+    #[test]
+    fn large_pools_are_cached_in_their_own_slots_through_changes_and_take_overs() {
+        let mut shard = Shard::new(Limits::default());
+        let handle = |p: usize| format!("large-{p}").into_bytes();
+        let ip = |p: usize| IpAddr::V4(Ipv4Addr::new(192, 0, 2, p as u8));
+        for p in 0..3 {
+            for id in 1..=(MAX_CACHED_PES + 40) as u64 {
+                let r = registration(id, 1 + id as u32 % 7, vec![ip(p)]);
+                shard
+                    .register(&handle(p), r, PrId(1), None, 0)
+                    .expect("registered");
+            }
+        }
+        let mut cache = EncodedPools::default();
+        for round in 0..4u64 {
+            for p in 0..3 {
+                let snapshot = shard.snapshot(&handle(p)).expect("pool");
+                check_pool(&mut cache, &snapshot, Generation::Rfc, &handle(p));
+                check_pool(&mut cache, &snapshot, Generation::Ng, &handle(p));
+                // A PE moves: the next snapshot's PEs are encoded again.
+                let moved = IpAddr::V4(Ipv4Addr::new(198, 51, 100, round as u8));
+                let r = registration(round + 1, 3, vec![moved]);
+                shard
+                    .register(&handle(p), r, PrId(1), None, 1)
+                    .expect("re-registered");
+            }
+        }
+        assert!(cache.large.iter().all(|slot| slot.epoch > 1), "taken over");
+    }
+
     #[test]
     fn a_hot_set_stays_cached_and_large_pools_are_not_cached() {
         let mut shard = Shard::new(Limits::default());
@@ -404,7 +503,7 @@ mod tests {
                 .register(b"hot", r, PrId(1), None, 0)
                 .expect("registered");
         }
-        for id in 1..=MAX_CACHED_PES as u64 + 1 {
+        for id in 1..=MAX_LARGE_PES as u64 + 1 {
             let r = registration(id, 1, vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]);
             shard
                 .register(b"large", r, PrId(1), None, 0)

@@ -476,8 +476,9 @@ impl Worker {
                 }
                 match protocol {
                     Protocol::Asap => {
-                        let was_active = a.active;
-                        let kind = self.on_asap_message(reads, association, message, now, out);
+                        let (was_active, generation) = (a.active, a.info.generation);
+                        let kind =
+                            self.on_asap_message(reads, association, generation, message, now, out);
                         if !was_active && kind != RequestKind::Other {
                             // Its first registration or resolution (one more lookup, once).
                             if let Some(a) = self.associations.get_mut(&association) {

@@ -180,14 +180,19 @@ fn assert_canonical(sent: &[Sent], generation: Generation) -> Vec<(u64, Vec<IpAd
 
 #[test]
 fn resolution_responses_are_the_encoders_bytes_and_follow_changes() {
-    // Small pools are answered from the worker's encoded PEs, pools beyond
-    // `encoded::MAX_CACHED_PES` are encoded per response: both must give the same bytes.
+    // Pools up to `encoded::MAX_LARGE_PES` are answered from the worker's encoded PEs (those
+    // beyond `encoded::MAX_CACHED_PES` from its large slots), larger pools are encoded per
+    // response: all must give the same bytes.
     for (pool_size, generation) in [
         (3u64, Generation::Rfc),
         (3, Generation::Ng),
         (
             crate::core::encoded::MAX_CACHED_PES as u64 + 2,
             Generation::Rfc,
+        ),
+        (
+            crate::core::encoded::MAX_LARGE_PES as u64 + 2,
+            Generation::Ng,
         ),
     ] {
         let mut pr = cluster(2);
