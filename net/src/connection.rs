@@ -183,7 +183,7 @@ impl Connection {
             Transport::Tcp | Transport::Mptcp => Carrier::Stream(ByteStream::Plain(
                 connect_stream_blocking_from(&url, source, Some(timeout))?,
             )),
-            Transport::Udp => {
+            Transport::Udp | Transport::SctpUdp => {
                 return Err(NetError::InvalidRequest(format!(
                     "{url} names no connection: reach a registrar over sctp://, tcp:// or mptcp://"
                 )));

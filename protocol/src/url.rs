@@ -33,14 +33,24 @@ pub enum Transport {
     Mptcp,
     /// UDP: announces, presence, and stateless handle resolution.
     Udp,
+    /// SCTP in UDP (RFC 6951), run in user space: the URL's port is the UDP port (9899 by
+    /// RFC 6951's assignment), the SCTP port inside is the protocol's (ASAP 3863, ENRP 9901);
+    /// PPIDs and messages as over SCTP.
+    SctpUdp,
 }
 
 impl Transport {
     /// Every transport: what the registrar's URLs take.
-    pub const ALL: &'static [Self] = &[Self::Sctp, Self::Tcp, Self::Mptcp, Self::Udp];
+    pub const ALL: &'static [Self] = &[
+        Self::Sctp,
+        Self::Tcp,
+        Self::Mptcp,
+        Self::Udp,
+        Self::SctpUdp,
+    ];
     /// The transports that carry a connection to a registrar: what an endpoint's registrar URLs
     /// take.
-    pub const CONNECTIONS: &'static [Self] = &[Self::Sctp, Self::Tcp, Self::Mptcp];
+    pub const CONNECTIONS: &'static [Self] = &[Self::Sctp, Self::Tcp, Self::Mptcp, Self::SctpUdp];
     /// The byte-stream transports: what the load generator's URLs take.
     pub const STREAMS: &'static [Self] = &[Self::Tcp, Self::Mptcp];
 
@@ -51,6 +61,7 @@ impl Transport {
             Self::Tcp => "tcp",
             Self::Mptcp => "mptcp",
             Self::Udp => "udp",
+            Self::SctpUdp => "sctp+udp",
         }
     }
 

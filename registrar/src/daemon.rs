@@ -610,7 +610,9 @@ fn open_listeners(
                     continue;
                 }
             }
-            Transport::Udp => {
+            // SCTP in UDP: each worker's socket has its own SCTP endpoint; SO_REUSEPORT keeps
+            // a peer's datagrams (one 4-tuple) on one of them.
+            Transport::Udp | Transport::SctpUdp => {
                 for listeners in per_worker.iter_mut() {
                     let socket = while_in_use(&url, || net::bind_udp(url.address, true, buffer))?;
                     if url.address.port() == 0 {
@@ -681,7 +683,8 @@ fn open_enrp_listeners(
                     },
                 )
             }
-            Transport::Udp => while_in_use(&url, || net::bind_udp(url.address, false, buffer))
+            Transport::Udp | Transport::SctpUdp => {
+                while_in_use(&url, || net::bind_udp(url.address, false, buffer))
                 .and_then(|socket| {
                     if url.address.port() == 0 {
                         url.address = local_addr_of(&socket, &url)?;
@@ -691,7 +694,8 @@ fn open_enrp_listeners(
                         url,
                         protocol,
                     })
-                }),
+                })
+            }
         };
         match opened {
             Ok(listener) => {
