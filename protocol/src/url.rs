@@ -41,13 +41,8 @@ pub enum Transport {
 
 impl Transport {
     /// Every transport: what the registrar's URLs take.
-    pub const ALL: &'static [Self] = &[
-        Self::Sctp,
-        Self::Tcp,
-        Self::Mptcp,
-        Self::Udp,
-        Self::SctpUdp,
-    ];
+    pub const ALL: &'static [Self] =
+        &[Self::Sctp, Self::Tcp, Self::Mptcp, Self::Udp, Self::SctpUdp];
     /// The transports that carry a connection to a registrar: what an endpoint's registrar URLs
     /// take.
     pub const CONNECTIONS: &'static [Self] = &[Self::Sctp, Self::Tcp, Self::Mptcp, Self::SctpUdp];
@@ -357,11 +352,30 @@ mod tests {
         assert_eq!(u.to_string(), "mptcp://127.0.0.1:3863?generation=ng");
         let u = TransportUrl::parse("sctp://127.0.0.1:3863", Transport::CONNECTIONS).unwrap();
         assert_eq!(u.transport, Transport::Sctp);
+        // SCTP in UDP: its own scheme, any case, shown as given; no TLS over it.
+        let u = TransportUrl::parse(
+            "SCTP+UDP://127.0.0.1:9899?generation=ng",
+            Transport::CONNECTIONS,
+        )
+        .unwrap();
+        assert_eq!(
+            (u.transport, u.generation),
+            (Transport::SctpUdp, Generation::Ng)
+        );
+        assert_eq!(u.to_string(), "sctp+udp://127.0.0.1:9899?generation=ng");
+        let e = TransportUrl::parse("sctp+udp+tls://127.0.0.1:9899", Transport::ALL).unwrap_err();
+        assert!(
+            e.to_string().contains("TLS runs over tcp and mptcp only"),
+            "{e}"
+        );
+        let e = TransportUrl::parse("sctp+udp://127.0.0.1:9899", Transport::STREAMS).unwrap_err();
+        assert!(e.to_string().contains("unknown scheme `sctp+udp`"), "{e}");
         let e = TransportUrl::parse("udp://127.0.0.1:3863", Transport::CONNECTIONS).unwrap_err();
         assert!(e.to_string().contains("unknown scheme `udp`"), "{e}");
         assert!(
-            e.to_string()
-                .contains("the scheme sctp, tcp or mptcp (tcp+tls or mptcp+tls for TLS),"),
+            e.to_string().contains(
+                "the scheme sctp, tcp, mptcp or sctp+udp (tcp+tls or mptcp+tls for TLS),"
+            ),
             "{e}"
         );
         let e = TransportUrl::parse("sctp://127.0.0.1:3863", Transport::STREAMS).unwrap_err();
@@ -446,7 +460,7 @@ mod tests {
                 "{message}"
             );
             assert!(
-                message.contains("with the scheme sctp, tcp, mptcp or udp (tcp+tls or mptcp+tls for TLS), optionally followed by ?generation=rfc or ?generation=ng"),
+                message.contains("with the scheme sctp, tcp, mptcp, udp or sctp+udp (tcp+tls or mptcp+tls for TLS), optionally followed by ?generation=rfc or ?generation=ng"),
                 "{message}"
             );
         }

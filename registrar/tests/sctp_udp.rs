@@ -333,7 +333,7 @@ fn hostile_packets_leave_the_handlespace_and_the_service_intact() {
             _ => {}
         }
         let _ = attackers[(round % 8) as usize].send_to(&p, registrar);
-        if round % 500 == 0 {
+        if round.is_multiple_of(500) {
             // Pace a little: UDP drops what the socket buffer cannot hold.
             std::thread::sleep(Duration::from_millis(2));
         }
@@ -356,7 +356,7 @@ fn hostile_packets_leave_the_handlespace_and_the_service_intact() {
     let init = samples[0].clone();
     for round in 0..20_000usize {
         let _ = attackers[round % 8].send_to(&init, registrar);
-        if round % 500 == 0 {
+        if round.is_multiple_of(500) {
             std::thread::sleep(Duration::from_millis(2));
         }
     }

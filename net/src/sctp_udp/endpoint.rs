@@ -35,6 +35,8 @@ const REPLY_ROOM: usize = 1_500;
 const CAUSE_OUT_OF_RESOURCE: u16 = 4;
 /// The "Stale Cookie" error cause (§3.3.10.3).
 const CAUSE_STALE_COOKIE: u16 = 3;
+/// [`EndpointConfig::loopback_mtu`] by default: 8 KiB, well within a 16 KiB receive buffer.
+pub const DEFAULT_LOOPBACK_MTU: usize = 8_192;
 
 /// The SCTP destination port of a packet (bytes 2-3 of the common header, §3.1), to pick the
 /// endpoint of a UDP socket that carries several; `None` for fewer than 12 bytes.
@@ -46,9 +48,9 @@ pub fn destination_port(packet: &[u8]) -> Option<u16> {
 /// [`SctpUdpEndpoint::rotate_keys`].
 pub fn random_secret() -> std::io::Result<[u8; 32]> {
     let mut secret = [0u8; 32];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret).map_err(|_| {
-        std::io::Error::other("the system's random source failed: cannot key SCTP cookies")
-    })?;
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret).map_err(
+        |_| std::io::Error::other("the system's random source failed: cannot key SCTP cookies"),
+    )?;
     Ok(secret)
 }
 
@@ -67,6 +69,11 @@ pub struct EndpointConfig {
     pub max_associations: usize,
     /// The most answers to handshakes and out-of-the-blue packets waiting to be sent.
     pub max_pending_replies: usize,
+    /// The packet size towards peers on a loopback address (0: the association's `mtu`): the
+    /// path is the loopback interface (MTU 65 536), so packets may be as large as the peer
+    /// receives, and fewer of them carry the same messages. Kept below what the receiver's
+    /// buffers take whole (the registrar's io_uring buffers are `io.buffer_size`).
+    pub loopback_mtu: usize,
 }
 
 impl EndpointConfig {
@@ -78,6 +85,7 @@ impl EndpointConfig {
             association: AssociationConfig::default(),
             max_associations: 1_024,
             max_pending_replies: 64,
+            loopback_mtu: DEFAULT_LOOPBACK_MTU,
         }
     }
 
@@ -96,6 +104,15 @@ impl EndpointConfig {
             max_pending_replies: 1_024,
             ..Self::client(local_port)
         }
+    }
+
+    /// The association parameters towards `peer`: a loopback peer gets `loopback_mtu`.
+    fn association_for(&self, peer: SocketAddr) -> AssociationConfig {
+        let mut association = self.association;
+        if peer.ip().is_loopback() && self.loopback_mtu > 0 {
+            association.mtu = self.loopback_mtu;
+        }
+        association
     }
 }
 
@@ -429,7 +446,7 @@ impl SctpUdpEndpoint {
                 Ok(ConnectProgress::Established(established)) => {
                     let mut association = Box::new(Association::new(
                         &established,
-                        self.config.association,
+                        self.config.association_for(established.peer),
                         now_ms,
                     ));
                     // DATA bundled after the COOKIE ACK (§5.1 E) is the association's.
@@ -494,7 +511,7 @@ impl SctpUdpEndpoint {
                 self.reply_bytes.truncate(start);
                 let mut association = Box::new(Association::new(
                     &established,
-                    self.config.association,
+                    self.config.association_for(established.peer),
                     now_ms,
                 ));
                 association.handle_packet(packet, now_ms);

@@ -30,8 +30,8 @@ pub use association::{
 pub use connect::{ConnectConfig, ConnectError, ConnectIgnored, ConnectProgress, Connector};
 /// Many associations over one UDP socket.
 pub use endpoint::{
-    AssociationHandle, CloseReason, EndpointConfig, EndpointError, EndpointEvent, EndpointStats,
-    SctpUdpEndpoint, destination_port, random_secret,
+    AssociationHandle, CloseReason, DEFAULT_LOOPBACK_MTU, EndpointConfig, EndpointError,
+    EndpointEvent, EndpointStats, SctpUdpEndpoint, destination_port, random_secret,
 };
 /// The passive side of the handshake.
 pub use handshake::{

@@ -9,8 +9,8 @@ use std::net::SocketAddr;
 
 use rserpool_handlespace::{FastMap, Millis, PinnedReader};
 use rserpool_net::sctp_udp::{
-    AssociationConfig, AssociationHandle, EndpointConfig, EndpointError, EndpointEvent,
-    PassiveConfig, SctpUdpEndpoint,
+    AssociationConfig, AssociationHandle, DEFAULT_LOOPBACK_MTU, EndpointConfig, EndpointError,
+    EndpointEvent, PassiveConfig, SctpUdpEndpoint,
 };
 use rserpool_net::{NetError, Transport};
 use rserpool_protocol::{ASAP_PORT, ENRP_PORT};
@@ -33,8 +33,10 @@ const fn sctp_port(protocol: Protocol) -> u16 {
 
 /// An endpoint for each UDP listener of `sctp+udp://`: it accepts up to the worker's connection
 /// limit; messages up to the protocol's limit (ASAP `limits.max_message_size`, ENRP 64 KiB);
-/// a retransmission timeout from 100 ms (a registrar's peers are near; RFC 4960's 1 s minimum
-/// would hold a lost reply for a second).
+/// a retransmission timeout from 300 ms: above the 200 ms a peer may delay its SACK (Linux's and
+/// ours; below it, a lone message such as an ENRP handle update was sent again for nothing,
+/// seen against RSPLIB), yet well under RFC 4960's 1 s minimum, which would hold a lost reply of
+/// a registrar whose peers are near for a second.
 pub(super) fn endpoints(
     listeners: &[Listener],
     io: &IoSettings,
@@ -63,10 +65,13 @@ pub(super) fn endpoints(
             association: AssociationConfig {
                 max_message_size,
                 rto_initial_ms: 500,
-                rto_min_ms: 100,
+                rto_min_ms: 300,
                 ..AssociationConfig::default()
             },
             max_associations: io.max_connections,
+            // What a loopback peer sends must fit one receive buffer whole (io_uring's are
+            // `io.buffer_size`, with the datagram's header and address before the payload).
+            loopback_mtu: DEFAULT_LOOPBACK_MTU.min(io.buffer_size.saturating_sub(512)),
             ..EndpointConfig::server(port, io.max_connections)
         };
         match SctpUdpEndpoint::with_random_secret(config) {
