@@ -101,6 +101,13 @@ impl ScenarioKind {
         )
     }
 
+    /// Whether the scenario runs over SCTP over UDP (`--transport sctp-udp`, `sctp+udp://`):
+    /// those whose connections go through the load driver and the setup fleet, as for SCTP,
+    /// without `hostile`.
+    pub const fn speaks_sctp_udp(self) -> bool {
+        self.speaks_sctp() && !matches!(self, Self::Hostile)
+    }
+
     /// The ids of the scenario's options (long names with `_`).
     pub fn options(self) -> Vec<&'static str> {
         const LOAD: &[&str] = &[
@@ -272,12 +279,14 @@ impl ScenarioKind {
             }) {
                 let id = arg.get_id().as_str();
                 let mut arg = arg.clone();
-                if id == "transport" && !self.speaks_sctp() {
-                    let streams = StreamTransport::value_variants()
+                if id == "transport" && !self.speaks_sctp_udp() {
+                    let spoken = StreamTransport::value_variants()
                         .iter()
-                        .filter(|t| t.is_stream())
+                        .filter(|t| {
+                            t.is_stream() || **t == StreamTransport::Sctp && self.speaks_sctp()
+                        })
                         .filter_map(ValueEnum::to_possible_value);
-                    arg = arg.value_parser(PossibleValuesParser::new(streams));
+                    arg = arg.value_parser(PossibleValuesParser::new(spoken));
                 }
                 if let Some((help, own_default)) = self.help_for(id) {
                     arg = arg.help(help).hide_default_value(own_default);
@@ -298,7 +307,9 @@ impl ScenarioKind {
                 false,
             ),
             (S::Echo, "transport") => (
-                "Transport of the built-in echo server (sctp: one one-to-many socket)".into(),
+                "Transport of the built-in echo server (sctp: one one-to-many socket; sctp-udp: \
+                 one UDP socket and one user-space SCTP endpoint)"
+                    .into(),
                 false,
             ),
             (S::Echo, "tls") => (
@@ -547,20 +558,22 @@ impl ScenarioKind {
                 false,
             ),
             (S::Resolve | S::Churn | S::Keepalive, "registrar") => (
-                "The registrar to load: tcp://HOST:PORT, mptcp://HOST:PORT or sctp://HOST:PORT, \
-                 optional ?generation=ng"
+                "The registrar to load: tcp://HOST:PORT, mptcp://HOST:PORT, sctp://HOST:PORT or \
+                 sctp+udp://HOST:UDP-PORT, optional ?generation=ng"
                     .into(),
                 false,
             ),
             (S::Register, "registrar") => (
-                "The registrar to load: tcp://HOST:PORT, mptcp://HOST:PORT or sctp://HOST:PORT \
-                 (sctp: not with --population), optional ?generation=ng"
+                "The registrar to load: tcp://HOST:PORT, mptcp://HOST:PORT, sctp://HOST:PORT or \
+                 sctp+udp://HOST:UDP-PORT (sctp, sctp+udp: not with --population), optional \
+                 ?generation=ng"
                     .into(),
                 false,
             ),
             (S::Resolve | S::Register | S::Churn | S::Keepalive, "transport") => (
                 "Transport of a spawned registrar (a --registrar URL names its own); sctp: \
-                 one-to-one associations, each ASAP message whole with PPID 11"
+                 one-to-one associations, each ASAP message whole with PPID 11; sctp-udp: the \
+                 same over UDP in user space, one UDP socket per client thread"
                     .into(),
                 false,
             ),
@@ -1182,6 +1195,27 @@ impl Cli {
         }
         if sctp && self.tls {
             return Err("--tls runs over tcp and mptcp, not over SCTP (IPsec instead)".into());
+        }
+        let sctp_udp = self.transport == StreamTransport::SctpUdp
+            || self
+                .registrar
+                .is_some_and(|r| r.transport == StreamTransport::SctpUdp);
+        if sctp_udp && !self.scenario.speaks_sctp_udp() {
+            return Err(format!(
+                "{} does not speak SCTP over UDP: sctp-udp is for resolve, register, churn, \
+                 keepalive and echo only (use tcp, mptcp or sctp)",
+                self.scenario.name()
+            ));
+        }
+        if sctp_udp && self.registers_new_pes() {
+            return Err(
+                "register --population waits for TCP sockets: SCTP over UDP is for \
+                 re-registration only (use tcp or mptcp)"
+                    .into(),
+            );
+        }
+        if sctp_udp && self.tls {
+            return Err("--tls runs over tcp and mptcp, not over SCTP over UDP".into());
         }
         if self.keep_alive_interval == Some(0) {
             return Err("--keep-alive-interval must be at least 1 ms".into());

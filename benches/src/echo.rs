@@ -3,20 +3,29 @@
 //! answers sent in one write. It answers each frame with the same bytes, or with a frame of a
 //! fixed size to stand in for a real response. Over SCTP it is one one-to-many socket: every
 //! message that arrived is received (up to 64 in one `recvmmsg`) before the answers go out,
-//! each as one message on the association it came from (up to 64 in one `sendmmsg`).
+//! each as one message on the association it came from (up to 64 in one `sendmmsg`). Over SCTP
+//! over UDP it is one UDP socket and one user-space SCTP endpoint for every association: each
+//! turn takes every datagram that waits, answers every message that arrived, runs the timers and
+//! sends what is due.
 
+use std::collections::VecDeque;
 use std::io::{self, ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
+use std::time::Instant;
 
+use rserpool_net::sctp_udp::{
+    AssociationHandle, EndpointConfig, EndpointError, EndpointEvent, SctpUdpEndpoint, SendError,
+    random_secret,
+};
 use rserpool_net::{
     ClientCertificate, SCTP_BATCH_MAX, SctpAssocId, SctpRecv, SctpRecvBatch, SctpSocket, ServerTls,
 };
 use rserpool_protocol::framing::Frames;
 use rserpool_protocol::url::TransportUrl;
-use rserpool_protocol::{AsapMessage, Generation, PPID_ASAP, PoolHandle};
+use rserpool_protocol::{ASAP_PORT, AsapMessage, Generation, PPID_ASAP, PoolHandle};
 
 use crate::error::{Error, Result};
 use crate::net::{Endpoint, StreamTransport};
@@ -80,9 +89,12 @@ impl EchoServer {
             EchoReply::Mirror => None,
             EchoReply::Sized(size) => Some(reply_frame(size)?),
         };
-        if transport == StreamTransport::Sctp {
+        if matches!(transport, StreamTransport::Sctp | StreamTransport::SctpUdp) {
             if tls.is_some() {
                 return Err(Error::new("the echo server speaks no TLS over SCTP"));
+            }
+            if transport == StreamTransport::SctpUdp {
+                return Self::start_sctp_udp(addr, template);
             }
             return Self::start_sctp(addr, template);
         }
@@ -126,6 +138,29 @@ impl EchoServer {
         let thread = thread::Builder::new()
             .name("echo-server".into())
             .spawn(move || serve_sctp(&socket, template.as_deref(), &flag))?;
+        Ok(Self {
+            endpoint,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// The SCTP-over-UDP echo server: one UDP socket on `addr`, one endpoint on SCTP port 3863.
+    fn start_sctp_udp(addr: SocketAddr, template: Option<Vec<u8>>) -> Result<Self> {
+        let socket = UdpSocket::bind(addr)
+            .map_err(|e| Error::new(format!("echo server: bind sctp+udp://{addr}: {e}")))?;
+        socket.set_nonblocking(true)?;
+        rserpool_net::set_dont_fragment(std::os::fd::AsFd::as_fd(&socket), addr.is_ipv6())?;
+        let endpoint = Endpoint::new(StreamTransport::SctpUdp, socket.local_addr()?);
+        let sctp = SctpUdpEndpoint::new(
+            EndpointConfig::server(ASAP_PORT, SCTP_UDP_ASSOCIATIONS),
+            random_secret()?,
+        );
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = thread::Builder::new()
+            .name("echo-server".into())
+            .spawn(move || serve_sctp_udp(&socket, sctp, template.as_deref(), &flag))?;
         Ok(Self {
             endpoint,
             stop,
@@ -372,6 +407,78 @@ fn serve_sctp(socket: &SctpSocket, template: Option<&[u8]>, stop: &AtomicBool) -
             queue.clear();
             answers.clear();
             next = 0;
+        }
+        if !moved {
+            thread::yield_now();
+        }
+    }
+    Ok(())
+}
+
+/// The most associations the SCTP-over-UDP echo server holds.
+const SCTP_UDP_ASSOCIATIONS: usize = 65_536;
+/// Datagrams the SCTP-over-UDP echo server takes in one turn at most, before it answers.
+const SCTP_UDP_DATAGRAMS_PER_TURN: usize = 256;
+
+/// The SCTP-over-UDP echo server's loop: takes every datagram that waits, answers each message
+/// that arrived (with `template`, or its own bytes), in order per association, as far as the
+/// send buffers have room (the rest waits for the next turn), runs the timers and sends what is
+/// due.
+fn serve_sctp_udp(
+    socket: &UdpSocket,
+    mut sctp: SctpUdpEndpoint,
+    template: Option<&[u8]>,
+    stop: &AtomicBool,
+) -> io::Result<()> {
+    let start = Instant::now();
+    let (mut datagram, mut transmit) = (vec![0; 65_536], vec![0; 65_536]);
+    // Answers waiting for room, in arrival order: the association and, when mirrored, the bytes.
+    let mut backlog: VecDeque<(AssociationHandle, Option<Vec<u8>>)> = VecDeque::new();
+    // A datagram the socket had no room for.
+    let mut pending: Option<(SocketAddr, usize)> = None;
+    while !stop.load(Ordering::Relaxed) {
+        let now = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let mut moved = false;
+        for _ in 0..SCTP_UDP_DATAGRAMS_PER_TURN {
+            let Ok((n, from)) = socket.recv_from(&mut datagram) else {
+                break;
+            };
+            sctp.handle_datagram(from, &datagram[..n], now);
+            moved = true;
+        }
+        sctp.handle_timeouts(now);
+        sctp.poll_events(|handle, event| {
+            if let EndpointEvent::Message { bytes, .. } = event {
+                backlog.push_back((handle, template.is_none().then(|| bytes.to_vec())));
+            }
+        });
+        while let Some((handle, mirrored)) = backlog.front() {
+            let answer = mirrored.as_deref().or(template).unwrap_or_default();
+            match sctp.send(*handle, 0, PPID_ASAP, answer, now) {
+                Err(EndpointError::Send(SendError::BufferFull { .. })) => break,
+                // Answered, or the association is gone (the client closed).
+                _ => {
+                    backlog.pop_front();
+                    moved = true;
+                }
+            }
+        }
+        loop {
+            let next = match pending.take() {
+                Some(datagram) => Some(datagram),
+                None => sctp.poll_transmit(&mut transmit),
+            };
+            let Some((to, len)) = next else {
+                break;
+            };
+            match socket.send_to(&transmit[..len], to) {
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    pending = Some((to, len));
+                    break;
+                }
+                // Sent, or lost as on the wire: the association retransmits.
+                _ => moved = true,
+            }
         }
         if !moved {
             thread::yield_now();

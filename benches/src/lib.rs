@@ -23,6 +23,7 @@ pub mod load;
 pub mod net;
 pub mod population;
 pub mod report;
+pub mod sctp_udp;
 pub mod series;
 pub mod subscribe;
 pub mod sweep;

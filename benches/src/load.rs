@@ -1,5 +1,5 @@
 //! The load driver: connections spread over client threads, each thread polling its non-blocking
-//! sockets in a loop. A connection reads whatever replies arrived in one read, then refills its
+//! sockets in a loop (over SCTP over UDP, one socket per thread holding all its associations). A connection reads whatever replies arrived in one read, then refills its
 //! window of pipelined requests in one write (closed loop), or sends the requests whose intended
 //! time has come (open loop, `--rate`). Latency runs from send (closed loop) or intended send
 //! (open loop) to reply, into an HDR histogram, and into the thread's histogram of the current
@@ -20,7 +20,8 @@ use rserpool_protocol::asap::message_type as mt;
 use rserpool_protocol::framing::Frames;
 
 use crate::error::{Context, Error, Result};
-use crate::net::Endpoint;
+use crate::net::{Endpoint, StreamTransport};
+use crate::sctp_udp::Hub;
 use crate::series::{Recorder, Series, Timeline};
 use crate::tls::{self, SecureStream};
 use crate::workload::{self, Check, ConnWork, MAX_FRAME, Pick, Reply, Table, Totals};
@@ -554,9 +555,22 @@ pub fn run(
         )));
     }
     let mut groups: Vec<Vec<Conn>> = (0..spec.threads).map(|_| Vec::new()).collect();
+    // SCTP over UDP: one socket and endpoint per thread, holding all its associations.
+    let hubs = match endpoint.transport {
+        StreamTransport::SctpUdp => (0..spec.threads)
+            .map(|_| Hub::new(endpoint.addr))
+            .collect::<io::Result<Vec<_>>>()
+            .context(|| format!("open the UDP sockets for {endpoint}"))?,
+        _ => Vec::new(),
+    };
     for (index, w) in work.into_iter().enumerate() {
-        let stream = tls::connect(endpoint).context(|| format!("connect to {endpoint}"))?;
-        groups[index % spec.threads].push(Conn::new(stream, w, index, spec)?);
+        let thread = index % spec.threads;
+        let stream = match hubs.get(thread) {
+            Some(hub) => hub.connect(endpoint.addr).map(SecureStream::sctp_udp),
+            None => tls::connect(endpoint),
+        }
+        .context(|| format!("connect to {endpoint}"))?;
+        groups[thread].push(Conn::new(stream, w, index, spec)?);
     }
     let start = Instant::now();
     let plan = Plan {

@@ -1,4 +1,4 @@
-//! Addresses and sockets: `tcp://`, `mptcp://` and `sctp://` URLs (with an
+//! Addresses and sockets: `tcp://`, `mptcp://`, `sctp://` and `sctp+udp://` URLs (with an
 //! optional `?generation=rfc|ng`, parsed by the transport URL parser of `rserpool_protocol::url`),
 //! connecting over TCP or MPTCP through `rserpool-net`, and the open-files limit that many
 //! connections need.
@@ -25,6 +25,10 @@ pub enum StreamTransport {
     /// SCTP one-to-one associations, each message whole (`hostile`, and `resolve`, `register`,
     /// `churn`, `keepalive` and `echo` through [`crate::tls::SecureStream`]).
     Sctp,
+    /// SCTP over UDP (RFC 6951) in user space, each message whole: one UDP socket and one
+    /// endpoint per client thread holding its associations ([`crate::sctp_udp`]); `resolve`,
+    /// `register`, `churn`, `keepalive` and `echo`. The address is the UDP port.
+    SctpUdp,
 }
 
 impl StreamTransport {
@@ -39,6 +43,7 @@ impl StreamTransport {
             Self::Tcp => UrlTransport::Tcp,
             Self::Mptcp => UrlTransport::Mptcp,
             Self::Sctp => UrlTransport::Sctp,
+            Self::SctpUdp => UrlTransport::SctpUdp,
         }
     }
 
@@ -51,7 +56,7 @@ impl StreamTransport {
 /// Where an ASAP server listens: transport, address and wire generation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Endpoint {
-    /// TCP, MPTCP, or SCTP.
+    /// TCP, MPTCP, SCTP, or SCTP over UDP.
     pub transport: StreamTransport,
     /// The server's address.
     pub addr: SocketAddr,
@@ -91,14 +96,15 @@ impl fmt::Display for Endpoint {
 impl FromStr for Endpoint {
     type Err = String;
 
-    /// Parses a `tcp://`, `mptcp://` or `sctp://` URL with the transport URL parser (the
-    /// command line refuses SCTP for the scenarios that do not speak it).
+    /// Parses a `tcp://`, `mptcp://`, `sctp://` or `sctp+udp://` URL with the transport URL
+    /// parser (the command line refuses SCTP for the scenarios that do not speak it).
     fn from_str(s: &str) -> Result<Self, String> {
         let url = TransportUrl::parse(s, UrlTransport::CONNECTIONS).map_err(|e| e.to_string())?;
         let transport = match url.transport {
             UrlTransport::Tcp => StreamTransport::Tcp,
             UrlTransport::Mptcp => StreamTransport::Mptcp,
             UrlTransport::Sctp => StreamTransport::Sctp,
+            UrlTransport::SctpUdp => StreamTransport::SctpUdp,
             // refused by the parser already: not among the schemes it was given
             other => {
                 return Err(format!(
@@ -168,6 +174,9 @@ mod tests {
         assert_eq!(e.addr, "127.0.0.1:3863".parse().unwrap());
         assert_eq!(e.generation, Generation::Ng);
         assert_eq!(e.to_string(), "mptcp://127.0.0.1:3863?generation=ng");
+        let u: Endpoint = "sctp+udp://127.0.0.1:9899".parse().unwrap();
+        assert_eq!(u.transport, StreamTransport::SctpUdp);
+        assert_eq!(u.to_string(), "sctp+udp://127.0.0.1:9899");
         let t: Endpoint = "tcp://127.0.0.1:1".parse().unwrap();
         assert_eq!(
             (t.transport, t.generation),
@@ -179,7 +188,10 @@ mod tests {
     fn bad_urls_are_refused_with_the_reason() {
         for (url, why) in [
             ("127.0.0.1:3863", "missing `scheme://`"),
-            ("udp://127.0.0.1:3863", "the scheme sctp, tcp or mptcp"),
+            (
+                "udp://127.0.0.1:3863",
+                "the scheme sctp, tcp, mptcp or sctp+udp",
+            ),
             (
                 "tcp://127.0.0.1:3863?generation=v3",
                 "?generation=rfc or ?generation=ng",

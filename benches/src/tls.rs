@@ -1,7 +1,7 @@
 //! TLS for the load generator and its echo server (`--tls`, `tcp+tls://` endpoints): a
 //! non-blocking stream that reads and writes plaintext over a TLS session, or plain TCP, or
-//! ASAP messages over a one-to-one SCTP association as if they were a byte stream
-//! ([`SecureStream`]), and a throwaway PKI that `--tls --spawn` makes for one run (a CA, the
+//! ASAP messages over a one-to-one SCTP association (kernel SCTP, or over UDP on a
+//! [`crate::sctp_udp::Hub`]) as if they were a byte stream ([`SecureStream`]), and a throwaway PKI that `--tls --spawn` makes for one run (a CA, the
 //! registrar's certificate for 127.0.0.1, a client certificate), written to a temporary
 //! directory and removed afterwards ([`RunPki`]).
 
@@ -17,6 +17,7 @@ use rserpool_protocol::PPID_ASAP;
 use rserpool_protocol::framing::{Frame, next_frame};
 
 use crate::error::{Error, Result};
+use crate::sctp_udp::{Hub, SctpUdpLink};
 
 /// A TCP stream, plain or over TLS, with the `Read` and `Write` of a non-blocking socket: a
 /// read that decrypts no plaintext yet is `WouldBlock`; a write takes all the plaintext or,
@@ -54,6 +55,8 @@ enum Carrier {
     Tcp(TcpStream),
     /// An association, with the buffers its reads receive a batch of messages into.
     Sctp(SctpClient, SctpRecvBatch),
+    /// An association over UDP, on its client thread's hub.
+    SctpUdp(SctpUdpLink),
 }
 
 /// The room each message of an SCTP read's batch has (a resolution's answer with a dozen PEs);
@@ -65,6 +68,10 @@ impl Carrier {
         match self {
             Self::Tcp(s) => s.set_nonblocking(nonblocking),
             Self::Sctp(c, _) => c.socket().set_nonblocking(nonblocking),
+            Self::SctpUdp(link) => {
+                link.set_nonblocking(nonblocking);
+                Ok(())
+            }
         }
     }
 
@@ -72,6 +79,10 @@ impl Carrier {
         match self {
             Self::Tcp(s) => s.set_read_timeout(timeout),
             Self::Sctp(c, _) => c.socket().set_read_timeout(timeout),
+            Self::SctpUdp(link) => {
+                link.set_read_timeout(timeout);
+                Ok(())
+            }
         }
     }
 
@@ -79,6 +90,10 @@ impl Carrier {
         match self {
             Self::Tcp(s) => s.set_write_timeout(timeout),
             Self::Sctp(c, _) => c.socket().set_write_timeout(timeout),
+            Self::SctpUdp(link) => {
+                link.set_write_timeout(timeout);
+                Ok(())
+            }
         }
     }
 
@@ -90,13 +105,14 @@ impl Carrier {
                     io::Error::new(ErrorKind::InvalidData, "not an IP socket address")
                 })
             }
+            Self::SctpUdp(link) => link.local_addr(),
         }
     }
 
     fn tcp(&mut self) -> &mut TcpStream {
         match self {
             Self::Tcp(s) => s,
-            Self::Sctp(..) => unreachable!("TLS runs over TCP only"),
+            Self::Sctp(..) | Self::SctpUdp(_) => unreachable!("TLS runs over TCP only"),
         }
     }
 }
@@ -130,7 +146,7 @@ fn pad_message(message: &mut [u8], len: usize) -> io::Result<usize> {
 }
 
 /// The bytes of `buf` a frame occupies at its start, if a whole one is there.
-fn whole_frame(buf: &[u8]) -> Option<usize> {
+pub(crate) fn whole_frame(buf: &[u8]) -> Option<usize> {
     match next_frame(buf, crate::workload::MAX_FRAME) {
         Ok(Frame::Complete { len }) if len <= buf.len() => Some(len),
         _ => None,
@@ -154,6 +170,16 @@ impl SecureStream {
                 client,
                 SctpRecvBatch::new(SCTP_BATCH_MAX, SCTP_MESSAGE_ROOM),
             ),
+            tls: None,
+            blocking: true,
+        }
+    }
+
+    /// An association over UDP on a client thread's hub, blocking as [`Hub::connect`] leaves
+    /// it.
+    pub fn sctp_udp(link: SctpUdpLink) -> Self {
+        Self {
+            stream: Carrier::SctpUdp(link),
             tls: None,
             blocking: true,
         }
@@ -367,6 +393,7 @@ impl Read for SecureStream {
             return match &mut self.stream {
                 Carrier::Tcp(s) => s.read(buf),
                 Carrier::Sctp(c, batch) => Self::recv_sctp(c, batch, buf, !self.blocking),
+                Carrier::SctpUdp(link) => link.read(buf),
             };
         }
         self.flush_records()?;
@@ -413,6 +440,7 @@ impl Write for SecureStream {
             return match &mut self.stream {
                 Carrier::Tcp(s) => s.write(buf),
                 Carrier::Sctp(c, _) => Self::send_sctp(c, buf),
+                Carrier::SctpUdp(link) => link.write(buf),
             };
         }
         self.flush_records()?;
@@ -444,8 +472,14 @@ pub fn set_client(client: ClientTls) {
 const SCTP_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Connects to `endpoint`: over TLS with the run's client side for a `tcp+tls://` endpoint, as
-/// a one-to-one association for an `sctp://` one.
+/// a one-to-one association for an `sctp://` one, as an association on a hub of its own for an
+/// `sctp+udp://` one (the load driver puts a thread's associations on one hub instead).
 pub fn connect(endpoint: &crate::net::Endpoint) -> io::Result<SecureStream> {
+    if endpoint.transport == crate::net::StreamTransport::SctpUdp {
+        return Hub::new(endpoint.addr)?
+            .connect(endpoint.addr)
+            .map(SecureStream::sctp_udp);
+    }
     if endpoint.transport == crate::net::StreamTransport::Sctp {
         return SctpClient::connect(endpoint.addr, None, SCTP_CONNECT_TIMEOUT)
             .map(SecureStream::sctp)

@@ -1,6 +1,7 @@
 //! How an endpoint names a registrar: a transport (SCTP, TCP or MPTCP, the latter two optionally
-//! over TLS) and a socket address, and the URL form `sctp://127.0.0.1:3863`,
-//! `tcp://127.0.0.1:3863`, `tcp+tls://127.0.0.1:3864`, `mptcp://[::1]:3863?generation=ng` that
+//! over TLS, or SCTP over UDP) and a socket address, and the URL form `sctp://127.0.0.1:3863`,
+//! `tcp://127.0.0.1:3863`, `tcp+tls://127.0.0.1:3864`, `mptcp://[::1]:3863?generation=ng`,
+//! `sctp+udp://127.0.0.1:9899` that
 //! configurations and the command line use. The URLs are transport URLs
 //! (`rserpool_protocol::url`), parsed by their one parser with the schemes of
 //! [`Transport::CONNECTIONS`].
@@ -14,7 +15,8 @@ pub use rserpool_protocol::url::UrlError;
 use rserpool_protocol::url::{Transport, TransportUrl};
 
 /// The transport to a registrar: an SCTP association (one-to-one, each message whole with PPID
-/// 11) or a TCP or MPTCP byte stream (each message framed by its length, RFC 5354 §4).
+/// 11; over kernel SCTP or over UDP) or a TCP or MPTCP byte stream (each message framed by its
+/// length, RFC 5354 §4).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum StreamTransport {
     /// TCP.
@@ -24,6 +26,9 @@ pub enum StreamTransport {
     Mptcp,
     /// SCTP (RFC 5352's transport for ASAP); needs kernel SCTP.
     Sctp,
+    /// SCTP over UDP (RFC 6951), run in user space: the address is the registrar's UDP port
+    /// (9899 by default), the association goes to its ASAP port 3863 inside.
+    SctpUdp,
 }
 
 impl StreamTransport {
@@ -38,6 +43,7 @@ impl StreamTransport {
             Self::Tcp => Transport::Tcp,
             Self::Mptcp => Transport::Mptcp,
             Self::Sctp => Transport::Sctp,
+            Self::SctpUdp => Transport::SctpUdp,
         }
     }
 }
@@ -88,6 +94,15 @@ impl Registrar {
         }
     }
 
+    /// A registrar over SCTP over UDP, at its UDP address.
+    pub const fn sctp_udp(address: SocketAddr) -> Self {
+        Self {
+            transport: StreamTransport::SctpUdp,
+            address,
+            tls: false,
+        }
+    }
+
     /// The same registrar over TLS.
     pub const fn with_tls(self) -> Self {
         Self { tls: true, ..self }
@@ -131,13 +146,15 @@ impl fmt::Display for RegistrarUrl {
 impl FromStr for RegistrarUrl {
     type Err = UrlError;
 
-    /// Parses an `sctp://`, `tcp://` or `mptcp://` URL with the transport URL parser.
+    /// Parses an `sctp://`, `tcp://`, `mptcp://` or `sctp+udp://` URL with the transport URL
+    /// parser.
     fn from_str(s: &str) -> Result<Self, UrlError> {
         let url = TransportUrl::parse(s, Transport::CONNECTIONS)?;
         let transport = match url.transport {
             Transport::Tcp => StreamTransport::Tcp,
             Transport::Mptcp => StreamTransport::Mptcp,
             Transport::Sctp => StreamTransport::Sctp,
+            Transport::SctpUdp => StreamTransport::SctpUdp,
             // refused by the parser already: UDP is not among the schemes it was given
             Transport::Udp => {
                 return Err(UrlError {
@@ -201,6 +218,12 @@ mod tests {
         );
         assert_eq!(u.generation, Generation::Ng);
         assert_eq!(u.to_string(), "sctp://127.0.0.1:3863?generation=ng");
+        let u: RegistrarUrl = "sctp+udp://127.0.0.1:9899".parse().unwrap();
+        assert_eq!(
+            u.registrar,
+            Registrar::sctp_udp("127.0.0.1:9899".parse().unwrap())
+        );
+        assert_eq!(u.to_string(), "sctp+udp://127.0.0.1:9899");
     }
 
     #[test]
@@ -235,8 +258,10 @@ mod tests {
             let e = url.parse::<RegistrarUrl>().unwrap_err();
             assert!(e.to_string().contains(reason), "{url}: {e}");
             assert!(
-                e.to_string()
-                    .contains("with the scheme sctp, tcp or mptcp (tcp+tls or mptcp+tls for TLS),"),
+                e.to_string().contains(
+                    "with the scheme sctp, tcp, mptcp or sctp+udp (tcp+tls or mptcp+tls for \
+                         TLS),"
+                ),
                 "{url}: {e}"
             );
         }

@@ -24,6 +24,10 @@ pub struct Known {
     pub server_id: Option<PrId>,
 }
 
+/// The UDP port of SCTP over UDP (RFC 6951 §5.1's assignment), where an announced registrar is
+/// reached over `sctp+udp`.
+const SCTP_UDP_PORT: u16 = 9899;
+
 /// The registrars an endpoint may use: configured ones first, in their order, then learnt ones.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ServerList {
@@ -36,7 +40,8 @@ pub struct AnnounceSettings {
     /// The wire generation the announces are in.
     pub generation: Generation,
     /// How to reach an announced registrar: SCTP takes its SCTP transports, TCP and MPTCP its TCP
-    /// ones (a registrar's MPTCP listener is announced as TCP).
+    /// ones (a registrar's MPTCP listener is announced as TCP); SCTP over UDP takes its SCTP
+    /// transports' addresses at UDP port 9899 (RFC 6951's: an announce carries no UDP port).
     pub transport: StreamTransport,
     /// The port for an announce without transport parameters: `None` = the datagram's source
     /// port (RSPLIB), `Some(p)` = `p` (the RFC says the ASAP port, 3863).
@@ -113,20 +118,22 @@ impl ServerList {
         else {
             return None;
         };
-        let kind = match settings.transport {
-            StreamTransport::Sctp => TransportKind::Sctp,
-            StreamTransport::Tcp | StreamTransport::Mptcp => TransportKind::Tcp,
+        let (kind, udp_port) = match settings.transport {
+            StreamTransport::Sctp => (TransportKind::Sctp, None),
+            StreamTransport::SctpUdp => (TransportKind::Sctp, Some(SCTP_UDP_PORT)),
+            StreamTransport::Tcp | StreamTransport::Mptcp => (TransportKind::Tcp, None),
         };
         let mut found: Vec<SocketAddr> = Vec::new();
         for t in transports.iter().filter(|t| t.kind == kind) {
             found.extend(
                 t.addresses
                     .iter()
-                    .map(|ip: IpAddr| SocketAddr::new(ip, t.port)),
+                    .map(|ip: IpAddr| SocketAddr::new(ip, udp_port.unwrap_or(t.port))),
             );
         }
         if transports.is_empty() {
-            found.push((from.ip(), settings.default_port.unwrap_or(from.port())).into());
+            let port = udp_port.unwrap_or(settings.default_port.unwrap_or(from.port()));
+            found.push((from.ip(), port).into());
         }
         let mut new = 0;
         for address in found {
@@ -531,6 +538,26 @@ mod tests {
         assert_eq!(
             over_sctp.entries()[0].registrar,
             Registrar::sctp("127.0.0.9:3864".parse().unwrap())
+        );
+        // Over SCTP over UDP, the SCTP transport's addresses at RFC 6951's UDP port.
+        let mut over_udp = ServerList::default();
+        let udp_settings = AnnounceSettings {
+            transport: StreamTransport::SctpUdp,
+            ..settings
+        };
+        assert_eq!(
+            over_udp.on_announce(
+                from,
+                &announce(5, &[sctp_only, tcp]),
+                0,
+                5_000,
+                &udp_settings
+            ),
+            Some(1)
+        );
+        assert_eq!(
+            over_udp.entries()[0].registrar,
+            Registrar::sctp_udp("127.0.0.9:9899".parse().unwrap())
         );
         assert_eq!(list.entries()[1].server_id, Some(PrId(5)));
         // Without transports: the source address and port.

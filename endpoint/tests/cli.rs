@@ -344,7 +344,7 @@ fn bad_command_lines_are_refused_with_the_reason() {
     assert_eq!(o.status.code(), Some(2));
     assert!(
         stderr(&o).contains("unknown scheme `http`")
-            && stderr(&o).contains("the scheme sctp, tcp, mptcp or udp"),
+            && stderr(&o).contains("the scheme sctp, tcp, mptcp, udp or sctp+udp"),
         "{}",
         stderr(&o)
     );

@@ -1,7 +1,9 @@
-//! A client's connection to a registrar's ASAP port over any of the three connection
-//! transports: a TCP or MPTCP byte stream whose messages are framed by their length (RFC 5354
-//! §4), or a one-to-one SCTP association that carries each message whole with PPID 11. Blocking:
-//! the endpoint's driver reads on one thread and sends from another.
+//! A client's connection to a registrar's ASAP port over any of the connection transports: a
+//! TCP or MPTCP byte stream whose messages are framed by their length (RFC 5354 §4), a
+//! one-to-one kernel SCTP association that carries each message whole with PPID 11, or the same
+//! over UDP (`sctp+udp://`, RFC 6951), an association run in user space by [`SctpUdpClient`]
+//! with the registrar's SCTP port 3863 inside the URL's UDP port. Blocking: the endpoint's
+//! driver reads on one thread and sends from another.
 //!
 //! A stream connection reads and writes through [`ByteStream`]: the socket's bytes, or a TLS
 //! session over them ([`Connection::open_tls`]); neither the framing nor the callers differ.
@@ -17,6 +19,7 @@ use socket2::Socket;
 
 use crate::error::NetError;
 use crate::sctp::SctpClient;
+use crate::sctp_udp_client::SctpUdpClient;
 use crate::stream::{connect_stream_blocking, connect_stream_blocking_from};
 use crate::tls::{ClientTls, TlsSession, handshake_blocking, server_name};
 use rserpool_protocol::url::{Transport, TransportUrl};
@@ -35,6 +38,8 @@ enum Carrier {
     Sctp(SctpClient),
     /// A TCP or MPTCP byte stream: messages framed by their length.
     Stream(ByteStream),
+    /// An SCTP association over UDP, run in user space: each message whole, with its PPID.
+    SctpUdp(SctpUdpClient),
 }
 
 /// The byte stream under a TCP or MPTCP connection: the socket's bytes as they are, or a TLS
@@ -158,8 +163,9 @@ impl ByteStream {
 
 impl Connection {
     /// Connects to the registrar at `address` over `transport`, waiting at most `timeout`: TCP
-    /// and MPTCP with `TCP_NODELAY`, SCTP as a one-to-one association ([`SctpClient::connect`]).
-    /// UDP carries no connection and is refused.
+    /// and MPTCP with `TCP_NODELAY`, SCTP as a one-to-one association ([`SctpClient::connect`]),
+    /// SCTP over UDP as an association with SCTP port 3863 at the UDP address `address`
+    /// ([`SctpUdpClient::connect`]). UDP carries no connection and is refused.
     pub fn open(
         transport: Transport,
         address: SocketAddr,
@@ -183,9 +189,13 @@ impl Connection {
             Transport::Tcp | Transport::Mptcp => Carrier::Stream(ByteStream::Plain(
                 connect_stream_blocking_from(&url, source, Some(timeout))?,
             )),
+            Transport::SctpUdp => {
+                Carrier::SctpUdp(SctpUdpClient::connect(address, source, timeout)?)
+            }
             Transport::Udp => {
                 return Err(NetError::InvalidRequest(format!(
-                    "{url} names no connection: reach a registrar over sctp://, tcp:// or mptcp://"
+                    "{url} names no connection: reach a registrar over sctp://, tcp://, mptcp:// \
+                     or sctp+udp://"
                 )));
             }
         };
@@ -232,24 +242,29 @@ impl Connection {
         self.transport
     }
 
-    /// The socket under the connection.
-    fn socket(&self) -> &Socket {
+    /// The kernel socket of an SCTP or stream connection; the user-space association of SCTP
+    /// over UDP has its own methods.
+    fn kernel_socket(&self) -> Result<&Socket, &SctpUdpClient> {
         match &self.carrier {
-            Carrier::Sctp(client) => client.socket(),
-            Carrier::Stream(stream) => stream.socket(),
+            Carrier::Sctp(client) => Ok(client.socket()),
+            Carrier::Stream(stream) => Ok(stream.socket()),
+            Carrier::SctpUdp(client) => Err(client),
         }
     }
 
-    /// The local address (for SCTP, the primary path's source address).
+    /// The local address (for SCTP, the primary path's source address; for SCTP over UDP, the
+    /// UDP socket's, whose port is also this end's SCTP port).
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.socket()
-            .local_addr()?
-            .as_socket()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "not an IP socket address"))
+        match self.kernel_socket() {
+            Ok(socket) => socket.local_addr()?.as_socket().ok_or_else(|| {
+                io::Error::new(io::ErrorKind::InvalidData, "not an IP socket address")
+            }),
+            Err(client) => client.local_addr(),
+        }
     }
 
     /// Sends one encoded ASAP message: written whole to a stream, or as one SCTP message with
-    /// PPID 11 that asks for an immediate SACK.
+    /// PPID 11 (over kernel SCTP asking for an immediate SACK).
     pub fn send(&self, message: &[u8]) -> io::Result<()> {
         match &self.carrier {
             Carrier::Sctp(client) => match client.send(PPID_ASAP, 0, message)? {
@@ -260,6 +275,7 @@ impl Connection {
                 )),
             },
             Carrier::Stream(stream) => stream.write_all(message),
+            Carrier::SctpUdp(client) => client.send(PPID_ASAP, message),
         }
     }
 
@@ -270,6 +286,7 @@ impl Connection {
         match &self.carrier {
             Carrier::Sctp(client) => read_sctp(client, on_message),
             Carrier::Stream(stream) => read_frames(stream, on_message),
+            Carrier::SctpUdp(client) => read_sctp_udp(client, on_message),
         }
     }
 
@@ -278,6 +295,7 @@ impl Connection {
         let carrier = match &self.carrier {
             Carrier::Sctp(client) => Carrier::Sctp(client.try_clone()?),
             Carrier::Stream(stream) => Carrier::Stream(stream.try_clone()?),
+            Carrier::SctpUdp(client) => Carrier::SctpUdp(client.try_clone()?),
         };
         Ok(Self {
             transport: self.transport,
@@ -288,17 +306,27 @@ impl Connection {
     /// Bounds how long a read may wait (`None`: for ever); a read that runs out fails with
     /// `WouldBlock` or `TimedOut`.
     pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        self.socket().set_read_timeout(timeout)
+        match self.kernel_socket() {
+            Ok(socket) => socket.set_read_timeout(timeout),
+            Err(client) => client.set_read_timeout(timeout),
+        }
     }
 
     /// Bounds how long a send may block.
     pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        self.socket().set_write_timeout(timeout)
+        match self.kernel_socket() {
+            Ok(socket) => socket.set_write_timeout(timeout),
+            Err(client) => client.set_write_timeout(timeout),
+        }
     }
 
-    /// Shuts the connection down both ways (an SCTP association gracefully); a reader returns.
+    /// Shuts the connection down both ways (an SCTP association gracefully; over UDP waiting
+    /// up to 3 s for the registrar's part); a reader returns.
     pub fn shutdown(&self) -> io::Result<()> {
-        self.socket().shutdown(Shutdown::Both)
+        match self.kernel_socket() {
+            Ok(socket) => socket.shutdown(Shutdown::Both),
+            Err(client) => client.shutdown(),
+        }
     }
 }
 
@@ -321,6 +349,20 @@ fn read_sctp(client: &SctpClient, mut on_message: impl FnMut(&[u8]) -> bool) -> 
             return Ok(());
         }
     }
+}
+
+/// Reads the messages of an SCTP association over UDP until it ends; messages of another PPID
+/// are handed on as over kernel SCTP.
+fn read_sctp_udp(
+    client: &SctpUdpClient,
+    mut on_message: impl FnMut(&[u8]) -> bool,
+) -> io::Result<()> {
+    while let Some((_, message)) = client.recv()? {
+        if !on_message(&message) {
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// Frames a byte stream (RFC 5354 §4 lengths, padded to 4) into messages.
@@ -522,6 +564,86 @@ mod tests {
     #[test]
     fn udp_is_refused() {
         let e = Connection::open(Transport::Udp, "127.0.0.1:1".parse().unwrap(), WAIT).unwrap_err();
-        assert!(e.to_string().contains("sctp://, tcp:// or mptcp://"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("sctp://, tcp://, mptcp:// or sctp+udp://"),
+            "{e}"
+        );
+    }
+
+    /// An `sctp+udp` connection to a user-space SCTP server on loopback: the association comes
+    /// up, a message goes out with PPID 11 and its answer comes back, clones and time-outs
+    /// work, and a shutdown ends the reader.
+    #[test]
+    fn an_sctp_over_udp_connection_carries_messages_both_ways() {
+        use crate::sctp_udp::{EndpointConfig, EndpointEvent, SctpUdpEndpoint};
+        use rserpool_protocol::ASAP_PORT;
+        use std::net::UdpSocket;
+
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(10)))
+            .unwrap();
+        let address = socket.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let mut endpoint = SctpUdpEndpoint::new(EndpointConfig::server(ASAP_PORT, 4), [7; 32]);
+            let start = std::time::Instant::now();
+            let (mut buf, mut out) = (vec![0; 65_536], vec![0; 2_048]);
+            let mut seen_ppid = None;
+            let mut closed = false;
+            while !closed && start.elapsed() < WAIT {
+                let now = start.elapsed().as_millis() as u64;
+                if let Ok((n, from)) = socket.recv_from(&mut buf) {
+                    endpoint.handle_datagram(from, &buf[..n], now);
+                }
+                endpoint.handle_timeouts(now);
+                let mut answers = Vec::new();
+                endpoint.poll_events(|handle, event| match event {
+                    EndpointEvent::Message { ppid, bytes, .. } => {
+                        seen_ppid = Some(ppid);
+                        answers.push((handle, bytes.iter().rev().copied().collect::<Vec<_>>()));
+                    }
+                    EndpointEvent::Closed(_) => closed = true,
+                    _ => {}
+                });
+                for (handle, answer) in answers {
+                    endpoint.send(handle, 0, PPID_ASAP, &answer, now).unwrap();
+                }
+                while let Some((to, n)) = endpoint.poll_transmit(&mut out) {
+                    socket.send_to(&out[..n], to).unwrap();
+                }
+            }
+            seen_ppid
+        });
+        let conn = Connection::open(Transport::SctpUdp, address, WAIT).unwrap();
+        assert_eq!(conn.transport(), Transport::SctpUdp);
+        assert_eq!(conn.local_addr().unwrap().ip(), address.ip());
+        let reader = conn.try_clone().unwrap();
+        reader
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let e = reader.read_messages(|_| true).unwrap_err();
+        assert!(
+            matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ),
+            "{e}"
+        );
+        reader.set_read_timeout(None).unwrap();
+        conn.set_write_timeout(Some(WAIT)).unwrap();
+        conn.send(&[0x0b, 0, 0, 8, 1, 2, 3, 4]).unwrap();
+        let mut seen = Vec::new();
+        reader
+            .read_messages(|m| {
+                seen.push(m.to_vec());
+                false
+            })
+            .unwrap();
+        assert_eq!(seen, [vec![4, 3, 2, 1, 8, 0, 0, 0x0b]]);
+        let ended = std::thread::spawn(move || reader.read_messages(|_| true));
+        conn.shutdown().unwrap();
+        ended.join().unwrap().unwrap();
+        assert_eq!(server.join().unwrap(), Some(PPID_ASAP));
     }
 }

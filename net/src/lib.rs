@@ -12,6 +12,9 @@
 //!   ([`bind_udp`], [`announce_socket`], [`announce_receiver`], [`local_ip_towards`]) set-up.
 //! - A client's connection to a registrar over SCTP, TCP or MPTCP ([`Connection`]), with ASAP's
 //!   framing on byte streams.
+//! - SCTP over UDP (RFC 6951, `sctp+udp://`) in user space: the sans-I/O state machines
+//!   ([`sctp_udp`]) and the blocking one-association client over one UDP socket
+//!   ([`SctpUdpClient`]) that [`Connection`] uses for it.
 //! - TLS 1.3 over TCP and MPTCP ([`ServerTls`], [`ClientTls`], [`TlsSession`]): rustls with the
 //!   ring provider, sans-I/O, certificates from PEM files, the peer's certificate names.
 //! - With the feature `test-pki`, a throwaway CA for tests and benchmarks (`TestPki`).
@@ -43,6 +46,7 @@ mod host;
 mod ownership;
 mod sctp;
 pub mod sctp_udp;
+mod sctp_udp_client;
 mod stream;
 #[allow(unsafe_code)]
 mod sys;
@@ -65,6 +69,7 @@ pub use sctp::{
     SctpRecv, SctpRecvBatch, SctpSocket, sctp_nodelay, sctp_support,
     send_control as sctp_send_control,
 };
+pub use sctp_udp_client::SctpUdpClient;
 pub use stream::{
     configure_accepted, connect_outcome, connect_stream, connect_stream_blocking,
     connect_stream_blocking_from, listen_stream, negotiated_transport,
@@ -74,4 +79,4 @@ pub use test_pki::TestPki;
 pub use tls::{
     ClientCertificate, ClientTls, ServerTls, TlsFiles, TlsSession, handshake_blocking, server_name,
 };
-pub use udp::{announce_receiver, announce_socket, bind_udp, local_ip_towards};
+pub use udp::{announce_receiver, announce_socket, bind_udp, local_ip_towards, set_dont_fragment};

@@ -24,7 +24,8 @@ use crate::error::{NetError, SocketUse};
 const fn class(transport: Transport) -> &'static str {
     match transport {
         Transport::Tcp | Transport::Mptcp => "tcp",
-        Transport::Udp => "udp",
+        // SCTP in UDP binds a UDP port.
+        Transport::Udp | Transport::SctpUdp => "udp",
         Transport::Sctp => "sctp",
     }
 }
@@ -76,7 +77,9 @@ fn probe(url: &TransportUrl) -> Result<(), NetError> {
         Transport::Tcp | Transport::Mptcp => {
             Socket::new(domain, Type::STREAM.cloexec(), Some(Protocol::TCP))
         }
-        Transport::Udp => Socket::new(domain, Type::DGRAM.cloexec(), Some(Protocol::UDP)),
+        Transport::Udp | Transport::SctpUdp => {
+            Socket::new(domain, Type::DGRAM.cloexec(), Some(Protocol::UDP))
+        }
         Transport::Sctp => {
             match crate::sctp::sctp_socket(addr.is_ipv6(), Type::SEQPACKET, SocketUse::Listen) {
                 Ok(socket) => Ok(socket),

@@ -55,7 +55,7 @@ fn stream_socket(url: &TransportUrl, used_for: SocketUse, ty: Type) -> Result<So
     let protocol = match url.transport {
         Transport::Tcp => Protocol::TCP,
         Transport::Mptcp => Protocol::MPTCP,
-        Transport::Sctp | Transport::Udp => {
+        Transport::Sctp | Transport::Udp | Transport::SctpUdp => {
             return Err(NetError::InvalidRequest(match used_for {
                 SocketUse::Listen => format!(
                     "{url} is not a stream listener: listen_stream opens tcp:// and mptcp:// \

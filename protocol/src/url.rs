@@ -33,14 +33,19 @@ pub enum Transport {
     Mptcp,
     /// UDP: announces, presence, and stateless handle resolution.
     Udp,
+    /// SCTP in UDP (RFC 6951), run in user space: the URL's port is the UDP port (9899 by
+    /// RFC 6951's assignment), the SCTP port inside is the protocol's (ASAP 3863, ENRP 9901);
+    /// PPIDs and messages as over SCTP.
+    SctpUdp,
 }
 
 impl Transport {
     /// Every transport: what the registrar's URLs take.
-    pub const ALL: &'static [Self] = &[Self::Sctp, Self::Tcp, Self::Mptcp, Self::Udp];
+    pub const ALL: &'static [Self] =
+        &[Self::Sctp, Self::Tcp, Self::Mptcp, Self::Udp, Self::SctpUdp];
     /// The transports that carry a connection to a registrar: what an endpoint's registrar URLs
     /// take.
-    pub const CONNECTIONS: &'static [Self] = &[Self::Sctp, Self::Tcp, Self::Mptcp];
+    pub const CONNECTIONS: &'static [Self] = &[Self::Sctp, Self::Tcp, Self::Mptcp, Self::SctpUdp];
     /// The byte-stream transports: what the load generator's URLs take.
     pub const STREAMS: &'static [Self] = &[Self::Tcp, Self::Mptcp];
 
@@ -51,6 +56,7 @@ impl Transport {
             Self::Tcp => "tcp",
             Self::Mptcp => "mptcp",
             Self::Udp => "udp",
+            Self::SctpUdp => "sctp+udp",
         }
     }
 
@@ -346,11 +352,30 @@ mod tests {
         assert_eq!(u.to_string(), "mptcp://127.0.0.1:3863?generation=ng");
         let u = TransportUrl::parse("sctp://127.0.0.1:3863", Transport::CONNECTIONS).unwrap();
         assert_eq!(u.transport, Transport::Sctp);
+        // SCTP in UDP: its own scheme, any case, shown as given; no TLS over it.
+        let u = TransportUrl::parse(
+            "SCTP+UDP://127.0.0.1:9899?generation=ng",
+            Transport::CONNECTIONS,
+        )
+        .unwrap();
+        assert_eq!(
+            (u.transport, u.generation),
+            (Transport::SctpUdp, Generation::Ng)
+        );
+        assert_eq!(u.to_string(), "sctp+udp://127.0.0.1:9899?generation=ng");
+        let e = TransportUrl::parse("sctp+udp+tls://127.0.0.1:9899", Transport::ALL).unwrap_err();
+        assert!(
+            e.to_string().contains("TLS runs over tcp and mptcp only"),
+            "{e}"
+        );
+        let e = TransportUrl::parse("sctp+udp://127.0.0.1:9899", Transport::STREAMS).unwrap_err();
+        assert!(e.to_string().contains("unknown scheme `sctp+udp`"), "{e}");
         let e = TransportUrl::parse("udp://127.0.0.1:3863", Transport::CONNECTIONS).unwrap_err();
         assert!(e.to_string().contains("unknown scheme `udp`"), "{e}");
         assert!(
-            e.to_string()
-                .contains("the scheme sctp, tcp or mptcp (tcp+tls or mptcp+tls for TLS),"),
+            e.to_string().contains(
+                "the scheme sctp, tcp, mptcp or sctp+udp (tcp+tls or mptcp+tls for TLS),"
+            ),
             "{e}"
         );
         let e = TransportUrl::parse("sctp://127.0.0.1:3863", Transport::STREAMS).unwrap_err();
@@ -435,7 +460,7 @@ mod tests {
                 "{message}"
             );
             assert!(
-                message.contains("with the scheme sctp, tcp, mptcp or udp (tcp+tls or mptcp+tls for TLS), optionally followed by ?generation=rfc or ?generation=ng"),
+                message.contains("with the scheme sctp, tcp, mptcp, udp or sctp+udp (tcp+tls or mptcp+tls for TLS), optionally followed by ?generation=rfc or ?generation=ng"),
                 "{message}"
             );
         }

@@ -610,9 +610,14 @@ fn open_listeners(
                     continue;
                 }
             }
-            Transport::Udp => {
+            // SCTP in UDP: each worker's socket has its own SCTP endpoint; SO_REUSEPORT keeps
+            // a peer's datagrams (one 4-tuple) on one of them.
+            Transport::Udp | Transport::SctpUdp => {
                 for listeners in per_worker.iter_mut() {
                     let socket = while_in_use(&url, || net::bind_udp(url.address, true, buffer))?;
+                    if url.transport == Transport::SctpUdp {
+                        dont_fragment(&socket, &url)?;
+                    }
                     if url.address.port() == 0 {
                         url.address = local_addr(&socket)?;
                     }
@@ -681,17 +686,23 @@ fn open_enrp_listeners(
                     },
                 )
             }
-            Transport::Udp => while_in_use(&url, || net::bind_udp(url.address, false, buffer))
-                .and_then(|socket| {
-                    if url.address.port() == 0 {
-                        url.address = local_addr_of(&socket, &url)?;
-                    }
-                    Ok(Listener::Udp {
-                        socket: socket.into(),
-                        url,
-                        protocol,
-                    })
-                }),
+            Transport::Udp | Transport::SctpUdp => {
+                while_in_use(&url, || net::bind_udp(url.address, false, buffer)).and_then(
+                    |socket| {
+                        if url.transport == Transport::SctpUdp {
+                            dont_fragment(&socket, &url)?;
+                        }
+                        if url.address.port() == 0 {
+                            url.address = local_addr_of(&socket, &url)?;
+                        }
+                        Ok(Listener::Udp {
+                            socket: socket.into(),
+                            url,
+                            protocol,
+                        })
+                    },
+                )
+            }
         };
         match opened {
             Ok(listener) => {
@@ -711,6 +722,13 @@ fn open_enrp_listeners(
         );
     }
     Ok(bound)
+}
+
+/// SCTP in UDP: packets leave with the Don't Fragment bit ([`net::set_dont_fragment`]).
+fn dont_fragment(socket: &socket2::Socket, url: &TransportUrl) -> Result<(), NetError> {
+    use std::os::fd::AsFd;
+    net::set_dont_fragment(socket.as_fd(), url.address.is_ipv6())
+        .map_err(|e| NetError::io(format!("set IP_MTU_DISCOVER on {url}"), e))
 }
 
 /// How long a listener's address may be in use at start-up before that is an error.

@@ -8,7 +8,9 @@ mod render;
 mod server;
 
 pub use crate::core::Protocol;
-pub use crate::core::counters::{Limit, RemovalReason, RequestKind, TransportLabel, WorkerMetrics};
+pub use crate::core::counters::{
+    Limit, RemovalReason, RequestKind, SctpUdpOutcome, TransportLabel, WorkerMetrics,
+};
 pub use render::render;
 pub use server::MetricsServer;
 

@@ -2,7 +2,8 @@
 //! registered at one registrar become resolvable at the others; after that registrar is killed
 //! (SIGKILL) a survivor takes its PEs over; a registrar started in its place (a new ID) loads
 //! the handlespace from a mentor. Prints the takeover and resynchronisation times (for
-//! docs/performance.md). Two registrars also peer over MPTCP. Runs once on each I/O driver.
+//! docs/performance.md). Two registrars also peer over MPTCP, and over SCTP in UDP (user space).
+//! Runs once on each I/O driver.
 
 mod common;
 
@@ -19,6 +20,7 @@ const PES: [u64; 3] = [11, 12, 13];
 common::on_both_drivers!(
     a_survivor_takes_over_a_killed_registrar_and_a_new_one_resyncs,
     two_registrars_peer_over_mptcp,
+    two_registrars_peer_over_sctp_in_udp,
 );
 
 /// A registrar with ID `id` on `driver`, two workers, an ENRP endpoint on an ephemeral TCP port
@@ -206,6 +208,32 @@ fn two_registrars_peer_over_mptcp(driver: &str) {
     );
     assert_eq!(a.metric("rserpool_enrp_peers"), 1.0);
     assert_eq!(b.metric("rserpool_enrp_peers"), 1.0);
+}
+
+fn two_registrars_peer_over_sctp_in_udp(driver: &str) {
+    let mut a = registrar_on(driver, 1, "sctp+udp", &[]);
+    let b = registrar_on(driver, 2, "sctp+udp", &[&a.enrp[0]]);
+    assert!(a.enrp[0].starts_with("sctp+udp://"), "{:?}", a.enrp);
+    let mut pe = StreamClient::tcp(a.address("tcp://", false), RFC);
+    pe.send_raw(&registration(POOL, 22, 60_000, RFC));
+    assert!(accepted(&pe.recv_answering_keep_alives(), RFC));
+    let b_asap = b.address("tcp://", false);
+    time_until(
+        Duration::from_secs(10),
+        "the PE replicated over SCTP in UDP",
+        || homes(b_asap) == [(22, 1)],
+    );
+    assert_eq!(a.metric("rserpool_enrp_peers"), 1.0);
+    assert_eq!(b.metric("rserpool_enrp_peers"), 1.0);
+    // A killed: B's association to it is lost (its heartbeats or data go unanswered, or the
+    // restarted A's out-of-the-blue ABORT), and B takes the PE over.
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    time_until(
+        Duration::from_secs(30),
+        "B took the PE over after A died",
+        || homes(b_asap) == [(22, 2)],
+    );
 }
 
 #[test]

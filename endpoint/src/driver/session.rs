@@ -170,11 +170,13 @@ fn check_tls(options: &SessionOptions, pe: bool) -> Result<(), String> {
 
 /// The transport kind a PE registers for a session listener of `transport`, and that a PU's
 /// session reaches PEs over: SCTP, or TCP (MPTCP endpoints advertise TCP, RFC 5354 has no
-/// MPTCP transport parameter).
+/// MPTCP transport parameter). Sessions refuse UDP and SCTP over UDP before asking.
 pub fn transport_kind(transport: Transport) -> TransportKind {
     match transport {
         Transport::Sctp => TransportKind::Sctp,
-        Transport::Tcp | Transport::Mptcp | Transport::Udp => TransportKind::Tcp,
+        Transport::Tcp | Transport::Mptcp | Transport::Udp | Transport::SctpUdp => {
+            TransportKind::Tcp
+        }
     }
 }
 
@@ -795,7 +797,7 @@ impl SessionServer {
                     .map_err(|e| io_error(format!("set up {url}"), e))?;
                 Listener::Stream(TcpListener::from(socket))
             }
-            Transport::Udp => {
+            Transport::Udp | Transport::SctpUdp => {
                 return Err(io_error(
                     format!("listen on {url}"),
                     no_session_transport(options.transport),
@@ -1161,7 +1163,7 @@ impl Session {
         mut config: PuSessionConfig,
         options: SessionOptions,
     ) -> Result<Self, SessionError> {
-        if options.transport == Transport::Udp {
+        if matches!(options.transport, Transport::Udp | Transport::SctpUdp) {
             return Err(io_error(
                 "open a session",
                 no_session_transport(options.transport),

@@ -17,6 +17,7 @@
 
 mod association;
 mod connect;
+mod endpoint;
 mod handshake;
 mod packet;
 
@@ -27,6 +28,11 @@ pub use association::{
 };
 /// The active side of the handshake.
 pub use connect::{ConnectConfig, ConnectError, ConnectIgnored, ConnectProgress, Connector};
+/// Many associations over one UDP socket.
+pub use endpoint::{
+    AssociationHandle, CloseReason, DEFAULT_LOOPBACK_MTU, EndpointConfig, EndpointError,
+    EndpointEvent, EndpointStats, SctpUdpEndpoint, destination_port, random_secret,
+};
 /// The passive side of the handshake.
 pub use handshake::{
     COOKIE_LEN, CookieKeys, Established, Handshake, Ignored, PassiveConfig, respond,

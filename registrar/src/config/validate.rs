@@ -592,7 +592,8 @@ fn conflict(a: &Socket, b: &Socket) -> Option<String> {
     let kernel_protocol = |t: Transport| match t {
         Transport::Sctp => "sctp",
         Transport::Tcp | Transport::Mptcp => "tcp",
-        Transport::Udp => "udp",
+        // SCTP in UDP binds a UDP port.
+        Transport::Udp | Transport::SctpUdp => "udp",
     };
     if kernel_protocol(a.transport) != kernel_protocol(b.transport)
         || a.address.port() != b.address.port()

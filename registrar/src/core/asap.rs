@@ -911,7 +911,9 @@ impl Worker {
                 .filter_map(|l| match l.transport {
                     Transport::Sctp => Some((TransportKind::Sctp, l.address)),
                     Transport::Tcp | Transport::Mptcp => Some((TransportKind::Tcp, l.address)),
-                    Transport::Udp => None,
+                    // SCTP in UDP: a Transport parameter cannot say so (RFC 5352 §3.6 names
+                    // SCTP and TCP), and a kernel-SCTP PU would need encapsulation set up.
+                    Transport::Udp | Transport::SctpUdp => None,
                 })
                 .collect();
             let ips: Vec<std::net::IpAddr> = addresses.iter().map(|(_, a)| a.ip()).collect();
@@ -1244,7 +1246,9 @@ fn recycle<'a, 'b>(mut views: Vec<PoolElementParam<'a>>) -> Vec<PoolElementParam
 /// The ASAP transport of a PE (RFC 5352 §3.1 rule 4): the association's addresses and port.
 fn asap_transport(info: &super::AssociationInfo) -> OwnedTransport {
     let kind = match info.transport {
-        Transport::Sctp => TransportKind::Sctp,
+        // SCTP in UDP is SCTP to the PE (its kernel may encapsulate it): the address is its
+        // UDP one.
+        Transport::Sctp | Transport::SctpUdp => TransportKind::Sctp,
         Transport::Tcp | Transport::Mptcp | Transport::Udp => TransportKind::Tcp,
     };
     OwnedTransport {

@@ -212,6 +212,49 @@ impl SubscriptionRefusal {
     }
 }
 
+/// What an SCTP-in-UDP endpoint did with a packet that no association took, or with its
+/// answer (`rserpool_net::sctp_udp::EndpointStats`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SctpUdpOutcome {
+    /// Handshake answers sent: INIT ACK, Stale Cookie errors, ABORTs to bad INITs.
+    HandshakeReply,
+    /// Out-of-the-blue packets answered with an ABORT or SHUTDOWN COMPLETE (RFC 4960 §8.4):
+    /// peers of associations this registrar does not have (it restarted, or they are stale).
+    OutOfTheBlue,
+    /// Dropped: malformed, bad checksum, another port, invalid handshakes, forged cookies.
+    Dropped,
+    /// Answers dropped because too many waited (an INIT flood).
+    ReplyDropped,
+    /// COOKIE ECHOs refused because the endpoint held `limits.max_connections` associations.
+    RefusedFull,
+    /// Peers that restarted (a new handshake replaced their association, §5.2.4).
+    PeerRestart,
+}
+
+impl SctpUdpOutcome {
+    /// Every outcome, in exposition order.
+    pub const ALL: [Self; 6] = [
+        Self::HandshakeReply,
+        Self::OutOfTheBlue,
+        Self::Dropped,
+        Self::ReplyDropped,
+        Self::RefusedFull,
+        Self::PeerRestart,
+    ];
+
+    /// The Prometheus label value.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Self::HandshakeReply => "handshake_reply",
+            Self::OutOfTheBlue => "out_of_the_blue",
+            Self::Dropped => "dropped",
+            Self::ReplyDropped => "reply_dropped",
+            Self::RefusedFull => "refused_full",
+            Self::PeerRestart => "peer_restart",
+        }
+    }
+}
+
 /// The transport of a connection, as a metrics label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TransportLabel {
@@ -223,11 +266,13 @@ pub enum TransportLabel {
     Mptcp,
     /// UDP.
     Udp,
+    /// SCTP in UDP, run in user space (RFC 6951).
+    SctpUdp,
 }
 
 impl TransportLabel {
     /// Every transport, in exposition order.
-    pub const ALL: [Self; 4] = [Self::Sctp, Self::Tcp, Self::Mptcp, Self::Udp];
+    pub const ALL: [Self; 5] = [Self::Sctp, Self::Tcp, Self::Mptcp, Self::Udp, Self::SctpUdp];
 
     /// Whether this transport has connections or associations: UDP has none, so its
     /// connection series are exposed only should one ever be counted.
@@ -242,6 +287,7 @@ impl TransportLabel {
             Self::Tcp => "tcp",
             Self::Mptcp => "mptcp",
             Self::Udp => "udp",
+            Self::SctpUdp => "sctp_udp",
         }
     }
 }
@@ -254,6 +300,7 @@ impl From<rserpool_protocol::url::Transport> for TransportLabel {
             T::Tcp => Self::Tcp,
             T::Mptcp => Self::Mptcp,
             T::Udp => Self::Udp,
+            T::SctpUdp => Self::SctpUdp,
         }
     }
 }
@@ -515,6 +562,8 @@ pub(crate) struct Counters {
     pub(crate) connections_opened: [AtomicU64; TransportLabel::ALL.len()],
     pub(crate) connections_closed: [AtomicU64; TransportLabel::ALL.len()],
     pub(crate) mailbox_forwards: AtomicU64,
+    /// Totals of the worker's SCTP-in-UDP endpoints (stored, not added: they count already).
+    pub(crate) sctp_udp: [AtomicU64; SctpUdpOutcome::ALL.len()],
     /// Subscriptions held by the worker's associations (a gauge).
     pub(crate) subscriptions: AtomicU64,
     pub(crate) subscriptions_accepted: AtomicU64,
@@ -678,6 +727,13 @@ impl WorkerMetrics {
     /// A request or connection refused by a configured limit.
     pub fn limit_refused(&self, limit: Limit) {
         add(&self.counters.limit_refusals[limit as usize], 1);
+    }
+
+    /// The totals of the worker's SCTP-in-UDP endpoints, by outcome.
+    pub fn sctp_udp_totals(&self, totals: [u64; SctpUdpOutcome::ALL.len()]) {
+        for (counter, total) in self.counters.sctp_udp.iter().zip(totals) {
+            counter.store(total, Relaxed);
+        }
     }
 
     /// A connection or association accepted.

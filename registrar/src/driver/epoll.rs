@@ -103,6 +103,7 @@ impl Loop {
             }
             self.state.drain_mailbox(now);
             self.state.run_timers(now);
+            self.state.run_sctp_udp_timers(now, &reads);
             self.flush_output(now);
             self.watch_peeled_sctp();
             self.state.worker.end_turn();
@@ -212,8 +213,10 @@ impl Loop {
     }
 
     fn start_connect(&mut self, connect: &Connect) -> Result<(), NetError> {
-        if connect.url.transport == Transport::Sctp {
-            return self.state.start_sctp_connect(connect);
+        match connect.url.transport {
+            Transport::Sctp => return self.state.start_sctp_connect(connect),
+            Transport::SctpUdp => return self.state.start_sctp_udp_connect(connect),
+            Transport::Tcp | Transport::Mptcp | Transport::Udp => {}
         }
         let tls = self.state.tls_session(&connect.url, true)?;
         let socket = connect_stream(&connect.url)?;
@@ -438,6 +441,12 @@ impl Loop {
             self.close_conn(slot, Closed::Eof, now);
         }
         self.start_connects(now);
+        // SCTP in UDP: data, SACKs, handshake answers and the aborts' ABORTs.
+        let mut streams = Streams {
+            conns: &mut self.conns,
+            dirty: &mut self.dirty,
+        };
+        let _ = self.state.flush_sctp_udp(&mut streams);
     }
 
     /// Stop: no new work; flush what is queued for up to half a second.

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use rserpool_handlespace::mailbox::Mailbox;
 use rserpool_handlespace::{AssociationId, FastMap, Millis, PinnedReader};
+use rserpool_net::sctp_udp::{AssociationHandle, SctpUdpEndpoint};
 use rserpool_net::{
     AssocState, NetError, SctpAssocId, SctpRecv, SctpRecvBatch, TlsSession, Transport, TransportUrl,
 };
@@ -22,6 +23,8 @@ use crate::core::{
     AssociationInfo, Connect, CoreConfig, Forward, Output, Received, Target, Worker,
 };
 use crate::metrics::{Limit, Protocol, RequestKind, TransportLabel, WorkerMetrics};
+
+mod sctp_udp;
 
 /// Messages and notifications one `recvmmsg` on an SCTP socket takes at most (epoll).
 const SCTP_RECV_BATCH: usize = 32;
@@ -62,6 +65,13 @@ pub(super) enum Route {
         socket: usize,
         /// The kernel's association id.
         assoc: SctpAssocId,
+    },
+    /// An association of SCTP in UDP, run in user space.
+    SctpUdp {
+        /// The UDP listener whose endpoint holds it.
+        listener: usize,
+        /// Its handle in the endpoint.
+        handle: AssociationHandle,
     },
 }
 
@@ -114,6 +124,15 @@ pub(super) struct LoopState {
     /// When the last loop turn ended ([`Self::finish_turn`]): the idle time since then is the
     /// next turn's wait.
     turn_end: Instant,
+    /// The SCTP-in-UDP endpoints, per UDP listener that carries SCTP (`sctp+udp://`).
+    sctp_udp: FastMap<usize, SctpUdpEndpoint>,
+    /// The core's association of each (UDP listener, SCTP-in-UDP association).
+    sctp_udp_assocs: FastMap<(usize, AssociationHandle), AssociationId>,
+    /// Outgoing SCTP-in-UDP associations until they are up: the core's association and the
+    /// peer.
+    sctp_udp_connects: FastMap<(usize, AssociationHandle), (AssociationId, SocketAddr)>,
+    /// Where SCTP-in-UDP packets are built before they leave.
+    sctp_udp_buf: Vec<u8>,
     backlog: Backlog<Forward>,
     wake: Vec<bool>,
     buf: Vec<u8>,
@@ -139,6 +158,7 @@ impl LoopState {
         };
         let config = shared.core_config.load_full();
         let sctp_sockets = SctpSockets::new(listeners.len());
+        let sctp_udp = sctp_udp::endpoints(&listeners, &io);
         worker.start(shared.now());
         Self {
             worker,
@@ -163,6 +183,10 @@ impl LoopState {
             stall_checks: FastMap::default(),
             turn_now: 0,
             turn_end: Instant::now(),
+            sctp_udp,
+            sctp_udp_assocs: FastMap::default(),
+            sctp_udp_connects: FastMap::default(),
+            sctp_udp_buf: vec![0; sctp_udp::PACKET_ROOM],
             backlog: Backlog::new(workers),
             wake: vec![false; workers],
             buf: vec![0; largest.max(64) + 64],
@@ -190,10 +214,11 @@ impl LoopState {
             return Duration::from_millis(1);
         }
         let now = self.shared.millis_at(self.turn_end);
-        let ms = self
-            .worker
-            .next_timeout()
-            .map_or(1_000, |t| t.saturating_sub(now).min(1_000));
+        let next = match (self.worker.next_timeout(), self.sctp_udp_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let ms = next.map_or(1_000, |t| t.saturating_sub(now).min(1_000));
         Duration::from_millis(ms)
     }
 
@@ -416,6 +441,18 @@ impl LoopState {
                             self.sctp_out.send(s, assoc, bytes);
                         }
                     }
+                    Some(&Route::SctpUdp { listener, handle }) => {
+                        for bytes in run.messages() {
+                            sctp_udp::send(
+                                &mut self.sctp_udp,
+                                &self.listeners,
+                                &self.metrics,
+                                (listener, handle),
+                                bytes,
+                                self.turn_now,
+                            );
+                        }
+                    }
                     None => {}
                 },
                 Target::UdpReply { listener, to } => {
@@ -465,6 +502,9 @@ impl LoopState {
             match self.routes.get(&a).copied() {
                 Some(Route::Stream(slot)) => streams.push(slot),
                 Some(Route::Sctp { socket, assoc }) => self.abort_sctp(socket, assoc, now),
+                Some(Route::SctpUdp { listener, handle }) => {
+                    self.abort_sctp_udp(listener, handle, now);
+                }
                 None => {}
             }
         }
@@ -506,6 +546,10 @@ impl LoopState {
         let Some(Listener::Udp { url, protocol, .. }) = self.listeners.get(listener) else {
             return;
         };
+        if url.transport == Transport::SctpUdp {
+            self.on_sctp_udp_packet(listener, from, bytes, now, reads);
+            return;
+        }
         let received = Received::Datagram {
             listener: listener as u32,
             protocol: *protocol,
@@ -999,6 +1043,7 @@ pub(super) fn label(transport: Transport) -> TransportLabel {
         Transport::Tcp => TransportLabel::Tcp,
         Transport::Mptcp => TransportLabel::Mptcp,
         Transport::Udp => TransportLabel::Udp,
+        Transport::SctpUdp => TransportLabel::SctpUdp,
     }
 }
 

@@ -184,6 +184,7 @@ impl Loop {
             }
             self.state.drain_mailbox(now);
             self.state.run_timers(now);
+            self.state.run_sctp_udp_timers(now, &reads);
             self.route_output()?;
             self.finish_output(now)?;
             self.watch_peeled_sctp()?;
@@ -314,8 +315,10 @@ impl Loop {
 
     /// Starts one connection; the outer error is the ring's, the inner one the connection's.
     fn start_connect(&mut self, connect: &Connect) -> io::Result<Result<(), NetError>> {
-        if connect.url.transport == Transport::Sctp {
-            return Ok(self.state.start_sctp_connect(connect));
+        match connect.url.transport {
+            Transport::Sctp => return Ok(self.state.start_sctp_connect(connect)),
+            Transport::SctpUdp => return Ok(self.state.start_sctp_udp_connect(connect)),
+            Transport::Tcp | Transport::Mptcp | Transport::Udp => {}
         }
         let tls = match self.state.tls_session(&connect.url, true) {
             Ok(tls) => tls,
@@ -837,7 +840,15 @@ impl Loop {
         for slot in self.state.carry_out_aborts(now) {
             self.close_conn(slot, Closed::Eof, now)?;
         }
-        self.start_connects(now)
+        self.start_connects(now)?;
+        // SCTP in UDP: data, SACKs, handshake answers and the aborts' ABORTs, submitted with
+        // the turn's other operations.
+        let mut streams = Streams {
+            conns: &mut self.conns,
+            dirty: &mut self.dirty,
+            ring: &mut self.ring,
+        };
+        self.state.flush_sctp_udp(&mut streams)
     }
 
     /// Lends a connection's unsent replies to a send, unless one is in flight.

@@ -12,7 +12,7 @@ use crate::core::Protocol;
 use crate::core::counters::{
     CAUSES, Counters, DECODE_ERROR_CAUSES, DEREGISTRATION_CAUSES, LATENCY_BOUNDS_NANOS, Limit,
     MESSAGE_SLOTS, OTHER_CAUSE, OUTCOME_SLOTS, REGISTRATION_CAUSES, RemovalReason, RequestKind,
-    SubscriptionRefusal, TransportLabel, UNKNOWN_TYPE, WorkerMetrics,
+    SctpUdpOutcome, SubscriptionRefusal, TransportLabel, UNKNOWN_TYPE, WorkerMetrics,
 };
 
 /// Prometheus text exposition format 0.0.4 of all workers plus process-wide info, appended to
@@ -119,6 +119,20 @@ pub fn render(workers: &[Arc<WorkerMetrics>], info: &ProcessInfo, out: &mut Stri
     for limit in Limit::ALL {
         let v = e.sum(|c| &c.limit_refusals[limit as usize]);
         e.sample(name, &[("limit", limit.label())], v);
+    }
+
+    let name = "rserpool_sctp_udp_packets_total";
+    e.family(
+        name,
+        "counter",
+        "SCTP-in-UDP packets that no association took, by what was done: handshake answers, \
+         out-of-the-blue packets answered with an ABORT, packets dropped (malformed, bad \
+         checksum or cookie), answers dropped in a flood, associations refused at the \
+         connection limit, peers that restarted.",
+    );
+    for outcome in SctpUdpOutcome::ALL {
+        let v = e.sum(|c| &c.sctp_udp[outcome as usize]);
+        e.sample(name, &[("outcome", outcome.label())], v);
     }
 
     // Closed before opened: a connection opened and closed between the loads counts as open
@@ -925,7 +939,7 @@ mod tests {
             .lines()
             .filter_map(|l| l.strip_prefix("# TYPE "))
             .collect();
-        assert_eq!(types.len(), 40, "{types:?}");
+        assert_eq!(types.len(), 41, "{types:?}");
         for family in [
             "rserpool_messages_received_total counter",
             "rserpool_connections_open gauge",
@@ -996,7 +1010,18 @@ mod tests {
         );
         assert_eq!(
             labels("rserpool_connections_open", "transport"),
-            ["sctp", "tcp", "mptcp"]
+            ["sctp", "tcp", "mptcp", "sctp_udp"]
+        );
+        assert_eq!(
+            labels("rserpool_sctp_udp_packets_total", "outcome"),
+            [
+                "handshake_reply",
+                "out_of_the_blue",
+                "dropped",
+                "reply_dropped",
+                "refused_full",
+                "peer_restart"
+            ]
         );
         assert_eq!(
             labels("rserpool_limit_refusals_total", "limit").len(),

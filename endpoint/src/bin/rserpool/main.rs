@@ -56,8 +56,9 @@ const MIN_WATCH_INTERVAL_MS: u64 = 10;
     name = "rserpool",
     version,
     about = "RSerPool endpoint: run a pool element, resolve and watch pools, summarise a registrar",
-    after_help = "Registrar URLs: sctp://HOST:PORT, tcp://HOST:PORT or mptcp://HOST:PORT, with \
-                  ?generation=ng for the NG wire generation (64-bit identifiers); \
+    after_help = "Registrar URLs: sctp://HOST:PORT, tcp://HOST:PORT, mptcp://HOST:PORT or \
+                  sctp+udp://HOST:UDP-PORT (SCTP over UDP, RFC 6951: the registrar's UDP port, \
+                  9899 by default), with ?generation=ng for the NG wire generation (64-bit identifiers); \
                   tcp+tls://HOST:PORT or mptcp+tls://HOST:PORT for TLS 1.3 (with --tls-ca, and \
                   --tls-certificate and --tls-key where the registrar asks for a client \
                   certificate); udp://HOST:PORT for resolve and watch without a connection.\n\n\
@@ -326,8 +327,8 @@ fn check_register(a: RegisterArgs, file: &config::FileConfig) -> Result<Register
     if let Registrars::Udp(_) = reach.registrars {
         return Err(
             "register needs a connection to the registrar (RFC 5352 §3.1): a udp:// \
-                    listener answers handle resolutions only; give an sctp://, tcp:// or \
-                    mptcp:// registrar"
+                    listener answers handle resolutions only; give an sctp://, tcp://, \
+                    mptcp:// or sctp+udp:// registrar"
                 .into(),
         );
     }

@@ -52,7 +52,8 @@ impl Target {
 impl FromStr for Target {
     type Err = rserpool_net::UrlError;
 
-    /// Parses a URL of any of the schemes sctp, tcp, mptcp (with +tls for TLS) and udp.
+    /// Parses a URL of any of the schemes sctp, tcp, mptcp (with +tls for TLS), udp and
+    /// sctp+udp.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let url = TransportUrl::parse(s, Transport::ALL)?;
         let transport = match url.transport {
@@ -65,6 +66,7 @@ impl FromStr for Target {
             Transport::Tcp => StreamTransport::Tcp,
             Transport::Mptcp => StreamTransport::Mptcp,
             Transport::Sctp => StreamTransport::Sctp,
+            Transport::SctpUdp => StreamTransport::SctpUdp,
         };
         Ok(Self::Stream(RegistrarUrl {
             registrar: Registrar {
@@ -107,7 +109,8 @@ pub fn discovery_url(text: &str) -> Result<TransportUrl, String> {
 /// and `watch`.
 #[derive(Debug, Args)]
 pub struct ReachArgs {
-    /// A registrar, e.g. sctp://127.0.0.1:3863, tcp://127.0.0.1:3863, (TLS)
+    /// A registrar, e.g. sctp://127.0.0.1:3863, tcp://127.0.0.1:3863, sctp+udp://127.0.0.1:9899
+    /// (SCTP over UDP, RFC 6951), (TLS)
     /// tcp+tls://127.0.0.1:3864 or (resolve and watch only) udp://127.0.0.1:3863; repeat (or
     /// separate with commas) for failover, all of one generation. Without it: $RSERPOOL_REGISTRAR,
     /// then `registrar` in the configuration file, then discovery (--discover).

@@ -159,10 +159,15 @@ impl Worker {
             server_id: self.config.pr_id,
             transport: WireTransport {
                 kind: match l.transport {
-                    Transport::Sctp | Transport::Udp => TransportKind::Sctp,
+                    Transport::Sctp | Transport::Udp | Transport::SctpUdp => TransportKind::Sctp,
                     Transport::Tcp | Transport::Mptcp => TransportKind::Tcp,
                 },
-                port: l.address.port(),
+                // SCTP in UDP: the SCTP port inside (a kernel-SCTP peer encapsulates to its
+                // configured UDP port).
+                port: match l.transport {
+                    Transport::SctpUdp => rserpool_protocol::ENRP_PORT,
+                    _ => l.address.port(),
+                },
                 transport_use: 0,
                 service_code: 0,
                 addresses: Seq::from_items(&ips),

@@ -347,9 +347,12 @@ fn wire_transport<'a>(url: &TransportUrl, ip: &'a IpAddr) -> WireTransport<'a> {
     WireTransport {
         kind: match url.transport {
             Transport::Tcp | Transport::Mptcp => TransportKind::Tcp,
-            Transport::Sctp | Transport::Udp => TransportKind::Sctp,
+            Transport::Sctp | Transport::Udp | Transport::SctpUdp => TransportKind::Sctp,
         },
-        port: url.address.port(),
+        port: match url.transport {
+            Transport::SctpUdp => rserpool_protocol::ENRP_PORT,
+            _ => url.address.port(),
+        },
         transport_use: 0,
         service_code: 0,
         addresses: Seq::from_items(std::slice::from_ref(ip)),
