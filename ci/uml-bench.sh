@@ -16,11 +16,15 @@
 # replace the defaults below (they apply to every run, resolve and register alike).
 #
 # Knobs: ROUNDS (3: the runs are repeated, the table gives each and the median ratios),
-# BENCH_DIR (target/release), UML_MEM, UML_TIMEOUT as ci/uml-run.sh takes them.
+# OURS (sctp: our registrar on kernel SCTP; sctp-udp: on its own SCTP in UDP, sctp+udp:// port
+# 9899, which the bench's client and echo then speak too, while rspregistrar stays on kernel
+# SCTP: issue 20's comparison), BENCH_DIR (target/release), UML_MEM, UML_TIMEOUT as
+# ci/uml-run.sh takes them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BENCH_DIR=${BENCH_DIR:-$PWD/target/release}
 ROUNDS=${ROUNDS:-3}
+OURS=${OURS:-sctp}
 
 if [ "${UML_BENCH_GUEST:-}" != 1 ]; then
     for bin in rserpool-bench rserpool-registrar; do
@@ -32,14 +36,19 @@ if [ "${UML_BENCH_GUEST:-}" != 1 ]; then
     command -v rspregistrar >/dev/null || { echo "uml-bench: no rspregistrar (apt-get install rsplib-registrar)" >&2; exit 2; }
     command -v ip >/dev/null || { echo "uml-bench: no ip (apt-get install iproute2)" >&2; exit 2; }
     echo "host CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(nproc) cores; the guest has 1 vCPU"
-    export UML_BENCH_GUEST=1 BENCH_DIR ROUNDS
+    export UML_BENCH_GUEST=1 BENCH_DIR ROUNDS OURS
     exec ci/uml-run.sh /bin/bash "$PWD/ci/uml-bench.sh" "$@"
 fi
 
 # --- in the guest ---
 grep -q "User Mode Linux" /proc/cpuinfo || { echo "uml-bench: not in user-mode Linux" >&2; exit 2; }
 ADDR=192.0.2.1
-RSP_ASAP=3863 RSP_ENRP=9901 OUR_ASAP=3873
+RSP_ASAP=3863 RSP_ENRP=9901 OUR_ASAP=3873 OUR_UDP=9899
+case $OURS in
+    sctp) OUR_URL=sctp://$ADDR:$OUR_ASAP ;;
+    sctp-udp) OUR_URL=sctp+udp://$ADDR:$OUR_UDP ;;
+    *) echo "uml-bench: OURS is sctp or sctp-udp, not $OURS" >&2; exit 2 ;;
+esac
 BENCH=$BENCH_DIR/rserpool-bench
 REGISTRAR=$BENCH_DIR/rserpool-registrar
 # The same load for both: 100 pools of 3 PEs (RSPLIB answers at most 3 PEs a resolution, so both
@@ -71,6 +80,20 @@ await_sctp() {
     return 1
 }
 
+# Waits until a UDP socket is bound to port $1 (/proc/net/udp, the port in hex).
+await_udp() {
+    local port_hex i
+    port_hex=$(printf '%04X' "$1")
+    for i in $(seq 1 100); do
+        if grep -q ":$port_hex " /proc/net/udp 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "uml-bench: nothing bound to UDP port $1" >&2
+    return 1
+}
+
 # bench NAME ARGS...: runs rserpool-bench with ARGS and --json into $OUT/NAME.json.
 bench() {
     local name=$1
@@ -83,16 +106,18 @@ bench() {
 # loads rspregistrar, then ours (and the echo server right after ours), resolve then register.
 rspregistrar -asap=$ADDR:$RSP_ASAP -enrp=$ADDR:$RSP_ENRP -logcolor=off -loglevel=1 > "$OUT/rsp.log" 2>&1 &
 pids+=($!)
-"$REGISTRAR" --workers 1 --profile default --asap sctp://$ADDR:$OUR_ASAP --metrics 127.0.0.1:0 \
+"$REGISTRAR" --workers 1 --profile default --asap "$OUR_URL" --metrics 127.0.0.1:0 \
     > "$OUT/ours.log" 2>&1 &
 pids+=($!)
 await_sctp $RSP_ASAP
-await_sctp $OUR_ASAP
+if [ "$OURS" = sctp ]; then await_sctp $OUR_ASAP; else await_udp $OUR_UDP; fi
+echo "ours: $OUR_URL"
+
 for round in $(seq 1 "$ROUNDS"); do
     for scenario in resolve register; do
         if [ $scenario = resolve ]; then args=("${RESOLVE[@]}"); else args=("${REGISTER[@]}"); fi
         bench "rsp-$scenario-$round" "${args[@]}" --registrar sctp://$ADDR:$RSP_ASAP "${SHAPE[@]}"
-        bench "ours-$scenario-$round" "${args[@]}" --registrar sctp://$ADDR:$OUR_ASAP "${SHAPE[@]}" --compare-echo
+        bench "ours-$scenario-$round" "${args[@]}" --registrar "$OUR_URL" "${SHAPE[@]}" --compare-echo
     done
 done
 
