@@ -588,7 +588,7 @@ mod tests {
         let server = std::thread::spawn(move || {
             let mut endpoint = SctpUdpEndpoint::new(EndpointConfig::server(ASAP_PORT, 4), [7; 32]);
             let start = std::time::Instant::now();
-            let (mut buf, mut out) = (vec![0; 65_536], vec![0; 2_048]);
+            let (mut buf, mut out) = (vec![0; 65_536], vec![0; 65_536]);
             let mut seen_ppid = None;
             let mut closed = false;
             while !closed && start.elapsed() < WAIT {

@@ -9,7 +9,8 @@
 //!   `SCTP_RCVINFO` parsed) and notifications; the registrar's one-to-many listener
 //!   ([`SctpSocket`]) and the one-to-one client ([`SctpClient`]).
 //! - TCP and MPTCP ([`listen_stream`], [`connect_stream`], [`connect_stream_blocking`]) and UDP
-//!   ([`bind_udp`], [`announce_socket`], [`announce_receiver`], [`local_ip_towards`]) set-up.
+//!   ([`bind_udp`], [`announce_socket`], [`announce_receiver`], [`local_ip_towards`]) set-up, and
+//!   UDP's batched receives and sends ([`UdpRecvBatch`], [`send_batch_to`]).
 //! - A client's connection to a registrar over SCTP, TCP or MPTCP ([`Connection`]), with ASAP's
 //!   framing on byte streams.
 //! - SCTP over UDP (RFC 6951, `sctp+udp://`) in user space: the sans-I/O state machines
@@ -79,4 +80,7 @@ pub use test_pki::TestPki;
 pub use tls::{
     ClientCertificate, ClientTls, ServerTls, TlsFiles, TlsSession, handshake_blocking, server_name,
 };
-pub use udp::{announce_receiver, announce_socket, bind_udp, local_ip_towards, set_dont_fragment};
+pub use udp::{
+    UdpRecvBatch, announce_receiver, announce_socket, bind_udp, local_ip_towards, send_batch_to,
+    set_dont_fragment,
+};

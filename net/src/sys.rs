@@ -1,10 +1,11 @@
 //! The raw system calls the socket layer needs and socket2 does not wrap, for servers and clients
 //! alike: socket options as byte buffers, `sendmsg`/`recvmsg` with ancillary data and their
-//! batched forms `sendmmsg`/`recvmmsg`, thread affinity and the online CPU count. This is the
+//! batched forms `sendmmsg`/`recvmmsg` (also with each datagram's address, for UDP), thread affinity and the online CPU count. This is the
 //! only module of the crate with `unsafe` code (allowed on its declaration in `lib.rs`); callers
 //! pass and get plain slices.
 
 use std::io;
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 /// A buffer length as `socklen_t`, refused when it does not fit.
@@ -306,6 +307,170 @@ pub(crate) fn send_mmsg<'a>(
     // for `'a`, live for the lengths given, and local arrays that stay in place until the call
     // returns. The kernel only reads the buffers (the `*mut` is the C signature) and writes
     // each entry's `msg_len` into `hdrs`.
+    let n = unsafe {
+        libc::sendmmsg(
+            fd.as_raw_fd(),
+            hdrs.as_mut_ptr(),
+            count as libc::c_uint,
+            flags,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok((n as usize).min(count))
+    }
+}
+
+/// The socket address a `sockaddr_storage` of `len` bytes holds: IPv4 or IPv6, else `None`.
+fn socket_addr_of(storage: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
+    match i32::from(storage.ss_family) {
+        libc::AF_INET if len as usize >= size_of::<libc::sockaddr_in>() => {
+            // SAFETY: `sockaddr_storage` is aligned and large enough for every address type, and
+            // the kernel wrote a `sockaddr_in` into it (its family says so, its length covers it).
+            let sin = unsafe { &*std::ptr::from_ref(storage).cast::<libc::sockaddr_in>() };
+            let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+            Some(SocketAddr::from((ip, u16::from_be(sin.sin_port))))
+        }
+        libc::AF_INET6 if len as usize >= size_of::<libc::sockaddr_in6>() => {
+            // SAFETY: as above, for a `sockaddr_in6`.
+            let sin6 = unsafe { &*std::ptr::from_ref(storage).cast::<libc::sockaddr_in6>() };
+            let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            Some(SocketAddr::V6(std::net::SocketAddrV6::new(
+                ip,
+                u16::from_be(sin6.sin6_port),
+                sin6.sin6_flowinfo,
+                sin6.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
+/// `addr` as a `sockaddr_storage` and its length.
+fn storage_of(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    let sock = socket2::SockAddr::from(addr);
+    // SAFETY: `SockAddr` holds a `sockaddr_storage` and its length; both are plain data.
+    (
+        unsafe { *sock.as_ptr().cast::<libc::sockaddr_storage>() },
+        sock.len(),
+    )
+}
+
+/// What `recv_mmsg_from` received into one buffer: its length, whether the datagram was longer
+/// than the buffer (truncated), and its source.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ReceivedFrom {
+    /// Bytes in the buffer.
+    pub len: usize,
+    /// The datagram did not fit (`MSG_TRUNC`).
+    pub truncated: bool,
+    /// The sender, if the kernel gave an IP address.
+    pub from: Option<SocketAddr>,
+}
+
+/// `recvmmsg(fd, ..., flags, NULL)` on a datagram socket, with each message's source: receives
+/// datagram `i` into the `i`-th buffer of `buffers` and says what came in `received[i]`; returns
+/// how many. Offers at most `received.len()` and [`MMSG_MAX`] messages; none offered is `Ok(0)`
+/// without a call.
+pub(crate) fn recv_mmsg_from<'a>(
+    fd: BorrowedFd<'_>,
+    buffers: impl IntoIterator<Item = &'a mut [u8]>,
+    received: &mut [ReceivedFrom],
+    flags: i32,
+) -> io::Result<usize> {
+    let mut iovs = [NO_IOVEC; MMSG_MAX];
+    let mut hdrs = [empty_mmsghdr(); MMSG_MAX];
+    // SAFETY: `sockaddr_storage` is plain data, for which all zeros is a valid value.
+    let mut names: [libc::sockaddr_storage; MMSG_MAX] = unsafe { std::mem::zeroed() };
+    let mut count = 0;
+    for (data, (iov, hdr)) in buffers
+        .into_iter()
+        .zip(iovs.iter_mut().zip(hdrs.iter_mut()))
+        .take(received.len())
+    {
+        iov.iov_base = data.as_mut_ptr().cast();
+        iov.iov_len = data.len();
+        hdr.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        count += 1;
+    }
+    if count == 0 {
+        return Ok(0);
+    }
+    let (iov_base, name_base) = (iovs.as_mut_ptr(), names.as_mut_ptr());
+    for (i, hdr) in hdrs[..count].iter_mut().enumerate() {
+        hdr.msg_hdr.msg_iov = iov_base.wrapping_add(i);
+        hdr.msg_hdr.msg_iovlen = 1;
+        hdr.msg_hdr.msg_name = name_base.wrapping_add(i).cast();
+    }
+    // SAFETY: the first `count` (at most `MMSG_MAX`) entries of `hdrs` each point at their own
+    // entry of `iovs`, which points at a data buffer borrowed mutably for `'a` and writable for
+    // its length, and at their own entry of `names` with its size: local arrays that stay in
+    // place until the call returns. The kernel writes only within them and into `hdrs`.
+    let n = unsafe {
+        libc::recvmmsg(
+            fd.as_raw_fd(),
+            hdrs.as_mut_ptr(),
+            count as libc::c_uint,
+            flags,
+            std::ptr::null_mut(),
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let n = (n as usize).min(count);
+    for (i, out) in received.iter_mut().enumerate().take(n) {
+        let hdr = &hdrs[i].msg_hdr;
+        *out = ReceivedFrom {
+            len: (hdrs[i].msg_len as usize).min(iovs[i].iov_len),
+            truncated: hdr.msg_flags & libc::MSG_TRUNC != 0,
+            from: socket_addr_of(&names[i], hdr.msg_namelen),
+        };
+    }
+    Ok(n)
+}
+
+/// `sendmmsg(fd, ..., flags)` on a datagram socket: sends each of `datagrams` (destination,
+/// bytes) as one datagram; returns how many left, fewer than offered when the socket buffer
+/// filled or an error stopped the batch (the next call meets it at its first datagram). Offers
+/// at most [`MMSG_MAX`]; none offered is `Ok(0)` without a call.
+pub(crate) fn send_mmsg_to<'a>(
+    fd: BorrowedFd<'_>,
+    datagrams: impl IntoIterator<Item = (SocketAddr, &'a [u8])>,
+    flags: i32,
+) -> io::Result<usize> {
+    let mut iovs = [NO_IOVEC; MMSG_MAX];
+    let mut hdrs = [empty_mmsghdr(); MMSG_MAX];
+    // SAFETY: `sockaddr_storage` is plain data, for which all zeros is a valid value.
+    let mut names: [libc::sockaddr_storage; MMSG_MAX] = unsafe { std::mem::zeroed() };
+    let mut name_lens = [0 as libc::socklen_t; MMSG_MAX];
+    let mut count = 0;
+    for ((to, data), ((iov, name), len)) in datagrams.into_iter().zip(
+        iovs.iter_mut()
+            .zip(names.iter_mut())
+            .zip(name_lens.iter_mut()),
+    ) {
+        iov.iov_base = data.as_ptr().cast_mut().cast();
+        iov.iov_len = data.len();
+        (*name, *len) = storage_of(to);
+        count += 1;
+    }
+    if count == 0 {
+        return Ok(0);
+    }
+    let (iov_base, name_base) = (iovs.as_mut_ptr(), names.as_mut_ptr());
+    for (i, hdr) in hdrs[..count].iter_mut().enumerate() {
+        hdr.msg_hdr.msg_iov = iov_base.wrapping_add(i);
+        hdr.msg_hdr.msg_iovlen = 1;
+        hdr.msg_hdr.msg_name = name_base.wrapping_add(i).cast();
+        hdr.msg_hdr.msg_namelen = name_lens[i];
+    }
+    // SAFETY: the first `count` (at most `MMSG_MAX`) entries of `hdrs` each point at their own
+    // entry of `iovs`, which points at a data buffer borrowed for `'a` and live for its length,
+    // and at their own entry of `names` with its length: local arrays that stay in place until
+    // the call returns. The kernel only reads the buffers and addresses (the `*mut` is the C
+    // signature) and writes each entry's `msg_len` into `hdrs`.
     let n = unsafe {
         libc::sendmmsg(
             fd.as_raw_fd(),

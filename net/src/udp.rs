@@ -50,6 +50,85 @@ pub fn bind_udp(
     Ok(sock)
 }
 
+/// Buffers for receiving up to [`UdpRecvBatch::capacity`] datagrams with one `recvmmsg`
+/// ([`UdpRecvBatch::recv`]), each with its source.
+#[derive(Debug)]
+pub struct UdpRecvBatch {
+    /// `capacity` buffers of `size` bytes, back to back.
+    bytes: Vec<u8>,
+    size: usize,
+    received: Vec<crate::sys::ReceivedFrom>,
+    count: usize,
+}
+
+impl UdpRecvBatch {
+    /// Room for `count` datagrams (at most 64 a call) of up to `size` bytes each; a longer one
+    /// is dropped as truncated.
+    pub fn new(count: usize, size: usize) -> Self {
+        let count = count.clamp(1, crate::sys::MMSG_MAX);
+        Self {
+            bytes: vec![0; count * size.max(1)],
+            size: size.max(1),
+            received: vec![crate::sys::ReceivedFrom::default(); count],
+            count: 0,
+        }
+    }
+
+    /// How many datagrams one call takes at most.
+    pub fn capacity(&self) -> usize {
+        self.received.len()
+    }
+
+    /// Receives what waits on `socket` (non-blocking: `WouldBlock` when nothing does), up to
+    /// the capacity, in one `recvmmsg`; returns how many datagrams came (truncated ones
+    /// included, which [`Self::datagrams`] leaves out).
+    pub fn recv(&mut self, socket: &UdpSocket) -> io::Result<usize> {
+        use std::os::fd::AsFd;
+        self.count = 0;
+        let n = crate::sys::recv_mmsg_from(
+            socket.as_fd(),
+            self.bytes.chunks_mut(self.size),
+            &mut self.received,
+            libc::MSG_DONTWAIT,
+        )?;
+        self.count = n;
+        Ok(n)
+    }
+
+    /// The datagrams of the last [`Self::recv`] that arrived whole, with their sources.
+    pub fn datagrams(&self) -> impl Iterator<Item = (SocketAddr, &[u8])> {
+        self.received[..self.count]
+            .iter()
+            .zip(self.bytes.chunks(self.size))
+            .filter(|(r, _)| !r.truncated)
+            .filter_map(|(r, buf)| Some((r.from?, &buf[..r.len])))
+    }
+}
+
+/// Sends `datagrams` (destination, bytes) from `socket` with `sendmmsg`, 64 a call; returns how
+/// many left. Stops at the first call that sends fewer than offered (the socket buffer is full:
+/// UDP drops the rest, the caller may count them) or fails.
+pub fn send_batch_to(socket: &UdpSocket, datagrams: &[(SocketAddr, &[u8])]) -> io::Result<usize> {
+    use std::os::fd::AsFd;
+    let mut sent = 0;
+    for batch in datagrams.chunks(crate::sys::MMSG_MAX) {
+        let n = match crate::sys::send_mmsg_to(
+            socket.as_fd(),
+            batch.iter().copied(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        ) {
+            Ok(n) => n,
+            Err(e) if sent > 0 && e.kind() == io::ErrorKind::WouldBlock => return Ok(sent),
+            Err(e) => return Err(e),
+        };
+        sent += n;
+        if n < batch.len() {
+            break;
+        }
+    }
+    Ok(sent)
+}
+
 /// Sets the Don't Fragment bit on what `socket` sends, without the kernel's path MTU cache
 /// (`IP_PMTUDISC_PROBE`, `IPV6_PMTUDISC_PROBE`): for SCTP in UDP (RFC 6951), whose packets fit
 /// a fixed MTU (RFC 4960 §7.3 asks SCTP not to have them fragmented). It also spares the kernel
@@ -178,6 +257,58 @@ mod tests {
     use super::*;
     use std::net::UdpSocket;
     use std::time::Duration;
+
+    /// `send_batch_to` to two receivers, `UdpRecvBatch` on one: every datagram whole, in order,
+    /// with its source; one longer than the buffers is left out as truncated; an empty socket
+    /// is `WouldBlock`.
+    #[test]
+    fn batched_sends_and_receives_carry_each_datagram_with_its_address() {
+        let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (a, b) = (
+            UdpSocket::bind("127.0.0.1:0").unwrap(),
+            UdpSocket::bind("127.0.0.1:0").unwrap(),
+        );
+        for s in [&a, &b] {
+            set_dont_fragment(std::os::fd::AsFd::as_fd(s), false).unwrap();
+        }
+        let payloads: Vec<Vec<u8>> = (0..100u8)
+            .map(|i| vec![i; 1 + usize::from(i) * 7])
+            .collect();
+        let mut datagrams: Vec<(SocketAddr, &[u8])> = payloads
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let to = if i % 2 == 0 { &a } else { &b };
+                (to.local_addr().unwrap(), &p[..])
+            })
+            .collect();
+        let long = vec![7u8; 1_500];
+        datagrams.insert(10, (a.local_addr().unwrap(), &long[..]));
+        assert_eq!(send_batch_to(&sender, &datagrams).unwrap(), 101);
+        let mut batch = UdpRecvBatch::new(16, 1_024);
+        let mut got = Vec::new();
+        let mut came = 0;
+        loop {
+            match batch.recv(&a) {
+                Ok(n) => {
+                    came += n;
+                    for (from, bytes) in batch.datagrams() {
+                        assert_eq!(from, sender.local_addr().unwrap());
+                        got.push(bytes.to_vec());
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(came, 51, "50 datagrams and the long one");
+        let want: Vec<Vec<u8>> = payloads.iter().step_by(2).cloned().collect();
+        assert_eq!(got, want);
+        assert_eq!(
+            batch.recv(&a).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+    }
 
     /// Receives one datagram on `sock`, waiting up to 10 s.
     fn receive(sock: Socket) -> (Vec<u8>, SocketAddr) {

@@ -65,7 +65,7 @@ impl Drop for EchoServer {
 fn serve(socket: &UdpSocket, secret: [u8; 32], stop: &AtomicBool) {
     let mut endpoint = SctpUdpEndpoint::new(EndpointConfig::server(ASAP_PORT, 64), secret);
     let start = Instant::now();
-    let (mut buf, mut out) = (vec![0; 65_536], vec![0; 2_048]);
+    let (mut buf, mut out) = (vec![0; 65_536], vec![0; 65_536]);
     // Echoes the send buffer had no room for yet, in order.
     let mut backlog: VecDeque<(AssociationHandle, u32, Vec<u8>)> = VecDeque::new();
     while !stop.load(Ordering::Relaxed) {

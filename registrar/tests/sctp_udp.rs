@@ -265,9 +265,17 @@ fn a_registrar_killed_and_restarted_at_once_gets_its_pes_back() {
 
 #[test]
 fn hostile_packets_leave_the_handlespace_and_the_service_intact() {
+    for driver in ["io-uring", "epoll"] {
+        hostile_packets_on(driver);
+    }
+}
+
+/// The hostile run against a registrar on `driver` (epoll receives with `recvmmsg` and sends
+/// with `sendmmsg`, io_uring with its multishot `recvmsg` and submitted sends).
+fn hostile_packets_on(driver: &str) {
     let port = fixed_udp_port();
     let registrar = SocketAddr::from(([127, 0, 0, 1], port));
-    let daemon = start(port);
+    let daemon = start_on(port, Some(driver));
     let mut pe = UdpAssociation::connect(registrar);
     for id in 1..=5u64 {
         let answer = pe.request(&registration(b"hostile", id, 60_000, RFC));

@@ -765,8 +765,10 @@ impl SctpUdpEndpoint {
         }
     }
 
-    /// Writes the next datagram to send into `buf` (at least the associations' `mtu` and
-    /// 1 500 bytes) and gives its destination and length; `None` when nothing is due.
+    /// Writes the next datagram to send into `buf` and gives its destination and length; `None`
+    /// when nothing is due. `buf` holds at least the largest packet: the associations' `mtu`,
+    /// `loopback_mtu` if a peer is on loopback, and 1 500 bytes (65 536 always suffice); a
+    /// smaller one cannot carry a full DATA chunk, which then waits.
     pub fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<(SocketAddr, usize)> {
         if let Some((to, range)) = self.replies.pop_front() {
             let len = range.len();

@@ -496,4 +496,25 @@ impl Transmitter for Streams<'_> {
         send_datagram(socket, to, bytes);
         Ok(())
     }
+
+    /// One `sendmmsg` for up to 64 datagrams. UDP is best effort: what a full socket buffer
+    /// refuses is dropped (SCTP sends it again), errors are logged.
+    fn send_datagrams(
+        &mut self,
+        socket: &std::net::UdpSocket,
+        datagrams: &[(std::net::SocketAddr, &[u8])],
+    ) -> std::io::Result<()> {
+        match rserpool_net::send_batch_to(socket, datagrams) {
+            Ok(sent) if sent < datagrams.len() => {
+                tracing::debug!(
+                    dropped = datagrams.len() - sent,
+                    "datagrams not sent: socket buffer full"
+                );
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => tracing::debug!(%e, "datagrams not sent"),
+        }
+        Ok(())
+    }
 }

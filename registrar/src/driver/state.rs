@@ -12,7 +12,8 @@ use rserpool_handlespace::mailbox::Mailbox;
 use rserpool_handlespace::{AssociationId, FastMap, Millis, PinnedReader};
 use rserpool_net::sctp_udp::{AssociationHandle, SctpUdpEndpoint};
 use rserpool_net::{
-    AssocState, NetError, SctpAssocId, SctpRecv, SctpRecvBatch, TlsSession, Transport, TransportUrl,
+    AssocState, NetError, SctpAssocId, SctpRecv, SctpRecvBatch, TlsSession, Transport,
+    TransportUrl, UdpRecvBatch,
 };
 
 use super::admission::SourceTicket;
@@ -28,6 +29,10 @@ mod sctp_udp;
 
 /// Messages and notifications one `recvmmsg` on an SCTP socket takes at most (epoll).
 const SCTP_RECV_BATCH: usize = 32;
+
+/// Datagrams one `recvmmsg` on a UDP listener takes at most (epoll), each into a buffer of the
+/// largest message: 16 of 64 KiB on a registrar with ENRP listeners.
+const UDP_RECV_BATCH: usize = 16;
 
 /// Least time between two checks of one SCTP socket for peers that stopped reading.
 const STALL_CHECK_INTERVAL_MS: Millis = 100;
@@ -51,6 +56,19 @@ pub(super) trait Transmitter {
         to: SocketAddr,
         bytes: &[u8],
     ) -> std::io::Result<()>;
+
+    /// Sends `datagrams` (destination, bytes) from the UDP listener `socket`: one by one unless
+    /// the driver batches them.
+    fn send_datagrams(
+        &mut self,
+        socket: &std::net::UdpSocket,
+        datagrams: &[(SocketAddr, &[u8])],
+    ) -> std::io::Result<()> {
+        for &(to, bytes) in datagrams {
+            self.send_datagram(socket, to, bytes)?;
+        }
+        Ok(())
+    }
 }
 
 /// Where the core's association lives in a driver.
@@ -114,6 +132,8 @@ pub(super) struct LoopState {
     sctp_batch: Option<SctpRecvBatch>,
     /// What a batch of SCTP receives brought, interpreted before it is handled (room kept).
     sctp_received: Vec<std::io::Result<SctpRecv>>,
+    /// The buffers of the UDP receives (epoll), made at the first.
+    udp_batch: Option<UdpRecvBatch>,
     /// Per SCTP socket, a message arriving in parts: what came so far, or `None` once it
     /// outgrew the largest message accepted (its rest is dropped).
     sctp_partial: FastMap<usize, Option<Vec<u8>>>,
@@ -131,8 +151,10 @@ pub(super) struct LoopState {
     /// Outgoing SCTP-in-UDP associations until they are up: the core's association and the
     /// peer.
     sctp_udp_connects: FastMap<(usize, AssociationHandle), (AssociationId, SocketAddr)>,
-    /// Where SCTP-in-UDP packets are built before they leave.
+    /// Where a turn's SCTP-in-UDP packets are built before they leave, back to back.
     sctp_udp_buf: Vec<u8>,
+    /// The packets in `sctp_udp_buf`: destination and bytes.
+    sctp_udp_packets: Vec<(SocketAddr, std::ops::Range<usize>)>,
     backlog: Backlog<Forward>,
     wake: Vec<bool>,
     buf: Vec<u8>,
@@ -179,6 +201,7 @@ impl LoopState {
             sctp: FastMap::default(),
             sctp_batch: None,
             sctp_received: Vec::new(),
+            udp_batch: None,
             sctp_partial: FastMap::default(),
             stall_checks: FastMap::default(),
             turn_now: 0,
@@ -187,6 +210,7 @@ impl LoopState {
             sctp_udp_assocs: FastMap::default(),
             sctp_udp_connects: FastMap::default(),
             sctp_udp_buf: vec![0; sctp_udp::PACKET_ROOM],
+            sctp_udp_packets: Vec::new(),
             backlog: Backlog::new(workers),
             wake: vec![false; workers],
             buf: vec![0; largest.max(64) + 64],
@@ -511,26 +535,36 @@ impl LoopState {
         streams
     }
 
-    /// Receives from UDP listener `i` with `recv_from` (at most `io.max_batch` datagrams) and
-    /// hands each datagram to the worker.
+    /// Receives from UDP listener `i` with `recvmmsg` ([`UDP_RECV_BATCH`] datagrams a call, at
+    /// most `io.max_batch` in all) and hands each datagram to the worker (epoll, level-triggered:
+    /// what the budget leaves is reported again; io_uring receives them with its multishot
+    /// `recvmsg`).
     pub fn receive_datagrams(&mut self, i: usize, now: Millis, reads: &PinnedReader<'_>) {
-        for _ in 0..self.io.max_batch.max(1) {
-            let Listener::Udp { socket, .. } = &self.listeners[i] else {
-                return;
-            };
-            match socket.recv_from(&mut self.buf) {
-                Ok((n, from)) => {
-                    let bytes = std::mem::take(&mut self.buf);
-                    self.on_datagram(i, from, &bytes[..n], now, reads);
-                    self.buf = bytes;
+        let mut budget = self.io.max_batch.max(1);
+        let mut batch = self
+            .udp_batch
+            .take()
+            .unwrap_or_else(|| UdpRecvBatch::new(UDP_RECV_BATCH, self.buf.len()));
+        while let Listener::Udp { socket, .. } = &self.listeners[i] {
+            match batch.recv(socket) {
+                Ok(n) => {
+                    for (from, bytes) in batch.datagrams() {
+                        self.on_datagram(i, from, bytes, now, reads);
+                    }
+                    budget = budget.saturating_sub(n);
+                    if n < batch.capacity() || budget == 0 {
+                        break;
+                    }
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     tracing::debug!(%e, "UDP receive failed");
-                    return;
+                    break;
                 }
             }
         }
+        self.udp_batch = Some(batch);
     }
 
     /// Hands a datagram received on UDP listener `listener` to the worker: an ASAP request, or

@@ -172,13 +172,35 @@ impl LoopState {
             }
         }
         self.metrics.sctp_udp_totals(totals);
+        let (buf, packets) = (&mut self.sctp_udp_buf, &mut self.sctp_udp_packets);
         for (i, endpoint) in &mut self.sctp_udp {
             let Some(Listener::Udp { socket, .. }) = self.listeners.get(*i) else {
                 continue;
             };
-            while let Some((to, len)) = endpoint.poll_transmit(&mut self.sctp_udp_buf) {
-                driver.send_datagram(socket, to, &self.sctp_udp_buf[..len])?;
+            // The endpoint's packets one after the other in `buf`, sent together (the epoll
+            // driver with `sendmmsg`).
+            packets.clear();
+            let mut end = 0;
+            loop {
+                if buf.len() < end + PACKET_ROOM {
+                    buf.resize(end + PACKET_ROOM, 0);
+                }
+                let Some((to, len)) = endpoint.poll_transmit(&mut buf[end..]) else {
+                    break;
+                };
+                packets.push((to, end..end + len));
+                end += len;
             }
+            let datagrams: Vec<(SocketAddr, &[u8])> = packets
+                .iter()
+                .map(|(to, range)| (*to, &buf[range.clone()]))
+                .collect();
+            driver.send_datagrams(socket, &datagrams)?;
+        }
+        // A burst (a handle table to a peer) leaves its room; the usual turn needs little.
+        if buf.len() > 4 * PACKET_ROOM {
+            buf.truncate(PACKET_ROOM);
+            buf.shrink_to_fit();
         }
         Ok(())
     }
