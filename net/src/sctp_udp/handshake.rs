@@ -15,9 +15,9 @@ use super::packet::{
 };
 
 /// The version byte of this module's cookie layout.
-const COOKIE_VERSION: u8 = 1;
+const COOKIE_VERSION: u8 = 2;
 /// The signed fields of a cookie, before the signature.
-const COOKIE_FIELDS: usize = 1 + 1 + 2 + 8 + 4 + 4 + 4 + 4 + 4 + 2 + 2 + 4 + 2 + 17;
+const COOKIE_FIELDS: usize = 1 + 1 + 2 + 8 + 4 + 4 + 4 + 4 + 4 + 2 + 2 + 4 + 2 + 17 + 2;
 /// The HMAC-SHA256 signature at a cookie's end.
 const COOKIE_MAC: usize = 32;
 /// A State Cookie's length.
@@ -215,6 +215,7 @@ fn answer_init(
         local_port: config.local_port,
         peer_port: packet.source_port(),
         peer_addr: from.ip(),
+        peer_udp_port: from.port(),
     }
     .signed(keys);
     let fields = InitFields {
@@ -248,6 +249,8 @@ fn answer_cookie_echo(
     // address and these ports.
     if packet.verification_tag() != fields.local_tag
         || fields.peer_addr != from.ip()
+        // SCTP in UDP: the peer's UDP port is part of its address (RFC 6951 §5.4).
+        || fields.peer_udp_port != from.port()
         || fields.peer_port != packet.source_port()
         || fields.local_port != config.local_port
     {
@@ -307,7 +310,7 @@ fn reply(
 
 /// What a State Cookie carries (this module's own layout; only this end reads it):
 /// version, reserved, ports, the creation time and lifespan, this end's tag and initial TSN,
-/// the peer's INIT fields and address; then the HMAC-SHA256 over all of that.
+/// the peer's INIT fields, its IP address and UDP port; then the HMAC-SHA256 over all of that.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct CookieFields {
     created_ms: u64,
@@ -318,6 +321,9 @@ struct CookieFields {
     local_port: u16,
     peer_port: u16,
     peer_addr: IpAddr,
+    /// The UDP port the INIT came from (SCTP in UDP, RFC 6951): a COOKIE ECHO from another port
+    /// of the same address is not the peer's.
+    peer_udp_port: u16,
 }
 
 impl CookieFields {
@@ -351,6 +357,7 @@ impl CookieFields {
                 put(&a.octets());
             }
         }
+        put(&self.peer_udp_port.to_be_bytes());
         debug_assert_eq!(at, COOKIE_FIELDS);
         let mac = hmac::sign(&keys.current, &c[..COOKIE_FIELDS]);
         c[COOKIE_FIELDS..].copy_from_slice(mac.as_ref());
@@ -393,6 +400,7 @@ impl CookieFields {
             6 => IpAddr::V6(v6),
             _ => return None,
         };
+        let peer_udp_port = u16_at(take(2));
         Some(Self {
             created_ms,
             lifespan_ms,
@@ -402,6 +410,7 @@ impl CookieFields {
             local_port,
             peer_port,
             peer_addr,
+            peer_udp_port,
         })
     }
 }
@@ -544,6 +553,13 @@ mod tests {
             echo(&keys, tag, &cookie, elsewhere, 2_000),
             bad,
             "another address"
+        );
+        // The same IP address, another UDP port: another peer over SCTP in UDP.
+        let other_port = SocketAddr::new(peer().ip(), peer().port() ^ 1);
+        assert_eq!(
+            echo(&keys, tag, &cookie, other_port, 2_000),
+            bad,
+            "another UDP port"
         );
         let other_keys = CookieKeys::new([2; 32]);
         assert_eq!(
