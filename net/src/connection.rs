@@ -3,7 +3,9 @@
 //! one-to-one kernel SCTP association that carries each message whole with PPID 11, or the same
 //! over UDP (`sctp+udp://`, RFC 6951), an association run in user space by [`SctpUdpClient`]
 //! with the registrar's SCTP port 3863 inside the URL's UDP port. Blocking: the endpoint's
-//! driver reads on one thread and sends from another.
+//! driver reads on one thread and sends from another. Over `sctp+udp://` keep a thread in
+//! [`Connection::read_messages`]: the association's acknowledgements and timers run in the
+//! threads that call in, so without a reader the peer retransmits what it sent.
 //!
 //! A stream connection reads and writes through [`ByteStream`]: the socket's bytes, or a TLS
 //! session over them ([`Connection::open_tls`]); neither the framing nor the callers differ.

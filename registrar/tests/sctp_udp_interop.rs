@@ -25,6 +25,21 @@
 //!   expert error; the capture stays in cargo's `CARGO_TARGET_TMPDIR`
 //!   (`sctp-udp-interop-DRIVER.pcap`).
 //!
+//! And once (our registrar takes no part):
+//!
+//! - `our_pe_and_pu_through_rsplib_registrar_over_udp_encapsulation`: our side in namespace
+//!   `rsp-ours` as another host: `rspregistrar` (kernel SCTP, encapsulated) at 10.99.0.1, and
+//!   our library's `Connection`s over `sctp+udp://10.99.0.1:9899`: a PE (10.99.0.2) registers
+//!   an SCTP user transport, served by a user-space SCTP echo service on UDP 10.99.0.2:9899,
+//!   and acks rspregistrar's keep-alives (every 500 ms) for several time-outs; a PU
+//!   (10.99.0.3) resolves the pool and finds the PE with its ID, port and address. The CLI
+//!   registers too (`rserpool register`, found beside the test binary's directory: built by
+//!   `cargo build -p rserpool-endpoint`, or .ci/run's workspace tests), is resolved by our PU,
+//!   and deregisters on SIGINT; `rserpool resolve --json` lists our PE; `rspterminal` resolves
+//!   the pool at rspregistrar and echoes through our PE. The veth capture
+//!   (`sctp-udp-interop-clients.pcap`) must decode as above, with the ASAP our PE and PU send
+//!   (registration, resolution, keep-alive ack) and rspregistrar's answers.
+//!
 //! The build host has no kernel SCTP, so this target is `test = false` and runs in user-mode
 //! Linux (as root in the guest), after `cargo build -p rserpool-registrar`:
 //! `CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER=$PWD/ci/uml-run.sh cargo test -p rserpool-registrar --test sctp_udp_interop -- --test-threads=1`.
@@ -34,16 +49,20 @@
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::{StreamClient, accepted, encode, eventually, resolution};
-use rserpool_net::{SctpClient, sctp_support};
+use rserpool_net::sctp_udp::{EndpointConfig, EndpointEvent, SctpUdpEndpoint};
+use rserpool_net::{Connection, SctpClient, Transport, sctp_support};
 use rserpool_protocol::{
     AsapMessage, Generation, PPID_ASAP, PeId, Policy, PoolElementParam, PoolHandle, PrId,
     Resolution, Seq, TransportKind, TransportParam, UserTransport,
@@ -374,9 +393,13 @@ struct Pe {
 fn resolve(asap: SocketAddr, handle: &[u8]) -> Result<Vec<Pe>, u16> {
     let mut pu = StreamClient::tcp(asap, RFC);
     pu.send_raw(&resolution(handle, Some(128), RFC));
-    let bytes = pu.recv_answering_keep_alives();
+    pool_elements(&pu.recv_answering_keep_alives())
+}
+
+/// The PEs of the handle resolution response `bytes` sorted by ID, or the error cause.
+fn pool_elements(bytes: &[u8]) -> Result<Vec<Pe>, u16> {
     let AsapMessage::HandleResolutionResponse { resolution, .. } =
-        AsapMessage::decode(&bytes, RFC).expect("decodable").message
+        AsapMessage::decode(bytes, RFC).expect("decodable").message
     else {
         panic!("not a resolution response: {bytes:?}");
     };
@@ -615,6 +638,8 @@ fn rsplib_registrar_and_ours_share_a_scope_over_udp_encapsulation(driver: &str) 
             "-s".to_owned(),
             "0".to_owned(),
             "-U".to_owned(),
+            // Each packet as it comes: a SIGINT loses what the capture buffer holds.
+            "--immediate-mode".to_owned(),
             // Writes as root: the target directory is the host user's.
             "-Z".to_owned(),
             "root".to_owned(),
@@ -781,16 +806,27 @@ fn rsplib_registrar_and_ours_share_a_scope_over_udp_encapsulation(driver: &str) 
             .collect::<Vec<_>>()
             .join("; ")
     );
-    dissect(&pcap);
+    dissect(&pcap, Capture::Scope);
+}
+
+/// What a capture holds.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Capture {
+    /// The scope test's: our registrar's ASAP and ENRP with RSPLIB's.
+    Scope,
+    /// Our PE's and PU's ASAP (from [`OUR_ASAP`] and [`OUR_ENRP`]) with `rspregistrar`.
+    Clients,
 }
 
 /// Dissects the capture `pcap` with tshark (CRC32c verification on; UDP 9899 decoded as SCTP by
-/// Wireshark's default, RFC 6951) and checks it: SCTP in UDP 9899 throughout, ASAP and ENRP
-/// messages from and to our registrar's addresses, every checksum right, nothing malformed and
-/// no expert error, a datagram of more than 1 200 bytes to our registrar among them. The one
-/// exception, counted and printed: the kernel's GSO super-packets to our registrar (beyond the
-/// veth's MTU, CRC32c 0), which it drops.
-fn dissect(pcap: &Path) {
+/// Wireshark's default, RFC 6951) and checks it: SCTP in UDP 9899 throughout, every checksum
+/// right, nothing malformed and no expert error; for [`Capture::Scope`], ASAP and ENRP messages
+/// from and to our registrar's addresses and a datagram of more than 1 200 bytes to our
+/// registrar among them, with one exception, counted and printed: the kernel's GSO
+/// super-packets to our registrar (beyond the veth's MTU, CRC32c 0), which it drops; for
+/// [`Capture::Clients`], the ASAP messages our PEs and PU send (registration, deregistration,
+/// keep-alive ack, handle resolution) and those rspregistrar answers with.
+fn dissect(pcap: &Path, capture: Capture) {
     let out = Command::new("tshark")
         .args(["-r", pcap.to_str().unwrap(), "-o", "sctp.checksum:CRC-32C"])
         .args(["-T", "fields", "-E", "separator=/t", "-E", "occurrence=a"])
@@ -905,6 +941,24 @@ fn dissect(pcap: &Path) {
         asap_ours > 0,
         "no ASAP to or from {OUR_ASAP} in the capture"
     );
+    if capture == Capture::Clients {
+        // Registration (1), deregistration (2, the CLI's), handle resolution (5) and
+        // keep-alive ack (8) from ours; registration response (3), deregistration response
+        // (4), handle resolution response (6) and keep-alive (7) back.
+        let ours = format!("(ip.src == {OUR_ASAP} || ip.src == {OUR_ENRP})");
+        let theirs = format!("(ip.dst == {OUR_ASAP} || ip.dst == {OUR_ENRP})");
+        for (filter, expected) in [(ours, [1, 2, 5, 8]), (theirs, [3, 4, 6, 7])] {
+            let types = asap_types(pcap, &filter);
+            eprintln!("ASAP message types {filter}: {types:?}");
+            for t in expected {
+                assert!(
+                    types.contains(&t),
+                    "no ASAP message type {t} {filter}: {types:?}"
+                );
+            }
+        }
+        return;
+    }
     assert!(
         enrp_ours > 0,
         "no ENRP to or from {OUR_ENRP} in the capture"
@@ -925,4 +979,433 @@ fn dissect(pcap: &Path) {
         eprintln!("tshark -Y '{filter}': {count} frames");
         assert!(count > 0, "no frame matches {filter}");
     }
+}
+
+/// The ASAP message types tshark decodes in the frames of `pcap` that match `filter`.
+fn asap_types(pcap: &Path, filter: &str) -> BTreeSet<u8> {
+    let filter = format!("{filter} && asap");
+    let out = Command::new("tshark")
+        .args(["-r", pcap.to_str().unwrap(), "-Y", &filter])
+        .args([
+            "-T",
+            "fields",
+            "-E",
+            "occurrence=a",
+            "-e",
+            "asap.message_type",
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run tshark: {e}"));
+    assert!(
+        out.status.success(),
+        "tshark -Y '{filter}': {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .split([',', '\n'])
+        .filter_map(|t| t.trim().parse().ok())
+        .collect()
+}
+
+/// Moves the calling thread into namespace [`NS`] (`setns(2)` moves the thread alone); the
+/// sockets it opens stay in [`NS`] whichever thread uses them afterwards.
+#[allow(unsafe_code)] // setns(2): no safe wrapper among the dependencies
+fn enter_our_namespace() {
+    use std::os::fd::AsRawFd;
+    let path = format!("/var/run/netns/{NS}");
+    let ns = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    // SAFETY: `ns` is an open file for the call's duration; CLONE_NEWNET changes this thread's
+    // network namespace and touches no memory of the process.
+    let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns({path}): {}", std::io::Error::last_os_error());
+}
+
+/// Runs `f` on a thread of its own in namespace [`NS`] and returns what it returns.
+fn in_our_namespace<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::spawn(move || {
+        enter_our_namespace();
+        f()
+    })
+    .join()
+    .unwrap_or_else(|e| std::panic::resume_unwind(e))
+}
+
+/// Our PE's ID and SCTP port, and the CLI PE's ID (32 bits: the RFC generation).
+const OUR_PE_ID: u64 = 0x5ec7_0001;
+const OUR_PE_PORT: u16 = 4711;
+const CLI_PE_ID: u64 = 0x5ec7_0002;
+
+/// An ASAP_REGISTRATION of PE `id` in `handle` with an SCTP user transport at `ip`:`port`,
+/// round robin, life 60 s.
+fn registration_at(handle: &[u8], id: u64, ip: Ipv4Addr, port: u16) -> Vec<u8> {
+    let addresses = [IpAddr::V4(ip)];
+    encode(
+        &AsapMessage::Registration {
+            pool_handle: PoolHandle(handle),
+            pool_element: PoolElementParam {
+                id: PeId(id),
+                home_pr: PrId(0),
+                registration_life: 60_000,
+                user_transport: UserTransport::Transport(TransportParam {
+                    kind: TransportKind::Sctp,
+                    port,
+                    transport_use: 0,
+                    service_code: 0,
+                    addresses: Seq::from_items(&addresses),
+                }),
+                policy: Policy::RoundRobin,
+                asap_transport: None,
+            },
+        },
+        RFC,
+    )
+}
+
+/// A user-space SCTP echo service over UDP at `address` in namespace [`NS`], SCTP port
+/// [`OUR_PE_PORT`]: our PE's user transport, which `rspterminal` reaches from kernel SCTP
+/// (encapsulated to UDP 9899). Echoes every message of a PPID other than ASAP's on stream 0
+/// until `stop`; returns how many it echoed.
+fn sctp_udp_echo(address: SocketAddr, stop: Arc<AtomicBool>) -> JoinHandle<usize> {
+    let (bound, is_bound) = channel();
+    let echo = std::thread::spawn(move || {
+        enter_our_namespace();
+        let socket = UdpSocket::bind(address).unwrap_or_else(|e| panic!("bind {address}: {e}"));
+        socket
+            .set_read_timeout(Some(Duration::from_millis(10)))
+            .unwrap();
+        bound.send(()).unwrap();
+        let mut endpoint = SctpUdpEndpoint::new(EndpointConfig::server(OUR_PE_PORT, 4), [0x5a; 32]);
+        let start = Instant::now();
+        let (mut buf, mut out) = (vec![0; 65_536], vec![0; 65_536]);
+        let mut echoed = 0;
+        while !stop.load(Ordering::Relaxed) {
+            let now = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+            if let Ok((n, from)) = socket.recv_from(&mut buf) {
+                endpoint.handle_datagram(from, &buf[..n], now);
+            }
+            endpoint.handle_timeouts(now);
+            let mut answers = Vec::new();
+            endpoint.poll_events(|handle, event| {
+                if let EndpointEvent::Message { ppid, bytes, .. } = event
+                    && ppid != PPID_ASAP
+                {
+                    answers.push((handle, ppid, bytes.to_vec()));
+                }
+            });
+            for (handle, ppid, bytes) in answers {
+                if endpoint.send(handle, 0, ppid, &bytes, now).is_ok() {
+                    echoed += 1;
+                }
+            }
+            while let Some((to, n)) = endpoint.poll_transmit(&mut out) {
+                let _ = socket.send_to(&out[..n], to);
+            }
+        }
+        echoed
+    });
+    is_bound
+        .recv_timeout(WAIT)
+        .expect("the echo service's UDP socket");
+    echo
+}
+
+/// The endpoint crate's CLI, `rserpool`, beside this test's binary's directory (cargo's
+/// target/debug; .ci/run's workspace test step builds it). Missing, the test fails.
+fn rserpool_cli() -> String {
+    let exe = std::env::current_exe().unwrap();
+    let cli = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|debug| debug.join("rserpool"))
+        .unwrap();
+    assert!(
+        cli.is_file(),
+        "{} is missing: build the endpoint's CLI first (`cargo build -p rserpool-endpoint` with \
+         the same target directory)",
+        cli.display()
+    );
+    cli.to_str().unwrap().to_owned()
+}
+
+/// RSPLIB's registrar keep-alive interval and time-out here: a few rounds in a short test.
+const RSPLIB_KEEP_ALIVE_MS: u64 = 500;
+
+#[test]
+fn our_pe_and_pu_through_rsplib_registrar_over_udp_encapsulation() {
+    with_test_net();
+    let pcap = Path::new(env!("CARGO_TARGET_TMPDIR")).join("sctp-udp-interop-clients.pcap");
+    let _ = std::fs::remove_file(&pcap);
+    let mut tcpdump = Tool::start(
+        "tcpdump",
+        &[
+            "-i".to_owned(),
+            "rspv0".to_owned(),
+            "-s".to_owned(),
+            "0".to_owned(),
+            "-U".to_owned(),
+            // Each packet as it comes: a SIGINT loses what the capture buffer holds (up to a
+            // second's worth otherwise: the CLI's deregistration and the shutdowns).
+            "--immediate-mode".to_owned(),
+            "-Z".to_owned(),
+            "root".to_owned(),
+            "-w".to_owned(),
+            pcap.to_str().unwrap().to_owned(),
+            format!("udp port {ENCAP_PORT}"),
+        ],
+    );
+    tcpdump.wait_for_line("listening on rspv0");
+
+    let (asap, enrp) = (rserpool_protocol::ASAP_PORT, rserpool_protocol::ENRP_PORT);
+    let mut rspregistrar = Tool::start(
+        "rspregistrar",
+        &[
+            format!("-asap={RSPLIB}:{asap}"),
+            format!("-enrp={RSPLIB}:{enrp}"),
+            "-asapannounce=off".to_owned(),
+            "-enrpannounce=off".to_owned(),
+            "-logcolor=off".to_owned(),
+            "-loglevel=2".to_owned(),
+            format!("-endpointkeepalivetransmissioninterval={RSPLIB_KEEP_ALIVE_MS}"),
+            format!("-endpointkeepalivetimeoutinterval={RSPLIB_KEEP_ALIVE_MS}"),
+        ],
+    );
+    // Our side in namespace NS, as another host: the PE at 10.99.0.2, the PU at 10.99.0.3,
+    // each over SCTP in UDP to rspregistrar's kernel on UDP 9899.
+    let udp = SocketAddr::new(RSPLIB.into(), ENCAP_PORT);
+    let open = move |source: Ipv4Addr| {
+        in_our_namespace(move || {
+            let mut last = None;
+            let deadline = Instant::now() + WAIT;
+            while Instant::now() < deadline {
+                match Connection::open_from(Transport::SctpUdp, udp, Some(source.into()), WAIT) {
+                    Ok(connection) => return Ok(connection),
+                    // rspregistrar not listening yet: its kernel aborts the association.
+                    Err(e) => last = Some(e.to_string()),
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(last.unwrap_or_default())
+        })
+    };
+    let pe = open(OUR_ASAP).unwrap_or_else(|e| {
+        panic!(
+            "our PE's sctp+udp://{udp}: {e}; rspregistrar printed:\n{}",
+            rspregistrar.output()
+        )
+    });
+    assert_eq!(pe.local_addr().unwrap().ip(), IpAddr::V4(OUR_ASAP));
+    let echo_stop = Arc::new(AtomicBool::new(false));
+    let echo = sctp_udp_echo(
+        SocketAddr::new(OUR_ASAP.into(), ENCAP_PORT),
+        Arc::clone(&echo_stop),
+    );
+
+    // The PE's reader: acks rspregistrar's keep-alives for our PE, hands on the rest.
+    let keep_alives = Arc::new(AtomicUsize::new(0));
+    let (to_pe, from_registrar) = channel();
+    let reader = pe.try_clone().unwrap();
+    let counted = Arc::clone(&keep_alives);
+    let pe_reader = std::thread::spawn(move || {
+        reader.read_messages(|bytes| {
+            let decoded = AsapMessage::decode(bytes, RFC).map(|d| d.message);
+            if let Ok(AsapMessage::EndpointKeepAlive {
+                pool_handle, pe_id, ..
+            }) = decoded
+                && pe_id.is_none_or(|id| id == PeId(OUR_PE_ID))
+            {
+                let ack = encode(
+                    &AsapMessage::EndpointKeepAliveAck {
+                        pool_handle,
+                        pe_id: PeId(OUR_PE_ID),
+                    },
+                    RFC,
+                );
+                if reader.send(&ack).is_ok() {
+                    counted.fetch_add(1, Ordering::Relaxed);
+                }
+                return true;
+            }
+            to_pe.send(bytes.to_vec()).is_ok()
+        })
+    });
+    pe.send(&registration_at(
+        b"OurPool",
+        OUR_PE_ID,
+        OUR_ASAP,
+        OUR_PE_PORT,
+    ))
+    .unwrap();
+    let answer = from_registrar.recv_timeout(WAIT).unwrap_or_else(|_| {
+        panic!(
+            "rspregistrar did not answer our PE's registration; it printed:\n{}",
+            rspregistrar.output()
+        )
+    });
+    match AsapMessage::decode(&answer, RFC)
+        .expect("decodable")
+        .message
+    {
+        AsapMessage::RegistrationResponse {
+            rejected, pe_id, ..
+        } => assert!(
+            !rejected && pe_id == PeId(OUR_PE_ID),
+            "{answer:?}; rspregistrar printed:\n{}",
+            rspregistrar.output()
+        ),
+        other => panic!("not a registration response: {other:?}"),
+    }
+
+    // The CLI as a second PE (its own echo service, a TCP user transport at the address its
+    // association comes from), in NS too.
+    let cli = rserpool_cli();
+    let registrar_url = format!("sctp+udp://{udp}");
+    let mut cli_pe = Tool::start(
+        "ip",
+        &[
+            "netns".to_owned(),
+            "exec".to_owned(),
+            NS.to_owned(),
+            cli.clone(),
+            "register".to_owned(),
+            "--registrar".to_owned(),
+            registrar_url.clone(),
+            "--pool".to_owned(),
+            "OurCliPool".to_owned(),
+            "--id".to_owned(),
+            format!("{CLI_PE_ID:#x}"),
+        ],
+    );
+    let registered = cli_pe.wait_for_line("registered PE");
+    eprintln!("rserpool register: {registered}");
+
+    // Our PU resolves both pools at rspregistrar.
+    let pu = open(OUR_ENRP).unwrap_or_else(|e| panic!("our PU's sctp+udp://{udp}: {e}"));
+    // A reader thread, as the endpoint library's driver keeps one per connection: the
+    // association's SACKs and heartbeats go out while the test does something else.
+    let (to_pu, answers) = channel();
+    let reader = pu.try_clone().unwrap();
+    let pu_reader =
+        std::thread::spawn(move || reader.read_messages(|m| to_pu.send(m.to_vec()).is_ok()));
+    let resolve_at_rsplib = |pool: &str| {
+        pu.send(&resolution(pool.as_bytes(), Some(128), RFC))
+            .unwrap();
+        let answer = answers.recv_timeout(WAIT).unwrap_or_else(|_| {
+            panic!("rspregistrar did not answer our PU's resolution of {pool}")
+        });
+        pool_elements(&answer)
+    };
+    let check_ours = |pes: Result<Vec<Pe>, u16>| {
+        let pes = pes.unwrap_or_else(|e| panic!("OurPool at rspregistrar: cause {e:#x}"));
+        assert_eq!(pes.len(), 1, "{pes:?}");
+        let pe = &pes[0];
+        assert_eq!(
+            (pe.id, pe.kind, pe.port, pe.addresses.as_slice()),
+            (
+                OUR_PE_ID,
+                TransportKind::Sctp,
+                OUR_PE_PORT,
+                &[IpAddr::V4(OUR_ASAP)][..]
+            ),
+            "{pe:?}"
+        );
+        assert_ne!(pe.home, 0, "{pe:?}");
+    };
+    let found = resolve_at_rsplib("OurPool");
+    eprintln!("our PU at rspregistrar, OurPool: {found:?}");
+    check_ours(found);
+    let cli_found = resolve_at_rsplib("OurCliPool");
+    eprintln!("our PU at rspregistrar, OurCliPool: {cli_found:?}");
+    let cli_pes = cli_found.unwrap_or_else(|e| panic!("OurCliPool: cause {e:#x}"));
+    assert_eq!(cli_pes.len(), 1, "{cli_pes:?}");
+    assert_eq!(
+        (
+            cli_pes[0].id,
+            cli_pes[0].kind,
+            cli_pes[0].addresses.as_slice()
+        ),
+        (CLI_PE_ID, TransportKind::Tcp, &[IpAddr::V4(OUR_ASAP)][..]),
+        "{cli_pes:?}"
+    );
+
+    // The CLI as a PU, over SCTP in UDP too.
+    let out = Command::new("ip")
+        .args(["netns", "exec", NS, &cli, "resolve", "--registrar"])
+        .args([&registrar_url, "--pool", "OurPool", "--json"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "rserpool resolve: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("rserpool resolve at rspregistrar: {}", text.trim());
+    let listed: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    assert_eq!(listed[0]["id"], OUR_PE_ID, "{listed}");
+    assert_eq!(listed[0]["transport"], "sctp", "{listed}");
+    assert_eq!(listed[0]["port"], OUR_PE_PORT, "{listed}");
+    assert_eq!(listed[0]["addresses"][0], OUR_ASAP.to_string(), "{listed}");
+
+    // rspterminal (kernel SCTP, encapsulated) resolves OurPool at rspregistrar and echoes
+    // through our PE's user-space SCTP in UDP: rspterminal names the PE it reached.
+    let their_registrar = SocketAddr::new(RSPLIB.into(), asap);
+    echo_through(
+        their_registrar,
+        "OurPool",
+        OUR_PE_ID,
+        &["through our PE over SCTP in UDP"],
+    );
+
+    // Keep-alive rounds past rspregistrar's time-out: acked, both PEs stay.
+    std::thread::sleep(Duration::from_millis(4 * RSPLIB_KEEP_ALIVE_MS));
+    let acked = keep_alives.load(Ordering::Relaxed);
+    eprintln!("our PE acked {acked} keep-alives of rspregistrar's");
+    assert!(
+        acked >= 2,
+        "rspregistrar sent our PE {acked} keep-alives in {} ms; it printed:\n{}",
+        4 * RSPLIB_KEEP_ALIVE_MS,
+        rspregistrar.output()
+    );
+    check_ours(resolve_at_rsplib("OurPool"));
+    let cli_pes = resolve_at_rsplib("OurCliPool").unwrap_or_else(|e| {
+        panic!(
+            "the CLI's PE is gone after keep-alives: cause {e:#x}; it printed:\n{}",
+            cli_pe.output()
+        )
+    });
+    assert_eq!(
+        cli_pes.iter().map(|p| p.id).collect::<Vec<_>>(),
+        [CLI_PE_ID]
+    );
+    let unexpected: Vec<Vec<u8>> = from_registrar.try_iter().collect();
+    assert!(
+        unexpected.is_empty(),
+        "rspregistrar sent our PE: {unexpected:?}"
+    );
+
+    // The CLI deregisters on SIGINT; our PE and PU shut down gracefully.
+    let status = cli_pe.stop("INT");
+    let printed = cli_pe.output();
+    assert!(status.success(), "rserpool register: {status}; {printed}");
+    assert!(printed.contains("deregistered PE"), "{printed}");
+    assert!(
+        matches!(
+            resolve_at_rsplib("OurCliPool"),
+            Err(rserpool_protocol::cause::UNKNOWN_POOL_HANDLE)
+        ),
+        "the CLI's PE is still in OurCliPool"
+    );
+    pu.shutdown().unwrap();
+    pu_reader.join().unwrap().unwrap();
+    pe.shutdown().unwrap();
+    pe_reader.join().unwrap().unwrap();
+    echo_stop.store(true, Ordering::Relaxed);
+    let echoed = echo.join().unwrap();
+    assert!(echoed >= 1, "our PE's echo service echoed nothing");
+    drop(rspregistrar);
+
+    let status = tcpdump.stop("INT");
+    assert!(status.success(), "tcpdump: {status}; {}", tcpdump.output());
+    dissect(&pcap, Capture::Clients);
 }
