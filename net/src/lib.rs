@@ -10,7 +10,8 @@
 //!   ([`SctpSocket`]) and the one-to-one client ([`SctpClient`]).
 //! - TCP and MPTCP ([`listen_stream`], [`connect_stream`], [`connect_stream_blocking`]) and UDP
 //!   ([`bind_udp`], [`announce_socket`], [`announce_receiver`], [`local_ip_towards`]) set-up, and
-//!   UDP's batched receives and sends ([`UdpRecvBatch`], [`send_batch_to`]).
+//!   UDP's batched receives and sends ([`UdpRecvBatch`], [`send_batch_to`]) and segmentation
+//!   offload ([`send_segmented_to`], [`udp_segment_control`], [`udp_gso_available`]).
 //! - A client's connection to a registrar over SCTP, TCP or MPTCP ([`Connection`]), with ASAP's
 //!   framing on byte streams.
 //! - SCTP over UDP (RFC 6951, `sctp+udp://`) in user space: the sans-I/O state machines
@@ -81,6 +82,7 @@ pub use tls::{
     ClientCertificate, ClientTls, ServerTls, TlsFiles, TlsSession, handshake_blocking, server_name,
 };
 pub use udp::{
-    UdpRecvBatch, announce_receiver, announce_socket, bind_udp, local_ip_towards, send_batch_to,
-    set_dont_fragment,
+    UDP_MAX_SEGMENTS, UDP_SEGMENT_CONTROL_LEN, UdpRecvBatch, announce_receiver, announce_socket,
+    bind_udp, local_ip_towards, send_batch_to, send_segmented_to, set_dont_fragment,
+    udp_gso_available, udp_segment_control,
 };

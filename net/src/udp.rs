@@ -129,6 +129,67 @@ pub fn send_batch_to(socket: &UdpSocket, datagrams: &[(SocketAddr, &[u8])]) -> i
     Ok(sent)
 }
 
+/// `UDP_SEGMENT` (linux/udp.h, Linux 4.18): the segment size of a UDP GSO send.
+const UDP_SEGMENT: i32 = 103;
+
+/// The room of a `UDP_SEGMENT` control message ([`udp_segment_control`]).
+pub const UDP_SEGMENT_CONTROL_LEN: usize = crate::sctp::cmsg_space(size_of::<u16>());
+
+/// The most segments one GSO send carries (the kernel's `UDP_MAX_SEGMENTS`).
+pub const UDP_MAX_SEGMENTS: usize = 64;
+
+/// A `UDP_SEGMENT` control message: the datagram sent with it leaves as datagrams of `segment`
+/// bytes each, the last one shorter (UDP generic segmentation offload).
+pub fn udp_segment_control(segment: u16) -> [u8; UDP_SEGMENT_CONTROL_LEN] {
+    use crate::sctp::{CMSG_HEADER, put};
+    use std::mem::offset_of;
+    let mut c = [0; UDP_SEGMENT_CONTROL_LEN];
+    let len = CMSG_HEADER + size_of::<u16>();
+    put(
+        &mut c,
+        offset_of!(libc::cmsghdr, cmsg_len),
+        &len.to_ne_bytes(),
+    );
+    put(
+        &mut c,
+        offset_of!(libc::cmsghdr, cmsg_level),
+        &libc::SOL_UDP.to_ne_bytes(),
+    );
+    put(
+        &mut c,
+        offset_of!(libc::cmsghdr, cmsg_type),
+        &UDP_SEGMENT.to_ne_bytes(),
+    );
+    put(&mut c, CMSG_HEADER, &segment.to_ne_bytes());
+    c
+}
+
+/// Whether the kernel segments UDP sends for `socket` (`UDP_SEGMENT`, Linux 4.18 and later):
+/// the option is set to 0 (no segmentation by default; each send asks with its control
+/// message).
+pub fn udp_gso_available(socket: std::os::fd::BorrowedFd<'_>) -> bool {
+    crate::sys::set_option(socket, libc::SOL_UDP, UDP_SEGMENT, &0i32.to_ne_bytes()).is_ok()
+}
+
+/// Sends `bytes` to `to` from `socket` as datagrams of `segment` bytes each (the last one
+/// shorter) with one `sendmsg` (UDP GSO; at most [`UDP_MAX_SEGMENTS`] segments); never waits
+/// for room.
+pub fn send_segmented_to(
+    socket: &UdpSocket,
+    to: SocketAddr,
+    bytes: &[u8],
+    segment: u16,
+) -> io::Result<usize> {
+    use std::os::fd::AsFd;
+    crate::sys::send_msg(
+        socket.as_fd(),
+        Some(&SockAddr::from(to)),
+        bytes,
+        &udp_segment_control(segment),
+        libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+    )
+}
+
 /// Sets the Don't Fragment bit on what `socket` sends, without the kernel's path MTU cache
 /// (`IP_PMTUDISC_PROBE`, `IPV6_PMTUDISC_PROBE`): for SCTP in UDP (RFC 6951), whose packets fit
 /// a fixed MTU (RFC 4960 §7.3 asks SCTP not to have them fragmented). It also spares the kernel
@@ -308,6 +369,33 @@ mod tests {
             batch.recv(&a).unwrap_err().kind(),
             io::ErrorKind::WouldBlock
         );
+    }
+
+    /// One GSO send of 5 segments of 300 bytes and a last of 100 arrives as 6 datagrams with
+    /// those bytes.
+    #[test]
+    fn a_segmented_send_arrives_as_its_segments() {
+        let (sender, receiver) = (
+            UdpSocket::bind("127.0.0.1:0").unwrap(),
+            UdpSocket::bind("127.0.0.1:0").unwrap(),
+        );
+        assert!(
+            udp_gso_available(std::os::fd::AsFd::as_fd(&sender)),
+            "Linux 4.18 or later"
+        );
+        let bytes: Vec<u8> = (0..1_600u32).map(|i| (i / 300) as u8).collect();
+        let to = receiver.local_addr().unwrap();
+        assert_eq!(send_segmented_to(&sender, to, &bytes, 300).unwrap(), 1_600);
+        receiver
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut buf = [0u8; 2_000];
+        for i in 0..6u8 {
+            let (n, from) = receiver.recv_from(&mut buf).unwrap();
+            assert_eq!(from, sender.local_addr().unwrap());
+            assert_eq!(n, if i < 5 { 300 } else { 100 });
+            assert!(buf[..n].iter().all(|&b| b == i), "segment {i}");
+        }
     }
 
     /// Receives one datagram on `sock`, waiting up to 10 s.

@@ -212,12 +212,29 @@ fn two_registrars_peer_over_mptcp(driver: &str) {
 
 fn two_registrars_peer_over_sctp_in_udp(driver: &str) {
     let mut a = registrar_on(driver, 1, "sctp+udp", &[]);
-    let b = registrar_on(driver, 2, "sctp+udp", &[&a.enrp[0]]);
     assert!(a.enrp[0].starts_with("sctp+udp://"), "{:?}", a.enrp);
+    // 300 PEs at A before B starts: B's download of A's handle table is a message of several
+    // packets (about 15 KB; 8 KiB packets to a loopback peer), a train the registrar sends with
+    // one UDP GSO send where the kernel segments UDP.
+    let mut loader = StreamClient::tcp(a.address("tcp://", false), RFC);
+    for id in 1_000..1_300u64 {
+        loader.send_raw(&registration(b"table", id, 60_000, RFC));
+        assert!(accepted(&loader.recv_answering_keep_alives(), RFC));
+    }
+    let b = registrar_on(driver, 2, "sctp+udp", &[&a.enrp[0]]);
+    let b_asap = b.address("tcp://", false);
+    time_until(
+        Duration::from_secs(10),
+        "A's handle table of 300 PEs downloaded by B over SCTP in UDP",
+        || {
+            let mut pu = StreamClient::tcp(b_asap, RFC);
+            pu.send_raw(&resolution(b"table", Some(128), RFC));
+            resolved(&pu.recv_bytes(), RFC).is_ok_and(|ids| ids.len() == 128)
+        },
+    );
     let mut pe = StreamClient::tcp(a.address("tcp://", false), RFC);
     pe.send_raw(&registration(POOL, 22, 60_000, RFC));
     assert!(accepted(&pe.recv_answering_keep_alives(), RFC));
-    let b_asap = b.address("tcp://", false);
     time_until(
         Duration::from_secs(10),
         "the PE replicated over SCTP in UDP",

@@ -36,7 +36,12 @@ struct UdpAssociation {
 impl UdpAssociation {
     /// Associates with the registrar's `sctp+udp` listener at `to` (5 s at most).
     fn connect(to: SocketAddr) -> Self {
-        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        Self::connect_from(to, std::net::Ipv4Addr::LOCALHOST.into())
+    }
+
+    /// [`Self::connect`] from the local address `source`.
+    fn connect_from(to: SocketAddr, source: std::net::IpAddr) -> Self {
+        let socket = UdpSocket::bind((source, 0)).unwrap();
         let port = socket.local_addr().unwrap().port();
         let mut endpoint =
             SctpUdpEndpoint::with_random_secret(EndpointConfig::client(port)).unwrap();
@@ -380,4 +385,47 @@ fn hostile_packets_on(driver: &str) {
     };
     assert_eq!(code, Some(0), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// A resolution answer of 128 PEs (about 6 KB) to a PU on a non-loopback address: 1 200-byte
+/// packets, so the answer is a train of equal packets to one peer, which the registrar sends
+/// with one UDP GSO send (`UDP_SEGMENT`) where the kernel segments UDP, on either driver. It
+/// arrives whole. Needs an IPv4 address other than loopback on this host (the PU's source; its
+/// packets to 127.0.0.1 stay in the kernel).
+#[test]
+fn an_answer_of_several_packets_arrives_whole() {
+    let source = rserpool_net::local_ip_towards(SocketAddr::from(([198, 51, 100, 1], 9)))
+        .ok()
+        .filter(|ip| ip.is_ipv4() && !ip.is_loopback())
+        .expect("this test needs an IPv4 address other than loopback and a route (a default one)");
+    for driver in ["io-uring", "epoll"] {
+        let port = fixed_udp_port();
+        let daemon = start_on(port, Some(driver));
+        let registrar = SocketAddr::from(([127, 0, 0, 1], port));
+        let mut pe = StreamClient::tcp(daemon.address("tcp://", false), RFC);
+        for id in 1..=128u64 {
+            pe.send_raw(&registration(b"wide", id, 60_000, RFC));
+            assert!(
+                accepted(&pe.recv_answering_keep_alives(), RFC),
+                "[{driver}] PE {id}"
+            );
+        }
+        let mut pu = UdpAssociation::connect_from(registrar, source);
+        for _ in 0..3 {
+            let answer = pu
+                .request(&resolution(b"wide", Some(128), RFC))
+                .expect("a resolution response");
+            assert!(
+                answer.len() > 3 * 1_200,
+                "[{driver}] {} bytes",
+                answer.len()
+            );
+            assert_eq!(
+                resolved(&answer, RFC),
+                Ok((1..=128).collect()),
+                "[{driver}]"
+            );
+        }
+        drop(daemon);
+    }
 }

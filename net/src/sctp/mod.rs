@@ -35,7 +35,7 @@ pub const RECV_CONTROL_LEN: usize = 2 * cmsg_space(size_of::<libc::sctp_rcvinfo>
 /// The length of an `SCTP_SNDINFO` control message ([`send_control`]).
 pub const SNDINFO_CMSG_LEN: usize = cmsg_space(size_of::<libc::sctp_sndinfo>());
 /// Where the data of a control message starts.
-const CMSG_HEADER: usize = cmsg_align(size_of::<libc::cmsghdr>());
+pub(crate) const CMSG_HEADER: usize = cmsg_align(size_of::<libc::cmsghdr>());
 
 /// `CMSG_ALIGN`: control messages are aligned to `size_t`.
 const fn cmsg_align(len: usize) -> usize {
@@ -43,7 +43,7 @@ const fn cmsg_align(len: usize) -> usize {
 }
 
 /// `CMSG_SPACE`: the room one control message with `len` bytes of data takes.
-const fn cmsg_space(len: usize) -> usize {
+pub(crate) const fn cmsg_space(len: usize) -> usize {
     CMSG_HEADER + cmsg_align(len)
 }
 
@@ -215,7 +215,7 @@ fn field<const N: usize>(bytes: &[u8], offset: usize) -> Option<[u8; N]> {
 }
 
 /// Copies `value` into `buf` at `offset` (only with offsets of the structures built here).
-fn put(buf: &mut [u8], offset: usize, value: &[u8]) {
+pub(crate) fn put(buf: &mut [u8], offset: usize, value: &[u8]) {
     buf[offset..offset + value.len()].copy_from_slice(value);
 }
 

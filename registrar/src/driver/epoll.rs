@@ -497,6 +497,25 @@ impl Transmitter for Streams<'_> {
         Ok(())
     }
 
+    /// One `sendmsg` with `UDP_SEGMENT`: the kernel cuts the datagrams.
+    fn send_segmented(
+        &mut self,
+        socket: &std::net::UdpSocket,
+        to: std::net::SocketAddr,
+        bytes: &[u8],
+        segment: usize,
+    ) -> std::io::Result<()> {
+        let sent = u16::try_from(segment)
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))
+            .and_then(|segment| rserpool_net::send_segmented_to(socket, to, bytes, segment));
+        if let Err(e) = sent
+            && e.kind() != std::io::ErrorKind::WouldBlock
+        {
+            tracing::debug!(%to, %e, "segmented datagrams not sent");
+        }
+        Ok(())
+    }
+
     /// One `sendmmsg` for up to 64 datagrams. UDP is best effort: what a full socket buffer
     /// refuses is dropped (SCTP sends it again), errors are logged.
     fn send_datagrams(

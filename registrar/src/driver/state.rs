@@ -57,6 +57,21 @@ pub(super) trait Transmitter {
         bytes: &[u8],
     ) -> std::io::Result<()>;
 
+    /// Sends `bytes` to `to` from the UDP listener `socket` as datagrams of `segment` bytes, the
+    /// last one shorter: one by one unless the driver has the kernel segment them (UDP GSO).
+    fn send_segmented(
+        &mut self,
+        socket: &std::net::UdpSocket,
+        to: SocketAddr,
+        bytes: &[u8],
+        segment: usize,
+    ) -> std::io::Result<()> {
+        for datagram in bytes.chunks(segment.max(1)) {
+            self.send_datagram(socket, to, datagram)?;
+        }
+        Ok(())
+    }
+
     /// Sends `datagrams` (destination, bytes) from the UDP listener `socket`: one by one unless
     /// the driver batches them.
     fn send_datagrams(
@@ -155,6 +170,8 @@ pub(super) struct LoopState {
     sctp_udp_buf: Vec<u8>,
     /// The packets in `sctp_udp_buf`: destination and bytes.
     sctp_udp_packets: Vec<(SocketAddr, std::ops::Range<usize>)>,
+    /// Per listener: whether the kernel segments UDP sends for it (`UDP_SEGMENT`).
+    sctp_udp_gso: Vec<bool>,
     backlog: Backlog<Forward>,
     wake: Vec<bool>,
     buf: Vec<u8>,
@@ -181,6 +198,7 @@ impl LoopState {
         let config = shared.core_config.load_full();
         let sctp_sockets = SctpSockets::new(listeners.len());
         let sctp_udp = sctp_udp::endpoints(&listeners, &io);
+        let sctp_udp_gso = sctp_udp::gso_support(&listeners);
         worker.start(shared.now());
         Self {
             worker,
@@ -211,6 +229,7 @@ impl LoopState {
             sctp_udp_connects: FastMap::default(),
             sctp_udp_buf: vec![0; sctp_udp::PACKET_ROOM],
             sctp_udp_packets: Vec::new(),
+            sctp_udp_gso,
             backlog: Backlog::new(workers),
             wake: vec![false; workers],
             buf: vec![0; largest.max(64) + 64],

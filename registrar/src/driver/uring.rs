@@ -949,4 +949,19 @@ impl Transmitter for Streams<'_> {
     ) -> io::Result<()> {
         self.ring.send_to(socket.as_fd(), bytes, to)
     }
+
+    fn send_segmented(
+        &mut self,
+        socket: &std::net::UdpSocket,
+        to: std::net::SocketAddr,
+        bytes: &[u8],
+        segment: usize,
+    ) -> io::Result<()> {
+        match u16::try_from(segment) {
+            Ok(segment) => self
+                .ring
+                .send_to_segmented(socket.as_fd(), bytes, to, segment),
+            Err(_) => self.ring.send_to(socket.as_fd(), bytes, to),
+        }
+    }
 }

@@ -12,7 +12,7 @@ use rserpool_net::sctp_udp::{
     AssociationConfig, AssociationHandle, DEFAULT_LOOPBACK_MTU, EndpointConfig, EndpointError,
     EndpointEvent, PassiveConfig, SctpUdpEndpoint,
 };
-use rserpool_net::{NetError, Transport};
+use rserpool_net::{NetError, Transport, UDP_MAX_SEGMENTS};
 use rserpool_protocol::{ASAP_PORT, ENRP_PORT};
 
 use super::{ENRP_MAX_MESSAGE, LoopState, Route, Transmitter};
@@ -84,6 +84,20 @@ pub(super) fn endpoints(
     endpoints
 }
 
+/// Per listener, whether the kernel segments its UDP sends (`UDP_SEGMENT`, Linux 4.18): checked
+/// once for each `sctp+udp://` listener.
+pub(super) fn gso_support(listeners: &[Listener]) -> Vec<bool> {
+    listeners
+        .iter()
+        .map(|l| match l {
+            Listener::Udp { socket, url, .. } if url.transport == Transport::SctpUdp => {
+                rserpool_net::udp_gso_available(std::os::fd::AsFd::as_fd(socket))
+            }
+            _ => false,
+        })
+        .collect()
+}
+
 /// Queues `bytes` on the SCTP-in-UDP association `(listener, handle)` with its protocol's PPID.
 /// A message its send buffer has no room for (a peer that does not acknowledge) is dropped and
 /// counted, as kernel SCTP's would be.
@@ -107,6 +121,37 @@ pub(super) fn send(
         Err(e) => tracing::debug!(%e, "SCTP-in-UDP send failed"),
     }
 }
+
+/// How many packets at the start of `packets` (destination, bytes back to back) one UDP GSO send
+/// carries: to one destination, of the first one's size but the last (no larger), at most
+/// [`UDP_MAX_SEGMENTS`] and 64 KiB in all. A message of several packets (a handle table to an
+/// ENRP peer) makes such trains; replies to a PU's pipelined requests share packets instead.
+fn train_len(packets: &[(SocketAddr, std::ops::Range<usize>)]) -> usize {
+    let Some((to, first)) = packets.first() else {
+        return 0;
+    };
+    let size = first.len();
+    let mut n = 1;
+    let mut total = size;
+    for (next_to, range) in &packets[1..] {
+        if next_to != to
+            || range.len() > size
+            || n == UDP_MAX_SEGMENTS
+            || total + range.len() > MAX_GSO_BYTES
+        {
+            break;
+        }
+        n += 1;
+        total += range.len();
+        if range.len() < size {
+            break;
+        }
+    }
+    n
+}
+
+/// The most bytes one UDP GSO send carries (a UDP datagram's limit, less headers).
+const MAX_GSO_BYTES: usize = 65_000;
 
 impl LoopState {
     /// An SCTP packet that arrived in a datagram on UDP listener `listener` from `from`.
@@ -191,11 +236,24 @@ impl LoopState {
                 packets.push((to, end..end + len));
                 end += len;
             }
-            let datagrams: Vec<(SocketAddr, &[u8])> = packets
-                .iter()
-                .map(|(to, range)| (*to, &buf[range.clone()]))
-                .collect();
-            driver.send_datagrams(socket, &datagrams)?;
+            let gso = self.sctp_udp_gso.get(*i).copied().unwrap_or(false);
+            let mut singles: Vec<(SocketAddr, &[u8])> = Vec::new();
+            let mut rest = &packets[..];
+            while let Some(&(to, ref first)) = rest.first() {
+                let train = if gso { train_len(rest) } else { 1 };
+                if train < 2 {
+                    singles.push((to, &buf[first.clone()]));
+                    rest = &rest[1..];
+                    continue;
+                }
+                // Packets in order: those before the train leave first.
+                driver.send_datagrams(socket, &singles)?;
+                singles.clear();
+                let end = rest[train - 1].1.end;
+                driver.send_segmented(socket, to, &buf[first.start..end], first.len())?;
+                rest = &rest[train..];
+            }
+            driver.send_datagrams(socket, &singles)?;
         }
         // A burst (a handle table to a peer) leaves its room; the usual turn needs little.
         if buf.len() > 4 * PACKET_ROOM {
@@ -342,5 +400,39 @@ impl LoopState {
         for handle in refused {
             endpoint.abort(handle);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn packets(sizes: &[(u8, usize)]) -> Vec<(SocketAddr, std::ops::Range<usize>)> {
+        let mut at = 0;
+        sizes
+            .iter()
+            .map(|&(peer, len)| {
+                let range = at..at + len;
+                at += len;
+                (SocketAddr::from(([192, 0, 2, peer], 9899)), range)
+            })
+            .collect()
+    }
+
+    /// A train: one destination, equal sizes, the last one no larger; it ends at another peer, a
+    /// larger packet, the segment limit or 64 KiB.
+    #[test]
+    fn trains_are_equal_packets_to_one_peer() {
+        assert_eq!(train_len(&packets(&[])), 0);
+        assert_eq!(train_len(&packets(&[(1, 1200)])), 1);
+        assert_eq!(
+            train_len(&packets(&[(1, 1200), (1, 1200), (1, 300), (1, 1200)])),
+            3
+        );
+        assert_eq!(train_len(&packets(&[(1, 1200), (2, 1200)])), 1);
+        assert_eq!(train_len(&packets(&[(1, 300), (1, 1200)])), 1);
+        assert_eq!(train_len(&packets(&[(1, 500); 100])), UDP_MAX_SEGMENTS);
+        assert_eq!(train_len(&packets(&[(1, 1200); 100])), 54);
+        assert_eq!(train_len(&packets(&[(1, 8192); 20])), 7);
     }
 }

@@ -20,7 +20,9 @@ use std::time::{Duration, Instant};
 
 use io_uring::types::{CancelBuilder, Fd, RecvMsgOut, SubmitArgs, Timespec};
 use io_uring::{IoUring, cqueue, opcode, squeue};
-use rserpool_net::{SCTP_RECV_CONTROL_LEN, SCTP_SEND_CONTROL_LEN};
+use rserpool_net::{
+    SCTP_RECV_CONTROL_LEN, SCTP_SEND_CONTROL_LEN, UDP_SEGMENT_CONTROL_LEN, udp_segment_control,
+};
 use socket2::SockAddr;
 
 /// The buffer group of the provided-buffer ring (one ring per worker, so one group each).
@@ -151,8 +153,8 @@ pub(super) struct SctpMessage<'a> {
     pub payload: &'a [u8],
 }
 
-/// The header of an SCTP `sendmsg`: it names the data and the `SCTP_SNDINFO` control message
-/// beside it in the same box.
+/// The header of a `sendmsg`: it names the data and the control message beside it in the same
+/// box (an SCTP send's `SCTP_SNDINFO`, or a UDP GSO send's `UDP_SEGMENT` with its address).
 struct SctpHeader {
     msghdr: libc::msghdr,
     iov: libc::iovec,
@@ -437,6 +439,54 @@ impl Ring {
         self.push(entry)
     }
 
+    /// Sends `bytes` to `to` from the UDP socket `fd` as datagrams of `segment` bytes each, the
+    /// last one shorter (UDP GSO: a `sendmsg` with a `UDP_SEGMENT` control message); the bytes
+    /// are copied. Never waits for room.
+    pub fn send_to_segmented(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        bytes: &[u8],
+        to: SocketAddr,
+        segment: u16,
+    ) -> io::Result<()> {
+        const { assert!(UDP_SEGMENT_CONTROL_LEN <= SCTP_SEND_CONTROL_LEN) };
+        let mut out = self.spare_sends.pop().unwrap_or_default();
+        let mut buf = self.spare_datagrams.pop().unwrap_or_default();
+        buf.clear();
+        buf.extend_from_slice(bytes);
+        out.buf = buf;
+        out.from = 0;
+        out.to = Some(SockAddr::from(to));
+        out.token = 0;
+        out.sctp.control[..UDP_SEGMENT_CONTROL_LEN].copy_from_slice(&udp_segment_control(segment));
+        let id = match self.free_sends.pop() {
+            Some(id) => id,
+            None => {
+                self.sends.push(None);
+                self.sends.len() - 1
+            }
+        };
+        let out = &mut **self.sends[id].insert(out);
+        let (name, name_len) = match &out.to {
+            Some(a) => (a.as_ptr().cast_mut().cast(), a.len()),
+            None => (std::ptr::null_mut(), 0),
+        };
+        let h = &mut out.sctp;
+        h.iov.iov_base = out.buf.as_mut_ptr().cast();
+        h.iov.iov_len = out.buf.len();
+        h.msghdr.msg_name = name;
+        h.msghdr.msg_namelen = name_len;
+        h.msghdr.msg_iov = &raw mut h.iov;
+        h.msghdr.msg_iovlen = 1;
+        h.msghdr.msg_control = h.control.as_mut_ptr().cast();
+        h.msghdr.msg_controllen = UDP_SEGMENT_CONTROL_LEN as _;
+        let entry = opcode::SendMsg::new(Fd(fd.as_raw_fd()), &raw const h.msghdr)
+            .flags((libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) as u32)
+            .build()
+            .user_data(Kind::SendTo.user_data(id as u64));
+        self.push(entry)
+    }
+
     /// Sends `buf` as one SCTP message on `fd`: with `control` (an `SCTP_SNDINFO` naming the
     /// association and PPID, for a one-to-many socket) as a `sendmsg`, else as a plain `send`
     /// (a peeled-off association whose default PPID is set). Never waits for room
@@ -477,6 +527,9 @@ impl Ring {
                 let h = &mut out.sctp;
                 h.iov.iov_base = out.buf.as_mut_ptr().cast();
                 h.iov.iov_len = out.buf.len();
+                // No address (a reused header may hold one of a UDP GSO send).
+                h.msghdr.msg_name = std::ptr::null_mut();
+                h.msghdr.msg_namelen = 0;
                 h.msghdr.msg_iov = &raw mut h.iov;
                 h.msghdr.msg_iovlen = 1;
                 h.msghdr.msg_control = h.control.as_mut_ptr().cast();
