@@ -1,6 +1,7 @@
-//! The endpoint library against the real `rserpool-registrar` process over loopback TCP and
-//! MPTCP: registration, resolution, keep-alives, load updates, deregistration on drop, refusal,
-//! failover between two registrars, the NG generation, announces.
+//! The endpoint library against the real `rserpool-registrar` process over loopback TCP, MPTCP
+//! and SCTP in UDP: registration, resolution, keep-alives, load updates, deregistration on drop,
+//! refusal, failover between two registrars, a registrar killed and restarted at once, the NG
+//! generation, announces.
 
 mod common;
 
@@ -184,6 +185,50 @@ fn the_pe_fails_over_to_the_other_registrar_when_its_registrar_dies() {
         .resolve("fo")
         .expect("found at the survivor");
     assert_eq!(ids(&pes), [pe.pe_id().0]);
+}
+
+/// A UDP port below the kernel's ephemeral range, free now (a restarted registrar binds it
+/// again); each call of this process tries another.
+fn fixed_udp_port() -> u16 {
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let first = (std::process::id() as usize * 17 + call * 101) % 10_000;
+    (0..10_000)
+        .map(|i| 20_000 + ((first + i * 7) % 10_000) as u16)
+        .find(|&port| std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok())
+        .expect("a free UDP port")
+}
+
+/// A PE of the library over `sctp+udp://` whose registrar is killed (SIGKILL) and started again
+/// at once with the same command line: the PE's next re-registration meets a registrar that does
+/// not know its association (answered with an ABORT, RFC 4960 §8.4), it associates again and
+/// registers, and a PU over `sctp+udp://` finds it.
+#[test]
+fn a_pe_over_sctp_in_udp_registers_again_with_a_registrar_restarted_at_once() {
+    let listen = format!("sctp+udp://127.0.0.1:{}", fixed_udp_port());
+    let mut first = Daemon::start(60_000, &[&listen]);
+    let registrar = first.url("sctp+udp://", false);
+    let mut config = pe_config(&[&registrar], "restarted", 7);
+    config.reregistration_interval = Some(500);
+    let pe = Pe::register(config).expect("registered over SCTP in UDP");
+    while pe.events().try_recv().is_ok() {}
+    first.child.kill().expect("SIGKILL");
+    first.child.wait().expect("reaped");
+    let _second = Daemon::start(60_000, &[&listen]);
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match pe.events().recv_timeout(left) {
+            Ok(PeEvent::Registered { .. }) => {
+                let found = pool_user(&registrar).resolve("restarted");
+                if found.as_ref().is_ok_and(|pes| ids(pes) == [pe.pe_id().0]) {
+                    break;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => panic!("not registered again at the restarted registrar: {e}"),
+        }
+    }
 }
 
 #[test]
