@@ -16,22 +16,22 @@
 
 mod common;
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+use common::tool::Tool;
+
+use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::mpsc::{Receiver, Sender, channel};
 use std::time::{Duration, Instant};
 
-use common::{Daemon, encode, eventually, resolution, resolve_udp, resolved};
+use common::{Daemon, encode, eventually, resolution, resolve_udp, resolved, sctp_registration};
 use rserpool_net::{
     AssocState, SctpAssocId, SctpClient, SctpRecv, SctpSocket, sctp_nodelay, sctp_support,
 };
 use rserpool_protocol::{
-    AsapMessage, EnrpBody, EnrpMessage, Generation, PPID_ASAP, PPID_ENRP, PeId, Policy,
-    PoolElementParam, PoolHandle, PrId, Resolution, Seq, TransportKind, TransportParam,
-    UserTransport, cause,
+    AsapMessage, EnrpBody, EnrpMessage, Generation, PPID_ASAP, PPID_ENRP, PeId, PoolHandle, PrId,
+    Resolution, TransportKind, UserTransport, cause,
 };
 use socket2::Socket;
 
@@ -591,34 +591,9 @@ impl Asap {
     }
 }
 
-/// An ASAP_REGISTRATION of PE `id` in `handle`, reachable over SCTP on `port` at `addresses`,
-/// round robin, living 60 s (in milliseconds, as RSPLIB counts).
-fn registration(handle: &[u8], id: u64, port: u16, addresses: &[IpAddr]) -> Vec<u8> {
-    encode(
-        &AsapMessage::Registration {
-            pool_handle: PoolHandle(handle),
-            pool_element: PoolElementParam {
-                id: PeId(id),
-                home_pr: PrId(0),
-                registration_life: 60_000,
-                user_transport: UserTransport::Transport(TransportParam {
-                    kind: TransportKind::Sctp,
-                    port,
-                    transport_use: 0,
-                    service_code: 0,
-                    addresses: Seq::from_items(addresses),
-                }),
-                policy: Policy::RoundRobin,
-                asap_transport: None,
-            },
-        },
-        RFC,
-    )
-}
-
 /// Registers PE `id` in `handle` at 127.0.0.1 over `pe` and checks that it was accepted.
 fn register(pe: &Asap, handle: &[u8], id: u64) {
-    let bytes = pe.request(&registration(handle, id, 4711, &[LOOPBACK]));
+    let bytes = pe.request(&sctp_registration(handle, id, 4711, &[LOOPBACK]));
     assert!(
         common::accepted(&bytes, RFC),
         "PE {id} refused: {:?}",
@@ -682,7 +657,7 @@ fn daemon_registers_resolves_keeps_alive_and_drops_pes_over_sctp(driver: &str) {
         TEST_NET,
         IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7)),
     ];
-    let bytes = pe.request(&registration(b"sctp-pool", 0x1234, 4711, &offered));
+    let bytes = pe.request(&sctp_registration(b"sctp-pool", 0x1234, 4711, &offered));
     match AsapMessage::decode(&bytes, RFC).unwrap().message {
         AsapMessage::RegistrationResponse {
             rejected,
@@ -843,7 +818,7 @@ fn hostile_messages_over_sctp_leave_the_daemon_serving_and_pes_intact(driver: &s
     let pe = Asap::connect(addr);
     register(&pe, b"victim", 7);
     let valid = [
-        registration(b"victim", 7, 4711, &[LOOPBACK]),
+        sctp_registration(b"victim", 7, 4711, &[LOOPBACK]),
         resolution(b"victim", None, RFC),
         encode(
             &AsapMessage::Deregistration {
@@ -933,8 +908,8 @@ fn an_sctp_message_beyond_the_limit_is_dropped_whole_and_the_next_served(driver:
         // 16 448 bytes, its receive buffer; io_uring: every 16 400, a ring buffer less the
         // kernel's header and control messages): taken for a message, a part would register
         // PE 9.
-        let decoy = registration(b"big", 9, 4711, &[LOOPBACK]);
-        let mut big = registration(b"big", 1, 4711, &[LOOPBACK]);
+        let decoy = sctp_registration(b"big", 9, 4711, &[LOOPBACK]);
+        let mut big = sctp_registration(b"big", 1, 4711, &[LOOPBACK]);
         big.resize(40_000, 0);
         let len = big.len() as u16;
         big[2..4].copy_from_slice(&len.to_be_bytes());
@@ -1022,104 +997,6 @@ fn two_workers_share_the_sctp_port_and_the_handlespace(driver: &str) {
         assert!(eventually(WAIT, || resolve(pu, b"spread") == Ok(vec![1, 10])));
     }
     assert_eq!(resolve(&pe, b"spread"), Ok(vec![1, 10]));
-}
-
-/// An RSPLIB tool as a child process, its output lines (stdout and stderr) arriving on a
-/// channel; killed on drop.
-struct Tool {
-    name: &'static str,
-    child: Child,
-    lines: Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Tool {
-    fn start(name: &'static str, args: &[String]) -> Self {
-        let mut child = Command::new(name)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name} (Debian's rsplib-tools): {e}"));
-        let (tx, lines) = channel();
-        forward_lines(child.stdout.take().unwrap(), tx.clone());
-        forward_lines(child.stderr.take().unwrap(), tx);
-        Self {
-            name,
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Waits up to [`WAIT`] for an output line containing `text` and returns it.
-    fn wait_for_line(&mut self, text: &str) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let Ok(line) = self.lines.recv_timeout(left) else {
-                let name = self.name;
-                panic!(
-                    "{name} printed no line with {text:?}; it printed:\n{}",
-                    self.output()
-                );
-            };
-            self.seen.push(line);
-            if self.seen.last().unwrap().contains(text) {
-                return self.seen.last().unwrap().clone();
-            }
-        }
-    }
-
-    /// What the tool printed so far.
-    fn output(&mut self) -> String {
-        self.seen.extend(self.lines.try_iter());
-        self.seen.join("\n")
-    }
-
-    /// Sends `signal` and waits up to [`WAIT`] for the tool to exit.
-    fn stop(&mut self, signal: &str) -> ExitStatus {
-        let id = self.child.id().to_string();
-        let sent = Command::new("kill")
-            .args([&format!("-{signal}"), &id])
-            .status();
-        assert!(sent.is_ok_and(|s| s.success()), "kill -{signal} {id}");
-        let (name, deadline) = (self.name, Instant::now() + WAIT);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{name} did not exit on SIG{signal}; it printed:\n{}",
-                self.output()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Tool {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Sends each line read from `from` to `to` (lossily decoded: the tools print ANSI colours).
-fn forward_lines(from: impl Read + Send + 'static, to: Sender<String>) {
-    std::thread::spawn(move || {
-        let mut reader = BufReader::new(from);
-        let mut line = Vec::new();
-        while reader.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
-            let text = String::from_utf8_lossy(&line).trim_end().to_owned();
-            if to.send(text).is_err() {
-                break;
-            }
-            line.clear();
-        }
-    });
 }
 
 fn rsplib_pe_and_pu_interoperate_through_the_registrar(driver: &str) {

@@ -49,18 +49,20 @@
 
 mod common;
 
+use common::tool::Tool;
+
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::mpsc::channel;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{StreamClient, accepted, encode, eventually, resolution};
+use common::{StreamClient, accepted, encode, eventually, resolution, sctp_registration};
 use rserpool_net::sctp_udp::{EndpointConfig, EndpointEvent, SctpUdpEndpoint};
 use rserpool_net::{Connection, SctpClient, Transport, sctp_support};
 use rserpool_protocol::{
@@ -278,104 +280,6 @@ impl Drop for Ours {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// A tool (RSPLIB's, tcpdump) as a child process, its output lines (stdout and stderr)
-/// arriving on a channel; killed on drop.
-struct Tool {
-    name: &'static str,
-    child: Child,
-    lines: Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Tool {
-    fn start(name: &'static str, args: &[String]) -> Self {
-        let mut child = Command::new(name)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        let (tx, lines) = channel();
-        forward_lines(child.stdout.take().unwrap(), tx.clone());
-        forward_lines(child.stderr.take().unwrap(), tx);
-        Self {
-            name,
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Waits up to [`WAIT`] for an output line containing `text` and returns it.
-    fn wait_for_line(&mut self, text: &str) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let Ok(line) = self.lines.recv_timeout(left) else {
-                let name = self.name;
-                panic!(
-                    "{name} printed no line with {text:?}; it printed:\n{}",
-                    self.output()
-                );
-            };
-            self.seen.push(line);
-            if self.seen.last().unwrap().contains(text) {
-                return self.seen.last().unwrap().clone();
-            }
-        }
-    }
-
-    /// What the tool printed so far.
-    fn output(&mut self) -> String {
-        self.seen.extend(self.lines.try_iter());
-        self.seen.join("\n")
-    }
-
-    /// Sends `signal` and waits up to [`WAIT`] for the tool to exit.
-    fn stop(&mut self, signal: &str) -> ExitStatus {
-        let id = self.child.id().to_string();
-        let sent = Command::new("kill")
-            .args([&format!("-{signal}"), &id])
-            .status();
-        assert!(sent.is_ok_and(|s| s.success()), "kill -{signal} {id}");
-        let (name, deadline) = (self.name, Instant::now() + WAIT);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{name} did not exit on SIG{signal}; it printed:\n{}",
-                self.output()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Tool {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Sends each line read from `from` to `to` (lossily decoded: RSPLIB's tools print colours).
-fn forward_lines(from: impl Read + Send + 'static, to: Sender<String>) {
-    std::thread::spawn(move || {
-        let mut reader = BufReader::new(from);
-        let mut line = Vec::new();
-        while reader.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
-            let text = String::from_utf8_lossy(&line).trim_end().to_owned();
-            if to.send(text).is_err() {
-                break;
-            }
-            line.clear();
-        }
-    });
 }
 
 /// A pool element as a resolution names it.
@@ -1035,32 +939,6 @@ const OUR_PE_ID: u64 = 0x5ec7_0001;
 const OUR_PE_PORT: u16 = 4711;
 const CLI_PE_ID: u64 = 0x5ec7_0002;
 
-/// An ASAP_REGISTRATION of PE `id` in `handle` with an SCTP user transport at `ip`:`port`,
-/// round robin, life 60 s.
-fn registration_at(handle: &[u8], id: u64, ip: Ipv4Addr, port: u16) -> Vec<u8> {
-    let addresses = [IpAddr::V4(ip)];
-    encode(
-        &AsapMessage::Registration {
-            pool_handle: PoolHandle(handle),
-            pool_element: PoolElementParam {
-                id: PeId(id),
-                home_pr: PrId(0),
-                registration_life: 60_000,
-                user_transport: UserTransport::Transport(TransportParam {
-                    kind: TransportKind::Sctp,
-                    port,
-                    transport_use: 0,
-                    service_code: 0,
-                    addresses: Seq::from_items(&addresses),
-                }),
-                policy: Policy::RoundRobin,
-                asap_transport: None,
-            },
-        },
-        RFC,
-    )
-}
-
 /// A user-space SCTP echo service over UDP at `address` in namespace [`NS`], SCTP port
 /// [`OUR_PE_PORT`]: our PE's user transport, which `rspterminal` reaches from kernel SCTP
 /// (encapsulated to UDP 9899). Echoes every message of a PPID other than ASAP's on stream 0
@@ -1228,11 +1106,11 @@ fn our_pe_and_pu_through_rsplib_registrar_over_udp_encapsulation() {
             to_pe.send(bytes.to_vec()).is_ok()
         })
     });
-    pe.send(&registration_at(
+    pe.send(&sctp_registration(
         b"OurPool",
         OUR_PE_ID,
-        OUR_ASAP,
         OUR_PE_PORT,
+        &[IpAddr::V4(OUR_ASAP)],
     ))
     .unwrap();
     let answer = from_registrar.recv_timeout(WAIT).unwrap_or_else(|_| {

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod tool;
+
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::process::{Child, Command, Stdio};
@@ -331,6 +333,31 @@ pub fn registration(handle: &[u8], id: u64, life_ms: i32, generation: Generation
             },
         },
         generation,
+    )
+}
+
+/// An ASAP_REGISTRATION of PE `id` in `handle`, reachable over SCTP on `port` at `addresses`,
+/// round robin, living 60 s (in milliseconds, as RSPLIB counts).
+pub fn sctp_registration(handle: &[u8], id: u64, port: u16, addresses: &[IpAddr]) -> Vec<u8> {
+    encode(
+        &AsapMessage::Registration {
+            pool_handle: PoolHandle(handle),
+            pool_element: PoolElementParam {
+                id: PeId(id),
+                home_pr: PrId(0),
+                registration_life: 60_000,
+                user_transport: UserTransport::Transport(TransportParam {
+                    kind: TransportKind::Sctp,
+                    port,
+                    transport_use: 0,
+                    service_code: 0,
+                    addresses: Seq::from_items(addresses),
+                }),
+                policy: Policy::RoundRobin,
+                asap_transport: None,
+            },
+        },
+        Generation::Rfc,
     )
 }
 
