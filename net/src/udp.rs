@@ -108,13 +108,22 @@ impl UdpRecvBatch {
 /// Sends `datagrams` (destination, bytes) from `socket` with `sendmmsg`, 64 a call; returns how
 /// many left. Stops at the first call that sends fewer than offered (the socket buffer is full:
 /// UDP drops the rest, the caller may count them) or fails.
-pub fn send_batch_to(socket: &UdpSocket, datagrams: &[(SocketAddr, &[u8])]) -> io::Result<usize> {
+pub fn send_batch_to<'a>(
+    socket: &UdpSocket,
+    datagrams: impl IntoIterator<Item = (SocketAddr, &'a [u8])>,
+) -> io::Result<usize> {
     use std::os::fd::AsFd;
+    let mut datagrams = datagrams.into_iter().peekable();
     let mut sent = 0;
-    for batch in datagrams.chunks(crate::sys::MMSG_MAX) {
+    while datagrams.peek().is_some() {
+        let mut offered = 0;
+        let batch = datagrams
+            .by_ref()
+            .take(crate::sys::MMSG_MAX)
+            .inspect(|_| offered += 1);
         let n = match crate::sys::send_mmsg_to(
             socket.as_fd(),
-            batch.iter().copied(),
+            batch,
             libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
         ) {
             Ok(n) => n,
@@ -122,7 +131,7 @@ pub fn send_batch_to(socket: &UdpSocket, datagrams: &[(SocketAddr, &[u8])]) -> i
             Err(e) => return Err(e),
         };
         sent += n;
-        if n < batch.len() {
+        if n < offered {
             break;
         }
     }
@@ -141,26 +150,10 @@ pub const UDP_MAX_SEGMENTS: usize = 64;
 /// A `UDP_SEGMENT` control message: the datagram sent with it leaves as datagrams of `segment`
 /// bytes each, the last one shorter (UDP generic segmentation offload).
 pub fn udp_segment_control(segment: u16) -> [u8; UDP_SEGMENT_CONTROL_LEN] {
-    use crate::sctp::{CMSG_HEADER, put};
-    use std::mem::offset_of;
+    use crate::sctp::{CMSG_HEADER, put_cmsg_header};
     let mut c = [0; UDP_SEGMENT_CONTROL_LEN];
-    let len = CMSG_HEADER + size_of::<u16>();
-    put(
-        &mut c,
-        offset_of!(libc::cmsghdr, cmsg_len),
-        &len.to_ne_bytes(),
-    );
-    put(
-        &mut c,
-        offset_of!(libc::cmsghdr, cmsg_level),
-        &libc::SOL_UDP.to_ne_bytes(),
-    );
-    put(
-        &mut c,
-        offset_of!(libc::cmsghdr, cmsg_type),
-        &UDP_SEGMENT.to_ne_bytes(),
-    );
-    put(&mut c, CMSG_HEADER, &segment.to_ne_bytes());
+    put_cmsg_header(&mut c, libc::SOL_UDP, UDP_SEGMENT, size_of::<u16>());
+    c[CMSG_HEADER..CMSG_HEADER + size_of::<u16>()].copy_from_slice(&segment.to_ne_bytes());
     c
 }
 
@@ -345,7 +338,10 @@ mod tests {
             .collect();
         let long = vec![7u8; 1_500];
         datagrams.insert(10, (a.local_addr().unwrap(), &long[..]));
-        assert_eq!(send_batch_to(&sender, &datagrams).unwrap(), 101);
+        assert_eq!(
+            send_batch_to(&sender, datagrams.iter().copied()).unwrap(),
+            101
+        );
         let mut batch = UdpRecvBatch::new(16, 1_024);
         let mut got = Vec::new();
         let mut came = 0;

@@ -129,21 +129,11 @@ pub fn send_control(assoc: SctpAssocId, ppid: u32) -> [u8; SNDINFO_CMSG_LEN] {
 /// An `SCTP_SNDINFO` control message: send on `stream` with `ppid` and `flags` to `assoc`.
 fn sndinfo_cmsg(stream: u16, flags: u16, ppid: u32, assoc: i32) -> [u8; SNDINFO_CMSG_LEN] {
     let mut c = [0; SNDINFO_CMSG_LEN];
-    let len = CMSG_HEADER + size_of::<libc::sctp_sndinfo>();
-    put(
+    put_cmsg_header(
         &mut c,
-        offset_of!(libc::cmsghdr, cmsg_len),
-        &len.to_ne_bytes(),
-    );
-    put(
-        &mut c,
-        offset_of!(libc::cmsghdr, cmsg_level),
-        &libc::IPPROTO_SCTP.to_ne_bytes(),
-    );
-    put(
-        &mut c,
-        offset_of!(libc::cmsghdr, cmsg_type),
-        &libc::SCTP_SNDINFO.to_ne_bytes(),
+        libc::IPPROTO_SCTP,
+        libc::SCTP_SNDINFO,
+        size_of::<libc::sctp_sndinfo>(),
     );
     let d = &mut c[CMSG_HEADER..];
     put(
@@ -215,7 +205,24 @@ fn field<const N: usize>(bytes: &[u8], offset: usize) -> Option<[u8; N]> {
 }
 
 /// Copies `value` into `buf` at `offset` (only with offsets of the structures built here).
-pub(crate) fn put(buf: &mut [u8], offset: usize, value: &[u8]) {
+/// Writes the `cmsghdr` of a control message of `level` and `kind` with `data_len` bytes of data
+/// at the start of `buf` (the data goes at [`CMSG_HEADER`]).
+pub(crate) fn put_cmsg_header(buf: &mut [u8], level: i32, kind: i32, data_len: usize) {
+    let len = CMSG_HEADER + data_len;
+    put(buf, offset_of!(libc::cmsghdr, cmsg_len), &len.to_ne_bytes());
+    put(
+        buf,
+        offset_of!(libc::cmsghdr, cmsg_level),
+        &level.to_ne_bytes(),
+    );
+    put(
+        buf,
+        offset_of!(libc::cmsghdr, cmsg_type),
+        &kind.to_ne_bytes(),
+    );
+}
+
+fn put(buf: &mut [u8], offset: usize, value: &[u8]) {
     buf[offset..offset + value.len()].copy_from_slice(value);
 }
 

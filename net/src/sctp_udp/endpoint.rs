@@ -701,28 +701,23 @@ impl SctpUdpEndpoint {
     /// Starts the SHUTDOWN of association `handle` once what it sent is acknowledged (§9.2);
     /// its [`EndpointEvent::Closed`] follows.
     pub fn close(&mut self, handle: AssociationHandle) {
-        let Some(slot) = self.slot_mut(handle) else {
-            return;
-        };
-        match &mut slot.state {
-            SlotState::Up(a) => a.close(),
-            SlotState::Connecting(_) => {
-                self.close_slot(handle.index, CloseReason::Cancelled);
-                return;
-            }
-            SlotState::Vacant => return,
-        }
-        self.touched(handle.index);
+        self.end(handle, Association::close);
     }
 
     /// Aborts association `handle` (§9.1: an ABORT goes to the peer); its
     /// [`EndpointEvent::Closed`] follows.
     pub fn abort(&mut self, handle: AssociationHandle) {
+        self.end(handle, Association::abort);
+    }
+
+    /// Ends association `handle` with `how` (close or abort) if it is up; a handshake this end
+    /// started is cancelled at once.
+    fn end(&mut self, handle: AssociationHandle, how: fn(&mut Association)) {
         let Some(slot) = self.slot_mut(handle) else {
             return;
         };
         match &mut slot.state {
-            SlotState::Up(a) => a.abort(),
+            SlotState::Up(a) => how(a),
             SlotState::Connecting(_) => {
                 self.close_slot(handle.index, CloseReason::Cancelled);
                 return;

@@ -521,9 +521,13 @@ impl Transmitter for Streams<'_> {
     fn send_datagrams(
         &mut self,
         socket: &std::net::UdpSocket,
-        datagrams: &[(std::net::SocketAddr, &[u8])],
+        buf: &[u8],
+        datagrams: &[(std::net::SocketAddr, std::ops::Range<usize>)],
     ) -> std::io::Result<()> {
-        match rserpool_net::send_batch_to(socket, datagrams) {
+        let batch = datagrams
+            .iter()
+            .map(|(to, range)| (*to, &buf[range.clone()]));
+        match rserpool_net::send_batch_to(socket, batch) {
             Ok(sent) if sent < datagrams.len() => {
                 tracing::debug!(
                     dropped = datagrams.len() - sent,

@@ -72,15 +72,16 @@ pub(super) trait Transmitter {
         Ok(())
     }
 
-    /// Sends `datagrams` (destination, bytes) from the UDP listener `socket`: one by one unless
-    /// the driver batches them.
+    /// Sends `datagrams` (destination, bytes in `buf`) from the UDP listener `socket`: one by
+    /// one unless the driver batches them.
     fn send_datagrams(
         &mut self,
         socket: &std::net::UdpSocket,
-        datagrams: &[(SocketAddr, &[u8])],
+        buf: &[u8],
+        datagrams: &[(SocketAddr, std::ops::Range<usize>)],
     ) -> std::io::Result<()> {
-        for &(to, bytes) in datagrams {
-            self.send_datagram(socket, to, bytes)?;
+        for (to, range) in datagrams {
+            self.send_datagram(socket, *to, &buf[range.clone()])?;
         }
         Ok(())
     }

@@ -237,23 +237,22 @@ impl LoopState {
                 end += len;
             }
             let gso = self.sctp_udp_gso.get(*i).copied().unwrap_or(false);
-            let mut singles: Vec<(SocketAddr, &[u8])> = Vec::new();
-            let mut rest = &packets[..];
-            while let Some(&(to, ref first)) = rest.first() {
-                let train = if gso { train_len(rest) } else { 1 };
+            // Packets in order: a run of single ones, then a train (one GSO send), and so on.
+            let (mut singles, mut next) = (0, 0);
+            while next < packets.len() {
+                let train = if gso { train_len(&packets[next..]) } else { 1 };
                 if train < 2 {
-                    singles.push((to, &buf[first.clone()]));
-                    rest = &rest[1..];
+                    next += 1;
                     continue;
                 }
-                // Packets in order: those before the train leave first.
-                driver.send_datagrams(socket, &singles)?;
-                singles.clear();
-                let end = rest[train - 1].1.end;
-                driver.send_segmented(socket, to, &buf[first.start..end], first.len())?;
-                rest = &rest[train..];
+                driver.send_datagrams(socket, buf, &packets[singles..next])?;
+                let (to, first) = &packets[next];
+                let end = packets[next + train - 1].1.end;
+                driver.send_segmented(socket, *to, &buf[first.start..end], first.len())?;
+                next += train;
+                singles = next;
             }
-            driver.send_datagrams(socket, &singles)?;
+            driver.send_datagrams(socket, buf, &packets[singles..])?;
         }
         // A burst (a handle table to a peer) leaves its room; the usual turn needs little.
         if buf.len() > 4 * PACKET_ROOM {
